@@ -1,0 +1,135 @@
+//! `headers`: a proxy-wasm filter that adds, sets, appends and removes request and response
+//! headers, optionally only when conditions on the request headers hold, with values that may
+//! copy request headers (`%REQ(name)%`).
+//!
+//! The configuration reference is `filters/headers/README.md`. In short:
+//!
+//! ```
+//! use std::rc::Rc;
+//! use tollgate_headers::{HeadersConfig, HeadersFilter};
+//! use tollgate_sdk::{HeaderList, HttpFilter, Request, Response};
+//!
+//! let config = tollgate_sdk::config::parse::<HeadersConfig>(br#"{
+//!   "request": {"set": [{"name": "x-user-copy", "value": "%REQ(x-user)%"}]},
+//!   "response": {"remove": ["x-powered-by"]},
+//!   "rules": [{"when": [{"present": "authorization"}],
+//!              "response": {"set": [{"name": "cache-control", "value": "private"}]}}]
+//! }"#)?;
+//! let mut filter = HeadersFilter::new(Rc::new(config));
+//!
+//! let mut request = HeaderList::from([(":path", "/"), ("x-user", "ada"), ("authorization", "Bearer t")]);
+//! filter.on_request_headers(&mut Request::new(&mut request), true);
+//! assert_eq!(request.get_all("x-user-copy"), vec!["ada"]);
+//!
+//! let mut response = HeaderList::from([(":status", "200"), ("x-powered-by", "PHP")]);
+//! filter.on_response_headers(&mut Response::new(&mut response), true);
+//! assert_eq!(response, HeaderList::from([(":status", "200"), ("cache-control", "private")]));
+//! # Ok::<(), tollgate_sdk::ConfigError>(())
+//! ```
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod apply;
+pub mod config;
+pub mod template;
+
+use std::rc::Rc;
+
+use tollgate_sdk::{Action, HeaderSnapshot, HttpFilter, Request, Response};
+
+use crate::apply::{Side, apply};
+pub use crate::config::HeadersConfig;
+
+/// The filter for one HTTP stream.
+pub struct HeadersFilter {
+    config: Rc<HeadersConfig>,
+    /// What the response phase needs from the request phase; `None` until the request
+    /// headers have been seen.
+    request: Option<RequestState>,
+}
+
+struct RequestState {
+    headers: HeaderSnapshot,
+    matched_rules: Vec<usize>,
+}
+
+impl HeadersFilter {
+    fn request_state(&self, headers: HeaderSnapshot) -> RequestState {
+        RequestState {
+            matched_rules: self.config.matching_rules(&headers),
+            headers,
+        }
+    }
+}
+
+impl HttpFilter for HeadersFilter {
+    const NAME: &'static str = "headers";
+    type Config = HeadersConfig;
+
+    fn new(config: Rc<HeadersConfig>) -> Self {
+        Self {
+            config,
+            request: None,
+        }
+    }
+
+    fn on_request_headers(&mut self, req: &mut Request<'_>, _end_of_stream: bool) -> Action {
+        // Conditions and %REQ(...)% see the request as it reached this filter.
+        let snapshot = if self.config.reads_request() {
+            req.snapshot()
+        } else {
+            HeaderSnapshot::default()
+        };
+        let state = self.request_state(snapshot);
+        let config = Rc::clone(&self.config);
+        apply(
+            &config.request,
+            req.header_map(),
+            &state.headers,
+            Side::Request,
+        );
+        for &index in &state.matched_rules {
+            if let Some(rule) = config.rules.get(index) {
+                apply(
+                    &rule.request,
+                    req.header_map(),
+                    &state.headers,
+                    Side::Request,
+                );
+            }
+        }
+        self.request = Some(state);
+        Action::Continue
+    }
+
+    fn on_response_headers(&mut self, resp: &mut Response<'_>, _end_of_stream: bool) -> Action {
+        // A response without a request phase here (an earlier filter answered locally) is
+        // treated as a response to a request without headers.
+        let state = match self.request.take() {
+            Some(state) => state,
+            None => self.request_state(HeaderSnapshot::default()),
+        };
+        let config = Rc::clone(&self.config);
+        apply(
+            &config.response,
+            resp.header_map(),
+            &state.headers,
+            Side::Response,
+        );
+        for &index in &state.matched_rules {
+            if let Some(rule) = config.rules.get(index) {
+                apply(
+                    &rule.response,
+                    resp.header_map(),
+                    &state.headers,
+                    Side::Response,
+                );
+            }
+        }
+        Action::Continue
+    }
+}
+
+tollgate_sdk::export_filter!(HeadersFilter);
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,321 @@
+//! Typed plugin configuration: JSON parsed with `serde` into the filter's config type, with errors
+//! that name the field path (`request.set[0].name`), then an optional semantic
+//! [`FilterConfig::validate`] step.
+//!
+//! The registration macro ([`crate::export_filter!`]) calls [`parse`] in `on_configure`; when it
+//! fails, the error is logged through the host and the configuration is refused, so Envoy rejects
+//! the filter instead of running it half-configured.
+//!
+//! An empty configuration (no bytes, or only whitespace) is read as `{}`: a config struct marked
+//! `#[serde(default)]` then gets its `Default`, and one with required fields is refused with an
+//! error naming the first missing field.
+
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+
+/// A filter's configuration type: anything `serde` can build from JSON, plus an optional semantic
+/// check run after parsing.
+///
+/// ```
+/// use serde::Deserialize;
+/// use tollgate_sdk::{ConfigError, FilterConfig};
+///
+/// #[derive(Debug, Deserialize)]
+/// #[serde(deny_unknown_fields)]
+/// struct Limits {
+///     max: u32,
+///     min: u32,
+/// }
+///
+/// impl FilterConfig for Limits {
+///     fn validate(&self) -> Result<(), ConfigError> {
+///         if self.min > self.max {
+///             return Err(ConfigError::at("min", format!("{} is above max ({})", self.min, self.max)));
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// let err = tollgate_sdk::config::parse::<Limits>(br#"{"max": 1, "min": 2}"#).unwrap_err();
+/// assert_eq!(err.to_string(), "bad configuration at min: 2 is above max (1)");
+/// ```
+pub trait FilterConfig: DeserializeOwned + 'static {
+    /// Checks what types alone cannot (cross-field rules, ranges...). The default accepts all.
+    ///
+    /// ```
+    /// # use tollgate_sdk::FilterConfig;
+    /// #[derive(serde::Deserialize)]
+    /// struct Anything {}
+    /// impl FilterConfig for Anything {}
+    /// assert!(Anything {}.validate().is_ok());
+    /// ```
+    fn validate(&self) -> Result<(), ConfigError> {
+        Ok(())
+    }
+}
+
+/// A refused configuration: where (a field path such as `request.set[0].name`, empty for the
+/// document as a whole) and why.
+///
+/// ```
+/// let err = tollgate_sdk::ConfigError::at("rules[2].when", "a rule needs at least one condition");
+/// assert_eq!(err.path(), "rules[2].when");
+/// assert_eq!(err.to_string(), "bad configuration at rules[2].when: a rule needs at least one condition");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    path: String,
+    message: String,
+    position: Option<(usize, usize)>,
+}
+
+impl ConfigError {
+    /// An error about the field at `path` (dotted, with `[i]` for list entries; `""` for the
+    /// whole document).
+    ///
+    /// ```
+    /// let err = tollgate_sdk::ConfigError::at("", "nothing to do");
+    /// assert_eq!(err.to_string(), "bad configuration: nothing to do");
+    /// ```
+    pub fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+            position: None,
+        }
+    }
+
+    /// The field path the error is about (`""` for the whole document).
+    ///
+    /// ```
+    /// assert_eq!(tollgate_sdk::ConfigError::at("a.b", "x").path(), "a.b");
+    /// ```
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// What is wrong, without the path.
+    ///
+    /// ```
+    /// assert_eq!(tollgate_sdk::ConfigError::at("a", "too big").message(), "too big");
+    /// ```
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Line and column (1-based) in the JSON text, when the error came from parsing.
+    ///
+    /// ```
+    /// let err = tollgate_sdk::config::parse::<Vec<u8>>(b"[1,\n 300]").unwrap_err();
+    /// assert_eq!(err.position(), Some((2, 4)));
+    /// ```
+    pub fn position(&self) -> Option<(usize, usize)> {
+        self.position
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "bad configuration: {}", self.message)?;
+        } else {
+            write!(f, "bad configuration at {}: {}", self.path, self.message)?;
+        }
+        if let Some((line, column)) = self.position {
+            write!(f, " (line {line}, column {column})")?;
+        }
+        Ok(())
+    }
+}
+
+impl<T: DeserializeOwned + 'static> FilterConfig for Vec<T> {}
+
+/// Parses and validates a plugin configuration (JSON bytes) into `T`.
+///
+/// ```
+/// #[derive(Debug, serde::Deserialize)]
+/// #[serde(deny_unknown_fields)]
+/// struct Route {
+///     name: String,
+/// }
+/// #[derive(Debug, serde::Deserialize)]
+/// #[serde(deny_unknown_fields)]
+/// struct Config {
+///     routes: Vec<Route>,
+/// }
+/// impl tollgate_sdk::FilterConfig for Config {}
+///
+/// let err = tollgate_sdk::config::parse::<Config>(br#"{"routes": [{"name": "a"}, {}]}"#).unwrap_err();
+/// assert_eq!(err.path(), "routes[1]");
+/// assert_eq!(err.message(), "missing field `name`");
+/// ```
+pub fn parse<T: FilterConfig>(bytes: &[u8]) -> Result<T, ConfigError> {
+    let empty = bytes.iter().all(u8::is_ascii_whitespace);
+    let text: &[u8] = if empty { b"{}" } else { bytes };
+    let config: T = deserialize(text).map_err(|mut err| {
+        if empty {
+            err.message = format!(
+                "the configuration is empty and this filter needs one: {}",
+                err.message
+            );
+            err.position = None;
+        }
+        err
+    })?;
+    config.validate()?;
+    Ok(config)
+}
+
+fn deserialize<T: DeserializeOwned>(text: &[u8]) -> Result<T, ConfigError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(text);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+        let path = path_string(err.path());
+        from_json_error(path, err.inner())
+    })?;
+    deserializer
+        .end()
+        .map_err(|err| from_json_error(String::new(), &err))?;
+    Ok(value)
+}
+
+fn path_string(path: &serde_path_to_error::Path) -> String {
+    if path.iter().next().is_none() {
+        String::new()
+    } else {
+        path.to_string()
+    }
+}
+
+fn from_json_error(path: String, err: &serde_json::Error) -> ConfigError {
+    let position = (err.line() > 0).then(|| (err.line(), err.column()));
+    let mut message = err.to_string();
+    // serde_json appends " at line L column C"; keep the position as data instead.
+    let suffix = format!(" at line {} column {}", err.line(), err.column());
+    if let Some(stripped) = message.strip_suffix(&suffix) {
+        message = stripped.to_string();
+    }
+    ConfigError {
+        path,
+        message,
+        position,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Default, Deserialize, PartialEq)]
+    #[serde(default, deny_unknown_fields)]
+    struct Optional {
+        greeting: String,
+        entries: Vec<Entry>,
+    }
+    impl FilterConfig for Optional {}
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Entry {
+        name: String,
+        #[serde(default)]
+        weight: u8,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Required {
+        #[allow(dead_code)]
+        upstream: String,
+    }
+    impl FilterConfig for Required {}
+
+    fn parse_err<T: FilterConfig + std::fmt::Debug>(json: &str) -> ConfigError {
+        match parse::<T>(json.as_bytes()) {
+            Ok(value) => unreachable_ok(value),
+            Err(err) => err,
+        }
+    }
+
+    fn unreachable_ok<T: std::fmt::Debug>(value: T) -> ConfigError {
+        ConfigError::at("<test>", format!("expected an error, parsed {value:?}"))
+    }
+
+    #[test]
+    fn missing_field_names_the_entry() {
+        let err = parse_err::<Optional>(r#"{"entries": [{"name": "a"}, {"weight": 1}]}"#);
+        assert_eq!(err.path(), "entries[1]");
+        assert_eq!(err.message(), "missing field `name`");
+        assert_eq!(
+            err.to_string(),
+            "bad configuration at entries[1]: missing field `name` (line 1, column 41)"
+        );
+    }
+
+    #[test]
+    fn wrong_type_names_the_field() {
+        let err = parse_err::<Optional>(r#"{"entries": [{"name": "a", "weight": 300}]}"#);
+        assert_eq!(err.path(), "entries[0].weight");
+        assert!(
+            err.message().starts_with("invalid value: integer `300`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_field_is_refused_with_its_name() {
+        let err = parse_err::<Optional>(r#"{"greting": "hi"}"#);
+        assert_eq!(err.path(), "greting");
+        assert_eq!(
+            err.message(),
+            "unknown field `greting`, expected `greeting` or `entries`"
+        );
+    }
+
+    #[test]
+    fn empty_configuration_uses_default_when_allowed() {
+        assert_eq!(parse::<Optional>(b""), Ok(Optional::default()));
+        assert_eq!(parse::<Optional>(b"  \n"), Ok(Optional::default()));
+    }
+
+    #[test]
+    fn empty_configuration_is_refused_when_fields_are_required() {
+        let err = parse_err::<Required>("");
+        assert_eq!(
+            err.to_string(),
+            "bad configuration: the configuration is empty and this filter needs one: missing field `upstream`"
+        );
+    }
+
+    #[test]
+    fn malformed_json_and_trailing_data_are_refused() {
+        let err = parse_err::<Optional>(r#"{"greeting": "hi""#);
+        assert!(err.message().contains("EOF"), "{err}");
+        let err = parse_err::<Optional>(r#"{} {}"#);
+        assert_eq!(err.path(), "");
+        assert_eq!(err.message(), "trailing characters");
+        assert_eq!(err.position(), Some((1, 4)));
+    }
+
+    #[test]
+    fn validate_runs_after_parsing() {
+        #[derive(Debug, Deserialize)]
+        struct Positive {
+            n: i64,
+        }
+        impl FilterConfig for Positive {
+            fn validate(&self) -> Result<(), ConfigError> {
+                if self.n <= 0 {
+                    return Err(ConfigError::at("n", "must be positive"));
+                }
+                Ok(())
+            }
+        }
+        assert_eq!(
+            parse_err::<Positive>(r#"{"n": 0}"#).to_string(),
+            "bad configuration at n: must be positive"
+        );
+        assert!(parse::<Positive>(br#"{"n": 3}"#).is_ok_and(|p| p.n == 3));
+    }
+}

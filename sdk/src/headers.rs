@@ -1,0 +1,514 @@
+//! Header maps: the [`HeaderMap`] trait every request/response view works on, an in-memory
+//! [`HeaderList`] for native tests, an owned [`HeaderSnapshot`] to keep headers for later, and
+//! validated [`HeaderName`]s with the checks a configuration needs.
+//!
+//! Names are case-insensitive (HTTP/2 and Envoy carry them in lowercase), so every lookup here
+//! ignores ASCII case and everything this module stores is lowercased.
+
+use std::fmt;
+
+use hashbrown::HashMap;
+use serde::{Deserialize, Deserializer};
+
+/// The pseudo-headers HTTP/2 and Envoy use for the request line and the status.
+pub const PSEUDO_HEADERS: [&str; 6] = [
+    ":authority",
+    ":method",
+    ":path",
+    ":protocol",
+    ":scheme",
+    ":status",
+];
+
+/// A mutable map of HTTP headers, as the host (or a test) holds them.
+///
+/// The filter views ([`crate::Request`], [`crate::Response`]) are built over this trait, so the same
+/// filter code runs against Envoy's maps inside the proxy and against a [`HeaderList`] in native
+/// unit tests.
+///
+/// ```
+/// use tollgate_sdk::{HeaderList, HeaderMap};
+///
+/// let mut headers = HeaderList::from([("Accept", "text/html")]);
+/// headers.add("accept", "application/json");
+/// assert_eq!(headers.get("ACCEPT").as_deref(), Some("text/html"));
+/// headers.set("accept", "*/*");
+/// assert_eq!(headers.pairs(), vec![("accept".to_string(), "*/*".to_string())]);
+/// ```
+pub trait HeaderMap {
+    /// The first value of header `name` (case-insensitive), if present.
+    fn get(&self, name: &str) -> Option<String>;
+    /// Every `(name, value)` pair in order; a header sent twice appears twice.
+    fn pairs(&self) -> Vec<(String, String)>;
+    /// Replaces every value of `name` with `value`, adding the header when it is absent.
+    fn set(&mut self, name: &str, value: &str);
+    /// Adds one more value for `name`, keeping those already present.
+    fn add(&mut self, name: &str, value: &str);
+    /// Removes every value of `name`; nothing happens when it is absent.
+    fn remove(&mut self, name: &str);
+}
+
+/// An in-memory, ordered [`HeaderMap`]: what native tests hand to a filter instead of the host.
+///
+/// ```
+/// use tollgate_sdk::{HeaderList, HeaderMap};
+///
+/// let mut headers: HeaderList = [(":path", "/"), ("x-a", "1"), ("x-a", "2")].into();
+/// assert_eq!(headers.get_all("x-a"), vec!["1", "2"]);
+/// headers.remove("X-A");
+/// assert_eq!(headers.len(), 1);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderList {
+    pairs: Vec<(String, String)>,
+}
+
+impl HeaderList {
+    /// An empty list.
+    ///
+    /// ```
+    /// assert!(tollgate_sdk::HeaderList::new().is_empty());
+    /// ```
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every value of `name` (case-insensitive), in order.
+    ///
+    /// ```
+    /// let headers = tollgate_sdk::HeaderList::from([("via", "a"), ("Via", "b")]);
+    /// assert_eq!(headers.get_all("via"), vec!["a", "b"]);
+    /// ```
+    pub fn get_all(&self, name: &str) -> Vec<&str> {
+        self.pairs
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// Number of `(name, value)` pairs.
+    ///
+    /// ```
+    /// assert_eq!(tollgate_sdk::HeaderList::from([("a", "1"), ("a", "2")]).len(), 2);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    /// Whether the list holds no header at all.
+    ///
+    /// ```
+    /// assert!(!tollgate_sdk::HeaderList::from([("a", "1")]).is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+
+    /// Iterates over the `(name, value)` pairs in order.
+    ///
+    /// ```
+    /// let headers = tollgate_sdk::HeaderList::from([("a", "1")]);
+    /// assert_eq!(headers.iter().next(), Some(("a", "1")));
+    /// ```
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.pairs.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+}
+
+impl HeaderMap for HeaderList {
+    fn get(&self, name: &str) -> Option<String> {
+        self.pairs
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    }
+
+    fn pairs(&self) -> Vec<(String, String)> {
+        self.pairs.clone()
+    }
+
+    fn set(&mut self, name: &str, value: &str) {
+        // Keep the header where it was, drop its other values.
+        match self
+            .pairs
+            .iter()
+            .position(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
+            Some(first) => {
+                self.pairs[first].1 = value.to_string();
+                let mut index = 0;
+                self.pairs.retain(|(n, _)| {
+                    let keep = index <= first || !n.eq_ignore_ascii_case(name);
+                    index += 1;
+                    keep
+                });
+            }
+            None => self.add(name, value),
+        }
+    }
+
+    fn add(&mut self, name: &str, value: &str) {
+        self.pairs
+            .push((name.to_ascii_lowercase(), value.to_string()));
+    }
+
+    fn remove(&mut self, name: &str) {
+        self.pairs.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+    }
+}
+
+impl<N: AsRef<str>, V: Into<String>, const L: usize> From<[(N, V); L]> for HeaderList {
+    fn from(pairs: [(N, V); L]) -> Self {
+        pairs.into_iter().collect()
+    }
+}
+
+impl<N: AsRef<str>, V: Into<String>> FromIterator<(N, V)> for HeaderList {
+    fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
+        Self {
+            pairs: iter
+                .into_iter()
+                .map(|(n, v)| (n.as_ref().to_ascii_lowercase(), v.into()))
+                .collect(),
+        }
+    }
+}
+
+/// An owned, read-only copy of a header map, indexed by lowercased name.
+///
+/// Take one in `on_request_headers` (see [`crate::Request::snapshot`]) when the response phase
+/// needs to know what the request carried.
+///
+/// ```
+/// use tollgate_sdk::{HeaderList, HeaderSnapshot};
+///
+/// let snapshot = HeaderSnapshot::of(&HeaderList::from([("X-User", "ada"), ("x-user", "bob")]));
+/// assert_eq!(snapshot.get("x-user"), Some("ada,bob".to_string()));
+/// assert!(snapshot.contains("X-USER"));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderSnapshot {
+    values: HashMap<String, Vec<String>>,
+}
+
+impl HeaderSnapshot {
+    /// Copies every header of `headers`.
+    ///
+    /// ```
+    /// let snapshot = tollgate_sdk::HeaderSnapshot::of(&tollgate_sdk::HeaderList::from([("a", "1")]));
+    /// assert!(snapshot.contains("a"));
+    /// ```
+    pub fn of(headers: &dyn HeaderMap) -> Self {
+        headers.pairs().into_iter().collect()
+    }
+
+    /// Whether header `name` (case-insensitive) was present.
+    ///
+    /// ```
+    /// assert!(!tollgate_sdk::HeaderSnapshot::default().contains("a"));
+    /// ```
+    pub fn contains(&self, name: &str) -> bool {
+        self.values.contains_key(name.to_ascii_lowercase().as_str())
+    }
+
+    /// Every value of `name`, in the order they arrived (empty when absent).
+    ///
+    /// ```
+    /// let snapshot: tollgate_sdk::HeaderSnapshot = [("a", "1"), ("a", "2")].into_iter().collect();
+    /// assert_eq!(snapshot.get_all("A"), ["1", "2"]);
+    /// ```
+    pub fn get_all(&self, name: &str) -> &[String] {
+        self.values
+            .get(name.to_ascii_lowercase().as_str())
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// The values of `name` joined with `,` (how HTTP combines a repeated header), if present.
+    ///
+    /// ```
+    /// let snapshot: tollgate_sdk::HeaderSnapshot = [("a", "1"), ("a", "2")].into_iter().collect();
+    /// assert_eq!(snapshot.get("a").as_deref(), Some("1,2"));
+    /// ```
+    pub fn get(&self, name: &str) -> Option<String> {
+        let values = self.get_all(name);
+        (!values.is_empty()).then(|| values.join(","))
+    }
+}
+
+impl<N: AsRef<str>, V: Into<String>> FromIterator<(N, V)> for HeaderSnapshot {
+    fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
+        let mut values: HashMap<String, Vec<String>> = HashMap::new();
+        for (name, value) in iter {
+            values
+                .entry(name.as_ref().to_ascii_lowercase())
+                .or_default()
+                .push(value.into());
+        }
+        Self { values }
+    }
+}
+
+/// Why a header name or value was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    /// The name is the empty string.
+    #[error("header name is empty")]
+    EmptyName,
+    /// The name holds a character HTTP does not allow in a field name.
+    #[error(
+        "header name {name:?} contains {found:?} at byte {index}; names may only use letters, digits and !#$%&'*+-.^_`|~"
+    )]
+    InvalidNameChar {
+        /// The refused name.
+        name: String,
+        /// The offending character.
+        found: char,
+        /// Its byte offset in `name`.
+        index: usize,
+    },
+    /// The name starts with `:` but is none of [`PSEUDO_HEADERS`].
+    #[error("{name:?} is not a pseudo-header; known ones are {}", PSEUDO_HEADERS.join(", "))]
+    UnknownPseudoHeader {
+        /// The refused name.
+        name: String,
+    },
+    /// The value holds a character that cannot appear in a header value (CR, LF, NUL...).
+    #[error("header value {value:?} contains the control character {found:?} at byte {index}")]
+    InvalidValueChar {
+        /// The refused value.
+        value: String,
+        /// The offending character.
+        found: char,
+        /// Its byte offset in `value`.
+        index: usize,
+    },
+}
+
+/// Whether `byte` may appear in a header name (an RFC 9110 `tchar`).
+///
+/// ```
+/// assert!(tollgate_sdk::headers::is_token_byte(b'-'));
+/// assert!(!tollgate_sdk::headers::is_token_byte(b' '));
+/// ```
+pub fn is_token_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
+}
+
+/// Whether `name` is a pseudo-header such as `:path` (it starts with `:`).
+///
+/// ```
+/// assert!(tollgate_sdk::headers::is_pseudo_header(":authority"));
+/// assert!(!tollgate_sdk::headers::is_pseudo_header("host"));
+/// ```
+pub fn is_pseudo_header(name: &str) -> bool {
+    name.starts_with(':')
+}
+
+/// Checks that `name` is a regular header name: non-empty, only token characters.
+///
+/// ```
+/// use tollgate_sdk::headers::{check_name, HeaderError};
+/// assert!(check_name("x-request-id").is_ok());
+/// assert_eq!(check_name(""), Err(HeaderError::EmptyName));
+/// assert!(check_name("x request").is_err());
+/// assert!(check_name(":path").is_err());
+/// ```
+pub fn check_name(name: &str) -> Result<(), HeaderError> {
+    if name.is_empty() {
+        return Err(HeaderError::EmptyName);
+    }
+    match name
+        .char_indices()
+        .find(|&(_, c)| !c.is_ascii() || !is_token_byte(c as u8))
+    {
+        Some((index, found)) => Err(HeaderError::InvalidNameChar {
+            name: name.to_string(),
+            found,
+            index,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Checks that `value` can be sent as a header value: no control character other than tab.
+///
+/// ```
+/// use tollgate_sdk::headers::check_value;
+/// assert!(check_value("max-age=31536000; includeSubDomains").is_ok());
+/// assert!(check_value("a\r\nx-injected: 1").is_err());
+/// ```
+pub fn check_value(value: &str) -> Result<(), HeaderError> {
+    match value
+        .char_indices()
+        .find(|&(_, c)| (c.is_ascii_control() && c != '\t') || c == '\u{7f}')
+    {
+        Some((index, found)) => Err(HeaderError::InvalidValueChar {
+            value: value.to_string(),
+            found,
+            index,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// A validated, lowercased header name: a regular name (`x-user`) or a known pseudo-header
+/// (`:path`). Deserializing one checks it, so a configuration error names the field it came from.
+///
+/// ```
+/// use tollgate_sdk::HeaderName;
+///
+/// let name = HeaderName::new("X-User")?;
+/// assert_eq!(name.as_str(), "x-user");
+/// assert!(HeaderName::new(":path")?.is_pseudo());
+/// assert!(HeaderName::new("bad name").is_err());
+/// # Ok::<(), tollgate_sdk::headers::HeaderError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HeaderName(String);
+
+impl HeaderName {
+    /// Validates and lowercases `name`.
+    ///
+    /// ```
+    /// assert_eq!(tollgate_sdk::HeaderName::new("Server").map(|n| n.to_string()), Ok("server".into()));
+    /// ```
+    pub fn new(name: &str) -> Result<Self, HeaderError> {
+        if is_pseudo_header(name) {
+            let lower = name.to_ascii_lowercase();
+            return if PSEUDO_HEADERS.contains(&lower.as_str()) {
+                Ok(Self(lower))
+            } else {
+                Err(HeaderError::UnknownPseudoHeader {
+                    name: name.to_string(),
+                })
+            };
+        }
+        check_name(name)?;
+        Ok(Self(name.to_ascii_lowercase()))
+    }
+
+    /// The lowercased name.
+    ///
+    /// ```
+    /// assert_eq!(tollgate_sdk::HeaderName::new("A-B")?.as_str(), "a-b");
+    /// # Ok::<(), tollgate_sdk::headers::HeaderError>(())
+    /// ```
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether this is a pseudo-header (`:path`, `:status`...).
+    ///
+    /// ```
+    /// assert!(!tollgate_sdk::HeaderName::new("host")?.is_pseudo());
+    /// # Ok::<(), tollgate_sdk::headers::HeaderError>(())
+    /// ```
+    pub fn is_pseudo(&self) -> bool {
+        is_pseudo_header(&self.0)
+    }
+}
+
+impl fmt::Display for HeaderName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for HeaderName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for HeaderName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        HeaderName::new(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_replaces_all_values_in_place() {
+        let mut list = HeaderList::from([("a", "1"), ("x", "1"), ("b", "2"), ("X", "2")]);
+        list.set("x", "new");
+        assert_eq!(
+            list.iter().collect::<Vec<_>>(),
+            vec![("a", "1"), ("x", "new"), ("b", "2")]
+        );
+        list.set("y", "added");
+        assert_eq!(list.get("Y").as_deref(), Some("added"));
+        assert_eq!(list.len(), 4);
+    }
+
+    #[test]
+    fn names_are_lowercased_and_matched_case_insensitively() {
+        let mut list = HeaderList::new();
+        list.add("X-Trace", "1");
+        assert_eq!(list.pairs(), vec![("x-trace".to_string(), "1".to_string())]);
+        assert_eq!(list.get("x-TRACE").as_deref(), Some("1"));
+        list.remove("X-TRACE");
+        assert!(list.is_empty());
+    }
+
+    #[test]
+    fn name_checks_report_the_offending_character() {
+        assert_eq!(
+            check_name("x-a b"),
+            Err(HeaderError::InvalidNameChar {
+                name: "x-a b".into(),
+                found: ' ',
+                index: 3
+            })
+        );
+        assert!(check_name("x-ü").is_err());
+        assert!(check_name("x_a.b~c!").is_ok());
+        assert_eq!(HeaderName::new(""), Err(HeaderError::EmptyName));
+        assert_eq!(
+            HeaderName::new(":foo"),
+            Err(HeaderError::UnknownPseudoHeader {
+                name: ":foo".into()
+            })
+        );
+        assert_eq!(
+            HeaderName::new(":Path").map(|n| n.to_string()),
+            Ok(":path".to_string())
+        );
+    }
+
+    #[test]
+    fn value_checks_refuse_header_injection() {
+        assert!(check_value("a\tb").is_ok());
+        let err = check_value("ok\r\nx: 1").err();
+        assert_eq!(
+            err,
+            Some(HeaderError::InvalidValueChar {
+                value: "ok\r\nx: 1".into(),
+                found: '\r',
+                index: 2
+            })
+        );
+        assert!(check_value("nul\0").is_err());
+    }
+
+    #[test]
+    fn snapshot_joins_repeated_headers() {
+        let snapshot = HeaderSnapshot::of(&HeaderList::from([("A", "1"), ("b", "x"), ("a", "2")]));
+        assert_eq!(snapshot.get("a").as_deref(), Some("1,2"));
+        assert_eq!(snapshot.get("c"), None);
+        assert!(snapshot.get_all("c").is_empty());
+    }
+
+    #[test]
+    fn header_name_deserializes_with_validation() {
+        let ok: Result<HeaderName, _> = serde_json::from_str("\"X-Ok\"");
+        assert_eq!(ok.map(|n| n.to_string()).ok(), Some("x-ok".to_string()));
+        let bad: Result<HeaderName, _> = serde_json::from_str("\"x y\"");
+        let message = bad.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.contains("contains ' ' at byte 1"), "{message}");
+    }
+}

@@ -1,0 +1,252 @@
+//! The glue between `proxy-wasm` and an [`HttpFilter`]: the root context (parses the
+//! configuration in `on_configure`, creates one filter per HTTP stream) and the HTTP context
+//! (wraps host header maps and body buffers in the SDK views, sends local replies).
+//!
+//! Everything here calls the host, so it only does something inside a proxy; the filter logic it
+//! drives is tested natively through the views.
+
+use std::marker::PhantomData;
+use std::rc::Rc;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{self, BufferType, ContextType, MapType};
+
+use crate::config;
+use crate::filter::{Action, HttpFilter};
+use crate::headers::HeaderMap;
+use crate::http::{Body, BodyBuffer, LocalReply, Request, Response};
+use crate::logger;
+
+/// Installs the logger and panic hook and registers `F`'s root context. Called from the
+/// `_initialize` export that [`crate::export_filter!`] generates.
+pub fn start<F: HttpFilter>() {
+    logger::install(F::NAME);
+    proxy_wasm::set_root_context(|_context_id| -> Box<dyn RootContext> {
+        Box::new(FilterRoot::<F> { config: None })
+    });
+}
+
+struct FilterRoot<F: HttpFilter> {
+    config: Option<Rc<F::Config>>,
+}
+
+impl<F: HttpFilter> Context for FilterRoot<F> {}
+
+impl<F: HttpFilter> RootContext for FilterRoot<F> {
+    fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
+        logger::refresh_level();
+        true
+    }
+
+    fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+        logger::refresh_level();
+        let bytes = match hostcalls::get_buffer(
+            BufferType::PluginConfiguration,
+            0,
+            plugin_configuration_size,
+        ) {
+            Ok(bytes) => bytes.unwrap_or_default(),
+            Err(status) => {
+                log::error!(
+                    "{}: cannot read the plugin configuration: {status:?}",
+                    F::NAME
+                );
+                return false;
+            }
+        };
+        match config::parse::<F::Config>(&bytes) {
+            Ok(config) => {
+                self.config = Some(Rc::new(config));
+                log::debug!("{}: configured ({} bytes)", F::NAME, bytes.len());
+                true
+            }
+            Err(err) => {
+                log::error!("{}: {err}", F::NAME);
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(match &self.config {
+            Some(config) => Box::new(FilterStream::<F> {
+                filter: F::new(Rc::clone(config)),
+            }),
+            None => Box::new(Unconfigured::<F>(PhantomData)),
+        })
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct FilterStream<F> {
+    filter: F,
+}
+
+impl<F: HttpFilter> Context for FilterStream<F> {
+    fn on_done(&mut self) -> bool {
+        self.filter.on_done();
+        true
+    }
+}
+
+impl<F: HttpFilter> HttpContext for FilterStream<F> {
+    fn on_http_request_headers(
+        &mut self,
+        _num_headers: usize,
+        end_of_stream: bool,
+    ) -> types::Action {
+        let mut headers = HostHeaders(MapType::HttpRequestHeaders);
+        let mut req = Request::new(&mut headers);
+        let action = self.filter.on_request_headers(&mut req, end_of_stream);
+        finish::<F>(action, req.take_local_reply())
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> types::Action {
+        let mut buffer = HostBody::new(BufferType::HttpRequestBody, body_size);
+        let mut body = Body::new(&mut buffer);
+        let action = self.filter.on_request_body(&mut body, end_of_stream);
+        finish::<F>(action, body.take_local_reply())
+    }
+
+    fn on_http_response_headers(
+        &mut self,
+        _num_headers: usize,
+        end_of_stream: bool,
+    ) -> types::Action {
+        let mut headers = HostHeaders(MapType::HttpResponseHeaders);
+        let mut resp = Response::new(&mut headers);
+        let action = self.filter.on_response_headers(&mut resp, end_of_stream);
+        finish::<F>(action, resp.take_local_reply())
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> types::Action {
+        let mut buffer = HostBody::new(BufferType::HttpResponseBody, body_size);
+        let mut body = Body::new(&mut buffer);
+        let action = self.filter.on_response_body(&mut body, end_of_stream);
+        finish::<F>(action, body.take_local_reply())
+    }
+}
+
+/// Sends the local reply, if any (and then holds the stream), else maps the filter's action.
+fn finish<F: HttpFilter>(action: Action, reply: Option<LocalReply>) -> types::Action {
+    let Some(reply) = reply else {
+        return action.into();
+    };
+    let headers: Vec<(&str, &str)> = reply
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    if let Err(status) =
+        hostcalls::send_http_response(u32::from(reply.status), headers, Some(&reply.body))
+    {
+        log::error!(
+            "{}: the host refused the local reply {}: {status:?}",
+            F::NAME,
+            reply.status
+        );
+    }
+    types::Action::Pause
+}
+
+/// Streams created although no configuration was accepted: fail closed.
+struct Unconfigured<F>(PhantomData<F>);
+
+impl<F: HttpFilter> Context for Unconfigured<F> {}
+
+impl<F: HttpFilter> HttpContext for Unconfigured<F> {
+    fn on_http_request_headers(
+        &mut self,
+        _num_headers: usize,
+        _end_of_stream: bool,
+    ) -> types::Action {
+        log::error!("{}: no valid configuration, answering 500", F::NAME);
+        let reply = LocalReply {
+            status: 500,
+            headers: vec![("content-type".into(), "text/plain".into())],
+            body: format!("{} filter is not configured\n", F::NAME).into_bytes(),
+        };
+        finish::<F>(Action::Pause, Some(reply))
+    }
+}
+
+/// One of the host's header maps.
+struct HostHeaders(MapType);
+
+impl HeaderMap for HostHeaders {
+    fn get(&self, name: &str) -> Option<String> {
+        // The `_bytes` calls: a non-UTF-8 value (legal in HTTP) must not panic.
+        match hostcalls::get_map_value_bytes(self.0, name) {
+            Ok(value) => value.map(|v| String::from_utf8_lossy(&v).into_owned()),
+            Err(status) => {
+                log::warn!("cannot read header {name}: {status:?}");
+                None
+            }
+        }
+    }
+
+    fn pairs(&self) -> Vec<(String, String)> {
+        match hostcalls::get_map_bytes(self.0) {
+            Ok(pairs) => pairs
+                .into_iter()
+                .map(|(n, v)| (n, String::from_utf8_lossy(&v).into_owned()))
+                .collect(),
+            Err(status) => {
+                log::warn!("cannot read headers: {status:?}");
+                Vec::new()
+            }
+        }
+    }
+
+    fn set(&mut self, name: &str, value: &str) {
+        if let Err(status) = hostcalls::set_map_value(self.0, name, Some(value)) {
+            log::warn!("cannot set header {name}: {status:?}");
+        }
+    }
+
+    fn add(&mut self, name: &str, value: &str) {
+        if let Err(status) = hostcalls::add_map_value(self.0, name, value) {
+            log::warn!("cannot add header {name}: {status:?}");
+        }
+    }
+
+    fn remove(&mut self, name: &str) {
+        if let Err(status) = hostcalls::remove_map_value(self.0, name) {
+            log::warn!("cannot remove header {name}: {status:?}");
+        }
+    }
+}
+
+/// One of the host's body buffers, `size` bytes long when the callback started.
+struct HostBody {
+    kind: BufferType,
+    size: usize,
+}
+
+impl HostBody {
+    fn new(kind: BufferType, size: usize) -> Self {
+        Self { kind, size }
+    }
+}
+
+impl BodyBuffer for HostBody {
+    fn read(&self) -> Vec<u8> {
+        hostcalls::get_buffer(self.kind, 0, self.size)
+            .unwrap_or_else(|status| {
+                log::warn!("cannot read the body: {status:?}");
+                None
+            })
+            .unwrap_or_default()
+    }
+
+    fn replace(&mut self, bytes: &[u8]) {
+        match hostcalls::set_buffer(self.kind, 0, self.size, bytes) {
+            Ok(()) => self.size = bytes.len(),
+            Err(status) => log::warn!("cannot replace the body: {status:?}"),
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! # Tollgate SDK
+//!
+//! A small, typed layer over [`proxy-wasm`](proxy_wasm) 0.2.5 for writing Envoy/Istio HTTP
+//! filters in Rust:
+//!
+//! - a filter is a type implementing [`HttpFilter`], built once per HTTP stream from a shared,
+//!   typed configuration ([`FilterConfig`]);
+//! - the configuration is JSON parsed with `serde`; a bad one is refused in `on_configure` with a
+//!   log line naming the field (`headers: bad configuration at request.set[0]: missing field
+//!   `name``), so the proxy rejects it instead of running half-configured;
+//! - callbacks get views ([`Request`], [`Response`], [`Body`]) over a [`HeaderMap`], so the same
+//!   code runs in the proxy and, natively, in unit tests over a [`HeaderList`];
+//! - [`export_filter!`] generates the module entry point, bridges `log` to the host log and
+//!   reports panics (message and location) through the host before the module traps.
+//!
+//! ```
+//! use std::rc::Rc;
+//! use serde::Deserialize;
+//! use tollgate_sdk::{Action, FilterConfig, HeaderList, HttpFilter, Response};
+//!
+//! /// Adds one response header.
+//! #[derive(Debug, Deserialize)]
+//! #[serde(deny_unknown_fields)]
+//! struct StampConfig {
+//!     value: String,
+//! }
+//! impl FilterConfig for StampConfig {}
+//!
+//! struct Stamp(Rc<StampConfig>);
+//!
+//! impl HttpFilter for Stamp {
+//!     const NAME: &'static str = "stamp";
+//!     type Config = StampConfig;
+//!     fn new(config: Rc<StampConfig>) -> Self {
+//!         Stamp(config)
+//!     }
+//!     fn on_response_headers(&mut self, resp: &mut Response<'_>, _eos: bool) -> Action {
+//!         resp.set_header("x-stamp", &self.0.value);
+//!         Action::Continue
+//!     }
+//! }
+//!
+//! tollgate_sdk::export_filter!(Stamp);
+//!
+//! // Native test of the same logic:
+//! let config = tollgate_sdk::config::parse::<StampConfig>(br#"{"value": "v1"}"#).unwrap();
+//! let mut headers = HeaderList::from([(":status", "200")]);
+//! Stamp::new(Rc::new(config)).on_response_headers(&mut Response::new(&mut headers), true);
+//! assert_eq!(headers.get_all("x-stamp"), vec!["v1"]);
+//! ```
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod config;
+pub mod filter;
+pub mod headers;
+mod host;
+pub mod http;
+pub mod logger;
+
+pub use config::{ConfigError, FilterConfig};
+pub use filter::{Action, HttpFilter};
+pub use headers::{HeaderList, HeaderMap, HeaderName, HeaderSnapshot};
+pub use http::{Body, BodyBuffer, LocalReply, Request, Response};
+
+/// Items the macros expand to; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::host::start;
+    pub use proxy_wasm;
+}
+
+/// Makes this crate's wasm module run `$filter` (a type implementing [`HttpFilter`]).
+///
+/// Put it once in the filter crate (built as a `cdylib` for `wasm32-wasip1`). It generates the
+/// proxy-wasm entry point, which installs the host logger and panic hook and registers a root
+/// context that parses `$filter::Config` in `on_configure` and builds one `$filter` per HTTP
+/// stream. It expands to nothing on other targets, so the crate still builds natively for tests.
+///
+/// ```
+/// # use std::rc::Rc;
+/// # #[derive(serde::Deserialize, Default)]
+/// # #[serde(default)]
+/// # struct Nothing {}
+/// # impl tollgate_sdk::FilterConfig for Nothing {}
+/// struct Passthrough;
+/// impl tollgate_sdk::HttpFilter for Passthrough {
+///     const NAME: &'static str = "passthrough";
+///     type Config = Nothing;
+///     fn new(_config: Rc<Nothing>) -> Self {
+///         Passthrough
+///     }
+/// }
+/// tollgate_sdk::export_filter!(Passthrough);
+/// ```
+#[macro_export]
+macro_rules! export_filter {
+    ($filter:ty) => {
+        // A private module keeps the generated `_initialize` export out of the crate's API.
+        #[cfg(target_family = "wasm")]
+        #[doc(hidden)]
+        mod __tollgate_filter_entry {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::__private::proxy_wasm::main! {{
+                $crate::__private::start::<$filter>();
+            }}
+        }
+    };
+}
