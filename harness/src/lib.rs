@@ -1,0 +1,19 @@
+//! Tollgate harness: a native proxy-wasm host on wasmtime. It loads any
+//! proxy-wasm module (ABI 0.1.0, 0.2.0, 0.2.1), runs it the way Envoy does,
+//! replays recorded traffic through it and measures what it costs.
+//!
+//! - [`plugin`]: loading, ABI detection, import checks ([`plugin::Plugin`]).
+//! - [`vm`]: a started VM ([`vm::Vm`]) and guest calls.
+//! - [`stream`]: one HTTP exchange through a VM.
+//! - [`replay`]: the replay API and its report.
+//! - [`abi`]: the host functions.
+//! - [`host`]: the state those functions work on.
+//! - [`traffic`]: recorded traffic.
+
+pub mod abi;
+pub mod host;
+pub mod plugin;
+pub mod replay;
+pub mod stream;
+pub mod traffic;
+pub mod vm;

@@ -1,0 +1,431 @@
+//! Loading a proxy-wasm module: reading, compiling, detecting the ABI
+//! version, checking imports against what the host (and Envoy) provides,
+//! and building the `Engine`, `Linker` and `InstancePre` once. Each VM then
+//! gets a fresh `Store` (see [`crate::vm`]).
+
+use crate::abi;
+use crate::host::{HostState, SharedRegistry, VmSettings};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use wasmtime::{Config, Engine, ExternType, InstancePre, Linker, Module, Store};
+
+/// How often the engine's epoch advances (the granularity of call timeouts).
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The proxy-wasm ABI version a module declares through its exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AbiVersion {
+    /// `proxy_abi_version_0_1_0`
+    V0_1_0,
+    /// `proxy_abi_version_0_2_0`
+    V0_2_0,
+    /// `proxy_abi_version_0_2_1`
+    V0_2_1,
+}
+
+impl AbiVersion {
+    /// Dotted form, e.g. `0.2.1`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::V0_1_0 => "0.1.0",
+            Self::V0_2_0 => "0.2.0",
+            Self::V0_2_1 => "0.2.1",
+        }
+    }
+
+    /// The version from a module's export names (newest wins).
+    pub fn detect<'a>(exports: impl IntoIterator<Item = &'a str>) -> Option<Self> {
+        let mut found = None;
+        for name in exports {
+            let v = match name {
+                "proxy_abi_version_0_2_1" => Self::V0_2_1,
+                "proxy_abi_version_0_2_0" => Self::V0_2_0,
+                "proxy_abi_version_0_1_0" => Self::V0_1_0,
+                _ => continue,
+            };
+            found = Some(match found {
+                Some(f) if rank(f) > rank(v) => f,
+                _ => v,
+            });
+        }
+        found
+    }
+}
+
+fn rank(v: AbiVersion) -> u8 {
+    match v {
+        AbiVersion::V0_1_0 => 0,
+        AbiVersion::V0_2_0 => 1,
+        AbiVersion::V0_2_1 => 2,
+    }
+}
+
+impl std::fmt::Display for AbiVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a module could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read filter {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The bytes are not WebAssembly at all.
+    #[error("{name} is not a WebAssembly module (it does not start with the `\\0asm` magic bytes)")]
+    NotWasm {
+        /// The filter.
+        name: String,
+    },
+    /// WebAssembly that does not validate or compile.
+    #[error("{name} is not a valid WebAssembly module: {message}")]
+    Invalid {
+        /// The filter.
+        name: String,
+        /// Compiler message.
+        message: String,
+    },
+    /// Valid WebAssembly without a proxy-wasm ABI export.
+    #[error(
+        "{name} is not a proxy-wasm module: it exports none of proxy_abi_version_0_2_1, proxy_abi_version_0_2_0, proxy_abi_version_0_1_0"
+    )]
+    NotProxyWasm {
+        /// The filter.
+        name: String,
+    },
+    /// Imports the host does not provide (every one is named).
+    #[error("{name} imports what the host does not provide: {}", missing.join(", "))]
+    MissingImports {
+        /// The filter.
+        name: String,
+        /// `module.name` of each missing import, with a note where useful.
+        missing: Vec<String>,
+    },
+    /// An import exists but with a different type, or another link error.
+    #[error("{name} cannot be linked: {message}")]
+    Link {
+        /// The filter.
+        name: String,
+        /// Linker message.
+        message: String,
+    },
+    /// The module lacks its memory or allocator export.
+    #[error("{name}: {message}")]
+    MissingExport {
+        /// The filter.
+        name: String,
+        /// What is missing.
+        message: String,
+    },
+}
+
+/// One import of a module, as `tollgate inspect` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportInfo {
+    /// Import module (`env`, `wasi_snapshot_preview1`, ...).
+    pub module: String,
+    /// Import name.
+    pub name: String,
+    /// `func`, `memory`, `table`, `global`, `tag`.
+    pub kind: &'static str,
+    /// `None` when provided; otherwise why it is not.
+    pub problem: Option<String>,
+}
+
+/// What a module declares, as `tollgate inspect` shows it.
+#[derive(Debug, Clone)]
+pub struct ModuleInfo {
+    /// The declared ABI version, `None` when not a proxy-wasm module.
+    pub abi: Option<AbiVersion>,
+    /// Export names with their kind.
+    pub exports: Vec<(String, &'static str)>,
+    /// Imports and whether the host provides them.
+    pub imports: Vec<ImportInfo>,
+}
+
+impl ModuleInfo {
+    /// Imports the host does not provide, as `module.name (reason)`.
+    pub fn unknown_imports(&self) -> Vec<String> {
+        self.imports
+            .iter()
+            .filter_map(|i| {
+                i.problem
+                    .as_ref()
+                    .map(|p| format!("{}.{} ({p})", i.module, i.name))
+            })
+            .collect()
+    }
+}
+
+fn kind_of(t: &ExternType) -> &'static str {
+    match t {
+        ExternType::Func(_) => "func",
+        ExternType::Memory(_) => "memory",
+        ExternType::Table(_) => "table",
+        ExternType::Global(_) => "global",
+        ExternType::Tag(_) => "tag",
+    }
+}
+
+/// Advances an engine's epoch while alive; stops on drop.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("tollgate-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .ok();
+        Self { stop, thread }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A compiled, linked proxy-wasm module, ready to start VMs.
+pub struct Plugin {
+    pub(crate) name: String,
+    pub(crate) path: Option<PathBuf>,
+    pub(crate) wasm_bytes: u64,
+    pub(crate) abi: AbiVersion,
+    pub(crate) engine: Engine,
+    pub(crate) instance_pre: InstancePre<HostState>,
+    pub(crate) info: ModuleInfo,
+    pub(crate) shared: Arc<SharedRegistry>,
+    _ticker: EpochTicker,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("abi", &self.abi)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An engine set up as the harness needs it (epoch interruption for call timeouts).
+fn engine() -> Result<Engine, String> {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    Engine::new(&config).map_err(|e| format!("{e}"))
+}
+
+fn linker(engine: &Engine) -> Result<Linker<HostState>, String> {
+    let mut linker = Linker::new(engine);
+    abi::link(&mut linker).map_err(|e| format!("{e}"))?;
+    Ok(linker)
+}
+
+/// Compiles `bytes` and describes its ABI, exports and imports.
+fn analyse(
+    engine: &Engine,
+    linker: &Linker<HostState>,
+    name: &str,
+    bytes: &[u8],
+) -> Result<(Module, ModuleInfo), LoadError> {
+    if !bytes.starts_with(b"\0asm") {
+        return Err(LoadError::NotWasm { name: name.into() });
+    }
+    let module = Module::new(engine, bytes).map_err(|e| LoadError::Invalid {
+        name: name.into(),
+        message: format!("{e:#}"),
+    })?;
+    let exports: Vec<(String, &'static str)> = module
+        .exports()
+        .map(|e| (e.name().to_string(), kind_of(&e.ty())))
+        .collect();
+    let abi = AbiVersion::detect(exports.iter().map(|(n, _)| n.as_str()));
+    let mut store = Store::new(
+        engine,
+        HostState::new(
+            Arc::new(VmSettings::default()),
+            Arc::default(),
+            abi.unwrap_or(AbiVersion::V0_2_1),
+        ),
+    );
+    let imports = module
+        .imports()
+        .map(|i| {
+            let kind = kind_of(&i.ty());
+            let provided = linker.get(&mut store, i.module(), i.name()).is_ok();
+            let problem = if !provided {
+                Some(if kind == "func" {
+                    "no such host function".to_string()
+                } else {
+                    format!("the host provides no {kind} imports")
+                })
+            } else if let (Some(abi), "env", Some(versions)) =
+                (abi, i.module(), abi::abi_specific_import(i.name()))
+            {
+                (!versions.contains(&abi)).then(|| {
+                    let list: Vec<&str> = versions.iter().map(|v| v.as_str()).collect();
+                    format!(
+                        "Envoy provides it only to ABI {} modules, this one is {abi}",
+                        list.join("/")
+                    )
+                })
+            } else {
+                None
+            };
+            ImportInfo {
+                module: i.module().to_string(),
+                name: i.name().to_string(),
+                kind,
+                problem,
+            }
+        })
+        .collect();
+    Ok((
+        module,
+        ModuleInfo {
+            abi,
+            exports,
+            imports,
+        },
+    ))
+}
+
+/// Describes a module without requiring it to be loadable (for `tollgate inspect`).
+pub fn inspect(name: &str, bytes: &[u8]) -> Result<ModuleInfo, LoadError> {
+    let engine = engine().map_err(|message| LoadError::Invalid {
+        name: name.into(),
+        message,
+    })?;
+    let linker = linker(&engine).map_err(|message| LoadError::Link {
+        name: name.into(),
+        message,
+    })?;
+    analyse(&engine, &linker, name, bytes).map(|(_, info)| info)
+}
+
+impl Plugin {
+    /// Loads the module at `path`.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, LoadError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut plugin = Self::from_bytes(&path.display().to_string(), &bytes)?;
+        plugin.path = Some(path.to_path_buf());
+        Ok(plugin)
+    }
+
+    /// Loads a module from bytes; `name` is used in messages.
+    pub fn from_bytes(name: &str, bytes: &[u8]) -> Result<Self, LoadError> {
+        let engine = engine().map_err(|message| LoadError::Invalid {
+            name: name.into(),
+            message,
+        })?;
+        let linker = linker(&engine).map_err(|message| LoadError::Link {
+            name: name.into(),
+            message,
+        })?;
+        let (module, info) = analyse(&engine, &linker, name, bytes)?;
+        let Some(abi) = info.abi else {
+            return Err(LoadError::NotProxyWasm { name: name.into() });
+        };
+        let missing = info.unknown_imports();
+        if !missing.is_empty() {
+            return Err(LoadError::MissingImports {
+                name: name.into(),
+                missing,
+            });
+        }
+        let has_export = |n: &str| info.exports.iter().any(|(e, _)| e == n);
+        if !info
+            .exports
+            .iter()
+            .any(|(e, k)| e == "memory" && *k == "memory")
+        {
+            return Err(LoadError::MissingExport {
+                name: name.into(),
+                message: "the module exports no memory named `memory`".into(),
+            });
+        }
+        if !has_export("malloc") && !has_export("proxy_on_memory_allocate") {
+            return Err(LoadError::MissingExport {
+                name: name.into(),
+                message: "the module exports neither `malloc` nor `proxy_on_memory_allocate`; Envoy refuses such modules (\"Wasm module is missing malloc function\")".into(),
+            });
+        }
+        let instance_pre = linker
+            .instantiate_pre(&module)
+            .map_err(|e| LoadError::Link {
+                name: name.into(),
+                message: format!("{e:#}"),
+            })?;
+        Ok(Self {
+            name: name.into(),
+            path: None,
+            wasm_bytes: bytes.len() as u64,
+            abi,
+            _ticker: EpochTicker::start(engine.clone()),
+            engine,
+            instance_pre,
+            info,
+            shared: Arc::default(),
+        })
+    }
+
+    /// The name used in messages (the path for loaded files).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The declared ABI version.
+    pub fn abi(&self) -> AbiVersion {
+        self.abi
+    }
+
+    /// Size of the module in bytes.
+    pub fn wasm_bytes(&self) -> u64 {
+        self.wasm_bytes
+    }
+
+    /// Exports and imports.
+    pub fn info(&self) -> &ModuleInfo {
+        &self.info
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AbiVersion;
+
+    #[test]
+    fn newest_declared_abi_wins() {
+        assert_eq!(
+            AbiVersion::detect(["proxy_abi_version_0_1_0", "proxy_abi_version_0_2_0"]),
+            Some(AbiVersion::V0_2_0)
+        );
+        assert_eq!(AbiVersion::detect(["memory", "malloc"]), None);
+    }
+}

@@ -1,0 +1,530 @@
+//! A running VM: one `Store` with one instance of a [`Plugin`], its root
+//! context started and configured, and typed handles to the module's
+//! callbacks (looked up once).
+//!
+//! Every call into the guest goes through [`Vm::call`], which sets the
+//! acting context, arms the epoch deadline (a looping guest is stopped after
+//! `call_timeout`), measures wall time, and turns a trap into a readable
+//! [`CallError`] with the guest backtrace and any panic message the guest
+//! logged. After each callback the host delivers what the guest scheduled
+//! (http call answers, queue notifications), as Envoy does after a VM call.
+
+use crate::abi::GuestHandles;
+use crate::abi::memory::HandlesError;
+use crate::host::{HeaderMap, HostState, HttpCallResponse, LogLevel, SharedRegistry, VmSettings};
+use crate::plugin::{AbiVersion, EPOCH_TICK, Plugin};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmtime::{Instance, Store, Trap, TypedFunc, WasmBacktrace, WasmParams, WasmResults};
+
+/// Why a VM could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// Instantiation failed (e.g. the start function trapped).
+    #[error("{name}: instantiating the module failed: {message}")]
+    Instantiate {
+        /// The filter.
+        name: String,
+        /// What happened.
+        message: String,
+    },
+    /// An export has the wrong signature.
+    #[error("{name}: export `{export}` has the wrong type: {message}")]
+    BadExport {
+        /// The filter.
+        name: String,
+        /// The export.
+        export: String,
+        /// Details.
+        message: String,
+    },
+    /// A guest call trapped while starting.
+    #[error("{name}: {source}")]
+    Trap {
+        /// The filter.
+        name: String,
+        /// The failed call.
+        source: CallError,
+    },
+    /// `proxy_on_vm_start` returned false.
+    #[error(
+        "{name}: the module refused to start (proxy_on_vm_start returned false) with the VM configuration {config:?}"
+    )]
+    VmStartRefused {
+        /// The filter.
+        name: String,
+        /// The VM configuration it refused.
+        config: String,
+    },
+    /// `proxy_on_configure` returned false.
+    #[error(
+        "{name}: the module rejected its plugin configuration (proxy_on_configure returned false): {config:?}"
+    )]
+    ConfigureRefused {
+        /// The filter.
+        name: String,
+        /// The configuration it refused.
+        config: String,
+    },
+}
+
+/// A call into the guest that failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{callback} failed: {message}")]
+pub struct CallError {
+    /// The export that was called, e.g. `proxy_on_request_headers`.
+    pub callback: &'static str,
+    /// The trap, the backtrace and the guest's panic message if any.
+    pub message: String,
+}
+
+/// `proxy_on_http_call_response(context, token, headers, body_size, trailers)`.
+type HttpCallResponseFn = TypedFunc<(u32, u32, u32, u32, u32), ()>;
+
+/// Headers callbacks differ between ABI 0.1.0 (no end_of_stream) and 0.2.x.
+#[derive(Clone)]
+enum HeadersFn {
+    V1(TypedFunc<(u32, u32), u32>),
+    V2(TypedFunc<(u32, u32, u32), u32>),
+}
+
+#[derive(Clone, Default)]
+struct Callbacks {
+    on_context_create: Option<TypedFunc<(u32, u32), ()>>,
+    on_vm_start: Option<TypedFunc<(u32, u32), u32>>,
+    on_configure: Option<TypedFunc<(u32, u32), u32>>,
+    on_request_headers: Option<HeadersFn>,
+    on_request_body: Option<TypedFunc<(u32, u32, u32), u32>>,
+    on_response_headers: Option<HeadersFn>,
+    on_response_body: Option<TypedFunc<(u32, u32, u32), u32>>,
+    on_log: Option<TypedFunc<u32, ()>>,
+    on_done: Option<TypedFunc<u32, u32>>,
+    on_delete: Option<TypedFunc<u32, ()>>,
+    on_tick: Option<TypedFunc<u32, ()>>,
+    on_http_call_response: Option<HttpCallResponseFn>,
+    on_queue_ready: Option<TypedFunc<(u32, u32), ()>>,
+}
+
+/// A started VM with its root context configured.
+pub struct Vm {
+    pub(crate) store: Store<HostState>,
+    name: String,
+    abi: AbiVersion,
+    cb: Callbacks,
+    root_id: u32,
+    next_context_id: u32,
+    deadline_ticks: u64,
+    timeout: Duration,
+    /// Wall time spent inside guest calls since the last [`Vm::take_cost`].
+    cost: Duration,
+    next_tick_at: Option<u64>,
+}
+
+fn typed<P: WasmParams, R: WasmResults>(
+    store: &mut Store<HostState>,
+    instance: &Instance,
+    name: &str,
+    export: &str,
+) -> Result<Option<TypedFunc<P, R>>, VmError> {
+    if instance.get_func(&mut *store, export).is_none() {
+        return Ok(None);
+    }
+    instance
+        .get_typed_func::<P, R>(&mut *store, export)
+        .map(Some)
+        .map_err(|e| VmError::BadExport {
+            name: name.into(),
+            export: export.into(),
+            message: format!("{e}"),
+        })
+}
+
+/// Describes a failed guest call.
+fn describe(err: &wasmtime::Error, timeout: Duration, panic_lines: &[String]) -> String {
+    let mut msg = if let Some(trap) = err.downcast_ref::<Trap>() {
+        if *trap == Trap::Interrupt {
+            format!("the guest ran for more than {timeout:?} and was stopped (endless loop?)")
+        } else {
+            format!("wasm trap: {trap}")
+        }
+    } else if let Some(exit) = err.downcast_ref::<crate::abi::ProcExit>() {
+        exit.to_string()
+    } else {
+        err.root_cause().to_string()
+    };
+    for line in panic_lines {
+        msg.push_str("\nguest said: ");
+        msg.push_str(line);
+    }
+    if let Some(bt) = err.downcast_ref::<WasmBacktrace>() {
+        let text = bt.to_string();
+        if !text.trim().is_empty() {
+            msg.push('\n');
+            msg.push_str(text.trim_end());
+        }
+    }
+    msg
+}
+
+impl Vm {
+    /// Instantiates `plugin` in a fresh store and starts and configures its
+    /// root context (`_initialize`/`_start`, `proxy_on_context_create`,
+    /// `proxy_on_vm_start`, `proxy_on_configure`).
+    pub fn start(plugin: &Plugin, settings: VmSettings) -> Result<Self, VmError> {
+        let name = plugin.name.clone();
+        let settings = Arc::new(settings);
+        let timeout = settings.call_timeout;
+        let deadline_ticks = (timeout.as_nanos() / EPOCH_TICK.as_nanos()).max(1) as u64 + 1;
+        let shared: Arc<SharedRegistry> = plugin.shared.clone();
+        let mut store = Store::new(
+            &plugin.engine,
+            HostState::new(settings.clone(), shared, plugin.abi),
+        );
+        store.set_epoch_deadline(deadline_ticks);
+        let instance =
+            plugin
+                .instance_pre
+                .instantiate(&mut store)
+                .map_err(|e| VmError::Instantiate {
+                    name: name.clone(),
+                    message: describe(&e, timeout, &[]),
+                })?;
+        let handles = GuestHandles::from_instance(&mut store, &instance).map_err(|e| {
+            let export = match &e {
+                HandlesError::NoMemory => "memory",
+                HandlesError::NoAllocator => "malloc",
+                HandlesError::BadAllocator(n, _) => n.as_str(),
+            }
+            .to_string();
+            VmError::BadExport {
+                name: name.clone(),
+                export,
+                message: e.to_string(),
+            }
+        })?;
+        store.data_mut().guest = Some(handles);
+
+        let s = &mut store;
+        let i = &instance;
+        let n = name.as_str();
+        let headers =
+            |s: &mut Store<HostState>, export: &str| -> Result<Option<HeadersFn>, VmError> {
+                Ok(if plugin.abi == AbiVersion::V0_1_0 {
+                    typed(s, i, n, export)?.map(HeadersFn::V1)
+                } else {
+                    typed(s, i, n, export)?.map(HeadersFn::V2)
+                })
+            };
+        let cb = Callbacks {
+            on_context_create: typed(s, i, n, "proxy_on_context_create")?,
+            on_vm_start: typed(s, i, n, "proxy_on_vm_start")?,
+            on_configure: typed(s, i, n, "proxy_on_configure")?,
+            on_request_headers: headers(s, "proxy_on_request_headers")?,
+            on_request_body: typed(s, i, n, "proxy_on_request_body")?,
+            on_response_headers: headers(s, "proxy_on_response_headers")?,
+            on_response_body: typed(s, i, n, "proxy_on_response_body")?,
+            on_log: typed(s, i, n, "proxy_on_log")?,
+            on_done: typed(s, i, n, "proxy_on_done")?,
+            on_delete: typed(s, i, n, "proxy_on_delete")?,
+            on_tick: typed(s, i, n, "proxy_on_tick")?,
+            on_http_call_response: typed(s, i, n, "proxy_on_http_call_response")?,
+            on_queue_ready: typed(s, i, n, "proxy_on_queue_ready")?,
+        };
+        let initialize: Option<TypedFunc<(), ()>> = typed(s, i, n, "_initialize")?;
+        let start: Option<TypedFunc<(), ()>> = typed(s, i, n, "_start")?;
+        let main: Option<TypedFunc<(u32, u32), u32>> = typed(s, i, n, "main")?;
+        let main_void: Option<TypedFunc<(), u32>> = typed(s, i, n, "__main_void")?;
+
+        let mut vm = Self {
+            store,
+            name: name.clone(),
+            abi: plugin.abi,
+            cb,
+            root_id: 1,
+            next_context_id: 2,
+            deadline_ticks,
+            timeout,
+            cost: Duration::ZERO,
+            next_tick_at: None,
+        };
+        let trap = |source: CallError| VmError::Trap {
+            name: name.clone(),
+            source,
+        };
+        if let Some(f) = initialize {
+            vm.call("_initialize", 0, &f, ()).map_err(trap)?;
+            if let Some(f) = main {
+                vm.call("main", 0, &f, (0, 0)).map_err(trap)?;
+            } else if let Some(f) = main_void {
+                vm.call("__main_void", 0, &f, ()).map_err(trap)?;
+            }
+        } else if let Some(f) = start {
+            match vm.call("_start", 0, &f, ()) {
+                Err(_) if vm.store.data().proc_exit == Some(0) => {}
+                r => r.map_err(trap)?,
+            }
+        }
+        let root = vm.root_id;
+        vm.store.data_mut().root_context_id = root;
+        vm.store.data_mut().live_contexts.insert(root);
+        if let Some(f) = vm.cb.on_context_create.clone() {
+            vm.store.data_mut().in_configure = true;
+            let r = vm.call("proxy_on_context_create", root, &f, (root, 0));
+            vm.store.data_mut().in_configure = false;
+            r.map_err(trap)?;
+        }
+        if let Some(f) = vm.cb.on_vm_start.clone() {
+            let size = settings.vm_config.len() as u32;
+            if vm
+                .call("proxy_on_vm_start", root, &f, (root, size))
+                .map_err(trap)?
+                == 0
+            {
+                return Err(VmError::VmStartRefused {
+                    name,
+                    config: String::from_utf8_lossy(&settings.vm_config).into_owned(),
+                });
+            }
+        }
+        if let Some(f) = vm.cb.on_configure.clone() {
+            let size = settings.plugin_config.len() as u32;
+            vm.store.data_mut().in_configure = true;
+            let r = vm.call("proxy_on_configure", root, &f, (root, size));
+            vm.store.data_mut().in_configure = false;
+            if r.map_err(trap)? == 0 {
+                return Err(VmError::ConfigureRefused {
+                    name,
+                    config: String::from_utf8_lossy(&settings.plugin_config).into_owned(),
+                });
+            }
+        }
+        vm.drain_async().map_err(|source| VmError::Trap {
+            name: vm.name.clone(),
+            source,
+        })?;
+        vm.arm_tick();
+        Ok(vm)
+    }
+
+    /// Calls a guest export as context `context`, timing it and turning
+    /// traps into [`CallError`]s.
+    pub(crate) fn call<P: WasmParams, R: WasmResults>(
+        &mut self,
+        callback: &'static str,
+        context: u32,
+        f: &TypedFunc<P, R>,
+        params: P,
+    ) -> Result<R, CallError> {
+        let logs_before = self.store.data().logs.len();
+        {
+            let state = self.store.data_mut();
+            state.current_context = context;
+            state.effective_context = 0;
+        }
+        self.store.set_epoch_deadline(self.deadline_ticks);
+        let started = Instant::now();
+        let result = f.call(&mut self.store, params);
+        self.cost += started.elapsed();
+        self.store.data_mut().effective_context = 0;
+        result.map_err(|e| {
+            let panic_lines: Vec<String> = self.store.data().logs[logs_before..]
+                .iter()
+                .filter(|l| l.level == LogLevel::Critical.as_str())
+                .map(|l| l.message.clone())
+                .collect();
+            CallError {
+                callback,
+                message: describe(&e, self.timeout, &panic_lines),
+            }
+        })
+    }
+
+    /// Delivers http call answers and queue notifications scheduled by the
+    /// last callback (repeatedly, since handlers may schedule more; bounded).
+    pub(crate) fn drain_async(&mut self) -> Result<(), CallError> {
+        for _ in 0..64 {
+            let calls = std::mem::take(&mut self.store.data_mut().pending_http_calls);
+            let queues = std::mem::take(&mut self.store.data_mut().pending_queue_ready);
+            if calls.is_empty() && queues.is_empty() {
+                return Ok(());
+            }
+            for call in calls {
+                let Some(stub) = self.store.data().settings.http_call_stub.clone() else {
+                    continue;
+                };
+                let headers =
+                    HeaderMap::from_pairs(stub.headers.iter().map(|(k, v)| (k, v.clone())));
+                let (nh, nb) = (headers.len() as u32, stub.body.len() as u32);
+                self.store.data_mut().http_call_response = Some(HttpCallResponse {
+                    headers,
+                    body: stub.body,
+                    trailers: HeaderMap::default(),
+                });
+                if let Some(f) = self.cb.on_http_call_response.clone() {
+                    let r = self.call(
+                        "proxy_on_http_call_response",
+                        call.context,
+                        &f,
+                        (call.context, call.token, nh, nb, 0),
+                    );
+                    self.store.data_mut().http_call_response = None;
+                    r?;
+                } else {
+                    self.store.data_mut().http_call_response = None;
+                }
+            }
+            for (context, token) in queues {
+                if let Some(f) = self.cb.on_queue_ready.clone() {
+                    self.call("proxy_on_queue_ready", context, &f, (context, token))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn arm_tick(&mut self) {
+        let period = u64::from(self.store.data().tick_period_ms);
+        self.next_tick_at =
+            (period > 0).then(|| self.store.data().clock.monotonic + period * 1_000_000);
+    }
+
+    /// Moves the virtual clock forward, firing `proxy_on_tick` on the root
+    /// context for every tick period that elapses.
+    pub fn advance_clock(&mut self, by: Duration) -> Result<(), CallError> {
+        let target = self
+            .store
+            .data()
+            .clock
+            .monotonic
+            .saturating_add(u64::try_from(by.as_nanos()).unwrap_or(u64::MAX));
+        if self.next_tick_at.is_none() {
+            self.arm_tick();
+        }
+        while let Some(at) = self.next_tick_at.filter(|&at| at <= target) {
+            let now = self.store.data().clock.monotonic;
+            self.store
+                .data_mut()
+                .clock
+                .advance(Duration::from_nanos(at - now));
+            if let Some(f) = self.cb.on_tick.clone() {
+                let root = self.root_id;
+                self.call("proxy_on_tick", root, &f, root)?;
+                self.drain_async()?;
+            }
+            self.arm_tick();
+            if self.next_tick_at.is_some_and(|next| next <= at) {
+                break;
+            }
+        }
+        let now = self.store.data().clock.monotonic;
+        self.store
+            .data_mut()
+            .clock
+            .advance(Duration::from_nanos(target.saturating_sub(now)));
+        Ok(())
+    }
+
+    /// Allocates a new stream context id (never the root's).
+    pub(crate) fn new_context_id(&mut self) -> u32 {
+        let id = self.next_context_id;
+        self.next_context_id = self.next_context_id.wrapping_add(1).max(2);
+        id
+    }
+
+    /// The root context's id.
+    pub fn root_id(&self) -> u32 {
+        self.root_id
+    }
+
+    /// The module's ABI version.
+    pub fn abi(&self) -> AbiVersion {
+        self.abi
+    }
+
+    /// Wall time spent in the guest since the last call, reset to zero.
+    pub fn take_cost(&mut self) -> Duration {
+        std::mem::take(&mut self.cost)
+    }
+
+    /// The host state (logs, metrics, clock).
+    pub fn state(&self) -> &HostState {
+        self.store.data()
+    }
+
+    /// The host state, mutable.
+    pub fn state_mut(&mut self) -> &mut HostState {
+        self.store.data_mut()
+    }
+
+    // Typed callback access for the stream driver.
+
+    pub(crate) fn call_context_create(&mut self, ctx: u32) -> Result<(), CallError> {
+        self.store.data_mut().live_contexts.insert(ctx);
+        if let Some(f) = self.cb.on_context_create.clone() {
+            let root = self.root_id;
+            self.call("proxy_on_context_create", ctx, &f, (ctx, root))?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn call_headers(
+        &mut self,
+        response: bool,
+        ctx: u32,
+        n: u32,
+        eos: bool,
+    ) -> Result<u32, CallError> {
+        let (f, name) = if response {
+            (
+                self.cb.on_response_headers.clone(),
+                "proxy_on_response_headers",
+            )
+        } else {
+            (
+                self.cb.on_request_headers.clone(),
+                "proxy_on_request_headers",
+            )
+        };
+        let r = match f {
+            None => 0,
+            Some(HeadersFn::V1(f)) => self.call(name, ctx, &f, (ctx, n))?,
+            Some(HeadersFn::V2(f)) => self.call(name, ctx, &f, (ctx, n, u32::from(eos)))?,
+        };
+        self.drain_async()?;
+        Ok(r)
+    }
+
+    pub(crate) fn call_body(
+        &mut self,
+        response: bool,
+        ctx: u32,
+        size: u32,
+        eos: bool,
+    ) -> Result<u32, CallError> {
+        let (f, name) = if response {
+            (self.cb.on_response_body.clone(), "proxy_on_response_body")
+        } else {
+            (self.cb.on_request_body.clone(), "proxy_on_request_body")
+        };
+        let r = match f {
+            None => 0,
+            Some(f) => self.call(name, ctx, &f, (ctx, size, u32::from(eos)))?,
+        };
+        self.drain_async()?;
+        Ok(r)
+    }
+
+    pub(crate) fn call_finish(&mut self, ctx: u32) -> Result<(), CallError> {
+        if let Some(f) = self.cb.on_done.clone() {
+            self.call("proxy_on_done", ctx, &f, ctx)?;
+        }
+        if let Some(f) = self.cb.on_log.clone() {
+            self.call("proxy_on_log", ctx, &f, ctx)?;
+        }
+        if let Some(f) = self.cb.on_delete.clone() {
+            self.call("proxy_on_delete", ctx, &f, ctx)?;
+        }
+        self.store.data_mut().live_contexts.remove(&ctx);
+        Ok(())
+    }
+}
