@@ -107,3 +107,8 @@ macro_rules! export_filter {
         }
     };
 }
+
+/// The Rust examples of the project's README, compiled and run as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
