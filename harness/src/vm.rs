@@ -11,7 +11,7 @@
 
 use crate::abi::GuestHandles;
 use crate::abi::memory::HandlesError;
-use crate::host::{HeaderMap, HostState, HttpCallResponse, LogLevel, SharedRegistry, VmSettings};
+use crate::host::{HeaderMap, HostState, HttpCallResponse, LogLevel, LogLine, SharedRegistry, VmSettings};
 use crate::plugin::{AbiVersion, EPOCH_TICK, Plugin};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,24 +48,47 @@ pub enum VmError {
     },
     /// `proxy_on_vm_start` returned false.
     #[error(
-        "{name}: the module refused to start (proxy_on_vm_start returned false) with the VM configuration {config:?}"
+        "{name}: the module refused to start (proxy_on_vm_start returned false) with the VM configuration {config:?}{}",
+        guest_says(guest_log)
     )]
     VmStartRefused {
         /// The filter.
         name: String,
         /// The VM configuration it refused.
         config: String,
+        /// What the guest logged at warn level or above while refusing (its reason, usually).
+        guest_log: Vec<String>,
     },
     /// `proxy_on_configure` returned false.
     #[error(
-        "{name}: the module rejected its plugin configuration (proxy_on_configure returned false): {config:?}"
+        "{name}: the module rejected its plugin configuration (proxy_on_configure returned false){}; the configuration was {config:?}",
+        guest_says(guest_log)
     )]
     ConfigureRefused {
         /// The filter.
         name: String,
         /// The configuration it refused.
         config: String,
+        /// What the guest logged at warn level or above while refusing (its reason, usually).
+        guest_log: Vec<String>,
     },
+}
+
+/// Formats the guest's own explanation for an error message (empty when it logged none).
+fn guest_says(lines: &[String]) -> String {
+    if lines.is_empty() {
+        String::new()
+    } else {
+        format!(": the module logged: {}", lines.join(" | "))
+    }
+}
+
+/// The warn-or-worse lines a VM logged so far: a module's reason for refusing to start.
+fn refusal_reasons(logs: &[LogLine]) -> Vec<String> {
+    logs.iter()
+        .filter(|l| matches!(l.level.as_str(), "warn" | "error" | "critical"))
+        .map(|l| l.message.clone())
+        .collect()
 }
 
 /// A call into the guest that failed.
@@ -97,6 +120,8 @@ struct Callbacks {
     on_request_body: Option<TypedFunc<(u32, u32, u32), u32>>,
     on_response_headers: Option<HeadersFn>,
     on_response_body: Option<TypedFunc<(u32, u32, u32), u32>>,
+    on_request_trailers: Option<TypedFunc<(u32, u32), u32>>,
+    on_response_trailers: Option<TypedFunc<(u32, u32), u32>>,
     on_log: Option<TypedFunc<u32, ()>>,
     on_done: Option<TypedFunc<u32, u32>>,
     on_delete: Option<TypedFunc<u32, ()>>,
@@ -171,11 +196,21 @@ impl Vm {
     /// root context (`_initialize`/`_start`, `proxy_on_context_create`,
     /// `proxy_on_vm_start`, `proxy_on_configure`).
     pub fn start(plugin: &Plugin, settings: VmSettings) -> Result<Self, VmError> {
+        Self::start_shared(plugin, settings, plugin.shared.clone())
+    }
+
+    /// Like [`Vm::start`], with the shared data and queues of `shared`
+    /// instead of the plugin's own (VMs given the same registry see the same
+    /// shared data per `vm_id`, as Envoy's VMs in one process do).
+    pub fn start_shared(
+        plugin: &Plugin,
+        settings: VmSettings,
+        shared: Arc<SharedRegistry>,
+    ) -> Result<Self, VmError> {
         let name = plugin.name.clone();
         let settings = Arc::new(settings);
         let timeout = settings.call_timeout;
         let deadline_ticks = (timeout.as_nanos() / EPOCH_TICK.as_nanos()).max(1) as u64 + 1;
-        let shared: Arc<SharedRegistry> = plugin.shared.clone();
         let mut store = Store::new(
             &plugin.engine,
             HostState::new(settings.clone(), shared, plugin.abi),
@@ -223,6 +258,8 @@ impl Vm {
             on_request_body: typed(s, i, n, "proxy_on_request_body")?,
             on_response_headers: headers(s, "proxy_on_response_headers")?,
             on_response_body: typed(s, i, n, "proxy_on_response_body")?,
+            on_request_trailers: typed(s, i, n, "proxy_on_request_trailers")?,
+            on_response_trailers: typed(s, i, n, "proxy_on_response_trailers")?,
             on_log: typed(s, i, n, "proxy_on_log")?,
             on_done: typed(s, i, n, "proxy_on_done")?,
             on_delete: typed(s, i, n, "proxy_on_delete")?,
@@ -283,6 +320,7 @@ impl Vm {
                 return Err(VmError::VmStartRefused {
                     name,
                     config: String::from_utf8_lossy(&settings.vm_config).into_owned(),
+                    guest_log: refusal_reasons(&vm.store.data().logs),
                 });
             }
         }
@@ -295,6 +333,7 @@ impl Vm {
                 return Err(VmError::ConfigureRefused {
                     name,
                     config: String::from_utf8_lossy(&settings.plugin_config).into_owned(),
+                    guest_log: refusal_reasons(&vm.store.data().logs),
                 });
             }
         }
@@ -512,6 +551,36 @@ impl Vm {
         };
         self.drain_async()?;
         Ok(r)
+    }
+
+    pub(crate) fn call_trailers(
+        &mut self,
+        response: bool,
+        ctx: u32,
+        n: u32,
+    ) -> Result<u32, CallError> {
+        let (f, name) = if response {
+            (
+                self.cb.on_response_trailers.clone(),
+                "proxy_on_response_trailers",
+            )
+        } else {
+            (
+                self.cb.on_request_trailers.clone(),
+                "proxy_on_request_trailers",
+            )
+        };
+        let r = match f {
+            None => 0,
+            Some(f) => self.call(name, ctx, &f, (ctx, n))?,
+        };
+        self.drain_async()?;
+        Ok(r)
+    }
+
+    /// The filter's name (its path or the name it was loaded under).
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     pub(crate) fn call_finish(&mut self, ctx: u32) -> Result<(), CallError> {
