@@ -91,6 +91,20 @@ pub struct HttpCallStub {
     pub body: Vec<u8>,
 }
 
+/// A canned answer for unary `proxy_grpc_call`s to one cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcCallStub {
+    /// The cluster (the `service` argument as a plain name); empty matches any.
+    pub cluster: String,
+    /// gRPC status: `0` answers `proxy_on_grpc_receive` with `message`,
+    /// anything else `proxy_on_grpc_close` with this status.
+    pub status: u32,
+    /// The response message (serialized protobuf) for status 0.
+    pub message: Vec<u8>,
+    /// The status message for a failure (`proxy_get_status`).
+    pub status_message: String,
+}
+
 /// How a VM is set up: identity, configuration, injected clock and randomness.
 #[derive(Debug, Clone)]
 pub struct VmSettings {
@@ -114,6 +128,9 @@ pub struct VmSettings {
     pub destination_address: String,
     /// Answer for `proxy_http_call`; `None` makes calls fail like an unknown cluster.
     pub http_call_stub: Option<HttpCallStub>,
+    /// Answers for `proxy_grpc_call`, by cluster; a call no stub matches
+    /// fails like an unknown cluster (`BadArgument`).
+    pub grpc_call_stubs: Vec<GrpcCallStub>,
     /// Seed for WASI `random_get`.
     pub seed: u64,
     /// Wall-clock time at VM start, nanoseconds since the Unix epoch.
@@ -135,6 +152,7 @@ impl Default for VmSettings {
             source_address: "127.0.0.1:40000".into(),
             destination_address: "127.0.0.1:10000".into(),
             http_call_stub: None,
+            grpc_call_stubs: Vec::new(),
             seed: 0x70_11_6a_7e,
             // 2024-01-01T00:00:00Z
             start_unix_nanos: 1_704_067_200_000_000_000,
@@ -464,6 +482,17 @@ pub struct HostState {
     pub(crate) proc_exit: Option<u32>,
     pub(crate) abi: crate::plugin::AbiVersion,
     pub(crate) registered_queues: Vec<u32>,
+    /// Unary gRPC calls to answer after the current callback: (token, context, stub).
+    pub(crate) pending_grpc_calls: Vec<(u32, u32, usize)>,
+    /// Next gRPC call token (odd, as Envoy's call tokens).
+    pub(crate) next_grpc_token: u32,
+    /// The message visible as `GrpcReceiveBuffer` during `proxy_on_grpc_receive`.
+    pub(crate) grpc_receive: Option<Vec<u8>>,
+    /// What `proxy_get_status` answers: the last gRPC status and message.
+    pub(crate) grpc_status: (u32, String),
+    /// Callouts the guest made (`http <cluster> <method> <path>`,
+    /// `grpc <cluster> <service>/<method>`), refused ones included.
+    pub(crate) callouts: Vec<String>,
 }
 
 impl HostState {
@@ -476,6 +505,11 @@ impl HostState {
         Self {
             abi,
             registered_queues: Vec::new(),
+            pending_grpc_calls: Vec::new(),
+            next_grpc_token: 1,
+            grpc_receive: None,
+            grpc_status: (0, String::new()),
+            callouts: Vec::new(),
             guest: None,
             clock: VirtualClock {
                 realtime: settings.start_unix_nanos,
@@ -542,6 +576,11 @@ impl HostState {
             level: level.as_str().to_string(),
             message: format!("[harness] {message}"),
         });
+    }
+
+    /// Callouts made so far (`http authz GET /check`, `grpc authz svc.Check/Check`), emptied.
+    pub fn take_callouts(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.callouts)
     }
 
     /// Logs collected so far, emptied.

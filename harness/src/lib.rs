@@ -6,14 +6,18 @@
 //! - [`vm`]: a started VM ([`vm::Vm`]) and guest calls.
 //! - [`stream`]: one HTTP exchange through a VM.
 //! - [`replay`]: the replay API and its report.
+//! - [`suite`]: declarative test suites (`tollgate test`).
 //! - [`abi`]: the host functions.
 //! - [`host`]: the state those functions work on.
 //! - [`traffic`]: recorded traffic.
+//! - [`ship`]: OCI images, WasmPlugin and Envoy manifests, WasmPlugin validation.
 
 pub mod abi;
 pub mod host;
 pub mod plugin;
 pub mod replay;
+pub mod ship;
 pub mod stream;
+pub mod suite;
 pub mod traffic;
 pub mod vm;

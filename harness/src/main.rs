@@ -1,13 +1,22 @@
 //! The `tollgate` command: replay recorded traffic through a proxy-wasm
 //! filter (`tollgate replay`) or describe a module (`tollgate inspect`).
 
+#[path = "cli/chain_args.rs"]
+mod chain_args;
+#[path = "cli/ship.rs"]
+mod ship_cli;
+#[path = "cli/test.rs"]
+mod test_cli;
+#[path = "cli/traffic.rs"]
+mod traffic_cli;
+
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
 use tollgate_harness::host::LogLevel;
 use tollgate_harness::plugin;
 use tollgate_harness::replay::{Replay, Report, Verdict};
-use tollgate_harness::traffic::{HttpRequest, HttpResponse, har};
+use tollgate_harness::traffic::{HttpRequest, HttpResponse};
 
 #[derive(Parser)]
 #[command(
@@ -28,19 +37,43 @@ enum Format {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Replay a HAR recording through a filter and report what it changed.
+    /// Replay a recording through a filter and report what it changed.
     Replay {
-        /// The recording (HAR file).
+        /// The recording: HAR, Envoy tap file or folder, native YAML/JSON/JSONL.
         traffic: PathBuf,
-        /// The filter module (.wasm).
+        /// Skip unusable entries with a warning instead of failing.
         #[arg(long)]
-        filter: PathBuf,
-        /// Plugin configuration: inline JSON, or @path to read it from a file.
+        lenient: bool,
+        /// Stream: read, replay and report one exchange at a time (constant
+        /// memory for any size; JSON lines are read lazily). Text output only.
         #[arg(long)]
-        config: Option<String>,
-        /// VM configuration: inline, or @path.
+        stream: bool,
+        /// With --stream: print only the summary.
+        #[arg(long, requires = "stream")]
+        quiet: bool,
+        /// The filter module (.wasm); repeat for a chain (request in order,
+        /// response in reverse, as Envoy's filter manager).
+        #[arg(long, required = true)]
+        filter: Vec<PathBuf>,
+        /// Plugin configuration of the --filter before it: inline JSON, or
+        /// @path to read it from a file.
         #[arg(long)]
-        vm_config: Option<String>,
+        config: Vec<String>,
+        /// VM configuration of the --filter before it: inline, or @path.
+        #[arg(long)]
+        vm_config: Vec<String>,
+        /// Failure policy of the --filter before it: FAIL_CLOSED (default),
+        /// FAIL_OPEN, FAIL_RELOAD.
+        #[arg(long)]
+        failure_policy: Vec<String>,
+        /// Worker VMs per filter (Envoy runs one per worker thread); exchanges
+        /// go to them in turn, sharing shared data and queues.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// Log every host->guest call and its return value, in the shape of
+        /// Envoy's `-l trace` (`[host->vm] proxy_on_request_headers(2, 8, 1)`).
+        #[arg(long)]
+        trace: bool,
         /// Lowest guest log level shown (trace, debug, info, warn, error, critical).
         #[arg(long, default_value = "info")]
         log_level: String,
@@ -53,6 +86,19 @@ enum Command {
         /// The module (.wasm).
         module: PathBuf,
     },
+    /// Package a filter as OCI image layouts (Istio's compat form and the Wasm OCI artifact).
+    Package(ship_cli::PackageArgs),
+    /// Write an Istio WasmPlugin (and optionally an Envoy bootstrap) for a filter.
+    Manifest(ship_cli::ManifestArgs),
+    /// Check WasmPlugin manifests against the CRD's schema and CEL rules.
+    Validate(ship_cli::ValidateArgs),
+    /// Run declarative test suites (YAML) against filters; non-zero exit on failure.
+    Test(test_cli::TestArgs),
+    /// Inspect, convert, filter or anonymize recordings.
+    #[command(subcommand)]
+    Traffic(traffic_cli::TrafficCommand),
+    /// Record live traffic through Envoy (its tap filter) into a recording Tollgate replays.
+    Record(traffic_cli::RecordArgs),
 }
 
 fn value_arg(v: &str, flag: &str) -> Result<String> {
@@ -75,24 +121,66 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> Result<()> {
-    match Cli::parse().command {
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches)?;
+    match cli.command {
         Command::Replay {
             traffic,
+            lenient,
+            stream,
+            quiet,
             filter,
             config,
             vm_config,
+            failure_policy,
+            workers,
+            trace,
             log_level,
             format,
-        } => replay(&traffic, &filter, config, vm_config, &log_level, format),
+        } => replay(
+            &traffic,
+            ReplayInput {
+                lenient,
+                stream,
+                quiet,
+            },
+            chain_args::pair(
+                matches.subcommand_matches("replay"),
+                filter,
+                [
+                    ("config", config),
+                    ("vm_config", vm_config),
+                    ("failure_policy", failure_policy),
+                ],
+            )?,
+            workers,
+            trace,
+            &log_level,
+            format,
+        ),
         Command::Inspect { module } => inspect(&module),
+        Command::Package(args) => ship_cli::package(args),
+        Command::Manifest(args) => ship_cli::manifest(args),
+        Command::Validate(args) => ship_cli::validate(args),
+        Command::Test(args) => test_cli::test(args),
+        Command::Traffic(cmd) => traffic_cli::run(cmd),
+        Command::Record(args) => traffic_cli::record(args),
     }
+}
+
+/// How `tollgate replay` reads its recording.
+struct ReplayInput {
+    lenient: bool,
+    stream: bool,
+    quiet: bool,
 }
 
 fn replay(
     traffic_path: &Path,
-    filter: &Path,
-    config: Option<String>,
-    vm_config: Option<String>,
+    input: ReplayInput,
+    filters: Vec<chain_args::FilterArg>,
+    workers: usize,
+    trace: bool,
     log_level: &str,
     format: Format,
 ) -> Result<()> {
@@ -100,18 +188,48 @@ fn replay(
         .parse()
         .map_err(anyhow::Error::msg)
         .context("--log-level")?;
-    let traffic = har::load(traffic_path)?;
+    if workers == 0 {
+        bail!("--workers must be at least 1");
+    }
+    let mut replay = Replay::chain().log_level(level).workers(workers);
+    if trace {
+        replay = replay.trace_calls();
+    }
+    for f in filters {
+        replay = replay.filter(&f.path);
+        if let Some(c) = f.config {
+            replay = replay.config(value_arg(&c, "config")?);
+        }
+        if let Some(c) = f.vm_config {
+            replay = replay.vm_config(value_arg(&c, "vm-config")?);
+        }
+        if let Some(p) = f.failure_policy {
+            let policy: tollgate_harness::replay::FailurePolicy = p
+                .parse()
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("--failure-policy for {}", f.path.display()))?;
+            replay = replay.failure_policy(policy);
+        }
+    }
+    if input.stream {
+        return traffic_cli::replay_streaming(replay, traffic_path, input.lenient, input.quiet);
+    }
+    let leniency = if input.lenient {
+        tollgate_harness::traffic::Leniency::Lenient
+    } else {
+        tollgate_harness::traffic::Leniency::Strict
+    };
+    let traffic = tollgate_harness::traffic::load_with(traffic_path, leniency)?;
     for w in &traffic.warnings {
         eprintln!("warning: {w}");
     }
-    let mut replay = Replay::filter(filter).traffic(traffic).log_level(level);
-    if let Some(c) = config {
-        replay = replay.config(value_arg(&c, "config")?);
-    }
-    if let Some(c) = vm_config {
-        replay = replay.vm_config(value_arg(&c, "vm-config")?);
-    }
-    let report = replay.run()?;
+    let bar = indicatif::ProgressBar::new(traffic.exchanges.len() as u64);
+    let progress = bar.clone();
+    let report = replay
+        .traffic(traffic)
+        .on_progress(move |done, _| progress.set_position(done as u64))
+        .run()?;
+    bar.finish_and_clear();
     match format {
         Format::Text => print_text(&report),
         Format::Json => println!("{}", serde_json::to_string_pretty(&to_json(&report))?),
@@ -129,12 +247,14 @@ fn verdict_text(v: &Verdict) -> String {
 }
 
 fn print_text(report: &Report) {
-    println!(
-        "filter {} ({} bytes, proxy-wasm ABI {})",
-        report.filter.path.display(),
-        report.filter.wasm_bytes,
-        report.filter.abi
-    );
+    for f in &report.filters {
+        println!(
+            "filter {} ({} bytes, proxy-wasm ABI {})",
+            f.path.display(),
+            f.wasm_bytes,
+            f.abi
+        );
+    }
     for l in &report.startup_logs {
         println!("  [start] {:<8} {}", l.level, l.message);
     }
@@ -159,6 +279,13 @@ fn print_text(report: &Report) {
         }
         for c in &e.changes {
             println!("    * {c}");
+        }
+        if report.filters.len() > 1 {
+            for f in &e.filters {
+                for step in &f.steps {
+                    println!("    [{}] {step}", f.filter);
+                }
+            }
         }
         for l in &e.logs {
             println!("    {:<8} {}", l.level, l.message);
@@ -215,6 +342,7 @@ fn to_json(report: &Report) -> serde_json::Value {
                 "client_response": response_json(&e.client_response),
                 "changes": e.changes,
                 "cost_ns": u64::try_from(e.cost.as_nanos()).unwrap_or(u64::MAX),
+                "filters": e.filters.iter().map(|f| serde_json::json!({ "filter": f.filter, "steps": f.steps })).collect::<Vec<_>>(),
                 "logs": e.logs.iter().map(|l| serde_json::json!({ "level": l.level, "message": l.message })).collect::<Vec<_>>(),
             })
         })

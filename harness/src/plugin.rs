@@ -73,12 +73,12 @@ impl std::fmt::Display for AbiVersion {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The file could not be read.
-    #[error("cannot read filter {path}: {source}")]
+    #[error("cannot read filter {path}: {error}")]
     Read {
         /// The file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (in the message, so not chained as a source).
+        error: std::io::Error,
     },
     /// The bytes are not WebAssembly at all.
     #[error("{name} is not a WebAssembly module (it does not start with the `\\0asm` magic bytes)")]
@@ -329,9 +329,9 @@ impl Plugin {
     /// Loads the module at `path`.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, LoadError> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+        let bytes = std::fs::read(path).map_err(|error| LoadError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         let mut plugin = Self::from_bytes(&path.display().to_string(), &bytes)?;
         plugin.path = Some(path.to_path_buf());

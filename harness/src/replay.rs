@@ -15,18 +15,26 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Several filters form a chain (`Replay::filter(a).config(..).filter(b)`):
+//! the request goes through them in order, the response in reverse, as in
+//! Envoy's filter manager (see [`crate::stream`]).
+//!
 //! Replay is reproducible: the VM's clock starts at a fixed instant and
-//! advances 1 ms per exchange, randomness is seeded. When the filter traps,
-//! the exchange is `Failed` and a fresh VM takes over for the rest (like
-//! Envoy's `FAIL_RELOAD` policy).
+//! advances 1 ms per exchange, randomness is seeded. When a filter traps,
+//! the exchange is `Failed` and the filter's [`FailurePolicy`] decides what
+//! follows (Envoy's default, `FailClosed`: 503 `wasm_fail_stream` for every
+//! later request; `FailOpen`: the filter is skipped; `FailReload`: a fresh
+//! VM after the reload backoff).
 
 pub use crate::host::LogLine;
-use crate::host::{HttpCallStub, LogLevel, VmSettings};
+use crate::host::{GrpcCallStub, HttpCallStub, LogLevel, SharedRegistry, VmSettings};
 use crate::plugin::{LoadError, Plugin};
-use crate::stream::{self, StreamOutcome};
+use crate::stream::{self, FilterFailure, Lane, StreamOutcome};
+pub use crate::stream::{ChunkPlan, FailurePolicy, FilterSteps, StreamInput};
 use crate::traffic::{HttpRequest, HttpResponse, Traffic};
 use crate::vm::{Vm, VmError};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Virtual time between two exchanges.
@@ -69,6 +77,8 @@ pub struct ExchangeReport {
     pub cost: Duration,
     /// What the guest logged during this exchange.
     pub logs: Vec<LogLine>,
+    /// Per filter, in chain order: its callbacks, results and changes.
+    pub filters: Vec<FilterSteps>,
 }
 
 /// The filter a report is about.
@@ -85,8 +95,10 @@ pub struct FilterInfo {
 /// The result of a replay.
 #[derive(Debug, Clone)]
 pub struct Report {
-    /// The filter.
+    /// The (first) filter.
     pub filter: FilterInfo,
+    /// Every filter of the chain, in order.
+    pub filters: Vec<FilterInfo>,
     /// One report per exchange, in order.
     pub exchanges: Vec<ExchangeReport>,
     /// What the guest logged while starting (`on_vm_start`, `on_configure`).
@@ -164,45 +176,149 @@ pub enum ReplayError {
 enum Source {
     Path(PathBuf),
     Bytes(String, Vec<u8>),
+    Loaded(Arc<Plugin>, PathBuf),
 }
 
-/// A replay being set up; [`Replay::run`] runs it.
-pub struct Replay {
+/// One filter of the chain being set up.
+struct FilterSpec {
     source: Source,
     settings: VmSettings,
-    traffic: Traffic,
-    on_progress: Option<Box<dyn FnMut(usize, usize)>>,
+    policy: FailurePolicy,
+}
+
+/// Entry point of the replay builder: `Replay::filter(path)` or
+/// `Replay::module(name, bytes)` start a [`ReplayBuilder`].
+#[derive(Debug, Clone, Copy)]
+pub struct Replay {
+    _private: (),
 }
 
 impl Replay {
     /// A replay through the module at `path`.
-    pub fn filter(path: impl AsRef<Path>) -> Self {
-        Self::with_source(Source::Path(path.as_ref().to_path_buf()))
+    pub fn filter(path: impl AsRef<Path>) -> ReplayBuilder {
+        ReplayBuilder::new().filter(path)
     }
 
     /// A replay through a module given as bytes (`name` is used in messages).
-    pub fn module(name: impl Into<String>, wasm: impl Into<Vec<u8>>) -> Self {
-        Self::with_source(Source::Bytes(name.into(), wasm.into()))
+    pub fn module(name: impl Into<String>, wasm: impl Into<Vec<u8>>) -> ReplayBuilder {
+        ReplayBuilder::new().module(name, wasm)
     }
 
-    fn with_source(source: Source) -> Self {
+    /// An empty chain; add filters with [`ReplayBuilder::filter`],
+    /// [`ReplayBuilder::module`] or [`ReplayBuilder::plugin`].
+    pub fn chain() -> ReplayBuilder {
+        ReplayBuilder::new()
+    }
+}
+
+/// A replay being set up; [`ReplayBuilder::run`] runs it. Filter settings
+/// (`config`, `vm_config`, `failure_policy`, `settings`) apply to the filter
+/// added last; `log_level`, `call_timeout` and `http_call_stub` to all.
+pub struct ReplayBuilder {
+    filters: Vec<FilterSpec>,
+    traffic: Traffic,
+    on_progress: Option<Box<dyn FnMut(usize, usize)>>,
+    log_level: Option<LogLevel>,
+    call_timeout: Option<Duration>,
+    http_call_stub: Option<HttpCallStub>,
+    grpc_call_stubs: Vec<GrpcCallStub>,
+    reload_backoff: Duration,
+    workers: usize,
+    trace: bool,
+}
+
+impl ReplayBuilder {
+    fn new() -> Self {
         Self {
-            source,
-            settings: VmSettings::default(),
+            filters: Vec::new(),
             traffic: Traffic::default(),
             on_progress: None,
+            log_level: None,
+            call_timeout: None,
+            http_call_stub: None,
+            grpc_call_stubs: Vec::new(),
+            reload_backoff: DEFAULT_RELOAD_BACKOFF,
+            workers: 1,
+            trace: false,
         }
     }
 
-    /// The plugin configuration (what `on_configure` reads).
-    pub fn config(mut self, config: impl Into<String>) -> Self {
-        self.settings.plugin_config = config.into().into_bytes();
+    fn push(mut self, source: Source) -> Self {
+        self.filters.push(FilterSpec {
+            source,
+            settings: VmSettings::default(),
+            policy: FailurePolicy::default(),
+        });
         self
     }
 
-    /// The VM configuration (what `on_vm_start` reads).
+    fn last(&mut self) -> Option<&mut FilterSpec> {
+        self.filters.last_mut()
+    }
+
+    /// Adds the module at `path` to the chain (after the filters so far:
+    /// it sees the request after them and the response before them).
+    pub fn filter(self, path: impl AsRef<Path>) -> Self {
+        self.push(Source::Path(path.as_ref().to_path_buf()))
+    }
+
+    /// Adds a module given as bytes to the chain.
+    pub fn module(self, name: impl Into<String>, wasm: impl Into<Vec<u8>>) -> Self {
+        self.push(Source::Bytes(name.into(), wasm.into()))
+    }
+
+    /// Adds an already loaded module to the chain (no recompilation; each
+    /// run still starts fresh VMs).
+    pub fn plugin(self, plugin: Arc<Plugin>, path: impl Into<PathBuf>) -> Self {
+        self.push(Source::Loaded(plugin, path.into()))
+    }
+
+    /// The plugin configuration of the last filter (what `on_configure` reads).
+    pub fn config(mut self, config: impl Into<String>) -> Self {
+        if let Some(f) = self.last() {
+            f.settings.plugin_config = config.into().into_bytes();
+        }
+        self
+    }
+
+    /// The VM configuration of the last filter (what `on_vm_start` reads).
     pub fn vm_config(mut self, config: impl Into<String>) -> Self {
-        self.settings.vm_config = config.into().into_bytes();
+        if let Some(f) = self.last() {
+            f.settings.vm_config = config.into().into_bytes();
+        }
+        self
+    }
+
+    /// The failure policy of the last filter (default `FailClosed`, as Envoy).
+    pub fn failure_policy(mut self, policy: FailurePolicy) -> Self {
+        if let Some(f) = self.last() {
+            f.policy = policy;
+        }
+        self
+    }
+
+    /// How long a `FailReload` filter answers 503 before its VM is
+    /// reloaded, in virtual time (default 1 s, Envoy's base interval).
+    pub fn reload_backoff(mut self, backoff: Duration) -> Self {
+        self.reload_backoff = backoff;
+        self
+    }
+
+    /// Worker VMs per filter (default 1). Envoy runs one VM per worker
+    /// thread; exchanges go to the workers in turn, so state a filter keeps
+    /// in its VM instead of shared data diverges as it would in Envoy. All
+    /// VMs of a chain share shared data and queues.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers.max(1);
+        self
+    }
+
+    /// Records every host->guest call with its arguments and return value
+    /// as `trace` log lines, in the shape Envoy prints with `-l trace`
+    /// (`[host->vm] proxy_on_request_headers(2, 5, 1)`,
+    /// `[host<-vm] proxy_on_request_headers return: 0`).
+    pub fn trace_calls(mut self) -> Self {
+        self.trace = true;
         self
     }
 
@@ -220,84 +336,320 @@ impl Replay {
 
     /// Lowest level of guest logs kept (default `info`, as Envoy).
     pub fn log_level(mut self, level: LogLevel) -> Self {
-        self.settings.log_level = level;
+        self.log_level = Some(level);
         self
     }
 
     /// Longest one guest call may run (default 5 s).
     pub fn call_timeout(mut self, timeout: Duration) -> Self {
-        self.settings.call_timeout = timeout;
+        self.call_timeout = Some(timeout);
         self
     }
 
     /// Answer every `proxy_http_call` with this response.
     pub fn http_call_stub(mut self, stub: HttpCallStub) -> Self {
-        self.settings.http_call_stub = Some(stub);
+        self.http_call_stub = Some(stub);
         self
     }
 
-    /// Replaces all VM settings (identity, clock start, seed, addresses...);
-    /// set the configuration after this.
-    pub fn settings(mut self, settings: VmSettings) -> Self {
-        self.settings = settings;
+    /// Answer unary `proxy_grpc_call`s to `stub.cluster` (all filters).
+    pub fn grpc_call_stub(mut self, stub: GrpcCallStub) -> Self {
+        self.grpc_call_stubs.push(stub);
         self
+    }
+
+    /// Replaces all VM settings of the last filter (identity, clock start,
+    /// seed, addresses...); set its configuration after this.
+    pub fn settings(mut self, settings: VmSettings) -> Self {
+        if let Some(f) = self.last() {
+            f.settings = settings;
+        }
+        self
+    }
+
+    /// Loads and starts the chain (for callers driving exchanges themselves).
+    pub fn start(self) -> Result<(Chain, Traffic), ReplayError> {
+        let ReplayBuilder {
+            filters,
+            traffic,
+            log_level,
+            call_timeout,
+            http_call_stub,
+            grpc_call_stubs,
+            reload_backoff,
+            workers,
+            trace,
+            ..
+        } = self;
+        if filters.is_empty() {
+            return Err(ReplayError::NoFilter);
+        }
+        let mut slots = Vec::with_capacity(filters.len());
+        // One registry for the chain: Envoy shares data per vm_id process-wide.
+        let shared: Arc<SharedRegistry> = Arc::default();
+        for spec in filters {
+            let (plugin, path) = match spec.source {
+                Source::Path(p) => (Arc::new(Plugin::load(&p)?), p),
+                Source::Bytes(name, bytes) => (
+                    Arc::new(Plugin::from_bytes(&name, &bytes)?),
+                    PathBuf::from(name),
+                ),
+                Source::Loaded(plugin, path) => (plugin, path),
+            };
+            let mut settings = spec.settings;
+            if let Some(l) = log_level {
+                settings.log_level = l;
+            }
+            if let Some(t) = call_timeout {
+                settings.call_timeout = t;
+            }
+            if let Some(s) = &http_call_stub {
+                settings.http_call_stub = Some(s.clone());
+            }
+            settings
+                .grpc_call_stubs
+                .extend(grpc_call_stubs.iter().cloned());
+            let mut vms = Vec::with_capacity(workers);
+            for w in 0..workers {
+                let mut vm = start_vm(&plugin, settings.clone(), shared.clone(), trace)?;
+                if w > 0 {
+                    // Every worker logs the same start; keep the first's.
+                    vm.state_mut().take_logs();
+                }
+                vms.push(Worker {
+                    vm: Some(vm),
+                    failed_at: None,
+                    synced: Duration::ZERO,
+                });
+            }
+            slots.push(Slot {
+                name: plugin.name().to_string(),
+                info: FilterInfo {
+                    path,
+                    wasm_bytes: plugin.wasm_bytes(),
+                    abi: plugin.abi().to_string(),
+                },
+                plugin,
+                settings,
+                policy: spec.policy,
+                workers: vms,
+            });
+        }
+        let chain = Chain {
+            shared,
+            slots,
+            now: Duration::ZERO,
+            reload_backoff,
+            startup_logs: Vec::new(),
+            next_worker: 0,
+            workers,
+            trace,
+        };
+        Ok((chain, traffic))
     }
 
     /// Runs the replay.
-    pub fn run(self) -> Result<Report, ReplayError> {
-        let Replay {
-            source,
-            settings,
-            traffic,
-            mut on_progress,
-        } = self;
-        let (plugin, path) = match source {
-            Source::Path(p) => (Plugin::load(&p)?, p),
-            Source::Bytes(name, bytes) => (Plugin::from_bytes(&name, &bytes)?, PathBuf::from(name)),
-        };
-        let mut vm = Vm::start(&plugin, settings.clone())?;
-        let startup_logs = vm.state_mut().take_logs();
+    pub fn run(mut self) -> Result<Report, ReplayError> {
+        let mut on_progress = self.on_progress.take();
+        let (mut chain, traffic) = self.start()?;
+        let startup_logs = chain.take_startup_logs();
         let total = traffic.exchanges.len();
         let mut exchanges = Vec::with_capacity(total);
         for (i, exchange) in traffic.exchanges.iter().enumerate() {
-            vm.take_cost();
-            let outcome = match vm.advance_clock(EXCHANGE_SPACING) {
-                Ok(()) => stream::run(&mut vm, exchange),
-                Err(e) => StreamOutcome {
-                    upstream_request: None,
-                    client_response: HttpResponse {
-                        status: stream::NO_RESPONSE,
-                        headers: Vec::new(),
-                        body: Vec::new(),
-                    },
-                    local_response: None,
-                    local_in_response: false,
-                    reset_in: None,
-                    stalled_in: None,
-                    failure: Some(e),
-                },
-            };
-            let cost = vm.take_cost();
-            let logs = vm.state_mut().take_logs();
-            let failed = outcome.failure.is_some();
-            exchanges.push(judge(exchange, outcome, cost, logs));
-            if failed {
-                vm = Vm::start(&plugin, settings.clone())?;
-                vm.state_mut().take_logs();
-            }
+            let input = StreamInput::from_exchange(exchange);
+            let (outcome, cost, logs) = chain.exchange(&input);
+            exchanges.push(judge(exchange, outcome, cost, logs, chain.slots.len() > 1));
             if let Some(f) = on_progress.as_mut() {
                 f(i + 1, total);
             }
         }
+        let filters: Vec<FilterInfo> = chain.slots.iter().map(|s| s.info.clone()).collect();
         Ok(Report {
-            filter: FilterInfo {
-                path,
-                wasm_bytes: plugin.wasm_bytes(),
-                abi: plugin.abi().to_string(),
-            },
+            filter: filters[0].clone(),
+            filters,
             exchanges,
             startup_logs,
         })
+    }
+}
+
+/// Default FAIL_RELOAD backoff: Envoy's `ReloadConfig.backoff` base interval.
+pub const DEFAULT_RELOAD_BACKOFF: Duration = Duration::from_secs(1);
+
+struct Slot {
+    name: String,
+    info: FilterInfo,
+    plugin: Arc<Plugin>,
+    settings: VmSettings,
+    policy: FailurePolicy,
+    workers: Vec<Worker>,
+}
+
+/// One worker's VM of a filter.
+struct Worker {
+    /// `None` after a failure.
+    vm: Option<Vm>,
+    /// Virtual time of the last failure (for FAIL_RELOAD's backoff).
+    failed_at: Option<Duration>,
+    /// Chain time the VM's clock has been advanced to.
+    synced: Duration,
+}
+
+/// A started chain of filters, driven one exchange at a time.
+pub struct Chain {
+    shared: Arc<SharedRegistry>,
+    slots: Vec<Slot>,
+    now: Duration,
+    reload_backoff: Duration,
+    startup_logs: Vec<LogLine>,
+    next_worker: usize,
+    workers: usize,
+    trace: bool,
+}
+
+fn start_vm(
+    plugin: &Plugin,
+    settings: VmSettings,
+    shared: Arc<SharedRegistry>,
+    trace: bool,
+) -> Result<Vm, VmError> {
+    if trace {
+        Vm::start_traced(plugin, settings, shared)
+    } else {
+        Vm::start_shared(plugin, settings, shared)
+    }
+}
+
+impl Chain {
+    /// What the guests logged while starting, emptied.
+    pub fn take_startup_logs(&mut self) -> Vec<LogLine> {
+        let many = self.slots.len() > 1;
+        let mut out = std::mem::take(&mut self.startup_logs);
+        for s in &mut self.slots {
+            for w in &mut s.workers {
+                if let Some(vm) = w.vm.as_mut() {
+                    collect_logs(vm, &s.name, many, &mut out);
+                }
+            }
+        }
+        out
+    }
+
+    /// The running VM of filter `index` on the first worker (`None` after a failure).
+    pub fn vm(&self, index: usize) -> Option<&Vm> {
+        self.vm_on(index, 0)
+    }
+
+    /// The running VM of filter `index` on worker `worker`.
+    pub fn vm_on(&self, index: usize, worker: usize) -> Option<&Vm> {
+        self.slots
+            .get(index)
+            .and_then(|s| s.workers.get(worker))
+            .and_then(|w| w.vm.as_ref())
+    }
+
+    /// Number of worker VMs per filter.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// Runs one exchange through the chain (on the next worker in turn);
+    /// returns the outcome, the guest time it cost and what the guests logged.
+    pub fn exchange(&mut self, input: &StreamInput) -> (StreamOutcome, Duration, Vec<LogLine>) {
+        self.now += EXCHANGE_SPACING;
+        let now = self.now;
+        let wi = self.next_worker;
+        self.next_worker = (wi + 1) % self.workers.max(1);
+        let many = self.slots.len() > 1;
+        let mut early_failures = Vec::new();
+        for (i, s) in self.slots.iter_mut().enumerate() {
+            let w = &mut s.workers[wi];
+            if w.vm.is_none()
+                && s.policy == FailurePolicy::FailReload
+                && w.failed_at
+                    .is_some_and(|t| now.saturating_sub(t) >= self.reload_backoff)
+            {
+                match start_vm(
+                    &s.plugin,
+                    s.settings.clone(),
+                    self.shared.clone(),
+                    self.trace,
+                ) {
+                    Ok(mut vm) => {
+                        vm.state_mut().take_logs();
+                        w.vm = Some(vm);
+                        w.failed_at = None;
+                        w.synced = Duration::ZERO;
+                    }
+                    Err(_) => w.failed_at = Some(now),
+                }
+            }
+            if let Some(vm) = w.vm.as_mut() {
+                vm.take_cost();
+                let by = now.saturating_sub(w.synced);
+                w.synced = now;
+                if let Err(e) = vm.advance_clock(by) {
+                    early_failures.push((i, e));
+                }
+            }
+        }
+        let mut logs = Vec::new();
+        let mut cost = Duration::ZERO;
+        let mut pre = Vec::new();
+        for (i, e) in early_failures {
+            let s = &mut self.slots[i];
+            let w = &mut s.workers[wi];
+            if let Some(vm) = w.vm.as_mut() {
+                cost += vm.take_cost();
+                collect_logs(vm, &s.name, many, &mut logs);
+            }
+            w.vm = None;
+            w.failed_at = Some(now);
+            pre.push(FilterFailure {
+                index: i,
+                filter: s.name.clone(),
+                error: e,
+            });
+        }
+        let mut lanes: Vec<Lane<'_>> = self
+            .slots
+            .iter_mut()
+            .map(|s| Lane {
+                name: s.name.clone(),
+                policy: s.policy,
+                vm: s.workers[wi].vm.as_mut(),
+            })
+            .collect();
+        let mut outcome = stream::run_chain(&mut lanes, input);
+        drop(lanes);
+        for s in &mut self.slots {
+            if let Some(vm) = s.workers[wi].vm.as_mut() {
+                cost += vm.take_cost();
+                collect_logs(vm, &s.name, many, &mut logs);
+            }
+        }
+        for f in &outcome.failures {
+            let w = &mut self.slots[f.index].workers[wi];
+            w.vm = None;
+            w.failed_at = Some(now);
+        }
+        if !pre.is_empty() {
+            if outcome.failure.is_none() {
+                outcome.failure = Some(pre[0].error.clone());
+            }
+            pre.extend(std::mem::take(&mut outcome.failures));
+            outcome.failures = pre;
+        }
+        (outcome, cost, logs)
+    }
+}
+
+fn collect_logs(vm: &mut Vm, name: &str, many: bool, out: &mut Vec<LogLine>) {
+    for mut l in vm.state_mut().take_logs() {
+        if many {
+            l.message = format!("[{name}] {}", l.message);
+        }
+        out.push(l);
     }
 }
 
@@ -306,6 +658,7 @@ fn judge(
     out: StreamOutcome,
     cost: Duration,
     logs: Vec<LogLine>,
+    many: bool,
 ) -> ExchangeReport {
     let recorded_response = exchange.response.clone().unwrap_or(HttpResponse {
         status: 200,
@@ -345,7 +698,15 @@ fn judge(
     if out.reset_in.is_none() && out.stalled_in.is_none() && out.failure.is_none() {
         diff_response(&recorded_response, &out.client_response, &mut changes);
     }
-    let verdict = if let Some(f) = &out.failure {
+    let verdict = if let Some(f) = out.failures.first() {
+        Verdict::Failed {
+            message: if many {
+                format!("{}: {}", f.filter, f.error)
+            } else {
+                f.error.to_string()
+            },
+        }
+    } else if let Some(f) = &out.failure {
         Verdict::Failed {
             message: f.to_string(),
         }
@@ -366,6 +727,7 @@ fn judge(
         changes,
         cost,
         logs,
+        filters: out.steps,
     }
 }
 
@@ -378,7 +740,7 @@ fn show(values: &[&str]) -> String {
 }
 
 /// Header differences by name (order-insensitive across names, ordered within one).
-fn diff_headers(
+pub(crate) fn diff_headers(
     what: &str,
     before: &[(String, String)],
     after: &[(String, String)],
@@ -494,13 +856,16 @@ mod tests {
             changes: vec![],
             cost: Duration::from_millis(ms),
             logs: vec![],
+            filters: vec![],
+        };
+        let info = FilterInfo {
+            path: "f.wasm".into(),
+            wasm_bytes: 1,
+            abi: "0.2.1".into(),
         };
         let report = Report {
-            filter: FilterInfo {
-                path: "f.wasm".into(),
-                wasm_bytes: 1,
-                abi: "0.2.1".into(),
-            },
+            filter: info.clone(),
+            filters: vec![info],
             exchanges: vec![
                 ex(Verdict::Passed, 1),
                 ex(Verdict::Modified, 2),

@@ -11,7 +11,9 @@
 
 use crate::abi::GuestHandles;
 use crate::abi::memory::HandlesError;
-use crate::host::{HeaderMap, HostState, HttpCallResponse, LogLevel, LogLine, SharedRegistry, VmSettings};
+use crate::host::{
+    HeaderMap, HostState, HttpCallResponse, LogLevel, LogLine, SharedRegistry, VmSettings,
+};
 use crate::plugin::{AbiVersion, EPOCH_TICK, Plugin};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -128,6 +130,8 @@ struct Callbacks {
     on_tick: Option<TypedFunc<u32, ()>>,
     on_http_call_response: Option<HttpCallResponseFn>,
     on_queue_ready: Option<TypedFunc<(u32, u32), ()>>,
+    on_grpc_receive: Option<TypedFunc<(u32, u32, u32), ()>>,
+    on_grpc_close: Option<TypedFunc<(u32, u32, u32), ()>>,
 }
 
 /// A started VM with its root context configured.
@@ -143,6 +147,17 @@ pub struct Vm {
     /// Wall time spent inside guest calls since the last [`Vm::take_cost`].
     cost: Duration,
     next_tick_at: Option<u64>,
+    /// Record every host->guest call as a `trace` log line, as Envoy's `-l trace`.
+    trace: bool,
+}
+
+/// Formats call arguments the way Envoy's trace log does: `(2, 8, 1)`.
+fn trace_args(debug: String) -> String {
+    if debug.starts_with('(') {
+        debug.replace(",)", ")")
+    } else {
+        format!("({debug})")
+    }
 }
 
 fn typed<P: WasmParams, R: WasmResults>(
@@ -207,6 +222,25 @@ impl Vm {
         settings: VmSettings,
         shared: Arc<SharedRegistry>,
     ) -> Result<Self, VmError> {
+        Self::start_inner(plugin, settings, shared, false)
+    }
+
+    /// Like [`Vm::start_shared`] with the call trace on from the first call
+    /// (see [`Vm::set_trace`]).
+    pub fn start_traced(
+        plugin: &Plugin,
+        settings: VmSettings,
+        shared: Arc<SharedRegistry>,
+    ) -> Result<Self, VmError> {
+        Self::start_inner(plugin, settings, shared, true)
+    }
+
+    fn start_inner(
+        plugin: &Plugin,
+        settings: VmSettings,
+        shared: Arc<SharedRegistry>,
+        trace: bool,
+    ) -> Result<Self, VmError> {
         let name = plugin.name.clone();
         let settings = Arc::new(settings);
         let timeout = settings.call_timeout;
@@ -266,6 +300,8 @@ impl Vm {
             on_tick: typed(s, i, n, "proxy_on_tick")?,
             on_http_call_response: typed(s, i, n, "proxy_on_http_call_response")?,
             on_queue_ready: typed(s, i, n, "proxy_on_queue_ready")?,
+            on_grpc_receive: typed(s, i, n, "proxy_on_grpc_receive")?,
+            on_grpc_close: typed(s, i, n, "proxy_on_grpc_close")?,
         };
         let initialize: Option<TypedFunc<(), ()>> = typed(s, i, n, "_initialize")?;
         let start: Option<TypedFunc<(), ()>> = typed(s, i, n, "_start")?;
@@ -283,6 +319,7 @@ impl Vm {
             timeout,
             cost: Duration::ZERO,
             next_tick_at: None,
+            trace,
         };
         let trap = |source: CallError| VmError::Trap {
             name: name.clone(),
@@ -347,7 +384,46 @@ impl Vm {
 
     /// Calls a guest export as context `context`, timing it and turning
     /// traps into [`CallError`]s.
-    pub(crate) fn call<P: WasmParams, R: WasmResults>(
+    pub(crate) fn call<P: WasmParams + std::fmt::Debug, R: WasmResults + std::fmt::Debug>(
+        &mut self,
+        callback: &'static str,
+        context: u32,
+        f: &TypedFunc<P, R>,
+        params: P,
+    ) -> Result<R, CallError> {
+        if self.trace {
+            let line = format!("[host->vm] {callback}{}", trace_args(format!("{params:?}")));
+            self.trace_line(line);
+        }
+        let result = self.call_untraced(callback, context, f, params);
+        if self.trace {
+            match &result {
+                Ok(r) => {
+                    let r = format!("{r:?}");
+                    let r = if r == "()" { "void".to_string() } else { r };
+                    self.trace_line(format!("[host<-vm] {callback} return: {r}"));
+                }
+                Err(_) => self.trace_line(format!("[host<-vm] {callback} failed")),
+            }
+        }
+        result
+    }
+
+    fn trace_line(&mut self, message: String) {
+        self.store.data_mut().logs.push(crate::host::LogLine {
+            level: LogLevel::Trace.as_str().to_string(),
+            message,
+        });
+    }
+
+    /// Turns the call trace on or off: each host->guest call (and its
+    /// return value) becomes a `trace` log line, in the shape Envoy prints
+    /// with `-l trace` (`[host->vm] proxy_on_request_headers(2, 8, 1)`).
+    pub fn set_trace(&mut self, on: bool) {
+        self.trace = on;
+    }
+
+    fn call_untraced<P: WasmParams, R: WasmResults>(
         &mut self,
         callback: &'static str,
         context: u32,
@@ -384,8 +460,40 @@ impl Vm {
         for _ in 0..64 {
             let calls = std::mem::take(&mut self.store.data_mut().pending_http_calls);
             let queues = std::mem::take(&mut self.store.data_mut().pending_queue_ready);
-            if calls.is_empty() && queues.is_empty() {
+            let grpc = std::mem::take(&mut self.store.data_mut().pending_grpc_calls);
+            if calls.is_empty() && queues.is_empty() && grpc.is_empty() {
                 return Ok(());
+            }
+            for (token, context, stub) in grpc {
+                let Some(stub) = self
+                    .store
+                    .data()
+                    .settings
+                    .grpc_call_stubs
+                    .get(stub)
+                    .cloned()
+                else {
+                    continue;
+                };
+                if stub.status == 0 {
+                    if let Some(f) = self.cb.on_grpc_receive.clone() {
+                        let size = stub.message.len() as u32;
+                        self.store.data_mut().grpc_status = (0, String::new());
+                        self.store.data_mut().grpc_receive = Some(stub.message);
+                        let r =
+                            self.call("proxy_on_grpc_receive", context, &f, (context, token, size));
+                        self.store.data_mut().grpc_receive = None;
+                        r?;
+                    }
+                } else if let Some(f) = self.cb.on_grpc_close.clone() {
+                    self.store.data_mut().grpc_status = (stub.status, stub.status_message);
+                    self.call(
+                        "proxy_on_grpc_close",
+                        context,
+                        &f,
+                        (context, token, stub.status),
+                    )?;
+                }
             }
             for call in calls {
                 let Some(stub) = self.store.data().settings.http_call_stub.clone() else {
@@ -584,11 +692,13 @@ impl Vm {
     }
 
     pub(crate) fn call_finish(&mut self, ctx: u32) -> Result<(), CallError> {
-        if let Some(f) = self.cb.on_done.clone() {
-            self.call("proxy_on_done", ctx, &f, ctx)?;
-        }
+        // Envoy 1.40 (seen with `-l trace`): the access log runs before the
+        // filter is destroyed, so on_log comes before on_done and on_delete.
         if let Some(f) = self.cb.on_log.clone() {
             self.call("proxy_on_log", ctx, &f, ctx)?;
+        }
+        if let Some(f) = self.cb.on_done.clone() {
+            self.call("proxy_on_done", ctx, &f, ctx)?;
         }
         if let Some(f) = self.cb.on_delete.clone() {
             self.call("proxy_on_delete", ctx, &f, ctx)?;

@@ -97,6 +97,19 @@ pub trait HttpFilter: Sized + 'static {
         Action::Continue
     }
 
+    /// Buffer the whole request body, up to this many bytes, and deliver it once to
+    /// [`HttpFilter::on_request_body_buffered`] instead of chunk by chunk to
+    /// [`HttpFilter::on_request_body`]; past the limit the SDK answers 413 (see [`crate::body`]).
+    /// Asked at each request (so it may depend on the route); `None` (the default) streams.
+    fn request_body_limit(&self) -> Option<usize> {
+        None
+    }
+
+    /// The whole request body arrived (only when [`HttpFilter::request_body_limit`] is `Some`).
+    fn on_request_body_buffered(&mut self, _body: &mut Body<'_>) -> Action {
+        Action::Continue
+    }
+
     /// Response headers arrived (from the upstream, or a local reply); `end_of_stream` is true
     /// when the response has no body.
     fn on_response_headers(&mut self, _resp: &mut Response<'_>, _end_of_stream: bool) -> Action {
@@ -110,4 +123,12 @@ pub trait HttpFilter: Sized + 'static {
 
     /// The stream is over (completed or reset); last chance to log.
     fn on_done(&mut self) {}
+
+    /// The filter's queue of HTTP callouts (see [`crate::callout`]). A filter that makes
+    /// callouts keeps a [`Callouts`](crate::callout::Callouts) and returns it here; after each
+    /// callback the SDK sends what was queued, pauses the stream and runs the continuations when
+    /// the answers arrive. The default (`None`) makes none.
+    fn callouts(&mut self) -> Option<&mut crate::callout::Callouts<Self>> {
+        None
+    }
 }

@@ -5,6 +5,7 @@
 //! Everything here calls the host, so it only does something inside a proxy; the filter logic it
 //! drives is tested natively through the views.
 
+use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::rc::Rc;
 
@@ -12,6 +13,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{self, BufferType, ContextType, MapType};
 
+use crate::callout::{self, Continuation};
 use crate::config;
 use crate::filter::{Action, HttpFilter};
 use crate::headers::HeaderMap;
@@ -72,6 +74,7 @@ impl<F: HttpFilter> RootContext for FilterRoot<F> {
         Some(match &self.config {
             Some(config) => Box::new(FilterStream::<F> {
                 filter: F::new(Rc::clone(config)),
+                in_flight: HashMap::new(),
             }),
             None => Box::new(Unconfigured::<F>(PhantomData)),
         })
@@ -84,12 +87,110 @@ impl<F: HttpFilter> RootContext for FilterRoot<F> {
 
 struct FilterStream<F> {
     filter: F,
+    /// Callouts sent and not answered yet, by token.
+    in_flight: HashMap<u32, InFlight<F>>,
+}
+
+/// A callout waiting for its answer.
+struct InFlight<F> {
+    cluster: String,
+    /// Dispatched from a response callback: resume the response, not the request.
+    response_phase: bool,
+    then: Continuation<F>,
 }
 
 impl<F: HttpFilter> Context for FilterStream<F> {
     fn on_done(&mut self) -> bool {
         self.filter.on_done();
         true
+    }
+
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let Some(call) = self.in_flight.remove(&token_id) else {
+            log::debug!("{}: answer to an unknown callout {token_id}", F::NAME);
+            return;
+        };
+        let result = callout::read_response(&call.cluster, body_size);
+        if let Err(err) = &result {
+            // The continuation gets the error and decides what to log.
+            log::debug!("{}: {err}", F::NAME);
+        }
+        let mut headers = HostHeaders(MapType::HttpRequestHeaders);
+        let mut req = Request::new(&mut headers);
+        let action = (call.then)(&mut self.filter, &mut req, result);
+        let reply = req.take_local_reply();
+        let next = self.send_callouts(action, reply, call.response_phase);
+        if next == types::Action::Continue {
+            let resumed = if call.response_phase {
+                hostcalls::resume_http_response()
+            } else {
+                hostcalls::resume_http_request()
+            };
+            if let Err(status) = resumed {
+                log::warn!("{}: cannot resume the stream: {status:?}", F::NAME);
+            }
+        }
+    }
+}
+
+impl<F: HttpFilter> FilterStream<F> {
+    /// Sends the callouts the filter queued in the callback that just returned (or sends its
+    /// local reply); the stream stays paused while any callout is in flight.
+    fn send_callouts(
+        &mut self,
+        mut action: Action,
+        reply: Option<LocalReply>,
+        response_phase: bool,
+    ) -> types::Action {
+        if reply.is_some() {
+            if let Some(queue) = self.filter.callouts() {
+                queue.take();
+            }
+            self.in_flight.clear();
+            return finish::<F>(action, reply);
+        }
+        loop {
+            let queued = self.filter.callouts().map(|q| q.take()).unwrap_or_default();
+            if queued.is_empty() {
+                break;
+            }
+            for call in queued {
+                let (request, then) = call.into_parts();
+                match callout::send(&request) {
+                    Ok(token) => {
+                        self.in_flight.insert(
+                            token,
+                            InFlight {
+                                cluster: request.cluster,
+                                response_phase,
+                                then,
+                            },
+                        );
+                    }
+                    Err(err) => {
+                        log::debug!("{}: {err}", F::NAME);
+                        let mut headers = HostHeaders(MapType::HttpRequestHeaders);
+                        let mut req = Request::new(&mut headers);
+                        action = then(&mut self.filter, &mut req, Err(err));
+                        if let Some(reply) = req.take_local_reply() {
+                            self.in_flight.clear();
+                            return finish::<F>(Action::Pause, Some(reply));
+                        }
+                    }
+                }
+            }
+        }
+        if self.in_flight.is_empty() {
+            action.into()
+        } else {
+            types::Action::Pause
+        }
     }
 }
 
@@ -102,14 +203,21 @@ impl<F: HttpFilter> HttpContext for FilterStream<F> {
         let mut headers = HostHeaders(MapType::HttpRequestHeaders);
         let mut req = Request::new(&mut headers);
         let action = self.filter.on_request_headers(&mut req, end_of_stream);
-        finish::<F>(action, req.take_local_reply())
+        let mut reply = req.take_local_reply();
+        if reply.is_none()
+            && let Some(limit) = self.filter.request_body_limit()
+            && crate::body::announced_too_large(limit, req.header("content-length").as_deref())
+        {
+            reply = Some(crate::body::too_large_reply(limit));
+        }
+        self.send_callouts(action, reply, false)
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> types::Action {
         let mut buffer = HostBody::new(BufferType::HttpRequestBody, body_size);
         let mut body = Body::new(&mut buffer);
-        let action = self.filter.on_request_body(&mut body, end_of_stream);
-        finish::<F>(action, body.take_local_reply())
+        let action = crate::body::on_request_body(&mut self.filter, &mut body, end_of_stream);
+        self.send_callouts(action, body.take_local_reply(), false)
     }
 
     fn on_http_response_headers(
@@ -120,14 +228,14 @@ impl<F: HttpFilter> HttpContext for FilterStream<F> {
         let mut headers = HostHeaders(MapType::HttpResponseHeaders);
         let mut resp = Response::new(&mut headers);
         let action = self.filter.on_response_headers(&mut resp, end_of_stream);
-        finish::<F>(action, resp.take_local_reply())
+        self.send_callouts(action, resp.take_local_reply(), true)
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> types::Action {
         let mut buffer = HostBody::new(BufferType::HttpResponseBody, body_size);
         let mut body = Body::new(&mut buffer);
         let action = self.filter.on_response_body(&mut body, end_of_stream);
-        finish::<F>(action, body.take_local_reply())
+        self.send_callouts(action, body.take_local_reply(), true)
     }
 }
 

@@ -11,7 +11,10 @@
 //! - callbacks get views ([`Request`], [`Response`], [`Body`]) over a [`HeaderMap`], so the same
 //!   code runs in the proxy and, natively, in unit tests over a [`HeaderList`];
 //! - [`export_filter!`] generates the module entry point, bridges `log` to the host log and
-//!   reports panics (message and location) through the host before the module traps.
+//!   reports panics (message and location) through the host before the module traps;
+//! - [`metrics`]: counters, gauges and histograms with tags that become Prometheus labels;
+//! - [`routes`]: one configuration with per-route rules (route name, host, path prefix);
+//! - [`body`]: whole request bodies buffered up to a limit (413 past it).
 //!
 //! ```
 //! use std::rc::Rc;
@@ -50,12 +53,17 @@
 //! ```
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod callout;
+pub mod body;
 pub mod config;
 pub mod filter;
 pub mod headers;
 mod host;
 pub mod http;
 pub mod logger;
+pub mod metrics;
+pub mod routes;
+pub mod shared;
 
 pub use config::{ConfigError, FilterConfig};
 pub use filter::{Action, HttpFilter};

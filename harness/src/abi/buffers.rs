@@ -14,6 +14,7 @@ use wasmtime::{Caller, Linker};
 const HTTP_REQUEST_BODY: u32 = 0;
 const HTTP_RESPONSE_BODY: u32 = 1;
 const HTTP_CALL_RESPONSE_BODY: u32 = 4;
+const GRPC_RECEIVE_BUFFER: u32 = 5;
 const VM_CONFIGURATION: u32 = 6;
 const PLUGIN_CONFIGURATION: u32 = 7;
 /// Highest buffer type (`CallData`).
@@ -25,6 +26,7 @@ fn buffer(state: &HostState, kind: u32) -> Option<&[u8]> {
         HTTP_REQUEST_BODY => state.stream()?.request_body.as_deref(),
         HTTP_RESPONSE_BODY => state.stream()?.response_body.as_deref(),
         HTTP_CALL_RESPONSE_BODY => state.http_call_response.as_ref().map(|r| &r.body[..]),
+        GRPC_RECEIVE_BUFFER => state.grpc_receive.as_deref(),
         VM_CONFIGURATION => Some(&state.settings.vm_config),
         PLUGIN_CONFIGURATION if state.in_configure => Some(&state.settings.plugin_config),
         _ => None,

@@ -1,10 +1,16 @@
 //! gRPC: `proxy_grpc_call`, `proxy_grpc_stream`, `proxy_grpc_send`,
 //! `proxy_grpc_cancel`, `proxy_grpc_close`, `proxy_get_status`.
 //!
-//! Linked so that modules using gRPC load, but the harness has no gRPC
-//! services: calls and streams are validated and then refused with
-//! `BadArgument` (Envoy's answer for an unknown service cluster), with a
-//! warning logged the first time; tokens are never valid (`NotFound`).
+//! Unary calls to a cluster with a [`GrpcCallStub`] get an odd token (as
+//! Envoy's call tokens) and are answered after the current callback:
+//! status 0 through `proxy_on_grpc_receive` (the message readable as the
+//! `GrpcReceiveBuffer`), any other status through `proxy_on_grpc_close`
+//! (status and message from `proxy_get_status`). Calls without a stub and
+//! streams are validated and refused with `BadArgument` (Envoy's answer for
+//! an unknown service cluster), with a warning logged the first time;
+//! stream tokens are never valid (`NotFound`).
+//!
+//! [`GrpcCallStub`]: crate::host::GrpcCallStub
 
 use super::{Status, memory as mem};
 use crate::host::HostState;
@@ -41,6 +47,51 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
          _timeout_ms: u32,
          token_ptr: u32|
          -> u32 {
+            if let (Some(c), Some(n), Some(m)) = (
+                mem::read(&caller, service_ptr, service_len),
+                mem::read(&caller, service_name_ptr, service_name_len),
+                mem::read(&caller, method_ptr, method_len),
+            ) {
+                let line = format!(
+                    "grpc {} {}/{}",
+                    String::from_utf8_lossy(&c),
+                    String::from_utf8_lossy(&n),
+                    String::from_utf8_lossy(&m)
+                );
+                caller.data_mut().callouts.push(line);
+            }
+            let stub = mem::read(&caller, service_ptr, service_len).and_then(|service| {
+                let cluster = String::from_utf8_lossy(&service).into_owned();
+                caller
+                    .data()
+                    .settings
+                    .grpc_call_stubs
+                    .iter()
+                    .position(|s| s.cluster.is_empty() || s.cluster == cluster)
+            });
+            if let Some(stub) = stub {
+                if !mem::in_bounds(
+                    &caller,
+                    &[
+                        (service_name_ptr, service_name_len),
+                        (method_ptr, method_len),
+                        (metadata_ptr, metadata_len),
+                        (message_ptr, message_len),
+                    ],
+                ) {
+                    return Status::InvalidMemoryAccess.code();
+                }
+                let state = caller.data_mut();
+                let token = state.next_grpc_token;
+                state.next_grpc_token = state.next_grpc_token.wrapping_add(2) | 1;
+                let context = state.context();
+                state.pending_grpc_calls.push((token, context, stub));
+                return if mem::write_u32(&mut caller, token_ptr, token) {
+                    Status::Ok.code()
+                } else {
+                    Status::InvalidMemoryAccess.code()
+                };
+            }
             refuse(
                 &mut caller,
                 &[
@@ -108,9 +159,9 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
          ptr_ptr: u32,
          size_ptr: u32|
          -> wasmtime::Result<u32> {
-            // No gRPC call ever completes here: status 0 with an empty message.
-            let ok = mem::write_u32(&mut caller, code_ptr, 0)
-                && mem::copy_out(&mut caller, b"", ptr_ptr, size_ptr)?;
+            let (code, message) = caller.data().grpc_status.clone();
+            let ok = mem::write_u32(&mut caller, code_ptr, code)
+                && mem::copy_out(&mut caller, message.as_bytes(), ptr_ptr, size_ptr)?;
             Ok(if ok {
                 Status::Ok
             } else {

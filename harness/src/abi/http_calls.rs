@@ -3,7 +3,8 @@
 //! The harness has no upstream clusters. With an [`HttpCallStub`]
 //! configured, a well-formed call (`:method`, `:path`, `:authority` present)
 //! gets a token and is answered with the stub through
-//! `proxy_on_http_call_response` right after the current callback returns.
+//! `proxy_on_http_call_response`, on the context that made the call, right
+//! after the current callback returns.
 //! Without a stub the call fails with `BadArgument`, which is what Envoy
 //! answers for an unknown cluster.
 //!
@@ -48,6 +49,17 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             }
             let cluster = String::from_utf8_lossy(&cluster).into_owned();
             let state = caller.data_mut();
+            if let Some(headers) = pairs::decode(&header_bytes) {
+                let get = |name: &[u8]| {
+                    headers
+                        .iter()
+                        .find(|(k, _)| *k == name)
+                        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                        .unwrap_or_default()
+                };
+                let line = format!("http {cluster} {} {}", get(b":method"), get(b":path"));
+                state.callouts.push(line);
+            }
             if state.settings.http_call_stub.is_none() {
                 super::warn_once(
                     state,
@@ -67,7 +79,9 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             }
             let token = state.next_http_token;
             state.next_http_token = state.next_http_token.wrapping_add(1).max(1);
-            let context = state.root_context_id;
+            // The answer goes to the context that made the call (Envoy keeps
+            // the calling context with the request).
+            let context = state.context();
             state.pending_http_calls.push(PendingHttpCall { token, context });
             if mem::write_u32(&mut caller, token_ptr, token) {
                 Status::Ok.code()

@@ -30,6 +30,9 @@
 //!   disagrees with the body is set to the body's size, with a warning.
 //! * **Response**: `status`, headers as above, and `content.text` as the body,
 //!   base64-decoded when `content.encoding` is `base64`.
+//! * **Details**: `startedDateTime`, `time` and `timings` (blocked + dns +
+//!   connect + send + wait, the time to the response's first byte) become
+//!   [`super::Timing`]; `serverIPAddress` the property `destination.address`.
 //!
 //! # Bodies are decoded, so some response headers are rewritten
 //!
@@ -108,6 +111,16 @@ pub fn load(path: &Path) -> Result<Traffic, TrafficError> {
 /// Converts HAR bytes; `source_name` is used in errors and warnings and as
 /// [`Traffic::source`].
 pub fn parse(source_name: &str, bytes: &[u8]) -> Result<Traffic, TrafficError> {
+    parse_with(source_name, bytes, super::Leniency::Strict)
+}
+
+/// As [`parse`]; with [`super::Leniency::Lenient`] an unusable entry becomes
+/// a warning naming it and is skipped (document-level errors still fail).
+pub fn parse_with(
+    source_name: &str,
+    bytes: &[u8],
+    leniency: super::Leniency,
+) -> Result<Traffic, TrafficError> {
     let entries = read_entries(source_name, bytes)?;
     let mut traffic = Traffic {
         source: Some(PathBuf::from(source_name)),
@@ -120,8 +133,13 @@ pub fn parse(source_name: &str, bytes: &[u8]) -> Result<Traffic, TrafficError> {
             index,
             warnings: &mut traffic.warnings,
         };
-        if let Some(exchange) = convert_entry(&mut cx, entry)? {
-            traffic.exchanges.push(exchange);
+        match convert_entry(&mut cx, entry) {
+            Ok(Some(exchange)) => traffic.exchanges.push(exchange),
+            Ok(None) => {}
+            Err(e) if leniency == super::Leniency::Lenient => {
+                traffic.warnings.push(format!("{e}; entry skipped"));
+            }
+            Err(e) => return Err(e),
         }
     }
     Ok(traffic)
@@ -511,7 +529,39 @@ fn convert_entry(cx: &mut Cx<'_>, value: &Value) -> Result<Option<Exchange>, Tra
         id: format!("entry {}", cx.index),
         request,
         response,
+        details: super::ExchangeDetails {
+            timing: timing(entry),
+            properties: present(entry, "serverIPAddress")
+                .and_then(Value::as_str)
+                .filter(|ip| !ip.is_empty())
+                .map(|ip| vec![("destination.address".to_owned(), ip.to_owned())])
+                .unwrap_or_default(),
+            ..super::ExchangeDetails::default()
+        },
     }))
+}
+
+/// `startedDateTime`, `time` and `timings` (send + wait) when they are
+/// usable; timing is informative, so odd values are left out silently.
+fn timing(entry: &Map<String, Value>) -> super::Timing {
+    let ms = |v: Option<&Value>| {
+        v.and_then(Value::as_f64)
+            .filter(|m| m.is_finite() && *m >= 0.0 && *m < 1e12)
+            .map(|m| std::time::Duration::from_secs_f64(m / 1000.0))
+    };
+    let timings = present(entry, "timings").and_then(Value::as_object);
+    let part = |k: &str| timings.and_then(|t| ms(t.get(k)));
+    let before_wait = ["blocked", "dns", "connect", "send"]
+        .iter()
+        .filter_map(|k| part(k))
+        .sum::<std::time::Duration>();
+    super::Timing {
+        started: present(entry, "startedDateTime")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        response_after: part("wait").map(|w| before_wait + w),
+        total: ms(present(entry, "time")),
+    }
 }
 
 /// Converts `request`; `None` for URLs that are not fetched over the network.

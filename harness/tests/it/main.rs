@@ -1,13 +1,22 @@
 //! Integration tests of the harness with small guests written in WAT.
 //! One module per area; helpers here.
 
+mod bodies;
 mod buffers;
+mod chains;
+mod failure_policy;
+mod grpc;
 mod headers;
+mod http_calls;
 mod lifecycle;
 mod loading;
 mod replay;
 mod stream_control;
+mod streaming;
+mod suite;
+mod trace;
 mod traps;
+mod workers;
 
 use tollgate_harness::host::VmSettings;
 use tollgate_harness::plugin::Plugin;
@@ -66,6 +75,7 @@ pub fn exchange(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8])
             headers: vec![("server".into(), "upstream".into())],
             body: b"ok".to_vec(),
         }),
+        details: Default::default(),
     }
 }
 

@@ -1,13 +1,16 @@
 //! Failing guests: traps, endless loops, proc_exit — each a `Failed`
-//! verdict with a readable message, and a fresh VM for what follows.
+//! verdict with a readable message; with `FailReload` and no backoff, a
+//! fresh VM for what follows.
 
 use super::*;
 use std::time::Duration;
-use tollgate_harness::replay::{Replay, Report, Verdict};
+use tollgate_harness::replay::{FailurePolicy, Replay, Report, Verdict};
 use tollgate_harness::traffic::Traffic;
 
 fn replay(wasm: Vec<u8>, exchanges: Vec<Exchange>) -> Report {
     Replay::module("bad.wasm", wasm)
+        .failure_policy(FailurePolicy::FailReload)
+        .reload_backoff(Duration::ZERO)
         .call_timeout(Duration::from_millis(200))
         .traffic(Traffic {
             exchanges,

@@ -168,6 +168,21 @@ fn firefox_recording_loads() {
     let ids: Vec<_> = t.exchanges.iter().map(|e| e.id.as_str()).collect();
     assert_eq!(ids[0], "entry 0");
     assert_eq!(ids[13], "entry 13");
+    let d = &t.exchanges[0].details;
+    assert_eq!(
+        d.timing.started.as_deref(),
+        Some("2023-03-29T16:58:59.303-07:00")
+    );
+    assert_eq!(d.timing.total, Some(std::time::Duration::from_millis(23)));
+    // blocked 17 + dns 0 + connect 0 + send 0 + wait 6.
+    assert_eq!(
+        d.timing.response_after,
+        Some(std::time::Duration::from_millis(23))
+    );
+    assert_eq!(
+        d.properties,
+        [("destination.address".to_owned(), "13.35.121.55".to_owned())]
+    );
 
     let first = request(&t, 0);
     assert_eq!(first.method, "GET");
@@ -1085,4 +1100,28 @@ fn non_string_param_values_are_warnings() {
         w[1].contains("log.entries[0].request.postData.params[1].value"),
         "{w:?}"
     );
+}
+
+#[test]
+fn lenient_reading_skips_bad_entries_with_a_warning_naming_them() {
+    let bad = entry_with(
+        "/response/content",
+        Some(json!({"mimeType": "image/png", "encoding": "base64", "text": "iVBOR*0KGgo="})),
+    );
+    let doc = har(vec![entry(), bad, entry()]);
+    let strict = super::parse_with("test.har", &doc, super::super::Leniency::Strict);
+    assert!(strict.is_err());
+    let t = super::parse_with("test.har", &doc, super::super::Leniency::Lenient).expect("lenient");
+    let ids: Vec<&str> = t.exchanges.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, ["entry 0", "entry 2"]);
+    assert_eq!(t.warnings.len(), 1, "{:?}", t.warnings);
+    assert!(
+        t.warnings[0].starts_with("test.har: entry 1: log.entries[1].response.content.text:")
+            && t.warnings[0].ends_with("; entry skipped"),
+        "{}",
+        t.warnings[0]
+    );
+    // Document-level damage still fails when lenient.
+    let cut = &doc[..doc.len() / 2];
+    assert!(super::parse_with("test.har", cut, super::super::Leniency::Lenient).is_err());
 }

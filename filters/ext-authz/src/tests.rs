@@ -1,0 +1,214 @@
+//! Native tests of the decision logic and of the stream flow, callouts answered by hand.
+
+use super::*;
+use tollgate_sdk::HeaderList;
+use tollgate_sdk::callout::PendingCallout;
+
+fn parse(json: &str) -> Config {
+    match tollgate_sdk::config::parse::<Config>(json.as_bytes()) {
+        Ok(config) => config,
+        Err(err) => unreachable!("test config refused: {err}"),
+    }
+}
+
+fn demo() -> Config {
+    parse(include_str!("../demo.json"))
+}
+
+fn resp(status: u16, headers: &[(&str, &str)], body: &str) -> CalloutResponse {
+    CalloutResponse::new(
+        status,
+        headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect(),
+        body.as_bytes().to_vec(),
+    )
+}
+
+fn request() -> HeaderList {
+    HeaderList::from([
+        (":method", "POST"),
+        (":path", "/orders?id=1"),
+        (":authority", "shop.example.com"),
+        ("Authorization", "Bearer abc"),
+        ("x-api-key", "k1"),
+        ("X-Api-Key", "k2"),
+        ("x-secret", "not for the service"),
+        ("content-length", "5"),
+    ])
+}
+
+fn one_call(filter: &mut ExtAuthz) -> PendingCallout<ExtAuthz> {
+    let mut calls = filter.callouts.take();
+    assert_eq!(calls.len(), 1, "expected one callout, got {calls:?}");
+    calls.remove(0)
+}
+
+#[test]
+fn demo_config_parses_and_bad_fields_are_named() {
+    assert_eq!(demo().cluster, "authz");
+    let bad = |json: &str| match tollgate_sdk::config::parse::<Config>(json.as_bytes()) {
+        Ok(c) => unreachable!("accepted {c:?}"),
+        Err(err) => err.to_string(),
+    };
+    assert!(bad(r#"{"cluster": ""}"#).contains("at cluster"));
+    assert!(bad(r#"{"cluster": "a", "timeout_ms": 0}"#).contains("at timeout_ms"));
+    assert!(bad(r#"{"cluster": "a", "status_on_error": 99}"#).contains("at status_on_error"));
+    assert!(bad(r#"{"cluster": "a", "path_prefix": "x"}"#).contains("at path_prefix"));
+    assert!(
+        bad(r#"{"cluster": "a", "allowed_request_headers": ["ok", "bad name"]}"#)
+            .contains("at allowed_request_headers[1]")
+    );
+    assert!(bad(r#"{"cluster": "a", "clustr": "b"}"#).contains("unknown field `clustr`"));
+}
+
+#[test]
+fn check_request_carries_method_prefixed_path_and_selected_headers() {
+    let config = demo();
+    let mut headers = request();
+    let call = ExtAuthz::check_request(&config, &Request::new(&mut headers));
+    assert_eq!(call.cluster, "authz");
+    assert_eq!(call.method, "POST");
+    assert_eq!(call.path, "/check/orders?id=1");
+    assert_eq!(call.authority, "authz.local");
+    assert_eq!(call.timeout, Duration::from_millis(500));
+    let names: Vec<(&str, &str)> = call
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    // Both duplicates of x-api-key, authorization always, never x-secret or content-length.
+    assert_eq!(
+        names,
+        vec![
+            ("authorization", "Bearer abc"),
+            ("x-api-key", "k1"),
+            ("x-api-key", "k2")
+        ]
+    );
+    assert_eq!(call.check(), Ok(()));
+}
+
+#[test]
+fn decisions_match_envoy_http_mode() {
+    let config = demo();
+    // 2xx allows, copying only the allowed headers.
+    let allow = ExtAuthz::decide(
+        &config,
+        Ok(resp(
+            200,
+            &[("X-Auth-User", "ada"), ("x-internal", "no")],
+            "",
+        )),
+    );
+    assert_eq!(
+        allow,
+        Decision::Allow(vec![("x-auth-user".into(), "ada".into())])
+    );
+    // Other statuses deny with the service's status, headers and body.
+    let deny = ExtAuthz::decide(
+        &config,
+        Ok(resp(
+            401,
+            &[("www-authenticate", "Bearer"), ("content-length", "4")],
+            "nope",
+        )),
+    );
+    assert_eq!(
+        deny,
+        Decision::Deny {
+            status: 401,
+            headers: vec![("www-authenticate".into(), "Bearer".into())],
+            body: b"nope".to_vec()
+        }
+    );
+    // 5xx and no response are failures: status_on_error (403), or allow in failure mode.
+    let down = Err(CalloutError::NoResponse {
+        cluster: "authz".into(),
+    });
+    let forbidden = Decision::Deny {
+        status: 403,
+        headers: vec![],
+        body: vec![],
+    };
+    assert_eq!(ExtAuthz::decide(&config, down.clone()), forbidden);
+    assert_eq!(
+        ExtAuthz::decide(&config, Ok(resp(503, &[], "oops"))),
+        forbidden
+    );
+    let open = parse(r#"{"cluster": "authz", "failure_mode_allow": true}"#);
+    assert_eq!(ExtAuthz::decide(&open, down), Decision::Allow(vec![]));
+}
+
+#[test]
+fn stream_pauses_then_allow_copies_headers() {
+    let mut filter = ExtAuthz::new(Rc::new(demo()));
+    let mut headers = request();
+    let action = filter.on_request_headers(&mut Request::new(&mut headers), true);
+    assert_eq!(action, Action::Pause);
+    let call = one_call(&mut filter);
+    let mut req = Request::new(&mut headers);
+    let action = call.complete(
+        &mut filter,
+        &mut req,
+        Ok(resp(200, &[("x-auth-user", "ada")], "")),
+    );
+    assert_eq!(action, Action::Continue);
+    assert!(req.local_reply().is_none());
+    assert_eq!(headers.get_all("x-auth-user"), vec!["ada"]);
+}
+
+#[test]
+fn stream_denied_gets_the_services_answer() {
+    let mut filter = ExtAuthz::new(Rc::new(demo()));
+    let mut headers = request();
+    filter.on_request_headers(&mut Request::new(&mut headers), true);
+    let call = one_call(&mut filter);
+    let mut req = Request::new(&mut headers);
+    call.complete(
+        &mut filter,
+        &mut req,
+        Ok(resp(302, &[("location", "/login")], "")),
+    );
+    let reply = req.local_reply().cloned();
+    assert_eq!(reply.as_ref().map(|r| r.status), Some(302));
+    assert_eq!(
+        reply.map(|r| r.headers),
+        Some(vec![("location".into(), "/login".into())])
+    );
+}
+
+#[test]
+fn body_is_buffered_then_sent_truncated_or_refused() {
+    let mut filter = ExtAuthz::new(Rc::new(parse(
+        r#"{"cluster": "authz", "with_request_body": {"max_request_bytes": 4, "allow_partial_message": true}}"#,
+    )));
+    let mut headers = request();
+    assert_eq!(
+        filter.on_request_headers(&mut Request::new(&mut headers), false),
+        Action::Continue
+    );
+    assert!(filter.callouts.is_empty());
+    let mut chunk: Vec<u8> = b"ab".to_vec();
+    assert_eq!(
+        filter.on_request_body(&mut Body::new(&mut chunk), false),
+        Action::Pause
+    );
+    let mut whole: Vec<u8> = b"abcdef".to_vec();
+    assert_eq!(
+        filter.on_request_body(&mut Body::new(&mut whole), true),
+        Action::Pause
+    );
+    let call = one_call(&mut filter);
+    assert_eq!(call.request().body, b"abcd");
+
+    let mut strict = ExtAuthz::new(Rc::new(parse(
+        r#"{"cluster": "authz", "with_request_body": {"max_request_bytes": 4}}"#,
+    )));
+    strict.on_request_headers(&mut Request::new(&mut headers), false);
+    let mut body = Body::new(&mut whole);
+    strict.on_request_body(&mut body, true);
+    assert_eq!(body.local_reply().map(|r| r.status), Some(413));
+    assert!(strict.callouts.is_empty());
+}

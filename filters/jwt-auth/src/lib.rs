@@ -1,0 +1,617 @@
+//! # `jwt-auth`: JSON Web Token authentication
+//!
+//! Each request must carry a JWT from one of the configured providers (in a header, a query
+//! parameter or a cookie). The token's signature is checked against the provider's JWKS (inline,
+//! or fetched from a cluster with an HTTP callout and cached in shared data, refreshed when it
+//! expires or when a token names an unknown `kid`), then its `iss`, `aud`, `exp` and `nbf`
+//! (with clock skew). Accepted: selected claims are copied to request headers (after removing
+//! any client-sent copies). Refused: 401 with `WWW-Authenticate: Bearer error="invalid_token"`.
+//!
+//! The configuration reference is in the crate's README.md.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod keys;
+pub mod token;
+
+use std::cell::{OnceCell, RefCell};
+use std::rc::Rc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tollgate_sdk::callout::{CalloutError, CalloutRequest, CalloutResponse, Callouts};
+use tollgate_sdk::shared::{self, HostShared, SharedStore};
+use tollgate_sdk::{Action, ConfigError, FilterConfig, HttpFilter, Request};
+
+use keys::Key;
+use token::{ClaimRules, Parsed, TokenError};
+
+/// Where a token may be in a header.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FromHeader {
+    /// Header name.
+    pub name: String,
+    /// Prefix before the token (e.g. `Bearer `), matched case-insensitively.
+    #[serde(default)]
+    pub value_prefix: String,
+}
+
+/// A claim copied to a request header.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimToHeader {
+    /// Claim name (top-level).
+    pub claim: String,
+    /// Header set on the request going upstream.
+    pub header: String,
+}
+
+/// A JWKS fetched over HTTP.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteJwks {
+    /// Envoy cluster serving the JWKS.
+    pub cluster: String,
+    /// `:authority` of the fetch.
+    pub authority: String,
+    /// Path of the JWKS document.
+    pub path: String,
+    /// Fetch timeout, milliseconds.
+    #[serde(default = "default_fetch_timeout_ms")]
+    pub timeout_ms: u64,
+    /// How long a fetched JWKS is used, seconds.
+    #[serde(default = "default_cache_seconds")]
+    pub cache_duration_seconds: u64,
+    /// Least time between two fetches caused by unknown `kid`s, seconds.
+    #[serde(default = "default_refetch_seconds")]
+    pub refetch_interval_seconds: u64,
+}
+
+fn default_fetch_timeout_ms() -> u64 {
+    1000
+}
+fn default_cache_seconds() -> u64 {
+    300
+}
+fn default_refetch_seconds() -> u64 {
+    30
+}
+fn default_skew() -> u64 {
+    60
+}
+fn default_max_token_bytes() -> usize {
+    8192
+}
+fn default_from_headers() -> Vec<FromHeader> {
+    vec![FromHeader {
+        name: "authorization".into(),
+        value_prefix: "Bearer ".into(),
+    }]
+}
+
+/// One token issuer.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provider {
+    /// Name (logs, shared-data key).
+    pub name: String,
+    /// Required `iss`.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Accepted `aud` values (any when empty).
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Inline JWKS document.
+    #[serde(default)]
+    pub jwks: Option<Value>,
+    /// JWKS fetched from a cluster.
+    #[serde(default)]
+    pub remote_jwks: Option<RemoteJwks>,
+    /// Headers carrying the token.
+    #[serde(default = "default_from_headers")]
+    pub from_headers: Vec<FromHeader>,
+    /// Query parameters carrying the token.
+    #[serde(default)]
+    pub from_params: Vec<String>,
+    /// Cookies carrying the token.
+    #[serde(default)]
+    pub from_cookies: Vec<String>,
+    /// Claims copied to request headers.
+    #[serde(default)]
+    pub claim_to_headers: Vec<ClaimToHeader>,
+    /// Tolerated clock difference for `exp`/`nbf`, seconds.
+    #[serde(default = "default_skew")]
+    pub clock_skew_seconds: u64,
+    /// Refuse tokens without `exp`.
+    #[serde(default)]
+    pub require_expiration: bool,
+    /// Keep the token header on the request going upstream.
+    #[serde(default)]
+    pub forward: bool,
+    #[serde(skip)]
+    inline_keys: OnceCell<Rc<Vec<Key>>>,
+    /// This VM's parse of the shared JWKS, by shared-data CAS token.
+    #[serde(skip)]
+    remote_keys: RefCell<Option<(u32, Rc<Fetched>)>>,
+}
+
+/// The filter's configuration.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The token issuers, tried in order for a token location that matches.
+    pub providers: Vec<Provider>,
+    /// Let requests without any token through (a present but bad token is still refused).
+    #[serde(default)]
+    pub allow_missing: bool,
+    /// Longest token accepted, bytes.
+    #[serde(default = "default_max_token_bytes")]
+    pub max_token_bytes: usize,
+}
+
+fn check_header_name(path: String, name: &str) -> Result<(), ConfigError> {
+    tollgate_sdk::headers::check_name(name).map_err(|err| ConfigError::at(path, err.to_string()))
+}
+
+impl FilterConfig for Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.providers.is_empty() {
+            return Err(ConfigError::at(
+                "providers",
+                "at least one provider is needed",
+            ));
+        }
+        if self.max_token_bytes == 0 {
+            return Err(ConfigError::at("max_token_bytes", "must be at least 1"));
+        }
+        for (i, p) in self.providers.iter().enumerate() {
+            let at = |field: &str| format!("providers[{i}].{field}");
+            if p.name.is_empty() {
+                return Err(ConfigError::at(at("name"), "must not be empty"));
+            }
+            if self.providers[..i].iter().any(|q| q.name == p.name) {
+                return Err(ConfigError::at(
+                    at("name"),
+                    format!("duplicate provider {:?}", p.name),
+                ));
+            }
+            match (&p.jwks, &p.remote_jwks) {
+                (Some(jwks), None) => {
+                    let keys = keys::parse_jwks(jwks)
+                        .map_err(|err| ConfigError::at(at("jwks"), err.to_string()))?;
+                    if keys.is_empty() {
+                        return Err(ConfigError::at(at("jwks"), "no usable signature key"));
+                    }
+                    let _ = p.inline_keys.set(Rc::new(keys));
+                }
+                (None, Some(remote)) => {
+                    if remote.cluster.is_empty() || remote.authority.is_empty() {
+                        return Err(ConfigError::at(
+                            at("remote_jwks"),
+                            "`cluster` and `authority` must not be empty",
+                        ));
+                    }
+                    if !remote.path.starts_with('/') {
+                        return Err(ConfigError::at(
+                            at("remote_jwks.path"),
+                            "must start with `/`",
+                        ));
+                    }
+                    if remote.timeout_ms == 0 || remote.timeout_ms > u64::from(u32::MAX) {
+                        return Err(ConfigError::at(
+                            at("remote_jwks.timeout_ms"),
+                            "out of range",
+                        ));
+                    }
+                    if remote.cache_duration_seconds == 0 {
+                        return Err(ConfigError::at(
+                            at("remote_jwks.cache_duration_seconds"),
+                            "must be at least 1",
+                        ));
+                    }
+                }
+                _ => {
+                    return Err(ConfigError::at(
+                        at("jwks"),
+                        "set exactly one of `jwks` and `remote_jwks`",
+                    ));
+                }
+            }
+            if p.from_headers.is_empty() && p.from_params.is_empty() && p.from_cookies.is_empty() {
+                return Err(ConfigError::at(at("from_headers"), "no token location"));
+            }
+            for (j, h) in p.from_headers.iter().enumerate() {
+                check_header_name(at(&format!("from_headers[{j}].name")), &h.name)?;
+            }
+            for (j, c) in p.claim_to_headers.iter().enumerate() {
+                check_header_name(at(&format!("claim_to_headers[{j}].header")), &c.header)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A JWKS as fetched, stored in shared data.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredJwks {
+    fetched_at_ms: u64,
+    expires_at_ms: u64,
+    jwks: Value,
+}
+
+/// A fetched JWKS, parsed.
+#[derive(Debug)]
+struct Fetched {
+    fetched_at_ms: u64,
+    expires_at_ms: u64,
+    keys: Vec<Key>,
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The shared-data key of a provider's JWKS.
+pub fn jwks_key(provider: &str) -> String {
+    format!("tollgate.jwt-auth.jwks.{provider}")
+}
+
+const BEARER_INVALID: &str = "Bearer error=\"invalid_token\"";
+
+/// One request's authentication.
+pub struct JwtAuth {
+    config: Rc<Config>,
+    callouts: Callouts<Self>,
+    store: Box<dyn SharedStore>,
+    clock: fn() -> SystemTime,
+}
+
+fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+    header.split(';').find_map(|pair| {
+        let (n, v) = pair.split_once('=')?;
+        (n.trim() == name).then(|| v.trim())
+    })
+}
+
+fn query_param(path: &str, name: &str) -> Option<String> {
+    let (_, query) = path.split_once('?')?;
+    query.split('&').find_map(|pair| {
+        let (n, v) = pair.split_once('=').unwrap_or((pair, ""));
+        // Tokens are base64url and dots: no percent-decoding needed for valid ones.
+        (n == name).then(|| v.to_string())
+    })
+}
+
+/// A token found in a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// Index of the provider whose location matched.
+    pub provider: usize,
+    /// The token.
+    pub token: String,
+    /// The header it came from, if any.
+    pub header: Option<String>,
+}
+
+impl JwtAuth {
+    /// A filter using `store` for shared data and `clock` as the host clock (native tests).
+    pub fn with_host(
+        config: Rc<Config>,
+        store: Box<dyn SharedStore>,
+        clock: fn() -> SystemTime,
+    ) -> Self {
+        Self {
+            config,
+            callouts: Callouts::new(),
+            store,
+            clock,
+        }
+    }
+
+    /// The first token in the request, by provider order then location order.
+    pub fn find_token(config: &Config, req: &Request<'_>) -> Option<Found> {
+        let all = req.headers();
+        for (i, p) in config.providers.iter().enumerate() {
+            for h in &p.from_headers {
+                for (name, value) in &all {
+                    if !name.eq_ignore_ascii_case(&h.name) {
+                        continue;
+                    }
+                    let prefix = h.value_prefix.as_str();
+                    let token = if prefix.is_empty() {
+                        Some(value.trim())
+                    } else if value.len() >= prefix.len()
+                        && value.is_char_boundary(prefix.len())
+                        && value[..prefix.len()].eq_ignore_ascii_case(prefix)
+                    {
+                        Some(value[prefix.len()..].trim())
+                    } else {
+                        None
+                    };
+                    if let Some(token) = token.filter(|t| !t.is_empty()) {
+                        return Some(Found {
+                            provider: i,
+                            token: token.to_string(),
+                            header: Some(h.name.clone()),
+                        });
+                    }
+                }
+            }
+            let path = req.path().unwrap_or_default();
+            for param in &p.from_params {
+                if let Some(token) = query_param(&path, param).filter(|t| !t.is_empty()) {
+                    return Some(Found {
+                        provider: i,
+                        token,
+                        header: None,
+                    });
+                }
+            }
+            for name in &p.from_cookies {
+                for (h, value) in &all {
+                    if h.eq_ignore_ascii_case("cookie")
+                        && let Some(token) = cookie(value, name).filter(|t| !t.is_empty())
+                    {
+                        return Some(Found {
+                            provider: i,
+                            token: token.to_string(),
+                            header: None,
+                        });
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    fn now(&self) -> SystemTime {
+        (self.clock)()
+    }
+
+    /// Verifies `parsed` for `provider` with `keys` at `now`.
+    pub fn verify(
+        provider: &Provider,
+        parsed: &Parsed,
+        keys: &[Key],
+        now: SystemTime,
+    ) -> Result<(), TokenError> {
+        parsed.verify_signature(keys)?;
+        let now_s = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        token::check_claims(
+            &parsed.claims,
+            &ClaimRules {
+                issuer: provider.issuer.as_deref(),
+                audiences: &provider.audiences,
+                now: now_s,
+                skew: provider.clock_skew_seconds,
+                require_exp: provider.require_expiration,
+            },
+        )
+    }
+
+    /// The provider's remote JWKS from shared data (parsed once per VM per version).
+    fn cached_remote(&self, provider: &Provider) -> Option<Rc<Fetched>> {
+        let key = jwks_key(&provider.name);
+        let (bytes, cas) = match self.store.get(&key) {
+            Ok(Some(found)) => found,
+            Ok(None) => return None,
+            Err(err) => {
+                log::warn!("{err}");
+                return None;
+            }
+        };
+        if let Some((seen, fetched)) = provider.remote_keys.borrow().as_ref()
+            && *seen == cas
+        {
+            return Some(Rc::clone(fetched));
+        }
+        let stored: StoredJwks = match serde_json::from_slice(&bytes) {
+            Ok(stored) => stored,
+            Err(err) => {
+                log::warn!("shared data {key}: {err}");
+                return None;
+            }
+        };
+        let keys = match keys::parse_jwks(&stored.jwks) {
+            Ok(keys) => keys,
+            Err(err) => {
+                log::warn!("provider {}: cached JWKS: {err}", provider.name);
+                return None;
+            }
+        };
+        let fetched = Rc::new(Fetched {
+            fetched_at_ms: stored.fetched_at_ms,
+            expires_at_ms: stored.expires_at_ms,
+            keys,
+        });
+        *provider.remote_keys.borrow_mut() = Some((cas, Rc::clone(&fetched)));
+        Some(fetched)
+    }
+
+    /// Stores a fetched JWKS; returns its keys.
+    fn store_fetched(
+        &mut self,
+        provider: &Provider,
+        remote: &RemoteJwks,
+        body: &[u8],
+    ) -> Result<Vec<Key>, String> {
+        let jwks: Value =
+            serde_json::from_slice(body).map_err(|err| format!("JWKS is not JSON: {err}"))?;
+        let keys = keys::parse_jwks(&jwks).map_err(|err| err.to_string())?;
+        let now = unix_ms(self.now());
+        let stored = StoredJwks {
+            fetched_at_ms: now,
+            expires_at_ms: now.saturating_add(remote.cache_duration_seconds.saturating_mul(1000)),
+            jwks,
+        };
+        if let Err(err) =
+            shared::set_json(&mut *self.store, &jwks_key(&provider.name), &stored, None)
+        {
+            log::warn!("{err}");
+        }
+        Ok(keys)
+    }
+
+    fn reject(req: &mut Request<'_>, provider: &str, err: &TokenError) {
+        log::info!("provider {provider}: token refused: {err}");
+        req.send_response(
+            401,
+            &[
+                ("www-authenticate", BEARER_INVALID),
+                ("content-type", "text/plain"),
+            ],
+            "Jwt verification fails\n",
+        );
+    }
+
+    /// Accepts or refuses the request once the keys are known.
+    fn conclude(
+        &self,
+        req: &mut Request<'_>,
+        found: &Found,
+        parsed: &Parsed,
+        keys: &[Key],
+    ) -> Action {
+        let Some(provider) = self.config.providers.get(found.provider) else {
+            return Action::Continue;
+        };
+        if let Err(err) = Self::verify(provider, parsed, keys, self.now()) {
+            Self::reject(req, &provider.name, &err);
+            return Action::Pause;
+        }
+        for c in &provider.claim_to_headers {
+            let value = match parsed.claims.get(&c.claim) {
+                None | Some(Value::Null) => continue,
+                Some(Value::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+            };
+            if tollgate_sdk::headers::check_value(&value).is_ok() {
+                req.set_header(&c.header, &value);
+            } else {
+                log::warn!("claim {} is not a valid header value, not copied", c.claim);
+            }
+        }
+        if !provider.forward
+            && let Some(header) = &found.header
+        {
+            req.remove_header(header);
+        }
+        Action::Continue
+    }
+
+    fn fetch_then_conclude(&mut self, found: Found, parsed: Parsed, remote: RemoteJwks) -> Action {
+        let call = CalloutRequest::get(&remote.cluster, &remote.authority, &remote.path)
+            .with_header("accept", "application/json")
+            .with_timeout(Duration::from_millis(remote.timeout_ms));
+        self.callouts.dispatch(
+            call,
+            move |filter: &mut Self,
+                  req: &mut Request<'_>,
+                  result: Result<CalloutResponse, CalloutError>| {
+                let config = Rc::clone(&filter.config);
+                let Some(provider) = config.providers.get(found.provider) else {
+                    return Action::Continue;
+                };
+                let keys = match result {
+                    Ok(resp) if resp.status == 200 => {
+                        filter.store_fetched(provider, &remote, &resp.body)
+                    }
+                    Ok(resp) => Err(format!("JWKS fetch answered {}", resp.status)),
+                    Err(err) => Err(err.to_string()),
+                };
+                match keys {
+                    Ok(keys) => filter.conclude(req, &found, &parsed, &keys),
+                    Err(err) => {
+                        log::warn!("provider {}: {err}", provider.name);
+                        req.send_response(
+                            401,
+                            &[
+                                ("www-authenticate", BEARER_INVALID),
+                                ("content-type", "text/plain"),
+                            ],
+                            "Jwks remote fetch is failed\n",
+                        );
+                        Action::Pause
+                    }
+                }
+            },
+        );
+        Action::Pause
+    }
+}
+
+impl HttpFilter for JwtAuth {
+    const NAME: &'static str = "jwt-auth";
+    type Config = Config;
+
+    fn new(config: Rc<Config>) -> Self {
+        Self::with_host(config, Box::new(HostShared), shared::host_now)
+    }
+
+    fn callouts(&mut self) -> Option<&mut Callouts<Self>> {
+        Some(&mut self.callouts)
+    }
+
+    fn on_request_headers(&mut self, req: &mut Request<'_>, _end_of_stream: bool) -> Action {
+        // Claim headers only ever come from a verified token.
+        for p in &self.config.providers {
+            for c in &p.claim_to_headers {
+                req.remove_header(&c.header);
+            }
+        }
+        let Some(found) = Self::find_token(&self.config, req) else {
+            if self.config.allow_missing {
+                return Action::Continue;
+            }
+            req.send_response(
+                401,
+                &[
+                    ("www-authenticate", "Bearer"),
+                    ("content-type", "text/plain"),
+                ],
+                "Jwt is missing\n",
+            );
+            return Action::Pause;
+        };
+        let config = Rc::clone(&self.config);
+        let Some(provider) = config.providers.get(found.provider) else {
+            return Action::Continue;
+        };
+        let parsed = match token::parse(&found.token, config.max_token_bytes) {
+            Ok(parsed) => parsed,
+            Err(err) => {
+                Self::reject(req, &provider.name, &err);
+                return Action::Pause;
+            }
+        };
+        if let Some(keys) = provider.inline_keys.get() {
+            return self.conclude(req, &found, &parsed, keys);
+        }
+        let Some(remote) = provider.remote_jwks.clone() else {
+            return Action::Continue;
+        };
+        let now = unix_ms(self.now());
+        if let Some(fetched) = self.cached_remote(provider)
+            && now < fetched.expires_at_ms
+        {
+            let recently = now.saturating_sub(fetched.fetched_at_ms)
+                < remote.refetch_interval_seconds.saturating_mul(1000);
+            if parsed.has_candidate(&fetched.keys) || recently {
+                return self.conclude(req, &found, &parsed, &fetched.keys);
+            }
+            log::info!(
+                "provider {}: no key for kid {:?}, fetching the JWKS again",
+                provider.name,
+                parsed.kid
+            );
+        }
+        self.fetch_then_conclude(found, parsed, remote)
+    }
+}
+
+tollgate_sdk::export_filter!(JwtAuth);
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,380 @@
+//! Native tests: configuration, token parsing, signatures, claims and the request flow with
+//! an in-memory shared store and callouts answered by hand. Keys are generated at test time.
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::Signer;
+use serde_json::json;
+use tollgate_sdk::shared::MemoryShared;
+use tollgate_sdk::{HeaderList, HeaderMap};
+
+use super::*;
+
+/// Fixed test clock: 2024-01-01T00:00:00Z.
+const NOW: u64 = 1_704_067_200;
+
+fn clock() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(NOW)
+}
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+struct Ed {
+    key: ed25519_dalek::SigningKey,
+    kid: String,
+}
+
+impl Ed {
+    fn new(kid: &str) -> Ed {
+        let mut seed = [0u8; 32];
+        assert!(getrandom::fill(&mut seed).is_ok());
+        Ed {
+            key: ed25519_dalek::SigningKey::from_bytes(&seed),
+            kid: kid.into(),
+        }
+    }
+    fn jwk(&self) -> Value {
+        json!({"kty": "OKP", "crv": "Ed25519", "kid": self.kid, "x": b64(self.key.verifying_key().as_bytes())})
+    }
+    fn token(&self, claims: &Value) -> String {
+        let header = json!({"alg": "EdDSA", "kid": self.kid});
+        let input = format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
+        let sig = self.key.sign(input.as_bytes());
+        format!("{input}.{}", b64(&sig.to_bytes()))
+    }
+}
+
+fn hs256(secret: &[u8], kid: &str, claims: &Value) -> String {
+    use hmac::{KeyInit, Mac};
+    let header = json!({"alg": "HS256", "kid": kid});
+    let input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let Ok(mut mac) = hmac::Hmac::<sha2_next::Sha256>::new_from_slice(secret) else {
+        unreachable!("HMAC takes any key length");
+    };
+    mac.update(input.as_bytes());
+    format!("{input}.{}", b64(&mac.finalize().into_bytes()))
+}
+
+fn claims() -> Value {
+    json!({"iss": "https://idp.example.com", "aud": ["shop", "other"], "sub": "ada", "exp": NOW + 60, "nbf": NOW - 60})
+}
+
+fn parse_config(json: &Value) -> Result<Config, ConfigError> {
+    tollgate_sdk::config::parse::<Config>(json.to_string().as_bytes())
+}
+
+fn inline_config(jwks: Value) -> Rc<Config> {
+    let config = json!({"providers": [{
+        "name": "idp", "issuer": "https://idp.example.com", "audiences": ["shop"],
+        "jwks": jwks,
+        "from_params": ["access_token"], "from_cookies": ["session"],
+        "claim_to_headers": [{"claim": "sub", "header": "x-jwt-sub"}],
+        "clock_skew_seconds": 30
+    }]});
+    match parse_config(&config) {
+        Ok(config) => Rc::new(config),
+        Err(err) => unreachable!("test config refused: {err}"),
+    }
+}
+
+fn remote_config() -> Rc<Config> {
+    let config = json!({"providers": [{
+        "name": "idp", "issuer": "https://idp.example.com",
+        "remote_jwks": {"cluster": "jwks", "authority": "idp.example.com", "path": "/jwks.json",
+                        "cache_duration_seconds": 300, "refetch_interval_seconds": 0}
+    }]});
+    match parse_config(&config) {
+        Ok(config) => Rc::new(config),
+        Err(err) => unreachable!("test config refused: {err}"),
+    }
+}
+
+fn filter(config: Rc<Config>) -> JwtAuth {
+    JwtAuth::with_host(config, Box::new(MemoryShared::new()), clock)
+}
+
+fn run(filter: &mut JwtAuth, headers: &mut HeaderList) -> (Action, Option<u16>) {
+    let mut req = Request::new(headers);
+    let action = filter.on_request_headers(&mut req, true);
+    (action, req.local_reply().map(|r| r.status))
+}
+
+fn bearer(token: &str) -> HeaderList {
+    HeaderList::from([
+        (":path", "/orders"),
+        ("authorization", format!("Bearer {token}").as_str()),
+    ])
+}
+
+#[test]
+fn config_errors_name_the_field() {
+    let err = |v: Value| match parse_config(&v) {
+        Ok(_) => unreachable!("accepted {v}"),
+        Err(err) => err.to_string(),
+    };
+    assert!(err(json!({"providers": []})).contains("at providers"));
+    assert!(err(json!({"providers": [{"name": "a"}]})).contains("providers[0].jwks"));
+    assert!(
+        err(json!({"providers": [{"name": "a", "jwks": {"keys": [{"kty": "oct", "k": "c2hvcnQ"}]}}]}))
+            .contains("keys[0]: HMAC secret of 5 bytes")
+    );
+    assert!(
+        err(json!({"providers": [{"name": "a", "jwks": {"keys": [{"kty": "RSA", "n": "AQAB", "e": "AQAB"}]}}]}))
+            .contains("RSA modulus of 17 bits")
+    );
+    let ed = Ed::new("k");
+    assert!(
+        err(json!({"providers": [{"name": "a", "jwks": {"keys": [ed.jwk()]}}, {"name": "a", "jwks": {"keys": [ed.jwk()]}}]}))
+            .contains("providers[1].name: duplicate")
+    );
+}
+
+#[test]
+fn valid_token_passes_and_claims_replace_spoofed_headers() {
+    let ed = Ed::new("k1");
+    let mut f = filter(inline_config(json!({"keys": [ed.jwk()]})));
+    let mut headers = bearer(&ed.token(&claims()));
+    headers.add("x-jwt-sub", "spoofed");
+    assert_eq!(run(&mut f, &mut headers), (Action::Continue, None));
+    assert_eq!(headers.get_all("x-jwt-sub"), vec!["ada"]);
+    // Not forwarded by default.
+    assert!(headers.get_all("authorization").is_empty());
+}
+
+#[test]
+fn token_from_query_and_cookie() {
+    let ed = Ed::new("k1");
+    let config = inline_config(json!({"keys": [ed.jwk()]}));
+    let token = ed.token(&claims());
+    let mut q = HeaderList::from([(":path", format!("/a?x=1&access_token={token}").as_str())]);
+    assert_eq!(
+        run(&mut filter(Rc::clone(&config)), &mut q),
+        (Action::Continue, None)
+    );
+    let mut c = HeaderList::from([
+        (":path", "/a"),
+        ("cookie", format!("theme=dark; session={token}").as_str()),
+    ]);
+    assert_eq!(run(&mut filter(config), &mut c), (Action::Continue, None));
+}
+
+#[test]
+fn every_forgery_is_a_401() {
+    let ed = Ed::new("k1");
+    let config = inline_config(json!({"keys": [ed.jwk()]}));
+    let good = ed.token(&claims());
+    let mut changed = claims();
+    changed["sub"] = json!("admin");
+    let parts: Vec<&str> = good.split('.').collect();
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64(changed.to_string().as_bytes()),
+        parts[2]
+    );
+    let with = |k: &str, v: Value| {
+        let mut c = claims();
+        c[k] = v;
+        ed.token(&c)
+    };
+    let cases = [
+        ("changed payload", tampered),
+        ("expired", with("exp", json!(NOW - 31))),
+        ("not yet valid", with("nbf", json!(NOW + 31))),
+        (
+            "wrong issuer",
+            with("iss", json!("https://evil.example.com")),
+        ),
+        ("wrong audience", with("aud", json!("other"))),
+        ("exp not a number", with("exp", json!("tomorrow"))),
+        (
+            "alg none",
+            format!(
+                "{}.{}.",
+                b64(br#"{"alg":"none"}"#),
+                b64(claims().to_string().as_bytes())
+            ),
+        ),
+        (
+            "bad base64",
+            format!("{}.{}!.{}", parts[0], parts[1], parts[2]),
+        ),
+        ("two parts", format!("{}.{}", parts[0], parts[1])),
+        ("huge", format!("{}{}", good, "A".repeat(9000))),
+        ("unknown kid", {
+            let other = Ed::new("k2");
+            other.token(&claims())
+        }),
+        ("empty", String::new()),
+    ];
+    for (label, token) in cases {
+        let mut headers = bearer(&token);
+        headers.add("x-jwt-sub", "spoofed");
+        let mut req = Request::new(&mut headers);
+        filter(Rc::clone(&config)).on_request_headers(&mut req, true);
+        let reply = req.local_reply().cloned();
+        assert_eq!(reply.as_ref().map(|r| r.status), Some(401), "{label}");
+        let www = reply
+            .map(|r| r.headers)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|(n, _)| n == "www-authenticate")
+            .map(|(_, v)| v);
+        if label == "empty" {
+            // "Bearer " with nothing after it is a missing token.
+            assert_eq!(www.as_deref(), Some("Bearer"), "{label}");
+        } else {
+            assert_eq!(www.as_deref(), Some(BEARER_INVALID), "{label}");
+        }
+        assert!(
+            headers.get_all("x-jwt-sub").is_empty(),
+            "{label}: spoofed header kept"
+        );
+    }
+}
+
+#[test]
+fn skew_tolerates_small_clock_differences() {
+    let ed = Ed::new("k1");
+    let config = inline_config(json!({"keys": [ed.jwk()]}));
+    let mut c = claims();
+    c["exp"] = json!(NOW - 29);
+    c["nbf"] = json!(NOW + 29);
+    assert_eq!(run(&mut filter(config), &mut bearer(&ed.token(&c))).1, None);
+}
+
+#[test]
+fn hmac_token_is_never_checked_against_an_asymmetric_key() {
+    // The classic confusion: sign HS256 with the public key's bytes as the secret.
+    let ed = Ed::new("k1");
+    let public = ed.key.verifying_key().to_bytes();
+    let mut secret = public.to_vec();
+    secret.extend_from_slice(&public); // 64 bytes: long enough for any HMAC key rule
+    let forged = hs256(&secret, "k1", &claims());
+    let config = inline_config(json!({"keys": [ed.jwk()]}));
+    assert_eq!(run(&mut filter(config), &mut bearer(&forged)).1, Some(401));
+    let parsed = token::parse(&forged, 8192);
+    let Ok(parsed) = parsed else {
+        unreachable!("forged token parses");
+    };
+    let keys = match keys::parse_jwks(&json!({"keys": [ed.jwk()]})) {
+        Ok(keys) => keys,
+        Err(err) => unreachable!("{err}"),
+    };
+    assert!(matches!(
+        parsed.verify_signature(&keys),
+        Err(TokenError::NoKey { .. })
+    ));
+}
+
+#[test]
+fn hs256_with_its_own_secret_verifies() {
+    let secret = [7u8; 32];
+    let config = inline_config(json!({"keys": [{"kty": "oct", "kid": "h", "k": b64(&secret)}]}));
+    let token = hs256(&secret, "h", &claims());
+    assert_eq!(
+        run(&mut filter(Rc::clone(&config)), &mut bearer(&token)),
+        (Action::Continue, None)
+    );
+    let wrong = hs256(&[8u8; 32], "h", &claims());
+    assert_eq!(run(&mut filter(config), &mut bearer(&wrong)).1, Some(401));
+}
+
+#[test]
+fn remote_jwks_is_fetched_cached_and_refetched_on_unknown_kid() {
+    let k1 = Ed::new("k1");
+    let k2 = Ed::new("k2");
+    let config = remote_config();
+    let mut f = filter(Rc::clone(&config));
+    let mut headers = bearer(&k1.token(&claims()));
+    // First request: nothing cached, the stream waits for the fetch.
+    assert_eq!(run(&mut f, &mut headers), (Action::Pause, None));
+    let mut calls = f.callouts.take();
+    assert_eq!(calls.len(), 1);
+    let call = calls.remove(0);
+    assert_eq!(
+        (
+            call.request().cluster.as_str(),
+            call.request().path.as_str()
+        ),
+        ("jwks", "/jwks.json")
+    );
+    let body = json!({"keys": [k1.jwk()]}).to_string().into_bytes();
+    let mut req = Request::new(&mut headers);
+    let action = call.complete(
+        &mut f,
+        &mut req,
+        Ok(CalloutResponse::new(200, vec![], body)),
+    );
+    assert_eq!(action, Action::Continue);
+    assert!(req.local_reply().is_none());
+
+    // Second request on the same VM and store: served from the cache.
+    let mut headers = bearer(&k1.token(&claims()));
+    assert_eq!(run(&mut f, &mut headers), (Action::Continue, None));
+    assert!(f.callouts.is_empty());
+
+    // A token with a new kid: fetched again, and the rotated JWKS verifies it.
+    let mut headers = bearer(&k2.token(&claims()));
+    assert_eq!(run(&mut f, &mut headers), (Action::Pause, None));
+    let mut calls = f.callouts.take();
+    assert_eq!(calls.len(), 1);
+    let body = json!({"keys": [k2.jwk()]}).to_string().into_bytes();
+    let mut req = Request::new(&mut headers);
+    let action = calls.remove(0).complete(
+        &mut f,
+        &mut req,
+        Ok(CalloutResponse::new(200, vec![], body)),
+    );
+    assert_eq!(action, Action::Continue);
+}
+
+#[test]
+fn failed_fetch_is_a_401() {
+    let k1 = Ed::new("k1");
+    let mut f = filter(remote_config());
+    let mut headers = bearer(&k1.token(&claims()));
+    run(&mut f, &mut headers);
+    let mut calls = f.callouts.take();
+    assert_eq!(calls.len(), 1);
+    let mut req = Request::new(&mut headers);
+    calls.remove(0).complete(
+        &mut f,
+        &mut req,
+        Err(CalloutError::NoResponse {
+            cluster: "jwks".into(),
+        }),
+    );
+    assert_eq!(req.local_reply().map(|r| r.status), Some(401));
+}
+
+#[test]
+fn missing_token_is_401_unless_allowed() {
+    let ed = Ed::new("k1");
+    let config = inline_config(json!({"keys": [ed.jwk()]}));
+    let mut headers = HeaderList::from([(":path", "/"), ("x-jwt-sub", "spoofed")]);
+    assert_eq!(run(&mut filter(config), &mut headers).1, Some(401));
+    let open = json!({"allow_missing": true, "providers": [{"name": "idp", "jwks": {"keys": [ed.jwk()]},
+        "claim_to_headers": [{"claim": "sub", "header": "x-jwt-sub"}]}]});
+    let Ok(open) = parse_config(&open) else {
+        unreachable!("valid config");
+    };
+    let mut headers = HeaderList::from([(":path", "/"), ("x-jwt-sub", "spoofed")]);
+    assert_eq!(
+        run(&mut filter(Rc::new(open)), &mut headers),
+        (Action::Continue, None)
+    );
+    assert!(headers.get_all("x-jwt-sub").is_empty());
+}

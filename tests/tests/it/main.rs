@@ -1,0 +1,33 @@
+//! The integration tests, one binary with a module per area:
+//! - `plumbing`: the test upstream and client themselves, against each other.
+//! - `jwt_auth`: the `jwt-auth` filter in the harness and in a real Envoy fetching its JWKS
+//!   from a real server (every algorithm, forgeries, key rotation).
+//! - `ext_authz`: the `ext-authz` filter in the harness and in a real Envoy with a real
+//!   authorization service (allow, deny, slow, down).
+//! - `record`: `tollgate record` through a real Envoy, replayed in the harness.
+//! - `chain`: key-auth, basic-auth and headers chained in a real Envoy.
+//! - `remote_code`: Envoy fetching a filter over HTTP, checked by sha256.
+//! - `ship_oci`, `ship_validate`: `tollgate package` layouts and WasmPlugin validation.
+//! - `basic_auth`, `key_auth`: the authentication filters in the harness (demo traffic,
+//!   attacks) and in a real Envoy (attacks, Prometheus labels).
+//! - `suites`: every `filters/<name>/tests/suite.yaml` through the suite runner.
+//! - `envoy_headers`: the `headers` filter in a real Envoy and in the harness,
+//!   compared request by request.
+//!
+//! Envoy and the built filters come from `cargo xtask test` (which exports
+//! `ENVOY_BIN` and `TOLLGATE_FILTERS_DIR`); without them these tests fail
+//! with a message saying so, they never skip.
+
+mod basic_auth;
+mod chain;
+mod envoy_headers;
+mod ext_authz;
+mod jwt_auth;
+mod key_auth;
+mod plumbing;
+mod record;
+mod remote_code;
+mod ship_oci;
+mod ship_validate;
+mod suites;
+mod zz_cost_tmp;

