@@ -6,6 +6,7 @@
 //! - [`vm`]: a started VM ([`vm::Vm`]) and guest calls.
 //! - [`stream`]: one HTTP exchange through a VM.
 //! - [`replay`]: the replay API and its report.
+//! - [`bare`]: the bare callback lifecycle and the bundled no-op module (the harness floor).
 //! - [`suite`]: declarative test suites (`tollgate test`).
 //! - [`abi`]: the host functions.
 //! - [`host`]: the state those functions work on.
@@ -13,6 +14,7 @@
 //! - [`ship`]: OCI images, WasmPlugin and Envoy manifests, WasmPlugin validation.
 
 pub mod abi;
+pub mod bare;
 pub mod host;
 pub mod plugin;
 pub mod replay;

@@ -691,19 +691,26 @@ impl Vm {
         &self.name
     }
 
-    pub(crate) fn call_finish(&mut self, ctx: u32) -> Result<(), CallError> {
-        // Envoy 1.40 (seen with `-l trace`): the access log runs before the
-        // filter is destroyed, so on_log comes before on_done and on_delete.
+    /// `proxy_on_log` (Envoy runs every filter's access log first).
+    pub(crate) fn call_log(&mut self, ctx: u32) -> Result<(), CallError> {
         if let Some(f) = self.cb.on_log.clone() {
             self.call("proxy_on_log", ctx, &f, ctx)?;
         }
-        if let Some(f) = self.cb.on_done.clone() {
-            self.call("proxy_on_done", ctx, &f, ctx)?;
-        }
-        if let Some(f) = self.cb.on_delete.clone() {
-            self.call("proxy_on_delete", ctx, &f, ctx)?;
-        }
-        self.store.data_mut().live_contexts.remove(&ctx);
         Ok(())
+    }
+
+    /// `proxy_on_done` then `proxy_on_delete` (when Envoy destroys the filters).
+    pub(crate) fn call_done_delete(&mut self, ctx: u32) -> Result<(), CallError> {
+        let r = (|| {
+            if let Some(f) = self.cb.on_done.clone() {
+                self.call("proxy_on_done", ctx, &f, ctx)?;
+            }
+            if let Some(f) = self.cb.on_delete.clone() {
+                self.call("proxy_on_delete", ctx, &f, ctx)?;
+            }
+            Ok(())
+        })();
+        self.store.data_mut().live_contexts.remove(&ctx);
+        r
     }
 }

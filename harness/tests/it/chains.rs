@@ -164,3 +164,55 @@ fn a_single_filter_replay_reports_one_filter() {
     assert_eq!(report.filter.path, std::path::PathBuf::from("a.wasm"));
     assert_eq!(report.exchanges[0].filters.len(), 1);
 }
+
+/// Records the global order of its `on_log` and `on_done` calls through a
+/// shared-data counter (`100 + seq` for log, `200 + seq` for done); denies
+/// with 403 from its request headers callback when `deny`.
+fn recorder(deny: bool) -> Vec<u8> {
+    let imports = format!(
+        "{IMPORTS}
+  (import \"env\" \"proxy_get_shared_data\" (func $get (param i32 i32 i32 i32 i32) (result i32)))
+  (import \"env\" \"proxy_set_shared_data\" (func $set (param i32 i32 i32 i32 i32) (result i32)))"
+    );
+    guest(
+        "0_2_1",
+        &imports,
+        &format!(
+            r#"(data (i32.const 1100) "seq")
+               (data (i32.const 1130) "denied")
+               (func $next (result i32) (local $v i32)
+                 (if (i32.eqz (call $get (i32.const 1100) (i32.const 3) (i32.const 512) (i32.const 516) (i32.const 520)))
+                   (then (local.set $v (i32.load (i32.load (i32.const 512))))))
+                 (i32.store (i32.const 600) (i32.add (local.get $v) (i32.const 1)))
+                 (drop (call $set (i32.const 1100) (i32.const 3) (i32.const 600) (i32.const 4) (i32.const 0)))
+                 (local.get $v))
+               (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+                 {}
+                 (i32.const 0))
+               (func (export "proxy_on_log") (param i32)
+                 (call $report (i32.add (i32.const 100) (call $next))))
+               (func (export "proxy_on_done") (param i32) (result i32)
+                 (call $report (i32.add (i32.const 200) (call $next)))
+                 (i32.const 1))"#,
+            if deny { DENY } else { "" }
+        ),
+    )
+}
+
+#[test]
+fn the_stream_ends_with_every_log_then_every_done_as_in_envoy() {
+    let (mut chain, _) = Replay::module("a.wasm", recorder(false))
+        .module("b.wasm", recorder(true))
+        .module("c.wasm", recorder(false))
+        .start()
+        .expect("starts");
+    let input =
+        tollgate_harness::replay::StreamInput::from_exchange(&exchange("GET", "/", &[], b""));
+    let (out, _, _) = chain.exchange(&input);
+    assert_eq!(out.local_response.map(|l| l.status), Some(403));
+    let seen: Vec<Vec<u64>> = (0..3)
+        .map(|i| statuses(chain.vm(i).expect("alive")))
+        .collect();
+    // Envoy 1.40 (-l trace): log a, log b, (create c) log c, then done a, b, c.
+    assert_eq!(seen, [vec![100, 203], vec![101, 204], vec![102, 205]]);
+}

@@ -172,7 +172,6 @@ fn harness_accepts_every_algorithm_and_copies_claims() -> Result<()> {
             "{}: token forwarded",
             issuer.alg
         );
-        println!("harness cost {}: {:?}", issuer.alg, report.cost);
     }
     Ok(())
 }

@@ -30,4 +30,3 @@ mod remote_code;
 mod ship_oci;
 mod ship_validate;
 mod suites;
-mod zz_cost_tmp;

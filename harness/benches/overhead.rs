@@ -1,0 +1,4 @@
+//! Harness overhead against a minimal raw wasmtime host.
+fn main() {
+    divan::main();
+}
