@@ -1,4 +1,475 @@
-//! Harness overhead against a minimal raw wasmtime host.
+//! What the harness costs on top of wasmtime itself.
+//!
+//! One run measures, with divan and then with an interleaved head-to-head
+//! that prints the ratios:
+//! - the no-op lifecycle (context create, request headers, response headers,
+//!   log, done, delete) through a minimal raw-wasmtime host written here vs
+//!   through the harness ([`Vm::run_bare`]) on the same guest;
+//! - header access (three request headers read, one response header added),
+//!   raw vs harness;
+//! - replay throughput of the no-op filter through the full stream driver;
+//! - VM creation from a compiled module, raw vs harness.
+//!
+//! Targets (issue 4): ratios within 1.5x, replay above 500k requests/s on
+//! one core, VM creation under 50 us.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tollgate_harness::bare;
+use tollgate_harness::host::{HeaderMap, VmSettings};
+use tollgate_harness::plugin::Plugin;
+use tollgate_harness::stream;
+use tollgate_harness::traffic::{Exchange, har};
+use tollgate_harness::vm::Vm;
+use wasmtime::{Caller, Engine, Instance, InstancePre, Linker, Memory, Module, Store, TypedFunc};
+
 fn main() {
     divan::main();
+    head_to_head();
+}
+
+// ---------------------------------------------------------------------------
+// Shared inputs.
+
+fn request_pairs() -> Vec<(String, String)> {
+    [
+        (":method", "GET"),
+        (":path", "/api/v1/items?page=2"),
+        (":authority", "shop.example.com"),
+        (":scheme", "https"),
+        ("user-agent", "curl/8.5.0"),
+        ("accept", "*/*"),
+        ("x-request-id", "5f0c6f1e-8a3b-4a63-9a53-0c8b9f1d2e77"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+fn response_pairs() -> Vec<(String, String)> {
+    [
+        (":status", "200"),
+        ("content-type", "application/json"),
+        ("content-length", "2"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+fn wasm(which: &str) -> Vec<u8> {
+    let r = if which == "noop" {
+        bare::noop_module()
+    } else {
+        bare::headers_module()
+    };
+    r.unwrap_or_else(|e| panic!("{e}"))
+}
+
+// ---------------------------------------------------------------------------
+// The minimal raw-wasmtime host: just the two header imports, memory and
+// allocator looked up once, headers as plain vectors.
+
+#[derive(Default)]
+struct RawState {
+    request: Vec<(String, String)>,
+    response: Vec<(String, String)>,
+    memory: Option<Memory>,
+    alloc: Option<TypedFunc<u32, u32>>,
+}
+
+fn raw_linker(engine: &Engine) -> Linker<RawState> {
+    let mut linker = Linker::new(engine);
+    linker
+        .func_wrap(
+            "env",
+            "proxy_get_header_map_value",
+            |mut c: Caller<'_, RawState>,
+             _kind: u32,
+             kp: u32,
+             kl: u32,
+             pp: u32,
+             sp: u32|
+             -> wasmtime::Result<u32> {
+                let (Some(mem), Some(alloc)) = (c.data().memory, c.data().alloc.clone()) else {
+                    return Ok(10);
+                };
+                let key = &mem.data(&c)[kp as usize..(kp + kl) as usize];
+                let Some(value) = c
+                    .data()
+                    .request
+                    .iter()
+                    .find(|(k, _)| k.as_bytes() == key)
+                    .map(|(_, v)| v.clone())
+                else {
+                    return Ok(1);
+                };
+                let len = value.len() as u32;
+                let p = alloc.call(&mut c, len)?;
+                let d = mem.data_mut(&mut c);
+                d[p as usize..(p + len) as usize].copy_from_slice(value.as_bytes());
+                d[pp as usize..pp as usize + 4].copy_from_slice(&p.to_le_bytes());
+                d[sp as usize..sp as usize + 4].copy_from_slice(&len.to_le_bytes());
+                Ok(0)
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    linker
+        .func_wrap(
+            "env",
+            "proxy_add_header_map_value",
+            |mut c: Caller<'_, RawState>, _kind: u32, kp: u32, kl: u32, vp: u32, vl: u32| -> u32 {
+                let Some(mem) = c.data().memory else {
+                    return 10;
+                };
+                let (d, state) = mem.data_and_store_mut(&mut c);
+                let k = String::from_utf8_lossy(&d[kp as usize..(kp + kl) as usize]).into_owned();
+                let v = String::from_utf8_lossy(&d[vp as usize..(vp + vl) as usize]).into_owned();
+                state.response.push((k, v));
+                0
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    linker
+}
+
+struct RawVm {
+    store: Store<RawState>,
+    create: TypedFunc<(u32, u32), ()>,
+    request_headers: TypedFunc<(u32, u32, u32), u32>,
+    response_headers: TypedFunc<(u32, u32, u32), u32>,
+    log: TypedFunc<u32, ()>,
+    done: TypedFunc<u32, u32>,
+    delete: TypedFunc<u32, ()>,
+    next: u32,
+}
+
+fn typed<P: wasmtime::WasmParams, R: wasmtime::WasmResults>(
+    store: &mut Store<RawState>,
+    instance: &Instance,
+    name: &str,
+) -> TypedFunc<P, R> {
+    instance
+        .get_typed_func(&mut *store, name)
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+impl RawVm {
+    /// Instantiates and starts the root context (create, vm_start, configure).
+    fn start(engine: &Engine, pre: &InstancePre<RawState>) -> Self {
+        let mut store = Store::new(engine, RawState::default());
+        let instance = pre
+            .instantiate(&mut store)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let memory = instance.get_memory(&mut store, "memory");
+        let alloc = typed::<u32, u32>(&mut store, &instance, "malloc");
+        store.data_mut().memory = memory;
+        store.data_mut().alloc = Some(alloc);
+        let create = typed(&mut store, &instance, "proxy_on_context_create");
+        let vm_start: TypedFunc<(u32, u32), u32> =
+            typed(&mut store, &instance, "proxy_on_vm_start");
+        let configure: TypedFunc<(u32, u32), u32> =
+            typed(&mut store, &instance, "proxy_on_configure");
+        let mut vm = Self {
+            request_headers: typed(&mut store, &instance, "proxy_on_request_headers"),
+            response_headers: typed(&mut store, &instance, "proxy_on_response_headers"),
+            log: typed(&mut store, &instance, "proxy_on_log"),
+            done: typed(&mut store, &instance, "proxy_on_done"),
+            delete: typed(&mut store, &instance, "proxy_on_delete"),
+            create,
+            store,
+            next: 2,
+        };
+        let ok = (|| -> wasmtime::Result<()> {
+            vm.create.call(&mut vm.store, (1, 0))?;
+            vm_start.call(&mut vm.store, (1, 0))?;
+            configure.call(&mut vm.store, (1, 0))?;
+            Ok(())
+        })();
+        ok.unwrap_or_else(|e| panic!("{e}"));
+        vm
+    }
+
+    /// The bare lifecycle, as [`Vm::run_bare`] does it.
+    fn run(
+        &mut self,
+        request: Vec<(String, String)>,
+        response: Vec<(String, String)>,
+    ) -> wasmtime::Result<u32> {
+        let ctx = self.next;
+        self.next += 1;
+        let (nq, ns) = (request.len() as u32, response.len() as u32);
+        self.store.data_mut().request = request;
+        self.store.data_mut().response = response;
+        let s = &mut self.store;
+        self.create.call(&mut *s, (ctx, 1))?;
+        let a = self.request_headers.call(&mut *s, (ctx, nq, 1))?;
+        let b = self.response_headers.call(&mut *s, (ctx, ns, 1))?;
+        self.log.call(&mut *s, ctx)?;
+        self.done.call(&mut *s, ctx)?;
+        self.delete.call(&mut *s, ctx)?;
+        Ok(a + b + s.data().response.len() as u32)
+    }
+}
+
+struct RawHost {
+    engine: Engine,
+    pre: InstancePre<RawState>,
+}
+
+impl RawHost {
+    fn new(bytes: &[u8]) -> Self {
+        let engine = Engine::default();
+        let module = Module::new(&engine, bytes).unwrap_or_else(|e| panic!("{e}"));
+        let pre = raw_linker(&engine)
+            .instantiate_pre(&module)
+            .unwrap_or_else(|e| panic!("{e}"));
+        Self { engine, pre }
+    }
+
+    fn vm(&self) -> RawVm {
+        RawVm::start(&self.engine, &self.pre)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The harness side.
+
+fn plugin(which: &str) -> Plugin {
+    Plugin::from_bytes(which, &wasm(which)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn harness_vm(plugin: &Plugin) -> Vm {
+    Vm::start(plugin, VmSettings::default()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn harness_run(vm: &mut Vm, request: &HeaderMap, response: &HeaderMap) -> usize {
+    match vm.run_bare(request.clone(), response.clone()) {
+        Ok(o) => o.response_headers.len() + o.request_action as usize,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn demo_exchanges() -> Vec<Exchange> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../traffic/demo.har");
+    har::load(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .exchanges
+}
+
+// ---------------------------------------------------------------------------
+// divan benchmarks.
+
+#[divan::bench_group(name = "a_noop_lifecycle")]
+mod noop_lifecycle {
+    use super::*;
+
+    #[divan::bench]
+    fn raw(b: divan::Bencher) {
+        let host = RawHost::new(&wasm("noop"));
+        let mut vm = host.vm();
+        let (q, s) = (request_pairs(), response_pairs());
+        b.bench_local(|| vm.run(black_box(q.clone()), s.clone()));
+    }
+
+    #[divan::bench]
+    fn harness(b: divan::Bencher) {
+        let p = plugin("noop");
+        let mut vm = harness_vm(&p);
+        let q = HeaderMap::from_pairs(request_pairs());
+        let s = HeaderMap::from_pairs(response_pairs());
+        b.bench_local(|| harness_run(&mut vm, black_box(&q), &s));
+    }
+}
+
+#[divan::bench_group(name = "b_header_access")]
+mod header_access {
+    use super::*;
+
+    #[divan::bench]
+    fn raw(b: divan::Bencher) {
+        let host = RawHost::new(&wasm("headers"));
+        let mut vm = host.vm();
+        let (q, s) = (request_pairs(), response_pairs());
+        b.bench_local(|| vm.run(black_box(q.clone()), s.clone()));
+    }
+
+    #[divan::bench]
+    fn harness(b: divan::Bencher) {
+        let p = plugin("headers");
+        let mut vm = harness_vm(&p);
+        let q = HeaderMap::from_pairs(request_pairs());
+        let s = HeaderMap::from_pairs(response_pairs());
+        b.bench_local(|| harness_run(&mut vm, black_box(&q), &s));
+    }
+}
+
+#[divan::bench_group(name = "c_replay_noop")]
+mod replay_noop {
+    use super::*;
+
+    /// One demo.har exchange through the full stream driver (bodies, change
+    /// lists and all), cycling through the recording.
+    #[divan::bench]
+    fn stream_driver(b: divan::Bencher) {
+        let p = plugin("noop");
+        let mut vm = harness_vm(&p);
+        let exchanges = demo_exchanges();
+        let mut i = 0;
+        b.bench_local(|| {
+            i = (i + 1) % exchanges.len();
+            stream::run(&mut vm, &exchanges[i]).client_response.status
+        });
+    }
+
+    /// The bare lifecycle (no bodies) with the demo's first request headers.
+    #[divan::bench]
+    fn bare(b: divan::Bencher) {
+        let p = plugin("noop");
+        let mut vm = harness_vm(&p);
+        let q = HeaderMap::from_pairs(request_pairs());
+        let s = HeaderMap::from_pairs(response_pairs());
+        b.bench_local(|| harness_run(&mut vm, &q, &s));
+    }
+}
+
+#[divan::bench_group(name = "d_vm_creation")]
+mod vm_creation {
+    use super::*;
+
+    #[divan::bench]
+    fn raw(b: divan::Bencher) {
+        let host = RawHost::new(&wasm("noop"));
+        b.bench_local(|| host.vm().next);
+    }
+
+    #[divan::bench]
+    fn harness(b: divan::Bencher) {
+        let p = plugin("noop");
+        b.bench_local(|| harness_vm(&p).root_id());
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Head-to-head: interleaved batches in this one process, medians, ratios.
+
+/// Median ns per iteration of `a` and `b`, run in alternating batches.
+fn interleaved(
+    batches: usize,
+    per_batch: usize,
+    mut a: impl FnMut() -> usize,
+    mut b: impl FnMut() -> usize,
+) -> (f64, f64) {
+    let mut ta = Vec::with_capacity(batches);
+    let mut tb = Vec::with_capacity(batches);
+    let mut sink = 0usize;
+    for _ in 0..per_batch {
+        sink = sink.wrapping_add(a()).wrapping_add(b());
+    }
+    for _ in 0..batches {
+        let t = Instant::now();
+        for _ in 0..per_batch {
+            sink = sink.wrapping_add(a());
+        }
+        ta.push(t.elapsed());
+        let t = Instant::now();
+        for _ in 0..per_batch {
+            sink = sink.wrapping_add(b());
+        }
+        tb.push(t.elapsed());
+    }
+    black_box(sink);
+    let med = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2].as_nanos() as f64 / per_batch as f64
+    };
+    (med(&mut ta), med(&mut tb))
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "ok" } else { "MISSED" }
+}
+
+fn head_to_head() {
+    let q = HeaderMap::from_pairs(request_pairs());
+    let s = HeaderMap::from_pairs(response_pairs());
+    let (rq, rs) = (request_pairs(), response_pairs());
+
+    println!();
+    println!("harness vs raw wasmtime (interleaved batches, median ns/iteration)");
+    println!(
+        "{:<28} {:>12} {:>12} {:>8} {:>8}  target",
+        "measure", "raw", "harness", "ratio", ""
+    );
+    let row = |name: &str, raw: f64, harness: f64, target: f64| {
+        let ratio = harness / raw;
+        println!(
+            "{name:<28} {raw:>10.0}ns {harness:>10.0}ns {ratio:>7.2}x {:>8}  <= {target}x",
+            verdict(ratio <= target)
+        );
+    };
+    for which in ["noop", "headers"] {
+        let host = RawHost::new(&wasm(which));
+        let mut raw = host.vm();
+        let p = plugin(which);
+        let mut vm = harness_vm(&p);
+        let (r, h) = interleaved(
+            21,
+            20_000,
+            || raw.run(rq.clone(), rs.clone()).map_or(0, |n| n as usize),
+            || harness_run(&mut vm, &q, &s),
+        );
+        let name = if which == "noop" {
+            "(a) no-op lifecycle"
+        } else {
+            "(b) header access"
+        };
+        row(name, r, h, 1.5);
+    }
+    {
+        let host = RawHost::new(&wasm("noop"));
+        let p = plugin("noop");
+        let (r, h) = interleaved(
+            15,
+            300,
+            || host.vm().next as usize,
+            || harness_vm(&p).root_id() as usize,
+        );
+        row("(d) VM creation", r, h, f64::INFINITY);
+        println!(
+            "(d) harness VM creation: {:.1} us (target < 50 us): {}",
+            h / 1000.0,
+            verdict(h < 50_000.0)
+        );
+    }
+    {
+        let p = plugin("noop");
+        let mut vm = harness_vm(&p);
+        let exchanges = demo_exchanges();
+        let mut i = 0;
+        let (driver, bare) = interleaved(
+            15,
+            20_000,
+            || {
+                i = (i + 1) % exchanges.len();
+                stream::run(&mut vm, &exchanges[i]).client_response.status as usize
+            },
+            || 0,
+        );
+        let _ = bare;
+        let mut vm = harness_vm(&p);
+        let (bare, _) = interleaved(15, 20_000, || harness_run(&mut vm, &q, &s), || 0);
+        for (name, ns) in [
+            ("(c) replay, stream driver", driver),
+            ("(c) replay, bare lifecycle", bare),
+        ] {
+            let rps = 1e9 / ns;
+            println!(
+                "{name}: {ns:.0} ns/request = {:.0} requests/s on one core (target > 500000): {}",
+                rps,
+                verdict(rps > 500_000.0)
+            );
+        }
+    }
 }

@@ -6,6 +6,7 @@
 //! same [`crate::plugin::Plugin`].
 
 use crate::abi::GuestHandles;
+use crate::traffic::Callout;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -319,6 +320,50 @@ pub(crate) struct HttpCallResponse {
 pub(crate) struct PendingHttpCall {
     pub token: u32,
     pub context: u32,
+    /// The exchange's own answer for this call; `None`: the VM's `http_call_stub`.
+    pub stub: Option<HttpCallStub>,
+}
+
+/// The recorded answers for the http callouts of the exchange being
+/// replayed, shared by the filters of a chain and taken in order.
+#[derive(Debug, Clone, Default)]
+pub struct ExchangeCallouts(Arc<Mutex<VecDeque<Callout>>>);
+
+impl ExchangeCallouts {
+    /// A queue of answers, in the order the calls are expected.
+    pub fn new(callouts: impl IntoIterator<Item = Callout>) -> Self {
+        Self(Arc::new(Mutex::new(callouts.into_iter().collect())))
+    }
+
+    fn matching(cluster: &str) -> impl Fn(&Callout) -> bool + '_ {
+        move |c| c.cluster.is_empty() || c.cluster == cluster
+    }
+
+    /// Whether an answer for a call to `cluster` is left.
+    pub(crate) fn has(&self, cluster: &str) -> bool {
+        self.0
+            .lock()
+            .is_ok_and(|q| q.iter().any(Self::matching(cluster)))
+    }
+
+    /// Takes the first answer left for a call to `cluster`, as a stub
+    /// (`:status` first, then the recorded headers).
+    pub(crate) fn take(&self, cluster: &str) -> Option<HttpCallStub> {
+        let mut q = self.0.lock().ok()?;
+        let at = q.iter().position(Self::matching(cluster))?;
+        let c = q.remove(at)?;
+        let mut headers = vec![(":status".to_owned(), c.response.status.to_string())];
+        headers.extend(c.response.headers);
+        Some(HttpCallStub {
+            headers,
+            body: c.response.body,
+        })
+    }
+
+    /// Answers not used (yet).
+    pub fn remaining(&self) -> usize {
+        self.0.lock().map_or(0, |q| q.len())
+    }
 }
 
 /// A virtual clock: fixed start, advanced explicitly by the driver.
@@ -493,9 +538,57 @@ pub struct HostState {
     /// Callouts the guest made (`http <cluster> <method> <path>`,
     /// `grpc <cluster> <service>/<method>`), refused ones included.
     pub(crate) callouts: Vec<String>,
+    /// Recorded answers for the current exchange's http callouts.
+    pub(crate) exchange_callouts: ExchangeCallouts,
+    /// What crossed the guest/host boundary (for `tollgate bench`).
+    pub(crate) boundary: BoundaryCounters,
+}
+
+/// Traffic across the guest/host boundary of one VM since it started.
+/// Cells, so that read-only memory accessors can count too.
+#[derive(Debug, Default)]
+pub(crate) struct BoundaryCounters {
+    pub host_calls: std::cell::Cell<u64>,
+    pub bytes_in: std::cell::Cell<u64>,
+    pub bytes_out: std::cell::Cell<u64>,
+}
+
+/// A snapshot of a VM's guest/host boundary traffic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Boundary {
+    /// Host functions the guest called (counted only by VMs started from a
+    /// [`crate::plugin::Plugin::from_bytes_metered`] plugin; zero otherwise).
+    pub host_calls: u64,
+    /// Bytes the host read out of guest memory.
+    pub bytes_in: u64,
+    /// Bytes the host wrote into guest memory.
+    pub bytes_out: u64,
+}
+
+impl BoundaryCounters {
+    pub(crate) fn read(&self, n: usize) {
+        self.bytes_in.set(self.bytes_in.get() + n as u64);
+    }
+
+    pub(crate) fn wrote(&self, n: usize) {
+        self.bytes_out.set(self.bytes_out.get() + n as u64);
+    }
+
+    pub(crate) fn snapshot(&self) -> Boundary {
+        Boundary {
+            host_calls: self.host_calls.get(),
+            bytes_in: self.bytes_in.get(),
+            bytes_out: self.bytes_out.get(),
+        }
+    }
 }
 
 impl HostState {
+    /// Guest/host boundary traffic since the VM started.
+    pub fn boundary(&self) -> Boundary {
+        self.boundary.snapshot()
+    }
+
     /// Fresh state for a new VM.
     pub(crate) fn new(
         settings: Arc<VmSettings>,
@@ -510,6 +603,8 @@ impl HostState {
             grpc_receive: None,
             grpc_status: (0, String::new()),
             callouts: Vec::new(),
+            exchange_callouts: ExchangeCallouts::default(),
+            boundary: BoundaryCounters::default(),
             guest: None,
             clock: VirtualClock {
                 realtime: settings.start_unix_nanos,

@@ -6,6 +6,8 @@
 //! - [`vm`]: a started VM ([`vm::Vm`]) and guest calls.
 //! - [`stream`]: one HTTP exchange through a VM.
 //! - [`replay`]: the replay API and its report.
+//! - [`bench`]: `tollgate bench`, per-request and per-callback cost.
+//! - [`cache`]: the on-disk cache of compiled modules.
 //! - [`bare`]: the bare callback lifecycle and the bundled no-op module (the harness floor).
 //! - [`suite`]: declarative test suites (`tollgate test`).
 //! - [`abi`]: the host functions.
@@ -15,6 +17,8 @@
 
 pub mod abi;
 pub mod bare;
+pub mod bench;
+pub mod cache;
 pub mod host;
 pub mod plugin;
 pub mod replay;

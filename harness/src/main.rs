@@ -1,6 +1,8 @@
 //! The `tollgate` command: replay recorded traffic through a proxy-wasm
 //! filter (`tollgate replay`) or describe a module (`tollgate inspect`).
 
+#[path = "cli/bench.rs"]
+mod bench_cli;
 #[path = "cli/chain_args.rs"]
 mod chain_args;
 #[path = "cli/ship.rs"]
@@ -99,6 +101,8 @@ enum Command {
     Traffic(traffic_cli::TrafficCommand),
     /// Record live traffic through Envoy (its tap filter) into a recording Tollgate replays.
     Record(traffic_cli::RecordArgs),
+    /// Measure a filter's cost per request and per callback above the harness floor.
+    Bench(bench_cli::BenchArgs),
 }
 
 fn value_arg(v: &str, flag: &str) -> Result<String> {
@@ -165,6 +169,7 @@ fn run() -> Result<()> {
         Command::Test(args) => test_cli::test(args),
         Command::Traffic(cmd) => traffic_cli::run(cmd),
         Command::Record(args) => traffic_cli::record(args),
+        Command::Bench(args) => bench_cli::bench(args),
     }
 }
 

@@ -4,6 +4,7 @@
 //! gets a fresh `Store` (see [`crate::vm`]).
 
 use crate::abi;
+use crate::cache::{CacheOutcome, ModuleCache};
 use crate::host::{HostState, SharedRegistry, VmSettings};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -218,6 +219,12 @@ pub struct Plugin {
     pub(crate) instance_pre: InstancePre<HostState>,
     pub(crate) info: ModuleInfo,
     pub(crate) shared: Arc<SharedRegistry>,
+    /// Compiled with fuel metering: VMs count wasm instructions and host calls.
+    pub(crate) metered: bool,
+    /// Time to compile (or read from the cache) and link.
+    compile_time: Duration,
+    /// `Some` when loaded through a [`ModuleCache`].
+    cache: Option<CacheOutcome>,
     _ticker: EpochTicker,
 }
 
@@ -232,8 +239,14 @@ impl std::fmt::Debug for Plugin {
 
 /// An engine set up as the harness needs it (epoch interruption for call timeouts).
 fn engine() -> Result<Engine, String> {
+    engine_with(false)
+}
+
+/// The harness engine, with fuel metering when `metered` (instruction counts).
+fn engine_with(metered: bool) -> Result<Engine, String> {
     let mut config = Config::new();
     config.epoch_interruption(true);
+    config.consume_fuel(metered);
     Engine::new(&config).map_err(|e| format!("{e}"))
 }
 
@@ -250,13 +263,31 @@ fn analyse(
     name: &str,
     bytes: &[u8],
 ) -> Result<(Module, ModuleInfo), LoadError> {
+    analyse_cached(engine, linker, name, bytes, None).map(|(m, i, _)| (m, i))
+}
+
+/// [`analyse`], compiling through `cache` when given.
+fn analyse_cached(
+    engine: &Engine,
+    linker: &Linker<HostState>,
+    name: &str,
+    bytes: &[u8],
+    cache: Option<&ModuleCache>,
+) -> Result<(Module, ModuleInfo, Option<CacheOutcome>), LoadError> {
     if !bytes.starts_with(b"\0asm") {
         return Err(LoadError::NotWasm { name: name.into() });
     }
-    let module = Module::new(engine, bytes).map_err(|e| LoadError::Invalid {
+    let invalid = |e: wasmtime::Error| LoadError::Invalid {
         name: name.into(),
         message: format!("{e:#}"),
-    })?;
+    };
+    let (module, outcome) = match cache {
+        Some(c) => {
+            let (m, o) = c.load_or_compile(engine, bytes).map_err(invalid)?;
+            (m, Some(o))
+        }
+        None => (Module::new(engine, bytes).map_err(invalid)?, None),
+    };
     let exports: Vec<(String, &'static str)> = module
         .exports()
         .map(|e| (e.name().to_string(), kind_of(&e.ty())))
@@ -309,6 +340,7 @@ fn analyse(
             exports,
             imports,
         },
+        outcome,
     ))
 }
 
@@ -340,7 +372,47 @@ impl Plugin {
 
     /// Loads a module from bytes; `name` is used in messages.
     pub fn from_bytes(name: &str, bytes: &[u8]) -> Result<Self, LoadError> {
-        let engine = engine().map_err(|message| LoadError::Invalid {
+        Self::from_bytes_inner(name, bytes, false, None)
+    }
+
+    /// Like [`Plugin::load`], compiling through `cache` (a second load of
+    /// the same module skips compilation; see [`Plugin::compile_time`]).
+    pub fn load_cached(path: impl AsRef<Path>, cache: &ModuleCache) -> Result<Self, LoadError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|error| LoadError::Read {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        let mut plugin = Self::from_bytes_cached(&path.display().to_string(), &bytes, cache)?;
+        plugin.path = Some(path.to_path_buf());
+        Ok(plugin)
+    }
+
+    /// Like [`Plugin::from_bytes`], compiling through `cache`.
+    pub fn from_bytes_cached(
+        name: &str,
+        bytes: &[u8],
+        cache: &ModuleCache,
+    ) -> Result<Self, LoadError> {
+        Self::from_bytes_inner(name, bytes, false, Some(cache))
+    }
+
+    /// Like [`Plugin::from_bytes`], compiled with wasmtime fuel metering: its
+    /// VMs count the wasm instructions each guest call executes and the host
+    /// functions the guest calls (deterministic, and slower: `tollgate bench`
+    /// uses it for a separate counting pass, never for timing).
+    pub fn from_bytes_metered(name: &str, bytes: &[u8]) -> Result<Self, LoadError> {
+        Self::from_bytes_inner(name, bytes, true, None)
+    }
+
+    fn from_bytes_inner(
+        name: &str,
+        bytes: &[u8],
+        metered: bool,
+        cache: Option<&ModuleCache>,
+    ) -> Result<Self, LoadError> {
+        let started = std::time::Instant::now();
+        let engine = engine_with(metered).map_err(|message| LoadError::Invalid {
             name: name.into(),
             message,
         })?;
@@ -348,7 +420,7 @@ impl Plugin {
             name: name.into(),
             message,
         })?;
-        let (module, info) = analyse(&engine, &linker, name, bytes)?;
+        let (module, info, cache) = analyse_cached(&engine, &linker, name, bytes, cache)?;
         let Some(abi) = info.abi else {
             return Err(LoadError::NotProxyWasm { name: name.into() });
         };
@@ -392,7 +464,20 @@ impl Plugin {
             instance_pre,
             info,
             shared: Arc::default(),
+            metered,
+            compile_time: started.elapsed(),
+            cache,
         })
+    }
+
+    /// Time taken to compile (or read from the module cache) and link.
+    pub fn compile_time(&self) -> Duration {
+        self.compile_time
+    }
+
+    /// Whether the module came from the cache (`None`: loaded without one).
+    pub fn cache_outcome(&self) -> Option<CacheOutcome> {
+        self.cache
     }
 
     /// The name used in messages (the path for loaded files).

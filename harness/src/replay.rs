@@ -15,6 +15,11 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Each exchange is replayed as recorded ([`StreamInput::from_recording`]):
+//! bodies in the recorded chunk sizes, with the recorded trailers, and the
+//! exchange's recorded callout answers for its `proxy_http_call`s (before
+//! the builder's [`ReplayBuilder::http_call_stub`]).
+//!
 //! Several filters form a chain (`Replay::filter(a).config(..).filter(b)`):
 //! the request goes through them in order, the response in reverse, as in
 //! Envoy's filter manager (see [`crate::stream`]).
@@ -456,7 +461,7 @@ impl ReplayBuilder {
         let total = traffic.exchanges.len();
         let mut exchanges = Vec::with_capacity(total);
         for (i, exchange) in traffic.exchanges.iter().enumerate() {
-            let input = StreamInput::from_exchange(exchange);
+            let input = StreamInput::from_recording(exchange);
             let (outcome, cost, logs) = chain.exchange(&input);
             exchanges.push(judge(exchange, outcome, cost, logs, chain.slots.len() > 1));
             if let Some(f) = on_progress.as_mut() {
@@ -548,6 +553,11 @@ impl Chain {
             .and_then(|w| w.vm.as_ref())
     }
 
+    /// Number of filters in the chain.
+    pub fn filters(&self) -> usize {
+        self.slots.len()
+    }
+
     /// Number of worker VMs per filter.
     pub fn workers(&self) -> usize {
         self.workers
@@ -624,6 +634,9 @@ impl Chain {
         drop(lanes);
         for s in &mut self.slots {
             if let Some(vm) = s.workers[wi].vm.as_mut() {
+                // The exchange's callout answers end with it (a tick later
+                // must not take them).
+                vm.state_mut().exchange_callouts = Default::default();
                 cost += vm.take_cost();
                 collect_logs(vm, &s.name, many, &mut logs);
             }
@@ -653,7 +666,9 @@ fn collect_logs(vm: &mut Vm, name: &str, many: bool, out: &mut Vec<LogLine>) {
     }
 }
 
-fn judge(
+/// The verdict on one exchange, its changes and the report (shared with
+/// the streamed replay, [`crate::traffic::streaming`]).
+pub(crate) fn judge(
     exchange: &crate::traffic::Exchange,
     out: StreamOutcome,
     cost: Duration,

@@ -31,8 +31,8 @@
 //! stream when the response already started), `FailOpen` carries on as if
 //! the callback returned Continue and skips the filter from then on.
 
-use crate::host::{HeaderMap, LocalResponse, Phase, StreamState};
-use crate::traffic::{Exchange, HttpRequest, HttpResponse};
+use crate::host::{ExchangeCallouts, HeaderMap, LocalResponse, Phase, StreamState};
+use crate::traffic::{Callout, Exchange, HttpRequest, HttpResponse};
 use crate::vm::{CallError, Vm};
 
 /// The status of a stalled or reset exchange's client response: none was sent.
@@ -89,7 +89,7 @@ impl std::str::FromStr for FailurePolicy {
 }
 
 /// How a body is cut into the chunks the filters receive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum ChunkPlan {
     /// One chunk (the default).
     #[default]
@@ -98,18 +98,51 @@ pub enum ChunkPlan {
     Chunks(usize),
     /// Chunks of this many bytes (the last may be shorter).
     ChunkSize(usize),
+    /// Chunks of exactly these sizes, in order (recorded boundaries). Zero
+    /// sizes are skipped; bytes beyond the sizes' sum form one last chunk,
+    /// sizes beyond the body's end are cut short.
+    Sizes(Vec<usize>),
 }
 
 impl ChunkPlan {
+    /// The plan for recorded chunk sizes: [`ChunkPlan::Whole`] for none or
+    /// one, else [`ChunkPlan::Sizes`].
+    pub fn recorded(sizes: &[usize]) -> Self {
+        if sizes.iter().filter(|&&n| n > 0).count() <= 1 {
+            Self::Whole
+        } else {
+            Self::Sizes(sizes.to_vec())
+        }
+    }
+
     /// Cuts `body` into chunks; an empty body has none.
-    pub fn split(self, body: &[u8]) -> Vec<Vec<u8>> {
+    pub fn split(&self, body: &[u8]) -> Vec<Vec<u8>> {
         if body.is_empty() {
             return Vec::new();
         }
         let size = match self {
             Self::Whole => body.len(),
-            Self::Chunks(n) => body.len().div_ceil(n.max(1)),
-            Self::ChunkSize(n) => n.max(1),
+            Self::Chunks(n) => body.len().div_ceil((*n).max(1)),
+            Self::ChunkSize(n) => (*n).max(1),
+            Self::Sizes(sizes) => {
+                let mut out = Vec::with_capacity(sizes.len() + 1);
+                let mut rest = body;
+                for &n in sizes {
+                    if rest.is_empty() {
+                        break;
+                    }
+                    if n == 0 {
+                        continue;
+                    }
+                    let (chunk, tail) = rest.split_at(n.min(rest.len()));
+                    out.push(chunk.to_vec());
+                    rest = tail;
+                }
+                if !rest.is_empty() {
+                    out.push(rest.to_vec());
+                }
+                return out;
+            }
         };
         body.chunks(size.max(1)).map(<[u8]>::to_vec).collect()
     }
@@ -130,6 +163,10 @@ pub struct StreamInput {
     pub request_chunks: ChunkPlan,
     /// How the response body is chunked.
     pub response_chunks: ChunkPlan,
+    /// Answers for the `proxy_http_call`s made while handling this exchange,
+    /// taken in order by the first call whose cluster matches (empty cluster:
+    /// any); they take precedence over the VM's `http_call_stub`.
+    pub callouts: Vec<Callout>,
 }
 
 impl StreamInput {
@@ -147,6 +184,22 @@ impl StreamInput {
             response_trailers: Vec::new(),
             request_chunks: ChunkPlan::Whole,
             response_chunks: ChunkPlan::Whole,
+            callouts: Vec::new(),
+        }
+    }
+
+    /// The input for a recorded exchange with everything its
+    /// [`details`](Exchange::details) say: the recorded body chunk sizes
+    /// ([`ChunkPlan::Sizes`]), trailers, and callout answers.
+    pub fn from_recording(exchange: &Exchange) -> Self {
+        let d = &exchange.details;
+        Self {
+            request_trailers: d.request_trailers.clone(),
+            response_trailers: d.response_trailers.clone(),
+            request_chunks: ChunkPlan::recorded(&d.request_chunks),
+            response_chunks: ChunkPlan::recorded(&d.response_chunks),
+            callouts: d.callouts.clone(),
+            ..Self::from_exchange(exchange)
         }
     }
 }
@@ -978,8 +1031,12 @@ pub fn run_chain(lanes: &mut [Lane<'_>], input: &StreamInput) -> StreamOutcome {
         });
     }
     let req = &input.request;
+    // One queue for the chain: the recording lists the exchange's callouts
+    // in order, whichever filter makes them.
+    let callouts = ExchangeCallouts::new(input.callouts.iter().cloned());
     for (lane, s) in lanes.iter_mut().zip(&st) {
         if let Some(vm) = lane.vm.as_deref_mut() {
+            vm.state_mut().exchange_callouts = callouts.clone();
             let start = vm.state().clock().realtime;
             vm.state_mut().stream = Some(StreamState {
                 id: s.ctx,

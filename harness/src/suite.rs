@@ -742,6 +742,7 @@ impl Suite {
             response_trailers: q.trailers.as_ref().map(Headers::pairs).unwrap_or_default(),
             request_chunks: plan(r.chunks, r.chunk_size, "request")?,
             response_chunks: plan(q.chunks, q.chunk_size, "response")?,
+            callouts: Vec::new(),
         })
     }
 

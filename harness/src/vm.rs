@@ -17,7 +17,62 @@ use crate::host::{
 use crate::plugin::{AbiVersion, EPOCH_TICK, Plugin};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use wasmtime::{Instance, Store, Trap, TypedFunc, WasmBacktrace, WasmParams, WasmResults};
+use wasmtime::{
+    Extern, Func, Instance, Linker, Store, Trap, TypedFunc, WasmBacktrace, WasmParams, WasmResults,
+};
+
+/// Fuel a metered VM is given before each guest call (far more than any
+/// call can use before its timeout).
+const FUEL_PER_CALL: u64 = u64::MAX / 4;
+
+/// One guest call, as recorded when [`Vm::record_calls`] is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallRecord {
+    /// The export called, e.g. `proxy_on_request_headers`.
+    pub callback: &'static str,
+    /// Wall time inside the guest (host calls included).
+    pub wall: Duration,
+    /// Wasm instructions executed (wasmtime fuel; 0 unless the plugin is metered).
+    pub instructions: u64,
+}
+
+/// Instantiates a metered plugin through a per-store linker whose every
+/// import is wrapped to count the guest's host calls.
+fn instantiate_counted(
+    plugin: &Plugin,
+    store: &mut Store<HostState>,
+) -> wasmtime::Result<Instance> {
+    let mut base = Linker::new(&plugin.engine);
+    crate::abi::link(&mut base)?;
+    let module = plugin.instance_pre.module();
+    let mut counted = Linker::new(&plugin.engine);
+    for import in module.imports() {
+        let Some(ext) = base.get_by_import(&mut *store, &import) else {
+            return Err(wasmtime::Error::msg(format!(
+                "no host function {}::{}",
+                import.module(),
+                import.name()
+            )));
+        };
+        let ext = match ext {
+            Extern::Func(f) => {
+                let ty = f.ty(&*store);
+                Extern::Func(Func::new(
+                    &mut *store,
+                    ty,
+                    move |mut caller, params, results| {
+                        let calls = &caller.data().boundary.host_calls;
+                        calls.set(calls.get() + 1);
+                        f.call(&mut caller, params, results)
+                    },
+                ))
+            }
+            other => other,
+        };
+        counted.define(&*store, import.module(), import.name(), ext)?;
+    }
+    counted.instantiate(&mut *store, module)
+}
 
 /// Why a VM could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -139,7 +194,7 @@ pub struct Vm {
     pub(crate) store: Store<HostState>,
     name: String,
     abi: AbiVersion,
-    cb: Callbacks,
+    cb: Arc<Callbacks>,
     root_id: u32,
     next_context_id: u32,
     deadline_ticks: u64,
@@ -149,6 +204,16 @@ pub struct Vm {
     next_tick_at: Option<u64>,
     /// Record every host->guest call as a `trace` log line, as Envoy's `-l trace`.
     trace: bool,
+    /// Fuel metering is on (the plugin is metered).
+    metered: bool,
+    /// Wasm instructions executed since the VM started (metered VMs).
+    instructions: u64,
+    /// Per-call records, when recording is on.
+    calls: Option<Vec<CallRecord>>,
+    /// Time each guest call (off only inside a span timed as a whole, see
+    /// [`Vm::run_bare`]: two clock reads per call are most of the host's
+    /// own per-call cost).
+    pub(crate) time_calls: bool,
 }
 
 /// Formats call arguments the way Envoy's trace log does: `(2, 8, 1)`.
@@ -250,14 +315,17 @@ impl Vm {
             HostState::new(settings.clone(), shared, plugin.abi),
         );
         store.set_epoch_deadline(deadline_ticks);
-        let instance =
-            plugin
-                .instance_pre
-                .instantiate(&mut store)
-                .map_err(|e| VmError::Instantiate {
-                    name: name.clone(),
-                    message: describe(&e, timeout, &[]),
-                })?;
+        let instance = if plugin.metered {
+            // A start function runs during instantiation: it needs fuel too.
+            let _ = store.set_fuel(FUEL_PER_CALL);
+            instantiate_counted(plugin, &mut store)
+        } else {
+            plugin.instance_pre.instantiate(&mut store)
+        }
+        .map_err(|e| VmError::Instantiate {
+            name: name.clone(),
+            message: describe(&e, timeout, &[]),
+        })?;
         let handles = GuestHandles::from_instance(&mut store, &instance).map_err(|e| {
             let export = match &e {
                 HandlesError::NoMemory => "memory",
@@ -312,7 +380,7 @@ impl Vm {
             store,
             name: name.clone(),
             abi: plugin.abi,
-            cb,
+            cb: Arc::new(cb),
             root_id: 1,
             next_context_id: 2,
             deadline_ticks,
@@ -320,6 +388,10 @@ impl Vm {
             cost: Duration::ZERO,
             next_tick_at: None,
             trace,
+            metered: plugin.metered,
+            instructions: 0,
+            calls: None,
+            time_calls: true,
         };
         let trap = |source: CallError| VmError::Trap {
             name: name.clone(),
@@ -437,9 +509,28 @@ impl Vm {
             state.effective_context = 0;
         }
         self.store.set_epoch_deadline(self.deadline_ticks);
-        let started = Instant::now();
+        if self.metered {
+            let _ = self.store.set_fuel(FUEL_PER_CALL);
+        }
+        let started = (self.time_calls || self.calls.is_some()).then(Instant::now);
         let result = f.call(&mut self.store, params);
-        self.cost += started.elapsed();
+        let wall = started.map_or(Duration::ZERO, |t| t.elapsed());
+        if self.time_calls {
+            self.cost += wall;
+        }
+        let instructions = if self.metered {
+            FUEL_PER_CALL.saturating_sub(self.store.get_fuel().unwrap_or(FUEL_PER_CALL))
+        } else {
+            0
+        };
+        self.instructions += instructions;
+        if let Some(calls) = self.calls.as_mut() {
+            calls.push(CallRecord {
+                callback,
+                wall,
+                instructions,
+            });
+        }
         self.store.data_mut().effective_context = 0;
         result.map_err(|e| {
             let panic_lines: Vec<String> = self.store.data().logs[logs_before..]
@@ -496,7 +587,10 @@ impl Vm {
                 }
             }
             for call in calls {
-                let Some(stub) = self.store.data().settings.http_call_stub.clone() else {
+                let Some(stub) = call
+                    .stub
+                    .or_else(|| self.store.data().settings.http_call_stub.clone())
+                else {
                     continue;
                 };
                 let headers =
@@ -588,6 +682,44 @@ impl Vm {
         self.abi
     }
 
+    /// Turns per-call recording on or off (see [`Vm::drain_calls`]).
+    pub fn record_calls(&mut self, on: bool) {
+        self.calls = if on {
+            Some(self.calls.take().unwrap_or_default())
+        } else {
+            None
+        };
+    }
+
+    /// Per-call records are on (see [`Vm::record_calls`]).
+    pub fn recording_calls(&self) -> bool {
+        self.calls.is_some()
+    }
+
+    /// Adds wall time to the guest cost (a span timed as a whole).
+    pub(crate) fn add_cost(&mut self, d: Duration) {
+        self.cost += d;
+    }
+
+    /// Moves the calls recorded since the last drain into `out`.
+    pub fn drain_calls(&mut self, out: &mut Vec<CallRecord>) {
+        if let Some(calls) = self.calls.as_mut() {
+            out.append(calls);
+        }
+    }
+
+    /// Wasm instructions executed since the VM started (wasmtime fuel;
+    /// always 0 unless the plugin is metered). Deterministic: the same calls
+    /// give the same count on every run and machine.
+    pub fn instructions(&self) -> u64 {
+        self.instructions
+    }
+
+    /// The guest's linear memory size in bytes.
+    pub fn memory_size(&self) -> u64 {
+        crate::abi::memory::memory_size(&self.store)
+    }
+
     /// Wall time spent in the guest since the last call, reset to zero.
     pub fn take_cost(&mut self) -> Duration {
         std::mem::take(&mut self.cost)
@@ -607,9 +739,12 @@ impl Vm {
 
     pub(crate) fn call_context_create(&mut self, ctx: u32) -> Result<(), CallError> {
         self.store.data_mut().live_contexts.insert(ctx);
-        if let Some(f) = self.cb.on_context_create.clone() {
+        // Borrow the typed callbacks through a shared handle instead of
+        // cloning a `TypedFunc` (which clones its registered type) per call.
+        let cb = Arc::clone(&self.cb);
+        if let Some(f) = &cb.on_context_create {
             let root = self.root_id;
-            self.call("proxy_on_context_create", ctx, &f, (ctx, root))?;
+            self.call("proxy_on_context_create", ctx, f, (ctx, root))?;
         }
         Ok(())
     }
@@ -621,21 +756,16 @@ impl Vm {
         n: u32,
         eos: bool,
     ) -> Result<u32, CallError> {
+        let cb = Arc::clone(&self.cb);
         let (f, name) = if response {
-            (
-                self.cb.on_response_headers.clone(),
-                "proxy_on_response_headers",
-            )
+            (&cb.on_response_headers, "proxy_on_response_headers")
         } else {
-            (
-                self.cb.on_request_headers.clone(),
-                "proxy_on_request_headers",
-            )
+            (&cb.on_request_headers, "proxy_on_request_headers")
         };
         let r = match f {
             None => 0,
-            Some(HeadersFn::V1(f)) => self.call(name, ctx, &f, (ctx, n))?,
-            Some(HeadersFn::V2(f)) => self.call(name, ctx, &f, (ctx, n, u32::from(eos)))?,
+            Some(HeadersFn::V1(f)) => self.call(name, ctx, f, (ctx, n))?,
+            Some(HeadersFn::V2(f)) => self.call(name, ctx, f, (ctx, n, u32::from(eos)))?,
         };
         self.drain_async()?;
         Ok(r)
@@ -648,14 +778,15 @@ impl Vm {
         size: u32,
         eos: bool,
     ) -> Result<u32, CallError> {
+        let cb = Arc::clone(&self.cb);
         let (f, name) = if response {
-            (self.cb.on_response_body.clone(), "proxy_on_response_body")
+            (&cb.on_response_body, "proxy_on_response_body")
         } else {
-            (self.cb.on_request_body.clone(), "proxy_on_request_body")
+            (&cb.on_request_body, "proxy_on_request_body")
         };
         let r = match f {
             None => 0,
-            Some(f) => self.call(name, ctx, &f, (ctx, size, u32::from(eos)))?,
+            Some(f) => self.call(name, ctx, f, (ctx, size, u32::from(eos)))?,
         };
         self.drain_async()?;
         Ok(r)
@@ -667,20 +798,15 @@ impl Vm {
         ctx: u32,
         n: u32,
     ) -> Result<u32, CallError> {
+        let cb = Arc::clone(&self.cb);
         let (f, name) = if response {
-            (
-                self.cb.on_response_trailers.clone(),
-                "proxy_on_response_trailers",
-            )
+            (&cb.on_response_trailers, "proxy_on_response_trailers")
         } else {
-            (
-                self.cb.on_request_trailers.clone(),
-                "proxy_on_request_trailers",
-            )
+            (&cb.on_request_trailers, "proxy_on_request_trailers")
         };
         let r = match f {
             None => 0,
-            Some(f) => self.call(name, ctx, &f, (ctx, n))?,
+            Some(f) => self.call(name, ctx, f, (ctx, n))?,
         };
         self.drain_async()?;
         Ok(r)
@@ -693,20 +819,22 @@ impl Vm {
 
     /// `proxy_on_log` (Envoy runs every filter's access log first).
     pub(crate) fn call_log(&mut self, ctx: u32) -> Result<(), CallError> {
-        if let Some(f) = self.cb.on_log.clone() {
-            self.call("proxy_on_log", ctx, &f, ctx)?;
+        let cb = Arc::clone(&self.cb);
+        if let Some(f) = &cb.on_log {
+            self.call("proxy_on_log", ctx, f, ctx)?;
         }
         Ok(())
     }
 
     /// `proxy_on_done` then `proxy_on_delete` (when Envoy destroys the filters).
     pub(crate) fn call_done_delete(&mut self, ctx: u32) -> Result<(), CallError> {
+        let cb = Arc::clone(&self.cb);
         let r = (|| {
-            if let Some(f) = self.cb.on_done.clone() {
-                self.call("proxy_on_done", ctx, &f, ctx)?;
+            if let Some(f) = &cb.on_done {
+                self.call("proxy_on_done", ctx, f, ctx)?;
             }
-            if let Some(f) = self.cb.on_delete.clone() {
-                self.call("proxy_on_delete", ctx, &f, ctx)?;
+            if let Some(f) = &cb.on_delete {
+                self.call("proxy_on_delete", ctx, f, ctx)?;
             }
             Ok(())
         })();

@@ -178,6 +178,30 @@ impl EnvoyConfig {
         Ok(self)
     }
 
+    /// Replaces the `configuration` of the Wasm plugin whose `config.name` is `plugin`
+    /// (for chains of several plugins); an error names the file when there is none.
+    pub fn set_named_plugin_configuration(
+        &mut self,
+        plugin: &str,
+        json: &str,
+    ) -> Result<&mut Self> {
+        let mut plugins = Vec::new();
+        collect_plugins_mut(&mut self.value, &mut plugins);
+        let found = plugins
+            .into_iter()
+            .find(|p| p.get("name").and_then(Value::as_str) == Some(plugin))
+            .with_context(|| {
+                format!("{}: no Wasm plugin named {plugin:?}", self.source.display())
+            })?;
+        if let Some(object) = found.as_object_mut() {
+            object.insert(
+                "configuration".into(),
+                json!({ "@type": STRING_VALUE, "value": json }),
+            );
+        }
+        Ok(self)
+    }
+
     /// Writes the configuration as JSON (which Envoy reads by its extension).
     pub fn write(&self, path: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(&self.value)
@@ -232,6 +256,25 @@ fn collect_plugins<'a>(value: &'a Value, plugins: &mut Vec<&'a Value>) {
                 .for_each(|child| collect_plugins(child, plugins));
         }
         Value::Array(items) => items.iter().for_each(|item| collect_plugins(item, plugins)),
+        _ => {}
+    }
+}
+
+fn collect_plugins_mut<'a>(value: &'a mut Value, plugins: &mut Vec<&'a mut Value>) {
+    let is_plugin = value
+        .as_object()
+        .is_some_and(|object| object.contains_key("vm_config"));
+    if is_plugin {
+        plugins.push(value);
+        return;
+    }
+    match value {
+        Value::Object(object) => object
+            .values_mut()
+            .for_each(|child| collect_plugins_mut(child, plugins)),
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|item| collect_plugins_mut(item, plugins)),
         _ => {}
     }
 }

@@ -1,6 +1,8 @@
 //! A real upstream for Envoy: a small threaded HTTP/1.1 server on
 //! `127.0.0.1:0` that records every request it receives and answers each with
-//! the configured response. It stops (and closes its connections) on `Drop`.
+//! the configured response, or with what a responder function picks for that
+//! request ([`Upstream::start_with`], e.g. a recording's own answers). It
+//! stops (and closes its connections) on `Drop`.
 
 use std::io::BufReader;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -26,10 +28,14 @@ pub struct ReceivedRequest {
     pub body: Vec<u8>,
 }
 
+/// Picks the answer for one request.
+pub type Responder = dyn Fn(&ReceivedRequest) -> HttpResponse + Send + Sync;
+
 struct Shared {
     stopping: AtomicBool,
     requests: Mutex<Vec<ReceivedRequest>>,
     response: Mutex<HttpResponse>,
+    responder: Option<Box<Responder>>,
     connections: Mutex<Vec<(TcpStream, JoinHandle<()>)>>,
     errors: Mutex<Vec<String>>,
 }
@@ -45,6 +51,23 @@ impl Upstream {
     /// Starts a server answering every request with `response`. A missing
     /// `content-length` header is added to the response (see [`Upstream::response`]).
     pub fn start(response: HttpResponse) -> Result<Upstream> {
+        Self::spawn(response, None)
+    }
+
+    /// Starts a server answering each request with what `responder` returns
+    /// for it (a missing `content-length` is added, as with [`Upstream::start`]).
+    pub fn start_with(
+        responder: impl Fn(&ReceivedRequest) -> HttpResponse + Send + Sync + 'static,
+    ) -> Result<Upstream> {
+        let placeholder = HttpResponse {
+            status: 200,
+            headers: Vec::new(),
+            body: Vec::new(),
+        };
+        Self::spawn(placeholder, Some(Box::new(responder)))
+    }
+
+    fn spawn(response: HttpResponse, responder: Option<Box<Responder>>) -> Result<Upstream> {
         let listener =
             TcpListener::bind("127.0.0.1:0").context("binding the upstream to 127.0.0.1:0")?;
         let addr = listener
@@ -54,6 +77,7 @@ impl Upstream {
             stopping: AtomicBool::new(false),
             requests: Mutex::new(Vec::new()),
             response: Mutex::new(with_length(response)),
+            responder,
             connections: Mutex::new(Vec::new()),
             errors: Mutex::new(Vec::new()),
         });
@@ -186,14 +210,18 @@ fn serve_one(
     let method = parts.next().unwrap_or("").to_string();
     let path = parts.next().unwrap_or("").to_string();
     let body = http1::read_body(reader, &head.headers, BodyFraming::Request)?;
-    lock(&shared.requests).push(ReceivedRequest {
+    let request = ReceivedRequest {
         method: method.clone(),
         path,
         headers: head.headers,
         body,
-    });
+    };
+    let response = match &shared.responder {
+        Some(responder) => with_length(responder(&request)),
+        None => lock(&shared.response).clone(),
+    };
+    lock(&shared.requests).push(request);
 
-    let response = lock(&shared.response).clone();
     let start_line = format!("HTTP/1.1 {} {}", response.status, reason(response.status));
     let body: &[u8] = if method.eq_ignore_ascii_case("HEAD") {
         &[]

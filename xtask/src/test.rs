@@ -25,6 +25,18 @@ pub fn run() -> Result<()> {
     ]))
     .context("clippy found problems: fix the warnings above")?;
 
+    // The SDK and the filters also have wasm-only code (the entry points that
+    // `export_filter!` generates): lint them as they ship, too.
+    crate::step("cargo clippy --target wasm32-wasip1 (sdk and filters) -- -D warnings");
+    let mut wasm_clippy = process::cargo();
+    wasm_clippy.args(["clippy", "--target", "wasm32-wasip1", "-p", "tollgate-sdk"]);
+    for name in crate::build::filter_names()? {
+        wasm_clippy.args(["-p", &format!("tollgate-{name}")]);
+    }
+    wasm_clippy.args(["--", "-D", "warnings"]);
+    process::run(&mut wasm_clippy)
+        .context("clippy found problems in the wasm build of the SDK or a filter")?;
+
     // The container backend of the Envoy launcher (tests/src/launcher.rs) is opt-in;
     // no Docker engine runs here, but it must keep compiling.
     crate::step("cargo check -p tollgate-tests --features docker");

@@ -5,10 +5,13 @@
 //! gets a token and is answered with the stub through
 //! `proxy_on_http_call_response`, on the context that made the call, right
 //! after the current callback returns.
-//! Without a stub the call fails with `BadArgument`, which is what Envoy
-//! answers for an unknown cluster.
+//! A replayed exchange may carry its own recorded answers
+//! ([`ExchangeCallouts`]): the first one left for the call's cluster answers
+//! it, before the stub. Without either the call fails with `BadArgument`,
+//! which is what Envoy answers for an unknown cluster.
 //!
 //! [`HttpCallStub`]: crate::host::HttpCallStub
+//! [`ExchangeCallouts`]: crate::host::ExchangeCallouts
 
 use super::{Status, memory as mem, pairs};
 use crate::host::{HostState, PendingHttpCall};
@@ -60,7 +63,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 let line = format!("http {cluster} {} {}", get(b":method"), get(b":path"));
                 state.callouts.push(line);
             }
-            if state.settings.http_call_stub.is_none() {
+            if state.settings.http_call_stub.is_none() && !state.exchange_callouts.has(&cluster) {
                 super::warn_once(
                     state,
                     "http_call",
@@ -77,12 +80,18 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             if !(has(b":method") && has(b":path") && has(b":authority")) {
                 return Status::BadArgument.code();
             }
+            // The exchange's recorded answer first, then the VM's stub.
+            let stub = state.exchange_callouts.take(&cluster);
             let token = state.next_http_token;
             state.next_http_token = state.next_http_token.wrapping_add(1).max(1);
             // The answer goes to the context that made the call (Envoy keeps
             // the calling context with the request).
             let context = state.context();
-            state.pending_http_calls.push(PendingHttpCall { token, context });
+            state.pending_http_calls.push(PendingHttpCall {
+                token,
+                context,
+                stub,
+            });
             if mem::write_u32(&mut caller, token_ptr, token) {
                 Status::Ok.code()
             } else {

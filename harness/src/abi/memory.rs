@@ -67,6 +67,15 @@ impl GuestHandles {
     }
 }
 
+/// The guest's linear memory size in bytes (0 before the handles are set).
+pub(crate) fn memory_size(store: &Store<HostState>) -> u64 {
+    store
+        .data()
+        .guest
+        .as_ref()
+        .map_or(0, |g| g.memory.data_size(store) as u64)
+}
+
 /// The byte range `[ptr, ptr+len)` as a `usize` range, if it does not overflow.
 fn range(ptr: u32, len: u32) -> Option<std::ops::Range<usize>> {
     let start = ptr as usize;
@@ -90,6 +99,7 @@ pub(crate) fn with_bytes<R>(
     let mem = memory(caller)?;
     let (data, state) = mem.data_and_store_mut(caller);
     let bytes = data.get(range(ptr, len)?)?;
+    state.boundary.read(bytes.len());
     Some(f(bytes, state))
 }
 
@@ -106,6 +116,7 @@ pub(crate) fn with_two<R>(
     let data: &[u8] = data;
     let x = data.get(range(a.0, a.1)?)?;
     let y = data.get(range(b.0, b.1)?)?;
+    state.boundary.read(x.len() + y.len());
     Some(f(x, y, state))
 }
 
@@ -123,7 +134,9 @@ pub(crate) fn in_bounds(caller: &Caller<'_, HostState>, ranges: &[(u32, u32)]) -
 /// Copies the guest bytes at `[ptr, ptr+len)` out. `None` when out of bounds.
 pub(crate) fn read(caller: &Caller<'_, HostState>, ptr: u32, len: u32) -> Option<Vec<u8>> {
     let mem = memory(caller)?;
-    mem.data(caller).get(range(ptr, len)?).map(<[u8]>::to_vec)
+    let bytes = mem.data(caller).get(range(ptr, len)?)?;
+    caller.data().boundary.read(bytes.len());
+    Some(bytes.to_vec())
 }
 
 /// Writes `bytes` at `ptr`. `false` when out of bounds.
@@ -134,9 +147,11 @@ pub(crate) fn write(caller: &mut Caller<'_, HostState>, ptr: u32, bytes: &[u8]) 
     let Some(r) = u32::try_from(bytes.len()).ok().and_then(|l| range(ptr, l)) else {
         return false;
     };
-    match mem.data_mut(caller).get_mut(r) {
+    let (data, state) = mem.data_and_store_mut(caller);
+    match data.get_mut(r) {
         Some(dst) => {
             dst.copy_from_slice(bytes);
+            state.boundary.wrote(bytes.len());
             true
         }
         None => false,
@@ -157,6 +172,7 @@ pub(crate) fn write_u64(caller: &mut Caller<'_, HostState>, ptr: u32, v: u64) ->
 pub(crate) fn read_u32(caller: &Caller<'_, HostState>, ptr: u32) -> Option<u32> {
     let mem = memory(caller)?;
     let b = mem.data(caller).get(range(ptr, 4)?)?;
+    caller.data().boundary.read(4);
     Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
@@ -226,6 +242,7 @@ pub(crate) fn copy_out_from_state(
             return Ok(false);
         };
         dst.copy_from_slice(&src[..n]);
+        state.boundary.wrote(n);
         addr = p;
     }
     Ok(write_u32(caller, ptr_ptr, addr) && write_u32(caller, size_ptr, size))

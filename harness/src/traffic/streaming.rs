@@ -3,19 +3,18 @@
 //! through the filter chain of a [`ReplayBuilder`] and is handed to a
 //! callback, and only counts and a fixed-size latency histogram are kept.
 //!
-//! Verdicts follow [`crate::replay::Verdict`]: a failed guest call is
-//! `failed`; a local reply `answered locally`; a reset, a stall, or a request
-//! or response that differs from the recording `modified`; else `passed`.
+//! Verdicts are the in-memory replay's ([`crate::replay::Verdict`], the
+//! same judging code): a failed guest call is `failed`; a local reply
+//! `answered locally`; a reset, a stall, or a request or response that
+//! differs from the recording `modified`; else `passed`.
 //!
-//! The exchange's recorded trailers are delivered; recorded chunk boundaries
-//! are approximated by the driver's [`ChunkPlan`] (`ChunkSize` of the first
-//! chunk when all but the last chunk have that size, else `Chunks(n)`).
+//! Each exchange is driven as recorded ([`StreamInput::from_recording`]):
+//! recorded body chunk sizes, trailers and callout answers.
 
 use std::time::Duration;
 
-use crate::replay::{ChunkPlan, ReplayBuilder, ReplayError, StreamInput};
-use crate::stream::StreamOutcome;
-use crate::traffic::{Exchange, HttpResponse, TrafficError};
+use crate::replay::{ReplayBuilder, ReplayError, StreamInput, Verdict};
+use crate::traffic::{Exchange, TrafficError};
 
 /// What one exchange came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,47 +59,20 @@ pub enum StreamingError {
     Traffic(#[from] TrafficError),
 }
 
-/// The driver input for a recorded exchange, with its trailers and chunking.
+/// The driver input for a recorded exchange: its chunk sizes, trailers and
+/// callout answers ([`StreamInput::from_recording`]).
 pub fn input_for(e: &Exchange) -> StreamInput {
-    let mut input = StreamInput::from_exchange(e);
-    input.request_trailers = e.details.request_trailers.clone();
-    input.response_trailers = e.details.response_trailers.clone();
-    input.request_chunks = plan(&e.details.request_chunks);
-    input.response_chunks = plan(&e.details.response_chunks);
-    input
+    StreamInput::from_recording(e)
 }
 
-fn plan(chunks: &[usize]) -> ChunkPlan {
-    match chunks {
-        [] | [_] => ChunkPlan::Whole,
-        [first, middle @ .., last] if middle.iter().all(|c| c == first) && last <= first => {
-            ChunkPlan::ChunkSize(*first)
+impl From<&Verdict> for Outcome {
+    fn from(v: &Verdict) -> Self {
+        match v {
+            Verdict::Passed => Outcome::Passed,
+            Verdict::Modified => Outcome::Modified,
+            Verdict::AnsweredLocally { status } => Outcome::AnsweredLocally(*status),
+            Verdict::Failed { .. } => Outcome::Failed,
         }
-        many => ChunkPlan::Chunks(many.len()),
-    }
-}
-
-/// Judges one outcome against the recording.
-pub fn outcome(e: &Exchange, out: &StreamOutcome) -> Outcome {
-    if !out.failures.is_empty() || out.failure.is_some() {
-        return Outcome::Failed;
-    }
-    if let Some(l) = &out.local_response {
-        return Outcome::AnsweredLocally(u16::try_from(l.status).unwrap_or(u16::MAX));
-    }
-    let recorded = e.response.clone().unwrap_or(HttpResponse {
-        status: 200,
-        headers: Vec::new(),
-        body: Vec::new(),
-    });
-    let same = out.reset_in.is_none()
-        && out.stalled_in.is_none()
-        && out.upstream_request.as_ref() == Some(&e.request)
-        && out.client_response == recorded;
-    if same {
-        Outcome::Passed
-    } else {
-        Outcome::Modified
     }
 }
 
@@ -119,12 +91,13 @@ where
 {
     let (mut chain, _) = builder.start()?;
     chain.take_startup_logs();
+    let many = chain.filters() > 1;
     let mut totals = Totals::default();
     let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).ok();
     for (i, e) in exchanges.into_iter().enumerate() {
         let e = e?;
-        let (out, cost, _logs) = chain.exchange(&input_for(&e));
-        let o = outcome(&e, &out);
+        let (out, cost, logs) = chain.exchange(&input_for(&e));
+        let o = Outcome::from(&crate::replay::judge(&e, out, cost, logs, many).verdict);
         totals.requests += 1;
         match o {
             Outcome::Passed => totals.passed += 1,
@@ -142,18 +115,4 @@ where
         totals.p99 = Duration::from_nanos(h.value_at_quantile(0.99));
     }
     Ok(totals)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chunk_boundaries_map_to_the_closest_plan() {
-        assert_eq!(plan(&[]), ChunkPlan::Whole);
-        assert_eq!(plan(&[5]), ChunkPlan::Whole);
-        assert_eq!(plan(&[4, 4, 2]), ChunkPlan::ChunkSize(4));
-        assert_eq!(plan(&[26, 21]), ChunkPlan::ChunkSize(26));
-        assert_eq!(plan(&[2, 9, 1]), ChunkPlan::Chunks(3));
-    }
 }

@@ -1,6 +1,7 @@
 //! Integration tests of the harness with small guests written in WAT.
 //! One module per area; helpers here.
 
+mod bench;
 mod bodies;
 mod buffers;
 mod chains;
@@ -11,6 +12,7 @@ mod http_calls;
 mod lifecycle;
 mod loading;
 mod replay;
+mod replay_details;
 mod stream_control;
 mod streaming;
 mod suite;

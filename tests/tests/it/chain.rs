@@ -1,61 +1,223 @@
-//! `envoy/chain/envoy.yaml`: key-auth, basic-auth and headers chained in one
-//! real Envoy. Each auth filter guards its own paths, the header transforms
-//! run only on admitted requests, after the credentials were consumed.
-//! key-auth reports its consumer in `x-api-consumer` there: with a shared
-//! `x-consumer`, basic-auth (which scrubs that header from every request)
-//! would erase it.
+//! `envoy/chain/envoy.yaml`: every suite filter chained in one real Envoy, in
+//! the order the file documents (identity scrub, jwt-auth, key-auth,
+//! basic-auth, ext-authz, headers), with per-route rules: `/api/` needs a JWT,
+//! `/partner/` an API key, `/admin/` a password, `/public/` nothing. For each
+//! route a request that passes every filter reaches the upstream with the
+//! consumer, claims, authorization-service and header-transform headers; a
+//! request each filter refuses gets that filter's status, nothing reaches the
+//! upstream, and the authorization service is only asked about requests
+//! authentication admitted. The JWKS is generated here and written over the
+//! shipped placeholder in the parsed YAML.
 
-use anyhow::{Result, ensure};
-use serde_json::Value;
-use tollgate_harness::traffic::HttpResponse;
+use std::net::SocketAddr;
+
+use anyhow::{Context, Result, ensure};
+use serde_json::{Value, json};
+use tollgate_harness::replay::{Replay, Verdict};
+use tollgate_harness::traffic::{Exchange, HttpResponse, Traffic};
 use tollgate_tests::client;
 use tollgate_tests::envoy::{Envoy, EnvoyConfig};
 use tollgate_tests::http1::header;
+use tollgate_tests::jwt::{self, Issuer};
 use tollgate_tests::paths;
-use tollgate_tests::upstream::Upstream;
+use tollgate_tests::upstream::{ReceivedRequest, Upstream};
 
-/// The chained filters, in order.
-const CHAIN: [&str; 3] = ["key-auth", "basic-auth", "headers"];
+/// The chained plugins (`config.name`), in order.
+const CHAIN: [&str; 6] = [
+    "identity-scrub",
+    "jwt-auth",
+    "key-auth",
+    "basic-auth",
+    "ext-authz",
+    "headers",
+];
+/// The headers the identity scrub removes from every request.
+const IDENTITY_HEADERS: [&str; 6] = [
+    "x-consumer",
+    "x-api-consumer",
+    "x-jwt-sub",
+    "x-jwt-scope",
+    "x-auth-user",
+    "x-auth-scopes",
+];
+/// The API key of `payments-provider` (admitted on `/partner/`) and of `ops` (not admitted).
+const PARTNER_KEY: &str = "tg_demo_partner_7c1e9a4f";
+const OPS_KEY: &str = "tg_demo_ops_2b8d5e60";
+const ISS: &str = "https://idp.example.com";
+const AUD: &str = "shop-api";
 
 fn chain_config() -> Result<EnvoyConfig> {
     EnvoyConfig::load(&paths::envoy_config("chain"))
 }
 
-#[test]
-fn chain_carries_each_filters_demo_json_in_order() -> Result<()> {
-    let config = chain_config()?;
-    let embedded = config.plugin_configurations();
-    ensure!(
-        embedded.len() == CHAIN.len(),
-        "expected {} plugins, found {}",
-        CHAIN.len(),
-        embedded.len()
-    );
-    let names: Vec<String> = config
+fn http_filters(config: &EnvoyConfig) -> Vec<Value> {
+    config
         .value()
         .pointer(
             "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters",
         )
         .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The `configuration` of the plugin named `name`, parsed.
+fn embedded(config: &EnvoyConfig, name: &str) -> Result<Value> {
+    let filter = http_filters(config)
         .into_iter()
-        .flatten()
-        .filter_map(|f| {
-            f.pointer("/typed_config/config/root_id")
+        .find(|f| {
+            f.pointer("/typed_config/config/name")
                 .and_then(Value::as_str)
-                .map(str::to_string)
+                == Some(name)
+        })
+        .with_context(|| format!("no plugin named {name}"))?;
+    let text = filter
+        .pointer("/typed_config/config/configuration/value")
+        .and_then(Value::as_str)
+        .with_context(|| format!("{name} has no configuration string"))?;
+    serde_json::from_str(text).with_context(|| format!("{name}'s configuration is not JSON"))
+}
+
+fn demo(name: &str) -> Result<Value> {
+    Ok(serde_json::from_str(&paths::demo_config(name)?)?)
+}
+
+#[test]
+fn chain_order_and_configurations_are_the_documented_ones() -> Result<()> {
+    let config = chain_config()?;
+    let filters = http_filters(&config);
+    let names: Vec<&str> = filters
+        .iter()
+        .filter_map(|f| {
+            f.pointer("/typed_config/config/name")
+                .and_then(Value::as_str)
         })
         .collect();
     ensure!(names == CHAIN, "chain order {names:?}");
-    for (name, text) in CHAIN.iter().zip(&embedded) {
-        let embedded: Value = serde_json::from_str(text)?;
-        let mut demo: Value = serde_json::from_str(&paths::demo_config(name)?)?;
-        if *name == "key-auth" {
-            // The one documented change: its own consumer header (see the file's comment).
-            demo["consumer_header"] = Value::from("x-api-consumer");
-        }
+    ensure!(
+        filters
+            .last()
+            .and_then(|f| f.get("name"))
+            .and_then(Value::as_str)
+            == Some("envoy.filters.http.router"),
+        "the router is not last"
+    );
+
+    // headers, last: demo.json verbatim.
+    ensure!(embedded(&config, "headers")? == demo("headers")?);
+    // The scrub removes exactly the identity headers the filters below produce.
+    let scrub = embedded(&config, "identity-scrub")?;
+    ensure!(
+        scrub == json!({"request": {"remove": IDENTITY_HEADERS}}),
+        "{scrub}"
+    );
+    // jwt-auth: inline JWKS instead of remote_jwks, nothing else changed.
+    let mut jwt_demo = demo("jwt-auth")?;
+    let jwt_chain = embedded(&config, "jwt-auth")?;
+    let provider = jwt_demo
+        .pointer_mut("/providers/0")
+        .and_then(Value::as_object_mut)
+        .context("jwt-auth demo has no provider")?;
+    provider.remove("remote_jwks");
+    provider.insert(
+        "jwks".into(),
+        jwt_chain
+            .pointer("/providers/0/jwks")
+            .cloned()
+            .context("no inline jwks in the chain")?,
+    );
+    ensure!(jwt_chain == jwt_demo, "jwt-auth differs beyond the JWKS");
+    // key-auth and basic-auth: their own consumer headers, rules by Envoy route name.
+    let mut key = demo("key-auth")?;
+    key["consumer_header"] = json!("x-api-consumer");
+    key["rules"] = json!({"routes": [
+        {"match": {"route": "partner"}, "config": {"allow": ["payments-provider"]}}]});
+    ensure!(embedded(&config, "key-auth")? == key, "key-auth");
+    let mut basic = demo("basic-auth")?;
+    basic["rules"] = json!({"routes": [
+        {"match": {"route": "admin"}, "config": {"allow": ["demo-client", "ops"]}}]});
+    ensure!(embedded(&config, "basic-auth")? == basic, "basic-auth");
+    // ext-authz: sends the established identity, not raw credentials.
+    let mut authz = demo("ext-authz")?;
+    authz["allowed_request_headers"] = json!(IDENTITY_HEADERS[..4]);
+    ensure!(embedded(&config, "ext-authz")? == authz, "ext-authz");
+
+    // Per-route: which filters each route switches off.
+    let routes = config
+        .value()
+        .pointer("/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/route_config/virtual_hosts/0/routes")
+        .and_then(Value::as_array)
+        .context("no routes")?;
+    let off: Vec<(String, Vec<String>)> = routes
+        .iter()
+        .map(|r| {
+            let name = r["name"].as_str().unwrap_or_default().to_string();
+            let mut disabled: Vec<String> = r
+                .get("typed_per_filter_config")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+                .filter(|(_, c)| c["disabled"] == json!(true))
+                .map(|(n, _)| n.clone())
+                .collect();
+            disabled.sort();
+            (name, disabled)
+        })
+        .collect();
+    let expect = |name: &str, list: &[&str]| {
+        (
+            name.to_string(),
+            list.iter()
+                .map(|s| format!("tollgate.{s}"))
+                .collect::<Vec<_>>(),
+        )
+    };
+    ensure!(
+        off == [
+            expect("api", &["basic-auth", "key-auth"]),
+            expect("partner", &["basic-auth", "jwt-auth"]),
+            expect("admin", &["jwt-auth", "key-auth"]),
+            expect(
+                "public",
+                &["basic-auth", "ext-authz", "jwt-auth", "key-auth"]
+            ),
+        ],
+        "per-route filters {off:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn shipped_placeholder_jwks_is_accepted_and_verifies_nothing() -> Result<()> {
+    // The shipped configuration, as is, in the harness: the module accepts it (a refused
+    // configuration is an error), and a token from a key we hold is refused.
+    let config = embedded(&chain_config()?, "jwt-auth")?;
+    let issuer = Issuer::es256("placeholder-es256")?;
+    let token = issuer.token(&jwt::claims(ISS, AUD));
+    let bearer = format!("Bearer {token}");
+    let exchange = |id: &str, headers: &[(&str, &str)]| Exchange {
+        id: id.into(),
+        request: client::request("GET", "api.example.com", "/api/orders", headers, b""),
+        response: None,
+        details: Default::default(),
+    };
+    let report = Replay::filter(paths::filter_wasm("jwt-auth")?)
+        .config(config.to_string())
+        .traffic(Traffic {
+            source: None,
+            exchanges: vec![
+                exchange("no token", &[]),
+                exchange("our own key, same kid", &[("authorization", &bearer)]),
+            ],
+            warnings: Vec::new(),
+        })
+        .run()?;
+    for e in &report.exchanges {
         ensure!(
-            embedded == demo,
-            "envoy/chain/envoy.yaml's {name} configuration differs from filters/{name}/demo.json"
+            e.verdict == Verdict::AnsweredLocally { status: 401 },
+            "{}: {:?}",
+            e.id,
+            e.verdict
         );
     }
     Ok(())
@@ -69,106 +231,384 @@ fn basic(credentials: &str) -> String {
     )
 }
 
-#[test]
-fn the_chain_authenticates_then_transforms_in_envoy() -> Result<()> {
-    let upstream = Upstream::start(HttpResponse {
-        status: 200,
-        headers: vec![("content-type".into(), "text/plain".into())],
-        body: b"origin".to_vec(),
-    })?;
-    let mut config = chain_config()?;
-    config
-        .use_ephemeral_ports()?
-        .route_cluster_to("upstream", upstream.addr())?;
-    config.use_filters_from(&paths::filters_dir()?)?;
-    let envoy = Envoy::start(&config, "chain")?;
-    let send = |path: &str, headers: &[(&str, &str)]| {
+fn response(status: u16, headers: &[(&str, &str)], body: &str) -> HttpResponse {
+    HttpResponse {
+        status,
+        headers: headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect(),
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+fn authz_allows() -> HttpResponse {
+    response(
+        200,
+        &[
+            ("x-auth-user", "authz-approved"),
+            ("x-auth-scopes", "read write"),
+            ("x-auth-internal", "not for upstream"),
+        ],
+        "",
+    )
+}
+
+/// The chain with the test's upstream, authorization service and JWKS.
+struct Chain {
+    upstream: Upstream,
+    authz: Upstream,
+    envoy: Envoy,
+}
+
+impl Chain {
+    fn start(issuer: &Issuer) -> Result<Chain> {
+        let upstream = Upstream::start(response(200, &[("content-type", "text/plain")], "origin"))?;
+        let authz = Upstream::start(authz_allows())?;
+        let mut config = chain_config()?;
+        let mut jwt_config = embedded(&config, "jwt-auth")?;
+        *jwt_config
+            .pointer_mut("/providers/0/jwks")
+            .context("no inline jwks to rewrite")? = jwt::jwks(&[issuer]);
+        config
+            .use_ephemeral_ports()?
+            .route_cluster_to("upstream", upstream.addr())?
+            .route_cluster_to("authz", authz.addr())?
+            .set_named_plugin_configuration("jwt-auth", &jwt_config.to_string())?;
+        config.use_filters_from(&paths::filters_dir()?)?;
+        let envoy = Envoy::start(&config, "chain")?;
+        Ok(Chain {
+            upstream,
+            authz,
+            envoy,
+        })
+    }
+
+    fn listener(&self) -> SocketAddr {
+        self.envoy.listener()
+    }
+
+    fn send(&self, path: &str, headers: &[(&str, &str)]) -> Result<HttpResponse> {
         client::send(
-            envoy.listener(),
+            self.listener(),
             &client::request("GET", "api.example.com", path, headers, b""),
         )
-    };
-    envoy.explain((|| {
-        // Neither auth filter covers /public: it passes both, headers transforms it.
-        let r = send("/public", &[])?;
-        ensure!(r.status == 200, "/public: {}", r.status);
+    }
+
+    /// `path` with `headers` is refused with `status` by the filter named `by`: nothing
+    /// reaches the upstream, and the authorization service is not asked.
+    fn refused(&self, by: &str, path: &str, headers: &[(&str, &str)], status: u16) -> Result<()> {
+        let r = self.send(path, headers)?;
         ensure!(
-            header(&r.headers, "x-tollgate") == Some("demo"),
-            "/public response {:?}",
+            r.status == status,
+            "{path} refused by {by}: expected {status}, got {} {:?}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        );
+        let up = self.upstream.take_requests();
+        ensure!(up.is_empty(), "{path} ({by}): reached the upstream {up:?}");
+        let checks = self.authz.take_requests();
+        ensure!(
+            checks.is_empty(),
+            "{path} ({by}): the authorization service was asked {checks:?}"
+        );
+        Ok(())
+    }
+
+    /// `path` with `headers` passes every filter: returns what the upstream and (when
+    /// `authorized`) the authorization service received, after the checks common to all
+    /// routes (transforms applied, credentials and forged identity gone).
+    fn admitted(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        authorized: bool,
+    ) -> Result<(ReceivedRequest, Option<ReceivedRequest>)> {
+        let r = self.send(path, headers)?;
+        ensure!(
+            r.status == 200 && r.body == b"origin",
+            "{path}: client got {r:?}"
+        );
+        ensure!(
+            header(&r.headers, "x-tollgate") == Some("demo")
+                && header(&r.headers, "x-content-type-options") == Some("nosniff"),
+            "{path}: response not transformed {:?}",
             r.headers
         );
-        let got = upstream.take_requests();
+        let mut up = self.upstream.take_requests();
+        ensure!(up.len() == 1, "{path}: upstream got {up:?}");
+        let up = up.remove(0);
+        let h = &up.headers;
         ensure!(
-            got.len() == 1 && header(&got[0].headers, "x-tollgate") == Some("demo"),
-            "/public upstream {got:?}"
+            header(h, "x-tollgate") == Some("demo")
+                && header(h, "x-original-host") == Some("api.example.com")
+                && header(h, "via").is_some_and(|v| v.contains("1.1 tollgate")),
+            "{path}: headers filter did not run {h:?}"
         );
+        ensure!(
+            header(h, "x-debug-trace").is_none(),
+            "{path}: x-debug- kept {h:?}"
+        );
+        for secret in ["authorization", "x-api-key"] {
+            ensure!(
+                header(h, secret).is_none(),
+                "{path}: {secret} reached the upstream"
+            );
+        }
+        ensure!(
+            header(h, "x-auth-internal").is_none(),
+            "{path}: an authz header not in allowed_upstream_headers went upstream"
+        );
+        let mut checks = self.authz.take_requests();
+        let check = if authorized {
+            ensure!(checks.len() == 1, "{path}: authz got {checks:?}");
+            let check = checks.remove(0);
+            ensure!(
+                check.path == format!("/check{path}"),
+                "{path}: check path {}",
+                check.path
+            );
+            ensure!(
+                header(&check.headers, "authorization").is_none()
+                    && header(&check.headers, "x-api-key").is_none(),
+                "{path}: raw credentials sent to the authorization service {:?}",
+                check.headers
+            );
+            ensure!(
+                header(h, "x-auth-user") == Some("authz-approved")
+                    && header(h, "x-auth-scopes") == Some("read write"),
+                "{path}: the authorization service's headers did not go upstream {h:?}"
+            );
+            Some(check)
+        } else {
+            ensure!(checks.is_empty(), "{path}: authz asked {checks:?}");
+            for name in IDENTITY_HEADERS {
+                ensure!(header(h, name).is_none(), "{path}: {name} upstream {h:?}");
+            }
+            None
+        };
+        Ok((up, check))
+    }
+}
 
-        // basic-auth guards /v1/reports/: refused without a password, before headers runs.
-        let r = send("/v1/reports/q", &[])?;
-        ensure!(
-            r.status == 401,
-            "/v1/reports/ without credentials: {}",
-            r.status
-        );
-        ensure!(
-            upstream.take_requests().is_empty(),
-            "a refused request reached the upstream"
-        );
-        let auth = basic("demo-client:demo-secret-do-not-use");
-        let r = send("/v1/reports/q", &[("authorization", auth.as_str())])?;
-        ensure!(
-            r.status == 200,
-            "/v1/reports/ with a password: {}",
-            r.status
-        );
-        let got = upstream.take_requests();
-        ensure!(got.len() == 1, "upstream got {got:?}");
-        ensure!(
-            header(&got[0].headers, "x-consumer") == Some("demo-client"),
-            "{:?}",
-            got[0].headers
-        );
-        ensure!(
-            header(&got[0].headers, "authorization").is_none(),
-            "the password reached the upstream"
-        );
-        ensure!(
-            header(&got[0].headers, "x-tollgate") == Some("demo"),
-            "headers did not run after basic-auth"
-        );
+/// Forged identity headers a client adds to every request: none may survive.
+const FORGED: [(&str, &str); 5] = [
+    ("x-consumer", "ops"),
+    ("x-api-consumer", "ops"),
+    ("x-jwt-sub", "admin"),
+    ("x-auth-user", "root"),
+    ("x-debug-trace", "1"),
+];
 
-        // key-auth guards /v1/webhooks/: refused without a key, admitted with one.
-        let r = send("/v1/webhooks/x", &[])?;
-        ensure!(r.status == 401, "/v1/webhooks/ without a key: {}", r.status);
-        ensure!(
-            upstream.take_requests().is_empty(),
-            "a refused request reached the upstream"
-        );
-        let r = send(
-            "/v1/webhooks/x",
-            &[("x-api-key", "tg_demo_partner_7c1e9a4f")],
+fn with_forged<'a>(headers: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut all = headers.to_vec();
+    all.extend_from_slice(&FORGED);
+    all
+}
+
+#[test]
+fn every_route_admits_through_the_whole_chain_in_envoy() -> Result<()> {
+    let issuer = Issuer::es256("chain-test")?;
+    let chain = Chain::start(&issuer)?;
+    let mut claims = jwt::claims(ISS, AUD);
+    claims["scope"] = json!("orders:read");
+    let bearer = format!("Bearer {}", issuer.token(&claims));
+    let password = basic("demo-client:demo-secret-do-not-use");
+    chain.envoy.explain((|| {
+        // /api/: JWT claims, authz's headers, transforms; forged identity gone.
+        let (up, check) = chain.admitted(
+            "/api/orders",
+            &with_forged(&[("authorization", &bearer)]),
+            true,
         )?;
-        ensure!(r.status == 200, "/v1/webhooks/ with a key: {}", r.status);
-        let got = upstream.take_requests();
-        ensure!(got.len() == 1, "upstream got {got:?}");
+        let check = check.context("no check")?;
+        for (h, who) in [(&up.headers, "upstream"), (&check.headers, "authz")] {
+            ensure!(
+                header(h, "x-jwt-sub") == Some("user-42")
+                    && header(h, "x-jwt-scope") == Some("orders:read"),
+                "/api/ {who}: claims {h:?}"
+            );
+            ensure!(
+                header(h, "x-consumer").is_none() && header(h, "x-api-consumer").is_none(),
+                "/api/ {who}: a forged consumer survived {h:?}"
+            );
+        }
+
+        // /partner/: key-auth's consumer.
+        let (up, check) = chain.admitted(
+            "/partner/hooks",
+            &with_forged(&[("x-api-key", PARTNER_KEY)]),
+            true,
+        )?;
+        let check = check.context("no check")?;
+        for (h, who) in [(&up.headers, "upstream"), (&check.headers, "authz")] {
+            ensure!(
+                header(h, "x-api-consumer") == Some("payments-provider"),
+                "/partner/ {who}: consumer {h:?}"
+            );
+            ensure!(
+                header(h, "x-consumer").is_none() && header(h, "x-jwt-sub").is_none(),
+                "/partner/ {who}: a forged identity survived {h:?}"
+            );
+        }
+
+        // /admin/: basic-auth's consumer.
+        let (up, check) = chain.admitted(
+            "/admin/users",
+            &with_forged(&[("authorization", &password)]),
+            true,
+        )?;
+        let check = check.context("no check")?;
+        for (h, who) in [(&up.headers, "upstream"), (&check.headers, "authz")] {
+            ensure!(
+                header(h, "x-consumer") == Some("demo-client"),
+                "/admin/ {who}: consumer {h:?}"
+            );
+            ensure!(
+                header(h, "x-api-consumer").is_none() && header(h, "x-jwt-sub").is_none(),
+                "/admin/ {who}: a forged identity survived {h:?}"
+            );
+        }
+
+        // /public/: no authentication, no authorization call, transforms only.
+        chain.admitted("/public/status", &with_forged(&[]), false)?;
+        Ok(())
+    })())
+}
+
+#[test]
+fn each_filter_refuses_with_its_status_before_anything_downstream_in_envoy() -> Result<()> {
+    let issuer = Issuer::es256("chain-test")?;
+    let stranger = Issuer::es256("chain-test")?;
+    let chain = Chain::start(&issuer)?;
+    let claims = jwt::claims(ISS, AUD);
+    let bearer = format!("Bearer {}", issuer.token(&claims));
+    let mut wrong_aud = claims.clone();
+    wrong_aud["aud"] = json!("another-api");
+    let wrong_aud = format!("Bearer {}", issuer.token(&wrong_aud));
+    let forged = format!("Bearer {}", stranger.token(&claims));
+    let password = basic("demo-client:demo-secret-do-not-use");
+    let wrong_password = basic("demo-client:guess");
+    let not_admitted = basic("legacy:demo-secret-do-not-use");
+    chain.envoy.explain((|| {
+        // jwt-auth on /api/: other credentials do not count there.
+        chain.refused("jwt-auth", "/api/orders", &[], 401)?;
+        chain.refused(
+            "jwt-auth",
+            "/api/orders",
+            &[("authorization", &forged)],
+            401,
+        )?;
+        chain.refused(
+            "jwt-auth",
+            "/api/orders",
+            &[("authorization", &wrong_aud)],
+            401,
+        )?;
+        chain.refused(
+            "jwt-auth",
+            "/api/orders",
+            &[("x-api-key", PARTNER_KEY)],
+            401,
+        )?;
+        chain.refused(
+            "jwt-auth",
+            "/api/orders",
+            &[("authorization", &password)],
+            401,
+        )?;
+        let r = chain.send("/api/orders", &[])?;
         ensure!(
-            header(&got[0].headers, "x-api-consumer") == Some("payments-provider"),
-            "{:?}",
-            got[0].headers
+            header(&r.headers, "www-authenticate").is_some_and(|v| v.starts_with("Bearer")),
+            "jwt-auth's challenge {:?}",
+            r.headers
         );
         ensure!(
-            header(&got[0].headers, "x-consumer").is_none(),
-            "{:?}",
-            got[0].headers
+            chain.upstream.take_requests().is_empty() && chain.authz.take_requests().is_empty(),
+            "a request without a token went past jwt-auth"
         );
-        ensure!(
-            header(&got[0].headers, "x-api-key").is_none(),
-            "the key reached the upstream"
-        );
-        ensure!(
-            header(&got[0].headers, "x-tollgate") == Some("demo"),
-            "headers did not run after key-auth"
-        );
+
+        // key-auth on /partner/: a JWT does not count; an unknown key, or a known one not
+        // admitted there, is 403 (its README's table).
+        chain.refused("key-auth", "/partner/hooks", &[], 401)?;
+        chain.refused(
+            "key-auth",
+            "/partner/hooks",
+            &[("x-api-key", "tg_guess")],
+            403,
+        )?;
+        chain.refused(
+            "key-auth",
+            "/partner/hooks",
+            &[("authorization", &bearer)],
+            401,
+        )?;
+        chain.refused("key-auth", "/partner/hooks", &[("x-api-key", OPS_KEY)], 403)?;
+
+        // basic-auth on /admin/, also when the path tries to dodge the route.
+        chain.refused("basic-auth", "/admin/users", &[], 401)?;
+        chain.refused(
+            "basic-auth",
+            "/admin/users",
+            &[("authorization", &wrong_password)],
+            401,
+        )?;
+        chain.refused(
+            "basic-auth",
+            "/admin/users",
+            &[("authorization", &not_admitted)],
+            403,
+        )?;
+        chain.refused(
+            "basic-auth",
+            "/admin/users",
+            &[("x-api-key", PARTNER_KEY)],
+            401,
+        )?;
+        chain.refused("basic-auth", "//admin/users", &[], 401)?;
+        chain.refused("basic-auth", "/public/../admin/users", &[], 401)?;
+
+        // A path no route matches runs every filter: jwt-auth refuses it first.
+        chain.refused("jwt-auth (no route)", "/elsewhere", &[], 401)?;
+
+        // ext-authz: authenticated requests the service denies get its answer; a failing
+        // service is 403 with no body. It was asked exactly once each time.
+        let cases: [(&str, &[(&str, &str)]); 3] = [
+            ("/api/orders", &[("authorization", &bearer)]),
+            ("/partner/hooks", &[("x-api-key", PARTNER_KEY)]),
+            ("/admin/users", &[("authorization", &password)]),
+        ];
+        for (path, headers) in cases {
+            chain.authz.set_response(response(
+                403,
+                &[("x-deny-reason", "policy")],
+                "denied by policy",
+            ));
+            let r = chain.send(path, headers)?;
+            ensure!(
+                r.status == 403 && r.body == b"denied by policy",
+                "{path} denied by authz: {r:?}"
+            );
+            ensure!(header(&r.headers, "x-deny-reason") == Some("policy"));
+            chain.authz.set_response(response(500, &[], "oops"));
+            let r = chain.send(path, headers)?;
+            ensure!(
+                r.status == 403 && r.body.is_empty(),
+                "{path} with a failing authz: {r:?}"
+            );
+            let up = chain.upstream.take_requests();
+            ensure!(
+                up.is_empty(),
+                "{path}: refused by authz but went upstream {up:?}"
+            );
+            let checks = chain.authz.take_requests();
+            ensure!(
+                checks.len() == 2,
+                "{path}: authz asked {} times",
+                checks.len()
+            );
+            chain.authz.set_response(authz_allows());
+        }
         Ok(())
     })())
 }

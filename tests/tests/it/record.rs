@@ -1,15 +1,21 @@
 //! `tollgate record`'s engine against the real Envoy: requests sent through
 //! the recording proxy to a real upstream are written to a JSON-lines
 //! recording that matches what the upstream received and what the client got
-//! back; the recording then replays in the harness (through the built
-//! `headers` filter) with the same answers.
+//! back. The recording then replays through the built `headers` filter twice,
+//! in the harness and in a real Envoy whose upstream answers each recorded
+//! request with its recorded response, and both replays must agree (status,
+//! headers by the rules of `tollgate_tests::headers`, body), at the client
+//! and at the upstream.
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
-use tollgate_harness::replay::{Replay, Verdict};
+use anyhow::{Context, Result, bail, ensure};
+use tollgate_harness::replay::{Replay, Report, Verdict};
 use tollgate_harness::traffic::record::{Recorder, RecorderConfig};
-use tollgate_harness::traffic::{self, HttpResponse};
+use tollgate_harness::traffic::{self, Exchange, HttpResponse, Traffic};
+use tollgate_tests::envoy::{Envoy, EnvoyConfig};
+use tollgate_tests::headers::{self, ENVOY_REQUEST_HEADERS, ENVOY_RESPONSE_HEADERS};
+use tollgate_tests::http1::header;
 use tollgate_tests::{client, paths, upstream::Upstream};
 
 /// Hang guard for Envoy writing its tap files (not a speed check).
@@ -17,14 +23,22 @@ const RECORD_DEADLINE: Duration = Duration::from_secs(60);
 
 #[test]
 fn records_through_envoy_and_replays_in_the_harness() -> Result<()> {
-    let upstream = Upstream::start(HttpResponse {
-        status: 201,
+    // A different answer per request, so that replaying must pick each one's own.
+    let answer = |status: u16, powered_by: &str, body: &[u8]| HttpResponse {
+        status,
         headers: vec![
             ("content-type".into(), "text/plain".into()),
             ("x-origin".into(), "upstream".into()),
+            ("x-powered-by".into(), powered_by.into()),
         ],
-        body: b"hello from upstream".to_vec(),
-    })?;
+        body: body.to_vec(),
+    };
+    let origin = [
+        answer(200, "Express", b"page 2 of the items"),
+        answer(201, "PHP", b"order 8 created"),
+        answer(404, "Django", b"no order 7"),
+    ];
+    let upstream = Upstream::start(origin[0].clone())?;
     let out_dir = paths::work_dir()?.join(format!("record-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out_dir);
     let mut rec = Recorder::start(RecorderConfig {
@@ -58,7 +72,8 @@ fn records_through_envoy_and_replays_in_the_harness() -> Result<()> {
         ),
     ];
     let mut answers = Vec::new();
-    for r in &sent {
+    for (r, response) in sent.iter().zip(&origin) {
+        upstream.set_response(response.clone());
         answers.push(client::send(rec.listen_addr(), r)?);
     }
     let deadline = Instant::now() + RECORD_DEADLINE;
@@ -152,6 +167,139 @@ fn records_through_envoy_and_replays_in_the_harness() -> Result<()> {
             (&e.request.method, &e.request.path, &e.request.body)
         );
     }
+    replay_in_envoy_matches_the_harness(&recording, &report)?;
     let _ = std::fs::remove_dir_all(&out_dir);
+    Ok(())
+}
+
+/// The recorded exchange answering a request to `method` `path`.
+fn recorded<'a>(recording: &'a Traffic, method: &str, path: &str) -> Option<&'a Exchange> {
+    recording
+        .exchanges
+        .iter()
+        .find(|e| e.request.method == method && e.request.path == path)
+}
+
+/// Replays `recording` through the `headers` filter in a real Envoy whose
+/// upstream answers each request with its recorded response, and compares
+/// what the client and the upstream got with the harness's `report`.
+fn replay_in_envoy_matches_the_harness(recording: &Traffic, report: &Report) -> Result<()> {
+    let answers = recording.clone();
+    let upstream = Upstream::start_with(move |r| {
+        match recorded(&answers, &r.method, &r.path).and_then(|e| e.response.clone()) {
+            // Framing is the server's own; `start_with` sets the length.
+            Some(mut response) => {
+                response.headers.retain(|(k, _)| {
+                    !matches!(
+                        k.as_str(),
+                        "content-length" | "transfer-encoding" | "connection"
+                    )
+                });
+                response
+            }
+            None => HttpResponse {
+                status: 599,
+                headers: Vec::new(),
+                body: format!("not in the recording: {} {}", r.method, r.path).into_bytes(),
+            },
+        }
+    })?;
+    let mut config = EnvoyConfig::load(&paths::envoy_config("headers"))?;
+    config
+        .use_ephemeral_ports()?
+        .route_cluster_to("upstream", upstream.addr())?
+        .set_plugin_configuration(&paths::demo_config("headers")?)?;
+    config.use_filters_from(&paths::filters_dir()?)?;
+    let envoy = Envoy::start(&config, "record-replay")?;
+    envoy.explain(compare_replays(&envoy, &upstream, recording, report))
+}
+
+fn compare_replays(
+    envoy: &Envoy,
+    upstream: &Upstream,
+    recording: &Traffic,
+    report: &Report,
+) -> Result<()> {
+    ensure!(report.exchanges.len() == recording.exchanges.len());
+    for (e, x) in recording.exchanges.iter().zip(&report.exchanges) {
+        let what = format!("{} {} {}", x.id, e.request.method, e.request.path);
+        let got = client::send(envoy.listener(), &e.request)?;
+        let mut received = upstream.take_requests();
+        ensure!(
+            received.len() == 1,
+            "{what}: the replay upstream received {} requests (client got {})",
+            received.len(),
+            got.status
+        );
+        let received = received.remove(0);
+
+        // What the client got: Envoy vs the harness.
+        let harness = &x.client_response;
+        ensure!(
+            got.status == harness.status,
+            "{what}: status {} in Envoy, {} in the harness",
+            got.status,
+            harness.status
+        );
+        ensure!(
+            got.body == harness.body,
+            "{what}: body {:?} in Envoy, {:?} in the harness",
+            String::from_utf8_lossy(&got.body),
+            String::from_utf8_lossy(&harness.body)
+        );
+        headers::assert_same(
+            &format!("{what}: headers at the client"),
+            &got.headers,
+            &harness.headers,
+            ENVOY_RESPONSE_HEADERS,
+        )?;
+        // The filter really ran in both (the recorded answer has x-powered-by).
+        ensure!(
+            header(&got.headers, "x-powered-by").is_none()
+                && header(&got.headers, "x-tollgate") == Some("demo"),
+            "{what}: the headers filter did not run in Envoy: {:?}",
+            got.headers
+        );
+        let recorded = e.response.as_ref().context("no recorded response")?;
+        ensure!(
+            got.status == recorded.status && got.body == recorded.body,
+            "{what}: Envoy's replay answered {} instead of the recorded {}",
+            got.status,
+            recorded.status
+        );
+
+        // What reached the upstream: Envoy vs the harness.
+        let up = x
+            .upstream_request
+            .as_ref()
+            .with_context(|| format!("{what}: the harness did not forward the request"))?;
+        ensure!(
+            (&received.method, &received.path, &received.body) == (&up.method, &up.path, &up.body),
+            "{what}: the upstream got {} {} ({} body bytes) from Envoy, {} {} ({}) from the harness",
+            received.method,
+            received.path,
+            received.body.len(),
+            up.method,
+            up.path,
+            up.body.len()
+        );
+        ensure!(
+            header(&received.headers, "host") == Some(up.authority.as_str()),
+            "{what}: host {:?} from Envoy, authority {:?} from the harness",
+            header(&received.headers, "host"),
+            up.authority
+        );
+        headers::assert_same(
+            &format!("{what}: headers at the upstream"),
+            &received.headers,
+            &up.headers,
+            ENVOY_REQUEST_HEADERS,
+        )?;
+    }
+    ensure!(
+        upstream.errors().is_empty(),
+        "replay upstream protocol errors: {:?}",
+        upstream.errors()
+    );
     Ok(())
 }
