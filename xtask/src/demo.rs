@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{CellAlignment, Table};
 use indicatif::{ProgressBar, ProgressStyle};
+use tollgate_harness::host::HttpCallStub;
 use tollgate_harness::replay::{Replay, Report, Verdict};
 use tollgate_harness::traffic::har;
 
@@ -38,7 +39,7 @@ pub fn run() -> Result<()> {
                 path.display()
             )
         })?;
-        configs.push(config);
+        configs.push((config, callout_answer(&filter.name)?));
     }
 
     crate::step(format!("replaying through {} filter(s)", filters.len()));
@@ -49,15 +50,18 @@ pub fn run() -> Result<()> {
             .context("invalid progress bar template")?,
     );
     let mut reports = Vec::new();
-    for (index, (filter, config)) in filters.iter().zip(configs).enumerate() {
+    for (index, (filter, (config, callout))) in filters.iter().zip(configs).enumerate() {
         progress.set_message(filter.name.clone());
         let base = per_filter * index as u64;
         let bar = progress.clone();
-        let report = Replay::filter(&filter.wasm)
+        let mut replay = Replay::filter(&filter.wasm)
             .config(config)
             .traffic(traffic.clone())
-            .on_progress(move |done: usize, _total: usize| bar.set_position(base + done as u64))
-            .run();
+            .on_progress(move |done: usize, _total: usize| bar.set_position(base + done as u64));
+        if let Some(stub) = callout {
+            replay = replay.http_call_stub(stub);
+        }
+        let report = replay.run();
         match report {
             Ok(report) => reports.push((filter.name.clone(), report)),
             Err(error) => {
@@ -135,4 +139,40 @@ fn table(reports: &[(String, Report)]) -> Table {
 
 fn micros(duration: Duration) -> String {
     format!("{:.1}", duration.as_secs_f64() * 1e6)
+}
+
+/// The demo has no services behind the filters' callouts; a filter that calls one
+/// (an authorization service, say) may ship `filters/<name>/demo-callout.json`,
+/// `{"status": 200, "headers": [["name", "value"]], "body": "..."}`, the answer
+/// every callout gets in the demo. Without it, callouts fail as in an Envoy
+/// whose cluster is missing.
+fn callout_answer(filter: &str) -> Result<Option<HttpCallStub>> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Answer {
+        status: u16,
+        #[serde(default)]
+        headers: Vec<(String, String)>,
+        #[serde(default)]
+        body: String,
+    }
+    let path = crate::root()
+        .join("filters")
+        .join(filter)
+        .join("demo-callout.json");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => {
+            return Err(error).with_context(|| format!("could not read {}", path.display()));
+        }
+    };
+    let answer: Answer = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a callout answer", path.display()))?;
+    let mut headers = vec![(":status".to_string(), answer.status.to_string())];
+    headers.extend(answer.headers);
+    Ok(Some(HttpCallStub {
+        headers,
+        body: answer.body.into_bytes(),
+    }))
 }
