@@ -72,22 +72,12 @@ impl Vm {
         let start = self.state().clock().realtime;
         let n_req = request_headers.len() as u32;
         let n_resp = response_headers.len() as u32;
-        self.state_mut().stream = Some(StreamState {
-            id: ctx,
-            phase: Phase::RequestHeaders,
+        self.state_mut().stream = Some(StreamState::at_request_headers(
+            ctx,
             request_headers,
-            request_trailers: HeaderMap::default(),
-            request_body: None,
-            response_headers: None,
-            response_trailers: HeaderMap::default(),
-            response_body: None,
-            local_response: None,
-            continued_request: false,
-            continued_response: false,
-            closed: false,
-            start_unix_nanos: start,
-            request_size: 0,
-        });
+            start,
+            0,
+        ));
         // The six calls are timed as one span (two clock reads instead of
         // twelve); the span goes to the guest cost as per-call times would.
         self.time_calls = false;

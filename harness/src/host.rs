@@ -307,6 +307,33 @@ pub struct StreamState {
     pub request_size: u64,
 }
 
+impl StreamState {
+    /// A stream whose request headers have just arrived (nothing else yet).
+    pub fn at_request_headers(
+        id: u32,
+        request_headers: HeaderMap,
+        start_unix_nanos: u64,
+        request_size: u64,
+    ) -> Self {
+        Self {
+            id,
+            phase: Phase::RequestHeaders,
+            request_headers,
+            request_trailers: HeaderMap::default(),
+            request_body: None,
+            response_headers: None,
+            response_trailers: HeaderMap::default(),
+            response_body: None,
+            local_response: None,
+            continued_request: false,
+            continued_response: false,
+            closed: false,
+            start_unix_nanos,
+            request_size,
+        }
+    }
+}
+
 /// Response data visible during `proxy_on_http_call_response`.
 #[derive(Debug, Clone)]
 pub(crate) struct HttpCallResponse {

@@ -237,12 +237,8 @@ impl std::fmt::Debug for Plugin {
     }
 }
 
-/// An engine set up as the harness needs it (epoch interruption for call timeouts).
-fn engine() -> Result<Engine, String> {
-    engine_with(false)
-}
-
-/// The harness engine, with fuel metering when `metered` (instruction counts).
+/// An engine set up as the harness needs it (epoch interruption for call
+/// timeouts), with fuel metering when `metered` (instruction counts).
 fn engine_with(metered: bool) -> Result<Engine, String> {
     let mut config = Config::new();
     config.epoch_interruption(true);
@@ -254,6 +250,19 @@ fn linker(engine: &Engine) -> Result<Linker<HostState>, String> {
     let mut linker = Linker::new(engine);
     abi::link(&mut linker).map_err(|e| format!("{e}"))?;
     Ok(linker)
+}
+
+/// The engine (metered or not) and the linked host functions for loading `name`.
+fn engine_and_linker(name: &str, metered: bool) -> Result<(Engine, Linker<HostState>), LoadError> {
+    let engine = engine_with(metered).map_err(|message| LoadError::Invalid {
+        name: name.into(),
+        message,
+    })?;
+    let linker = linker(&engine).map_err(|message| LoadError::Link {
+        name: name.into(),
+        message,
+    })?;
+    Ok((engine, linker))
 }
 
 /// Compiles `bytes` and describes its ABI, exports and imports.
@@ -346,14 +355,7 @@ fn analyse_cached(
 
 /// Describes a module without requiring it to be loadable (for `tollgate inspect`).
 pub fn inspect(name: &str, bytes: &[u8]) -> Result<ModuleInfo, LoadError> {
-    let engine = engine().map_err(|message| LoadError::Invalid {
-        name: name.into(),
-        message,
-    })?;
-    let linker = linker(&engine).map_err(|message| LoadError::Link {
-        name: name.into(),
-        message,
-    })?;
+    let (engine, linker) = engine_and_linker(name, false)?;
     analyse(&engine, &linker, name, bytes).map(|(_, info)| info)
 }
 
@@ -412,14 +414,7 @@ impl Plugin {
         cache: Option<&ModuleCache>,
     ) -> Result<Self, LoadError> {
         let started = std::time::Instant::now();
-        let engine = engine_with(metered).map_err(|message| LoadError::Invalid {
-            name: name.into(),
-            message,
-        })?;
-        let linker = linker(&engine).map_err(|message| LoadError::Link {
-            name: name.into(),
-            message,
-        })?;
+        let (engine, linker) = engine_and_linker(name, metered)?;
         let (module, info, cache) = analyse_cached(&engine, &linker, name, bytes, cache)?;
         let Some(abi) = info.abi else {
             return Err(LoadError::NotProxyWasm { name: name.into() });

@@ -281,6 +281,15 @@ fn response_map(status: u16, headers: &[(String, String)]) -> HeaderMap {
     HeaderMap::from_pairs(pairs)
 }
 
+/// The map's entries without the pseudo-headers (`:method`, `:status`, ...).
+fn regular_headers(map: &HeaderMap) -> Vec<(String, String)> {
+    map.entries()
+        .iter()
+        .filter(|(k, _)| !k.starts_with(':'))
+        .cloned()
+        .collect()
+}
+
 fn to_request(map: &HeaderMap, body: Vec<u8>) -> HttpRequest {
     let get = |k: &str| map.get(k).unwrap_or_default().to_string();
     HttpRequest {
@@ -288,12 +297,7 @@ fn to_request(map: &HeaderMap, body: Vec<u8>) -> HttpRequest {
         scheme: get(":scheme"),
         authority: get(":authority"),
         path: get(":path"),
-        headers: map
-            .entries()
-            .iter()
-            .filter(|(k, _)| !k.starts_with(':'))
-            .cloned()
-            .collect(),
+        headers: regular_headers(map),
         body,
     }
 }
@@ -304,12 +308,7 @@ fn to_response(map: &HeaderMap, body: Vec<u8>) -> HttpResponse {
             .get(":status")
             .and_then(|s| s.parse().ok())
             .unwrap_or(NO_RESPONSE),
-        headers: map
-            .entries()
-            .iter()
-            .filter(|(k, _)| !k.starts_with(':'))
-            .cloned()
-            .collect(),
+        headers: regular_headers(map),
         body,
     }
 }
@@ -660,11 +659,7 @@ impl<'a> Driver<'_, 'a> {
                     self.load(i, phase, None);
                     let before = self.flow(response).headers.clone();
                     let n = before.len() as u32;
-                    let ctx = self.st[i].ctx;
-                    let r = match self.lanes[i].vm.as_deref_mut() {
-                        Some(vm) => vm.call_headers(response, ctx, n, eos),
-                        None => Ok(0),
-                    };
+                    let r = self.call_vm(i, |vm, ctx| vm.call_headers(response, ctx, n, eos));
                     self.store(i, response);
                     let action = match r {
                         Ok(a) => a,
@@ -688,10 +683,7 @@ impl<'a> Driver<'_, 'a> {
                         }
                         HeadersResult::StopAll => {
                             self.port(i, response).stop = Some((Stop::All, cb));
-                            if continued {
-                                return self.resume(i, response);
-                            }
-                            return Ok(());
+                            return self.stopped(i, response, continued);
                         }
                     }
                 }
@@ -716,11 +708,8 @@ impl<'a> Driver<'_, 'a> {
                     };
                     let size = visible.len();
                     self.load(i, phase, Some((response, visible.clone())));
-                    let ctx = self.st[i].ctx;
-                    let r = match self.lanes[i].vm.as_deref_mut() {
-                        Some(vm) => vm.call_body(response, ctx, size as u32, eos),
-                        None => Ok(0),
-                    };
+                    let r =
+                        self.call_vm(i, |vm, ctx| vm.call_body(response, ctx, size as u32, eos));
                     let body = self.store(i, response);
                     let action = match r {
                         Ok(a) => a,
@@ -756,19 +745,13 @@ impl<'a> Driver<'_, 'a> {
                             port.buffering = true;
                             port.buffered = body;
                             port.stop = Some((Stop::Data, cb));
-                            if continued {
-                                return self.resume(i, response);
-                            }
-                            return Ok(());
+                            return self.stopped(i, response, continued);
                         }
                         DataResult::NoBuffer => {
                             port.buffering = false;
                             port.buffered.clear();
                             port.stop = Some((Stop::Data, cb));
-                            if continued {
-                                return self.resume(i, response);
-                            }
-                            return Ok(());
+                            return self.stopped(i, response, continued);
                         }
                     }
                 }
@@ -781,11 +764,7 @@ impl<'a> Driver<'_, 'a> {
                     self.load(i, phase_of(response), None);
                     let before = self.flow(response).trailers.clone().unwrap_or_default();
                     let n = before.len() as u32;
-                    let ctx = self.st[i].ctx;
-                    let r = match self.lanes[i].vm.as_deref_mut() {
-                        Some(vm) => vm.call_trailers(response, ctx, n),
-                        None => Ok(0),
-                    };
+                    let r = self.call_vm(i, |vm, ctx| vm.call_trailers(response, ctx, n));
                     self.store(i, response);
                     let action = match r {
                         Ok(a) => a,
@@ -819,10 +798,7 @@ impl<'a> Driver<'_, 'a> {
                     let continued = self.after(i, response, cb)?;
                     if action != 0 {
                         self.port(i, response).stop = Some((Stop::Trailers, cb));
-                        if continued {
-                            return self.resume(i, response);
-                        }
-                        return Ok(());
+                        return self.stopped(i, response, continued);
                     }
                     let port = self.port(i, response);
                     if port.stop.is_some() || port.buffering {
@@ -858,6 +834,28 @@ impl<'a> Driver<'_, 'a> {
         let f = self.flow(response);
         f.out_eos = f.out_headers.is_some();
         r
+    }
+
+    /// Calls into filter `i`'s VM with its context id (no VM: the default answer).
+    fn call_vm<R: Default>(
+        &mut self,
+        i: usize,
+        f: impl FnOnce(&mut Vm, u32) -> Result<R, CallError>,
+    ) -> Result<R, CallError> {
+        let ctx = self.st[i].ctx;
+        match self.lanes[i].vm.as_deref_mut() {
+            Some(vm) => f(vm, ctx),
+            None => Ok(R::default()),
+        }
+    }
+
+    /// After filter `i` stopped: resumes at once when it already asked to continue.
+    fn stopped(&mut self, i: usize, response: bool, continued: bool) -> Result<(), Halt> {
+        if continued {
+            self.resume(i, response)
+        } else {
+            Ok(())
+        }
     }
 
     /// A stopped filter continues: what it held goes on.
@@ -954,12 +952,8 @@ impl<'a> Driver<'_, 'a> {
     }
 
     fn create(&mut self, i: usize) -> Result<(), Halt> {
-        let ctx = self.st[i].ctx;
         self.st[i].created = true;
-        let r = match self.lanes[i].vm.as_deref_mut() {
-            Some(vm) => vm.call_context_create(ctx),
-            None => Ok(()),
-        };
+        let r = self.call_vm(i, |vm, ctx| vm.call_context_create(ctx));
         if let Err(e) = r {
             self.failed(i, e)?;
         }
@@ -1038,22 +1032,12 @@ pub fn run_chain(lanes: &mut [Lane<'_>], input: &StreamInput) -> StreamOutcome {
         if let Some(vm) = lane.vm.as_deref_mut() {
             vm.state_mut().exchange_callouts = callouts.clone();
             let start = vm.state().clock().realtime;
-            vm.state_mut().stream = Some(StreamState {
-                id: s.ctx,
-                phase: Phase::RequestHeaders,
-                request_headers: request_map(req),
-                request_trailers: HeaderMap::default(),
-                request_body: None,
-                response_headers: None,
-                response_trailers: HeaderMap::default(),
-                response_body: None,
-                local_response: None,
-                continued_request: false,
-                continued_response: false,
-                closed: false,
-                start_unix_nanos: start,
-                request_size: req.body.len() as u64,
-            });
+            vm.state_mut().stream = Some(StreamState::at_request_headers(
+                s.ctx,
+                request_map(req),
+                start,
+                req.body.len() as u64,
+            ));
         }
     }
     let steps = lanes
@@ -1276,11 +1260,7 @@ fn finish(d: &mut Driver<'_, '_>) {
         if let Some(s) = d.lanes[i].vm.as_deref_mut().and_then(vm_stream) {
             s.phase = Phase::Finished;
         }
-        let ctx = d.st[i].ctx;
-        let r = match d.lanes[i].vm.as_deref_mut() {
-            Some(vm) => vm.call_log(ctx),
-            None => Ok(()),
-        };
+        let r = d.call_vm(i, |vm, ctx| vm.call_log(ctx));
         if let Err(e) = r {
             let _ = d.failed(i, e);
         }
@@ -1289,11 +1269,7 @@ fn finish(d: &mut Driver<'_, '_>) {
         if !alive(d, i) {
             continue;
         }
-        let ctx = d.st[i].ctx;
-        let r = match d.lanes[i].vm.as_deref_mut() {
-            Some(vm) => vm.call_done_delete(ctx),
-            None => Ok(()),
-        };
+        let r = d.call_vm(i, |vm, ctx| vm.call_done_delete(ctx));
         if let Err(e) = r {
             let _ = d.failed(i, e);
         }

@@ -749,6 +749,23 @@ impl Vm {
         Ok(())
     }
 
+    /// Calls an optional `u32`-returning stream callback (absent: 0), then
+    /// runs whatever asynchronous work it queued.
+    fn call_stream<P: WasmParams + std::fmt::Debug>(
+        &mut self,
+        name: &'static str,
+        ctx: u32,
+        f: Option<&TypedFunc<P, u32>>,
+        params: P,
+    ) -> Result<u32, CallError> {
+        let r = match f {
+            None => 0,
+            Some(f) => self.call(name, ctx, f, params)?,
+        };
+        self.drain_async()?;
+        Ok(r)
+    }
+
     pub(crate) fn call_headers(
         &mut self,
         response: bool,
@@ -762,13 +779,13 @@ impl Vm {
         } else {
             (&cb.on_request_headers, "proxy_on_request_headers")
         };
-        let r = match f {
-            None => 0,
-            Some(HeadersFn::V1(f)) => self.call(name, ctx, f, (ctx, n))?,
-            Some(HeadersFn::V2(f)) => self.call(name, ctx, f, (ctx, n, u32::from(eos)))?,
-        };
-        self.drain_async()?;
-        Ok(r)
+        match f {
+            Some(HeadersFn::V2(f)) => {
+                self.call_stream(name, ctx, Some(f), (ctx, n, u32::from(eos)))
+            }
+            Some(HeadersFn::V1(f)) => self.call_stream(name, ctx, Some(f), (ctx, n)),
+            None => self.call_stream::<(u32, u32)>(name, ctx, None, (ctx, n)),
+        }
     }
 
     pub(crate) fn call_body(
@@ -784,12 +801,7 @@ impl Vm {
         } else {
             (&cb.on_request_body, "proxy_on_request_body")
         };
-        let r = match f {
-            None => 0,
-            Some(f) => self.call(name, ctx, f, (ctx, size, u32::from(eos)))?,
-        };
-        self.drain_async()?;
-        Ok(r)
+        self.call_stream(name, ctx, f.as_ref(), (ctx, size, u32::from(eos)))
     }
 
     pub(crate) fn call_trailers(
@@ -804,12 +816,7 @@ impl Vm {
         } else {
             (&cb.on_request_trailers, "proxy_on_request_trailers")
         };
-        let r = match f {
-            None => 0,
-            Some(f) => self.call(name, ctx, f, (ctx, n))?,
-        };
-        self.drain_async()?;
-        Ok(r)
+        self.call_stream(name, ctx, f.as_ref(), (ctx, n))
     }
 
     /// The filter's name (its path or the name it was loaded under).

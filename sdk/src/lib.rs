@@ -56,6 +56,7 @@
 pub mod callout;
 pub mod body;
 pub mod config;
+pub mod consumers;
 pub mod filter;
 pub mod headers;
 mod host;
@@ -64,6 +65,8 @@ pub mod logger;
 pub mod metrics;
 pub mod routes;
 pub mod shared;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use config::{ConfigError, FilterConfig};
 pub use filter::{Action, HttpFilter};

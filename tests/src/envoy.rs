@@ -126,6 +126,17 @@ impl EnvoyConfig {
         Ok(self)
     }
 
+    /// The bootstrap `envoy/<filter>/envoy.yaml` made runnable in a test: ephemeral ports, the
+    /// `upstream` cluster sent to `upstream`, and the modules built into the filters directory.
+    pub fn for_filter(filter: &str, upstream: SocketAddr) -> Result<EnvoyConfig> {
+        let mut config = EnvoyConfig::load(&paths::envoy_config(filter))?;
+        config
+            .use_ephemeral_ports()?
+            .route_cluster_to("upstream", upstream)?;
+        config.use_filters_from(&paths::filters_dir()?)?;
+        Ok(config)
+    }
+
     /// Rewrites every `*.wasm` file name (e.g. `target/filters/headers.wasm`)
     /// to the module of the same name in `dir`, which must exist. Returns them.
     pub fn use_filters_from(&mut self, dir: &Path) -> Result<Vec<PathBuf>> {

@@ -28,6 +28,15 @@ pub struct ReceivedRequest {
     pub body: Vec<u8>,
 }
 
+/// A plain `200` whose `text/plain` body is `body`: what a test upstream typically answers.
+pub fn text_response(body: &[u8]) -> HttpResponse {
+    HttpResponse {
+        status: 200,
+        headers: vec![("content-type".into(), "text/plain".into())],
+        body: body.to_vec(),
+    }
+}
+
 /// Picks the answer for one request.
 pub type Responder = dyn Fn(&ReceivedRequest) -> HttpResponse + Send + Sync;
 

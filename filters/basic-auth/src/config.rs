@@ -1,8 +1,10 @@
 //! The `basic-auth` configuration (reference: `filters/basic-auth/README.md`) and its checks.
 
 use serde::Deserialize;
+pub use tollgate_sdk::consumers::AccessPolicy;
+use tollgate_sdk::consumers::{default_consumer_header, default_realm};
 use tollgate_sdk::metrics::Counter;
-use tollgate_sdk::routes::{RouteInfo, Routed};
+use tollgate_sdk::routes::Routed;
 use tollgate_sdk::{ConfigError, FilterConfig, HeaderName};
 
 use crate::credentials::PasswordHash;
@@ -41,54 +43,6 @@ pub struct Consumer {
     pub password_hash: PasswordHash,
 }
 
-/// What a route requires.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AccessPolicy {
-    /// Consumers admitted; `"*"` admits every consumer.
-    #[serde(default)]
-    pub allow: Vec<String>,
-    /// No authentication on this route (the consumer header is still removed).
-    #[serde(default)]
-    pub skip: bool,
-}
-
-impl FilterConfig for AccessPolicy {
-    fn validate(&self) -> Result<(), ConfigError> {
-        match (self.skip, self.allow.is_empty()) {
-            (true, false) => Err(ConfigError::at("", "give either skip or allow, not both")),
-            (false, true) => Err(ConfigError::at(
-                "allow",
-                "list the consumers admitted (\"*\" for all), or set skip: true",
-            )),
-            _ => Ok(()),
-        }
-    }
-}
-
-impl AccessPolicy {
-    /// The policy of routes no rule covers: any authenticated consumer.
-    pub fn any_consumer() -> Self {
-        Self {
-            allow: vec!["*".into()],
-            skip: false,
-        }
-    }
-
-    /// Whether `consumer` is admitted.
-    pub fn admits(&self, consumer: &str) -> bool {
-        self.allow.iter().any(|a| a == "*" || a == consumer)
-    }
-}
-
-fn default_realm() -> String {
-    "tollgate".into()
-}
-
-fn default_consumer_header() -> Option<HeaderName> {
-    HeaderName::new("x-consumer").ok()
-}
-
 /// The outcome counters, tagged `result` and `reason`: the stat
 /// `basic_auth_requests{result="denied",reason="bad_password"}` in Prometheus.
 #[derive(Debug, Clone, Copy)]
@@ -119,18 +73,6 @@ impl Metrics {
             bad_password: c("denied", "bad_password"),
             forbidden: c("denied", "forbidden"),
         }
-    }
-}
-
-impl BasicAuthConfig {
-    /// The policy for this request's route.
-    pub fn policy(&self, route: &RouteInfo) -> Option<&AccessPolicy> {
-        self.rules.select(route)
-    }
-
-    /// Whether any rule needs the route (so the filter can skip reading it).
-    pub fn has_route_rules(&self) -> bool {
-        !self.rules.routes.is_empty()
     }
 }
 
@@ -176,17 +118,7 @@ impl FilterConfig for BasicAuthConfig {
                 format!("{header} cannot carry the consumer"),
             ));
         }
-        self.rules.validate_at("rules")?;
-        for (path, policy) in self.rules.configs() {
-            for (j, name) in policy.allow.iter().enumerate() {
-                if name != "*" && !seen.contains(name.as_str()) {
-                    return Err(ConfigError::at(
-                        format!("rules.{path}.allow[{j}]"),
-                        format!("{name:?} is not one of the consumers"),
-                    ));
-                }
-            }
-        }
-        Ok(())
+        self.rules
+            .validate_consumers("rules", |name| seen.contains(name))
     }
 }

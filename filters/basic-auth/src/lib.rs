@@ -42,7 +42,6 @@ mod tests;
 
 use std::rc::Rc;
 
-use tollgate_sdk::routes::RouteInfo;
 use tollgate_sdk::{Action, HttpFilter, Request};
 
 pub use crate::config::{AccessPolicy, BasicAuthConfig, Consumer};
@@ -140,16 +139,7 @@ impl HttpFilter for BasicAuthFilter {
             req.remove_header(header.as_str());
         }
         let any = AccessPolicy::any_consumer();
-        let policy = if config.has_route_rules() || config.rules.default.is_some() {
-            let route = if config.has_route_rules() {
-                RouteInfo::of(req)
-            } else {
-                RouteInfo::default()
-            };
-            config.policy(&route).unwrap_or(&any)
-        } else {
-            &any
-        };
+        let policy = config.rules.policy_for(req).unwrap_or(&any);
         if policy.skip {
             config.metrics.skipped.increment();
             return Action::Continue;

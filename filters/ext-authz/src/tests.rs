@@ -216,19 +216,10 @@ fn body_is_buffered_then_sent_truncated_or_refused() {
 /// `envoy/ext-authz/envoy.yaml` and `wasmplugin.yaml` must carry exactly `demo.json`.
 mod deployment_files {
     use serde_json::Value;
+    use tollgate_sdk::testing::{check_bootstrap, check_cluster, check_wasmplugin, json};
 
     fn demo() -> Result<Value, String> {
-        serde_json::from_str(include_str!("../demo.json")).map_err(|e| format!("demo.json: {e}"))
-    }
-
-    fn yaml(text: &str, file: &str) -> Result<Value, String> {
-        yaml_serde::from_str(text).map_err(|e| format!("{file}: {e}"))
-    }
-
-    fn at<'a>(value: &'a Value, pointer: &str, file: &str) -> Result<&'a Value, String> {
-        value
-            .pointer(pointer)
-            .ok_or_else(|| format!("{file}: nothing at {pointer}"))
+        json(include_str!("../demo.json"), "demo.json")
     }
 
     fn accepted(json: &str) -> bool {
@@ -237,51 +228,24 @@ mod deployment_files {
 
     #[test]
     fn envoy_bootstrap_embeds_the_demo_configuration() -> Result<(), String> {
-        let file = "envoy/ext-authz/envoy.yaml";
-        let bootstrap = yaml(include_str!("../../../envoy/ext-authz/envoy.yaml"), file)?;
-        let wasm = at(
-            &bootstrap,
-            "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters/0/typed_config",
-            file,
+        let (bootstrap, text) = check_bootstrap(
+            "ext-authz",
+            include_str!("../../../envoy/ext-authz/envoy.yaml"),
+            &demo()?,
         )?;
-        assert_eq!(
-            at(wasm, "/config/vm_config/code/local/filename", file)?,
-            "target/filters/ext-authz.wasm"
-        );
-        assert_eq!(
-            at(wasm, "/config/vm_config/runtime", file)?,
-            "envoy.wasm.runtime.v8"
-        );
-        let text = at(wasm, "/config/configuration/value", file)?
-            .as_str()
-            .ok_or_else(|| format!("{file}: configuration value is not a string"))?;
-        let embedded: Value = serde_json::from_str(text).map_err(|e| format!("{file}: {e}"))?;
-        assert_eq!(embedded, demo()?);
-        assert!(accepted(text));
+        assert!(accepted(&text));
         // The cluster the filter calls is defined.
-        let clusters = at(&bootstrap, "/static_resources/clusters", file)?
-            .as_array()
-            .ok_or_else(|| format!("{file}: clusters is not a list"))?;
-        let called = demo()?["cluster"].clone();
-        assert!(
-            clusters.iter().any(|c| c.get("name") == Some(&called)),
-            "{file}: no cluster {called}"
-        );
-        Ok(())
+        check_cluster("ext-authz", &bootstrap, &demo()?["cluster"].clone())
     }
 
     #[test]
     fn wasmplugin_carries_the_demo_configuration() -> Result<(), String> {
-        let file = "envoy/ext-authz/wasmplugin.yaml";
-        let plugin = yaml(
+        let config = check_wasmplugin(
+            "ext-authz",
             include_str!("../../../envoy/ext-authz/wasmplugin.yaml"),
-            file,
+            &demo()?,
         )?;
-        assert_eq!(at(&plugin, "/kind", file)?, "WasmPlugin");
-        assert_eq!(at(&plugin, "/spec/failStrategy", file)?, "FAIL_CLOSE");
-        let config = at(&plugin, "/spec/pluginConfig", file)?;
-        assert_eq!(config, &demo()?);
-        assert!(accepted(&config.to_string()));
+        assert!(accepted(&config));
         Ok(())
     }
 }

@@ -410,65 +410,39 @@ fn errors_name_the_field() {
 /// `envoy/headers/envoy.yaml` and `wasmplugin.yaml` must carry exactly `demo.json`.
 mod deployment_files {
     use serde_json::Value;
+    use tollgate_sdk::testing::{BOOTSTRAP_WASM, at, check_bootstrap, check_wasmplugin, json};
 
     fn demo() -> Result<Value, String> {
-        serde_json::from_str(include_str!("../demo.json")).map_err(|e| format!("demo.json: {e}"))
-    }
-
-    fn yaml(text: &str, file: &str) -> Result<Value, String> {
-        yaml_serde::from_str(text).map_err(|e| format!("{file}: {e}"))
-    }
-
-    fn at<'a>(value: &'a Value, pointer: &str, file: &str) -> Result<&'a Value, String> {
-        value
-            .pointer(pointer)
-            .ok_or_else(|| format!("{file}: nothing at {pointer}"))
+        json(include_str!("../demo.json"), "demo.json")
     }
 
     #[test]
     fn envoy_bootstrap_embeds_the_demo_configuration() -> Result<(), String> {
         let file = "envoy/headers/envoy.yaml";
-        let bootstrap = yaml(include_str!("../../../envoy/headers/envoy.yaml"), file)?;
-        let wasm = at(
-            &bootstrap,
-            "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters/0/typed_config",
-            file,
-        )?;
+        let text = include_str!("../../../envoy/headers/envoy.yaml");
+        let (bootstrap, embedded) = check_bootstrap("headers", text, &demo()?)?;
+        let wasm = at(&bootstrap, BOOTSTRAP_WASM, file)?;
         assert_eq!(
             at(wasm, "/@type", file)?,
             "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
-        );
-        assert_eq!(
-            at(wasm, "/config/vm_config/code/local/filename", file)?,
-            "target/filters/headers.wasm"
-        );
-        assert_eq!(
-            at(wasm, "/config/vm_config/runtime", file)?,
-            "envoy.wasm.runtime.v8"
         );
         let configuration = at(wasm, "/config/configuration", file)?;
         assert_eq!(
             at(configuration, "/@type", file)?,
             "type.googleapis.com/google.protobuf.StringValue"
         );
-        let text = at(configuration, "/value", file)?
-            .as_str()
-            .ok_or_else(|| format!("{file}: configuration value is not a string"))?;
-        let embedded: Value = serde_json::from_str(text).map_err(|e| format!("{file}: {e}"))?;
-        assert_eq!(embedded, demo()?);
-        assert!(super::config(text).is_ok());
+        assert!(super::config(&embedded).is_ok());
         Ok(())
     }
 
     #[test]
     fn wasmplugin_carries_the_demo_configuration() -> Result<(), String> {
-        let file = "envoy/headers/wasmplugin.yaml";
-        let plugin = yaml(include_str!("../../../envoy/headers/wasmplugin.yaml"), file)?;
-        assert_eq!(at(&plugin, "/kind", file)?, "WasmPlugin");
-        assert_eq!(at(&plugin, "/spec/failStrategy", file)?, "FAIL_CLOSE");
-        let config = at(&plugin, "/spec/pluginConfig", file)?;
-        assert_eq!(config, &demo()?);
-        assert!(super::config(&config.to_string()).is_ok());
+        let config = check_wasmplugin(
+            "headers",
+            include_str!("../../../envoy/headers/wasmplugin.yaml"),
+            &demo()?,
+        )?;
+        assert!(super::config(&config).is_ok());
         Ok(())
     }
 }

@@ -2,6 +2,8 @@
 
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
+pub use tollgate_sdk::consumers::AccessPolicy;
+use tollgate_sdk::consumers::{default_consumer_header, default_realm};
 use tollgate_sdk::metrics::Counter;
 use tollgate_sdk::routes::Routed;
 use tollgate_sdk::{ConfigError, FilterConfig, HeaderName};
@@ -81,55 +83,6 @@ fn parse_hex32(text: &str) -> Option<[u8; 32]> {
 /// The SHA-256 of a key, as stored in [`Consumer::key_sha256`].
 pub fn key_hash(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
-}
-
-/// What a route requires.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AccessPolicy {
-    /// Consumers admitted; `"*"` admits every consumer.
-    #[serde(default)]
-    pub allow: Vec<String>,
-    /// No key needed on this route (the consumer header is still removed, and keys still
-    /// hidden when `hide_credentials` is on).
-    #[serde(default)]
-    pub skip: bool,
-}
-
-impl FilterConfig for AccessPolicy {
-    fn validate(&self) -> Result<(), ConfigError> {
-        match (self.skip, self.allow.is_empty()) {
-            (true, false) => Err(ConfigError::at("", "give either skip or allow, not both")),
-            (false, true) => Err(ConfigError::at(
-                "allow",
-                "list the consumers admitted (\"*\" for all), or set skip: true",
-            )),
-            _ => Ok(()),
-        }
-    }
-}
-
-impl AccessPolicy {
-    /// The policy of routes no rule covers: any consumer with a valid key.
-    pub fn any_consumer() -> Self {
-        Self {
-            allow: vec!["*".into()],
-            skip: false,
-        }
-    }
-
-    /// Whether `consumer` is admitted.
-    pub fn admits(&self, consumer: &str) -> bool {
-        self.allow.iter().any(|a| a == "*" || a == consumer)
-    }
-}
-
-fn default_realm() -> String {
-    "tollgate".into()
-}
-
-fn default_consumer_header() -> Option<HeaderName> {
-    HeaderName::new("x-consumer").ok()
 }
 
 /// The metric name: `key_auth_requests{result=...,reason=...}` in Prometheus.
@@ -235,18 +188,8 @@ impl FilterConfig for KeyAuthConfig {
                 format!("{header} cannot carry the consumer"),
             ));
         }
-        self.rules.validate_at("rules")?;
-        for (path, policy) in self.rules.configs() {
-            for (j, name) in policy.allow.iter().enumerate() {
-                if name != "*" && !seen.contains(name.as_str()) {
-                    return Err(ConfigError::at(
-                        format!("rules.{path}.allow[{j}]"),
-                        format!("{name:?} is not one of the consumers"),
-                    ));
-                }
-            }
-        }
-        Ok(())
+        self.rules
+            .validate_consumers("rules", |name| seen.contains(name))
     }
 }
 

@@ -40,7 +40,6 @@ mod tests;
 use std::rc::Rc;
 
 use subtle::ConstantTimeEq;
-use tollgate_sdk::routes::RouteInfo;
 use tollgate_sdk::{Action, HttpFilter, Request};
 
 use crate::config::key_hash;
@@ -178,11 +177,7 @@ impl HttpFilter for KeyAuthFilter {
             req.remove_header(header.as_str());
         }
         let any = AccessPolicy::any_consumer();
-        let policy = if config.rules.routes.is_empty() {
-            config.rules.default.as_ref().unwrap_or(&any)
-        } else {
-            config.rules.select(&RouteInfo::of(req)).unwrap_or(&any)
-        };
+        let policy = config.rules.policy_for(req).unwrap_or(&any);
         let headers = req.headers();
         if policy.skip {
             config.metrics.skipped.increment();

@@ -1,11 +1,8 @@
 //! Native tests of the filter: every source, every refusal, hiding keys, per-route policies,
 //! configuration errors and the metrics.
 
-use std::rc::Rc;
-
 use tollgate_sdk::metrics::{mock, stat_name};
-use tollgate_sdk::routes;
-use tollgate_sdk::{ConfigError, HeaderList, HttpFilter, LocalReply, Request};
+use tollgate_sdk::{ConfigError, HeaderList, LocalReply};
 
 use crate::config::METRIC;
 use crate::{KeyAuthConfig, KeyAuthFilter};
@@ -26,13 +23,7 @@ fn run(
     route: Option<&str>,
     headers: &[(&str, &str)],
 ) -> Result<(HeaderList, Option<LocalReply>), ConfigError> {
-    routes::mock::set_route_name(route);
-    let mut filter = KeyAuthFilter::new(Rc::new(config(json)?));
-    let mut list: HeaderList = headers.iter().copied().collect();
-    let mut req = Request::new(&mut list);
-    filter.on_request_headers(&mut req, true);
-    let reply = req.take_local_reply();
-    Ok((list, reply))
+    tollgate_sdk::testing::run_request_headers::<KeyAuthFilter>(json, route, headers)
 }
 
 fn status(reply: &Option<LocalReply>) -> Option<u16> {

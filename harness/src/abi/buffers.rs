@@ -101,12 +101,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                     size_ptr,
                 )?
             };
-            Ok(if ok {
-                Status::Ok
-            } else {
-                Status::InvalidMemoryAccess
-            }
-            .code())
+            Ok(Status::written(ok).code())
         },
     )?;
     linker.func_wrap(
@@ -119,13 +114,11 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let Some(size) = buffer(caller.data(), kind).map(<[u8]>::len) else {
                 return Status::NotFound.code();
             };
-            if mem::write_u32(&mut caller, length_ptr, size as u32)
-                && mem::write_u32(&mut caller, flags_ptr, 0)
-            {
-                Status::Ok.code()
-            } else {
-                Status::InvalidMemoryAccess.code()
-            }
+            Status::written(
+                mem::write_u32(&mut caller, length_ptr, size as u32)
+                    && mem::write_u32(&mut caller, flags_ptr, 0),
+            )
+            .code()
         },
     )?;
     linker.func_wrap(
@@ -167,12 +160,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 ptr_ptr,
                 size_ptr,
             )?;
-            Ok(if ok {
-                Status::Ok
-            } else {
-                Status::InvalidMemoryAccess
-            }
-            .code())
+            Ok(Status::written(ok).code())
         },
     )?;
     Ok(())

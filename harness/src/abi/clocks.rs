@@ -12,11 +12,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "proxy_get_current_time_nanoseconds",
         |mut caller: Caller<'_, HostState>, out: u32| -> u32 {
             let now = caller.data().clock.realtime;
-            if mem::write_u64(&mut caller, out, now) {
-                Status::Ok.code()
-            } else {
-                Status::InvalidMemoryAccess.code()
-            }
+            Status::written(mem::write_u64(&mut caller, out, now)).code()
         },
     )?;
     linker.func_wrap(

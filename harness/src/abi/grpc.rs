@@ -86,11 +86,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 state.next_grpc_token = state.next_grpc_token.wrapping_add(2) | 1;
                 let context = state.context();
                 state.pending_grpc_calls.push((token, context, stub));
-                return if mem::write_u32(&mut caller, token_ptr, token) {
-                    Status::Ok.code()
-                } else {
-                    Status::InvalidMemoryAccess.code()
-                };
+                return Status::written(mem::write_u32(&mut caller, token_ptr, token)).code();
             }
             refuse(
                 &mut caller,
@@ -162,12 +158,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let (code, message) = caller.data().grpc_status.clone();
             let ok = mem::write_u32(&mut caller, code_ptr, code)
                 && mem::copy_out(&mut caller, message.as_bytes(), ptr_ptr, size_ptr)?;
-            Ok(if ok {
-                Status::Ok
-            } else {
-                Status::InvalidMemoryAccess
-            }
-            .code())
+            Ok(Status::written(ok).code())
         },
     )?;
     Ok(())

@@ -57,6 +57,31 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// `proxy_add_header_map_value` / `proxy_replace_header_map_value`: applies
+/// `edit` to the writable map `kind` with the guest's key and value.
+fn edit_value(
+    caller: &mut Caller<'_, HostState>,
+    kind: u32,
+    key: (u32, u32),
+    value: (u32, u32),
+    edit: fn(&mut HeaderMap, &str, &str),
+) -> u32 {
+    if kind > MAX_MAP_TYPE {
+        return Status::BadArgument.code();
+    }
+    mem::with_two(caller, key, value, |k, v, state| {
+        match map_mut(state, kind) {
+            Some(m) => {
+                edit(m, &text(k), &text(v));
+                Status::Ok
+            }
+            None => Status::BadArgument,
+        }
+    })
+    .unwrap_or(Status::InvalidMemoryAccess)
+    .code()
+}
+
 /// Adds the header map functions.
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(
@@ -89,12 +114,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 Some(Ok(v)) => v,
             };
             let ok = mem::copy_out(&mut caller, value.as_bytes(), ptr_ptr, size_ptr)?;
-            Ok(if ok {
-                Status::Ok
-            } else {
-                Status::InvalidMemoryAccess
-            }
-            .code())
+            Ok(Status::written(ok).code())
         },
     )?;
     linker.func_wrap(
@@ -121,12 +141,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 )
             };
             let ok = mem::copy_out(&mut caller, &bytes, ptr_ptr, size_ptr)?;
-            Ok(if ok {
-                Status::Ok
-            } else {
-                Status::InvalidMemoryAccess
-            }
-            .code())
+            Ok(Status::written(ok).code())
         },
     )?;
     linker.func_wrap(
@@ -167,69 +182,21 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             };
             // Envoy answers the map's byte size, not its entry count.
             let size: usize = m.entries().iter().map(|(k, v)| k.len() + v.len()).sum();
-            if mem::write_u32(&mut caller, out, size as u32) {
-                Status::Ok.code()
-            } else {
-                Status::InvalidMemoryAccess.code()
-            }
+            Status::written(mem::write_u32(&mut caller, out, size as u32)).code()
         },
     )?;
     linker.func_wrap(
         "env",
         "proxy_add_header_map_value",
-        |mut caller: Caller<'_, HostState>,
-         kind: u32,
-         key_ptr: u32,
-         key_len: u32,
-         value_ptr: u32,
-         value_len: u32|
-         -> u32 {
-            if kind > MAX_MAP_TYPE {
-                return Status::BadArgument.code();
-            }
-            mem::with_two(
-                &mut caller,
-                (key_ptr, key_len),
-                (value_ptr, value_len),
-                |k, v, state| match map_mut(state, kind) {
-                    Some(m) => {
-                        m.add(&text(k), &text(v));
-                        Status::Ok
-                    }
-                    None => Status::BadArgument,
-                },
-            )
-            .unwrap_or(Status::InvalidMemoryAccess)
-            .code()
+        |mut caller: Caller<'_, HostState>, kind: u32, kp: u32, kl: u32, vp: u32, vl: u32| -> u32 {
+            edit_value(&mut caller, kind, (kp, kl), (vp, vl), HeaderMap::add)
         },
     )?;
     linker.func_wrap(
         "env",
         "proxy_replace_header_map_value",
-        |mut caller: Caller<'_, HostState>,
-         kind: u32,
-         key_ptr: u32,
-         key_len: u32,
-         value_ptr: u32,
-         value_len: u32|
-         -> u32 {
-            if kind > MAX_MAP_TYPE {
-                return Status::BadArgument.code();
-            }
-            mem::with_two(
-                &mut caller,
-                (key_ptr, key_len),
-                (value_ptr, value_len),
-                |k, v, state| match map_mut(state, kind) {
-                    Some(m) => {
-                        m.replace(&text(k), &text(v));
-                        Status::Ok
-                    }
-                    None => Status::BadArgument,
-                },
-            )
-            .unwrap_or(Status::InvalidMemoryAccess)
-            .code()
+        |mut caller: Caller<'_, HostState>, kind: u32, kp: u32, kl: u32, vp: u32, vl: u32| -> u32 {
+            edit_value(&mut caller, kind, (kp, kl), (vp, vl), HeaderMap::replace)
         },
     )?;
     linker.func_wrap(

@@ -92,11 +92,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 context,
                 stub,
             });
-            if mem::write_u32(&mut caller, token_ptr, token) {
-                Status::Ok.code()
-            } else {
-                Status::InvalidMemoryAccess.code()
-            }
+            Status::written(mem::write_u32(&mut caller, token_ptr, token)).code()
         },
     )?;
     Ok(())

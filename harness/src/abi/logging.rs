@@ -26,11 +26,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "proxy_get_log_level",
         |mut caller: Caller<'_, HostState>, out: u32| -> u32 {
             let level = caller.data().settings.log_level as u32;
-            if mem::write_u32(&mut caller, out, level) {
-                Status::Ok.code()
-            } else {
-                Status::InvalidMemoryAccess.code()
-            }
+            Status::written(mem::write_u32(&mut caller, out, level)).code()
         },
     )?;
     Ok(())

@@ -44,11 +44,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let Some(id) = id else {
                 return Status::InvalidMemoryAccess.code();
             };
-            if mem::write_u32(&mut caller, id_ptr, id) {
-                Status::Ok.code()
-            } else {
-                Status::InvalidMemoryAccess.code()
-            }
+            Status::written(mem::write_u32(&mut caller, id_ptr, id)).code()
         },
     )?;
     linker.func_wrap(
@@ -96,11 +92,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 return Status::BadArgument.code();
             }
             let v = m.value as u64;
-            if mem::write_u64(&mut caller, out, v) {
-                Status::Ok.code()
-            } else {
-                Status::InvalidMemoryAccess.code()
-            }
+            Status::written(mem::write_u64(&mut caller, out, v)).code()
         },
     )?;
     Ok(())

@@ -68,6 +68,15 @@ pub enum Status {
 }
 
 impl Status {
+    /// `Ok` when a write into guest memory succeeded, else `InvalidMemoryAccess`.
+    pub(crate) const fn written(ok: bool) -> Self {
+        if ok {
+            Self::Ok
+        } else {
+            Self::InvalidMemoryAccess
+        }
+    }
+
     /// The raw value the guest receives.
     pub const fn code(self) -> u32 {
         self as u32

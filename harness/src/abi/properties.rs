@@ -128,12 +128,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 Some(Some(v)) => v,
             };
             let ok = mem::copy_out(&mut caller, &value, ptr_ptr, size_ptr)?;
-            Ok(if ok {
-                Status::Ok
-            } else {
-                Status::InvalidMemoryAccess
-            }
-            .code())
+            Ok(Status::written(ok).code())
         },
     )?;
     linker.func_wrap(

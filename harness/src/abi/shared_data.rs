@@ -34,12 +34,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             };
             let ok = mem::copy_out(&mut caller, &value, ptr_ptr, size_ptr)?
                 && mem::write_u32(&mut caller, cas_ptr, cas);
-            Ok(if ok {
-                Status::Ok
-            } else {
-                Status::InvalidMemoryAccess
-            }
-            .code())
+            Ok(Status::written(ok).code())
         },
     )?;
     linker.func_wrap(

@@ -44,11 +44,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let Some(token) = token else {
                 return Status::InvalidMemoryAccess.code();
             };
-            if mem::write_u32(&mut caller, token_ptr, token) {
-                Status::Ok.code()
-            } else {
-                Status::InvalidMemoryAccess.code()
-            }
+            Status::written(mem::write_u32(&mut caller, token_ptr, token)).code()
         },
     )?;
     linker.func_wrap(
@@ -83,13 +79,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             match token {
                 None => Status::InvalidMemoryAccess.code(),
                 Some(None) => Status::NotFound.code(),
-                Some(Some(t)) => {
-                    if mem::write_u32(&mut caller, token_ptr, t) {
-                        Status::Ok.code()
-                    } else {
-                        Status::InvalidMemoryAccess.code()
-                    }
-                }
+                Some(Some(t)) => Status::written(mem::write_u32(&mut caller, token_ptr, t)).code(),
             }
         },
     )?;
@@ -139,12 +129,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 return Ok(Status::Empty.code());
             };
             let ok = mem::copy_out(&mut caller, &item, ptr_ptr, size_ptr)?;
-            Ok(if ok {
-                Status::Ok
-            } else {
-                Status::InvalidMemoryAccess
-            }
-            .code())
+            Ok(Status::written(ok).code())
         },
     )?;
     Ok(())

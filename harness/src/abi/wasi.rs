@@ -79,41 +79,62 @@ fn write_iovs(
     Ok(written)
 }
 
+/// `fd_write`/`fd_pwrite`: logs the iovecs and stores the byte count at `out`.
+fn write_and_count(c: &mut Caller<'_, HostState>, fd: u32, iovs: u32, n: u32, out: u32) -> u32 {
+    match write_iovs(c, fd, iovs, n) {
+        Ok(w) if mem::write_u32(c, out, w) => SUCCESS,
+        Ok(_) => FAULT,
+        Err(e) => e,
+    }
+}
+
+/// Stores a zero `u32` at `out`, then answers `errno` (or `FAULT` on a bad pointer).
+fn zero_then(c: &mut Caller<'_, HostState>, out: u32, errno: u32) -> u32 {
+    if mem::write_u32(c, out, 0) {
+        errno
+    } else {
+        FAULT
+    }
+}
+
+/// `SUCCESS` on stdout/stderr, `BADF` on any other fd.
+fn std_fd_ok(fd: u32) -> u32 {
+    if std_fd(fd) { SUCCESS } else { BADF }
+}
+
+/// Registers a call that ignores its arguments and answers a fixed errno.
+macro_rules! fixed {
+    ($linker:expr, $m:expr, $name:literal, ($($t:ty),*) => $errno:expr) => {
+        $linker.func_wrap($m, $name, |_c: Caller<'_, HostState>, $(_: $t),*| -> u32 { $errno })?;
+    };
+}
+
+/// Registers a call that answers `SUCCESS` on stdout/stderr and `BADF` otherwise.
+macro_rules! std_fd_only {
+    ($linker:expr, $m:expr, $name:literal, ($($t:ty),*)) => {
+        $linker.func_wrap($m, $name, |_c: Caller<'_, HostState>, fd: u32, $(_: $t),*| -> u32 {
+            std_fd_ok(fd)
+        })?;
+    };
+}
+
 fn add_module(linker: &mut Linker<HostState>, m: &str) -> wasmtime::Result<()> {
     linker.func_wrap(
         m,
         "fd_write",
         |mut c: Caller<'_, HostState>, fd: u32, iovs: u32, n: u32, out: u32| -> u32 {
-            match write_iovs(&mut c, fd, iovs, n) {
-                Ok(w) if mem::write_u32(&mut c, out, w) => SUCCESS,
-                Ok(_) => FAULT,
-                Err(e) => e,
-            }
+            write_and_count(&mut c, fd, iovs, n, out)
         },
     )?;
     linker.func_wrap(
         m,
         "fd_pwrite",
         |mut c: Caller<'_, HostState>, fd: u32, iovs: u32, n: u32, _off: u64, out: u32| -> u32 {
-            match write_iovs(&mut c, fd, iovs, n) {
-                Ok(w) if mem::write_u32(&mut c, out, w) => SUCCESS,
-                Ok(_) => FAULT,
-                Err(e) => e,
-            }
+            write_and_count(&mut c, fd, iovs, n, out)
         },
     )?;
-    linker.func_wrap(
-        m,
-        "fd_read",
-        |_c: Caller<'_, HostState>, _fd: u32, _iovs: u32, _n: u32, _out: u32| -> u32 { NOSYS },
-    )?;
-    linker.func_wrap(
-        m,
-        "fd_pread",
-        |_c: Caller<'_, HostState>, _fd: u32, _iovs: u32, _n: u32, _off: u64, _out: u32| -> u32 {
-            NOSYS
-        },
-    )?;
+    fixed!(linker, m, "fd_read", (u32, u32, u32, u32) => NOSYS);
+    fixed!(linker, m, "fd_pread", (u32, u32, u32, u64, u32) => NOSYS);
     linker.func_wrap(
         m,
         "fd_seek",
@@ -146,67 +167,17 @@ fn add_module(linker: &mut Linker<HostState>, m: &str) -> wasmtime::Result<()> {
             }
         },
     )?;
-    linker.func_wrap(
-        m,
-        "fd_fdstat_set_flags",
-        |_c: Caller<'_, HostState>, _fd: u32, _flags: u32| -> u32 { NOSYS },
-    )?;
-    linker.func_wrap(
-        m,
-        "fd_fdstat_set_rights",
-        |_c: Caller<'_, HostState>, fd: u32, _b: u64, _i: u64| -> u32 {
-            if std_fd(fd) { SUCCESS } else { BADF }
-        },
-    )?;
-    linker.func_wrap(
-        m,
-        "fd_prestat_get",
-        |_c: Caller<'_, HostState>, _fd: u32, _out: u32| -> u32 { BADF },
-    )?;
-    linker.func_wrap(
-        m,
-        "fd_prestat_dir_name",
-        |_c: Caller<'_, HostState>, _fd: u32, _p: u32, _l: u32| -> u32 { NOSYS },
-    )?;
-    linker.func_wrap(
-        m,
-        "fd_filestat_get",
-        |_c: Caller<'_, HostState>, _fd: u32, _out: u32| -> u32 { BADF },
-    )?;
-    linker.func_wrap(
-        m,
-        "fd_filestat_set_size",
-        |_c: Caller<'_, HostState>, fd: u32, _s: u64| -> u32 {
-            if std_fd(fd) { SUCCESS } else { BADF }
-        },
-    )?;
-    linker.func_wrap(
-        m,
-        "fd_filestat_set_times",
-        |_c: Caller<'_, HostState>, fd: u32, _a: u64, _m: u64, _f: u32| -> u32 {
-            if std_fd(fd) { SUCCESS } else { BADF }
-        },
-    )?;
-    linker.func_wrap(
-        m,
-        "fd_advise",
-        |_c: Caller<'_, HostState>, _fd: u32, _o: u64, _l: u64, _a: u32| -> u32 { SUCCESS },
-    )?;
-    linker.func_wrap(
-        m,
-        "fd_allocate",
-        |_c: Caller<'_, HostState>, fd: u32, _o: u64, _l: u64| -> u32 {
-            if std_fd(fd) { SUCCESS } else { BADF }
-        },
-    )?;
-    linker.func_wrap(
-        m,
-        "fd_datasync",
-        |_c: Caller<'_, HostState>, fd: u32| -> u32 { if std_fd(fd) { SUCCESS } else { BADF } },
-    )?;
-    linker.func_wrap(m, "fd_sync", |_c: Caller<'_, HostState>, fd: u32| -> u32 {
-        if std_fd(fd) { SUCCESS } else { BADF }
-    })?;
+    fixed!(linker, m, "fd_fdstat_set_flags", (u32, u32) => NOSYS);
+    std_fd_only!(linker, m, "fd_fdstat_set_rights", (u64, u64));
+    fixed!(linker, m, "fd_prestat_get", (u32, u32) => BADF);
+    fixed!(linker, m, "fd_prestat_dir_name", (u32, u32, u32) => NOSYS);
+    fixed!(linker, m, "fd_filestat_get", (u32, u32) => BADF);
+    std_fd_only!(linker, m, "fd_filestat_set_size", (u64));
+    std_fd_only!(linker, m, "fd_filestat_set_times", (u64, u64, u32));
+    fixed!(linker, m, "fd_advise", (u32, u64, u64, u32) => SUCCESS);
+    std_fd_only!(linker, m, "fd_allocate", (u64, u64));
+    std_fd_only!(linker, m, "fd_datasync", ());
+    std_fd_only!(linker, m, "fd_sync", ());
     linker.func_wrap(
         m,
         "fd_tell",
@@ -225,11 +196,7 @@ fn add_module(linker: &mut Linker<HostState>, m: &str) -> wasmtime::Result<()> {
         m,
         "fd_readdir",
         |mut c: Caller<'_, HostState>, _fd: u32, _b: u32, _l: u32, _k: u64, out: u32| -> u32 {
-            if mem::write_u32(&mut c, out, 0) {
-                READDIR_NOTDIR
-            } else {
-                FAULT
-            }
+            zero_then(&mut c, out, READDIR_NOTDIR)
         },
     )?;
     linker.func_wrap(
@@ -243,81 +210,15 @@ fn add_module(linker: &mut Linker<HostState>, m: &str) -> wasmtime::Result<()> {
             }
         },
     )?;
-    linker.func_wrap(
-        m,
-        "path_open",
-        |_c: Caller<'_, HostState>,
-         _fd: u32,
-         _df: u32,
-         _p: u32,
-         _pl: u32,
-         _of: u32,
-         _rb: i64,
-         _ri: i64,
-         _ff: u32,
-         _out: u32|
-         -> u32 { NOENT },
-    )?;
-    linker.func_wrap(
-        m,
-        "path_filestat_get",
-        |_c: Caller<'_, HostState>, _fd: u32, _f: u32, _p: u32, _l: u32, _out: u32| -> u32 {
-            NOTSUP
-        },
-    )?;
-    linker.func_wrap(
-        m,
-        "path_filestat_set_times",
-        |_c: Caller<'_, HostState>,
-         _fd: u32,
-         _f: u32,
-         _p: u32,
-         _l: u32,
-         _a: u64,
-         _m: u64,
-         _ff: u32|
-         -> u32 { NOTSUP },
-    )?;
-    linker.func_wrap(
-        m,
-        "path_create_directory",
-        |_c: Caller<'_, HostState>, _fd: u32, _p: u32, _l: u32| -> u32 { NOTSUP },
-    )?;
-    linker.func_wrap(
-        m,
-        "path_remove_directory",
-        |_c: Caller<'_, HostState>, _fd: u32, _p: u32, _l: u32| -> u32 { NOTSUP },
-    )?;
-    linker.func_wrap(
-        m,
-        "path_unlink_file",
-        |_c: Caller<'_, HostState>, _fd: u32, _p: u32, _l: u32| -> u32 { NOTSUP },
-    )?;
-    linker.func_wrap(
-        m,
-        "path_link",
-        |_c: Caller<'_, HostState>,
-         _a: u32,
-         _b: u32,
-         _p: u32,
-         _l: u32,
-         _d: u32,
-         _q: u32,
-         _r: u32|
-         -> u32 { NOTSUP },
-    )?;
-    linker.func_wrap(
-        m,
-        "path_rename",
-        |_c: Caller<'_, HostState>, _a: u32, _p: u32, _l: u32, _d: u32, _q: u32, _r: u32| -> u32 {
-            NOTSUP
-        },
-    )?;
-    linker.func_wrap(
-        m,
-        "path_symlink",
-        |_c: Caller<'_, HostState>, _p: u32, _l: u32, _fd: u32, _q: u32, _r: u32| -> u32 { NOTSUP },
-    )?;
+    fixed!(linker, m, "path_open", (u32, u32, u32, u32, u32, i64, i64, u32, u32) => NOENT);
+    fixed!(linker, m, "path_filestat_get", (u32, u32, u32, u32, u32) => NOTSUP);
+    fixed!(linker, m, "path_filestat_set_times", (u32, u32, u32, u32, u64, u64, u32) => NOTSUP);
+    fixed!(linker, m, "path_create_directory", (u32, u32, u32) => NOTSUP);
+    fixed!(linker, m, "path_remove_directory", (u32, u32, u32) => NOTSUP);
+    fixed!(linker, m, "path_unlink_file", (u32, u32, u32) => NOTSUP);
+    fixed!(linker, m, "path_link", (u32, u32, u32, u32, u32, u32, u32) => NOTSUP);
+    fixed!(linker, m, "path_rename", (u32, u32, u32, u32, u32, u32) => NOTSUP);
+    fixed!(linker, m, "path_symlink", (u32, u32, u32, u32, u32) => NOTSUP);
     linker.func_wrap(
         m,
         "path_readlink",
@@ -328,23 +229,13 @@ fn add_module(linker: &mut Linker<HostState>, m: &str) -> wasmtime::Result<()> {
          _b: u32,
          _bl: u32,
          out: u32|
-         -> u32 {
-            if mem::write_u32(&mut c, out, 0) {
-                NOTSUP
-            } else {
-                FAULT
-            }
-        },
+         -> u32 { zero_then(&mut c, out, NOTSUP) },
     )?;
     linker.func_wrap(
         m,
         "sock_accept",
         |mut c: Caller<'_, HostState>, _fd: u32, _f: u32, out: u32| -> u32 {
-            if mem::write_u32(&mut c, out, 0) {
-                NOTSUP
-            } else {
-                FAULT
-            }
+            zero_then(&mut c, out, NOTSUP)
         },
     )?;
     linker.func_wrap(
@@ -369,18 +260,10 @@ fn add_module(linker: &mut Linker<HostState>, m: &str) -> wasmtime::Result<()> {
         m,
         "sock_send",
         |mut c: Caller<'_, HostState>, _fd: u32, _d: u32, _l: u32, _f: u32, out: u32| -> u32 {
-            if mem::write_u32(&mut c, out, 0) {
-                NOTSUP
-            } else {
-                FAULT
-            }
+            zero_then(&mut c, out, NOTSUP)
         },
     )?;
-    linker.func_wrap(
-        m,
-        "sock_shutdown",
-        |_c: Caller<'_, HostState>, _fd: u32, _how: u32| -> u32 { NOTSUP },
-    )?;
+    fixed!(linker, m, "sock_shutdown", (u32, u32) => NOTSUP);
     linker.func_wrap(
         m,
         "environ_sizes_get",
@@ -425,11 +308,7 @@ fn add_module(linker: &mut Linker<HostState>, m: &str) -> wasmtime::Result<()> {
             }
         },
     )?;
-    linker.func_wrap(
-        m,
-        "args_get",
-        |_c: Caller<'_, HostState>, _argv: u32, _buf: u32| -> u32 { SUCCESS },
-    )?;
+    fixed!(linker, m, "args_get", (u32, u32) => SUCCESS);
     linker.func_wrap(
         m,
         "clock_time_get",
@@ -487,11 +366,7 @@ fn add_module(linker: &mut Linker<HostState>, m: &str) -> wasmtime::Result<()> {
         m,
         "poll_oneoff",
         |mut c: Caller<'_, HostState>, _in: u32, _out: u32, _n: u32, nevents: u32| -> u32 {
-            if mem::write_u32(&mut c, nevents, 0) {
-                SUCCESS
-            } else {
-                FAULT
-            }
+            zero_then(&mut c, nevents, SUCCESS)
         },
     )?;
     linker.func_wrap(
@@ -510,4 +385,90 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     add_module(linker, "wasi_snapshot_preview1")?;
     add_module(linker, "wasi_unstable")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::{SharedRegistry, VmSettings};
+    use crate::plugin::AbiVersion;
+    use std::sync::Arc;
+    use wasmtime::{Engine, Instance, Module, Store};
+
+    /// Each export calls one WASI import with fixed arguments; `_u` the same
+    /// import under `wasi_unstable`.
+    const GUEST: &str = r#"
+      (module
+        (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
+        (import "wasi_unstable" "fd_read" (func $read_u (param i32 i32 i32 i32) (result i32)))
+        (import "wasi_snapshot_preview1" "fd_pread" (func $pread (param i32 i32 i32 i64 i32) (result i32)))
+        (import "wasi_snapshot_preview1" "fd_prestat_get" (func $prestat (param i32 i32) (result i32)))
+        (import "wasi_unstable" "fd_prestat_get" (func $prestat_u (param i32 i32) (result i32)))
+        (import "wasi_snapshot_preview1" "fd_advise" (func $advise (param i32 i64 i64 i32) (result i32)))
+        (import "wasi_snapshot_preview1" "path_open"
+          (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+        (import "wasi_unstable" "path_link" (func $link (param i32 i32 i32 i32 i32 i32 i32) (result i32)))
+        (import "wasi_snapshot_preview1" "sock_shutdown" (func $shutdown (param i32 i32) (result i32)))
+        (import "wasi_snapshot_preview1" "args_get" (func $args (param i32 i32) (result i32)))
+        (import "wasi_snapshot_preview1" "fd_allocate" (func $allocate (param i32 i64 i64) (result i32)))
+        (import "wasi_unstable" "fd_sync" (func $sync (param i32) (result i32)))
+        (memory (export "memory") 1)
+        (func (export "read") (result i32) (call $read (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)))
+        (func (export "read_u") (result i32) (call $read_u (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)))
+        (func (export "pread") (result i32)
+          (call $pread (i32.const 0) (i32.const 0) (i32.const 0) (i64.const 0) (i32.const 0)))
+        (func (export "prestat") (result i32) (call $prestat (i32.const 3) (i32.const 0)))
+        (func (export "prestat_u") (result i32) (call $prestat_u (i32.const 3) (i32.const 0)))
+        (func (export "advise") (result i32) (call $advise (i32.const 9) (i64.const 0) (i64.const 0) (i32.const 0)))
+        (func (export "open") (result i32)
+          (call $open (i32.const 3) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)
+                      (i64.const 0) (i64.const 0) (i32.const 0) (i32.const 0)))
+        (func (export "link") (result i32)
+          (call $link (i32.const 3) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 3) (i32.const 0) (i32.const 0)))
+        (func (export "shutdown") (result i32) (call $shutdown (i32.const 1) (i32.const 0)))
+        (func (export "args") (result i32) (call $args (i32.const 0) (i32.const 0)))
+        (func (export "allocate_stdout") (result i32) (call $allocate (i32.const 1) (i64.const 0) (i64.const 8)))
+        (func (export "allocate_file") (result i32) (call $allocate (i32.const 5) (i64.const 0) (i64.const 8)))
+        (func (export "sync_stderr") (result i32) (call $sync (i32.const 2)))
+        (func (export "sync_file") (result i32) (call $sync (i32.const 4))))
+    "#;
+
+    #[test]
+    fn stubs_answer_cpp_host_errnos_under_both_module_names() {
+        let engine = Engine::default();
+        let mut linker = Linker::new(&engine);
+        add_to_linker(&mut linker).expect("WASI links");
+        let module = Module::new(&engine, GUEST).expect("guest compiles");
+        let state = HostState::new(
+            Arc::new(VmSettings::default()),
+            Arc::new(SharedRegistry::default()),
+            AbiVersion::V0_2_1,
+        );
+        let mut store = Store::new(&engine, state);
+        let instance: Instance = linker
+            .instantiate(&mut store, &module)
+            .expect("instantiates");
+        let expected = [
+            ("read", NOSYS),
+            ("read_u", NOSYS),
+            ("pread", NOSYS),
+            ("prestat", BADF),
+            ("prestat_u", BADF),
+            ("advise", SUCCESS),
+            ("open", NOENT),
+            ("link", NOTSUP),
+            ("shutdown", NOTSUP),
+            ("args", SUCCESS),
+            ("allocate_stdout", SUCCESS),
+            ("allocate_file", BADF),
+            ("sync_stderr", SUCCESS),
+            ("sync_file", BADF),
+        ];
+        for (export, errno) in expected {
+            let f = instance
+                .get_typed_func::<(), u32>(&mut store, export)
+                .expect("export exists");
+            assert_eq!(f.call(&mut store, ()).expect("no trap"), errno, "{export}");
+        }
+    }
 }

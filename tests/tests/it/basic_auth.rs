@@ -27,20 +27,11 @@ fn basic(user_password: &str) -> String {
 }
 
 fn ok_response() -> HttpResponse {
-    HttpResponse {
-        status: 200,
-        headers: vec![("content-type".into(), "text/plain".into())],
-        body: b"upstream".to_vec(),
-    }
+    tollgate_tests::upstream::text_response(b"upstream")
 }
 
 fn envoy_config(upstream: &Upstream) -> Result<EnvoyConfig> {
-    let mut config = EnvoyConfig::load(&paths::envoy_config(FILTER))?;
-    config
-        .use_ephemeral_ports()?
-        .route_cluster_to("upstream", upstream.addr())?;
-    config.use_filters_from(&paths::filters_dir()?)?;
-    Ok(config)
+    EnvoyConfig::for_filter(FILTER, upstream.addr())
 }
 
 /// One attack: the request, the status expected, and the metric reason it must count as.

@@ -26,12 +26,8 @@ fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
 /// `envoy/headers/envoy.yaml` aimed at `upstream`, on kernel-picked ports,
 /// loading the built module, with `configuration` as the plugin configuration.
 fn envoy_config(upstream: &Upstream, configuration: &str) -> Result<EnvoyConfig> {
-    let mut config = EnvoyConfig::load(&paths::envoy_config(FILTER))?;
-    config
-        .use_ephemeral_ports()?
-        .route_cluster_to("upstream", upstream.addr())?
-        .set_plugin_configuration(configuration)?;
-    config.use_filters_from(&paths::filters_dir()?)?;
+    let mut config = EnvoyConfig::for_filter(FILTER, upstream.addr())?;
+    config.set_plugin_configuration(configuration)?;
     Ok(config)
 }
 

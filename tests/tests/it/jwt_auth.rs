@@ -68,11 +68,7 @@ fn request_with(token: &str) -> HttpRequest {
 }
 
 fn ok_response() -> HttpResponse {
-    HttpResponse {
-        status: 200,
-        headers: vec![("content-type".into(), "text/plain".into())],
-        body: b"orders".to_vec(),
-    }
+    tollgate_tests::upstream::text_response(b"orders")
 }
 
 /// Forged and broken tokens, each with what it tries, built from a valid `good` token.
