@@ -15,12 +15,22 @@
 //! A baseline (another build of the module, or a saved JSON report) is
 //! compared by interleaving rounds; the ratio of mean per-request time comes
 //! with a bootstrap 95% confidence interval.
+//!
+//! With [`BenchOptions::streams`] above one, the traffic goes through in
+//! batches of that many streams in flight at once, their callbacks
+//! interleaved as a proxy sees them ([`stream::run_interleaved`]): each
+//! stream holds its context in the filter until the batch ends, so the
+//! report's linear-memory figures show what concurrent streams cost.
+//!
+//! The report reads as a table ([`BenchReport::text`]), JSON, an SVG
+//! picture ([`BenchReport::svg`]) or one self-contained HTML page with the
+//! tables and the picture ([`BenchReport::html`]).
 
 use crate::bare;
 use crate::cache::{CacheOutcome, ModuleCache};
 use crate::host::VmSettings;
 use crate::plugin::{LoadError, Plugin};
-use crate::stream;
+use crate::stream::{self, FailurePolicy, Lane, Prepared, StreamInput};
 use crate::traffic::Traffic;
 use crate::vm::{CallRecord, Vm, VmError};
 use hdrhistogram::Histogram;
@@ -28,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+mod html;
 mod svg;
 
 /// Why a benchmark could not run.
@@ -85,6 +96,8 @@ pub struct BenchOptions {
     pub warmup: usize,
     /// Compiled-module cache (`None`: compile every time).
     pub cache: Option<ModuleCache>,
+    /// Streams in flight at once (1: one exchange after the other).
+    pub streams: usize,
 }
 
 /// Latency percentiles in nanoseconds.
@@ -176,10 +189,17 @@ pub struct FilterBench {
     pub callbacks: Vec<CallbackCost>,
     /// Deterministic counts for one pass over the traffic.
     pub counts: Counts,
-    /// Linear memory at the start of the measured passes, bytes.
+    /// Linear memory once the VM started (before warm-up), bytes.
     pub memory_start: u64,
     /// Linear memory at the end, bytes.
     pub memory_end: u64,
+    /// Largest linear memory seen during the measured passes, bytes
+    /// (sampled after every exchange, or every round of interleaved streams).
+    #[serde(default)]
+    pub memory_peak: u64,
+    /// Streams in flight at once during the measured passes.
+    #[serde(default = "one")]
+    pub streams: usize,
     /// Mean per-request time of each measured pass, ns (for baseline comparison).
     pub pass_means_ns: Vec<f64>,
     /// Latency histogram (log buckets).
@@ -213,8 +233,13 @@ pub struct Comparison {
 pub struct BenchReport {
     /// The traffic file.
     pub traffic: String,
-    /// Requests in one pass over the traffic.
+    /// Requests in one pass over the traffic (with `--streams N`, rounded
+    /// up to a multiple of N).
     pub requests_per_pass: usize,
+    /// Requests in the deterministic counting pass (the traffic once, one
+    /// stream at a time): what the per-request counts are divided by.
+    #[serde(default)]
+    pub counted_requests: usize,
     /// Measured passes.
     pub passes: usize,
     /// The filter.
@@ -227,6 +252,10 @@ pub struct BenchReport {
     pub above_floor_mean_ns: f64,
     /// The baseline comparison, when one was asked for.
     pub comparison: Option<Comparison>,
+}
+
+fn one() -> usize {
+    1
 }
 
 fn histogram() -> Histogram<u64> {
@@ -300,6 +329,32 @@ struct Tally {
     pass_means_ns: Vec<f64>,
     failed: u64,
     records: Vec<CallRecord>,
+    memory_peak: u64,
+}
+
+/// One lane around `vm` for the stream driver.
+fn lane(vm: &mut Vm) -> [Lane<'_>; 1] {
+    [Lane {
+        vm: Some(vm),
+        name: String::new(),
+        policy: FailurePolicy::FailClosed,
+    }]
+}
+
+/// The batches of exchange indices one pass runs: the traffic in order,
+/// one at a time, or `streams` at a time (the last batch filled up from
+/// the start of the traffic, so every batch has `streams` in flight).
+fn batches(exchanges: usize, streams: usize) -> Vec<Vec<usize>> {
+    let n = streams.max(1);
+    (0..exchanges.div_ceil(n))
+        .map(|b| (0..n).map(|j| (b * n + j) % exchanges).collect())
+        .collect()
+}
+
+/// Requests in one pass over `exchanges` with `streams` in flight.
+pub fn requests_per_pass(exchanges: usize, streams: usize) -> usize {
+    let n = streams.max(1);
+    exchanges.div_ceil(n) * n
 }
 
 impl Tally {
@@ -310,26 +365,45 @@ impl Tally {
             pass_means_ns: Vec::new(),
             failed: 0,
             records: Vec::new(),
+            memory_peak: 0,
         }
     }
 
     /// One pass over the traffic; `record` false for warm-up.
-    fn pass(&mut self, vm: &mut Vm, traffic: &Traffic, record: bool) {
+    fn pass(&mut self, vm: &mut Vm, inputs: &[Prepared<'_>], streams: usize, record: bool) {
         let mut total = Duration::ZERO;
-        for ex in &traffic.exchanges {
+        let mut requests = 0usize;
+        for batch in batches(inputs.len(), streams) {
             let t = Instant::now();
-            let out = stream::run(vm, ex);
+            let failed = if streams <= 1 {
+                let v = stream::run_chain_verdict(&mut lane(vm), &inputs[batch[0]]);
+                u64::from(matches!(v.verdict, crate::replay::Verdict::Failed { .. }))
+            } else {
+                let group: Vec<&Prepared<'_>> = batch.iter().map(|&i| &inputs[i]).collect();
+                let mut peak = self.memory_peak;
+                let outs = stream::run_interleaved(&mut lane(vm), &group, |lanes| {
+                    if let Some(vm) = lanes[0].vm.as_deref() {
+                        peak = peak.max(vm.memory_size());
+                    }
+                });
+                self.memory_peak = peak;
+                outs.iter().filter(|o| o.failure.is_some()).count() as u64
+            };
             let took = t.elapsed();
+            self.memory_peak = self.memory_peak.max(vm.memory_size());
             vm.drain_calls(&mut self.records);
             if !record {
                 self.records.clear();
                 continue;
             }
             total += took;
-            if out.failure.is_some() {
-                self.failed += 1;
+            requests += batch.len();
+            self.failed += failed;
+            // Interleaved streams share the batch's time evenly.
+            let each = (took.as_nanos() as u64 / batch.len() as u64).max(1);
+            for _ in &batch {
+                let _ = self.request.record(each);
             }
-            let _ = self.request.record((took.as_nanos() as u64).max(1));
             for r in self.records.drain(..) {
                 let h = match self.callbacks.iter().position(|(n, _)| *n == r.callback) {
                     Some(i) => &mut self.callbacks[i].1,
@@ -343,7 +417,7 @@ impl Tally {
             }
         }
         if record {
-            let n = traffic.exchanges.len().max(1) as f64;
+            let n = requests.max(1) as f64;
             self.pass_means_ns.push(total.as_nanos() as f64 / n);
         }
     }
@@ -371,8 +445,13 @@ pub fn count_pass(
     vm.drain_calls(&mut records);
     records.clear();
     let before = vm.state().boundary();
-    for ex in &traffic.exchanges {
-        stream::run(&mut vm, ex);
+    let inputs: Vec<StreamInput> = traffic
+        .exchanges
+        .iter()
+        .map(StreamInput::from_recording)
+        .collect();
+    for input in &inputs {
+        stream::run_chain_verdict(&mut lane(&mut vm), &Prepared::new(input));
         vm.drain_calls(&mut records);
     }
     let after = vm.state().boundary();
@@ -430,6 +509,7 @@ fn finish(
     memory_start: u64,
     config: &str,
     traffic: &Traffic,
+    streams: usize,
 ) -> Result<FilterBench, BenchError> {
     let (counts, per) = count_pass(&s.name, &s.wasm, config, traffic)?;
     let mut callbacks: Vec<CallbackCost> = tally
@@ -461,6 +541,8 @@ fn finish(
         counts,
         memory_start,
         memory_end: s.vm.memory_size(),
+        memory_peak: tally.memory_peak.max(s.vm.memory_size()),
+        streams: streams.max(1),
         pass_means_ns: tally.pass_means_ns,
         histogram: buckets(&tally.request),
         failed_requests: tally.failed,
@@ -537,16 +619,23 @@ pub fn run(options: &BenchOptions, baseline: Option<&Baseline>) -> Result<BenchR
         }
         None => {}
     }
+    let streams = options.streams.max(1);
+    let inputs: Vec<StreamInput> = traffic
+        .exchanges
+        .iter()
+        .map(StreamInput::from_recording)
+        .collect();
+    let prepared: Vec<Prepared<'_>> = inputs.iter().map(Prepared::new).collect();
     let mut tallies: Vec<Tally> = subjects.iter().map(|_| Tally::new()).collect();
     for s in subjects.iter_mut() {
         s.vm.record_calls(true);
     }
+    let memory_start: Vec<u64> = subjects.iter().map(|s| s.vm.memory_size()).collect();
     for _ in 0..options.warmup {
         for (s, t) in subjects.iter_mut().zip(tallies.iter_mut()) {
-            t.pass(&mut s.vm, traffic, false);
+            t.pass(&mut s.vm, &prepared, streams, false);
         }
     }
-    let memory_start: Vec<u64> = subjects.iter().map(|s| s.vm.memory_size()).collect();
     let started = Instant::now();
     let mut passes = 0;
     loop {
@@ -554,7 +643,7 @@ pub fn run(options: &BenchOptions, baseline: Option<&Baseline>) -> Result<BenchR
         let n = subjects.len();
         for k in 0..n {
             let i = if passes % 2 == 0 { k } else { n - 1 - k };
-            tallies[i].pass(&mut subjects[i].vm, traffic, true);
+            tallies[i].pass(&mut subjects[i].vm, &prepared, streams, true);
         }
         passes += 1;
         let done = match options.budget {
@@ -577,6 +666,7 @@ pub fn run(options: &BenchOptions, baseline: Option<&Baseline>) -> Result<BenchR
                 &options.config
             },
             traffic,
+            streams,
         )?);
     }
     let base_bench = if benches.len() > 2 {
@@ -603,7 +693,8 @@ pub fn run(options: &BenchOptions, baseline: Option<&Baseline>) -> Result<BenchR
     };
     Ok(BenchReport {
         traffic: source,
-        requests_per_pass: traffic.exchanges.len(),
+        requests_per_pass: requests_per_pass(traffic.exchanges.len(), streams),
+        counted_requests: traffic.exchanges.len(),
         passes,
         above_floor_p50_ns: filter.request.p50_ns as i64 - floor.request.p50_ns as i64,
         above_floor_mean_ns: filter.request.mean_ns - floor.request.mean_ns,
@@ -728,7 +819,7 @@ impl BenchReport {
         );
         let _ = writeln!(
             o,
-            "compile {:.1} ms{}, VM start {:.1} us; linear memory {} -> {} KiB{}",
+            "compile {:.1} ms{}, VM start {:.1} us; {} in flight; linear memory {} -> {} KiB (peak {} KiB; floor {} KiB){}",
             f.compile_us / 1000.0,
             if f.compiled_from_cache {
                 " (from the module cache)"
@@ -736,8 +827,15 @@ impl BenchReport {
                 ""
             },
             f.vm_start_us,
+            if f.streams == 1 {
+                "1 stream".to_string()
+            } else {
+                format!("streams = {}", f.streams)
+            },
             f.memory_start / 1024,
             f.memory_end / 1024,
+            f.memory_peak / 1024,
+            self.floor.memory_peak / 1024,
             if f.failed_requests > 0 {
                 format!("; {} failed requests", f.failed_requests)
             } else {
@@ -782,7 +880,7 @@ impl BenchReport {
                 c.instructions
             );
         }
-        let n = self.requests_per_pass.max(1) as f64;
+        let n = self.counted_requests.max(1) as f64;
         let k = &f.counts;
         let _ = writeln!(
             o,

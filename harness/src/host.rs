@@ -132,6 +132,13 @@ pub struct VmSettings {
     /// Answers for `proxy_grpc_call`, by cluster; a call no stub matches
     /// fails like an unknown cluster (`BadArgument`).
     pub grpc_call_stubs: Vec<GrpcCallStub>,
+    /// Per-cluster answers for `proxy_http_call` (before `http_call_stub`).
+    pub http_clusters: Vec<crate::callouts::HttpClusterStub>,
+    /// Per-cluster answers for gRPC calls and streams (before `grpc_call_stubs`).
+    pub grpc_clusters: Vec<crate::callouts::GrpcClusterStub>,
+    /// Property values by path (segments joined by `.`, e.g. `source.address`),
+    /// as Envoy encodes them; they take precedence over the built-in ones.
+    pub properties: Vec<(String, Vec<u8>)>,
     /// Seed for WASI `random_get`.
     pub seed: u64,
     /// Wall-clock time at VM start, nanoseconds since the Unix epoch.
@@ -154,6 +161,9 @@ impl Default for VmSettings {
             destination_address: "127.0.0.1:10000".into(),
             http_call_stub: None,
             grpc_call_stubs: Vec::new(),
+            http_clusters: Vec::new(),
+            grpc_clusters: Vec::new(),
+            properties: Vec::new(),
             seed: 0x70_11_6a_7e,
             // 2024-01-01T00:00:00Z
             start_unix_nanos: 1_704_067_200_000_000_000,
@@ -163,10 +173,24 @@ impl Default for VmSettings {
 }
 
 /// An HTTP header map, names lower-cased, order and duplicates kept.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// The entries are shared copy-on-write: cloning a map is a reference-count
+/// bump and the first edit of a shared map copies it, so the stream driver
+/// can hand maps to every filter of a chain and take them back without
+/// copying when the filter did not touch them ([`HeaderMap::same`]).
+/// An empty map holds no allocation (`None`).
+#[derive(Debug, Clone, Default)]
 pub struct HeaderMap {
-    entries: Vec<(String, String)>,
+    entries: Option<Arc<Vec<(String, String)>>>,
 }
+
+impl PartialEq for HeaderMap {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries() == other.entries()
+    }
+}
+
+impl Eq for HeaderMap {}
 
 impl HeaderMap {
     /// A map from pairs (names are lower-cased).
@@ -176,32 +200,49 @@ impl HeaderMap {
         K: AsRef<str>,
         V: Into<String>,
     {
+        let entries: Vec<(String, String)> = pairs
+            .into_iter()
+            .map(|(k, v)| (k.as_ref().to_ascii_lowercase(), v.into()))
+            .collect();
         Self {
-            entries: pairs
-                .into_iter()
-                .map(|(k, v)| (k.as_ref().to_ascii_lowercase(), v.into()))
-                .collect(),
+            entries: (!entries.is_empty()).then(|| Arc::new(entries)),
         }
     }
 
     /// Entries in order.
     pub fn entries(&self) -> &[(String, String)] {
-        &self.entries
+        self.entries.as_deref().map_or(&[], Vec::as_slice)
+    }
+
+    /// The entries, to edit (copied first when shared).
+    fn entries_mut(&mut self) -> &mut Vec<(String, String)> {
+        Arc::make_mut(self.entries.get_or_insert_with(Arc::default))
+    }
+
+    /// Whether `other` is this very map, unedited since one was cloned from
+    /// the other (a cheap check; equal maps built apart are not the same,
+    /// two empty maps are).
+    pub fn same(&self, other: &HeaderMap) -> bool {
+        match (&self.entries, &other.entries) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
     }
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries().len()
     }
 
     /// No entries.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries().is_empty()
     }
 
     /// First value of `name` (Envoy returns the first of several).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.entries
+        self.entries()
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
@@ -209,38 +250,42 @@ impl HeaderMap {
 
     /// Appends a value.
     pub fn add(&mut self, name: &str, value: &str) {
-        self.entries
+        self.entries_mut()
             .push((name.to_ascii_lowercase(), value.to_string()));
     }
 
     /// Replaces all values of `name` with one (added when absent).
     pub fn replace(&mut self, name: &str, value: &str) {
         let lower = name.to_ascii_lowercase();
-        match self.entries.iter().position(|(k, _)| *k == lower) {
+        let entries = self.entries_mut();
+        match entries.iter().position(|(k, _)| *k == lower) {
             Some(i) => {
-                self.entries[i].1 = value.to_string();
+                entries[i].1 = value.to_string();
                 let mut j = 0;
-                self.entries.retain(|(k, _)| {
+                entries.retain(|(k, _)| {
                     j += 1;
                     j - 1 <= i || *k != lower
                 });
             }
-            None => self.entries.push((lower, value.to_string())),
+            None => entries.push((lower, value.to_string())),
         }
     }
 
     /// Removes all values of `name`.
     pub fn remove(&mut self, name: &str) {
         let lower = name.to_ascii_lowercase();
-        self.entries.retain(|(k, _)| *k != lower);
+        if self.entries().iter().any(|(k, _)| *k == lower) {
+            self.entries_mut().retain(|(k, _)| *k != lower);
+        }
     }
 
     /// Replaces the whole map.
     pub fn set_all(&mut self, pairs: Vec<(String, String)>) {
-        self.entries = pairs
+        let entries: Vec<(String, String)> = pairs
             .into_iter()
             .map(|(k, v)| (k.to_ascii_lowercase(), v))
             .collect();
+        self.entries = (!entries.is_empty()).then(|| Arc::new(entries));
     }
 }
 
@@ -340,15 +385,6 @@ pub(crate) struct HttpCallResponse {
     pub headers: HeaderMap,
     pub body: Vec<u8>,
     pub trailers: HeaderMap,
-}
-
-/// An http call waiting to be answered after the current guest call returns.
-#[derive(Debug, Clone)]
-pub(crate) struct PendingHttpCall {
-    pub token: u32,
-    pub context: u32,
-    /// The exchange's own answer for this call; `None`: the VM's `http_call_stub`.
-    pub stub: Option<HttpCallStub>,
 }
 
 /// The recorded answers for the http callouts of the exchange being
@@ -539,13 +575,11 @@ pub struct HostState {
     pub(crate) root_context_id: u32,
     pub(crate) current_context: u32,
     pub(crate) effective_context: u32,
-    pub(crate) live_contexts: HashSet<u32>,
+    pub(crate) live_contexts: ContextSet,
     pub(crate) in_configure: bool,
     pub(crate) stream: Option<StreamState>,
     pub(crate) http_call_response: Option<HttpCallResponse>,
-    pub(crate) pending_http_calls: Vec<PendingHttpCall>,
     pub(crate) pending_queue_ready: Vec<(u32, u32)>,
-    pub(crate) next_http_token: u32,
     pub(crate) tick_period_ms: u32,
     pub(crate) metrics: Metrics,
     pub(crate) properties: HashMap<Vec<u8>, Vec<u8>>,
@@ -554,10 +588,15 @@ pub struct HostState {
     pub(crate) proc_exit: Option<u32>,
     pub(crate) abi: crate::plugin::AbiVersion,
     pub(crate) registered_queues: Vec<u32>,
-    /// Unary gRPC calls to answer after the current callback: (token, context, stub).
-    pub(crate) pending_grpc_calls: Vec<(u32, u32, usize)>,
-    /// Next gRPC call token (odd, as Envoy's call tokens).
-    pub(crate) next_grpc_token: u32,
+    /// Callouts in flight: tokens, open gRPC calls and streams, answers
+    /// waiting for their (virtual) time.
+    pub(crate) outstanding: crate::callouts::Outstanding,
+    /// The `proxy_on_http_call_response` running is a reset's (no response maps).
+    pub(crate) http_call_reset: bool,
+    /// Metadata visible as `GrpcReceiveInitialMetadata` during its callback.
+    pub(crate) grpc_initial_metadata: Option<HeaderMap>,
+    /// Metadata visible as `GrpcReceiveTrailingMetadata` during its callback.
+    pub(crate) grpc_trailing_metadata: Option<HeaderMap>,
     /// The message visible as `GrpcReceiveBuffer` during `proxy_on_grpc_receive`.
     pub(crate) grpc_receive: Option<Vec<u8>>,
     /// What `proxy_get_status` answers: the last gRPC status and message.
@@ -569,6 +608,38 @@ pub struct HostState {
     pub(crate) exchange_callouts: ExchangeCallouts,
     /// What crossed the guest/host boundary (for `tollgate bench`).
     pub(crate) boundary: BoundaryCounters,
+}
+
+/// The context ids alive in a VM: a handful at a time (the root and the
+/// streams in flight), so a small vector beats hashing on every stream.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct ContextSet(Vec<u32>);
+
+impl ContextSet {
+    /// Adds `id`; `false` when it was already there.
+    pub(crate) fn insert(&mut self, id: u32) -> bool {
+        if self.0.contains(&id) {
+            return false;
+        }
+        self.0.push(id);
+        true
+    }
+
+    /// Removes `id`; `false` when it was not there.
+    pub(crate) fn remove(&mut self, id: &u32) -> bool {
+        match self.0.iter().rposition(|c| c == id) {
+            Some(i) => {
+                self.0.swap_remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether `id` is alive.
+    pub(crate) fn contains(&self, id: &u32) -> bool {
+        self.0.contains(id)
+    }
 }
 
 /// Traffic across the guest/host boundary of one VM since it started.
@@ -625,8 +696,10 @@ impl HostState {
         Self {
             abi,
             registered_queues: Vec::new(),
-            pending_grpc_calls: Vec::new(),
-            next_grpc_token: 1,
+            outstanding: crate::callouts::Outstanding::default(),
+            http_call_reset: false,
+            grpc_initial_metadata: None,
+            grpc_trailing_metadata: None,
             grpc_receive: None,
             grpc_status: (0, String::new()),
             callouts: Vec::new(),
@@ -644,13 +717,11 @@ impl HostState {
             root_context_id: 0,
             current_context: 0,
             effective_context: 0,
-            live_contexts: HashSet::new(),
+            live_contexts: ContextSet::default(),
             in_configure: false,
             stream: None,
             http_call_response: None,
-            pending_http_calls: Vec::new(),
             pending_queue_ready: Vec::new(),
-            next_http_token: 1,
             tick_period_ms: 0,
             metrics: Metrics::default(),
             properties: HashMap::new(),

@@ -9,21 +9,27 @@
 //! - [`bench`]: `tollgate bench`, per-request and per-callback cost.
 //! - [`cache`]: the on-disk cache of compiled modules.
 //! - [`bare`]: the bare callback lifecycle and the bundled no-op module (the harness floor).
+//! - [`callouts`]: per-cluster answers for http and gRPC callouts, delivered on the virtual clock.
 //! - [`suite`]: declarative test suites (`tollgate test`).
+//! - [`trace`]: ABI call traces (Envoy's `-l trace` and the harness's), normalised and compared.
 //! - [`abi`]: the host functions.
 //! - [`host`]: the state those functions work on.
 //! - [`traffic`]: recorded traffic.
+//! - [`live`]: recorded traffic through the real Envoy, compared with the harness (`tollgate envoy`).
 //! - [`ship`]: OCI images, WasmPlugin and Envoy manifests, WasmPlugin validation.
 
 pub mod abi;
 pub mod bare;
 pub mod bench;
 pub mod cache;
+pub mod callouts;
 pub mod host;
+pub mod live;
 pub mod plugin;
 pub mod replay;
 pub mod ship;
 pub mod stream;
 pub mod suite;
+pub mod trace;
 pub mod traffic;
 pub mod vm;

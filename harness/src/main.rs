@@ -5,6 +5,8 @@
 mod bench_cli;
 #[path = "cli/chain_args.rs"]
 mod chain_args;
+#[path = "cli/envoy.rs"]
+mod envoy_cli;
 #[path = "cli/ship.rs"]
 mod ship_cli;
 #[path = "cli/test.rs"]
@@ -68,12 +70,19 @@ enum Command {
         /// FAIL_OPEN, FAIL_RELOAD.
         #[arg(long)]
         failure_policy: Vec<String>,
+        /// Answer the callouts to a cluster: CLUSTER=FILE, FILE a YAML or JSON
+        /// stub as a suite's `clusters:` entry (status, headers, body,
+        /// trailers, delay_ms, failure, grpc); repeat for more clusters.
+        #[arg(long, value_name = "CLUSTER=FILE")]
+        stub: Vec<String>,
         /// Worker VMs per filter (Envoy runs one per worker thread); exchanges
         /// go to them in turn, sharing shared data and queues.
         #[arg(long, default_value_t = 1)]
         workers: usize,
-        /// Log every host->guest call and its return value, in the shape of
-        /// Envoy's `-l trace` (`[host->vm] proxy_on_request_headers(2, 8, 1)`).
+        /// Log every call across the boundary, both ways, with its arguments and
+        /// return value, in the shape of Envoy's `-l trace`
+        /// (`[host->vm] proxy_on_request_headers(2, 8, 1)`,
+        /// `[vm->host] env.proxy_log(1, 1088192, 49)`); see harness/docs/trace.md.
         #[arg(long)]
         trace: bool,
         /// Lowest guest log level shown (trace, debug, info, warn, error, critical).
@@ -103,6 +112,8 @@ enum Command {
     Record(traffic_cli::RecordArgs),
     /// Measure a filter's cost per request and per callback above the harness floor.
     Bench(bench_cli::BenchArgs),
+    /// Send a recording through the real Envoy and diff it with the harness; --compare measures Envoy CPU per request.
+    Envoy(envoy_cli::EnvoyArgs),
 }
 
 fn value_arg(v: &str, flag: &str) -> Result<String> {
@@ -137,6 +148,7 @@ fn run() -> Result<()> {
             config,
             vm_config,
             failure_policy,
+            stub,
             workers,
             trace,
             log_level,
@@ -147,6 +159,7 @@ fn run() -> Result<()> {
                 lenient,
                 stream,
                 quiet,
+                stubs: stub,
             },
             chain_args::pair(
                 matches.subcommand_matches("replay"),
@@ -170,6 +183,7 @@ fn run() -> Result<()> {
         Command::Traffic(cmd) => traffic_cli::run(cmd),
         Command::Record(args) => traffic_cli::record(args),
         Command::Bench(args) => bench_cli::bench(args),
+        Command::Envoy(args) => envoy_cli::envoy(args, matches.subcommand_matches("envoy")),
     }
 }
 
@@ -178,6 +192,8 @@ struct ReplayInput {
     lenient: bool,
     stream: bool,
     quiet: bool,
+    /// `--stub CLUSTER=FILE` arguments.
+    stubs: Vec<String>,
 }
 
 fn replay(
@@ -196,7 +212,11 @@ fn replay(
     if workers == 0 {
         bail!("--workers must be at least 1");
     }
-    let mut replay = Replay::chain().log_level(level).workers(workers);
+    // Compiled modules are cached as `tollgate bench` caches them.
+    let mut replay = Replay::chain()
+        .log_level(level)
+        .workers(workers)
+        .module_cache(tollgate_harness::cache::ModuleCache::default_location());
     if trace {
         replay = replay.trace_calls();
     }
@@ -214,6 +234,17 @@ fn replay(
                 .map_err(anyhow::Error::msg)
                 .with_context(|| format!("--failure-policy for {}", f.path.display()))?;
             replay = replay.failure_policy(policy);
+        }
+    }
+    for arg in &input.stubs {
+        let (http, grpc) = tollgate_harness::suite::stub_arg(arg)
+            .map_err(anyhow::Error::msg)
+            .context("--stub")?;
+        if let Some(h) = http {
+            replay = replay.http_cluster(h);
+        }
+        if let Some(g) = grpc {
+            replay = replay.grpc_cluster(g);
         }
     }
     if input.stream {

@@ -18,7 +18,9 @@
 //! Each exchange is replayed as recorded ([`StreamInput::from_recording`]):
 //! bodies in the recorded chunk sizes, with the recorded trailers, and the
 //! exchange's recorded callout answers for its `proxy_http_call`s (before
-//! the builder's [`ReplayBuilder::http_call_stub`]).
+//! the builder's per-cluster stubs, [`ReplayBuilder::http_cluster`] and
+//! [`ReplayBuilder::grpc_cluster`], with their delays on the virtual clock,
+//! and the catch-all [`ReplayBuilder::http_call_stub`]).
 //!
 //! Several filters form a chain (`Replay::filter(a).config(..).filter(b)`):
 //! the request goes through them in order, the response in reverse, as in
@@ -31,6 +33,7 @@
 //! later request; `FailOpen`: the filter is skipped; `FailReload`: a fresh
 //! VM after the reload backoff).
 
+use crate::cache::ModuleCache;
 pub use crate::host::LogLine;
 use crate::host::{GrpcCallStub, HttpCallStub, LogLevel, SharedRegistry, VmSettings};
 use crate::plugin::{LoadError, Plugin};
@@ -227,14 +230,20 @@ pub struct ReplayBuilder {
     call_timeout: Option<Duration>,
     http_call_stub: Option<HttpCallStub>,
     grpc_call_stubs: Vec<GrpcCallStub>,
+    http_clusters: Vec<crate::callouts::HttpClusterStub>,
+    grpc_clusters: Vec<crate::callouts::GrpcClusterStub>,
+    properties: Vec<(String, Vec<u8>)>,
+    clock: Option<u64>,
     reload_backoff: Duration,
     workers: usize,
     trace: bool,
+    cache: Option<ModuleCache>,
 }
 
 impl ReplayBuilder {
     fn new() -> Self {
         Self {
+            cache: None,
             filters: Vec::new(),
             traffic: Traffic::default(),
             on_progress: None,
@@ -242,6 +251,10 @@ impl ReplayBuilder {
             call_timeout: None,
             http_call_stub: None,
             grpc_call_stubs: Vec::new(),
+            http_clusters: Vec::new(),
+            grpc_clusters: Vec::new(),
+            properties: Vec::new(),
+            clock: None,
             reload_backoff: DEFAULT_RELOAD_BACKOFF,
             workers: 1,
             trace: false,
@@ -318,12 +331,22 @@ impl ReplayBuilder {
         self
     }
 
-    /// Records every host->guest call with its arguments and return value
-    /// as `trace` log lines, in the shape Envoy prints with `-l trace`
-    /// (`[host->vm] proxy_on_request_headers(2, 5, 1)`,
-    /// `[host<-vm] proxy_on_request_headers return: 0`).
+    /// Records every call across the boundary, both ways (callbacks, host
+    /// calls, the host's allocations in the guest), with its arguments and
+    /// return value as `trace` log lines, in the shape Envoy prints with
+    /// `-l trace` (`[host->vm] proxy_on_request_headers(2, 5, 1)`,
+    /// `[vm->host] env.proxy_log(1, 1088192, 49)`, `[vm<-host] env.proxy_log
+    /// return: 0`, `[host<-vm] proxy_on_request_headers return: 0`); see
+    /// `harness/docs/trace.md` and [`crate::trace`] to compare with Envoy's.
     pub fn trace_calls(mut self) -> Self {
         self.trace = true;
+        self
+    }
+
+    /// Reads and stores compiled modules given by path in `cache` (as
+    /// `tollgate bench` does) instead of compiling them on every run.
+    pub fn module_cache(mut self, cache: ModuleCache) -> Self {
+        self.cache = Some(cache);
         self
     }
 
@@ -363,6 +386,38 @@ impl ReplayBuilder {
         self
     }
 
+    /// Answers `proxy_http_call`s to `stub.cluster` (all filters), before
+    /// the catch-all [`ReplayBuilder::http_call_stub`]; see [`crate::callouts`].
+    pub fn http_cluster(mut self, stub: crate::callouts::HttpClusterStub) -> Self {
+        self.http_clusters.retain(|s| s.cluster != stub.cluster);
+        self.http_clusters.push(stub);
+        self
+    }
+
+    /// Answers gRPC calls and streams to `stub.cluster` (all filters).
+    pub fn grpc_cluster(mut self, stub: crate::callouts::GrpcClusterStub) -> Self {
+        self.grpc_clusters.retain(|s| s.cluster != stub.cluster);
+        self.grpc_clusters.push(stub);
+        self
+    }
+
+    /// A property value every filter reads with `proxy_get_property` (path
+    /// segments joined by `.`, e.g. `source.address`; the value as Envoy
+    /// encodes it), in place of the built-in one.
+    pub fn property(mut self, path: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        let path = path.into();
+        self.properties.retain(|(p, _)| *p != path);
+        self.properties.push((path, value.into()));
+        self
+    }
+
+    /// The virtual wall clock when the VMs start, ns since the Unix epoch
+    /// (every exchange comes 1 ms of virtual time after the previous one).
+    pub fn clock_unix_nanos(mut self, nanos: u64) -> Self {
+        self.clock = Some(nanos);
+        self
+    }
+
     /// Replaces all VM settings of the last filter (identity, clock start,
     /// seed, addresses...); set its configuration after this.
     pub fn settings(mut self, settings: VmSettings) -> Self {
@@ -381,9 +436,14 @@ impl ReplayBuilder {
             call_timeout,
             http_call_stub,
             grpc_call_stubs,
+            http_clusters,
+            grpc_clusters,
+            properties,
+            clock,
             reload_backoff,
             workers,
             trace,
+            cache,
             ..
         } = self;
         if filters.is_empty() {
@@ -394,7 +454,10 @@ impl ReplayBuilder {
         let shared: Arc<SharedRegistry> = Arc::default();
         for spec in filters {
             let (plugin, path) = match spec.source {
-                Source::Path(p) => (Arc::new(Plugin::load(&p)?), p),
+                Source::Path(p) => match &cache {
+                    Some(cache) => (Arc::new(Plugin::load_cached(&p, cache)?), p),
+                    None => (Arc::new(Plugin::load(&p)?), p),
+                },
                 Source::Bytes(name, bytes) => (
                     Arc::new(Plugin::from_bytes(&name, &bytes)?),
                     PathBuf::from(name),
@@ -414,6 +477,12 @@ impl ReplayBuilder {
             settings
                 .grpc_call_stubs
                 .extend(grpc_call_stubs.iter().cloned());
+            settings.http_clusters.extend(http_clusters.iter().cloned());
+            settings.grpc_clusters.extend(grpc_clusters.iter().cloned());
+            settings.properties.extend(properties.iter().cloned());
+            if let Some(c) = clock {
+                settings.start_unix_nanos = c;
+            }
             let mut vms = Vec::with_capacity(workers);
             for w in 0..workers {
                 let mut vm = start_vm(&plugin, settings.clone(), shared.clone(), trace)?;
@@ -630,8 +699,23 @@ impl Chain {
                 vm: s.workers[wi].vm.as_mut(),
             })
             .collect();
+        let clocks: Vec<Option<u64>> = lanes
+            .iter()
+            .map(|l| l.vm.as_deref().map(|vm| vm.state().clock().monotonic))
+            .collect();
         let mut outcome = stream::run_chain(&mut lanes, input);
         drop(lanes);
+        // Virtual time the exchange waited (callout delays) moves the chain on.
+        let mut waited = Duration::ZERO;
+        for (s, before) in self.slots.iter_mut().zip(clocks) {
+            let w = &mut s.workers[wi];
+            if let (Some(vm), Some(before)) = (w.vm.as_ref(), before) {
+                let d = Duration::from_nanos(vm.state().clock().monotonic.saturating_sub(before));
+                w.synced += d;
+                waited = waited.max(d);
+            }
+        }
+        self.now += waited;
         for s in &mut self.slots {
             if let Some(vm) = s.workers[wi].vm.as_mut() {
                 // The exchange's callout answers end with it (a tick later
@@ -778,7 +862,9 @@ pub(crate) fn diff_headers(
             .filter(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
             .collect();
-        if a == b {
+        // A repeated header folded into one comma-separated value (as Envoy's
+        // codec does for inline names) means the same (RFC 9110 5.3).
+        if a == b || (name != "set-cookie" && a.join(",") == b.join(",")) {
             continue;
         }
         out.push(if b.is_empty() {
@@ -814,6 +900,22 @@ fn diff_request(before: &HttpRequest, after: &HttpRequest, out: &mut Vec<String>
     }
     diff_headers("request", &before.headers, &after.headers, out);
     diff_body("request", &before.body, &after.body, out);
+}
+
+/// Whether the request that reached the upstream differs from the recorded
+/// one as [`judge`] sees it.
+pub(crate) fn request_differs(before: &HttpRequest, after: &HttpRequest) -> bool {
+    let mut changes = Vec::new();
+    diff_request(before, after, &mut changes);
+    !changes.is_empty()
+}
+
+/// Whether the response the client got differs from the recorded one as
+/// [`judge`] sees it.
+pub(crate) fn response_differs(before: &HttpResponse, after: &HttpResponse) -> bool {
+    let mut changes = Vec::new();
+    diff_response(before, after, &mut changes);
+    !changes.is_empty()
 }
 
 fn diff_response(before: &HttpResponse, after: &HttpResponse, out: &mut Vec<String>) {

@@ -34,6 +34,7 @@
 use crate::host::{ExchangeCallouts, HeaderMap, LocalResponse, Phase, StreamState};
 use crate::traffic::{Callout, Exchange, HttpRequest, HttpResponse};
 use crate::vm::{CallError, Vm};
+use std::cell::OnceCell;
 
 /// The status of a stalled or reset exchange's client response: none was sent.
 pub const NO_RESPONSE: u16 = 0;
@@ -99,8 +100,10 @@ pub enum ChunkPlan {
     /// Chunks of this many bytes (the last may be shorter).
     ChunkSize(usize),
     /// Chunks of exactly these sizes, in order (recorded boundaries). Zero
-    /// sizes are skipped; bytes beyond the sizes' sum form one last chunk,
-    /// sizes beyond the body's end are cut short.
+    /// sizes are skipped, except a last one: it is an empty last chunk that
+    /// carries end_of_stream, as Envoy's HTTP/1 codec delivers a body (the
+    /// data, then an empty end-of-stream frame; `[n, 0]`). Bytes beyond the
+    /// sizes' sum form one more chunk, sizes beyond the body's end are cut short.
     Sizes(Vec<usize>),
 }
 
@@ -108,7 +111,8 @@ impl ChunkPlan {
     /// The plan for recorded chunk sizes: [`ChunkPlan::Whole`] for none or
     /// one, else [`ChunkPlan::Sizes`].
     pub fn recorded(sizes: &[usize]) -> Self {
-        if sizes.iter().filter(|&&n| n > 0).count() <= 1 {
+        let empty_end = sizes.len() > 1 && sizes.last() == Some(&0);
+        if sizes.iter().filter(|&&n| n > 0).count() <= 1 && !empty_end {
             Self::Whole
         } else {
             Self::Sizes(sizes.to_vec())
@@ -140,6 +144,9 @@ impl ChunkPlan {
                 }
                 if !rest.is_empty() {
                     out.push(rest.to_vec());
+                }
+                if sizes.last() == Some(&0) {
+                    out.push(Vec::new());
                 }
                 return out;
             }
@@ -262,6 +269,9 @@ pub struct StreamOutcome {
     /// Callouts the filters made, as `<filter>: http <cluster> <method> <path>`
     /// or `<filter>: grpc <cluster> <service>/<method>`.
     pub callouts: Vec<String>,
+    /// The callouts the filters made, with their headers and bodies, in order
+    /// (refused ones included; see [`crate::callouts`]).
+    pub callout_requests: Vec<crate::callouts::CalloutRecord>,
 }
 
 fn request_map(req: &HttpRequest) -> HeaderMap {
@@ -272,13 +282,14 @@ fn request_map(req: &HttpRequest) -> HeaderMap {
         (":scheme".into(), req.scheme.clone()),
     ];
     pairs.extend(req.headers.iter().cloned());
-    HeaderMap::from_pairs(pairs)
+    // Envoy's codec folds a repeated inline header (`authorization`, `via`...) into one value.
+    HeaderMap::from_pairs(crate::abi::fold_inline(pairs, crate::abi::REQUEST_INLINE))
 }
 
 fn response_map(status: u16, headers: &[(String, String)]) -> HeaderMap {
     let mut pairs = vec![(":status".to_string(), status.to_string())];
     pairs.extend(headers.iter().cloned());
-    HeaderMap::from_pairs(pairs)
+    HeaderMap::from_pairs(crate::abi::fold_inline(pairs, crate::abi::RESPONSE_INLINE))
 }
 
 /// The map's entries without the pseudo-headers (`:method`, `:status`, ...).
@@ -313,14 +324,27 @@ fn to_response(map: &HeaderMap, body: Vec<u8>) -> HttpResponse {
     }
 }
 
-/// The response Envoy builds for a local reply.
+/// The response Envoy builds for a local reply: the filter's headers, then
+/// (with a body) `content-length` set to the body's size, replacing any the
+/// filter gave, and `content-type: text/plain` only when the filter set none.
 fn local_reply(l: &LocalResponse) -> HttpResponse {
     let mut headers = Vec::new();
     if !l.body.is_empty() {
         headers.push(("content-length".to_string(), l.body.len().to_string()));
-        headers.push(("content-type".to_string(), "text/plain".to_string()));
+        if !l
+            .headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+        {
+            headers.push(("content-type".to_string(), "text/plain".to_string()));
+        }
     }
-    headers.extend(l.headers.iter().cloned());
+    headers.extend(
+        l.headers
+            .iter()
+            .filter(|(name, _)| l.body.is_empty() || !name.eq_ignore_ascii_case("content-length"))
+            .cloned(),
+    );
     HttpResponse {
         status: u16::try_from(l.status).unwrap_or(NO_RESPONSE),
         headers,
@@ -449,6 +473,38 @@ struct Driver<'l, 'a> {
     resp_body_len: usize,
     /// Set while ContinueAndEndStream forwards headers as the last frame.
     more_after_headers_override: Option<bool>,
+    /// What is recorded besides the verdict.
+    detail: Detail,
+    /// The next stage to run.
+    stage: Stage,
+}
+
+/// A direction's filters in the order it visits them (the response's is
+/// the chain reversed), without allocating.
+#[derive(Clone, Copy)]
+struct Order {
+    n: usize,
+    reverse: bool,
+}
+
+impl Order {
+    fn len(self) -> usize {
+        self.n
+    }
+
+    /// The filter at position `k` of the direction.
+    fn at(self, k: usize) -> usize {
+        if self.reverse { self.n - 1 - k } else { k }
+    }
+
+    /// The position of filter `i` in the direction.
+    fn position(self, i: usize) -> Option<usize> {
+        (i < self.n).then(|| self.at(i))
+    }
+
+    fn iter(self) -> impl Iterator<Item = usize> {
+        (0..self.n).map(move |k| self.at(k))
+    }
 }
 
 fn vm_stream(vm: &mut Vm) -> Option<&mut StreamState> {
@@ -457,15 +513,20 @@ fn vm_stream(vm: &mut Vm) -> Option<&mut StreamState> {
 
 impl<'a> Driver<'_, 'a> {
     fn step(&mut self, i: usize, text: String) {
-        self.out.steps[i].steps.push(text);
+        if let Some(f) = self.out.steps.get_mut(i) {
+            f.steps.push(text);
+        }
     }
 
-    fn order(&self, response: bool) -> Vec<usize> {
-        let n = self.lanes.len();
-        if response {
-            (0..n).rev().collect()
-        } else {
-            (0..n).collect()
+    /// The step log is kept (not in [`Detail::Verdict`] runs).
+    fn logging(&self) -> bool {
+        self.detail == Detail::Full
+    }
+
+    fn order(&self, response: bool) -> Order {
+        Order {
+            n: self.lanes.len(),
+            reverse: response,
         }
     }
 
@@ -605,7 +666,7 @@ impl<'a> Driver<'_, 'a> {
         let mut ev = ev;
         let mut k = from;
         while k < order.len() {
-            let i = order[k];
+            let i = order.at(k);
             let passive =
                 self.lanes[i].vm.is_none() || self.st[i].dead || (response && !self.st[i].created);
             if passive {
@@ -670,7 +731,9 @@ impl<'a> Driver<'_, 'a> {
                         }
                     };
                     let (name, result) = headers_action(action);
-                    self.step(i, format!("{cb}(eos={eos}) -> {name}"));
+                    if self.logging() {
+                        self.step(i, format!("{cb}(eos={eos}) -> {name}"));
+                    }
                     self.changes(i, response, &before);
                     let continued = self.after(i, response, cb)?;
                     match result {
@@ -721,8 +784,10 @@ impl<'a> Driver<'_, 'a> {
                         }
                     };
                     let (name, result) = data_action(action);
-                    self.step(i, format!("{cb}({size} bytes, eos={eos}) -> {name}"));
-                    if body != visible {
+                    if self.logging() {
+                        self.step(i, format!("{cb}({size} bytes, eos={eos}) -> {name}"));
+                    }
+                    if self.logging() && body != visible {
                         self.step(
                             i,
                             format!(
@@ -779,7 +844,9 @@ impl<'a> Driver<'_, 'a> {
                     } else {
                         "StopIteration"
                     };
-                    self.step(i, format!("{cb} -> {name}"));
+                    if self.logging() {
+                        self.step(i, format!("{cb} -> {name}"));
+                    }
                     let after = self.flow(response).trailers.clone().unwrap_or_default();
                     let mut diffs = Vec::new();
                     crate::replay::diff_headers(
@@ -861,7 +928,7 @@ impl<'a> Driver<'_, 'a> {
     /// A stopped filter continues: what it held goes on.
     fn resume(&mut self, i: usize, response: bool) -> Result<(), Halt> {
         let order = self.order(response);
-        let Some(k) = order.iter().position(|&x| x == i) else {
+        let Some(k) = order.position(i) else {
             return Ok(());
         };
         let port = self.port(i, response);
@@ -962,6 +1029,10 @@ impl<'a> Driver<'_, 'a> {
 
     fn changes(&mut self, i: usize, response: bool, before: &HeaderMap) {
         let after = self.flow(response).headers.clone();
+        if after.same(before) || !self.logging() {
+            // Untouched by the filter (the map is shared copy-on-write).
+            return;
+        }
         let mut diffs = Vec::new();
         crate::replay::diff_headers(
             if response { "response" } else { "request" },
@@ -976,7 +1047,7 @@ impl<'a> Driver<'_, 'a> {
 
     /// The first filter (in the direction's order) still holding the stream.
     fn holder(&self, response: bool) -> Option<(usize, &'static str)> {
-        for i in self.order(response) {
+        for i in self.order(response).iter() {
             let p = if response {
                 &self.st[i].resp
             } else {
@@ -1011,79 +1082,358 @@ pub fn run(vm: &mut Vm, exchange: &Exchange) -> StreamOutcome {
 
 /// Runs one exchange through a chain of filters.
 pub fn run_chain(lanes: &mut [Lane<'_>], input: &StreamInput) -> StreamOutcome {
-    let n = lanes.len();
-    let mut st = Vec::with_capacity(n);
-    for lane in lanes.iter_mut() {
-        let ctx = lane.vm.as_deref_mut().map_or(0, Vm::new_context_id);
-        st.push(LaneState {
-            ctx,
-            created: false,
-            dead: false,
-            closed: false,
-            req: Port::default(),
-            resp: Port::default(),
-        });
+    let prepared = Prepared::new(input);
+    let mut d = Parked::new(lanes, &prepared, Detail::Full).driver(lanes);
+    while d.stage != Stage::Done {
+        advance(&mut d, &prepared);
     }
-    let req = &input.request;
-    // One queue for the chain: the recording lists the exchange's callouts
-    // in order, whichever filter makes them.
-    let callouts = ExchangeCallouts::new(input.callouts.iter().cloned());
-    for (lane, s) in lanes.iter_mut().zip(&st) {
-        if let Some(vm) = lane.vm.as_deref_mut() {
-            vm.state_mut().exchange_callouts = callouts.clone();
-            let start = vm.state().clock().realtime;
-            vm.state_mut().stream = Some(StreamState::at_request_headers(
-                s.ctx,
-                request_map(req),
-                start,
-                req.body.len() as u64,
-            ));
+    conclude(&mut d)
+}
+
+/// Runs one exchange through a chain of filters for its verdict only: the
+/// same callbacks in the same order as [`run_chain`], without the step log,
+/// the change lists or copies of the messages (for throughput).
+pub fn run_chain_verdict(lanes: &mut [Lane<'_>], input: &Prepared<'_>) -> StreamVerdict {
+    let mut d = Parked::new(lanes, input, Detail::Verdict).driver(lanes);
+    while d.stage != Stage::Done {
+        advance(&mut d, input);
+    }
+    let many = d.lanes.len() > 1;
+    let out = conclude(&mut d);
+    verdict_of(&d, input, out, many)
+}
+
+/// Runs several exchanges through a chain at once, interleaving their
+/// callbacks as a proxy with that many streams in flight sees them: every
+/// stream's request headers, then every stream's request body and
+/// trailers, then every stream's response headers, response body and
+/// trailers, then every stream's `on_log`/`on_done`/`on_delete`. A stream
+/// that ends early (local reply, reset, failure) skips to the last round.
+/// Each stream gets its own context in every filter, so the filters hold
+/// all of them at the same time. `after_round` runs after each round
+/// (e.g. to sample the VMs' memory). Callouts made while several streams
+/// are in flight are reported with the stream that finishes first. A filter
+/// that fails in one stream is skipped by that stream only; what a failure
+/// means for the VM is the caller's decision (as [`crate::replay::Chain`]
+/// decides between exchanges).
+pub fn run_interleaved(
+    lanes: &mut [Lane<'_>],
+    inputs: &[&Prepared<'_>],
+    mut after_round: impl FnMut(&mut [Lane<'_>]),
+) -> Vec<StreamOutcome> {
+    let mut parked: Vec<Parked> = inputs
+        .iter()
+        .map(|p| Parked::new(lanes, p, Detail::Full))
+        .collect();
+    let mut outcomes: Vec<Option<StreamOutcome>> = inputs.iter().map(|_| None).collect();
+    for round in Stage::ROUNDS {
+        for (j, p) in parked.iter_mut().enumerate() {
+            if p.stage != round {
+                continue;
+            }
+            let mut d = std::mem::take(p).driver(lanes);
+            advance(&mut d, inputs[j]);
+            if d.stage == Stage::Done {
+                outcomes[j] = Some(conclude(&mut d));
+            }
+            *p = Parked::from_driver(d);
+        }
+        after_round(lanes);
+    }
+    outcomes.into_iter().flatten().collect()
+}
+
+/// An exchange made ready to drive: its header maps built and its bodies
+/// cut once, so it can be driven again and again without rebuilding them
+/// (the maps are shared copy-on-write with the filters).
+#[derive(Debug, Clone)]
+pub struct Prepared<'i> {
+    input: &'i StreamInput,
+    request_headers: HeaderMap,
+    request_trailers: Option<HeaderMap>,
+    request_chunks: Vec<Vec<u8>>,
+    response_headers: HeaderMap,
+    response_trailers: Option<HeaderMap>,
+    response_chunks: Vec<Vec<u8>>,
+    /// The request map, as is, judges as the recorded request (the codec's
+    /// folding of repeated headers can make it differ); worked out once,
+    /// when first needed.
+    request_pristine: OnceCell<bool>,
+    /// The same for the response.
+    response_pristine: OnceCell<bool>,
+}
+
+impl<'i> Prepared<'i> {
+    /// Builds the maps and chunks of `input`.
+    pub fn new(input: &'i StreamInput) -> Self {
+        let trailers = |t: &[(String, String)]| {
+            (!t.is_empty()).then(|| HeaderMap::from_pairs(t.iter().map(|(k, v)| (k, v.clone()))))
+        };
+        Self {
+            input,
+            request_headers: request_map(&input.request),
+            request_trailers: trailers(&input.request_trailers),
+            request_chunks: input.request_chunks.split(&input.request.body),
+            response_headers: response_map(input.response.status, &input.response.headers),
+            response_trailers: trailers(&input.response_trailers),
+            response_chunks: input.response_chunks.split(&input.response.body),
+            request_pristine: OnceCell::new(),
+            response_pristine: OnceCell::new(),
         }
     }
-    let steps = lanes
-        .iter()
-        .map(|l| FilterSteps {
-            filter: l.name.clone(),
-            steps: Vec::new(),
+
+    fn request_pristine(&self) -> bool {
+        *self.request_pristine.get_or_init(|| {
+            !crate::replay::request_differs(
+                &self.input.request,
+                &to_request(&self.request_headers, self.input.request.body.clone()),
+            )
         })
-        .collect();
-    let mut d = Driver {
-        lanes,
-        st,
-        req: Flow {
-            headers: request_map(req),
-            trailers: (!input.request_trailers.is_empty())
-                .then(|| HeaderMap::from_pairs(input.request_trailers.clone())),
-            started: true,
-            ..Flow::default()
-        },
-        resp: Flow::default(),
-        out: StreamOutcome {
-            upstream_request: None,
-            client_response: HttpResponse {
-                status: NO_RESPONSE,
-                headers: Vec::new(),
-                body: Vec::new(),
+    }
+
+    fn response_pristine(&self) -> bool {
+        *self.response_pristine.get_or_init(|| {
+            !crate::replay::response_differs(
+                &self.input.response,
+                &to_response(&self.response_headers, self.input.response.body.clone()),
+            )
+        })
+    }
+
+    /// The input it was prepared from.
+    pub fn input(&self) -> &'i StreamInput {
+        self.input
+    }
+}
+
+/// The verdict of a [`run_chain_verdict`] run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamVerdict {
+    /// What the chain did, judged as the replay report judges it.
+    pub verdict: crate::replay::Verdict,
+    /// The status the client received ([`NO_RESPONSE`] when none).
+    pub status: u16,
+    /// The request reached the upstream.
+    pub reached_upstream: bool,
+}
+
+/// What the driver records besides the verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Detail {
+    /// The full outcome: messages as they left the chain, step log.
+    #[default]
+    Full,
+    /// Only what the verdict needs.
+    Verdict,
+}
+
+/// Where an exchange is in the driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Stage {
+    #[default]
+    RequestHeaders,
+    RequestRest,
+    ResponseHeaders,
+    ResponseRest,
+    Finish,
+    Done,
+}
+
+impl Stage {
+    /// The rounds of an interleaved run, in order.
+    const ROUNDS: [Stage; 5] = [
+        Stage::RequestHeaders,
+        Stage::RequestRest,
+        Stage::ResponseHeaders,
+        Stage::ResponseRest,
+        Stage::Finish,
+    ];
+}
+
+/// A driver's state while another stream's callbacks run: everything but
+/// the lanes, plus each filter's stream state and the callout answers.
+#[derive(Default)]
+struct Parked {
+    st: Vec<LaneState>,
+    req: Flow,
+    resp: Flow,
+    out: Option<StreamOutcome>,
+    in_local: bool,
+    req_body_len: usize,
+    resp_body_len: usize,
+    more_after_headers_override: Option<bool>,
+    detail: Detail,
+    stage: Stage,
+    streams: Vec<Option<StreamState>>,
+    callouts: ExchangeCallouts,
+}
+
+impl Parked {
+    /// A new exchange: a context id in every filter, its stream state.
+    fn new(lanes: &mut [Lane<'_>], p: &Prepared<'_>, detail: Detail) -> Self {
+        let req = &p.input.request;
+        let mut st = Vec::with_capacity(lanes.len());
+        let mut streams = Vec::with_capacity(lanes.len());
+        for lane in lanes.iter_mut() {
+            let (ctx, stream) = match lane.vm.as_deref_mut() {
+                Some(vm) => {
+                    let ctx = vm.new_context_id();
+                    let start = vm.state().clock().realtime;
+                    let s = StreamState::at_request_headers(
+                        ctx,
+                        p.request_headers.clone(),
+                        start,
+                        req.body.len() as u64,
+                    );
+                    (ctx, Some(s))
+                }
+                None => (0, None),
+            };
+            streams.push(stream);
+            st.push(LaneState {
+                ctx,
+                created: false,
+                dead: false,
+                closed: false,
+                req: Port::default(),
+                resp: Port::default(),
+            });
+        }
+        let steps = if detail == Detail::Full {
+            lanes
+                .iter()
+                .map(|l| FilterSteps {
+                    filter: l.name.clone(),
+                    steps: Vec::new(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Self {
+            st,
+            req: Flow {
+                headers: p.request_headers.clone(),
+                trailers: p.request_trailers.clone(),
+                started: true,
+                ..Flow::default()
             },
-            local_response: None,
-            local_in_response: false,
-            reset_in: None,
-            stalled_in: None,
-            failure: None,
-            failures: Vec::new(),
-            upstream_trailers: Vec::new(),
-            client_trailers: Vec::new(),
-            steps,
-            callouts: Vec::new(),
+            resp: Flow::default(),
+            out: Some(StreamOutcome {
+                upstream_request: None,
+                client_response: HttpResponse {
+                    status: NO_RESPONSE,
+                    headers: Vec::new(),
+                    body: Vec::new(),
+                },
+                local_response: None,
+                local_in_response: false,
+                reset_in: None,
+                stalled_in: None,
+                failure: None,
+                failures: Vec::new(),
+                upstream_trailers: Vec::new(),
+                client_trailers: Vec::new(),
+                steps,
+                callouts: Vec::new(),
+                callout_requests: Vec::new(),
+            }),
+            in_local: false,
+            req_body_len: req.body.len(),
+            resp_body_len: 0,
+            more_after_headers_override: None,
+            detail,
+            stage: Stage::RequestHeaders,
+            streams,
+            // One queue for the chain: the recording lists the exchange's
+            // callouts in order, whichever filter makes them.
+            callouts: if p.input.callouts.is_empty() {
+                ExchangeCallouts::default()
+            } else {
+                ExchangeCallouts::new(p.input.callouts.iter().cloned())
+            },
+        }
+    }
+
+    /// Puts the stream back into the filters' VMs and resumes driving it.
+    fn driver<'l, 'a>(mut self, lanes: &'l mut [Lane<'a>]) -> Driver<'l, 'a> {
+        for (lane, s) in lanes.iter_mut().zip(self.streams.iter_mut()) {
+            if let Some(vm) = lane.vm.as_deref_mut() {
+                vm.state_mut().stream = s.take();
+                vm.state_mut().exchange_callouts = self.callouts.clone();
+            }
+        }
+        Driver {
+            lanes,
+            st: self.st,
+            req: self.req,
+            resp: self.resp,
+            out: self.out.unwrap_or_else(empty_outcome),
+            in_local: self.in_local,
+            req_body_len: self.req_body_len,
+            resp_body_len: self.resp_body_len,
+            more_after_headers_override: self.more_after_headers_override,
+            detail: self.detail,
+            stage: self.stage,
+        }
+    }
+
+    /// Takes the stream out of the filters' VMs to let another one run.
+    fn from_driver(d: Driver<'_, '_>) -> Self {
+        let mut streams = Vec::with_capacity(d.lanes.len());
+        let mut callouts = ExchangeCallouts::default();
+        for lane in d.lanes.iter_mut() {
+            match lane.vm.as_deref_mut() {
+                Some(vm) => {
+                    streams.push(vm.state_mut().stream.take());
+                    callouts = std::mem::take(&mut vm.state_mut().exchange_callouts);
+                }
+                None => streams.push(None),
+            }
+        }
+        Self {
+            st: d.st,
+            req: d.req,
+            resp: d.resp,
+            out: Some(d.out),
+            in_local: d.in_local,
+            req_body_len: d.req_body_len,
+            resp_body_len: d.resp_body_len,
+            more_after_headers_override: d.more_after_headers_override,
+            detail: d.detail,
+            stage: d.stage,
+            streams,
+            callouts,
+        }
+    }
+}
+
+fn empty_outcome() -> StreamOutcome {
+    StreamOutcome {
+        upstream_request: None,
+        client_response: HttpResponse {
+            status: NO_RESPONSE,
+            headers: Vec::new(),
+            body: Vec::new(),
         },
-        in_local: false,
-        req_body_len: req.body.len(),
-        resp_body_len: 0,
-        more_after_headers_override: None,
-    };
-    drive(&mut d, input);
-    finish(&mut d);
-    let mut out = d.out;
+        local_response: None,
+        local_in_response: false,
+        reset_in: None,
+        stalled_in: None,
+        failure: None,
+        failures: Vec::new(),
+        upstream_trailers: Vec::new(),
+        client_trailers: Vec::new(),
+        steps: Vec::new(),
+        callouts: Vec::new(),
+        callout_requests: Vec::new(),
+    }
+}
+
+/// The end of an exchange: the filters forget the stream, callouts are
+/// collected, a reset or stalled stream sent the client nothing.
+fn conclude(d: &mut Driver<'_, '_>) -> StreamOutcome {
+    let mut out = std::mem::replace(&mut d.out, empty_outcome());
     for lane in d.lanes.iter_mut() {
         if let Some(vm) = lane.vm.as_deref_mut() {
             vm.state_mut().stream = None;
@@ -1094,6 +1444,14 @@ pub fn run_chain(lanes: &mut [Lane<'_>], input: &StreamInput) -> StreamOutcome {
                     .unwrap_or(&lane.name)
                     .to_string();
                 out.callouts.push(format!("{name}: {c}"));
+            }
+            for mut r in vm.state_mut().take_callout_records() {
+                r.filter = std::path::Path::new(&lane.name)
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or(&lane.name)
+                    .to_string();
+                out.callout_requests.push(r);
             }
         }
     }
@@ -1108,56 +1466,192 @@ pub fn run_chain(lanes: &mut [Lane<'_>], input: &StreamInput) -> StreamOutcome {
     out
 }
 
-fn drive(d: &mut Driver<'_, '_>, input: &StreamInput) {
-    // Request path.
-    let chunks = input.request_chunks.split(&input.request.body);
-    let mut r = d.push(false, 0, Event::Headers);
-    let last = chunks.len();
-    for (j, c) in chunks.into_iter().enumerate() {
+/// Judges a verdict-only run, comparing what left the chain with the
+/// input; the messages are rebuilt only when they are not the input's own
+/// maps and bodies (the filters changed something).
+fn verdict_of(
+    d: &Driver<'_, '_>,
+    p: &Prepared<'_>,
+    out: StreamOutcome,
+    many: bool,
+) -> StreamVerdict {
+    use crate::replay::Verdict;
+    let reached_upstream = d.req.out_headers.is_some();
+    let status = if out.reset_in.is_some() || out.stalled_in.is_some() {
+        NO_RESPONSE
+    } else if out.local_response.is_some() && out.client_response.status != NO_RESPONSE {
+        out.client_response.status
+    } else {
+        d.resp
+            .out_headers
+            .as_ref()
+            .and_then(|h| h.get(":status"))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(NO_RESPONSE)
+    };
+    let verdict = if let Some(f) = out.failures.first() {
+        Verdict::Failed {
+            message: if many {
+                format!("{}: {}", f.filter, f.error)
+            } else {
+                f.error.to_string()
+            },
+        }
+    } else if let Some(f) = &out.failure {
+        Verdict::Failed {
+            message: f.to_string(),
+        }
+    } else if let Some(l) = &out.local_response {
+        Verdict::AnsweredLocally {
+            status: u16::try_from(l.status).unwrap_or(0),
+        }
+    } else if out.reset_in.is_some() || out.stalled_in.is_some() {
+        Verdict::Modified
+    } else {
+        let input = p.input;
+        let request_changed = match &d.req.out_headers {
+            Some(h) if h.same(&p.request_headers) && d.req.out_body == input.request.body => {
+                !p.request_pristine()
+            }
+            Some(h) => crate::replay::request_differs(
+                &input.request,
+                &to_request(h, d.req.out_body.clone()),
+            ),
+            None => false,
+        };
+        let response_changed = match &d.resp.out_headers {
+            Some(h) if h.same(&p.response_headers) && d.resp.out_body == input.response.body => {
+                !p.response_pristine()
+            }
+            Some(h) => crate::replay::response_differs(
+                &input.response,
+                &to_response(h, d.resp.out_body.clone()),
+            ),
+            None => true,
+        };
+        if request_changed || response_changed {
+            Verdict::Modified
+        } else {
+            Verdict::Passed
+        }
+    };
+    StreamVerdict {
+        verdict,
+        status,
+        reached_upstream,
+    }
+}
+
+/// Runs the driver's current stage and moves it to the next.
+fn advance(d: &mut Driver<'_, '_>, p: &Prepared<'_>) {
+    d.stage = match d.stage {
+        Stage::RequestHeaders => {
+            let r = d.push(false, 0, Event::Headers);
+            if request_halted(d, r) {
+                Stage::Finish
+            } else {
+                Stage::RequestRest
+            }
+        }
+        Stage::RequestRest => request_rest(d, p),
+        Stage::ResponseHeaders => {
+            d.resp.headers = p.response_headers.clone();
+            d.resp.trailers = p.response_trailers.clone();
+            d.resp.started = true;
+            d.resp_body_len = p.input.response.body.len();
+            let r = d.push(true, 0, Event::Headers);
+            if response_halted(d, r) {
+                Stage::Finish
+            } else {
+                Stage::ResponseRest
+            }
+        }
+        Stage::ResponseRest => {
+            let r = response_rest(d, p).and_then(|()| wait_for_callouts(d, true));
+            if !response_halted(d, r) {
+                client_response(d);
+            }
+            Stage::Finish
+        }
+        Stage::Finish => {
+            finish(d);
+            Stage::Done
+        }
+        Stage::Done => Stage::Done,
+    };
+}
+
+/// The request's body chunks and trailers; then whether it reached the upstream.
+fn request_rest(d: &mut Driver<'_, '_>, p: &Prepared<'_>) -> Stage {
+    let mut r = Ok(());
+    let last = p.request_chunks.len();
+    for (j, c) in p.request_chunks.iter().enumerate() {
         if r.is_err() {
             break;
         }
         let eos = j + 1 == last && d.req.trailers.is_none();
-        r = d.push(false, 0, Event::Data(c, eos));
+        r = d.push(false, 0, Event::Data(c.clone(), eos));
     }
     if r.is_ok() && d.req.trailers.is_some() {
         r = d.push(false, 0, Event::Trailers);
     }
+    if request_halted(d, r) {
+        return Stage::Finish;
+    }
+    let r = wait_for_callouts(d, false);
+    if request_halted(d, r) {
+        return Stage::Finish;
+    }
+    let Some(headers) = d.req.out_headers.as_ref() else {
+        stall(d, false);
+        return Stage::Finish;
+    };
+    if d.logging() {
+        d.out.upstream_request = Some(to_request(headers, d.req.out_body.clone()));
+        d.out.upstream_trailers = d
+            .req
+            .out_trailers
+            .as_ref()
+            .map(|t| t.entries().to_vec())
+            .unwrap_or_default();
+    }
+    if !d.req.out_eos {
+        stall(d, false);
+        return Stage::Finish;
+    }
+    Stage::ResponseHeaders
+}
+
+/// Handles a halt of the request path; `true` when it halted.
+fn request_halted(d: &mut Driver<'_, '_>, r: Result<(), Halt>) -> bool {
     match r {
         Err(Halt::Local(l)) => {
             local_via_chain(d, l);
-            return;
+            true
         }
         Err(Halt::Reset(cb)) => {
             d.out.reset_in = Some(cb);
-            return;
+            true
         }
-        Ok(()) => {}
+        Ok(()) => false,
     }
-    let Some(headers) = d.req.out_headers.clone() else {
-        stall(d, false);
-        return;
-    };
-    d.out.upstream_request = Some(to_request(&headers, d.req.out_body.clone()));
-    d.out.upstream_trailers = d
-        .req
-        .out_trailers
-        .as_ref()
-        .map(|t| t.entries().to_vec())
-        .unwrap_or_default();
-    if !d.req.out_eos {
-        stall(d, false);
-        return;
+}
+
+/// The response's body chunks and trailers.
+fn response_rest(d: &mut Driver<'_, '_>, p: &Prepared<'_>) -> Result<(), Halt> {
+    let last = p.response_chunks.len();
+    for (j, c) in p.response_chunks.iter().enumerate() {
+        let eos = j + 1 == last && d.resp.trailers.is_none();
+        d.push(true, 0, Event::Data(c.clone(), eos))?;
     }
-    // Response path.
-    let resp = &input.response;
-    d.resp.headers = response_map(resp.status, &resp.headers);
-    d.resp.trailers = (!input.response_trailers.is_empty())
-        .then(|| HeaderMap::from_pairs(input.response_trailers.clone()));
-    d.resp.started = true;
-    d.resp_body_len = resp.body.len();
-    let chunks = input.response_chunks.split(&resp.body);
-    let r = respond(d, chunks);
+    if d.resp.trailers.is_some() {
+        d.push(true, 0, Event::Trailers)?;
+    }
+    Ok(())
+}
+
+/// Handles a halt of the response path; `true` when it halted.
+fn response_halted(d: &mut Driver<'_, '_>, r: Result<(), Halt>) -> bool {
     match r {
         Err(Halt::Local(l)) => {
             d.out.local_in_response = true;
@@ -1169,9 +1663,13 @@ fn drive(d: &mut Driver<'_, '_>, input: &StreamInput) {
                 d.out.client_response = local_reply(&l);
                 d.out.local_response = Some(l);
             }
+            true
         }
-        Err(Halt::Reset(cb)) => d.out.reset_in = Some(cb),
-        Ok(()) => client_response(d),
+        Err(Halt::Reset(cb)) => {
+            d.out.reset_in = Some(cb);
+            true
+        }
+        Ok(()) => false,
     }
 }
 
@@ -1190,6 +1688,7 @@ fn respond(d: &mut Driver<'_, '_>, chunks: Vec<Vec<u8>>) -> Result<(), Halt> {
 
 fn client_response(d: &mut Driver<'_, '_>) {
     match d.resp.out_headers.clone() {
+        Some(_) if d.resp.out_eos && !d.logging() => {}
         Some(h) if d.resp.out_eos => {
             d.out.client_response = to_response(&h, d.resp.out_body.clone());
             d.out.client_trailers = d
@@ -1200,6 +1699,60 @@ fn client_response(d: &mut Driver<'_, '_>) {
                 .unwrap_or_default();
         }
         _ => stall(d, true),
+    }
+}
+
+/// Longest a held stream waits for callout answers (virtual time): Envoy's
+/// default stream idle timeout.
+const MAX_CALLOUT_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// While a filter holds one direction and callout answers are on their
+/// way, moves every filter's virtual clock to the next answer (ticks due
+/// before it fire first) and lets the holder act on it: continue, answer
+/// locally, reset. Envoy keeps a paused stream open meanwhile.
+fn wait_for_callouts(d: &mut Driver<'_, '_>, response: bool) -> Result<(), Halt> {
+    let mut waited = std::time::Duration::ZERO;
+    loop {
+        let f = d.flow(response);
+        if f.out_headers.is_some() && f.out_eos {
+            return Ok(());
+        }
+        let Some((i, cb)) = d.holder(response) else {
+            return Ok(());
+        };
+        let next = d
+            .lanes
+            .iter()
+            .filter_map(|l| l.vm.as_deref())
+            .filter_map(|vm| {
+                let due = vm.next_callout_due()?;
+                Some(due.saturating_sub(vm.state().clock().monotonic))
+            })
+            .min();
+        let Some(dt) = next.map(std::time::Duration::from_nanos) else {
+            return Ok(());
+        };
+        waited += dt;
+        if waited > MAX_CALLOUT_WAIT {
+            return Ok(());
+        }
+        for j in 0..d.lanes.len() {
+            if let Err(e) = d.call_vm(j, |vm, _| vm.advance_clock(dt)) {
+                d.failed(j, e)?;
+            }
+        }
+        d.step(
+            i,
+            format!("waited {dt:?} (virtual) for callout answers while held in {cb}"),
+        );
+        let body = d.store(i, response);
+        let port = d.port(i, response);
+        if port.buffering {
+            port.buffered = body;
+        }
+        if d.after(i, response, "a callout answer")? {
+            d.resume(i, response)?;
+        }
     }
 }
 

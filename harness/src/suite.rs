@@ -6,11 +6,17 @@
 //! trailers and a chunking plan, and expectations on what reached the
 //! upstream, what the client got, the local reply, logs and metrics. Every
 //! matcher block takes a `not:` block with the same matchers, inverted.
+//! Suites and tests name how clusters answer callouts (`clusters:`, with
+//! delays and failures on the virtual clock, see [`crate::callouts`]), the
+//! properties the filters read and the clock; expectations cover the
+//! callouts made (`callout_requests`), plugin start (logs, metrics) and the
+//! end of the stream (`end.logs`).
 //! The format is documented in `harness/docs/suite.md`.
 //!
 //! Tests run in parallel, each on fresh VMs (modules are compiled once per
 //! suite); nothing is global.
 
+use crate::callouts::{CalloutRecord, GrpcClusterStub, HttpClusterStub};
 use crate::host::LogLine;
 use crate::plugin::{LoadError, Plugin};
 use crate::replay::{ChunkPlan, FailurePolicy, Replay, ReplayBuilder, StreamInput};
@@ -117,6 +123,8 @@ pub struct StartExpect {
     pub error: Option<String>,
     /// What the filters log while starting.
     pub logs: Option<LogExpect>,
+    /// Metric values once started (counters, gauges; histograms: last value).
+    pub metrics: Option<BTreeMap<String, i64>>,
 }
 
 /// The request a test sends.
@@ -272,6 +280,148 @@ pub struct Expect {
     /// Regexes on the per-filter steps (`filter: step`), e.g.
     /// `"headers.wasm: proxy_on_request_headers\\(eos=true\\) -> Continue"`.
     pub steps: Option<LogExpect>,
+    /// Callouts that must have been made, each matched against every
+    /// callout (cluster, kind, headers, body, timeout, accepted).
+    #[serde(default)]
+    pub callout_requests: Vec<CalloutExpect>,
+    /// What happened at the end of the stream (`proxy_on_log`, `proxy_on_done`,
+    /// `proxy_on_delete`).
+    pub end: Option<EndExpect>,
+}
+
+/// Expectations on one callout the filters made.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalloutExpect {
+    /// The cluster (exact).
+    pub cluster: Option<String>,
+    /// `http`, `grpc` or `grpc-stream`.
+    pub kind: Option<String>,
+    /// The request headers (http, pseudo-headers included) or initial metadata (gRPC).
+    pub headers: Option<HeaderExpect>,
+    /// The request body (http) or message (unary gRPC).
+    pub body: Option<BodyExpect>,
+    /// `service/method` (gRPC; regex).
+    pub method: Option<String>,
+    /// The call's `timeout_ms`.
+    pub timeout_ms: Option<u32>,
+    /// Whether the host accepted it.
+    pub accepted: Option<bool>,
+}
+
+/// Expectations on the end of the stream.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndExpect {
+    /// What the filters logged in `proxy_on_log`, `proxy_on_done` and `proxy_on_delete`.
+    pub logs: Option<LogExpect>,
+}
+
+/// How one cluster answers callouts (`clusters:`, by name).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSpec {
+    /// Http response status (default 200).
+    pub status: Option<u16>,
+    /// Http response headers.
+    pub headers: Option<Headers>,
+    /// Http response body.
+    pub body: Option<BodySpec>,
+    /// Http response trailers.
+    pub trailers: Option<Headers>,
+    /// Virtual time before the answer, in milliseconds.
+    #[serde(default)]
+    pub delay_ms: u64,
+    /// Instead of a response: `reset` (the stream is reset, Envoy calls back
+    /// with no headers) or `connection` (Envoy's 503 local reply).
+    pub failure: Option<String>,
+    /// The cluster answers gRPC (calls and streams) this way.
+    pub grpc: Option<GrpcClusterSpec>,
+}
+
+/// How a cluster answers gRPC.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcClusterSpec {
+    /// Initial metadata (stream response headers).
+    pub initial_metadata: Option<Headers>,
+    /// Response messages (a unary call gets the first).
+    #[serde(default)]
+    pub messages: Vec<BodySpec>,
+    /// Trailing metadata.
+    pub trailing_metadata: Option<Headers>,
+    /// gRPC status (default 0).
+    #[serde(default)]
+    pub status: u32,
+    /// Status message.
+    #[serde(default)]
+    pub message: String,
+    /// Virtual time before the answer, in milliseconds.
+    #[serde(default)]
+    pub delay_ms: u64,
+    /// `connection`: UNAVAILABLE with Envoy's connection failure message.
+    pub failure: Option<String>,
+}
+
+/// A property value: a string (raw bytes), an integer (8-byte little-endian),
+/// a boolean (one byte), or a typed form.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum PropertyValue {
+    /// Raw bytes of the text.
+    Text(String),
+    /// `int64`, little-endian.
+    Int(i64),
+    /// One byte.
+    Bool(bool),
+    /// Typed.
+    Typed(TypedProperty),
+}
+
+/// A property value with its Envoy encoding named.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TypedProperty {
+    /// Raw bytes of the text.
+    pub string: Option<String>,
+    /// `int64`, little-endian.
+    pub int: Option<i64>,
+    /// One byte.
+    pub bool: Option<bool>,
+    /// RFC 3339 time or ns since the epoch: `int64` ns, little-endian.
+    pub timestamp: Option<ClockSpec>,
+    /// Duration in milliseconds: `int64` ns, little-endian.
+    pub duration_ms: Option<i64>,
+    /// Raw bytes, base64.
+    pub base64: Option<String>,
+    /// A map in the pairs encoding (as header maps).
+    pub map: Option<BTreeMap<String, String>>,
+}
+
+/// A point in time: RFC 3339 (`2026-01-01T00:00:00Z`) or ns since the Unix epoch.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ClockSpec {
+    /// ns since the Unix epoch.
+    Nanos(u64),
+    /// RFC 3339.
+    Text(String),
+}
+
+impl ClockSpec {
+    /// ns since the Unix epoch.
+    pub fn nanos(&self) -> Result<u64, String> {
+        match self {
+            Self::Nanos(n) => Ok(*n),
+            Self::Text(t) => chrono::DateTime::parse_from_rfc3339(t)
+                .map_err(|e| format!("{t:?} is not an RFC 3339 time ({e})"))
+                .and_then(|d| {
+                    d.timestamp_nanos_opt()
+                        .and_then(|n| u64::try_from(n).ok())
+                        .ok_or_else(|| format!("{t:?} is out of range (1970..2262)"))
+                }),
+        }
+    }
 }
 
 /// One test.
@@ -292,6 +442,14 @@ pub struct TestSpec {
     /// Time the test: run it repeatedly and report the guest time per run.
     #[serde(default)]
     pub benchmark: bool,
+    /// Cluster answers for this test (replacing the suite's of the same name).
+    #[serde(default)]
+    pub clusters: BTreeMap<String, ClusterSpec>,
+    /// Property values for this test (over the suite's).
+    #[serde(default)]
+    pub properties: BTreeMap<String, PropertyValue>,
+    /// The wall clock when the request arrives (over the suite's).
+    pub clock: Option<ClockSpec>,
 }
 
 /// The answer to every `proxy_http_call` (the harness has no clusters).
@@ -334,6 +492,14 @@ pub struct SuiteSpec {
     /// Answers for gRPC callouts, by cluster.
     #[serde(default)]
     pub grpc_stubs: Vec<GrpcStubSpec>,
+    /// How clusters answer callouts, by name.
+    #[serde(default)]
+    pub clusters: BTreeMap<String, ClusterSpec>,
+    /// Property values the filters read (`proxy_get_property`), by path.
+    #[serde(default)]
+    pub properties: BTreeMap<String, PropertyValue>,
+    /// The wall clock when a test's request arrives (plugin start: 1 ms earlier).
+    pub clock: Option<ClockSpec>,
     /// Expectations on starting the chain.
     pub start: Option<StartExpect>,
     /// The tests.
@@ -570,6 +736,8 @@ impl Suite {
                 body: suite.body(&h.body, "http_call_stub.body").map_err(format)?,
             });
         }
+        // Suite-level clusters, properties and clock: bad input is a load error.
+        suite.builder_for(None).map_err(format)?;
         for (i, g) in suite.spec.grpc_stubs.clone().into_iter().enumerate() {
             let message = suite
                 .body(&g.message, &format!("grpc_stubs[{i}].message"))
@@ -658,8 +826,9 @@ impl Suite {
         let exp = self.spec.start.clone().unwrap_or_default();
         let want_ok = exp.ok.unwrap_or(exp.error.is_none());
         let mut failures = Vec::new();
-        match self.builder().start() {
-            Ok((mut chain, _)) => {
+        match self.builder_for(None).map(ReplayBuilder::start) {
+            Err(e) => failures.push(format!("bad suite input: {e}")),
+            Ok(Ok((mut chain, _))) => {
                 if !want_ok {
                     failures.push("expected the filters to fail to start, they started".into());
                 }
@@ -667,8 +836,22 @@ impl Suite {
                 if let Some(l) = &exp.logs {
                     check_logs("start logs", l, &logs, &mut failures);
                 }
+                if let Some(m) = &exp.metrics {
+                    let metrics: Vec<(String, i64)> = (0..self.plugins.len())
+                        .filter_map(|i| chain.vm(i))
+                        .flat_map(|vm| {
+                            vm.state()
+                                .metrics()
+                                .all()
+                                .iter()
+                                .map(|m| (m.name.clone(), m.value))
+                                .collect::<Vec<_>>()
+                        })
+                        .collect();
+                    check_metrics("start metric", m, &metrics, &mut failures);
+                }
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 let msg = e.to_string();
                 if want_ok {
                     failures.push(format!("the filters failed to start: {msg}"));
@@ -692,24 +875,46 @@ impl Suite {
     }
 
     fn body(&self, b: &Option<BodySpec>, what: &str) -> Result<Vec<u8>, String> {
-        let Some(b) = b else { return Ok(Vec::new()) };
-        match (&b.text, &b.file, &b.base64) {
-            (Some(t), None, None) => Ok(t.as_bytes().to_vec()),
-            (None, Some(f), None) => std::fs::read(self.base.join(f)).map_err(|e| {
-                format!(
-                    "{what}.file: cannot read {}: {e}",
-                    self.base.join(f).display()
-                )
-            }),
-            (None, None, Some(s)) => {
-                use base64::Engine;
-                base64::engine::general_purpose::STANDARD
-                    .decode(s.trim())
-                    .map_err(|e| format!("{what}.base64: {e}"))
-            }
-            (None, None, None) => Ok(Vec::new()),
-            _ => Err(format!("{what}: give one of text, file, base64")),
+        body_bytes(&self.base, b, what)
+    }
+
+    /// The builder for a test (`None`: the suite alone): the chain, the
+    /// suite's stubs and clusters, properties and clock, the test's over them.
+    fn builder_for(&self, t: Option<&TestSpec>) -> Result<ReplayBuilder, String> {
+        let mut b = self.builder();
+        let mut clusters = self.spec.clusters.clone();
+        let mut properties = self.spec.properties.clone();
+        let mut clock = self.spec.clock.clone();
+        if let Some(t) = t {
+            clusters.extend(t.clusters.clone());
+            properties.extend(t.properties.clone());
+            clock = t.clock.clone().or(clock);
         }
+        for (name, c) in &clusters {
+            let (http, grpc) = cluster_stubs(name, c, &self.base)?;
+            if let Some(h) = http {
+                b = b.http_cluster(h);
+            }
+            if let Some(g) = grpc {
+                b = b.grpc_cluster(g);
+            }
+        }
+        for (path, v) in &properties {
+            b = b.property(
+                path.clone(),
+                property_bytes(v, &format!("properties.{path}"))?,
+            );
+        }
+        if let Some(c) = clock {
+            let at = c.nanos().map_err(|e| format!("clock: {e}"))?;
+            // The request arrives one exchange spacing (1 ms) after the start.
+            b = b.clock_unix_nanos(at.saturating_sub(1_000_000));
+        }
+        if t.is_some_and(|t| t.expect.end.is_some()) {
+            // The call trace marks where the stream's end begins.
+            b = b.trace_calls();
+        }
+        Ok(b)
     }
 
     fn input(&self, t: &TestSpec) -> Result<StreamInput, String> {
@@ -752,11 +957,13 @@ impl Suite {
         let mut benchmark = None;
         match self.input(t) {
             Err(e) => failures.push(format!("bad test input: {e}")),
-            Ok(input) => match self.builder().start() {
-                Err(e) => failures.push(format!("the filters failed to start: {e}")),
-                Ok((mut chain, _)) => {
+            Ok(input) => match self.builder_for(Some(t)).map(ReplayBuilder::start) {
+                Err(e) => failures.push(format!("bad test input: {e}")),
+                Ok(Err(e)) => failures.push(format!("the filters failed to start: {e}")),
+                Ok(Ok((mut chain, _))) => {
                     chain.take_startup_logs();
                     let (out, _, logs) = chain.exchange(&input);
+                    let (logs, end_logs) = split_end_logs(logs);
                     let metrics: Vec<(String, i64)> = (0..self.plugins.len())
                         .filter_map(|i| chain.vm(i))
                         .flat_map(|vm| {
@@ -769,8 +976,11 @@ impl Suite {
                         })
                         .collect();
                     self.check(t, &out, &logs, &metrics, &mut failures);
+                    if let Some(l) = t.expect.end.as_ref().and_then(|e| e.logs.as_ref()) {
+                        check_logs("end logs", l, &end_logs, &mut failures);
+                    }
                     if t.benchmark {
-                        benchmark = self.bench(&input).map_err(|e| failures.push(e)).ok();
+                        benchmark = self.bench(t, &input).map_err(|e| failures.push(e)).ok();
                     }
                 }
             },
@@ -783,9 +993,12 @@ impl Suite {
         }
     }
 
-    fn bench(&self, input: &StreamInput) -> Result<(usize, Duration), String> {
+    fn bench(&self, t: &TestSpec, input: &StreamInput) -> Result<(usize, Duration), String> {
         const RUNS: usize = 200;
-        let (mut chain, _) = self.builder().start().map_err(|e| e.to_string())?;
+        let (mut chain, _) = self
+            .builder_for(Some(t))?
+            .start()
+            .map_err(|e| e.to_string())?;
         let mut costs: Vec<Duration> = (0..RUNS).map(|_| chain.exchange(input).1).collect();
         costs.sort();
         Ok((RUNS, costs[RUNS / 2]))
@@ -896,22 +1109,10 @@ impl Suite {
             check_logs("logs", l, logs, failures);
         }
         if let Some(m) = &e.metrics {
-            for (name, want) in m {
-                match metrics.iter().find(|(n, _)| n == name) {
-                    None => failures.push(format!(
-                        "metric {name}: not defined (defined: {})",
-                        metrics
-                            .iter()
-                            .map(|(n, v)| format!("{n}={v}"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )),
-                    Some((_, v)) if v != want => {
-                        failures.push(format!("metric {name}: expected {want}, got {v}"));
-                    }
-                    Some(_) => {}
-                }
-            }
+            check_metrics("metric", m, metrics, failures);
+        }
+        for (i, c) in e.callout_requests.iter().enumerate() {
+            self.check_callout(i, c, &out.callout_requests, failures);
         }
         if let Some(c) = &e.callouts {
             let lines: Vec<LogLine> = out
@@ -937,6 +1138,101 @@ impl Suite {
                 .collect();
             check_logs("steps", s, &lines, failures);
         }
+    }
+
+    /// `want` (entry `i` of `callout_requests`) must match one of the callouts made.
+    fn check_callout(
+        &self,
+        i: usize,
+        want: &CalloutExpect,
+        made: &[CalloutRecord],
+        failures: &mut Vec<String>,
+    ) {
+        let mut reasons = Vec::new();
+        for c in made {
+            let mut f = Vec::new();
+            if let Some(cl) = &want.cluster
+                && *cl != c.cluster
+            {
+                f.push(format!("cluster {:?}", c.cluster));
+            }
+            if let Some(k) = &want.kind
+                && k != c.kind
+            {
+                f.push(format!("kind {}", c.kind));
+            }
+            if let Some(t) = want.timeout_ms
+                && t != c.timeout_ms
+            {
+                f.push(format!("timeout_ms {}", c.timeout_ms));
+            }
+            if let Some(a) = want.accepted
+                && a != c.accepted
+            {
+                f.push(format!("accepted {}", c.accepted));
+            }
+            if let Some(m) = &want.method {
+                regex_check("method", m, &c.method, true, &mut f);
+            }
+            if let Some(h) = &want.headers {
+                check_headers("headers", h, &c.headers, true, &mut f);
+            }
+            if let Some(b) = &want.body {
+                self.check_body("body", b, &c.body, true, &mut f);
+            }
+            if f.is_empty() {
+                return;
+            }
+            let what = [c.kind, c.cluster.as_str(), c.method.as_str()]
+                .iter()
+                .filter(|x| !x.is_empty())
+                .copied()
+                .collect::<Vec<_>>()
+                .join(" ");
+            reasons.push(format!(
+                "{}: {what}: {}",
+                c.filter,
+                f.iter()
+                    .map(|x| x.lines().next().unwrap_or_default().to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ));
+        }
+        let made_text = if made.is_empty() {
+            "    (none)".to_string()
+        } else {
+            made.iter()
+                .map(|c| {
+                    format!(
+                        "    {}: {} {} {}timeout_ms={} accepted={}\n{}",
+                        c.filter,
+                        c.kind,
+                        c.cluster,
+                        if c.method.is_empty() {
+                            String::new()
+                        } else {
+                            format!("{} ", c.method)
+                        },
+                        c.timeout_ms,
+                        c.accepted,
+                        c.headers
+                            .iter()
+                            .map(|(k, v)| format!("      {k}: {v}"))
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        failures.push(format!(
+            "callout_requests[{i}]: no callout matches{}\n  callouts made:\n{made_text}",
+            if reasons.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", reasons.join(" | "))
+            }
+        ));
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1205,6 +1501,223 @@ impl crate::stream::FilterSteps {
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or(&self.filter)
+    }
+}
+
+/// Reads a body given inline, from a file (relative to `base`) or as base64.
+fn body_bytes(base: &Path, b: &Option<BodySpec>, what: &str) -> Result<Vec<u8>, String> {
+    let Some(b) = b else { return Ok(Vec::new()) };
+    match (&b.text, &b.file, &b.base64) {
+        (Some(t), None, None) => Ok(t.as_bytes().to_vec()),
+        (None, Some(f), None) => std::fs::read(base.join(f))
+            .map_err(|e| format!("{what}.file: cannot read {}: {e}", base.join(f).display())),
+        (None, None, Some(s)) => {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD
+                .decode(s.trim())
+                .map_err(|e| format!("{what}.base64: {e}"))
+        }
+        (None, None, None) => Ok(Vec::new()),
+        _ => Err(format!("{what}: give one of text, file, base64")),
+    }
+}
+
+/// The http and gRPC stubs a `clusters:` entry describes (file paths
+/// relative to `base`); errors name the field (`clusters.authz.failure: ...`).
+pub fn cluster_stubs(
+    name: &str,
+    c: &ClusterSpec,
+    base: &Path,
+) -> Result<(Option<HttpClusterStub>, Option<GrpcClusterStub>), String> {
+    let what = format!("clusters.{name}");
+    let delay = |ms: u64| Duration::from_millis(ms);
+    let has_response =
+        c.status.is_some() || c.headers.is_some() || c.body.is_some() || c.trailers.is_some();
+    let http = if c.grpc.is_none() || has_response || c.failure.is_some() {
+        let stub = match c.failure.as_deref() {
+            None => {
+                let mut h = HttpClusterStub::respond(name, c.status.unwrap_or(200))
+                    .body(body_bytes(base, &c.body, &format!("{what}.body"))?);
+                for (k, v) in c.headers.as_ref().map(Headers::pairs).unwrap_or_default() {
+                    h = h.header(&k, &v);
+                }
+                for (k, v) in c.trailers.as_ref().map(Headers::pairs).unwrap_or_default() {
+                    h = h.trailer(&k, &v);
+                }
+                h
+            }
+            Some(_) if has_response => {
+                return Err(format!(
+                    "{what}: give `failure` or a response (status, headers, body, trailers), not both"
+                ));
+            }
+            Some("reset") => HttpClusterStub::reset(name),
+            Some("connection") => HttpClusterStub::connect_failure(name),
+            Some(other) => {
+                return Err(format!(
+                    "{what}.failure: unknown failure `{other}` (reset, connection)"
+                ));
+            }
+        };
+        Some(stub.delay(delay(c.delay_ms)))
+    } else {
+        None
+    };
+    let grpc = match &c.grpc {
+        None => None,
+        Some(g) => {
+            let what = format!("{what}.grpc");
+            let mut stub = match g.failure.as_deref() {
+                None => GrpcClusterStub::fail(name, g.status, &g.message),
+                Some("connection") => GrpcClusterStub::connect_failure(name),
+                Some(other) => {
+                    return Err(format!(
+                        "{what}.failure: unknown failure `{other}` (connection)"
+                    ));
+                }
+            };
+            for (k, v) in g
+                .initial_metadata
+                .as_ref()
+                .map(Headers::pairs)
+                .unwrap_or_default()
+            {
+                stub = stub.initial(&k, &v);
+            }
+            for (i, m) in g.messages.iter().enumerate() {
+                stub = stub.message(body_bytes(
+                    base,
+                    &Some(m.clone()),
+                    &format!("{what}.messages[{i}]"),
+                )?);
+            }
+            for (k, v) in g
+                .trailing_metadata
+                .as_ref()
+                .map(Headers::pairs)
+                .unwrap_or_default()
+            {
+                stub = stub.trailing(&k, &v);
+            }
+            Some(stub.delay(delay(g.delay_ms)))
+        }
+    };
+    Ok((http, grpc))
+}
+
+/// The stubs of a `CLUSTER=FILE` argument (`tollgate replay --stub`): FILE
+/// is YAML or JSON in the form of a `clusters:` entry; its paths are
+/// relative to FILE's folder.
+pub fn stub_arg(arg: &str) -> Result<(Option<HttpClusterStub>, Option<GrpcClusterStub>), String> {
+    let Some((name, file)) = arg
+        .split_once('=')
+        .filter(|(n, f)| !n.is_empty() && !f.is_empty())
+    else {
+        return Err(format!(
+            "`{arg}`: expected CLUSTER=FILE, e.g. authz=authz-stub.json"
+        ));
+    };
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: cannot read: {e}"))?;
+    let spec: ClusterSpec = yaml_serde::from_str(&text).map_err(|e| format!("{file}: {e}"))?;
+    let base = Path::new(file)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    cluster_stubs(name, &spec, &base).map_err(|e| format!("{file}: {e}"))
+}
+
+/// A property value as Envoy encodes it.
+fn property_bytes(v: &PropertyValue, what: &str) -> Result<Vec<u8>, String> {
+    let int = |n: i64| n.to_le_bytes().to_vec();
+    Ok(match v {
+        PropertyValue::Text(t) => t.as_bytes().to_vec(),
+        PropertyValue::Int(n) => int(*n),
+        PropertyValue::Bool(b) => vec![u8::from(*b)],
+        PropertyValue::Typed(t) => {
+            let given = [
+                t.string.is_some(),
+                t.int.is_some(),
+                t.bool.is_some(),
+                t.timestamp.is_some(),
+                t.duration_ms.is_some(),
+                t.base64.is_some(),
+                t.map.is_some(),
+            ];
+            if given.iter().filter(|&&g| g).count() != 1 {
+                return Err(format!(
+                    "{what}: give exactly one of string, int, bool, timestamp, duration_ms, base64, map"
+                ));
+            }
+            if let Some(s) = &t.string {
+                s.as_bytes().to_vec()
+            } else if let Some(n) = t.int {
+                int(n)
+            } else if let Some(b) = t.bool {
+                vec![u8::from(b)]
+            } else if let Some(c) = &t.timestamp {
+                let n = c.nanos().map_err(|e| format!("{what}.timestamp: {e}"))?;
+                int(i64::try_from(n).map_err(|_| format!("{what}.timestamp: out of range"))?)
+            } else if let Some(ms) = t.duration_ms {
+                int(ms.saturating_mul(1_000_000))
+            } else if let Some(b) = &t.base64 {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD
+                    .decode(b.trim())
+                    .map_err(|e| format!("{what}.base64: {e}"))?
+            } else {
+                let map = t.map.clone().unwrap_or_default();
+                crate::abi::pairs::encode(map.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())))
+            }
+        }
+    })
+}
+
+/// Whether a log line is a call-trace line (`[host->vm] ...`), possibly
+/// prefixed with its filter's name in a chain.
+fn is_trace(l: &LogLine) -> bool {
+    l.level == "trace"
+        && ["[host->vm] ", "[host<-vm] ", "[vm->host] ", "[vm<-host] "]
+            .iter()
+            .any(|m| l.message.starts_with(m) || l.message.contains(&format!("] {m}")))
+}
+
+/// Splits an exchange's logs (with the call trace on) into what the
+/// filters logged and what they logged from the first `proxy_on_log` on.
+fn split_end_logs(logs: Vec<LogLine>) -> (Vec<LogLine>, Vec<LogLine>) {
+    let end = logs
+        .iter()
+        .position(|l| is_trace(l) && l.message.contains("[host->vm] proxy_on_log("))
+        .unwrap_or(logs.len());
+    let tail = logs[end..]
+        .iter()
+        .filter(|l| !is_trace(l))
+        .cloned()
+        .collect();
+    let all = logs.into_iter().filter(|l| !is_trace(l)).collect();
+    (all, tail)
+}
+
+fn check_metrics(
+    what: &str,
+    want: &BTreeMap<String, i64>,
+    metrics: &[(String, i64)],
+    failures: &mut Vec<String>,
+) {
+    for (name, want) in want {
+        match metrics.iter().find(|(n, _)| n == name) {
+            None => failures.push(format!(
+                "{what} {name}: not defined (defined: {})",
+                metrics
+                    .iter()
+                    .map(|(n, v)| format!("{n}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            Some((_, v)) if v != want => {
+                failures.push(format!("{what} {name}: expected {want}, got {v}"));
+            }
+            Some(_) => {}
+        }
     }
 }
 

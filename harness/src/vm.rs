@@ -11,15 +11,11 @@
 
 use crate::abi::GuestHandles;
 use crate::abi::memory::HandlesError;
-use crate::host::{
-    HeaderMap, HostState, HttpCallResponse, LogLevel, LogLine, SharedRegistry, VmSettings,
-};
+use crate::host::{HostState, LogLevel, LogLine, SharedRegistry, VmSettings};
 use crate::plugin::{AbiVersion, EPOCH_TICK, Plugin};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use wasmtime::{
-    Extern, Func, Instance, Linker, Store, Trap, TypedFunc, WasmBacktrace, WasmParams, WasmResults,
-};
+use wasmtime::{Instance, Store, Trap, TypedFunc, WasmBacktrace, WasmParams, WasmResults};
 
 /// Fuel a metered VM is given before each guest call (far more than any
 /// call can use before its timeout).
@@ -34,44 +30,6 @@ pub struct CallRecord {
     pub wall: Duration,
     /// Wasm instructions executed (wasmtime fuel; 0 unless the plugin is metered).
     pub instructions: u64,
-}
-
-/// Instantiates a metered plugin through a per-store linker whose every
-/// import is wrapped to count the guest's host calls.
-fn instantiate_counted(
-    plugin: &Plugin,
-    store: &mut Store<HostState>,
-) -> wasmtime::Result<Instance> {
-    let mut base = Linker::new(&plugin.engine);
-    crate::abi::link(&mut base)?;
-    let module = plugin.instance_pre.module();
-    let mut counted = Linker::new(&plugin.engine);
-    for import in module.imports() {
-        let Some(ext) = base.get_by_import(&mut *store, &import) else {
-            return Err(wasmtime::Error::msg(format!(
-                "no host function {}::{}",
-                import.module(),
-                import.name()
-            )));
-        };
-        let ext = match ext {
-            Extern::Func(f) => {
-                let ty = f.ty(&*store);
-                Extern::Func(Func::new(
-                    &mut *store,
-                    ty,
-                    move |mut caller, params, results| {
-                        let calls = &caller.data().boundary.host_calls;
-                        calls.set(calls.get() + 1);
-                        f.call(&mut caller, params, results)
-                    },
-                ))
-            }
-            other => other,
-        };
-        counted.define(&*store, import.module(), import.name(), ext)?;
-    }
-    counted.instantiate(&mut *store, module)
 }
 
 /// Why a VM could not be started.
@@ -159,7 +117,7 @@ pub struct CallError {
 }
 
 /// `proxy_on_http_call_response(context, token, headers, body_size, trailers)`.
-type HttpCallResponseFn = TypedFunc<(u32, u32, u32, u32, u32), ()>;
+pub(crate) type HttpCallResponseFn = TypedFunc<(u32, u32, u32, u32, u32), ()>;
 
 /// Headers callbacks differ between ABI 0.1.0 (no end_of_stream) and 0.2.x.
 #[derive(Clone)]
@@ -169,7 +127,7 @@ enum HeadersFn {
 }
 
 #[derive(Clone, Default)]
-struct Callbacks {
+pub(crate) struct Callbacks {
     on_context_create: Option<TypedFunc<(u32, u32), ()>>,
     on_vm_start: Option<TypedFunc<(u32, u32), u32>>,
     on_configure: Option<TypedFunc<(u32, u32), u32>>,
@@ -183,10 +141,12 @@ struct Callbacks {
     on_done: Option<TypedFunc<u32, u32>>,
     on_delete: Option<TypedFunc<u32, ()>>,
     on_tick: Option<TypedFunc<u32, ()>>,
-    on_http_call_response: Option<HttpCallResponseFn>,
+    pub(crate) on_http_call_response: Option<HttpCallResponseFn>,
     on_queue_ready: Option<TypedFunc<(u32, u32), ()>>,
-    on_grpc_receive: Option<TypedFunc<(u32, u32, u32), ()>>,
-    on_grpc_close: Option<TypedFunc<(u32, u32, u32), ()>>,
+    pub(crate) on_grpc_receive: Option<TypedFunc<(u32, u32, u32), ()>>,
+    pub(crate) on_grpc_close: Option<TypedFunc<(u32, u32, u32), ()>>,
+    pub(crate) on_grpc_receive_initial_metadata: Option<TypedFunc<(u32, u32, u32), ()>>,
+    pub(crate) on_grpc_receive_trailing_metadata: Option<TypedFunc<(u32, u32, u32), ()>>,
 }
 
 /// A started VM with its root context configured.
@@ -194,7 +154,7 @@ pub struct Vm {
     pub(crate) store: Store<HostState>,
     name: String,
     abi: AbiVersion,
-    cb: Arc<Callbacks>,
+    pub(crate) cb: Arc<Callbacks>,
     root_id: u32,
     next_context_id: u32,
     deadline_ticks: u64,
@@ -290,8 +250,11 @@ impl Vm {
         Self::start_inner(plugin, settings, shared, false)
     }
 
-    /// Like [`Vm::start_shared`] with the call trace on from the first call
-    /// (see [`Vm::set_trace`]).
+    /// Like [`Vm::start_shared`] with the call trace on from the first call,
+    /// both ways: callbacks (see [`Vm::set_trace`]), and the guest's host
+    /// calls and the host's allocations in the guest, through a per-store
+    /// wrapper around every import (`[vm->host] env.proxy_log(1, 1088192, 49)`,
+    /// `[vm<-host] env.proxy_log return: 0`; see `harness/docs/trace.md`).
     pub fn start_traced(
         plugin: &Plugin,
         settings: VmSettings,
@@ -315,10 +278,17 @@ impl Vm {
             HostState::new(settings.clone(), shared, plugin.abi),
         );
         store.set_epoch_deadline(deadline_ticks);
-        let instance = if plugin.metered {
+        if plugin.metered {
             // A start function runs during instantiation: it needs fuel too.
             let _ = store.set_fuel(FUEL_PER_CALL);
-            instantiate_counted(plugin, &mut store)
+        }
+        let instance = if plugin.metered || trace {
+            // Counting and tracing wrap every import, in this store only.
+            let wrap = crate::abi::Wrap {
+                count: plugin.metered,
+                trace,
+            };
+            crate::abi::instantiate_wrapped(plugin.instance_pre.module(), &mut store, wrap)
         } else {
             plugin.instance_pre.instantiate(&mut store)
         }
@@ -339,7 +309,7 @@ impl Vm {
                 message: e.to_string(),
             }
         })?;
-        store.data_mut().guest = Some(handles);
+        store.data_mut().guest = Some(if trace { handles.traced() } else { handles });
 
         let s = &mut store;
         let i = &instance;
@@ -370,6 +340,18 @@ impl Vm {
             on_queue_ready: typed(s, i, n, "proxy_on_queue_ready")?,
             on_grpc_receive: typed(s, i, n, "proxy_on_grpc_receive")?,
             on_grpc_close: typed(s, i, n, "proxy_on_grpc_close")?,
+            on_grpc_receive_initial_metadata: typed(
+                s,
+                i,
+                n,
+                "proxy_on_grpc_receive_initial_metadata",
+            )?,
+            on_grpc_receive_trailing_metadata: typed(
+                s,
+                i,
+                n,
+                "proxy_on_grpc_receive_trailing_metadata",
+            )?,
         };
         let initialize: Option<TypedFunc<(), ()>> = typed(s, i, n, "_initialize")?;
         let start: Option<TypedFunc<(), ()>> = typed(s, i, n, "_start")?;
@@ -482,15 +464,15 @@ impl Vm {
     }
 
     fn trace_line(&mut self, message: String) {
-        self.store.data_mut().logs.push(crate::host::LogLine {
-            level: LogLevel::Trace.as_str().to_string(),
-            message,
-        });
+        crate::abi::trace_line(self.store.data_mut(), message);
     }
 
-    /// Turns the call trace on or off: each host->guest call (and its
-    /// return value) becomes a `trace` log line, in the shape Envoy prints
-    /// with `-l trace` (`[host->vm] proxy_on_request_headers(2, 8, 1)`).
+    /// Turns the call trace of host->guest calls on or off: each callback
+    /// (and its return value) becomes a `trace` log line, in the shape Envoy
+    /// prints with `-l trace` (`[host->vm] proxy_on_request_headers(2, 8, 1)`).
+    /// Guest->host calls and allocations are traced only by a VM started
+    /// with [`Vm::start_traced`] (their wrapper is set up at instantiation,
+    /// so untraced VMs pay nothing for it).
     pub fn set_trace(&mut self, on: bool) {
         self.trace = on;
     }
@@ -549,70 +531,11 @@ impl Vm {
     /// last callback (repeatedly, since handlers may schedule more; bounded).
     pub(crate) fn drain_async(&mut self) -> Result<(), CallError> {
         for _ in 0..64 {
-            let calls = std::mem::take(&mut self.store.data_mut().pending_http_calls);
+            // Callout answers due by now (see `crate::callouts`).
+            let delivered = self.deliver_due_callouts()?;
             let queues = std::mem::take(&mut self.store.data_mut().pending_queue_ready);
-            let grpc = std::mem::take(&mut self.store.data_mut().pending_grpc_calls);
-            if calls.is_empty() && queues.is_empty() && grpc.is_empty() {
+            if !delivered && queues.is_empty() {
                 return Ok(());
-            }
-            for (token, context, stub) in grpc {
-                let Some(stub) = self
-                    .store
-                    .data()
-                    .settings
-                    .grpc_call_stubs
-                    .get(stub)
-                    .cloned()
-                else {
-                    continue;
-                };
-                if stub.status == 0 {
-                    if let Some(f) = self.cb.on_grpc_receive.clone() {
-                        let size = stub.message.len() as u32;
-                        self.store.data_mut().grpc_status = (0, String::new());
-                        self.store.data_mut().grpc_receive = Some(stub.message);
-                        let r =
-                            self.call("proxy_on_grpc_receive", context, &f, (context, token, size));
-                        self.store.data_mut().grpc_receive = None;
-                        r?;
-                    }
-                } else if let Some(f) = self.cb.on_grpc_close.clone() {
-                    self.store.data_mut().grpc_status = (stub.status, stub.status_message);
-                    self.call(
-                        "proxy_on_grpc_close",
-                        context,
-                        &f,
-                        (context, token, stub.status),
-                    )?;
-                }
-            }
-            for call in calls {
-                let Some(stub) = call
-                    .stub
-                    .or_else(|| self.store.data().settings.http_call_stub.clone())
-                else {
-                    continue;
-                };
-                let headers =
-                    HeaderMap::from_pairs(stub.headers.iter().map(|(k, v)| (k, v.clone())));
-                let (nh, nb) = (headers.len() as u32, stub.body.len() as u32);
-                self.store.data_mut().http_call_response = Some(HttpCallResponse {
-                    headers,
-                    body: stub.body,
-                    trailers: HeaderMap::default(),
-                });
-                if let Some(f) = self.cb.on_http_call_response.clone() {
-                    let r = self.call(
-                        "proxy_on_http_call_response",
-                        call.context,
-                        &f,
-                        (call.context, call.token, nh, nb, 0),
-                    );
-                    self.store.data_mut().http_call_response = None;
-                    r?;
-                } else {
-                    self.store.data_mut().http_call_response = None;
-                }
             }
             for (context, token) in queues {
                 if let Some(f) = self.cb.on_queue_ready.clone() {
@@ -630,7 +553,8 @@ impl Vm {
     }
 
     /// Moves the virtual clock forward, firing `proxy_on_tick` on the root
-    /// context for every tick period that elapses.
+    /// context for every tick period that elapses and delivering the callout
+    /// answers that fall due on the way, in time order.
     pub fn advance_clock(&mut self, by: Duration) -> Result<(), CallError> {
         let target = self
             .store
@@ -641,12 +565,22 @@ impl Vm {
         if self.next_tick_at.is_none() {
             self.arm_tick();
         }
-        while let Some(at) = self.next_tick_at.filter(|&at| at <= target) {
+        loop {
+            // Ticks and callout answers due on the way, in time order.
+            let tick = self.next_tick_at.filter(|&at| at <= target);
+            let answer = self.next_callout_due().filter(|&at| at <= target);
+            let Some(at) = tick.into_iter().chain(answer).min() else {
+                break;
+            };
             let now = self.store.data().clock.monotonic;
             self.store
                 .data_mut()
                 .clock
-                .advance(Duration::from_nanos(at - now));
+                .advance(Duration::from_nanos(at.saturating_sub(now)));
+            if answer == Some(at) {
+                self.drain_async()?;
+                continue;
+            }
             if let Some(f) = self.cb.on_tick.clone() {
                 let root = self.root_id;
                 self.call("proxy_on_tick", root, &f, root)?;

@@ -5,10 +5,17 @@
 //!
 //! Until the last chunk the SDK answers the host with `Pause` (proxy-wasm's
 //! `StopIterationAndBuffer` for body callbacks: the host keeps accumulating the chunks and
-//! delivers the whole buffer with the next call). When the buffered size goes past the limit the
-//! SDK answers `413 Payload Too Large` itself and the body never reaches the upstream (see the
-//! Envoy notes below for the headers). A `content-length` above the limit is refused already at
-//! the request headers.
+//! delivers the whole buffer with the next call). Past the limit, the [`BodyLimit`] decides:
+//! - [`BodyLimit::refuse_above`]: the SDK answers `413 Payload Too Large` itself and the body
+//!   never reaches the upstream (see the Envoy notes below for the headers); a `content-length`
+//!   above the limit is refused already at the request headers;
+//! - [`BodyLimit::truncate_at`]: as soon as the limit is reached (or the body ends) the filter
+//!   gets what is buffered with [`Extent::Truncated`] when there is more than the limit, and
+//!   looks at the first `max` bytes (Envoy's `ext_authz` `allow_partial_message`). The body
+//!   itself goes on untouched.
+//!
+//! After the buffered callback, any further chunk goes to
+//! [`HttpFilter::on_request_body`].
 //!
 //! Filters that do not ask for it keep the chunk-by-chunk
 //! [`HttpFilter::on_request_body`], where each call may
@@ -36,10 +43,10 @@
 //!     fn new(_config: Rc<Vec<String>>) -> Self {
 //!         JsonOnly
 //!     }
-//!     fn request_body_limit(&self) -> Option<usize> {
-//!         Some(16)
+//!     fn request_body_limit(&self) -> Option<body::BodyLimit> {
+//!         Some(body::BodyLimit::refuse_above(16))
 //!     }
-//!     fn on_request_body_buffered(&mut self, body: &mut Body<'_>) -> Action {
+//!     fn on_request_body_buffered(&mut self, body: &mut Body<'_>, _extent: body::Extent) -> Action {
 //!         if !body.bytes().starts_with(b"{") {
 //!             body.send_response(400, &[], "JSON object expected\n");
 //!         }
@@ -60,6 +67,59 @@
 use crate::filter::{Action, HttpFilter};
 use crate::http::{Body, LocalReply};
 
+/// How much of the request body a filter buffers, and what happens past that.
+///
+/// ```
+/// use tollgate_sdk::body::BodyLimit;
+/// assert_eq!(BodyLimit::refuse_above(1024).max(), 1024);
+/// assert!(BodyLimit::truncate_at(64).truncates());
+/// assert!(!BodyLimit::refuse_above(64).truncates());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimit {
+    max: usize,
+    truncate: bool,
+}
+
+impl BodyLimit {
+    /// Buffer up to `max` bytes; a longer body is answered 413 by the SDK.
+    pub fn refuse_above(max: usize) -> Self {
+        Self {
+            max,
+            truncate: false,
+        }
+    }
+
+    /// Buffer until `max` bytes (or the end of the body); a longer body is handed over as
+    /// [`Extent::Truncated`] once `max` bytes are in, and goes on to the upstream whole.
+    pub fn truncate_at(max: usize) -> Self {
+        Self {
+            max,
+            truncate: true,
+        }
+    }
+
+    /// The most bytes buffered for the filter.
+    pub fn max(self) -> usize {
+        self.max
+    }
+
+    /// Whether a longer body is truncated for the filter (rather than refused).
+    pub fn truncates(self) -> bool {
+        self.truncate
+    }
+}
+
+/// Whether the buffered body handed to the filter is all of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extent {
+    /// The whole body (at most the limit).
+    Whole,
+    /// More than the limit arrived (only with [`BodyLimit::truncate_at`]): the filter should look
+    /// at the first [`BodyLimit::max`] bytes of what it is given.
+    Truncated,
+}
+
 /// What to do with a body callback when the filter buffers the whole body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
@@ -67,23 +127,31 @@ pub enum Step {
     TooLarge,
     /// Not complete yet: pause, the host keeps buffering.
     Wait,
-    /// Complete and within the limit: hand it to the filter.
-    Complete,
+    /// Hand what is buffered to the filter.
+    Complete(Extent),
 }
 
 /// The step for a body of `buffered` bytes so far, `end_of_stream` telling whether it is all.
 ///
 /// ```
-/// use tollgate_sdk::body::{Step, step};
-/// assert_eq!(step(10, 4, false), Step::Wait);
-/// assert_eq!(step(10, 10, true), Step::Complete);
-/// assert_eq!(step(10, 11, false), Step::TooLarge);
+/// use tollgate_sdk::body::{BodyLimit, Extent, Step, step};
+/// let refuse = BodyLimit::refuse_above(10);
+/// assert_eq!(step(refuse, 4, false), Step::Wait);
+/// assert_eq!(step(refuse, 10, true), Step::Complete(Extent::Whole));
+/// assert_eq!(step(refuse, 11, false), Step::TooLarge);
+/// let truncate = BodyLimit::truncate_at(10);
+/// assert_eq!(step(truncate, 10, false), Step::Complete(Extent::Whole));
+/// assert_eq!(step(truncate, 11, false), Step::Complete(Extent::Truncated));
 /// ```
-pub fn step(limit: usize, buffered: usize, end_of_stream: bool) -> Step {
-    if buffered > limit {
-        Step::TooLarge
-    } else if end_of_stream {
-        Step::Complete
+pub fn step(limit: BodyLimit, buffered: usize, end_of_stream: bool) -> Step {
+    if buffered > limit.max {
+        if limit.truncate {
+            Step::Complete(Extent::Truncated)
+        } else {
+            Step::TooLarge
+        }
+    } else if end_of_stream || (limit.truncate && buffered == limit.max) {
+        Step::Complete(Extent::Whole)
     } else {
         Step::Wait
     }
@@ -129,22 +197,26 @@ pub enum Outcome {
 
 /// Plays the host natively: delivers `chunks` to `filter`'s body callbacks the way the SDK does
 /// inside the proxy (buffering when the filter asks for it), for unit tests.
+///
+/// A filter that pauses once it has had its buffered body (it waits for a callout) stops the
+/// feed there: the outcome is [`Outcome::Paused`].
 pub fn feed_request<F: HttpFilter>(filter: &mut F, chunks: &[&[u8]]) -> Outcome {
     let mut forwarded = Vec::new();
     let mut buffer: Vec<u8> = Vec::new();
+    let mut delivered = false;
     let count = chunks.len().max(1);
     for i in 0..count {
         let chunk = chunks.get(i).copied().unwrap_or_default();
         let end_of_stream = i + 1 == count;
         buffer.extend_from_slice(chunk);
         let mut body = Body::new(&mut buffer);
-        let action = on_request_body(filter, &mut body, end_of_stream);
+        let action = on_request_body(filter, &mut body, end_of_stream, &mut delivered);
         if let Some(reply) = body.take_local_reply() {
             return Outcome::Answered(reply.status);
         }
         match action {
             Action::Continue => forwarded.append(&mut buffer),
-            Action::Pause if end_of_stream => return Outcome::Paused,
+            Action::Pause if end_of_stream || delivered => return Outcome::Paused,
             Action::Pause => {}
         }
     }
@@ -152,18 +224,24 @@ pub fn feed_request<F: HttpFilter>(filter: &mut F, chunks: &[&[u8]]) -> Outcome 
 }
 
 /// The SDK's request body dispatch (shared by the proxy glue and [`feed_request`]): buffering
-/// with the limit when the filter asks for it, else the chunk callback.
+/// with the limit when the filter asks for it (until `delivered`), else the chunk callback.
 pub(crate) fn on_request_body<F: HttpFilter>(
     filter: &mut F,
     body: &mut Body<'_>,
     end_of_stream: bool,
+    delivered: &mut bool,
 ) -> Action {
-    let Some(limit) = filter.request_body_limit() else {
+    let limit = if *delivered {
+        None
+    } else {
+        filter.request_body_limit()
+    };
+    let Some(limit) = limit else {
         return filter.on_request_body(body, end_of_stream);
     };
     match step(limit, body.bytes().len(), end_of_stream) {
         Step::TooLarge => {
-            let reply = too_large_reply(limit);
+            let reply = too_large_reply(limit.max());
             let headers: Vec<(&str, &str)> = reply
                 .headers
                 .iter()
@@ -173,7 +251,10 @@ pub(crate) fn on_request_body<F: HttpFilter>(
             Action::Pause
         }
         Step::Wait => Action::Pause,
-        Step::Complete => filter.on_request_body_buffered(body),
+        Step::Complete(extent) => {
+            *delivered = true;
+            filter.on_request_body_buffered(body, extent)
+        }
     }
 }
 
@@ -206,10 +287,10 @@ mod tests {
         fn new(_config: Rc<Vec<String>>) -> Self {
             Whole(0)
         }
-        fn request_body_limit(&self) -> Option<usize> {
-            Some(8)
+        fn request_body_limit(&self) -> Option<BodyLimit> {
+            Some(BodyLimit::refuse_above(8))
         }
-        fn on_request_body_buffered(&mut self, _body: &mut Body<'_>) -> Action {
+        fn on_request_body_buffered(&mut self, _body: &mut Body<'_>, _extent: Extent) -> Action {
             self.0 += 1;
             Action::Continue
         }
@@ -242,7 +323,51 @@ mod tests {
             Outcome::Answered(413)
         );
         assert_eq!(f.0, 0);
-        assert_eq!(step(8, 9, true), Step::TooLarge);
+        assert_eq!(step(BodyLimit::refuse_above(8), 9, true), Step::TooLarge);
+    }
+
+    /// Truncates at 4 bytes, records what it saw, then sees later chunks streamed.
+    struct Partial {
+        seen: Vec<(Vec<u8>, Extent)>,
+        streamed: usize,
+    }
+    impl HttpFilter for Partial {
+        const NAME: &'static str = "partial";
+        type Config = Vec<String>;
+        fn new(_config: Rc<Vec<String>>) -> Self {
+            Partial {
+                seen: Vec::new(),
+                streamed: 0,
+            }
+        }
+        fn request_body_limit(&self) -> Option<BodyLimit> {
+            Some(BodyLimit::truncate_at(4))
+        }
+        fn on_request_body_buffered(&mut self, body: &mut Body<'_>, extent: Extent) -> Action {
+            self.seen.push((body.bytes(), extent));
+            Action::Continue
+        }
+        fn on_request_body(&mut self, _body: &mut Body<'_>, _end_of_stream: bool) -> Action {
+            self.streamed += 1;
+            Action::Continue
+        }
+    }
+
+    #[test]
+    fn truncating_limit_hands_over_at_the_limit_and_streams_the_rest() {
+        let mut f = Partial::new(Rc::new(vec![]));
+        assert_eq!(
+            feed_request(&mut f, &[b"12", b"345", b"67"]),
+            Outcome::Forwarded(b"1234567".to_vec())
+        );
+        assert_eq!(f.seen, vec![(b"12345".to_vec(), Extent::Truncated)]);
+        assert_eq!(f.streamed, 1);
+        let mut f = Partial::new(Rc::new(vec![]));
+        assert_eq!(
+            feed_request(&mut f, &[b"12"]),
+            Outcome::Forwarded(b"12".to_vec())
+        );
+        assert_eq!(f.seen, vec![(b"12".to_vec(), Extent::Whole)]);
     }
 
     #[test]

@@ -169,9 +169,25 @@ pub fn parse<T: FilterConfig>(bytes: &[u8]) -> Result<T, ConfigError> {
 
 fn deserialize<T: DeserializeOwned>(text: &[u8]) -> Result<T, ConfigError> {
     let mut deserializer = serde_json::Deserializer::from_slice(text);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
-        let path = path_string(err.path());
-        from_json_error(path, err.inner())
+    let value = T::deserialize(&mut deserializer).map_err(|err| {
+        let (path, last_member, on_key) = path_at(text, err.line(), err.column());
+        // serde_json places a field's own error (a `try_from`/`deserialize_with` refusal) at
+        // the `}` that closes its object; "missing field" and "invalid length" are about the
+        // container itself.
+        let message = err.to_string();
+        let about_container =
+            message.starts_with("missing field") || message.starts_with("invalid length");
+        let path = match last_member {
+            Some(member) if !about_container => member,
+            // An enum written `{"variant": ...}` whose variant is unknown: the key is not a
+            // field, the error is about the enum value holding it.
+            _ if on_key && message.starts_with("unknown variant") => {
+                let (path, _, _) = path_at_without_last_key(text, err.line(), err.column());
+                path
+            }
+            _ => path,
+        };
+        from_json_error(path, &err)
     })?;
     deserializer
         .end()
@@ -179,12 +195,151 @@ fn deserialize<T: DeserializeOwned>(text: &[u8]) -> Result<T, ConfigError> {
     Ok(value)
 }
 
-fn path_string(path: &serde_path_to_error::Path) -> String {
-    if path.iter().next().is_none() {
-        String::new()
-    } else {
-        path.to_string()
+/// One open JSON container while scanning for an error's field path.
+enum Frame {
+    /// An object: the member key last read, and whether its `:` was seen.
+    Object(Option<String>),
+    /// An array: the element index, and whether that element has started.
+    Array(usize, bool),
+}
+
+/// The field path (`entries[1].name`) of the position serde_json reported for an error: the
+/// keys and indexes of the containers open when the parser stopped at `line`/`column`
+/// (serde_json counts the column in bytes, after the byte it stopped on). Scanning the text
+/// keeps the error path out of the deserialisation code itself, so every config type is
+/// deserialised by plain serde_json and the module stays small.
+///
+/// When the position is the `}` or `]` closing a container, the second value is the path of
+/// that container's last member (what the error may be about instead); the third says whether
+/// the position is just after an object key (before its `:`).
+fn path_at(text: &[u8], line: usize, column: usize) -> (String, Option<String>, bool) {
+    scan(text, line, column, false)
+}
+
+/// [`path_at`] leaving out an object key read just before the position.
+fn path_at_without_last_key(
+    text: &[u8],
+    line: usize,
+    column: usize,
+) -> (String, Option<String>, bool) {
+    scan(text, line, column, true)
+}
+
+fn scan(
+    text: &[u8],
+    line: usize,
+    column: usize,
+    drop_trailing_key: bool,
+) -> (String, Option<String>, bool) {
+    if line == 0 {
+        return (String::new(), None, false);
     }
+    let mut start_of_line = 0;
+    let mut lines_seen = 1;
+    for (i, byte) in text.iter().enumerate() {
+        if lines_seen == line {
+            break;
+        }
+        if *byte == b'\n' {
+            lines_seen += 1;
+            start_of_line = i + 1;
+        }
+    }
+    let end = start_of_line.saturating_add(column).min(text.len());
+    let text = text.get(..end).unwrap_or(text);
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut last_member = None;
+    let mut on_key = false;
+    let mut i = 0;
+    while let Some(&byte) = text.get(i) {
+        i += 1;
+        if !matches!(byte, b' ' | b'\t' | b'\r' | b'\n') {
+            on_key = false;
+        }
+        match byte {
+            b'{' | b'[' => {
+                if let Some(Frame::Array(_, started)) = stack.last_mut() {
+                    *started = true;
+                }
+                stack.push(if byte == b'{' {
+                    Frame::Object(None)
+                } else {
+                    Frame::Array(0, false)
+                });
+            }
+            b'}' | b']' => {
+                if i == text.len() {
+                    last_member = Some(path_of(&stack));
+                }
+                stack.pop();
+            }
+            b',' => match stack.last_mut() {
+                Some(Frame::Object(key)) => *key = None,
+                Some(Frame::Array(index, started)) => {
+                    *index += 1;
+                    *started = false;
+                }
+                None => {}
+            },
+            b'"' => {
+                let begin = i;
+                let mut closed = false;
+                while let Some(&c) = text.get(i) {
+                    i += 1;
+                    if c == b'\\' {
+                        i += 1;
+                    } else if c == b'"' {
+                        closed = true;
+                        break;
+                    }
+                }
+                match stack.last_mut() {
+                    Some(Frame::Object(key)) if key.is_none() && closed => {
+                        let raw = text.get(begin..i - 1).unwrap_or_default();
+                        *key = Some(String::from_utf8_lossy(raw).into_owned());
+                        on_key = true;
+                    }
+                    Some(Frame::Array(_, started)) => *started = true,
+                    _ => {}
+                }
+            }
+            b' ' | b'\t' | b'\r' | b'\n' | b':' => {}
+            _ => {
+                if let Some(Frame::Array(_, started)) = stack.last_mut() {
+                    *started = true;
+                }
+            }
+        }
+    }
+    if on_key
+        && drop_trailing_key
+        && let Some(Frame::Object(key)) = stack.last_mut()
+    {
+        *key = None;
+    }
+    (path_of(&stack), last_member, on_key)
+}
+
+/// `a.b[2].c` for the open containers in `stack`.
+fn path_of(stack: &[Frame]) -> String {
+    let mut path = String::new();
+    for frame in stack {
+        match frame {
+            Frame::Object(Some(key)) => {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key);
+            }
+            Frame::Array(index, started) if *started || *index > 0 => {
+                path.push('[');
+                path.push_str(&index.to_string());
+                path.push(']');
+            }
+            _ => {}
+        }
+    }
+    path
 }
 
 fn from_json_error(path: String, err: &serde_json::Error) -> ConfigError {
@@ -296,6 +451,65 @@ mod tests {
         assert_eq!(err.path(), "");
         assert_eq!(err.message(), "trailing characters");
         assert_eq!(err.position(), Some((1, 4)));
+    }
+
+    #[test]
+    fn nested_paths_follow_keys_and_indexes() {
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Outer {
+            #[allow(dead_code)]
+            inner: Vec<Optional>,
+        }
+        impl FilterConfig for Outer {}
+        let err = parse_err::<Outer>(
+            "{\"inner\": [\n  {},\n  {\"entries\": [{\"name\": \"x\"}, {\"name\": \"a\\\"}\", \"weight\": \"heavy\"}]}\n]}",
+        );
+        assert_eq!(err.path(), "inner[1].entries[1].weight", "{err}");
+        let err = parse_err::<Outer>(r#"{"inner": [{"greeting": [1]}]}"#);
+        assert_eq!(err.path(), "inner[0].greeting", "{err}");
+        let err = parse_err::<Outer>(r#"{"inner": [{}, {"entries": [{"name": "a", "oops": 1}]}]}"#);
+        assert_eq!(err.path(), "inner[1].entries[0].oops", "{err}");
+        let err = parse_err::<Outer>(r#"{"inner": {}}"#);
+        assert_eq!(err.path(), "inner", "{err}");
+    }
+
+    #[test]
+    fn a_fields_own_refusal_names_the_field() {
+        #[derive(Debug, Deserialize)]
+        #[serde(try_from = "String")]
+        struct Even(#[allow(dead_code)] String);
+        impl TryFrom<String> for Even {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                if s.len().is_multiple_of(2) {
+                    Ok(Even(s))
+                } else {
+                    Err(format!("{s:?} has an odd length"))
+                }
+            }
+        }
+        #[derive(Debug, Deserialize)]
+        struct Holder {
+            #[allow(dead_code)]
+            items: Vec<Item>,
+        }
+        #[derive(Debug, Deserialize)]
+        struct Item {
+            #[allow(dead_code)]
+            name: String,
+            #[allow(dead_code)]
+            code: Even,
+        }
+        impl FilterConfig for Holder {}
+        let err = parse_err::<Holder>(
+            r#"{"items": [{"name": "a", "code": "ab"}, {"code": "abc", "name": "b"}]}"#,
+        );
+        assert_eq!(err.path(), "items[1].code", "{err}");
+        assert_eq!(err.message(), "\"abc\" has an odd length");
+        // A missing field at the same `}` is about the object.
+        let err = parse_err::<Holder>(r#"{"items": [{"name": "a"}]}"#);
+        assert_eq!(err.path(), "items[0]", "{err}");
     }
 
     #[test]

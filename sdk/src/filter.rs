@@ -97,16 +97,24 @@ pub trait HttpFilter: Sized + 'static {
         Action::Continue
     }
 
-    /// Buffer the whole request body, up to this many bytes, and deliver it once to
+    /// Buffer the request body, up to a limit, and deliver it once to
     /// [`HttpFilter::on_request_body_buffered`] instead of chunk by chunk to
-    /// [`HttpFilter::on_request_body`]; past the limit the SDK answers 413 (see [`crate::body`]).
-    /// Asked at each request (so it may depend on the route); `None` (the default) streams.
-    fn request_body_limit(&self) -> Option<usize> {
+    /// [`HttpFilter::on_request_body`]; past the limit the SDK answers 413 or truncates, as the
+    /// [`BodyLimit`](crate::body::BodyLimit) says (see [`crate::body`]). Asked after
+    /// [`HttpFilter::on_request_headers`] and at each body chunk until the body is delivered (so
+    /// it may depend on the route or the headers); `None` (the default) streams.
+    fn request_body_limit(&self) -> Option<crate::body::BodyLimit> {
         None
     }
 
-    /// The whole request body arrived (only when [`HttpFilter::request_body_limit`] is `Some`).
-    fn on_request_body_buffered(&mut self, _body: &mut Body<'_>) -> Action {
+    /// The buffered request body arrived (only when [`HttpFilter::request_body_limit`] is
+    /// `Some`): all of it, or, with [`Extent::Truncated`](crate::body::Extent), more than the
+    /// limit, of which the filter looks at the first `max` bytes.
+    fn on_request_body_buffered(
+        &mut self,
+        _body: &mut Body<'_>,
+        _extent: crate::body::Extent,
+    ) -> Action {
         Action::Continue
     }
 

@@ -75,6 +75,7 @@ impl<F: HttpFilter> RootContext for FilterRoot<F> {
             Some(config) => Box::new(FilterStream::<F> {
                 filter: F::new(Rc::clone(config)),
                 in_flight: HashMap::new(),
+                body_delivered: false,
             }),
             None => Box::new(Unconfigured::<F>(PhantomData)),
         })
@@ -89,6 +90,8 @@ struct FilterStream<F> {
     filter: F,
     /// Callouts sent and not answered yet, by token.
     in_flight: HashMap<u32, InFlight<F>>,
+    /// The buffered request body was handed to the filter; later chunks stream.
+    body_delivered: bool,
 }
 
 /// A callout waiting for its answer.
@@ -206,9 +209,13 @@ impl<F: HttpFilter> HttpContext for FilterStream<F> {
         let mut reply = req.take_local_reply();
         if reply.is_none()
             && let Some(limit) = self.filter.request_body_limit()
-            && crate::body::announced_too_large(limit, req.header("content-length").as_deref())
+            && !limit.truncates()
+            && crate::body::announced_too_large(
+                limit.max(),
+                req.header("content-length").as_deref(),
+            )
         {
-            reply = Some(crate::body::too_large_reply(limit));
+            reply = Some(crate::body::too_large_reply(limit.max()));
         }
         self.send_callouts(action, reply, false)
     }
@@ -216,7 +223,12 @@ impl<F: HttpFilter> HttpContext for FilterStream<F> {
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> types::Action {
         let mut buffer = HostBody::new(BufferType::HttpRequestBody, body_size);
         let mut body = Body::new(&mut buffer);
-        let action = crate::body::on_request_body(&mut self.filter, &mut body, end_of_stream);
+        let action = crate::body::on_request_body(
+            &mut self.filter,
+            &mut body,
+            end_of_stream,
+            &mut self.body_delivered,
+        );
         self.send_callouts(action, body.take_local_reply(), false)
     }
 

@@ -249,6 +249,147 @@ impl Request<'_> {
     pub fn scheme(&self) -> Option<String> {
         self.headers.get(":scheme")
     }
+
+    /// Removes every occurrence of query parameter `name` from `:path` (see
+    /// [`path_without_param`]), keeping the other parameters in order; true when one was removed.
+    /// For credentials that must not reach the upstream.
+    ///
+    /// ```
+    /// let mut headers = tollgate_sdk::HeaderList::from([(":path", "/a?x=1&token=t&y=2")]);
+    /// assert!(tollgate_sdk::Request::new(&mut headers).remove_query_param("token"));
+    /// assert_eq!(headers.get_all(":path"), vec!["/a?x=1&y=2"]);
+    /// ```
+    pub fn remove_query_param(&mut self, name: &str) -> bool {
+        let Some(stripped) = self.path().and_then(|path| path_without_param(&path, name)) else {
+            return false;
+        };
+        self.headers.set(":path", &stripped);
+        true
+    }
+
+    /// Removes cookie `name` from every `cookie` header (see [`cookie_without`]), keeping the
+    /// other cookies and dropping a header left empty; true when one was removed.
+    ///
+    /// ```
+    /// let mut headers = tollgate_sdk::HeaderList::from([("cookie", "a=1; token=t"), ("cookie", "token=u")]);
+    /// assert!(tollgate_sdk::Request::new(&mut headers).remove_cookie("token"));
+    /// assert_eq!(headers.get_all("cookie"), vec!["a=1"]);
+    /// ```
+    pub fn remove_cookie(&mut self, name: &str) -> bool {
+        let cookies: Vec<String> = self
+            .headers
+            .pairs()
+            .into_iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("cookie"))
+            .map(|(_, v)| v)
+            .collect();
+        let mut changed = false;
+        let kept: Vec<String> = cookies
+            .iter()
+            .map(|c| match cookie_without(c, name) {
+                Some(rest) => {
+                    changed = true;
+                    rest
+                }
+                None => c.clone(),
+            })
+            .filter(|c| !c.is_empty())
+            .collect();
+        if changed {
+            self.headers.remove("cookie");
+            for cookie in kept {
+                self.headers.add("cookie", &cookie);
+            }
+        }
+        changed
+    }
+}
+
+/// `path` without query parameter `name` (every occurrence; names compared after
+/// percent-decoding); `None` when it has none. A query left empty loses its `?`; a fragment is
+/// kept.
+///
+/// ```
+/// use tollgate_sdk::http::path_without_param;
+/// assert_eq!(path_without_param("/a?x=1&api_key=k&y=2", "api_key").as_deref(), Some("/a?x=1&y=2"));
+/// assert_eq!(path_without_param("/a?api%5Fkey=k", "api_key").as_deref(), Some("/a"));
+/// assert_eq!(path_without_param("/a?x=1", "api_key"), None);
+/// ```
+pub fn path_without_param(path: &str, name: &str) -> Option<String> {
+    let (base, query) = path.split_once('?')?;
+    let (query, fragment) = match query.split_once('#') {
+        Some((q, f)) => (q, Some(f)),
+        None => (query, None),
+    };
+    let total = query.split('&').count();
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            let key = pair.split_once('=').map_or(*pair, |(k, _)| k);
+            percent_decode(key).as_deref() != Some(name)
+        })
+        .collect();
+    if kept.len() == total {
+        return None;
+    }
+    let mut out = base.to_string();
+    if !kept.is_empty() {
+        out.push('?');
+        out.push_str(&kept.join("&"));
+    }
+    if let Some(f) = fragment {
+        out.push('#');
+        out.push_str(f);
+    }
+    Some(out)
+}
+
+/// A `cookie` header value without cookie `name` (every occurrence); `None` when unchanged,
+/// `Some("")` when it held nothing else.
+///
+/// ```
+/// use tollgate_sdk::http::cookie_without;
+/// assert_eq!(cookie_without("a=1; api_key=k; b=2", "api_key").as_deref(), Some("a=1; b=2"));
+/// assert_eq!(cookie_without("api_key=k", "api_key").as_deref(), Some(""));
+/// assert_eq!(cookie_without("a=1", "api_key"), None);
+/// ```
+pub fn cookie_without(value: &str, name: &str) -> Option<String> {
+    let all: Vec<&str> = value
+        .split(';')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    let kept: Vec<&str> = all
+        .iter()
+        .copied()
+        .filter(|c| c.split_once('=').map_or(*c, |(k, _)| k).trim() != name)
+        .collect();
+    (kept.len() != all.len()).then(|| kept.join("; "))
+}
+
+/// Percent-decodes `text` (`+` stays `+`); `None` when an escape is bad or the result is not
+/// UTF-8.
+///
+/// ```
+/// assert_eq!(tollgate_sdk::http::percent_decode("a%20b").as_deref(), Some("a b"));
+/// assert_eq!(tollgate_sdk::http::percent_decode("a%2"), None);
+/// ```
+pub fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// The response headers, as a filter sees them in

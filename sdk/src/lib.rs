@@ -14,7 +14,8 @@
 //!   reports panics (message and location) through the host before the module traps;
 //! - [`metrics`]: counters, gauges and histograms with tags that become Prometheus labels;
 //! - [`routes`]: one configuration with per-route rules (route name, host, path prefix);
-//! - [`body`]: whole request bodies buffered up to a limit (413 past it).
+//! - [`body`]: request bodies buffered up to a limit (413 past it, or the first bytes handed
+//!   over), or transformed chunk by chunk.
 //!
 //! ```
 //! use std::rc::Rc;
@@ -53,8 +54,8 @@
 //! ```
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-pub mod callout;
 pub mod body;
+pub mod callout;
 pub mod config;
 pub mod consumers;
 pub mod filter;

@@ -213,11 +213,101 @@ impl EnvoyConfig {
         Ok(self)
     }
 
+    /// Swaps every Wasm HTTP filter (`envoy.filters.http.wasm`) for the native filters of an
+    /// alternative file (`envoy/<filter>/native.yaml`, format at the top of
+    /// `harness/docs/envoy.md`: a mapping with `http_filters` and optional `clusters`, or a bare
+    /// list of `http_filters`), in place, and adds its clusters (replacing same-named ones).
+    pub fn use_native_alternative(&mut self, path: &Path) -> Result<&mut Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("could not read {}", path.display()))?;
+        let alternative: Value = yaml_serde::from_str(&text)
+            .with_context(|| format!("{} is not valid YAML", path.display()))?;
+        let (filters, clusters) = match &alternative {
+            Value::Array(filters) => (filters.clone(), Vec::new()),
+            Value::Object(map) => {
+                if let Some(key) = map
+                    .keys()
+                    .find(|k| *k != "http_filters" && *k != "clusters")
+                {
+                    bail!("{}: unknown key {key:?}", path.display());
+                }
+                let list = |key: &str| -> Result<Vec<Value>> {
+                    match map.get(key) {
+                        None => Ok(Vec::new()),
+                        Some(Value::Array(items)) => Ok(items.clone()),
+                        Some(_) => bail!("{}: `{key}` is not a list", path.display()),
+                    }
+                };
+                (list("http_filters")?, list("clusters")?)
+            }
+            _ => bail!(
+                "{}: expected a mapping or a list of http_filters",
+                path.display()
+            ),
+        };
+        if filters.is_empty() {
+            bail!("{}: no http_filters", path.display());
+        }
+        let mut replaced = 0;
+        replace_wasm_filters(&mut self.value, &filters, &mut replaced);
+        if replaced == 0 {
+            bail!(
+                "{}: no envoy.filters.http.wasm filter to replace",
+                self.source.display()
+            );
+        }
+        let source = self.source.display().to_string();
+        let existing = self
+            .value
+            .pointer_mut("/static_resources/clusters")
+            .and_then(Value::as_array_mut)
+            .with_context(|| format!("{source}: no static_resources.clusters list"))?;
+        for cluster in clusters {
+            let name = cluster.get("name").cloned();
+            existing.retain(|c| name.is_none() || c.get("name") != name.as_ref());
+            existing.push(cluster);
+        }
+        Ok(self)
+    }
+
     /// Writes the configuration as JSON (which Envoy reads by its extension).
     pub fn write(&self, path: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(&self.value)
             .context("serialising the Envoy configuration")?;
         std::fs::write(path, text).with_context(|| format!("could not write {}", path.display()))
+    }
+}
+
+/// Replaces, in every `http_filters` list, the Wasm filters with `native` (once per list, where
+/// the first Wasm filter was).
+fn replace_wasm_filters(value: &mut Value, native: &[Value], replaced: &mut usize) {
+    match value {
+        Value::Object(object) => {
+            for (key, child) in object.iter_mut() {
+                if key == "http_filters"
+                    && let Value::Array(list) = child
+                {
+                    let is_wasm = |f: &Value| {
+                        f.get("name").and_then(Value::as_str) == Some("envoy.filters.http.wasm")
+                    };
+                    if let Some(at) = list.iter().position(is_wasm) {
+                        list.retain(|f| !is_wasm(f));
+                        for (i, filter) in native.iter().enumerate() {
+                            list.insert(at + i, filter.clone());
+                        }
+                        *replaced += 1;
+                    }
+                } else {
+                    replace_wasm_filters(child, native, replaced);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                replace_wasm_filters(item, native, replaced);
+            }
+        }
+        _ => {}
     }
 }
 

@@ -16,6 +16,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use serde::Deserialize;
+use tollgate_sdk::body::{BodyLimit, Extent};
 use tollgate_sdk::callout::{CalloutError, CalloutRequest, CalloutResponse, Callouts};
 use tollgate_sdk::{Action, Body, ConfigError, FilterConfig, HttpFilter, Request};
 
@@ -314,37 +315,48 @@ impl HttpFilter for ExtAuthz {
         self.ask(call)
     }
 
-    fn on_request_body(&mut self, body: &mut Body<'_>, end_of_stream: bool) -> Action {
-        match self.state {
-            State::Buffering => {}
-            State::Checking => return Action::Pause,
-            State::Start | State::Done => return Action::Continue,
+    fn request_body_limit(&self) -> Option<BodyLimit> {
+        if self.state != State::Buffering {
+            return None;
         }
-        let Some(limits) = self.config.with_request_body.clone() else {
-            return Action::Continue;
-        };
-        let bytes = body.bytes();
-        if bytes.len() <= limits.max_request_bytes && !end_of_stream {
-            return Action::Pause;
-        }
-        if bytes.len() > limits.max_request_bytes && !limits.allow_partial_message {
-            self.state = State::Done;
-            body.send_response(
-                413,
-                &[("content-type", "text/plain")],
-                "request body too large for authorization\n",
-            );
-            return Action::Pause;
-        }
-        let sent = bytes.len().min(limits.max_request_bytes);
+        let limits = self.config.with_request_body.as_ref()?;
+        Some(if limits.allow_partial_message {
+            BodyLimit::truncate_at(limits.max_request_bytes)
+        } else {
+            BodyLimit::refuse_above(limits.max_request_bytes)
+        })
+    }
+
+    fn on_request_body_buffered(&mut self, body: &mut Body<'_>, extent: Extent) -> Action {
         let Some(call) = self.check.take() else {
             return Action::Continue;
         };
-        let mut call = call.with_body(bytes.get(..sent).unwrap_or_default().to_vec());
-        if sent < bytes.len() {
-            call = call.with_header("x-envoy-auth-partial-body", "true");
+        let max = self
+            .config
+            .with_request_body
+            .as_ref()
+            .map_or(usize::MAX, |limits| limits.max_request_bytes);
+        let mut bytes = body.bytes();
+        bytes.truncate(max);
+        let partial = if extent == Extent::Truncated {
+            "true"
+        } else {
+            "false"
+        };
+        self.ask(
+            call.with_body(bytes)
+                .with_header("x-envoy-auth-partial-body", partial),
+        )
+    }
+
+    fn on_request_body(&mut self, _body: &mut Body<'_>, _end_of_stream: bool) -> Action {
+        // Chunks after the buffered part (allow_partial_message): held while the service
+        // decides, streamed once it allowed.
+        if self.state == State::Checking {
+            Action::Pause
+        } else {
+            Action::Continue
         }
-        self.ask(call)
     }
 }
 

@@ -2,6 +2,7 @@
 
 use super::*;
 use tollgate_sdk::HeaderList;
+use tollgate_sdk::body;
 use tollgate_sdk::callout::PendingCallout;
 
 fn parse(json: &str) -> Config {
@@ -179,38 +180,94 @@ fn stream_denied_gets_the_services_answer() {
     );
 }
 
-#[test]
-fn body_is_buffered_then_sent_truncated_or_refused() {
-    let mut filter = ExtAuthz::new(Rc::new(parse(
-        r#"{"cluster": "authz", "with_request_body": {"max_request_bytes": 4, "allow_partial_message": true}}"#,
-    )));
+/// A filter for `config` that has seen the request headers of a request with a body.
+fn with_body(config: &str) -> ExtAuthz {
+    let mut filter = ExtAuthz::new(Rc::new(parse(config)));
     let mut headers = request();
+    // The headers go on (Envoy would hold the body back otherwise); nothing asked yet.
     assert_eq!(
         filter.on_request_headers(&mut Request::new(&mut headers), false),
         Action::Continue
     );
     assert!(filter.callouts.is_empty());
-    let mut chunk: Vec<u8> = b"ab".to_vec();
+    filter
+}
+
+fn header_of<'a>(call: &'a PendingCallout<ExtAuthz>, name: &str) -> Option<&'a str> {
+    call.request()
+        .headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+const PARTIAL: &str = r#"{"cluster": "authz", "with_request_body": {"max_request_bytes": 4, "allow_partial_message": true}}"#;
+const STRICT: &str = r#"{"cluster": "authz", "with_request_body": {"max_request_bytes": 4}}"#;
+
+#[test]
+fn partial_body_sends_the_first_max_bytes_as_soon_as_they_are_in() {
+    // Through the SDK's buffering (body::feed_request plays the host).
+    let mut filter = with_body(PARTIAL);
     assert_eq!(
-        filter.on_request_body(&mut Body::new(&mut chunk), false),
-        Action::Pause
-    );
-    let mut whole: Vec<u8> = b"abcdef".to_vec();
-    assert_eq!(
-        filter.on_request_body(&mut Body::new(&mut whole), true),
-        Action::Pause
+        body::feed_request(&mut filter, &[b"ab", b"cdef", b"gh"]),
+        body::Outcome::Paused,
+        "the stream waits for the service once 4 bytes are in"
     );
     let call = one_call(&mut filter);
     assert_eq!(call.request().body, b"abcd");
+    assert_eq!(header_of(&call, "x-envoy-auth-partial-body"), Some("true"));
 
-    let mut strict = ExtAuthz::new(Rc::new(parse(
-        r#"{"cluster": "authz", "with_request_body": {"max_request_bytes": 4}}"#,
-    )));
-    strict.on_request_headers(&mut Request::new(&mut headers), false);
-    let mut body = Body::new(&mut whole);
-    strict.on_request_body(&mut body, true);
-    assert_eq!(body.local_reply().map(|r| r.status), Some(413));
-    assert!(strict.callouts.is_empty());
+    // A body within the limit is sent whole.
+    let mut filter = with_body(PARTIAL);
+    assert_eq!(
+        body::feed_request(&mut filter, &[b"a", b"b"]),
+        body::Outcome::Paused
+    );
+    let call = one_call(&mut filter);
+    assert_eq!(call.request().body, b"ab");
+    assert_eq!(header_of(&call, "x-envoy-auth-partial-body"), Some("false"));
+}
+
+#[test]
+fn body_past_the_limit_without_partial_is_413_and_the_service_is_not_asked() {
+    let mut filter = with_body(STRICT);
+    assert_eq!(
+        body::feed_request(&mut filter, &[b"abc", b"def"]),
+        body::Outcome::Answered(413)
+    );
+    assert!(filter.callouts.is_empty());
+    // Exactly the limit: sent.
+    let mut filter = with_body(STRICT);
+    assert_eq!(
+        body::feed_request(&mut filter, &[b"ab", b"cd"]),
+        body::Outcome::Paused
+    );
+    assert_eq!(one_call(&mut filter).request().body, b"abcd");
+    // A content-length above the limit is refused at the headers by the SDK.
+    let filter = with_body(STRICT);
+    let limit = filter.request_body_limit();
+    assert_eq!(limit, Some(body::BodyLimit::refuse_above(4)));
+    assert!(body::announced_too_large(4, Some("5")));
+}
+
+#[test]
+fn allowed_body_streams_on_after_the_answer() {
+    let mut filter = with_body(PARTIAL);
+    body::feed_request(&mut filter, &[b"abcdef"]);
+    let call = one_call(&mut filter);
+    let mut headers = request();
+    let mut req = Request::new(&mut headers);
+    assert_eq!(
+        call.complete(&mut filter, &mut req, Ok(resp(200, &[], ""))),
+        Action::Continue
+    );
+    // Later chunks go through untouched, and the SDK asks for no more buffering.
+    assert_eq!(filter.request_body_limit(), None);
+    let mut rest: Vec<u8> = b"gh".to_vec();
+    assert_eq!(
+        filter.on_request_body(&mut Body::new(&mut rest), true),
+        Action::Continue
+    );
 }
 
 /// `envoy/ext-authz/envoy.yaml` and `wasmplugin.yaml` must carry exactly `demo.json`.

@@ -122,6 +122,19 @@ impl Key {
     }
 }
 
+/// `keys` without the symmetric (`oct`) secrets, and how many were dropped.
+///
+/// A fetched JWKS is public: an HMAC secret found there is either a leak or an attacker's key.
+pub fn without_secrets(keys: Vec<Key>) -> (Vec<Key>, usize) {
+    let before = keys.len();
+    let public: Vec<Key> = keys
+        .into_iter()
+        .filter(|k| !matches!(k.material, Material::Hmac(_)))
+        .collect();
+    let dropped = before - public.len();
+    (public, dropped)
+}
+
 /// Why a JWKS was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JwksError {

@@ -66,6 +66,10 @@ pub struct RemoteJwks {
     /// Least time between two fetches caused by unknown `kid`s, seconds.
     #[serde(default = "default_refetch_seconds")]
     pub refetch_interval_seconds: u64,
+    /// Accept symmetric (`oct`, HS256) keys from the fetched document. Off by default: a JWKS
+    /// endpoint is public, so a secret published there lets anyone sign tokens.
+    #[serde(default)]
+    pub allow_symmetric_keys: bool,
 }
 
 fn default_fetch_timeout_ms() -> u64 {
@@ -258,6 +262,26 @@ pub fn jwks_key(provider: &str) -> String {
     format!("tollgate.jwt-auth.jwks.{provider}")
 }
 
+/// The keys of a fetched JWKS the provider accepts: symmetric secrets are dropped (with a
+/// warning) unless `remote_jwks.allow_symmetric_keys`.
+fn fetched_keys(provider: &Provider, keys: Vec<Key>) -> Vec<Key> {
+    if provider
+        .remote_jwks
+        .as_ref()
+        .is_some_and(|r| r.allow_symmetric_keys)
+    {
+        return keys;
+    }
+    let (public, dropped) = keys::without_secrets(keys);
+    if dropped > 0 {
+        log::warn!(
+            "provider {}: fetched JWKS publishes {dropped} symmetric (oct) key(s), ignored: a JWKS endpoint is public (set remote_jwks.allow_symmetric_keys to accept them)",
+            provider.name
+        );
+    }
+    public
+}
+
 const BEARER_INVALID: &str = "Bearer error=\"invalid_token\"";
 
 /// One request's authentication.
@@ -284,6 +308,17 @@ fn query_param(path: &str, name: &str) -> Option<String> {
     })
 }
 
+/// Where a token was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// In this request header.
+    Header(String),
+    /// In this query parameter of `:path`.
+    Param(String),
+    /// In this cookie.
+    Cookie(String),
+}
+
 /// A token found in a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
@@ -291,8 +326,8 @@ pub struct Found {
     pub provider: usize,
     /// The token.
     pub token: String,
-    /// The header it came from, if any.
-    pub header: Option<String>,
+    /// Where it came from (removed before the request goes upstream unless `forward`).
+    pub location: Location,
 }
 
 impl JwtAuth {
@@ -334,7 +369,7 @@ impl JwtAuth {
                         return Some(Found {
                             provider: i,
                             token: token.to_string(),
-                            header: Some(h.name.clone()),
+                            location: Location::Header(h.name.clone()),
                         });
                     }
                 }
@@ -345,7 +380,7 @@ impl JwtAuth {
                     return Some(Found {
                         provider: i,
                         token,
-                        header: None,
+                        location: Location::Param(param.clone()),
                     });
                 }
             }
@@ -357,7 +392,7 @@ impl JwtAuth {
                         return Some(Found {
                             provider: i,
                             token: token.to_string(),
-                            header: None,
+                            location: Location::Cookie(name.clone()),
                         });
                     }
                 }
@@ -415,7 +450,7 @@ impl JwtAuth {
             }
         };
         let keys = match keys::parse_jwks(&stored.jwks) {
-            Ok(keys) => keys,
+            Ok(keys) => fetched_keys(provider, keys),
             Err(err) => {
                 log::warn!("provider {}: cached JWKS: {err}", provider.name);
                 return None;
@@ -439,7 +474,10 @@ impl JwtAuth {
     ) -> Result<Vec<Key>, String> {
         let jwks: Value =
             serde_json::from_slice(body).map_err(|err| format!("JWKS is not JSON: {err}"))?;
-        let keys = keys::parse_jwks(&jwks).map_err(|err| err.to_string())?;
+        let keys = fetched_keys(
+            provider,
+            keys::parse_jwks(&jwks).map_err(|err| err.to_string())?,
+        );
         let now = unix_ms(self.now());
         let stored = StoredJwks {
             fetched_at_ms: now,
@@ -493,10 +531,16 @@ impl JwtAuth {
                 log::warn!("claim {} is not a valid header value, not copied", c.claim);
             }
         }
-        if !provider.forward
-            && let Some(header) = &found.header
-        {
-            req.remove_header(header);
+        if !provider.forward {
+            match &found.location {
+                Location::Header(name) => req.remove_header(name),
+                Location::Param(name) => {
+                    req.remove_query_param(name);
+                }
+                Location::Cookie(name) => {
+                    req.remove_cookie(name);
+                }
+            }
         }
         Action::Continue
     }

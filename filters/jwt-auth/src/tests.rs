@@ -163,11 +163,58 @@ fn token_from_query_and_cookie() {
         run(&mut filter(Rc::clone(&config)), &mut q),
         (Action::Continue, None)
     );
+    // Not forwarded: the parameter is gone, the others stay in order.
+    assert_eq!(q.get_all(":path"), vec!["/a?x=1"]);
     let mut c = HeaderList::from([
-        (":path", "/a"),
-        ("cookie", format!("theme=dark; session={token}").as_str()),
+        (":path", "/a?keep=1&x=2"),
+        (
+            "cookie",
+            format!("theme=dark; session={token}; lang=en").as_str(),
+        ),
+        ("cookie", "session=second-copy"),
     ]);
+    assert_eq!(
+        run(&mut filter(Rc::clone(&config)), &mut c),
+        (Action::Continue, None)
+    );
+    assert_eq!(c.get_all("cookie"), vec!["theme=dark; lang=en"]);
+    // Only the location the token came from is touched.
+    assert_eq!(c.get_all(":path"), vec!["/a?keep=1&x=2"]);
+    let mut only = HeaderList::from([
+        (":path", "/a"),
+        ("cookie", format!("session={token}").as_str()),
+    ]);
+    assert_eq!(
+        run(&mut filter(config), &mut only),
+        (Action::Continue, None)
+    );
+    assert!(only.get_all("cookie").is_empty());
+}
+
+#[test]
+fn forward_keeps_the_token_wherever_it_was() {
+    let ed = Ed::new("k1");
+    let config = json!({"providers": [{
+        "name": "idp", "issuer": "https://idp.example.com", "audiences": ["shop"],
+        "jwks": {"keys": [ed.jwk()]}, "forward": true,
+        "from_params": ["access_token"], "from_cookies": ["session"]
+    }]});
+    let config = match parse_config(&config) {
+        Ok(config) => Rc::new(config),
+        Err(err) => unreachable!("test config refused: {err}"),
+    };
+    let token = ed.token(&claims());
+    let path = format!("/a?access_token={token}");
+    let mut q = HeaderList::from([(":path", path.as_str())]);
+    assert_eq!(
+        run(&mut filter(Rc::clone(&config)), &mut q),
+        (Action::Continue, None)
+    );
+    assert_eq!(q.get_all(":path"), vec![path.as_str()]);
+    let cookie = format!("session={token}");
+    let mut c = HeaderList::from([(":path", "/a"), ("cookie", cookie.as_str())]);
     assert_eq!(run(&mut filter(config), &mut c), (Action::Continue, None));
+    assert_eq!(c.get_all("cookie"), vec![cookie.as_str()]);
 }
 
 #[test]
@@ -339,6 +386,55 @@ fn remote_jwks_is_fetched_cached_and_refetched_on_unknown_kid() {
         Ok(CalloutResponse::new(200, vec![], body)),
     );
     assert_eq!(action, Action::Continue);
+}
+
+/// Runs one request against a remote-JWKS config whose fetch answers `jwks`; the status answered.
+fn fetched_then(config: Rc<Config>, token: &str, jwks: &Value) -> Option<u16> {
+    let mut f = filter(config);
+    let mut headers = bearer(token);
+    assert_eq!(run(&mut f, &mut headers), (Action::Pause, None));
+    let mut calls = f.callouts.take();
+    assert_eq!(calls.len(), 1);
+    let body = jwks.to_string().into_bytes();
+    let mut req = Request::new(&mut headers);
+    calls.remove(0).complete(
+        &mut f,
+        &mut req,
+        Ok(CalloutResponse::new(200, vec![], body)),
+    );
+    req.local_reply().map(|r| r.status)
+}
+
+#[test]
+fn symmetric_keys_in_a_fetched_jwks_are_ignored_unless_allowed() {
+    let secret = [7u8; 32];
+    let token = hs256(&secret, "h", &claims());
+    let ed = Ed::new("k1");
+    let jwks = json!({"keys": [{"kty": "oct", "kid": "h", "k": b64(&secret)}, ed.jwk()]});
+    // Default: the published secret is dropped, the HS256 token finds no key.
+    assert_eq!(fetched_then(remote_config(), &token, &jwks), Some(401));
+    // The public key of the same document still works.
+    assert_eq!(
+        fetched_then(remote_config(), &ed.token(&claims()), &jwks),
+        None
+    );
+    // Explicitly allowed: accepted.
+    let allowed = json!({"providers": [{
+        "name": "idp", "issuer": "https://idp.example.com",
+        "remote_jwks": {"cluster": "jwks", "authority": "idp.example.com", "path": "/jwks.json",
+                        "allow_symmetric_keys": true}
+    }]});
+    let allowed = match parse_config(&allowed) {
+        Ok(config) => Rc::new(config),
+        Err(err) => unreachable!("test config refused: {err}"),
+    };
+    assert_eq!(fetched_then(allowed, &token, &jwks), None);
+    // Inline secrets are configuration, not published: accepted as before.
+    let (kept, dropped) = match keys::parse_jwks(&jwks) {
+        Ok(keys) => keys::without_secrets(keys),
+        Err(err) => unreachable!("{err}"),
+    };
+    assert_eq!((kept.len(), dropped), (1, 1));
 }
 
 #[test]

@@ -96,81 +96,8 @@ pub fn find(source: &KeySource, headers: &[(String, String)]) -> Found {
     }
 }
 
-/// `:path` without the query parameter `name` (every occurrence); `None` when unchanged.
-///
-/// ```
-/// assert_eq!(tollgate_key_auth::keys::path_without_param("/a?x=1&api_key=k&y=2", "api_key").as_deref(), Some("/a?x=1&y=2"));
-/// assert_eq!(tollgate_key_auth::keys::path_without_param("/a?api_key=k", "api_key").as_deref(), Some("/a"));
-/// assert_eq!(tollgate_key_auth::keys::path_without_param("/a?x=1", "api_key"), None);
-/// ```
-pub fn path_without_param(path: &str, name: &str) -> Option<String> {
-    let (base, query) = path.split_once('?')?;
-    let (query, fragment) = match query.split_once('#') {
-        Some((q, f)) => (q, Some(f)),
-        None => (query, None),
-    };
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|pair| {
-            let k = pair.split_once('=').map(|(k, _)| k).unwrap_or(pair);
-            percent_decode(k).as_deref() != Some(name)
-        })
-        .collect();
-    if kept.len() == query.split('&').count() {
-        return None;
-    }
-    let mut out = base.to_string();
-    if !kept.is_empty() {
-        out.push('?');
-        out.push_str(&kept.join("&"));
-    }
-    if let Some(f) = fragment {
-        out.push('#');
-        out.push_str(f);
-    }
-    Some(out)
-}
-
-/// A `cookie` header value without cookie `name`; `None` when unchanged, `Some("")` when it
-/// held only that cookie.
-///
-/// ```
-/// assert_eq!(tollgate_key_auth::keys::cookie_without("a=1; api_key=k; b=2", "api_key").as_deref(), Some("a=1; b=2"));
-/// assert_eq!(tollgate_key_auth::keys::cookie_without("api_key=k", "api_key").as_deref(), Some(""));
-/// ```
-pub fn cookie_without(value: &str, name: &str) -> Option<String> {
-    let all: Vec<&str> = value
-        .split(';')
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
-        .collect();
-    let kept: Vec<&str> = all
-        .iter()
-        .copied()
-        .filter(|c| c.split_once('=').map(|(k, _)| k).unwrap_or(c).trim() != name)
-        .collect();
-    (kept.len() != all.len()).then(|| kept.join("; "))
-}
-
-/// Percent-decodes `text` (`+` stays `+`); `None` when an escape is bad or the result is not
-/// UTF-8.
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        if b == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
+use tollgate_sdk::http::percent_decode;
+pub use tollgate_sdk::http::{cookie_without, path_without_param};
 
 #[cfg(test)]
 mod tests {

@@ -97,30 +97,10 @@ impl KeyAuthFilter {
                     }
                 }
                 KeySource::Query(name) => {
-                    if let Some(path) = keys::header_values(headers, ":path").first()
-                        && let Some(stripped) = keys::path_without_param(path, name)
-                    {
-                        req.set_header(":path", &stripped);
-                    }
+                    req.remove_query_param(name);
                 }
                 KeySource::Cookie(name) => {
-                    let cookies = keys::header_values(headers, "cookie");
-                    let rewritten: Vec<Option<String>> = cookies
-                        .iter()
-                        .map(|c| keys::cookie_without(c, name))
-                        .collect();
-                    if rewritten.iter().any(Option::is_some) {
-                        let kept: Vec<String> = cookies
-                            .iter()
-                            .zip(rewritten)
-                            .map(|(old, new)| new.unwrap_or_else(|| old.to_string()))
-                            .filter(|c| !c.is_empty())
-                            .collect();
-                        req.remove_header("cookie");
-                        for cookie in kept {
-                            req.add_header("cookie", &cookie);
-                        }
-                    }
+                    req.remove_cookie(name);
                 }
             }
         }

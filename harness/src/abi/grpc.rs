@@ -1,31 +1,113 @@
 //! gRPC: `proxy_grpc_call`, `proxy_grpc_stream`, `proxy_grpc_send`,
 //! `proxy_grpc_cancel`, `proxy_grpc_close`, `proxy_get_status`.
 //!
-//! Unary calls to a cluster with a [`GrpcCallStub`] get an odd token (as
-//! Envoy's call tokens) and are answered after the current callback:
-//! status 0 through `proxy_on_grpc_receive` (the message readable as the
-//! `GrpcReceiveBuffer`), any other status through `proxy_on_grpc_close`
-//! (status and message from `proxy_get_status`). Calls without a stub and
-//! streams are validated and refused with `BadArgument` (Envoy's answer for
-//! an unknown service cluster), with a warning logged the first time;
-//! stream tokens are never valid (`NotFound`).
+//! Calls and streams go to clusters the VM has a stub for
+//! ([`GrpcClusterStub`], or a catch-all [`GrpcCallStub`] whose cluster is
+//! empty); the answers and their order are described in
+//! [`crate::callouts`]. As Envoy 1.40 (proxy-wasm-cpp-host `exports.cc` and
+//! Envoy's `Context`, each status checked with Envoy 1.40): every pointer is
+//! checked first (`InvalidMemoryAccess`); an unknown cluster is
+//! `ParseFailure` (Envoy fails to parse the name as a `GrpcService` and
+//! finds no such cluster); `proxy_grpc_send` on a token that is not a
+//! stream's is `BadArgument`, on an unknown stream `NotFound`;
+//! `proxy_grpc_close` and `proxy_grpc_cancel` on an http token are
+//! `BadArgument`, on an unknown call or stream `NotFound`. An empty service
+//! is a trap: Envoy 1.40 aborts the whole process on it (`panic: unset
+//! oneof` in its gRPC client manager).
 //!
 //! [`GrpcCallStub`]: crate::host::GrpcCallStub
+//! [`GrpcClusterStub`]: crate::callouts::GrpcClusterStub
 
-use super::{Status, memory as mem};
+use super::{Status, memory as mem, pairs};
+use crate::callouts::{CalloutRecord, GrpcClusterStub, TokenError};
 use crate::host::HostState;
 use wasmtime::{Caller, Linker};
 
-fn refuse(caller: &mut Caller<'_, HostState>, ranges: &[(u32, u32)], token_ptr: u32) -> u32 {
-    if !mem::in_bounds(caller, ranges) || !mem::in_bounds(caller, &[(token_ptr, 4)]) {
-        return Status::InvalidMemoryAccess.code();
+/// The stub answering calls to `cluster`; `None`: no such cluster.
+fn stub(state: &HostState, cluster: &str) -> Option<GrpcClusterStub> {
+    if let Some(s) = state
+        .settings
+        .grpc_clusters
+        .iter()
+        .find(|s| s.cluster == cluster)
+    {
+        return Some(s.clone());
     }
-    super::warn_once(
-        caller.data_mut(),
-        "grpc",
-        "gRPC calls are not supported by the harness; answering BadArgument (no such service)",
-    );
-    Status::BadArgument.code()
+    state
+        .settings
+        .grpc_call_stubs
+        .iter()
+        .find(|s| s.cluster.is_empty() || s.cluster == cluster)
+        .map(|s| GrpcClusterStub::from_call_stub(s, cluster))
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn metadata(bytes: &[u8]) -> Vec<(String, String)> {
+    pairs::decode(bytes)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (text(k).to_ascii_lowercase(), text(v)))
+        .collect()
+}
+
+fn token_status(r: Result<(), TokenError>) -> u32 {
+    match r {
+        Ok(()) => Status::Ok.code(),
+        Err(TokenError::WrongKind) => Status::BadArgument.code(),
+        Err(TokenError::Unknown) => Status::NotFound.code(),
+    }
+}
+
+/// What a gRPC call or stream asked for.
+struct Opening {
+    cluster: String,
+    method: String,
+    metadata: Vec<(String, String)>,
+    message: Vec<u8>,
+    timeout_ms: u32,
+}
+
+/// Records the opening and finds its stub; `Err` is the status to return
+/// (`Err(Err(..))`: a trap).
+fn open(
+    state: &mut HostState,
+    o: Opening,
+    kind: &'static str,
+) -> Result<GrpcClusterStub, wasmtime::Result<u32>> {
+    let found = stub(state, &o.cluster);
+    let suffix = if kind == "grpc-stream" { " stream" } else { "" };
+    state
+        .callouts
+        .push(format!("grpc {} {}{suffix}", o.cluster, o.method));
+    state.outstanding.record(CalloutRecord {
+        filter: String::new(),
+        kind,
+        cluster: o.cluster.clone(),
+        headers: o.metadata,
+        body: o.message,
+        method: o.method,
+        timeout_ms: o.timeout_ms,
+        accepted: found.is_some() && !o.cluster.is_empty(),
+    });
+    if o.cluster.is_empty() {
+        return Err(Err(wasmtime::Error::msg(format!(
+            "{kind} call with an empty service: Envoy 1.40 aborts the process on it (panic: unset oneof)"
+        ))));
+    }
+    found.ok_or_else(|| {
+        super::warn_once(
+            state,
+            "grpc",
+            &format!(
+                "gRPC call to cluster `{}`: the harness knows no such cluster (give it a gRPC stub); answering ParseFailure like Envoy does for an unknown cluster",
+                o.cluster
+            ),
+        );
+        Ok(Status::ParseFailure.code())
+    })
 }
 
 /// Adds the gRPC functions.
@@ -44,61 +126,33 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
          metadata_len: u32,
          message_ptr: u32,
          message_len: u32,
-         _timeout_ms: u32,
+         timeout_ms: u32,
          token_ptr: u32|
-         -> u32 {
-            if let (Some(c), Some(n), Some(m)) = (
+         -> wasmtime::Result<u32> {
+            let (Some(c), Some(n), Some(m), Some(md), Some(msg)) = (
                 mem::read(&caller, service_ptr, service_len),
                 mem::read(&caller, service_name_ptr, service_name_len),
                 mem::read(&caller, method_ptr, method_len),
-            ) {
-                let line = format!(
-                    "grpc {} {}/{}",
-                    String::from_utf8_lossy(&c),
-                    String::from_utf8_lossy(&n),
-                    String::from_utf8_lossy(&m)
-                );
-                caller.data_mut().callouts.push(line);
-            }
-            let stub = mem::read(&caller, service_ptr, service_len).and_then(|service| {
-                let cluster = String::from_utf8_lossy(&service).into_owned();
-                caller
-                    .data()
-                    .settings
-                    .grpc_call_stubs
-                    .iter()
-                    .position(|s| s.cluster.is_empty() || s.cluster == cluster)
-            });
-            if let Some(stub) = stub {
-                if !mem::in_bounds(
-                    &caller,
-                    &[
-                        (service_name_ptr, service_name_len),
-                        (method_ptr, method_len),
-                        (metadata_ptr, metadata_len),
-                        (message_ptr, message_len),
-                    ],
-                ) {
-                    return Status::InvalidMemoryAccess.code();
-                }
-                let state = caller.data_mut();
-                let token = state.next_grpc_token;
-                state.next_grpc_token = state.next_grpc_token.wrapping_add(2) | 1;
-                let context = state.context();
-                state.pending_grpc_calls.push((token, context, stub));
-                return Status::written(mem::write_u32(&mut caller, token_ptr, token)).code();
-            }
-            refuse(
-                &mut caller,
-                &[
-                    (service_ptr, service_len),
-                    (service_name_ptr, service_name_len),
-                    (method_ptr, method_len),
-                    (metadata_ptr, metadata_len),
-                    (message_ptr, message_len),
-                ],
-                token_ptr,
-            )
+                mem::read(&caller, metadata_ptr, metadata_len),
+                mem::read(&caller, message_ptr, message_len),
+            ) else {
+                return Ok(Status::InvalidMemoryAccess.code());
+            };
+            let opening = Opening {
+                cluster: text(&c),
+                method: format!("{}/{}", text(&n), text(&m)),
+                metadata: metadata(&md),
+                message: msg,
+                timeout_ms,
+            };
+            let state = caller.data_mut();
+            let stub = match open(state, opening, "grpc") {
+                Ok(s) => s,
+                Err(status) => return status,
+            };
+            let now = state.clock.monotonic;
+            let token = state.outstanding.grpc_call(now, &stub, timeout_ms);
+            Ok(Status::written(mem::write_u32(&mut caller, token_ptr, token)).code())
         },
     )?;
     linker.func_wrap(
@@ -114,38 +168,58 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
          metadata_ptr: u32,
          metadata_len: u32,
          token_ptr: u32|
-         -> u32 {
-            refuse(
-                &mut caller,
-                &[
-                    (service_ptr, service_len),
-                    (service_name_ptr, service_name_len),
-                    (method_ptr, method_len),
-                    (metadata_ptr, metadata_len),
-                ],
-                token_ptr,
-            )
+         -> wasmtime::Result<u32> {
+            let (Some(c), Some(n), Some(m), Some(md)) = (
+                mem::read(&caller, service_ptr, service_len),
+                mem::read(&caller, service_name_ptr, service_name_len),
+                mem::read(&caller, method_ptr, method_len),
+                mem::read(&caller, metadata_ptr, metadata_len),
+            ) else {
+                return Ok(Status::InvalidMemoryAccess.code());
+            };
+            let opening = Opening {
+                cluster: text(&c),
+                method: format!("{}/{}", text(&n), text(&m)),
+                metadata: metadata(&md),
+                message: Vec::new(),
+                timeout_ms: 0,
+            };
+            let state = caller.data_mut();
+            let stub = match open(state, opening, "grpc-stream") {
+                Ok(s) => s,
+                Err(status) => return status,
+            };
+            let token = state.outstanding.grpc_stream(stub);
+            Ok(Status::written(mem::write_u32(&mut caller, token_ptr, token)).code())
         },
     )?;
     linker.func_wrap(
         "env",
         "proxy_grpc_send",
-        |caller: Caller<'_, HostState>, _token: u32, ptr: u32, len: u32, _end: u32| -> u32 {
+        |mut caller: Caller<'_, HostState>, token: u32, ptr: u32, len: u32, end: u32| -> u32 {
             if !mem::in_bounds(&caller, &[(ptr, len)]) {
                 return Status::InvalidMemoryAccess.code();
             }
-            Status::NotFound.code()
+            let state = caller.data_mut();
+            let now = state.clock.monotonic;
+            token_status(state.outstanding.grpc_send(now, token, end != 0))
         },
     )?;
     linker.func_wrap(
         "env",
         "proxy_grpc_cancel",
-        |_caller: Caller<'_, HostState>, _token: u32| -> u32 { Status::NotFound.code() },
+        |mut caller: Caller<'_, HostState>, token: u32| -> u32 {
+            token_status(caller.data_mut().outstanding.grpc_cancel(token))
+        },
     )?;
     linker.func_wrap(
         "env",
         "proxy_grpc_close",
-        |_caller: Caller<'_, HostState>, _token: u32| -> u32 { Status::NotFound.code() },
+        |mut caller: Caller<'_, HostState>, token: u32| -> u32 {
+            let state = caller.data_mut();
+            let now = state.clock.monotonic;
+            token_status(state.outstanding.grpc_close(now, token))
+        },
     )?;
     linker.func_wrap(
         "env",

@@ -1,21 +1,63 @@
 //! HTTP calls: `proxy_http_call`.
 //!
-//! The harness has no upstream clusters. With an [`HttpCallStub`]
-//! configured, a well-formed call (`:method`, `:path`, `:authority` present)
-//! gets a token and is answered with the stub through
-//! `proxy_on_http_call_response`, on the context that made the call, right
-//! after the current callback returns.
-//! A replayed exchange may carry its own recorded answers
-//! ([`ExchangeCallouts`]): the first one left for the call's cluster answers
-//! it, before the stub. Without either the call fails with `BadArgument`,
-//! which is what Envoy answers for an unknown cluster.
+//! The harness has no upstream clusters. A call is answered, in this order
+//! of precedence, by: the replayed exchange's own recorded answer for the
+//! cluster ([`ExchangeCallouts`], taken in order), the VM's per-cluster stub
+//! ([`HttpClusterStub`]: a response, a reset or a connection failure, after
+//! a delay of virtual time), the catch-all [`HttpCallStub`]. A call to a
+//! cluster none of them knows fails with `BadArgument`, as Envoy answers for
+//! an unknown cluster (a warning is logged the first time); so does a call
+//! without `:method`, `:path` or `:authority` (checked after the cluster,
+//! as Envoy does). Tokens, delivery (to the root context, as
+//! proxy-wasm-cpp-host does), delays and timeouts are described in
+//! [`crate::callouts`].
 //!
 //! [`HttpCallStub`]: crate::host::HttpCallStub
+//! [`HttpClusterStub`]: crate::callouts::HttpClusterStub
 //! [`ExchangeCallouts`]: crate::host::ExchangeCallouts
 
 use super::{Status, memory as mem, pairs};
-use crate::host::{HostState, PendingHttpCall};
+use crate::callouts::{CalloutRecord, Event, http_event};
+use crate::host::{HeaderMap, HostState, HttpCallResponse, HttpCallStub};
+use std::time::Duration;
 use wasmtime::{Caller, Linker};
+
+/// The event answering an [`HttpCallStub`] (its headers as given, `:status` included).
+fn stub_event(stub: HttpCallStub) -> Event {
+    Event::HttpResponse(HttpCallResponse {
+        headers: HeaderMap::from_pairs(stub.headers),
+        body: stub.body,
+        trailers: HeaderMap::default(),
+    })
+}
+
+/// The answer for a call to `cluster`, with its delay; `None`: unknown cluster.
+fn answer(state: &HostState, cluster: &str) -> Option<(Event, Duration)> {
+    if let Some(stub) = state.exchange_callouts.take(cluster) {
+        return Some((stub_event(stub), Duration::ZERO));
+    }
+    if let Some(s) = state
+        .settings
+        .http_clusters
+        .iter()
+        .find(|s| s.cluster == cluster)
+    {
+        return Some((http_event(&s.answer), s.delay));
+    }
+    let stub = state.settings.http_call_stub.clone()?;
+    Some((stub_event(stub), Duration::ZERO))
+}
+
+/// Whether a call to `cluster` would be answered (without taking a recorded answer).
+fn known(state: &HostState, cluster: &str) -> bool {
+    state.exchange_callouts.has(cluster)
+        || state
+            .settings
+            .http_clusters
+            .iter()
+            .any(|s| s.cluster == cluster)
+        || state.settings.http_call_stub.is_some()
+}
 
 /// Adds `proxy_http_call`.
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
@@ -31,18 +73,16 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
          body_len: u32,
          trailers_ptr: u32,
          trailers_len: u32,
-         _timeout_ms: u32,
+         timeout_ms: u32,
          token_ptr: u32|
          -> u32 {
-            if !mem::in_bounds(
-                &caller,
-                &[(body_ptr, body_len), (trailers_ptr, trailers_len)],
-            ) {
+            if !mem::in_bounds(&caller, &[(trailers_ptr, trailers_len)]) {
                 return Status::InvalidMemoryAccess.code();
             }
-            let (Some(cluster), Some(header_bytes)) = (
+            let (Some(cluster), Some(header_bytes), Some(body)) = (
                 mem::read(&caller, uri_ptr, uri_len),
                 mem::read(&caller, headers_ptr, headers_len),
+                mem::read(&caller, body_ptr, body_len),
             ) else {
                 return Status::InvalidMemoryAccess.code();
             };
@@ -51,47 +91,56 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 return Status::InvalidMemoryAccess.code();
             }
             let cluster = String::from_utf8_lossy(&cluster).into_owned();
+            let headers: Vec<(String, String)> = pairs::decode(&header_bytes)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| {
+                    (
+                        String::from_utf8_lossy(k).to_ascii_lowercase(),
+                        String::from_utf8_lossy(v).into_owned(),
+                    )
+                })
+                .collect();
+            let get = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v);
             let state = caller.data_mut();
-            if let Some(headers) = pairs::decode(&header_bytes) {
-                let get = |name: &[u8]| {
-                    headers
-                        .iter()
-                        .find(|(k, _)| *k == name)
-                        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-                        .unwrap_or_default()
-                };
-                let line = format!("http {cluster} {} {}", get(b":method"), get(b":path"));
-                state.callouts.push(line);
-            }
-            if state.settings.http_call_stub.is_none() && !state.exchange_callouts.has(&cluster) {
+            state.callouts.push(format!(
+                "http {cluster} {} {}",
+                get(":method").map_or("", String::as_str),
+                get(":path").map_or("", String::as_str)
+            ));
+            let well_formed =
+                get(":method").is_some() && get(":path").is_some() && get(":authority").is_some();
+            let accepted = known(state, &cluster) && well_formed;
+            state.outstanding.record(CalloutRecord {
+                filter: String::new(),
+                kind: "http",
+                cluster: cluster.clone(),
+                headers: headers.clone(),
+                body,
+                method: String::new(),
+                timeout_ms,
+                accepted,
+            });
+            if !known(state, &cluster) {
                 super::warn_once(
                     state,
                     "http_call",
                     &format!(
-                        "proxy_http_call to cluster `{cluster}`: the harness has no clusters and no http call stub; answering BadArgument like Envoy does for an unknown cluster"
+                        "proxy_http_call to cluster `{cluster}`: the harness knows no such cluster (give it a stub); answering BadArgument like Envoy does for an unknown cluster"
                     ),
                 );
                 return Status::BadArgument.code();
             }
-            let Some(headers) = pairs::decode(&header_bytes) else {
-                return Status::BadArgument.code();
-            };
-            let has = |name: &[u8]| headers.iter().any(|(k, _)| *k == name);
-            if !(has(b":method") && has(b":path") && has(b":authority")) {
+            if !well_formed {
                 return Status::BadArgument.code();
             }
-            // The exchange's recorded answer first, then the VM's stub.
-            let stub = state.exchange_callouts.take(&cluster);
-            let token = state.next_http_token;
-            state.next_http_token = state.next_http_token.wrapping_add(1).max(1);
-            // The answer goes to the context that made the call (Envoy keeps
-            // the calling context with the request).
-            let context = state.context();
-            state.pending_http_calls.push(PendingHttpCall {
-                token,
-                context,
-                stub,
-            });
+            let Some((event, delay)) = answer(state, &cluster) else {
+                return Status::BadArgument.code();
+            };
+            let now = state.clock.monotonic;
+            let token = state
+                .outstanding
+                .http_call_with(now, event, delay, timeout_ms);
             Status::written(mem::write_u32(&mut caller, token_ptr, token)).code()
         },
     )?;

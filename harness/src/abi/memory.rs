@@ -13,6 +13,11 @@ use wasmtime::{Caller, Instance, Memory, Store, TypedFunc};
 pub(crate) struct GuestHandles {
     memory: Memory,
     alloc: TypedFunc<u32, u32>,
+    /// The allocator's export name, for the call trace.
+    alloc_name: &'static str,
+    /// Log each allocation as Envoy's `-l trace` does
+    /// (`[host->vm] proxy_on_memory_allocate(266)`).
+    trace: bool,
 }
 
 /// Why an instance's memory or allocator could not be found.
@@ -63,7 +68,20 @@ impl GuestHandles {
         let alloc = instance
             .get_typed_func::<u32, u32>(&mut *store, name)
             .map_err(|e| HandlesError::BadAllocator(name.to_string(), format!("{e}")))?;
-        Ok(Self { memory, alloc })
+        Ok(Self {
+            memory,
+            alloc,
+            alloc_name: name,
+            trace: false,
+        })
+    }
+
+    /// The same handles, logging every allocation in the call trace.
+    pub(crate) fn traced(self) -> Self {
+        Self {
+            trace: true,
+            ..self
+        }
     }
 }
 
@@ -183,7 +201,15 @@ fn alloc(caller: &mut Caller<'_, HostState>, size: u32) -> wasmtime::Result<Opti
     let Some(g) = caller.data().guest.clone() else {
         return Ok(None);
     };
+    if g.trace {
+        let line = format!("[host->vm] {}({size})", g.alloc_name);
+        super::trace_line(caller.data_mut(), line);
+    }
     let p = g.alloc.call(&mut *caller, size)?;
+    if g.trace {
+        let line = format!("[host<-vm] {} return: {p}", g.alloc_name);
+        super::trace_line(caller.data_mut(), line);
+    }
     Ok((p != 0).then_some(p))
 }
 

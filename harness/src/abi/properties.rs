@@ -6,7 +6,9 @@
 //! as one byte, maps (headers) in the pairs format. Stream attributes
 //! (`request.*`, `response.*`, `source.*`, `destination.*`, `connection.*`,
 //! `upstream.*`) exist only in a stream context; plugin attributes
-//! (`plugin_name`, `plugin_root_id`, `plugin_vm_id`) everywhere. Values the
+//! (`plugin_name`, `plugin_root_id`, `plugin_vm_id`) everywhere. Values in
+//! [`VmSettings::properties`](crate::host::VmSettings::properties) (a test's
+//! `properties:`) take precedence over the built-in ones. Values the
 //! guest stored with `proxy_set_property` are returned for paths that are
 //! not built in; anything else is `NotFound`.
 
@@ -102,6 +104,10 @@ fn builtin(state: &HostState, path: &[&str]) -> Option<Vec<u8>> {
         ["connection", "mtls"] => Some(vec![0]),
         ["connection", "id"] => Some(int(i64::from(stream.id))),
         ["connection", "requested_server_name"] => Some(Vec::new()),
+        // The matched route's name: Envoy answers it (empty for an unnamed
+        // route) whenever a route matched; the harness has no routes, so an
+        // unnamed one unless the settings' properties name it.
+        ["xds", "route_name"] => Some(Vec::new()),
         _ => None,
     }
 }
@@ -120,7 +126,13 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let value = mem::with_bytes(&mut caller, path_ptr, path_len, |path, state| {
                 let text = String::from_utf8_lossy(path);
                 let segments: Vec<&str> = text.split('\0').collect();
-                builtin(state, &segments).or_else(|| state.properties.get(path).cloned())
+                // Values given in the settings win over the built-in ones.
+                let dotted = segments.join(".");
+                let given = state.settings.properties.iter().find(|(p, _)| *p == dotted);
+                given
+                    .map(|(_, v)| v.clone())
+                    .or_else(|| builtin(state, &segments))
+                    .or_else(|| state.properties.get(path).cloned())
             });
             let value = match value {
                 None => return Ok(Status::InvalidMemoryAccess.code()),

@@ -10,7 +10,7 @@ const PLOT_H: f64 = 220.0;
 const LEFT: f64 = 70.0;
 const RIGHT: f64 = 20.0;
 
-fn esc(s: &str) -> String {
+pub(super) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

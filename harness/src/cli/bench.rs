@@ -1,6 +1,7 @@
 //! `tollgate bench <traffic> --filter x.wasm`: per-request and per-callback
-//! cost of a filter above the harness floor, as a table, JSON or SVG, with
-//! an optional baseline comparison that fails past a threshold (for CI).
+//! cost of a filter above the harness floor, as a table, JSON, SVG or one
+//! HTML page, with an optional baseline comparison that fails past a
+//! threshold (for CI), one stream at a time or `--streams N` in flight.
 
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
@@ -50,6 +51,13 @@ pub struct BenchArgs {
     /// Also write an SVG report (latency histograms, per-callback breakdown).
     #[arg(long)]
     pub svg: Option<PathBuf>,
+    /// Also write a self-contained HTML report (tables and the SVG inline).
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+    /// Streams in flight at once, their callbacks interleaved as a proxy
+    /// sees them (memory figures show what concurrent streams cost).
+    #[arg(long, default_value_t = 1)]
+    pub streams: usize,
     /// Compile afresh instead of using the compiled-module cache
     /// ($XDG_CACHE_HOME/tollgate/modules).
     #[arg(long)]
@@ -71,6 +79,9 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         && !(t.is_finite() && t >= 0.0)
     {
         bail!("--threshold must be a percentage >= 0, got {t}");
+    }
+    if args.streams == 0 {
+        bail!("--streams must be at least 1");
     }
     let config = match &args.config {
         None => String::new(),
@@ -99,6 +110,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         budget,
         warmup: args.warmup,
         cache: (!args.no_cache).then(ModuleCache::default_location),
+        streams: args.streams,
     };
     let mut report = bench::run(&options, baseline.as_ref())?;
     if let Some(t) = args.threshold {
@@ -107,6 +119,10 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     if let Some(path) = &args.svg {
         std::fs::write(path, report.svg())
             .with_context(|| format!("--svg: cannot write {}", path.display()))?;
+    }
+    if let Some(path) = &args.html {
+        std::fs::write(path, report.html())
+            .with_context(|| format!("--html: cannot write {}", path.display()))?;
     }
     match args.format {
         BenchFormat::Text => print!("{}", report.text()),

@@ -76,6 +76,7 @@ fn a_module_against_itself_is_not_a_regression() {
         budget: Budget::Iterations(30),
         warmup: 2,
         cache: None,
+        streams: 1,
     };
     let baseline = Baseline::from_path(&path).expect("a module baseline");
     let mut report = bench::run(&options, Some(&baseline)).expect("bench runs");
@@ -121,6 +122,7 @@ fn bad_input_is_named() {
         budget: Budget::Iterations(1),
         warmup: 0,
         cache: None,
+        streams: 1,
     };
     let e = bench::run(&options, None).expect_err("missing module");
     assert!(e.to_string().contains("/nonexistent/filter.wasm"), "{e}");

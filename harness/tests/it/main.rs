@@ -2,8 +2,10 @@
 //! One module per area; helpers here.
 
 mod bench;
+mod bench_report;
 mod bodies;
 mod buffers;
+mod callouts;
 mod chains;
 mod failure_policy;
 mod grpc;
@@ -16,6 +18,7 @@ mod replay_details;
 mod stream_control;
 mod streaming;
 mod suite;
+mod suite_inputs;
 mod trace;
 mod traps;
 mod workers;

@@ -158,12 +158,14 @@ fn the_replay_drives_each_exchange_as_recorded() {
 }
 
 /// Calls cluster `authz` from the request headers and pauses; on the answer
-/// reports `500 + body size` and `10000 + :status`, then resumes on 200 and
+/// (delivered on the root context, as Envoy does) it acts on its stream
+/// through `proxy_set_effective_context`, reports `500 + body size` and `10000 + :status`, then resumes on 200 and
 /// answers 403 locally otherwise. Reports the call's status first.
 fn authz() -> Vec<u8> {
     guest(
         "0_2_1",
         r#"(import "env" "proxy_http_call" (func $call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+           (import "env" "proxy_set_effective_context" (func $effective (param i32) (result i32)))
            (import "env" "proxy_continue_stream" (func $continue (param i32) (result i32)))
            (import "env" "proxy_get_header_map_value" (func $get (param i32 i32 i32 i32 i32) (result i32)))
            (import "env" "proxy_send_local_response" (func $local (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))"#,
@@ -171,12 +173,15 @@ fn authz() -> Vec<u8> {
            (data (i32.const 1200) "\03\00\00\00\07\00\00\00\03\00\00\00\05\00\00\00\06\00\00\00\0a\00\00\00\05\00\00\00:method\00GET\00:path\00/check\00:authority\00authz\00")
            (data (i32.const 1300) ":status")
            (func (export "proxy_on_request_headers") (param $ctx i32) (param i32 i32) (result i32)
+             (i32.store (i32.const 960) (local.get $ctx))
              (call $report (call $call (i32.const 1100) (i32.const 5) (i32.const 1200) (i32.const 70)
                (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 1000) (i32.const 700)))
              (i32.const 1))
            (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32) (i32.const 0))
+           ;; Envoy answers on the root context: act on the stream that called.
            (func (export "proxy_on_http_call_response") (param i32 i32 i32) (param $size i32) (param i32)
              (local $p i32) (local $status i32)
+             (drop (call $effective (i32.load (i32.const 960))))
              (call $report (i32.add (i32.const 500) (local.get $size)))
              (drop (call $get (i32.const 6) (i32.const 1300) (i32.const 7) (i32.const 900) (i32.const 904)))
              (local.set $p (i32.load (i32.const 900)))

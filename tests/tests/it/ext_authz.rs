@@ -272,6 +272,13 @@ impl Drop for SlowService {
     }
 }
 
+/// An address where no service listens: TCP port 1 (tcpmux, never served here and outside the
+/// range the kernel hands out for port 0, so no concurrently running test can bind it between
+/// the choice and the connection; a freed ephemeral port could be).
+fn down_service() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 1))
+}
+
 #[test]
 fn envoy_slow_and_down_services_fail_closed() -> Result<()> {
     let upstream = Upstream::start(response(200, &[], "order"))?;
@@ -290,10 +297,7 @@ fn envoy_slow_and_down_services_fail_closed() -> Result<()> {
     drop(envoy);
 
     // Down: a port nobody listens on.
-    let closed = {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        listener.local_addr()?
-    };
+    let closed = down_service();
     let envoy = start_envoy(upstream.addr(), closed, "ext-authz-down")?;
     envoy.explain((|| {
         let got = client::send(envoy.listener(), &guarded_request())?;
@@ -306,10 +310,7 @@ fn envoy_slow_and_down_services_fail_closed() -> Result<()> {
 #[test]
 fn envoy_failure_mode_allow_lets_requests_through_when_down() -> Result<()> {
     let upstream = Upstream::start(response(200, &[], "order"))?;
-    let closed = {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        listener.local_addr()?
-    };
+    let closed = down_service();
     let mut config = EnvoyConfig::load(&paths::envoy_config(FILTER))?;
     config
         .use_ephemeral_ports()?
@@ -365,6 +366,88 @@ fn envoy_with_request_body_sends_the_body_and_holds_it_back_on_deny() -> Result<
             upstream.take_requests().is_empty(),
             "denied body went upstream"
         );
+        Ok(())
+    })())
+}
+
+#[test]
+fn envoy_partial_body_sends_the_first_bytes_and_the_upstream_gets_all() -> Result<()> {
+    let upstream = Upstream::start(response(200, &[], "order"))?;
+    let authz = Upstream::start(response(200, &[], ""))?;
+    let mut config = EnvoyConfig::load(&paths::envoy_config(FILTER))?;
+    config
+        .use_ephemeral_ports()?
+        .route_cluster_to("upstream", upstream.addr())?
+        .route_cluster_to("authz", authz.addr())?
+        .set_plugin_configuration(
+            r#"{"cluster": "authz", "timeout_ms": 500, "with_request_body": {"max_request_bytes": 4, "allow_partial_message": true}}"#,
+        )?;
+    config.use_filters_from(&paths::filters_dir()?)?;
+    let envoy = Envoy::start(&config, "ext-authz-partial-body")?;
+    envoy.explain((|| {
+        // Past the limit: no 413; the service gets the first 4 bytes, flagged partial.
+        let big = client::request("POST", "shop.example.com", "/b", &[], b"abcdefgh");
+        let got = client::send(envoy.listener(), &big)?;
+        ensure!(got.status == 200, "{got:?}");
+        let checks = authz.take_requests();
+        ensure!(checks.len() == 1 && checks[0].body == b"abcd", "{checks:?}");
+        ensure!(
+            header(&checks[0].headers, "x-envoy-auth-partial-body") == Some("true"),
+            "{:?}",
+            checks[0].headers
+        );
+        let ups = upstream.take_requests();
+        ensure!(ups.len() == 1 && ups[0].body == b"abcdefgh", "{ups:?}");
+
+        // Within the limit: all of it, not flagged.
+        let small = client::request("POST", "shop.example.com", "/b", &[], b"abc");
+        let got = client::send(envoy.listener(), &small)?;
+        ensure!(got.status == 200, "{got:?}");
+        let checks = authz.take_requests();
+        ensure!(checks.len() == 1 && checks[0].body == b"abc", "{checks:?}");
+        ensure!(
+            header(&checks[0].headers, "x-envoy-auth-partial-body") == Some("false"),
+            "{:?}",
+            checks[0].headers
+        );
+        ensure!(upstream.take_requests().len() == 1);
+
+        // Denied past the limit: the body does not reach the upstream as a complete request.
+        authz.set_response(response(403, &[], "no"));
+        let got = client::send(envoy.listener(), &big)?;
+        ensure!(got.status == 403 && got.body == b"no", "{got:?}");
+        ensure!(
+            upstream
+                .take_requests()
+                .iter()
+                .all(|r| r.body != b"abcdefgh"),
+            "denied body went upstream"
+        );
+        Ok(())
+    })())
+}
+
+#[test]
+fn envoy_body_above_the_limit_is_413_also_when_announced() -> Result<()> {
+    let upstream = Upstream::start(response(200, &[], "order"))?;
+    let authz = Upstream::start(response(200, &[], ""))?;
+    let mut config = EnvoyConfig::load(&paths::envoy_config(FILTER))?;
+    config
+        .use_ephemeral_ports()?
+        .route_cluster_to("upstream", upstream.addr())?
+        .route_cluster_to("authz", authz.addr())?
+        .set_plugin_configuration(
+            r#"{"cluster": "authz", "timeout_ms": 500, "with_request_body": {"max_request_bytes": 4}}"#,
+        )?;
+    config.use_filters_from(&paths::filters_dir()?)?;
+    let envoy = Envoy::start(&config, "ext-authz-413")?;
+    envoy.explain((|| {
+        // content-length announces 8 bytes: refused at the headers, nothing goes upstream.
+        let big = client::request("POST", "shop.example.com", "/b", &[], b"abcdefgh");
+        let got = client::send(envoy.listener(), &big)?;
+        ensure!(got.status == 413, "{got:?}");
+        ensure!(authz.take_requests().is_empty(), "the service was asked");
+        ensure!(upstream.take_requests().is_empty(), "the upstream got it");
         Ok(())
     })())
 }

@@ -100,6 +100,32 @@ fn attacks(rs: &Issuer, good: &str, now: u64) -> Vec<(&'static str, String)> {
             format!("{}.{}*.{}", parts[0], parts[1], parts[2]),
         ),
         ("signature dropped", format!("{}.{}.", parts[0], parts[1])),
+        (
+            "algorithm switched in the header (same key, same signature)",
+            format!(
+                "{}.{}.{}",
+                jwt::b64(
+                    json!({"alg": "PS256", "kid": rs.kid, "typ": "JWT"})
+                        .to_string()
+                        .as_bytes()
+                ),
+                parts[1],
+                parts[2]
+            ),
+        ),
+        (
+            "kid of another key",
+            format!(
+                "{}.{}.{}",
+                jwt::b64(
+                    json!({"alg": rs.alg, "kid": "es256"})
+                        .to_string()
+                        .as_bytes()
+                ),
+                parts[1],
+                parts[2]
+            ),
+        ),
         ("huge token", format!("{good}{}", "A".repeat(12_000))),
     ]
 }
@@ -153,6 +179,15 @@ fn harness_accepts_every_algorithm_and_copies_claims() -> Result<()> {
         .collect();
     let reports = replay(&config, &jwks_of(all), requests)?;
     for (issuer, report) in all.iter().zip(&reports) {
+        if issuer.alg == "HS256" {
+            // A symmetric key published in a fetched JWKS is ignored by default.
+            ensure!(
+                report.verdict == Verdict::AnsweredLocally { status: 401 }
+                    && report.upstream_request.is_none(),
+                "HS256 with a key from a fetched JWKS must be refused: {report:?}"
+            );
+            continue;
+        }
         let up = report
             .upstream_request
             .as_ref()
@@ -169,6 +204,37 @@ fn harness_accepts_every_algorithm_and_copies_claims() -> Result<()> {
             issuer.alg
         );
     }
+    Ok(())
+}
+
+#[test]
+fn harness_accepts_fetched_symmetric_keys_only_when_allowed() -> Result<()> {
+    let all = issuers()?;
+    let hs = all
+        .iter()
+        .find(|i| i.alg == "HS256")
+        .context("no HS256 issuer")?;
+    let allowed = demo_config_with(|c| {
+        c["providers"][0]["remote_jwks"]["allow_symmetric_keys"] = json!(true);
+    })?;
+    let token = hs.token(&claims_at(HARNESS_NOW));
+    let reports = replay(&allowed, &jwks_of(all), vec![request_with(&token)])?;
+    ensure!(
+        reports[0].upstream_request.is_some(),
+        "allowed symmetric key: {:?}",
+        reports[0]
+    );
+    let reports = replay(
+        &paths::demo_config(FILTER)?,
+        &jwks_of(all),
+        vec![request_with(&token)],
+    )?;
+    ensure!(
+        reports[0].verdict == Verdict::AnsweredLocally { status: 401 }
+            && reports[0].upstream_request.is_none(),
+        "default: {:?}",
+        reports[0]
+    );
     Ok(())
 }
 
@@ -236,6 +302,15 @@ fn envoy_verifies_every_algorithm_with_a_fetched_jwks_and_refuses_forgeries() ->
                 envoy.listener(),
                 &request_with(&issuer.token(&claims_at(now))),
             )?;
+            if issuer.alg == "HS256" {
+                // A symmetric key published in a fetched JWKS is ignored by default.
+                ensure!(got.status == 401, "HS256 from a fetched JWKS: {got:?}");
+                ensure!(
+                    upstream.take_requests().is_empty(),
+                    "HS256 reached upstream"
+                );
+                continue;
+            }
             ensure!(got.status == 200, "{}: client got {got:?}", issuer.alg);
             let ups = upstream.take_requests();
             ensure!(ups.len() == 1, "{}: upstream got {ups:?}", issuer.alg);
@@ -273,7 +348,11 @@ fn envoy_verifies_every_algorithm_with_a_fetched_jwks_and_refuses_forgeries() ->
             );
         }
         // No token, an empty bearer, and the token in the wrong scheme: missing.
-        for (label, value) in [("empty bearer", "Bearer "), ("basic", "Basic dXNlcjpwdw==")] {
+        for (label, value) in [
+            ("empty bearer", "Bearer "),
+            ("whitespace bearer", "Bearer  \t  "),
+            ("basic", "Basic dXNlcjpwdw=="),
+        ] {
             let req = client::request(
                 "GET",
                 "api.example.com",
@@ -336,6 +415,90 @@ fn envoy_verifies_every_algorithm_with_a_fetched_jwks_and_refuses_forgeries() ->
             jwks_server.take_requests().is_empty(),
             "unexpected JWKS fetch"
         );
+        Ok(())
+    })())
+}
+
+#[test]
+fn envoy_removes_the_token_from_the_query_and_cookie_unless_forwarded() -> Result<()> {
+    let issuer = Issuer::eddsa("strip")?;
+    let upstream = Upstream::start(ok_response())?;
+    let jwks_server = Upstream::start(jwks_response(&jwt::jwks(&[&issuer])))?;
+    let envoy = start_envoy(
+        &paths::demo_config(FILTER)?,
+        &upstream,
+        &jwks_server,
+        "jwt-auth-strip",
+    )?;
+    let token = issuer.token(&claims_at(jwt::now()));
+    envoy.explain((|| {
+        let path = format!("/v1/orders?page=2&access_token={token}&sort=asc");
+        let req = client::request("GET", "api.example.com", &path, &[], b"");
+        let got = client::send(envoy.listener(), &req)?;
+        ensure!(got.status == 200, "token in the query: {got:?}");
+        let ups = upstream.take_requests();
+        ensure!(ups.len() == 1, "{ups:?}");
+        ensure!(
+            ups[0].path == "/v1/orders?page=2&sort=asc",
+            "the upstream saw {:?}",
+            ups[0].path
+        );
+        ensure!(
+            !format!("{:?}", ups[0]).contains(&token),
+            "token reached upstream"
+        );
+
+        let cookie = format!("theme=dark; id_token={token}; lang=en");
+        let req = client::request(
+            "GET",
+            "api.example.com",
+            "/v1/orders",
+            &[("cookie", &cookie)],
+            b"",
+        );
+        let got = client::send(envoy.listener(), &req)?;
+        ensure!(got.status == 200, "token in a cookie: {got:?}");
+        let ups = upstream.take_requests();
+        ensure!(ups.len() == 1, "{ups:?}");
+        ensure!(
+            header(&ups[0].headers, "cookie") == Some("theme=dark; lang=en"),
+            "{:?}",
+            ups[0].headers
+        );
+        ensure!(
+            !format!("{:?}", ups[0]).contains(&token),
+            "token reached upstream"
+        );
+
+        let cookie = format!("id_token={token}");
+        let req = client::request(
+            "GET",
+            "api.example.com",
+            "/v1/orders",
+            &[("cookie", &cookie)],
+            b"",
+        );
+        let got = client::send(envoy.listener(), &req)?;
+        ensure!(got.status == 200, "only cookie: {got:?}");
+        let ups = upstream.take_requests();
+        ensure!(
+            ups.len() == 1 && header(&ups[0].headers, "cookie").is_none(),
+            "{ups:?}"
+        );
+        Ok(())
+    })())?;
+    drop(envoy);
+
+    // `forward: true` leaves them all in place.
+    let forward = demo_config_with(|c| c["providers"][0]["forward"] = json!(true))?;
+    let envoy = start_envoy(&forward, &upstream, &jwks_server, "jwt-auth-forward")?;
+    envoy.explain((|| {
+        let path = format!("/v1/orders?access_token={token}");
+        let req = client::request("GET", "api.example.com", &path, &[], b"");
+        let got = client::send(envoy.listener(), &req)?;
+        ensure!(got.status == 200, "{got:?}");
+        let ups = upstream.take_requests();
+        ensure!(ups.len() == 1 && ups[0].path == path, "{ups:?}");
         Ok(())
     })())
 }

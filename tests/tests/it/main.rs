@@ -13,6 +13,14 @@
 //! - `suites`: every `filters/<name>/tests/suite.yaml` through the suite runner.
 //! - `envoy_headers`: the `headers` filter in a real Envoy and in the harness,
 //!   compared request by request.
+//! - `trace_diff`: Envoy's `wasm` trace log and the harness's call trace for the same
+//!   requests, compared call by call (every filter and a WAT guest).
+//! - `envoy_cli`: `tollgate envoy` (library `live`): recordings through a real Envoy diffed
+//!   with the harness, and `--compare` (worker CPU per request per configuration).
+//!
+//! - `native_parity`: basic-auth, jwt-auth and ext-authz next to Envoy's native `basic_auth`,
+//!   `jwt_authn` and `ext_authz` (`envoy/<filter>/native.yaml`), the same requests through both;
+//!   and `traffic/auth.yaml` (the cost traffic) in the harness.
 //!
 //! Envoy and the built filters come from `cargo xtask test` (which exports
 //! `ENVOY_BIN` and `TOLLGATE_FILTERS_DIR`); without them these tests fail
@@ -20,13 +28,16 @@
 
 mod basic_auth;
 mod chain;
+mod envoy_cli;
 mod envoy_headers;
 mod ext_authz;
 mod jwt_auth;
 mod key_auth;
+mod native_parity;
 mod plumbing;
 mod record;
 mod remote_code;
 mod ship_oci;
 mod ship_validate;
 mod suites;
+mod trace_diff;

@@ -1,0 +1,264 @@
+//! `tollgate envoy` through its library (`tollgate_harness::live`) with the
+//! real Envoy: the demo recording through the `headers` filter matches the
+//! harness's prediction, a different prediction is caught header by header,
+//! Envoy refusing a configuration is reported with its log, and `--compare`
+//! reports every configuration with a worker CPU time per request.
+
+use anyhow::{Context, Result, ensure};
+use tollgate_harness::live::bootstrap::Alternative;
+use tollgate_harness::live::{LiveError, WasmFilter, compare, diff};
+use tollgate_harness::traffic::{self, Traffic};
+use tollgate_tests::paths;
+
+fn demo_traffic() -> Result<Traffic> {
+    let path = paths::root().join("traffic").join("demo.har");
+    traffic::load(&path).with_context(|| format!("loading {}", path.display()))
+}
+
+fn headers_filter(config: String) -> Result<WasmFilter> {
+    Ok(WasmFilter::new(paths::filter_wasm("headers")?).with_config(config))
+}
+
+fn options(filters: Vec<WasmFilter>) -> Result<diff::DiffOptions> {
+    Ok(diff::DiffOptions::new(paths::envoy_binary()?, filters))
+}
+
+#[test]
+fn demo_recording_through_envoy_matches_the_harness() -> Result<()> {
+    let traffic = demo_traffic()?;
+    let report = diff::run(
+        &options(vec![headers_filter(paths::demo_config("headers")?)?])?,
+        &traffic,
+    )?;
+    ensure!(report.exchanges.len() == traffic.exchanges.len());
+    let differences: Vec<String> = report
+        .exchanges
+        .iter()
+        .flat_map(|e| e.differences.iter().map(move |d| format!("{}: {d}", e.id)))
+        .collect();
+    ensure!(
+        differences.is_empty(),
+        "Envoy and the harness differ:\n{}",
+        differences.join("\n")
+    );
+    for (e, recorded) in report.exchanges.iter().zip(&traffic.exchanges) {
+        let status = recorded.response.as_ref().map(|r| r.status);
+        ensure!(
+            Some(e.envoy_response.status) == status,
+            "{}: Envoy answered {} where the recording has {status:?}",
+            e.id,
+            e.envoy_response.status
+        );
+        // The filter really ran in Envoy: the upstream saw its header.
+        let seen = e
+            .envoy_upstream
+            .as_ref()
+            .with_context(|| format!("{}: never reached the upstream", e.id))?;
+        ensure!(
+            seen.headers
+                .iter()
+                .any(|(n, v)| n == "x-tollgate" && v == "demo"),
+            "{}: the upstream got no x-tollgate: demo: {:?}",
+            e.id,
+            seen.headers
+        );
+        ensure!(e.predicted_upstream && e.predicted_status == e.envoy_response.status);
+    }
+    Ok(())
+}
+
+#[test]
+fn a_different_prediction_is_reported_header_by_header() -> Result<()> {
+    let traffic = demo_traffic()?;
+    let demo = paths::demo_config("headers")?;
+    let other = demo.replace(
+        r#"{"name": "x-tollgate", "value": "demo"}"#,
+        r#"{"name": "x-tollgate", "value": "other"}"#,
+    );
+    ensure!(other != demo, "demo.json no longer sets x-tollgate: demo");
+    let mut o = options(vec![headers_filter(demo)?])?;
+    o.predicted_by = Some(vec![headers_filter(other)?]);
+    let report = diff::run(&o, &traffic)?;
+    ensure!(report.differing_exchanges() == traffic.exchanges.len());
+    for e in &report.exchanges {
+        for expected in [
+            r#"request header x-tollgate: Envoy "demo", harness "other""#,
+            r#"response header x-tollgate: Envoy "demo", harness "other""#,
+        ] {
+            ensure!(
+                e.differences.iter().any(|d| d == expected),
+                "{}: missing {expected:?} in {:?}",
+                e.id,
+                e.differences
+            );
+        }
+        ensure!(
+            e.differences.len() == 2,
+            "{}: unexpected differences {:?}",
+            e.id,
+            e.differences
+        );
+    }
+    let json = report.to_json();
+    ensure!(json["summary"]["differences"] == 2 * traffic.exchanges.len());
+    Ok(())
+}
+
+#[test]
+fn envoy_refusing_the_filter_configuration_is_reported_with_its_log() -> Result<()> {
+    let traffic = demo_traffic()?;
+    let mut o = options(vec![headers_filter(r#"{"request": 5}"#.to_owned())?])?;
+    // A fixed folder: the log an error points to is kept, and overwritten next run.
+    o.work_dir = Some(paths::work_dir()?.join("envoy-cli-refused-filter"));
+    o.predicted_by = Some(vec![headers_filter(paths::demo_config("headers")?)?]);
+    let err = match diff::run(&o, &traffic) {
+        Ok(_) => anyhow::bail!("Envoy accepted a configuration the filter rejects"),
+        Err(e) => e,
+    };
+    ensure!(matches!(err, LiveError::Envoy { .. }), "{err}");
+    let text = err.to_string();
+    ensure!(
+        text.contains("exited") && text.contains("Wasm plugin headers"),
+        "the error does not say Envoy exited or name the filter: {text}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_missing_envoy_is_named() -> Result<()> {
+    let traffic = demo_traffic()?;
+    let mut o = options(vec![headers_filter(paths::demo_config("headers")?)?])?;
+    o.envoy = paths::work_dir()?.join("no-such-envoy");
+    let err = match diff::run(&o, &traffic) {
+        Ok(_) => anyhow::bail!("ran without an Envoy binary"),
+        Err(e) => e,
+    };
+    ensure!(matches!(err, LiveError::EnvoyMissing(_)), "{err}");
+    ensure!(err.to_string().contains("no-such-envoy"), "{err}");
+    Ok(())
+}
+
+const LUA: &str = r#"
+http_filters:
+  - name: envoy.filters.http.lua
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua
+      default_source_code:
+        inline_string: |
+          function envoy_on_request(handle)
+            handle:headers():add("x-tollgate", "lua")
+          end
+"#;
+
+#[test]
+fn compare_reports_every_configuration_with_cpu_per_request() -> Result<()> {
+    let traffic = demo_traffic()?;
+    let mut o = compare::CompareOptions::new(
+        paths::envoy_binary()?,
+        vec![headers_filter(paths::demo_config("headers")?)?],
+    );
+    o.chain_name = "headers".into();
+    o.alternatives = vec![("lua".into(), Alternative::parse("lua.yaml", LUA)?)];
+    o.rounds = 2;
+    o.requests_per_round = 20;
+    o.client_concurrency = 2;
+    let report = compare::run(&o, &traffic)?;
+    let names: Vec<&str> = report.configs.iter().map(|c| c.name.as_str()).collect();
+    ensure!(
+        names == ["none", "noop-wasm", "headers", "lua"],
+        "{names:?}"
+    );
+    for c in &report.configs {
+        ensure!(
+            c.errors == 0,
+            "{}: {} errors: {:?}",
+            c.name,
+            c.errors,
+            report.first_errors
+        );
+        ensure!(c.requests == 40, "{}: {} requests", c.name, c.requests);
+        ensure!(
+            c.cpu_us_rounds.len() == 2,
+            "{}: {:?}",
+            c.name,
+            c.cpu_us_rounds
+        );
+        ensure!(
+            c.cpu_us_rounds.iter().all(|v| *v > 0.0) && c.cpu_us_mean > 0.0,
+            "{}: no worker CPU measured: {:?}",
+            c.name,
+            c.cpu_us_rounds
+        );
+        ensure!(c.cpu_us_min <= c.cpu_us_mean && c.cpu_us_mean <= c.cpu_us_max);
+        ensure!(c.latency_p50_us > 0.0 && c.latency_p50_us <= c.latency_p99_us);
+        ensure!(c.statuses.values().sum::<u64>() == 40);
+        ensure!(c.added_vs_none_us.is_some() && c.ratio_vs_noop.is_some());
+    }
+    let none = report.configs[0].added_vs_none_us.context("none vs none")?;
+    ensure!(
+        none.mean == 0.0 && none.min == 0.0 && none.max == 0.0,
+        "{none:?}"
+    );
+    let noop = report.configs[1].ratio_vs_noop.context("noop vs noop")?;
+    ensure!((noop.mean - 1.0).abs() < 1e-9, "{noop:?}");
+    let json = report.to_json();
+    ensure!(json["configurations"].as_array().map(Vec::len) == Some(4));
+    ensure!(report.to_text().lines().count() >= 6);
+    Ok(())
+}
+
+#[test]
+fn compare_names_the_alternative_envoy_refuses() -> Result<()> {
+    let traffic = demo_traffic()?;
+    let mut o = compare::CompareOptions::new(paths::envoy_binary()?, Vec::new());
+    o.alternatives = vec![(
+        "bogus".into(),
+        Alternative::parse("bogus.yaml", "- name: envoy.filters.http.no_such_filter\n")?,
+    )];
+    o.rounds = 1;
+    o.requests_per_round = 1;
+    o.work_dir = Some(paths::work_dir()?.join("envoy-cli-refused-alternative"));
+    let err = match compare::run(&o, &traffic) {
+        Ok(_) => anyhow::bail!("Envoy accepted an unknown filter"),
+        Err(e) => e,
+    };
+    let text = err.to_string();
+    ensure!(
+        text.contains("Envoy (bogus)") && text.contains("envoy.filters.http.no_such_filter"),
+        "{text}"
+    );
+    Ok(())
+}
+
+/// Local replies with a body and the filter's own `content-type` (basic-auth's
+/// and key-auth's 401/403): Envoy keeps the filter's value and sets
+/// `content-length` itself; the harness must predict exactly that.
+#[test]
+fn credential_filters_local_replies_match_envoy() -> Result<()> {
+    let traffic = demo_traffic()?;
+    for name in ["basic-auth", "key-auth"] {
+        let filter =
+            WasmFilter::new(paths::filter_wasm(name)?).with_config(paths::demo_config(name)?);
+        let report = diff::run(&options(vec![filter])?, &traffic)?;
+        let local = report
+            .exchanges
+            .iter()
+            .filter(|e| !e.predicted_upstream)
+            .count();
+        ensure!(
+            local > 0,
+            "{name}: no request of the demo recording was answered locally"
+        );
+        let differences: Vec<String> = report
+            .exchanges
+            .iter()
+            .flat_map(|e| e.differences.iter().map(move |d| format!("{}: {d}", e.id)))
+            .collect();
+        ensure!(
+            differences.is_empty(),
+            "{name}: Envoy and the harness differ:\n{}",
+            differences.join("\n")
+        );
+    }
+    Ok(())
+}
