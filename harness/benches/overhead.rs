@@ -438,6 +438,12 @@ mod vm_creation {
 // Head-to-head: interleaved batches in this one process, medians, ratios.
 
 /// Median ns per iteration of `a` and `b`, run in alternating batches.
+///
+/// Batches are kept short (well under a scheduler time slice): on a busy
+/// machine a batch long enough to be preempted more often than not would
+/// turn the median into "one time slice of someone else" and weigh against
+/// the slower side, whose batches last longer. Short batches leave the
+/// preempted ones to the tail the median ignores.
 fn interleaved(
     batches: usize,
     per_batch: usize,
@@ -498,8 +504,8 @@ fn head_to_head() {
         let p = plugin(which);
         let mut vm = harness_vm(&p);
         let (r, h) = interleaved(
-            21,
-            20_000,
+            1_001,
+            400,
             || raw.run(rq.clone(), rs.clone()).map_or(0, |n| n as usize),
             || harness_run(&mut vm, &q, &s),
         );
@@ -513,8 +519,8 @@ fn head_to_head() {
         // copy of the header lists per request (a proxy hands the host
         // fresh headers for every stream).
         let (r, h) = interleaved(
-            21,
-            20_000,
+            1_001,
+            400,
             || {
                 let (q, s) = (Arc::new((*rq).clone()), Arc::new((*rs).clone()));
                 raw.run(q, s).map_or(0, |n| n as usize)
@@ -533,8 +539,8 @@ fn head_to_head() {
         let host = RawHost::new(&wasm("noop"));
         let p = plugin("noop");
         let (r, h) = interleaved(
-            15,
-            300,
+            201,
+            20,
             || host.vm().next as usize,
             || harness_vm(&p).root_id() as usize,
         );
@@ -557,7 +563,7 @@ fn head_to_head() {
             stream::run(&mut vm, &exchanges[i]).client_response.status as usize
         };
         let full_allocs = allocations_per(exchanges.len() * 20, &mut full);
-        let (full_ns, _) = interleaved(15, 5_000, full, || 0);
+        let (full_ns, _) = interleaved(301, 140, full, || 0);
         let mut vm = harness_vm(&p);
         let mut j = 0;
         let mut verdict_once = || {
@@ -568,10 +574,10 @@ fn head_to_head() {
         // judged, whether its maps as built judge as the recording.
         allocations_per(prepared.len(), &mut verdict_once);
         let verdict_allocs = allocations_per(prepared.len() * 20, &mut verdict_once);
-        let (verdict_ns, _) = interleaved(15, 20_000, verdict_once, || 0);
+        let (verdict_ns, _) = interleaved(1_001, 280, verdict_once, || 0);
         let mut vm = harness_vm(&p);
         let bare_allocs = allocations_per(1000, || harness_run(&mut vm, &q, &s));
-        let (bare, _) = interleaved(15, 20_000, || harness_run(&mut vm, &q, &s), || 0);
+        let (bare, _) = interleaved(1_001, 400, || harness_run(&mut vm, &q, &s), || 0);
         println!(
             "(c) replay of demo.har ({} exchanges, bodies included) through the no-op filter:",
             exchanges.len()

@@ -59,40 +59,46 @@ impl Vm {
     /// Runs one stream through the VM with the bare callback sequence:
     /// `proxy_on_context_create`, `proxy_on_request_headers` (end of stream),
     /// `proxy_on_response_headers` (end of stream), `proxy_on_log`,
-    /// `proxy_on_done`, `proxy_on_delete`. Local replies and pauses are not
+    /// `proxy_on_done`, `proxy_on_delete`, through the same call path as the
+    /// stream driver (call timeout, fuel when metered, traps with their
+    /// backtrace, the call trace when on). Local replies and pauses are not
     /// acted upon (the actions are returned); a trap ends the stream with
-    /// its error after the context is deleted. The lifecycle's wall time is
-    /// added to the guest cost ([`Vm::take_cost`]) as one span.
+    /// its error after the context is deleted. Like the verdict-only stream
+    /// driver, it adds nothing to the guest cost ([`Vm::take_cost`]): whoever
+    /// wants its time measures the call (per-call records,
+    /// [`Vm::record_calls`], are still taken).
     pub fn run_bare(
         &mut self,
         request_headers: HeaderMap,
         response_headers: HeaderMap,
     ) -> Result<BareOutcome, CallError> {
         let ctx = self.new_context_id();
-        let start = self.state().clock().realtime;
         let n_req = request_headers.len() as u32;
         let n_resp = response_headers.len() as u32;
-        self.state_mut().stream = Some(StreamState::at_request_headers(
+        let state = self.state_mut();
+        let start = state.clock().realtime;
+        state.stream = Some(StreamState::at_request_headers(
             ctx,
             request_headers,
             start,
             0,
         ));
-        // The six calls are timed as one span (two clock reads instead of
-        // twelve); the span goes to the guest cost as per-call times would.
-        self.time_calls = false;
-        let started = std::time::Instant::now();
+        let timing = self.set_call_timing(false);
         let result = self.bare_callbacks(ctx, n_req, n_resp, response_headers);
         let deleted = self.call_done_delete(ctx);
-        self.add_cost(started.elapsed());
-        self.time_calls = true;
-        let stream = self.state_mut().stream.take();
-        let (request_action, response_action) = result?;
-        deleted?;
-        let (request_headers, response_headers) = match stream {
-            Some(s) => (s.request_headers, s.response_headers.unwrap_or_default()),
+        self.set_call_timing(timing);
+        // Take the two maps out and drop the rest of the stream in place.
+        let state = self.state_mut();
+        let (request_headers, response_headers) = match state.stream.as_mut() {
+            Some(s) => (
+                std::mem::take(&mut s.request_headers),
+                s.response_headers.take().unwrap_or_default(),
+            ),
             None => (HeaderMap::default(), HeaderMap::default()),
         };
+        state.stream = None;
+        let (request_action, response_action) = result?;
+        deleted?;
         Ok(BareOutcome {
             request_action,
             response_action,

@@ -23,15 +23,20 @@
 //!   it while a filter holds the stream); answers and ticks interleave in
 //!   time order;
 //! - http: a response is `proxy_on_http_call_response` with its headers
-//!   (`:status` first), body and trailers; a reset ([`HttpAnswer::Reset`],
+//!   (`:status` first, a repeated inline header folded into one value as
+//!   Envoy's codec does), body and trailers; a reset ([`HttpAnswer::Reset`],
 //!   Envoy's `onFailure`) has 0 headers, 0 body, 0 trailers (a header value
 //!   is `BadArgument`, the pairs are empty, the body `NotFound`) and
-//!   `proxy_get_status` says `BrokenConnection` (11) `"reset"`; a connection
+//!   `proxy_get_status` says `BrokenConnection` (11) `"reset"` (the code
+//!   stays for later callbacks, the message does not, as in Envoy); a
+//!   service closing before answering is the router's 503 `... connection
+//!   termination` ([`HttpClusterStub::closed_before_answer`]); a connection
 //!   failure is the 503 local reply Envoy's router gives; a delay beyond the
 //!   call's own `timeout_ms` (when not 0) is the router's 504 `upstream
 //!   request timeout`, delivered when the timeout expires (both checked with
 //!   Envoy 1.40: `:status`, `content-length`, `content-type: text/plain`,
-//!   `proxy_get_status` 0, on the root context with token 4);
+//!   `proxy_get_status` 0, on the root context with token 4; all of them
+//!   compared with Envoy by `tests/tests/it/callout_parity.rs`);
 //! - unary gRPC: status 0 is `proxy_on_grpc_receive` with the first message,
 //!   any other status `proxy_on_grpc_close` (`proxy_get_status` gives status
 //!   and message); a delay beyond the call's timeout closes with 14
@@ -54,6 +59,9 @@ pub const TIMEOUT_BODY: &str = "upstream request timeout";
 /// Body of the 503 Envoy's router answers when it cannot connect (Envoy 1.40,
 /// checked against a cluster nobody listens on).
 pub const CONNECT_FAILURE_BODY: &str = "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure";
+/// Body of the 503 Envoy's router answers when the service closes the
+/// connection before answering (Envoy 1.40).
+pub const CLOSED_BEFORE_ANSWER_BODY: &str = "upstream connect error or disconnect/reset before headers. reset reason: connection termination";
 /// `proxy_get_status` code during the callback of a reset http call (`BrokenConnection`).
 pub const RESET_STATUS: u32 = 11;
 /// gRPC status `UNAVAILABLE`.
@@ -119,6 +127,20 @@ impl HttpClusterStub {
             answer: HttpAnswer::ConnectFailure,
             ..Self::respond(cluster, 0)
         }
+    }
+
+    /// `cluster` accepts the call and closes the connection before
+    /// answering: the guest gets the 503 Envoy's router answers itself
+    /// ([`CLOSED_BEFORE_ANSWER_BODY`], `content-length`, `content-type:
+    /// text/plain`), as a response.
+    pub fn closed_before_answer(cluster: impl Into<String>) -> Self {
+        Self::respond(cluster, 503)
+            .header(
+                "content-length",
+                &CLOSED_BEFORE_ANSWER_BODY.len().to_string(),
+            )
+            .header("content-type", "text/plain")
+            .body(CLOSED_BEFORE_ANSWER_BODY)
     }
 
     /// Adds a response header.
@@ -319,7 +341,9 @@ fn answer_response(status: u16, headers: &[(String, String)], body: &[u8]) -> Ht
     let mut pairs = vec![(":status".to_string(), status.to_string())];
     pairs.extend(headers.iter().cloned());
     HttpCallResponse {
-        headers: HeaderMap::from_pairs(pairs),
+        // Envoy's codec folds a repeated inline header (`cache-control`
+        // twice is one `a,b`) in a callout's response as in any response.
+        headers: HeaderMap::from_pairs(crate::abi::fold_inline(pairs, crate::abi::RESPONSE_INLINE)),
         body: body.to_vec(),
         trailers: HeaderMap::default(),
     }
@@ -720,6 +744,33 @@ mod tests {
         assert_eq!(o.grpc_call(0, &g, 0), 5);
         assert_eq!(o.grpc_stream(g.clone()), 6);
         assert_eq!(o.grpc_stream(g), 10);
+    }
+
+    #[test]
+    fn a_repeated_inline_header_of_an_answer_is_folded_as_envoy_does() {
+        let stub = HttpClusterStub::respond("c", 200)
+            .header("cache-control", "no-cache")
+            .header("x-svc", "1")
+            .header("cache-control", "no-store")
+            .header("x-svc", "2");
+        let Event::HttpResponse(r) = http_event(&stub.answer) else {
+            panic!("not a response");
+        };
+        let got: Vec<(&str, &str)> = r
+            .headers
+            .entries()
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (":status", "200"),
+                ("cache-control", "no-cache,no-store"),
+                ("x-svc", "1"),
+                ("x-svc", "2"),
+            ]
+        );
     }
 
     #[test]

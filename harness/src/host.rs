@@ -210,6 +210,7 @@ impl HeaderMap {
     }
 
     /// Entries in order.
+    #[inline]
     pub fn entries(&self) -> &[(String, String)] {
         self.entries.as_deref().map_or(&[], Vec::as_slice)
     }
@@ -222,6 +223,7 @@ impl HeaderMap {
     /// Whether `other` is this very map, unedited since one was cloned from
     /// the other (a cheap check; equal maps built apart are not the same,
     /// two empty maps are).
+    #[inline]
     pub fn same(&self, other: &HeaderMap) -> bool {
         match (&self.entries, &other.entries) {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
@@ -231,16 +233,19 @@ impl HeaderMap {
     }
 
     /// Number of entries.
+    #[inline]
     pub fn len(&self) -> usize {
         self.entries().len()
     }
 
     /// No entries.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.entries().is_empty()
     }
 
     /// First value of `name` (Envoy returns the first of several).
+    #[inline]
     pub fn get(&self, name: &str) -> Option<&str> {
         self.entries()
             .iter()
@@ -566,7 +571,9 @@ impl SharedRegistry {
 
 /// Everything a VM's host functions work on (the data of its `Store`).
 pub struct HostState {
-    pub(crate) guest: Option<GuestHandles>,
+    /// Shared so a host function can hold the allocator while calling it
+    /// (a reference-count bump, not a clone of the typed function).
+    pub(crate) guest: Option<Arc<GuestHandles>>,
     pub(crate) settings: Arc<VmSettings>,
     pub(crate) shared: Arc<SharedRegistry>,
     pub(crate) clock: VirtualClock,
@@ -575,6 +582,8 @@ pub struct HostState {
     pub(crate) root_context_id: u32,
     pub(crate) current_context: u32,
     pub(crate) effective_context: u32,
+    /// Guest calls started so far (the call timeout counts epoch ticks per call).
+    pub(crate) calls_started: u64,
     pub(crate) live_contexts: ContextSet,
     pub(crate) in_configure: bool,
     pub(crate) stream: Option<StreamState>,
@@ -617,6 +626,7 @@ pub(crate) struct ContextSet(Vec<u32>);
 
 impl ContextSet {
     /// Adds `id`; `false` when it was already there.
+    #[inline]
     pub(crate) fn insert(&mut self, id: u32) -> bool {
         if self.0.contains(&id) {
             return false;
@@ -626,6 +636,7 @@ impl ContextSet {
     }
 
     /// Removes `id`; `false` when it was not there.
+    #[inline]
     pub(crate) fn remove(&mut self, id: &u32) -> bool {
         match self.0.iter().rposition(|c| c == id) {
             Some(i) => {
@@ -717,6 +728,7 @@ impl HostState {
             root_context_id: 0,
             current_context: 0,
             effective_context: 0,
+            calls_started: 0,
             live_contexts: ContextSet::default(),
             in_configure: false,
             stream: None,
@@ -733,6 +745,7 @@ impl HostState {
 
     /// The context a host call acts on: the effective context when one was
     /// set with `proxy_set_effective_context`, else the one being called.
+    #[inline]
     pub(crate) fn context(&self) -> u32 {
         if self.effective_context != 0 {
             self.effective_context
@@ -742,12 +755,14 @@ impl HostState {
     }
 
     /// The HTTP stream, when the acting context is that stream.
+    #[inline]
     pub(crate) fn stream_mut(&mut self) -> Option<&mut StreamState> {
         let id = self.context();
         self.stream.as_mut().filter(|s| s.id == id)
     }
 
     /// The HTTP stream, when the acting context is that stream.
+    #[inline]
     pub(crate) fn stream(&self) -> Option<&StreamState> {
         let id = self.context();
         self.stream.as_ref().filter(|s| s.id == id)

@@ -1093,14 +1093,36 @@ pub fn run_chain(lanes: &mut [Lane<'_>], input: &StreamInput) -> StreamOutcome {
 /// Runs one exchange through a chain of filters for its verdict only: the
 /// same callbacks in the same order as [`run_chain`], without the step log,
 /// the change lists or copies of the messages (for throughput).
+///
+/// A verdict carries no cost: the guest calls are not timed one by one for
+/// [`Vm::take_cost`] while it runs (whoever wants its time measures the
+/// call; per-call records, [`Vm::record_calls`], are still taken).
 pub fn run_chain_verdict(lanes: &mut [Lane<'_>], input: &Prepared<'_>) -> StreamVerdict {
-    let mut d = Parked::new(lanes, input, Detail::Verdict).driver(lanes);
-    while d.stage != Stage::Done {
-        advance(&mut d, input);
+    // Which lanes had per-call timing on (a bit per lane; lanes past the
+    // 64th get it back on, the state every VM is in outside this driver).
+    let mut timed = 0u64;
+    for (i, lane) in lanes.iter_mut().enumerate() {
+        if let Some(vm) = lane.vm.as_deref_mut()
+            && vm.set_call_timing(false)
+        {
+            timed |= 1u64.checked_shl(i as u32).unwrap_or(0);
+        }
     }
-    let many = d.lanes.len() > 1;
-    let out = conclude(&mut d);
-    verdict_of(&d, input, out, many)
+    let verdict = {
+        let mut d = Parked::new(lanes, input, Detail::Verdict).driver(lanes);
+        while d.stage != Stage::Done {
+            advance(&mut d, input);
+        }
+        let many = d.lanes.len() > 1;
+        let out = conclude(&mut d);
+        verdict_of(&d, input, out, many)
+    };
+    for (i, lane) in lanes.iter_mut().enumerate() {
+        if let Some(vm) = lane.vm.as_deref_mut() {
+            vm.set_call_timing(i >= 64 || timed & (1u64 << i) != 0);
+        }
+    }
+    verdict
 }
 
 /// Runs several exchanges through a chain at once, interleaving their

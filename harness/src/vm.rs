@@ -3,11 +3,16 @@
 //! callbacks (looked up once).
 //!
 //! Every call into the guest goes through [`Vm::call`], which sets the
-//! acting context, arms the epoch deadline (a looping guest is stopped after
-//! `call_timeout`), measures wall time, and turns a trap into a readable
+//! acting context, starts a new call for the call timeout (a looping guest
+//! is stopped after `call_timeout`: an epoch-deadline callback counts the
+//! ticks each call sees, so nothing is armed per call), measures wall time
+//! when the driver reports cost, and turns a trap into a readable
 //! [`CallError`] with the guest backtrace and any panic message the guest
-//! logged. After each callback the host delivers what the guest scheduled
-//! (http call answers, queue notifications), as Envoy does after a VM call.
+//! logged. The trace (when on), fuel (metered plugins), timing and per-call
+//! records are off the fast path when not asked for. After each callback
+//! the host delivers what the guest scheduled (http call answers, queue
+//! notifications), as Envoy does after a VM call; with nothing scheduled
+//! that is two checks.
 
 use crate::abi::GuestHandles;
 use crate::abi::memory::HandlesError;
@@ -154,14 +159,24 @@ pub struct Vm {
     pub(crate) store: Store<HostState>,
     name: String,
     abi: AbiVersion,
+    /// The module's callbacks, resolved once at start. Kept apart from
+    /// [`Meter`] so a call can borrow a callback and the call machinery at
+    /// once (no clone of a `TypedFunc` or of this `Arc` per call).
     pub(crate) cb: Arc<Callbacks>,
     root_id: u32,
     next_context_id: u32,
-    deadline_ticks: u64,
+    next_tick_at: Option<u64>,
+    /// Limits, meters and switches of every guest call.
+    meter: Meter,
+}
+
+/// What every guest call needs besides the store and the callback: the
+/// limits armed before it, what is measured around it and the trace switch.
+struct Meter {
+    /// The call timeout (for the message of a call stopped by it).
     timeout: Duration,
     /// Wall time spent inside guest calls since the last [`Vm::take_cost`].
     cost: Duration,
-    next_tick_at: Option<u64>,
     /// Record every host->guest call as a `trace` log line, as Envoy's `-l trace`.
     trace: bool,
     /// Fuel metering is on (the plugin is metered).
@@ -170,10 +185,11 @@ pub struct Vm {
     instructions: u64,
     /// Per-call records, when recording is on.
     calls: Option<Vec<CallRecord>>,
-    /// Time each guest call (off only inside a span timed as a whole, see
-    /// [`Vm::run_bare`]: two clock reads per call are most of the host's
-    /// own per-call cost).
-    pub(crate) time_calls: bool,
+    /// Time each guest call for the guest cost ([`Vm::take_cost`]). Off
+    /// only while a driver that reports no cost runs (the verdict-only
+    /// stream driver, the bare lifecycle): two clock reads per call are
+    /// most of the host's own per-call cost.
+    time_calls: bool,
 }
 
 /// Formats call arguments the way Envoy's trace log does: `(2, 8, 1)`.
@@ -277,7 +293,29 @@ impl Vm {
             &plugin.engine,
             HostState::new(settings.clone(), shared, plugin.abi),
         );
-        store.set_epoch_deadline(deadline_ticks);
+        // The call timeout, without arming a deadline before every call:
+        // the deadline comes one epoch tick ahead, and at each tick that
+        // finds guest code running the callback counts the ticks the
+        // current call has seen (a new call number starts the count again)
+        // and stops the call when it has seen `deadline_ticks` of them.
+        // Since the count starts at the first tick, a call runs at least
+        // `call_timeout` and at most one tick more before it is stopped.
+        let mut seen_call = u64::MAX;
+        let mut ticks = 0u64;
+        store.epoch_deadline_callback(move |ctx| {
+            let call = ctx.data().calls_started;
+            if call != seen_call {
+                seen_call = call;
+                ticks = 0;
+            }
+            ticks += 1;
+            Ok(if ticks >= deadline_ticks {
+                wasmtime::UpdateDeadline::Interrupt
+            } else {
+                wasmtime::UpdateDeadline::Continue(1)
+            })
+        });
+        store.set_epoch_deadline(1);
         if plugin.metered {
             // A start function runs during instantiation: it needs fuel too.
             let _ = store.set_fuel(FUEL_PER_CALL);
@@ -309,7 +347,7 @@ impl Vm {
                 message: e.to_string(),
             }
         })?;
-        store.data_mut().guest = Some(if trace { handles.traced() } else { handles });
+        store.data_mut().guest = Some(Arc::new(if trace { handles.traced() } else { handles }));
 
         let s = &mut store;
         let i = &instance;
@@ -365,15 +403,16 @@ impl Vm {
             cb: Arc::new(cb),
             root_id: 1,
             next_context_id: 2,
-            deadline_ticks,
-            timeout,
-            cost: Duration::ZERO,
             next_tick_at: None,
-            trace,
-            metered: plugin.metered,
-            instructions: 0,
-            calls: None,
-            time_calls: true,
+            meter: Meter {
+                timeout,
+                cost: Duration::ZERO,
+                trace,
+                metered: plugin.metered,
+                instructions: 0,
+                calls: None,
+                time_calls: true,
+            },
         };
         let trap = |source: CallError| VmError::Trap {
             name: name.clone(),
@@ -438,6 +477,7 @@ impl Vm {
 
     /// Calls a guest export as context `context`, timing it and turning
     /// traps into [`CallError`]s.
+    #[inline]
     pub(crate) fn call<P: WasmParams + std::fmt::Debug, R: WasmResults + std::fmt::Debug>(
         &mut self,
         callback: &'static str,
@@ -445,26 +485,8 @@ impl Vm {
         f: &TypedFunc<P, R>,
         params: P,
     ) -> Result<R, CallError> {
-        if self.trace {
-            let line = format!("[host->vm] {callback}{}", trace_args(format!("{params:?}")));
-            self.trace_line(line);
-        }
-        let result = self.call_untraced(callback, context, f, params);
-        if self.trace {
-            match &result {
-                Ok(r) => {
-                    let r = format!("{r:?}");
-                    let r = if r == "()" { "void".to_string() } else { r };
-                    self.trace_line(format!("[host<-vm] {callback} return: {r}"));
-                }
-                Err(_) => self.trace_line(format!("[host<-vm] {callback} failed")),
-            }
-        }
-        result
-    }
-
-    fn trace_line(&mut self, message: String) {
-        crate::abi::trace_line(self.store.data_mut(), message);
+        self.meter
+            .call(&mut self.store, callback, context, f, params)
     }
 
     /// Turns the call trace of host->guest calls on or off: each callback
@@ -474,34 +496,109 @@ impl Vm {
     /// with [`Vm::start_traced`] (their wrapper is set up at instantiation,
     /// so untraced VMs pay nothing for it).
     pub fn set_trace(&mut self, on: bool) {
-        self.trace = on;
+        self.meter.trace = on;
     }
 
-    fn call_untraced<P: WasmParams, R: WasmResults>(
+    /// Turns the per-call timing behind [`Vm::take_cost`] on or off and
+    /// returns what it was (drivers that report no cost turn it off while
+    /// they run; per-call records, [`Vm::record_calls`], are timed anyway).
+    pub(crate) fn set_call_timing(&mut self, on: bool) -> bool {
+        std::mem::replace(&mut self.meter.time_calls, on)
+    }
+}
+
+impl Meter {
+    /// One guest call: the trace (when on, out of line), then the call.
+    #[inline(always)]
+    fn call<P: WasmParams + std::fmt::Debug, R: WasmResults + std::fmt::Debug>(
         &mut self,
+        store: &mut Store<HostState>,
         callback: &'static str,
         context: u32,
         f: &TypedFunc<P, R>,
         params: P,
     ) -> Result<R, CallError> {
-        let logs_before = self.store.data().logs.len();
-        {
-            let state = self.store.data_mut();
-            state.current_context = context;
-            state.effective_context = 0;
+        if self.trace {
+            return self.call_traced(store, callback, context, f, params);
         }
-        self.store.set_epoch_deadline(self.deadline_ticks);
+        self.call_untraced(store, callback, context, f, params)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn call_traced<P: WasmParams + std::fmt::Debug, R: WasmResults + std::fmt::Debug>(
+        &mut self,
+        store: &mut Store<HostState>,
+        callback: &'static str,
+        context: u32,
+        f: &TypedFunc<P, R>,
+        params: P,
+    ) -> Result<R, CallError> {
+        let line = format!("[host->vm] {callback}{}", trace_args(format!("{params:?}")));
+        crate::abi::trace_line(store.data_mut(), line);
+        let result = self.call_untraced(store, callback, context, f, params);
+        let line = match &result {
+            Ok(r) => {
+                let r = format!("{r:?}");
+                let r = if r == "()" { "void".to_string() } else { r };
+                format!("[host<-vm] {callback} return: {r}")
+            }
+            Err(_) => format!("[host<-vm] {callback} failed"),
+        };
+        crate::abi::trace_line(store.data_mut(), line);
+        result
+    }
+
+    #[inline(always)]
+    fn call_untraced<P: WasmParams, R: WasmResults>(
+        &mut self,
+        store: &mut Store<HostState>,
+        callback: &'static str,
+        context: u32,
+        f: &TypedFunc<P, R>,
+        params: P,
+    ) -> Result<R, CallError> {
+        // (The effective context is already 0: every call resets it after.)
+        // A new call number restarts the call timeout's tick count (see
+        // `Vm::start_inner`).
+        let logs_before = {
+            let state = store.data_mut();
+            state.current_context = context;
+            state.calls_started = state.calls_started.wrapping_add(1);
+            state.logs.len()
+        };
+        let result = if self.metered || self.time_calls || self.calls.is_some() {
+            self.call_measured(store, callback, f, params)
+        } else {
+            f.call(&mut *store, params)
+        };
+        store.data_mut().effective_context = 0;
+        match result {
+            Ok(r) => Ok(r),
+            Err(e) => Err(self.failed(store, callback, logs_before, &e)),
+        }
+    }
+
+    /// A call with fuel, timing or a per-call record.
+    #[inline(never)]
+    fn call_measured<P: WasmParams, R: WasmResults>(
+        &mut self,
+        store: &mut Store<HostState>,
+        callback: &'static str,
+        f: &TypedFunc<P, R>,
+        params: P,
+    ) -> wasmtime::Result<R> {
         if self.metered {
-            let _ = self.store.set_fuel(FUEL_PER_CALL);
+            let _ = store.set_fuel(FUEL_PER_CALL);
         }
         let started = (self.time_calls || self.calls.is_some()).then(Instant::now);
-        let result = f.call(&mut self.store, params);
+        let result = f.call(&mut *store, params);
         let wall = started.map_or(Duration::ZERO, |t| t.elapsed());
         if self.time_calls {
             self.cost += wall;
         }
         let instructions = if self.metered {
-            FUEL_PER_CALL.saturating_sub(self.store.get_fuel().unwrap_or(FUEL_PER_CALL))
+            FUEL_PER_CALL.saturating_sub(store.get_fuel().unwrap_or(FUEL_PER_CALL))
         } else {
             0
         };
@@ -513,23 +610,49 @@ impl Vm {
                 instructions,
             });
         }
-        self.store.data_mut().effective_context = 0;
-        result.map_err(|e| {
-            let panic_lines: Vec<String> = self.store.data().logs[logs_before..]
-                .iter()
-                .filter(|l| l.level == LogLevel::Critical.as_str())
-                .map(|l| l.message.clone())
-                .collect();
-            CallError {
-                callback,
-                message: describe(&e, self.timeout, &panic_lines),
-            }
-        })
+        result
     }
 
+    /// Turns a failed call into a [`CallError`]: the trap, the backtrace
+    /// and what the guest logged at critical level during the call (its
+    /// panic message).
+    #[cold]
+    #[inline(never)]
+    fn failed(
+        &self,
+        store: &Store<HostState>,
+        callback: &'static str,
+        logs_before: usize,
+        e: &wasmtime::Error,
+    ) -> CallError {
+        let logs = &store.data().logs;
+        let panic_lines: Vec<String> = logs[logs_before.min(logs.len())..]
+            .iter()
+            .filter(|l| l.level == LogLevel::Critical.as_str())
+            .map(|l| l.message.clone())
+            .collect();
+        CallError {
+            callback,
+            message: describe(e, self.timeout, &panic_lines),
+        }
+    }
+}
+
+impl Vm {
     /// Delivers http call answers and queue notifications scheduled by the
     /// last callback (repeatedly, since handlers may schedule more; bounded).
+    #[inline]
     pub(crate) fn drain_async(&mut self) -> Result<(), CallError> {
+        let state = self.store.data();
+        if state.pending_queue_ready.is_empty() && state.outstanding.next_due().is_none() {
+            // Nothing scheduled (the usual case): no call, no bookkeeping.
+            return Ok(());
+        }
+        self.drain_scheduled()
+    }
+
+    #[inline(never)]
+    fn drain_scheduled(&mut self) -> Result<(), CallError> {
         for _ in 0..64 {
             // Callout answers due by now (see `crate::callouts`).
             let delivered = self.deliver_due_callouts()?;
@@ -618,8 +741,8 @@ impl Vm {
 
     /// Turns per-call recording on or off (see [`Vm::drain_calls`]).
     pub fn record_calls(&mut self, on: bool) {
-        self.calls = if on {
-            Some(self.calls.take().unwrap_or_default())
+        self.meter.calls = if on {
+            Some(self.meter.calls.take().unwrap_or_default())
         } else {
             None
         };
@@ -627,17 +750,12 @@ impl Vm {
 
     /// Per-call records are on (see [`Vm::record_calls`]).
     pub fn recording_calls(&self) -> bool {
-        self.calls.is_some()
-    }
-
-    /// Adds wall time to the guest cost (a span timed as a whole).
-    pub(crate) fn add_cost(&mut self, d: Duration) {
-        self.cost += d;
+        self.meter.calls.is_some()
     }
 
     /// Moves the calls recorded since the last drain into `out`.
     pub fn drain_calls(&mut self, out: &mut Vec<CallRecord>) {
-        if let Some(calls) = self.calls.as_mut() {
+        if let Some(calls) = self.meter.calls.as_mut() {
             out.append(calls);
         }
     }
@@ -646,7 +764,7 @@ impl Vm {
     /// always 0 unless the plugin is metered). Deterministic: the same calls
     /// give the same count on every run and machine.
     pub fn instructions(&self) -> u64 {
-        self.instructions
+        self.meter.instructions
     }
 
     /// The guest's linear memory size in bytes.
@@ -656,7 +774,7 @@ impl Vm {
 
     /// Wall time spent in the guest since the last call, reset to zero.
     pub fn take_cost(&mut self) -> Duration {
-        std::mem::take(&mut self.cost)
+        std::mem::take(&mut self.meter.cost)
     }
 
     /// The host state (logs, metrics, clock).
@@ -673,28 +791,34 @@ impl Vm {
 
     pub(crate) fn call_context_create(&mut self, ctx: u32) -> Result<(), CallError> {
         self.store.data_mut().live_contexts.insert(ctx);
-        // Borrow the typed callbacks through a shared handle instead of
-        // cloning a `TypedFunc` (which clones its registered type) per call.
-        let cb = Arc::clone(&self.cb);
-        if let Some(f) = &cb.on_context_create {
+        // The callbacks and the call machinery are separate fields: the
+        // callback is borrowed, not cloned, for the call.
+        if let Some(f) = &self.cb.on_context_create {
             let root = self.root_id;
-            self.call("proxy_on_context_create", ctx, f, (ctx, root))?;
+            self.meter.call(
+                &mut self.store,
+                "proxy_on_context_create",
+                ctx,
+                f,
+                (ctx, root),
+            )?;
         }
         Ok(())
     }
 
     /// Calls an optional `u32`-returning stream callback (absent: 0), then
     /// runs whatever asynchronous work it queued.
+    #[inline]
     fn call_stream<P: WasmParams + std::fmt::Debug>(
         &mut self,
         name: &'static str,
         ctx: u32,
-        f: Option<&TypedFunc<P, u32>>,
+        f: impl FnOnce(&Callbacks) -> Option<&TypedFunc<P, u32>>,
         params: P,
     ) -> Result<u32, CallError> {
-        let r = match f {
+        let r = match f(&self.cb) {
             None => 0,
-            Some(f) => self.call(name, ctx, f, params)?,
+            Some(f) => self.meter.call(&mut self.store, name, ctx, f, params)?,
         };
         self.drain_async()?;
         Ok(r)
@@ -707,19 +831,21 @@ impl Vm {
         n: u32,
         eos: bool,
     ) -> Result<u32, CallError> {
-        let cb = Arc::clone(&self.cb);
         let (f, name) = if response {
-            (&cb.on_response_headers, "proxy_on_response_headers")
+            (&self.cb.on_response_headers, "proxy_on_response_headers")
         } else {
-            (&cb.on_request_headers, "proxy_on_request_headers")
+            (&self.cb.on_request_headers, "proxy_on_request_headers")
         };
-        match f {
+        let r = match f {
             Some(HeadersFn::V2(f)) => {
-                self.call_stream(name, ctx, Some(f), (ctx, n, u32::from(eos)))
+                self.meter
+                    .call(&mut self.store, name, ctx, f, (ctx, n, u32::from(eos)))?
             }
-            Some(HeadersFn::V1(f)) => self.call_stream(name, ctx, Some(f), (ctx, n)),
-            None => self.call_stream::<(u32, u32)>(name, ctx, None, (ctx, n)),
-        }
+            Some(HeadersFn::V1(f)) => self.meter.call(&mut self.store, name, ctx, f, (ctx, n))?,
+            None => 0,
+        };
+        self.drain_async()?;
+        Ok(r)
     }
 
     pub(crate) fn call_body(
@@ -729,13 +855,22 @@ impl Vm {
         size: u32,
         eos: bool,
     ) -> Result<u32, CallError> {
-        let cb = Arc::clone(&self.cb);
-        let (f, name) = if response {
-            (&cb.on_response_body, "proxy_on_response_body")
+        let params = (ctx, size, u32::from(eos));
+        if response {
+            self.call_stream(
+                "proxy_on_response_body",
+                ctx,
+                |cb| cb.on_response_body.as_ref(),
+                params,
+            )
         } else {
-            (&cb.on_request_body, "proxy_on_request_body")
-        };
-        self.call_stream(name, ctx, f.as_ref(), (ctx, size, u32::from(eos)))
+            self.call_stream(
+                "proxy_on_request_body",
+                ctx,
+                |cb| cb.on_request_body.as_ref(),
+                params,
+            )
+        }
     }
 
     pub(crate) fn call_trailers(
@@ -744,13 +879,21 @@ impl Vm {
         ctx: u32,
         n: u32,
     ) -> Result<u32, CallError> {
-        let cb = Arc::clone(&self.cb);
-        let (f, name) = if response {
-            (&cb.on_response_trailers, "proxy_on_response_trailers")
+        if response {
+            self.call_stream(
+                "proxy_on_response_trailers",
+                ctx,
+                |cb| cb.on_response_trailers.as_ref(),
+                (ctx, n),
+            )
         } else {
-            (&cb.on_request_trailers, "proxy_on_request_trailers")
-        };
-        self.call_stream(name, ctx, f.as_ref(), (ctx, n))
+            self.call_stream(
+                "proxy_on_request_trailers",
+                ctx,
+                |cb| cb.on_request_trailers.as_ref(),
+                (ctx, n),
+            )
+        }
     }
 
     /// The filter's name (its path or the name it was loaded under).
@@ -760,26 +903,96 @@ impl Vm {
 
     /// `proxy_on_log` (Envoy runs every filter's access log first).
     pub(crate) fn call_log(&mut self, ctx: u32) -> Result<(), CallError> {
-        let cb = Arc::clone(&self.cb);
-        if let Some(f) = &cb.on_log {
-            self.call("proxy_on_log", ctx, f, ctx)?;
+        if let Some(f) = &self.cb.on_log {
+            self.meter
+                .call(&mut self.store, "proxy_on_log", ctx, f, ctx)?;
         }
         Ok(())
     }
 
     /// `proxy_on_done` then `proxy_on_delete` (when Envoy destroys the filters).
     pub(crate) fn call_done_delete(&mut self, ctx: u32) -> Result<(), CallError> {
-        let cb = Arc::clone(&self.cb);
-        let r = (|| {
-            if let Some(f) = &cb.on_done {
-                self.call("proxy_on_done", ctx, f, ctx)?;
-            }
-            if let Some(f) = &cb.on_delete {
-                self.call("proxy_on_delete", ctx, f, ctx)?;
-            }
-            Ok(())
-        })();
+        let r = self.done_delete(ctx);
         self.store.data_mut().live_contexts.remove(&ctx);
         r
+    }
+
+    #[inline]
+    fn done_delete(&mut self, ctx: u32) -> Result<(), CallError> {
+        if let Some(f) = &self.cb.on_done {
+            self.meter
+                .call(&mut self.store, "proxy_on_done", ctx, f, ctx)?;
+        }
+        if let Some(f) = &self.cb.on_delete {
+            self.meter
+                .call(&mut self.store, "proxy_on_delete", ctx, f, ctx)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::HeaderMap;
+
+    /// A proxy-wasm 0.2.1 module whose request-headers callback spins
+    /// `headers * 2^40` loop iterations: none without headers, else far
+    /// longer than any call timeout.
+    const SPIN_WAT: &str = r#"(module
+      (memory (export "memory") 1)
+      (func (export "malloc") (param i32) (result i32) (i32.const 1024))
+      (func (export "proxy_abi_version_0_2_1"))
+      (func (export "proxy_on_context_create") (param i32 i32))
+      (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+      (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
+      (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+        (local $n i64)
+        (local.set $n (i64.shl (i64.extend_i32_u (local.get 1)) (i64.const 40)))
+        (block $done
+          (loop $spin
+            (br_if $done (i64.eqz (local.get $n)))
+            (local.set $n (i64.sub (local.get $n) (i64.const 1)))
+            (br $spin)))
+        (i32.const 0)))"#;
+
+    fn vm(timeout: Duration) -> Vm {
+        let wasm = wat::parse_str(SPIN_WAT).expect("assembles");
+        let plugin = Plugin::from_bytes("spin", &wasm).expect("loads");
+        let settings = VmSettings {
+            call_timeout: timeout,
+            ..VmSettings::default()
+        };
+        Vm::start(&plugin, settings).expect("starts")
+    }
+
+    #[test]
+    fn the_call_timeout_is_per_call_not_per_vm() {
+        // Many quick calls over more wall time than the timeout: none is
+        // stopped (the tick count starts again with every call).
+        let mut vm = vm(Duration::from_millis(20));
+        let began = Instant::now();
+        let mut runs = 0;
+        while began.elapsed() < Duration::from_millis(120) || runs < 10 {
+            vm.run_bare(HeaderMap::default(), HeaderMap::default())
+                .expect("a quick call is not stopped");
+            std::thread::sleep(Duration::from_millis(3));
+            runs += 1;
+        }
+    }
+
+    #[test]
+    fn a_looping_call_is_stopped_with_its_callback_named() {
+        // 1 header: 2^40 iterations, far beyond the timeout.
+        let mut vm = vm(Duration::from_millis(30));
+        let request = HeaderMap::from_pairs([(":path", "/")]);
+        let err = vm
+            .run_bare(request, HeaderMap::default())
+            .expect_err("the loop is stopped");
+        assert_eq!(err.callback, "proxy_on_request_headers");
+        assert!(err.message.contains("was stopped"), "{}", err.message);
+        // The VM goes on: the next quick call is not stopped.
+        vm.run_bare(HeaderMap::default(), HeaderMap::default())
+            .expect("the next call runs");
     }
 }

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use crate::config::{ConfigError, FilterConfig};
 use crate::headers::HeaderName;
 use crate::http::Request;
-use crate::routes::{RouteInfo, Routed};
+use crate::routes::Routed;
 
 /// What a route requires.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -59,11 +59,7 @@ impl Routed<AccessPolicy> {
     /// per-route rules.
     #[inline]
     pub fn policy_for(&self, req: &Request<'_>) -> Option<&AccessPolicy> {
-        if self.routes.is_empty() {
-            self.default.as_ref()
-        } else {
-            self.select(&RouteInfo::of(req))
-        }
+        self.select_request(req)
     }
 }
 

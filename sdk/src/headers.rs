@@ -7,7 +7,6 @@
 
 use std::fmt;
 
-use hashbrown::HashMap;
 use serde::{Deserialize, Deserializer};
 
 /// The pseudo-headers HTTP/2 and Envoy use for the request line and the status.
@@ -189,7 +188,10 @@ impl<N: AsRef<str>, V: Into<String>> FromIterator<(N, V)> for HeaderList {
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HeaderSnapshot {
-    values: HashMap<String, Vec<String>>,
+    /// Lowercased names in order of first arrival, each with its values in arrival order.
+    /// A request carries a few dozen headers at most: a linear scan with a case-insensitive
+    /// comparison beats hashing (and needs no lowercased copy of the name looked up).
+    values: Vec<(String, Vec<String>)>,
 }
 
 impl HeaderSnapshot {
@@ -209,7 +211,7 @@ impl HeaderSnapshot {
     /// assert!(!tollgate_sdk::HeaderSnapshot::default().contains("a"));
     /// ```
     pub fn contains(&self, name: &str) -> bool {
-        self.values.contains_key(name.to_ascii_lowercase().as_str())
+        self.find(name).is_some()
     }
 
     /// Every value of `name`, in the order they arrived (empty when absent).
@@ -219,9 +221,7 @@ impl HeaderSnapshot {
     /// assert_eq!(snapshot.get_all("A"), ["1", "2"]);
     /// ```
     pub fn get_all(&self, name: &str) -> &[String] {
-        self.values
-            .get(name.to_ascii_lowercase().as_str())
-            .map_or(&[], Vec::as_slice)
+        self.find(name).map_or(&[], Vec::as_slice)
     }
 
     /// The values of `name` joined with `,` (how HTTP combines a repeated header), if present.
@@ -234,16 +234,27 @@ impl HeaderSnapshot {
         let values = self.get_all(name);
         (!values.is_empty()).then(|| values.join(","))
     }
+
+    fn find(&self, name: &str) -> Option<&Vec<String>> {
+        self.values
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
 }
 
 impl<N: AsRef<str>, V: Into<String>> FromIterator<(N, V)> for HeaderSnapshot {
     fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
-        let mut values: HashMap<String, Vec<String>> = HashMap::new();
+        let mut values: Vec<(String, Vec<String>)> = Vec::new();
         for (name, value) in iter {
-            values
-                .entry(name.as_ref().to_ascii_lowercase())
-                .or_default()
-                .push(value.into());
+            let name = name.as_ref();
+            match values
+                .iter_mut()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            {
+                Some((_, existing)) => existing.push(value.into()),
+                None => values.push((name.to_ascii_lowercase(), vec![value.into()])),
+            }
         }
         Self { values }
     }

@@ -5,7 +5,6 @@
 //! Everything here calls the host, so it only does something inside a proxy; the filter logic it
 //! drives is tested natively through the views.
 
-use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::rc::Rc;
 
@@ -74,7 +73,7 @@ impl<F: HttpFilter> RootContext for FilterRoot<F> {
         Some(match &self.config {
             Some(config) => Box::new(FilterStream::<F> {
                 filter: F::new(Rc::clone(config)),
-                in_flight: HashMap::new(),
+                in_flight: Vec::new(),
                 body_delivered: false,
             }),
             None => Box::new(Unconfigured::<F>(PhantomData)),
@@ -88,8 +87,9 @@ impl<F: HttpFilter> RootContext for FilterRoot<F> {
 
 struct FilterStream<F> {
     filter: F,
-    /// Callouts sent and not answered yet, by token.
-    in_flight: HashMap<u32, InFlight<F>>,
+    /// Callouts sent and not answered yet, by token (a handful at most: a `Vec` costs nothing
+    /// to create for the many streams that never send one, unlike a hashed map).
+    in_flight: Vec<(u32, InFlight<F>)>,
     /// The buffered request body was handed to the filter; later chunks stream.
     body_delivered: bool,
 }
@@ -115,10 +115,11 @@ impl<F: HttpFilter> Context for FilterStream<F> {
         body_size: usize,
         _num_trailers: usize,
     ) {
-        let Some(call) = self.in_flight.remove(&token_id) else {
+        let Some(index) = self.in_flight.iter().position(|(t, _)| *t == token_id) else {
             log::debug!("{}: answer to an unknown callout {token_id}", F::NAME);
             return;
         };
+        let (_, call) = self.in_flight.swap_remove(index);
         let result = callout::read_response(&call.cluster, body_size);
         if let Err(err) = &result {
             // The continuation gets the error and decides what to log.
@@ -167,14 +168,14 @@ impl<F: HttpFilter> FilterStream<F> {
                 let (request, then) = call.into_parts();
                 match callout::send(&request) {
                     Ok(token) => {
-                        self.in_flight.insert(
+                        self.in_flight.push((
                             token,
                             InFlight {
                                 cluster: request.cluster,
                                 response_phase,
                                 then,
                             },
-                        );
+                        ));
                     }
                     Err(err) => {
                         log::debug!("{}: {err}", F::NAME);
@@ -301,7 +302,7 @@ impl HeaderMap for HostHeaders {
     fn get(&self, name: &str) -> Option<String> {
         // The `_bytes` calls: a non-UTF-8 value (legal in HTTP) must not panic.
         match hostcalls::get_map_value_bytes(self.0, name) {
-            Ok(value) => value.map(|v| String::from_utf8_lossy(&v).into_owned()),
+            Ok(value) => value.map(into_string),
             Err(status) => {
                 log::warn!("cannot read header {name}: {status:?}");
                 None
@@ -313,7 +314,7 @@ impl HeaderMap for HostHeaders {
         match hostcalls::get_map_bytes(self.0) {
             Ok(pairs) => pairs
                 .into_iter()
-                .map(|(n, v)| (n, String::from_utf8_lossy(&v).into_owned()))
+                .map(|(n, v)| (n, into_string(v)))
                 .collect(),
             Err(status) => {
                 log::warn!("cannot read headers: {status:?}");
@@ -339,6 +340,13 @@ impl HeaderMap for HostHeaders {
             log::warn!("cannot remove header {name}: {status:?}");
         }
     }
+}
+
+/// A header value as text: the bytes themselves when they are UTF-8 (no copy), else a lossy
+/// copy (a non-UTF-8 value is legal in HTTP and must not panic).
+fn into_string(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes)
+        .unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into_owned())
 }
 
 /// One of the host's body buffers, `size` bytes long when the callback started.

@@ -53,6 +53,8 @@
 //! # Ok::<(), tollgate_sdk::ConfigError>(())
 //! ```
 
+use std::cell::OnceCell;
+
 use serde::Deserialize;
 
 use crate::config::{ConfigError, FilterConfig};
@@ -121,13 +123,18 @@ pub struct RouteMatch {
 impl RouteMatch {
     /// Whether every condition holds for `info`.
     pub fn matches(&self, info: &RouteInfo) -> bool {
+        self.holds(info)
+    }
+
+    /// Whether every condition holds; each fact is only asked for when a condition needs it.
+    fn holds(&self, facts: &impl RouteFacts) -> bool {
         if let Some(route) = &self.route
-            && info.route_name.as_deref() != Some(route.as_str())
+            && facts.route_name() != Some(route.as_str())
         {
             return false;
         }
         if let Some(pattern) = &self.host {
-            let Some(host) = info.host.as_deref() else {
+            let Some(host) = facts.host() else {
                 return false;
             };
             if !host_matches(pattern, host) {
@@ -135,7 +142,7 @@ impl RouteMatch {
             }
         }
         if let Some(prefix) = &self.path_prefix {
-            let Some(path) = info.path.as_deref() else {
+            let Some(path) = facts.path() else {
                 return false;
             };
             if !path.starts_with(prefix.as_str()) {
@@ -175,11 +182,18 @@ impl RouteMatch {
 
 /// `host` (maybe with a port) against an exact or `*.suffix` pattern, case-insensitively.
 fn host_matches(pattern: &str, host: &str) -> bool {
-    let host = strip_port(host).to_ascii_lowercase();
-    let pattern = pattern.to_ascii_lowercase();
+    // ASCII case-insensitive comparisons in place: no lowercased copies per request.
+    let host = strip_port(host).as_bytes();
     match pattern.strip_prefix("*.") {
-        Some(suffix) => host.len() > suffix.len() + 1 && host.ends_with(&format!(".{suffix}")),
-        None => host == pattern,
+        Some(suffix) => {
+            let suffix = suffix.as_bytes();
+            host.len() > suffix.len() + 1
+                && host.get(host.len() - suffix.len() - 1) == Some(&b'.')
+                && host
+                    .get(host.len() - suffix.len()..)
+                    .is_some_and(|tail| tail.eq_ignore_ascii_case(suffix))
+        }
+        None => host.eq_ignore_ascii_case(pattern.as_bytes()),
     }
 }
 
@@ -243,12 +257,100 @@ impl RouteInfo {
     }
 }
 
+/// What conditions are checked against: a [`RouteInfo`], or the request itself, read lazily.
+trait RouteFacts {
+    fn route_name(&self) -> Option<&str>;
+    fn host(&self) -> Option<&str>;
+    fn path(&self) -> Option<&str>;
+}
+
+impl RouteFacts for RouteInfo {
+    fn route_name(&self) -> Option<&str> {
+        self.route_name.as_deref()
+    }
+    fn host(&self) -> Option<&str> {
+        self.host.as_deref()
+    }
+    fn path(&self) -> Option<&str> {
+        self.path.as_deref()
+    }
+}
+
+/// The facts of the request being filtered, each read from the host the first time a condition
+/// needs it (the route name is a property read, the host and path header reads): rules that
+/// only match on the path never pay for the route name.
+struct LazyRoute<'r, 'a> {
+    req: &'r Request<'a>,
+    route_name: OnceCell<Option<String>>,
+    host: OnceCell<Option<String>>,
+    path: OnceCell<Option<String>>,
+}
+
+impl<'r, 'a> LazyRoute<'r, 'a> {
+    fn new(req: &'r Request<'a>) -> Self {
+        Self {
+            req,
+            route_name: OnceCell::new(),
+            host: OnceCell::new(),
+            path: OnceCell::new(),
+        }
+    }
+}
+
+impl RouteFacts for LazyRoute<'_, '_> {
+    fn route_name(&self) -> Option<&str> {
+        self.route_name.get_or_init(route_name).as_deref()
+    }
+    fn host(&self) -> Option<&str> {
+        self.host.get_or_init(|| self.req.authority()).as_deref()
+    }
+    fn path(&self) -> Option<&str> {
+        self.path
+            .get_or_init(|| {
+                self.req.path().map(|mut p| {
+                    if let Some(end) = p.find(['?', '#']) {
+                        p.truncate(end);
+                    }
+                    p
+                })
+            })
+            .as_deref()
+    }
+}
+
 impl<C> Routed<C> {
     /// The config of the first matching rule, else the default.
     pub fn select(&self, info: &RouteInfo) -> Option<&C> {
         self.routes
             .iter()
             .find(|rule| rule.matcher.matches(info))
+            .map(|rule| &rule.config)
+            .or(self.default.as_ref())
+    }
+
+    /// [`Routed::select`] for the request being filtered, the same answer as
+    /// `select(&RouteInfo::of(req))`, but the route name, host and path are only read when a
+    /// rule's condition needs them (and no route is read at all when there are no rules).
+    ///
+    /// ```
+    /// use tollgate_sdk::{HeaderList, Request, routes::Routed};
+    /// let routed: Routed<u32> = serde_json::from_str(r#"{
+    ///   "default": 1, "routes": [{"match": {"path_prefix": "/admin/"}, "config": 2}]
+    /// }"#)?;
+    /// let mut headers = HeaderList::from([(":path", "/admin/x?y=1")]);
+    /// assert_eq!(routed.select_request(&Request::new(&mut headers)), Some(&2));
+    /// let mut headers = HeaderList::from([(":path", "/admin?x=/admin/")]);
+    /// assert_eq!(routed.select_request(&Request::new(&mut headers)), Some(&1));
+    /// # Ok::<(), serde_json::Error>(())
+    /// ```
+    pub fn select_request(&self, req: &Request<'_>) -> Option<&C> {
+        if self.routes.is_empty() {
+            return self.default.as_ref();
+        }
+        let facts = LazyRoute::new(req);
+        self.routes
+            .iter()
+            .find(|rule| rule.matcher.holds(&facts))
             .map(|rule| &rule.config)
             .or(self.default.as_ref())
     }
@@ -385,6 +487,51 @@ mod tests {
         assert_eq!(n(None, "ex.com:80", "/"), Some(4));
         assert_eq!(n(None, "notex.com", "/a"), Some(1));
         assert_eq!(n(None, "x.ex.com", "/?/a"), Some(1));
+        Ok(())
+    }
+
+    #[test]
+    fn select_request_agrees_with_select_on_route_info() -> Result<(), ConfigError> {
+        use crate::{HeaderList, HeaderMap, Request};
+        let r = routed(
+            r#"{"default": {"n": 1}, "routes": [
+                {"match": {"route": "r"}, "config": {"n": 2}},
+                {"match": {"host": "*.ex.com", "path_prefix": "/a"}, "config": {"n": 3}},
+                {"match": {"host": "Ex.Com"}, "config": {"n": 4}},
+                {"match": {"path_prefix": "/p/"}, "config": {"n": 5}}
+            ]}"#,
+        )?;
+        let cases: [(Option<&str>, Option<&str>, Option<&str>); 12] = [
+            (Some("r"), Some("x.ex.com"), Some("/a")),
+            (None, Some("x.EX.com:8443"), Some("/abc?q")),
+            (None, Some("x.ex.com"), Some("/b")),
+            (None, Some("EX.COM"), Some("/a")),
+            (None, Some("ex.com:80"), Some("/")),
+            (None, Some("notex.com"), Some("/a")),
+            (None, Some(".ex.com"), Some("/a")),
+            (None, Some("x.ex.com"), Some("/?/a")),
+            (None, Some("[::1]:80"), Some("/p/x#/a")),
+            (None, None, Some("/p/")),
+            (None, Some("x.ex.com"), None),
+            (Some("other"), None, None),
+        ];
+        for (route, host, path) in cases {
+            mock::set_route_name(route);
+            let mut headers = HeaderList::new();
+            if let Some(host) = host {
+                headers.add(":authority", host);
+            }
+            if let Some(path) = path {
+                headers.add(":path", path);
+            }
+            let req = Request::new(&mut headers);
+            assert_eq!(
+                r.select_request(&req).map(|c| c.n),
+                r.select(&RouteInfo::of(&req)).map(|c| c.n),
+                "{route:?} {host:?} {path:?}"
+            );
+        }
+        mock::set_route_name(None);
         Ok(())
     }
 

@@ -126,6 +126,39 @@ impl EnvoyConfig {
         Ok(self)
     }
 
+    /// Adds a cluster `name`, a copy of the cluster `template` (timeouts,
+    /// protocol) with its endpoints sent to `addr`.
+    pub fn add_cluster_like(
+        &mut self,
+        template: &str,
+        name: &str,
+        addr: SocketAddr,
+    ) -> Result<&mut Self> {
+        let source = self.source.display().to_string();
+        let clusters = self
+            .value
+            .pointer_mut("/static_resources/clusters")
+            .and_then(Value::as_array_mut)
+            .with_context(|| format!("{source}: no static_resources.clusters list"))?;
+        let mut copy = clusters
+            .iter()
+            .find(|c| c.get("name").and_then(Value::as_str) == Some(template))
+            .cloned()
+            .with_context(|| format!("{source}: no cluster named {template:?}"))?;
+        if let Some(object) = copy.as_object_mut() {
+            object.insert("name".into(), json!(name));
+        }
+        if let Some(assignment) = copy
+            .pointer_mut("/load_assignment")
+            .and_then(Value::as_object_mut)
+        {
+            assignment.insert("cluster_name".into(), json!(name));
+        }
+        clusters.retain(|c| c.get("name").and_then(Value::as_str) != Some(name));
+        clusters.push(copy);
+        self.route_cluster_to(name, addr)
+    }
+
     /// The bootstrap `envoy/<filter>/envoy.yaml` made runnable in a test: ephemeral ports, the
     /// `upstream` cluster sent to `upstream`, and the modules built into the filters directory.
     pub fn for_filter(filter: &str, upstream: SocketAddr) -> Result<EnvoyConfig> {

@@ -43,7 +43,12 @@ pub enum Backend {
 #[derive(Debug, Clone)]
 pub struct Launcher {
     backend: Backend,
+    /// Envoy's `wasm` log level (`--component-log-level wasm:<level>`).
+    wasm_log_level: String,
 }
+
+/// Envoy's default `wasm` log level in tests.
+const DEFAULT_WASM_LOG_LEVEL: &str = "debug";
 
 /// What Envoy is started with: all paths absolute, inside the repository.
 #[derive(Debug, Clone)]
@@ -63,7 +68,15 @@ impl Launcher {
     pub fn local_binary(binary: impl Into<PathBuf>) -> Launcher {
         Launcher {
             backend: Backend::LocalBinary(binary.into()),
+            wasm_log_level: DEFAULT_WASM_LOG_LEVEL.to_string(),
         }
+    }
+
+    /// The same launcher with Envoy's `wasm` log at `level` (`trace` prints
+    /// every call across the proxy-wasm boundary; default `debug`).
+    pub fn with_wasm_log_level(mut self, level: &str) -> Launcher {
+        self.wasm_log_level = level.to_string();
+        self
     }
 
     /// The project's local Envoy ([`paths::envoy_binary`]).
@@ -79,6 +92,7 @@ impl Launcher {
                 image: image.to_string(),
                 tag: tag.to_string(),
             },
+            wasm_log_level: DEFAULT_WASM_LOG_LEVEL.to_string(),
         }
     }
 
@@ -105,7 +119,7 @@ impl Launcher {
 
     /// Starts Envoy on `files` from the repository root, one worker, hot restart disabled.
     pub fn spawn(&self, files: &LaunchFiles) -> Result<Guard> {
-        let args = envoy_args(files);
+        let args = envoy_args(files, &self.wasm_log_level);
         match &self.backend {
             Backend::LocalBinary(binary) => {
                 let out = File::create(&files.log)
@@ -129,7 +143,7 @@ impl Launcher {
     }
 }
 
-fn envoy_args(files: &LaunchFiles) -> Vec<String> {
+fn envoy_args(files: &LaunchFiles, wasm_log_level: &str) -> Vec<String> {
     let path = |p: &Path| p.display().to_string();
     let args = vec![
         "-c".to_string(),
@@ -142,7 +156,7 @@ fn envoy_args(files: &LaunchFiles) -> Vec<String> {
         "--log-level".into(),
         "info".into(),
         "--component-log-level".into(),
-        "wasm:debug".into(),
+        format!("wasm:{wasm_log_level}"),
         "--admin-address-path".into(),
         path(&files.admin_address),
     ];

@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{CellAlignment, Table};
 use indicatif::{ProgressBar, ProgressStyle};
+use tollgate_harness::callouts::HttpAnswer;
 use tollgate_harness::host::HttpCallStub;
 use tollgate_harness::replay::{Replay, Report, Verdict};
 use tollgate_harness::traffic::har;
@@ -142,37 +143,58 @@ fn micros(duration: Duration) -> String {
 }
 
 /// The demo has no services behind the filters' callouts; a filter that calls one
-/// (an authorization service, say) may ship `filters/<name>/demo-callout.json`,
-/// `{"status": 200, "headers": [["name", "value"]], "body": "..."}`, the answer
-/// every callout gets in the demo. Without it, callouts fail as in an Envoy
-/// whose cluster is missing.
+/// (an authorization service, a JWKS endpoint) ships `filters/<name>/demo-stub.yaml`,
+/// a stub in the format of a suite's `clusters:` entry (`status`, `headers`, `body`;
+/// harness/docs/suite.md), the answer every callout gets in the demo. The same file
+/// is what `tollgate replay --stub` and `tollgate envoy --stub` serve. Without it,
+/// callouts fail as in an Envoy whose cluster is missing.
 fn callout_answer(filter: &str) -> Result<Option<HttpCallStub>> {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Answer {
-        status: u16,
-        #[serde(default)]
-        headers: Vec<(String, String)>,
-        #[serde(default)]
-        body: String,
-    }
     let path = crate::root()
         .join("filters")
         .join(filter)
-        .join("demo-callout.json");
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => {
-            return Err(error).with_context(|| format!("could not read {}", path.display()));
+        .join("demo-stub.yaml");
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let (http, _) = tollgate_harness::suite::stub_arg(&format!("demo={}", path.display()))
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("{}: not a stub", path.display()))?;
+    match http.map(|stub| stub.answer) {
+        Some(HttpAnswer::Response {
+            status,
+            headers,
+            body,
+            ..
+        }) => {
+            let mut all = vec![(":status".to_string(), status.to_string())];
+            all.extend(headers);
+            Ok(Some(HttpCallStub { headers: all, body }))
         }
-    };
-    let answer: Answer = serde_json::from_str(&text)
-        .with_context(|| format!("{}: not a callout answer", path.display()))?;
-    let mut headers = vec![(":status".to_string(), answer.status.to_string())];
-    headers.extend(answer.headers);
-    Ok(Some(HttpCallStub {
-        headers,
-        body: answer.body.into_bytes(),
-    }))
+        _ => anyhow::bail!(
+            "{}: the demo stub must be a response (status, headers, body), not a failure or gRPC",
+            path.display()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::callout_answer;
+    use anyhow::Context;
+
+    #[test]
+    fn demo_stubs_become_the_callout_answer() -> anyhow::Result<()> {
+        let authz = callout_answer("ext-authz")?.context("ext-authz ships demo-stub.yaml")?;
+        assert_eq!(authz.headers[0], (":status".into(), "200".into()));
+        assert!(
+            authz
+                .headers
+                .contains(&("x-auth-user".into(), "demo-user".into()))
+        );
+        let jwks = callout_answer("jwt-auth")?.context("jwt-auth ships demo-stub.yaml")?;
+        let keys: serde_json::Value = serde_json::from_slice(&jwks.body)?;
+        assert!(keys["keys"].as_array().is_some_and(|k| !k.is_empty()));
+        assert!(callout_answer("headers")?.is_none());
+        Ok(())
+    }
 }

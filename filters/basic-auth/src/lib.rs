@@ -138,15 +138,17 @@ impl HttpFilter for BasicAuthFilter {
         if let Some(header) = &config.consumer_header {
             req.remove_header(header.as_str());
         }
-        let any = AccessPolicy::any_consumer();
-        let policy = config.rules.policy_for(req).unwrap_or(&any);
-        if policy.skip {
+        // No rule and no default: any consumer (without building that policy per request).
+        let policy = config.rules.policy_for(req);
+        let skip = policy.is_some_and(|p| p.skip);
+        let admits = |consumer: &str| policy.is_none_or(|p| p.admits(consumer));
+        if skip {
             config.metrics.skipped.increment();
             return Action::Continue;
         }
         match self.authenticate(req) {
             Err(denial) => self.deny(req, denial),
-            Ok(consumer) if !policy.admits(consumer) => self.deny(req, Denial::Forbidden),
+            Ok(consumer) if !admits(consumer) => self.deny(req, Denial::Forbidden),
             Ok(consumer) => {
                 config.metrics.allowed.increment();
                 if let Some(header) = &config.consumer_header {

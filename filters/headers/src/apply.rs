@@ -1,6 +1,8 @@
 //! Applying [`Mutations`] to a header map. Pure logic over [`HeaderMap`], so it runs the same
 //! against the host's maps and against a `HeaderList` in tests.
 
+use std::borrow::Cow;
+
 use tollgate_sdk::{HeaderMap, HeaderSnapshot};
 
 use crate::config::{HeaderEntry, Mutations};
@@ -43,22 +45,65 @@ pub fn apply(
     request: &HeaderSnapshot,
     side: Side,
 ) {
+    apply_known(mutations, headers, None, request, side);
+}
+
+/// [`apply`] when the caller already holds `current`, every header of `headers` as they are
+/// now: `remove_prefix` then works on them instead of reading the whole map again.
+///
+/// ```
+/// use tollgate_headers::{apply::{apply_known, Side}, HeadersConfig};
+/// use tollgate_sdk::{HeaderList, HeaderMap, HeaderSnapshot};
+///
+/// let config = tollgate_sdk::config::parse::<HeadersConfig>(
+///     br#"{"request": {"remove": ["x-debug-a"], "remove_prefix": ["x-debug-"]}}"#,
+/// )?;
+/// let mut headers = HeaderList::from([(":path", "/"), ("x-debug-a", "1"), ("X-Debug-B", "2")]);
+/// let current = headers.pairs();
+/// apply_known(&config.request, &mut headers, Some(&current), &HeaderSnapshot::default(), Side::Request);
+/// assert_eq!(headers, HeaderList::from([(":path", "/")]));
+/// # Ok::<(), tollgate_sdk::ConfigError>(())
+/// ```
+pub fn apply_known(
+    mutations: &Mutations,
+    headers: &mut dyn HeaderMap,
+    current: Option<&[(String, String)]>,
+    request: &HeaderSnapshot,
+    side: Side,
+) {
     let side = side.as_str();
     for name in &mutations.remove {
         headers.remove(name.as_str());
         log::debug!("headers: {side} header {name}: removed");
     }
     if !mutations.remove_prefix.is_empty() {
-        let mut doomed: Vec<String> = Vec::new();
-        for (name, _) in headers.pairs() {
-            if mutations.remove_prefix.iter().any(|p| p.matches(&name))
-                && !doomed.iter().any(|d| d.eq_ignore_ascii_case(&name))
+        let fetched;
+        let pairs: &[(String, String)] = match current {
+            Some(pairs) => pairs,
+            None => {
+                fetched = headers.pairs();
+                &fetched
+            }
+        };
+        let mut doomed: Vec<&str> = Vec::new();
+        for (name, _) in pairs {
+            // `current` is from before the `remove`s above: those are gone already.
+            if current.is_some()
+                && mutations
+                    .remove
+                    .iter()
+                    .any(|r| r.as_str().eq_ignore_ascii_case(name))
+            {
+                continue;
+            }
+            if mutations.remove_prefix.iter().any(|p| p.matches(name))
+                && !doomed.iter().any(|d| d.eq_ignore_ascii_case(name))
             {
                 doomed.push(name);
             }
         }
         for name in doomed {
-            headers.remove(&name);
+            headers.remove(name);
             log::debug!("headers: {side} header {name}: removed (prefix)");
         }
     }
@@ -95,8 +140,12 @@ pub fn apply(
     }
 }
 
-fn render(entry: &HeaderEntry, request: &HeaderSnapshot, side: &str) -> Option<String> {
-    let value = entry.value.render(request, entry.on_missing);
+fn render<'e>(
+    entry: &'e HeaderEntry,
+    request: &HeaderSnapshot,
+    side: &str,
+) -> Option<Cow<'e, str>> {
+    let value = entry.value.render_cow(request, entry.on_missing);
     if value.is_none() {
         log::debug!(
             "headers: {side} header {}: skipped, a request header in {:?} is absent",

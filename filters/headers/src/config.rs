@@ -34,6 +34,8 @@ pub struct HeadersConfig {
     pub rules: Vec<Rule>,
     #[serde(skip)]
     reads_request: OnceCell<bool>,
+    #[serde(skip)]
+    read_names: OnceCell<Vec<HeaderName>>,
 }
 
 impl HeadersConfig {
@@ -45,6 +47,63 @@ impl HeadersConfig {
                 || self.request.has_references()
                 || self.response.has_references()
         })
+    }
+
+    /// The request headers that conditions and `%REQ(...)%` references read (computed once).
+    ///
+    /// ```
+    /// let config = tollgate_sdk::config::parse::<tollgate_headers::HeadersConfig>(br#"{
+    ///     "response": {"set": [{"name": "x-copy", "value": "%REQ(x-user)%"}]},
+    ///     "rules": [{"when": [{"present": "authorization"}], "request": {"remove": ["x-a"]}}]
+    /// }"#)?;
+    /// let names: Vec<&str> = config.read_names().iter().map(|n| n.as_str()).collect();
+    /// assert_eq!(names, ["authorization", "x-user"]);
+    /// # Ok::<(), tollgate_sdk::ConfigError>(())
+    /// ```
+    pub fn read_names(&self) -> &[HeaderName] {
+        self.read_names.get_or_init(|| {
+            let mut names: Vec<HeaderName> = Vec::new();
+            let conditions = self.rules.iter().flat_map(|r| &r.when).map(|c| match c {
+                Condition::Present(name) | Condition::Absent(name) => name,
+                Condition::Equals { header, .. } => header,
+            });
+            let mutations = [&self.request, &self.response].into_iter().chain(
+                self.rules
+                    .iter()
+                    .flat_map(|r| [&r.request, &r.response].into_iter()),
+            );
+            let references = mutations
+                .flat_map(|m| m.entries())
+                .flat_map(|e| e.value.references());
+            for name in conditions.chain(references) {
+                if !names.contains(name) {
+                    names.push(name.clone());
+                }
+            }
+            names
+        })
+    }
+
+    /// What the request phase keeps of the request headers `pairs`: the headers this
+    /// configuration reads ([`HeadersConfig::read_names`]), nothing else.
+    ///
+    /// ```
+    /// let config = tollgate_sdk::config::parse::<tollgate_headers::HeadersConfig>(br#"{
+    ///     "request": {"set": [{"name": "x-copy", "value": "%REQ(x-user)%"}]}
+    /// }"#)?;
+    /// let pairs = vec![("x-user".to_string(), "ada".to_string()), ("accept".to_string(), "*/*".to_string())];
+    /// let snapshot = config.snapshot_of(&pairs);
+    /// assert_eq!(snapshot.get("x-user").as_deref(), Some("ada"));
+    /// assert!(!snapshot.contains("accept"));
+    /// # Ok::<(), tollgate_sdk::ConfigError>(())
+    /// ```
+    pub fn snapshot_of(&self, pairs: &[(String, String)]) -> HeaderSnapshot {
+        let names = self.read_names();
+        pairs
+            .iter()
+            .filter(|(n, _)| names.iter().any(|x| x.as_str().eq_ignore_ascii_case(n)))
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect()
     }
 
     /// Indices of the rules whose conditions all hold for `request`.

@@ -36,7 +36,7 @@ use std::rc::Rc;
 
 use tollgate_sdk::{Action, HeaderSnapshot, HttpFilter, Request, Response};
 
-use crate::apply::{Side, apply};
+use crate::apply::{Side, apply, apply_known};
 pub use crate::config::HeadersConfig;
 
 /// The filter for one HTTP stream.
@@ -73,17 +73,21 @@ impl HttpFilter for HeadersFilter {
     }
 
     fn on_request_headers(&mut self, req: &mut Request<'_>, _end_of_stream: bool) -> Action {
-        // Conditions and %REQ(...)% see the request as it reached this filter.
-        let snapshot = if self.config.reads_request() {
-            req.snapshot()
-        } else {
-            HeaderSnapshot::default()
+        let config = Rc::clone(&self.config);
+        // Conditions and %REQ(...)% see the request as it reached this filter. The headers
+        // are read once: for the snapshot (only the names the configuration reads) and for the
+        // top-level `remove_prefix`.
+        let reads = config.reads_request();
+        let current = (reads || !config.request.remove_prefix.is_empty()).then(|| req.headers());
+        let snapshot = match &current {
+            Some(pairs) if reads => config.snapshot_of(pairs),
+            _ => HeaderSnapshot::default(),
         };
         let state = self.request_state(snapshot);
-        let config = Rc::clone(&self.config);
-        apply(
+        apply_known(
             &config.request,
             req.header_map(),
+            current.as_deref(),
             &state.headers,
             Side::Request,
         );

@@ -5,6 +5,7 @@
 //! changes). A header sent several times expands to its values joined with `,`. What happens when
 //! a referenced header is absent is chosen per entry with [`OnMissing`].
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::{Deserialize, Deserializer};
@@ -152,6 +153,30 @@ impl Template {
     /// The value for this request; `None` when a reference is absent and `on_missing` is
     /// [`OnMissing::Skip`].
     pub fn render(&self, request: &HeaderSnapshot, on_missing: OnMissing) -> Option<String> {
+        self.render_cow(request, on_missing).map(Cow::into_owned)
+    }
+
+    /// [`Template::render`], borrowing the text of a template without references instead of
+    /// copying it for every request.
+    ///
+    /// ```
+    /// use std::borrow::Cow;
+    /// use tollgate_headers::template::{OnMissing, Template};
+    /// let template = Template::parse("nosniff")?;
+    /// let value = template.render_cow(&Default::default(), OnMissing::Skip);
+    /// assert!(matches!(value, Some(Cow::Borrowed("nosniff"))));
+    /// # Ok::<(), tollgate_headers::template::TemplateError>(())
+    /// ```
+    pub fn render_cow(
+        &self,
+        request: &HeaderSnapshot,
+        on_missing: OnMissing,
+    ) -> Option<Cow<'_, str>> {
+        match self.parts.as_slice() {
+            [] => return Some(Cow::Borrowed("")),
+            [Part::Literal(text)] => return Some(Cow::Borrowed(text)),
+            _ => {}
+        }
         let mut out = String::new();
         for part in &self.parts {
             match part {
@@ -163,7 +188,7 @@ impl Template {
                 },
             }
         }
-        Some(out)
+        Some(Cow::Owned(out))
     }
 }
 

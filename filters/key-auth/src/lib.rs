@@ -88,11 +88,17 @@ impl KeyAuthFilter {
         Err(Denial::Missing)
     }
 
-    fn hide_keys(&self, req: &mut Request<'_>, headers: &[(String, String)]) {
+    /// Removes every key source from the request; `headers` are the request headers when they
+    /// were already read (else each header source is looked up on its own).
+    fn hide_keys(&self, req: &mut Request<'_>, headers: Option<&[(String, String)]>) {
         for source in &self.config.sources {
             match source {
                 KeySource::Header(name) => {
-                    if !keys::header_values(headers, name.as_str()).is_empty() {
+                    let present = match headers {
+                        Some(headers) => !keys::header_values(headers, name.as_str()).is_empty(),
+                        None => req.header(name.as_str()).is_some(),
+                    };
+                    if present {
                         req.remove_header(name.as_str());
                     }
                 }
@@ -156,26 +162,28 @@ impl HttpFilter for KeyAuthFilter {
         if let Some(header) = &config.consumer_header {
             req.remove_header(header.as_str());
         }
-        let any = AccessPolicy::any_consumer();
-        let policy = config.rules.policy_for(req).unwrap_or(&any);
-        let headers = req.headers();
-        if policy.skip {
+        // No rule and no default: any consumer (without building that policy per request).
+        let policy = config.rules.policy_for(req);
+        let skip = policy.is_some_and(|p| p.skip);
+        let admits = |consumer: &str| policy.is_none_or(|p| p.admits(consumer));
+        if skip {
             config.metrics.skipped.increment();
             if config.hide_credentials {
-                self.hide_keys(req, &headers);
+                self.hide_keys(req, None);
             }
             return Action::Continue;
         }
+        let headers = req.headers();
         match self.authenticate(&headers) {
             Err(denial) => self.deny(req, denial),
-            Ok(consumer) if !policy.admits(consumer) => self.deny(req, Denial::Forbidden),
+            Ok(consumer) if !admits(consumer) => self.deny(req, Denial::Forbidden),
             Ok(consumer) => {
                 config.metrics.allowed.increment();
                 if let Some(header) = &config.consumer_header {
                     req.set_header(header.as_str(), consumer);
                 }
                 if config.hide_credentials {
-                    self.hide_keys(req, &headers);
+                    self.hide_keys(req, Some(&headers));
                 }
             }
         }

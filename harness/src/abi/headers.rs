@@ -5,9 +5,13 @@
 //!
 //! As in Envoy: names are lower-cased; a map that does not exist at this
 //! point (response headers during the request, a stream map from the root
-//! context, gRPC metadata outside a gRPC callback) answers `BadArgument`; a
-//! missing header answers `NotFound` (ABI 0.1.0: an empty value); the size
-//! is the map's byte size; an empty map's pairs are a null pointer and size 0.
+//! context, gRPC metadata outside a gRPC callback, trailers not received,
+//! an http call's response outside its callback) answers `BadArgument`,
+//! except its pairs, which are an empty map (`Ok`); a missing header answers
+//! `NotFound` (ABI 0.1.0: an empty value); the size is the map's byte size
+//! (`BadArgument` for an http call's response, which Envoy only reads); an
+//! empty map's pairs are a null pointer and size 0. Checked against Envoy
+//! 1.40 by `tests/tests/it/callout_parity.rs`.
 //!
 //! Envoy keeps some headers "inline" (a fixed slot per name, listed in its
 //! startup log as `request header map: ... bytes: :authority,...`): adding a
@@ -21,8 +25,9 @@
 //! [`RESPONSE_TRAILERS_INLINE`]; request trailers have none).
 
 use super::{Status, memory as mem, pairs};
-use crate::host::{HeaderMap, HostState};
+use crate::host::{HeaderMap, HostState, Phase};
 use crate::plugin::AbiVersion;
+use std::borrow::Cow;
 use wasmtime::{Caller, Linker};
 
 const REQUEST_HEADERS: u32 = 0;
@@ -166,9 +171,14 @@ fn inline_names(kind: u32) -> &'static [&'static str] {
 /// Adds `value` to `map` as Envoy's header map does: appended to the value
 /// of an inline header already present (`,`-separated), else a new entry.
 fn envoy_add(map: &mut HeaderMap, inline: &[&str], name: &str, value: &str) {
-    let lower = name.to_ascii_lowercase();
+    // Names from guests are lower-case already, as a rule: no copy then.
+    let lower: Cow<'_, str> = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(name)
+    };
     match map.get(&lower) {
-        Some(existing) if inline.contains(&lower.as_str()) => {
+        Some(existing) if inline.contains(&&*lower) => {
             let joined = if existing.is_empty() {
                 value.to_string()
             } else if value.is_empty() {
@@ -204,16 +214,22 @@ pub(crate) fn fold_inline(pairs: Vec<(String, String)>, inline: &[&str]) -> Vec<
 fn map(state: &HostState, kind: u32) -> Option<&HeaderMap> {
     match kind {
         REQUEST_HEADERS => Some(&state.stream()?.request_headers),
-        REQUEST_TRAILERS => Some(&state.stream()?.request_trailers),
+        // Trailers exist once received (Envoy: a null map before, BadArgument).
+        REQUEST_TRAILERS => Some(&state.stream()?.request_trailers).filter(|m| !m.is_empty()),
         RESPONSE_HEADERS => state.stream()?.response_headers.as_ref(),
         RESPONSE_TRAILERS => {
             let s = state.stream()?;
-            s.response_headers.as_ref().map(|_| &s.response_trailers)
+            s.response_headers.as_ref()?;
+            Some(&s.response_trailers).filter(|m| !m.is_empty())
         }
         GRPC_RECEIVE_INITIAL_METADATA => state.grpc_initial_metadata.as_ref(),
         GRPC_RECEIVE_TRAILING_METADATA => state.grpc_trailing_metadata.as_ref(),
         HTTP_CALL_RESPONSE_HEADERS => state.http_call_response.as_ref().map(|r| &r.headers),
-        HTTP_CALL_RESPONSE_TRAILERS => state.http_call_response.as_ref().map(|r| &r.trailers),
+        HTTP_CALL_RESPONSE_TRAILERS => state
+            .http_call_response
+            .as_ref()
+            .map(|r| &r.trailers)
+            .filter(|m| !m.is_empty()),
         _ => None,
     }
 }
@@ -221,12 +237,19 @@ fn map(state: &HostState, kind: u32) -> Option<&HeaderMap> {
 fn map_mut(state: &mut HostState, kind: u32) -> Option<&mut HeaderMap> {
     match kind {
         REQUEST_HEADERS => Some(&mut state.stream_mut()?.request_headers),
-        REQUEST_TRAILERS => Some(&mut state.stream_mut()?.request_trailers),
+        // Writable once received, or during the body (Envoy creates them
+        // in the last body callback; the harness does not tell the last).
+        REQUEST_TRAILERS => {
+            let s = state.stream_mut()?;
+            (!s.request_trailers.is_empty() || s.phase == Phase::RequestBody)
+                .then_some(&mut s.request_trailers)
+        }
         RESPONSE_HEADERS => state.stream_mut()?.response_headers.as_mut(),
         RESPONSE_TRAILERS => {
             let s = state.stream_mut()?;
             s.response_headers.as_ref()?;
-            Some(&mut s.response_trailers)
+            (!s.response_trailers.is_empty() || s.phase == Phase::ResponseBody)
+                .then_some(&mut s.response_trailers)
         }
         // Http call responses are read-only in Envoy too (const maps).
         _ => None,
@@ -235,6 +258,13 @@ fn map_mut(state: &mut HostState, kind: u32) -> Option<&mut HeaderMap> {
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
+}
+
+/// The value of entry `index` of map `kind` (empty when it is gone).
+fn value_at(state: &HostState, kind: u32, index: usize) -> &[u8] {
+    map(state, kind)
+        .and_then(|m| m.entries().get(index))
+        .map_or(&[], |(_, v)| v.as_bytes())
 }
 
 /// `proxy_add_header_map_value` / `proxy_replace_header_map_value`: applies
@@ -252,7 +282,10 @@ fn edit_value(
     mem::with_two(caller, key, value, |k, v, state| {
         match map_mut(state, kind) {
             Some(m) => {
-                edit(m, inline_names(kind), &text(k), &text(v));
+                // Borrowed when valid UTF-8 (the usual case): the map makes
+                // the only copies it keeps.
+                let (k, v) = (String::from_utf8_lossy(k), String::from_utf8_lossy(v));
+                edit(m, inline_names(kind), &k, &v);
                 Status::Ok
             }
             None => Status::BadArgument,
@@ -277,23 +310,36 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             if kind > MAX_MAP_TYPE {
                 return Ok(Status::BadArgument.code());
             }
+            // The entry is found by position (a scan: header maps are
+            // small, no hashing), then its value is copied straight from the
+            // map into the guest's buffer (no intermediate copy).
             let found = mem::with_bytes(&mut caller, key_ptr, key_len, |key, state| {
                 let Some(m) = map(state, kind) else {
                     return Err(Status::BadArgument);
                 };
                 let key = String::from_utf8_lossy(key);
-                match m.get(&key) {
-                    Some(v) => Ok(v.to_string()),
-                    None if state.abi == AbiVersion::V0_1_0 => Ok(String::new()),
+                match m
+                    .entries()
+                    .iter()
+                    .position(|(k, _)| k.eq_ignore_ascii_case(&key))
+                {
+                    Some(i) => Ok(Some(i)),
+                    None if state.abi == AbiVersion::V0_1_0 => Ok(None),
                     None => Err(Status::NotFound),
                 }
             });
-            let value = match found {
+            let ok = match found {
                 None => return Ok(Status::InvalidMemoryAccess.code()),
                 Some(Err(status)) => return Ok(status.code()),
-                Some(Ok(v)) => v,
+                Some(Ok(Some(i))) => mem::copy_out_from_state(
+                    &mut caller,
+                    |s| value_at(s, kind, i),
+                    ptr_ptr,
+                    size_ptr,
+                )?,
+                // ABI 0.1.0: a missing header reads as an empty value.
+                Some(Ok(None)) => mem::copy_out(&mut caller, &[], ptr_ptr, size_ptr)?,
             };
-            let ok = mem::copy_out(&mut caller, value.as_bytes(), ptr_ptr, size_ptr)?;
             Ok(Status::written(ok).code())
         },
     )?;
@@ -309,17 +355,11 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 return Ok(Status::BadArgument.code());
             }
             let Some(m) = map(caller.data(), kind) else {
-                // A reset http call has no response maps: Envoy 1.40 answers
-                // their pairs with an empty map (values: BadArgument).
-                if matches!(
-                    kind,
-                    HTTP_CALL_RESPONSE_HEADERS | HTTP_CALL_RESPONSE_TRAILERS
-                ) && caller.data().http_call_reset
-                {
-                    let ok = mem::copy_out(&mut caller, &[], ptr_ptr, size_ptr)?;
-                    return Ok(Status::written(ok).code());
-                }
-                return Ok(Status::BadArgument.code());
+                // A map that does not exist now (response headers during the
+                // request, a reset call's response...): Envoy 1.40 answers
+                // an empty map, Ok (its other calls: BadArgument).
+                let ok = mem::copy_out(&mut caller, &[], ptr_ptr, size_ptr)?;
+                return Ok(Status::written(ok).code());
             };
             let bytes = if m.is_empty() {
                 Vec::new()
@@ -367,6 +407,14 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "proxy_get_header_map_size",
         |mut caller: Caller<'_, HostState>, kind: u32, out: u32| -> u32 {
             if kind > MAX_MAP_TYPE {
+                return Status::BadArgument.code();
+            }
+            // Envoy looks the map up as writable: an http call's response
+            // (read-only) answers BadArgument, even in its callback.
+            if matches!(
+                kind,
+                HTTP_CALL_RESPONSE_HEADERS | HTTP_CALL_RESPONSE_TRAILERS
+            ) {
                 return Status::BadArgument.code();
             }
             let Some(m) = map(caller.data(), kind) else {

@@ -22,10 +22,11 @@ use crate::host::{HeaderMap, HostState, HttpCallResponse, HttpCallStub};
 use std::time::Duration;
 use wasmtime::{Caller, Linker};
 
-/// The event answering an [`HttpCallStub`] (its headers as given, `:status` included).
+/// The event answering an [`HttpCallStub`] (its headers as given, `:status`
+/// included; a repeated inline header folded, as Envoy's codec does).
 fn stub_event(stub: HttpCallStub) -> Event {
     Event::HttpResponse(HttpCallResponse {
-        headers: HeaderMap::from_pairs(stub.headers),
+        headers: HeaderMap::from_pairs(super::fold_inline(stub.headers, super::RESPONSE_INLINE)),
         body: stub.body,
         trailers: HeaderMap::default(),
     })

@@ -95,6 +95,7 @@ pub(crate) fn memory_size(store: &Store<HostState>) -> u64 {
 }
 
 /// The byte range `[ptr, ptr+len)` as a `usize` range, if it does not overflow.
+#[inline]
 fn range(ptr: u32, len: u32) -> Option<std::ops::Range<usize>> {
     let start = ptr as usize;
     let end = start.checked_add(len as usize)?;
@@ -102,12 +103,14 @@ fn range(ptr: u32, len: u32) -> Option<std::ops::Range<usize>> {
 }
 
 /// The instance's memory, if the handles are set.
+#[inline]
 fn memory(caller: &Caller<'_, HostState>) -> Option<Memory> {
     caller.data().guest.as_ref().map(|g| g.memory)
 }
 
 /// Runs `f` with the guest bytes at `[ptr, ptr+len)` and the host state.
 /// `None` when the range is outside guest memory.
+#[inline]
 pub(crate) fn with_bytes<R>(
     caller: &mut Caller<'_, HostState>,
     ptr: u32,
@@ -123,6 +126,7 @@ pub(crate) fn with_bytes<R>(
 
 /// Runs `f` with two guest byte ranges and the host state.
 /// `None` when either range is outside guest memory.
+#[inline]
 pub(crate) fn with_two<R>(
     caller: &mut Caller<'_, HostState>,
     a: (u32, u32),
@@ -158,6 +162,7 @@ pub(crate) fn read(caller: &Caller<'_, HostState>, ptr: u32, len: u32) -> Option
 }
 
 /// Writes `bytes` at `ptr`. `false` when out of bounds.
+#[inline]
 pub(crate) fn write(caller: &mut Caller<'_, HostState>, ptr: u32, bytes: &[u8]) -> bool {
     let Some(mem) = memory(caller) else {
         return false;
@@ -177,6 +182,7 @@ pub(crate) fn write(caller: &mut Caller<'_, HostState>, ptr: u32, bytes: &[u8]) 
 }
 
 /// Writes a little-endian `u32` at `ptr`. `false` when out of bounds.
+#[inline]
 pub(crate) fn write_u32(caller: &mut Caller<'_, HostState>, ptr: u32, v: u32) -> bool {
     write(caller, ptr, &v.to_le_bytes())
 }
@@ -198,6 +204,8 @@ pub(crate) fn read_u32(caller: &Caller<'_, HostState>, ptr: u32) -> Option<u32> 
 /// `Ok(None)` when the allocator returned null or no allocator is cached;
 /// `Err` when the allocator trapped (the trap goes on to the caller).
 fn alloc(caller: &mut Caller<'_, HostState>, size: u32) -> wasmtime::Result<Option<u32>> {
+    // A reference-count bump: the handles stay in the state while the
+    // allocator runs (it may call host functions that need the memory).
     let Some(g) = caller.data().guest.clone() else {
         return Ok(None);
     };

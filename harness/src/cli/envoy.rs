@@ -9,6 +9,7 @@ use clap::ArgMatches;
 use std::path::PathBuf;
 use std::time::Duration;
 use tollgate_harness::live::bootstrap::Alternative;
+use tollgate_harness::live::services::{self, ServiceSpec};
 use tollgate_harness::live::{self, WasmFilter, compare, diff};
 use tollgate_harness::traffic::Leniency;
 
@@ -77,6 +78,16 @@ pub struct EnvoyArgs {
     /// With --compare: client connections sending at once (127.0.0.1 only).
     #[arg(long, default_value_t = 1, requires = "compare")]
     pub concurrency_client: usize,
+    /// CLUSTER=FILE: serve this stub (a suite `clusters:` entry, as
+    /// `tollgate replay --stub`) on 127.0.0.1 as cluster CLUSTER in every
+    /// configuration, and predict with it; repeatable.
+    #[arg(long)]
+    pub stub: Vec<String>,
+    /// CLUSTER=IP:PORT: a cluster to your own service, in every configuration
+    /// (the prediction uses a --stub of the same name, else cannot know its
+    /// answers); repeatable.
+    #[arg(long)]
+    pub cluster: Vec<String>,
     /// Keep generated bootstraps and Envoy logs in this folder (default: a
     /// temporary folder, removed after a successful run).
     #[arg(long)]
@@ -134,14 +145,16 @@ pub fn envoy(args: EnvoyArgs, matches: Option<&ArgMatches>) -> Result<()> {
     for w in &traffic.warnings {
         eprintln!("warning: {w}");
     }
+    let services = services_of(&args)?;
     if args.compare {
-        return run_compare(&args, envoy, filters, &traffic);
+        return run_compare(&args, envoy, filters, services, &traffic);
     }
     if filters.is_empty() {
         bail!("--filter is required: the harness predicts with that chain");
     }
     let mut options = diff::DiffOptions::new(envoy, filters);
     options.work_dir = args.work_dir.clone();
+    options.services = services;
     if let Some(p) = &args.envoy_config {
         options.user_bootstrap = Some((p.clone(), args.upstream_cluster.clone()));
     }
@@ -159,6 +172,28 @@ pub fn envoy(args: EnvoyArgs, matches: Option<&ArgMatches>) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `--stub` and `--cluster`, in that order.
+fn services_of(args: &EnvoyArgs) -> Result<Vec<ServiceSpec>> {
+    let mut out = Vec::new();
+    for arg in &args.stub {
+        let (http, grpc) = tollgate_harness::suite::stub_arg(arg)
+            .map_err(anyhow::Error::msg)
+            .context("--stub")?;
+        match (http, grpc) {
+            (Some(h), _) => out.push(ServiceSpec::Stub(h)),
+            (None, Some(_)) => bail!(
+                "--stub {arg}: only HTTP answers are served by `tollgate envoy` (gRPC needs HTTP/2); \
+                 give status/headers/body or failure"
+            ),
+            (None, None) => bail!("--stub {arg}: the stub has no answer"),
+        }
+    }
+    for arg in &args.cluster {
+        out.push(ServiceSpec::address_arg(arg)?);
+    }
+    Ok(out)
 }
 
 fn print_diff(report: &diff::DiffReport) {
@@ -197,6 +232,13 @@ fn print_diff(report: &diff::DiffReport) {
         report.differing_exchanges(),
         report.differences(),
     );
+    print!("{}", services::report_text(&report.services));
+    for c in &report.unpredicted_clusters {
+        println!(
+            "note: cluster {c} is your service (--cluster); the harness has no stub for it \
+             (add --stub {c}=FILE), so exchanges that call it may differ"
+        );
+    }
     if let Some(log) = &report.envoy_log {
         println!("Envoy log: {}", log.display());
     }
@@ -206,6 +248,7 @@ fn run_compare(
     args: &EnvoyArgs,
     envoy: PathBuf,
     filters: Vec<WasmFilter>,
+    services: Vec<ServiceSpec>,
     traffic: &tollgate_harness::traffic::Traffic,
 ) -> Result<()> {
     if !(args.round_seconds.is_finite() && args.round_seconds > 0.0) {
@@ -242,6 +285,7 @@ fn run_compare(
     options.round_timeout = Duration::from_secs_f64(args.round_seconds);
     options.client_concurrency = args.concurrency_client;
     options.work_dir = args.work_dir.clone();
+    options.services = services;
     let report = compare::run(&options, traffic)?;
     match args.format {
         EnvoyFormat::Json => println!("{}", serde_json::to_string_pretty(&report.to_json())?),

@@ -159,7 +159,8 @@ pub fn wasm_filter_entry(index: usize, filter: &WasmFilter) -> Result<Value, Liv
     }))
 }
 
-fn static_cluster(name: &str, addr: SocketAddr) -> Value {
+/// A plain `STATIC` HTTP/1.1 cluster `name` with one endpoint, `addr`.
+pub fn static_cluster(name: &str, addr: SocketAddr) -> Value {
     json!({
         "name": name,
         "type": "STATIC",
@@ -172,8 +173,21 @@ fn static_cluster(name: &str, addr: SocketAddr) -> Value {
 
 /// The generated bootstrap for `config`, routing everything to `upstream`.
 pub fn generate(config: &Configuration, upstream: SocketAddr) -> Result<Value, LiveError> {
+    generate_with(config, upstream, &[])
+}
+
+/// [`generate`] with `shared` clusters added (the services of `--stub` and
+/// `--cluster`, every alternative's clusters: see
+/// [`super::services::shared_clusters`]); an alternative's own cluster of a
+/// name already in `shared` is left out.
+pub fn generate_with(
+    config: &Configuration,
+    upstream: SocketAddr,
+    shared: &[Value],
+) -> Result<Value, LiveError> {
     let mut filters = Vec::new();
     let mut clusters = vec![static_cluster(UPSTREAM_CLUSTER, upstream)];
+    clusters.extend(shared.iter().cloned());
     match config {
         Configuration::RouterOnly => {}
         Configuration::Wasm(list) => {
@@ -183,7 +197,12 @@ pub fn generate(config: &Configuration, upstream: SocketAddr) -> Result<Value, L
         }
         Configuration::Alternative(a) => {
             filters.extend(a.http_filters.iter().cloned());
-            clusters.extend(a.clusters.iter().cloned());
+            for c in &a.clusters {
+                let name = c.get("name");
+                if !shared.iter().any(|s| s.get("name") == name) {
+                    clusters.push(c.clone());
+                }
+            }
         }
     }
     filters.push(json!({
@@ -266,6 +285,28 @@ pub fn rewrite_user(
     Ok(v)
 }
 
+/// Puts `clusters` into a bootstrap's `static_resources.clusters`, each
+/// replacing the cluster of its name or added (`--stub`/`--cluster` with
+/// `--envoy-config`).
+pub fn replace_clusters(bootstrap: &mut Value, clusters: &[Value]) -> Result<(), LiveError> {
+    if clusters.is_empty() {
+        return Ok(());
+    }
+    let list = bootstrap
+        .pointer_mut("/static_resources/clusters")
+        .and_then(Value::as_array_mut)
+        .ok_or_else(|| {
+            LiveError::Config("the bootstrap has no static_resources.clusters".into())
+        })?;
+    for c in clusters {
+        match list.iter_mut().find(|o| o.get("name") == c.get("name")) {
+            Some(o) => *o = c.clone(),
+            None => list.push(c.clone()),
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,6 +355,36 @@ mod tests {
             v.pointer("/static_resources/clusters/0/load_assignment/endpoints/0/lb_endpoints/0/endpoint/address/socket_address/port_value"),
             Some(&json!(4000))
         );
+    }
+
+    #[test]
+    fn shared_clusters_go_everywhere_and_replace_an_alternatives_own() {
+        let up: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let stub = static_cluster("authz", "127.0.0.1:5000".parse().unwrap());
+        let alt = Alternative::parse(
+            "a",
+            "http_filters: [{name: x}]\nclusters: [{name: authz, port: 9191}, {name: other}]\n",
+        )
+        .unwrap();
+        let names = |v: &Value| -> Vec<String> {
+            v.pointer("/static_resources/clusters")
+                .and_then(Value::as_array)
+                .unwrap()
+                .iter()
+                .map(|c| c["name"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        let shared = [stub.clone()];
+        let none = generate_with(&Configuration::RouterOnly, up, &shared).unwrap();
+        assert_eq!(names(&none), [UPSTREAM_CLUSTER, "authz"]);
+        let v = generate_with(&Configuration::Alternative(alt), up, &shared).unwrap();
+        assert_eq!(names(&v), [UPSTREAM_CLUSTER, "authz", "other"]);
+        assert_eq!(v.pointer("/static_resources/clusters/1"), Some(&stub));
+        let mut user = none.clone();
+        let other = static_cluster("authz", "127.0.0.1:6000".parse().unwrap());
+        replace_clusters(&mut user, &[other.clone(), static_cluster("jwks", up)]).unwrap();
+        assert_eq!(names(&user), [UPSTREAM_CLUSTER, "authz", "jwks"]);
+        assert_eq!(user.pointer("/static_resources/clusters/1"), Some(&other));
     }
 
     #[test]

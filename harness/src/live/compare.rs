@@ -37,6 +37,7 @@ use crate::traffic::Traffic;
 use super::bootstrap::{self, Alternative, Configuration};
 use super::http1::Client;
 use super::process::EnvoyProcess;
+use super::services::{self, RunningServices, ServiceReport, ServiceSpec};
 use super::upstream::ReplayUpstream;
 use super::{LiveError, WasmFilter, io};
 
@@ -70,6 +71,9 @@ pub struct CompareOptions {
     pub work_dir: Option<PathBuf>,
     /// Per-request read/write timeout.
     pub timeout: Duration,
+    /// The clusters the filters call (`--stub`, `--cluster`), given to every
+    /// configuration with every alternative's clusters.
+    pub services: Vec<ServiceSpec>,
 }
 
 impl CompareOptions {
@@ -86,6 +90,7 @@ impl CompareOptions {
             client_concurrency: 1,
             work_dir: None,
             timeout: Duration::from_secs(30),
+            services: Vec::new(),
         }
     }
 }
@@ -157,6 +162,9 @@ pub struct CompareReport {
     pub client_concurrency: usize,
     /// The first error a request got, per configuration (for the text report).
     pub first_errors: Vec<(String, String)>,
+    /// The services behind the called clusters and what they received (all
+    /// configurations, warm-up included).
+    pub services: Vec<ServiceReport>,
 }
 
 impl CompareReport {
@@ -187,6 +195,7 @@ impl CompareReport {
             "client_concurrency": self.client_concurrency,
             "configurations": configs,
             "first_errors": self.first_errors.iter().map(|(n, e)| json!({ "configuration": n, "error": e })).collect::<Vec<_>>(),
+            "services": services::report_json(&self.services),
         })
     }
 
@@ -241,6 +250,7 @@ impl CompareReport {
         for (n, e) in &self.first_errors {
             out.push_str(&format!("first error in {n}: {e}\n"));
         }
+        out.push_str(&services::report_text(&self.services));
         out
     }
 }
@@ -406,6 +416,8 @@ pub fn run(options: &CompareOptions, traffic: &Traffic) -> Result<CompareReport,
     let dir = super::ScratchDir::new(options.work_dir.as_deref())?;
     let noop = noop_wasm(dir.path())?;
     let upstream = ReplayUpstream::start(traffic)?;
+    let running_services = RunningServices::start(&services::for_envoy(&options.services))?;
+    let shared = services::shared_clusters(&running_services, &options.alternatives)?;
     let mut configs: Vec<(String, Configuration)> = vec![
         (NONE.into(), Configuration::RouterOnly),
         (
@@ -425,7 +437,7 @@ pub fn run(options: &CompareOptions, traffic: &Traffic) -> Result<CompareReport,
     // Every Envoy first (each is killed on drop, whatever fails later).
     let mut running: Vec<Running> = Vec::with_capacity(configs.len());
     for (name, config) in &configs {
-        let boot = bootstrap::generate(config, upstream.addr())?;
+        let boot = bootstrap::generate_with(config, upstream.addr(), &shared)?;
         let envoy = EnvoyProcess::start(&options.envoy, name, &boot, dir.path())?;
         envoy.worker_cpu_ns()?;
         let clients = (0..options.client_concurrency)
@@ -550,5 +562,6 @@ pub fn run(options: &CompareOptions, traffic: &Traffic) -> Result<CompareReport,
         requests_per_round: options.requests_per_round,
         client_concurrency: options.client_concurrency,
         first_errors,
+        services: running_services.report(),
     })
 }

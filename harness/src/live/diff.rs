@@ -27,6 +27,7 @@ use crate::traffic::Traffic;
 use super::bootstrap::{self, Configuration};
 use super::http1::{self, Client, Response};
 use super::process::EnvoyProcess;
+use super::services::{RunningServices, ServiceReport, ServiceSpec};
 use super::upstream::{ReplayUpstream, SeenRequest};
 use super::{LiveError, WasmFilter};
 
@@ -86,6 +87,11 @@ pub struct DiffOptions {
     pub work_dir: Option<PathBuf>,
     /// Per-request read/write timeout.
     pub timeout: Duration,
+    /// The clusters the filters call: stubs (served, and given to the
+    /// prediction) and user services (Envoy only). A user service and a stub
+    /// of the same cluster: Envoy calls the service, the harness predicts with
+    /// the stub.
+    pub services: Vec<ServiceSpec>,
 }
 
 impl DiffOptions {
@@ -98,6 +104,7 @@ impl DiffOptions {
             user_bootstrap: None,
             work_dir: None,
             timeout: Duration::from_secs(30),
+            services: Vec::new(),
         }
     }
 }
@@ -134,6 +141,12 @@ pub struct DiffReport {
     pub exchanges: Vec<LiveExchange>,
     /// Envoy's log, when kept (`work_dir` given).
     pub envoy_log: Option<PathBuf>,
+    /// The services behind the called clusters and what they received.
+    pub services: Vec<ServiceReport>,
+    /// Clusters Envoy calls at a user's service (`--cluster`) for which the
+    /// harness has no stub: it cannot know their answers, so exchanges that
+    /// call them may differ.
+    pub unpredicted_clusters: Vec<String>,
 }
 
 impl DiffReport {
@@ -183,6 +196,8 @@ impl DiffReport {
                 "differences": self.differences(),
             },
             "envoy_log": self.envoy_log.as_ref().map(|p| p.display().to_string()),
+            "services": super::services::report_json(&self.services),
+            "unpredicted_clusters": self.unpredicted_clusters,
             "ignored_request_headers": IGNORED_REQUEST,
             "ignored_response_headers": IGNORED_RESPONSE,
             "ignored_prefix": "x-envoy-",
@@ -190,8 +205,17 @@ impl DiffReport {
     }
 }
 
-fn prediction(filters: &[WasmFilter], traffic: &Traffic) -> Result<Report, LiveError> {
+fn prediction(
+    filters: &[WasmFilter],
+    services: &[ServiceSpec],
+    traffic: &Traffic,
+) -> Result<Report, LiveError> {
     let mut replay = Replay::chain();
+    for s in services {
+        if let ServiceSpec::Stub(stub) = s {
+            replay = replay.http_cluster(stub.clone());
+        }
+    }
     for f in filters {
         replay = replay.filter(&f.path);
         if let Some(c) = &f.config {
@@ -226,15 +250,36 @@ pub fn run(options: &DiffOptions, traffic: &Traffic) -> Result<DiffReport, LiveE
     super::check_envoy(&options.envoy)?;
     let predicted = prediction(
         options.predicted_by.as_deref().unwrap_or(&options.filters),
+        &options.services,
         traffic,
     )?;
+    // A user's service wins over a stub of the same cluster in Envoy; the stub
+    // still answers in the prediction.
+    let in_envoy = super::services::for_envoy(&options.services);
+    let unpredicted_clusters: Vec<String> = in_envoy
+        .iter()
+        .filter(|s| {
+            matches!(s, ServiceSpec::Address { .. })
+                && !options
+                    .services
+                    .iter()
+                    .any(|o| matches!(o, ServiceSpec::Stub(_)) && o.cluster() == s.cluster())
+        })
+        .map(|s| s.cluster().to_owned())
+        .collect();
+    let services = RunningServices::start(&in_envoy)?;
     let dir = super::ScratchDir::new(options.work_dir.as_deref())?;
     let upstream = ReplayUpstream::start(traffic)?;
     let boot = match &options.user_bootstrap {
-        Some((path, cluster)) => bootstrap::rewrite_user(path, cluster, upstream.addr())?,
-        None => bootstrap::generate(
+        Some((path, cluster)) => {
+            let mut boot = bootstrap::rewrite_user(path, cluster, upstream.addr())?;
+            bootstrap::replace_clusters(&mut boot, &services.clusters())?;
+            boot
+        }
+        None => bootstrap::generate_with(
             &Configuration::Wasm(options.filters.clone()),
             upstream.addr(),
+            &services.clusters(),
         )?,
     };
     let mut envoy = EnvoyProcess::start(&options.envoy, "filters", &boot, dir.path())?;
@@ -315,6 +360,8 @@ pub fn run(options: &DiffOptions, traffic: &Traffic) -> Result<DiffReport, LiveE
     Ok(DiffReport {
         exchanges: out,
         envoy_log,
+        services: services.report(),
+        unpredicted_clusters,
     })
 }
 

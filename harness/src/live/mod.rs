@@ -9,8 +9,11 @@
 //!   worker thread's CPU time, its log; always killed on `Drop`.
 //! - [`upstream`]: the replay upstream, a real HTTP/1.1 server on 127.0.0.1
 //!   answering each request with its recorded response.
-//! - [`http1`]: the HTTP/1.1 framing both the upstream and the keep-alive
-//!   client use.
+//! - [`services`]: the clusters filters call (`--stub`: a real HTTP/1.1 stub
+//!   server per cluster; `--cluster`: the user's service), added to every
+//!   configuration with the `--alternative`s' clusters.
+//! - [`http1`]: the HTTP/1.1 framing the upstream, the stub servers and the
+//!   keep-alive client use.
 //! - [`diff`]: the traffic through Envoy once, compared with what the harness
 //!   predicts for the same chain ([`diff::run`]).
 //! - [`compare`]: the traffic through several Envoy configurations in
@@ -25,6 +28,7 @@ pub mod compare;
 pub mod diff;
 pub mod http1;
 pub mod process;
+pub mod services;
 pub mod upstream;
 
 use std::path::{Path, PathBuf};

@@ -2,10 +2,14 @@
 //! real Envoy: the demo recording through the `headers` filter matches the
 //! harness's prediction, a different prediction is caught header by header,
 //! Envoy refusing a configuration is reported with its log, and `--compare`
-//! reports every configuration with a worker CPU time per request.
+//! reports every configuration with a worker CPU time per request. Filters
+//! that call a service (ext-authz, jwt-auth's JWKS) get it from a stub server
+//! (`--stub`), in every configuration, the native alternatives included.
 
 use anyhow::{Context, Result, ensure};
+use tollgate_harness::callouts::HttpClusterStub;
 use tollgate_harness::live::bootstrap::Alternative;
+use tollgate_harness::live::services::ServiceSpec;
 use tollgate_harness::live::{LiveError, WasmFilter, compare, diff};
 use tollgate_harness::traffic::{self, Traffic};
 use tollgate_tests::paths;
@@ -260,5 +264,193 @@ fn credential_filters_local_replies_match_envoy() -> Result<()> {
             differences.join("\n")
         );
     }
+    Ok(())
+}
+
+fn stub(cluster: &str, filter: &str) -> Result<ServiceSpec> {
+    let file = paths::root()
+        .join("filters")
+        .join(filter)
+        .join("demo-stub.yaml");
+    let (http, _) = tollgate_harness::suite::stub_arg(&format!("{cluster}={}", file.display()))
+        .map_err(anyhow::Error::msg)?;
+    Ok(ServiceSpec::Stub(
+        http.context("the demo stub has no HTTP answer")?,
+    ))
+}
+
+fn demo_filter(name: &str) -> Result<WasmFilter> {
+    Ok(WasmFilter::new(paths::filter_wasm(name)?).with_config(paths::demo_config(name)?))
+}
+
+fn no_differences(report: &diff::DiffReport, what: &str) -> Result<()> {
+    let differences: Vec<String> = report
+        .exchanges
+        .iter()
+        .flat_map(|e| e.differences.iter().map(move |d| format!("{}: {d}", e.id)))
+        .collect();
+    ensure!(
+        differences.is_empty(),
+        "{what}: Envoy and the harness differ:\n{}",
+        differences.join("\n")
+    );
+    Ok(())
+}
+
+/// ext-authz calls the `authz` cluster: served by a stub server in Envoy and
+/// by the same stub in the prediction; every check reaches the stub server and
+/// the allowed headers reach the upstream, the others do not.
+#[test]
+fn ext_authz_with_its_stub_matches_the_harness() -> Result<()> {
+    let traffic = demo_traffic()?;
+    let mut o = options(vec![demo_filter("ext-authz")?])?;
+    o.services = vec![stub("authz", "ext-authz")?];
+    let report = diff::run(&o, &traffic)?;
+    no_differences(&report, "ext-authz")?;
+    let [service] = report.services.as_slice() else {
+        anyhow::bail!("one service expected: {:?}", report.services);
+    };
+    ensure!(service.cluster == "authz" && service.kind == "stub");
+    ensure!(
+        service.requests.len() == traffic.exchanges.len(),
+        "{} checks reached the stub server for {} requests",
+        service.requests.len(),
+        traffic.exchanges.len()
+    );
+    ensure!(
+        service.requests.iter().all(|r| r.path.starts_with("/check")
+            && r.headers.contains(&("host".into(), "authz.local".into()))),
+        "{:?}",
+        service.requests.first()
+    );
+    for e in &report.exchanges {
+        let seen = e
+            .envoy_upstream
+            .as_ref()
+            .with_context(|| format!("{}: refused (status {})", e.id, e.envoy_response.status))?;
+        let has = |n: &str| seen.headers.iter().any(|(k, _)| k == n);
+        ensure!(
+            seen.headers
+                .contains(&("x-auth-user".into(), "demo-user".into()))
+                && !has("x-not-allowed"),
+            "{}: {:?}",
+            e.id,
+            seen.headers
+        );
+    }
+    Ok(())
+}
+
+/// The same with the authorization service failing (reset, nobody
+/// listening): the filter fails closed with its `status_on_error` in both.
+#[test]
+fn ext_authz_with_a_failing_service_fails_closed_in_both() -> Result<()> {
+    let traffic = demo_traffic()?;
+    for failure in [
+        HttpClusterStub::reset("authz"),
+        HttpClusterStub::connect_failure("authz"),
+    ] {
+        let mut o = options(vec![demo_filter("ext-authz")?])?;
+        o.services = vec![ServiceSpec::Stub(failure.clone())];
+        let report = diff::run(&o, &traffic)?;
+        no_differences(&report, &format!("{:?}", failure.answer))?;
+        ensure!(
+            report
+                .exchanges
+                .iter()
+                .all(|e| e.envoy_response.status == 403 && e.envoy_upstream.is_none()),
+            "{:?}: not every request was refused",
+            failure.answer
+        );
+    }
+    Ok(())
+}
+
+/// jwt-auth fetches its JWKS from the `jwks` cluster: with the demo stub,
+/// Envoy and the harness agree on the demo recording (no tokens: refused) and
+/// on the jwt requests of traffic/auth.yaml, whose valid tokens reach the
+/// upstream only because the JWKS came from the stub server.
+#[test]
+fn jwt_auth_with_its_stub_matches_the_harness() -> Result<()> {
+    let demo = demo_traffic()?;
+    let auth_path = paths::root().join("traffic").join("auth.yaml");
+    let mut auth = traffic::load(&auth_path)?;
+    auth.exchanges.retain(|e| e.id.starts_with("jwt-"));
+    ensure!(
+        !auth.exchanges.is_empty(),
+        "no jwt exchange in {}",
+        auth_path.display()
+    );
+    for (what, traffic) in [("demo.har", &demo), ("auth.yaml", &auth)] {
+        let mut o = options(vec![demo_filter("jwt-auth")?])?;
+        o.services = vec![stub("jwks", "jwt-auth")?];
+        let report = diff::run(&o, traffic)?;
+        no_differences(&report, what)?;
+        let fetched = &report.services[0].requests;
+        ensure!(
+            !fetched.is_empty() && fetched.iter().all(|r| r.path == "/.well-known/jwks.json"),
+            "{what}: JWKS fetches {fetched:?}"
+        );
+        if what == "auth.yaml" {
+            for e in &report.exchanges {
+                let valid = e.id.contains("-valid");
+                ensure!(
+                    e.envoy_upstream.is_some() == valid,
+                    "{}: upstream reached {} (status {})",
+                    e.id,
+                    e.envoy_upstream.is_some(),
+                    e.envoy_response.status
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `--compare` with ext-authz and Envoy's native ext_authz: the stub serves
+/// `authz` to every configuration (replacing native.yaml's own `authz`), so
+/// neither fails closed: every configuration answers each request with the
+/// upstream's recorded status, as the router alone does.
+#[test]
+fn compare_gives_the_wasm_filter_and_the_native_one_the_same_service() -> Result<()> {
+    let traffic = demo_traffic()?;
+    let mut o =
+        compare::CompareOptions::new(paths::envoy_binary()?, vec![demo_filter("ext-authz")?]);
+    o.chain_name = "ext-authz".into();
+    o.alternatives = vec![(
+        "native".into(),
+        Alternative::load(&paths::root().join("envoy/ext-authz/native.yaml"))?,
+    )];
+    o.services = vec![stub("authz", "ext-authz")?];
+    o.rounds = 1;
+    // Once through the recording per configuration and round.
+    o.requests_per_round = traffic.exchanges.len();
+    let report = compare::run(&o, &traffic)?;
+    let names: Vec<&str> = report.configs.iter().map(|c| c.name.as_str()).collect();
+    ensure!(
+        names == ["none", "noop-wasm", "ext-authz", "native"],
+        "{names:?}"
+    );
+    let none = &report.configs[0].statuses;
+    let mut recorded = std::collections::BTreeMap::<u16, u64>::new();
+    for e in &traffic.exchanges {
+        if let Some(r) = &e.response {
+            *recorded.entry(r.status).or_default() += 1;
+        }
+    }
+    ensure!(none == &recorded, "none: {none:?}, recorded: {recorded:?}");
+    for c in &report.configs {
+        ensure!(c.errors == 0, "{}: {:?}", c.name, report.first_errors);
+        ensure!(
+            &c.statuses == none,
+            "{} answered {:?} where the router alone answered {none:?}",
+            c.name,
+            c.statuses
+        );
+    }
+    // Warm-up and one round, for both configurations that check.
+    let checks = report.services[0].requests.len();
+    ensure!(checks == 4 * traffic.exchanges.len(), "{checks} checks");
+    ensure!(report.to_text().contains("cluster authz -> stub"));
     Ok(())
 }

@@ -18,6 +18,8 @@
 //! - `envoy_cli`: `tollgate envoy` (library `live`): recordings through a real Envoy diffed
 //!   with the harness, and `--compare` (worker CPU per request per configuration).
 //!
+//! - `callout_parity`: HTTP callout failure modes (slow, reset, closed, down) and header maps
+//!   absent in a phase, a WAT guest's view in a real Envoy and in the harness.
 //! - `native_parity`: basic-auth, jwt-auth and ext-authz next to Envoy's native `basic_auth`,
 //!   `jwt_authn` and `ext_authz` (`envoy/<filter>/native.yaml`), the same requests through both;
 //!   and `traffic/auth.yaml` (the cost traffic) in the harness.
@@ -27,6 +29,7 @@
 //! with a message saying so, they never skip.
 
 mod basic_auth;
+mod callout_parity;
 mod chain;
 mod envoy_cli;
 mod envoy_headers;

@@ -11,17 +11,14 @@
 //! (header maps, buffers, properties, shared data, metrics, logs, a local
 //! reply), so the guest->host side is covered beyond what our filters use.
 //!
-//! The project's launcher starts Envoy with `--component-log-level wasm:debug`;
-//! here Envoy is started through a small script (written to the test work
-//! folder) that runs the same local binary with `wasm:trace` instead,
-//! everything else unchanged. These tests always use the local binary
+//! Envoy is started with `--component-log-level wasm:trace`
+//! (`Launcher::with_wasm_log_level`). These tests always use the local binary
 //! (`ENVOY_BIN` or the project's virtualenv), whatever `TOLLGATE_ENVOY_BACKEND`
 //! says; without it they fail, never skip.
 //!
 //! Differences a rule explains are printed, by name; any other fails the test.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -42,32 +39,9 @@ use tollgate_tests::{jwt, paths};
 /// after the response reached the client (a hang guard, not a speed check).
 const SETTLE_DEADLINE: Duration = Duration::from_secs(60);
 
-/// Unique script names within this process.
-static SCRIPTS: AtomicU32 = AtomicU32::new(0);
-
-/// A launcher running the project's Envoy with the `wasm` log at trace level.
+/// A launcher running the project's local Envoy with the `wasm` log at trace level.
 fn traced_launcher() -> Result<Launcher> {
-    let envoy = paths::envoy_binary()?;
-    let script = paths::work_dir()?.join(format!(
-        "envoy-wasm-trace-{}-{}.sh",
-        std::process::id(),
-        SCRIPTS.fetch_add(1, Ordering::SeqCst)
-    ));
-    let text = format!(
-        "#!/bin/sh\n\
-         # Envoy with its wasm log at trace level (written by the trace_diff tests).\n\
-         for arg do\n  shift\n  if [ \"$arg\" = wasm:debug ]; then arg=wasm:trace; fi\n  set -- \"$@\" \"$arg\"\ndone\n\
-         exec '{}' \"$@\"\n",
-        envoy.display()
-    );
-    std::fs::write(&script, text).with_context(|| format!("writing {}", script.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
-            .with_context(|| format!("making {} executable", script.display()))?;
-    }
-    Ok(Launcher::local_binary(script))
+    Ok(Launcher::local()?.with_wasm_log_level("trace"))
 }
 
 fn start_traced(config: &EnvoyConfig, label: &str) -> Result<Envoy> {
@@ -117,7 +91,9 @@ struct Sent {
 fn settled_log(envoy: &Envoy, streams: usize) -> Result<String> {
     let deadline = Instant::now() + SETTLE_DEADLINE;
     loop {
-        let log = envoy.log();
+        let mut log = envoy.log();
+        // Only whole lines: Envoy may be half-way through writing the last one.
+        log.truncate(log.rfind('\n').map_or(0, |i| i + 1));
         let deleted = log
             .lines()
             .filter(|l| l.contains("[host<-vm] proxy_on_delete return"))
