@@ -956,21 +956,24 @@ mod tests {
             (br $spin)))
         (i32.const 0)))"#;
 
-    fn vm(timeout: Duration) -> Vm {
+    /// The plugin comes along: its epoch ticker (which the call timeout
+    /// counts) runs while it lives.
+    fn vm(timeout: Duration) -> (Plugin, Vm) {
         let wasm = wat::parse_str(SPIN_WAT).expect("assembles");
         let plugin = Plugin::from_bytes("spin", &wasm).expect("loads");
         let settings = VmSettings {
             call_timeout: timeout,
             ..VmSettings::default()
         };
-        Vm::start(&plugin, settings).expect("starts")
+        let vm = Vm::start(&plugin, settings).expect("starts");
+        (plugin, vm)
     }
 
     #[test]
     fn the_call_timeout_is_per_call_not_per_vm() {
         // Many quick calls over more wall time than the timeout: none is
         // stopped (the tick count starts again with every call).
-        let mut vm = vm(Duration::from_millis(20));
+        let (_plugin, mut vm) = vm(Duration::from_millis(20));
         let began = Instant::now();
         let mut runs = 0;
         while began.elapsed() < Duration::from_millis(120) || runs < 10 {
@@ -984,7 +987,7 @@ mod tests {
     #[test]
     fn a_looping_call_is_stopped_with_its_callback_named() {
         // 1 header: 2^40 iterations, far beyond the timeout.
-        let mut vm = vm(Duration::from_millis(30));
+        let (_plugin, mut vm) = vm(Duration::from_millis(30));
         let request = HeaderMap::from_pairs([(":path", "/")]);
         let err = vm
             .run_bare(request, HeaderMap::default())
