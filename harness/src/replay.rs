@@ -797,22 +797,8 @@ pub(crate) fn judge(
     if out.reset_in.is_none() && out.stalled_in.is_none() && out.failure.is_none() {
         diff_response(&recorded_response, &out.client_response, &mut changes);
     }
-    let verdict = if let Some(f) = out.failures.first() {
-        Verdict::Failed {
-            message: if many {
-                format!("{}: {}", f.filter, f.error)
-            } else {
-                f.error.to_string()
-            },
-        }
-    } else if let Some(f) = &out.failure {
-        Verdict::Failed {
-            message: f.to_string(),
-        }
-    } else if let Some(l) = &out.local_response {
-        Verdict::AnsweredLocally {
-            status: u16::try_from(l.status).unwrap_or(0),
-        }
+    let verdict = if let Some(v) = decided_verdict(&out, many) {
+        v
     } else if changes.is_empty() {
         Verdict::Passed
     } else {
@@ -827,6 +813,31 @@ pub(crate) fn judge(
         cost,
         logs,
         filters: out.steps,
+    }
+}
+
+/// The verdict a run gets whatever it changed: the first filter failure
+/// (prefixed with the filter's name when `many`), else the chain's failure,
+/// else the filter's local answer; `None` when the messages decide.
+pub(crate) fn decided_verdict(out: &StreamOutcome, many: bool) -> Option<Verdict> {
+    if let Some(f) = out.failures.first() {
+        Some(Verdict::Failed {
+            message: if many {
+                format!("{}: {}", f.filter, f.error)
+            } else {
+                f.error.to_string()
+            },
+        })
+    } else if let Some(f) = &out.failure {
+        Some(Verdict::Failed {
+            message: f.to_string(),
+        })
+    } else {
+        out.local_response
+            .as_ref()
+            .map(|l| Verdict::AnsweredLocally {
+                status: u16::try_from(l.status).unwrap_or(0),
+            })
     }
 }
 

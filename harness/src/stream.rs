@@ -1342,23 +1342,8 @@ impl Parked {
             },
             resp: Flow::default(),
             out: Some(StreamOutcome {
-                upstream_request: None,
-                client_response: HttpResponse {
-                    status: NO_RESPONSE,
-                    headers: Vec::new(),
-                    body: Vec::new(),
-                },
-                local_response: None,
-                local_in_response: false,
-                reset_in: None,
-                stalled_in: None,
-                failure: None,
-                failures: Vec::new(),
-                upstream_trailers: Vec::new(),
-                client_trailers: Vec::new(),
                 steps,
-                callouts: Vec::new(),
-                callout_requests: Vec::new(),
+                ..empty_outcome()
             }),
             in_local: false,
             req_body_len: req.body.len(),
@@ -1511,22 +1496,8 @@ fn verdict_of(
             .and_then(|s| s.parse().ok())
             .unwrap_or(NO_RESPONSE)
     };
-    let verdict = if let Some(f) = out.failures.first() {
-        Verdict::Failed {
-            message: if many {
-                format!("{}: {}", f.filter, f.error)
-            } else {
-                f.error.to_string()
-            },
-        }
-    } else if let Some(f) = &out.failure {
-        Verdict::Failed {
-            message: f.to_string(),
-        }
-    } else if let Some(l) = &out.local_response {
-        Verdict::AnsweredLocally {
-            status: u16::try_from(l.status).unwrap_or(0),
-        }
+    let verdict = if let Some(v) = crate::replay::decided_verdict(&out, many) {
+        v
     } else if out.reset_in.is_some() || out.stalled_in.is_some() {
         Verdict::Modified
     } else {

@@ -72,6 +72,29 @@ struct Opening {
 
 /// Records the opening and finds its stub; `Err` is the status to return
 /// (`Err(Err(..))`: a trap).
+/// The cluster, `service/method` and metadata of a call or stream, each read
+/// from guest memory at its (pointer, length); no message, no timeout.
+/// `None` when one is out of bounds.
+fn read_target(
+    caller: &Caller<'_, HostState>,
+    service: (u32, u32),
+    service_name: (u32, u32),
+    method: (u32, u32),
+    metadata_at: (u32, u32),
+) -> Option<Opening> {
+    let c = mem::read(caller, service.0, service.1)?;
+    let n = mem::read(caller, service_name.0, service_name.1)?;
+    let m = mem::read(caller, method.0, method.1)?;
+    let md = mem::read(caller, metadata_at.0, metadata_at.1)?;
+    Some(Opening {
+        cluster: text(&c),
+        method: format!("{}/{}", text(&n), text(&m)),
+        metadata: metadata(&md),
+        message: Vec::new(),
+        timeout_ms: 0,
+    })
+}
+
 fn open(
     state: &mut HostState,
     o: Opening,
@@ -129,21 +152,22 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
          timeout_ms: u32,
          token_ptr: u32|
          -> wasmtime::Result<u32> {
-            let (Some(c), Some(n), Some(m), Some(md), Some(msg)) = (
-                mem::read(&caller, service_ptr, service_len),
-                mem::read(&caller, service_name_ptr, service_name_len),
-                mem::read(&caller, method_ptr, method_len),
-                mem::read(&caller, metadata_ptr, metadata_len),
+            let (Some(target), Some(message)) = (
+                read_target(
+                    &caller,
+                    (service_ptr, service_len),
+                    (service_name_ptr, service_name_len),
+                    (method_ptr, method_len),
+                    (metadata_ptr, metadata_len),
+                ),
                 mem::read(&caller, message_ptr, message_len),
             ) else {
                 return Ok(Status::InvalidMemoryAccess.code());
             };
             let opening = Opening {
-                cluster: text(&c),
-                method: format!("{}/{}", text(&n), text(&m)),
-                metadata: metadata(&md),
-                message: msg,
+                message,
                 timeout_ms,
+                ..target
             };
             let state = caller.data_mut();
             let stub = match open(state, opening, "grpc") {
@@ -169,20 +193,14 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
          metadata_len: u32,
          token_ptr: u32|
          -> wasmtime::Result<u32> {
-            let (Some(c), Some(n), Some(m), Some(md)) = (
-                mem::read(&caller, service_ptr, service_len),
-                mem::read(&caller, service_name_ptr, service_name_len),
-                mem::read(&caller, method_ptr, method_len),
-                mem::read(&caller, metadata_ptr, metadata_len),
+            let Some(opening) = read_target(
+                &caller,
+                (service_ptr, service_len),
+                (service_name_ptr, service_name_len),
+                (method_ptr, method_len),
+                (metadata_ptr, metadata_len),
             ) else {
                 return Ok(Status::InvalidMemoryAccess.code());
-            };
-            let opening = Opening {
-                cluster: text(&c),
-                method: format!("{}/{}", text(&n), text(&m)),
-                metadata: metadata(&md),
-                message: Vec::new(),
-                timeout_ms: 0,
             };
             let state = caller.data_mut();
             let stub = match open(state, opening, "grpc-stream") {

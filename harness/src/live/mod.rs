@@ -12,6 +12,8 @@
 //! - [`services`]: the clusters filters call (`--stub`: a real HTTP/1.1 stub
 //!   server per cluster; `--cluster`: the user's service), added to every
 //!   configuration with the `--alternative`s' clusters.
+//! - `server`: the accept and keep-alive loop of the upstream and the stub
+//!   servers (a thread per connection).
 //! - [`http1`]: the HTTP/1.1 framing the upstream, the stub servers and the
 //!   keep-alive client use.
 //! - [`diff`]: the traffic through Envoy once, compared with what the harness
@@ -28,6 +30,7 @@ pub mod compare;
 pub mod diff;
 pub mod http1;
 pub mod process;
+mod server;
 pub mod services;
 pub mod upstream;
 

@@ -219,10 +219,7 @@ impl EnvoyProcess {
 
     /// Stops Envoy now.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        crate::traffic::record::stop_child(&mut self.child);
     }
 }
 

@@ -18,13 +18,9 @@
 //! the native alternatives call the same services.
 
 use std::collections::BTreeMap;
-use std::io::BufReader;
-use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -32,12 +28,11 @@ use serde_json::{Value, json};
 use crate::callouts::{HttpAnswer, HttpClusterStub};
 
 use super::bootstrap::{Alternative, UPSTREAM_CLUSTER};
-use super::{LiveError, http1, io};
+use super::server::{Request, Server};
+use super::{LiveError, http1};
 
 /// The longest a stub's `delay_ms` is slept for real.
 pub const MAX_DELAY: Duration = Duration::from_secs(5);
-/// How long an idle stub connection waits for the next request.
-const IDLE: Duration = Duration::from_secs(120);
 
 /// What answers one cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,56 +103,30 @@ pub struct StubRequest {
 struct Shared {
     stub: HttpClusterStub,
     seen: Mutex<Vec<StubRequest>>,
-    stop: AtomicBool,
 }
 
 /// A running stub server; dropping it stops accepting connections.
 pub struct StubServer {
-    addr: SocketAddr,
+    server: Server,
     shared: Arc<Shared>,
-    accept: Option<JoinHandle<()>>,
 }
 
 impl StubServer {
     /// Binds 127.0.0.1 on a port the kernel picks and answers with `stub`.
     pub fn start(stub: HttpClusterStub) -> Result<StubServer, LiveError> {
         let what = format!("the stub server of cluster {}", stub.cluster);
-        let listener =
-            TcpListener::bind(("127.0.0.1", 0)).map_err(io(format!("binding {what}")))?;
-        let addr = listener
-            .local_addr()
-            .map_err(io(format!("reading the address of {what}")))?;
         let shared = Arc::new(Shared {
             stub,
             seen: Mutex::new(Vec::new()),
-            stop: AtomicBool::new(false),
         });
         let s = Arc::clone(&shared);
-        let accept = std::thread::Builder::new()
-            .name("tollgate-stub".into())
-            .spawn(move || {
-                for conn in listener.incoming() {
-                    if s.stop.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    let Ok(conn) = conn else { continue };
-                    let s = Arc::clone(&s);
-                    let _ = std::thread::Builder::new()
-                        .name("tollgate-stub-conn".into())
-                        .spawn(move || serve(conn, &s));
-                }
-            })
-            .map_err(io(format!("starting {what}")))?;
-        Ok(StubServer {
-            addr,
-            shared,
-            accept: Some(accept),
-        })
+        let server = Server::start(&what, "tollgate-stub", move |req| answer(req, &s))?;
+        Ok(StubServer { server, shared })
     }
 
     /// Where it listens.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// Every request received so far, in arrival order.
@@ -170,61 +139,29 @@ impl StubServer {
     }
 }
 
-impl Drop for StubServer {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(h) = self.accept.take() {
-            let _ = h.join();
-        }
+/// The stub's answer to `req` after its delay; `None` (reset): close without
+/// a response.
+fn answer(req: Request, shared: &Shared) -> Option<Vec<u8>> {
+    if let Ok(mut seen) = shared.seen.lock() {
+        seen.push(StubRequest {
+            method: req.method.clone(),
+            path: req.path,
+            headers: req.head.headers,
+        });
     }
-}
-
-fn serve(conn: TcpStream, shared: &Shared) {
-    let _ = conn.set_read_timeout(Some(IDLE));
-    let _ = conn.set_nodelay(true);
-    let Ok(mut writer) = conn.try_clone() else {
-        return;
-    };
-    let mut reader = BufReader::new(conn);
-    loop {
-        if shared.stop.load(Ordering::SeqCst) {
-            return;
-        }
-        let head = match http1::read_head(&mut reader) {
-            Ok(Some(h)) => h,
-            _ => return,
-        };
-        let mut parts = head.start.split_whitespace();
-        let method = parts.next().unwrap_or("").to_owned();
-        let path = parts.next().unwrap_or("/").to_owned();
-        if http1::read_body(&mut reader, &head, false).is_err() {
-            return;
-        }
-        if let Ok(mut seen) = shared.seen.lock() {
-            seen.push(StubRequest {
-                method: method.clone(),
-                path,
-                headers: head.headers.clone(),
-            });
-        }
-        let delay = shared.stub.delay.min(MAX_DELAY);
-        if !delay.is_zero() {
-            std::thread::sleep(delay);
-        }
-        let bytes = match &shared.stub.answer {
-            HttpAnswer::Response {
-                status,
-                headers,
-                body,
-                ..
-            } => http1::encode_response(&method, *status, headers, body),
-            // Reset: the request was read; close without a response.
-            HttpAnswer::Reset | HttpAnswer::ConnectFailure => return,
-        };
-        if writer.write_all(&bytes).is_err() || head.closes() {
-            return;
-        }
+    let delay = shared.stub.delay.min(MAX_DELAY);
+    if !delay.is_zero() {
+        std::thread::sleep(delay);
+    }
+    match &shared.stub.answer {
+        HttpAnswer::Response {
+            status,
+            headers,
+            body,
+            ..
+        } => Some(http1::encode_response(&req.method, *status, headers, body)),
+        // Reset: the request was read; close without a response.
+        HttpAnswer::Reset | HttpAnswer::ConnectFailure => None,
     }
 }
 
@@ -469,7 +406,7 @@ mod tests {
         assert!(c.send(&get("/")).is_err());
         assert_eq!(running.services[0].seen().len(), 1);
         assert_eq!(running.services[1].kind, "closed port");
-        assert!(TcpStream::connect(running.services[1].addr).is_err());
+        assert!(std::net::TcpStream::connect(running.services[1].addr).is_err());
     }
 
     #[test]

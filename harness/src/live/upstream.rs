@@ -16,19 +16,13 @@
 //! sequential run can tell which request reached the upstream and as what.
 
 use std::collections::HashMap;
-use std::io::{BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::Duration;
 
 use crate::traffic::{HttpResponse, Traffic};
 
-use super::{LiveError, http1, io};
-
-/// How long an idle upstream connection waits for the next request.
-const IDLE: Duration = Duration::from_secs(120);
+use super::server::{Request, Server};
+use super::{LiveError, http1};
 
 /// A request as it reached the upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,14 +79,12 @@ struct Shared {
     /// The response for the next request, set by [`ReplayUpstream::answer_next`].
     next: Mutex<Option<Option<HttpResponse>>>,
     seen: Mutex<Vec<SeenRequest>>,
-    stop: AtomicBool,
 }
 
 /// A running replay upstream; dropping it stops accepting connections.
 pub struct ReplayUpstream {
-    addr: SocketAddr,
+    server: Server,
     shared: Arc<Shared>,
-    accept: Option<JoinHandle<()>>,
 }
 
 impl ReplayUpstream {
@@ -114,43 +106,21 @@ impl ReplayUpstream {
                 .0
                 .push(e.response.clone());
         }
-        let listener = TcpListener::bind(("127.0.0.1", 0))
-            .map_err(io("binding the replay upstream on 127.0.0.1"))?;
-        let addr = listener
-            .local_addr()
-            .map_err(io("reading the replay upstream's address"))?;
         let shared = Arc::new(Shared {
             table: Mutex::new(table),
             next: Mutex::new(None),
             seen: Mutex::new(Vec::new()),
-            stop: AtomicBool::new(false),
         });
         let s = Arc::clone(&shared);
-        let accept = std::thread::Builder::new()
-            .name("tollgate-upstream".into())
-            .spawn(move || {
-                for conn in listener.incoming() {
-                    if s.stop.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    let Ok(conn) = conn else { continue };
-                    let s = Arc::clone(&s);
-                    let _ = std::thread::Builder::new()
-                        .name("tollgate-upstream-conn".into())
-                        .spawn(move || serve(conn, &s));
-                }
-            })
-            .map_err(io("starting the replay upstream thread"))?;
-        Ok(ReplayUpstream {
-            addr,
-            shared,
-            accept: Some(accept),
-        })
+        let server = Server::start("the replay upstream", "tollgate-upstream", move |req| {
+            Some(answer(req, &s))
+        })?;
+        Ok(ReplayUpstream { server, shared })
     }
 
     /// Where it listens.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// Answers the next request with `response` (`None`: the exchange was
@@ -172,84 +142,53 @@ impl ReplayUpstream {
     }
 }
 
-impl Drop for ReplayUpstream {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(h) = self.accept.take() {
-            let _ = h.join();
-        }
-    }
-}
-
-fn serve(conn: TcpStream, shared: &Shared) {
-    let _ = conn.set_read_timeout(Some(IDLE));
-    let _ = conn.set_nodelay(true);
-    let Ok(writer) = conn.try_clone() else { return };
-    let mut writer = writer;
-    let mut reader = BufReader::new(conn);
-    loop {
-        if shared.stop.load(Ordering::SeqCst) {
-            return;
-        }
-        let head = match http1::read_head(&mut reader) {
-            Ok(Some(h)) => h,
-            _ => return,
-        };
-        let mut parts = head.start.split_whitespace();
-        let method = parts.next().unwrap_or("").to_owned();
-        let path = parts.next().unwrap_or("/").to_owned();
-        let Ok(body) = http1::read_body(&mut reader, &head, false) else {
-            return;
-        };
-        let given = shared.next.lock().ok().and_then(|mut n| n.take());
-        let found = given.or_else(|| {
-            shared
-                .table
-                .lock()
-                .ok()
-                .and_then(|mut t| t.next(&method, &path))
+/// The recorded answer to `req` (or `404`/`502`, see the module doc).
+fn answer(req: Request, shared: &Shared) -> Vec<u8> {
+    let given = shared.next.lock().ok().and_then(|mut n| n.take());
+    let found = given.or_else(|| {
+        shared
+            .table
+            .lock()
+            .ok()
+            .and_then(|mut t| t.next(&req.method, &req.path))
+    });
+    let bytes = match &found {
+        Some(Some(r)) => http1::encode_response(&req.method, r.status, &r.headers, &r.body),
+        Some(None) => http1::encode_response(
+            &req.method,
+            502,
+            &[("x-tollgate-upstream".into(), "no-response".into())],
+            b"recorded without a response\n",
+        ),
+        None => http1::encode_response(
+            &req.method,
+            404,
+            &[("x-tollgate-upstream".into(), "no-match".into())],
+            b"no recorded response for this method and path\n",
+        ),
+    };
+    let answered = match &found {
+        Some(Some(r)) => r.status,
+        Some(None) => 502,
+        None => 404,
+    };
+    if let Ok(mut seen) = shared.seen.lock() {
+        seen.push(SeenRequest {
+            method: req.method,
+            path: req.path,
+            headers: req.head.headers,
+            body: req.body,
+            answered,
         });
-        let bytes = match &found {
-            Some(Some(r)) => http1::encode_response(&method, r.status, &r.headers, &r.body),
-            Some(None) => http1::encode_response(
-                &method,
-                502,
-                &[("x-tollgate-upstream".into(), "no-response".into())],
-                b"recorded without a response\n",
-            ),
-            None => http1::encode_response(
-                &method,
-                404,
-                &[("x-tollgate-upstream".into(), "no-match".into())],
-                b"no recorded response for this method and path\n",
-            ),
-        };
-        let answered = match &found {
-            Some(Some(r)) => r.status,
-            Some(None) => 502,
-            None => 404,
-        };
-        if let Ok(mut seen) = shared.seen.lock() {
-            seen.push(SeenRequest {
-                method,
-                path,
-                headers: head.headers.clone(),
-                body,
-                answered,
-            });
-        }
-        if writer.write_all(&bytes).is_err() || head.closes() {
-            return;
-        }
     }
+    bytes
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::traffic::{Exchange, HttpRequest};
+    use std::time::Duration;
 
     fn exchange(path: &str, status: u16) -> Exchange {
         Exchange {

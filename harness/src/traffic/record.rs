@@ -387,16 +387,21 @@ impl Recorder {
     }
 
     fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        stop_child(&mut self.child);
     }
 }
 
 impl Drop for Recorder {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Kills the Envoy in `child`, if any, and waits for it to exit (no zombie).
+pub(crate) fn stop_child(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
     }
 }
 

@@ -108,6 +108,14 @@ fn a_different_prediction_is_reported_header_by_header() -> Result<()> {
     Ok(())
 }
 
+/// The error `result` must be; `accepted` says what went wrong if it is not one.
+fn refused<T>(result: Result<T, LiveError>, accepted: &str) -> Result<LiveError> {
+    match result {
+        Ok(_) => anyhow::bail!("{accepted}"),
+        Err(e) => Ok(e),
+    }
+}
+
 #[test]
 fn envoy_refusing_the_filter_configuration_is_reported_with_its_log() -> Result<()> {
     let traffic = demo_traffic()?;
@@ -115,10 +123,10 @@ fn envoy_refusing_the_filter_configuration_is_reported_with_its_log() -> Result<
     // A fixed folder: the log an error points to is kept, and overwritten next run.
     o.work_dir = Some(paths::work_dir()?.join("envoy-cli-refused-filter"));
     o.predicted_by = Some(vec![headers_filter(paths::demo_config("headers")?)?]);
-    let err = match diff::run(&o, &traffic) {
-        Ok(_) => anyhow::bail!("Envoy accepted a configuration the filter rejects"),
-        Err(e) => e,
-    };
+    let err = refused(
+        diff::run(&o, &traffic),
+        "Envoy accepted a configuration the filter rejects",
+    )?;
     ensure!(matches!(err, LiveError::Envoy { .. }), "{err}");
     let text = err.to_string();
     ensure!(
@@ -133,10 +141,7 @@ fn a_missing_envoy_is_named() -> Result<()> {
     let traffic = demo_traffic()?;
     let mut o = options(vec![headers_filter(paths::demo_config("headers")?)?])?;
     o.envoy = paths::work_dir()?.join("no-such-envoy");
-    let err = match diff::run(&o, &traffic) {
-        Ok(_) => anyhow::bail!("ran without an Envoy binary"),
-        Err(e) => e,
-    };
+    let err = refused(diff::run(&o, &traffic), "ran without an Envoy binary")?;
     ensure!(matches!(err, LiveError::EnvoyMissing(_)), "{err}");
     ensure!(err.to_string().contains("no-such-envoy"), "{err}");
     Ok(())
@@ -222,10 +227,10 @@ fn compare_names_the_alternative_envoy_refuses() -> Result<()> {
     o.rounds = 1;
     o.requests_per_round = 1;
     o.work_dir = Some(paths::work_dir()?.join("envoy-cli-refused-alternative"));
-    let err = match compare::run(&o, &traffic) {
-        Ok(_) => anyhow::bail!("Envoy accepted an unknown filter"),
-        Err(e) => e,
-    };
+    let err = refused(
+        compare::run(&o, &traffic),
+        "Envoy accepted an unknown filter",
+    )?;
     let text = err.to_string();
     ensure!(
         text.contains("Envoy (bogus)") && text.contains("envoy.filters.http.no_such_filter"),

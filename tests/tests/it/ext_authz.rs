@@ -144,11 +144,33 @@ fn harness_service_errors_and_unknown_cluster_are_403() -> Result<()> {
 
 /// `envoy/ext-authz/envoy.yaml` on ephemeral ports, its clusters aimed at `upstream` and `authz`.
 fn start_envoy(upstream: SocketAddr, authz: SocketAddr, label: &str) -> Result<Envoy> {
+    start_configured(upstream, authz, None, label)
+}
+
+/// [`start_envoy`] with the plugin configured by `configuration`.
+fn start_envoy_with(
+    upstream: SocketAddr,
+    authz: SocketAddr,
+    configuration: &str,
+    label: &str,
+) -> Result<Envoy> {
+    start_configured(upstream, authz, Some(configuration), label)
+}
+
+fn start_configured(
+    upstream: SocketAddr,
+    authz: SocketAddr,
+    configuration: Option<&str>,
+    label: &str,
+) -> Result<Envoy> {
     let mut config = EnvoyConfig::load(&paths::envoy_config(FILTER))?;
     config
         .use_ephemeral_ports()?
         .route_cluster_to("upstream", upstream)?
         .route_cluster_to("authz", authz)?;
+    if let Some(c) = configuration {
+        config.set_plugin_configuration(c)?;
+    }
     config.use_filters_from(&paths::filters_dir()?)?;
     Envoy::start(&config, label)
 }
@@ -311,16 +333,12 @@ fn envoy_slow_and_down_services_fail_closed() -> Result<()> {
 fn envoy_failure_mode_allow_lets_requests_through_when_down() -> Result<()> {
     let upstream = Upstream::start(response(200, &[], "order"))?;
     let closed = down_service();
-    let mut config = EnvoyConfig::load(&paths::envoy_config(FILTER))?;
-    config
-        .use_ephemeral_ports()?
-        .route_cluster_to("upstream", upstream.addr())?
-        .route_cluster_to("authz", closed)?
-        .set_plugin_configuration(
-            r#"{"cluster": "authz", "timeout_ms": 500, "failure_mode_allow": true}"#,
-        )?;
-    config.use_filters_from(&paths::filters_dir()?)?;
-    let envoy = Envoy::start(&config, "ext-authz-fail-open")?;
+    let envoy = start_envoy_with(
+        upstream.addr(),
+        closed,
+        r#"{"cluster": "authz", "timeout_ms": 500, "failure_mode_allow": true}"#,
+        "ext-authz-fail-open",
+    )?;
     envoy.explain((|| {
         let got = client::send(envoy.listener(), &guarded_request())?;
         ensure!(got.status == 200 && got.body == b"order", "{got:?}");
@@ -333,16 +351,12 @@ fn envoy_failure_mode_allow_lets_requests_through_when_down() -> Result<()> {
 fn envoy_with_request_body_sends_the_body_and_holds_it_back_on_deny() -> Result<()> {
     let upstream = Upstream::start(response(200, &[], "order"))?;
     let authz = Upstream::start(response(200, &[], ""))?;
-    let mut config = EnvoyConfig::load(&paths::envoy_config(FILTER))?;
-    config
-        .use_ephemeral_ports()?
-        .route_cluster_to("upstream", upstream.addr())?
-        .route_cluster_to("authz", authz.addr())?
-        .set_plugin_configuration(
-            r#"{"cluster": "authz", "timeout_ms": 500, "with_request_body": {"max_request_bytes": 4}}"#,
-        )?;
-    config.use_filters_from(&paths::filters_dir()?)?;
-    let envoy = Envoy::start(&config, "ext-authz-body")?;
+    let envoy = start_envoy_with(
+        upstream.addr(),
+        authz.addr(),
+        r#"{"cluster": "authz", "timeout_ms": 500, "with_request_body": {"max_request_bytes": 4}}"#,
+        "ext-authz-body",
+    )?;
     envoy.explain((|| {
         let small = client::request("POST", "shop.example.com", "/b", &[], b"abc");
         let got = client::send(envoy.listener(), &small)?;
@@ -374,16 +388,12 @@ fn envoy_with_request_body_sends_the_body_and_holds_it_back_on_deny() -> Result<
 fn envoy_partial_body_sends_the_first_bytes_and_the_upstream_gets_all() -> Result<()> {
     let upstream = Upstream::start(response(200, &[], "order"))?;
     let authz = Upstream::start(response(200, &[], ""))?;
-    let mut config = EnvoyConfig::load(&paths::envoy_config(FILTER))?;
-    config
-        .use_ephemeral_ports()?
-        .route_cluster_to("upstream", upstream.addr())?
-        .route_cluster_to("authz", authz.addr())?
-        .set_plugin_configuration(
-            r#"{"cluster": "authz", "timeout_ms": 500, "with_request_body": {"max_request_bytes": 4, "allow_partial_message": true}}"#,
-        )?;
-    config.use_filters_from(&paths::filters_dir()?)?;
-    let envoy = Envoy::start(&config, "ext-authz-partial-body")?;
+    let envoy = start_envoy_with(
+        upstream.addr(),
+        authz.addr(),
+        r#"{"cluster": "authz", "timeout_ms": 500, "with_request_body": {"max_request_bytes": 4, "allow_partial_message": true}}"#,
+        "ext-authz-partial-body",
+    )?;
     envoy.explain((|| {
         // Past the limit: no 413; the service gets the first 4 bytes, flagged partial.
         let big = client::request("POST", "shop.example.com", "/b", &[], b"abcdefgh");
@@ -431,16 +441,12 @@ fn envoy_partial_body_sends_the_first_bytes_and_the_upstream_gets_all() -> Resul
 fn envoy_body_above_the_limit_is_413_also_when_announced() -> Result<()> {
     let upstream = Upstream::start(response(200, &[], "order"))?;
     let authz = Upstream::start(response(200, &[], ""))?;
-    let mut config = EnvoyConfig::load(&paths::envoy_config(FILTER))?;
-    config
-        .use_ephemeral_ports()?
-        .route_cluster_to("upstream", upstream.addr())?
-        .route_cluster_to("authz", authz.addr())?
-        .set_plugin_configuration(
-            r#"{"cluster": "authz", "timeout_ms": 500, "with_request_body": {"max_request_bytes": 4}}"#,
-        )?;
-    config.use_filters_from(&paths::filters_dir()?)?;
-    let envoy = Envoy::start(&config, "ext-authz-413")?;
+    let envoy = start_envoy_with(
+        upstream.addr(),
+        authz.addr(),
+        r#"{"cluster": "authz", "timeout_ms": 500, "with_request_body": {"max_request_bytes": 4}}"#,
+        "ext-authz-413",
+    )?;
     envoy.explain((|| {
         // content-length announces 8 bytes: refused at the headers, nothing goes upstream.
         let big = client::request("POST", "shop.example.com", "/b", &[], b"abcdefgh");

@@ -16,7 +16,7 @@ use tollgate_tests::envoy::{Envoy, EnvoyConfig};
 use tollgate_tests::http1::header;
 use tollgate_tests::jwt::{self, Issuer};
 use tollgate_tests::paths;
-use tollgate_tests::upstream::Upstream;
+use tollgate_tests::upstream::{ReceivedRequest, Upstream};
 
 /// The filter under test.
 const FILTER: &str = "jwt-auth";
@@ -419,6 +419,23 @@ fn envoy_verifies_every_algorithm_with_a_fetched_jwks_and_refuses_forgeries() ->
     })())
 }
 
+/// Sends `GET path` with `headers` through `envoy`: answered 200, and the one
+/// request `upstream` got.
+fn passed_through(
+    envoy: &Envoy,
+    upstream: &Upstream,
+    path: &str,
+    headers: &[(&str, &str)],
+    what: &str,
+) -> Result<ReceivedRequest> {
+    let req = client::request("GET", "api.example.com", path, headers, b"");
+    let got = client::send(envoy.listener(), &req)?;
+    ensure!(got.status == 200, "{what}: {got:?}");
+    let mut ups = upstream.take_requests();
+    ensure!(ups.len() == 1, "{what}: {ups:?}");
+    Ok(ups.remove(0))
+}
+
 #[test]
 fn envoy_removes_the_token_from_the_query_and_cookie_unless_forwarded() -> Result<()> {
     let issuer = Issuer::eddsa("strip")?;
@@ -433,58 +450,44 @@ fn envoy_removes_the_token_from_the_query_and_cookie_unless_forwarded() -> Resul
     let token = issuer.token(&claims_at(jwt::now()));
     envoy.explain((|| {
         let path = format!("/v1/orders?page=2&access_token={token}&sort=asc");
-        let req = client::request("GET", "api.example.com", &path, &[], b"");
-        let got = client::send(envoy.listener(), &req)?;
-        ensure!(got.status == 200, "token in the query: {got:?}");
-        let ups = upstream.take_requests();
-        ensure!(ups.len() == 1, "{ups:?}");
+        let up = passed_through(&envoy, &upstream, &path, &[], "token in the query")?;
         ensure!(
-            ups[0].path == "/v1/orders?page=2&sort=asc",
+            up.path == "/v1/orders?page=2&sort=asc",
             "the upstream saw {:?}",
-            ups[0].path
+            up.path
         );
         ensure!(
-            !format!("{:?}", ups[0]).contains(&token),
+            !format!("{up:?}").contains(&token),
             "token reached upstream"
         );
 
         let cookie = format!("theme=dark; id_token={token}; lang=en");
-        let req = client::request(
-            "GET",
-            "api.example.com",
+        let up = passed_through(
+            &envoy,
+            &upstream,
             "/v1/orders",
             &[("cookie", &cookie)],
-            b"",
-        );
-        let got = client::send(envoy.listener(), &req)?;
-        ensure!(got.status == 200, "token in a cookie: {got:?}");
-        let ups = upstream.take_requests();
-        ensure!(ups.len() == 1, "{ups:?}");
+            "token in a cookie",
+        )?;
         ensure!(
-            header(&ups[0].headers, "cookie") == Some("theme=dark; lang=en"),
+            header(&up.headers, "cookie") == Some("theme=dark; lang=en"),
             "{:?}",
-            ups[0].headers
+            up.headers
         );
         ensure!(
-            !format!("{:?}", ups[0]).contains(&token),
+            !format!("{up:?}").contains(&token),
             "token reached upstream"
         );
 
         let cookie = format!("id_token={token}");
-        let req = client::request(
-            "GET",
-            "api.example.com",
+        let up = passed_through(
+            &envoy,
+            &upstream,
             "/v1/orders",
             &[("cookie", &cookie)],
-            b"",
-        );
-        let got = client::send(envoy.listener(), &req)?;
-        ensure!(got.status == 200, "only cookie: {got:?}");
-        let ups = upstream.take_requests();
-        ensure!(
-            ups.len() == 1 && header(&ups[0].headers, "cookie").is_none(),
-            "{ups:?}"
-        );
+            "only cookie",
+        )?;
+        ensure!(header(&up.headers, "cookie").is_none(), "{up:?}");
         Ok(())
     })())?;
     drop(envoy);
@@ -494,11 +497,8 @@ fn envoy_removes_the_token_from_the_query_and_cookie_unless_forwarded() -> Resul
     let envoy = start_envoy(&forward, &upstream, &jwks_server, "jwt-auth-forward")?;
     envoy.explain((|| {
         let path = format!("/v1/orders?access_token={token}");
-        let req = client::request("GET", "api.example.com", &path, &[], b"");
-        let got = client::send(envoy.listener(), &req)?;
-        ensure!(got.status == 200, "{got:?}");
-        let ups = upstream.take_requests();
-        ensure!(ups.len() == 1 && ups[0].path == path, "{ups:?}");
+        let up = passed_through(&envoy, &upstream, &path, &[], "forwarded")?;
+        ensure!(up.path == path, "{up:?}");
         Ok(())
     })())
 }
