@@ -98,6 +98,24 @@ pub struct BenchOptions {
     pub cache: Option<ModuleCache>,
     /// Streams in flight at once (1: one exchange after the other).
     pub streams: usize,
+    /// Answers for the filter's HTTP callouts, per cluster (`--stub`).
+    pub http_clusters: Vec<crate::callouts::HttpClusterStub>,
+    /// Answers for the filter's gRPC callouts, per cluster (`--stub`).
+    pub grpc_clusters: Vec<crate::callouts::GrpcClusterStub>,
+}
+
+impl BenchOptions {
+    /// The VM settings of a subject run with `config`: the plugin
+    /// configuration and the stubbed clusters (the same for every subject,
+    /// so the floor and a baseline see the services the filter sees).
+    fn settings(&self, config: &str) -> VmSettings {
+        VmSettings {
+            plugin_config: config.as_bytes().to_vec(),
+            http_clusters: self.http_clusters.clone(),
+            grpc_clusters: self.grpc_clusters.clone(),
+            ..VmSettings::default()
+        }
+    }
 }
 
 /// Latency percentiles in nanoseconds.
@@ -283,13 +301,9 @@ impl Subject {
     fn new(
         name: &str,
         wasm: Vec<u8>,
-        config: &str,
+        settings: VmSettings,
         cache: Option<&ModuleCache>,
     ) -> Result<Self, BenchError> {
-        let settings = VmSettings {
-            plugin_config: config.as_bytes().to_vec(),
-            ..VmSettings::default()
-        };
         let plugin = match cache {
             Some(c) => Plugin::from_bytes_cached(name, &wasm, c)?,
             None => Plugin::from_bytes(name, &wasm)?,
@@ -434,11 +448,21 @@ pub fn count_pass(
     config: &str,
     traffic: &Traffic,
 ) -> Result<(Counts, CallbackCounts), BenchError> {
-    let plugin = Plugin::from_bytes_metered(name, wasm)?;
     let settings = VmSettings {
         plugin_config: config.as_bytes().to_vec(),
         ..VmSettings::default()
     };
+    count_pass_with(name, wasm, settings, traffic)
+}
+
+/// [`count_pass`] with the VM's settings given whole (stubbed clusters...).
+pub fn count_pass_with(
+    name: &str,
+    wasm: &[u8],
+    settings: VmSettings,
+    traffic: &Traffic,
+) -> Result<(Counts, CallbackCounts), BenchError> {
+    let plugin = Plugin::from_bytes_metered(name, wasm)?;
     let mut vm = Vm::start(&plugin, settings)?;
     vm.record_calls(true);
     let mut records = Vec::new();
@@ -507,11 +531,11 @@ fn finish(
     s: &Subject,
     tally: Tally,
     memory_start: u64,
-    config: &str,
+    settings: VmSettings,
     traffic: &Traffic,
     streams: usize,
 ) -> Result<FilterBench, BenchError> {
-    let (counts, per) = count_pass(&s.name, &s.wasm, config, traffic)?;
+    let (counts, per) = count_pass_with(&s.name, &s.wasm, settings, traffic)?;
     let mut callbacks: Vec<CallbackCost> = tally
         .callbacks
         .iter()
@@ -589,11 +613,16 @@ pub fn run(options: &BenchOptions, baseline: Option<&Baseline>) -> Result<BenchR
     })?;
     let name = options.filter.display().to_string();
     let mut subjects = vec![
-        Subject::new(&name, wasm, &options.config, options.cache.as_ref())?,
+        Subject::new(
+            &name,
+            wasm,
+            options.settings(&options.config),
+            options.cache.as_ref(),
+        )?,
         Subject::new(
             "floor (no-op module)",
             bare::noop_module()?,
-            "",
+            options.settings(""),
             options.cache.as_ref(),
         )?,
     ];
@@ -608,7 +637,7 @@ pub fn run(options: &BenchOptions, baseline: Option<&Baseline>) -> Result<BenchR
             subjects.push(Subject::new(
                 &path.display().to_string(),
                 wasm,
-                &options.config,
+                options.settings(&options.config),
                 options.cache.as_ref(),
             )?);
             base_label = Some(path.display().to_string());
@@ -660,11 +689,11 @@ pub fn run(options: &BenchOptions, baseline: Option<&Baseline>) -> Result<BenchR
             s,
             t,
             m,
-            if s.name.starts_with("floor") {
+            options.settings(if s.name.starts_with("floor") {
                 ""
             } else {
                 &options.config
-            },
+            }),
             traffic,
             streams,
         )?);

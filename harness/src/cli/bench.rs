@@ -58,6 +58,10 @@ pub struct BenchArgs {
     /// sees them (memory figures show what concurrent streams cost).
     #[arg(long, default_value_t = 1)]
     pub streams: usize,
+    /// Answer a cluster's callouts from a stub, `CLUSTER=FILE` (YAML or JSON,
+    /// the same file as `tollgate replay --stub`); repeatable.
+    #[arg(long)]
+    pub stub: Vec<String>,
     /// Compile afresh instead of using the compiled-module cache
     /// ($XDG_CACHE_HOME/tollgate/modules).
     #[arg(long)]
@@ -103,6 +107,15 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         .as_deref()
         .map(Baseline::from_path)
         .transpose()?;
+    let mut http_clusters = Vec::new();
+    let mut grpc_clusters = Vec::new();
+    for arg in &args.stub {
+        let (http, grpc) = tollgate_harness::suite::stub_arg(arg)
+            .map_err(anyhow::Error::msg)
+            .context("--stub")?;
+        http_clusters.extend(http);
+        grpc_clusters.extend(grpc);
+    }
     let options = BenchOptions {
         filter: args.filter.clone(),
         config,
@@ -111,6 +124,8 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         warmup: args.warmup,
         cache: (!args.no_cache).then(ModuleCache::default_location),
         streams: args.streams,
+        http_clusters,
+        grpc_clusters,
     };
     let mut report = bench::run(&options, baseline.as_ref())?;
     if let Some(t) = args.threshold {

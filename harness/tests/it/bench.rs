@@ -77,6 +77,8 @@ fn a_module_against_itself_is_not_a_regression() {
         warmup: 2,
         cache: None,
         streams: 1,
+        http_clusters: Vec::new(),
+        grpc_clusters: Vec::new(),
     };
     let baseline = Baseline::from_path(&path).expect("a module baseline");
     let mut report = bench::run(&options, Some(&baseline)).expect("bench runs");
@@ -123,6 +125,8 @@ fn bad_input_is_named() {
         warmup: 0,
         cache: None,
         streams: 1,
+        http_clusters: Vec::new(),
+        grpc_clusters: Vec::new(),
     };
     let e = bench::run(&options, None).expect_err("missing module");
     assert!(e.to_string().contains("/nonexistent/filter.wasm"), "{e}");

@@ -86,6 +86,8 @@ fn options(filter: PathBuf, streams: usize) -> BenchOptions {
         warmup: 0,
         cache: None,
         streams,
+        http_clusters: Vec::new(),
+        grpc_clusters: Vec::new(),
     }
 }
 
@@ -417,4 +419,39 @@ fn replay_reads_modules_through_the_module_cache() {
     assert_eq!(verdicts(&first), verdicts(&second));
     assert_eq!(first.filter.path, path);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--stub`: a filter that calls a service is measured on the path it takes
+/// when the service answers; without the stub its callouts are refused (an
+/// unknown cluster) and no answer callback ever runs.
+#[test]
+fn stubbed_clusters_answer_the_filters_callouts() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| format!("{root}/target"));
+    let wasm = PathBuf::from(format!("{target}/filters/ext-authz.wasm"));
+    assert!(
+        wasm.exists(),
+        "{} is missing: run `cargo xtask build` first",
+        wasm.display()
+    );
+    let config = std::fs::read_to_string(format!("{root}/filters/ext-authz/demo.json"))
+        .expect("ext-authz demo.json");
+    let answers = |options: &BenchOptions| -> u64 {
+        let report = bench::run(options, None).expect("bench runs");
+        report
+            .filter
+            .callbacks
+            .iter()
+            .filter(|c| c.callback == "proxy_on_http_call_response")
+            .map(|c| c.calls)
+            .sum()
+    };
+    let mut unstubbed = options(wasm, 1);
+    unstubbed.config = config;
+    let mut stubbed = unstubbed.clone();
+    stubbed.http_clusters = vec![tollgate_harness::callouts::HttpClusterStub::respond(
+        "authz", 200,
+    )];
+    assert_eq!(answers(&unstubbed), 0, "no cluster, no answer");
+    assert!(answers(&stubbed) >= 3, "every request's check is answered");
 }
