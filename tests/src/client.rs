@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use tollgate_harness::traffic::{HttpRequest, HttpResponse};
+use tollgate_traffic::{HttpRequest, HttpResponse};
 
 use crate::http1::{self, BodyFraming};
 

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use anyhow::{Context, Result};
-use tollgate_harness::traffic::HttpResponse;
+use tollgate_traffic::HttpResponse;
 
 use crate::http1::{self, BodyFraming};
 

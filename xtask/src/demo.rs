@@ -7,10 +7,10 @@ use anyhow::{Context, Result};
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{CellAlignment, Table};
 use indicatif::{ProgressBar, ProgressStyle};
-use tollgate_harness::callouts::HttpAnswer;
-use tollgate_harness::host::HttpCallStub;
-use tollgate_harness::replay::{Replay, Report, Verdict};
-use tollgate_harness::traffic::har;
+use tollgate_host::callouts::HttpAnswer;
+use tollgate_host::state::HttpCallStub;
+use tollgate_replay::{Replay, Report, Verdict};
+use tollgate_traffic::har;
 
 /// How many failure messages are printed under the table.
 const FAILURES_SHOWN: usize = 5;
@@ -156,7 +156,7 @@ fn callout_answer(filter: &str) -> Result<Option<HttpCallStub>> {
     if !path.is_file() {
         return Ok(None);
     }
-    let (http, _) = tollgate_harness::suite::stub_arg(&format!("demo={}", path.display()))
+    let (http, _) = tollgate_replay::suite::stub_arg(&format!("demo={}", path.display()))
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("{}: not a stub", path.display()))?;
     match http.map(|stub| stub.answer) {

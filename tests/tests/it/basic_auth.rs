@@ -7,13 +7,13 @@
 
 use anyhow::{Context, Result, ensure};
 use base64::Engine;
-use tollgate_harness::replay::{Replay, Verdict};
-use tollgate_harness::traffic::{Exchange, HttpRequest, HttpResponse, Traffic, har};
+use tollgate_replay::{Replay, Verdict};
 use tollgate_tests::client;
 use tollgate_tests::envoy::{Envoy, EnvoyConfig};
 use tollgate_tests::http1::{header, header_values};
 use tollgate_tests::paths;
 use tollgate_tests::upstream::Upstream;
+use tollgate_traffic::{Exchange, HttpRequest, HttpResponse, Traffic, har};
 
 const FILTER: &str = "basic-auth";
 const API: &str = "api.example.com";

@@ -31,15 +31,15 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use tollgate_harness::callouts::HttpClusterStub;
-use tollgate_harness::replay::{Replay, Verdict};
-use tollgate_harness::traffic::{Exchange, HttpRequest, HttpResponse, Traffic};
+use tollgate_host::callouts::HttpClusterStub;
+use tollgate_replay::{Replay, Verdict};
 use tollgate_tests::client;
 use tollgate_tests::envoy::{Envoy, EnvoyConfig, Launch};
 use tollgate_tests::http1::header;
 use tollgate_tests::launcher::Launcher;
 use tollgate_tests::paths;
 use tollgate_tests::upstream::Upstream;
+use tollgate_traffic::{Exchange, HttpRequest, HttpResponse, Traffic};
 
 /// The guest. Output is built at 16384 (request and callback) and 32768
 /// (response phase); `$probe k` appends `k:` and the statuses of

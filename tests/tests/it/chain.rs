@@ -13,14 +13,14 @@ use std::net::SocketAddr;
 
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
-use tollgate_harness::replay::{Replay, Verdict};
-use tollgate_harness::traffic::{Exchange, HttpResponse, Traffic};
+use tollgate_replay::{Replay, Verdict};
 use tollgate_tests::client;
 use tollgate_tests::envoy::{Envoy, EnvoyConfig};
 use tollgate_tests::http1::header;
 use tollgate_tests::jwt::{self, Issuer};
 use tollgate_tests::paths;
 use tollgate_tests::upstream::{ReceivedRequest, Upstream};
+use tollgate_traffic::{Exchange, HttpResponse, Traffic};
 
 /// The chained plugins (`config.name`), in order.
 const CHAIN: [&str; 6] = [

@@ -1,4 +1,4 @@
-//! `tollgate envoy` through its library (`tollgate_harness::live`) with the
+//! `tollgate envoy` through its library (`tollgate_envoy`) with the
 //! real Envoy: the demo recording through the `headers` filter matches the
 //! harness's prediction, a different prediction is caught header by header,
 //! Envoy refusing a configuration is reported with its log, and `--compare`
@@ -7,12 +7,12 @@
 //! (`--stub`), in every configuration, the native alternatives included.
 
 use anyhow::{Context, Result, ensure};
-use tollgate_harness::callouts::HttpClusterStub;
-use tollgate_harness::live::bootstrap::Alternative;
-use tollgate_harness::live::services::ServiceSpec;
-use tollgate_harness::live::{LiveError, WasmFilter, compare, diff};
-use tollgate_harness::traffic::{self, Traffic};
+use tollgate_envoy::bootstrap::Alternative;
+use tollgate_envoy::services::ServiceSpec;
+use tollgate_envoy::{LiveError, WasmFilter, compare, diff};
+use tollgate_host::callouts::HttpClusterStub;
 use tollgate_tests::paths;
+use tollgate_traffic::{self as traffic, Traffic};
 
 fn demo_traffic() -> Result<Traffic> {
     let path = paths::root().join("traffic").join("demo.har");
@@ -277,7 +277,7 @@ fn stub(cluster: &str, filter: &str) -> Result<ServiceSpec> {
         .join("filters")
         .join(filter)
         .join("demo-stub.yaml");
-    let (http, _) = tollgate_harness::suite::stub_arg(&format!("{cluster}={}", file.display()))
+    let (http, _) = tollgate_replay::suite::stub_arg(&format!("{cluster}={}", file.display()))
         .map_err(anyhow::Error::msg)?;
     Ok(ServiceSpec::Stub(
         http.context("the demo stub has no HTTP answer")?,

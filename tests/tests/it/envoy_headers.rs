@@ -5,14 +5,14 @@
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
-use tollgate_harness::replay::{Replay, Verdict};
-use tollgate_harness::traffic::{Exchange, HttpRequest, HttpResponse, Traffic};
+use tollgate_replay::{Replay, Verdict};
 use tollgate_tests::client;
 use tollgate_tests::envoy::{Envoy, EnvoyConfig, Launch};
 use tollgate_tests::headers::{self, ENVOY_REQUEST_HEADERS, ENVOY_RESPONSE_HEADERS};
 use tollgate_tests::http1::{header, header_values};
 use tollgate_tests::paths;
 use tollgate_tests::upstream::{ReceivedRequest, Upstream};
+use tollgate_traffic::{Exchange, HttpRequest, HttpResponse, Traffic};
 
 /// The filter under test.
 const FILTER: &str = "headers";

@@ -9,14 +9,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use tollgate_harness::host::HttpCallStub;
-use tollgate_harness::replay::{Replay, Verdict};
-use tollgate_harness::traffic::{Exchange, HttpRequest, HttpResponse, Traffic};
+use tollgate_host::state::HttpCallStub;
+use tollgate_replay::{Replay, Verdict};
 use tollgate_tests::client;
 use tollgate_tests::envoy::{Envoy, EnvoyConfig};
 use tollgate_tests::http1::{self, header, header_values};
 use tollgate_tests::paths;
 use tollgate_tests::upstream::Upstream;
+use tollgate_traffic::{Exchange, HttpRequest, HttpResponse, Traffic};
 
 /// The filter under test.
 const FILTER: &str = "ext-authz";
@@ -62,7 +62,7 @@ fn stub(status: u16, headers: &[(&str, &str)], body: &str) -> HttpCallStub {
 
 /// Replays one request through the built module with the service answering `answer`
 /// (`None`: no stub, so the call fails like an unknown cluster).
-fn replay(answer: Option<HttpCallStub>) -> Result<tollgate_harness::replay::ExchangeReport> {
+fn replay(answer: Option<HttpCallStub>) -> Result<tollgate_replay::ExchangeReport> {
     let traffic = Traffic {
         source: None,
         exchanges: vec![Exchange {

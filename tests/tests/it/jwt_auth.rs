@@ -8,15 +8,15 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
-use tollgate_harness::host::HttpCallStub;
-use tollgate_harness::replay::{Replay, Verdict};
-use tollgate_harness::traffic::{Exchange, HttpRequest, HttpResponse, Traffic};
+use tollgate_host::state::HttpCallStub;
+use tollgate_replay::{Replay, Verdict};
 use tollgate_tests::client;
 use tollgate_tests::envoy::{Envoy, EnvoyConfig};
 use tollgate_tests::http1::header;
 use tollgate_tests::jwt::{self, Issuer};
 use tollgate_tests::paths;
 use tollgate_tests::upstream::{ReceivedRequest, Upstream};
+use tollgate_traffic::{Exchange, HttpRequest, HttpResponse, Traffic};
 
 /// The filter under test.
 const FILTER: &str = "jwt-auth";
@@ -140,7 +140,7 @@ fn replay(
     config: &str,
     jwks: &Value,
     requests: Vec<HttpRequest>,
-) -> Result<Vec<tollgate_harness::replay::ExchangeReport>> {
+) -> Result<Vec<tollgate_replay::ExchangeReport>> {
     let exchanges = requests
         .into_iter()
         .enumerate()

@@ -13,13 +13,13 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use anyhow::{Context, Result, bail, ensure};
-use tollgate_harness::replay::{Replay, Verdict};
-use tollgate_harness::traffic::{self, HttpRequest, HttpResponse, Traffic};
+use tollgate_replay::{Replay, Verdict};
 use tollgate_tests::client;
 use tollgate_tests::envoy::{Envoy, EnvoyConfig};
 use tollgate_tests::http1::header;
 use tollgate_tests::paths;
 use tollgate_tests::upstream::Upstream;
+use tollgate_traffic::{self as traffic, HttpRequest, HttpResponse, Traffic};
 
 const API: &str = "api.example.com";
 

@@ -5,10 +5,10 @@ use std::io::BufReader;
 use std::net::TcpStream;
 
 use anyhow::{Context, Result};
-use tollgate_harness::traffic::HttpResponse;
 use tollgate_tests::client;
 use tollgate_tests::http1::{self, BodyFraming};
 use tollgate_tests::upstream::Upstream;
+use tollgate_traffic::HttpResponse;
 
 fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
     list.iter()

@@ -10,13 +10,13 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use tollgate_harness::replay::{Replay, Report, Verdict};
-use tollgate_harness::traffic::record::{Recorder, RecorderConfig};
-use tollgate_harness::traffic::{self, Exchange, HttpResponse, Traffic};
+use tollgate_envoy::record::{Recorder, RecorderConfig};
+use tollgate_replay::{Replay, Report, Verdict};
 use tollgate_tests::envoy::{Envoy, EnvoyConfig};
 use tollgate_tests::headers::{self, ENVOY_REQUEST_HEADERS, ENVOY_RESPONSE_HEADERS};
 use tollgate_tests::http1::header;
 use tollgate_tests::{client, paths, upstream::Upstream};
+use tollgate_traffic::{self as traffic, Exchange, HttpResponse, Traffic};
 
 /// Hang guard for Envoy writing its tap files (not a speed check).
 const RECORD_DEADLINE: Duration = Duration::from_secs(60);

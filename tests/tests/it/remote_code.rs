@@ -8,14 +8,14 @@
 
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
-use tollgate_harness::ship::manifest::{EnvoyCode, envoy_bootstrap};
-use tollgate_harness::ship::oci::sha256_hex;
-use tollgate_harness::traffic::HttpResponse;
+use tollgate_ship::manifest::{EnvoyCode, envoy_bootstrap};
+use tollgate_ship::oci::sha256_hex;
 use tollgate_tests::client;
 use tollgate_tests::envoy::{Envoy, EnvoyConfig};
 use tollgate_tests::http1::header;
 use tollgate_tests::paths;
 use tollgate_tests::upstream::Upstream;
+use tollgate_traffic::HttpResponse;
 
 const FILTER: &str = "headers";
 

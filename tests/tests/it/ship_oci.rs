@@ -10,7 +10,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use tollgate_harness::ship::oci::{
+use tollgate_ship::oci::{
     COMPAT_FILE, Package, Variant, WASM_CONFIG_MEDIA_TYPE, WASM_LAYER_MEDIA_TYPE, layout_files,
 };
 use tollgate_tests::paths;

@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
-use tollgate_harness::ship::validate::{Crd, documents};
+use tollgate_ship::validate::{Crd, documents};
 use tollgate_tests::paths;
 
 /// `../shared` from the project root (read-only test data).
@@ -294,7 +294,7 @@ fn bad_input_files_are_errors_naming_the_file() -> Result<()> {
 /// `tollgate manifest`'s WasmPlugins pass the same validation, in every attachment form.
 #[test]
 fn generated_manifests_are_accepted() -> Result<()> {
-    use tollgate_harness::ship::manifest::{
+    use tollgate_ship::manifest::{
         Attachment, FailStrategy, Mode, Phase, PluginManifest, TargetRef, TrafficMatch,
     };
     let crd = crd()?;

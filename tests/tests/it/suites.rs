@@ -3,7 +3,7 @@
 //! that misbehaves fails here.
 
 use anyhow::{Result, bail};
-use tollgate_harness::suite::Suite;
+use tollgate_replay::suite::Suite;
 use tollgate_tests::paths;
 
 #[test]

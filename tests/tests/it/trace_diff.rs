@@ -1,7 +1,7 @@
 //! ABI-level differential: the same requests through a real Envoy with its
 //! `wasm` log at trace level and through the harness with `trace_calls`, and
 //! the two call traces compared after normalisation
-//! (`tollgate_harness::trace`, rules in `harness/docs/trace.md`): every
+//! (`tollgate_host::trace`, rules in `harness/docs/trace.md`): every
 //! callback and host call in order, context ids, end_of_stream flags, header
 //! counts, body sizes, statuses and returned actions.
 //!
@@ -23,17 +23,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::json;
-use tollgate_harness::callouts::{HttpAnswer, HttpClusterStub};
-use tollgate_harness::host::{HttpCallStub, LogLevel, VmSettings};
-use tollgate_harness::replay::{Replay, ReplayBuilder, Report, Verdict};
-use tollgate_harness::trace::{self, Known, Normalised};
-use tollgate_harness::traffic::{Exchange, ExchangeDetails, HttpRequest, HttpResponse, Traffic};
+use tollgate_host::callouts::{HttpAnswer, HttpClusterStub};
+use tollgate_host::state::{HttpCallStub, LogLevel, VmSettings};
+use tollgate_host::trace::{self, Known, Normalised};
+use tollgate_replay::{Replay, ReplayBuilder, Report, Verdict};
 use tollgate_tests::client;
 use tollgate_tests::envoy::{Envoy, EnvoyConfig, Launch};
 use tollgate_tests::http1::{header, header_values};
 use tollgate_tests::launcher::Launcher;
 use tollgate_tests::upstream::Upstream;
 use tollgate_tests::{jwt, paths};
+use tollgate_traffic::{Exchange, ExchangeDetails, HttpRequest, HttpResponse, Traffic};
 
 /// How long Envoy may take to finish the last stream's `on_log`/`on_delete`
 /// after the response reached the client (a hang guard, not a speed check).

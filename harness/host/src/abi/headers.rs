@@ -1,0 +1,525 @@
+//! Header maps: `proxy_get_header_map_value`, `proxy_get_header_map_pairs`,
+//! `proxy_set_header_map_pairs`, `proxy_get_header_map_size`,
+//! `proxy_add_header_map_value`, `proxy_replace_header_map_value`,
+//! `proxy_remove_header_map_value`.
+//!
+//! As in Envoy: names are lower-cased; a map that does not exist at this
+//! point (response headers during the request, a stream map from the root
+//! context, gRPC metadata outside a gRPC callback, trailers not received,
+//! an http call's response outside its callback) answers `BadArgument`,
+//! except its pairs, which are an empty map (`Ok`); a missing header answers
+//! `NotFound` (ABI 0.1.0: an empty value); the size is the map's byte size
+//! (`BadArgument` for an http call's response, which Envoy only reads); an
+//! empty map's pairs are a null pointer and size 0. Checked against Envoy
+//! 1.40 by `tests/tests/it/callout_parity.rs`.
+//!
+//! Envoy keeps some headers "inline" (a fixed slot per name, listed in its
+//! startup log as `request header map: ... bytes: :authority,...`): adding a
+//! value to an inline header that is present appends it to the one value,
+//! comma-separated, instead of adding an entry. Its HTTP/1 codec adds the
+//! headers it receives the same way, so a request with two `authorization`
+//! lines reaches the filter (and the upstream) as one `authorization: a,b`,
+//! and a filter's `proxy_add_header_map_value("via", ..)` on a request that
+//! has `via` extends that value. [`fold_inline`] and the add below do the
+//! same, with Envoy 1.40's lists ([`REQUEST_INLINE`], [`RESPONSE_INLINE`],
+//! [`RESPONSE_TRAILERS_INLINE`]; request trailers have none).
+
+use super::{Status, memory as mem, pairs};
+use crate::plugin::AbiVersion;
+use crate::state::{HeaderMap, HostState, Phase};
+use std::borrow::Cow;
+use wasmtime::{Caller, Linker};
+
+const REQUEST_HEADERS: u32 = 0;
+const REQUEST_TRAILERS: u32 = 1;
+const RESPONSE_HEADERS: u32 = 2;
+const RESPONSE_TRAILERS: u32 = 3;
+const GRPC_RECEIVE_INITIAL_METADATA: u32 = 4;
+const GRPC_RECEIVE_TRAILING_METADATA: u32 = 5;
+const HTTP_CALL_RESPONSE_HEADERS: u32 = 6;
+const HTTP_CALL_RESPONSE_TRAILERS: u32 = 7;
+/// Highest map type (`HttpCallResponseTrailers`).
+const MAX_MAP_TYPE: u32 = 7;
+
+/// Envoy 1.40's inline request headers (from its startup log).
+pub(crate) const REQUEST_INLINE: &[&str] = &[
+    ":authority",
+    ":method",
+    ":path",
+    ":protocol",
+    ":scheme",
+    "accept",
+    "accept-encoding",
+    "access-control-request-headers",
+    "access-control-request-method",
+    "access-control-request-private-network",
+    "authentication",
+    "authorization",
+    "cache-control",
+    "cdn-loop",
+    "connection",
+    "content-encoding",
+    "content-length",
+    "content-type",
+    "expect",
+    "grpc-accept-encoding",
+    "grpc-timeout",
+    "if-match",
+    "if-modified-since",
+    "if-none-match",
+    "if-range",
+    "if-unmodified-since",
+    "keep-alive",
+    "origin",
+    "pragma",
+    "proxy-connection",
+    "proxy-status",
+    "referer",
+    "te",
+    "transfer-encoding",
+    "upgrade",
+    "user-agent",
+    "via",
+    "x-client-trace-id",
+    "x-envoy-attempt-count",
+    "x-envoy-decorator-operation",
+    "x-envoy-downstream-service-cluster",
+    "x-envoy-downstream-service-node",
+    "x-envoy-expected-rq-timeout-ms",
+    "x-envoy-external-address",
+    "x-envoy-force-trace",
+    "x-envoy-hedge-on-per-try-timeout",
+    "x-envoy-internal",
+    "x-envoy-ip-tags",
+    "x-envoy-is-timeout-retry",
+    "x-envoy-max-retries",
+    "x-envoy-original-host",
+    "x-envoy-original-path",
+    "x-envoy-original-url",
+    "x-envoy-retriable-header-names",
+    "x-envoy-retriable-status-codes",
+    "x-envoy-retry-grpc-on",
+    "x-envoy-retry-on",
+    "x-envoy-upstream-alt-stat-name",
+    "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-upstream-rq-timeout-alt-response",
+    "x-envoy-upstream-rq-timeout-ms",
+    "x-envoy-upstream-stream-duration-ms",
+    "x-forwarded-client-cert",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-proto",
+    "x-request-id",
+];
+
+/// Envoy 1.40's inline response headers (from its startup log).
+pub(crate) const RESPONSE_INLINE: &[&str] = &[
+    ":status",
+    "access-control-allow-credentials",
+    "access-control-allow-headers",
+    "access-control-allow-methods",
+    "access-control-allow-origin",
+    "access-control-allow-private-network",
+    "access-control-expose-headers",
+    "access-control-max-age",
+    "age",
+    "cache-control",
+    "connection",
+    "content-encoding",
+    "content-length",
+    "content-type",
+    "date",
+    "etag",
+    "expires",
+    "grpc-message",
+    "grpc-status",
+    "keep-alive",
+    "last-modified",
+    "location",
+    "proxy-connection",
+    "proxy-status",
+    "server",
+    "transfer-encoding",
+    "upgrade",
+    "vary",
+    "via",
+    "x-envoy-attempt-count",
+    "x-envoy-decorator-operation",
+    "x-envoy-degraded",
+    "x-envoy-immediate-health-check-fail",
+    "x-envoy-ratelimited",
+    "x-envoy-upstream-canary",
+    "x-envoy-upstream-healthchecked-cluster",
+    "x-envoy-upstream-service-time",
+    "x-request-id",
+];
+
+/// Envoy 1.40's inline response trailers.
+pub(crate) const RESPONSE_TRAILERS_INLINE: &[&str] = &["grpc-message", "grpc-status"];
+
+/// The inline names of map `kind` (empty for maps with none).
+fn inline_names(kind: u32) -> &'static [&'static str] {
+    match kind {
+        REQUEST_HEADERS => REQUEST_INLINE,
+        RESPONSE_HEADERS | HTTP_CALL_RESPONSE_HEADERS => RESPONSE_INLINE,
+        RESPONSE_TRAILERS | HTTP_CALL_RESPONSE_TRAILERS => RESPONSE_TRAILERS_INLINE,
+        _ => &[],
+    }
+}
+
+/// Adds `value` to `map` as Envoy's header map does: appended to the value
+/// of an inline header already present (`,`-separated), else a new entry.
+fn envoy_add(map: &mut HeaderMap, inline: &[&str], name: &str, value: &str) {
+    // Names from guests are lower-case already, as a rule: no copy then.
+    let lower: Cow<'_, str> = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(name)
+    };
+    match map.get(&lower) {
+        Some(existing) if inline.contains(&&*lower) => {
+            let joined = if existing.is_empty() {
+                value.to_string()
+            } else if value.is_empty() {
+                existing.to_string()
+            } else {
+                format!("{existing},{value}")
+            };
+            map.replace(&lower, &joined);
+        }
+        _ => map.add(&lower, value),
+    }
+}
+
+/// Folds `pairs` as Envoy's codec builds a map of `inline` names: the values
+/// of a repeated inline header joined into its first entry with `,`; other
+/// names keep every entry.
+pub(crate) fn fold_inline(pairs: Vec<(String, String)>, inline: &[&str]) -> Vec<(String, String)> {
+    // Cheap when nothing repeats (the usual case): no allocation, no lookup.
+    let repeated = pairs.iter().enumerate().any(|(i, (k, _))| {
+        pairs[..i].iter().any(|(p, _)| p.eq_ignore_ascii_case(k))
+            && inline.iter().any(|n| n.eq_ignore_ascii_case(k))
+    });
+    if !repeated {
+        return pairs;
+    }
+    let mut map = HeaderMap::default();
+    for (k, v) in &pairs {
+        envoy_add(&mut map, inline, k, v);
+    }
+    map.entries().to_vec()
+}
+
+fn map(state: &HostState, kind: u32) -> Option<&HeaderMap> {
+    match kind {
+        REQUEST_HEADERS => Some(&state.stream()?.request_headers),
+        // Trailers exist once received (Envoy: a null map before, BadArgument).
+        REQUEST_TRAILERS => Some(&state.stream()?.request_trailers).filter(|m| !m.is_empty()),
+        RESPONSE_HEADERS => state.stream()?.response_headers.as_ref(),
+        RESPONSE_TRAILERS => {
+            let s = state.stream()?;
+            s.response_headers.as_ref()?;
+            Some(&s.response_trailers).filter(|m| !m.is_empty())
+        }
+        GRPC_RECEIVE_INITIAL_METADATA => state.grpc_initial_metadata.as_ref(),
+        GRPC_RECEIVE_TRAILING_METADATA => state.grpc_trailing_metadata.as_ref(),
+        HTTP_CALL_RESPONSE_HEADERS => state.http_call_response.as_ref().map(|r| &r.headers),
+        HTTP_CALL_RESPONSE_TRAILERS => state
+            .http_call_response
+            .as_ref()
+            .map(|r| &r.trailers)
+            .filter(|m| !m.is_empty()),
+        _ => None,
+    }
+}
+
+fn map_mut(state: &mut HostState, kind: u32) -> Option<&mut HeaderMap> {
+    match kind {
+        REQUEST_HEADERS => Some(&mut state.stream_mut()?.request_headers),
+        // Writable once received, or during the body (Envoy creates them
+        // in the last body callback; the harness does not tell the last).
+        REQUEST_TRAILERS => {
+            let s = state.stream_mut()?;
+            (!s.request_trailers.is_empty() || s.phase == Phase::RequestBody)
+                .then_some(&mut s.request_trailers)
+        }
+        RESPONSE_HEADERS => state.stream_mut()?.response_headers.as_mut(),
+        RESPONSE_TRAILERS => {
+            let s = state.stream_mut()?;
+            s.response_headers.as_ref()?;
+            (!s.response_trailers.is_empty() || s.phase == Phase::ResponseBody)
+                .then_some(&mut s.response_trailers)
+        }
+        // Http call responses are read-only in Envoy too (const maps).
+        _ => None,
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The value of entry `index` of map `kind` (empty when it is gone).
+fn value_at(state: &HostState, kind: u32, index: usize) -> &[u8] {
+    map(state, kind)
+        .and_then(|m| m.entries().get(index))
+        .map_or(&[], |(_, v)| v.as_bytes())
+}
+
+/// `proxy_add_header_map_value` / `proxy_replace_header_map_value`: applies
+/// `edit` to the writable map `kind` with the guest's key and value.
+fn edit_value(
+    caller: &mut Caller<'_, HostState>,
+    kind: u32,
+    key: (u32, u32),
+    value: (u32, u32),
+    edit: fn(&mut HeaderMap, &[&str], &str, &str),
+) -> u32 {
+    if kind > MAX_MAP_TYPE {
+        return Status::BadArgument.code();
+    }
+    mem::with_two(caller, key, value, |k, v, state| {
+        match map_mut(state, kind) {
+            Some(m) => {
+                // Borrowed when valid UTF-8 (the usual case): the map makes
+                // the only copies it keeps.
+                let (k, v) = (String::from_utf8_lossy(k), String::from_utf8_lossy(v));
+                edit(m, inline_names(kind), &k, &v);
+                Status::Ok
+            }
+            None => Status::BadArgument,
+        }
+    })
+    .unwrap_or(Status::InvalidMemoryAccess)
+    .code()
+}
+
+/// Adds the header map functions.
+pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    linker.func_wrap(
+        "env",
+        "proxy_get_header_map_value",
+        |mut caller: Caller<'_, HostState>,
+         kind: u32,
+         key_ptr: u32,
+         key_len: u32,
+         ptr_ptr: u32,
+         size_ptr: u32|
+         -> wasmtime::Result<u32> {
+            if kind > MAX_MAP_TYPE {
+                return Ok(Status::BadArgument.code());
+            }
+            // The entry is found by position (a scan: header maps are
+            // small, no hashing), then its value is copied straight from the
+            // map into the guest's buffer (no intermediate copy).
+            let found = mem::with_bytes(&mut caller, key_ptr, key_len, |key, state| {
+                let Some(m) = map(state, kind) else {
+                    return Err(Status::BadArgument);
+                };
+                let key = String::from_utf8_lossy(key);
+                match m
+                    .entries()
+                    .iter()
+                    .position(|(k, _)| k.eq_ignore_ascii_case(&key))
+                {
+                    Some(i) => Ok(Some(i)),
+                    None if state.abi == AbiVersion::V0_1_0 => Ok(None),
+                    None => Err(Status::NotFound),
+                }
+            });
+            let ok = match found {
+                None => return Ok(Status::InvalidMemoryAccess.code()),
+                Some(Err(status)) => return Ok(status.code()),
+                Some(Ok(Some(i))) => mem::copy_out_from_state(
+                    &mut caller,
+                    |s| value_at(s, kind, i),
+                    ptr_ptr,
+                    size_ptr,
+                )?,
+                // ABI 0.1.0: a missing header reads as an empty value.
+                Some(Ok(None)) => mem::copy_out(&mut caller, &[], ptr_ptr, size_ptr)?,
+            };
+            Ok(Status::written(ok).code())
+        },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_get_header_map_pairs",
+        |mut caller: Caller<'_, HostState>,
+         kind: u32,
+         ptr_ptr: u32,
+         size_ptr: u32|
+         -> wasmtime::Result<u32> {
+            if kind > MAX_MAP_TYPE {
+                return Ok(Status::BadArgument.code());
+            }
+            let Some(m) = map(caller.data(), kind) else {
+                // A map that does not exist now (response headers during the
+                // request, a reset call's response...): Envoy 1.40 answers
+                // an empty map, Ok (its other calls: BadArgument).
+                let ok = mem::copy_out(&mut caller, &[], ptr_ptr, size_ptr)?;
+                return Ok(Status::written(ok).code());
+            };
+            let bytes = if m.is_empty() {
+                Vec::new()
+            } else {
+                pairs::encode(
+                    m.entries()
+                        .iter()
+                        .map(|(k, v)| (k.as_bytes(), v.as_bytes())),
+                )
+            };
+            let ok = mem::copy_out(&mut caller, &bytes, ptr_ptr, size_ptr)?;
+            Ok(Status::written(ok).code())
+        },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_set_header_map_pairs",
+        |mut caller: Caller<'_, HostState>, kind: u32, ptr: u32, len: u32| -> u32 {
+            if kind > MAX_MAP_TYPE {
+                return Status::BadArgument.code();
+            }
+            mem::with_bytes(&mut caller, ptr, len, |data, state| {
+                let Some(m) = map_mut(state, kind) else {
+                    return Status::BadArgument;
+                };
+                let Some(decoded) = pairs::decode(data) else {
+                    return Status::BadArgument;
+                };
+                // Envoy removes every entry, then adds each pair (folding inline names).
+                m.set_all(fold_inline(
+                    decoded
+                        .into_iter()
+                        .map(|(k, v)| (text(k), text(v)))
+                        .collect(),
+                    inline_names(kind),
+                ));
+                Status::Ok
+            })
+            .unwrap_or(Status::InvalidMemoryAccess)
+            .code()
+        },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_get_header_map_size",
+        |mut caller: Caller<'_, HostState>, kind: u32, out: u32| -> u32 {
+            if kind > MAX_MAP_TYPE {
+                return Status::BadArgument.code();
+            }
+            // Envoy looks the map up as writable: an http call's response
+            // (read-only) answers BadArgument, even in its callback.
+            if matches!(
+                kind,
+                HTTP_CALL_RESPONSE_HEADERS | HTTP_CALL_RESPONSE_TRAILERS
+            ) {
+                return Status::BadArgument.code();
+            }
+            let Some(m) = map(caller.data(), kind) else {
+                return Status::BadArgument.code();
+            };
+            // Envoy answers the map's byte size, not its entry count.
+            let size: usize = m.entries().iter().map(|(k, v)| k.len() + v.len()).sum();
+            Status::written(mem::write_u32(&mut caller, out, size as u32)).code()
+        },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_add_header_map_value",
+        |mut caller: Caller<'_, HostState>, kind: u32, kp: u32, kl: u32, vp: u32, vl: u32| -> u32 {
+            edit_value(&mut caller, kind, (kp, kl), (vp, vl), envoy_add)
+        },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_replace_header_map_value",
+        |mut caller: Caller<'_, HostState>, kind: u32, kp: u32, kl: u32, vp: u32, vl: u32| -> u32 {
+            edit_value(&mut caller, kind, (kp, kl), (vp, vl), |m, _, k, v| {
+                m.replace(k, v)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_remove_header_map_value",
+        |mut caller: Caller<'_, HostState>, kind: u32, key_ptr: u32, key_len: u32| -> u32 {
+            if kind > MAX_MAP_TYPE {
+                return Status::BadArgument.code();
+            }
+            mem::with_bytes(&mut caller, key_ptr, key_len, |k, state| {
+                match map_mut(state, kind) {
+                    Some(m) => {
+                        m.remove(&String::from_utf8_lossy(k));
+                        Status::Ok
+                    }
+                    None => Status::BadArgument,
+                }
+            })
+            .unwrap_or(Status::InvalidMemoryAccess)
+            .code()
+        },
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn repeated_inline_headers_fold_as_envoys_codec_does() {
+        let folded = fold_inline(
+            pairs(&[
+                ("authorization", "a"),
+                ("x-custom", "1"),
+                ("Authorization", "b"),
+                ("x-custom", "2"),
+                ("via", ""),
+                ("via", "v"),
+            ]),
+            REQUEST_INLINE,
+        );
+        assert_eq!(
+            folded,
+            pairs(&[
+                ("authorization", "a,b"),
+                ("x-custom", "1"),
+                ("x-custom", "2"),
+                ("via", "v"),
+            ])
+        );
+        // Nothing repeated: the pairs are kept as they are.
+        let plain = pairs(&[("Accept", "x")]);
+        assert_eq!(fold_inline(plain.clone(), REQUEST_INLINE), plain);
+        // `set-cookie` is not inline in responses: every entry is kept.
+        let cookies = pairs(&[("set-cookie", "a=1"), ("set-cookie", "b=2")]);
+        assert_eq!(fold_inline(cookies.clone(), RESPONSE_INLINE), cookies);
+    }
+
+    #[test]
+    fn adding_to_a_present_inline_header_extends_its_value() {
+        let mut m = HeaderMap::from_pairs(pairs(&[("via", "1.0 corp"), ("x-a", "1")]));
+        envoy_add(&mut m, REQUEST_INLINE, "via", "1.1 tollgate");
+        envoy_add(&mut m, REQUEST_INLINE, "x-a", "2");
+        envoy_add(&mut m, REQUEST_INLINE, "accept", "*/*");
+        assert_eq!(
+            m.entries(),
+            pairs(&[
+                ("via", "1.0 corp,1.1 tollgate"),
+                ("x-a", "1"),
+                ("x-a", "2"),
+                ("accept", "*/*"),
+            ])
+        );
+        // Request trailers have no inline names.
+        assert!(inline_names(REQUEST_TRAILERS).is_empty());
+    }
+}

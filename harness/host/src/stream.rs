@@ -1,0 +1,1833 @@
+//! Driving one HTTP exchange through a chain of filters (one VM each), as
+//! Envoy's HTTP filter manager does.
+//!
+//! The request travels through the filters in order, the response in
+//! reverse order. Each callback's return value is converted as
+//! proxy-wasm-cpp-host converts it: for headers `0` Continue, `2`
+//! ContinueAndEndStream, anything else stops *all* iteration (`1`
+//! StopIteration is turned into StopAllIterationAndWatermark, so the body is
+//! not delivered to a filter whose headers callback paused until it calls
+//! `proxy_continue_stream`); for bodies `0` Continue, `1`
+//! StopIterationAndBuffer, `2` StopIterationAndWatermark (both buffer),
+//! `3` and above StopIterationNoBuffer (the chunk is dropped); for trailers
+//! `0` Continue, anything else StopIteration.
+//!
+//! Bodies arrive in chunks ([`ChunkPlan`]). While a filter buffers, the next
+//! chunk is appended to what it buffered *before* its callback runs (Envoy
+//! ≥ 1.32), so `body_size` is the total buffered so far. When it continues,
+//! the buffered data goes to the next filter as one chunk. Data that reached
+//! a filter stopped with StopAllIteration is held and delivered to that same
+//! filter, merged, once it continues.
+//!
+//! A local reply sent while the request is processed ends the request path
+//! (later filters never see it) and travels back through the response
+//! callbacks of the filters that saw the request, starting with the one that
+//! sent it. A local reply sent while the response is processed replaces the
+//! response directly (no filter sees it) unless the response headers already
+//! reached the client, in which case the stream is reset.
+//!
+//! A trap is handled by the filter's [`FailurePolicy`]: `FailClosed` and
+//! `FailReload` answer 503 with details `wasm_fail_stream` (or reset the
+//! stream when the response already started), `FailOpen` carries on as if
+//! the callback returned Continue and skips the filter from then on.
+
+use crate::state::{ExchangeCallouts, HeaderMap, LocalResponse, Phase, StreamState};
+use crate::vm::{CallError, Vm};
+use std::cell::OnceCell;
+use tollgate_traffic::{Callout, Exchange, HttpRequest, HttpResponse};
+
+/// The status of a stalled or reset exchange's client response: none was sent.
+pub const NO_RESPONSE: u16 = 0;
+
+/// Response code details Envoy gives the 503 of a failed filter.
+pub const FAIL_STREAM_DETAILS: &str = "wasm_fail_stream";
+
+/// gRPC status `UNAVAILABLE`, which Envoy gives the local reply of a failed filter.
+const GRPC_UNAVAILABLE: i32 = 14;
+
+/// What happens when a filter's VM fails (traps, runs too long), as Envoy's
+/// `failure_policy` (`envoy.extensions.wasm.v3.PluginConfig`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailurePolicy {
+    /// Envoy's default (`UNSPECIFIED` and `FAIL_CLOSED`): the failing stream
+    /// and every later one answer 503 `wasm_fail_stream`.
+    #[default]
+    FailClosed,
+    /// `FAIL_OPEN` (or the deprecated `fail_open: true`): the failed filter
+    /// is skipped, the chain continues without it.
+    FailOpen,
+    /// `FAIL_RELOAD`: like `FailClosed` for the failing stream, then a fresh
+    /// VM for requests that arrive after the reload backoff (Envoy's default
+    /// base interval 1 s); during the backoff requests answer 503.
+    FailReload,
+}
+
+impl FailurePolicy {
+    /// The name Envoy's configuration uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FailClosed => "FAIL_CLOSED",
+            Self::FailOpen => "FAIL_OPEN",
+            Self::FailReload => "FAIL_RELOAD",
+        }
+    }
+}
+
+impl std::str::FromStr for FailurePolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s.to_ascii_uppercase().replace('-', "_").as_str() {
+            "FAIL_CLOSED" | "CLOSED" | "UNSPECIFIED" => Self::FailClosed,
+            "FAIL_OPEN" | "OPEN" => Self::FailOpen,
+            "FAIL_RELOAD" | "RELOAD" => Self::FailReload,
+            other => {
+                return Err(format!(
+                    "unknown failure policy `{other}` (FAIL_CLOSED, FAIL_OPEN, FAIL_RELOAD)"
+                ));
+            }
+        })
+    }
+}
+
+/// How a body is cut into the chunks the filters receive.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ChunkPlan {
+    /// One chunk (the default).
+    #[default]
+    Whole,
+    /// This many chunks of (nearly) equal size.
+    Chunks(usize),
+    /// Chunks of this many bytes (the last may be shorter).
+    ChunkSize(usize),
+    /// Chunks of exactly these sizes, in order (recorded boundaries). Zero
+    /// sizes are skipped, except a last one: it is an empty last chunk that
+    /// carries end_of_stream, as Envoy's HTTP/1 codec delivers a body (the
+    /// data, then an empty end-of-stream frame; `[n, 0]`). Bytes beyond the
+    /// sizes' sum form one more chunk, sizes beyond the body's end are cut short.
+    Sizes(Vec<usize>),
+}
+
+impl ChunkPlan {
+    /// The plan for recorded chunk sizes: [`ChunkPlan::Whole`] for none or
+    /// one, else [`ChunkPlan::Sizes`].
+    pub fn recorded(sizes: &[usize]) -> Self {
+        let empty_end = sizes.len() > 1 && sizes.last() == Some(&0);
+        if sizes.iter().filter(|&&n| n > 0).count() <= 1 && !empty_end {
+            Self::Whole
+        } else {
+            Self::Sizes(sizes.to_vec())
+        }
+    }
+
+    /// Cuts `body` into chunks; an empty body has none.
+    pub fn split(&self, body: &[u8]) -> Vec<Vec<u8>> {
+        if body.is_empty() {
+            return Vec::new();
+        }
+        let size = match self {
+            Self::Whole => body.len(),
+            Self::Chunks(n) => body.len().div_ceil((*n).max(1)),
+            Self::ChunkSize(n) => (*n).max(1),
+            Self::Sizes(sizes) => {
+                let mut out = Vec::with_capacity(sizes.len() + 1);
+                let mut rest = body;
+                for &n in sizes {
+                    if rest.is_empty() {
+                        break;
+                    }
+                    if n == 0 {
+                        continue;
+                    }
+                    let (chunk, tail) = rest.split_at(n.min(rest.len()));
+                    out.push(chunk.to_vec());
+                    rest = tail;
+                }
+                if !rest.is_empty() {
+                    out.push(rest.to_vec());
+                }
+                if sizes.last() == Some(&0) {
+                    out.push(Vec::new());
+                }
+                return out;
+            }
+        };
+        body.chunks(size.max(1)).map(<[u8]>::to_vec).collect()
+    }
+}
+
+/// Everything about one exchange the driver needs.
+#[derive(Debug, Clone)]
+pub struct StreamInput {
+    /// The request as the client sends it.
+    pub request: HttpRequest,
+    /// Request trailers (none: the request ends with its body or headers).
+    pub request_trailers: Vec<(String, String)>,
+    /// What the upstream answers when the request reaches it.
+    pub response: HttpResponse,
+    /// Response trailers.
+    pub response_trailers: Vec<(String, String)>,
+    /// How the request body is chunked.
+    pub request_chunks: ChunkPlan,
+    /// How the response body is chunked.
+    pub response_chunks: ChunkPlan,
+    /// Answers for the `proxy_http_call`s made while handling this exchange,
+    /// taken in order by the first call whose cluster matches (empty cluster:
+    /// any); they take precedence over the VM's `http_call_stub`.
+    pub callouts: Vec<Callout>,
+}
+
+impl StreamInput {
+    /// The input for a recorded exchange (no recorded response: a 200 with
+    /// no body), bodies in one chunk, no trailers.
+    pub fn from_exchange(exchange: &Exchange) -> Self {
+        Self {
+            request: exchange.request.clone(),
+            request_trailers: Vec::new(),
+            response: exchange.response.clone().unwrap_or(HttpResponse {
+                status: 200,
+                headers: Vec::new(),
+                body: Vec::new(),
+            }),
+            response_trailers: Vec::new(),
+            request_chunks: ChunkPlan::Whole,
+            response_chunks: ChunkPlan::Whole,
+            callouts: Vec::new(),
+        }
+    }
+
+    /// The input for a recorded exchange with everything its
+    /// [`details`](Exchange::details) say: the recorded body chunk sizes
+    /// ([`ChunkPlan::Sizes`]), trailers, and callout answers.
+    pub fn from_recording(exchange: &Exchange) -> Self {
+        let d = &exchange.details;
+        Self {
+            request_trailers: d.request_trailers.clone(),
+            response_trailers: d.response_trailers.clone(),
+            request_chunks: ChunkPlan::recorded(&d.request_chunks),
+            response_chunks: ChunkPlan::recorded(&d.response_chunks),
+            callouts: d.callouts.clone(),
+            ..Self::from_exchange(exchange)
+        }
+    }
+}
+
+/// One filter of a chain, as the driver sees it.
+pub struct Lane<'a> {
+    /// Its running VM; `None` when the VM failed earlier (the policy decides).
+    pub vm: Option<&'a mut Vm>,
+    /// Its name in reports.
+    pub name: String,
+    /// Its failure policy.
+    pub policy: FailurePolicy,
+}
+
+/// A trap in one filter of the chain.
+#[derive(Debug, Clone)]
+pub struct FilterFailure {
+    /// Position of the filter in the chain.
+    pub index: usize,
+    /// The filter's name.
+    pub filter: String,
+    /// The failed call.
+    pub error: CallError,
+}
+
+/// What one filter did during an exchange, readable, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FilterSteps {
+    /// The filter's name.
+    pub filter: String,
+    /// Callbacks with their results, changes, local replies, failures.
+    pub steps: Vec<String>,
+}
+
+impl FilterSteps {
+    /// The filter's file name (its path without the folders).
+    pub fn filter_name(&self) -> &str {
+        std::path::Path::new(&self.filter)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or(&self.filter)
+    }
+}
+
+/// What happened to one exchange.
+#[derive(Debug, Clone)]
+pub struct StreamOutcome {
+    /// The request as it reached the upstream, `None` if it never did.
+    pub upstream_request: Option<HttpRequest>,
+    /// The response the client received.
+    pub client_response: HttpResponse,
+    /// The local response a filter sent (or the 503 of a failed filter).
+    pub local_response: Option<LocalResponse>,
+    /// The local response was sent while processing the response.
+    pub local_in_response: bool,
+    /// The filter reset the stream (`proxy_close_stream`) in this callback.
+    pub reset_in: Option<&'static str>,
+    /// The filter paused in this callback and never resumed.
+    pub stalled_in: Option<&'static str>,
+    /// The first guest call that failed (trap, timeout).
+    pub failure: Option<CallError>,
+    /// Every failed guest call, with the filter it happened in.
+    pub failures: Vec<FilterFailure>,
+    /// Request trailers as they reached the upstream.
+    pub upstream_trailers: Vec<(String, String)>,
+    /// Response trailers as the client received them.
+    pub client_trailers: Vec<(String, String)>,
+    /// Per filter, in chain order: what it did.
+    pub steps: Vec<FilterSteps>,
+    /// Callouts the filters made, as `<filter>: http <cluster> <method> <path>`
+    /// or `<filter>: grpc <cluster> <service>/<method>`.
+    pub callouts: Vec<String>,
+    /// The callouts the filters made, with their headers and bodies, in order
+    /// (refused ones included; see [`crate::callouts`]).
+    pub callout_requests: Vec<crate::callouts::CalloutRecord>,
+}
+
+fn request_map(req: &HttpRequest) -> HeaderMap {
+    let mut pairs: Vec<(String, String)> = vec![
+        (":authority".into(), req.authority.clone()),
+        (":path".into(), req.path.clone()),
+        (":method".into(), req.method.clone()),
+        (":scheme".into(), req.scheme.clone()),
+    ];
+    pairs.extend(req.headers.iter().cloned());
+    // Envoy's codec folds a repeated inline header (`authorization`, `via`...) into one value.
+    HeaderMap::from_pairs(crate::abi::fold_inline(pairs, crate::abi::REQUEST_INLINE))
+}
+
+fn response_map(status: u16, headers: &[(String, String)]) -> HeaderMap {
+    let mut pairs = vec![(":status".to_string(), status.to_string())];
+    pairs.extend(headers.iter().cloned());
+    HeaderMap::from_pairs(crate::abi::fold_inline(pairs, crate::abi::RESPONSE_INLINE))
+}
+
+/// The map's entries without the pseudo-headers (`:method`, `:status`, ...).
+fn regular_headers(map: &HeaderMap) -> Vec<(String, String)> {
+    map.entries()
+        .iter()
+        .filter(|(k, _)| !k.starts_with(':'))
+        .cloned()
+        .collect()
+}
+
+fn to_request(map: &HeaderMap, body: Vec<u8>) -> HttpRequest {
+    let get = |k: &str| map.get(k).unwrap_or_default().to_string();
+    HttpRequest {
+        method: get(":method"),
+        scheme: get(":scheme"),
+        authority: get(":authority"),
+        path: get(":path"),
+        headers: regular_headers(map),
+        body,
+    }
+}
+
+fn to_response(map: &HeaderMap, body: Vec<u8>) -> HttpResponse {
+    HttpResponse {
+        status: map
+            .get(":status")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(NO_RESPONSE),
+        headers: regular_headers(map),
+        body,
+    }
+}
+
+/// The response Envoy builds for a local reply: the filter's headers, then
+/// (with a body) `content-length` set to the body's size, replacing any the
+/// filter gave, and `content-type: text/plain` only when the filter set none.
+fn local_reply(l: &LocalResponse) -> HttpResponse {
+    let mut headers = Vec::new();
+    if !l.body.is_empty() {
+        headers.push(("content-length".to_string(), l.body.len().to_string()));
+        if !l
+            .headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+        {
+            headers.push(("content-type".to_string(), "text/plain".to_string()));
+        }
+    }
+    headers.extend(
+        l.headers
+            .iter()
+            .filter(|(name, _)| l.body.is_empty() || !name.eq_ignore_ascii_case("content-length"))
+            .cloned(),
+    );
+    HttpResponse {
+        status: u16::try_from(l.status).unwrap_or(NO_RESPONSE),
+        headers,
+        body: l.body.clone(),
+    }
+}
+
+fn fail_stream_reply() -> LocalResponse {
+    LocalResponse {
+        status: 503,
+        details: FAIL_STREAM_DETAILS.into(),
+        body: Vec::new(),
+        headers: Vec::new(),
+        grpc_status: GRPC_UNAVAILABLE,
+    }
+}
+
+fn headers_action(a: u32) -> (&'static str, HeadersResult) {
+    match a {
+        0 => ("Continue", HeadersResult::Continue),
+        2 => ("ContinueAndEndStream", HeadersResult::ContinueAndEnd),
+        1 => (
+            "StopIteration (as StopAllIterationAndWatermark)",
+            HeadersResult::StopAll,
+        ),
+        3 => ("StopAllIterationAndBuffer", HeadersResult::StopAll),
+        4 => ("StopAllIterationAndWatermark", HeadersResult::StopAll),
+        _ => (
+            "out of range (as StopAllIterationAndWatermark)",
+            HeadersResult::StopAll,
+        ),
+    }
+}
+
+fn data_action(a: u32) -> (&'static str, DataResult) {
+    match a {
+        0 => ("Continue", DataResult::Continue),
+        1 => ("StopIterationAndBuffer", DataResult::Buffer),
+        2 => ("StopIterationAndWatermark", DataResult::Buffer),
+        3 => ("StopIterationNoBuffer", DataResult::NoBuffer),
+        _ => (
+            "out of range (as StopIterationNoBuffer)",
+            DataResult::NoBuffer,
+        ),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum HeadersResult {
+    Continue,
+    ContinueAndEnd,
+    StopAll,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum DataResult {
+    Continue,
+    Buffer,
+    NoBuffer,
+}
+
+#[derive(Debug, Clone)]
+enum Event {
+    Headers,
+    Data(Vec<u8>, bool),
+    Trailers,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// Headers stopped all iteration: later events wait, undelivered.
+    All,
+    /// A body callback stopped: later data and trailers still reach it.
+    Data,
+    /// Trailers stopped.
+    Trailers,
+}
+
+/// One direction of one filter.
+#[derive(Default)]
+struct Port {
+    stop: Option<(Stop, &'static str)>,
+    held: Vec<Event>,
+    buffered: Vec<u8>,
+    buffering: bool,
+    eos: bool,
+    ended: bool,
+}
+
+struct LaneState {
+    ctx: u32,
+    created: bool,
+    dead: bool,
+    closed: bool,
+    req: Port,
+    resp: Port,
+}
+
+/// Why a direction stopped for good.
+enum Halt {
+    Local(LocalResponse),
+    Reset(&'static str),
+}
+
+/// One direction's data as it flows.
+#[derive(Default)]
+struct Flow {
+    headers: HeaderMap,
+    trailers: Option<HeaderMap>,
+    out_headers: Option<HeaderMap>,
+    out_body: Vec<u8>,
+    out_trailers: Option<HeaderMap>,
+    out_eos: bool,
+    started: bool,
+}
+
+struct Driver<'l, 'a> {
+    lanes: &'l mut [Lane<'a>],
+    st: Vec<LaneState>,
+    req: Flow,
+    resp: Flow,
+    out: StreamOutcome,
+    /// A local reply is being encoded: further local replies are ignored.
+    in_local: bool,
+    req_body_len: usize,
+    resp_body_len: usize,
+    /// Set while ContinueAndEndStream forwards headers as the last frame.
+    more_after_headers_override: Option<bool>,
+    /// What is recorded besides the verdict.
+    detail: Detail,
+    /// The next stage to run.
+    stage: Stage,
+}
+
+/// A direction's filters in the order it visits them (the response's is
+/// the chain reversed), without allocating.
+#[derive(Clone, Copy)]
+struct Order {
+    n: usize,
+    reverse: bool,
+}
+
+impl Order {
+    fn len(self) -> usize {
+        self.n
+    }
+
+    /// The filter at position `k` of the direction.
+    fn at(self, k: usize) -> usize {
+        if self.reverse { self.n - 1 - k } else { k }
+    }
+
+    /// The position of filter `i` in the direction.
+    fn position(self, i: usize) -> Option<usize> {
+        (i < self.n).then(|| self.at(i))
+    }
+
+    fn iter(self) -> impl Iterator<Item = usize> {
+        (0..self.n).map(move |k| self.at(k))
+    }
+}
+
+fn vm_stream(vm: &mut Vm) -> Option<&mut StreamState> {
+    vm.state_mut().stream.as_mut()
+}
+
+impl<'a> Driver<'_, 'a> {
+    fn step(&mut self, i: usize, text: String) {
+        if let Some(f) = self.out.steps.get_mut(i) {
+            f.steps.push(text);
+        }
+    }
+
+    /// The step log is kept (not in [`Detail::Verdict`] runs).
+    fn logging(&self) -> bool {
+        self.detail == Detail::Full
+    }
+
+    fn order(&self, response: bool) -> Order {
+        Order {
+            n: self.lanes.len(),
+            reverse: response,
+        }
+    }
+
+    /// Copies the flowing maps into lane `i`'s stream state.
+    fn load(&mut self, i: usize, phase: Phase, body: Option<(bool, Vec<u8>)>) {
+        let req_h = self.req.headers.clone();
+        let req_t = self.req.trailers.clone().unwrap_or_default();
+        let resp_h = self.resp.started.then(|| self.resp.headers.clone());
+        let resp_t = self.resp.trailers.clone().unwrap_or_default();
+        if let Some(s) = self.lanes[i].vm.as_deref_mut().and_then(vm_stream) {
+            s.phase = phase;
+            s.request_headers = req_h;
+            s.request_trailers = req_t;
+            s.response_headers = resp_h;
+            s.response_trailers = resp_t;
+            s.continued_request = false;
+            s.continued_response = false;
+            match body {
+                Some((false, b)) => s.request_body = Some(b),
+                Some((true, b)) => s.response_body = Some(b),
+                None => {}
+            }
+        }
+    }
+
+    /// Copies lane `i`'s maps back; returns the body it holds for `response`.
+    fn store(&mut self, i: usize, response: bool) -> Vec<u8> {
+        let Some(s) = self.lanes[i].vm.as_deref_mut().and_then(vm_stream) else {
+            return Vec::new();
+        };
+        self.req.headers = s.request_headers.clone();
+        if self.req.trailers.is_some() {
+            self.req.trailers = Some(s.request_trailers.clone());
+        }
+        if self.resp.started {
+            if let Some(h) = &s.response_headers {
+                self.resp.headers = h.clone();
+            }
+            if self.resp.trailers.is_some() {
+                self.resp.trailers = Some(s.response_trailers.clone());
+            }
+        }
+        if response {
+            s.response_body.clone().unwrap_or_default()
+        } else {
+            s.request_body.clone().unwrap_or_default()
+        }
+    }
+
+    fn port(&mut self, i: usize, response: bool) -> &mut Port {
+        if response {
+            &mut self.st[i].resp
+        } else {
+            &mut self.st[i].req
+        }
+    }
+
+    fn flow(&mut self, response: bool) -> &mut Flow {
+        if response {
+            &mut self.resp
+        } else {
+            &mut self.req
+        }
+    }
+
+    /// Handles a failed call of lane `i`. `Ok` when the policy lets the
+    /// stream go on (FAIL_OPEN), else the halt.
+    fn failed(&mut self, i: usize, error: CallError) -> Result<(), Halt> {
+        self.st[i].dead = true;
+        let policy = self.lanes[i].policy;
+        self.step(
+            i,
+            format!(
+                "{} trapped ({}): {}",
+                error.callback,
+                policy.as_str(),
+                error.message.lines().next().unwrap_or_default()
+            ),
+        );
+        if self.out.failure.is_none() {
+            self.out.failure = Some(error.clone());
+        }
+        self.out.failures.push(FilterFailure {
+            index: i,
+            filter: self.lanes[i].name.clone(),
+            error,
+        });
+        if let Some(s) = self.lanes[i].vm.as_deref_mut().and_then(vm_stream) {
+            // The host drops whatever the failed call asked for.
+            s.local_response = None;
+        }
+        match policy {
+            FailurePolicy::FailOpen => Ok(()),
+            _ => Err(Halt::Local(fail_stream_reply())),
+        }
+    }
+
+    /// After a callback of lane `i`: local reply, reset, continue.
+    /// Returns whether the filter asked to continue (`proxy_continue_stream`).
+    fn after(&mut self, i: usize, response: bool, cb: &'static str) -> Result<bool, Halt> {
+        let Some(s) = self.lanes[i].vm.as_deref_mut().and_then(vm_stream) else {
+            return Ok(false);
+        };
+        let local = s.local_response.clone();
+        let closed = s.closed;
+        let continued = if response {
+            s.continued_response
+        } else {
+            s.continued_request
+        };
+        if let Some(l) = local
+            && !self.in_local
+        {
+            let details = if l.details.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", l.details)
+            };
+            self.step(
+                i,
+                format!("sent a local reply {}{details} in {cb}", l.status),
+            );
+            return Err(Halt::Local(l));
+        }
+        if closed && !self.st[i].closed {
+            self.st[i].closed = true;
+            self.step(i, format!("reset the stream (proxy_close_stream) in {cb}"));
+            return Err(Halt::Reset(cb));
+        }
+        Ok(continued)
+    }
+
+    /// Sends `ev` through the filters of one direction starting at
+    /// position `from` of that direction's order.
+    fn push(&mut self, response: bool, from: usize, ev: Event) -> Result<(), Halt> {
+        let order = self.order(response);
+        let mut ev = ev;
+        let mut k = from;
+        while k < order.len() {
+            let i = order.at(k);
+            let passive =
+                self.lanes[i].vm.is_none() || self.st[i].dead || (response && !self.st[i].created);
+            if passive {
+                if self.lanes[i].vm.is_none()
+                    && !self.st[i].dead
+                    && self.lanes[i].policy != FailurePolicy::FailOpen
+                    && !response
+                    && matches!(ev, Event::Headers)
+                {
+                    self.step(
+                        i,
+                        format!(
+                            "its VM failed earlier ({}): answered 503 {FAIL_STREAM_DETAILS}",
+                            self.lanes[i].policy.as_str()
+                        ),
+                    );
+                    return Err(Halt::Local(fail_stream_reply()));
+                }
+                k += 1;
+                continue;
+            }
+            let port = self.port(i, response);
+            if port.ended {
+                // ContinueAndEndStream: nothing after the headers goes on.
+                return Ok(());
+            }
+            if let Some((Stop::All, _)) = port.stop {
+                port.held.push(ev);
+                return Ok(());
+            }
+            match ev {
+                Event::Headers => {
+                    if !response && !self.st[i].created {
+                        self.create(i)?;
+                        if self.st[i].dead {
+                            k += 1;
+                            continue;
+                        }
+                    }
+                    let cb = if response {
+                        "proxy_on_response_headers"
+                    } else {
+                        "proxy_on_request_headers"
+                    };
+                    let eos = !self.more_after_headers(response);
+                    let phase = if response {
+                        Phase::ResponseHeaders
+                    } else {
+                        Phase::RequestHeaders
+                    };
+                    self.load(i, phase, None);
+                    let before = self.flow(response).headers.clone();
+                    let n = before.len() as u32;
+                    let r = self.call_vm(i, |vm, ctx| vm.call_headers(response, ctx, n, eos));
+                    self.store(i, response);
+                    let action = match r {
+                        Ok(a) => a,
+                        Err(e) => {
+                            self.failed(i, e)?;
+                            k += 1;
+                            continue;
+                        }
+                    };
+                    let (name, result) = headers_action(action);
+                    if self.logging() {
+                        self.step(i, format!("{cb}(eos={eos}) -> {name}"));
+                    }
+                    self.changes(i, response, &before);
+                    let continued = self.after(i, response, cb)?;
+                    match result {
+                        HeadersResult::Continue => {}
+                        HeadersResult::ContinueAndEnd => {
+                            self.port(i, response).ended = true;
+                            self.flow(response).trailers = None;
+                            self.forward_end(response, k + 1)?;
+                            return Ok(());
+                        }
+                        HeadersResult::StopAll => {
+                            self.port(i, response).stop = Some((Stop::All, cb));
+                            return self.stopped(i, response, continued);
+                        }
+                    }
+                }
+                Event::Data(chunk, eos) => {
+                    let cb = if response {
+                        "proxy_on_response_body"
+                    } else {
+                        "proxy_on_request_body"
+                    };
+                    let port = self.port(i, response);
+                    let mut visible = if port.buffering {
+                        std::mem::take(&mut port.buffered)
+                    } else {
+                        Vec::new()
+                    };
+                    visible.extend_from_slice(&chunk);
+                    port.eos = eos;
+                    let phase = if response {
+                        Phase::ResponseBody
+                    } else {
+                        Phase::RequestBody
+                    };
+                    let size = visible.len();
+                    self.load(i, phase, Some((response, visible.clone())));
+                    let r =
+                        self.call_vm(i, |vm, ctx| vm.call_body(response, ctx, size as u32, eos));
+                    let body = self.store(i, response);
+                    let action = match r {
+                        Ok(a) => a,
+                        Err(e) => {
+                            self.failed(i, e)?;
+                            ev = Event::Data(visible, eos);
+                            k += 1;
+                            continue;
+                        }
+                    };
+                    let (name, result) = data_action(action);
+                    if self.logging() {
+                        self.step(i, format!("{cb}({size} bytes, eos={eos}) -> {name}"));
+                    }
+                    if self.logging() && body != visible {
+                        self.step(
+                            i,
+                            format!(
+                                "{} body: changed ({} bytes -> {} bytes)",
+                                if response { "response" } else { "request" },
+                                visible.len(),
+                                body.len()
+                            ),
+                        );
+                    }
+                    let continued = self.after(i, response, cb)?;
+                    let port = self.port(i, response);
+                    match result {
+                        DataResult::Continue => {
+                            port.buffering = false;
+                            port.stop = None;
+                            ev = Event::Data(body, eos);
+                        }
+                        DataResult::Buffer => {
+                            port.buffering = true;
+                            port.buffered = body;
+                            port.stop = Some((Stop::Data, cb));
+                            return self.stopped(i, response, continued);
+                        }
+                        DataResult::NoBuffer => {
+                            port.buffering = false;
+                            port.buffered.clear();
+                            port.stop = Some((Stop::Data, cb));
+                            return self.stopped(i, response, continued);
+                        }
+                    }
+                }
+                Event::Trailers => {
+                    let cb = if response {
+                        "proxy_on_response_trailers"
+                    } else {
+                        "proxy_on_request_trailers"
+                    };
+                    self.load(i, phase_of(response), None);
+                    let before = self.flow(response).trailers.clone().unwrap_or_default();
+                    let n = before.len() as u32;
+                    let r = self.call_vm(i, |vm, ctx| vm.call_trailers(response, ctx, n));
+                    self.store(i, response);
+                    let action = match r {
+                        Ok(a) => a,
+                        Err(e) => {
+                            self.failed(i, e)?;
+                            k += 1;
+                            continue;
+                        }
+                    };
+                    let name = if action == 0 {
+                        "Continue"
+                    } else {
+                        "StopIteration"
+                    };
+                    if self.logging() {
+                        self.step(i, format!("{cb} -> {name}"));
+                    }
+                    let after = self.flow(response).trailers.clone().unwrap_or_default();
+                    let mut diffs = Vec::new();
+                    crate::verdict::diff_headers(
+                        if response {
+                            "response trailer"
+                        } else {
+                            "request trailer"
+                        },
+                        before.entries(),
+                        after.entries(),
+                        &mut diffs,
+                    );
+                    for d in diffs {
+                        self.step(i, d);
+                    }
+                    let continued = self.after(i, response, cb)?;
+                    if action != 0 {
+                        self.port(i, response).stop = Some((Stop::Trailers, cb));
+                        return self.stopped(i, response, continued);
+                    }
+                    let port = self.port(i, response);
+                    if port.stop.is_some() || port.buffering {
+                        // Continue on trailers releases what the filter buffered.
+                        port.stop = None;
+                        port.buffering = false;
+                        let data = std::mem::take(&mut port.buffered);
+                        if !data.is_empty() {
+                            self.push(response, k + 1, Event::Data(data, false))?;
+                        }
+                    }
+                }
+            }
+            k += 1;
+        }
+        self.exit(response, ev);
+        Ok(())
+    }
+
+    /// Ends the stream after ContinueAndEndStream at position `from - 1`.
+    fn forward_end(&mut self, response: bool, from: usize) -> Result<(), Halt> {
+        // The headers go on as the last frame.
+        let order = self.order(response);
+        let saved = self.more_after_headers_override;
+        self.more_after_headers_override = Some(false);
+        let r = if from < order.len() {
+            self.push(response, from, Event::Headers)
+        } else {
+            self.exit(response, Event::Headers);
+            Ok(())
+        };
+        self.more_after_headers_override = saved;
+        let f = self.flow(response);
+        f.out_eos = f.out_headers.is_some();
+        r
+    }
+
+    /// Calls into filter `i`'s VM with its context id (no VM: the default answer).
+    fn call_vm<R: Default>(
+        &mut self,
+        i: usize,
+        f: impl FnOnce(&mut Vm, u32) -> Result<R, CallError>,
+    ) -> Result<R, CallError> {
+        let ctx = self.st[i].ctx;
+        match self.lanes[i].vm.as_deref_mut() {
+            Some(vm) => f(vm, ctx),
+            None => Ok(R::default()),
+        }
+    }
+
+    /// After filter `i` stopped: resumes at once when it already asked to continue.
+    fn stopped(&mut self, i: usize, response: bool, continued: bool) -> Result<(), Halt> {
+        if continued {
+            self.resume(i, response)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// A stopped filter continues: what it held goes on.
+    fn resume(&mut self, i: usize, response: bool) -> Result<(), Halt> {
+        let order = self.order(response);
+        let Some(k) = order.position(i) else {
+            return Ok(());
+        };
+        let port = self.port(i, response);
+        let Some((stop, cb)) = port.stop.take() else {
+            return Ok(());
+        };
+        self.step(i, format!("resumed after {cb} (proxy_continue_stream)"));
+        match stop {
+            Stop::All => {
+                let held = std::mem::take(&mut self.port(i, response).held);
+                self.push(response, k + 1, Event::Headers)?;
+                // Held data is delivered, merged, to the filter that stopped.
+                let mut data: Option<(Vec<u8>, bool)> = None;
+                let mut trailers = false;
+                for e in held {
+                    match e {
+                        Event::Data(b, eos) => {
+                            let d = data.get_or_insert_with(|| (Vec::new(), false));
+                            d.0.extend_from_slice(&b);
+                            d.1 = eos;
+                        }
+                        Event::Trailers => trailers = true,
+                        Event::Headers => {}
+                    }
+                }
+                if let Some((b, eos)) = data {
+                    self.push(response, k, Event::Data(b, eos))?;
+                }
+                if trailers {
+                    self.push(response, k, Event::Trailers)?;
+                }
+            }
+            Stop::Data => {
+                let port = self.port(i, response);
+                port.buffering = false;
+                let data = std::mem::take(&mut port.buffered);
+                let eos = port.eos && self.flow(response).trailers.is_none();
+                if !data.is_empty() || eos {
+                    self.push(response, k + 1, Event::Data(data, eos))?;
+                }
+            }
+            Stop::Trailers => {
+                let port = self.port(i, response);
+                port.buffering = false;
+                let data = std::mem::take(&mut port.buffered);
+                if !data.is_empty() {
+                    self.push(response, k + 1, Event::Data(data, false))?;
+                }
+                self.push(response, k + 1, Event::Trailers)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// An event left the last filter of its direction.
+    fn exit(&mut self, response: bool, ev: Event) {
+        let has_trailers = self.flow(response).trailers.is_some();
+        let more = self.more_after_headers(response);
+        let f = self.flow(response);
+        match ev {
+            Event::Headers => {
+                f.out_headers = Some(f.headers.clone());
+                f.out_eos = f.out_eos || !more;
+            }
+            Event::Data(b, eos) => {
+                f.out_body.extend_from_slice(&b);
+                if eos && !has_trailers {
+                    f.out_eos = true;
+                }
+            }
+            Event::Trailers => {
+                f.out_trailers = f.trailers.clone();
+                f.out_eos = true;
+            }
+        }
+    }
+
+    fn more_after_headers(&self, response: bool) -> bool {
+        if let Some(v) = self.more_after_headers_override {
+            return v;
+        }
+        let (body, trailers) = if response {
+            (&self.resp_body_len, self.resp.trailers.is_some())
+        } else {
+            (&self.req_body_len, self.req.trailers.is_some())
+        };
+        *body > 0 || trailers
+    }
+
+    fn create(&mut self, i: usize) -> Result<(), Halt> {
+        self.st[i].created = true;
+        let r = self.call_vm(i, |vm, ctx| vm.call_context_create(ctx));
+        if let Err(e) = r {
+            self.failed(i, e)?;
+        }
+        Ok(())
+    }
+
+    fn changes(&mut self, i: usize, response: bool, before: &HeaderMap) {
+        let after = self.flow(response).headers.clone();
+        if after.same(before) || !self.logging() {
+            // Untouched by the filter (the map is shared copy-on-write).
+            return;
+        }
+        let mut diffs = Vec::new();
+        crate::verdict::diff_headers(
+            if response { "response" } else { "request" },
+            before.entries(),
+            after.entries(),
+            &mut diffs,
+        );
+        for d in diffs {
+            self.step(i, d);
+        }
+    }
+
+    /// The first filter (in the direction's order) still holding the stream.
+    fn holder(&self, response: bool) -> Option<(usize, &'static str)> {
+        for i in self.order(response).iter() {
+            let p = if response {
+                &self.st[i].resp
+            } else {
+                &self.st[i].req
+            };
+            if let Some((_, cb)) = p.stop {
+                return Some((i, cb));
+            }
+        }
+        None
+    }
+}
+
+fn phase_of(response: bool) -> Phase {
+    if response {
+        Phase::ResponseBody
+    } else {
+        Phase::RequestBody
+    }
+}
+
+/// Runs `exchange` through one VM (bodies in one chunk, no trailers).
+pub fn run(vm: &mut Vm, exchange: &Exchange) -> StreamOutcome {
+    let name = vm.name().to_string();
+    let mut lanes = [Lane {
+        vm: Some(vm),
+        name,
+        policy: FailurePolicy::FailClosed,
+    }];
+    run_chain(&mut lanes, &StreamInput::from_exchange(exchange))
+}
+
+/// Runs one exchange through a chain of filters.
+pub fn run_chain(lanes: &mut [Lane<'_>], input: &StreamInput) -> StreamOutcome {
+    let prepared = Prepared::new(input);
+    let mut d = Parked::new(lanes, &prepared, Detail::Full).driver(lanes);
+    while d.stage != Stage::Done {
+        advance(&mut d, &prepared);
+    }
+    conclude(&mut d)
+}
+
+/// Runs one exchange through a chain of filters for its verdict only: the
+/// same callbacks in the same order as [`run_chain`], without the step log,
+/// the change lists or copies of the messages (for throughput).
+///
+/// A verdict carries no cost: the guest calls are not timed one by one for
+/// [`Vm::take_cost`] while it runs (whoever wants its time measures the
+/// call; per-call records, [`Vm::record_calls`], are still taken).
+pub fn run_chain_verdict(lanes: &mut [Lane<'_>], input: &Prepared<'_>) -> StreamVerdict {
+    // Which lanes had per-call timing on (a bit per lane; lanes past the
+    // 64th get it back on, the state every VM is in outside this driver).
+    let mut timed = 0u64;
+    for (i, lane) in lanes.iter_mut().enumerate() {
+        if let Some(vm) = lane.vm.as_deref_mut()
+            && vm.set_call_timing(false)
+        {
+            timed |= 1u64.checked_shl(i as u32).unwrap_or(0);
+        }
+    }
+    let verdict = {
+        let mut d = Parked::new(lanes, input, Detail::Verdict).driver(lanes);
+        while d.stage != Stage::Done {
+            advance(&mut d, input);
+        }
+        let many = d.lanes.len() > 1;
+        let out = conclude(&mut d);
+        verdict_of(&d, input, out, many)
+    };
+    for (i, lane) in lanes.iter_mut().enumerate() {
+        if let Some(vm) = lane.vm.as_deref_mut() {
+            vm.set_call_timing(i >= 64 || timed & (1u64 << i) != 0);
+        }
+    }
+    verdict
+}
+
+/// Runs several exchanges through a chain at once, interleaving their
+/// callbacks as a proxy with that many streams in flight sees them: every
+/// stream's request headers, then every stream's request body and
+/// trailers, then every stream's response headers, response body and
+/// trailers, then every stream's `on_log`/`on_done`/`on_delete`. A stream
+/// that ends early (local reply, reset, failure) skips to the last round.
+/// Each stream gets its own context in every filter, so the filters hold
+/// all of them at the same time. `after_round` runs after each round
+/// (e.g. to sample the VMs' memory). Callouts made while several streams
+/// are in flight are reported with the stream that finishes first. A filter
+/// that fails in one stream is skipped by that stream only; what a failure
+/// means for the VM is the caller's decision (as `tollgate_replay::Chain`
+/// decides between exchanges).
+pub fn run_interleaved(
+    lanes: &mut [Lane<'_>],
+    inputs: &[&Prepared<'_>],
+    mut after_round: impl FnMut(&mut [Lane<'_>]),
+) -> Vec<StreamOutcome> {
+    let mut parked: Vec<Parked> = inputs
+        .iter()
+        .map(|p| Parked::new(lanes, p, Detail::Full))
+        .collect();
+    let mut outcomes: Vec<Option<StreamOutcome>> = inputs.iter().map(|_| None).collect();
+    for round in Stage::ROUNDS {
+        for (j, p) in parked.iter_mut().enumerate() {
+            if p.stage != round {
+                continue;
+            }
+            let mut d = std::mem::take(p).driver(lanes);
+            advance(&mut d, inputs[j]);
+            if d.stage == Stage::Done {
+                outcomes[j] = Some(conclude(&mut d));
+            }
+            *p = Parked::from_driver(d);
+        }
+        after_round(lanes);
+    }
+    outcomes.into_iter().flatten().collect()
+}
+
+/// An exchange made ready to drive: its header maps built and its bodies
+/// cut once, so it can be driven again and again without rebuilding them
+/// (the maps are shared copy-on-write with the filters).
+#[derive(Debug, Clone)]
+pub struct Prepared<'i> {
+    input: &'i StreamInput,
+    request_headers: HeaderMap,
+    request_trailers: Option<HeaderMap>,
+    request_chunks: Vec<Vec<u8>>,
+    response_headers: HeaderMap,
+    response_trailers: Option<HeaderMap>,
+    response_chunks: Vec<Vec<u8>>,
+    /// The request map, as is, judges as the recorded request (the codec's
+    /// folding of repeated headers can make it differ); worked out once,
+    /// when first needed.
+    request_pristine: OnceCell<bool>,
+    /// The same for the response.
+    response_pristine: OnceCell<bool>,
+}
+
+impl<'i> Prepared<'i> {
+    /// Builds the maps and chunks of `input`.
+    pub fn new(input: &'i StreamInput) -> Self {
+        let trailers = |t: &[(String, String)]| {
+            (!t.is_empty()).then(|| HeaderMap::from_pairs(t.iter().map(|(k, v)| (k, v.clone()))))
+        };
+        Self {
+            input,
+            request_headers: request_map(&input.request),
+            request_trailers: trailers(&input.request_trailers),
+            request_chunks: input.request_chunks.split(&input.request.body),
+            response_headers: response_map(input.response.status, &input.response.headers),
+            response_trailers: trailers(&input.response_trailers),
+            response_chunks: input.response_chunks.split(&input.response.body),
+            request_pristine: OnceCell::new(),
+            response_pristine: OnceCell::new(),
+        }
+    }
+
+    fn request_pristine(&self) -> bool {
+        *self.request_pristine.get_or_init(|| {
+            !crate::verdict::request_differs(
+                &self.input.request,
+                &to_request(&self.request_headers, self.input.request.body.clone()),
+            )
+        })
+    }
+
+    fn response_pristine(&self) -> bool {
+        *self.response_pristine.get_or_init(|| {
+            !crate::verdict::response_differs(
+                &self.input.response,
+                &to_response(&self.response_headers, self.input.response.body.clone()),
+            )
+        })
+    }
+
+    /// The input it was prepared from.
+    pub fn input(&self) -> &'i StreamInput {
+        self.input
+    }
+}
+
+/// The verdict of a [`run_chain_verdict`] run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamVerdict {
+    /// What the chain did, judged as the replay report judges it.
+    pub verdict: crate::verdict::Verdict,
+    /// The status the client received ([`NO_RESPONSE`] when none).
+    pub status: u16,
+    /// The request reached the upstream.
+    pub reached_upstream: bool,
+}
+
+/// What the driver records besides the verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Detail {
+    /// The full outcome: messages as they left the chain, step log.
+    #[default]
+    Full,
+    /// Only what the verdict needs.
+    Verdict,
+}
+
+/// Where an exchange is in the driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Stage {
+    #[default]
+    RequestHeaders,
+    RequestRest,
+    ResponseHeaders,
+    ResponseRest,
+    Finish,
+    Done,
+}
+
+impl Stage {
+    /// The rounds of an interleaved run, in order.
+    const ROUNDS: [Stage; 5] = [
+        Stage::RequestHeaders,
+        Stage::RequestRest,
+        Stage::ResponseHeaders,
+        Stage::ResponseRest,
+        Stage::Finish,
+    ];
+}
+
+/// A driver's state while another stream's callbacks run: everything but
+/// the lanes, plus each filter's stream state and the callout answers.
+#[derive(Default)]
+struct Parked {
+    st: Vec<LaneState>,
+    req: Flow,
+    resp: Flow,
+    out: Option<StreamOutcome>,
+    in_local: bool,
+    req_body_len: usize,
+    resp_body_len: usize,
+    more_after_headers_override: Option<bool>,
+    detail: Detail,
+    stage: Stage,
+    streams: Vec<Option<StreamState>>,
+    callouts: ExchangeCallouts,
+}
+
+impl Parked {
+    /// A new exchange: a context id in every filter, its stream state.
+    fn new(lanes: &mut [Lane<'_>], p: &Prepared<'_>, detail: Detail) -> Self {
+        let req = &p.input.request;
+        let mut st = Vec::with_capacity(lanes.len());
+        let mut streams = Vec::with_capacity(lanes.len());
+        for lane in lanes.iter_mut() {
+            let (ctx, stream) = match lane.vm.as_deref_mut() {
+                Some(vm) => {
+                    let ctx = vm.new_context_id();
+                    let start = vm.state().clock().realtime;
+                    let s = StreamState::at_request_headers(
+                        ctx,
+                        p.request_headers.clone(),
+                        start,
+                        req.body.len() as u64,
+                    );
+                    (ctx, Some(s))
+                }
+                None => (0, None),
+            };
+            streams.push(stream);
+            st.push(LaneState {
+                ctx,
+                created: false,
+                dead: false,
+                closed: false,
+                req: Port::default(),
+                resp: Port::default(),
+            });
+        }
+        let steps = if detail == Detail::Full {
+            lanes
+                .iter()
+                .map(|l| FilterSteps {
+                    filter: l.name.clone(),
+                    steps: Vec::new(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Self {
+            st,
+            req: Flow {
+                headers: p.request_headers.clone(),
+                trailers: p.request_trailers.clone(),
+                started: true,
+                ..Flow::default()
+            },
+            resp: Flow::default(),
+            out: Some(StreamOutcome {
+                steps,
+                ..empty_outcome()
+            }),
+            in_local: false,
+            req_body_len: req.body.len(),
+            resp_body_len: 0,
+            more_after_headers_override: None,
+            detail,
+            stage: Stage::RequestHeaders,
+            streams,
+            // One queue for the chain: the recording lists the exchange's
+            // callouts in order, whichever filter makes them.
+            callouts: if p.input.callouts.is_empty() {
+                ExchangeCallouts::default()
+            } else {
+                ExchangeCallouts::new(p.input.callouts.iter().cloned())
+            },
+        }
+    }
+
+    /// Puts the stream back into the filters' VMs and resumes driving it.
+    fn driver<'l, 'a>(mut self, lanes: &'l mut [Lane<'a>]) -> Driver<'l, 'a> {
+        for (lane, s) in lanes.iter_mut().zip(self.streams.iter_mut()) {
+            if let Some(vm) = lane.vm.as_deref_mut() {
+                vm.state_mut().stream = s.take();
+                vm.state_mut().exchange_callouts = self.callouts.clone();
+            }
+        }
+        Driver {
+            lanes,
+            st: self.st,
+            req: self.req,
+            resp: self.resp,
+            out: self.out.unwrap_or_else(empty_outcome),
+            in_local: self.in_local,
+            req_body_len: self.req_body_len,
+            resp_body_len: self.resp_body_len,
+            more_after_headers_override: self.more_after_headers_override,
+            detail: self.detail,
+            stage: self.stage,
+        }
+    }
+
+    /// Takes the stream out of the filters' VMs to let another one run.
+    fn from_driver(d: Driver<'_, '_>) -> Self {
+        let mut streams = Vec::with_capacity(d.lanes.len());
+        let mut callouts = ExchangeCallouts::default();
+        for lane in d.lanes.iter_mut() {
+            match lane.vm.as_deref_mut() {
+                Some(vm) => {
+                    streams.push(vm.state_mut().stream.take());
+                    callouts = std::mem::take(&mut vm.state_mut().exchange_callouts);
+                }
+                None => streams.push(None),
+            }
+        }
+        Self {
+            st: d.st,
+            req: d.req,
+            resp: d.resp,
+            out: Some(d.out),
+            in_local: d.in_local,
+            req_body_len: d.req_body_len,
+            resp_body_len: d.resp_body_len,
+            more_after_headers_override: d.more_after_headers_override,
+            detail: d.detail,
+            stage: d.stage,
+            streams,
+            callouts,
+        }
+    }
+}
+
+fn empty_outcome() -> StreamOutcome {
+    StreamOutcome {
+        upstream_request: None,
+        client_response: HttpResponse {
+            status: NO_RESPONSE,
+            headers: Vec::new(),
+            body: Vec::new(),
+        },
+        local_response: None,
+        local_in_response: false,
+        reset_in: None,
+        stalled_in: None,
+        failure: None,
+        failures: Vec::new(),
+        upstream_trailers: Vec::new(),
+        client_trailers: Vec::new(),
+        steps: Vec::new(),
+        callouts: Vec::new(),
+        callout_requests: Vec::new(),
+    }
+}
+
+/// The end of an exchange: the filters forget the stream, callouts are
+/// collected, a reset or stalled stream sent the client nothing.
+fn conclude(d: &mut Driver<'_, '_>) -> StreamOutcome {
+    let mut out = std::mem::replace(&mut d.out, empty_outcome());
+    for lane in d.lanes.iter_mut() {
+        if let Some(vm) = lane.vm.as_deref_mut() {
+            vm.state_mut().stream = None;
+            for c in vm.state_mut().take_callouts() {
+                let name = std::path::Path::new(&lane.name)
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or(&lane.name)
+                    .to_string();
+                out.callouts.push(format!("{name}: {c}"));
+            }
+            for mut r in vm.state_mut().take_callout_records() {
+                r.filter = std::path::Path::new(&lane.name)
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or(&lane.name)
+                    .to_string();
+                out.callout_requests.push(r);
+            }
+        }
+    }
+    if out.reset_in.is_some() || out.stalled_in.is_some() {
+        out.client_response = HttpResponse {
+            status: NO_RESPONSE,
+            headers: Vec::new(),
+            body: Vec::new(),
+        };
+        out.client_trailers.clear();
+    }
+    out
+}
+
+/// Judges a verdict-only run, comparing what left the chain with the
+/// input; the messages are rebuilt only when they are not the input's own
+/// maps and bodies (the filters changed something).
+fn verdict_of(
+    d: &Driver<'_, '_>,
+    p: &Prepared<'_>,
+    out: StreamOutcome,
+    many: bool,
+) -> StreamVerdict {
+    use crate::verdict::Verdict;
+    let reached_upstream = d.req.out_headers.is_some();
+    let status = if out.reset_in.is_some() || out.stalled_in.is_some() {
+        NO_RESPONSE
+    } else if out.local_response.is_some() && out.client_response.status != NO_RESPONSE {
+        out.client_response.status
+    } else {
+        d.resp
+            .out_headers
+            .as_ref()
+            .and_then(|h| h.get(":status"))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(NO_RESPONSE)
+    };
+    let verdict = if let Some(v) = crate::verdict::decided_verdict(&out, many) {
+        v
+    } else if out.reset_in.is_some() || out.stalled_in.is_some() {
+        Verdict::Modified
+    } else {
+        let input = p.input;
+        let request_changed = match &d.req.out_headers {
+            Some(h) if h.same(&p.request_headers) && d.req.out_body == input.request.body => {
+                !p.request_pristine()
+            }
+            Some(h) => crate::verdict::request_differs(
+                &input.request,
+                &to_request(h, d.req.out_body.clone()),
+            ),
+            None => false,
+        };
+        let response_changed = match &d.resp.out_headers {
+            Some(h) if h.same(&p.response_headers) && d.resp.out_body == input.response.body => {
+                !p.response_pristine()
+            }
+            Some(h) => crate::verdict::response_differs(
+                &input.response,
+                &to_response(h, d.resp.out_body.clone()),
+            ),
+            None => true,
+        };
+        if request_changed || response_changed {
+            Verdict::Modified
+        } else {
+            Verdict::Passed
+        }
+    };
+    StreamVerdict {
+        verdict,
+        status,
+        reached_upstream,
+    }
+}
+
+/// Runs the driver's current stage and moves it to the next.
+fn advance(d: &mut Driver<'_, '_>, p: &Prepared<'_>) {
+    d.stage = match d.stage {
+        Stage::RequestHeaders => {
+            let r = d.push(false, 0, Event::Headers);
+            if request_halted(d, r) {
+                Stage::Finish
+            } else {
+                Stage::RequestRest
+            }
+        }
+        Stage::RequestRest => request_rest(d, p),
+        Stage::ResponseHeaders => {
+            d.resp.headers = p.response_headers.clone();
+            d.resp.trailers = p.response_trailers.clone();
+            d.resp.started = true;
+            d.resp_body_len = p.input.response.body.len();
+            let r = d.push(true, 0, Event::Headers);
+            if response_halted(d, r) {
+                Stage::Finish
+            } else {
+                Stage::ResponseRest
+            }
+        }
+        Stage::ResponseRest => {
+            let r = response_rest(d, p).and_then(|()| wait_for_callouts(d, true));
+            if !response_halted(d, r) {
+                client_response(d);
+            }
+            Stage::Finish
+        }
+        Stage::Finish => {
+            finish(d);
+            Stage::Done
+        }
+        Stage::Done => Stage::Done,
+    };
+}
+
+/// The request's body chunks and trailers; then whether it reached the upstream.
+fn request_rest(d: &mut Driver<'_, '_>, p: &Prepared<'_>) -> Stage {
+    let mut r = Ok(());
+    let last = p.request_chunks.len();
+    for (j, c) in p.request_chunks.iter().enumerate() {
+        if r.is_err() {
+            break;
+        }
+        let eos = j + 1 == last && d.req.trailers.is_none();
+        r = d.push(false, 0, Event::Data(c.clone(), eos));
+    }
+    if r.is_ok() && d.req.trailers.is_some() {
+        r = d.push(false, 0, Event::Trailers);
+    }
+    if request_halted(d, r) {
+        return Stage::Finish;
+    }
+    let r = wait_for_callouts(d, false);
+    if request_halted(d, r) {
+        return Stage::Finish;
+    }
+    let Some(headers) = d.req.out_headers.as_ref() else {
+        stall(d, false);
+        return Stage::Finish;
+    };
+    if d.logging() {
+        d.out.upstream_request = Some(to_request(headers, d.req.out_body.clone()));
+        d.out.upstream_trailers = d
+            .req
+            .out_trailers
+            .as_ref()
+            .map(|t| t.entries().to_vec())
+            .unwrap_or_default();
+    }
+    if !d.req.out_eos {
+        stall(d, false);
+        return Stage::Finish;
+    }
+    Stage::ResponseHeaders
+}
+
+/// Handles a halt of the request path; `true` when it halted.
+fn request_halted(d: &mut Driver<'_, '_>, r: Result<(), Halt>) -> bool {
+    match r {
+        Err(Halt::Local(l)) => {
+            local_via_chain(d, l);
+            true
+        }
+        Err(Halt::Reset(cb)) => {
+            d.out.reset_in = Some(cb);
+            true
+        }
+        Ok(()) => false,
+    }
+}
+
+/// The response's body chunks and trailers.
+fn response_rest(d: &mut Driver<'_, '_>, p: &Prepared<'_>) -> Result<(), Halt> {
+    let last = p.response_chunks.len();
+    for (j, c) in p.response_chunks.iter().enumerate() {
+        let eos = j + 1 == last && d.resp.trailers.is_none();
+        d.push(true, 0, Event::Data(c.clone(), eos))?;
+    }
+    if d.resp.trailers.is_some() {
+        d.push(true, 0, Event::Trailers)?;
+    }
+    Ok(())
+}
+
+/// Handles a halt of the response path; `true` when it halted.
+fn response_halted(d: &mut Driver<'_, '_>, r: Result<(), Halt>) -> bool {
+    match r {
+        Err(Halt::Local(l)) => {
+            d.out.local_in_response = true;
+            if d.resp.out_headers.is_some() {
+                // The client already has the response headers: Envoy resets.
+                d.out.reset_in = Some("the response (local reply after headers were sent)");
+                d.out.local_response = Some(l);
+            } else {
+                d.out.client_response = local_reply(&l);
+                d.out.local_response = Some(l);
+            }
+            true
+        }
+        Err(Halt::Reset(cb)) => {
+            d.out.reset_in = Some(cb);
+            true
+        }
+        Ok(()) => false,
+    }
+}
+
+fn respond(d: &mut Driver<'_, '_>, chunks: Vec<Vec<u8>>) -> Result<(), Halt> {
+    d.push(true, 0, Event::Headers)?;
+    let last = chunks.len();
+    for (j, c) in chunks.into_iter().enumerate() {
+        let eos = j + 1 == last && d.resp.trailers.is_none();
+        d.push(true, 0, Event::Data(c, eos))?;
+    }
+    if d.resp.trailers.is_some() {
+        d.push(true, 0, Event::Trailers)?;
+    }
+    Ok(())
+}
+
+fn client_response(d: &mut Driver<'_, '_>) {
+    match d.resp.out_headers.clone() {
+        Some(_) if d.resp.out_eos && !d.logging() => {}
+        Some(h) if d.resp.out_eos => {
+            d.out.client_response = to_response(&h, d.resp.out_body.clone());
+            d.out.client_trailers = d
+                .resp
+                .out_trailers
+                .as_ref()
+                .map(|t| t.entries().to_vec())
+                .unwrap_or_default();
+        }
+        _ => stall(d, true),
+    }
+}
+
+/// Longest a held stream waits for callout answers (virtual time): Envoy's
+/// default stream idle timeout.
+const MAX_CALLOUT_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// While a filter holds one direction and callout answers are on their
+/// way, moves every filter's virtual clock to the next answer (ticks due
+/// before it fire first) and lets the holder act on it: continue, answer
+/// locally, reset. Envoy keeps a paused stream open meanwhile.
+fn wait_for_callouts(d: &mut Driver<'_, '_>, response: bool) -> Result<(), Halt> {
+    let mut waited = std::time::Duration::ZERO;
+    loop {
+        let f = d.flow(response);
+        if f.out_headers.is_some() && f.out_eos {
+            return Ok(());
+        }
+        let Some((i, cb)) = d.holder(response) else {
+            return Ok(());
+        };
+        let next = d
+            .lanes
+            .iter()
+            .filter_map(|l| l.vm.as_deref())
+            .filter_map(|vm| {
+                let due = vm.next_callout_due()?;
+                Some(due.saturating_sub(vm.state().clock().monotonic))
+            })
+            .min();
+        let Some(dt) = next.map(std::time::Duration::from_nanos) else {
+            return Ok(());
+        };
+        waited += dt;
+        if waited > MAX_CALLOUT_WAIT {
+            return Ok(());
+        }
+        for j in 0..d.lanes.len() {
+            if let Err(e) = d.call_vm(j, |vm, _| vm.advance_clock(dt)) {
+                d.failed(j, e)?;
+            }
+        }
+        d.step(
+            i,
+            format!("waited {dt:?} (virtual) for callout answers while held in {cb}"),
+        );
+        let body = d.store(i, response);
+        let port = d.port(i, response);
+        if port.buffering {
+            port.buffered = body;
+        }
+        if d.after(i, response, "a callout answer")? {
+            d.resume(i, response)?;
+        }
+    }
+}
+
+fn stall(d: &mut Driver<'_, '_>, response: bool) {
+    if let Some((i, cb)) = d.holder(response) {
+        d.out.stalled_in = Some(cb);
+        d.step(i, format!("held the stream in {cb} and never resumed"));
+    } else {
+        d.out.stalled_in = Some(if response {
+            "the response path"
+        } else {
+            "the request path"
+        });
+    }
+}
+
+/// A local reply during the request path goes back through the response
+/// callbacks of the filters that saw the request.
+fn local_via_chain(d: &mut Driver<'_, '_>, l: LocalResponse) {
+    d.out.local_response = Some(l.clone());
+    d.in_local = true;
+    let reply = local_reply(&l);
+    for p in &mut d.st {
+        p.resp = Port::default();
+    }
+    d.resp.headers = response_map(reply.status, &reply.headers);
+    d.resp.trailers = None;
+    d.resp.started = true;
+    d.resp_body_len = reply.body.len();
+    let chunks = ChunkPlan::Whole.split(&reply.body);
+    match respond(d, chunks) {
+        Err(Halt::Reset(cb)) => d.out.reset_in = Some(cb),
+        Err(Halt::Local(_)) => {
+            // A failure while encoding the local reply: Envoy sends it as is.
+            d.out.client_response = reply;
+        }
+        Ok(()) => client_response(d),
+    }
+    d.in_local = false;
+}
+
+/// The end of the stream, in Envoy's order (checked with Envoy 1.40's
+/// `-l trace`): every filter's `on_log` in chain order (a filter that never
+/// saw the request gets its context created first, as Envoy's access log
+/// does), then every filter's `on_done` and `on_delete`.
+fn finish(d: &mut Driver<'_, '_>) {
+    let alive = |d: &Driver<'_, '_>, i: usize| !d.st[i].dead && d.lanes[i].vm.is_some();
+    for i in 0..d.lanes.len() {
+        if !alive(d, i) {
+            continue;
+        }
+        if !d.st[i].created {
+            d.step(i, "context created for the access log only".into());
+            if d.create(i).is_err() || !alive(d, i) {
+                continue;
+            }
+        }
+        if let Some(s) = d.lanes[i].vm.as_deref_mut().and_then(vm_stream) {
+            s.phase = Phase::Finished;
+        }
+        let r = d.call_vm(i, |vm, ctx| vm.call_log(ctx));
+        if let Err(e) = r {
+            let _ = d.failed(i, e);
+        }
+    }
+    for i in 0..d.lanes.len() {
+        if !alive(d, i) {
+            continue;
+        }
+        let r = d.call_vm(i, |vm, ctx| vm.call_done_delete(ctx));
+        if let Err(e) = r {
+            let _ = d.failed(i, e);
+        }
+    }
+}
