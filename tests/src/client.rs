@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use tollgate_traffic::{HttpRequest, HttpResponse};
 
-use crate::http1::{self, BodyFraming};
+use tollgate_envoy::http1::{self, BodyFraming};
 
 /// How long a read or write may block before the request fails.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -75,7 +75,7 @@ fn exchange(addr: SocketAddr, request: &HttpRequest) -> Result<HttpResponse> {
             } else {
                 BodyFraming::Response
             };
-        let body = http1::read_body(&mut reader, &head.headers, framing)?;
+        let body = http1::read_framed_body(&mut reader, &head, framing)?;
         return Ok(HttpResponse {
             status,
             headers: head.headers,

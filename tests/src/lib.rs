@@ -13,7 +13,7 @@
 pub mod client;
 pub mod envoy;
 pub mod headers;
-pub mod http1;
+pub use tollgate_envoy::http1;
 pub mod jwt;
 pub mod launcher;
 pub mod paths;

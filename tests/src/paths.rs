@@ -21,35 +21,14 @@ fn from_root(path: PathBuf) -> PathBuf {
     }
 }
 
-/// The Envoy binary: `ENVOY_BIN`, else the project's virtualenv
-/// (`target/envoy-venv/lib/python3.*/site-packages/envoy/_bin/envoy`).
-/// Missing Envoy is a failure, never a skip.
+/// The Envoy binary, found as everything in the project finds it
+/// ([`tollgate_envoy::locate::envoy_binary`]: `ENVOY_BIN`, else
+/// `target/envoy-venv`). Missing Envoy is a failure, never a skip.
 pub fn envoy_binary() -> Result<PathBuf> {
-    if let Some(bin) = std::env::var_os("ENVOY_BIN") {
-        let bin = from_root(PathBuf::from(bin));
-        if !bin.is_file() {
-            bail!(
-                "ENVOY_BIN={} does not exist; run `cargo xtask test` (it installs Envoy and exports ENVOY_BIN)",
-                bin.display()
-            );
-        }
-        return Ok(bin);
-    }
-    let venv = root().join("target").join("envoy-venv");
-    let mut candidates: Vec<PathBuf> = std::fs::read_dir(venv.join("lib"))
-        .into_iter()
-        .flatten()
-        .filter_map(|entry| entry.ok())
-        .filter(|entry| entry.file_name().to_string_lossy().starts_with("python3"))
-        .map(|entry| entry.path().join("site-packages/envoy/_bin/envoy"))
-        .filter(|path| path.is_file())
-        .collect();
-    candidates.sort();
-    candidates.pop().with_context(|| {
-        format!(
-            "Envoy not found: ENVOY_BIN is not set and {} has no envoy binary; \
-             run `cargo xtask test` (or `cargo xtask envoy` and set ENVOY_BIN)",
-            venv.display()
+    tollgate_envoy::locate::envoy_binary().map_err(|e| {
+        anyhow::anyhow!(
+            "{e}; run `cargo xtask test` (it installs Envoy and exports ENVOY_BIN), \
+             or `cargo xtask envoy` and set ENVOY_BIN"
         )
     })
 }

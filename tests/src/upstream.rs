@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use anyhow::{Context, Result};
 use tollgate_traffic::HttpResponse;
 
-use crate::http1::{self, BodyFraming};
+use tollgate_envoy::http1::{self, BodyFraming};
 
 /// A request as the upstream received it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,7 +218,7 @@ fn serve_one(
     let mut parts = head.start_line.split_whitespace();
     let method = parts.next().unwrap_or("").to_string();
     let path = parts.next().unwrap_or("").to_string();
-    let body = http1::read_body(reader, &head.headers, BodyFraming::Request)?;
+    let body = http1::read_framed_body(reader, &head, BodyFraming::Request)?;
     let request = ReceivedRequest {
         method: method.clone(),
         path,

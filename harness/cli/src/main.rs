@@ -7,6 +7,10 @@ mod bench_cli;
 mod chain_args;
 #[path = "cli/envoy.rs"]
 mod envoy_cli;
+#[path = "cli/inspect.rs"]
+mod inspect_cli;
+#[path = "cli/replay.rs"]
+mod replay_cli;
 #[path = "cli/ship.rs"]
 mod ship_cli;
 #[path = "cli/test.rs"]
@@ -14,13 +18,9 @@ mod test_cli;
 #[path = "cli/traffic.rs"]
 mod traffic_cli;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use std::path::{Path, PathBuf};
-use tollgate_host::plugin;
-use tollgate_host::state::LogLevel;
-use tollgate_replay::{Replay, Report, Verdict};
-use tollgate_traffic::{HttpRequest, HttpResponse};
+use std::path::PathBuf;
 
 #[derive(Parser)]
 #[command(
@@ -153,9 +153,9 @@ fn run() -> Result<()> {
             trace,
             log_level,
             format,
-        } => replay(
+        } => replay_cli::replay(
             &traffic,
-            ReplayInput {
+            replay_cli::ReplayInput {
                 lenient,
                 stream,
                 quiet,
@@ -175,7 +175,7 @@ fn run() -> Result<()> {
             &log_level,
             format,
         ),
-        Command::Inspect { module } => inspect(&module),
+        Command::Inspect { module } => inspect_cli::inspect(&module),
         Command::Package(args) => ship_cli::package(args),
         Command::Manifest(args) => ship_cli::manifest(args),
         Command::Validate(args) => ship_cli::validate(args),
@@ -185,243 +185,4 @@ fn run() -> Result<()> {
         Command::Bench(args) => bench_cli::bench(args),
         Command::Envoy(args) => envoy_cli::envoy(args, matches.subcommand_matches("envoy")),
     }
-}
-
-/// How `tollgate replay` reads its recording.
-struct ReplayInput {
-    lenient: bool,
-    stream: bool,
-    quiet: bool,
-    /// `--stub CLUSTER=FILE` arguments.
-    stubs: Vec<String>,
-}
-
-fn replay(
-    traffic_path: &Path,
-    input: ReplayInput,
-    filters: Vec<chain_args::FilterArg>,
-    workers: usize,
-    trace: bool,
-    log_level: &str,
-    format: Format,
-) -> Result<()> {
-    let level: LogLevel = log_level
-        .parse()
-        .map_err(anyhow::Error::msg)
-        .context("--log-level")?;
-    if workers == 0 {
-        bail!("--workers must be at least 1");
-    }
-    // Compiled modules are cached as `tollgate bench` caches them.
-    let mut replay = Replay::chain()
-        .log_level(level)
-        .workers(workers)
-        .module_cache(tollgate_host::cache::ModuleCache::default_location());
-    if trace {
-        replay = replay.trace_calls();
-    }
-    for f in filters {
-        replay = replay.filter(&f.path);
-        if let Some(c) = f.config {
-            replay = replay.config(value_arg(&c, "config")?);
-        }
-        if let Some(c) = f.vm_config {
-            replay = replay.vm_config(value_arg(&c, "vm-config")?);
-        }
-        if let Some(p) = f.failure_policy {
-            let policy: tollgate_replay::FailurePolicy = p
-                .parse()
-                .map_err(anyhow::Error::msg)
-                .with_context(|| format!("--failure-policy for {}", f.path.display()))?;
-            replay = replay.failure_policy(policy);
-        }
-    }
-    for arg in &input.stubs {
-        let (http, grpc) = tollgate_replay::suite::stub_arg(arg)
-            .map_err(anyhow::Error::msg)
-            .context("--stub")?;
-        if let Some(h) = http {
-            replay = replay.http_cluster(h);
-        }
-        if let Some(g) = grpc {
-            replay = replay.grpc_cluster(g);
-        }
-    }
-    if input.stream {
-        return traffic_cli::replay_streaming(replay, traffic_path, input.lenient, input.quiet);
-    }
-    let leniency = if input.lenient {
-        tollgate_traffic::Leniency::Lenient
-    } else {
-        tollgate_traffic::Leniency::Strict
-    };
-    let traffic = tollgate_traffic::load_with(traffic_path, leniency)?;
-    for w in &traffic.warnings {
-        eprintln!("warning: {w}");
-    }
-    let bar = indicatif::ProgressBar::new(traffic.exchanges.len() as u64);
-    let progress = bar.clone();
-    let report = replay
-        .traffic(traffic)
-        .on_progress(move |done, _| progress.set_position(done as u64))
-        .run()?;
-    bar.finish_and_clear();
-    match format {
-        Format::Text => print_text(&report),
-        Format::Json => println!("{}", serde_json::to_string_pretty(&to_json(&report))?),
-    }
-    Ok(())
-}
-
-fn verdict_text(v: &Verdict) -> String {
-    match v {
-        Verdict::Passed => "passed".into(),
-        Verdict::Modified => "modified".into(),
-        Verdict::AnsweredLocally { status } => format!("answered locally ({status})"),
-        Verdict::Failed { .. } => "FAILED".into(),
-    }
-}
-
-fn print_text(report: &Report) {
-    for f in &report.filters {
-        println!(
-            "filter {} ({} bytes, proxy-wasm ABI {})",
-            f.path.display(),
-            f.wasm_bytes,
-            f.abi
-        );
-    }
-    for l in &report.startup_logs {
-        println!("  [start] {:<8} {}", l.level, l.message);
-    }
-    for e in &report.exchanges {
-        let target = e
-            .upstream_request
-            .as_ref()
-            .map(|r| format!("{} {}{}", r.method, r.authority, r.path))
-            .unwrap_or_else(|| "(not sent upstream)".into());
-        println!(
-            "{}: {} -> {} [{}] guest {:?}",
-            e.id,
-            target,
-            e.client_response.status,
-            verdict_text(&e.verdict),
-            e.cost
-        );
-        if let Verdict::Failed { message } = &e.verdict {
-            for line in message.lines() {
-                println!("    ! {line}");
-            }
-        }
-        for c in &e.changes {
-            println!("    * {c}");
-        }
-        if report.filters.len() > 1 {
-            for f in &e.filters {
-                for step in &f.steps {
-                    println!("    [{}] {step}", f.filter);
-                }
-            }
-        }
-        for l in &e.logs {
-            println!("    {:<8} {}", l.level, l.message);
-        }
-    }
-    let s = report.summary();
-    println!(
-        "\n{} requests: {} passed, {} modified, {} answered locally, {} failed; guest time p50 {:?}, p99 {:?}",
-        s.requests, s.passed, s.modified, s.answered_locally, s.failed, s.p50, s.p99
-    );
-}
-
-fn headers_json(h: &[(String, String)]) -> serde_json::Value {
-    h.iter().map(|(k, v)| serde_json::json!([k, v])).collect()
-}
-
-fn body_json(b: &[u8]) -> serde_json::Value {
-    match std::str::from_utf8(b) {
-        Ok(s) => serde_json::json!({ "text": s }),
-        Err(_) => {
-            use base64::Engine;
-            serde_json::json!({ "base64": base64::engine::general_purpose::STANDARD.encode(b) })
-        }
-    }
-}
-
-fn request_json(r: &HttpRequest) -> serde_json::Value {
-    serde_json::json!({
-        "method": r.method, "scheme": r.scheme, "authority": r.authority, "path": r.path,
-        "headers": headers_json(&r.headers), "body": body_json(&r.body),
-    })
-}
-
-fn response_json(r: &HttpResponse) -> serde_json::Value {
-    serde_json::json!({ "status": r.status, "headers": headers_json(&r.headers), "body": body_json(&r.body) })
-}
-
-fn to_json(report: &Report) -> serde_json::Value {
-    let s = report.summary();
-    let exchanges: Vec<serde_json::Value> = report
-        .exchanges
-        .iter()
-        .map(|e| {
-            let verdict = match &e.verdict {
-                Verdict::Passed => serde_json::json!({ "kind": "passed" }),
-                Verdict::Modified => serde_json::json!({ "kind": "modified" }),
-                Verdict::AnsweredLocally { status } => serde_json::json!({ "kind": "answered_locally", "status": status }),
-                Verdict::Failed { message } => serde_json::json!({ "kind": "failed", "message": message }),
-            };
-            serde_json::json!({
-                "id": e.id,
-                "verdict": verdict,
-                "upstream_request": e.upstream_request.as_ref().map(request_json),
-                "client_response": response_json(&e.client_response),
-                "changes": e.changes,
-                "cost_ns": u64::try_from(e.cost.as_nanos()).unwrap_or(u64::MAX),
-                "filters": e.filters.iter().map(|f| serde_json::json!({ "filter": f.filter, "steps": f.steps })).collect::<Vec<_>>(),
-                "logs": e.logs.iter().map(|l| serde_json::json!({ "level": l.level, "message": l.message })).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    serde_json::json!({
-        "filter": { "path": report.filter.path, "wasm_bytes": report.filter.wasm_bytes, "abi": report.filter.abi },
-        "startup_logs": report.startup_logs.iter().map(|l| serde_json::json!({ "level": l.level, "message": l.message })).collect::<Vec<_>>(),
-        "exchanges": exchanges,
-        "summary": {
-            "requests": s.requests, "passed": s.passed, "modified": s.modified,
-            "answered_locally": s.answered_locally, "failed": s.failed,
-            "p50_ns": u64::try_from(s.p50.as_nanos()).unwrap_or(u64::MAX),
-            "p99_ns": u64::try_from(s.p99.as_nanos()).unwrap_or(u64::MAX),
-        },
-    })
-}
-
-fn inspect(path: &Path) -> Result<()> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let info = plugin::inspect(&path.display().to_string(), &bytes)?;
-    println!("module {} ({} bytes)", path.display(), bytes.len());
-    match info.abi {
-        Some(abi) => println!("proxy-wasm ABI {abi}"),
-        None => println!("not a proxy-wasm module (no proxy_abi_version_* export)"),
-    }
-    println!("exports ({}):", info.exports.len());
-    for (name, kind) in &info.exports {
-        println!("  {kind:<6} {name}");
-    }
-    println!("imports ({}):", info.imports.len());
-    for i in &info.imports {
-        let mark = if i.problem.is_some() { "MISSING" } else { "ok" };
-        println!("  {mark:<7} {}.{} ({})", i.module, i.name, i.kind);
-    }
-    let unknown = info.unknown_imports();
-    if unknown.is_empty() {
-        println!("all imports are provided by the host");
-    } else {
-        println!("imports the host does not provide ({}):", unknown.len());
-        for u in &unknown {
-            println!("  {u}");
-        }
-        bail!("{} imports the host does not provide", path.display());
-    }
-    Ok(())
 }

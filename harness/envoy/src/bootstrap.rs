@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use super::{LiveError, WasmFilter};
-use tollgate_replay::FailurePolicy;
+use tollgate_abi::FailurePolicy;
 
 /// The name of the replay upstream's cluster in generated bootstraps.
 pub const UPSTREAM_CLUSTER: &str = "tollgate_upstream";

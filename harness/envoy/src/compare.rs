@@ -360,7 +360,7 @@ fn send_batch(
 
 /// The no-op module as a binary `.wasm` file in `dir`.
 fn noop_wasm(dir: &std::path::Path) -> Result<PathBuf, LiveError> {
-    let bytes = tollgate_host::bare::noop_module()
+    let bytes = tollgate_abi::guests::noop_module()
         .map_err(|e| LiveError::Config(format!("assembling the no-op module: {e}")))?;
     let path = dir.join("noop.wasm");
     std::fs::write(&path, bytes).map_err(io(format!("writing {}", path.display())))?;

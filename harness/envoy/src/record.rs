@@ -17,7 +17,7 @@ use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -72,41 +72,9 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RecordError {
     move |source| RecordError::Io { what, source }
 }
 
-/// The Envoy binary: `ENVOY_BIN`, else the project's virtualenv
-/// (`target/envoy-venv/lib/python3.*/site-packages/envoy/_bin/envoy`, from the
-/// current directory or the repository this binary was built in).
+/// The Envoy binary ([`crate::locate::envoy_binary`]).
 pub fn envoy_binary() -> Result<PathBuf, RecordError> {
-    if let Some(bin) = std::env::var_os("ENVOY_BIN") {
-        let bin = PathBuf::from(bin);
-        return if bin.is_file() {
-            Ok(bin)
-        } else {
-            Err(RecordError::Config(format!(
-                "ENVOY_BIN={} does not exist",
-                bin.display()
-            )))
-        };
-    }
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    for root in [PathBuf::from("."), repo] {
-        let lib = root.join("target/envoy-venv/lib");
-        let mut found: Vec<PathBuf> = std::fs::read_dir(&lib)
-            .into_iter()
-            .flatten()
-            .filter_map(Result::ok)
-            .filter(|e| e.file_name().to_string_lossy().starts_with("python3"))
-            .map(|e| e.path().join("site-packages/envoy/_bin/envoy"))
-            .filter(|p| p.is_file())
-            .collect();
-        found.sort();
-        if let Some(p) = found.pop() {
-            return Ok(p);
-        }
-    }
-    Err(RecordError::Config(
-        "Envoy not found: set ENVOY_BIN or pass --envoy (or run `cargo xtask envoy`, which installs target/envoy-venv)"
-            .to_owned(),
-    ))
+    crate::locate::envoy_binary().map_err(|e| RecordError::Config(e.0))
 }
 
 fn split_addr(s: &str, flag: &str) -> Result<(String, u16), RecordError> {
@@ -229,27 +197,14 @@ impl Recorder {
         let admin_path = tap_dir.join("admin.address");
         let _ = std::fs::remove_file(&admin_path);
         let log = tap_dir.join("envoy.log");
-        let log_file = File::create(&log).map_err(io(format!("creating {}", log.display())))?;
-        let err_file = log_file.try_clone().map_err(io("reopening the log"))?;
         let base_id = 40_000 + std::process::id() % 20_000;
-        let child = Command::new(&config.envoy)
-            .arg("-c")
-            .arg(&boot_path)
-            .args(["--base-id", &base_id.to_string()])
-            .args([
-                "--disable-hot-restart",
-                "--concurrency",
-                "1",
-                "--log-level",
-                "warning",
-            ])
-            .arg("--admin-address-path")
-            .arg(&admin_path)
-            .stdin(Stdio::null())
-            .stdout(log_file)
-            .stderr(err_file)
-            .spawn()
-            .map_err(io(format!("starting {}", config.envoy.display())))?;
+        let child = crate::process::Launch::new(&boot_path, &admin_path, base_id)
+            .spawn(&config.envoy, &log, None)
+            .map_err(io(format!(
+                "starting {} (log {})",
+                config.envoy.display(),
+                log.display()
+            )))?;
         let traffic_path = config.out_dir.join("traffic.jsonl");
         let out = File::create(&traffic_path)
             .map_err(io(format!("creating {}", traffic_path.display())))?;

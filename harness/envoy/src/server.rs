@@ -105,7 +105,7 @@ fn serve(conn: TcpStream, stop: &AtomicBool, answer: &dyn Fn(Request) -> Option<
             Ok(Some(h)) => h,
             _ => return,
         };
-        let mut parts = head.start.split_whitespace();
+        let mut parts = head.start_line.split_whitespace();
         let method = parts.next().unwrap_or("").to_owned();
         let path = parts.next().unwrap_or("/").to_owned();
         let Ok(body) = http1::read_body(&mut reader, &head, false) else {

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use tollgate_host::callouts::{HttpAnswer, HttpClusterStub};
+use tollgate_traffic::stubs::{HttpAnswer, HttpClusterStub};
 
 use super::bootstrap::{Alternative, UPSTREAM_CLUSTER};
 use super::server::{Request, Server};

@@ -7,40 +7,11 @@
 
 use crate::state::{HeaderMap, Phase, StreamState};
 use crate::vm::{CallError, Vm};
+use tollgate_abi::Direction;
 
-/// The harness floor: a proxy-wasm 0.2.1 module whose callbacks do nothing.
-pub const NOOP_WAT: &str = include_str!("wat/noop.wat");
-
-/// A proxy-wasm 0.2.1 module that reads three request headers (`:path`,
-/// `user-agent`, `x-request-id`) and adds the response header `x-filter: seen`.
-pub const HEADERS_WAT: &str = include_str!("wat/headers.wat");
-
-/// A bundled WAT text could not be assembled (a build defect, reported rather than panicking).
-#[derive(Debug, thiserror::Error)]
-#[error("bundled module `{name}` does not assemble: {message}")]
-pub struct BundledModuleError {
-    /// Which module.
-    pub name: &'static str,
-    /// The assembler's message.
-    pub message: String,
-}
-
-fn assemble(name: &'static str, text: &str) -> Result<Vec<u8>, BundledModuleError> {
-    wat::parse_str(text).map_err(|e| BundledModuleError {
-        name,
-        message: e.to_string(),
-    })
-}
-
-/// The no-op module ([`NOOP_WAT`]) as wasm bytes.
-pub fn noop_module() -> Result<Vec<u8>, BundledModuleError> {
-    assemble("noop.wat", NOOP_WAT)
-}
-
-/// The header-access module ([`HEADERS_WAT`]) as wasm bytes.
-pub fn headers_module() -> Result<Vec<u8>, BundledModuleError> {
-    assemble("headers.wat", HEADERS_WAT)
-}
+pub use tollgate_abi::guests::{
+    BundledModuleError, HEADERS_WAT, NOOP_WAT, headers_module, noop_module,
+};
 
 /// What a bare lifecycle left behind.
 #[derive(Debug, Clone)]
@@ -115,12 +86,12 @@ impl Vm {
         response_headers: HeaderMap,
     ) -> Result<(u32, u32), CallError> {
         self.call_context_create(ctx)?;
-        let request_action = self.call_headers(false, ctx, n_req, true)?;
+        let request_action = self.call_headers(Direction::Request, ctx, n_req, true)?;
         if let Some(s) = self.state_mut().stream.as_mut() {
             s.phase = Phase::ResponseHeaders;
             s.response_headers = Some(response_headers);
         }
-        let response_action = self.call_headers(true, ctx, n_resp, true)?;
+        let response_action = self.call_headers(Direction::Response, ctx, n_resp, true)?;
         if let Some(s) = self.state_mut().stream.as_mut() {
             s.phase = Phase::Finished;
         }

@@ -165,6 +165,8 @@ pub struct Plugin {
     pub(crate) abi: AbiVersion,
     pub(crate) engine: Engine,
     pub(crate) instance_pre: InstancePre<HostState>,
+    /// The same module through the wrapping linker (metered and traced VMs).
+    pub(crate) wrapped_pre: InstancePre<HostState>,
     pub(crate) info: ModuleInfo,
     pub(crate) shared: Arc<SharedRegistry>,
     /// Compiled with fuel metering: VMs count wasm instructions and host calls.
@@ -397,6 +399,12 @@ impl Plugin {
                 name: name.into(),
                 message: format!("{e:#}"),
             })?;
+        let wrapped_pre = abi::wrapped_linker(Arc::new(linker), &module)
+            .and_then(|l| l.instantiate_pre(&module))
+            .map_err(|e| LoadError::Link {
+                name: name.into(),
+                message: format!("{e:#}"),
+            })?;
         Ok(Self {
             name: name.into(),
             path: None,
@@ -405,6 +413,7 @@ impl Plugin {
             _ticker: EpochTicker::start(engine.clone()),
             engine,
             instance_pre,
+            wrapped_pre,
             info,
             shared: Arc::default(),
             metered,

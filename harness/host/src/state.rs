@@ -11,74 +11,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tollgate_traffic::Callout;
 
-/// Proxy-wasm log levels, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum LogLevel {
-    /// `trace` (0)
-    Trace = 0,
-    /// `debug` (1)
-    Debug = 1,
-    /// `info` (2)
-    Info = 2,
-    /// `warn` (3)
-    Warn = 3,
-    /// `error` (4)
-    Error = 4,
-    /// `critical` (5)
-    Critical = 5,
-}
-
-impl LogLevel {
-    /// The level for an ABI value, `None` when out of range.
-    pub fn from_u32(v: u32) -> Option<Self> {
-        Some(match v {
-            0 => Self::Trace,
-            1 => Self::Debug,
-            2 => Self::Info,
-            3 => Self::Warn,
-            4 => Self::Error,
-            5 => Self::Critical,
-            _ => return None,
-        })
-    }
-
-    /// Lower-case name, as Envoy prints it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Trace => "trace",
-            Self::Debug => "debug",
-            Self::Info => "info",
-            Self::Warn => "warn",
-            Self::Error => "error",
-            Self::Critical => "critical",
-        }
-    }
-}
-
-impl std::str::FromStr for LogLevel {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s.to_ascii_lowercase().as_str() {
-            "trace" => Self::Trace,
-            "debug" => Self::Debug,
-            "info" => Self::Info,
-            "warn" | "warning" => Self::Warn,
-            "error" => Self::Error,
-            "critical" => Self::Critical,
-            other => {
-                return Err(format!(
-                    "unknown log level `{other}` (trace, debug, info, warn, error, critical)"
-                ));
-            }
-        })
-    }
-}
+pub use tollgate_abi::LogLevel;
 
 /// One line the guest logged (`proxy_log`, or stdout/stderr through WASI).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogLine {
-    /// `trace`, `debug`, `info`, `warn`, `error` or `critical`.
-    pub level: String,
+    /// The level the guest (or the host, for call traces) logged at.
+    pub level: LogLevel,
     /// The message.
     pub message: String,
 }
@@ -480,16 +419,7 @@ impl Rng {
     }
 }
 
-/// A metric's kind (low two bits of its id, as in Envoy).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MetricKind {
-    /// Counter.
-    Counter = 0,
-    /// Gauge.
-    Gauge = 1,
-    /// Histogram.
-    Histogram = 2,
-}
+pub use tollgate_abi::MetricKind;
 
 /// A metric defined by the guest.
 #[derive(Debug, Clone)]
@@ -617,6 +547,12 @@ pub struct HostState {
     pub(crate) exchange_callouts: ExchangeCallouts,
     /// What crossed the guest/host boundary (for `tollgate bench`).
     pub(crate) boundary: BoundaryCounters,
+    /// What the plugin's wrapping linker does in this store (count and/or
+    /// trace guest->host calls; see [`crate::abi::wrapped_linker`]).
+    pub(crate) wrap: crate::abi::Wrap,
+    /// This store's host functions behind the wrappers, by import index
+    /// (looked up once per store, on first call).
+    pub(crate) wrapped_funcs: Vec<Option<wasmtime::Func>>,
 }
 
 /// The context ids alive in a VM: a handful at a time (the root and the
@@ -716,6 +652,8 @@ impl HostState {
             callouts: Vec::new(),
             exchange_callouts: ExchangeCallouts::default(),
             boundary: BoundaryCounters::default(),
+            wrap: crate::abi::Wrap::default(),
+            wrapped_funcs: Vec::new(),
             guest: None,
             clock: VirtualClock {
                 realtime: settings.start_unix_nanos,
@@ -771,17 +709,14 @@ impl HostState {
     /// Records a guest log line when at or above the configured level.
     pub(crate) fn log(&mut self, level: LogLevel, message: String) {
         if level >= self.settings.log_level {
-            self.logs.push(LogLine {
-                level: level.as_str().to_string(),
-                message,
-            });
+            self.logs.push(LogLine { level, message });
         }
     }
 
     /// Records a message from the harness itself (always kept).
     pub(crate) fn host_log(&mut self, level: LogLevel, message: String) {
         self.logs.push(LogLine {
-            level: level.as_str().to_string(),
+            level,
             message: format!("[harness] {message}"),
         });
     }

@@ -45,49 +45,7 @@ pub const FAIL_STREAM_DETAILS: &str = "wasm_fail_stream";
 /// gRPC status `UNAVAILABLE`, which Envoy gives the local reply of a failed filter.
 const GRPC_UNAVAILABLE: i32 = 14;
 
-/// What happens when a filter's VM fails (traps, runs too long), as Envoy's
-/// `failure_policy` (`envoy.extensions.wasm.v3.PluginConfig`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum FailurePolicy {
-    /// Envoy's default (`UNSPECIFIED` and `FAIL_CLOSED`): the failing stream
-    /// and every later one answer 503 `wasm_fail_stream`.
-    #[default]
-    FailClosed,
-    /// `FAIL_OPEN` (or the deprecated `fail_open: true`): the failed filter
-    /// is skipped, the chain continues without it.
-    FailOpen,
-    /// `FAIL_RELOAD`: like `FailClosed` for the failing stream, then a fresh
-    /// VM for requests that arrive after the reload backoff (Envoy's default
-    /// base interval 1 s); during the backoff requests answer 503.
-    FailReload,
-}
-
-impl FailurePolicy {
-    /// The name Envoy's configuration uses.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::FailClosed => "FAIL_CLOSED",
-            Self::FailOpen => "FAIL_OPEN",
-            Self::FailReload => "FAIL_RELOAD",
-        }
-    }
-}
-
-impl std::str::FromStr for FailurePolicy {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s.to_ascii_uppercase().replace('-', "_").as_str() {
-            "FAIL_CLOSED" | "CLOSED" | "UNSPECIFIED" => Self::FailClosed,
-            "FAIL_OPEN" | "OPEN" => Self::FailOpen,
-            "FAIL_RELOAD" | "RELOAD" => Self::FailReload,
-            other => {
-                return Err(format!(
-                    "unknown failure policy `{other}` (FAIL_CLOSED, FAIL_OPEN, FAIL_RELOAD)"
-                ));
-            }
-        })
-    }
-}
+pub use tollgate_abi::{Direction, FailurePolicy};
 
 /// How a body is cut into the chunks the filters receive.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -518,7 +476,7 @@ impl Order {
 }
 
 fn vm_stream(vm: &mut Vm) -> Option<&mut StreamState> {
-    vm.state_mut().stream.as_mut()
+    vm.stream_mut()
 }
 
 impl<'a> Driver<'_, 'a> {
@@ -533,15 +491,15 @@ impl<'a> Driver<'_, 'a> {
         self.detail == Detail::Full
     }
 
-    fn order(&self, response: bool) -> Order {
+    fn order(&self, dir: Direction) -> Order {
         Order {
             n: self.lanes.len(),
-            reverse: response,
+            reverse: dir.is_response(),
         }
     }
 
     /// Copies the flowing maps into lane `i`'s stream state.
-    fn load(&mut self, i: usize, phase: Phase, body: Option<(bool, Vec<u8>)>) {
+    fn load(&mut self, i: usize, phase: Phase, body: Option<(Direction, Vec<u8>)>) {
         let req_h = self.req.headers.clone();
         let req_t = self.req.trailers.clone().unwrap_or_default();
         let resp_h = self.resp.started.then(|| self.resp.headers.clone());
@@ -555,15 +513,15 @@ impl<'a> Driver<'_, 'a> {
             s.continued_request = false;
             s.continued_response = false;
             match body {
-                Some((false, b)) => s.request_body = Some(b),
-                Some((true, b)) => s.response_body = Some(b),
+                Some((Direction::Request, b)) => s.request_body = Some(b),
+                Some((Direction::Response, b)) => s.response_body = Some(b),
                 None => {}
             }
         }
     }
 
     /// Copies lane `i`'s maps back; returns the body it holds for `response`.
-    fn store(&mut self, i: usize, response: bool) -> Vec<u8> {
+    fn store(&mut self, i: usize, dir: Direction) -> Vec<u8> {
         let Some(s) = self.lanes[i].vm.as_deref_mut().and_then(vm_stream) else {
             return Vec::new();
         };
@@ -579,23 +537,23 @@ impl<'a> Driver<'_, 'a> {
                 self.resp.trailers = Some(s.response_trailers.clone());
             }
         }
-        if response {
+        if dir.is_response() {
             s.response_body.clone().unwrap_or_default()
         } else {
             s.request_body.clone().unwrap_or_default()
         }
     }
 
-    fn port(&mut self, i: usize, response: bool) -> &mut Port {
-        if response {
+    fn port(&mut self, i: usize, dir: Direction) -> &mut Port {
+        if dir.is_response() {
             &mut self.st[i].resp
         } else {
             &mut self.st[i].req
         }
     }
 
-    fn flow(&mut self, response: bool) -> &mut Flow {
-        if response {
+    fn flow(&mut self, dir: Direction) -> &mut Flow {
+        if dir.is_response() {
             &mut self.resp
         } else {
             &mut self.req
@@ -636,13 +594,13 @@ impl<'a> Driver<'_, 'a> {
 
     /// After a callback of lane `i`: local reply, reset, continue.
     /// Returns whether the filter asked to continue (`proxy_continue_stream`).
-    fn after(&mut self, i: usize, response: bool, cb: &'static str) -> Result<bool, Halt> {
+    fn after(&mut self, i: usize, dir: Direction, cb: &'static str) -> Result<bool, Halt> {
         let Some(s) = self.lanes[i].vm.as_deref_mut().and_then(vm_stream) else {
             return Ok(false);
         };
         let local = s.local_response.clone();
         let closed = s.closed;
-        let continued = if response {
+        let continued = if dir.is_response() {
             s.continued_response
         } else {
             s.continued_request
@@ -671,19 +629,20 @@ impl<'a> Driver<'_, 'a> {
 
     /// Sends `ev` through the filters of one direction starting at
     /// position `from` of that direction's order.
-    fn push(&mut self, response: bool, from: usize, ev: Event) -> Result<(), Halt> {
-        let order = self.order(response);
+    fn push(&mut self, dir: Direction, from: usize, ev: Event) -> Result<(), Halt> {
+        let order = self.order(dir);
         let mut ev = ev;
         let mut k = from;
         while k < order.len() {
             let i = order.at(k);
-            let passive =
-                self.lanes[i].vm.is_none() || self.st[i].dead || (response && !self.st[i].created);
+            let passive = self.lanes[i].vm.is_none()
+                || self.st[i].dead
+                || (dir.is_response() && !self.st[i].created);
             if passive {
                 if self.lanes[i].vm.is_none()
                     && !self.st[i].dead
                     && self.lanes[i].policy != FailurePolicy::FailOpen
-                    && !response
+                    && !dir.is_response()
                     && matches!(ev, Event::Headers)
                 {
                     self.step(
@@ -698,7 +657,7 @@ impl<'a> Driver<'_, 'a> {
                 k += 1;
                 continue;
             }
-            let port = self.port(i, response);
+            let port = self.port(i, dir);
             if port.ended {
                 // ContinueAndEndStream: nothing after the headers goes on.
                 return Ok(());
@@ -709,29 +668,29 @@ impl<'a> Driver<'_, 'a> {
             }
             match ev {
                 Event::Headers => {
-                    if !response && !self.st[i].created {
+                    if !dir.is_response() && !self.st[i].created {
                         self.create(i)?;
                         if self.st[i].dead {
                             k += 1;
                             continue;
                         }
                     }
-                    let cb = if response {
+                    let cb = if dir.is_response() {
                         "proxy_on_response_headers"
                     } else {
                         "proxy_on_request_headers"
                     };
-                    let eos = !self.more_after_headers(response);
-                    let phase = if response {
+                    let eos = !self.more_after_headers(dir);
+                    let phase = if dir.is_response() {
                         Phase::ResponseHeaders
                     } else {
                         Phase::RequestHeaders
                     };
                     self.load(i, phase, None);
-                    let before = self.flow(response).headers.clone();
+                    let before = self.flow(dir).headers.clone();
                     let n = before.len() as u32;
-                    let r = self.call_vm(i, |vm, ctx| vm.call_headers(response, ctx, n, eos));
-                    self.store(i, response);
+                    let r = self.call_vm(i, |vm, ctx| vm.call_headers(dir, ctx, n, eos));
+                    self.store(i, dir);
                     let action = match r {
                         Ok(a) => a,
                         Err(e) => {
@@ -744,29 +703,29 @@ impl<'a> Driver<'_, 'a> {
                     if self.logging() {
                         self.step(i, format!("{cb}(eos={eos}) -> {name}"));
                     }
-                    self.changes(i, response, &before);
-                    let continued = self.after(i, response, cb)?;
+                    self.changes(i, dir, &before);
+                    let continued = self.after(i, dir, cb)?;
                     match result {
                         HeadersResult::Continue => {}
                         HeadersResult::ContinueAndEnd => {
-                            self.port(i, response).ended = true;
-                            self.flow(response).trailers = None;
-                            self.forward_end(response, k + 1)?;
+                            self.port(i, dir).ended = true;
+                            self.flow(dir).trailers = None;
+                            self.forward_end(dir, k + 1)?;
                             return Ok(());
                         }
                         HeadersResult::StopAll => {
-                            self.port(i, response).stop = Some((Stop::All, cb));
-                            return self.stopped(i, response, continued);
+                            self.port(i, dir).stop = Some((Stop::All, cb));
+                            return self.stopped(i, dir, continued);
                         }
                     }
                 }
                 Event::Data(chunk, eos) => {
-                    let cb = if response {
+                    let cb = if dir.is_response() {
                         "proxy_on_response_body"
                     } else {
                         "proxy_on_request_body"
                     };
-                    let port = self.port(i, response);
+                    let port = self.port(i, dir);
                     let mut visible = if port.buffering {
                         std::mem::take(&mut port.buffered)
                     } else {
@@ -774,16 +733,15 @@ impl<'a> Driver<'_, 'a> {
                     };
                     visible.extend_from_slice(&chunk);
                     port.eos = eos;
-                    let phase = if response {
+                    let phase = if dir.is_response() {
                         Phase::ResponseBody
                     } else {
                         Phase::RequestBody
                     };
                     let size = visible.len();
-                    self.load(i, phase, Some((response, visible.clone())));
-                    let r =
-                        self.call_vm(i, |vm, ctx| vm.call_body(response, ctx, size as u32, eos));
-                    let body = self.store(i, response);
+                    self.load(i, phase, Some((dir, visible.clone())));
+                    let r = self.call_vm(i, |vm, ctx| vm.call_body(dir, ctx, size as u32, eos));
+                    let body = self.store(i, dir);
                     let action = match r {
                         Ok(a) => a,
                         Err(e) => {
@@ -802,14 +760,14 @@ impl<'a> Driver<'_, 'a> {
                             i,
                             format!(
                                 "{} body: changed ({} bytes -> {} bytes)",
-                                if response { "response" } else { "request" },
+                                dir.as_str(),
                                 visible.len(),
                                 body.len()
                             ),
                         );
                     }
-                    let continued = self.after(i, response, cb)?;
-                    let port = self.port(i, response);
+                    let continued = self.after(i, dir, cb)?;
+                    let port = self.port(i, dir);
                     match result {
                         DataResult::Continue => {
                             port.buffering = false;
@@ -820,27 +778,27 @@ impl<'a> Driver<'_, 'a> {
                             port.buffering = true;
                             port.buffered = body;
                             port.stop = Some((Stop::Data, cb));
-                            return self.stopped(i, response, continued);
+                            return self.stopped(i, dir, continued);
                         }
                         DataResult::NoBuffer => {
                             port.buffering = false;
                             port.buffered.clear();
                             port.stop = Some((Stop::Data, cb));
-                            return self.stopped(i, response, continued);
+                            return self.stopped(i, dir, continued);
                         }
                     }
                 }
                 Event::Trailers => {
-                    let cb = if response {
+                    let cb = if dir.is_response() {
                         "proxy_on_response_trailers"
                     } else {
                         "proxy_on_request_trailers"
                     };
-                    self.load(i, phase_of(response), None);
-                    let before = self.flow(response).trailers.clone().unwrap_or_default();
+                    self.load(i, phase_of(dir), None);
+                    let before = self.flow(dir).trailers.clone().unwrap_or_default();
                     let n = before.len() as u32;
-                    let r = self.call_vm(i, |vm, ctx| vm.call_trailers(response, ctx, n));
-                    self.store(i, response);
+                    let r = self.call_vm(i, |vm, ctx| vm.call_trailers(dir, ctx, n));
+                    self.store(i, dir);
                     let action = match r {
                         Ok(a) => a,
                         Err(e) => {
@@ -857,10 +815,10 @@ impl<'a> Driver<'_, 'a> {
                     if self.logging() {
                         self.step(i, format!("{cb} -> {name}"));
                     }
-                    let after = self.flow(response).trailers.clone().unwrap_or_default();
+                    let after = self.flow(dir).trailers.clone().unwrap_or_default();
                     let mut diffs = Vec::new();
                     crate::verdict::diff_headers(
-                        if response {
+                        if dir.is_response() {
                             "response trailer"
                         } else {
                             "request trailer"
@@ -872,43 +830,43 @@ impl<'a> Driver<'_, 'a> {
                     for d in diffs {
                         self.step(i, d);
                     }
-                    let continued = self.after(i, response, cb)?;
+                    let continued = self.after(i, dir, cb)?;
                     if action != 0 {
-                        self.port(i, response).stop = Some((Stop::Trailers, cb));
-                        return self.stopped(i, response, continued);
+                        self.port(i, dir).stop = Some((Stop::Trailers, cb));
+                        return self.stopped(i, dir, continued);
                     }
-                    let port = self.port(i, response);
+                    let port = self.port(i, dir);
                     if port.stop.is_some() || port.buffering {
                         // Continue on trailers releases what the filter buffered.
                         port.stop = None;
                         port.buffering = false;
                         let data = std::mem::take(&mut port.buffered);
                         if !data.is_empty() {
-                            self.push(response, k + 1, Event::Data(data, false))?;
+                            self.push(dir, k + 1, Event::Data(data, false))?;
                         }
                     }
                 }
             }
             k += 1;
         }
-        self.exit(response, ev);
+        self.exit(dir, ev);
         Ok(())
     }
 
     /// Ends the stream after ContinueAndEndStream at position `from - 1`.
-    fn forward_end(&mut self, response: bool, from: usize) -> Result<(), Halt> {
+    fn forward_end(&mut self, dir: Direction, from: usize) -> Result<(), Halt> {
         // The headers go on as the last frame.
-        let order = self.order(response);
+        let order = self.order(dir);
         let saved = self.more_after_headers_override;
         self.more_after_headers_override = Some(false);
         let r = if from < order.len() {
-            self.push(response, from, Event::Headers)
+            self.push(dir, from, Event::Headers)
         } else {
-            self.exit(response, Event::Headers);
+            self.exit(dir, Event::Headers);
             Ok(())
         };
         self.more_after_headers_override = saved;
-        let f = self.flow(response);
+        let f = self.flow(dir);
         f.out_eos = f.out_headers.is_some();
         r
     }
@@ -927,29 +885,29 @@ impl<'a> Driver<'_, 'a> {
     }
 
     /// After filter `i` stopped: resumes at once when it already asked to continue.
-    fn stopped(&mut self, i: usize, response: bool, continued: bool) -> Result<(), Halt> {
+    fn stopped(&mut self, i: usize, dir: Direction, continued: bool) -> Result<(), Halt> {
         if continued {
-            self.resume(i, response)
+            self.resume(i, dir)
         } else {
             Ok(())
         }
     }
 
     /// A stopped filter continues: what it held goes on.
-    fn resume(&mut self, i: usize, response: bool) -> Result<(), Halt> {
-        let order = self.order(response);
+    fn resume(&mut self, i: usize, dir: Direction) -> Result<(), Halt> {
+        let order = self.order(dir);
         let Some(k) = order.position(i) else {
             return Ok(());
         };
-        let port = self.port(i, response);
+        let port = self.port(i, dir);
         let Some((stop, cb)) = port.stop.take() else {
             return Ok(());
         };
         self.step(i, format!("resumed after {cb} (proxy_continue_stream)"));
         match stop {
             Stop::All => {
-                let held = std::mem::take(&mut self.port(i, response).held);
-                self.push(response, k + 1, Event::Headers)?;
+                let held = std::mem::take(&mut self.port(i, dir).held);
+                self.push(dir, k + 1, Event::Headers)?;
                 // Held data is delivered, merged, to the filter that stopped.
                 let mut data: Option<(Vec<u8>, bool)> = None;
                 let mut trailers = false;
@@ -965,39 +923,39 @@ impl<'a> Driver<'_, 'a> {
                     }
                 }
                 if let Some((b, eos)) = data {
-                    self.push(response, k, Event::Data(b, eos))?;
+                    self.push(dir, k, Event::Data(b, eos))?;
                 }
                 if trailers {
-                    self.push(response, k, Event::Trailers)?;
+                    self.push(dir, k, Event::Trailers)?;
                 }
             }
             Stop::Data => {
-                let port = self.port(i, response);
+                let port = self.port(i, dir);
                 port.buffering = false;
                 let data = std::mem::take(&mut port.buffered);
-                let eos = port.eos && self.flow(response).trailers.is_none();
+                let eos = port.eos && self.flow(dir).trailers.is_none();
                 if !data.is_empty() || eos {
-                    self.push(response, k + 1, Event::Data(data, eos))?;
+                    self.push(dir, k + 1, Event::Data(data, eos))?;
                 }
             }
             Stop::Trailers => {
-                let port = self.port(i, response);
+                let port = self.port(i, dir);
                 port.buffering = false;
                 let data = std::mem::take(&mut port.buffered);
                 if !data.is_empty() {
-                    self.push(response, k + 1, Event::Data(data, false))?;
+                    self.push(dir, k + 1, Event::Data(data, false))?;
                 }
-                self.push(response, k + 1, Event::Trailers)?;
+                self.push(dir, k + 1, Event::Trailers)?;
             }
         }
         Ok(())
     }
 
     /// An event left the last filter of its direction.
-    fn exit(&mut self, response: bool, ev: Event) {
-        let has_trailers = self.flow(response).trailers.is_some();
-        let more = self.more_after_headers(response);
-        let f = self.flow(response);
+    fn exit(&mut self, dir: Direction, ev: Event) {
+        let has_trailers = self.flow(dir).trailers.is_some();
+        let more = self.more_after_headers(dir);
+        let f = self.flow(dir);
         match ev {
             Event::Headers => {
                 f.out_headers = Some(f.headers.clone());
@@ -1016,11 +974,11 @@ impl<'a> Driver<'_, 'a> {
         }
     }
 
-    fn more_after_headers(&self, response: bool) -> bool {
+    fn more_after_headers(&self, dir: Direction) -> bool {
         if let Some(v) = self.more_after_headers_override {
             return v;
         }
-        let (body, trailers) = if response {
+        let (body, trailers) = if dir.is_response() {
             (&self.resp_body_len, self.resp.trailers.is_some())
         } else {
             (&self.req_body_len, self.req.trailers.is_some())
@@ -1037,28 +995,23 @@ impl<'a> Driver<'_, 'a> {
         Ok(())
     }
 
-    fn changes(&mut self, i: usize, response: bool, before: &HeaderMap) {
-        let after = self.flow(response).headers.clone();
+    fn changes(&mut self, i: usize, dir: Direction, before: &HeaderMap) {
+        let after = self.flow(dir).headers.clone();
         if after.same(before) || !self.logging() {
             // Untouched by the filter (the map is shared copy-on-write).
             return;
         }
         let mut diffs = Vec::new();
-        crate::verdict::diff_headers(
-            if response { "response" } else { "request" },
-            before.entries(),
-            after.entries(),
-            &mut diffs,
-        );
+        crate::verdict::diff_headers(dir.as_str(), before.entries(), after.entries(), &mut diffs);
         for d in diffs {
             self.step(i, d);
         }
     }
 
     /// The first filter (in the direction's order) still holding the stream.
-    fn holder(&self, response: bool) -> Option<(usize, &'static str)> {
-        for i in self.order(response).iter() {
-            let p = if response {
+    fn holder(&self, dir: Direction) -> Option<(usize, &'static str)> {
+        for i in self.order(dir).iter() {
+            let p = if dir.is_response() {
                 &self.st[i].resp
             } else {
                 &self.st[i].req
@@ -1071,8 +1024,8 @@ impl<'a> Driver<'_, 'a> {
     }
 }
 
-fn phase_of(response: bool) -> Phase {
-    if response {
+fn phase_of(dir: Direction) -> Phase {
+    if dir.is_response() {
         Phase::ResponseBody
     } else {
         Phase::RequestBody
@@ -1376,8 +1329,7 @@ impl Parked {
     fn driver<'l, 'a>(mut self, lanes: &'l mut [Lane<'a>]) -> Driver<'l, 'a> {
         for (lane, s) in lanes.iter_mut().zip(self.streams.iter_mut()) {
             if let Some(vm) = lane.vm.as_deref_mut() {
-                vm.state_mut().stream = s.take();
-                vm.state_mut().exchange_callouts = self.callouts.clone();
+                vm.attach_stream(s.take(), self.callouts.clone());
             }
         }
         Driver {
@@ -1402,8 +1354,9 @@ impl Parked {
         for lane in d.lanes.iter_mut() {
             match lane.vm.as_deref_mut() {
                 Some(vm) => {
-                    streams.push(vm.state_mut().stream.take());
-                    callouts = std::mem::take(&mut vm.state_mut().exchange_callouts);
+                    let (stream, answers) = vm.detach_stream();
+                    streams.push(stream);
+                    callouts = answers;
                 }
                 None => streams.push(None),
             }
@@ -1453,8 +1406,8 @@ fn conclude(d: &mut Driver<'_, '_>) -> StreamOutcome {
     let mut out = std::mem::replace(&mut d.out, empty_outcome());
     for lane in d.lanes.iter_mut() {
         if let Some(vm) = lane.vm.as_deref_mut() {
-            vm.state_mut().stream = None;
-            for c in vm.state_mut().take_callouts() {
+            let (descriptions, records) = vm.end_stream();
+            for c in descriptions {
                 let name = std::path::Path::new(&lane.name)
                     .file_name()
                     .and_then(|n| n.to_str())
@@ -1462,7 +1415,7 @@ fn conclude(d: &mut Driver<'_, '_>) -> StreamOutcome {
                     .to_string();
                 out.callouts.push(format!("{name}: {c}"));
             }
-            for mut r in vm.state_mut().take_callout_records() {
+            for mut r in records {
                 r.filter = std::path::Path::new(&lane.name)
                     .file_name()
                     .and_then(|n| n.to_str())
@@ -1549,7 +1502,7 @@ fn verdict_of(
 fn advance(d: &mut Driver<'_, '_>, p: &Prepared<'_>) {
     d.stage = match d.stage {
         Stage::RequestHeaders => {
-            let r = d.push(false, 0, Event::Headers);
+            let r = d.push(Direction::Request, 0, Event::Headers);
             if request_halted(d, r) {
                 Stage::Finish
             } else {
@@ -1562,7 +1515,7 @@ fn advance(d: &mut Driver<'_, '_>, p: &Prepared<'_>) {
             d.resp.trailers = p.response_trailers.clone();
             d.resp.started = true;
             d.resp_body_len = p.input.response.body.len();
-            let r = d.push(true, 0, Event::Headers);
+            let r = d.push(Direction::Response, 0, Event::Headers);
             if response_halted(d, r) {
                 Stage::Finish
             } else {
@@ -1570,7 +1523,7 @@ fn advance(d: &mut Driver<'_, '_>, p: &Prepared<'_>) {
             }
         }
         Stage::ResponseRest => {
-            let r = response_rest(d, p).and_then(|()| wait_for_callouts(d, true));
+            let r = response_rest(d, p).and_then(|()| wait_for_callouts(d, Direction::Response));
             if !response_halted(d, r) {
                 client_response(d);
             }
@@ -1593,20 +1546,20 @@ fn request_rest(d: &mut Driver<'_, '_>, p: &Prepared<'_>) -> Stage {
             break;
         }
         let eos = j + 1 == last && d.req.trailers.is_none();
-        r = d.push(false, 0, Event::Data(c.clone(), eos));
+        r = d.push(Direction::Request, 0, Event::Data(c.clone(), eos));
     }
     if r.is_ok() && d.req.trailers.is_some() {
-        r = d.push(false, 0, Event::Trailers);
+        r = d.push(Direction::Request, 0, Event::Trailers);
     }
     if request_halted(d, r) {
         return Stage::Finish;
     }
-    let r = wait_for_callouts(d, false);
+    let r = wait_for_callouts(d, Direction::Request);
     if request_halted(d, r) {
         return Stage::Finish;
     }
     let Some(headers) = d.req.out_headers.as_ref() else {
-        stall(d, false);
+        stall(d, Direction::Request);
         return Stage::Finish;
     };
     if d.logging() {
@@ -1619,7 +1572,7 @@ fn request_rest(d: &mut Driver<'_, '_>, p: &Prepared<'_>) -> Stage {
             .unwrap_or_default();
     }
     if !d.req.out_eos {
-        stall(d, false);
+        stall(d, Direction::Request);
         return Stage::Finish;
     }
     Stage::ResponseHeaders
@@ -1645,10 +1598,10 @@ fn response_rest(d: &mut Driver<'_, '_>, p: &Prepared<'_>) -> Result<(), Halt> {
     let last = p.response_chunks.len();
     for (j, c) in p.response_chunks.iter().enumerate() {
         let eos = j + 1 == last && d.resp.trailers.is_none();
-        d.push(true, 0, Event::Data(c.clone(), eos))?;
+        d.push(Direction::Response, 0, Event::Data(c.clone(), eos))?;
     }
     if d.resp.trailers.is_some() {
-        d.push(true, 0, Event::Trailers)?;
+        d.push(Direction::Response, 0, Event::Trailers)?;
     }
     Ok(())
 }
@@ -1677,14 +1630,14 @@ fn response_halted(d: &mut Driver<'_, '_>, r: Result<(), Halt>) -> bool {
 }
 
 fn respond(d: &mut Driver<'_, '_>, chunks: Vec<Vec<u8>>) -> Result<(), Halt> {
-    d.push(true, 0, Event::Headers)?;
+    d.push(Direction::Response, 0, Event::Headers)?;
     let last = chunks.len();
     for (j, c) in chunks.into_iter().enumerate() {
         let eos = j + 1 == last && d.resp.trailers.is_none();
-        d.push(true, 0, Event::Data(c, eos))?;
+        d.push(Direction::Response, 0, Event::Data(c, eos))?;
     }
     if d.resp.trailers.is_some() {
-        d.push(true, 0, Event::Trailers)?;
+        d.push(Direction::Response, 0, Event::Trailers)?;
     }
     Ok(())
 }
@@ -1701,7 +1654,7 @@ fn client_response(d: &mut Driver<'_, '_>) {
                 .map(|t| t.entries().to_vec())
                 .unwrap_or_default();
         }
-        _ => stall(d, true),
+        _ => stall(d, Direction::Response),
     }
 }
 
@@ -1713,14 +1666,14 @@ const MAX_CALLOUT_WAIT: std::time::Duration = std::time::Duration::from_secs(300
 /// way, moves every filter's virtual clock to the next answer (ticks due
 /// before it fire first) and lets the holder act on it: continue, answer
 /// locally, reset. Envoy keeps a paused stream open meanwhile.
-fn wait_for_callouts(d: &mut Driver<'_, '_>, response: bool) -> Result<(), Halt> {
+fn wait_for_callouts(d: &mut Driver<'_, '_>, dir: Direction) -> Result<(), Halt> {
     let mut waited = std::time::Duration::ZERO;
     loop {
-        let f = d.flow(response);
+        let f = d.flow(dir);
         if f.out_headers.is_some() && f.out_eos {
             return Ok(());
         }
-        let Some((i, cb)) = d.holder(response) else {
+        let Some((i, cb)) = d.holder(dir) else {
             return Ok(());
         };
         let next = d
@@ -1748,23 +1701,23 @@ fn wait_for_callouts(d: &mut Driver<'_, '_>, response: bool) -> Result<(), Halt>
             i,
             format!("waited {dt:?} (virtual) for callout answers while held in {cb}"),
         );
-        let body = d.store(i, response);
-        let port = d.port(i, response);
+        let body = d.store(i, dir);
+        let port = d.port(i, dir);
         if port.buffering {
             port.buffered = body;
         }
-        if d.after(i, response, "a callout answer")? {
-            d.resume(i, response)?;
+        if d.after(i, dir, "a callout answer")? {
+            d.resume(i, dir)?;
         }
     }
 }
 
-fn stall(d: &mut Driver<'_, '_>, response: bool) {
-    if let Some((i, cb)) = d.holder(response) {
+fn stall(d: &mut Driver<'_, '_>, dir: Direction) {
+    if let Some((i, cb)) = d.holder(dir) {
         d.out.stalled_in = Some(cb);
         d.step(i, format!("held the stream in {cb} and never resumed"));
     } else {
-        d.out.stalled_in = Some(if response {
+        d.out.stalled_in = Some(if dir.is_response() {
             "the response path"
         } else {
             "the request path"

@@ -16,10 +16,14 @@
 
 use crate::abi::GuestHandles;
 use crate::abi::memory::HandlesError;
+use crate::callouts::CalloutRecord;
 use crate::plugin::{AbiVersion, EPOCH_TICK, Plugin};
-use crate::state::{HostState, LogLevel, LogLine, SharedRegistry, VmSettings};
+use crate::state::{
+    ExchangeCallouts, HostState, LogLevel, LogLine, SharedRegistry, StreamState, VmSettings,
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tollgate_abi::Direction;
 use wasmtime::{Instance, Store, Trap, TypedFunc, WasmBacktrace, WasmParams, WasmResults};
 
 /// Fuel a metered VM is given before each guest call (far more than any
@@ -106,7 +110,7 @@ fn guest_says(lines: &[String]) -> String {
 /// The warn-or-worse lines a VM logged so far: a module's reason for refusing to start.
 fn refusal_reasons(logs: &[LogLine]) -> Vec<String> {
     logs.iter()
-        .filter(|l| matches!(l.level.as_str(), "warn" | "error" | "critical"))
+        .filter(|l| l.level >= LogLevel::Warn)
         .map(|l| l.message.clone())
         .collect()
 }
@@ -321,12 +325,13 @@ impl Vm {
             let _ = store.set_fuel(FUEL_PER_CALL);
         }
         let instance = if plugin.metered || trace {
-            // Counting and tracing wrap every import, in this store only.
-            let wrap = crate::abi::Wrap {
+            // Counting and tracing wrap every import: the plugin's wrapping
+            // linker, told by this store what to do.
+            store.data_mut().wrap = crate::abi::Wrap {
                 count: plugin.metered,
                 trace,
             };
-            crate::abi::instantiate_wrapped(plugin.instance_pre.module(), &mut store, wrap)
+            plugin.wrapped_pre.instantiate(&mut store)
         } else {
             plugin.instance_pre.instantiate(&mut store)
         }
@@ -628,7 +633,7 @@ impl Meter {
         let logs = &store.data().logs;
         let panic_lines: Vec<String> = logs[logs_before.min(logs.len())..]
             .iter()
-            .filter(|l| l.level == LogLevel::Critical.as_str())
+            .filter(|l| l.level == LogLevel::Critical)
             .map(|l| l.message.clone())
             .collect();
         CallError {
@@ -788,8 +793,50 @@ impl Vm {
         self.store.data_mut().exchange_callouts = Default::default();
     }
 
-    /// The host state, mutable.
-    pub fn state_mut(&mut self) -> &mut HostState {
+    /// The log lines the guest wrote since the last call, taken.
+    pub fn take_logs(&mut self) -> Vec<LogLine> {
+        self.store.data_mut().take_logs()
+    }
+
+    /// The stream the VM is working on, if any (the filter manager's view).
+    pub(crate) fn stream_mut(&mut self) -> Option<&mut StreamState> {
+        self.store.data_mut().stream.as_mut()
+    }
+
+    /// Hands the VM a stream (or none) and the exchange's recorded callout
+    /// answers, as the filter manager resumes an exchange.
+    pub(crate) fn attach_stream(
+        &mut self,
+        stream: Option<StreamState>,
+        callouts: ExchangeCallouts,
+    ) {
+        let state = self.store.data_mut();
+        state.stream = stream;
+        state.exchange_callouts = callouts;
+    }
+
+    /// Takes the VM's stream and the exchange's callout answers back, as the
+    /// filter manager parks an exchange.
+    pub(crate) fn detach_stream(&mut self) -> (Option<StreamState>, ExchangeCallouts) {
+        let state = self.store.data_mut();
+        (
+            state.stream.take(),
+            std::mem::take(&mut state.exchange_callouts),
+        )
+    }
+
+    /// Ends the VM's stream and takes the callouts it made: their
+    /// descriptions and their records.
+    pub(crate) fn end_stream(&mut self) -> (Vec<String>, Vec<CalloutRecord>) {
+        let state = self.store.data_mut();
+        state.stream = None;
+        (state.take_callouts(), state.take_callout_records())
+    }
+
+    /// The host state, mutable: for the VM's own modules (delivery of
+    /// callouts, the bare lifecycle); everything else goes through the
+    /// semantic methods above.
+    pub(crate) fn state_mut(&mut self) -> &mut HostState {
         self.store.data_mut()
     }
 
@@ -832,12 +879,12 @@ impl Vm {
 
     pub(crate) fn call_headers(
         &mut self,
-        response: bool,
+        dir: Direction,
         ctx: u32,
         n: u32,
         eos: bool,
     ) -> Result<u32, CallError> {
-        let (f, name) = if response {
+        let (f, name) = if dir.is_response() {
             (&self.cb.on_response_headers, "proxy_on_response_headers")
         } else {
             (&self.cb.on_request_headers, "proxy_on_request_headers")
@@ -856,13 +903,13 @@ impl Vm {
 
     pub(crate) fn call_body(
         &mut self,
-        response: bool,
+        dir: Direction,
         ctx: u32,
         size: u32,
         eos: bool,
     ) -> Result<u32, CallError> {
         let params = (ctx, size, u32::from(eos));
-        if response {
+        if dir.is_response() {
             self.call_stream(
                 "proxy_on_response_body",
                 ctx,
@@ -881,11 +928,11 @@ impl Vm {
 
     pub(crate) fn call_trailers(
         &mut self,
-        response: bool,
+        dir: Direction,
         ctx: u32,
         n: u32,
     ) -> Result<u32, CallError> {
-        if response {
+        if dir.is_response() {
             self.call_stream(
                 "proxy_on_response_trailers",
                 ctx,

@@ -476,7 +476,7 @@ impl ReplayBuilder {
                 let mut vm = start_vm(&plugin, settings.clone(), shared.clone(), trace)?;
                 if w > 0 {
                     // Every worker logs the same start; keep the first's.
-                    vm.state_mut().take_logs();
+                    vm.take_logs();
                 }
                 vms.push(Worker {
                     vm: Some(vm),
@@ -643,7 +643,7 @@ impl Chain {
                     self.trace,
                 ) {
                     Ok(mut vm) => {
-                        vm.state_mut().take_logs();
+                        vm.take_logs();
                         w.vm = Some(vm);
                         w.failed_at = None;
                         w.synced = Duration::ZERO;
@@ -730,7 +730,7 @@ impl Chain {
 }
 
 fn collect_logs(vm: &mut Vm, name: &str, many: bool, out: &mut Vec<LogLine>) {
-    for mut l in vm.state_mut().take_logs() {
+    for mut l in vm.take_logs() {
         if many {
             l.message = format!("[{name}] {}", l.message);
         }

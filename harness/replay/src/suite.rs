@@ -834,7 +834,7 @@ impl Suite {
                 }
                 let logs = chain.take_startup_logs();
                 if let Some(l) = &exp.logs {
-                    check_logs("start logs", l, &logs, &mut failures);
+                    check_logs("start logs", l, &leveled(&logs), &mut failures);
                 }
                 if let Some(m) = &exp.metrics {
                     let metrics: Vec<(String, i64)> = (0..self.plugins.len())
@@ -977,7 +977,7 @@ impl Suite {
                         .collect();
                     self.check(t, &out, &logs, &metrics, &mut failures);
                     if let Some(l) = t.expect.end.as_ref().and_then(|e| e.logs.as_ref()) {
-                        check_logs("end logs", l, &end_logs, &mut failures);
+                        check_logs("end logs", l, &leveled(&end_logs), &mut failures);
                     }
                     if t.benchmark {
                         benchmark = self.bench(t, &input).map_err(|e| failures.push(e)).ok();
@@ -1106,7 +1106,7 @@ impl Suite {
             }
         }
         if let Some(l) = &e.logs {
-            check_logs("logs", l, logs, failures);
+            check_logs("logs", l, &leveled(logs), failures);
         }
         if let Some(m) = &e.metrics {
             check_metrics("metric", m, metrics, failures);
@@ -1115,27 +1115,20 @@ impl Suite {
             self.check_callout(i, c, &out.callout_requests, failures);
         }
         if let Some(c) = &e.callouts {
-            let lines: Vec<LogLine> = out
+            let lines: Vec<(&str, &str)> = out
                 .callouts
                 .iter()
-                .map(|c| LogLine {
-                    level: "callout".into(),
-                    message: c.clone(),
-                })
+                .map(|c| ("callout", c.as_str()))
                 .collect();
             check_logs("callouts", c, &lines, failures);
         }
         if let Some(s) = &e.steps {
-            let lines: Vec<LogLine> = out
+            let messages: Vec<String> = out
                 .steps
                 .iter()
-                .flat_map(|f| {
-                    f.steps.iter().map(|s| LogLine {
-                        level: "step".into(),
-                        message: format!("{}: {s}", f.filter_name()),
-                    })
-                })
+                .flat_map(|f| f.steps.iter().map(|s| format!("{}: {s}", f.filter_name())))
                 .collect();
+            let lines: Vec<(&str, &str)> = messages.iter().map(|m| ("step", m.as_str())).collect();
             check_logs("steps", s, &lines, failures);
         }
     }
@@ -1452,7 +1445,15 @@ fn check_headers(
     }
 }
 
-fn check_logs(what: &str, l: &LogExpect, logs: &[LogLine], failures: &mut Vec<String>) {
+/// Log lines as the checks read them: a label (the level, or `callout`,
+/// `step`) and the message.
+fn leveled(logs: &[LogLine]) -> Vec<(&str, &str)> {
+    logs.iter()
+        .map(|l| (l.level.as_str(), l.message.as_str()))
+        .collect()
+}
+
+fn check_logs(what: &str, l: &LogExpect, logs: &[(&str, &str)], failures: &mut Vec<String>) {
     let matches = |m: &LogMatcher| -> Result<bool, String> {
         let (level, re) = match m {
             LogMatcher::Message(re) => (None, re),
@@ -1460,7 +1461,7 @@ fn check_logs(what: &str, l: &LogExpect, logs: &[LogLine], failures: &mut Vec<St
         };
         let r = regex::Regex::new(re).map_err(|e| format!("{what}: bad regex /{re}/: {e}"))?;
         Ok(logs.iter().any(|line| {
-            level.is_none_or(|lv| lv.eq_ignore_ascii_case(&line.level)) && r.is_match(&line.message)
+            level.is_none_or(|lv| lv.eq_ignore_ascii_case(line.0)) && r.is_match(line.1)
         }))
     };
     let all = || {
@@ -1468,7 +1469,7 @@ fn check_logs(what: &str, l: &LogExpect, logs: &[LogLine], failures: &mut Vec<St
             "    (none)".to_string()
         } else {
             logs.iter()
-                .map(|l| format!("    {:<8} {}", l.level, l.message))
+                .map(|(level, message)| format!("    {level:<8} {message}"))
                 .collect::<Vec<_>>()
                 .join("\n")
         }

@@ -7,6 +7,7 @@
 
 pub mod har;
 pub mod native;
+pub mod stubs;
 pub mod tap;
 pub mod tools;
 

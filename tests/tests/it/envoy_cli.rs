@@ -11,6 +11,7 @@ use tollgate_envoy::bootstrap::Alternative;
 use tollgate_envoy::services::ServiceSpec;
 use tollgate_envoy::{LiveError, WasmFilter, compare, diff};
 use tollgate_host::callouts::HttpClusterStub;
+use tollgate_replay::Replay;
 use tollgate_tests::paths;
 use tollgate_traffic::{self as traffic, Traffic};
 
@@ -23,6 +24,43 @@ fn headers_filter(config: String) -> Result<WasmFilter> {
     Ok(WasmFilter::new(paths::filter_wasm("headers")?).with_config(config))
 }
 
+/// What the harness predicts for `traffic` through `by` (default: the
+/// options' chain), with the options' stubs answering their clusters, as
+/// `tollgate envoy` computes it before running Envoy.
+fn prediction(
+    o: &diff::DiffOptions,
+    by: Option<&[WasmFilter]>,
+    traffic: &Traffic,
+) -> Result<Vec<diff::Prediction>> {
+    let mut replay = Replay::chain();
+    for s in &o.services {
+        if let ServiceSpec::Stub(stub) = s {
+            replay = replay.http_cluster(stub.clone());
+        }
+    }
+    for f in by.unwrap_or(&o.filters) {
+        replay = replay.filter(&f.path);
+        if let Some(c) = &f.config {
+            replay = replay.config(c.clone());
+        }
+        if let Some(c) = &f.vm_config {
+            replay = replay.vm_config(c.clone());
+        }
+        if let Some(p) = f.failure_policy {
+            replay = replay.failure_policy(p);
+        }
+    }
+    let report = replay.traffic(traffic.clone()).run()?;
+    Ok(report
+        .exchanges
+        .into_iter()
+        .map(|e| diff::Prediction {
+            upstream_request: e.upstream_request,
+            client_response: e.client_response,
+        })
+        .collect())
+}
+
 fn options(filters: Vec<WasmFilter>) -> Result<diff::DiffOptions> {
     Ok(diff::DiffOptions::new(paths::envoy_binary()?, filters))
 }
@@ -30,10 +68,8 @@ fn options(filters: Vec<WasmFilter>) -> Result<diff::DiffOptions> {
 #[test]
 fn demo_recording_through_envoy_matches_the_harness() -> Result<()> {
     let traffic = demo_traffic()?;
-    let report = diff::run(
-        &options(vec![headers_filter(paths::demo_config("headers")?)?])?,
-        &traffic,
-    )?;
+    let o = options(vec![headers_filter(paths::demo_config("headers")?)?])?;
+    let report = diff::run(&o, &traffic, &prediction(&o, None, &traffic)?)?;
     ensure!(report.exchanges.len() == traffic.exchanges.len());
     let differences: Vec<String> = report
         .exchanges
@@ -80,9 +116,9 @@ fn a_different_prediction_is_reported_header_by_header() -> Result<()> {
         r#"{"name": "x-tollgate", "value": "other"}"#,
     );
     ensure!(other != demo, "demo.json no longer sets x-tollgate: demo");
-    let mut o = options(vec![headers_filter(demo)?])?;
-    o.predicted_by = Some(vec![headers_filter(other)?]);
-    let report = diff::run(&o, &traffic)?;
+    let o = options(vec![headers_filter(demo)?])?;
+    let by = [headers_filter(other)?];
+    let report = diff::run(&o, &traffic, &prediction(&o, Some(&by), &traffic)?)?;
     ensure!(report.differing_exchanges() == traffic.exchanges.len());
     for e in &report.exchanges {
         for expected in [
@@ -122,9 +158,10 @@ fn envoy_refusing_the_filter_configuration_is_reported_with_its_log() -> Result<
     let mut o = options(vec![headers_filter(r#"{"request": 5}"#.to_owned())?])?;
     // A fixed folder: the log an error points to is kept, and overwritten next run.
     o.work_dir = Some(paths::work_dir()?.join("envoy-cli-refused-filter"));
-    o.predicted_by = Some(vec![headers_filter(paths::demo_config("headers")?)?]);
+    let by = [headers_filter(paths::demo_config("headers")?)?];
+    let predicted = prediction(&o, Some(&by), &traffic)?;
     let err = refused(
-        diff::run(&o, &traffic),
+        diff::run(&o, &traffic, &predicted),
         "Envoy accepted a configuration the filter rejects",
     )?;
     ensure!(matches!(err, LiveError::Envoy { .. }), "{err}");
@@ -141,7 +178,11 @@ fn a_missing_envoy_is_named() -> Result<()> {
     let traffic = demo_traffic()?;
     let mut o = options(vec![headers_filter(paths::demo_config("headers")?)?])?;
     o.envoy = paths::work_dir()?.join("no-such-envoy");
-    let err = refused(diff::run(&o, &traffic), "ran without an Envoy binary")?;
+    let predicted = prediction(&o, None, &traffic)?;
+    let err = refused(
+        diff::run(&o, &traffic, &predicted),
+        "ran without an Envoy binary",
+    )?;
     ensure!(matches!(err, LiveError::EnvoyMissing(_)), "{err}");
     ensure!(err.to_string().contains("no-such-envoy"), "{err}");
     Ok(())
@@ -248,7 +289,8 @@ fn credential_filters_local_replies_match_envoy() -> Result<()> {
     for name in ["basic-auth", "key-auth"] {
         let filter =
             WasmFilter::new(paths::filter_wasm(name)?).with_config(paths::demo_config(name)?);
-        let report = diff::run(&options(vec![filter])?, &traffic)?;
+        let o = options(vec![filter])?;
+        let report = diff::run(&o, &traffic, &prediction(&o, None, &traffic)?)?;
         let local = report
             .exchanges
             .iter()
@@ -310,7 +352,7 @@ fn ext_authz_with_its_stub_matches_the_harness() -> Result<()> {
     let traffic = demo_traffic()?;
     let mut o = options(vec![demo_filter("ext-authz")?])?;
     o.services = vec![stub("authz", "ext-authz")?];
-    let report = diff::run(&o, &traffic)?;
+    let report = diff::run(&o, &traffic, &prediction(&o, None, &traffic)?)?;
     no_differences(&report, "ext-authz")?;
     let [service] = report.services.as_slice() else {
         anyhow::bail!("one service expected: {:?}", report.services);
@@ -357,7 +399,7 @@ fn ext_authz_with_a_failing_service_fails_closed_in_both() -> Result<()> {
     ] {
         let mut o = options(vec![demo_filter("ext-authz")?])?;
         o.services = vec![ServiceSpec::Stub(failure.clone())];
-        let report = diff::run(&o, &traffic)?;
+        let report = diff::run(&o, &traffic, &prediction(&o, None, &traffic)?)?;
         no_differences(&report, &format!("{:?}", failure.answer))?;
         ensure!(
             report
@@ -389,7 +431,7 @@ fn jwt_auth_with_its_stub_matches_the_harness() -> Result<()> {
     for (what, traffic) in [("demo.har", &demo), ("auth.yaml", &auth)] {
         let mut o = options(vec![demo_filter("jwt-auth")?])?;
         o.services = vec![stub("jwks", "jwt-auth")?];
-        let report = diff::run(&o, traffic)?;
+        let report = diff::run(&o, traffic, &prediction(&o, None, traffic)?)?;
         no_differences(&report, what)?;
         let fetched = &report.services[0].requests;
         ensure!(

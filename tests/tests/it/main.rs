@@ -1,4 +1,5 @@
 //! The integration tests, one binary with a module per area:
+//! - `architecture`: the crate dependency graph and source checks behind ARCHITECTURE.md.
 //! - `plumbing`: the test upstream and client themselves, against each other.
 //! - `jwt_auth`: the `jwt-auth` filter in the harness and in a real Envoy fetching its JWKS
 //!   from a real server (every algorithm, forgeries, key rotation).
@@ -28,6 +29,7 @@
 //! `ENVOY_BIN` and `TOLLGATE_FILTERS_DIR`); without them these tests fail
 //! with a message saying so, they never skip.
 
+mod architecture;
 mod basic_auth;
 mod callout_parity;
 mod chain;

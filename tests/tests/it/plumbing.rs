@@ -93,7 +93,7 @@ fn upstream_serves_several_requests_on_one_connection_including_chunked_bodies()
     for _ in 0..2 {
         let head = http1::read_head(&mut reader)?.context("the upstream closed the connection")?;
         assert_eq!(head.start_line, "HTTP/1.1 200 OK");
-        let body = http1::read_body(&mut reader, &head.headers, BodyFraming::Response)?;
+        let body = http1::read_framed_body(&mut reader, &head, BodyFraming::Response)?;
         assert_eq!(body, b"ok");
     }
     let received = upstream.requests();

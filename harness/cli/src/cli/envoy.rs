@@ -158,7 +158,9 @@ pub fn envoy(args: EnvoyArgs, matches: Option<&ArgMatches>) -> Result<()> {
     if let Some(p) = &args.envoy_config {
         options.user_bootstrap = Some((p.clone(), args.upstream_cluster.clone()));
     }
-    let report = diff::run(&options, &traffic)?;
+    let predicted = predict(&options.filters, &options.services, &traffic)
+        .context("harness prediction failed")?;
+    let report = diff::run(&options, &traffic, &predicted)?;
     match args.format {
         EnvoyFormat::Json => println!("{}", serde_json::to_string_pretty(&report.to_json())?),
         EnvoyFormat::Text => print_diff(&report),
@@ -172,6 +174,42 @@ pub fn envoy(args: EnvoyArgs, matches: Option<&ArgMatches>) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// What the harness predicts for `traffic` through `filters`, the stubs
+/// answering their clusters' callouts (a user's service is Envoy's only).
+pub(crate) fn predict(
+    filters: &[WasmFilter],
+    services: &[ServiceSpec],
+    traffic: &tollgate_traffic::Traffic,
+) -> Result<Vec<diff::Prediction>, tollgate_replay::ReplayError> {
+    let mut replay = tollgate_replay::Replay::chain();
+    for s in services {
+        if let ServiceSpec::Stub(stub) = s {
+            replay = replay.http_cluster(stub.clone());
+        }
+    }
+    for f in filters {
+        replay = replay.filter(&f.path);
+        if let Some(c) = &f.config {
+            replay = replay.config(c.clone());
+        }
+        if let Some(c) = &f.vm_config {
+            replay = replay.vm_config(c.clone());
+        }
+        if let Some(p) = f.failure_policy {
+            replay = replay.failure_policy(p);
+        }
+    }
+    let report = replay.traffic(traffic.clone()).run()?;
+    Ok(report
+        .exchanges
+        .into_iter()
+        .map(|e| diff::Prediction {
+            upstream_request: e.upstream_request,
+            client_response: e.client_response,
+        })
+        .collect())
 }
 
 /// `--stub` and `--cluster`, in that order.

@@ -184,7 +184,7 @@ fn interleaved_streams_are_all_alive_at_once_and_end_as_one_at_a_time() {
         .collect();
     let mut vm = Vm::start(&headers, VmSettings::default()).expect("starts");
     vm.set_trace(true);
-    vm.state_mut().take_logs();
+    vm.take_logs();
     let mut rounds = 0;
     let together = stream::run_interleaved(&mut lane(&mut vm), &refs, |_| rounds += 1);
     assert_eq!(rounds, 5);
@@ -202,7 +202,6 @@ fn interleaved_streams_are_all_alive_at_once_and_end_as_one_at_a_time() {
     }
     // The callbacks interleave: every request's headers before any response's.
     let calls: Vec<String> = vm
-        .state_mut()
         .take_logs()
         .into_iter()
         .filter(|l| l.message.starts_with("[host->vm] "))

@@ -182,8 +182,11 @@ fn logging_wasi_output_clock_and_effective_context() {
             0, // unknown context; the root
         ]
     );
-    let logs = vm.state_mut().take_logs();
-    let lines: Vec<(String, String)> = logs.into_iter().map(|l| (l.level, l.message)).collect();
+    let logs = vm.take_logs();
+    let lines: Vec<(String, String)> = logs
+        .into_iter()
+        .map(|l| (l.level.to_string(), l.message))
+        .collect();
     assert_eq!(
         lines,
         vec![

@@ -4,6 +4,7 @@
 
 use super::*;
 use std::time::Duration;
+use tollgate_host::state::LogLevel;
 use tollgate_replay::{FailurePolicy, Replay, Report, Verdict};
 use tollgate_traffic::Traffic;
 
@@ -72,7 +73,7 @@ fn a_trap_is_reported_with_the_guest_message_and_backtrace() {
         msg.contains("explode"),
         "backtrace names the function: {msg}"
     );
-    assert_eq!(e.logs.last().map(|l| l.level.as_str()), Some("critical"));
+    assert_eq!(e.logs.last().map(|l| l.level), Some(LogLevel::Critical));
 }
 
 #[test]

@@ -7,43 +7,37 @@
 //! inside `proxy_on_http_call_response`. Configuration and call responses
 //! are read-only (writes answer `BadArgument`).
 
-use super::{Status, memory as mem};
+use super::{AbiError, AbiResult, Status, memory as mem, status, to_guest, written};
 use crate::state::HostState;
+use tollgate_abi::BufferType;
 use wasmtime::{Caller, Linker};
 
-const HTTP_REQUEST_BODY: u32 = 0;
-const HTTP_RESPONSE_BODY: u32 = 1;
-const HTTP_CALL_RESPONSE_BODY: u32 = 4;
-const GRPC_RECEIVE_BUFFER: u32 = 5;
-const VM_CONFIGURATION: u32 = 6;
-const PLUGIN_CONFIGURATION: u32 = 7;
-/// Highest buffer type (`CallData`).
-const MAX_BUFFER_TYPE: u32 = 8;
-
 /// The readable contents of a buffer, `None` when not available now.
-fn buffer(state: &HostState, kind: u32) -> Option<&[u8]> {
+fn buffer(state: &HostState, kind: BufferType) -> Option<&[u8]> {
     match kind {
-        HTTP_REQUEST_BODY => state.stream()?.request_body.as_deref(),
-        HTTP_RESPONSE_BODY => state.stream()?.response_body.as_deref(),
-        HTTP_CALL_RESPONSE_BODY => state.http_call_response.as_ref().map(|r| &r.body[..]),
-        GRPC_RECEIVE_BUFFER => state.grpc_receive.as_deref(),
-        VM_CONFIGURATION => Some(&state.settings.vm_config),
-        PLUGIN_CONFIGURATION if state.in_configure => Some(&state.settings.plugin_config),
+        BufferType::HttpRequestBody => state.stream()?.request_body.as_deref(),
+        BufferType::HttpResponseBody => state.stream()?.response_body.as_deref(),
+        BufferType::HttpCallResponseBody => state.http_call_response.as_ref().map(|r| &r.body[..]),
+        BufferType::GrpcReceiveBuffer => state.grpc_receive.as_deref(),
+        BufferType::VmConfiguration => Some(&state.settings.vm_config),
+        BufferType::PluginConfiguration if state.in_configure => {
+            Some(&state.settings.plugin_config)
+        }
         _ => None,
     }
 }
 
 /// The writable contents of a buffer.
-fn buffer_mut(state: &mut HostState, kind: u32) -> Result<&mut Vec<u8>, Status> {
+fn buffer_mut(state: &mut HostState, kind: BufferType) -> Result<&mut Vec<u8>, Status> {
     if buffer(state, kind).is_none() {
         return Err(Status::NotFound);
     }
     let stream = state.stream_mut();
     match kind {
-        HTTP_REQUEST_BODY => stream
+        BufferType::HttpRequestBody => stream
             .and_then(|s| s.request_body.as_mut())
             .ok_or(Status::NotFound),
-        HTTP_RESPONSE_BODY => stream
+        BufferType::HttpResponseBody => stream
             .and_then(|s| s.response_body.as_mut())
             .ok_or(Status::NotFound),
         _ => Err(Status::BadArgument),
@@ -77,48 +71,22 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
          start: u32,
          length: u32,
          ptr_ptr: u32,
-         size_ptr: u32|
-         -> wasmtime::Result<u32> {
-            if kind > MAX_BUFFER_TYPE {
-                return Ok(Status::BadArgument.code());
-            }
-            let Some(size) = buffer(caller.data(), kind).map(<[u8]>::len) else {
-                return Ok(Status::NotFound.code());
-            };
-            let start = start as usize;
-            let end = start.saturating_add(length as usize).min(size);
-            let ok = if start >= end {
-                mem::write_u32(&mut caller, ptr_ptr, 0) && mem::write_u32(&mut caller, size_ptr, 0)
-            } else {
-                mem::copy_out_from_state(
-                    &mut caller,
-                    move |s| {
-                        buffer(s, kind)
-                            .and_then(|b| b.get(start..end))
-                            .unwrap_or(&[])
-                    },
-                    ptr_ptr,
-                    size_ptr,
-                )?
-            };
-            Ok(Status::written(ok).code())
+         size_ptr: u32| {
+            to_guest(get_buffer_bytes(
+                &mut caller,
+                kind,
+                start,
+                length,
+                ptr_ptr,
+                size_ptr,
+            ))
         },
     )?;
     linker.func_wrap(
         "env",
         "proxy_get_buffer_status",
-        |mut caller: Caller<'_, HostState>, kind: u32, length_ptr: u32, flags_ptr: u32| -> u32 {
-            if kind > MAX_BUFFER_TYPE {
-                return Status::BadArgument.code();
-            }
-            let Some(size) = buffer(caller.data(), kind).map(<[u8]>::len) else {
-                return Status::NotFound.code();
-            };
-            Status::written(
-                mem::write_u32(&mut caller, length_ptr, size as u32)
-                    && mem::write_u32(&mut caller, flags_ptr, 0),
-            )
-            .code()
+        |mut caller: Caller<'_, HostState>, kind: u32, length_ptr: u32, flags_ptr: u32| {
+            to_guest(get_buffer_status(&mut caller, kind, length_ptr, flags_ptr))
         },
     )?;
     linker.func_wrap(
@@ -129,41 +97,98 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
          start: u32,
          length: u32,
          data_ptr: u32,
-         data_len: u32|
-         -> u32 {
-            if kind > MAX_BUFFER_TYPE {
-                return Status::BadArgument.code();
-            }
-            if buffer(caller.data(), kind).is_none() {
-                return Status::NotFound.code();
-            }
-            mem::with_bytes(
+         data_len: u32| {
+            to_guest(set_buffer_bytes(
                 &mut caller,
+                kind,
+                start,
+                length,
                 data_ptr,
                 data_len,
-                |data, state| match buffer_mut(state, kind) {
-                    Ok(buf) => splice(buf, start, length, data),
-                    Err(status) => status,
-                },
-            )
-            .unwrap_or(Status::InvalidMemoryAccess)
-            .code()
+            ))
         },
     )?;
     linker.func_wrap(
         "env",
         "proxy_get_configuration",
-        |mut caller: Caller<'_, HostState>, ptr_ptr: u32, size_ptr: u32| -> wasmtime::Result<u32> {
-            let ok = mem::copy_out_from_state(
-                &mut caller,
-                |s| &s.settings.plugin_config,
-                ptr_ptr,
-                size_ptr,
-            )?;
-            Ok(Status::written(ok).code())
+        |mut caller: Caller<'_, HostState>, ptr_ptr: u32, size_ptr: u32| {
+            to_guest(get_configuration(&mut caller, ptr_ptr, size_ptr))
         },
     )?;
     Ok(())
+}
+
+/// The size of a buffer that exists now; `BadArgument` for an unknown type,
+/// `NotFound` for a buffer not available at this point.
+fn available(caller: &Caller<'_, HostState>, kind: u32) -> Result<(BufferType, usize), AbiError> {
+    let kind = BufferType::try_from(kind).map_err(|_| AbiError::Status(Status::BadArgument))?;
+    let size = buffer(caller.data(), kind)
+        .map(<[u8]>::len)
+        .ok_or(AbiError::Status(Status::NotFound))?;
+    Ok((kind, size))
+}
+
+fn get_buffer_bytes(
+    caller: &mut Caller<'_, HostState>,
+    kind: u32,
+    start: u32,
+    length: u32,
+    ptr_ptr: u32,
+    size_ptr: u32,
+) -> AbiResult {
+    let (kind, size) = available(caller, kind)?;
+    let start = start as usize;
+    let end = start.saturating_add(length as usize).min(size);
+    let ok = if start >= end {
+        mem::write_u32(caller, ptr_ptr, 0) && mem::write_u32(caller, size_ptr, 0)
+    } else {
+        mem::copy_out_from_state(
+            caller,
+            move |s| {
+                buffer(s, kind)
+                    .and_then(|b| b.get(start..end))
+                    .unwrap_or(&[])
+            },
+            ptr_ptr,
+            size_ptr,
+        )?
+    };
+    written(ok)
+}
+
+fn get_buffer_status(
+    caller: &mut Caller<'_, HostState>,
+    kind: u32,
+    length_ptr: u32,
+    flags_ptr: u32,
+) -> AbiResult {
+    let (_, size) = available(caller, kind)?;
+    written(mem::write_u32(caller, length_ptr, size as u32) && mem::write_u32(caller, flags_ptr, 0))
+}
+
+fn set_buffer_bytes(
+    caller: &mut Caller<'_, HostState>,
+    kind: u32,
+    start: u32,
+    length: u32,
+    data_ptr: u32,
+    data_len: u32,
+) -> AbiResult {
+    let (kind, _) = available(caller, kind)?;
+    let s = mem::with_bytes(caller, data_ptr, data_len, |data, state| {
+        match buffer_mut(state, kind) {
+            Ok(buf) => splice(buf, start, length, data),
+            Err(status) => status,
+        }
+    })
+    .unwrap_or(Status::InvalidMemoryAccess);
+    status(s)
+}
+
+/// ABI 0.1.0: the plugin configuration, at any time.
+fn get_configuration(caller: &mut Caller<'_, HostState>, ptr_ptr: u32, size_ptr: u32) -> AbiResult {
+    let ok = mem::copy_out_from_state(caller, |s| &s.settings.plugin_config, ptr_ptr, size_ptr)?;
+    written(ok)
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@
 //! [`GrpcCallStub`]: crate::state::GrpcCallStub
 //! [`GrpcClusterStub`]: crate::callouts::GrpcClusterStub
 
-use super::{Status, memory as mem, pairs};
+use super::{AbiError, AbiResult, Status, memory as mem, pairs, to_guest, written};
 use crate::callouts::{CalloutRecord, GrpcClusterStub, TokenError};
 use crate::state::HostState;
 use wasmtime::{Caller, Linker};
@@ -38,7 +38,7 @@ fn stub(state: &HostState, cluster: &str) -> Option<GrpcClusterStub> {
         .grpc_call_stubs
         .iter()
         .find(|s| s.cluster.is_empty() || s.cluster == cluster)
-        .map(|s| GrpcClusterStub::from_call_stub(s, cluster))
+        .map(|s| crate::callouts::grpc_stub_from_call_stub(s, cluster))
 }
 
 fn text(b: &[u8]) -> String {
@@ -53,12 +53,13 @@ fn metadata(bytes: &[u8]) -> Vec<(String, String)> {
         .collect()
 }
 
-fn token_status(r: Result<(), TokenError>) -> u32 {
-    match r {
-        Ok(()) => Status::Ok.code(),
-        Err(TokenError::WrongKind) => Status::BadArgument.code(),
-        Err(TokenError::Unknown) => Status::NotFound.code(),
-    }
+fn token_status(r: Result<(), TokenError>) -> AbiResult {
+    r.map_err(|e| {
+        AbiError::Status(match e {
+            TokenError::WrongKind => Status::BadArgument,
+            TokenError::Unknown => Status::NotFound,
+        })
+    })
 }
 
 /// What a gRPC call or stream asked for.
@@ -99,7 +100,7 @@ fn open(
     state: &mut HostState,
     o: Opening,
     kind: &'static str,
-) -> Result<GrpcClusterStub, wasmtime::Result<u32>> {
+) -> Result<GrpcClusterStub, AbiError> {
     let found = stub(state, &o.cluster);
     let suffix = if kind == "grpc-stream" { " stream" } else { "" };
     state
@@ -116,7 +117,7 @@ fn open(
         accepted: found.is_some() && !o.cluster.is_empty(),
     });
     if o.cluster.is_empty() {
-        return Err(Err(wasmtime::Error::msg(format!(
+        return Err(AbiError::Trap(wasmtime::Error::msg(format!(
             "{kind} call with an empty service: Envoy 1.40 aborts the process on it (panic: unset oneof)"
         ))));
     }
@@ -129,7 +130,7 @@ fn open(
                 o.cluster
             ),
         );
-        Ok(Status::ParseFailure.code())
+        AbiError::Status(Status::ParseFailure)
     })
 }
 
@@ -150,33 +151,20 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
          message_ptr: u32,
          message_len: u32,
          timeout_ms: u32,
-         token_ptr: u32|
-         -> wasmtime::Result<u32> {
-            let (Some(target), Some(message)) = (
-                read_target(
-                    &caller,
-                    (service_ptr, service_len),
-                    (service_name_ptr, service_name_len),
-                    (method_ptr, method_len),
-                    (metadata_ptr, metadata_len),
-                ),
-                mem::read(&caller, message_ptr, message_len),
-            ) else {
-                return Ok(Status::InvalidMemoryAccess.code());
-            };
-            let opening = Opening {
-                message,
+         token_ptr: u32| {
+            let target = [
+                (service_ptr, service_len),
+                (service_name_ptr, service_name_len),
+                (method_ptr, method_len),
+                (metadata_ptr, metadata_len),
+            ];
+            to_guest(grpc_call(
+                &mut caller,
+                target,
+                (message_ptr, message_len),
                 timeout_ms,
-                ..target
-            };
-            let state = caller.data_mut();
-            let stub = match open(state, opening, "grpc") {
-                Ok(s) => s,
-                Err(status) => return status,
-            };
-            let now = state.clock.monotonic;
-            let token = state.outstanding.grpc_call(now, &stub, timeout_ms);
-            Ok(Status::written(mem::write_u32(&mut caller, token_ptr, token)).code())
+                token_ptr,
+            ))
         },
     )?;
     linker.func_wrap(
@@ -191,67 +179,111 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
          method_len: u32,
          metadata_ptr: u32,
          metadata_len: u32,
-         token_ptr: u32|
-         -> wasmtime::Result<u32> {
-            let Some(opening) = read_target(
-                &caller,
+         token_ptr: u32| {
+            let target = [
                 (service_ptr, service_len),
                 (service_name_ptr, service_name_len),
                 (method_ptr, method_len),
                 (metadata_ptr, metadata_len),
-            ) else {
-                return Ok(Status::InvalidMemoryAccess.code());
-            };
-            let state = caller.data_mut();
-            let stub = match open(state, opening, "grpc-stream") {
-                Ok(s) => s,
-                Err(status) => return status,
-            };
-            let token = state.outstanding.grpc_stream(stub);
-            Ok(Status::written(mem::write_u32(&mut caller, token_ptr, token)).code())
+            ];
+            to_guest(grpc_stream(&mut caller, target, token_ptr))
         },
     )?;
     linker.func_wrap(
         "env",
         "proxy_grpc_send",
-        |mut caller: Caller<'_, HostState>, token: u32, ptr: u32, len: u32, end: u32| -> u32 {
-            if !mem::in_bounds(&caller, &[(ptr, len)]) {
-                return Status::InvalidMemoryAccess.code();
-            }
-            let state = caller.data_mut();
-            let now = state.clock.monotonic;
-            token_status(state.outstanding.grpc_send(now, token, end != 0))
+        |mut caller: Caller<'_, HostState>, token: u32, ptr: u32, len: u32, end: u32| {
+            to_guest(grpc_send(&mut caller, token, (ptr, len), end != 0))
         },
     )?;
     linker.func_wrap(
         "env",
         "proxy_grpc_cancel",
-        |mut caller: Caller<'_, HostState>, token: u32| -> u32 {
-            token_status(caller.data_mut().outstanding.grpc_cancel(token))
+        |mut caller: Caller<'_, HostState>, token: u32| {
+            to_guest(token_status(
+                caller.data_mut().outstanding.grpc_cancel(token),
+            ))
         },
     )?;
     linker.func_wrap(
         "env",
         "proxy_grpc_close",
-        |mut caller: Caller<'_, HostState>, token: u32| -> u32 {
+        |mut caller: Caller<'_, HostState>, token: u32| {
             let state = caller.data_mut();
             let now = state.clock.monotonic;
-            token_status(state.outstanding.grpc_close(now, token))
+            to_guest(token_status(state.outstanding.grpc_close(now, token)))
         },
     )?;
     linker.func_wrap(
         "env",
         "proxy_get_status",
-        |mut caller: Caller<'_, HostState>,
-         code_ptr: u32,
-         ptr_ptr: u32,
-         size_ptr: u32|
-         -> wasmtime::Result<u32> {
-            let (code, message) = caller.data().grpc_status.clone();
-            let ok = mem::write_u32(&mut caller, code_ptr, code)
-                && mem::copy_out(&mut caller, message.as_bytes(), ptr_ptr, size_ptr)?;
-            Ok(Status::written(ok).code())
+        |mut caller: Caller<'_, HostState>, code_ptr: u32, ptr_ptr: u32, size_ptr: u32| {
+            to_guest(get_status(&mut caller, code_ptr, ptr_ptr, size_ptr))
         },
     )?;
     Ok(())
+}
+
+fn grpc_call(
+    caller: &mut Caller<'_, HostState>,
+    [service, service_name, method, metadata]: [(u32, u32); 4],
+    (message_ptr, message_len): (u32, u32),
+    timeout_ms: u32,
+    token_ptr: u32,
+) -> AbiResult {
+    let (Some(target), Some(message)) = (
+        read_target(caller, service, service_name, method, metadata),
+        mem::read(caller, message_ptr, message_len),
+    ) else {
+        return Err(Status::InvalidMemoryAccess.into());
+    };
+    let opening = Opening {
+        message,
+        timeout_ms,
+        ..target
+    };
+    let state = caller.data_mut();
+    let stub = open(state, opening, "grpc")?;
+    let now = state.clock.monotonic;
+    let token = state.outstanding.grpc_call(now, &stub, timeout_ms);
+    written(mem::write_u32(caller, token_ptr, token))
+}
+
+fn grpc_stream(
+    caller: &mut Caller<'_, HostState>,
+    [service, service_name, method, metadata]: [(u32, u32); 4],
+    token_ptr: u32,
+) -> AbiResult {
+    let opening = read_target(caller, service, service_name, method, metadata)
+        .ok_or(AbiError::Status(Status::InvalidMemoryAccess))?;
+    let state = caller.data_mut();
+    let stub = open(state, opening, "grpc-stream")?;
+    let token = state.outstanding.grpc_stream(stub);
+    written(mem::write_u32(caller, token_ptr, token))
+}
+
+fn grpc_send(
+    caller: &mut Caller<'_, HostState>,
+    token: u32,
+    (ptr, len): (u32, u32),
+    end: bool,
+) -> AbiResult {
+    if !mem::in_bounds(caller, &[(ptr, len)]) {
+        return Err(Status::InvalidMemoryAccess.into());
+    }
+    let state = caller.data_mut();
+    let now = state.clock.monotonic;
+    token_status(state.outstanding.grpc_send(now, token, end))
+}
+
+fn get_status(
+    caller: &mut Caller<'_, HostState>,
+    code_ptr: u32,
+    ptr_ptr: u32,
+    size_ptr: u32,
+) -> AbiResult {
+    let (code, message) = caller.data().grpc_status.clone();
+    let ok = mem::write_u32(caller, code_ptr, code)
+        && mem::copy_out(caller, message.as_bytes(), ptr_ptr, size_ptr)?;
+    written(ok)
 }

@@ -24,22 +24,12 @@
 //! same, with Envoy 1.40's lists ([`REQUEST_INLINE`], [`RESPONSE_INLINE`],
 //! [`RESPONSE_TRAILERS_INLINE`]; request trailers have none).
 
-use super::{Status, memory as mem, pairs};
+use super::{AbiError, AbiResult, Status, memory as mem, pairs, status, to_guest, written};
 use crate::plugin::AbiVersion;
 use crate::state::{HeaderMap, HostState, Phase};
 use std::borrow::Cow;
+use tollgate_abi::MapType;
 use wasmtime::{Caller, Linker};
-
-const REQUEST_HEADERS: u32 = 0;
-const REQUEST_TRAILERS: u32 = 1;
-const RESPONSE_HEADERS: u32 = 2;
-const RESPONSE_TRAILERS: u32 = 3;
-const GRPC_RECEIVE_INITIAL_METADATA: u32 = 4;
-const GRPC_RECEIVE_TRAILING_METADATA: u32 = 5;
-const HTTP_CALL_RESPONSE_HEADERS: u32 = 6;
-const HTTP_CALL_RESPONSE_TRAILERS: u32 = 7;
-/// Highest map type (`HttpCallResponseTrailers`).
-const MAX_MAP_TYPE: u32 = 7;
 
 /// Envoy 1.40's inline request headers (from its startup log).
 pub(crate) const REQUEST_INLINE: &[&str] = &[
@@ -159,11 +149,11 @@ pub(crate) const RESPONSE_INLINE: &[&str] = &[
 pub(crate) const RESPONSE_TRAILERS_INLINE: &[&str] = &["grpc-message", "grpc-status"];
 
 /// The inline names of map `kind` (empty for maps with none).
-fn inline_names(kind: u32) -> &'static [&'static str] {
+fn inline_names(kind: MapType) -> &'static [&'static str] {
     match kind {
-        REQUEST_HEADERS => REQUEST_INLINE,
-        RESPONSE_HEADERS | HTTP_CALL_RESPONSE_HEADERS => RESPONSE_INLINE,
-        RESPONSE_TRAILERS | HTTP_CALL_RESPONSE_TRAILERS => RESPONSE_TRAILERS_INLINE,
+        MapType::RequestHeaders => REQUEST_INLINE,
+        MapType::ResponseHeaders | MapType::HttpCallResponseHeaders => RESPONSE_INLINE,
+        MapType::ResponseTrailers | MapType::HttpCallResponseTrailers => RESPONSE_TRAILERS_INLINE,
         _ => &[],
     }
 }
@@ -211,41 +201,42 @@ pub(crate) fn fold_inline(pairs: Vec<(String, String)>, inline: &[&str]) -> Vec<
     map.entries().to_vec()
 }
 
-fn map(state: &HostState, kind: u32) -> Option<&HeaderMap> {
+fn map(state: &HostState, kind: MapType) -> Option<&HeaderMap> {
     match kind {
-        REQUEST_HEADERS => Some(&state.stream()?.request_headers),
+        MapType::RequestHeaders => Some(&state.stream()?.request_headers),
         // Trailers exist once received (Envoy: a null map before, BadArgument).
-        REQUEST_TRAILERS => Some(&state.stream()?.request_trailers).filter(|m| !m.is_empty()),
-        RESPONSE_HEADERS => state.stream()?.response_headers.as_ref(),
-        RESPONSE_TRAILERS => {
+        MapType::RequestTrailers => {
+            Some(&state.stream()?.request_trailers).filter(|m| !m.is_empty())
+        }
+        MapType::ResponseHeaders => state.stream()?.response_headers.as_ref(),
+        MapType::ResponseTrailers => {
             let s = state.stream()?;
             s.response_headers.as_ref()?;
             Some(&s.response_trailers).filter(|m| !m.is_empty())
         }
-        GRPC_RECEIVE_INITIAL_METADATA => state.grpc_initial_metadata.as_ref(),
-        GRPC_RECEIVE_TRAILING_METADATA => state.grpc_trailing_metadata.as_ref(),
-        HTTP_CALL_RESPONSE_HEADERS => state.http_call_response.as_ref().map(|r| &r.headers),
-        HTTP_CALL_RESPONSE_TRAILERS => state
+        MapType::GrpcReceiveInitialMetadata => state.grpc_initial_metadata.as_ref(),
+        MapType::GrpcReceiveTrailingMetadata => state.grpc_trailing_metadata.as_ref(),
+        MapType::HttpCallResponseHeaders => state.http_call_response.as_ref().map(|r| &r.headers),
+        MapType::HttpCallResponseTrailers => state
             .http_call_response
             .as_ref()
             .map(|r| &r.trailers)
             .filter(|m| !m.is_empty()),
-        _ => None,
     }
 }
 
-fn map_mut(state: &mut HostState, kind: u32) -> Option<&mut HeaderMap> {
+fn map_mut(state: &mut HostState, kind: MapType) -> Option<&mut HeaderMap> {
     match kind {
-        REQUEST_HEADERS => Some(&mut state.stream_mut()?.request_headers),
+        MapType::RequestHeaders => Some(&mut state.stream_mut()?.request_headers),
         // Writable once received, or during the body (Envoy creates them
         // in the last body callback; the harness does not tell the last).
-        REQUEST_TRAILERS => {
+        MapType::RequestTrailers => {
             let s = state.stream_mut()?;
             (!s.request_trailers.is_empty() || s.phase == Phase::RequestBody)
                 .then_some(&mut s.request_trailers)
         }
-        RESPONSE_HEADERS => state.stream_mut()?.response_headers.as_mut(),
-        RESPONSE_TRAILERS => {
+        MapType::ResponseHeaders => state.stream_mut()?.response_headers.as_mut(),
+        MapType::ResponseTrailers => {
             let s = state.stream_mut()?;
             s.response_headers.as_ref()?;
             (!s.response_trailers.is_empty() || s.phase == Phase::ResponseBody)
@@ -261,10 +252,181 @@ fn text(b: &[u8]) -> String {
 }
 
 /// The value of entry `index` of map `kind` (empty when it is gone).
-fn value_at(state: &HostState, kind: u32, index: usize) -> &[u8] {
+fn value_at(state: &HostState, kind: MapType, index: usize) -> &[u8] {
     map(state, kind)
         .and_then(|m| m.entries().get(index))
         .map_or(&[], |(_, v)| v.as_bytes())
+}
+
+/// The map type a call names; `BadArgument` when it names none.
+fn map_type(kind: u32) -> Result<MapType, AbiError> {
+    MapType::try_from(kind).map_err(|_| AbiError::Status(Status::BadArgument))
+}
+
+/// Adds the header map functions.
+pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    linker.func_wrap(
+        "env",
+        "proxy_get_header_map_value",
+        |mut caller: Caller<'_, HostState>,
+         kind: u32,
+         kp: u32,
+         kl: u32,
+         ptr_ptr: u32,
+         size_ptr: u32| {
+            to_guest(get_value(&mut caller, kind, (kp, kl), ptr_ptr, size_ptr))
+        },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_get_header_map_pairs",
+        |mut caller: Caller<'_, HostState>, kind: u32, ptr_ptr: u32, size_ptr: u32| {
+            to_guest(get_pairs(&mut caller, kind, ptr_ptr, size_ptr))
+        },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_set_header_map_pairs",
+        |mut caller: Caller<'_, HostState>, kind: u32, ptr: u32, len: u32| {
+            to_guest(set_pairs(&mut caller, kind, ptr, len))
+        },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_get_header_map_size",
+        |mut caller: Caller<'_, HostState>, kind: u32, out: u32| {
+            to_guest(get_size(&mut caller, kind, out))
+        },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_add_header_map_value",
+        |mut caller: Caller<'_, HostState>, kind: u32, kp: u32, kl: u32, vp: u32, vl: u32| {
+            to_guest(edit_value(&mut caller, kind, (kp, kl), (vp, vl), envoy_add))
+        },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_replace_header_map_value",
+        |mut caller: Caller<'_, HostState>, kind: u32, kp: u32, kl: u32, vp: u32, vl: u32| {
+            to_guest(edit_value(
+                &mut caller,
+                kind,
+                (kp, kl),
+                (vp, vl),
+                |m, _, k, v| m.replace(k, v),
+            ))
+        },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_remove_header_map_value",
+        |mut caller: Caller<'_, HostState>, kind: u32, kp: u32, kl: u32| {
+            to_guest(remove_value(&mut caller, kind, (kp, kl)))
+        },
+    )?;
+    Ok(())
+}
+
+fn get_value(
+    caller: &mut Caller<'_, HostState>,
+    kind: u32,
+    (key_ptr, key_len): (u32, u32),
+    ptr_ptr: u32,
+    size_ptr: u32,
+) -> AbiResult {
+    let kind = map_type(kind)?;
+    // The entry is found by position (a scan: header maps are small, no
+    // hashing), then its value is copied straight from the map into the
+    // guest's buffer (no intermediate copy).
+    let found = mem::with_bytes(caller, key_ptr, key_len, |key, state| {
+        let Some(m) = map(state, kind) else {
+            return Err(Status::BadArgument);
+        };
+        let key = String::from_utf8_lossy(key);
+        match m
+            .entries()
+            .iter()
+            .position(|(k, _)| k.eq_ignore_ascii_case(&key))
+        {
+            Some(i) => Ok(Some(i)),
+            None if state.abi == AbiVersion::V0_1_0 => Ok(None),
+            None => Err(Status::NotFound),
+        }
+    })
+    .ok_or(AbiError::Status(Status::InvalidMemoryAccess))?;
+    let ok = match found? {
+        Some(i) => mem::copy_out_from_state(caller, |s| value_at(s, kind, i), ptr_ptr, size_ptr)?,
+        // ABI 0.1.0: a missing header reads as an empty value.
+        None => mem::copy_out(caller, &[], ptr_ptr, size_ptr)?,
+    };
+    written(ok)
+}
+
+fn get_pairs(
+    caller: &mut Caller<'_, HostState>,
+    kind: u32,
+    ptr_ptr: u32,
+    size_ptr: u32,
+) -> AbiResult {
+    let kind = map_type(kind)?;
+    let Some(m) = map(caller.data(), kind) else {
+        // A map that does not exist now (response headers during the
+        // request, a reset call's response...): Envoy 1.40 answers an empty
+        // map, Ok (its other calls: BadArgument).
+        return written(mem::copy_out(caller, &[], ptr_ptr, size_ptr)?);
+    };
+    let bytes = if m.is_empty() {
+        Vec::new()
+    } else {
+        pairs::encode(
+            m.entries()
+                .iter()
+                .map(|(k, v)| (k.as_bytes(), v.as_bytes())),
+        )
+    };
+    written(mem::copy_out(caller, &bytes, ptr_ptr, size_ptr)?)
+}
+
+fn set_pairs(caller: &mut Caller<'_, HostState>, kind: u32, ptr: u32, len: u32) -> AbiResult {
+    let kind = map_type(kind)?;
+    let s = mem::with_bytes(caller, ptr, len, |data, state| {
+        let Some(m) = map_mut(state, kind) else {
+            return Status::BadArgument;
+        };
+        let Some(decoded) = pairs::decode(data) else {
+            return Status::BadArgument;
+        };
+        // Envoy removes every entry, then adds each pair (folding inline names).
+        m.set_all(fold_inline(
+            decoded
+                .into_iter()
+                .map(|(k, v)| (text(k), text(v)))
+                .collect(),
+            inline_names(kind),
+        ));
+        Status::Ok
+    })
+    .unwrap_or(Status::InvalidMemoryAccess);
+    status(s)
+}
+
+fn get_size(caller: &mut Caller<'_, HostState>, kind: u32, out: u32) -> AbiResult {
+    let kind = map_type(kind)?;
+    // Envoy looks the map up as writable: an http call's response
+    // (read-only) answers BadArgument, even in its callback.
+    if matches!(
+        kind,
+        MapType::HttpCallResponseHeaders | MapType::HttpCallResponseTrailers
+    ) {
+        return Err(Status::BadArgument.into());
+    }
+    let Some(m) = map(caller.data(), kind) else {
+        return Err(Status::BadArgument.into());
+    };
+    // Envoy answers the map's byte size, not its entry count.
+    let size: usize = m.entries().iter().map(|(k, v)| k.len() + v.len()).sum();
+    written(mem::write_u32(caller, out, size as u32))
 }
 
 /// `proxy_add_header_map_value` / `proxy_replace_header_map_value`: applies
@@ -275,11 +437,9 @@ fn edit_value(
     key: (u32, u32),
     value: (u32, u32),
     edit: fn(&mut HeaderMap, &[&str], &str, &str),
-) -> u32 {
-    if kind > MAX_MAP_TYPE {
-        return Status::BadArgument.code();
-    }
-    mem::with_two(caller, key, value, |k, v, state| {
+) -> AbiResult {
+    let kind = map_type(kind)?;
+    let s = mem::with_two(caller, key, value, |k, v, state| {
         match map_mut(state, kind) {
             Some(m) => {
                 // Borrowed when valid UTF-8 (the usual case): the map makes
@@ -291,177 +451,27 @@ fn edit_value(
             None => Status::BadArgument,
         }
     })
-    .unwrap_or(Status::InvalidMemoryAccess)
-    .code()
+    .unwrap_or(Status::InvalidMemoryAccess);
+    status(s)
 }
 
-/// Adds the header map functions.
-pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    linker.func_wrap(
-        "env",
-        "proxy_get_header_map_value",
-        |mut caller: Caller<'_, HostState>,
-         kind: u32,
-         key_ptr: u32,
-         key_len: u32,
-         ptr_ptr: u32,
-         size_ptr: u32|
-         -> wasmtime::Result<u32> {
-            if kind > MAX_MAP_TYPE {
-                return Ok(Status::BadArgument.code());
-            }
-            // The entry is found by position (a scan: header maps are
-            // small, no hashing), then its value is copied straight from the
-            // map into the guest's buffer (no intermediate copy).
-            let found = mem::with_bytes(&mut caller, key_ptr, key_len, |key, state| {
-                let Some(m) = map(state, kind) else {
-                    return Err(Status::BadArgument);
-                };
-                let key = String::from_utf8_lossy(key);
-                match m
-                    .entries()
-                    .iter()
-                    .position(|(k, _)| k.eq_ignore_ascii_case(&key))
-                {
-                    Some(i) => Ok(Some(i)),
-                    None if state.abi == AbiVersion::V0_1_0 => Ok(None),
-                    None => Err(Status::NotFound),
-                }
-            });
-            let ok = match found {
-                None => return Ok(Status::InvalidMemoryAccess.code()),
-                Some(Err(status)) => return Ok(status.code()),
-                Some(Ok(Some(i))) => mem::copy_out_from_state(
-                    &mut caller,
-                    |s| value_at(s, kind, i),
-                    ptr_ptr,
-                    size_ptr,
-                )?,
-                // ABI 0.1.0: a missing header reads as an empty value.
-                Some(Ok(None)) => mem::copy_out(&mut caller, &[], ptr_ptr, size_ptr)?,
-            };
-            Ok(Status::written(ok).code())
-        },
-    )?;
-    linker.func_wrap(
-        "env",
-        "proxy_get_header_map_pairs",
-        |mut caller: Caller<'_, HostState>,
-         kind: u32,
-         ptr_ptr: u32,
-         size_ptr: u32|
-         -> wasmtime::Result<u32> {
-            if kind > MAX_MAP_TYPE {
-                return Ok(Status::BadArgument.code());
-            }
-            let Some(m) = map(caller.data(), kind) else {
-                // A map that does not exist now (response headers during the
-                // request, a reset call's response...): Envoy 1.40 answers
-                // an empty map, Ok (its other calls: BadArgument).
-                let ok = mem::copy_out(&mut caller, &[], ptr_ptr, size_ptr)?;
-                return Ok(Status::written(ok).code());
-            };
-            let bytes = if m.is_empty() {
-                Vec::new()
-            } else {
-                pairs::encode(
-                    m.entries()
-                        .iter()
-                        .map(|(k, v)| (k.as_bytes(), v.as_bytes())),
-                )
-            };
-            let ok = mem::copy_out(&mut caller, &bytes, ptr_ptr, size_ptr)?;
-            Ok(Status::written(ok).code())
-        },
-    )?;
-    linker.func_wrap(
-        "env",
-        "proxy_set_header_map_pairs",
-        |mut caller: Caller<'_, HostState>, kind: u32, ptr: u32, len: u32| -> u32 {
-            if kind > MAX_MAP_TYPE {
-                return Status::BadArgument.code();
-            }
-            mem::with_bytes(&mut caller, ptr, len, |data, state| {
-                let Some(m) = map_mut(state, kind) else {
-                    return Status::BadArgument;
-                };
-                let Some(decoded) = pairs::decode(data) else {
-                    return Status::BadArgument;
-                };
-                // Envoy removes every entry, then adds each pair (folding inline names).
-                m.set_all(fold_inline(
-                    decoded
-                        .into_iter()
-                        .map(|(k, v)| (text(k), text(v)))
-                        .collect(),
-                    inline_names(kind),
-                ));
+fn remove_value(
+    caller: &mut Caller<'_, HostState>,
+    kind: u32,
+    (key_ptr, key_len): (u32, u32),
+) -> AbiResult {
+    let kind = map_type(kind)?;
+    let s = mem::with_bytes(caller, key_ptr, key_len, |k, state| {
+        match map_mut(state, kind) {
+            Some(m) => {
+                m.remove(&String::from_utf8_lossy(k));
                 Status::Ok
-            })
-            .unwrap_or(Status::InvalidMemoryAccess)
-            .code()
-        },
-    )?;
-    linker.func_wrap(
-        "env",
-        "proxy_get_header_map_size",
-        |mut caller: Caller<'_, HostState>, kind: u32, out: u32| -> u32 {
-            if kind > MAX_MAP_TYPE {
-                return Status::BadArgument.code();
             }
-            // Envoy looks the map up as writable: an http call's response
-            // (read-only) answers BadArgument, even in its callback.
-            if matches!(
-                kind,
-                HTTP_CALL_RESPONSE_HEADERS | HTTP_CALL_RESPONSE_TRAILERS
-            ) {
-                return Status::BadArgument.code();
-            }
-            let Some(m) = map(caller.data(), kind) else {
-                return Status::BadArgument.code();
-            };
-            // Envoy answers the map's byte size, not its entry count.
-            let size: usize = m.entries().iter().map(|(k, v)| k.len() + v.len()).sum();
-            Status::written(mem::write_u32(&mut caller, out, size as u32)).code()
-        },
-    )?;
-    linker.func_wrap(
-        "env",
-        "proxy_add_header_map_value",
-        |mut caller: Caller<'_, HostState>, kind: u32, kp: u32, kl: u32, vp: u32, vl: u32| -> u32 {
-            edit_value(&mut caller, kind, (kp, kl), (vp, vl), envoy_add)
-        },
-    )?;
-    linker.func_wrap(
-        "env",
-        "proxy_replace_header_map_value",
-        |mut caller: Caller<'_, HostState>, kind: u32, kp: u32, kl: u32, vp: u32, vl: u32| -> u32 {
-            edit_value(&mut caller, kind, (kp, kl), (vp, vl), |m, _, k, v| {
-                m.replace(k, v)
-            })
-        },
-    )?;
-    linker.func_wrap(
-        "env",
-        "proxy_remove_header_map_value",
-        |mut caller: Caller<'_, HostState>, kind: u32, key_ptr: u32, key_len: u32| -> u32 {
-            if kind > MAX_MAP_TYPE {
-                return Status::BadArgument.code();
-            }
-            mem::with_bytes(&mut caller, key_ptr, key_len, |k, state| {
-                match map_mut(state, kind) {
-                    Some(m) => {
-                        m.remove(&String::from_utf8_lossy(k));
-                        Status::Ok
-                    }
-                    None => Status::BadArgument,
-                }
-            })
-            .unwrap_or(Status::InvalidMemoryAccess)
-            .code()
-        },
-    )?;
-    Ok(())
+            None => Status::BadArgument,
+        }
+    })
+    .unwrap_or(Status::InvalidMemoryAccess);
+    status(s)
 }
 
 #[cfg(test)]
@@ -520,6 +530,6 @@ mod tests {
             ])
         );
         // Request trailers have no inline names.
-        assert!(inline_names(REQUEST_TRAILERS).is_empty());
+        assert!(inline_names(MapType::RequestTrailers).is_empty());
     }
 }

@@ -16,7 +16,7 @@
 //! [`HttpClusterStub`]: crate::callouts::HttpClusterStub
 //! [`ExchangeCallouts`]: crate::state::ExchangeCallouts
 
-use super::{Status, memory as mem, pairs};
+use super::{AbiResult, Status, memory as mem, pairs, to_guest, written};
 use crate::callouts::{CalloutRecord, Event, http_event};
 use crate::state::{HeaderMap, HostState, HttpCallResponse, HttpCallStub};
 use std::time::Duration;
@@ -75,75 +75,94 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
          trailers_ptr: u32,
          trailers_len: u32,
          timeout_ms: u32,
-         token_ptr: u32|
-         -> u32 {
-            if !mem::in_bounds(&caller, &[(trailers_ptr, trailers_len)]) {
-                return Status::InvalidMemoryAccess.code();
-            }
-            let (Some(cluster), Some(header_bytes), Some(body)) = (
-                mem::read(&caller, uri_ptr, uri_len),
-                mem::read(&caller, headers_ptr, headers_len),
-                mem::read(&caller, body_ptr, body_len),
-            ) else {
-                return Status::InvalidMemoryAccess.code();
-            };
-            // Like Envoy, check the token pointer before starting anything.
-            if !mem::write_u32(&mut caller, token_ptr, 0) {
-                return Status::InvalidMemoryAccess.code();
-            }
-            let cluster = String::from_utf8_lossy(&cluster).into_owned();
-            let headers: Vec<(String, String)> = pairs::decode(&header_bytes)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| {
-                    (
-                        String::from_utf8_lossy(k).to_ascii_lowercase(),
-                        String::from_utf8_lossy(v).into_owned(),
-                    )
-                })
-                .collect();
-            let get = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v);
-            let state = caller.data_mut();
-            state.callouts.push(format!(
-                "http {cluster} {} {}",
-                get(":method").map_or("", String::as_str),
-                get(":path").map_or("", String::as_str)
-            ));
-            let well_formed =
-                get(":method").is_some() && get(":path").is_some() && get(":authority").is_some();
-            let accepted = known(state, &cluster) && well_formed;
-            state.outstanding.record(CalloutRecord {
-                filter: String::new(),
-                kind: "http",
-                cluster: cluster.clone(),
-                headers: headers.clone(),
-                body,
-                method: String::new(),
+         token_ptr: u32| {
+            to_guest(http_call(
+                &mut caller,
+                (uri_ptr, uri_len),
+                (headers_ptr, headers_len),
+                (body_ptr, body_len),
+                (trailers_ptr, trailers_len),
                 timeout_ms,
-                accepted,
-            });
-            if !known(state, &cluster) {
-                super::warn_once(
-                    state,
-                    "http_call",
-                    &format!(
-                        "proxy_http_call to cluster `{cluster}`: the harness knows no such cluster (give it a stub); answering BadArgument like Envoy does for an unknown cluster"
-                    ),
-                );
-                return Status::BadArgument.code();
-            }
-            if !well_formed {
-                return Status::BadArgument.code();
-            }
-            let Some((event, delay)) = answer(state, &cluster) else {
-                return Status::BadArgument.code();
-            };
-            let now = state.clock.monotonic;
-            let token = state
-                .outstanding
-                .http_call_with(now, event, delay, timeout_ms);
-            Status::written(mem::write_u32(&mut caller, token_ptr, token)).code()
+                token_ptr,
+            ))
         },
     )?;
     Ok(())
+}
+
+fn http_call(
+    caller: &mut Caller<'_, HostState>,
+    (uri_ptr, uri_len): (u32, u32),
+    (headers_ptr, headers_len): (u32, u32),
+    (body_ptr, body_len): (u32, u32),
+    (trailers_ptr, trailers_len): (u32, u32),
+    timeout_ms: u32,
+    token_ptr: u32,
+) -> AbiResult {
+    if !mem::in_bounds(caller, &[(trailers_ptr, trailers_len)]) {
+        return Err(Status::InvalidMemoryAccess.into());
+    }
+    let (Some(cluster), Some(header_bytes), Some(body)) = (
+        mem::read(caller, uri_ptr, uri_len),
+        mem::read(caller, headers_ptr, headers_len),
+        mem::read(caller, body_ptr, body_len),
+    ) else {
+        return Err(Status::InvalidMemoryAccess.into());
+    };
+    // Like Envoy, check the token pointer before starting anything.
+    if !mem::write_u32(caller, token_ptr, 0) {
+        return Err(Status::InvalidMemoryAccess.into());
+    }
+    let cluster = String::from_utf8_lossy(&cluster).into_owned();
+    let headers: Vec<(String, String)> = pairs::decode(&header_bytes)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                String::from_utf8_lossy(k).to_ascii_lowercase(),
+                String::from_utf8_lossy(v).into_owned(),
+            )
+        })
+        .collect();
+    let get = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+    let state = caller.data_mut();
+    state.callouts.push(format!(
+        "http {cluster} {} {}",
+        get(":method").map_or("", String::as_str),
+        get(":path").map_or("", String::as_str)
+    ));
+    let well_formed =
+        get(":method").is_some() && get(":path").is_some() && get(":authority").is_some();
+    let accepted = known(state, &cluster) && well_formed;
+    state.outstanding.record(CalloutRecord {
+        filter: String::new(),
+        kind: "http",
+        cluster: cluster.clone(),
+        headers: headers.clone(),
+        body,
+        method: String::new(),
+        timeout_ms,
+        accepted,
+    });
+    if !known(state, &cluster) {
+        super::warn_once(
+            state,
+            "http_call",
+            &format!(
+                "proxy_http_call to cluster `{cluster}`: the harness knows no such cluster (give it a stub); answering BadArgument like Envoy does for an unknown cluster"
+            ),
+        );
+        return Err(Status::BadArgument.into());
+    }
+    if !well_formed {
+        return Err(Status::BadArgument.into());
+    }
+    let Some((event, delay)) = answer(state, &cluster) else {
+        return Err(Status::BadArgument.into());
+    };
+    let now = state.clock.monotonic;
+    let token = state
+        .outstanding
+        .http_call_with(now, event, delay, timeout_ms);
+    written(mem::write_u32(caller, token_ptr, token))
 }

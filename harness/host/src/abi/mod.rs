@@ -29,64 +29,68 @@ mod stream_control;
 mod wasi;
 
 use crate::state::{HostState, LogLevel, LogLine};
-use wasmtime::{Caller, Extern, Func, Instance, Linker, Module, Store, Val};
+use std::sync::Arc;
+use wasmtime::{Caller, Extern, ExternType, Linker, Module, Val};
 
 pub(crate) use headers::{REQUEST_INLINE, RESPONSE_INLINE, fold_inline};
 pub(crate) use memory::GuestHandles;
 pub use wasi::ProcExit;
 
-/// Status codes returned to the guest (proxy-wasm `WasmResult`, as numbered
-/// by proxy-wasm-cpp-host and the ABI spec).
-#[repr(u32)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    /// Success.
-    Ok = 0,
-    /// A key (header, property, shared data, queue, metric) was not found.
-    NotFound = 1,
-    /// An argument was out of range, or the object is not available now.
-    BadArgument = 2,
-    /// Data could not be serialised.
-    SerializationFailure = 3,
-    /// Data could not be parsed.
-    ParseFailure = 4,
-    /// An expression was illegal or unrecognised.
-    BadExpression = 5,
-    /// A pointer or length the guest passed is outside its memory.
-    InvalidMemoryAccess = 6,
-    /// A container (queue) was empty.
-    Empty = 7,
-    /// Compare-and-swap value did not match.
-    CasMismatch = 8,
-    /// A result was of an unexpected size.
-    ResultMismatch = 9,
-    /// Something failed inside the host.
-    InternalFailure = 10,
-    /// The connection or stream was closed.
-    BrokenConnection = 11,
-    /// The host does not implement this.
-    Unimplemented = 12,
+pub use tollgate_abi::Status;
+
+/// Why a host function did not succeed: a status the guest receives as the
+/// call's return value, or a trap that ends the VM's call (what Envoy also
+/// treats as fatal). Host functions return `Result<(), AbiError>` and
+/// [`to_guest`] is the one place that turns it into what the guest sees, so
+/// "statuses are values, traps are fatal" is a type, not a habit.
+#[derive(Debug)]
+pub(crate) enum AbiError {
+    /// A guest-visible status (never `Ok`).
+    Status(Status),
+    /// Fatal: the call traps with this error.
+    Trap(wasmtime::Error),
 }
 
-impl Status {
-    /// `Ok` when a write into guest memory succeeded, else `InvalidMemoryAccess`.
-    pub(crate) const fn written(ok: bool) -> Self {
-        if ok {
-            Self::Ok
-        } else {
-            Self::InvalidMemoryAccess
-        }
-    }
-
-    /// The raw value the guest receives.
-    pub const fn code(self) -> u32 {
-        self as u32
+impl From<Status> for AbiError {
+    fn from(s: Status) -> Self {
+        AbiError::Status(s)
     }
 }
 
-impl From<Status> for u32 {
-    fn from(s: Status) -> u32 {
-        s as u32
+impl From<wasmtime::Error> for AbiError {
+    fn from(e: wasmtime::Error) -> Self {
+        AbiError::Trap(e)
+    }
+}
+
+/// What a host function returns.
+pub(crate) type AbiResult = Result<(), AbiError>;
+
+/// `Ok` when a write into guest memory succeeded, else `InvalidMemoryAccess`.
+pub(crate) fn written(ok: bool) -> AbiResult {
+    if ok {
+        Ok(())
+    } else {
+        Err(Status::InvalidMemoryAccess.into())
+    }
+}
+
+/// A status as a host function's result: `Ok` is success, anything else an error.
+pub(crate) fn status(s: Status) -> AbiResult {
+    if s == Status::Ok {
+        Ok(())
+    } else {
+        Err(s.into())
+    }
+}
+
+/// The one mapping from a host function's result to the guest: success and
+/// statuses are the call's return value, a trap ends the call.
+pub(crate) fn to_guest(result: AbiResult) -> wasmtime::Result<u32> {
+    match result {
+        Ok(()) => Ok(Status::Ok.code()),
+        Err(AbiError::Status(s)) => Ok(s.code()),
+        Err(AbiError::Trap(e)) => Err(e),
     }
 }
 
@@ -111,8 +115,8 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
 }
 
 /// What a per-store wrapper around every host function does (see
-/// [`instantiate_wrapped`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// [`wrapped_linker`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Wrap {
     /// Count every guest->host call (`tollgate bench`).
     pub count: bool,
@@ -143,66 +147,73 @@ fn trace_values(values: &[Val]) -> String {
 /// Appends one call-trace line to the VM's log.
 pub(crate) fn trace_line(state: &mut HostState, message: String) {
     state.logs.push(LogLine {
-        level: LogLevel::Trace.as_str().to_string(),
+        level: LogLevel::Trace,
         message,
     });
 }
 
-/// Instantiates `module` through a per-store linker whose every import is
-/// wrapped as `wrap` says (counting and/or tracing guest->host calls). Only
-/// VMs that ask for it pay for the wrapper: the plain path instantiates
-/// through the plugin's shared `InstancePre`.
-pub(crate) fn instantiate_wrapped(
+/// The plugin's second linker, built once per plugin next to the plain one:
+/// every import of `module` is a wrapper that counts and/or traces the
+/// guest->host call, as the store's [`Wrap`] says, around the host function
+/// of `base`. Only VMs that ask for it (metered, traced) instantiate through
+/// it; the plain path uses `base` and pays nothing.
+pub(crate) fn wrapped_linker(
+    base: Arc<Linker<HostState>>,
     module: &Module,
-    store: &mut Store<HostState>,
-    wrap: Wrap,
-) -> wasmtime::Result<Instance> {
-    let mut base = Linker::new(module.engine());
-    link(&mut base)?;
+) -> wasmtime::Result<Linker<HostState>> {
     let mut wrapped = Linker::new(module.engine());
-    for import in module.imports() {
-        let Some(ext) = base.get_by_import(&mut *store, &import) else {
-            return Err(wasmtime::Error::msg(format!(
-                "no host function {}::{}",
-                import.module(),
-                import.name()
-            )));
+    for (index, import) in module.imports().enumerate() {
+        let ExternType::Func(ty) = import.ty() else {
+            continue;
         };
-        let ext = match ext {
-            Extern::Func(f) => {
-                let ty = f.ty(&*store);
-                let name: std::sync::Arc<str> =
-                    format!("{}.{}", import.module(), import.name()).into();
-                Extern::Func(Func::new(
-                    &mut *store,
-                    ty,
-                    move |mut caller: Caller<'_, HostState>, params, results| {
-                        if wrap.count {
-                            let calls = &caller.data().boundary.host_calls;
-                            calls.set(calls.get() + 1);
-                        }
-                        if !wrap.trace {
-                            return f.call(&mut caller, params, results);
-                        }
-                        let line = format!("[vm->host] {name}({})", trace_values(params));
-                        trace_line(caller.data_mut(), line);
-                        f.call(&mut caller, params, results)?;
-                        let returned = if results.is_empty() {
-                            "void".to_string()
-                        } else {
-                            trace_values(&results[..1])
+        let (module_name, field): (Arc<str>, Arc<str>) =
+            (import.module().into(), import.name().into());
+        let name: Arc<str> = format!("{}.{}", import.module(), import.name()).into();
+        let base = Arc::clone(&base);
+        wrapped.func_new(
+            import.module(),
+            import.name(),
+            ty,
+            move |mut caller: Caller<'_, HostState>, params, results| {
+                let wrap = caller.data().wrap;
+                if wrap.count {
+                    let calls = &caller.data().boundary.host_calls;
+                    calls.set(calls.get() + 1);
+                }
+                let cached = caller.data().wrapped_funcs.get(index).copied().flatten();
+                let f = match cached {
+                    Some(f) => f,
+                    None => {
+                        let Ok(Extern::Func(f)) = base.get(&mut caller, &module_name, &field)
+                        else {
+                            return Err(wasmtime::Error::msg(format!("no host function {name}")));
                         };
-                        let line = format!("[vm<-host] {name} return: {returned}");
-                        trace_line(caller.data_mut(), line);
-                        Ok(())
-                    },
-                ))
-            }
-            other => other,
-        };
-        wrapped.define(&*store, import.module(), import.name(), ext)?;
+                        let funcs = &mut caller.data_mut().wrapped_funcs;
+                        if funcs.len() <= index {
+                            funcs.resize(index + 1, None);
+                        }
+                        funcs[index] = Some(f);
+                        f
+                    }
+                };
+                if !wrap.trace {
+                    return f.call(&mut caller, params, results);
+                }
+                let line = format!("[vm->host] {name}({})", trace_values(params));
+                trace_line(caller.data_mut(), line);
+                f.call(&mut caller, params, results)?;
+                let returned = if results.is_empty() {
+                    "void".to_string()
+                } else {
+                    trace_values(&results[..1])
+                };
+                let line = format!("[vm<-host] {name} return: {returned}");
+                trace_line(caller.data_mut(), line);
+                Ok(())
+            },
+        )?;
     }
-    wrapped.instantiate(&mut *store, module)
+    Ok(wrapped)
 }
 
 /// Host functions Envoy offers only to modules of some ABI versions

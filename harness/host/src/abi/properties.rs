@@ -12,7 +12,7 @@
 //! guest stored with `proxy_set_property` are returned for paths that are
 //! not built in; anything else is `NotFound`.
 
-use super::{Status, memory as mem, pairs};
+use super::{AbiError, AbiResult, Status, memory as mem, pairs, to_guest, written};
 use crate::state::{HeaderMap, HostState};
 use wasmtime::{Caller, Linker};
 
@@ -121,26 +121,13 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
          path_ptr: u32,
          path_len: u32,
          ptr_ptr: u32,
-         size_ptr: u32|
-         -> wasmtime::Result<u32> {
-            let value = mem::with_bytes(&mut caller, path_ptr, path_len, |path, state| {
-                let text = String::from_utf8_lossy(path);
-                let segments: Vec<&str> = text.split('\0').collect();
-                // Values given in the settings win over the built-in ones.
-                let dotted = segments.join(".");
-                let given = state.settings.properties.iter().find(|(p, _)| *p == dotted);
-                given
-                    .map(|(_, v)| v.clone())
-                    .or_else(|| builtin(state, &segments))
-                    .or_else(|| state.properties.get(path).cloned())
-            });
-            let value = match value {
-                None => return Ok(Status::InvalidMemoryAccess.code()),
-                Some(None) => return Ok(Status::NotFound.code()),
-                Some(Some(v)) => v,
-            };
-            let ok = mem::copy_out(&mut caller, &value, ptr_ptr, size_ptr)?;
-            Ok(Status::written(ok).code())
+         size_ptr: u32| {
+            to_guest(get_property(
+                &mut caller,
+                (path_ptr, path_len),
+                ptr_ptr,
+                size_ptr,
+            ))
         },
     )?;
     linker.func_wrap(
@@ -150,20 +137,46 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
          key_ptr: u32,
          key_len: u32,
          value_ptr: u32,
-         value_len: u32|
-         -> u32 {
-            mem::with_two(
+         value_len: u32| {
+            to_guest(set_property(
                 &mut caller,
                 (key_ptr, key_len),
                 (value_ptr, value_len),
-                |k, v, state| {
-                    state.properties.insert(k.to_vec(), v.to_vec());
-                    Status::Ok
-                },
-            )
-            .unwrap_or(Status::InvalidMemoryAccess)
-            .code()
+            ))
         },
     )?;
     Ok(())
+}
+
+fn get_property(
+    caller: &mut Caller<'_, HostState>,
+    (path_ptr, path_len): (u32, u32),
+    ptr_ptr: u32,
+    size_ptr: u32,
+) -> AbiResult {
+    let value = mem::with_bytes(caller, path_ptr, path_len, |path, state| {
+        let text = String::from_utf8_lossy(path);
+        let segments: Vec<&str> = text.split('\0').collect();
+        // Values given in the settings win over the built-in ones.
+        let dotted = segments.join(".");
+        let given = state.settings.properties.iter().find(|(p, _)| *p == dotted);
+        given
+            .map(|(_, v)| v.clone())
+            .or_else(|| builtin(state, &segments))
+            .or_else(|| state.properties.get(path).cloned())
+    })
+    .ok_or(AbiError::Status(Status::InvalidMemoryAccess))?
+    .ok_or(AbiError::Status(Status::NotFound))?;
+    written(mem::copy_out(caller, &value, ptr_ptr, size_ptr)?)
+}
+
+fn set_property(
+    caller: &mut Caller<'_, HostState>,
+    key: (u32, u32),
+    value: (u32, u32),
+) -> AbiResult {
+    mem::with_two(caller, key, value, |k, v, state| {
+        state.properties.insert(k.to_vec(), v.to_vec());
+    })
+    .ok_or(AbiError::Status(Status::InvalidMemoryAccess))
 }

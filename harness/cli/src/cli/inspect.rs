@@ -1,0 +1,36 @@
+//! `tollgate inspect`: a module's ABI version, exports and imports, and
+//! the imports the host does not provide.
+
+use anyhow::{Context, Result, bail};
+use std::path::Path;
+use tollgate_host::plugin;
+
+pub(crate) fn inspect(path: &Path) -> Result<()> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let info = plugin::inspect(&path.display().to_string(), &bytes)?;
+    println!("module {} ({} bytes)", path.display(), bytes.len());
+    match info.abi {
+        Some(abi) => println!("proxy-wasm ABI {abi}"),
+        None => println!("not a proxy-wasm module (no proxy_abi_version_* export)"),
+    }
+    println!("exports ({}):", info.exports.len());
+    for (name, kind) in &info.exports {
+        println!("  {kind:<6} {name}");
+    }
+    println!("imports ({}):", info.imports.len());
+    for i in &info.imports {
+        let mark = if i.problem.is_some() { "MISSING" } else { "ok" };
+        println!("  {mark:<7} {}.{} ({})", i.module, i.name, i.kind);
+    }
+    let unknown = info.unknown_imports();
+    if unknown.is_empty() {
+        println!("all imports are provided by the host");
+    } else {
+        println!("imports the host does not provide ({}):", unknown.len());
+        for u in &unknown {
+            println!("  {u}");
+        }
+        bail!("{} imports the host does not provide", path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,320 @@
+//! The architecture invariants of `ARCHITECTURE.md` that a machine can check:
+//! the crate dependency graph (`cargo metadata`) and, where a crate boundary
+//! is not enough, the sources themselves. A violation fails here, naming the
+//! crate, the dependency and the invariant.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use tollgate_tests::paths;
+
+/// The workspace's packages and their normal (non-dev, non-build)
+/// dependencies, direct and transitive, by package name.
+struct Graph {
+    direct: BTreeMap<String, BTreeSet<String>>,
+    workspace: BTreeSet<String>,
+    /// The workspace packages under `filters/`.
+    filters: BTreeSet<String>,
+}
+
+impl Graph {
+    fn load() -> Graph {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = Command::new(cargo)
+            .args([
+                "metadata",
+                "--format-version",
+                "1",
+                "--offline",
+                "--manifest-path",
+            ])
+            .arg(paths::root().join("Cargo.toml"))
+            .output()
+            .expect("cargo metadata runs");
+        assert!(
+            out.status.success(),
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let meta: Value = serde_json::from_slice(&out.stdout).expect("cargo metadata is JSON");
+        let name_of: BTreeMap<&str, &str> = meta["packages"]
+            .as_array()
+            .expect("packages")
+            .iter()
+            .map(|p| (p["id"].as_str().unwrap(), p["name"].as_str().unwrap()))
+            .collect();
+        let filters = meta["packages"]
+            .as_array()
+            .expect("packages")
+            .iter()
+            .filter(|p| {
+                Path::new(p["manifest_path"].as_str().unwrap_or(""))
+                    .parent()
+                    .and_then(Path::parent)
+                    .is_some_and(|d| d.ends_with("filters"))
+            })
+            .map(|p| p["name"].as_str().unwrap().to_string())
+            .collect();
+        let workspace = meta["workspace_members"]
+            .as_array()
+            .expect("workspace_members")
+            .iter()
+            .map(|id| name_of[id.as_str().unwrap()].to_string())
+            .collect();
+        let mut direct: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for node in meta["resolve"]["nodes"].as_array().expect("resolve.nodes") {
+            let from = name_of[node["id"].as_str().unwrap()].to_string();
+            let deps = direct.entry(from).or_default();
+            for dep in node["deps"].as_array().expect("deps") {
+                let normal = dep["dep_kinds"]
+                    .as_array()
+                    .expect("dep_kinds")
+                    .iter()
+                    .any(|k| k["kind"].is_null());
+                if normal {
+                    deps.insert(name_of[dep["pkg"].as_str().unwrap()].to_string());
+                }
+            }
+        }
+        Graph {
+            direct,
+            workspace,
+            filters,
+        }
+    }
+
+    fn direct(&self, package: &str) -> &BTreeSet<String> {
+        self.direct
+            .get(package)
+            .unwrap_or_else(|| panic!("{package} is not in the workspace graph"))
+    }
+
+    /// Everything `package` links, transitively (normal dependencies only).
+    fn closure(&self, package: &str) -> BTreeSet<String> {
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![package.to_string()];
+        while let Some(p) = todo.pop() {
+            for d in self.direct(&p) {
+                if seen.insert(d.clone()) {
+                    todo.push(d.clone());
+                }
+            }
+        }
+        seen
+    }
+
+    /// The workspace crates `package` depends on directly.
+    fn workspace_deps(&self, package: &str) -> BTreeSet<String> {
+        self.direct(package)
+            .iter()
+            .filter(|d| self.workspace.contains(*d))
+            .cloned()
+            .collect()
+    }
+}
+
+/// The harness crates from the bottom up: each may depend only on the
+/// crates listed for it (dependencies point one way, down this list).
+const LAYERS: &[(&str, &[&str])] = &[
+    ("tollgate-abi", &[]),
+    ("tollgate-traffic", &[]),
+    ("tollgate-host", &["tollgate-abi", "tollgate-traffic"]),
+    (
+        "tollgate-replay",
+        &["tollgate-abi", "tollgate-traffic", "tollgate-host"],
+    ),
+    ("tollgate-envoy", &["tollgate-abi", "tollgate-traffic"]),
+    ("tollgate-ship", &["tollgate-abi"]),
+    (
+        "tollgate-cli",
+        &[
+            "tollgate-abi",
+            "tollgate-traffic",
+            "tollgate-host",
+            "tollgate-replay",
+            "tollgate-envoy",
+            "tollgate-ship",
+        ],
+    ),
+];
+
+#[test]
+fn harness_crates_depend_only_on_the_crates_below_them() {
+    let g = Graph::load();
+    let mut violations = Vec::new();
+    for (package, allowed) in LAYERS {
+        for dep in g.workspace_deps(package) {
+            if !allowed.contains(&dep.as_str()) {
+                violations.push(format!("{package} depends on {dep}"));
+            }
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "one-way dependencies broken: {violations:?}"
+    );
+}
+
+#[test]
+fn only_the_host_links_wasmtime_directly_and_data_crates_never_do() {
+    let g = Graph::load();
+    // Architecture invariant: the ABI types, the traffic model, Envoy's side,
+    // shipping, the SDK and the filters never link a wasm runtime.
+    let mut free: Vec<String> = [
+        "tollgate-abi",
+        "tollgate-traffic",
+        "tollgate-envoy",
+        "tollgate-ship",
+        "tollgate-sdk",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    free.extend(g.filters.iter().cloned());
+    for package in &free {
+        let linked = g.closure(package);
+        assert!(
+            !linked.contains("wasmtime"),
+            "{package} links wasmtime (through {:?})",
+            g.workspace_deps(package)
+        );
+    }
+    let direct: Vec<&String> = g
+        .workspace
+        .iter()
+        .filter(|p| g.direct(p).contains("wasmtime"))
+        .collect();
+    assert_eq!(
+        direct,
+        ["tollgate-host"],
+        "crates depending on wasmtime directly"
+    );
+}
+
+#[test]
+fn terminal_and_shipping_dependencies_stay_in_their_crate() {
+    let g = Graph::load();
+    // Architecture invariant: only the cli (and xtask, the project's own
+    // tool) parses arguments and draws on the terminal; only ship pulls the
+    // OCI, archive and CEL crates (the tests crate reads archives to check them).
+    for (dependency, owners) in [
+        ("clap", &["tollgate-cli", "xtask"][..]),
+        ("indicatif", &["tollgate-cli", "xtask"]),
+        ("comfy-table", &["tollgate-cli", "xtask"]),
+        ("oci-spec", &["tollgate-ship"]),
+        ("cel", &["tollgate-ship"]),
+        ("tar", &["tollgate-ship", "tollgate-tests"]),
+        ("flate2", &["tollgate-ship", "tollgate-tests"]),
+    ] {
+        let users: Vec<&String> = g
+            .workspace
+            .iter()
+            .filter(|p| g.direct(p).contains(dependency))
+            .collect();
+        for user in users {
+            assert!(
+                owners.contains(&user.as_str()),
+                "{user} depends on {dependency}, which belongs to {owners:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn filters_depend_on_the_sdk_and_no_other_workspace_crate() {
+    let g = Graph::load();
+    assert!(!g.filters.is_empty(), "no filter crates found");
+    for f in &g.filters {
+        let deps = g.workspace_deps(f);
+        assert!(
+            deps.iter().all(|d| d == "tollgate-sdk"),
+            "{f} depends on workspace crates {deps:?}; filters use the SDK only"
+        );
+    }
+    assert!(
+        g.workspace_deps("tollgate-sdk").is_empty(),
+        "the SDK depends on no workspace crate"
+    );
+}
+
+/// Rust sources under `dir`, recursively.
+fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.expect("directory entry").path();
+        if path.is_dir() {
+            sources(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn only_the_cli_prints() {
+    // Architecture invariant: library crates return data and errors; the
+    // cli decides what reaches the terminal. Unit tests (`tests.rs`
+    // files and `mod tests` blocks) may print.
+    let root = paths::root().join("harness");
+    let mut offenders = Vec::new();
+    for krate in ["abi", "traffic", "host", "replay", "envoy", "ship"] {
+        let mut files = Vec::new();
+        sources(&root.join(krate).join("src"), &mut files);
+        for file in files {
+            if file.file_name().is_some_and(|n| n == "tests.rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&file).expect("source reads");
+            let code = text.split("\n#[cfg(test)]\nmod tests").next().unwrap_or("");
+            for (n, line) in code.lines().enumerate() {
+                let line = line.trim_start();
+                if line.starts_with("//") {
+                    continue;
+                }
+                if [
+                    "println!",
+                    "eprintln!",
+                    "print!(",
+                    "eprint!(",
+                    "dbg!(",
+                    "io::stdout()",
+                    "io::stderr()",
+                ]
+                .iter()
+                .any(|p| line.contains(p))
+                {
+                    offenders.push(format!("{}:{}", file.display(), n + 1));
+                }
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "printing outside the cli: {offenders:?}"
+    );
+}
+
+#[test]
+fn only_the_envoy_crate_starts_processes() {
+    // Architecture invariant: finding and starting Envoy lives in one place;
+    // the data crates and the host never spawn a process.
+    let root = paths::root().join("harness");
+    let mut offenders = Vec::new();
+    for krate in ["abi", "traffic", "host", "replay", "ship"] {
+        let mut files = Vec::new();
+        sources(&root.join(krate).join("src"), &mut files);
+        for file in files {
+            let text = std::fs::read_to_string(&file).expect("source reads");
+            for (n, line) in text.lines().enumerate() {
+                if line.contains("Command::new") || line.contains("process::Command") {
+                    offenders.push(format!("{}:{}", file.display(), n + 1));
+                }
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "processes started outside tollgate-envoy: {offenders:?}"
+    );
+}
