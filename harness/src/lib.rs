@@ -8,6 +8,7 @@
 //! - [`replay`]: the replay API and its report.
 //! - [`bench`]: `tollgate bench`, per-request and per-callback cost.
 //! - [`cache`]: the on-disk cache of compiled modules.
+//! - [`atomic_write`]: output files written beside their target and renamed into place.
 //! - [`bare`]: the bare callback lifecycle and the bundled no-op module (the harness floor).
 //! - [`callouts`]: per-cluster answers for http and gRPC callouts, delivered on the virtual clock.
 //! - [`suite`]: declarative test suites (`tollgate test`).
@@ -19,6 +20,7 @@
 //! - [`ship`]: OCI images, WasmPlugin and Envoy manifests, WasmPlugin validation.
 
 pub mod abi;
+pub mod atomic_write;
 pub mod bare;
 pub mod bench;
 pub mod cache;

@@ -60,10 +60,12 @@ impl EnvoyProcess {
         let boot = dir.join(format!("{safe}.json"));
         let text = serde_json::to_vec_pretty(bootstrap)
             .map_err(|e| LiveError::Config(format!("bootstrap for {name}: {e}")))?;
+        // scratch: the run's own folder.
         std::fs::write(&boot, text).map_err(io(format!("writing {}", boot.display())))?;
         let admin_path = dir.join(format!("{safe}.admin"));
         let _ = std::fs::remove_file(&admin_path);
         let log = dir.join(format!("{safe}.log"));
+        // scratch: Envoy's log, in the run's own folder.
         let log_file = File::create(&log).map_err(io(format!("creating {}", log.display())))?;
         let err_file = log_file.try_clone().map_err(io("reopening Envoy's log"))?;
         let base_id =
