@@ -14,6 +14,7 @@
 //! - [`suite`]: declarative test suites (`tollgate test`).
 //! - [`trace`]: ABI call traces (Envoy's `-l trace` and the harness's), normalised and compared.
 //! - [`abi`]: the host functions.
+//! - [`header_syntax`]: header names and values as HTTP allows them (stubs are checked on load).
 //! - [`host`]: the state those functions work on.
 //! - [`traffic`]: recorded traffic.
 //! - [`live`]: recorded traffic through the real Envoy, compared with the harness (`tollgate envoy`).
@@ -25,6 +26,7 @@ pub mod bare;
 pub mod bench;
 pub mod cache;
 pub mod callouts;
+pub mod header_syntax;
 pub mod host;
 pub mod live;
 pub mod plugin;
