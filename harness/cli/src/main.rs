@@ -126,6 +126,11 @@ fn value_arg(v: &str, flag: &str) -> Result<String> {
 }
 
 fn main() -> std::process::ExitCode {
+    // Ctrl-C / SIGTERM remove the temporary files of outputs not yet
+    // written (harness/files); the targets are never touched.
+    if let Err(e) = tollgate_files::cleanup_on_signals() {
+        eprintln!("warning: cannot install the Ctrl-C handler: {e}");
+    }
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -363,6 +363,7 @@ fn noop_wasm(dir: &std::path::Path) -> Result<PathBuf, LiveError> {
     let bytes = tollgate_abi::guests::noop_module()
         .map_err(|e| LiveError::Config(format!("assembling the no-op module: {e}")))?;
     let path = dir.join("noop.wasm");
+    // scratch: the run's own folder.
     std::fs::write(&path, bytes).map_err(io(format!("writing {}", path.display())))?;
     Ok(path)
 }

@@ -86,6 +86,7 @@ impl Launch {
     /// Starts the local binary `envoy` with these arguments, its standard
     /// output and error going to `log` (created), in `cwd` when given.
     pub fn spawn(&self, envoy: &Path, log: &Path, cwd: Option<&Path>) -> std::io::Result<Child> {
+        // scratch: Envoy's log, in the run's own folder.
         let out = File::create(log)?;
         let err = out.try_clone()?;
         let mut command = Command::new(envoy);
@@ -134,6 +135,7 @@ impl EnvoyProcess {
         let boot = dir.join(format!("{safe}.json"));
         let text = serde_json::to_vec_pretty(bootstrap)
             .map_err(|e| LiveError::Config(format!("bootstrap for {name}: {e}")))?;
+        // scratch: the run's own folder.
         std::fs::write(&boot, text).map_err(io(format!("writing {}", boot.display())))?;
         let admin_path = dir.join(format!("{safe}.admin"));
         let _ = std::fs::remove_file(&admin_path);

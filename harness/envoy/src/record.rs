@@ -11,10 +11,14 @@
 //! that position sees. [`Recorder::poll`] turns finished tap files into lines
 //! of the recording and deletes them. Bodies longer than
 //! [`RecorderConfig::max_body`] are truncated (with a warning).
+//!
+//! The recording is written beside `traffic.jsonl` and renamed over it by
+//! [`Recorder::stop`] ([`tollgate_files`]): an earlier recording stays
+//! as it was until the new one is complete; [`Recorder::keep_partial`] saves
+//! what a failed recording got as `traffic.partial.jsonl`.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::Child;
@@ -22,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use tollgate_files::AtomicFile;
 use tollgate_traffic::{Leniency, TrafficError, native, tap};
 
 /// How long Envoy may take to start listening.
@@ -162,7 +167,8 @@ pub struct Recorder {
     child: Option<Child>,
     tap_dir: PathBuf,
     traffic_path: PathBuf,
-    out: BufWriter<File>,
+    /// The recording being written (`None` once committed or abandoned).
+    out: Option<AtomicFile>,
     listen: SocketAddr,
     recorded: usize,
     pending: HashMap<PathBuf, Instant>,
@@ -189,6 +195,7 @@ impl Recorder {
         let tap_dir = std::fs::canonicalize(&tap_dir).map_err(io("resolving the tap folder"))?;
         let boot = bootstrap(&config, &tap_dir.join("tap"))?;
         let boot_path = tap_dir.join("envoy.json");
+        // scratch: the recorder's own folder, rewritten on every start.
         std::fs::write(
             &boot_path,
             serde_json::to_vec_pretty(&boot).unwrap_or_default(),
@@ -206,13 +213,13 @@ impl Recorder {
                 log.display()
             )))?;
         let traffic_path = config.out_dir.join("traffic.jsonl");
-        let out = File::create(&traffic_path)
+        let out = AtomicFile::create(&traffic_path)
             .map_err(io(format!("creating {}", traffic_path.display())))?;
         let mut rec = Recorder {
             child: Some(child),
             tap_dir,
             traffic_path,
-            out: BufWriter::new(out),
+            out: Some(out),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             recorded: 0,
             pending: HashMap::new(),
@@ -263,7 +270,7 @@ impl Recorder {
         self.listen
     }
 
-    /// The recording being written.
+    /// The recording being written (it appears there when [`Recorder::stop`] succeeds).
     pub fn traffic_path(&self) -> &Path {
         &self.traffic_path
     }
@@ -286,6 +293,16 @@ impl Recorder {
                 self.log_tail()
             )));
         }
+        self.convert()
+    }
+
+    /// Turns the finished tap files into lines of the recording.
+    fn convert(&mut self) -> Result<usize, RecordError> {
+        let Some(out) = self.out.as_mut() else {
+            return Err(RecordError::Config(
+                "the recording is already closed".into(),
+            ));
+        };
         let mut files: Vec<PathBuf> = std::fs::read_dir(&self.tap_dir)
             .map_err(io(format!("reading {}", self.tap_dir.display())))?
             .filter_map(Result::ok)
@@ -306,7 +323,7 @@ impl Recorder {
                     self.warnings.extend(t.warnings);
                     for mut e in t.exchanges {
                         e.id = format!("entry {}", self.recorded);
-                        native::write_line(&mut self.out, &e)
+                        native::write_line(&mut *out, &e)
                             .map_err(io(format!("writing {}", self.traffic_path.display())))?;
                         self.recorded += 1;
                     }
@@ -328,17 +345,42 @@ impl Recorder {
                 }
             }
         }
-        self.out
-            .flush()
+        out.flush()
             .map_err(io(format!("writing {}", self.traffic_path.display())))?;
         Ok(self.recorded)
     }
 
-    /// Converts what remains, stops Envoy, and returns the number of exchanges recorded.
+    /// Converts what remains, stops Envoy, renames the recording into place
+    /// and returns the number of exchanges recorded. Envoy having exited
+    /// already (a Ctrl-C in the terminal reaches it too) is no error here.
     pub fn stop(&mut self) -> Result<usize, RecordError> {
-        let n = self.poll()?;
+        self.convert()?;
         self.kill();
+        let n = self.convert()?;
+        let what = format!("writing {}", self.traffic_path.display());
+        match self.out.take() {
+            Some(out) => out.commit().map_err(io(what))?,
+            None => {
+                return Err(RecordError::Config(
+                    "the recording is already closed".into(),
+                ));
+            }
+        }
         Ok(n)
+    }
+
+    /// After a failure: stops Envoy and saves the exchanges recorded so far,
+    /// if any, as `traffic.partial.jsonl` beside the recording (the earlier
+    /// `traffic.jsonl` stays as it was). Returns that path.
+    pub fn keep_partial(&mut self) -> Option<PathBuf> {
+        self.kill();
+        let _ = self.convert();
+        let out = self.out.take()?;
+        if self.recorded == 0 {
+            return None;
+        }
+        let partial = self.traffic_path.with_file_name("traffic.partial.jsonl");
+        out.commit_as(&partial).ok().map(|()| partial)
     }
 
     fn kill(&mut self) {

@@ -116,11 +116,7 @@ impl ModuleCache {
         std::fs::create_dir_all(&self.dir)?;
         let mut file = Sha256::digest(&payload).to_vec();
         file.extend_from_slice(&payload);
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, &file)?;
-        std::fs::rename(&tmp, path).inspect_err(|_| {
-            let _ = std::fs::remove_file(&tmp);
-        })
+        tollgate_files::write(path, &file)
     }
 }
 

@@ -731,6 +731,10 @@ impl Suite {
         if let Some(h) = suite.spec.http_call_stub.clone() {
             let mut headers = vec![(":status".to_string(), h.status.unwrap_or(200).to_string())];
             headers.extend(h.headers.as_ref().map(Headers::pairs).unwrap_or_default());
+            for (k, v) in &headers {
+                tollgate_traffic::header_syntax::check(k, v)
+                    .map_err(|e| format(format!("http_call_stub.headers: {e}")))?;
+            }
             suite.http_stub = Some(tollgate_host::state::HttpCallStub {
                 headers,
                 body: suite.body(&h.body, "http_call_stub.body").map_err(format)?,
@@ -738,6 +742,14 @@ impl Suite {
         }
         // Suite-level clusters, properties and clock: bad input is a load error.
         suite.builder_for(None).map_err(format)?;
+        // A test's stub header HTTP does not allow (CR, LF...) refuses the
+        // whole suite too; its other bad input fails that test only.
+        for (i, t) in suite.spec.tests.iter().enumerate() {
+            for (name, c) in &t.clusters {
+                check_stub_headers(name, c)
+                    .map_err(|e| format(format!("tests[{i}] ({}): {e}", t.name)))?;
+            }
+        }
         for (i, g) in suite.spec.grpc_stubs.clone().into_iter().enumerate() {
             let message = suite
                 .body(&g.message, &format!("grpc_stubs[{i}].message"))
@@ -1514,6 +1526,31 @@ fn body_bytes(base: &Path, b: &Option<BodySpec>, what: &str) -> Result<Vec<u8>, 
     }
 }
 
+/// Checks the header names and values of a `clusters:` entry
+/// ([`tollgate_traffic::header_syntax`]); the error names the field and the header.
+fn check_stub_headers(name: &str, c: &ClusterSpec) -> Result<(), String> {
+    let what = format!("clusters.{name}");
+    let grpc = c.grpc.as_ref();
+    for (field, h) in [
+        ("headers", c.headers.as_ref()),
+        ("trailers", c.trailers.as_ref()),
+        (
+            "grpc.initial_metadata",
+            grpc.and_then(|g| g.initial_metadata.as_ref()),
+        ),
+        (
+            "grpc.trailing_metadata",
+            grpc.and_then(|g| g.trailing_metadata.as_ref()),
+        ),
+    ] {
+        for (k, v) in h.map(Headers::pairs).unwrap_or_default() {
+            tollgate_traffic::header_syntax::check(&k, &v)
+                .map_err(|e| format!("{what}.{field}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
 /// The http and gRPC stubs a `clusters:` entry describes (file paths
 /// relative to `base`); errors name the field (`clusters.authz.failure: ...`).
 pub fn cluster_stubs(
@@ -1523,6 +1560,8 @@ pub fn cluster_stubs(
 ) -> Result<(Option<HttpClusterStub>, Option<GrpcClusterStub>), String> {
     let what = format!("clusters.{name}");
     let delay = |ms: u64| Duration::from_millis(ms);
+    // Every stub is loaded here: headers HTTP does not allow are refused.
+    check_stub_headers(name, c)?;
     let has_response =
         c.status.is_some() || c.headers.is_some() || c.body.is_some() || c.trailers.is_some();
     let http = if c.grpc.is_none() || has_response || c.failure.is_some() {

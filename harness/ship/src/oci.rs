@@ -24,6 +24,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::ShipError;
 use tollgate_abi::AbiVersion;
+use tollgate_files::{self as atomic_write, AtomicDir};
 
 /// Media type of the Wasm artifact's config.
 pub const WASM_CONFIG_MEDIA_TYPE: &str = "application/vnd.module.wasm.config.v1+json";
@@ -256,19 +257,20 @@ impl Package {
             let image = self.image(variant)?;
             let files = layout_files(&image)?;
             let dir = out.join(variant.dir_name());
-            if dir.exists() {
-                std::fs::remove_dir_all(&dir).map_err(|e| ShipError::write(&dir, e))?;
-            }
+            // Filled beside `dir` and swapped in whole (see `atomic_write`).
+            let new = AtomicDir::create(&dir).map_err(|e| ShipError::write(&dir, e))?;
             for (relative, bytes) in &files {
-                let path = dir.join(relative);
+                let path = new.path().join(relative);
                 if let Some(parent) = path.parent() {
                     std::fs::create_dir_all(parent).map_err(|e| ShipError::write(parent, e))?;
                 }
+                // scratch: inside the temporary folder `new` commits below.
                 std::fs::write(&path, bytes).map_err(|e| ShipError::write(&path, e))?;
             }
             let tar = out.join(format!("{}.tar", variant.dir_name()));
             let bytes = layout_tar(&files).map_err(|e| ShipError::write(&tar, e))?;
-            std::fs::write(&tar, bytes).map_err(|e| ShipError::write(&tar, e))?;
+            atomic_write::write(&tar, bytes).map_err(|e| ShipError::write(&tar, e))?;
+            new.commit().map_err(|e| ShipError::write(&dir, e))?;
             written.push(Written {
                 variant,
                 dir,

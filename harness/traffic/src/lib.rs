@@ -6,6 +6,7 @@
 //! panic on bad input and name the file and the entry in their errors.
 
 pub mod har;
+pub mod header_syntax;
 pub mod native;
 pub mod stubs;
 pub mod tap;

@@ -603,6 +603,11 @@ fn headers(cx: &Cx<'_>, v: Option<&Value>, field: &str) -> Result<Headers, Traff
             ));
         }
     }
+    // A CR or LF would inject headers into what the filter (or, for
+    // callouts, the upstream stub) sends on.
+    for (k, v) in &out {
+        crate::header_syntax::check(k, v).map_err(|e| cx.err(field, e))?;
+    }
     Ok(out)
 }
 

@@ -20,7 +20,13 @@
 //!   `set-cookie` (the value; names and attributes kept), and any header whose
 //!   name mentions a key, token, secret, password, session or signature
 //!   (`x-api-key`, `x-auth-token`...);
-//! * URL query parameters with such names (`api_key`, `access_token`, ...);
+//! * in URLs anywhere (the request's path, `Referer`, `Location`, `Link`,
+//!   `Refresh`, any header value, text bodies, JSON strings): parameters with
+//!   such names, or named `code`, `sid`, `otp`, `pin` or `key`, in the query, the
+//!   fragment (`#access_token=...`) and path segments (`;jsessionid=...`), at
+//!   any depth of URL-encoded nesting (`?next=%2Fcb%3Fcode%3D...`), and user
+//!   information (`https://user:password@host/`); `name=value` lists in free
+//!   text with secret names (`password=...`);
 //! * in JSON bodies (request, response, callout answers), the values of such
 //!   members, at any depth;
 //! * anywhere in header values, query values and text bodies: JWTs
@@ -237,19 +243,28 @@ impl std::fmt::Debug for Anonymizer {
 const REDACTED: &str = "REDACTED";
 
 /// Name fragments that mark a header, query parameter or JSON member as secret.
-const SECRET_NAMES: [&str; 12] = [
+const SECRET_NAMES: [&str; 21] = [
     "authorization",
     "cookie",
     "password",
     "passwd",
+    "passphrase",
     "secret",
     "token",
     "apikey",
     "api-key",
     "api_key",
     "session",
+    "sessid",
     "signature",
     "credential",
+    "private",
+    "saml",
+    "assertion",
+    "jwt",
+    "bearer",
+    "verifier",
+    "ticket",
 ];
 
 /// Whether a header / parameter / member name marks its value as secret.
@@ -334,6 +349,9 @@ impl Anonymizer {
     }
 
     fn request(&mut self, r: &mut HttpRequest) {
+        if let Some((userinfo, host)) = r.authority.rsplit_once('@') {
+            r.authority = format!("{}@{host}", self.secret(userinfo));
+        }
         r.path = self.path(&r.path);
         self.headers(&mut r.headers);
         self.body(&mut r.body, &mut r.headers);
@@ -406,35 +424,19 @@ impl Anonymizer {
     }
 
     fn path(&mut self, path: &str) -> String {
-        let (p, query) = match path.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (path, None),
-        };
-        let p = self.text(p);
-        let Some(query) = query else { return p };
-        let q: Vec<String> = query
-            .split('&')
-            .map(|pair| match pair.split_once('=') {
-                Some((k, v)) if is_secret_name(&percent_decode(k)) => {
-                    format!("{k}={}", self.secret(&percent_decode(v)))
-                }
-                Some((k, v)) => {
-                    let decoded = percent_decode(v);
-                    let replaced = self.text(&decoded);
-                    if replaced == decoded {
-                        format!("{k}={v}")
-                    } else {
-                        format!("{k}={}", percent_encode(&replaced))
-                    }
-                }
-                None => pair.to_owned(),
-            })
-            .collect();
-        format!("{p}?{}", q.join("&"))
+        self.url(path)
     }
 
-    /// Replaces JWTs and e-mail addresses found in free text.
+    /// Replaces secrets found in free text (a header value, a string in a
+    /// JSON body, a text body): in every URL or `name=value` list in it,
+    /// secret-named parameters (query, fragment, `;matrix`) and user
+    /// information; anywhere, JWTs and e-mail addresses (rules in `tools/urls.rs`).
     pub fn text(&mut self, s: &str) -> String {
+        self.free_text(s)
+    }
+
+    /// Replaces JWTs and e-mail addresses found in `s`.
+    fn words(&mut self, s: &str) -> String {
         let mut out = String::with_capacity(s.len());
         let mut rest = s;
         while !rest.is_empty() {
@@ -824,6 +826,8 @@ pub fn har_value(exchanges: &[Exchange]) -> Value {
         }
     })
 }
+
+mod urls;
 
 #[cfg(test)]
 mod tests;

@@ -129,11 +129,11 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         report.apply_threshold(t);
     }
     if let Some(path) = &args.svg {
-        std::fs::write(path, report.svg())
+        tollgate_files::write(path, report.svg())
             .with_context(|| format!("--svg: cannot write {}", path.display()))?;
     }
     if let Some(path) = &args.html {
-        std::fs::write(path, report.html())
+        tollgate_files::write(path, report.html())
             .with_context(|| format!("--html: cannot write {}", path.display()))?;
     }
     match args.format {

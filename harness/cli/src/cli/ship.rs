@@ -165,7 +165,7 @@ pub fn manifest(args: ManifestArgs) -> Result<()> {
     let yaml = plugin.to_yaml()?;
     match &args.out {
         Some(out) => {
-            std::fs::write(out, &yaml)
+            tollgate_files::write(out, &yaml)
                 .with_context(|| format!("cannot write {}", out.display()))?;
             eprintln!("wrote {}", out.display());
         }
@@ -185,7 +185,8 @@ pub fn manifest(args: ManifestArgs) -> Result<()> {
         };
         let bootstrap = manifest::envoy_bootstrap(&args.filter, &config, &code)?;
         let text = manifest::to_yaml(&bootstrap, &args.filter)?;
-        std::fs::write(envoy, text).with_context(|| format!("cannot write {}", envoy.display()))?;
+        tollgate_files::write(envoy, text)
+            .with_context(|| format!("cannot write {}", envoy.display()))?;
         eprintln!("wrote {}", envoy.display());
     }
     Ok(())

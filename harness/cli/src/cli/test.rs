@@ -42,7 +42,7 @@ pub fn test(args: TestArgs) -> Result<()> {
             merged.push_str("</testsuites>\n");
             merged
         };
-        std::fs::write(out, xml)
+        tollgate_files::write(out, xml)
             .with_context(|| format!("--junit: cannot write {}", out.display()))?;
     }
     if failed > 0 {

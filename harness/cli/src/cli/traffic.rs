@@ -3,13 +3,14 @@
 //! printing; the work is in `tollgate_traffic::{tools, record, streaming}`.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use tollgate_envoy::record::{Recorder, RecorderConfig};
+use tollgate_files::{self as atomic_write, AtomicFile};
 use tollgate_replay::ReplayBuilder;
 use tollgate_replay::streaming::{self, Outcome};
 use tollgate_traffic::tools::{Anonymizer, Inspection, OutputFormat, Selection, Sink};
@@ -236,9 +237,11 @@ fn transform(
         })?,
     };
     let mut stream = open(input, out.lenient)?;
-    let file =
-        File::create(&out.out).with_context(|| format!("cannot create {}", out.out.display()))?;
-    let mut sink = Sink::new(BufWriter::new(file), format);
+    // Written beside the output and renamed over it at the end: the input may
+    // be the output, and a failed or interrupted run leaves the earlier file.
+    let file = AtomicFile::create(&out.out)
+        .with_context(|| format!("cannot create {}", out.out.display()))?;
+    let mut sink = Sink::new(file, format);
     let (mut read, mut written) = (0usize, 0usize);
     for e in stream.by_ref() {
         let mut e = e?;
@@ -251,6 +254,7 @@ fn transform(
         }
     }
     sink.finish()
+        .and_then(AtomicFile::commit)
         .with_context(|| format!("writing {}", out.out.display()))?;
     warn_all(&mut stream);
     eprintln!(
@@ -299,6 +303,8 @@ pub fn record(args: RecordArgs) -> Result<()> {
         out_dir: args.out.clone(),
         max_body: args.max_body,
     };
+    // Ctrl-C (or SIGTERM) stops the recording and keeps it; a second one aborts.
+    atomic_write::stop_on_signal();
     let mut rec = Recorder::start(config)?;
     eprintln!(
         "recording: clients -> {} -> Envoy (tap) -> {}; writing {}{}",
@@ -315,12 +321,27 @@ pub fn record(args: RecordArgs) -> Result<()> {
         .duration
         .map(|s| std::time::Instant::now() + Duration::from_secs(s));
     loop {
-        let n = rec.poll()?;
+        let n = match rec.poll() {
+            Ok(n) => n,
+            Err(e) => {
+                let kept = rec.keep_partial();
+                let e = anyhow::Error::from(e);
+                return Err(match kept {
+                    Some(p) => e.context(format!(
+                        "recording failed; what it got is in {} ({} untouched)",
+                        p.display(),
+                        rec.traffic_path().display()
+                    )),
+                    None => e,
+                });
+            }
+        };
         for w in rec.take_warnings() {
             eprintln!("warning: {w}");
         }
         if args.count.is_some_and(|c| n >= c)
             || deadline.is_some_and(|d| std::time::Instant::now() >= d)
+            || atomic_write::stop_requested()
         {
             break;
         }

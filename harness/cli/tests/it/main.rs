@@ -13,6 +13,7 @@ mod headers;
 mod http_calls;
 mod lifecycle;
 mod loading;
+mod outputs;
 mod replay;
 mod replay_details;
 mod stream_control;

@@ -236,6 +236,95 @@ fn bad_inputs_name_the_field() {
     );
 }
 
+/// A stub header a CR or LF (or another byte HTTP does not allow) would
+/// smuggle into what the filter and the upstream get: refused when the stub
+/// is loaded, on one line naming the file, the field and the header.
+#[test]
+fn stub_headers_with_line_breaks_are_refused_on_load() {
+    let cases = [
+        (
+            r#"clusters: {authz: {headers: {x-auth-user: "bob\r\nx-admin: 1"}}}"#,
+            "clusters.authz.headers: header \"x-auth-user\": the value has a carriage return (CR)",
+        ),
+        (
+            r#"clusters: {authz: {headers: [[x-auth-user, "bob\nx-admin: 1"]]}}"#,
+            "clusters.authz.headers: header \"x-auth-user\": the value has a line feed (LF)",
+        ),
+        (
+            r#"clusters: {authz: {trailers: {x-t: "a\0b"}}}"#,
+            "clusters.authz.trailers: header \"x-t\": the value has a NUL byte",
+        ),
+        (
+            r#"clusters: {authz: {headers: {"x-a\r\nx-b": "v"}}}"#,
+            "clusters.authz.headers: header name \"x-a\\r\\nx-b\" is not a valid HTTP header name",
+        ),
+        (
+            r#"clusters: {g: {grpc: {initial_metadata: {x-m: "a\rb"}}}}"#,
+            "clusters.g.grpc.initial_metadata: header \"x-m\"",
+        ),
+        (
+            r#"clusters: {g: {grpc: {trailing_metadata: {x-m: "a\nb"}}}}"#,
+            "clusters.g.grpc.trailing_metadata: header \"x-m\"",
+        ),
+        (
+            r#"http_call_stub: {headers: {x-a: "1\r\nx-b: 2"}}"#,
+            "http_call_stub.headers: header \"x-a\"",
+        ),
+        (
+            "tests:\n  - name: t\n    clusters: {a: {headers: {x-a: \"1\\r\\nx-b: 2\"}}}",
+            "tests[0] (t): clusters.a.headers: header \"x-a\"",
+        ),
+    ];
+    for (i, (extra, want)) in cases.iter().enumerate() {
+        let yaml = format!("filters: [{{path: env.wasm}}]\n{extra}\n");
+        match load(&format!("crlf{i}"), &yaml) {
+            Ok(_) => panic!("{extra}: loaded"),
+            Err(e) => {
+                let e = e.to_string();
+                assert!(e.contains(want), "{extra}: {e}");
+                assert!(e.contains("suite.yaml"), "names the file: {e}");
+                assert!(!e.contains(['\r', '\n']), "one line: {e:?}");
+            }
+        }
+    }
+    // `--stub CLUSTER=FILE` reads the same entry from a file.
+    let dir = std::env::temp_dir().join(format!("tollgate-stub-crlf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("authz.yaml");
+    std::fs::write(
+        &file,
+        "status: 200\nheaders:\n  - [x-auth-user, \"bob\\r\\nx-admin: yes\"]\n",
+    )
+    .unwrap();
+    let e = tollgate_replay::suite::stub_arg(&format!("authz={}", file.display()))
+        .expect_err("refused");
+    assert!(
+        e.starts_with(&format!(
+            "{}: clusters.authz.headers: header \"x-auth-user\"",
+            file.display()
+        )),
+        "{e}"
+    );
+    assert!(!e.contains(['\r', '\n']), "one line: {e:?}");
+    std::fs::write(
+        &file,
+        "status: 200\nheaders:\n  - [x-auth-user, \"bob\\tsmith\"]\n",
+    )
+    .unwrap();
+    assert!(tollgate_replay::suite::stub_arg(&format!("authz={}", file.display())).is_ok());
+    // The callouts of a native recording too.
+    let rec = br#"{"request": {"method": "GET", "authority": "a.example", "path": "/"}, "callouts": [{"cluster": "authz", "response": {"status": 200, "headers": {"x-auth-user": "bob\r\nx-admin: yes"}}}]}"#;
+    let e =
+        tollgate_traffic::native::parse_lines("rec.jsonl", rec, tollgate_traffic::Leniency::Strict)
+            .expect_err("refused")
+            .to_string();
+    assert!(
+        e.contains("rec.jsonl") && e.contains("callouts[0]") && e.contains("x-auth-user"),
+        "{e}"
+    );
+    assert!(!e.contains(['\r', '\n']), "one line: {e:?}");
+}
+
 /// The built ext-authz filter and its demo configuration (`cargo xtask build`).
 fn ext_authz() -> (String, String) {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");

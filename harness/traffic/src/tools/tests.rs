@@ -222,3 +222,225 @@ fn har_output_reads_back_as_the_same_requests() {
         assert_eq!((ra.status, &ra.body), (rb.status, &rb.body), "{}", a.id);
     }
 }
+
+fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn exchange(
+    path: &str,
+    req: &[(&str, &str)],
+    body: &str,
+    resp: &[(&str, &str)],
+    resp_body: &str,
+) -> Exchange {
+    Exchange {
+        id: "planted".into(),
+        request: super::super::HttpRequest {
+            method: "POST".into(),
+            scheme: "https".into(),
+            authority: "shop.example.com".into(),
+            path: path.into(),
+            headers: h(req),
+            body: body.as_bytes().to_vec(),
+        },
+        response: Some(super::super::HttpResponse {
+            status: 302,
+            headers: h(resp),
+            body: resp_body.as_bytes().to_vec(),
+        }),
+        details: Default::default(),
+    }
+}
+
+/// A JWT (`{"alg":"HS256","typ":"JWT"}`, `{"sub":"15"}`) whose signature is `sig`.
+fn jwt(sig: &str) -> String {
+    format!("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxNSJ9.{sig}")
+}
+
+/// Secrets in every place a recording carries them, each marked so that a
+/// survivor is found as a substring, next to data that must stay as it was.
+fn planted() -> (Vec<Exchange>, Vec<String>, Vec<&'static str>) {
+    let jwt_header = jwt("SIGinHEADER15");
+    let jwt_fragment = jwt("SIGinFRAGMENT23");
+    let secrets: Vec<String> = [
+        "REFQUERYTOKEN01",
+        "OAUTHCODE02",
+        "FRAGTOKEN03",
+        "JSESSION04",
+        "CLAPIKEY05",
+        "LINKKEY06",
+        "REFRESHSESS07",
+        "USERINFOPASS08",
+        "QUERYPASS09",
+        "COOKIESID10",
+        "SETCOOKIE11",
+        "AUTHBEARER12",
+        "UFJPWFlBVVRIMTM",
+        "XAPIKEY14",
+        "SIGinHEADER15",
+        "carol@example.org",
+        "NESTEDCODE17",
+        "FORMPASS18",
+        "JSONSECRET19",
+        "TEXTBODY20",
+        "RESPREFRESH21",
+        "dave%40example.net",
+        "SIGinFRAGMENT23",
+        "AMZCRED24",
+        "AMZSIG25",
+        "PHPSESS26",
+        "SAMLRESP27",
+        "REFUSERPASS28",
+        "REFRESH29",
+        "MATRIXTOKEN30",
+        "ORIGINPASS31",
+        "FORMNESTED32",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let first = exchange(
+        "/shop;jsessionid=JSESSION04/items;v=2;auth_token=MATRIXTOKEN30?item=42&password=QUERYPASS09&q=shoes&lang=en",
+        &[
+            (
+                "referer",
+                "https://bob:REFUSERPASS28@shop.example.com/cart?access_token=REFQUERYTOKEN01&page=2",
+            ),
+            ("origin", "https://admin:ORIGINPASS31@shop.example.com"),
+            ("cookie", "sid=COOKIESID10; theme=dark"),
+            ("authorization", "Bearer AUTHBEARER12"),
+            ("proxy-authorization", "Basic UFJPWFlBVVRIMTM="),
+            ("x-api-key", "XAPIKEY14"),
+            ("x-debug", &format!("token was {jwt_header} then")),
+            ("x-user", "carol@example.org"),
+            (
+                "x-original-url",
+                "https://ops:USERINFOPASS08@internal.example.com/login?PHPSESSID=PHPSESS26&SAMLResponse=SAMLRESP27",
+            ),
+            (
+                "user-agent",
+                "Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/128.0",
+            ),
+            (
+                "accept",
+                "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+            ),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ],
+        "username=alice&password=FORMPASS18&next=%2Fcb%3Fcode%3DFORMNESTED32&remember=yes",
+        &[
+            (
+                "location",
+                "https://app.example.com/cb?code=OAUTHCODE02&state=keepstate",
+            ),
+            (
+                "content-location",
+                "/orders/7?api_key=CLAPIKEY05&format=json",
+            ),
+            (
+                "link",
+                "<https://api.example.com/items?page=3&apikey=LINKKEY06>; rel=\"next\"",
+            ),
+            (
+                "refresh",
+                "0; url=https://app.example.com/login?session=REFRESHSESS07",
+            ),
+            ("set-cookie", "JSESSIONID=SETCOOKIE11; Path=/; Secure"),
+            ("content-type", "text/plain; charset=utf-8"),
+        ],
+        "callback https://x.example.com/cb?id_token=TEXTBODY20 done",
+    );
+    let second = exchange(
+        "/users/dave%40example.net/profile?next=%2Fcallback%3Fcode%3DNESTEDCODE17%26x%3D1&X-Amz-Credential=AMZCRED24%2F20240101&X-Amz-Signature=AMZSIG25",
+        &[("content-type", "application/json")],
+        r#"{"client_secret":"JSONSECRET19","name":"widget"}"#,
+        &[
+            (
+                "location",
+                "https://app.example.com/cb#access_token=FRAGTOKEN03&token_type=bearer&expires_in=3600",
+            ),
+            (
+                "content-location",
+                &format!("https://app.example.com/done#{jwt_fragment}"),
+            ),
+            ("refresh", "5;URL=/x?token=REFRESH29"),
+            ("content-type", "application/json"),
+        ],
+        r#"{"refresh_token":"RESPREFRESH21","scope":"read"}"#,
+    );
+    let kept = vec![
+        "item=42",
+        "q=shoes&lang=en",
+        "page=2",
+        "state=keepstate",
+        "expires_in=3600",
+        "format=json",
+        "rel=\\\"next\\\"",
+        "theme=",
+        "username=alice",
+        "remember=yes",
+        "widget",
+        "\\\"scope\\\":\\\"read\\\"",
+        "shop.example.com",
+        "/items;v=2;",
+        "/orders/7?",
+        "Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/128.0",
+        "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+        "text/plain; charset=utf-8",
+        "Path=/; Secure",
+        "callback https://x.example.com/cb?id_token=",
+        "/users/",
+        "/profile?next=",
+    ];
+    (vec![first, second], secrets, kept)
+}
+
+#[test]
+fn every_planted_secret_form_is_gone_and_the_rest_stays() {
+    let (traffic, secrets, kept) = planted();
+    assert!(secrets.len() >= 20);
+    let before = all_text(&traffic);
+    for s in &secrets {
+        assert!(before.contains(s.as_str()), "the fixture holds {s}");
+    }
+    for mut a in [Anonymizer::hashing(b"k"), Anonymizer::removing()] {
+        let mut anon = traffic.clone();
+        anon.iter_mut().for_each(|e| a.exchange(e));
+        let after = all_text(&anon);
+        let survivors: Vec<&String> = secrets
+            .iter()
+            .filter(|s| after.contains(s.as_str()))
+            .collect();
+        assert!(
+            survivors.is_empty(),
+            "{survivors:?} survived ({a:?}):\n{after}"
+        );
+        for k in &kept {
+            assert!(after.contains(k), "{k} was lost ({a:?}):\n{after}");
+        }
+    }
+    // The same secret gives the same token wherever it is.
+    let mut a = Anonymizer::hashing(b"k");
+    let mut anon = traffic.clone();
+    anon.iter_mut().for_each(|e| a.exchange(e));
+    let location = &anon[0].response.as_ref().expect("response").headers[0].1;
+    assert_eq!(
+        location,
+        &format!(
+            "https://app.example.com/cb?code={}&state=keepstate",
+            a.token("OAUTHCODE02")
+        )
+    );
+    assert!(
+        anon[0]
+            .request
+            .path
+            .starts_with(&format!("/shop;jsessionid={}/", a.token("JSESSION04"))),
+        "{}",
+        anon[0].request.path
+    );
+}
