@@ -11,7 +11,9 @@ use serde_json::Value;
 use tollgate_tests::paths;
 
 /// The workspace's packages and their normal (non-dev, non-build)
-/// dependencies, direct and transitive, by package name.
+/// dependencies as their manifests declare them (`cargo metadata --no-deps`:
+/// no registry access). Only workspace crates are followed transitively: a
+/// registry crate does not bring wasmtime or the workspace's crates in.
 struct Graph {
     direct: BTreeMap<String, BTreeSet<String>>,
     workspace: BTreeSet<String>,
@@ -27,6 +29,7 @@ impl Graph {
                 "metadata",
                 "--format-version",
                 "1",
+                "--no-deps",
                 "--offline",
                 "--manifest-path",
             ])
@@ -39,44 +42,28 @@ impl Graph {
             String::from_utf8_lossy(&out.stderr)
         );
         let meta: Value = serde_json::from_slice(&out.stdout).expect("cargo metadata is JSON");
-        let name_of: BTreeMap<&str, &str> = meta["packages"]
-            .as_array()
-            .expect("packages")
-            .iter()
-            .map(|p| (p["id"].as_str().unwrap(), p["name"].as_str().unwrap()))
-            .collect();
-        let filters = meta["packages"]
-            .as_array()
-            .expect("packages")
-            .iter()
-            .filter(|p| {
-                Path::new(p["manifest_path"].as_str().unwrap_or(""))
-                    .parent()
-                    .and_then(Path::parent)
-                    .is_some_and(|d| d.ends_with("filters"))
-            })
-            .map(|p| p["name"].as_str().unwrap().to_string())
-            .collect();
-        let workspace = meta["workspace_members"]
-            .as_array()
-            .expect("workspace_members")
-            .iter()
-            .map(|id| name_of[id.as_str().unwrap()].to_string())
-            .collect();
-        let mut direct: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for node in meta["resolve"]["nodes"].as_array().expect("resolve.nodes") {
-            let from = name_of[node["id"].as_str().unwrap()].to_string();
-            let deps = direct.entry(from).or_default();
-            for dep in node["deps"].as_array().expect("deps") {
-                let normal = dep["dep_kinds"]
-                    .as_array()
-                    .expect("dep_kinds")
-                    .iter()
-                    .any(|k| k["kind"].is_null());
-                if normal {
-                    deps.insert(name_of[dep["pkg"].as_str().unwrap()].to_string());
-                }
+        let packages = meta["packages"].as_array().expect("packages");
+        let mut direct = BTreeMap::new();
+        let mut workspace = BTreeSet::new();
+        let mut filters = BTreeSet::new();
+        for p in packages {
+            let name = p["name"].as_str().expect("name").to_string();
+            let under_filters = Path::new(p["manifest_path"].as_str().unwrap_or(""))
+                .parent()
+                .and_then(Path::parent)
+                .is_some_and(|d| d.ends_with("filters"));
+            if under_filters {
+                filters.insert(name.clone());
             }
+            let deps: BTreeSet<String> = p["dependencies"]
+                .as_array()
+                .expect("dependencies")
+                .iter()
+                .filter(|d| d["kind"].is_null())
+                .map(|d| d["name"].as_str().expect("dependency name").to_string())
+                .collect();
+            workspace.insert(name.clone());
+            direct.insert(name, deps);
         }
         Graph {
             direct,
@@ -88,16 +75,17 @@ impl Graph {
     fn direct(&self, package: &str) -> &BTreeSet<String> {
         self.direct
             .get(package)
-            .unwrap_or_else(|| panic!("{package} is not in the workspace graph"))
+            .unwrap_or_else(|| panic!("{package} is not in the workspace"))
     }
 
-    /// Everything `package` links, transitively (normal dependencies only).
+    /// What `package` links through workspace crates, transitively (normal
+    /// dependencies only): its own dependencies and theirs.
     fn closure(&self, package: &str) -> BTreeSet<String> {
         let mut seen = BTreeSet::new();
         let mut todo = vec![package.to_string()];
         while let Some(p) = todo.pop() {
             for d in self.direct(&p) {
-                if seen.insert(d.clone()) {
+                if seen.insert(d.clone()) && self.workspace.contains(d) {
                     todo.push(d.clone());
                 }
             }
@@ -119,18 +107,26 @@ impl Graph {
 /// crates listed for it (dependencies point one way, down this list).
 const LAYERS: &[(&str, &[&str])] = &[
     ("tollgate-abi", &[]),
+    ("tollgate-files", &[]),
     ("tollgate-traffic", &[]),
-    ("tollgate-host", &["tollgate-abi", "tollgate-traffic"]),
+    (
+        "tollgate-host",
+        &["tollgate-abi", "tollgate-files", "tollgate-traffic"],
+    ),
     (
         "tollgate-replay",
         &["tollgate-abi", "tollgate-traffic", "tollgate-host"],
     ),
-    ("tollgate-envoy", &["tollgate-abi", "tollgate-traffic"]),
-    ("tollgate-ship", &["tollgate-abi"]),
+    (
+        "tollgate-envoy",
+        &["tollgate-abi", "tollgate-files", "tollgate-traffic"],
+    ),
+    ("tollgate-ship", &["tollgate-abi", "tollgate-files"]),
     (
         "tollgate-cli",
         &[
             "tollgate-abi",
+            "tollgate-files",
             "tollgate-traffic",
             "tollgate-host",
             "tollgate-replay",
