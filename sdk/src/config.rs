@@ -13,8 +13,8 @@
 //! A refusal never echoes the configuration's values: configurations hold secrets (inline keys,
 //! password hashes) and the error goes to the proxy's log. serde's messages quote the offending
 //! value (`invalid type: string "...", expected u16`, `unknown variant `...``); [`ConfigError`]
-//! replaces those quotes with the value's kind and length, and cuts the field path and the
-//! message to [`MAX_PATH_BYTES`] and [`MAX_MESSAGE_BYTES`], so even a configuration of
+//! replaces those quotes with the value's kind and length (see [`redact`]), and cuts the field
+//! path and the message to [`MAX_PATH_BYTES`] and [`MAX_MESSAGE_BYTES`], so even a configuration of
 //! megabytes gives a one-line error of at most about a kilobyte.
 
 use std::fmt;
@@ -382,16 +382,15 @@ fn cut(mut text: String, max: usize) -> String {
         end -= 1;
     }
     text.truncate(end);
-    text.push_str(&format!("... ({total} bytes, cut)"));
+    text.push_str("... (");
+    text.push_str(&total.to_string());
+    text.push_str(" bytes, cut)");
     text
 }
 
-/// The longest field or variant name an error quotes (`unknown field `...``).
-const MAX_NAME_BYTES: usize = 64;
-
 /// `message` without the configuration values serde quotes in it: `string "..."` becomes
-/// `a string of N bytes`, `unknown variant `...`` names no variant, and the name in
-/// `unknown field `...`` is cut to 64 bytes. Other text is kept.
+/// `a string of N bytes` and `unknown variant `...`` names no variant. Other text (field names,
+/// numbers, the expected types) is kept; [`ConfigError`] cuts what is too long.
 ///
 /// ```
 /// use tollgate_sdk::config::redact;
@@ -405,71 +404,83 @@ const MAX_NAME_BYTES: usize = 64;
 /// );
 /// ```
 pub fn redact(message: &str) -> String {
-    let mut out = String::with_capacity(message.len().min(MAX_MESSAGE_BYTES * 2));
+    const STRING: &str = "string \"";
+    const VARIANT: &str = "unknown variant `";
+    let mut out = String::new();
     let mut rest = message;
     loop {
-        let next = [
-            rest.find("string \""),
-            rest.find("unknown variant `"),
-            rest.find("unknown field `"),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        let Some(at) = next else {
-            out.push_str(rest);
-            return out;
+        let string = find(rest, STRING);
+        let variant = find(rest, VARIANT);
+        let (at, is_string) = match (string, variant) {
+            (Some(s), Some(v)) if v < s => (v, false),
+            (Some(s), _) => (s, true),
+            (None, Some(v)) => (v, false),
+            (None, None) => {
+                out.push_str(rest);
+                return out;
+            }
         };
-        let (before, from) = rest.split_at(at);
-        out.push_str(before);
-        if let Some(quoted) = from.strip_prefix("string \"") {
+        out.push_str(rest.get(..at).unwrap_or_default());
+        let quoted = rest
+            .get(
+                at + if is_string {
+                    STRING.len()
+                } else {
+                    VARIANT.len()
+                }..,
+            )
+            .unwrap_or_default();
+        // Where the quoted value ends, and its length in bytes.
+        let (end, len) = if is_string {
             // A Rust `{:?}` string: ends at the first `"` not escaped by a backslash.
-            let mut escaped = false;
-            let mut end = quoted.len();
-            let mut bytes = 0usize;
-            for (i, c) in quoted.char_indices() {
-                if escaped {
-                    escaped = false;
-                } else if c == '\\' {
-                    escaped = true;
-                    continue;
-                } else if c == '"' {
-                    end = i;
-                    break;
+            let bytes = quoted.as_bytes();
+            let (mut i, mut len) = (0, 0);
+            while let Some(&b) = bytes.get(i) {
+                match b {
+                    b'\\' => i += 1,
+                    b'"' => break,
+                    _ => {}
                 }
-                bytes += c.len_utf8();
+                i += 1;
+                len += 1;
             }
-            out.push_str(&format!("a string of {bytes} bytes"));
-            rest = quoted.get(end + 1..).unwrap_or_default();
+            (i, len)
         } else {
-            let (label, quoted) = match from.strip_prefix("unknown variant `") {
-                Some(quoted) => ("unknown variant", quoted),
-                None => (
-                    "unknown field",
-                    from.get("unknown field `".len()..).unwrap_or_default(),
-                ),
-            };
-            // serde ends the name with "`, expected ..." or "`, there are no ...": the last
-            // such marker is serde's own (the name may contain anything).
-            let end = quoted
-                .rfind("`, expected ")
-                .or_else(|| quoted.rfind("`, there are no "))
-                .or_else(|| quoted.rfind('`'))
+            // serde ends the name with "`, expected ..." or "`, there are no variants": the
+            // last such marker is serde's own (the name may contain anything).
+            let end = rfind(quoted, "`, expected ")
+                .or_else(|| rfind(quoted, "`, there are no "))
+                .or_else(|| rfind(quoted, "`"))
                 .unwrap_or(quoted.len());
-            let name = quoted.get(..end).unwrap_or_default();
-            if label == "unknown variant" {
-                out.push_str(&format!(
-                    "unknown variant ({} bytes, not shown)",
-                    name.len()
-                ));
-            } else {
-                out.push_str("unknown field `");
-                out.push_str(&cut(name.to_string(), MAX_NAME_BYTES));
-                out.push('`');
-            }
-            rest = quoted.get(end + 1..).unwrap_or_default();
+            (end, end)
+        };
+        if is_string {
+            out.push_str("a string of ");
+            out.push_str(&len.to_string());
+            out.push_str(" bytes");
+        } else {
+            out.push_str("unknown variant (");
+            out.push_str(&len.to_string());
+            out.push_str(" bytes, not shown)");
         }
+        rest = quoted.get(end + 1..).unwrap_or_default();
     }
+}
+
+/// The first byte offset of `needle` in `haystack` (a plain scan: smaller in wasm than `str::find`).
+fn find(haystack: &str, needle: &str) -> Option<usize> {
+    haystack
+        .as_bytes()
+        .windows(needle.len())
+        .position(|w| w == needle.as_bytes())
+}
+
+/// The last byte offset of `needle` in `haystack`.
+fn rfind(haystack: &str, needle: &str) -> Option<usize> {
+    haystack
+        .as_bytes()
+        .windows(needle.len())
+        .rposition(|w| w == needle.as_bytes())
 }
 
 #[cfg(test)]
