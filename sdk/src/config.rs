@@ -9,6 +9,13 @@
 //! An empty configuration (no bytes, or only whitespace) is read as `{}`: a config struct marked
 //! `#[serde(default)]` then gets its `Default`, and one with required fields is refused with an
 //! error naming the first missing field.
+//!
+//! A refusal never echoes the configuration's values: configurations hold secrets (inline keys,
+//! password hashes) and the error goes to the proxy's log. serde's messages quote the offending
+//! value (`invalid type: string "...", expected u16`, `unknown variant `...``); [`ConfigError`]
+//! replaces those quotes with the value's kind and length (see [`redact`]), and cuts the field
+//! path and the message to [`MAX_PATH_BYTES`] and [`MAX_MESSAGE_BYTES`], so even a configuration of
+//! megabytes gives a one-line error of at most about a kilobyte.
 
 use std::fmt;
 
@@ -70,9 +77,16 @@ pub struct ConfigError {
     position: Option<(usize, usize)>,
 }
 
+/// The longest field path an error keeps, in bytes (longer ones are cut).
+pub const MAX_PATH_BYTES: usize = 256;
+
+/// The longest message an error keeps, in bytes (longer ones are cut).
+pub const MAX_MESSAGE_BYTES: usize = 512;
+
 impl ConfigError {
     /// An error about the field at `path` (dotted, with `[i]` for list entries; `""` for the
-    /// whole document).
+    /// whole document). Quoted values in `message` are replaced (see [`redact`]) and both parts
+    /// are cut to their limits.
     ///
     /// ```
     /// let err = tollgate_sdk::ConfigError::at("", "nothing to do");
@@ -80,8 +94,8 @@ impl ConfigError {
     /// ```
     pub fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
-            path: path.into(),
-            message: message.into(),
+            path: cut(path.into(), MAX_PATH_BYTES),
+            message: cut(redact(&message.into()), MAX_MESSAGE_BYTES),
             position: None,
         }
     }
@@ -348,13 +362,125 @@ fn from_json_error(path: String, err: &serde_json::Error) -> ConfigError {
     // serde_json appends " at line L column C"; keep the position as data instead.
     let suffix = format!(" at line {} column {}", err.line(), err.column());
     if let Some(stripped) = message.strip_suffix(&suffix) {
-        message = stripped.to_string();
+        message.truncate(stripped.len());
     }
     ConfigError {
-        path,
-        message,
+        path: cut(path, MAX_PATH_BYTES),
+        message: cut(redact(&message), MAX_MESSAGE_BYTES),
         position,
     }
+}
+
+/// `text` cut to at most `max` bytes (on a character boundary), saying how long it was.
+fn cut(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let total = text.len();
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push_str("... (");
+    text.push_str(&total.to_string());
+    text.push_str(" bytes, cut)");
+    text
+}
+
+/// `message` without the configuration values serde quotes in it: `string "..."` becomes
+/// `a string of N bytes` and `unknown variant `...`` names no variant. Other text (field names,
+/// numbers, the expected types) is kept; [`ConfigError`] cuts what is too long.
+///
+/// ```
+/// use tollgate_sdk::config::redact;
+/// assert_eq!(
+///     redact(r#"invalid type: string "hunter2", expected u16"#),
+///     "invalid type: a string of 7 bytes, expected u16"
+/// );
+/// assert_eq!(
+///     redact("unknown variant `s3cret`, expected `allow` or `deny`"),
+///     "unknown variant (6 bytes, not shown), expected `allow` or `deny`"
+/// );
+/// ```
+pub fn redact(message: &str) -> String {
+    const STRING: &str = "string \"";
+    const VARIANT: &str = "unknown variant `";
+    let mut out = String::new();
+    let mut rest = message;
+    loop {
+        let string = find(rest, STRING);
+        let variant = find(rest, VARIANT);
+        let (at, is_string) = match (string, variant) {
+            (Some(s), Some(v)) if v < s => (v, false),
+            (Some(s), _) => (s, true),
+            (None, Some(v)) => (v, false),
+            (None, None) => {
+                out.push_str(rest);
+                return out;
+            }
+        };
+        out.push_str(rest.get(..at).unwrap_or_default());
+        let quoted = rest
+            .get(
+                at + if is_string {
+                    STRING.len()
+                } else {
+                    VARIANT.len()
+                }..,
+            )
+            .unwrap_or_default();
+        // Where the quoted value ends, and its length in bytes.
+        let (end, len) = if is_string {
+            // A Rust `{:?}` string: ends at the first `"` not escaped by a backslash.
+            let bytes = quoted.as_bytes();
+            let (mut i, mut len) = (0, 0);
+            while let Some(&b) = bytes.get(i) {
+                match b {
+                    b'\\' => i += 1,
+                    b'"' => break,
+                    _ => {}
+                }
+                i += 1;
+                len += 1;
+            }
+            (i, len)
+        } else {
+            // serde ends the name with "`, expected ..." or "`, there are no variants": the
+            // last such marker is serde's own (the name may contain anything).
+            let end = rfind(quoted, "`, expected ")
+                .or_else(|| rfind(quoted, "`, there are no "))
+                .or_else(|| rfind(quoted, "`"))
+                .unwrap_or(quoted.len());
+            (end, end)
+        };
+        if is_string {
+            out.push_str("a string of ");
+            out.push_str(&len.to_string());
+            out.push_str(" bytes");
+        } else {
+            out.push_str("unknown variant (");
+            out.push_str(&len.to_string());
+            out.push_str(" bytes, not shown)");
+        }
+        rest = quoted.get(end + 1..).unwrap_or_default();
+    }
+}
+
+/// The first byte offset of `needle` in `haystack` (a plain scan: smaller in wasm than `str::find`).
+fn find(haystack: &str, needle: &str) -> Option<usize> {
+    haystack
+        .as_bytes()
+        .windows(needle.len())
+        .position(|w| w == needle.as_bytes())
+}
+
+/// The last byte offset of `needle` in `haystack`.
+fn rfind(haystack: &str, needle: &str) -> Option<usize> {
+    haystack
+        .as_bytes()
+        .windows(needle.len())
+        .rposition(|w| w == needle.as_bytes())
 }
 
 #[cfg(test)]
@@ -510,6 +636,75 @@ mod tests {
         // A missing field at the same `}` is about the object.
         let err = parse_err::<Holder>(r#"{"items": [{"name": "a"}]}"#);
         assert_eq!(err.path(), "items[0]", "{err}");
+    }
+
+    #[test]
+    fn refusals_never_quote_string_values() {
+        let err = parse_err::<Optional>(r#"{"entries": [{"name": "a", "weight": "hunter2"}]}"#);
+        assert_eq!(err.path(), "entries[0].weight");
+        assert_eq!(
+            err.message(),
+            "invalid type: a string of 7 bytes, expected u8",
+            "{err}"
+        );
+        // Escaped quotes inside the value do not end it early.
+        let err = parse_err::<Optional>(r#"{"entries": [{"name": "a", "weight": "a\"b\"c"}]}"#);
+        assert_eq!(
+            err.message(),
+            "invalid type: a string of 5 bytes, expected u8",
+            "{err}"
+        );
+
+        #[derive(Debug, Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        enum Mode {
+            Allow,
+            Deny,
+        }
+        #[derive(Debug, Deserialize)]
+        struct WithMode {
+            #[allow(dead_code)]
+            mode: Mode,
+        }
+        impl FilterConfig for WithMode {}
+        let err = parse_err::<WithMode>(r#"{"mode": "s3cret-token"}"#);
+        assert_eq!(err.path(), "mode");
+        assert_eq!(
+            err.message(),
+            "unknown variant (12 bytes, not shown), expected `allow` or `deny`"
+        );
+        // A filter's own message goes through the same filter.
+        let err = ConfigError::at("key", r#"invalid type: string "s3cret", expected a map"#);
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn a_huge_configuration_gives_a_bounded_error() {
+        let huge = "x".repeat(10 * 1024 * 1024);
+        let bound = MAX_PATH_BYTES + MAX_MESSAGE_BYTES + 200;
+        // A huge value of the wrong type.
+        let err = parse_err::<Optional>(&format!(
+            r#"{{"entries": [{{"name": "a", "weight": "{huge}"}}]}}"#
+        ));
+        assert_eq!(err.path(), "entries[0].weight");
+        assert!(
+            err.to_string().len() < bound,
+            "{} bytes",
+            err.to_string().len()
+        );
+        assert!(err.message().contains("10485760 bytes"), "{err}");
+        // A huge unknown key: the path and the name are cut.
+        let err = parse_err::<Optional>(&format!(r#"{{"{huge}": 1}}"#));
+        let text = err.to_string();
+        assert!(text.len() < bound, "{} bytes", text.len());
+        assert!(text.contains("unknown field `xxxx"), "{text}");
+        // A huge message of a filter's own.
+        let err = ConfigError::at(huge.clone(), huge.clone());
+        assert!(err.to_string().len() < bound);
+        assert!(err.message().ends_with("(10485760 bytes, cut)"), "{err}");
+        // Cutting never splits a character.
+        let err = ConfigError::at("", "é".repeat(MAX_MESSAGE_BYTES));
+        assert!(err.message().starts_with('é'));
     }
 
     #[test]

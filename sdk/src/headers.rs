@@ -284,8 +284,12 @@ pub enum HeaderError {
         /// The refused name.
         name: String,
     },
-    /// The value holds a character that cannot appear in a header value (CR, LF, NUL...).
-    #[error("header value {value:?} contains the control character {found:?} at byte {index}")]
+    /// The value holds a character that cannot appear in a header value (CR, LF, NUL...). The
+    /// message does not quote the value: configured values may be secrets.
+    #[error(
+        "header value of {} bytes contains the control character {found:?} at byte {index}",
+        value.len()
+    )]
     InvalidValueChar {
         /// The refused value.
         value: String,

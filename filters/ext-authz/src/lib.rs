@@ -4,10 +4,12 @@
 //! HTTP mode: the check request goes to `cluster` with the original method and
 //! `path_prefix + path`, the `authorization` header plus the configured request headers (and the
 //! body up to a limit when configured). A 2xx answer lets the request through, with the service's
-//! `allowed_upstream_headers` copied onto it; a 5xx answer, a timeout or a service that cannot be
-//! reached is a failure (let through with `failure_mode_allow`, else answered `status_on_error`,
-//! 403 by default); any other answer is a denial: the client gets the service's status, headers
-//! and body.
+//! `allowed_upstream_headers` copied onto it (the client's own copies of those headers are
+//! removed before asking, unless `strip_client_upstream_headers` is off); a 5xx answer, a
+//! timeout or a service that cannot be reached is a failure (let through with
+//! `failure_mode_allow`, else answered `status_on_error`, 403 by default), and so is a status
+//! HTTP does not allow as a final answer (1xx, past 599); any other answer (3xx, 4xx) is a
+//! denial: the client gets the service's status, headers and body.
 //!
 //! The configuration reference is in the crate's README.md.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -74,6 +76,14 @@ pub struct Config {
     /// Send the request body too.
     #[serde(default)]
     pub with_request_body: Option<WithBody>,
+    /// Remove the client's own copies of `allowed_upstream_headers` from the request before
+    /// asking, so those headers reach the upstream only as the service set them.
+    #[serde(default = "default_true")]
+    pub strip_client_upstream_headers: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_timeout_ms() -> u64 {
@@ -228,6 +238,15 @@ impl ExtAuthz {
             );
             return failure();
         }
+        if !(200..=499).contains(&resp.status) {
+            // 1xx are informational (never a final answer), and no status past 599 exists: an
+            // answer the protocol does not allow is the service failing, never a reply to pass on.
+            log::warn!(
+                "the authorization service answered status {}, which is not a final HTTP status; treated as a failure",
+                resp.status
+            );
+            return failure();
+        }
         if resp.is_success() {
             let headers = resp
                 .headers
@@ -304,6 +323,15 @@ impl HttpFilter for ExtAuthz {
 
     fn on_request_headers(&mut self, req: &mut Request<'_>, end_of_stream: bool) -> Action {
         let call = Self::check_request(&self.config, req);
+        if self.config.strip_client_upstream_headers {
+            // The service sees what it is configured to see (the check request is built), but
+            // the upstream gets these headers only from the service: a client cannot claim an
+            // identity the service did not set, even when it allows without setting one or
+            // fails with `failure_mode_allow`.
+            for name in &self.config.allowed_upstream_headers {
+                req.remove_header(name);
+            }
+        }
         if self.config.with_request_body.is_some() && !end_of_stream {
             // A paused header callback holds the whole stream in Envoy (proxy-wasm turns
             // StopIteration into StopAllIteration), so the body would never arrive: let the

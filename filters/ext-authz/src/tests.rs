@@ -1,9 +1,9 @@
 //! Native tests of the decision logic and of the stream flow, callouts answered by hand.
 
 use super::*;
-use tollgate_sdk::HeaderList;
 use tollgate_sdk::body;
 use tollgate_sdk::callout::PendingCallout;
+use tollgate_sdk::{HeaderList, HeaderMap};
 
 fn parse(json: &str) -> Config {
     match tollgate_sdk::config::parse::<Config>(json.as_bytes()) {
@@ -178,6 +178,119 @@ fn stream_denied_gets_the_services_answer() {
         reply.map(|r| r.headers),
         Some(vec![("location".into(), "/login".into())])
     );
+}
+
+/// Runs `headers` through a filter for `config` whose service answers `answer`: what the
+/// check request carried, and the local reply status if any.
+fn through(
+    config: Config,
+    headers: &mut HeaderList,
+    answer: Result<CalloutResponse, CalloutError>,
+) -> (Vec<(String, String)>, Option<u16>) {
+    let mut filter = ExtAuthz::new(Rc::new(config));
+    assert_eq!(
+        filter.on_request_headers(&mut Request::new(headers), true),
+        Action::Pause
+    );
+    let call = one_call(&mut filter);
+    let sent = call.request().headers.clone();
+    let mut req = Request::new(headers);
+    call.complete(&mut filter, &mut req, answer);
+    (sent, req.local_reply().map(|r| r.status))
+}
+
+#[test]
+fn client_copies_of_upstream_headers_never_reach_the_upstream() {
+    let spoofed = || {
+        let mut headers = request();
+        headers.add("X-Auth-User", "admin");
+        headers.add("x-auth-scopes", "everything");
+        headers
+    };
+    // The service allows without setting them: the client's copies are gone.
+    let mut headers = spoofed();
+    let (_, reply) = through(demo(), &mut headers, Ok(resp(200, &[], "")));
+    assert_eq!(reply, None);
+    assert!(headers.get_all("x-auth-user").is_empty(), "{headers:?}");
+    assert!(headers.get_all("x-auth-scopes").is_empty());
+    assert_eq!(headers.get_all("x-secret"), vec!["not for the service"]);
+    // It sets one: only its value.
+    let mut headers = spoofed();
+    through(
+        demo(),
+        &mut headers,
+        Ok(resp(200, &[("x-auth-user", "ada")], "")),
+    );
+    assert_eq!(headers.get_all("x-auth-user"), vec!["ada"]);
+    assert!(headers.get_all("x-auth-scopes").is_empty());
+    // The service is down and failure_mode_allow lets the request through: still gone.
+    let mut open = demo();
+    open.failure_mode_allow = true;
+    let mut headers = spoofed();
+    let (_, reply) = through(
+        open,
+        &mut headers,
+        Err(CalloutError::NoResponse {
+            cluster: "authz".into(),
+        }),
+    );
+    assert_eq!(reply, None);
+    assert!(headers.get_all("x-auth-user").is_empty(), "{headers:?}");
+    // A header the service reads and may set: it still gets the client's value to judge.
+    let mut reads = demo();
+    reads.allowed_request_headers.push("x-auth-user".into());
+    let mut headers = spoofed();
+    let (sent, _) = through(reads, &mut headers, Ok(resp(200, &[], "")));
+    assert!(
+        sent.contains(&("x-auth-user".into(), "admin".into())),
+        "{sent:?}"
+    );
+    assert!(headers.get_all("x-auth-user").is_empty());
+}
+
+#[test]
+fn stripping_client_copies_can_be_turned_off() {
+    let config = parse(
+        r#"{"cluster": "authz", "allowed_upstream_headers": ["x-auth-user"], "strip_client_upstream_headers": false}"#,
+    );
+    let mut headers = request();
+    headers.add("x-auth-user", "admin");
+    through(config, &mut headers, Ok(resp(200, &[], "")));
+    // As native ext_authz: kept when the service sets nothing.
+    assert_eq!(headers.get_all("x-auth-user"), vec!["admin"]);
+    assert!(demo().strip_client_upstream_headers, "on by default");
+}
+
+#[test]
+fn statuses_http_does_not_allow_as_an_answer_are_service_failures() {
+    let forbidden = Decision::Deny {
+        status: 403,
+        headers: vec![],
+        body: vec![],
+    };
+    let open = parse(r#"{"cluster": "authz", "failure_mode_allow": true}"#);
+    for status in [0, 1, 99, 100, 101, 103, 199, 600, 999, 1000, u16::MAX] {
+        let answer = || Ok(resp(status, &[("x-auth-user", "ada")], "continue"));
+        assert_eq!(ExtAuthz::decide(&demo(), answer()), forbidden, "{status}");
+        assert_eq!(
+            ExtAuthz::decide(&open, answer()),
+            Decision::Allow(vec![]),
+            "{status}"
+        );
+    }
+    // Through the stream: never a 1xx local reply.
+    let mut headers = request();
+    let (_, reply) = through(demo(), &mut headers, Ok(resp(100, &[], "")));
+    assert_eq!(reply, Some(403));
+    // The edges of what is allowed still decide as before.
+    assert!(matches!(
+        ExtAuthz::decide(&demo(), Ok(resp(200, &[], ""))),
+        Decision::Allow(_)
+    ));
+    assert!(matches!(
+        ExtAuthz::decide(&demo(), Ok(resp(499, &[], ""))),
+        Decision::Deny { status: 499, .. }
+    ));
 }
 
 /// A filter for `config` that has seen the request headers of a request with a body.

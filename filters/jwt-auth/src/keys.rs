@@ -183,9 +183,18 @@ struct Jwk {
 
 fn b64(field: &str, value: Option<&String>) -> Result<Vec<u8>, String> {
     let value = value.ok_or_else(|| format!("missing `{field}`"))?;
-    URL_SAFE_NO_PAD
-        .decode(value)
-        .map_err(|err| format!("`{field}` is not base64url: {err}"))
+    URL_SAFE_NO_PAD.decode(value).map_err(|err| {
+        // Without the decoder's message: it quotes a byte of the value (maybe a secret).
+        let at = match err {
+            base64::DecodeError::InvalidByte(offset, _)
+            | base64::DecodeError::InvalidLastSymbol { offset, .. } => {
+                format!(" (bad character at offset {offset})")
+            }
+            base64::DecodeError::InvalidLength(len) => format!(" (length {len})"),
+            base64::DecodeError::InvalidPadding => " (padding)".to_string(),
+        };
+        format!("`{field}` is not base64url{at}")
+    })
 }
 
 /// Parses a JWKS document (`{"keys": [...]}`). Keys of unknown types or for encryption

@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tollgate_sdk::callout::{CalloutError, CalloutRequest, CalloutResponse, Callouts};
+use tollgate_sdk::http::percent_decode;
 use tollgate_sdk::shared::{self, HostShared, SharedStore};
 use tollgate_sdk::{Action, ConfigError, FilterConfig, HttpFilter, Request};
 
@@ -84,6 +85,11 @@ fn default_refetch_seconds() -> u64 {
 fn default_skew() -> u64 {
     60
 }
+
+/// The largest `clock_skew_seconds` accepted: clocks of a proxy and an identity provider that
+/// disagree by more than this are broken, and a larger tolerance keeps expired tokens alive
+/// (Envoy's field is a `uint32`, whose top values disable `exp` and `nbf` altogether).
+pub const MAX_CLOCK_SKEW_SECONDS: u64 = 600;
 fn default_max_token_bytes() -> usize {
     8192
 }
@@ -180,6 +186,15 @@ impl FilterConfig for Config {
                     format!("duplicate provider {:?}", p.name),
                 ));
             }
+            if p.clock_skew_seconds > MAX_CLOCK_SKEW_SECONDS {
+                return Err(ConfigError::at(
+                    at("clock_skew_seconds"),
+                    format!(
+                        "{} is more than {MAX_CLOCK_SKEW_SECONDS} seconds: a tolerance that large keeps expired tokens valid",
+                        p.clock_skew_seconds
+                    ),
+                ));
+            }
             match (&p.jwks, &p.remote_jwks) {
                 (Some(jwks), None) => {
                     let keys = keys::parse_jwks(jwks)
@@ -249,7 +264,7 @@ struct StoredJwks {
 struct Fetched {
     fetched_at_ms: u64,
     expires_at_ms: u64,
-    keys: Vec<Key>,
+    keys: Rc<Vec<Key>>,
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -292,22 +307,6 @@ pub struct JwtAuth {
     clock: fn() -> SystemTime,
 }
 
-fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
-    header.split(';').find_map(|pair| {
-        let (n, v) = pair.split_once('=')?;
-        (n.trim() == name).then(|| v.trim())
-    })
-}
-
-fn query_param(path: &str, name: &str) -> Option<String> {
-    let (_, query) = path.split_once('?')?;
-    query.split('&').find_map(|pair| {
-        let (n, v) = pair.split_once('=').unwrap_or((pair, ""));
-        // Tokens are base64url and dots: no percent-decoding needed for valid ones.
-        (n == name).then(|| v.to_string())
-    })
-}
-
 /// Where a token was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
@@ -319,15 +318,84 @@ pub enum Location {
     Cookie(String),
 }
 
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Header(name) => write!(f, "header {name}"),
+            Location::Param(name) => write!(f, "query parameter {name}"),
+            Location::Cookie(name) => write!(f, "cookie {name}"),
+        }
+    }
+}
+
 /// A token found in a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
-    /// Index of the provider whose location matched.
+    /// Index of the provider that verifies it: among the providers reading this location, the
+    /// first whose `issuer` is the token's `iss` (or that requires none), else the first.
     pub provider: usize,
     /// The token.
     pub token: String,
     /// Where it came from (removed before the request goes upstream unless `forward`).
     pub location: Location,
+}
+
+/// The token in one header value, after `prefix` (case-insensitive); `None` when the value does
+/// not start with the prefix or nothing follows it.
+fn after_prefix<'a>(value: &'a str, prefix: &str) -> Option<&'a str> {
+    let token = if prefix.is_empty() {
+        value.trim()
+    } else {
+        let head = value.get(..prefix.len())?;
+        if !head.eq_ignore_ascii_case(prefix) {
+            return None;
+        }
+        value.get(prefix.len()..)?.trim()
+    };
+    (!token.is_empty()).then_some(token)
+}
+
+/// Every value of query parameter `name` in `path` (names and values percent-decoded; a value
+/// that does not decode is kept as it is, and then refused as a token). Empty values are no token.
+fn query_params(path: &str, name: &str) -> Vec<String> {
+    let Some((_, query)) = path.split_once('?') else {
+        return Vec::new();
+    };
+    let query = query.split('#').next().unwrap_or_default();
+    query
+        .split('&')
+        .filter_map(|pair| {
+            let (n, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(n).as_deref() == Some(name) && !v.is_empty())
+                .then(|| percent_decode(v).unwrap_or_else(|| v.to_string()))
+        })
+        .collect()
+}
+
+/// Every non-empty value of cookie `name` in one `cookie` header (surrounding quotes removed).
+fn cookies<'a>(header: &'a str, name: &'a str) -> impl Iterator<Item = &'a str> {
+    header.split(';').filter_map(move |pair| {
+        let (n, v) = pair.split_once('=')?;
+        let v = v.trim();
+        let v = v
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(v);
+        (n.trim() == name && !v.is_empty()).then_some(v)
+    })
+}
+
+/// The unverified `iss` of a token, to pick its provider (the signature decides later).
+fn unverified_issuer(token: &str) -> Option<String> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    match serde_json::from_slice::<Value>(&bytes).ok()?.get("iss")? {
+        Value::String(iss) => Some(iss.clone()),
+        _ => None,
+    }
 }
 
 impl JwtAuth {
@@ -345,60 +413,77 @@ impl JwtAuth {
         }
     }
 
-    /// The first token in the request, by provider order then location order.
-    pub fn find_token(config: &Config, req: &Request<'_>) -> Option<Found> {
+    /// Every token in the request: each configured location of each provider (headers, query
+    /// parameters, cookies), every occurrence. A token read from the same place by several
+    /// providers is listed once. All of them must verify for the request to pass.
+    pub fn find_tokens(config: &Config, req: &Request<'_>) -> Vec<Found> {
+        // (location, token, providers reading that location), in provider then location order.
+        let mut seen: Vec<(Location, String, Vec<usize>)> = Vec::new();
+        let mut add = |location: Location, token: &str, provider: usize| match seen
+            .iter_mut()
+            .find(|(l, t, _)| *l == location && t == token)
+        {
+            Some((_, _, providers)) => {
+                if !providers.contains(&provider) {
+                    providers.push(provider);
+                }
+            }
+            None => seen.push((location, token.to_string(), vec![provider])),
+        };
         let all = req.headers();
+        let path = req.path().unwrap_or_default();
         for (i, p) in config.providers.iter().enumerate() {
             for h in &p.from_headers {
                 for (name, value) in &all {
                     if !name.eq_ignore_ascii_case(&h.name) {
                         continue;
                     }
-                    let prefix = h.value_prefix.as_str();
-                    let token = if prefix.is_empty() {
-                        Some(value.trim())
-                    } else if value.len() >= prefix.len()
-                        && value.is_char_boundary(prefix.len())
-                        && value[..prefix.len()].eq_ignore_ascii_case(prefix)
-                    {
-                        Some(value[prefix.len()..].trim())
-                    } else {
-                        None
-                    };
-                    if let Some(token) = token.filter(|t| !t.is_empty()) {
-                        return Some(Found {
-                            provider: i,
-                            token: token.to_string(),
-                            location: Location::Header(h.name.clone()),
-                        });
+                    if let Some(token) = after_prefix(value, &h.value_prefix) {
+                        add(Location::Header(h.name.to_ascii_lowercase()), token, i);
                     }
                 }
             }
-            let path = req.path().unwrap_or_default();
             for param in &p.from_params {
-                if let Some(token) = query_param(&path, param).filter(|t| !t.is_empty()) {
-                    return Some(Found {
-                        provider: i,
-                        token,
-                        location: Location::Param(param.clone()),
-                    });
+                for token in query_params(&path, param) {
+                    add(Location::Param(param.clone()), &token, i);
                 }
             }
             for name in &p.from_cookies {
                 for (h, value) in &all {
-                    if h.eq_ignore_ascii_case("cookie")
-                        && let Some(token) = cookie(value, name).filter(|t| !t.is_empty())
-                    {
-                        return Some(Found {
-                            provider: i,
-                            token: token.to_string(),
-                            location: Location::Cookie(name.clone()),
-                        });
+                    if h.eq_ignore_ascii_case("cookie") {
+                        for token in cookies(value, name) {
+                            add(Location::Cookie(name.clone()), token, i);
+                        }
                     }
                 }
             }
         }
-        None
+        seen.into_iter()
+            .map(|(location, token, providers)| {
+                let first = providers.first().copied().unwrap_or_default();
+                // Several providers read this place: the token's own (unverified) `iss` picks
+                // one, so a token of the second issuer is checked with the second's keys.
+                let provider = if providers.len() > 1 && token.len() <= config.max_token_bytes {
+                    let iss = unverified_issuer(&token);
+                    providers
+                        .iter()
+                        .copied()
+                        .find(|&p| {
+                            config.providers.get(p).is_some_and(|p| {
+                                p.issuer.is_none() || p.issuer.as_deref() == iss.as_deref()
+                            })
+                        })
+                        .unwrap_or(first)
+                } else {
+                    first
+                };
+                Found {
+                    provider,
+                    token,
+                    location,
+                }
+            })
+            .collect()
     }
 
     fn now(&self) -> SystemTime {
@@ -459,7 +544,7 @@ impl JwtAuth {
         let fetched = Rc::new(Fetched {
             fetched_at_ms: stored.fetched_at_ms,
             expires_at_ms: stored.expires_at_ms,
-            keys,
+            keys: Rc::new(keys),
         });
         *provider.remote_keys.borrow_mut() = Some((cas, Rc::clone(&fetched)));
         Some(fetched)
@@ -492,8 +577,8 @@ impl JwtAuth {
         Ok(keys)
     }
 
-    fn reject(req: &mut Request<'_>, provider: &str, err: &TokenError) {
-        log::info!("provider {provider}: token refused: {err}");
+    fn reject(req: &mut Request<'_>, provider: &str, location: &Location, err: &TokenError) {
+        log::info!("provider {provider}: token in {location} refused: {err}");
         req.send_response(
             401,
             &[
@@ -504,48 +589,130 @@ impl JwtAuth {
         );
     }
 
-    /// Accepts or refuses the request once the keys are known.
-    fn conclude(
-        &self,
+    /// Verifies the tokens of `todo` from `next` on, then lets the request through with every
+    /// token's claims; stops at the first token refused (401). A provider whose remote JWKS is
+    /// not cached (or lacks the token's key) pauses the stream for a fetch, after which the
+    /// walk goes on; `fetched` holds the keys fetched for this request, so each provider's
+    /// JWKS is fetched at most once per request.
+    fn verify_from(
+        &mut self,
         req: &mut Request<'_>,
-        found: &Found,
-        parsed: &Parsed,
-        keys: &[Key],
+        todo: Vec<Token>,
+        next: usize,
+        mut fetched: Vec<(usize, Rc<Vec<Key>>)>,
     ) -> Action {
-        let Some(provider) = self.config.providers.get(found.provider) else {
-            return Action::Continue;
-        };
-        if let Err(err) = Self::verify(provider, parsed, keys, self.now()) {
-            Self::reject(req, &provider.name, &err);
-            return Action::Pause;
-        }
-        for c in &provider.claim_to_headers {
-            let value = match parsed.claims.get(&c.claim) {
-                None | Some(Value::Null) => continue,
-                Some(Value::String(s)) => s.clone(),
-                Some(other) => other.to_string(),
+        let config = Rc::clone(&self.config);
+        for (index, token) in todo.iter().enumerate().skip(next) {
+            // No provider or no keys cannot happen with a validated configuration; if it did,
+            // the token would be unverifiable: refused, never let through.
+            let no_key = || TokenError::NoKey {
+                kid: token.parsed.kid.clone(),
+                alg: token.parsed.alg.name(),
             };
-            if tollgate_sdk::headers::check_value(&value).is_ok() {
-                req.set_header(&c.header, &value);
+            let Some(provider) = config.providers.get(token.found.provider) else {
+                Self::reject(req, "?", &token.found.location, &no_key());
+                return Action::Pause;
+            };
+            let keys: Rc<Vec<Key>> = if let Some(keys) = provider.inline_keys.get() {
+                Rc::clone(keys)
+            } else if let Some((_, keys)) = fetched.iter().find(|(p, _)| *p == token.found.provider)
+            {
+                Rc::clone(keys)
             } else {
-                log::warn!("claim {} is not a valid header value, not copied", c.claim);
+                let Some(remote) = provider.remote_jwks.clone() else {
+                    Self::reject(req, &provider.name, &token.found.location, &no_key());
+                    return Action::Pause;
+                };
+                match self.usable_cache(provider, &remote, &token.parsed) {
+                    Some(keys) => keys,
+                    None => return self.fetch_then_verify(todo, index, fetched, remote),
+                }
+            };
+            if let Err(err) = Self::verify(provider, &token.parsed, &keys, self.now()) {
+                Self::reject(req, &provider.name, &token.found.location, &err);
+                return Action::Pause;
+            }
+            if provider.remote_jwks.is_some()
+                && !fetched.iter().any(|(p, _)| *p == token.found.provider)
+            {
+                fetched.push((token.found.provider, keys));
             }
         }
-        if !provider.forward {
-            match &found.location {
-                Location::Header(name) => req.remove_header(name),
-                Location::Param(name) => {
-                    req.remove_query_param(name);
-                }
-                Location::Cookie(name) => {
-                    req.remove_cookie(name);
-                }
-            }
-        }
+        self.accept(req, &todo);
         Action::Continue
     }
 
-    fn fetch_then_conclude(&mut self, found: Found, parsed: Parsed, remote: RemoteJwks) -> Action {
+    /// The provider's cached remote keys when they may verify `parsed`: not expired, and either
+    /// holding a key for it or fetched too recently to fetch again.
+    fn usable_cache(
+        &self,
+        provider: &Provider,
+        remote: &RemoteJwks,
+        parsed: &Parsed,
+    ) -> Option<Rc<Vec<Key>>> {
+        let now = unix_ms(self.now());
+        let cached = self.cached_remote(provider)?;
+        if now >= cached.expires_at_ms {
+            return None;
+        }
+        let recently = now.saturating_sub(cached.fetched_at_ms)
+            < remote.refetch_interval_seconds.saturating_mul(1000);
+        if parsed.has_candidate(&cached.keys) || recently {
+            return Some(Rc::clone(&cached.keys));
+        }
+        log::info!(
+            "provider {}: no key for kid {:?}, fetching the JWKS again",
+            provider.name,
+            parsed.kid
+        );
+        None
+    }
+
+    /// Every token verified: the claims of each go to their headers (each distinct value once),
+    /// and each token is removed from where it was found unless its provider forwards it.
+    fn accept(&self, req: &mut Request<'_>, verified: &[Token]) {
+        let mut set: Vec<(&str, String)> = Vec::new();
+        for token in verified {
+            let Some(provider) = self.config.providers.get(token.found.provider) else {
+                continue;
+            };
+            for c in &provider.claim_to_headers {
+                let value = match token.parsed.claims.get(&c.claim) {
+                    None | Some(Value::Null) => continue,
+                    Some(Value::String(s)) => s.clone(),
+                    Some(other) => other.to_string(),
+                };
+                if tollgate_sdk::headers::check_value(&value).is_err() {
+                    log::warn!("claim {} is not a valid header value, not copied", c.claim);
+                } else if !set
+                    .iter()
+                    .any(|(h, v)| h.eq_ignore_ascii_case(&c.header) && *v == value)
+                {
+                    req.add_header(&c.header, &value);
+                    set.push((&c.header, value));
+                }
+            }
+            if !provider.forward {
+                match &token.found.location {
+                    Location::Header(name) => req.remove_header(name),
+                    Location::Param(name) => {
+                        req.remove_query_param(name);
+                    }
+                    Location::Cookie(name) => {
+                        req.remove_cookie(name);
+                    }
+                }
+            }
+        }
+    }
+
+    fn fetch_then_verify(
+        &mut self,
+        todo: Vec<Token>,
+        index: usize,
+        fetched: Vec<(usize, Rc<Vec<Key>>)>,
+        remote: RemoteJwks,
+    ) -> Action {
         let call = CalloutRequest::get(&remote.cluster, &remote.authority, &remote.path)
             .with_header("accept", "application/json")
             .with_timeout(Duration::from_millis(remote.timeout_ms));
@@ -555,8 +722,17 @@ impl JwtAuth {
                   req: &mut Request<'_>,
                   result: Result<CalloutResponse, CalloutError>| {
                 let config = Rc::clone(&filter.config);
-                let Some(provider) = config.providers.get(found.provider) else {
-                    return Action::Continue;
+                let Some(provider) = todo
+                    .get(index)
+                    .and_then(|t| config.providers.get(t.found.provider))
+                else {
+                    // Cannot happen: `index` points into `todo`, its provider exists.
+                    req.send_response(
+                        401,
+                        &[("www-authenticate", BEARER_INVALID)],
+                        "Jwt verification fails\n",
+                    );
+                    return Action::Pause;
                 };
                 let keys = match result {
                     Ok(resp) if resp.status == 200 => {
@@ -566,7 +742,13 @@ impl JwtAuth {
                     Err(err) => Err(err.to_string()),
                 };
                 match keys {
-                    Ok(keys) => filter.conclude(req, &found, &parsed, &keys),
+                    Ok(keys) => {
+                        let mut fetched = fetched;
+                        if let Some(t) = todo.get(index) {
+                            fetched.push((t.found.provider, Rc::new(keys)));
+                        }
+                        filter.verify_from(req, todo, index, fetched)
+                    }
                     Err(err) => {
                         log::warn!("provider {}: {err}", provider.name);
                         req.send_response(
@@ -584,6 +766,13 @@ impl JwtAuth {
         );
         Action::Pause
     }
+}
+
+/// A token found and parsed, not verified yet.
+#[derive(Debug, Clone)]
+struct Token {
+    found: Found,
+    parsed: Parsed,
 }
 
 impl HttpFilter for JwtAuth {
@@ -605,7 +794,8 @@ impl HttpFilter for JwtAuth {
                 req.remove_header(&c.header);
             }
         }
-        let Some(found) = Self::find_token(&self.config, req) else {
+        let found = Self::find_tokens(&self.config, req);
+        if found.is_empty() {
             if self.config.allow_missing {
                 return Action::Continue;
             }
@@ -618,40 +808,23 @@ impl HttpFilter for JwtAuth {
                 "Jwt is missing\n",
             );
             return Action::Pause;
-        };
-        let config = Rc::clone(&self.config);
-        let Some(provider) = config.providers.get(found.provider) else {
-            return Action::Continue;
-        };
-        let parsed = match token::parse(&found.token, config.max_token_bytes) {
-            Ok(parsed) => parsed,
-            Err(err) => {
-                Self::reject(req, &provider.name, &err);
-                return Action::Pause;
-            }
-        };
-        if let Some(keys) = provider.inline_keys.get() {
-            return self.conclude(req, &found, &parsed, keys);
         }
-        let Some(remote) = provider.remote_jwks.clone() else {
-            return Action::Continue;
-        };
-        let now = unix_ms(self.now());
-        if let Some(fetched) = self.cached_remote(provider)
-            && now < fetched.expires_at_ms
-        {
-            let recently = now.saturating_sub(fetched.fetched_at_ms)
-                < remote.refetch_interval_seconds.saturating_mul(1000);
-            if parsed.has_candidate(&fetched.keys) || recently {
-                return self.conclude(req, &found, &parsed, &fetched.keys);
+        let mut todo = Vec::with_capacity(found.len());
+        for found in found {
+            match token::parse(&found.token, self.config.max_token_bytes) {
+                Ok(parsed) => todo.push(Token { found, parsed }),
+                Err(err) => {
+                    let name = self
+                        .config
+                        .providers
+                        .get(found.provider)
+                        .map_or("", |p| p.name.as_str());
+                    Self::reject(req, name, &found.location, &err);
+                    return Action::Pause;
+                }
             }
-            log::info!(
-                "provider {}: no key for kid {:?}, fetching the JWKS again",
-                provider.name,
-                parsed.kid
-            );
         }
-        self.fetch_then_conclude(found, parsed, remote)
+        self.verify_from(req, todo, 0, Vec::new())
     }
 }
 

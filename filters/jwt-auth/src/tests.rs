@@ -171,7 +171,9 @@ fn token_from_query_and_cookie() {
             "cookie",
             format!("theme=dark; session={token}; lang=en").as_str(),
         ),
-        ("cookie", "session=second-copy"),
+        // A second copy is a second token: checked too (a junk one is a 401, see
+        // `a_second_unverified_token_anywhere_is_a_401`), and removed with the first.
+        ("cookie", format!("session={token}").as_str()),
     ]);
     assert_eq!(
         run(&mut filter(Rc::clone(&config)), &mut c),
@@ -473,6 +475,269 @@ fn missing_token_is_401_unless_allowed() {
         (Action::Continue, None)
     );
     assert!(headers.get_all("x-jwt-sub").is_empty());
+}
+
+/// An unsigned token (`alg: none`) claiming to be `sub`.
+fn unsigned(sub: &str) -> String {
+    let mut c = claims();
+    c["sub"] = json!(sub);
+    format!(
+        "{}.{}.",
+        b64(br#"{"alg":"none"}"#),
+        b64(c.to_string().as_bytes())
+    )
+}
+
+/// Runs one request; the status answered, if any.
+fn status_of(config: &Rc<Config>, headers: &mut HeaderList) -> Option<u16> {
+    run(&mut filter(Rc::clone(config)), headers).1
+}
+
+#[test]
+fn a_second_unverified_token_anywhere_is_a_401() {
+    let ed = Ed::new("k1");
+    let config = inline_config(json!({"keys": [ed.jwk()]}));
+    let good = ed.token(&claims());
+    let forged = unsigned("admin");
+    // A token signed by a key the provider does not know, and one whose signature is wrong.
+    let foreign = Ed::new("k1").token(&claims());
+    let cases: Vec<(&str, HeaderList)> = vec![
+        (
+            "valid bearer, forged token in the query",
+            HeaderList::from([
+                (":path", format!("/orders?access_token={forged}").as_str()),
+                ("authorization", format!("Bearer {good}").as_str()),
+            ]),
+        ),
+        (
+            "valid bearer, forged token in a cookie",
+            HeaderList::from([
+                (":path", "/orders"),
+                ("authorization", format!("Bearer {good}").as_str()),
+                ("cookie", format!("theme=dark; session={foreign}").as_str()),
+            ]),
+        ),
+        (
+            "valid token in the query, forged bearer",
+            HeaderList::from([
+                (":path", format!("/orders?access_token={good}").as_str()),
+                ("authorization", format!("Bearer {forged}").as_str()),
+            ]),
+        ),
+        (
+            "the parameter twice, valid then forged",
+            HeaderList::from([(
+                ":path",
+                format!("/orders?access_token={good}&access_token={forged}").as_str(),
+            )]),
+        ),
+        (
+            "the parameter twice, forged one percent-encoded",
+            HeaderList::from([(
+                ":path",
+                format!("/orders?access_token={good}&access%5Ftoken={forged}").as_str(),
+            )]),
+        ),
+        (
+            "the cookie twice in one header",
+            HeaderList::from([
+                (":path", "/orders"),
+                (
+                    "cookie",
+                    format!("session={good}; session={forged}").as_str(),
+                ),
+            ]),
+        ),
+        (
+            "the cookie again in a second cookie header, quoted",
+            HeaderList::from([
+                (":path", "/orders"),
+                ("cookie", format!("session={good}").as_str()),
+                ("cookie", format!("session=\"{forged}\"").as_str()),
+            ]),
+        ),
+        (
+            "valid bearer, a parameter that is not a token",
+            HeaderList::from([
+                (":path", "/orders?access_token=admin"),
+                ("authorization", format!("Bearer {good}").as_str()),
+            ]),
+        ),
+    ];
+    for (label, mut headers) in cases {
+        headers.add("x-jwt-sub", "spoofed");
+        assert_eq!(status_of(&config, &mut headers), Some(401), "{label}");
+        assert!(
+            headers.get_all("x-jwt-sub").is_empty(),
+            "{label}: claim header set"
+        );
+    }
+}
+
+#[test]
+fn repeated_headers_are_each_a_token() {
+    let ed = Ed::new("k1");
+    let config = json!({"providers": [{
+        "name": "idp", "jwks": {"keys": [ed.jwk()]},
+        "from_headers": [{"name": "x-token"}],
+        "claim_to_headers": [{"claim": "sub", "header": "x-jwt-sub"}]
+    }]});
+    let config = match parse_config(&config) {
+        Ok(config) => Rc::new(config),
+        Err(err) => unreachable!("test config refused: {err}"),
+    };
+    let good = ed.token(&claims());
+    let mut two = HeaderList::from([
+        (":path", "/"),
+        ("x-token", good.as_str()),
+        ("X-Token", unsigned("admin").as_str()),
+    ]);
+    assert_eq!(status_of(&config, &mut two), Some(401));
+    let mut same_twice = HeaderList::from([
+        (":path", "/"),
+        ("x-token", good.as_str()),
+        ("x-token", good.as_str()),
+    ]);
+    assert_eq!(status_of(&config, &mut same_twice), None);
+    assert!(same_twice.get_all("x-token").is_empty());
+    assert_eq!(same_twice.get_all("x-jwt-sub"), vec!["ada"]);
+}
+
+#[test]
+fn several_valid_tokens_pass_and_none_is_forwarded() {
+    let ed = Ed::new("k1");
+    let config = inline_config(json!({"keys": [ed.jwk()]}));
+    let ada = ed.token(&claims());
+    let mut grace = claims();
+    grace["sub"] = json!("grace");
+    let grace = ed.token(&grace);
+    let mut headers = HeaderList::from([
+        (
+            ":path",
+            format!("/orders?x=1&access_token={grace}").as_str(),
+        ),
+        ("authorization", format!("Bearer {ada}").as_str()),
+        ("cookie", format!("lang=en; session={ada}").as_str()),
+    ]);
+    assert_eq!(status_of(&config, &mut headers), None);
+    // Every token is removed from where it was; each verified identity is a claim header.
+    assert!(headers.get_all("authorization").is_empty());
+    assert_eq!(headers.get_all(":path"), vec!["/orders?x=1"]);
+    assert_eq!(headers.get_all("cookie"), vec!["lang=en"]);
+    assert_eq!(headers.get_all("x-jwt-sub"), vec!["ada", "grace"]);
+}
+
+#[test]
+fn a_shared_location_picks_the_provider_by_issuer() {
+    let first = Ed::new("a");
+    let second = Ed::new("b");
+    let config = json!({"providers": [
+        {"name": "one", "issuer": "https://one.example.com", "jwks": {"keys": [first.jwk()]}},
+        {"name": "two", "issuer": "https://idp.example.com", "jwks": {"keys": [second.jwk()]}}
+    ]});
+    let config = match parse_config(&config) {
+        Ok(config) => Rc::new(config),
+        Err(err) => unreachable!("test config refused: {err}"),
+    };
+    // Both read `authorization`; the token of the second issuer is the second provider's.
+    assert_eq!(
+        status_of(&config, &mut bearer(&second.token(&claims()))),
+        None
+    );
+    // Claiming the second issuer does not make a token of the first key valid.
+    assert_eq!(
+        status_of(&config, &mut bearer(&first.token(&claims()))),
+        Some(401)
+    );
+}
+
+#[test]
+fn remote_keys_are_fetched_once_for_every_token_of_a_request() {
+    let k1 = Ed::new("k1");
+    let config = json!({"providers": [{
+        "name": "idp", "issuer": "https://idp.example.com",
+        "remote_jwks": {"cluster": "jwks", "authority": "idp.example.com", "path": "/jwks.json",
+                        "refetch_interval_seconds": 0},
+        "from_params": ["access_token"]
+    }]});
+    let config = match parse_config(&config) {
+        Ok(config) => Rc::new(config),
+        Err(err) => unreachable!("test config refused: {err}"),
+    };
+    let jwks = json!({"keys": [k1.jwk()]}).to_string().into_bytes();
+    let good = k1.token(&claims());
+    // A forged second token (a kid the JWKS does not have) after a valid one: one fetch, 401.
+    for (second, expected) in [
+        (Ed::new("k2").token(&claims()), Some(401)),
+        (good.clone(), None),
+    ] {
+        let mut f = filter(Rc::clone(&config));
+        let mut headers = HeaderList::from([
+            (":path", format!("/?access_token={second}").as_str()),
+            ("authorization", format!("Bearer {good}").as_str()),
+        ]);
+        assert_eq!(run(&mut f, &mut headers), (Action::Pause, None));
+        let mut calls = f.callouts.take();
+        assert_eq!(calls.len(), 1);
+        let mut req = Request::new(&mut headers);
+        calls.remove(0).complete(
+            &mut f,
+            &mut req,
+            Ok(CalloutResponse::new(200, vec![], jwks.clone())),
+        );
+        assert_eq!(req.local_reply().map(|r| r.status), expected);
+        assert!(f.callouts.is_empty(), "fetched again");
+    }
+}
+
+#[test]
+fn clock_skew_is_bounded() {
+    let ed = Ed::new("k");
+    let with_skew = |skew: Value| {
+        parse_config(
+            &json!({"providers": [{"name": "a", "jwks": {"keys": [ed.jwk()]},
+            "clock_skew_seconds": skew}]}),
+        )
+    };
+    for skew in [
+        json!(18_446_744_073_709_551_615u64),
+        json!(4_294_967_295u64),
+        json!(601),
+    ] {
+        match with_skew(skew.clone()) {
+            Ok(_) => unreachable!("clock_skew_seconds {skew} accepted"),
+            Err(err) => {
+                assert_eq!(err.path(), "providers[0].clock_skew_seconds", "{err}");
+                assert!(err.message().contains("600"), "{err}");
+            }
+        }
+    }
+    assert!(with_skew(json!(600)).is_ok());
+    assert!(with_skew(json!(0)).is_ok());
+}
+
+#[test]
+fn refused_configurations_never_quote_keys() {
+    let secret = "c2VjcmV0LWtleS10aGF0LWlzLW5vdC1sb25nLWVub3VnaA";
+    let cases = [
+        // The raw secret pasted where a JWK belongs.
+        json!({"providers": [{"name": "a", "jwks": {"keys": [secret]}}]}),
+        json!({"providers": [{"name": "a", "jwks": {"keys": secret}}]}),
+        // A secret with a character base64url does not have.
+        json!({"providers": [{"name": "a", "jwks": {"keys": [{"kty": "oct", "k": format!("{secret}!")}]}}]}),
+        // A secret where a number belongs.
+        json!({"providers": [{"name": "a", "jwks": {"keys": []}, "clock_skew_seconds": secret}]}),
+    ];
+    for config in cases {
+        match parse_config(&config) {
+            Ok(_) => unreachable!("accepted {config}"),
+            Err(err) => {
+                let text = err.to_string();
+                assert!(!text.contains("c2VjcmV0"), "secret in {text}");
+                assert!(text.contains("providers[0]"), "{text}");
+            }
+        }
+    }
 }
 
 /// `envoy/jwt-auth/envoy.yaml` and `wasmplugin.yaml` must carry exactly `demo.json`.

@@ -72,27 +72,27 @@ pub enum VmError {
     },
     /// `proxy_on_vm_start` returned false.
     #[error(
-        "{name}: the module refused to start (proxy_on_vm_start returned false) with the VM configuration {config:?}{}",
+        "{name}: the module refused to start (proxy_on_vm_start returned false) with the VM configuration of {config_bytes} bytes{}",
         guest_says(guest_log)
     )]
     VmStartRefused {
         /// The filter.
         name: String,
-        /// The VM configuration it refused.
-        config: String,
+        /// The size of the VM configuration it refused (never its text: it may hold secrets).
+        config_bytes: usize,
         /// What the guest logged at warn level or above while refusing (its reason, usually).
         guest_log: Vec<String>,
     },
     /// `proxy_on_configure` returned false.
     #[error(
-        "{name}: the module rejected its plugin configuration (proxy_on_configure returned false){}; the configuration was {config:?}",
+        "{name}: the module rejected its plugin configuration of {config_bytes} bytes (proxy_on_configure returned false){}",
         guest_says(guest_log)
     )]
     ConfigureRefused {
         /// The filter.
         name: String,
-        /// The configuration it refused.
-        config: String,
+        /// The size of the configuration it refused (never its text: it may hold secrets).
+        config_bytes: usize,
         /// What the guest logged at warn level or above while refusing (its reason, usually).
         guest_log: Vec<String>,
     },
@@ -107,12 +107,35 @@ fn guest_says(lines: &[String]) -> String {
     }
 }
 
-/// The warn-or-worse lines a VM logged so far: a module's reason for refusing to start.
+/// The most warn-or-worse lines of a refusing guest an error quotes.
+const MAX_REASON_LINES: usize = 4;
+/// The longest guest line an error quotes, in bytes.
+const MAX_REASON_BYTES: usize = 1024;
+
+/// The warn-or-worse lines a VM logged so far: a module's reason for refusing to start. A
+/// guest's log is its own business: at most [`MAX_REASON_LINES`] lines of at most
+/// [`MAX_REASON_BYTES`] each, so the error stays one bounded line whatever the guest logged.
 fn refusal_reasons(logs: &[LogLine]) -> Vec<String> {
-    logs.iter()
-        .filter(|l| l.level >= LogLevel::Warn)
-        .map(|l| l.message.clone())
-        .collect()
+    let all: Vec<&LogLine> = logs.iter().filter(|l| l.level >= LogLevel::Warn).collect();
+    let mut reasons: Vec<String> = all
+        .iter()
+        .take(MAX_REASON_LINES)
+        .map(|l| {
+            let line = l.message.trim_end();
+            if line.len() <= MAX_REASON_BYTES {
+                return line.to_string();
+            }
+            let mut end = MAX_REASON_BYTES;
+            while !line.is_char_boundary(end) {
+                end -= 1;
+            }
+            format!("{}... ({} bytes, cut)", &line[..end], line.len())
+        })
+        .collect();
+    if all.len() > MAX_REASON_LINES {
+        reasons.push(format!("{} more line(s)", all.len() - MAX_REASON_LINES));
+    }
+    reasons
 }
 
 /// A call into the guest that failed.
@@ -454,7 +477,7 @@ impl Vm {
             {
                 return Err(VmError::VmStartRefused {
                     name,
-                    config: String::from_utf8_lossy(&settings.vm_config).into_owned(),
+                    config_bytes: settings.vm_config.len(),
                     guest_log: refusal_reasons(&vm.store.data().logs),
                 });
             }
@@ -467,7 +490,7 @@ impl Vm {
             if r.map_err(trap)? == 0 {
                 return Err(VmError::ConfigureRefused {
                     name,
-                    config: String::from_utf8_lossy(&settings.plugin_config).into_owned(),
+                    config_bytes: settings.plugin_config.len(),
                     guest_log: refusal_reasons(&vm.store.data().logs),
                 });
             }

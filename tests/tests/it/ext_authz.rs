@@ -142,6 +142,71 @@ fn harness_service_errors_and_unknown_cluster_are_403() -> Result<()> {
     Ok(())
 }
 
+/// [`guarded_request`] also claiming an identity the service may set upstream.
+fn spoofing_request() -> HttpRequest {
+    let mut request = guarded_request();
+    request.headers.push(("x-auth-user".into(), "admin".into()));
+    request
+}
+
+/// Replays [`spoofing_request`] with the service answering `answer`.
+fn replay_spoofing(answer: HttpCallStub) -> Result<tollgate_replay::ExchangeReport> {
+    let traffic = Traffic {
+        source: None,
+        exchanges: vec![Exchange {
+            id: "spoofing".into(),
+            request: spoofing_request(),
+            response: Some(response(200, &[("content-type", "text/plain")], "order")),
+            details: Default::default(),
+        }],
+        warnings: Vec::new(),
+    };
+    let mut report = Replay::filter(paths::filter_wasm(FILTER)?)
+        .config(paths::demo_config(FILTER)?)
+        .traffic(traffic)
+        .http_call_stub(answer)
+        .run()?;
+    report
+        .exchanges
+        .pop()
+        .context("the replay reported no exchange")
+}
+
+#[test]
+fn harness_client_copies_of_upstream_headers_never_reach_the_upstream() -> Result<()> {
+    // Allowed without naming a user: the client's `x-auth-user: admin` is gone.
+    let report = replay_spoofing(stub(200, &[("x-auth-scopes", "orders:read")], ""))?;
+    let up = report
+        .upstream_request
+        .context("nothing reached the upstream")?;
+    ensure!(header(&up.headers, "x-auth-user").is_none(), "{up:?}");
+    ensure!(header(&up.headers, "x-auth-scopes") == Some("orders:read"));
+    // Naming one: only the service's value.
+    let report = replay_spoofing(stub(200, &[("x-auth-user", "ada")], ""))?;
+    let up = report
+        .upstream_request
+        .context("nothing reached the upstream")?;
+    ensure!(
+        header_values(&up.headers, "x-auth-user") == ["ada"],
+        "{up:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn harness_informational_answers_are_service_failures() -> Result<()> {
+    for status in [100, 199] {
+        let report = replay(Some(stub(status, &[("x-auth-user", "ada")], "")))?;
+        ensure!(
+            report.verdict == Verdict::AnsweredLocally { status: 403 },
+            "{status}: {report:?}"
+        );
+        ensure!(report.upstream_request.is_none(), "{status}");
+        ensure!(report.client_response.body.is_empty(), "{status}");
+    }
+    Ok(())
+}
+
 /// `envoy/ext-authz/envoy.yaml` on ephemeral ports, its clusters aimed at `upstream` and `authz`.
 fn start_envoy(upstream: SocketAddr, authz: SocketAddr, label: &str) -> Result<Envoy> {
     start_configured(upstream, authz, None, label)
@@ -325,6 +390,142 @@ fn envoy_slow_and_down_services_fail_closed() -> Result<()> {
         let got = client::send(envoy.listener(), &guarded_request())?;
         ensure!(got.status == 403, "service down: client got {got:?}");
         ensure!(upstream.take_requests().is_empty(), "request went upstream");
+        Ok(())
+    })())
+}
+
+/// An authorization service that answers each connection's first request with `answer` (raw
+/// bytes) and closes the connection.
+struct RawService {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl RawService {
+    fn start(answer: &'static [u8]) -> Result<RawService> {
+        let listener = TcpListener::bind("127.0.0.1:0").context("binding the raw service")?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopping.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut stream) = stream else { continue };
+                let Ok(clone) = stream.try_clone() else {
+                    continue;
+                };
+                if let Ok(Some(_head)) = http1::read_head(&mut BufReader::new(clone)) {
+                    let _ = stream.write_all(answer);
+                }
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            }
+        });
+        Ok(RawService { addr, stop })
+    }
+}
+
+impl Drop for RawService {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(self.addr);
+    }
+}
+
+#[test]
+fn envoy_informational_answers_are_service_failures() -> Result<()> {
+    let upstream = Upstream::start(response(200, &[], "order"))?;
+    for (label, answer) in [
+        (
+            "199",
+            &b"HTTP/1.1 199 Early\r\nx-auth-user: ada\r\n\r\n"[..],
+        ),
+        ("100", &b"HTTP/1.1 100 Continue\r\n\r\n"[..]),
+    ] {
+        let service = RawService::start(answer)?;
+        let envoy = start_envoy(upstream.addr(), service.addr, &format!("ext-authz-{label}"))?;
+        envoy.explain((|| {
+            let got = client::send(envoy.listener(), &guarded_request())?;
+            ensure!(
+                got.status == 403 && got.body.is_empty(),
+                "{label}: client got {got:?}"
+            );
+            ensure!(
+                upstream.take_requests().is_empty(),
+                "{label}: went upstream"
+            );
+            Ok(())
+        })())?;
+    }
+    Ok(())
+}
+
+#[test]
+fn envoy_client_copies_of_upstream_headers_never_reach_the_upstream() -> Result<()> {
+    let upstream = Upstream::start(response(200, &[], "order"))?;
+    let authz = Upstream::start(response(200, &[("x-auth-scopes", "orders:read")], ""))?;
+    let envoy = start_envoy(upstream.addr(), authz.addr(), "ext-authz-spoofing")?;
+    envoy.explain((|| {
+        // Allowed without naming a user.
+        let got = client::send(envoy.listener(), &spoofing_request())?;
+        ensure!(got.status == 200, "{got:?}");
+        let ups = upstream.take_requests();
+        ensure!(ups.len() == 1, "{ups:?}");
+        ensure!(
+            header(&ups[0].headers, "x-auth-user").is_none(),
+            "the client's identity reached the upstream: {:?}",
+            ups[0].headers
+        );
+        ensure!(header(&ups[0].headers, "x-auth-scopes") == Some("orders:read"));
+        // Naming one: only the service's value.
+        authz.set_response(response(200, &[("x-auth-user", "ada")], ""));
+        let got = client::send(envoy.listener(), &spoofing_request())?;
+        ensure!(got.status == 200, "{got:?}");
+        let ups = upstream.take_requests();
+        ensure!(
+            ups.len() == 1 && header_values(&ups[0].headers, "x-auth-user") == ["ada"],
+            "{ups:?}"
+        );
+        Ok(())
+    })())?;
+    drop(envoy);
+
+    // Failing open with the service down: still no client-sent identity.
+    let envoy = start_envoy_with(
+        upstream.addr(),
+        down_service(),
+        r#"{"cluster": "authz", "timeout_ms": 500, "failure_mode_allow": true, "allowed_upstream_headers": ["x-auth-user"]}"#,
+        "ext-authz-spoofing-fail-open",
+    )?;
+    envoy.explain((|| {
+        let got = client::send(envoy.listener(), &spoofing_request())?;
+        ensure!(got.status == 200, "{got:?}");
+        let ups = upstream.take_requests();
+        ensure!(
+            ups.len() == 1 && header(&ups[0].headers, "x-auth-user").is_none(),
+            "{ups:?}"
+        );
+        Ok(())
+    })())?;
+    drop(envoy);
+
+    // Turned off: the client's copy goes through, as with native ext_authz.
+    let envoy = start_envoy_with(
+        upstream.addr(),
+        authz.addr(),
+        r#"{"cluster": "authz", "allowed_upstream_headers": ["x-auth-user"], "strip_client_upstream_headers": false}"#,
+        "ext-authz-spoofing-kept",
+    )?;
+    authz.set_response(response(200, &[], ""));
+    envoy.explain((|| {
+        let got = client::send(envoy.listener(), &spoofing_request())?;
+        ensure!(got.status == 200, "{got:?}");
+        let ups = upstream.take_requests();
+        ensure!(
+            ups.len() == 1 && header(&ups[0].headers, "x-auth-user") == Some("admin"),
+            "{ups:?}"
+        );
         Ok(())
     })())
 }

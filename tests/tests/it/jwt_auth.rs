@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use tollgate_host::state::HttpCallStub;
 use tollgate_replay::{Replay, Verdict};
 use tollgate_tests::client;
-use tollgate_tests::envoy::{Envoy, EnvoyConfig};
-use tollgate_tests::http1::header;
+use tollgate_tests::envoy::{Envoy, EnvoyConfig, Launch};
+use tollgate_tests::http1::{header, header_values};
 use tollgate_tests::jwt::{self, Issuer};
 use tollgate_tests::paths;
 use tollgate_tests::upstream::{ReceivedRequest, Upstream};
@@ -577,4 +577,255 @@ fn envoy_jwks_server_down_is_401() -> Result<()> {
         ensure!(upstream.take_requests().is_empty());
         Ok(())
     })())
+}
+
+/// Requests carrying a valid token and, somewhere else the filter reads tokens from, a forged
+/// one (or a second copy of the location): every one must be refused with nothing upstream.
+fn second_token_attacks(good: &str, forged: &str) -> Vec<(&'static str, HttpRequest)> {
+    let get = |path: String, headers: &[(&str, &str)]| {
+        let mut all = vec![("x-jwt-sub", "spoofed-by-client")];
+        all.extend_from_slice(headers);
+        client::request("GET", "api.example.com", &path, &all, b"")
+    };
+    let bearer = format!("Bearer {good}");
+    vec![
+        (
+            "valid bearer, unsigned token claiming admin in the query",
+            get(
+                format!("/v1/orders?access_token={forged}"),
+                &[("authorization", &bearer)],
+            ),
+        ),
+        (
+            "valid bearer, unsigned token in the id_token cookie",
+            get(
+                "/v1/orders".into(),
+                &[
+                    ("authorization", &bearer),
+                    ("cookie", &format!("theme=dark; id_token={forged}")),
+                ],
+            ),
+        ),
+        (
+            "valid token in the query, forged bearer",
+            get(
+                format!("/v1/orders?access_token={good}"),
+                &[("authorization", &format!("Bearer {forged}"))],
+            ),
+        ),
+        (
+            "the parameter twice, valid then forged",
+            get(
+                format!("/v1/orders?access_token={good}&access_token={forged}"),
+                &[],
+            ),
+        ),
+        (
+            "the forged parameter percent-encoded",
+            get(
+                format!("/v1/orders?access_token={good}&access%5Ftoken={forged}"),
+                &[],
+            ),
+        ),
+        (
+            "the cookie in two cookie headers",
+            get(
+                "/v1/orders".into(),
+                &[
+                    ("cookie", &format!("id_token={good}")),
+                    ("cookie", &format!("id_token={forged}")),
+                ],
+            ),
+        ),
+    ]
+}
+
+fn admin_claims(now: u64) -> Value {
+    let mut admin = claims_at(now);
+    admin["sub"] = json!("admin");
+    admin
+}
+
+/// Valid tokens in several places at once: let through, none forwarded.
+fn two_valid_tokens(good: &str, other: &str) -> HttpRequest {
+    client::request(
+        "GET",
+        "api.example.com",
+        &format!("/v1/orders?page=2&access_token={other}"),
+        &[
+            ("authorization", &format!("Bearer {good}")),
+            ("cookie", &format!("lang=en; id_token={good}")),
+        ],
+        b"",
+    )
+}
+
+#[test]
+fn harness_refuses_a_second_unverified_token_anywhere() -> Result<()> {
+    let all = issuers()?;
+    let good = all[0].token(&claims_at(HARNESS_NOW));
+    let forged = jwt::alg_none(&admin_claims(HARNESS_NOW));
+    let cases = second_token_attacks(&good, &forged);
+    let mut requests: Vec<HttpRequest> = cases.iter().map(|(_, r)| r.clone()).collect();
+    requests.push(two_valid_tokens(
+        &good,
+        &all[4].token(&claims_at(HARNESS_NOW)),
+    ));
+    let reports = replay(&paths::demo_config(FILTER)?, &jwks_of(all), requests)?;
+    for ((label, _), report) in cases.iter().zip(&reports) {
+        ensure!(
+            report.verdict == Verdict::AnsweredLocally { status: 401 },
+            "{label}: {report:?}"
+        );
+        ensure!(
+            report.upstream_request.is_none(),
+            "{label}: reached upstream"
+        );
+    }
+    let last = reports.last().context("no report")?;
+    let up = last
+        .upstream_request
+        .as_ref()
+        .with_context(|| format!("two valid tokens refused: {last:?}"))?;
+    ensure!(up.path == "/v1/orders?page=2", "{up:?}");
+    ensure!(header(&up.headers, "authorization").is_none(), "{up:?}");
+    ensure!(header(&up.headers, "cookie") == Some("lang=en"), "{up:?}");
+    ensure!(
+        header(&up.headers, "x-jwt-sub") == Some("user-42"),
+        "{up:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn envoy_refuses_a_second_unverified_token_anywhere() -> Result<()> {
+    let issuer = Issuer::eddsa("multi")?;
+    let upstream = Upstream::start(ok_response())?;
+    let jwks_server = Upstream::start(jwks_response(&jwt::jwks(&[&issuer])))?;
+    let envoy = start_envoy(
+        &paths::demo_config(FILTER)?,
+        &upstream,
+        &jwks_server,
+        "jwt-auth-multi",
+    )?;
+    envoy.explain((|| {
+        let now = jwt::now();
+        let good = issuer.token(&claims_at(now));
+        let forged = jwt::alg_none(&admin_claims(now));
+        for (label, request) in second_token_attacks(&good, &forged) {
+            let got = client::send(envoy.listener(), &request)?;
+            ensure!(got.status == 401, "{label}: client got {got:?}");
+            ensure!(
+                upstream.take_requests().is_empty(),
+                "{label}: reached the upstream"
+            );
+        }
+        let got = client::send(envoy.listener(), &two_valid_tokens(&good, &good))?;
+        ensure!(got.status == 200, "two valid tokens: {got:?}");
+        let ups = upstream.take_requests();
+        ensure!(ups.len() == 1, "{ups:?}");
+        ensure!(ups[0].path == "/v1/orders?page=2", "{:?}", ups[0]);
+        ensure!(header(&ups[0].headers, "authorization").is_none());
+        ensure!(header(&ups[0].headers, "cookie") == Some("lang=en"));
+        ensure!(
+            header_values(&ups[0].headers, "x-jwt-sub") == ["user-42"],
+            "{:?}",
+            ups[0].headers
+        );
+        ensure!(
+            jwks_server.take_requests().len() == 1,
+            "the JWKS is fetched once"
+        );
+        Ok(())
+    })())
+}
+
+/// Configurations jwt-auth refuses, each with an inline HS256 secret, and the field named.
+fn refused_configurations(secret: &str) -> Vec<(&'static str, String, &'static str)> {
+    let provider = |extra: Value| {
+        let mut p = json!({
+            "name": "idp", "issuer": ISS,
+            "jwks": {"keys": [{"kty": "oct", "kid": "h", "k": secret}]}
+        });
+        if let (Some(p), Some(extra)) = (p.as_object_mut(), extra.as_object()) {
+            p.extend(extra.clone());
+        }
+        json!({"providers": [p]}).to_string()
+    };
+    vec![
+        (
+            "clock skew that disables exp",
+            provider(json!({"clock_skew_seconds": 18_446_744_073_709_551_615u64})),
+            "providers[0].clock_skew_seconds",
+        ),
+        (
+            "the secret where a number belongs",
+            provider(json!({"clock_skew_seconds": secret})),
+            "providers[0].clock_skew_seconds",
+        ),
+        (
+            "a 10 MB value of the wrong type",
+            provider(json!({"require_expiration": "x".repeat(10 * 1024 * 1024)})),
+            "providers[0].require_expiration",
+        ),
+    ]
+}
+
+/// The longest refusal line allowed, bytes.
+const MAX_REFUSAL_LINE: usize = 4096;
+
+#[test]
+fn harness_refusals_name_the_field_never_the_secret_and_stay_short() -> Result<()> {
+    let secret = jwt::b64(b"an-inline-hs256-secret-of-32-bytes!");
+    for (label, config, field) in refused_configurations(&secret) {
+        let err = match replay(&config, &json!({"keys": []}), vec![request_with("x")]) {
+            Ok(reports) => bail!("{label}: accepted: {reports:?}"),
+            Err(err) => format!("{err:#}"),
+        };
+        ensure!(err.contains(field), "{label}: {err}");
+        ensure!(!err.contains(&secret), "{label}: the secret is in {err}");
+        ensure!(
+            err.len() < MAX_REFUSAL_LINE && !err.contains('\n'),
+            "{label}: {} bytes",
+            err.len()
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn envoy_refusals_name_the_field_never_the_secret_and_stay_short() -> Result<()> {
+    let secret = jwt::b64(b"an-inline-hs256-secret-of-32-bytes!");
+    let upstream = Upstream::start(ok_response())?;
+    for (label, config, field) in refused_configurations(&secret) {
+        let mut envoy_config = EnvoyConfig::load(&paths::envoy_config(FILTER))?;
+        envoy_config
+            .use_ephemeral_ports()?
+            .route_cluster_to("upstream", upstream.addr())?
+            .route_cluster_to("jwks", upstream.addr())?
+            .set_plugin_configuration(&config)?;
+        envoy_config.use_filters_from(&paths::filters_dir()?)?;
+        match Envoy::launch(&envoy_config, "jwt-auth-refused")? {
+            Launch::Ready(envoy) => bail!("{label}: Envoy started\n{}", envoy.log_tail()),
+            Launch::Exited { status, log } => {
+                ensure!(!status.success(), "{label}: Envoy exited with {status}");
+                // The filter's own line, as Envoy logs it.
+                let line = log
+                    .lines()
+                    .find(|l| l.contains("jwt-auth: bad configuration"))
+                    .with_context(|| format!("{label}: no refusal in Envoy's log:\n{log}"))?;
+                ensure!(line.contains(field), "{label}: {line}");
+                ensure!(
+                    line.len() < MAX_REFUSAL_LINE,
+                    "{label}: {} bytes",
+                    line.len()
+                );
+                ensure!(
+                    !log.contains(&secret),
+                    "{label}: the secret is in Envoy's log"
+                );
+            }
+        }
+    }
+    Ok(())
 }

@@ -509,6 +509,66 @@ fn jwt_auth_matches_native_jwt_authn() -> Result<()> {
             "with forward: false the Wasm filter removes the cookie, native leaves it",
         ),
     ));
+    // Several tokens: every one must verify (native authenticator.cc: all tokens must be valid).
+    let forged = token("jwt-invalid-alg-none")?;
+    cases.push((
+        "valid bearer, forged token in the query",
+        get(
+            &format!("/v1/orders?access_token={forged}"),
+            &[("authorization", &bearer(&good))],
+        ),
+        Expect::Same,
+    ));
+    cases.push((
+        "valid bearer, forged token in a cookie",
+        get(
+            "/v1/orders",
+            &[
+                ("authorization", &bearer(&good)),
+                ("cookie", &format!("id_token={forged}")),
+            ],
+        ),
+        Expect::Same,
+    ));
+    cases.push((
+        "forged bearer, valid token in the query",
+        get(
+            &format!("/v1/orders?access_token={good}"),
+            &[("authorization", &bearer(&forged))],
+        ),
+        Expect::Same,
+    ));
+    cases.push((
+        "valid bearer, a bad signature in the query",
+        get(
+            &format!(
+                "/v1/orders?access_token={}",
+                token("jwt-es256-invalid-signature")?
+            ),
+            &[("authorization", &bearer(&good))],
+        ),
+        Expect::Same,
+    ));
+    cases.push((
+        "valid bearer and valid token in the query",
+        get(
+            &format!("/v1/orders?page=2&access_token={good}"),
+            &[("authorization", &bearer(&good))],
+        ),
+        Expect::Same,
+    ));
+    cases.push((
+        "the parameter twice, valid then forged",
+        get(
+            &format!("/v1/orders?access_token={good}&access_token={forged}"),
+            &[],
+        ),
+        Expect::Differs {
+            wasm: 401,
+            native: 200,
+            why: "native verifies only the first occurrence of a parameter (and removes them all); the Wasm filter verifies every occurrence",
+        },
+    ));
     compare(
         "jwt-auth",
         None,
@@ -571,6 +631,14 @@ fn ext_authz_matches_native_ext_authz_http_mode() -> Result<()> {
                 body: b"down".to_vec(),
             }),
         ),
+        (
+            "allowed without naming a user",
+            Some(HttpResponse {
+                status: 200,
+                headers: vec![("x-auth-scopes".into(), "orders:read".into())],
+                body: Vec::new(),
+            }),
+        ),
         ("service down", None),
     ] {
         // One authorization service per case, answering as the case says (or none: down).
@@ -585,7 +653,14 @@ fn ext_authz_matches_native_ext_authz_http_mode() -> Result<()> {
         }
     }
     for (label, addr, service) in &outcomes {
-        let cases = vec![(*label, request(), Expect::Same)];
+        let expect = match *label {
+            // The client sent `x-auth-user: spoofed`; the service set none.
+            "allowed without naming a user" => Expect::ForwardsDifferently(
+                "native keeps the client's x-auth-user when the service does not set it; the Wasm filter removes the client's copies of allowed_upstream_headers before asking",
+            ),
+            _ => Expect::Same,
+        };
+        let cases = vec![(*label, request(), expect)];
         compare(
             "ext-authz",
             None,
