@@ -1,5 +1,6 @@
-//! `cargo xtask build`: every `filters/<name>/` built for `wasm32-wasip1` and
-//! copied to `target/filters/<name>.wasm`.
+//! `cargo xtask build`: every `filters/<name>/` built for `wasm32-wasip1` with
+//! the size profile `wasm` (workspace Cargo.toml) and copied to
+//! `target/filters/<name>.wasm`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,6 +11,10 @@ use crate::process;
 
 /// The compilation target of the filters.
 pub const WASM_TARGET: &str = "wasm32-wasip1";
+
+/// The cargo profile the filters ship with: `[profile.wasm]` in the workspace
+/// Cargo.toml (small modules; `release` is for the native tools).
+pub const WASM_PROFILE: &str = "wasm";
 
 /// One built filter.
 #[derive(Debug, Clone)]
@@ -31,34 +36,36 @@ pub fn run() -> Result<Vec<BuiltFilter>> {
     }
 
     crate::step(format!(
-        "building {} filter(s) for {WASM_TARGET}: {}",
+        "building {} filter(s) for {WASM_TARGET} (profile {WASM_PROFILE}): {}",
         names.len(),
         names.join(", ")
     ));
     let mut command = process::cargo();
-    command.args(["build", "--release", "--target", WASM_TARGET]);
+    command.args(["build", "--profile", WASM_PROFILE, "--target", WASM_TARGET]);
     for name in &names {
         command.args(["-p", &format!("tollgate-{name}")]);
     }
-    process::run(&mut command)
+    let artifacts = process::cargo_build(&mut command)
         .context("building the filters failed (see the compiler output above)")?;
 
-    let release = crate::target_dir().join(WASM_TARGET).join("release");
     let out_dir = crate::filters_out_dir();
     std::fs::create_dir_all(&out_dir)
         .with_context(|| format!("could not create {}", out_dir.display()))?;
     let mut built = Vec::new();
     for name in names {
-        let artefact = release.join(format!("tollgate_{}.wasm", name.replace('-', "_")));
-        if !artefact.is_file() {
-            bail!(
-                "cargo built tollgate-{name} but {} is missing: is its crate-type [\"cdylib\", \"rlib\"] and its lib name tollgate_{}?",
-                artefact.display(),
-                name.replace('-', "_")
-            );
-        }
+        let lib = format!("tollgate_{}", name.replace('-', "_"));
+        let artefact = artifacts
+            .iter()
+            .filter(|artifact| artifact.target.name == lib)
+            .flat_map(|artifact| &artifact.filenames)
+            .find(|file| file.extension().is_some_and(|ext| ext == "wasm"))
+            .with_context(|| {
+                format!(
+                    "cargo built tollgate-{name} but no {lib}.wasm: is its crate-type [\"cdylib\", \"rlib\"] and its lib name {lib}?"
+                )
+            })?;
         let wasm = out_dir.join(format!("{name}.wasm"));
-        std::fs::copy(&artefact, &wasm).with_context(|| {
+        std::fs::copy(artefact, &wasm).with_context(|| {
             format!(
                 "could not copy {} to {}",
                 artefact.display(),
@@ -97,33 +104,28 @@ pub fn filter_names() -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// `rustup target add wasm32-wasip1`, or a clear error when rustup is absent
-/// and the toolchain lacks the target.
+/// The toolchain's `wasm32-wasip1` standard library: already there, or
+/// `rustup target add wasm32-wasip1` (its download progress shown), or a clear
+/// error when rustup is absent.
 fn ensure_wasm_target() -> Result<()> {
-    crate::step(format!(
-        "ensuring the {WASM_TARGET} target (rustup target add {WASM_TARGET})"
-    ));
+    crate::step(format!("ensuring the {WASM_TARGET} target"));
+    if sysroot_has_target()? {
+        return Ok(());
+    }
+    println!("    rustup target add {WASM_TARGET}");
     let mut rustup = Command::new("rustup");
     rustup
         .args(["target", "add", WASM_TARGET])
         .current_dir(crate::root());
-    match rustup.output() {
-        Ok(output) if output.status.success() => Ok(()),
-        Ok(output) => bail!(
-            "`rustup target add {WASM_TARGET}` failed ({}):\n{}",
-            output.status,
-            process::combined_output(&output)
-        ),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            if sysroot_has_target()? {
-                Ok(())
-            } else {
-                bail!(
-                    "rustup is not installed and this Rust toolchain has no {WASM_TARGET} standard library; \
-                     install rustup (https://rustup.rs) or a toolchain that ships {WASM_TARGET}"
-                )
-            }
+    match rustup.status() {
+        Ok(status) if status.success() => Ok(()),
+        Ok(status) => {
+            bail!("`rustup target add {WASM_TARGET}` failed ({status}): see its output above")
         }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => bail!(
+            "rustup is not installed and this Rust toolchain has no {WASM_TARGET} standard library; \
+             install rustup (https://rustup.rs) or a toolchain that ships {WASM_TARGET}"
+        ),
         Err(error) => Err(error).context("could not run rustup"),
     }
 }
@@ -131,7 +133,11 @@ fn ensure_wasm_target() -> Result<()> {
 /// Whether `rustc --print sysroot` holds the wasm target's standard library.
 fn sysroot_has_target() -> Result<bool> {
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-    let output = process::capture(Command::new(rustc).args(["--print", "sysroot"]))?;
+    let output = process::capture(
+        Command::new(rustc)
+            .args(["--print", "sysroot"])
+            .current_dir(crate::root()),
+    )?;
     if !output.status.success() {
         bail!(
             "`rustc --print sysroot` failed: {}",

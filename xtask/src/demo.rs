@@ -1,91 +1,88 @@
 //! `cargo xtask demo`: `traffic/demo.har` replayed through every built filter
-//! with its `filters/<name>/demo.json` configuration, summarised in one table.
+//! with its `filters/<name>/demo.json` configuration by `tollgate replay`,
+//! summarised in one table.
 
-use std::time::Duration;
+use std::process::{Command, Stdio};
+use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{CellAlignment, Table};
-use indicatif::{ProgressBar, ProgressStyle};
-use tollgate_host::callouts::HttpAnswer;
-use tollgate_host::state::HttpCallStub;
-use tollgate_replay::{Replay, Report, Verdict};
-use tollgate_traffic::har;
+use serde::Deserialize;
+
+use crate::process;
+
+/// The recording the demo replays, relative to the repository root.
+const DEMO_TRAFFIC: &str = "traffic/demo.har";
 
 /// How many failure messages are printed under the table.
 const FAILURES_SHOWN: usize = 5;
 
-/// Builds the filters, replays the demo traffic and prints the table.
+/// Builds the filters and `tollgate`, replays the demo traffic through each
+/// filter and prints the table.
 pub fn run() -> Result<()> {
     let filters = crate::build::run()?;
+    let tollgate = crate::tollgate::build()?;
 
-    let har_path = crate::root().join("traffic").join("demo.har");
-    crate::step(format!("loading {}", crate::build::relative(&har_path)));
-    let traffic =
-        har::load(&har_path).with_context(|| format!("could not load {}", har_path.display()))?;
-    println!("    {} exchange(s)", traffic.exchanges.len());
-    for warning in &traffic.warnings {
-        println!("    warning: {warning}");
-    }
-
-    let mut configs = Vec::new();
-    for filter in &filters {
-        let path = crate::root()
-            .join("filters")
-            .join(&filter.name)
-            .join("demo.json");
-        let config = std::fs::read_to_string(&path).with_context(|| {
+    let mut rows = Vec::new();
+    for (index, filter) in filters.iter().enumerate() {
+        let mut command = Command::new(&tollgate);
+        command.current_dir(crate::root()).args(replay_args(
+            &filter.name,
+            &crate::build::relative(&filter.wasm),
+        )?);
+        crate::step(format!(
+            "[{}/{}] {} {}",
+            index + 1,
+            filters.len(),
+            crate::tollgate::BIN,
+            process::describe(&command)
+                .split_once(' ')
+                .map_or("", |(_, args)| args)
+        ));
+        let started = Instant::now();
+        // tollgate's progress bar and warnings go to the terminal (stderr); the
+        // JSON report comes back on stdout.
+        let output = command
+            .stderr(Stdio::inherit())
+            .output()
+            .with_context(|| format!("could not start {}", tollgate.display()))?;
+        if !output.status.success() {
+            bail!(
+                "`tollgate replay` failed on {} ({}): see its error above",
+                filter.name,
+                output.status
+            );
+        }
+        let report: ReplayReport = serde_json::from_slice(&output.stdout).with_context(|| {
             format!(
-                "could not read {} (every filter needs a demo.json configuration)",
-                path.display()
+                "`tollgate replay --format json` on {} printed a report xtask does not understand",
+                filter.name
             )
         })?;
-        configs.push((config, callout_answer(&filter.name)?));
+        let s = &report.summary;
+        println!(
+            "    {} requests: {} passed, {} modified, {} answered locally, {} failed ({:.1?})",
+            s.requests,
+            s.passed,
+            s.modified,
+            s.answered_locally,
+            s.failed,
+            started.elapsed()
+        );
+        rows.push((filter.name.clone(), report));
     }
 
-    crate::step(format!("replaying through {} filter(s)", filters.len()));
-    let per_filter = traffic.exchanges.len() as u64;
-    let progress = ProgressBar::new(per_filter * filters.len() as u64);
-    progress.set_style(
-        ProgressStyle::with_template("    {bar:40} {pos}/{len} exchanges {msg}")
-            .context("invalid progress bar template")?,
-    );
-    let mut reports = Vec::new();
-    for (index, (filter, (config, callout))) in filters.iter().zip(configs).enumerate() {
-        progress.set_message(filter.name.clone());
-        let base = per_filter * index as u64;
-        let bar = progress.clone();
-        let mut replay = Replay::filter(&filter.wasm)
-            .config(config)
-            .traffic(traffic.clone())
-            .on_progress(move |done: usize, _total: usize| bar.set_position(base + done as u64));
-        if let Some(stub) = callout {
-            replay = replay.http_call_stub(stub);
-        }
-        let report = replay.run();
-        match report {
-            Ok(report) => reports.push((filter.name.clone(), report)),
-            Err(error) => {
-                progress.abandon();
-                return Err(error).with_context(|| {
-                    format!(
-                        "replaying {} through {} failed",
-                        har_path.display(),
-                        filter.wasm.display()
-                    )
-                });
-            }
-        }
-    }
-    progress.finish_and_clear();
-
-    println!("{}", table(&reports));
-    for (name, report) in &reports {
+    println!("{}", table(&rows));
+    for (name, report) in &rows {
         let failures: Vec<String> = report
             .exchanges
             .iter()
             .filter_map(|exchange| match &exchange.verdict {
-                Verdict::Failed { message } => Some(format!("{}: {message}", exchange.id)),
+                Verdict {
+                    kind,
+                    message: Some(message),
+                } if kind == "failed" => Some(format!("{}: {message}", exchange.id)),
                 _ => None,
             })
             .collect();
@@ -102,8 +99,118 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
+/// The arguments of `tollgate replay` for one filter (paths relative to the
+/// repository root, so that the step line is a command one can copy).
+fn replay_args(filter: &str, wasm: &str) -> Result<Vec<String>> {
+    let dir = format!("filters/{filter}");
+    let config_path = format!("{dir}/demo.json");
+    let config = std::fs::read_to_string(crate::root().join(&config_path)).with_context(|| {
+        format!("could not read {config_path} (every filter needs a demo.json configuration)")
+    })?;
+    let mut args = vec![
+        "replay".to_string(),
+        DEMO_TRAFFIC.to_string(),
+        "--filter".to_string(),
+        wasm.to_string(),
+        "--config".to_string(),
+        format!("@{config_path}"),
+    ];
+    for stub in stub_args(&dir, &config)? {
+        args.push("--stub".to_string());
+        args.push(stub);
+    }
+    args.extend(["--format".to_string(), "json".to_string()]);
+    Ok(args)
+}
+
+/// The demo has no services behind the filters' callouts; a filter that calls one
+/// (an authorization service, a JWKS endpoint) ships `filters/<name>/demo-stub.yaml`,
+/// a stub in the format of a suite's `clusters:` entry (`status`, `headers`, `body`;
+/// harness/docs/suite.md): the answer of every cluster its `demo.json` names
+/// (a `"cluster"` field at any depth), given to `tollgate replay` as
+/// `--stub CLUSTER=filters/<name>/demo-stub.yaml`, the file `tollgate envoy --stub`
+/// takes too. Without it, callouts fail as in an Envoy whose cluster is missing.
+fn stub_args(dir: &str, config: &str) -> Result<Vec<String>> {
+    let stub = format!("{dir}/demo-stub.yaml");
+    if !crate::root().join(&stub).is_file() {
+        return Ok(Vec::new());
+    }
+    let config: serde_json::Value = serde_json::from_str(config)
+        .with_context(|| format!("{dir}/demo.json: not JSON (needed to find its clusters)"))?;
+    let mut clusters = Vec::new();
+    clusters_named(&config, &mut clusters);
+    if clusters.is_empty() {
+        bail!("{stub} answers callouts, but {dir}/demo.json names no \"cluster\" to call");
+    }
+    Ok(clusters
+        .into_iter()
+        .map(|cluster| format!("{cluster}={stub}"))
+        .collect())
+}
+
+/// Every string value of a `"cluster"` field in a JSON document, once each, in order.
+fn clusters_named(value: &serde_json::Value, clusters: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(fields) => {
+            for (key, field) in fields {
+                match field {
+                    serde_json::Value::String(name) if key == "cluster" => {
+                        if !clusters.contains(name) {
+                            clusters.push(name.clone());
+                        }
+                    }
+                    _ => clusters_named(field, clusters),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                clusters_named(item, clusters);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// What the demo reads of `tollgate replay --format json`.
+#[derive(Debug, Deserialize)]
+struct ReplayReport {
+    filter: ReportFilter,
+    exchanges: Vec<Exchange>,
+    summary: Summary,
+}
+
+#[derive(Debug, Deserialize)]
+struct ReportFilter {
+    wasm_bytes: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Exchange {
+    id: String,
+    verdict: Verdict,
+}
+
+#[derive(Debug, Deserialize)]
+struct Verdict {
+    kind: String,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Summary {
+    requests: u64,
+    passed: u64,
+    modified: u64,
+    answered_locally: u64,
+    failed: u64,
+    p50_ns: u64,
+    p99_ns: u64,
+}
+
 /// The summary table: one row per filter.
-fn table(reports: &[(String, Report)]) -> Table {
+fn table(rows: &[(String, ReplayReport)]) -> Table {
     let mut table = Table::new();
     table.load_style(UTF8_FULL_CONDENSED).set_header(vec![
         "filter",
@@ -116,18 +223,18 @@ fn table(reports: &[(String, Report)]) -> Table {
         "cost p50 (µs)",
         "cost p99 (µs)",
     ]);
-    for (name, report) in reports {
-        let summary = report.summary();
+    for (name, report) in rows {
+        let s = &report.summary;
         table.add_row(vec![
             name.clone(),
             format!("{:.1}", report.filter.wasm_bytes as f64 / 1024.0),
-            summary.requests.to_string(),
-            summary.passed.to_string(),
-            summary.modified.to_string(),
-            summary.answered_locally.to_string(),
-            summary.failed.to_string(),
-            micros(summary.p50),
-            micros(summary.p99),
+            s.requests.to_string(),
+            s.passed.to_string(),
+            s.modified.to_string(),
+            s.answered_locally.to_string(),
+            s.failed.to_string(),
+            micros(s.p50_ns),
+            micros(s.p99_ns),
         ]);
     }
     for column in 1..9 {
@@ -138,63 +245,50 @@ fn table(reports: &[(String, Report)]) -> Table {
     table
 }
 
-fn micros(duration: Duration) -> String {
-    format!("{:.1}", duration.as_secs_f64() * 1e6)
-}
-
-/// The demo has no services behind the filters' callouts; a filter that calls one
-/// (an authorization service, a JWKS endpoint) ships `filters/<name>/demo-stub.yaml`,
-/// a stub in the format of a suite's `clusters:` entry (`status`, `headers`, `body`;
-/// harness/docs/suite.md), the answer every callout gets in the demo. The same file
-/// is what `tollgate replay --stub` and `tollgate envoy --stub` serve. Without it,
-/// callouts fail as in an Envoy whose cluster is missing.
-fn callout_answer(filter: &str) -> Result<Option<HttpCallStub>> {
-    let path = crate::root()
-        .join("filters")
-        .join(filter)
-        .join("demo-stub.yaml");
-    if !path.is_file() {
-        return Ok(None);
-    }
-    let (http, _) = tollgate_replay::suite::stub_arg(&format!("demo={}", path.display()))
-        .map_err(anyhow::Error::msg)
-        .with_context(|| format!("{}: not a stub", path.display()))?;
-    match http.map(|stub| stub.answer) {
-        Some(HttpAnswer::Response {
-            status,
-            headers,
-            body,
-            ..
-        }) => {
-            let mut all = vec![(":status".to_string(), status.to_string())];
-            all.extend(headers);
-            Ok(Some(HttpCallStub { headers: all, body }))
-        }
-        _ => anyhow::bail!(
-            "{}: the demo stub must be a response (status, headers, body), not a failure or gRPC",
-            path.display()
-        ),
-    }
+fn micros(nanos: u64) -> String {
+    format!("{:.1}", nanos as f64 / 1e3)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::callout_answer;
-    use anyhow::Context;
+    use super::replay_args;
 
     #[test]
-    fn demo_stubs_become_the_callout_answer() -> anyhow::Result<()> {
-        let authz = callout_answer("ext-authz")?.context("ext-authz ships demo-stub.yaml")?;
-        assert_eq!(authz.headers[0], (":status".into(), "200".into()));
-        assert!(
-            authz
-                .headers
-                .contains(&("x-auth-user".into(), "demo-user".into()))
+    fn demo_stubs_answer_the_clusters_the_demo_configs_name() -> anyhow::Result<()> {
+        let args = replay_args("ext-authz", "target/filters/ext-authz.wasm")?;
+        assert_eq!(
+            args,
+            [
+                "replay",
+                "traffic/demo.har",
+                "--filter",
+                "target/filters/ext-authz.wasm",
+                "--config",
+                "@filters/ext-authz/demo.json",
+                "--stub",
+                "authz=filters/ext-authz/demo-stub.yaml",
+                "--format",
+                "json"
+            ]
         );
-        let jwks = callout_answer("jwt-auth")?.context("jwt-auth ships demo-stub.yaml")?;
-        let keys: serde_json::Value = serde_json::from_slice(&jwks.body)?;
-        assert!(keys["keys"].as_array().is_some_and(|k| !k.is_empty()));
-        assert!(callout_answer("headers")?.is_none());
+        let jwt = replay_args("jwt-auth", "target/filters/jwt-auth.wasm")?;
+        assert!(jwt.contains(&"jwks=filters/jwt-auth/demo-stub.yaml".to_string()));
+        let headers = replay_args("headers", "target/filters/headers.wasm")?;
+        assert!(!headers.contains(&"--stub".to_string()));
         Ok(())
+    }
+
+    #[test]
+    fn a_stub_without_a_cluster_to_answer_is_refused() {
+        let dir = std::env::temp_dir().join(format!("xtask-demo-stub-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok();
+        std::fs::write(dir.join("demo-stub.yaml"), "status: 200\n").ok();
+        let error = super::stub_args(&dir.display().to_string(), r#"{"header": "x"}"#)
+            .expect_err("no cluster named");
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(
+            error.to_string().contains("names no \"cluster\""),
+            "{error}"
+        );
     }
 }

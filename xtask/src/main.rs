@@ -9,6 +9,7 @@ mod demo;
 mod envoy;
 mod process;
 mod test;
+mod tollgate;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -58,21 +59,6 @@ pub fn root() -> PathBuf {
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
-/// Where `cargo` puts build outputs: `CARGO_TARGET_DIR` when set, else `<root>/target`.
-pub fn target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => {
-            let dir = PathBuf::from(dir);
-            if dir.is_absolute() {
-                dir
-            } else {
-                root().join(dir)
-            }
-        }
-        None => root().join("target"),
-    }
-}
-
 /// Where the built filters are collected: always `<root>/target/filters`, the
 /// path the Envoy configurations name.
 pub fn filters_out_dir() -> PathBuf {
@@ -82,4 +68,37 @@ pub fn filters_out_dir() -> PathBuf {
 /// Announces a step.
 pub fn step(message: impl std::fmt::Display) {
     println!("==> {message}");
+}
+
+#[cfg(test)]
+mod tests {
+    /// Architecture invariant (ARCHITECTURE.md): xtask links neither the harness
+    /// nor wasmtime, so it compiles in seconds.
+    #[test]
+    fn xtask_depends_on_neither_the_harness_nor_wasmtime() -> anyhow::Result<()> {
+        let output = crate::process::capture(crate::process::cargo().args([
+            "tree",
+            "--package",
+            "xtask",
+            "--edges",
+            "normal,build",
+            "--prefix",
+            "none",
+            "--format",
+            "{p}",
+        ]))?;
+        anyhow::ensure!(
+            output.status.success(),
+            "cargo tree failed: {}",
+            crate::process::combined_output(&output)
+        );
+        let tree = String::from_utf8(output.stdout)?;
+        assert!(tree.contains("clap "), "{tree}");
+        let forbidden: Vec<&str> = tree
+            .lines()
+            .filter(|line| line.starts_with("wasmtime") || line.starts_with("tollgate-"))
+            .collect();
+        assert!(forbidden.is_empty(), "xtask depends on {forbidden:?}");
+        Ok(())
+    }
 }

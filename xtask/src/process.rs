@@ -65,3 +65,65 @@ pub fn combined_output(output: &Output) -> String {
     }
     text
 }
+
+/// What cargo built for one target, from its `compiler-artifact` message
+/// (`--message-format=json`).
+#[derive(Debug, serde::Deserialize)]
+pub struct Artifact {
+    /// The target built.
+    pub target: ArtifactTarget,
+    /// Every file produced (`.rlib`, `.wasm`, ...), wherever the profile and target put them.
+    #[serde(default)]
+    pub filenames: Vec<std::path::PathBuf>,
+    /// The executable, for a binary target.
+    #[serde(default)]
+    pub executable: Option<std::path::PathBuf>,
+}
+
+/// The target of an [`Artifact`].
+#[derive(Debug, serde::Deserialize)]
+pub struct ArtifactTarget {
+    /// The target's name (`tollgate`, `tollgate_headers`).
+    pub name: String,
+}
+
+/// Runs a cargo `build` command and returns what it built. Cargo's progress and
+/// diagnostics go to the terminal as usual (stderr); its stdout carries the
+/// JSON messages, read here, so no output path is assumed.
+pub fn cargo_build(command: &mut Command) -> Result<Vec<Artifact>> {
+    use std::io::BufRead;
+
+    command
+        .arg("--message-format=json-render-diagnostics")
+        .stdout(std::process::Stdio::piped());
+    let shown = describe(command);
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("could not start `{shown}`"))?;
+    let mut artifacts = Vec::new();
+    if let Some(stdout) = child.stdout.take() {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.with_context(|| format!("could not read the output of `{shown}`"))?;
+            let message: serde_json::Value = match serde_json::from_str(&line) {
+                Ok(message) => message,
+                // A build script may print to stdout: not a cargo message.
+                Err(_) => continue,
+            };
+            if message["reason"] == "compiler-artifact" {
+                let artifact: Artifact = serde_json::from_value(message).with_context(|| {
+                    format!(
+                        "`{shown}` printed a compiler-artifact message xtask does not understand"
+                    )
+                })?;
+                artifacts.push(artifact);
+            }
+        }
+    }
+    let status = child
+        .wait()
+        .with_context(|| format!("could not wait for `{shown}`"))?;
+    if !status.success() {
+        bail!("`{shown}` failed ({status})");
+    }
+    Ok(artifacts)
+}

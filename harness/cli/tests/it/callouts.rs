@@ -433,6 +433,20 @@ fn tollgate_replay_answers_callouts_from_stub_files() {
     let report: serde_json::Value = serde_json::from_str(&out).expect("json report");
     let exchanges = report["exchanges"].as_array().expect("exchanges");
     assert!(!exchanges.is_empty());
+    // The summary `cargo xtask demo` shows (xtask/src/demo.rs reads these fields).
+    let summary = &report["summary"];
+    assert_eq!(summary["requests"], exchanges.len());
+    assert_eq!(summary["modified"], exchanges.len());
+    for zero in ["passed", "answered_locally", "failed"] {
+        assert_eq!(summary[zero], 0, "{zero}");
+    }
+    let p50 = summary["p50_ns"].as_u64().expect("p50_ns");
+    assert!(summary["p99_ns"].as_u64().expect("p99_ns") >= p50);
+    assert!(
+        report["filter"]["wasm_bytes"]
+            .as_u64()
+            .is_some_and(|b| b > 0)
+    );
     for e in exchanges {
         assert_eq!(e["verdict"]["kind"], "modified", "{e}");
         assert!(
