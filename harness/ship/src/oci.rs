@@ -253,6 +253,8 @@ impl Package {
     /// Writes both forms under `out`: `compat/` + `compat.tar` and `wasm/` + `wasm.tar`.
     pub fn write(&self, out: &Path) -> Result<Vec<Written>, ShipError> {
         let mut written = Vec::new();
+        // The output folder itself may be new; the layouts inside it are swapped in whole.
+        std::fs::create_dir_all(out).map_err(|e| ShipError::write(out, e))?;
         for variant in Variant::ALL {
             let image = self.image(variant)?;
             let files = layout_files(&image)?;
