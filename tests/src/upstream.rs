@@ -231,7 +231,7 @@ fn serve_one(
     };
     lock(&shared.requests).push(request);
 
-    let start_line = format!("HTTP/1.1 {} {}", response.status, reason(response.status));
+    let start_line = format!("HTTP/1.1 {} {}", response.status, http1::reason(response.status));
     let body: &[u8] = if method.eq_ignore_ascii_case("HEAD") {
         &[]
     } else {
@@ -240,23 +240,4 @@ fn serve_one(
     let mut writer = stream;
     http1::write_message(&mut writer, &start_line, &response.headers, body)?;
     Ok(true)
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        201 => "Created",
-        204 => "No Content",
-        301 => "Moved Permanently",
-        302 => "Found",
-        304 => "Not Modified",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        500 => "Internal Server Error",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        _ => "Status",
-    }
 }

@@ -307,7 +307,9 @@ pub fn encode_response(
     bytes
 }
 
-fn reason(status: u16) -> &'static str {
+/// The reason phrase written after `status` in a status line (`Status` for codes not listed:
+/// HTTP/1.1 readers, Envoy included, ignore the phrase).
+pub fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         201 => "Created",
