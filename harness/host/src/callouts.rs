@@ -82,6 +82,19 @@ pub(crate) enum Event {
     GrpcClose(u32, String),
 }
 
+impl Event {
+    /// The guest callback that receives the event.
+    fn callback(&self) -> &'static str {
+        match self {
+            Self::HttpResponse(_) | Self::HttpReset => "proxy_on_http_call_response",
+            Self::GrpcInitialMetadata(_) => "proxy_on_grpc_receive_initial_metadata",
+            Self::GrpcMessage(_) => "proxy_on_grpc_receive",
+            Self::GrpcTrailingMetadata(_) => "proxy_on_grpc_receive_trailing_metadata",
+            Self::GrpcClose(..) => "proxy_on_grpc_close",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Scheduled {
     due: u64,
@@ -111,6 +124,8 @@ pub(crate) struct Outstanding {
     grpc_calls: HashSet<u32>,
     grpc_streams: HashMap<u32, OpenStream>,
     records: Vec<CalloutRecord>,
+    /// Callouts dispatched since the VM started (see [`crate::limits`]).
+    pub(crate) dispatched: u64,
 }
 
 /// A callout the guest made, as it asked for it.
@@ -225,6 +240,7 @@ impl Outstanding {
         delay: Duration,
         timeout_ms: u32,
     ) -> u32 {
+        self.dispatched += 1;
         self.next_http = self.next_http.wrapping_add(4);
         let token = (self.next_http & !3) | HTTP;
         let delay_ns = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
@@ -253,6 +269,7 @@ impl Outstanding {
 
     /// Starts a unary gRPC call answered by `stub`. Returns the token.
     pub(crate) fn grpc_call(&mut self, now: u64, stub: &GrpcClusterStub, timeout_ms: u32) -> u32 {
+        self.dispatched += 1;
         self.next_grpc_call = self.next_grpc_call.wrapping_add(4);
         let token = (self.next_grpc_call & !3) | GRPC_CALL;
         self.grpc_calls.insert(token);
@@ -277,6 +294,7 @@ impl Outstanding {
 
     /// Opens a gRPC stream answered by `stub`. Returns the token.
     pub(crate) fn grpc_stream(&mut self, stub: GrpcClusterStub) -> u32 {
+        self.dispatched += 1;
         self.next_grpc_stream = self.next_grpc_stream.wrapping_add(4);
         let token = (self.next_grpc_stream & !3) | GRPC_STREAM;
         self.grpc_streams.insert(
@@ -434,15 +452,66 @@ impl Vm {
     /// whether any was delivered.
     pub(crate) fn deliver_due_callouts(&mut self) -> Result<bool, CallError> {
         let mut any = false;
+        let budget = &mut self.state_mut().exchange_budget;
+        if budget.started.is_none() {
+            // The wall-time bound counts from the exchange's first delivery.
+            budget.started = Some(std::time::Instant::now());
+        }
         for _ in 0..MAX_DELIVERIES {
             let now = self.state().clock.monotonic;
             let Some((token, event)) = self.state_mut().outstanding.pop_due(now) else {
                 break;
             };
             any = true;
+            let callback = event.callback();
             self.deliver(token, event)?;
+            if let Some(overrun) = self.exchange_overrun() {
+                // The storm ends here: nothing it scheduled is delivered.
+                self.state_mut().outstanding.queue.clear();
+                return Err(CallError {
+                    callback,
+                    message: overrun.to_string(),
+                });
+            }
         }
         Ok(any)
+    }
+
+    /// A new exchange starts: its callout and wall-time budgets start again.
+    #[inline]
+    pub(crate) fn begin_exchange(&mut self) {
+        let state = self.state_mut();
+        state.exchange_budget = crate::limits::ExchangeBudget {
+            dispatched_at_start: state.outstanding.dispatched,
+            started: None,
+        };
+    }
+
+    /// The bound of [`crate::limits::Limits`] the current exchange passed, if any.
+    pub(crate) fn exchange_overrun(&self) -> Option<crate::limits::Overrun> {
+        let state = self.state();
+        let limits = state.settings.limits;
+        let budget = &state.exchange_budget;
+        let dispatched = state
+            .outstanding
+            .dispatched
+            .saturating_sub(budget.dispatched_at_start);
+        if dispatched > limits.callouts_per_exchange {
+            return Some(crate::limits::Overrun::Callouts {
+                dispatched,
+                limit: limits.callouts_per_exchange,
+            });
+        }
+        if budget
+            .started
+            .is_some_and(|t| t.elapsed() > limits.exchange_wall)
+        {
+            return Some(crate::limits::Overrun::Wall {
+                limit: limits.exchange_wall,
+                dispatched,
+            });
+        }
+        None
     }
 
     fn deliver(&mut self, token: u32, event: Event) -> Result<(), CallError> {

@@ -9,6 +9,7 @@
 //! - [`bare`]: the bare callback lifecycle and the bundled no-op module (the harness floor).
 //! - [`callouts`]: per-cluster answers for http and gRPC callouts, delivered on the virtual clock.
 //! - [`trace`]: ABI call traces (Envoy's `-l trace` and the harness's), normalised and compared.
+//! - [`limits`]: what a VM may use (memory, callouts and wall time per exchange, log).
 //! - [`abi`]: the host functions.
 //! - [`state`]: the state those functions work on.
 
@@ -16,6 +17,7 @@ pub mod abi;
 pub mod bare;
 pub mod cache;
 pub mod callouts;
+pub mod limits;
 pub mod plugin;
 pub mod state;
 pub mod stream;

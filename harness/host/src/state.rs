@@ -84,6 +84,8 @@ pub struct VmSettings {
     pub start_unix_nanos: u64,
     /// Longest a single call into the guest may run before it is stopped.
     pub call_timeout: Duration,
+    /// Memory, callouts, wall time and log per exchange (see [`crate::limits`]).
+    pub limits: crate::limits::Limits,
 }
 
 impl Default for VmSettings {
@@ -107,6 +109,7 @@ impl Default for VmSettings {
             // 2024-01-01T00:00:00Z
             start_unix_nanos: 1_704_067_200_000_000_000,
             call_timeout: Duration::from_secs(5),
+            limits: crate::limits::Limits::default(),
         }
     }
 }
@@ -553,6 +556,12 @@ pub struct HostState {
     /// This store's host functions behind the wrappers, by import index
     /// (looked up once per store, on first call).
     pub(crate) wrapped_funcs: Vec<Option<wasmtime::Func>>,
+    /// The store's memory limiter (Envoy's 1 GiB by default).
+    pub(crate) memory_limiter: crate::limits::MemoryLimiter,
+    /// What the current exchange has spent (callouts, wall time).
+    pub(crate) exchange_budget: crate::limits::ExchangeBudget,
+    /// The guest log's bookkeeping since the last take.
+    pub(crate) log_budget: crate::limits::LogBudget,
 }
 
 /// The context ids alive in a VM: a handful at a time (the root and the
@@ -654,6 +663,9 @@ impl HostState {
             boundary: BoundaryCounters::default(),
             wrap: crate::abi::Wrap::default(),
             wrapped_funcs: Vec::new(),
+            memory_limiter: crate::limits::MemoryLimiter::new(settings.limits.memory_bytes),
+            exchange_budget: crate::limits::ExchangeBudget::default(),
+            log_budget: crate::limits::LogBudget::default(),
             guest: None,
             clock: VirtualClock {
                 realtime: settings.start_unix_nanos,
@@ -709,8 +721,43 @@ impl HostState {
     /// Records a guest log line when at or above the configured level.
     pub(crate) fn log(&mut self, level: LogLevel, message: String) {
         if level >= self.settings.log_level {
-            self.logs.push(LogLine { level, message });
+            self.log_bytes(level, message.as_bytes());
         }
+    }
+
+    /// Records a guest log line from its bytes when at or above the
+    /// configured level: cut at the line limit, dropped past the bytes kept
+    /// per exchange (both said in a `[harness]` line when the log is taken).
+    pub(crate) fn log_bytes(&mut self, level: LogLevel, message: &[u8]) {
+        if level < self.settings.log_level {
+            return;
+        }
+        let limits = self.settings.limits;
+        let budget = &mut self.log_budget;
+        let take = message.len().min(limits.log_line_bytes);
+        if budget.kept.saturating_add(take) > limits.log_bytes_per_exchange {
+            budget.dropped.0 += 1;
+            budget.dropped.1 += message.len() as u64;
+            return;
+        }
+        let (message, cut) = crate::limits::cut_line(message, limits.log_line_bytes);
+        budget.kept += take;
+        budget.cut += usize::from(cut);
+        self.logs.push(LogLine { level, message });
+    }
+
+    /// The `[harness]` line saying what the log bounds dropped since the
+    /// last take, if anything; resets the bookkeeping.
+    fn log_budget_note(&mut self) -> Option<LogLine> {
+        let b = std::mem::take(&mut self.log_budget);
+        let (lines, bytes) = b.dropped;
+        (lines > 0).then(|| LogLine {
+            level: LogLevel::Warn,
+            message: format!(
+                "[harness] {lines} guest log line(s) ({bytes} bytes) dropped: past the {} of log kept per exchange",
+                crate::limits::bytes(self.settings.limits.log_bytes_per_exchange as u64)
+            ),
+        })
     }
 
     /// Records a message from the harness itself (always kept).
@@ -728,6 +775,9 @@ impl HostState {
 
     /// Logs collected so far, emptied.
     pub fn take_logs(&mut self) -> Vec<LogLine> {
+        if let Some(note) = self.log_budget_note() {
+            self.logs.push(note);
+        }
         std::mem::take(&mut self.logs)
     }
 

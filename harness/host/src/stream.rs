@@ -1262,6 +1262,7 @@ impl Parked {
         for lane in lanes.iter_mut() {
             let (ctx, stream) = match lane.vm.as_deref_mut() {
                 Some(vm) => {
+                    vm.begin_exchange();
                     let ctx = vm.new_context_id();
                     let start = vm.state().clock().realtime;
                     let s = StreamState::at_request_headers(

@@ -343,6 +343,8 @@ impl Vm {
             })
         });
         store.set_epoch_deadline(1);
+        // Envoy's memory limit (1 GiB by default): growth past it fails as in V8.
+        store.limiter(|state| &mut state.memory_limiter);
         if plugin.metered {
             // A start function runs during instantiation: it needs fuel too.
             let _ = store.set_fuel(FUEL_PER_CALL);
@@ -360,7 +362,10 @@ impl Vm {
         }
         .map_err(|e| VmError::Instantiate {
             name: name.clone(),
-            message: describe(&e, timeout, &[]),
+            message: match store.data().memory_limiter.explain() {
+                Some(why) => format!("{}: {why}", describe(&e, timeout, &[])),
+                None => describe(&e, timeout, &[]),
+            },
         })?;
         let handles = GuestHandles::from_instance(&mut store, &instance).map_err(|e| {
             let export = match &e {
@@ -659,10 +664,11 @@ impl Meter {
             .filter(|l| l.level == LogLevel::Critical)
             .map(|l| l.message.clone())
             .collect();
-        CallError {
-            callback,
-            message: describe(e, self.timeout, &panic_lines),
+        let mut message = describe(e, self.timeout, &panic_lines);
+        if let Some(why) = store.data().memory_limiter.explain() {
+            message = format!("{why}\n{message}");
         }
+        CallError { callback, message }
     }
 }
 

@@ -70,6 +70,22 @@ pub enum BenchError {
     /// The bundled no-op module did not assemble.
     #[error(transparent)]
     Bundled(#[from] bare::BundledModuleError),
+    /// A guest call failed during the benchmark. A failed VM is dead, as in
+    /// Envoy (its streams fail at once), so the benchmark stops at the first
+    /// failure instead of measuring a dead VM.
+    #[error(
+        "{filter}: request {request} of pass {pass} failed, and a failed VM is dead (Envoy fails its streams from then on), so the benchmark stopped: {message}"
+    )]
+    Failed {
+        /// The module that failed.
+        filter: String,
+        /// The pass (0-based; warm-up passes count) it failed in.
+        pass: usize,
+        /// The request of the pass (0-based) that failed.
+        request: usize,
+        /// The callback and what happened.
+        message: String,
+    },
 }
 
 /// How long to measure.
@@ -344,6 +360,10 @@ struct Tally {
     failed: u64,
     records: Vec<CallRecord>,
     memory_peak: u64,
+    /// Passes run so far (warm-up included).
+    passes: usize,
+    /// The first failure: (pass, request, what happened). The VM is dead after it.
+    failure: Option<(usize, usize, String)>,
 }
 
 /// One lane around `vm` for the stream driver.
@@ -380,6 +400,8 @@ impl Tally {
             failed: 0,
             records: Vec::new(),
             memory_peak: 0,
+            passes: 0,
+            failure: None,
         }
     }
 
@@ -387,10 +409,19 @@ impl Tally {
     fn pass(&mut self, vm: &mut Vm, inputs: &[Prepared<'_>], streams: usize, record: bool) {
         let mut total = Duration::ZERO;
         let mut requests = 0usize;
-        for batch in batches(inputs.len(), streams) {
+        let pass = self.passes;
+        self.passes += 1;
+        if self.failure.is_some() {
+            // A dead VM is not called again.
+            return;
+        }
+        for (b, batch) in batches(inputs.len(), streams).into_iter().enumerate() {
             let t = Instant::now();
             let failed = if streams <= 1 {
                 let v = stream::run_chain_verdict(&mut lane(vm), &inputs[batch[0]]);
+                if let crate::Verdict::Failed { message } = &v.verdict {
+                    self.failure = Some((pass, b, message.clone()));
+                }
                 u64::from(matches!(v.verdict, crate::Verdict::Failed { .. }))
             } else {
                 let group: Vec<&Prepared<'_>> = batch.iter().map(|&i| &inputs[i]).collect();
@@ -401,8 +432,18 @@ impl Tally {
                     }
                 });
                 self.memory_peak = peak;
+                if let Some((k, f)) = outs
+                    .iter()
+                    .enumerate()
+                    .find_map(|(k, o)| o.failure.as_ref().map(|f| (k, f)))
+                {
+                    self.failure = Some((pass, b * streams + k, f.to_string()));
+                }
                 outs.iter().filter(|o| o.failure.is_some()).count() as u64
             };
+            if self.failure.is_some() {
+                break;
+            }
             let took = t.elapsed();
             self.memory_peak = self.memory_peak.max(vm.memory_size());
             vm.drain_calls(&mut self.records);
@@ -678,9 +719,19 @@ pub fn run(options: &BenchOptions, baseline: Option<&Baseline>) -> Result<BenchR
         let done = match options.budget {
             Budget::Iterations(n) => passes >= n,
             Budget::Time(d) => started.elapsed() >= d,
-        };
+        } || tallies.iter().any(|t| t.failure.is_some());
         if done {
             break;
+        }
+    }
+    for (s, t) in subjects.iter().zip(&tallies) {
+        if let Some((pass, request, message)) = &t.failure {
+            return Err(BenchError::Failed {
+                filter: s.name.clone(),
+                pass: *pass,
+                request: *request,
+                message: message.clone(),
+            });
         }
     }
     let mut benches = Vec::new();

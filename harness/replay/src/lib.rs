@@ -226,6 +226,7 @@ pub struct ReplayBuilder {
     workers: usize,
     trace: bool,
     cache: Option<ModuleCache>,
+    limits: Option<tollgate_host::limits::Limits>,
 }
 
 impl ReplayBuilder {
@@ -246,6 +247,7 @@ impl ReplayBuilder {
             reload_backoff: DEFAULT_RELOAD_BACKOFF,
             workers: 1,
             trace: false,
+            limits: None,
         }
     }
 
@@ -362,6 +364,13 @@ impl ReplayBuilder {
         self
     }
 
+    /// What every VM may use: memory (Envoy's 1 GiB by default), callouts and
+    /// wall time per exchange, guest log ([`tollgate_host::limits`]).
+    pub fn limits(mut self, limits: tollgate_host::limits::Limits) -> Self {
+        self.limits = Some(limits);
+        self
+    }
+
     /// Answer every `proxy_http_call` with this response.
     pub fn http_call_stub(mut self, stub: HttpCallStub) -> Self {
         self.http_call_stub = Some(stub);
@@ -432,6 +441,7 @@ impl ReplayBuilder {
             workers,
             trace,
             cache,
+            limits,
             ..
         } = self;
         if filters.is_empty() {
@@ -458,6 +468,9 @@ impl ReplayBuilder {
             }
             if let Some(t) = call_timeout {
                 settings.call_timeout = t;
+            }
+            if let Some(l) = limits {
+                settings.limits = l;
             }
             if let Some(s) = &http_call_stub {
                 settings.http_call_stub = Some(s.clone());

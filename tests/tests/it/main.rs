@@ -21,6 +21,8 @@
 //!
 //! - `callout_parity`: HTTP callout failure modes (slow, reset, closed, down) and header maps
 //!   absent in a phase, a WAT guest's view in a real Envoy and in the harness.
+//! - `hostile_guests`: Envoy's 1 GiB memory cap and dead VMs (FAIL_CLOSED), a WAT guest in a
+//!   real Envoy and in the harness.
 //! - `native_parity`: basic-auth, jwt-auth and ext-authz next to Envoy's native `basic_auth`,
 //!   `jwt_authn` and `ext_authz` (`envoy/<filter>/native.yaml`), the same requests through both;
 //!   and `traffic/auth.yaml` (the cost traffic) in the harness.
@@ -35,6 +37,7 @@ mod callout_parity;
 mod chain;
 mod envoy_cli;
 mod envoy_headers;
+mod hostile_guests;
 mod ext_authz;
 mod jwt_auth;
 mod key_auth;

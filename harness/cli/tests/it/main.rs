@@ -10,6 +10,7 @@ mod chains;
 mod failure_policy;
 mod grpc;
 mod headers;
+mod hostile;
 mod http_calls;
 mod lifecycle;
 mod loading;

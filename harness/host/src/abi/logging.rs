@@ -24,7 +24,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
 fn log(caller: &mut Caller<'_, HostState>, level: u32, ptr: u32, len: u32) -> AbiResult {
     let level = LogLevel::try_from(level).map_err(|_| AbiError::Status(Status::BadArgument))?;
     let s = mem::with_bytes(caller, ptr, len, |msg, state| {
-        state.log(level, String::from_utf8_lossy(msg).into_owned());
+        state.log_bytes(level, msg);
         Status::Ok
     })
     .unwrap_or(Status::InvalidMemoryAccess);

@@ -1,0 +1,333 @@
+//! Hostile guests are contained with a report, never a hang, a crash or
+//! unbounded memory: callout storms, memory past Envoy's 1 GiB, huge log
+//! lines, and VMs that died (see `tollgate_host::limits`).
+
+use super::*;
+use std::time::{Duration, Instant};
+use tollgate_host::limits::Limits;
+use tollgate_host::state::HttpCallStub;
+use tollgate_replay::{Replay, Verdict};
+use tollgate_traffic::Traffic;
+
+/// A guest whose every callout answer dispatches `fan_out` new callouts
+/// (the first one is dispatched by the request headers, which pause).
+fn storm_guest(fan_out: u32) -> Vec<u8> {
+    guest(
+        "0_2_1",
+        r#"(import "env" "proxy_http_call" (func $call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))"#,
+        &format!(
+            r#"(data (i32.const 1100) "authz")
+           (data (i32.const 1200) "\03\00\00\00\07\00\00\00\03\00\00\00\05\00\00\00\06\00\00\00\0a\00\00\00\05\00\00\00:method\00GET\00:path\00/check\00:authority\00authz\00")
+           (func $dispatch
+             (drop (call $call (i32.const 1100) (i32.const 5) (i32.const 1200) (i32.const 70)
+               (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 1000) (i32.const 700))))
+           (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+             (call $dispatch)
+             (i32.const 1))
+           (func (export "proxy_on_http_call_response") (param i32 i32 i32 i32 i32)
+             (local $n i32)
+             (local.set $n (i32.const {fan_out}))
+             (block $done (loop $more
+               (br_if $done (i32.eqz (local.get $n)))
+               (call $dispatch)
+               (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+               (br $more))))"#
+        ),
+    )
+}
+
+fn instant_answer() -> HttpCallStub {
+    HttpCallStub {
+        headers: vec![(":status".into(), "200".into())],
+        body: b"ok".to_vec(),
+    }
+}
+
+fn two_requests() -> Traffic {
+    Traffic {
+        exchanges: vec![
+            exchange("GET", "/first", &[], b""),
+            exchange("GET", "/second", &[], b""),
+        ],
+        ..Traffic::default()
+    }
+}
+
+fn failure(v: &Verdict) -> &str {
+    match v {
+        Verdict::Failed { message } => message,
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_callout_storm_fails_its_exchange_naming_what_the_module_did() {
+    for fan_out in [1, 2] {
+        let began = Instant::now();
+        let report = Replay::module("storm.wasm", storm_guest(fan_out))
+            .http_call_stub(instant_answer())
+            .traffic(two_requests())
+            .run()
+            .expect("the replay runs");
+        let first = &report.exchanges[0];
+        let message = failure(&first.verdict);
+        assert!(
+            message.contains("callout storm")
+                && message.contains("callouts in one exchange (limit 10000")
+                && message.contains("proxy_on_http_call_response"),
+            "fan-out {fan_out}: {message}"
+        );
+        // The dead VM fails the next stream at once (FAIL_CLOSED: 503).
+        assert_eq!(
+            report.exchanges[1].verdict,
+            Verdict::AnsweredLocally { status: 503 }
+        );
+        assert!(
+            began.elapsed() < Duration::from_secs(60),
+            "fan-out {fan_out}: took {:?}",
+            began.elapsed()
+        );
+    }
+}
+
+#[test]
+fn the_callout_bound_is_configurable_and_so_is_the_wall_time_per_exchange() {
+    let few = Limits {
+        callouts_per_exchange: 50,
+        ..Limits::default()
+    };
+    let report = Replay::module("storm.wasm", storm_guest(1))
+        .http_call_stub(instant_answer())
+        .limits(few)
+        .traffic(two_requests())
+        .run()
+        .expect("the replay runs");
+    let message = failure(&report.exchanges[0].verdict);
+    assert!(
+        message.contains("dispatched 51 callouts in one exchange (limit 50"),
+        "{message}"
+    );
+
+    // No bound on the count: the wall-time bound stops the storm.
+    let timed = Limits {
+        callouts_per_exchange: u64::MAX,
+        exchange_wall: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let report = Replay::module("storm.wasm", storm_guest(1))
+        .http_call_stub(instant_answer())
+        .limits(timed)
+        .traffic(two_requests())
+        .run()
+        .expect("the replay runs");
+    let message = failure(&report.exchanges[0].verdict);
+    assert!(
+        message.contains("more than 300ms of wall time"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_callout_storm_in_a_streamed_replay_ends_with_its_cause() {
+    let builder = Replay::module("storm.wasm", storm_guest(2)).http_call_stub(instant_answer());
+    let exchanges = two_requests().exchanges.into_iter().map(Ok);
+    let mut outcomes = Vec::new();
+    let totals = tollgate_replay::streaming::replay(builder, exchanges, |_, _, o, _| {
+        outcomes.push(o)
+    })
+    .expect("the streamed replay runs");
+    // The storm fails its exchange; the dead VM answers the next one 503 at once.
+    assert_eq!(
+        outcomes,
+        [
+            tollgate_replay::streaming::Outcome::Failed,
+            tollgate_replay::streaming::Outcome::AnsweredLocally(503)
+        ]
+    );
+    assert_eq!(totals.failed, 1);
+}
+
+/// A guest whose request headers grow its memory (2 pages) by `pages` and
+/// trap when `memory.grow` fails, as a Rust guest aborts when allocation fails.
+fn grow_guest(pages: u32) -> Vec<u8> {
+    guest(
+        "0_2_1",
+        "",
+        &format!(
+            r#"(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+             (if (i32.eq (memory.grow (i32.const {pages})) (i32.const -1)) (then unreachable))
+             (i32.const 0))"#
+        ),
+    )
+}
+
+#[test]
+fn memory_past_envoys_1_gib_is_refused_and_the_trap_says_so() {
+    // 2 + 16,382 pages: exactly 1 GiB, allowed.
+    let report = Replay::module("grow.wasm", grow_guest(16_382))
+        .traffic(two_requests())
+        .run()
+        .expect("the replay runs");
+    assert_eq!(report.exchanges[0].verdict, Verdict::Passed);
+
+    // One page more: memory.grow returns -1 as in Envoy's V8, the guest traps.
+    let report = Replay::module("grow.wasm", grow_guest(16_383))
+        .traffic(two_requests())
+        .run()
+        .expect("the replay runs");
+    let message = failure(&report.exchanges[0].verdict);
+    assert!(
+        message.contains("reached its limit of 1 GiB") && message.contains("returned -1"),
+        "{message}"
+    );
+
+    // The limit is configurable.
+    let more = Limits {
+        memory_bytes: 2 << 30,
+        ..Limits::default()
+    };
+    let report = Replay::module("grow.wasm", grow_guest(16_383))
+        .limits(more)
+        .traffic(two_requests())
+        .run()
+        .expect("the replay runs");
+    assert_eq!(report.exchanges[0].verdict, Verdict::Passed);
+}
+
+#[test]
+fn a_module_whose_initial_memory_is_past_the_limit_does_not_start() {
+    let wasm = wat::parse_str(
+        r#"(module
+          (memory (export "memory") 16385)
+          (func (export "malloc") (param i32) (result i32) (i32.const 1024))
+          (func (export "proxy_abi_version_0_2_1")))"#,
+    )
+    .expect("assembles");
+    let err = Replay::module("big.wasm", wasm)
+        .traffic(two_requests())
+        .run()
+        .err()
+        .expect("the module does not start");
+    let text = err.to_string();
+    assert!(text.contains("limit of 1 GiB"), "{text}");
+}
+
+/// A guest logging `lines` lines of `size` bytes (zeros) per request.
+fn log_guest(lines: u32, size: u32) -> Vec<u8> {
+    guest(
+        "0_2_1",
+        r#"(import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))"#,
+        &format!(
+            r#"(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+             (local $n i32)
+             (if (i32.lt_u (memory.size) (i32.const 40)) (then (drop (memory.grow (i32.const 38)))))
+             (local.set $n (i32.const {lines}))
+             (block $done (loop $more
+               (br_if $done (i32.eqz (local.get $n)))
+               (drop (call $log (i32.const 2) (i32.const 65536) (i32.const {size})))
+               (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+               (br $more)))
+             (i32.const 0))"#
+        ),
+    )
+}
+
+#[test]
+fn huge_log_lines_are_cut_and_the_log_per_exchange_is_bounded() {
+    // 20 lines of 2 MB: each cut to 64 KiB, all kept (1.3 MB < 4 MiB).
+    let report = Replay::module("log.wasm", log_guest(20, 2_000_000))
+        .traffic(two_requests())
+        .run()
+        .expect("the replay runs");
+    let logs = &report.exchanges[0].logs;
+    let guest_lines: Vec<_> = logs
+        .iter()
+        .filter(|l| l.message.contains("line of 2000000 bytes cut to 65536"))
+        .collect();
+    assert_eq!(guest_lines.len(), 20, "{} lines", logs.len());
+    assert!(logs.iter().all(|l| l.message.len() < 70_000));
+
+    // A small budget per exchange: what is dropped is said.
+    let small = Limits {
+        log_bytes_per_exchange: 200_000,
+        ..Limits::default()
+    };
+    let report = Replay::module("log.wasm", log_guest(20, 2_000_000))
+        .limits(small)
+        .traffic(two_requests())
+        .run()
+        .expect("the replay runs");
+    for e in &report.exchanges {
+        let kept: usize = e.logs.iter().map(|l| l.message.len()).sum();
+        assert!(kept < 300_000, "{kept} bytes kept");
+        assert!(
+            e.logs.iter().any(|l| l
+                .message
+                .contains("17 guest log line(s) (34000000 bytes) dropped: past the 200000 bytes")),
+            "{:?}",
+            e.logs.iter().map(|l| &l.message[..l.message.len().min(120)]).collect::<Vec<_>>()
+        );
+    }
+}
+
+/// A guest that traps (`unreachable`) on every request.
+fn trap_guest() -> Vec<u8> {
+    guest(
+        "0_2_1",
+        "",
+        r#"(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+             unreachable)"#,
+    )
+}
+
+fn temp_wasm(name: &str, wasm: &[u8]) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tollgate-hostile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(name);
+    std::fs::write(&path, wasm).expect("write the guest");
+    path
+}
+
+#[test]
+fn bench_stops_at_a_dead_vm_and_names_the_failure() {
+    use tollgate_replay::bench::{self, BenchError, BenchOptions, Budget};
+    let path = temp_wasm("trap.wasm", &trap_guest());
+    let options = BenchOptions {
+        filter: path.clone(),
+        config: String::new(),
+        traffic: Traffic {
+            source: Some("test traffic".into()),
+            ..two_requests()
+        },
+        budget: Budget::Time(Duration::from_secs(600)),
+        warmup: 1,
+        cache: None,
+        streams: 1,
+        http_clusters: Vec::new(),
+        grpc_clusters: Vec::new(),
+    };
+    let began = Instant::now();
+    let err = bench::run(&options, None).expect_err("a trapping filter fails the bench");
+    assert!(began.elapsed() < Duration::from_secs(60), "{:?}", began.elapsed());
+    assert!(
+        matches!(err, BenchError::Failed { pass: 0, request: 0, .. }),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("trap.wasm") && text.contains("proxy_on_request_headers") && text.contains("unreachable"),
+        "{text}"
+    );
+
+    // The command says so and exits non-zero.
+    let har = concat!(env!("CARGO_MANIFEST_DIR"), "/../../traffic/demo.har");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["bench", har, "--filter"])
+        .arg(&path)
+        .args(["--iterations", "3"])
+        .output()
+        .expect("tollgate runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("the benchmark stopped"), "{stderr}");
+}
