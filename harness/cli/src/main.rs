@@ -119,7 +119,8 @@ enum Command {
 fn value_arg(v: &str, flag: &str) -> Result<String> {
     match v.strip_prefix('@') {
         Some(path) => {
-            std::fs::read_to_string(path).with_context(|| format!("--{flag}: cannot read {path}"))
+            tollgate_traffic::input::read_to_string(std::path::Path::new(path))
+                .with_context(|| format!("--{flag}: cannot read {path}"))
         }
         None => Ok(v.to_string()),
     }

@@ -313,7 +313,7 @@ impl Plugin {
     /// Loads the module at `path`.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, LoadError> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|error| LoadError::Read {
+        let bytes = tollgate_traffic::input::read(path).map_err(|error| LoadError::Read {
             path: path.to_path_buf(),
             error,
         })?;
@@ -331,7 +331,7 @@ impl Plugin {
     /// the same module skips compilation; see [`Plugin::compile_time`]).
     pub fn load_cached(path: impl AsRef<Path>, cache: &ModuleCache) -> Result<Self, LoadError> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|error| LoadError::Read {
+        let bytes = tollgate_traffic::input::read(path).map_err(|error| LoadError::Read {
             path: path.to_path_buf(),
             error,
         })?;

@@ -658,7 +658,7 @@ impl Suite {
     /// Loads a suite file and compiles its filters.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, SuiteError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|error| SuiteError::Read {
+        let text = tollgate_traffic::input::read_to_string(path).map_err(|error| SuiteError::Read {
             path: path.to_path_buf(),
             error,
         })?;
@@ -672,6 +672,8 @@ impl Suite {
             file: file.to_string(),
             message,
         };
+        tollgate_traffic::input::check_yaml_depth(yaml, tollgate_traffic::input::MAX_YAML_DEPTH)
+            .map_err(format)?;
         let spec: SuiteSpec = yaml_serde::from_str(yaml).map_err(|e| format(e.to_string()))?;
         if spec.filters.is_empty() {
             return Err(format(
@@ -692,7 +694,7 @@ impl Suite {
                         "filters[{index}]: give `config` or `config_file`, not both"
                     )));
                 }
-                (None, Some(p)) => std::fs::read_to_string(base.join(p)).map_err(|e| {
+                (None, Some(p)) => tollgate_traffic::input::read_to_string(&base.join(p)).map_err(|e| {
                     format(format!(
                         "filters[{index}].config_file: cannot read {}: {e}",
                         base.join(p).display()
@@ -1294,7 +1296,7 @@ impl Suite {
             regex_check(what, re, &text, positive, failures);
         }
         if let Some(f) = &b.file {
-            match std::fs::read(self.base.join(f)) {
+            match tollgate_traffic::input::read(&self.base.join(f)) {
                 Err(e) => failures.push(format!(
                     "{what}.file: cannot read {}: {e}",
                     self.base.join(f).display()
@@ -1513,7 +1515,7 @@ fn body_bytes(base: &Path, b: &Option<BodySpec>, what: &str) -> Result<Vec<u8>, 
     let Some(b) = b else { return Ok(Vec::new()) };
     match (&b.text, &b.file, &b.base64) {
         (Some(t), None, None) => Ok(t.as_bytes().to_vec()),
-        (None, Some(f), None) => std::fs::read(base.join(f))
+        (None, Some(f), None) => tollgate_traffic::input::read(&base.join(f))
             .map_err(|e| format!("{what}.file: cannot read {}: {e}", base.join(f).display())),
         (None, None, Some(s)) => {
             use base64::Engine;
@@ -1648,7 +1650,10 @@ pub fn stub_arg(arg: &str) -> Result<(Option<HttpClusterStub>, Option<GrpcCluste
             "`{arg}`: expected CLUSTER=FILE, e.g. authz=authz-stub.json"
         ));
     };
-    let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: cannot read: {e}"))?;
+    let text = tollgate_traffic::input::read_to_string(Path::new(file))
+        .map_err(|e| format!("{file}: cannot read: {e}"))?;
+    tollgate_traffic::input::check_yaml_depth(&text, tollgate_traffic::input::MAX_YAML_DEPTH)
+        .map_err(|e| format!("{file}: {e}"))?;
     let spec: ClusterSpec = yaml_serde::from_str(&text).map_err(|e| format!("{file}: {e}"))?;
     let base = Path::new(file)
         .parent()

@@ -99,7 +99,7 @@ const LOCAL_SCHEMES: [&str; 5] = ["data", "blob", "about", "javascript", "file"]
 /// Reads and converts the HAR file at `path`.
 pub fn load(path: &Path) -> Result<Traffic, TrafficError> {
     let file = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| TrafficError::Read {
+    let bytes = crate::input::read(path).map_err(|source| TrafficError::Read {
         file: file.clone(),
         source,
     })?;

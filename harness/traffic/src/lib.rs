@@ -7,6 +7,7 @@
 
 pub mod har;
 pub mod header_syntax;
+pub mod input;
 pub mod native;
 pub mod stubs;
 pub mod tap;
@@ -249,7 +250,7 @@ pub fn load_with(path: &Path, leniency: Leniency) -> Result<Traffic, TrafficErro
         traffic.source = Some(path.to_path_buf());
         return Ok(traffic);
     }
-    let bytes = std::fs::read(path).map_err(|source| TrafficError::Read {
+    let bytes = input::read(path).map_err(|source| TrafficError::Read {
         file: file.clone(),
         source,
     })?;
@@ -314,7 +315,7 @@ pub fn open(path: &Path, leniency: Leniency) -> Result<Exchanges, TrafficError> 
             Some(f) => f == Format::NativeLines,
             None => {
                 let mut head = Vec::with_capacity(4096);
-                let f = std::fs::File::open(path).map_err(|source| TrafficError::Read {
+                let f = input::open_stream(path).map_err(|source| TrafficError::Read {
                     file: file.clone(),
                     source,
                 })?;
@@ -328,7 +329,7 @@ pub fn open(path: &Path, leniency: Leniency) -> Result<Exchanges, TrafficError> 
             }
         };
     if lines {
-        let f = std::fs::File::open(path).map_err(|source| TrafficError::Read {
+        let f = input::open_stream(path).map_err(|source| TrafficError::Read {
             file: file.clone(),
             source,
         })?;

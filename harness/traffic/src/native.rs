@@ -89,6 +89,13 @@ pub fn parse_document(
             message: super::json_message(&e),
         })?
     } else {
+        crate::input::check_yaml_depth(text, crate::input::MAX_YAML_DEPTH).map_err(|message| {
+            TrafficError::Document {
+                file: file.to_owned(),
+                field: "(document)".to_owned(),
+                message,
+            }
+        })?;
         yaml_serde::from_str(text).map_err(|e| TrafficError::Document {
             file: file.to_owned(),
             field: "(document)".to_owned(),
@@ -194,8 +201,26 @@ impl<R: BufRead> Lines<R> {
     fn next_line(&mut self) -> Option<Result<Exchange, TrafficError>> {
         loop {
             self.buf.clear();
-            match self.reader.read_line(&mut self.buf) {
+            // A line is bounded by the input cap (a file without newlines
+            // is not read into memory whole).
+            let max = crate::input::max_input_bytes();
+            let read = std::io::Read::take(&mut self.reader, max.saturating_add(1))
+                .read_line(&mut self.buf);
+            match read {
                 Ok(0) => return None,
+                Ok(n) if n as u64 > max => {
+                    return Some(Err(TrafficError::Read {
+                        file: self.file.clone(),
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::FileTooLarge,
+                            format!(
+                                "line {}: longer than the input cap of {max} bytes (set {} to read more)",
+                                self.line_no + 1,
+                                crate::input::MAX_INPUT_ENV
+                            ),
+                        ),
+                    }));
+                }
                 Ok(_) => {}
                 Err(source) => {
                     return Some(Err(TrafficError::Read {

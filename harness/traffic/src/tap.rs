@@ -49,7 +49,7 @@ use super::{
 /// Reads one tap file.
 pub fn load(path: &Path, leniency: Leniency) -> Result<Traffic, TrafficError> {
     let file = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| TrafficError::Read {
+    let bytes = crate::input::read(path).map_err(|source| TrafficError::Read {
         file: file.clone(),
         source,
     })?;
@@ -76,7 +76,7 @@ pub fn load_dir(dir: &Path, leniency: Leniency) -> Result<Traffic, TrafficError>
     let mut reader = Reader::new(leniency);
     for f in &files {
         let file = f.display().to_string();
-        let bytes = std::fs::read(f).map_err(|source| TrafficError::Read {
+        let bytes = crate::input::read(f).map_err(|source| TrafficError::Read {
             file: file.clone(),
             source,
         })?;

@@ -90,7 +90,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let config = match &args.config {
         None => String::new(),
         Some(c) => match c.strip_prefix('@') {
-            Some(path) => std::fs::read_to_string(path)
+            Some(path) => tollgate_traffic::input::read_to_string(std::path::Path::new(path))
                 .with_context(|| format!("--config: cannot read {path}"))?,
             None => c.clone(),
         },

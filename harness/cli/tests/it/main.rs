@@ -1,6 +1,7 @@
 //! Integration tests of the harness with small guests written in WAT.
 //! One module per area; helpers here.
 
+mod bad_inputs;
 mod bench;
 mod bench_report;
 mod bodies;

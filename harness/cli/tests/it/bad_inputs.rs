@@ -1,0 +1,121 @@
+//! Bad inputs are refused with a one-line error naming the file, before they
+//! cost memory or time: devices where a file is expected (`/dev/zero` as a
+//! recording, as `--config @...`, as a suite's body file), files past the
+//! input cap, YAML nested past the depth limit.
+
+use std::path::PathBuf;
+use std::process::Command;
+use tollgate_host::bare;
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tollgate-bad-inputs-{}-{tag}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn tollgate(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("tollgate runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn noop(dir: &std::path::Path) -> String {
+    let path = dir.join("noop.wasm");
+    std::fs::write(&path, bare::noop_module().expect("assembles")).expect("write");
+    path.display().to_string()
+}
+
+const HAR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../traffic/demo.har");
+
+#[test]
+fn a_device_is_refused_as_a_recording_a_config_and_a_body_file() {
+    let dir = temp_dir("devices");
+    let wasm = noop(&dir);
+    for recording in ["/dev/zero", "/dev/zero.jsonl"] {
+        if recording.ends_with(".jsonl") {
+            // A device under a JSON-lines name is refused too (streamed reading).
+            let link = dir.join("zero.jsonl");
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink("/dev/zero", &link).expect("symlink");
+            let link = link.display().to_string();
+            for stream in [false, true] {
+                let mut args = vec!["replay", link.as_str(), "--filter", wasm.as_str()];
+                if stream {
+                    args.push("--stream");
+                }
+                let (ok, err) = tollgate(&args, &[]);
+                assert!(!ok && err.contains("a character device"), "{err}");
+            }
+            continue;
+        }
+        let (ok, err) = tollgate(&["replay", recording, "--filter", &wasm], &[]);
+        assert!(!ok && err.contains("/dev/zero") && err.contains("a character device"), "{err}");
+    }
+    let (ok, err) = tollgate(&["replay", HAR, "--filter", &wasm, "--config", "@/dev/zero"], &[]);
+    assert!(!ok && err.contains("--config") && err.contains("a character device"), "{err}");
+    let (ok, err) = tollgate(
+        &["bench", HAR, "--filter", &wasm, "--config", "@/dev/zero", "--iterations", "1"],
+        &[],
+    );
+    assert!(!ok && err.contains("--config") && err.contains("a character device"), "{err}");
+
+    // A suite whose request body file is a device: the test fails naming it.
+    let suite = dir.join("suite.yaml");
+    std::fs::write(
+        &suite,
+        "filters:\n  - path: noop.wasm\ntests:\n  - name: zero body\n    request:\n      body: {file: /dev/zero}\n",
+    )
+    .expect("write");
+    let report = tollgate_replay::suite::run_file(&suite).expect("the suite loads");
+    let failures = &report.tests[0].failures;
+    assert!(
+        failures.iter().any(|f| f.contains("/dev/zero") && f.contains("a character device")),
+        "{failures:?}"
+    );
+}
+
+#[test]
+fn an_input_past_the_cap_is_refused_and_the_cap_is_configurable() {
+    let dir = temp_dir("cap");
+    let wasm = noop(&dir);
+    let (ok, err) = tollgate(
+        &["replay", HAR, "--filter", &wasm],
+        &[("TOLLGATE_MAX_INPUT_BYTES", "1000")],
+    );
+    assert!(!ok && err.contains("past the input cap of 1000 bytes"), "{err}");
+    let (ok, err) = tollgate(&["replay", HAR, "--filter", &wasm], &[]);
+    assert!(ok, "{err}");
+}
+
+#[test]
+fn yaml_nested_past_the_depth_limit_is_refused_before_parsing() {
+    let dir = temp_dir("deep");
+    let wasm = noop(&dir);
+    // 200 kB of flow nesting, and block nesting, as a native recording.
+    let flow = format!("tollgate_traffic: 1\nexchanges: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+    let block: String = std::iter::once("tollgate_traffic: 1\nexchanges:\n".to_string())
+        .chain((0..300).map(|i| format!("{}k{i}:\n", " ".repeat(i + 2))))
+        .collect();
+    for (name, text) in [("flow.yaml", flow), ("block.yaml", block)] {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write");
+        let p = path.display().to_string();
+        let (ok, err) = tollgate(&["replay", &p, "--filter", &wasm], &[]);
+        assert!(
+            !ok && err.contains(name) && err.contains("nested more than 128 levels"),
+            "{err}"
+        );
+    }
+    // A suite too.
+    let suite = dir.join("suite.yaml");
+    std::fs::write(&suite, format!("filters: {}{}\n", "[".repeat(5000), "]".repeat(5000)))
+        .expect("write");
+    let e = tollgate_replay::suite::Suite::load(&suite).err().expect("refused");
+    assert!(e.to_string().contains("nested more than 128 levels"), "{e}");
+}
