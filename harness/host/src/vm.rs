@@ -253,7 +253,7 @@ fn describe(err: &wasmtime::Error, timeout: Duration, panic_lines: &[String]) ->
         if *trap == Trap::Interrupt {
             format!("the guest ran for more than {timeout:?} and was stopped (endless loop?)")
         } else {
-            format!("wasm trap: {trap}")
+            trap.to_string()
         }
     } else if let Some(exit) = err.downcast_ref::<crate::abi::ProcExit>() {
         exit.to_string()

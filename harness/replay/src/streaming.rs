@@ -89,6 +89,22 @@ where
     I: IntoIterator<Item = Result<Exchange, TrafficError>>,
     F: FnMut(usize, &Exchange, Outcome, Duration),
 {
+    replay_verdicts(builder, exchanges, |i, e, v, cost| {
+        each(i, e, Outcome::from(v), cost)
+    })
+}
+
+/// [`replay`], handing `each` the whole verdict: a failure's cause (the
+/// callback, the trap) goes with it.
+pub fn replay_verdicts<I, F>(
+    builder: ReplayBuilder,
+    exchanges: I,
+    mut each: F,
+) -> Result<Totals, StreamingError>
+where
+    I: IntoIterator<Item = Result<Exchange, TrafficError>>,
+    F: FnMut(usize, &Exchange, &Verdict, Duration),
+{
     let (mut chain, _) = builder.start()?;
     chain.take_startup_logs();
     let many = chain.filters() > 1;
@@ -97,7 +113,8 @@ where
     for (i, e) in exchanges.into_iter().enumerate() {
         let e = e?;
         let (out, cost, logs) = chain.exchange(&input_for(&e));
-        let o = Outcome::from(&crate::judge(&e, out, cost, logs, many).verdict);
+        let verdict = crate::judge(&e, out, cost, logs, many).verdict;
+        let o = Outcome::from(&verdict);
         totals.requests += 1;
         match o {
             Outcome::Passed => totals.passed += 1,
@@ -108,7 +125,7 @@ where
         if let Some(h) = hist.as_mut() {
             h.saturating_record(u64::try_from(cost.as_nanos()).unwrap_or(u64::MAX).max(1));
         }
-        each(i, &e, o, cost);
+        each(i, &e, &verdict, cost);
     }
     if let Some(h) = hist.filter(|h| !h.is_empty()) {
         totals.p50 = Duration::from_nanos(h.value_at_quantile(0.5));

@@ -1026,6 +1026,37 @@ impl Suite {
         metrics: &[(String, i64)],
         failures: &mut Vec<String>,
     ) {
+        let before = failures.len();
+        self.check_expectations(t, out, logs, metrics, failures);
+        // Whatever expectation a failed filter broke, its cause goes with it
+        // (the callback and the trap), unless a failure line already says it.
+        if failures.len() > before
+            && !out.failures.is_empty()
+            && !failures[before..].iter().any(|f| f.starts_with("a filter failed: "))
+        {
+            failures.push(format!(
+                "because a filter failed: {}",
+                out.failures
+                    .iter()
+                    .map(|x| format!(
+                        "{}: {}",
+                        x.filter,
+                        x.error.to_string().lines().next().unwrap_or_default()
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ));
+        }
+    }
+
+    fn check_expectations(
+        &self,
+        t: &TestSpec,
+        out: &StreamOutcome,
+        logs: &[LogLine],
+        metrics: &[(String, i64)],
+        failures: &mut Vec<String>,
+    ) {
         let e = &t.expect;
         if let Some(reached) = e.upstream_reached
             && reached != out.upstream_request.is_some()

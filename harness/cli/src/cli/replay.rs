@@ -78,6 +78,10 @@ pub(crate) fn replay(
         tollgate_traffic::Leniency::Strict
     };
     let traffic = tollgate_traffic::load_with(traffic_path, leniency)?;
+    if traffic.exchanges.is_empty() {
+        // One rule for every format: an empty recording is an error.
+        anyhow::bail!("{}: {}", traffic_path.display(), NO_EXCHANGES);
+    }
     for w in &traffic.warnings {
         eprintln!("warning: {w}");
     }
@@ -217,3 +221,6 @@ fn to_json(report: &Report) -> serde_json::Value {
         },
     })
 }
+
+/// What a recording with no exchanges (every format, streamed or not) is told.
+pub(crate) const NO_EXCHANGES: &str = "the recording has no exchanges: nothing to replay";

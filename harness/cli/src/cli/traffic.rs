@@ -375,14 +375,20 @@ pub fn replay_streaming(
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut write_err = None;
-    let totals = streaming::replay(builder, stream.by_ref(), |_, e, o, cost| {
+    let totals = streaming::replay_verdicts(builder, stream.by_ref(), |_, e, v, cost| {
         bar.inc(1);
         if !quiet && write_err.is_none() {
-            let verdict = match o {
+            let verdict = match Outcome::from(v) {
                 Outcome::Passed => "passed".to_owned(),
                 Outcome::Modified => "modified".to_owned(),
                 Outcome::AnsweredLocally(s) => format!("answered locally ({s})"),
-                Outcome::Failed => "FAILED".to_owned(),
+                Outcome::Failed => match v {
+                    // The cause, on the line: the callback and the trap.
+                    tollgate_replay::Verdict::Failed { message } => {
+                        format!("FAILED: {}", message.lines().next().unwrap_or_default())
+                    }
+                    _ => "FAILED".to_owned(),
+                },
             };
             let line = format!(
                 "{}: {} {}{} [{verdict}] guest {cost:?}",
@@ -398,6 +404,9 @@ pub fn replay_streaming(
     let t = totals?;
     if let Some(e) = write_err {
         bail!("writing the report: {e}");
+    }
+    if t.requests == 0 {
+        bail!("{}: {}", input.display(), crate::replay_cli::NO_EXCHANGES);
     }
     println!(
         "\n{} requests: {} passed, {} modified, {} answered locally, {} failed; guest time p50 {:?}, p99 {:?}",

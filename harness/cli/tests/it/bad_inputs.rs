@@ -56,6 +56,8 @@ fn a_device_is_refused_as_a_recording_a_config_and_a_body_file() {
         }
         let (ok, err) = tollgate(&["replay", recording, "--filter", &wasm], &[]);
         assert!(!ok && err.contains("/dev/zero") && err.contains("a character device"), "{err}");
+        // The cause is printed once.
+        assert_eq!(err.matches("a character device").count(), 1, "{err}");
     }
     let (ok, err) = tollgate(&["replay", HAR, "--filter", &wasm, "--config", "@/dev/zero"], &[]);
     assert!(!ok && err.contains("--config") && err.contains("a character device"), "{err}");
@@ -118,4 +120,34 @@ fn yaml_nested_past_the_depth_limit_is_refused_before_parsing() {
         .expect("write");
     let e = tollgate_replay::suite::Suite::load(&suite).err().expect("refused");
     assert!(e.to_string().contains("nested more than 128 levels"), "{e}");
+}
+
+#[test]
+fn an_empty_recording_is_an_error_in_every_format() {
+    let dir = temp_dir("empty");
+    let wasm = noop(&dir);
+    let har = dir.join("empty.har");
+    std::fs::write(
+        &har,
+        r#"{"log":{"version":"1.2","creator":{"name":"t","version":"1"},"entries":[]}}"#,
+    )
+    .expect("write");
+    let jsonl = dir.join("empty.jsonl");
+    std::fs::write(&jsonl, "").expect("write");
+    let folder = dir.join("taps");
+    std::fs::create_dir_all(&folder).expect("folder");
+    for path in [&har, &jsonl, &folder] {
+        let p = path.display().to_string();
+        for stream in [false, true] {
+            let mut args = vec!["replay", p.as_str(), "--filter", wasm.as_str()];
+            if stream {
+                args.push("--stream");
+            }
+            let (ok, err) = tollgate(&args, &[]);
+            assert!(
+                !ok && err.contains(&p) && err.contains("the recording has no exchanges"),
+                "{args:?}: {err}"
+            );
+        }
+    }
 }

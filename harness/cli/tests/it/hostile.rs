@@ -331,3 +331,36 @@ fn bench_stops_at_a_dead_vm_and_names_the_failure() {
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("the benchmark stopped"), "{stderr}");
 }
+
+#[test]
+fn a_failure_carries_its_callback_and_trap_to_streamed_replays_suites_and_junit() {
+    let path = temp_wasm("trap-cause.wasm", &trap_guest());
+    let har = concat!(env!("CARGO_MANIFEST_DIR"), "/../../traffic/demo.har");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["replay", har, "--stream", "--filter"])
+        .arg(&path)
+        .output()
+        .expect("tollgate runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("[FAILED: proxy_on_request_headers failed: wasm trap: wasm `unreachable`"),
+        "{stdout}"
+    );
+
+    let dir = path.parent().expect("a folder").to_path_buf();
+    let suite = dir.join("cause-suite.yaml");
+    std::fs::write(
+        &suite,
+        "filters:\n  - path: trap-cause.wasm\ntests:\n  - name: reaches the upstream\n    request: {path: /}\n    expect:\n      client: {status: 200}\n",
+    )
+    .expect("write the suite");
+    let report = tollgate_replay::suite::run_file(&suite).expect("the suite loads");
+    let failures = &report.tests[0].failures;
+    assert!(
+        failures.iter().any(|f| f.starts_with("because a filter failed: ")
+            && f.contains("proxy_on_request_headers failed: wasm trap")),
+        "{failures:?}"
+    );
+    let junit = report.junit();
+    assert!(junit.contains("proxy_on_request_headers failed: wasm trap"), "{junit}");
+}
