@@ -264,8 +264,26 @@ fn analyse_cached(
         .imports()
         .map(|i| {
             let kind = kind_of(&i.ty());
-            let provided = linker.get(&mut store, i.module(), i.name()).is_ok();
-            let problem = if !provided {
+            let host = linker.get(&mut store, i.module(), i.name()).ok();
+            let provided = host.is_some();
+            // Linking checks types too: a function imported with another
+            // signature than the host's is as missing as an unknown one.
+            let wrong_type = match (&host, i.ty()) {
+                (Some(wasmtime::Extern::Func(f)), ExternType::Func(want)) => {
+                    let have = f.ty(&store);
+                    (!have.matches(&want)).then(|| {
+                        format!(
+                            "imported as {}, the host's is {}",
+                            signature(&want),
+                            signature(&have)
+                        )
+                    })
+                }
+                _ => None,
+            };
+            let problem = if let Some(why) = wrong_type {
+                Some(why)
+            } else if !provided {
                 Some(if kind == "func" {
                     "no such host function".to_string()
                 } else {
@@ -301,6 +319,18 @@ fn analyse_cached(
         },
         outcome,
     ))
+}
+
+/// A function type as WAT writes it: `(param i32 i32) (result i32)`.
+fn signature(t: &wasmtime::FuncType) -> String {
+    let list = |v: Vec<String>| v.join(" ");
+    let params: Vec<String> = t.params().map(|p| p.to_string()).collect();
+    let results: Vec<String> = t.results().map(|r| r.to_string()).collect();
+    let mut out = format!("(param {})", list(params));
+    if !results.is_empty() {
+        out.push_str(&format!(" (result {})", list(results)));
+    }
+    out
 }
 
 /// Describes a module without requiring it to be loadable (for `tollgate inspect`).

@@ -151,3 +151,35 @@ fn an_empty_recording_is_an_error_in_every_format() {
         }
     }
 }
+
+#[test]
+fn inspect_checks_import_types_as_linking_does() {
+    let dir = temp_dir("inspect");
+    // `proxy_log` is (i32 i32 i32) -> i32; imported here with one parameter too few.
+    let wasm = wat::parse_str(
+        r#"(module
+          (import "env" "proxy_log" (func (param i32 i32) (result i32)))
+          (memory (export "memory") 1)
+          (func (export "malloc") (param i32) (result i32) (i32.const 1024))
+          (func (export "proxy_abi_version_0_2_1")))"#,
+    )
+    .expect("assembles");
+    let path = dir.join("wrong-type.wasm");
+    std::fs::write(&path, wasm).expect("write");
+    let p = path.display().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["inspect", &p])
+        .output()
+        .expect("tollgate runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("env.proxy_log (imported as (param i32 i32) (result i32), the host's is (param i32 i32 i32) (result i32))"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("all imports are provided"), "{stdout}");
+    // And replay refuses it the same way, before linking fails.
+    let har = HAR;
+    let (ok, err) = tollgate(&["replay", har, "--filter", &p], &[]);
+    assert!(!ok && err.contains("env.proxy_log (imported as"), "{err}");
+}
