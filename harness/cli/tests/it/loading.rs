@@ -97,8 +97,13 @@ fn an_import_with_the_wrong_signature_is_a_link_error() {
         "",
     );
     let err = Plugin::from_bytes("sig.wasm", &wasm).unwrap_err();
-    assert!(matches!(err, LoadError::Link { .. }), "{err:?}");
-    assert!(err.to_string().contains("proxy_log"), "{err}");
+    // Named before linking, with both signatures (as `inspect` names it).
+    assert!(matches!(err, LoadError::MissingImports { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("env.proxy_log (imported as (param i32) (result i32)"),
+        "{err}"
+    );
 }
 
 #[test]
