@@ -16,6 +16,7 @@ mod http_calls;
 mod lifecycle;
 mod loading;
 mod outputs;
+mod properties;
 mod replay;
 mod replay_details;
 mod stream_control;
