@@ -23,6 +23,8 @@
 //!   absent in a phase, a WAT guest's view in a real Envoy and in the harness.
 //! - `hostile_guests`: Envoy's 1 GiB memory cap and dead VMs (FAIL_CLOSED), a WAT guest in a
 //!   real Envoy and in the harness.
+//! - `properties`: the built filters through the harness with arbitrary requests, bodies,
+//!   chunking, trailers and configurations: no trap, no admission without a valid credential.
 //! - `native_parity`: basic-auth, jwt-auth and ext-authz next to Envoy's native `basic_auth`,
 //!   `jwt_authn` and `ext_authz` (`envoy/<filter>/native.yaml`), the same requests through both;
 //!   and `traffic/auth.yaml` (the cost traffic) in the harness.
@@ -43,6 +45,7 @@ mod jwt_auth;
 mod key_auth;
 mod native_parity;
 mod plumbing;
+mod properties;
 mod record;
 mod remote_code;
 mod ship_oci;
