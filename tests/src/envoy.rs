@@ -538,6 +538,11 @@ impl Envoy {
         &self.listeners
     }
 
+    /// The Envoy process's id (`None` when it runs in a container).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.pid()
+    }
+
     /// The admin interface's address.
     pub fn admin(&self) -> SocketAddr {
         self.admin

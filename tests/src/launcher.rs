@@ -176,6 +176,14 @@ impl Guard {
         }
     }
 
+    /// The local process's id (`None` for a container).
+    pub fn pid(&self) -> Option<u32> {
+        match &self.running {
+            Some(Running::Process(child)) => Some(child.id()),
+            _ => None,
+        }
+    }
+
     /// `Some(status)` once Envoy has exited.
     pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
         match &mut self.running {

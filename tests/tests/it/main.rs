@@ -25,6 +25,8 @@
 //!   real Envoy and in the harness.
 //! - `properties`: the built filters through the harness with arbitrary requests, bodies,
 //!   chunking, trailers and configurations: no trap, no admission without a valid credential.
+//! - `soak`: a bounded run through the full chain in Envoy at fixed concurrency: no unexpected
+//!   status, no 5xx, Envoy's RSS flat after warm-up.
 //! - `native_parity`: basic-auth, jwt-auth and ext-authz next to Envoy's native `basic_auth`,
 //!   `jwt_authn` and `ext_authz` (`envoy/<filter>/native.yaml`), the same requests through both;
 //!   and `traffic/auth.yaml` (the cost traffic) in the harness.
@@ -50,5 +52,6 @@ mod record;
 mod remote_code;
 mod ship_oci;
 mod ship_validate;
+mod soak;
 mod suites;
 mod trace_diff;
