@@ -364,3 +364,22 @@ fn a_failure_carries_its_callback_and_trap_to_streamed_replays_suites_and_junit(
     let junit = report.junit();
     assert!(junit.contains("proxy_on_request_headers failed: wasm trap"), "{junit}");
 }
+
+#[test]
+fn a_callout_storm_in_a_suite_fails_its_test_with_the_cause() {
+    let path = temp_wasm("storm-suite.wasm", &storm_guest(2));
+    let suite = path.parent().expect("a folder").join("storm-suite.yaml");
+    std::fs::write(
+        &suite,
+        "filters:\n  - path: storm-suite.wasm\nclusters:\n  authz: {status: 200}\ntests:\n  - name: storm\n    request: {path: /}\n    expect:\n      client: {status: 200}\n",
+    )
+    .expect("write the suite");
+    let began = Instant::now();
+    let report = tollgate_replay::suite::run_file(&suite).expect("the suite loads");
+    assert!(began.elapsed() < Duration::from_secs(60));
+    let failures = &report.tests[0].failures;
+    assert!(
+        failures.iter().any(|f| f.contains("callout storm: the module dispatched 10001 callouts")),
+        "{failures:?}"
+    );
+}
