@@ -206,8 +206,7 @@ fn a_module_whose_initial_memory_is_past_the_limit_does_not_start() {
     let err = Replay::module("big.wasm", wasm)
         .traffic(two_requests())
         .run()
-        .err()
-        .expect("the module does not start");
+        .expect_err("the module does not start");
     let text = err.to_string();
     assert!(text.contains("limit of 1 GiB"), "{text}");
 }
