@@ -192,12 +192,23 @@ mod tests {
             take(&mut store, "b", &g, now + S / 2),
             Ok(Decision::Limited { retry_after_ns, .. }) if retry_after_ns == S / 2
         ));
-        assert!(matches!(take(&mut store, "b", &g, now + S), Ok(Decision::Allowed { remaining: 0, .. })));
-        assert!(matches!(take(&mut store, "b", &g, now + S), Ok(Decision::Limited { .. })));
+        assert!(matches!(
+            take(&mut store, "b", &g, now + S),
+            Ok(Decision::Allowed { remaining: 0, .. })
+        ));
+        assert!(matches!(
+            take(&mut store, "b", &g, now + S),
+            Ok(Decision::Limited { .. })
+        ));
         // Idle long enough: full again, never more than the burst.
         let later = now + 60 * S;
         let admitted = (0..10)
-            .filter(|_| matches!(take(&mut store, "b", &g, later), Ok(Decision::Allowed { .. })))
+            .filter(|_| {
+                matches!(
+                    take(&mut store, "b", &g, later),
+                    Ok(Decision::Allowed { .. })
+                )
+            })
             .count();
         assert_eq!(admitted, 3);
     }
@@ -260,7 +271,10 @@ mod tests {
                 reset_ns: 3 * S
             })
         );
-        assert!(matches!(take(&mut store, "p/0", &gcra, now), Ok(Decision::Limited { .. })));
+        assert!(matches!(
+            take(&mut store, "p/0", &gcra, now),
+            Ok(Decision::Limited { .. })
+        ));
     }
 
     #[test]
@@ -268,8 +282,14 @@ mod tests {
         let mut store = MemoryShared::new();
         store.set("p/1", b"12345", None).ok();
         prepare(&mut store, "p", 3).ok();
-        assert_eq!(store.get("p/1").ok().flatten().map(|v| v.0), Some(b"12345".to_vec()));
-        assert_eq!(store.get("p/2").ok().flatten().map(|v| v.0), Some(b"0".to_vec()));
+        assert_eq!(
+            store.get("p/1").ok().flatten().map(|v| v.0),
+            Some(b"12345".to_vec())
+        );
+        assert_eq!(
+            store.get("p/2").ok().flatten().map(|v| v.0),
+            Some(b"0".to_vec())
+        );
     }
 
     #[test]

@@ -141,7 +141,10 @@ impl FilterConfig for RateLimitConfig {
                 ));
             }
             if self.limits[..i].iter().any(|l| l.name == limit.name) {
-                return Err(ConfigError::at(at("name"), "a limit of this name is defined earlier"));
+                return Err(ConfigError::at(
+                    at("name"),
+                    "a limit of this name is defined earlier",
+                ));
             }
             if limit.max_tokens == 0 {
                 return Err(ConfigError::at(at("max_tokens"), "must be at least 1"));
@@ -202,8 +205,12 @@ impl RateLimitConfig {
     }
 
     pub(crate) fn metrics(&self) -> &[LimitMetrics] {
-        self.metrics
-            .get_or_init(|| self.limits.iter().map(|l| LimitMetrics::define(&l.name)).collect())
+        self.metrics.get_or_init(|| {
+            self.limits
+                .iter()
+                .map(|l| LimitMetrics::define(&l.name))
+                .collect()
+        })
     }
 }
 

@@ -220,7 +220,11 @@ impl HttpFilter for RateLimitFilter {
                     );
                 } else {
                     m.limited.increment();
-                    log::info!("rate-limit: \"{}\" limited {}", limit.name, printable(&parts));
+                    log::info!(
+                        "rate-limit: \"{}\" limited {}",
+                        limit.name,
+                        printable(&parts)
+                    );
                 }
             } else {
                 m.allowed.increment();

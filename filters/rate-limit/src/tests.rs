@@ -64,7 +64,11 @@ fn count(limit: &str, result: &str) -> i64 {
 fn login_allows_three_then_429_with_retry_after_and_ietf_headers() {
     fresh(T0);
     let c = config(DEMO);
-    let login = [(":method", "POST"), (":path", "/login"), (":authority", "a")];
+    let login = [
+        (":method", "POST"),
+        (":path", "/login"),
+        (":authority", "a"),
+    ];
     let statuses: Vec<u16> = (0..5).map(|_| status(&send(&c, &login).0)).collect();
     assert_eq!(statuses, [200, 200, 200, 429, 429]);
     let (reply, _) = send(&c, &login);
@@ -128,7 +132,10 @@ fn shadow_mode_counts_and_logs_but_never_refuses() {
     for _ in 0..30 {
         let (reply, response) = send(&c, &search);
         assert_eq!(status(&reply), 200);
-        assert!(response.get_all("ratelimit").is_empty(), "shadow adds nothing");
+        assert!(
+            response.get_all("ratelimit").is_empty(),
+            "shadow adds nothing"
+        );
     }
     assert_eq!(count("per-ip", "allowed") - before_allowed, 20);
     assert_eq!(count("per-ip", "shadow_limited") - before_shadow, 10);
@@ -139,16 +146,29 @@ fn descriptors_combine_and_missing_parts_skip_the_limit() {
     fresh(T0);
     let c = config(DEMO);
     // per-tenant-method: 5 per tenant and method.
-    let get = |tenant: &'static str| [(":method", "GET"), (":path", "/items"), ("x-tenant", tenant)];
+    let get = |tenant: &'static str| {
+        [
+            (":method", "GET"),
+            (":path", "/items"),
+            ("x-tenant", tenant),
+        ]
+    };
     let statuses: Vec<u16> = (0..6).map(|_| status(&send(&c, &get("acme")).0)).collect();
     assert_eq!(statuses, [200, 200, 200, 200, 200, 429]);
     assert_eq!(status(&send(&c, &get("globex")).0), 200, "another tenant");
-    let post = [(":method", "POST"), (":path", "/items"), ("x-tenant", "acme")];
+    let post = [
+        (":method", "POST"),
+        (":path", "/items"),
+        ("x-tenant", "acme"),
+    ];
     assert_eq!(status(&send(&c, &post).0), 200, "another method");
     // No x-tenant header: that limit is skipped (counted), the others still apply.
     let skipped = count("per-tenant-method", "skipped");
     for _ in 0..10 {
-        assert_eq!(status(&send(&c, &[(":method", "GET"), (":path", "/items")]).0), 200);
+        assert_eq!(
+            status(&send(&c, &[(":method", "GET"), (":path", "/items")]).0),
+            200
+        );
     }
     assert_eq!(count("per-tenant-method", "skipped") - skipped, 10);
     // per-ip (20) still counts all of them: 6 + 1 + 1 + 10 = 18 spent, 2 left.
@@ -185,7 +205,10 @@ fn admitted_responses_carry_the_remaining_quota() {
         vec!["\"per-ip\";r=19;t=1, \"login\";r=2;t=20"]
     );
     let (_, response) = send(&c, &[(":method", "GET"), (":path", "/healthz")]);
-    assert!(response.get_all("ratelimit").is_empty(), "no limit on /healthz");
+    assert!(
+        response.get_all("ratelimit").is_empty(),
+        "no limit on /healthz"
+    );
 }
 
 #[test]
@@ -195,23 +218,35 @@ fn bad_configurations_name_the_field() {
         Err(e) => e.to_string(),
     };
     let l = |extra: &str| {
-        format!(r#"{{"limits": [{{"name": "a", "key": [], "max_tokens": 1, "fill_interval_ms": 1000{extra}}}]}}"#)
+        format!(
+            r#"{{"limits": [{{"name": "a", "key": [], "max_tokens": 1, "fill_interval_ms": 1000{extra}}}]}}"#
+        )
     };
     assert!(err(r#"{"limits": []}"#).contains("at limits:"));
     assert!(err(&l(", \"tokens_per_fill\": 0")).contains("limits[0].tokens_per_fill"));
-    assert!(err(&l("").replace("\"max_tokens\": 1", "\"max_tokens\": 0")).contains("limits[0].max_tokens"));
+    assert!(
+        err(&l("").replace("\"max_tokens\": 1", "\"max_tokens\": 0"))
+            .contains("limits[0].max_tokens")
+    );
     assert!(err(&l("").replace("1000", "0")).contains("limits[0].fill_interval_ms"));
     assert!(err(&l("").replace("\"a\"", "\"a b\"")).contains("limits[0].name"));
     assert!(err(&l("").replace("[]", "[\"path\", \"path\"]")).contains("limits[0].key[1]"));
     assert!(err(&l("").replace("[]", "[\"ip\"]")).contains("limits[0].key[0]"));
-    assert!(err(&l("").replace("[]", "[{\"header\": \"bad header\"}]")).contains("limits[0].key[0].header"));
+    assert!(
+        err(&l("").replace("[]", "[{\"header\": \"bad header\"}]"))
+            .contains("limits[0].key[0].header")
+    );
     let two = r#"{"limits": [{"name": "a", "key": [], "max_tokens": 1, "fill_interval_ms": 1}, {"name": "a", "key": [], "max_tokens": 1, "fill_interval_ms": 1}]}"#;
     assert!(err(two).contains("limits[1].name"));
     let unknown = l("").replace(
         "]}",
         r#"], "routes": {"routes": [{"match": {"path_prefix": "/"}, "config": {"limits": ["a", "zz"]}}]}}"#,
     );
-    assert!(err(&unknown).contains("routes.routes[0].config.limits[1]"), "{}", err(&unknown));
+    assert!(
+        err(&unknown).contains("routes.routes[0].config.limits[1]"),
+        "{}",
+        err(&unknown)
+    );
     assert!(err(&l("").replace("]}", "], \"slots\": 0}")).contains("at slots"));
     assert!(err(&l("").replace("]}", "], \"shadwo\": true}")).contains("shadwo"));
 }

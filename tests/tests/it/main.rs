@@ -25,6 +25,10 @@
 //!   `jwt_authn` and `ext_authz` (`envoy/<filter>/native.yaml`), the same requests through both;
 //!   and `traffic/auth.yaml` (the cost traffic) in the harness.
 //!
+//! - `rate_limit`: the `rate-limit` filter: four harness workers and four Envoy workers under
+//!   concurrent load sharing one bucket (next to native `local_ratelimit`), the demo's 429s and
+//!   headers, shadow mode, refused configurations.
+//!
 //! Envoy and the built filters come from `cargo xtask test` (which exports
 //! `ENVOY_BIN` and `TOLLGATE_FILTERS_DIR`); without them these tests fail
 //! with a message saying so, they never skip.
@@ -40,6 +44,7 @@ mod jwt_auth;
 mod key_auth;
 mod native_parity;
 mod plumbing;
+mod rate_limit;
 mod record;
 mod remote_code;
 mod ship_oci;
