@@ -196,9 +196,28 @@ impl FilterConfig for RateLimitConfig {
         }
         Ok(())
     }
+
+    fn on_configured(&self) -> Result<(), ConfigError> {
+        self.prepare()
+            .map_err(|err| ConfigError::at("slots", format!("cannot create the buckets: {err}")))
+    }
 }
 
 impl RateLimitConfig {
+    /// Creates every limit's slots in shared data that do not exist yet (once per VM).
+    pub fn prepare(&self) -> Result<(), tollgate_sdk::shared::SharedError> {
+        if self.prepared.get() {
+            return Ok(());
+        }
+        crate::env::with_store(|store| {
+            self.limits.iter().try_for_each(|l| {
+                crate::bucket::prepare(store, &crate::limit_prefix(&l.name), self.slots)
+            })
+        })?;
+        self.prepared.set(true);
+        Ok(())
+    }
+
     /// The index of the limit called `name`.
     pub fn limit_index(&self, name: &str) -> Option<usize> {
         self.limits.iter().position(|l| l.name == name)

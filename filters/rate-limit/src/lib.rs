@@ -45,6 +45,11 @@ pub use crate::config::{KeyPart, Limit, RateLimitConfig, RoutePolicy};
 /// The shared-data key prefix of the buckets.
 pub const KEY_PREFIX: &str = "tollgate.rate-limit";
 
+/// The shared-data key prefix of a limit's slots.
+pub fn limit_prefix(limit: &str) -> String {
+    format!("{KEY_PREFIX}/{limit}")
+}
+
 /// Descriptors longer than this are cut in logs.
 const LOG_DESCRIPTOR_BYTES: usize = 128;
 
@@ -170,16 +175,9 @@ impl HttpFilter for RateLimitFilter {
         if limits.is_empty() {
             return Action::Continue;
         }
-        if !config.prepared.get() {
-            let prepared = env::with_store(|store| {
-                config.limits.iter().try_for_each(|l| {
-                    bucket::prepare(store, &format!("{KEY_PREFIX}/{}", l.name), config.slots)
-                })
-            });
-            match prepared {
-                Ok(()) => config.prepared.set(true),
-                Err(err) => log::warn!("rate-limit: cannot create the buckets: {err}"),
-            }
+        // Done in `on_configure` inside the proxy; here for native tests and as a fallback.
+        if let Err(err) = config.prepare() {
+            log::warn!("rate-limit: cannot create the buckets: {err}");
         }
         let now = env::now_ns();
         let metrics = config.metrics();
@@ -193,7 +191,7 @@ impl HttpFilter for RateLimitFilter {
                 continue;
             };
             let slot = bucket::slot(&config.hash_seed, &limit.name, &parts, config.slots);
-            let key = bucket::key(&format!("{KEY_PREFIX}/{}", limit.name), slot);
+            let key = bucket::key(&limit_prefix(&limit.name), slot);
             let decision =
                 match env::with_store(|store| bucket::take(store, &key, &limit.gcra(), now)) {
                     Ok(decision) => decision,

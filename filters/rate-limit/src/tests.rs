@@ -4,7 +4,7 @@
 use std::rc::Rc;
 
 use tollgate_sdk::metrics::{mock as metrics, stat_name};
-use tollgate_sdk::{HeaderList, HttpFilter, LocalReply, Request, Response};
+use tollgate_sdk::{ConfigError, HeaderList, HttpFilter, LocalReply, Request, Response};
 
 use crate::config::METRIC;
 use crate::{RateLimitConfig, RateLimitFilter, env};
@@ -13,11 +13,8 @@ const DEMO: &str = include_str!("../demo.json");
 const S: u64 = 1_000_000_000;
 const T0: u64 = 1_767_225_600 * S;
 
-fn config(json: &str) -> Rc<RateLimitConfig> {
-    match tollgate_sdk::config::parse::<RateLimitConfig>(json.as_bytes()) {
-        Ok(c) => Rc::new(c),
-        Err(e) => panic!("{e}"),
-    }
+fn config(json: &str) -> Result<Rc<RateLimitConfig>, ConfigError> {
+    tollgate_sdk::config::parse::<RateLimitConfig>(json.as_bytes()).map(Rc::new)
 }
 
 fn fresh(now: u64) {
@@ -61,9 +58,9 @@ fn count(limit: &str, result: &str) -> i64 {
 }
 
 #[test]
-fn login_allows_three_then_429_with_retry_after_and_ietf_headers() {
+fn login_allows_three_then_429_with_retry_after_and_ietf_headers() -> Result<(), ConfigError> {
     fresh(T0);
-    let c = config(DEMO);
+    let c = config(DEMO)?;
     let login = [
         (":method", "POST"),
         (":path", "/login"),
@@ -90,14 +87,17 @@ fn login_allows_three_then_429_with_retry_after_and_ietf_headers() {
     env::mock::set_now_ns(T0 + 20 * S);
     assert_eq!(status(&send(&c, &login).0), 200);
     assert_eq!(status(&send(&c, &login).0), 429);
+    Ok(())
 }
 
 #[test]
-fn four_vms_sharing_the_buckets_never_admit_more_than_the_limit() {
+fn four_vms_sharing_the_buckets_never_admit_more_than_the_limit() -> Result<(), ConfigError> {
     fresh(T0);
     let json = r#"{"limits": [{"name": "all", "key": [], "max_tokens": 10, "tokens_per_fill": 1, "fill_interval_ms": 100}]}"#;
     // Four VMs: four configurations (each with its own per-VM state), one shared store.
-    let vms: Vec<Rc<RateLimitConfig>> = (0..4).map(|_| config(json)).collect();
+    let vms = (0..4)
+        .map(|_| config(json))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut admitted = 0;
     for i in 0..100 {
         if status(&send(&vms[i % 4], &[(":path", "/")]).0) == 200 {
@@ -120,12 +120,13 @@ fn four_vms_sharing_the_buckets_never_admit_more_than_the_limit() {
         }
     }
     assert_eq!(admitted, 10);
+    Ok(())
 }
 
 #[test]
-fn shadow_mode_counts_and_logs_but_never_refuses() {
+fn shadow_mode_counts_and_logs_but_never_refuses() -> Result<(), ConfigError> {
     fresh(T0);
-    let c = config(DEMO);
+    let c = config(DEMO)?;
     let search = [(":method", "GET"), (":path", "/search?q=x")];
     let before_allowed = count("per-ip", "allowed");
     let before_shadow = count("per-ip", "shadow_limited");
@@ -139,12 +140,13 @@ fn shadow_mode_counts_and_logs_but_never_refuses() {
     }
     assert_eq!(count("per-ip", "allowed") - before_allowed, 20);
     assert_eq!(count("per-ip", "shadow_limited") - before_shadow, 10);
+    Ok(())
 }
 
 #[test]
-fn descriptors_combine_and_missing_parts_skip_the_limit() {
+fn descriptors_combine_and_missing_parts_skip_the_limit() -> Result<(), ConfigError> {
     fresh(T0);
-    let c = config(DEMO);
+    let c = config(DEMO)?;
     // per-tenant-method: 5 per tenant and method.
     let get = |tenant: &'static str| {
         [
@@ -176,24 +178,26 @@ fn descriptors_combine_and_missing_parts_skip_the_limit() {
         .map(|_| status(&send(&c, &[(":method", "GET"), (":path", "/items")]).0))
         .collect();
     assert_eq!(left, [200, 200, 429]);
+    Ok(())
 }
 
 #[test]
-fn consumers_have_their_own_buckets() {
+fn consumers_have_their_own_buckets() -> Result<(), ConfigError> {
     fresh(T0);
     let c = config(
         r#"{"limits": [{"name": "c", "key": ["consumer"], "max_tokens": 2, "fill_interval_ms": 60000}]}"#,
-    );
+    )?;
     let as_ = |who: &'static str| [(":path", "/"), ("x-consumer", who)];
     let a: Vec<u16> = (0..3).map(|_| status(&send(&c, &as_("ann")).0)).collect();
     assert_eq!(a, [200, 200, 429]);
     assert_eq!(status(&send(&c, &as_("bob")).0), 200);
+    Ok(())
 }
 
 #[test]
-fn admitted_responses_carry_the_remaining_quota() {
+fn admitted_responses_carry_the_remaining_quota() -> Result<(), ConfigError> {
     fresh(T0);
-    let c = config(DEMO);
+    let c = config(DEMO)?;
     let (reply, response) = send(&c, &[(":method", "GET"), (":path", "/login")]);
     assert_eq!(reply, None);
     assert_eq!(
@@ -209,6 +213,7 @@ fn admitted_responses_carry_the_remaining_quota() {
         response.get_all("ratelimit").is_empty(),
         "no limit on /healthz"
     );
+    Ok(())
 }
 
 #[test]
