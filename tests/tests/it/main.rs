@@ -25,6 +25,8 @@
 //!   `jwt_authn` and `ext_authz` (`envoy/<filter>/native.yaml`), the same requests through both;
 //!   and `traffic/auth.yaml` (the cost traffic) in the harness.
 //!
+//! - `ip_restriction`: the `ip-restriction` filter's bypass attempts in a real Envoy next to
+//!   native `rbac` and in the harness; spoofed X-Forwarded-For with no trusted hop; refusals.
 //! - `rate_limit`: the `rate-limit` filter: four harness workers and four Envoy workers under
 //!   concurrent load sharing one bucket (next to native `local_ratelimit`), the demo's 429s and
 //!   headers, shadow mode, refused configurations.
@@ -40,6 +42,7 @@ mod chain;
 mod envoy_cli;
 mod envoy_headers;
 mod ext_authz;
+mod ip_restriction;
 mod jwt_auth;
 mod key_auth;
 mod native_parity;
