@@ -60,6 +60,22 @@ pub trait FilterConfig: DeserializeOwned + 'static {
     fn validate(&self) -> Result<(), ConfigError> {
         Ok(())
     }
+
+    /// Runs once per VM inside the proxy, when the configuration was parsed and validated in
+    /// `on_configure` and before the VM sees any stream: the place to set up what the VM shares
+    /// with the other workers' VMs (shared data, queues). An error refuses the configuration.
+    /// Not called by [`parse`]; the default does nothing.
+    ///
+    /// ```
+    /// # use tollgate_sdk::FilterConfig;
+    /// #[derive(serde::Deserialize)]
+    /// struct Anything {}
+    /// impl FilterConfig for Anything {}
+    /// assert!(Anything {}.on_configured().is_ok());
+    /// ```
+    fn on_configured(&self) -> Result<(), ConfigError> {
+        Ok(())
+    }
 }
 
 /// A refused configuration: where (a field path such as `request.set[0].name`, empty for the

@@ -56,7 +56,10 @@ impl<F: HttpFilter> RootContext for FilterRoot<F> {
                 return false;
             }
         };
-        match config::parse::<F::Config>(&bytes) {
+        match config::parse::<F::Config>(&bytes).and_then(|config| {
+            config::FilterConfig::on_configured(&config)?;
+            Ok(config)
+        }) {
             Ok(config) => {
                 self.config = Some(Rc::new(config));
                 log::debug!("{}: configured ({} bytes)", F::NAME, bytes.len());

@@ -64,6 +64,7 @@ mod host;
 pub mod http;
 pub mod logger;
 pub mod metrics;
+pub mod peer;
 pub mod routes;
 pub mod shared;
 #[cfg(feature = "testing")]

@@ -48,6 +48,8 @@ pub struct Launcher {
     backend: Backend,
     /// Envoy's `wasm` log level (`--component-log-level wasm:<level>`).
     wasm_log_level: String,
+    /// Envoy's worker threads (`--concurrency`, default 1).
+    concurrency: u32,
 }
 
 /// Envoy's default `wasm` log level in tests.
@@ -72,6 +74,7 @@ impl Launcher {
         Launcher {
             backend: Backend::LocalBinary(binary.into()),
             wasm_log_level: DEFAULT_WASM_LOG_LEVEL.to_string(),
+            concurrency: 1,
         }
     }
 
@@ -79,6 +82,13 @@ impl Launcher {
     /// every call across the proxy-wasm boundary; default `debug`).
     pub fn with_wasm_log_level(mut self, level: &str) -> Launcher {
         self.wasm_log_level = level.to_string();
+        self
+    }
+
+    /// The same launcher with `workers` worker threads (`--concurrency`), each running its own
+    /// Wasm VMs, as a production Envoy does.
+    pub fn with_concurrency(mut self, workers: u32) -> Launcher {
+        self.concurrency = workers.max(1);
         self
     }
 
@@ -96,6 +106,7 @@ impl Launcher {
                 tag: tag.to_string(),
             },
             wasm_log_level: DEFAULT_WASM_LOG_LEVEL.to_string(),
+            concurrency: 1,
         }
     }
 
@@ -124,7 +135,7 @@ impl Launcher {
     pub fn spawn(&self, files: &LaunchFiles) -> Result<Guard> {
         match &self.backend {
             Backend::LocalBinary(binary) => {
-                let child = launch(files, &self.wasm_log_level)
+                let child = launch(files, &self.wasm_log_level, self.concurrency)
                     .spawn(binary, &files.log, Some(&paths::root()))
                     .with_context(|| {
                         format!(
@@ -140,7 +151,7 @@ impl Launcher {
                 image,
                 tag,
                 files,
-                launch(files, &self.wasm_log_level).args(),
+                launch(files, &self.wasm_log_level, self.concurrency).args(),
             ),
         }
     }
@@ -148,8 +159,9 @@ impl Launcher {
 
 /// The project's one Envoy command line ([`Launch`]), at log level `info`
 /// with the `wasm` component at `wasm_log_level`.
-fn launch(files: &LaunchFiles, wasm_log_level: &str) -> Launch {
+fn launch(files: &LaunchFiles, wasm_log_level: &str, concurrency: u32) -> Launch {
     let mut launch = Launch::new(&files.config, &files.admin_address, files.base_id);
+    launch.concurrency = concurrency;
     launch.log_level = "info".into();
     launch.wasm_log_level = Some(wasm_log_level.to_owned());
     launch

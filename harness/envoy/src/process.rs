@@ -42,6 +42,8 @@ pub struct Launch {
     pub log_level: String,
     /// `--component-log-level wasm:<level>`, when set.
     pub wasm_log_level: Option<String>,
+    /// `--concurrency`: worker threads, each with its own Wasm VMs (default 1).
+    pub concurrency: u32,
 }
 
 impl Launch {
@@ -58,10 +60,11 @@ impl Launch {
             base_id,
             log_level: "warning".into(),
             wasm_log_level: None,
+            concurrency: 1,
         }
     }
 
-    /// The arguments: one worker (`--concurrency 1`), hot restart disabled.
+    /// The arguments: `concurrency` workers (one by default), hot restart disabled.
     pub fn args(&self) -> Vec<String> {
         let mut args = vec![
             "-c".to_string(),
@@ -70,7 +73,7 @@ impl Launch {
             self.base_id.to_string(),
             "--disable-hot-restart".into(),
             "--concurrency".into(),
-            "1".into(),
+            self.concurrency.max(1).to_string(),
             "--log-level".into(),
             self.log_level.clone(),
         ];

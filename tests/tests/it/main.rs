@@ -31,6 +31,12 @@
 //!   `jwt_authn` and `ext_authz` (`envoy/<filter>/native.yaml`), the same requests through both;
 //!   and `traffic/auth.yaml` (the cost traffic) in the harness.
 //!
+//! - `ip_restriction`: the `ip-restriction` filter's bypass attempts in a real Envoy next to
+//!   native `rbac` and in the harness; spoofed X-Forwarded-For with no trusted hop; refusals.
+//! - `rate_limit`: the `rate-limit` filter: four harness workers and four Envoy workers under
+//!   concurrent load sharing one bucket (next to native `local_ratelimit`), the demo's 429s and
+//!   headers, shadow mode, refused configurations.
+//!
 //! Envoy and the built filters come from `cargo xtask test` (which exports
 //! `ENVOY_BIN` and `TOLLGATE_FILTERS_DIR`); without them these tests fail
 //! with a message saying so, they never skip.
@@ -43,11 +49,13 @@ mod envoy_cli;
 mod envoy_headers;
 mod hostile_guests;
 mod ext_authz;
+mod ip_restriction;
 mod jwt_auth;
 mod key_auth;
 mod native_parity;
 mod plumbing;
 mod properties;
+mod rate_limit;
 mod record;
 mod remote_code;
 mod ship_oci;
