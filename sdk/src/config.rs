@@ -76,6 +76,64 @@ pub trait FilterConfig: DeserializeOwned + 'static {
     fn on_configured(&self) -> Result<(), ConfigError> {
         Ok(())
     }
+
+    /// Reads the plugin configuration: by default JSON through `serde` ([`parse`]'s rules:
+    /// empty means `{}`, then [`FilterConfig::validate`]). A type may read its bytes another
+    /// way, as [`NoConfig`] does without a JSON parser.
+    fn from_bytes(bytes: &[u8]) -> Result<Self, ConfigError>
+    where
+        Self: Sized,
+    {
+        parse_json(bytes)
+    }
+}
+
+/// The configuration of a filter that takes none: an empty configuration, `{}` or `null`.
+/// Anything else is refused, so a configuration meant for another filter is noticed.
+///
+/// It is read without a JSON parser, so a filter without configuration carries none in its
+/// module (see `bench/README.md`: the SDK's no-op against the raw `proxy-wasm` crate's).
+///
+/// ```
+/// use tollgate_sdk::config::{parse, NoConfig};
+/// assert!(parse::<NoConfig>(b"").is_ok());
+/// assert!(parse::<NoConfig>(b" { } ").is_ok());
+/// assert!(parse::<NoConfig>(b"null").is_ok());
+/// let err = parse::<NoConfig>(br#"{"a": 1}"#).unwrap_err();
+/// assert_eq!(err.to_string(), "bad configuration: this filter takes no configuration (give it none, or {})");
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NoConfig;
+
+impl<'de> serde::Deserialize<'de> for NoConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        /// `{}` and nothing in it.
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Empty {}
+        Option::<Empty>::deserialize(deserializer).map(|_| NoConfig)
+    }
+}
+
+impl FilterConfig for NoConfig {
+    fn from_bytes(bytes: &[u8]) -> Result<Self, ConfigError> {
+        let text = bytes.trim_ascii();
+        let inner = text
+            .strip_prefix(b"{")
+            .and_then(|t| t.strip_suffix(b"}"))
+            .map(<[u8]>::trim_ascii);
+        if text.is_empty() || text == b"null" || inner.is_some_and(<[u8]>::is_empty) {
+            Ok(NoConfig)
+        } else {
+            // A fixed message with nothing to redact: built directly, so a filter without
+            // configuration carries no redaction code either.
+            Err(ConfigError {
+                path: String::new(),
+                message: "this filter takes no configuration (give it none, or {})".to_string(),
+                position: None,
+            })
+        }
+    }
 }
 
 /// A refused configuration: where (a field path such as `request.set[0].name`, empty for the
@@ -181,6 +239,11 @@ impl<T: DeserializeOwned + 'static> FilterConfig for Vec<T> {}
 /// assert_eq!(err.message(), "missing field `name`");
 /// ```
 pub fn parse<T: FilterConfig>(bytes: &[u8]) -> Result<T, ConfigError> {
+    T::from_bytes(bytes)
+}
+
+/// [`parse`] for JSON configurations: what [`FilterConfig::from_bytes`] does by default.
+fn parse_json<T: FilterConfig>(bytes: &[u8]) -> Result<T, ConfigError> {
     let empty = bytes.iter().all(u8::is_ascii_whitespace);
     let text: &[u8] = if empty { b"{}" } else { bytes };
     let config: T = deserialize(text).map_err(|mut err| {

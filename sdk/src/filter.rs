@@ -135,7 +135,8 @@ pub trait HttpFilter: Sized + 'static {
     /// The filter's queue of HTTP callouts (see [`crate::callout`]). A filter that makes
     /// callouts keeps a [`Callouts`](crate::callout::Callouts) and returns it here; after each
     /// callback the SDK sends what was queued, pauses the stream and runs the continuations when
-    /// the answers arrive. The default (`None`) makes none.
+    /// the answers arrive. The default (`None`) makes none. A filter that makes callouts returns
+    /// its queue from every call: with `None` the SDK delivers no answer.
     fn callouts(&mut self) -> Option<&mut crate::callout::Callouts<Self>> {
         None
     }

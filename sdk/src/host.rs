@@ -118,6 +118,11 @@ impl<F: HttpFilter> Context for FilterStream<F> {
         body_size: usize,
         _num_trailers: usize,
     ) {
+        // A filter without a callout queue never sent one (`HttpFilter::callouts`); for such a
+        // filter this whole method compiles away (module size: bench/README.md).
+        if self.filter.callouts().is_none() {
+            return;
+        }
         let Some(index) = self.in_flight.iter().position(|(t, _)| *t == token_id) else {
             log::debug!("{}: answer to an unknown callout {token_id}", F::NAME);
             return;
@@ -155,6 +160,11 @@ impl<F: HttpFilter> FilterStream<F> {
         reply: Option<LocalReply>,
         response_phase: bool,
     ) -> types::Action {
+        // No queue, nothing in flight (`HttpFilter::callouts`): the common case, and for a
+        // filter without callouts the only one.
+        if self.filter.callouts().is_none() {
+            return finish::<F>(action, reply);
+        }
         if reply.is_some() {
             if let Some(queue) = self.filter.callouts() {
                 queue.take();
@@ -342,6 +352,36 @@ impl HeaderMap for HostHeaders {
         if let Err(status) = hostcalls::remove_map_value(self.0, name) {
             log::warn!("cannot remove header {name}: {status:?}");
         }
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    fn for_each_pair(&self, f: &mut dyn FnMut(&[u8], &[u8])) {
+        // The map as the host serialises it, walked in place: no copy per header (the
+        // `proxy-wasm` crate's `get_map_bytes` makes two per header).
+        #[link(wasm_import_module = "env")]
+        unsafe extern "C" {
+            fn proxy_get_header_map_pairs(
+                map_type: u32,
+                return_map_data: *mut *mut u8,
+                return_map_size: *mut usize,
+            ) -> u32;
+        }
+        let mut data: *mut u8 = std::ptr::null_mut();
+        let mut size: usize = 0;
+        // SAFETY: both out-pointers are valid for writes for the duration of the call.
+        let status = unsafe { proxy_get_header_map_pairs(self.0 as u32, &mut data, &mut size) };
+        if status != 0 {
+            log::warn!("cannot read headers: status {status}");
+            return;
+        }
+        if data.is_null() {
+            return;
+        }
+        // SAFETY: the host allocated `size` bytes at `data` through the module's
+        // `proxy_on_memory_allocate` (a boxed slice of exactly `size` bytes from the global
+        // allocator) and hands them over: the Vec owns them and frees them with that layout.
+        let wire = unsafe { Vec::from_raw_parts(data, size, size) };
+        crate::headers::walk_wire_pairs(&wire, f);
     }
 }
 

@@ -54,6 +54,7 @@
 //! ```
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod alloc;
 pub mod body;
 pub mod callout;
 pub mod config;
@@ -87,7 +88,8 @@ pub mod __private {
 /// Put it once in the filter crate (built as a `cdylib` for `wasm32-wasip1`). It generates the
 /// proxy-wasm entry point, which installs the host logger and panic hook and registers a root
 /// context that parses `$filter::Config` in `on_configure` and builds one `$filter` per HTTP
-/// stream. It expands to nothing on other targets, so the crate still builds natively for tests.
+/// stream. It also installs the SDK's size-class allocator ([`alloc`]) as the global allocator.
+/// It expands to nothing on other targets, so the crate still builds natively for tests.
 ///
 /// ```
 /// # use std::rc::Rc;
@@ -117,6 +119,11 @@ macro_rules! export_filter {
             $crate::__private::proxy_wasm::main! {{
                 $crate::__private::start::<$filter>();
             }}
+
+            // The SDK's size-class allocator (`tollgate_sdk::alloc`): a VM is one thread.
+            #[cfg(not(target_feature = "atomics"))]
+            #[global_allocator]
+            static ALLOCATOR: $crate::alloc::FilterAllocator = $crate::alloc::FilterAllocator::new();
         }
     };
 }

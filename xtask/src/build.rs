@@ -45,6 +45,12 @@ pub fn run() -> Result<Vec<BuiltFilter>> {
     for name in &names {
         command.args(["-p", &format!("tollgate-{name}")]);
     }
+    // The bench guests (bench/guests/<name>, `tollgate-bench-<name>`) are built with the
+    // filters, in the same profile, so their sizes and instructions compare like with like.
+    let guests = bench_guest_names()?;
+    for name in &guests {
+        command.args(["-p", &format!("tollgate-bench-{name}")]);
+    }
     let artifacts = process::cargo_build(&mut command)
         .context("building the filters failed (see the compiler output above)")?;
 
@@ -77,6 +83,7 @@ pub fn run() -> Result<Vec<BuiltFilter>> {
             .len();
         built.push(BuiltFilter { name, wasm, bytes });
     }
+    copy_bench_guests(&artifacts, &guests)?;
     for filter in &built {
         println!(
             "    {:<20} {:>9.1} KiB  {}",
@@ -90,7 +97,41 @@ pub fn run() -> Result<Vec<BuiltFilter>> {
 
 /// The folder names under `filters/` that hold a crate, sorted.
 pub fn filter_names() -> Result<Vec<String>> {
-    let dir = crate::root().join("filters");
+    crate_dirs("filters")
+}
+
+/// The folder names under `bench/guests/` that hold a crate, sorted.
+pub fn bench_guest_names() -> Result<Vec<String>> {
+    crate_dirs("bench/guests")
+}
+
+/// Copies the bench guests cargo built to `target/bench-guests/<name>.wasm`.
+fn copy_bench_guests(artifacts: &[process::Artifact], names: &[String]) -> Result<()> {
+    let out_dir = crate::root().join("target").join("bench-guests");
+    std::fs::create_dir_all(&out_dir)
+        .with_context(|| format!("could not create {}", out_dir.display()))?;
+    for name in names {
+        let lib = format!("tollgate_bench_{}", name.replace('-', "_"));
+        let artefact = artifacts
+            .iter()
+            .filter(|artifact| artifact.target.name == lib)
+            .flat_map(|artifact| &artifact.filenames)
+            .find(|file| file.extension().is_some_and(|ext| ext == "wasm"))
+            .with_context(|| format!("cargo built tollgate-bench-{name} but no {lib}.wasm"))?;
+        let wasm = out_dir.join(format!("{name}.wasm"));
+        std::fs::copy(artefact, &wasm).with_context(|| {
+            format!("could not copy {} to {}", artefact.display(), wasm.display())
+        })?;
+    }
+    Ok(())
+}
+
+/// The folder names under `dir` (from the root) that hold a crate, sorted.
+fn crate_dirs(dir: &str) -> Result<Vec<String>> {
+    let dir = crate::root().join(dir);
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
     let entries =
         std::fs::read_dir(&dir).with_context(|| format!("could not list {}", dir.display()))?;
     let mut names = Vec::new();

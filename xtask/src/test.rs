@@ -41,6 +41,9 @@ pub fn run() -> Result<()> {
     for name in crate::build::filter_names()? {
         wasm_clippy.args(["-p", &format!("tollgate-{name}")]);
     }
+    for name in crate::build::bench_guest_names()? {
+        wasm_clippy.args(["-p", &format!("tollgate-bench-{name}")]);
+    }
     wasm_clippy.args(["--", "-D", "warnings"]);
     process::run(&mut wasm_clippy)
         .context("clippy found problems in the wasm build of the SDK or a filter")?;

@@ -347,6 +347,12 @@ impl NamePrefix {
         Ok(Self(prefix.to_ascii_lowercase()))
     }
 
+    /// [`NamePrefix::matches`] on a name as the host holds it (bytes).
+    pub fn matches_bytes(&self, name: &[u8]) -> bool {
+        name.get(..self.0.len())
+            .is_some_and(|start| start.eq_ignore_ascii_case(self.0.as_bytes()))
+    }
+
     /// Whether header `name` starts with this prefix (ignoring ASCII case).
     pub fn matches(&self, name: &str) -> bool {
         name.len() >= self.0.len()

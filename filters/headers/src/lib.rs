@@ -75,14 +75,41 @@ impl HttpFilter for HeadersFilter {
     fn on_request_headers(&mut self, req: &mut Request<'_>, _end_of_stream: bool) -> Action {
         let config = Rc::clone(&self.config);
         // Conditions and %REQ(...)% see the request as it reached this filter. The headers
-        // are read once: for the snapshot (only the names the configuration reads) and for the
-        // top-level `remove_prefix`.
+        // are read once, in place: for the snapshot (only the names the configuration reads)
+        // and for the top-level `remove_prefix`.
         let reads = config.reads_request();
-        let current = (reads || !config.request.remove_prefix.is_empty()).then(|| req.headers());
-        let snapshot = match &current {
-            Some(pairs) if reads => config.snapshot_of(pairs),
-            _ => HeaderSnapshot::default(),
-        };
+        let prefixes = &config.request.remove_prefix;
+        let mut current: Option<Vec<(String, String)>> = None;
+        let mut snapshot = HeaderSnapshot::default();
+        if reads || !prefixes.is_empty() {
+            // One walk over the headers as the host holds them, copying only what is kept: the
+            // headers the configuration reads (for the snapshot) and the names a top-level
+            // `remove_prefix` matches (all `apply_known` needs of the current headers).
+            let names = config.read_names();
+            let mut kept: Vec<(String, String)> = Vec::new();
+            let mut read: Vec<(String, String)> = Vec::new();
+            // Names are compared as bytes: validating each as UTF-8 first cost more than the
+            // rest of the walk (`bench/README.md`); only what is kept is converted.
+            req.header_map().for_each_pair(&mut |name, value| {
+                if prefixes.iter().any(|p| p.matches_bytes(name)) {
+                    kept.push((String::from_utf8_lossy(name).into_owned(), String::new()));
+                }
+                if reads
+                    && names
+                        .iter()
+                        .any(|n| n.as_str().as_bytes().eq_ignore_ascii_case(name))
+                {
+                    read.push((
+                        String::from_utf8_lossy(name).into_owned(),
+                        String::from_utf8_lossy(value).into_owned(),
+                    ));
+                }
+            });
+            if reads {
+                snapshot = read.into_iter().collect();
+            }
+            current = Some(kept);
+        }
         let state = self.request_state(snapshot);
         apply_known(
             &config.request,

@@ -63,11 +63,21 @@ impl Alg {
     }
 }
 
+/// An RSA public key: the `rsa` crate's (PS256) and the same key with its Montgomery
+/// constants precomputed for PKCS#1 v1.5 (RS256/384/512, [`crate::rsa_public`]).
+#[derive(Clone)]
+pub struct RsaPublic {
+    /// The key as the `rsa` crate holds it.
+    pub key: rsa::PublicKey,
+    /// The key with what each verification needs computed once.
+    pub fast: crate::rsa_public::RsaKey,
+}
+
 /// The key material, by kind.
 #[derive(Clone)]
 pub enum Material {
     /// RSA public key (RS*, PS*).
-    Rsa(rsa::PublicKey),
+    Rsa(Box<RsaPublic>),
     /// P-256 public key (ES256).
     P256(p256::ecdsa::VerifyingKey),
     /// P-384 public key (ES384).
@@ -232,6 +242,8 @@ pub fn parse_jwks(value: &serde_json::Value) -> Result<Vec<Key>, JwksError> {
             "RSA" => {
                 let n = b64("n", jwk.n.as_ref()).map_err(&err)?;
                 let e = b64("e", jwk.e.as_ref()).map_err(&err)?;
+                let fast = crate::rsa_public::RsaKey::new(&n, &e)
+                    .ok_or_else(|| err("bad RSA key: even modulus or exponent".into()))?;
                 let n = rsa::BoxedUint::from_be_slice_vartime(&n);
                 let e = rsa::BoxedUint::from_be_slice_vartime(&e);
                 let bits = n.bit_width_vartime() as usize;
@@ -242,7 +254,7 @@ pub fn parse_jwks(value: &serde_json::Value) -> Result<Vec<Key>, JwksError> {
                 }
                 let key = rsa::PublicKey::new_with_size_limits(n, e, MIN_RSA_BITS..=MAX_RSA_BITS)
                     .map_err(|e| err(format!("bad RSA key: {e}")))?;
-                Material::Rsa(key)
+                Material::Rsa(Box::new(RsaPublic { key, fast }))
             }
             "EC" => {
                 let x = b64("x", jwk.x.as_ref()).map_err(&err)?;

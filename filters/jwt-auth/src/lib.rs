@@ -10,7 +10,9 @@
 //! The configuration reference is in the crate's README.md.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod cache;
 pub mod keys;
+pub mod rsa_public;
 pub mod token;
 
 use std::cell::{OnceCell, RefCell};
@@ -139,6 +141,12 @@ pub struct Provider {
     /// Keep the token header on the request going upstream.
     #[serde(default)]
     pub forward: bool,
+    /// Cache verified tokens (per VM; off when absent or `size` is 0): see [`cache`].
+    #[serde(default)]
+    pub jwt_cache: Option<cache::CacheConfig>,
+    /// This VM's verified tokens.
+    #[serde(skip)]
+    token_cache: RefCell<cache::TokenCache>,
     #[serde(skip)]
     inline_keys: OnceCell<Rc<Vec<Key>>>,
     /// This VM's parse of the shared JWKS, by shared-data CAS token.
@@ -184,6 +192,18 @@ impl FilterConfig for Config {
                 return Err(ConfigError::at(
                     at("name"),
                     format!("duplicate provider {:?}", p.name),
+                ));
+            }
+            if let Some(c) = p.jwt_cache
+                && c.size > cache::MAX_CACHE_SIZE
+            {
+                return Err(ConfigError::at(
+                    at("jwt_cache.size"),
+                    format!(
+                        "{} is more than {} tokens",
+                        c.size,
+                        cache::MAX_CACHE_SIZE
+                    ),
                 ));
             }
             if p.clock_skew_seconds > MAX_CLOCK_SKEW_SECONDS {
@@ -490,6 +510,37 @@ impl JwtAuth {
         (self.clock)()
     }
 
+    /// [`JwtAuth::verify`] through the provider's verified-token cache when it has one: a
+    /// token verified before and not expired is not verified again.
+    fn verify_cached(
+        provider: &Provider,
+        token: &Token,
+        keys: &[Key],
+        now: SystemTime,
+    ) -> Result<(), TokenError> {
+        let size = provider.jwt_cache.map_or(0, |c| c.size);
+        if size == 0 {
+            return Self::verify(provider, &token.parsed, keys, now);
+        }
+        let now_s = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let key = cache::key(&token.found.token);
+        if provider.token_cache.borrow_mut().hit(&key, now_s) {
+            return Ok(());
+        }
+        Self::verify(provider, &token.parsed, keys, now)?;
+        // Valid while verification would accept it: `now < exp + skew` (token::check_claims).
+        let until = token
+            .parsed
+            .claims
+            .get("exp")
+            .and_then(Value::as_f64)
+            .map_or(u64::MAX, |exp| {
+                (exp + provider.clock_skew_seconds as f64).ceil() as u64
+            });
+        provider.token_cache.borrow_mut().insert(key, until, size);
+        Ok(())
+    }
+
     /// Verifies `parsed` for `provider` with `keys` at `now`.
     pub fn verify(
         provider: &Provider,
@@ -628,7 +679,7 @@ impl JwtAuth {
                     None => return self.fetch_then_verify(todo, index, fetched, remote),
                 }
             };
-            if let Err(err) = Self::verify(provider, &token.parsed, &keys, self.now()) {
+            if let Err(err) = Self::verify_cached(provider, token, &keys, self.now()) {
                 Self::reject(req, &provider.name, &token.found.location, &err);
                 return Action::Pause;
             }

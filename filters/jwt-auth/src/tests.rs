@@ -780,3 +780,79 @@ mod deployment_files {
         Ok(())
     }
 }
+
+/// A provider with an inline Ed25519 key and `jwt_cache` of `size`.
+fn cached_provider(ed: &Ed, size: usize) -> Rc<Config> {
+    let config = json!({"providers": [{
+        "name": "idp", "issuer": "https://idp.example.com", "audiences": ["shop"],
+        "jwks": {"keys": [ed.jwk()]}, "clock_skew_seconds": 30,
+        "jwt_cache": {"size": size}
+    }]});
+    match parse_config(&config) {
+        Ok(config) => Rc::new(config),
+        Err(err) => unreachable!("test config refused: {err}"),
+    }
+}
+
+fn token_of(config: &Config, text: &str) -> Token {
+    let found = Found {
+        provider: 0,
+        token: text.to_string(),
+        location: Location::Header("authorization".into()),
+    };
+    match token::parse(text, config.max_token_bytes) {
+        Ok(parsed) => Token { found, parsed },
+        Err(err) => unreachable!("test token refused: {err}"),
+    }
+}
+
+#[test]
+fn a_cached_token_skips_the_signature_check_until_it_expires() {
+    let ed = Ed::new("k1");
+    let text = ed.token(&claims());
+    let exp = claims()["exp"].as_u64().unwrap_or(0);
+    let at = |s: u64| UNIX_EPOCH + Duration::from_secs(s);
+    for (size, cached) in [(1, true), (0, false)] {
+        let config = cached_provider(&ed, size);
+        let provider = &config.providers[0];
+        let keys = provider.inline_keys.get().map(|k| k.to_vec()).unwrap_or_default();
+        let token = token_of(&config, &text);
+        assert_eq!(JwtAuth::verify_cached(provider, &token, &keys, clock()), Ok(()));
+        // Without keys only the cache can accept it.
+        assert_eq!(
+            JwtAuth::verify_cached(provider, &token, &[], clock()).is_ok(),
+            cached,
+            "size {size}"
+        );
+        // Past exp + skew the cache lets go, and the token is refused as expired.
+        assert_eq!(
+            JwtAuth::verify_cached(provider, &token, &keys, at(exp + 30)),
+            Err(TokenError::Expired)
+        );
+        assert!(provider.token_cache.borrow().is_empty(), "an expired token leaves the cache");
+    }
+}
+
+#[test]
+fn a_forged_token_never_hits_the_cache_and_the_size_is_bounded() {
+    let ed = Ed::new("k1");
+    let config = cached_provider(&ed, 2);
+    let provider = &config.providers[0];
+    let keys = provider.inline_keys.get().map(|k| k.to_vec()).unwrap_or_default();
+    let good = ed.token(&claims());
+    assert!(JwtAuth::verify_cached(provider, &token_of(&config, &good), &keys, clock()).is_ok());
+    // Same header and claims, another signature: a different key in the cache.
+    let (head, _) = good.rsplit_once('.').unwrap_or((&good, ""));
+    let forged = format!("{head}.{}", b64(&[7u8; 64]));
+    assert!(JwtAuth::verify_cached(provider, &token_of(&config, &forged), &keys, clock()).is_err());
+    for sub in ["a", "b", "c"] {
+        let mut c = claims();
+        c["sub"] = json!(sub);
+        let t = ed.token(&c);
+        assert!(JwtAuth::verify_cached(provider, &token_of(&config, &t), &keys, clock()).is_ok());
+    }
+    assert_eq!(provider.token_cache.borrow().len(), 2);
+    let err = parse_config(&json!({"providers": [{"name": "a", "jwks": {"keys": [ed.jwk()]},
+        "jwt_cache": {"size": 100_001}}]}));
+    assert!(matches!(err, Err(e) if e.to_string().contains("providers[0].jwt_cache.size")));
+}

@@ -171,27 +171,28 @@ fn verify_with(alg: Alg, material: &Material, msg: &[u8], sig: &[u8]) -> bool {
     use sha2_next::{Sha256, Sha384, Sha512};
     match (alg, material) {
         (Alg::Rs256 | Alg::Rs384 | Alg::Rs512, Material::Rsa(key)) => {
-            let Ok(signature) = rsa::pkcs1v15::Signature::try_from(sig) else {
-                return false;
-            };
-            let key = key.clone();
+            // The key's precomputed form (crate::rsa_public): keys are parsed once per JWKS.
+            use crate::rsa_public::{SHA256_PREFIX, SHA384_PREFIX, SHA512_PREFIX};
+            use sha2_next::Digest;
             match alg {
-                Alg::Rs256 => rsa::pkcs1v15::VerifyingKey::<Sha256>::new(key)
-                    .verify(msg, &signature)
-                    .is_ok(),
-                Alg::Rs384 => rsa::pkcs1v15::VerifyingKey::<Sha384>::new(key)
-                    .verify(msg, &signature)
-                    .is_ok(),
-                _ => rsa::pkcs1v15::VerifyingKey::<Sha512>::new(key)
-                    .verify(msg, &signature)
-                    .is_ok(),
+                Alg::Rs256 => {
+                    key.fast
+                        .verify_pkcs1v15(&SHA256_PREFIX, &Sha256::digest(msg), sig)
+                }
+                Alg::Rs384 => {
+                    key.fast
+                        .verify_pkcs1v15(&SHA384_PREFIX, &Sha384::digest(msg), sig)
+                }
+                _ => key
+                    .fast
+                    .verify_pkcs1v15(&SHA512_PREFIX, &Sha512::digest(msg), sig),
             }
         }
         (Alg::Ps256, Material::Rsa(key)) => {
             let Ok(signature) = rsa::pss::Signature::try_from(sig) else {
                 return false;
             };
-            rsa::pss::VerifyingKey::<Sha256>::new(key.clone())
+            rsa::pss::VerifyingKey::<Sha256>::new(key.key.clone())
                 .verify(msg, &signature)
                 .is_ok()
         }

@@ -193,6 +193,11 @@ fn engine_with(metered: bool) -> Result<Engine, String> {
     let mut config = Config::new();
     config.epoch_interruption(true);
     config.consume_fuel(metered);
+    // `TOLLGATE_PERFMAP=1`: wasmtime writes /tmp/perf-<pid>.map, so `perf report` names the
+    // guest's functions (harness/docs/bench.md, "Where a guest's instructions go").
+    if std::env::var_os("TOLLGATE_PERFMAP").is_some_and(|v| v == "1") {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     Engine::new(&config).map_err(|e| format!("{e}"))
 }
 
