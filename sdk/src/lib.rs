@@ -65,6 +65,8 @@ pub mod http;
 pub mod logger;
 pub mod metrics;
 pub mod routes;
+#[cfg(feature = "schema")]
+pub mod schema;
 pub mod shared;
 #[cfg(feature = "testing")]
 pub mod testing;

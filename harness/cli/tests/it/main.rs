@@ -16,6 +16,7 @@ mod loading;
 mod outputs;
 mod replay;
 mod replay_details;
+mod ship_cli;
 mod stream_control;
 mod streaming;
 mod suite;
