@@ -282,3 +282,91 @@ fn a_new_filter_in_a_workspace_gets_its_deployment_files() {
     let out = fails(run_in(&ws, "tollgate", &["new", "Demo_Filter"]));
     assert!(out.contains("lower-case"), "{out}");
 }
+
+/// The commands of the README's quick start, in a `sh` block after its heading.
+fn readme_quick_start() -> Vec<String> {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap_or_default();
+    let section = readme
+        .split("## Quick start: your first filter")
+        .nth(1)
+        .unwrap_or_else(|| panic!("README.md has no quick start"));
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .unwrap_or_else(|| panic!("the quick start has no sh block"));
+    block
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.split("  #").next().unwrap_or(l).trim().to_string())
+        .collect()
+}
+
+/// Every command of the README's quick start, in order, from a scratch folder: with the
+/// `tollgate` under test on PATH (the `cargo install` line is the one not run: a release build
+/// of wasmtime takes most of an hour on two cores), `~/Downloads/site.har` = the Firefox
+/// recording in `../shared/traffic`, the CRDs of `../shared/istio` linked where the README's
+/// user puts theirs, and Envoy from `ENVOY_BIN` or `cargo xtask envoy`'s venv (required in CI).
+#[test]
+fn the_readme_quick_start_runs() {
+    let commands = readme_quick_start();
+    assert_eq!(
+        commands.first().map(String::as_str),
+        Some("cargo install --locked --path harness/cli")
+    );
+    let work = scratch("quick-start");
+    let bin = work.join("bin");
+    std::fs::create_dir_all(&bin).unwrap_or_else(|e| panic!("{e}"));
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_tollgate"), bin.join("tollgate"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The new crate shares the build cache of `a_new_filter_builds_tests_and_replays_at_once`
+    // and the workspace's lock file (tollgate new never writes either).
+    let crate_dir = work.join("demo-filter");
+    std::fs::create_dir_all(&crate_dir).unwrap_or_else(|e| panic!("{e}"));
+    let shared_target = root().join("target/scaffold");
+    std::fs::create_dir_all(&shared_target).unwrap_or_else(|e| panic!("{e}"));
+    std::os::unix::fs::symlink(&shared_target, crate_dir.join("target")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::copy(root().join("Cargo.lock"), crate_dir.join("Cargo.lock")).unwrap_or_else(|e| panic!("{e}"));
+    let shared = root().join("../shared");
+    for crd in ["wasmplugins.crd.yaml", "trafficextensions.crd.yaml"] {
+        std::os::unix::fs::symlink(shared.join("istio").join(crd), crate_dir.join(crd))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let har = shared.join("traffic/firefox.har");
+    assert!(har.is_file(), "{} is missing", har.display());
+    let envoy = std::env::var_os("ENVOY_BIN").map(PathBuf::from).or_else(|| {
+        let venv = root().join("target/envoy-venv/lib");
+        std::fs::read_dir(&venv).ok()?.filter_map(|e| e.ok()).find_map(|e| {
+            let bin = e.path().join("site-packages/envoy/_bin/envoy");
+            bin.is_file().then_some(bin)
+        })
+    });
+    let in_ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let mut script = String::from("set -euo pipefail\n");
+    for command in &commands[1..] {
+        let command = command.replace("~/Downloads/site.har", path_str(&har));
+        if command.starts_with("\"$ENVOY\"") && envoy.is_none() {
+            assert!(!in_ci, "Envoy is missing (run cargo xtask envoy or set ENVOY_BIN)");
+            eprintln!("skipping (no Envoy; run cargo xtask envoy): {command}");
+            continue;
+        }
+        script.push_str(&format!("echo '+ {}'\n{command}\n", command.replace('\'', "")));
+    }
+    let path = format!(
+        "{}:{}",
+        path_str(&bin),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut bash = Command::new("bash");
+    bash.args(["-c", &script]).current_dir(&work).env("PATH", path);
+    if let Some(envoy) = &envoy {
+        bash.env("ENVOY", envoy);
+    }
+    let out = ok(bash.output().unwrap_or_else(|e| panic!("cannot run bash: {e}")));
+    assert!(out.contains("3 tests, 3 passed, 0 failed"), "{out}");
+    assert!(out.contains("2 document(s) accepted"), "{out}");
+    assert!(crate_dir.join("target/oci/wasm/index.json").is_file(), "{out}");
+    if envoy.is_some() {
+        assert!(out.contains("OK"), "Envoy validated the bootstrap: {out}");
+    }
+}
