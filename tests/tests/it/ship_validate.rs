@@ -569,7 +569,8 @@ fn envoy_extension_policy_mistakes_are_named() -> Result<()> {
         f(&mut doc);
         messages(&crd, &doc)
     };
-    let cases: [(&dyn Fn(&mut Value), &str); 6] = [
+    type Change = dyn Fn(&mut Value);
+    let cases: [(&Change, &str); 6] = [
         (
             &|d| d["spec"]["wasm"][0]["code"]["type"] = "HTTP".into(),
             "spec.wasm[0].code: Invalid value: \"object\": If type is HTTP, http field needs to be set.",
