@@ -10,6 +10,7 @@ use crate::http::Request;
 use crate::routes::Routed;
 
 /// What a route requires.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccessPolicy {

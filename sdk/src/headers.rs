@@ -492,6 +492,22 @@ impl AsRef<str> for HeaderName {
     }
 }
 
+/// A header name in a configuration's JSON Schema: an HTTP token (any case) or a pseudo-header.
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for HeaderName {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "HeaderName".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "An HTTP header name (case-insensitive, stored lower-cased), or one of the pseudo-headers :method, :path, :authority, :scheme, :status.",
+            "pattern": "^(:[a-zA-Z]+|[!#$%&'*+.^_`|~0-9A-Za-z-]+)$"
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for HeaderName {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let raw = String::deserialize(deserializer)?;

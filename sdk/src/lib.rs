@@ -67,6 +67,8 @@ pub mod logger;
 pub mod metrics;
 pub mod peer;
 pub mod routes;
+#[cfg(feature = "schema")]
+pub mod schema;
 pub mod shared;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -61,6 +61,7 @@ use crate::config::{ConfigError, FilterConfig};
 use crate::http::Request;
 
 /// A configuration `C` chosen per route: see the [module documentation](self).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(
     deny_unknown_fields,
@@ -85,6 +86,7 @@ impl<C> Default for Routed<C> {
 }
 
 /// One rule: when `match` holds, `config` applies.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(
     deny_unknown_fields,
@@ -106,6 +108,7 @@ pub struct RouteRule<C> {
 /// assert!(m.matches(&RouteInfo::new(None, Some("API.example.com:443"), Some("/"))));
 /// assert!(!m.matches(&RouteInfo::new(None, Some("example.com"), Some("/"))));
 /// ```
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteMatch {

@@ -9,6 +9,8 @@ use anyhow::{Context, Result, bail};
 
 use crate::process;
 
+mod schemas;
+
 /// The compilation target of the filters.
 pub const WASM_TARGET: &str = "wasm32-wasip1";
 
@@ -84,6 +86,7 @@ pub fn run() -> Result<Vec<BuiltFilter>> {
         built.push(BuiltFilter { name, wasm, bytes });
     }
     copy_bench_guests(&artifacts, &guests)?;
+    schemas::embed(&mut built)?;
     for filter in &built {
         println!(
             "    {:<20} {:>9.1} KiB  {}",

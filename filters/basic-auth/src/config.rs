@@ -10,6 +10,7 @@ use tollgate_sdk::{ConfigError, FilterConfig, HeaderName};
 use crate::credentials::PasswordHash;
 
 /// The whole plugin configuration.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BasicAuthConfig {
@@ -34,12 +35,14 @@ pub struct BasicAuthConfig {
 }
 
 /// One consumer: a name and a password hash.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Consumer {
     /// The user id clients send, and the value forwarded in `consumer_header`.
     pub name: String,
     /// `{SHA}...` or `{SSHA256}...`; see the README.
+    #[cfg_attr(feature = "schema", schemars(with = "String"))]
     pub password_hash: PasswordHash,
 }
 

@@ -33,6 +33,7 @@ const NEVER_COPIED: &[&str] = &[
 ];
 
 /// How the request body goes to the service.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WithBody {
@@ -44,6 +45,7 @@ pub struct WithBody {
 }
 
 /// The filter's configuration (see README.md).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {

@@ -23,6 +23,7 @@ use crate::template::{OnMissing, Template};
 /// assert_eq!(config.request.set.len(), 1);
 /// # Ok::<(), tollgate_sdk::ConfigError>(())
 /// ```
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HeadersConfig {
@@ -144,12 +145,15 @@ impl FilterConfig for HeadersConfig {
 
 /// Changes to one header map, applied in this order: `remove`, `remove_prefix`, `set`,
 /// `append`, `add_if_absent`, `overwrite_if_exists` (each list in its own order).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Mutations {
     /// Headers removed by name.
+    #[cfg_attr(feature = "schema", schemars(with = "Vec<tollgate_sdk::HeaderName>"))]
     pub remove: Vec<TargetName>,
     /// Headers removed when their name starts with one of these prefixes.
+    #[cfg_attr(feature = "schema", schemars(with = "Vec<String>"))]
     pub remove_prefix: Vec<NamePrefix>,
     /// Replace every value of the header, or add it when absent.
     pub set: Vec<HeaderEntry>,
@@ -198,12 +202,15 @@ impl Mutations {
 
 /// One header to write: name, value template and what to do when the value references an
 /// absent request header.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderEntry {
     /// The header written.
+    #[cfg_attr(feature = "schema", schemars(with = "tollgate_sdk::HeaderName"))]
     pub name: TargetName,
     /// Its value; may reference request headers with `%REQ(name)%`, `%%` is a literal `%`.
+    #[cfg_attr(feature = "schema", schemars(with = "String"))]
     pub value: Template,
     /// When a referenced request header is absent: `skip` (default) or `empty`.
     #[serde(default)]
@@ -211,6 +218,7 @@ pub struct HeaderEntry {
 }
 
 /// A conditional group of changes.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
@@ -225,6 +233,7 @@ pub struct Rule {
 }
 
 /// A condition on the request headers.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Condition {

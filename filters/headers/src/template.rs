@@ -13,6 +13,7 @@ use tollgate_sdk::headers::{HeaderError, check_value};
 use tollgate_sdk::{HeaderName, HeaderSnapshot};
 
 /// What an entry does when its value references a request header that is absent.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnMissing {

@@ -30,6 +30,7 @@ use keys::Key;
 use token::{ClaimRules, Parsed, TokenError};
 
 /// Where a token may be in a header.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FromHeader {
@@ -41,6 +42,7 @@ pub struct FromHeader {
 }
 
 /// A claim copied to a request header.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimToHeader {
@@ -51,6 +53,7 @@ pub struct ClaimToHeader {
 }
 
 /// A JWKS fetched over HTTP.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteJwks {
@@ -103,6 +106,7 @@ fn default_from_headers() -> Vec<FromHeader> {
 }
 
 /// One token issuer.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Provider {
@@ -155,6 +159,7 @@ pub struct Provider {
 }
 
 /// The filter's configuration.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {

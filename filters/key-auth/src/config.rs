@@ -9,6 +9,7 @@ use tollgate_sdk::routes::Routed;
 use tollgate_sdk::{ConfigError, FilterConfig, HeaderName};
 
 /// The whole plugin configuration.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyAuthConfig {
@@ -35,6 +36,7 @@ pub struct KeyAuthConfig {
 }
 
 /// Where a key may come from.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum KeySource {
@@ -47,6 +49,7 @@ pub enum KeySource {
 }
 
 /// One consumer: a name and the SHA-256 of its key.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Consumer {
@@ -54,6 +57,7 @@ pub struct Consumer {
     pub name: String,
     /// `sha256(key)` in hex (`printf %s "$KEY" | sha256sum`).
     #[serde(deserialize_with = "hex_sha256")]
+    #[cfg_attr(feature = "schema", schemars(with = "String", regex(pattern = "^[0-9a-fA-F]{64}$")))]
     pub key_sha256: [u8; 32],
 }
 

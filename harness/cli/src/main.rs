@@ -11,6 +11,8 @@ mod envoy_cli;
 mod inspect_cli;
 #[path = "cli/replay.rs"]
 mod replay_cli;
+#[path = "cli/new.rs"]
+mod new_cli;
 #[path = "cli/ship.rs"]
 mod ship_cli;
 #[path = "cli/test.rs"]
@@ -99,10 +101,17 @@ enum Command {
     },
     /// Package a filter as OCI image layouts (Istio's compat form and the Wasm OCI artifact).
     Package(ship_cli::PackageArgs),
-    /// Write an Istio WasmPlugin (and optionally an Envoy bootstrap) for a filter.
+    /// Write an Istio WasmPlugin or TrafficExtension, or an Envoy Gateway EnvoyExtensionPolicy
+    /// (and optionally an Envoy bootstrap) for a filter.
     Manifest(ship_cli::ManifestArgs),
-    /// Check WasmPlugin manifests against the CRD's schema and CEL rules.
+    /// Check WasmPlugin, TrafficExtension and EnvoyExtensionPolicy manifests against their
+    /// CRD's schema and CEL rules.
     Validate(ship_cli::ValidateArgs),
+    /// Print the JSON Schema of a filter's configuration (from its module or image).
+    Schema(ship_cli::SchemaArgs),
+    /// Scaffold a new filter crate (in this workspace, or standalone) that builds, tests and
+    /// replays at once.
+    New(new_cli::NewArgs),
     /// Run declarative test suites (YAML) against filters; non-zero exit on failure.
     Test(test_cli::TestArgs),
     /// Inspect, convert, filter or anonymize recordings.
@@ -200,6 +209,8 @@ fn run() -> Result<()> {
         Command::Package(args) => ship_cli::package(args),
         Command::Manifest(args) => ship_cli::manifest(args),
         Command::Validate(args) => ship_cli::validate(args),
+        Command::Schema(args) => ship_cli::schema(args),
+        Command::New(args) => new_cli::new(args),
         Command::Test(args) => test_cli::test(args),
         Command::Traffic(cmd) => traffic_cli::run(cmd),
         Command::Record(args) => traffic_cli::record(args),

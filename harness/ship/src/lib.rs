@@ -5,6 +5,8 @@
 
 pub mod manifest;
 pub mod oci;
+pub mod scaffold;
+pub mod schema;
 pub mod validate;
 
 use std::path::PathBuf;

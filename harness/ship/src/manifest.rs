@@ -403,3 +403,254 @@ pub fn to_yaml(value: &Value, name: &str) -> Result<String, ShipError> {
     yaml_serde::to_string(value)
         .map_err(|e| ShipError::invalid(name, format!("cannot write YAML: {e}")))
 }
+
+/// Which resource `tollgate manifest` writes for a filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManifestKind {
+    /// Istio's `WasmPlugin` (`extensions.istio.io/v1alpha1`).
+    WasmPlugin,
+    /// Istio 1.30's `TrafficExtension` (`extensions.istio.io/v1alpha1`), `wasm` code.
+    TrafficExtension,
+    /// Envoy Gateway's `EnvoyExtensionPolicy` (`gateway.envoyproxy.io/v1alpha1`), one `wasm` entry.
+    EnvoyExtensionPolicy,
+}
+
+impl ManifestKind {
+    /// Every kind, in the order the help lists them.
+    pub const ALL: [ManifestKind; 3] = [
+        ManifestKind::WasmPlugin,
+        ManifestKind::TrafficExtension,
+        ManifestKind::EnvoyExtensionPolicy,
+    ];
+
+    /// The resource's `kind` field.
+    pub fn kind(self) -> &'static str {
+        match self {
+            ManifestKind::WasmPlugin => "WasmPlugin",
+            ManifestKind::TrafficExtension => "TrafficExtension",
+            ManifestKind::EnvoyExtensionPolicy => "EnvoyExtensionPolicy",
+        }
+    }
+
+    /// The resource's `apiVersion` field.
+    pub fn api_version(self) -> &'static str {
+        match self {
+            ManifestKind::WasmPlugin | ManifestKind::TrafficExtension => {
+                "extensions.istio.io/v1alpha1"
+            }
+            ManifestKind::EnvoyExtensionPolicy => "gateway.envoyproxy.io/v1alpha1",
+        }
+    }
+}
+
+impl std::str::FromStr for ManifestKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ManifestKind::ALL
+            .into_iter()
+            .find(|k| k.kind().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                format!(
+                    "unknown manifest kind {s:?}: expected wasmplugin, trafficextension or envoyextensionpolicy"
+                )
+            })
+    }
+}
+
+/// When Envoy Gateway fetches the module again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum PullPolicy {
+    /// Fetch once per resource version.
+    IfNotPresent,
+    /// Fetch on every resource version change even when cached.
+    Always,
+}
+
+impl std::str::FromStr for PullPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "ifnotpresent" => Ok(PullPolicy::IfNotPresent),
+            "always" => Ok(PullPolicy::Always),
+            _ => Err(format!(
+                "unknown pull policy {s:?}: expected IfNotPresent or Always"
+            )),
+        }
+    }
+}
+
+/// What an `EnvoyExtensionPolicy` says beyond a [`PluginManifest`]: Envoy Gateway's own knobs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GatewayOptions {
+    /// `code.pullPolicy`, when set.
+    pub pull_policy: Option<PullPolicy>,
+    /// `env.hostKeys`: Envoy's environment variables the VM may read.
+    pub env_host_keys: Vec<String>,
+}
+
+impl PluginManifest {
+    /// The resource of `kind` (the Envoy Gateway policy with default [`GatewayOptions`]).
+    pub fn resource(&self, kind: ManifestKind) -> Result<Value, ShipError> {
+        match kind {
+            ManifestKind::WasmPlugin => Ok(self.wasm_plugin()),
+            ManifestKind::TrafficExtension => Ok(self.traffic_extension()),
+            ManifestKind::EnvoyExtensionPolicy => {
+                self.envoy_extension_policy(&GatewayOptions::default())
+            }
+        }
+    }
+
+    fn metadata(&self) -> Value {
+        json!({
+            "name": format!("tollgate-{}", self.filter),
+            "namespace": self.namespace,
+            "labels": { "app.kubernetes.io/name": format!("tollgate-{}", self.filter) },
+        })
+    }
+
+    fn match_entries(&self) -> Option<Value> {
+        if self.matches.is_empty() {
+            return None;
+        }
+        let matches = self
+            .matches
+            .iter()
+            .map(|m| {
+                let mut entry = serde_json::Map::new();
+                if let Some(mode) = m.mode {
+                    entry.insert("mode".into(), json!(mode));
+                }
+                if !m.ports.is_empty() {
+                    let ports: Vec<Value> =
+                        m.ports.iter().map(|p| json!({ "number": p })).collect();
+                    entry.insert("ports".into(), Value::Array(ports));
+                }
+                Value::Object(entry)
+            })
+            .collect();
+        Some(Value::Array(matches))
+    }
+
+    /// The `TrafficExtension` resource: attachment, phase, priority and match on the
+    /// extension, the module and its configuration under `wasm`.
+    pub fn traffic_extension(&self) -> Value {
+        let mut spec = serde_json::Map::new();
+        match &self.attachment {
+            Attachment::Namespace => {}
+            Attachment::Selector(labels) => {
+                spec.insert("selector".into(), json!({ "matchLabels": labels }));
+            }
+            Attachment::TargetRefs(refs) => {
+                spec.insert("targetRefs".into(), json!(refs));
+            }
+        }
+        spec.insert("phase".into(), json!(self.phase));
+        if let Some(priority) = self.priority {
+            spec.insert("priority".into(), json!(priority));
+        }
+        if let Some(matches) = self.match_entries() {
+            spec.insert("match".into(), matches);
+        }
+        let mut wasm = serde_json::Map::new();
+        wasm.insert("url".into(), json!(self.url));
+        if let Some(sha) = &self.sha256 {
+            wasm.insert("sha256".into(), json!(sha));
+        }
+        wasm.insert("imagePullPolicy".into(), json!("IfNotPresent"));
+        wasm.insert("pluginName".into(), json!(self.filter));
+        wasm.insert("type".into(), json!("HTTP"));
+        wasm.insert("failStrategy".into(), json!(self.fail_strategy));
+        wasm.insert("pluginConfig".into(), self.plugin_config.clone());
+        spec.insert("wasm".into(), Value::Object(wasm));
+        json!({
+            "apiVersion": ManifestKind::TrafficExtension.api_version(),
+            "kind": "TrafficExtension",
+            "metadata": self.metadata(),
+            "spec": Value::Object(spec),
+        })
+    }
+
+    /// The Envoy Gateway `EnvoyExtensionPolicy`: one `wasm` entry whose code is an OCI image
+    /// (`oci://` URLs, written as `registry/image:tag`) or an HTTP(S) URL, pinned by `sha256`,
+    /// attached to Gateway API resources (`targetRefs`; a selector cannot be expressed and is
+    /// refused). Phase, priority and `match` have no equivalent (Envoy Gateway orders
+    /// extensions by the policy's list) and are refused rather than dropped.
+    pub fn envoy_extension_policy(&self, options: &GatewayOptions) -> Result<Value, ShipError> {
+        let who = format!("EnvoyExtensionPolicy for {}", self.filter);
+        let refs = match &self.attachment {
+            Attachment::TargetRefs(refs) if !refs.is_empty() => refs,
+            _ => {
+                return Err(ShipError::invalid(
+                    who,
+                    "an EnvoyExtensionPolicy attaches to Gateway API resources: give --target-ref (e.g. Gateway/eg or HTTPRoute/backend)",
+                ));
+            }
+        };
+        if !self.matches.is_empty() || self.priority.is_some() {
+            return Err(ShipError::invalid(
+                who,
+                "match and priority have no EnvoyExtensionPolicy equivalent",
+            ));
+        }
+        let target_refs: Vec<Value> = refs
+            .iter()
+            .map(|r| {
+                let group = if r.group.is_empty() {
+                    "gateway.networking.k8s.io"
+                } else {
+                    r.group.as_str()
+                };
+                json!({ "group": group, "kind": r.kind, "name": r.name })
+            })
+            .collect();
+        let mut source = serde_json::Map::new();
+        let code_type = if let Some(image) = self.url.strip_prefix("oci://") {
+            source.insert("url".into(), json!(image));
+            "Image"
+        } else if self.url.starts_with("http://") || self.url.starts_with("https://") {
+            source.insert("url".into(), json!(self.url));
+            "HTTP"
+        } else {
+            return Err(ShipError::invalid(
+                who,
+                format!(
+                    "url {:?}: Envoy Gateway fetches code from http(s):// or oci:// only",
+                    self.url
+                ),
+            ));
+        };
+        if let Some(sha) = &self.sha256 {
+            source.insert("sha256".into(), json!(sha));
+        }
+        let mut code = serde_json::Map::new();
+        code.insert("type".into(), json!(code_type));
+        code.insert(code_type.to_ascii_lowercase(), Value::Object(source));
+        if let Some(policy) = options.pull_policy {
+            code.insert("pullPolicy".into(), json!(policy));
+        }
+        let mut wasm = serde_json::Map::new();
+        wasm.insert("name".into(), json!(self.filter));
+        wasm.insert("rootID".into(), json!(self.filter));
+        wasm.insert("code".into(), Value::Object(code));
+        wasm.insert("config".into(), self.plugin_config.clone());
+        wasm.insert(
+            "failOpen".into(),
+            json!(self.fail_strategy == FailStrategy::Open),
+        );
+        if !options.env_host_keys.is_empty() {
+            wasm.insert(
+                "env".into(),
+                json!({ "hostKeys": options.env_host_keys }),
+            );
+        }
+        Ok(json!({
+            "apiVersion": ManifestKind::EnvoyExtensionPolicy.api_version(),
+            "kind": "EnvoyExtensionPolicy",
+            "metadata": self.metadata(),
+            "spec": {
+                "targetRefs": target_refs,
+                "wasm": [Value::Object(wasm)],
+            },
+        }))
+    }
+}

@@ -76,7 +76,15 @@ pub struct WasmConfig {
 pub struct WasmRuntimeConfig {
     /// Root ids the module serves.
     pub root_ids: Vec<String>,
+    /// The JSON Schema of the filter's configuration, when the module carries one
+    /// (custom section [`crate::schema::SECTION`]); `tollgate validate` checks a
+    /// `pluginConfig` against it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_schema: Option<serde_json::Value>,
 }
+
+/// The label of the compat image's config that holds the configuration's JSON Schema (as text).
+pub const SCHEMA_LABEL: &str = "io.tollgate.config-schema";
 
 /// One image: its blobs (manifest, config, layers) and the manifest descriptor.
 #[derive(Debug, Clone)]
@@ -104,6 +112,7 @@ pub struct Package {
     abi: AbiVersion,
     root_ids: Vec<String>,
     tag: String,
+    config_schema: Option<serde_json::Value>,
 }
 
 /// Files written by [`Package::write`].
@@ -135,12 +144,14 @@ impl Package {
     /// A module from memory; `name` appears in errors, `root_id` is the default root id.
     pub fn from_bytes(name: &str, root_id: &str, wasm: Vec<u8>) -> Result<Package, ShipError> {
         let abi = detect_abi(name, &wasm)?;
+        let config_schema = crate::schema::from_module(name, &wasm)?;
         Ok(Package {
             name: name.to_string(),
             wasm,
             abi,
             root_ids: vec![root_id.to_string()],
             tag: "latest".into(),
+            config_schema,
         })
     }
 
@@ -163,6 +174,11 @@ impl Package {
         self.abi
     }
 
+    /// The configuration schema the module carries, when it has one.
+    pub fn config_schema(&self) -> Option<&serde_json::Value> {
+        self.config_schema.as_ref()
+    }
+
     /// sha256 (hex) of the module.
     pub fn wasm_sha256(&self) -> String {
         sha256_hex(&self.wasm)
@@ -182,13 +198,21 @@ impl Package {
                         .diff_ids(vec![diff_id])
                         .build()
                         .map_err(|e| err(&e))?;
-                    let config = ImageConfigurationBuilder::default()
+                    let mut builder = ImageConfigurationBuilder::default()
                         .architecture(Arch::Wasm)
                         .os(Os::Other("wasip1".into()))
                         .created(EPOCH)
-                        .rootfs(rootfs)
-                        .build()
-                        .map_err(|e| err(&e))?;
+                        .rootfs(rootfs);
+                    if let Some(schema) = &self.config_schema {
+                        let labels = HashMap::from([(SCHEMA_LABEL.to_string(), schema.to_string())]);
+                        builder = builder.config(
+                            oci_spec::image::ConfigBuilder::default()
+                                .labels(labels)
+                                .build()
+                                .map_err(|e| err(&e))?,
+                        );
+                    }
+                    let config = builder.build().map_err(|e| err(&e))?;
                     let bytes = config.to_string().map_err(|e| err(&e))?.into_bytes();
                     (
                         MediaType::ImageConfig,
@@ -204,6 +228,7 @@ impl Package {
                         abi_versions: vec![format!("v{}", self.abi.as_str())],
                         config: WasmRuntimeConfig {
                             root_ids: self.root_ids.clone(),
+                            config_schema: self.config_schema.clone(),
                         },
                     };
                     let bytes = serde_json::to_vec(&config).map_err(|e| err(&e))?;
@@ -422,4 +447,61 @@ pub fn detect_abi(name: &str, wasm: &[u8]) -> Result<AbiVersion, ShipError> {
             "not a proxy-wasm module: no proxy_abi_version_* export",
         )
     })
+}
+
+/// The configuration schema recorded in an image layout written by [`Package::write`]: `dir` is
+/// a layout (with `index.json`) or `tollgate package`'s output folder (its `wasm/` or `compat/`
+/// layout). Reads the Wasm artifact's config (`config.configSchema`), the compat image's label
+/// [`SCHEMA_LABEL`], or else the module's own custom section. `None` when the image has none.
+pub fn config_schema_of_layout(dir: &Path) -> Result<Option<serde_json::Value>, ShipError> {
+    let layout = if dir.join("index.json").is_file() {
+        dir.to_path_buf()
+    } else if let Some(found) = Variant::ALL
+        .iter()
+        .map(|v| dir.join(v.dir_name()))
+        .find(|d| d.join("index.json").is_file())
+    {
+        found
+    } else {
+        return Err(ShipError::invalid(
+            dir.display(),
+            "not an OCI image layout (no index.json, nor wasm/index.json or compat/index.json)",
+        ));
+    };
+    let read_json = |path: PathBuf| -> Result<serde_json::Value, ShipError> {
+        let bytes = std::fs::read(&path).map_err(|e| ShipError::read(&path, e))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ShipError::invalid(path.display(), format!("not JSON: {e}")))
+    };
+    let blob = |digest: &serde_json::Value| -> Result<PathBuf, ShipError> {
+        let hex = digest
+            .as_str()
+            .and_then(|d| d.strip_prefix("sha256:"))
+            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or_else(|| ShipError::invalid(layout.display(), format!("bad digest {digest}")))?;
+        Ok(layout.join("blobs").join("sha256").join(hex))
+    };
+    let index = read_json(layout.join("index.json"))?;
+    let manifest = read_json(blob(&index["manifests"][0]["digest"])?)?;
+    let config = read_json(blob(&manifest["config"]["digest"])?)?;
+    if let Some(schema) = config.pointer("/config/configSchema") {
+        return Ok(Some(schema.clone()));
+    }
+    if let Some(text) = config
+        .pointer("/config/Labels")
+        .and_then(|labels| labels.get(SCHEMA_LABEL))
+        .and_then(serde_json::Value::as_str)
+    {
+        let schema = serde_json::from_str(text).map_err(|e| {
+            ShipError::invalid(layout.display(), format!("label {SCHEMA_LABEL} is not JSON: {e}"))
+        })?;
+        return Ok(Some(schema));
+    }
+    // An image written by another tool: the module's own custom section.
+    if manifest["config"]["mediaType"] == WASM_CONFIG_MEDIA_TYPE {
+        let path = blob(&manifest["layers"][0]["digest"])?;
+        let wasm = std::fs::read(&path).map_err(|e| ShipError::read(&path, e))?;
+        return crate::schema::from_module(&path.display().to_string(), &wasm);
+    }
+    Ok(None)
 }

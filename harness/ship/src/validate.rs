@@ -1,4 +1,4 @@
-//! Validating `WasmPlugin` manifests the way a Kubernetes API server does:
+//! Validating `WasmPlugin`, `TrafficExtension` and `EnvoyExtensionPolicy` manifests the way a Kubernetes API server does:
 //! against the CRD's OpenAPI v3 structural schema (types, enums, required
 //! fields, patterns, lengths, item and property counts, formats, list-map
 //! keys, unknown fields as `kubectl --validate=strict` reports them) and its
@@ -7,7 +7,8 @@
 //! `getScheme`). Messages follow the API server's wording and start with the
 //! field path, e.g. `spec.sha256 in body should match '...'`.
 //!
-//! The CRD is read at run time ([`Crd::load`]), never compiled in.
+//! The CRD is read at run time ([`Crd::load`]), never compiled in; a [`CrdSet`] holds
+//! several and checks each document against the CRD of its `kind`.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -40,6 +41,8 @@ pub struct DocumentReport {
     pub index: usize,
     /// `metadata.name`, when there is one.
     pub name: Option<String>,
+    /// `kind`, when there is one.
+    pub kind: Option<String>,
     /// The problems; empty when the API server would accept it.
     pub errors: Vec<FieldError>,
 }
@@ -73,8 +76,13 @@ impl Crd {
 
     /// Parses a CRD; `name` is used in error messages.
     pub fn from_yaml(name: &str, text: &str) -> Result<Crd, ShipError> {
-        let crd: Value = yaml_serde::from_str(text)
-            .map_err(|e| ShipError::invalid(name, format!("not YAML: {e}")))?;
+        // The first CustomResourceDefinition of the file (generated CRD files may hold several
+        // documents, some empty).
+        let crd: Value = documents(name, text)?
+            .into_iter()
+            .flatten()
+            .find(|doc| doc.get("kind").and_then(Value::as_str) == Some("CustomResourceDefinition"))
+            .ok_or_else(|| ShipError::invalid(name, "no CustomResourceDefinition document"))?;
         let field = |pointer: &str| {
             crd.pointer(pointer)
                 .and_then(Value::as_str)
@@ -201,25 +209,7 @@ impl Crd {
 
     /// Validates every document of YAML text; `name` is used in error messages.
     pub fn validate_text(&self, name: &str, text: &str) -> Result<Vec<DocumentReport>, ShipError> {
-        let docs = documents(name, text)?;
-        if docs.iter().all(Option::is_none) {
-            return Err(ShipError::invalid(name, "no YAML document in the file"));
-        }
-        Ok(docs
-            .into_iter()
-            .enumerate()
-            .filter_map(|(index, doc)| {
-                let doc = doc?;
-                Some(DocumentReport {
-                    index,
-                    name: doc
-                        .pointer("/metadata/name")
-                        .and_then(Value::as_str)
-                        .map(str::to_string),
-                    errors: self.validate(&doc),
-                })
-            })
-            .collect())
+        reports(name, text, |doc| self.validate(doc))
     }
 
     /// Checks `value` at `path` against `schema`; returns whether the subtree is free of errors.
@@ -232,6 +222,18 @@ impl Crd {
     ) -> bool {
         let before = errors.len();
         let shown = if path.is_empty() { "<root>" } else { path };
+        // The API server fills in a missing property's `default` before it validates
+        // (so rules can read it, e.g. a secret reference's defaulted `kind`).
+        let defaulted = with_defaults(schema, value);
+        let value = defaulted.as_ref().unwrap_or(value);
+        if let Some(all) = schema.get("allOf").and_then(Value::as_array) {
+            for sub in all {
+                self.check(sub, value, path, errors);
+            }
+            if errors.len() > before {
+                return false;
+            }
+        }
         if value.is_null() {
             if schema.get("nullable").and_then(Value::as_bool) == Some(true) {
                 return true;
@@ -494,6 +496,119 @@ impl Crd {
             }
         }
     }
+}
+
+/// `value` with the `default`s of its schema's missing properties filled in, when there are any.
+fn with_defaults(schema: &Value, value: &Value) -> Option<Value> {
+    let map = value.as_object()?;
+    let properties = schema.get("properties").and_then(Value::as_object)?;
+    let mut filled: Option<serde_json::Map<String, Value>> = None;
+    for (key, property) in properties {
+        if let Some(default) = property.get("default")
+            && !map.contains_key(key)
+        {
+            filled
+                .get_or_insert_with(|| map.clone())
+                .insert(key.clone(), default.clone());
+        }
+    }
+    filled.map(Value::Object)
+}
+
+/// Several CRDs: each document is checked against the one its `kind` names, so one
+/// `tollgate validate` run takes WasmPlugins, TrafficExtensions and EnvoyExtensionPolicies.
+#[derive(Debug)]
+pub struct CrdSet {
+    crds: Vec<Crd>,
+}
+
+impl CrdSet {
+    /// Loads every CRD file.
+    pub fn load<P: AsRef<Path>>(paths: &[P]) -> Result<CrdSet, ShipError> {
+        let crds = paths
+            .iter()
+            .map(|p| Crd::load(p.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(CrdSet { crds })
+    }
+
+    /// A set of already loaded CRDs.
+    pub fn new(crds: Vec<Crd>) -> CrdSet {
+        CrdSet { crds }
+    }
+
+    /// The CRD of `kind`, when loaded.
+    pub fn get(&self, kind: &str) -> Option<&Crd> {
+        self.crds.iter().find(|c| c.kind == kind)
+    }
+
+    /// The kinds this set checks.
+    pub fn kinds(&self) -> Vec<&str> {
+        self.crds.iter().map(|c| c.kind.as_str()).collect()
+    }
+
+    /// Every problem with one document, checked against the CRD of its `kind`; a document
+    /// of no known kind is refused naming the kinds this set knows.
+    pub fn validate(&self, doc: &Value) -> Vec<FieldError> {
+        let kind = doc.get("kind");
+        if let Some(crd) = kind.and_then(Value::as_str).and_then(|k| self.get(k)) {
+            return crd.validate(doc);
+        }
+        let supported: Vec<String> = self.kinds().iter().map(|k| format!("{k:?}")).collect();
+        let message = match kind {
+            Some(v) => format!(
+                "kind: Unsupported value: {}: supported values: {}",
+                short(v),
+                supported.join(", ")
+            ),
+            None => format!(
+                "kind: Required value (one of {})",
+                supported.join(", ")
+            ),
+        };
+        vec![FieldError {
+            path: "kind".into(),
+            message,
+        }]
+    }
+
+    /// Validates every document of a (multi-document) YAML manifest file.
+    pub fn validate_file(&self, path: &Path) -> Result<Vec<DocumentReport>, ShipError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ShipError::read(path, e))?;
+        self.validate_text(&path.display().to_string(), &text)
+    }
+
+    /// Validates every document of YAML text; `name` is used in error messages.
+    pub fn validate_text(&self, name: &str, text: &str) -> Result<Vec<DocumentReport>, ShipError> {
+        reports(name, text, |doc| self.validate(doc))
+    }
+}
+
+fn reports(
+    name: &str,
+    text: &str,
+    validate: impl Fn(&Value) -> Vec<FieldError>,
+) -> Result<Vec<DocumentReport>, ShipError> {
+    let docs = documents(name, text)?;
+    if docs.iter().all(Option::is_none) {
+        return Err(ShipError::invalid(name, "no YAML document in the file"));
+    }
+    Ok(docs
+        .into_iter()
+        .enumerate()
+        .filter_map(|(index, doc)| {
+            let doc = doc?;
+            Some(DocumentReport {
+                index,
+                name: doc
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                kind: doc.get("kind").and_then(Value::as_str).map(str::to_string),
+                errors: validate(&doc),
+            })
+        })
+        .collect())
 }
 
 /// The YAML documents of a file, `None` for empty ones (`---` with nothing after it).

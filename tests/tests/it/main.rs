@@ -8,7 +8,8 @@
 //! - `record`: `tollgate record` through a real Envoy, replayed in the harness.
 //! - `chain`: key-auth, basic-auth and headers chained in a real Envoy.
 //! - `remote_code`: Envoy fetching a filter over HTTP, checked by sha256.
-//! - `ship_oci`, `ship_validate`: `tollgate package` layouts and WasmPlugin validation.
+//! - `ship_oci`, `ship_validate`, `ship_schema`: `tollgate package` layouts, WasmPlugin,
+//!   TrafficExtension and EnvoyExtensionPolicy validation, configuration schemas in the modules.
 //! - `basic_auth`, `key_auth`: the authentication filters in the harness (demo traffic,
 //!   attacks) and in a real Envoy (attacks, Prometheus labels).
 //! - `suites`: every `filters/<name>/tests/suite.yaml` through the suite runner.
@@ -59,6 +60,7 @@ mod rate_limit;
 mod record;
 mod remote_code;
 mod ship_oci;
+mod ship_schema;
 mod ship_validate;
 mod soak;
 mod suites;

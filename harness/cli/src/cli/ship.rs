@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use tollgate_ship::manifest::{
-    self, Attachment, EnvoyCode, FailStrategy, Mode, Phase, PluginManifest, TargetRef, TrafficMatch,
+    self, Attachment, EnvoyCode, FailStrategy, GatewayOptions, ManifestKind, Mode, Phase,
+    PluginManifest, PullPolicy, TargetRef, TrafficMatch,
 };
 use tollgate_ship::oci::{self, Package};
-use tollgate_ship::validate::Crd;
+use tollgate_ship::validate::CrdSet;
 
 /// Arguments of `tollgate package`.
 #[derive(clap::Args)]
@@ -32,6 +33,16 @@ pub struct PackageArgs {
 pub struct ManifestArgs {
     /// The filter's name (e.g. `headers`): plugin name, resource `tollgate-<name>`.
     filter: String,
+    /// The resource to write: wasmplugin (Istio), trafficextension (Istio 1.30+) or
+    /// envoyextensionpolicy (Envoy Gateway; needs --target-ref).
+    #[arg(long, default_value = "wasmplugin")]
+    kind: ManifestKind,
+    /// Envoy Gateway only: `code.pullPolicy` (IfNotPresent or Always).
+    #[arg(long)]
+    pull_policy: Option<PullPolicy>,
+    /// Envoy Gateway only: an environment variable of Envoy the VM may read (`env.hostKeys`, repeatable).
+    #[arg(long = "env-host-key")]
+    env_host_keys: Vec<String>,
     /// Plugin configuration file (JSON); default `filters/<name>/demo.json`.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -83,12 +94,36 @@ pub struct ManifestArgs {
 /// Arguments of `tollgate validate`.
 #[derive(clap::Args)]
 pub struct ValidateArgs {
-    /// WasmPlugin manifests (YAML, several documents allowed).
+    /// Manifests (YAML, several documents allowed): WasmPlugin, TrafficExtension,
+    /// EnvoyExtensionPolicy, each checked against the CRD of its `kind`.
     #[arg(required = true)]
     manifests: Vec<PathBuf>,
-    /// The WasmPlugin CustomResourceDefinition.
-    #[arg(long, default_value = "../shared/istio/wasmplugins.crd.yaml")]
-    crd: PathBuf,
+    /// The CustomResourceDefinitions (repeatable).
+    #[arg(
+        long = "crd",
+        default_values = [
+            "../shared/istio/wasmplugins.crd.yaml",
+            "../shared/istio/trafficextensions.crd.yaml",
+            "../shared/envoy-gateway/envoyextensionpolicies.crd.yaml",
+        ]
+    )]
+    crds: Vec<PathBuf>,
+    /// The filter the manifests load (a .wasm, a name under target/filters, or `tollgate
+    /// package`'s output / an OCI image layout): each pluginConfig is checked against the
+    /// configuration schema it carries. Without it, a `file://` url's module is used.
+    #[arg(long)]
+    module: Option<String>,
+}
+
+/// Arguments of `tollgate schema`.
+#[derive(clap::Args)]
+pub struct SchemaArgs {
+    /// A module (.wasm), `tollgate package`'s output folder or an OCI image layout, or a
+    /// filter's name (`headers`: target/filters/headers.wasm, or $TOLLGATE_FILTERS_DIR).
+    filter: String,
+    /// Write the schema here instead of printing it.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 /// `tollgate package`.
@@ -162,7 +197,19 @@ pub fn manifest(args: ManifestArgs) -> Result<()> {
         }
         plugin.attachment = Attachment::Selector(labels);
     }
-    let yaml = plugin.to_yaml()?;
+    let resource = match args.kind {
+        ManifestKind::EnvoyExtensionPolicy => plugin.envoy_extension_policy(&GatewayOptions {
+            pull_policy: args.pull_policy,
+            env_host_keys: args.env_host_keys.clone(),
+        })?,
+        kind => {
+            if args.pull_policy.is_some() || !args.env_host_keys.is_empty() {
+                bail!("--pull-policy and --env-host-key are for --kind envoyextensionpolicy");
+            }
+            plugin.resource(kind)?
+        }
+    };
+    let yaml = manifest::to_yaml(&resource, &args.filter)?;
     match &args.out {
         Some(out) => {
             tollgate_files::write(out, &yaml)
@@ -194,13 +241,42 @@ pub fn manifest(args: ManifestArgs) -> Result<()> {
 
 /// `tollgate validate`: fails when any document is rejected.
 pub fn validate(args: ValidateArgs) -> Result<()> {
-    let crd = Crd::load(&args.crd)
-        .context("cannot load the WasmPlugin CRD (pass --crd <path to wasmplugins.crd.yaml>)")?;
+    let crd = CrdSet::load(&args.crds)
+        .context("cannot load the CRDs (pass --crd <path> for each: wasmplugins.crd.yaml, trafficextensions.crd.yaml, envoyextensionpolicies.crd.yaml)")?;
+    let forced = match &args.module {
+        Some(module) => Some(load_schema(module)?),
+        None => None,
+    };
     let mut rejected = 0;
     let mut accepted = 0;
     for path in &args.manifests {
-        for report in crd.validate_file(path)? {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let docs = tollgate_ship::validate::documents(&path.display().to_string(), &text)?;
+        let mut reports = crd.validate_text(&path.display().to_string(), &text)?;
+        for report in &mut reports {
+            let Some(Some(doc)) = docs.get(report.index) else {
+                continue;
+            };
+            for (at, url, config) in plugin_configs(doc) {
+                let schema = match (&forced, url.strip_prefix("file://")) {
+                    (Some(schema), _) => schema.clone(),
+                    (None, Some(local)) if Path::new(local).is_file() => load_schema(local)?,
+                    _ => continue,
+                };
+                report
+                    .errors
+                    .extend(tollgate_ship::schema::check(&schema.1, config, &at).into_iter().map(
+                        |mut e| {
+                            e.message = format!("{} (schema of {})", e.message, schema.0);
+                            e
+                        },
+                    ));
+            }
+        }
+        for report in reports {
             let name = report.name.as_deref().unwrap_or("(no name)");
+            let name = format!("{} {name}", report.kind.as_deref().unwrap_or("(no kind)"));
             if report.errors.is_empty() {
                 accepted += 1;
                 println!(
@@ -222,8 +298,84 @@ pub fn validate(args: ValidateArgs) -> Result<()> {
         }
     }
     if rejected > 0 {
-        bail!("{rejected} WasmPlugin document(s) rejected, {accepted} accepted");
+        bail!("{rejected} document(s) rejected, {accepted} accepted");
     }
-    println!("{accepted} WasmPlugin document(s) accepted");
+    println!("{accepted} document(s) accepted");
+    Ok(())
+}
+
+/// Each plugin configuration of a manifest: its field path, the module URL and the value.
+fn plugin_configs(doc: &serde_json::Value) -> Vec<(String, String, &serde_json::Value)> {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    let spec = &doc["spec"];
+    match doc["kind"].as_str() {
+        Some("WasmPlugin") => spec
+            .get("pluginConfig")
+            .map(|c| vec![("spec.pluginConfig".into(), text(&spec["url"]), c)])
+            .unwrap_or_default(),
+        Some("TrafficExtension") => spec["wasm"]
+            .get("pluginConfig")
+            .map(|c| vec![("spec.wasm.pluginConfig".into(), text(&spec["wasm"]["url"]), c)])
+            .unwrap_or_default(),
+        Some("EnvoyExtensionPolicy") => spec["wasm"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .filter_map(|(i, w)| {
+                let url = text(&w["code"]["http"]["url"]);
+                w.get("config").map(|c| (format!("spec.wasm[{i}].config"), url, c))
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Where a filter named on the command line is: a file or folder as given, else
+/// `<filters dir>/<name>.wasm` ($TOLLGATE_FILTERS_DIR, or target/filters).
+fn filter_path(filter: &str) -> PathBuf {
+    let given = PathBuf::from(filter);
+    if given.exists() || filter.contains('/') || filter.ends_with(".wasm") {
+        return given;
+    }
+    let dir = std::env::var_os("TOLLGATE_FILTERS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new("target").join("filters"));
+    dir.join(format!("{filter}.wasm"))
+}
+
+/// The configuration schema of a filter (module, image layout or name), with the path read.
+fn load_schema(filter: &str) -> Result<(String, serde_json::Value)> {
+    let path = filter_path(filter);
+    let shown = path.display().to_string();
+    let schema = if path.is_dir() {
+        oci::config_schema_of_layout(&path)?
+    } else {
+        let wasm = std::fs::read(&path).with_context(|| {
+            format!("cannot read {shown} (build the filters with `cargo xtask build`)")
+        })?;
+        tollgate_ship::schema::from_module(&shown, &wasm)?
+    };
+    let schema = schema.with_context(|| {
+        format!(
+            "{shown} carries no configuration schema (custom section {}): build it with `cargo xtask build`",
+            tollgate_ship::schema::SECTION
+        )
+    })?;
+    Ok((shown, schema))
+}
+
+/// `tollgate schema`: prints (or writes) the JSON Schema of a filter's configuration.
+pub fn schema(args: SchemaArgs) -> Result<()> {
+    let (_, schema) = load_schema(&args.filter)?;
+    let text = serde_json::to_string_pretty(&schema)? + "\n";
+    match &args.out {
+        Some(out) => {
+            tollgate_files::write(out, &text)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            eprintln!("wrote {}", out.display());
+        }
+        None => print!("{text}"),
+    }
     Ok(())
 }

@@ -19,6 +19,7 @@ mod outputs;
 mod properties;
 mod replay;
 mod replay_details;
+mod ship_cli;
 mod stream_control;
 mod streaming;
 mod suite;
