@@ -46,13 +46,16 @@ pub const MAX_TRUSTED_HOPS: u32 = 16;
 
 /// The whole plugin configuration.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct IpRestrictionConfig {
     /// When non-empty, only these addresses are admitted.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(with = "Vec<String>"))]
     pub allow: Vec<Cidr>,
     /// Never admitted (wins over `allow`).
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(with = "Vec<String>"))]
     pub deny: Vec<Cidr>,
     /// Proxies of yours in front of this one that append to `X-Forwarded-For`; 0: the peer
     /// address decides and `X-Forwarded-For` is ignored.

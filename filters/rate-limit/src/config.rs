@@ -15,6 +15,7 @@ pub const MAX_SLOTS: u32 = 65_536;
 
 /// The whole plugin configuration.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     /// The limits, by name.
@@ -64,6 +65,7 @@ fn default_body() -> String {
 
 /// One limit: a token bucket per descriptor.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Limit {
     /// Names the limit in routes, headers, logs and metrics.
@@ -93,6 +95,7 @@ impl Limit {
 
 /// One part of a descriptor.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum KeyPart {
     /// The downstream peer's IP (`source.address` without the port).
@@ -109,6 +112,7 @@ pub enum KeyPart {
 
 /// What applies on a route.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RoutePolicy {
     /// The names of the limits that apply (each one must exist).
