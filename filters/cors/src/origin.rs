@@ -184,12 +184,10 @@ impl CorsPolicy {
         out
     }
 
-    /// The headers of the local reply to a preflight from `origin`.
+    /// The headers of the local reply to a preflight from `origin`: those of an allowed
+    /// response (native `cors` adds them to its preflight replies too), then the preflight ones.
     pub fn preflight_headers(&self, origin: &str) -> Vec<(&'static str, String)> {
-        let mut out = vec![("access-control-allow-origin", origin.to_string())];
-        if self.allow_credentials {
-            out.push(("access-control-allow-credentials", "true".into()));
-        }
+        let mut out = self.response_headers(origin);
         if !self.allow_methods.is_empty() {
             out.push(("access-control-allow-methods", self.allow_methods.join(",")));
         }

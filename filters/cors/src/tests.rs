@@ -110,6 +110,7 @@ fn preflight_from_an_allowed_origin_is_answered() -> Result<(), ConfigError> {
             ("access-control-allow-methods", "GET,POST,PUT"),
             ("access-control-allow-headers", "content-type,authorization"),
             ("access-control-max-age", "600"),
+            ("access-control-expose-headers", "x-request-id"),
             ("vary", "Origin"),
         ])
     );

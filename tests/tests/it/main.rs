@@ -25,6 +25,8 @@
 //!   `jwt_authn` and `ext_authz` (`envoy/<filter>/native.yaml`), the same requests through both;
 //!   and `traffic/auth.yaml` (the cost traffic) in the harness.
 //!
+//! - `cors`: the `cors` filter next to Envoy's native `cors` (the routes' policies) in a real
+//!   Envoy, the same requests in the harness; refused configurations.
 //! - `ip_restriction`: the `ip-restriction` filter's bypass attempts in a real Envoy next to
 //!   native `rbac` and in the harness; spoofed X-Forwarded-For with no trusted hop; refusals.
 //! - `rate_limit`: the `rate-limit` filter: four harness workers and four Envoy workers under
@@ -39,6 +41,7 @@ mod architecture;
 mod basic_auth;
 mod callout_parity;
 mod chain;
+mod cors;
 mod envoy_cli;
 mod envoy_headers;
 mod ext_authz;
