@@ -224,19 +224,6 @@ impl FilterConfig for RequestBlockConfig {
                     format!("{:?} is also rules[{dup}]'s name", rule.name),
                 ));
             }
-            let targets = [
-                ("path", rule.path.as_ref()),
-                ("query", rule.query.as_ref()),
-                ("value", rule.value.as_ref()),
-                ("body", rule.body.as_ref()),
-            ];
-            let set: Vec<_> = targets.iter().filter(|(_, p)| p.is_some()).collect();
-            if set.len() != 1 {
-                return Err(ConfigError::at(
-                    at,
-                    "give exactly one of path, query, header with value, body",
-                ));
-            }
             if rule.header.is_some() != rule.value.is_some() {
                 return Err(ConfigError::at(
                     format!(
@@ -248,6 +235,19 @@ impl FilterConfig for RequestBlockConfig {
                         }
                     ),
                     "`header` and `value` go together",
+                ));
+            }
+            let targets = [
+                ("path", rule.path.as_ref()),
+                ("query", rule.query.as_ref()),
+                ("value", rule.value.as_ref()),
+                ("body", rule.body.as_ref()),
+            ];
+            let set: Vec<_> = targets.iter().filter(|(_, p)| p.is_some()).collect();
+            if set.len() != 1 {
+                return Err(ConfigError::at(
+                    at,
+                    "give exactly one of path, query, header with value, body",
                 ));
             }
             if let Some(h) = &rule.header

@@ -26,48 +26,23 @@ fn status(config: &Rc<RequestBlockConfig>, path: &str, headers: &[(&str, &str)])
 }
 
 /// Every bypass attempt of the README's table: (path, rule expected to block it).
-pub(crate) const ATTEMPTS: &[(&str, &str)] = &[
-    ("/admin", "admin"),
-    ("/ADMIN/users", "admin"),
-    ("/AdMiN", "admin"),
-    ("//admin", "admin"),
-    ("///admin//users", "admin"),
-    ("/./admin", "admin"),
-    ("/public/../admin", "admin"),
-    ("/public/%2e%2e/admin", "admin"),
-    ("/public/%2E%2E/admin", "admin"),
-    ("/public/%252e%252e/admin", "admin"),
-    ("/public/.%2e/admin", "admin"),
-    ("/public%2f..%2fadmin", "admin"),
-    ("/public%2F..%2Fadmin", "admin"),
-    ("/%61dmin", "admin"),
-    ("/%2561dmin", "admin"),
-    ("/admin;jsessionid=x", "admin"),
-    ("/;x=1/admin", "admin"),
-    ("/public/..;/admin", "admin"),
-    ("/public/%c0%ae%c0%ae/admin", "admin"),
-    ("/public/%e0%80%ae%e0%80%ae/admin", "admin"),
-    ("/public/%c0%ae%c0%ae%c0%afadmin", "admin"),
-    ("/public/%u002e%u002e/admin", "admin"),
-    ("/public/..%5cadmin", "admin"),
-    ("/%00/admin", "admin"),
-    ("/.git/config", "dotfiles"),
-    ("/static/%2egit/HEAD", "dotfiles"),
-    ("/.ENV", "dotfiles"),
-    ("/files/..%2f..%2fetc/passwd", "traversal"),
-    ("/search?q=1%20UNION%20SELECT%20password", "sqli"),
-    ("/search?q=1+union+all+select+1", "sqli"),
-    ("/search?q=1%2520UnIoN%2520SeLeCt", "sqli"),
-    ("/search?q=1%0aunion%09select", "sqli"),
-];
+const ATTEMPTS: &str = include_str!("../tests/bypass.tsv");
+
+fn attempts() -> impl Iterator<Item = (&'static str, &'static str)> {
+    ATTEMPTS
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split_once('\t'))
+}
 
 #[test]
 fn every_bypass_attempt_is_blocked_by_its_rule() -> Result<(), ConfigError> {
     let c = config(DEMO)?;
-    for (path, rule) in ATTEMPTS {
+    assert!(attempts().count() >= 30);
+    for (path, rule) in attempts() {
         let index = c.match_headers(path, &[]);
         let name = index.and_then(|i| c.rules.get(i)).map(|r| r.name.as_str());
-        assert_eq!(name, Some(*rule), "{path}");
+        assert_eq!(name, Some(rule), "{path}");
         assert_eq!(status(&c, path, &[]), 403, "{path}");
     }
     Ok(())
@@ -160,7 +135,7 @@ fn bad_configurations_name_the_field() {
             r#"{"rules": [{"name": "a", "path": {"prefix": "/"}, "query": {"prefix": "x"}}]}"#,
             "rules[0]",
         ),
-        (r#"{"rules": [{"name": "a", "header": "x"}]}"#, "rules[0]"),
+        (r#"{"rules": [{"name": "a", "header": "x"}]}"#, "rules[0].value"),
         (
             r#"{"rules": [{"name": "a", "header": "X-A", "value": {"contains": "x"}}]}"#,
             "rules[0].header",

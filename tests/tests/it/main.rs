@@ -29,6 +29,8 @@
 //!   Envoy, the same requests in the harness; refused configurations.
 //! - `ip_restriction`: the `ip-restriction` filter's bypass attempts in a real Envoy next to
 //!   native `rbac` and in the harness; spoofed X-Forwarded-For with no trusted hop; refusals.
+//! - `request_block`: the `request-block` filter's bypass attempts in a real Envoy and in the
+//!   harness, header and body rules, refusals.
 //! - `rate_limit`: the `rate-limit` filter: four harness workers and four Envoy workers under
 //!   concurrent load sharing one bucket (next to native `local_ratelimit`), the demo's 429s and
 //!   headers, shadow mode, refused configurations.
@@ -53,6 +55,7 @@ mod plumbing;
 mod rate_limit;
 mod record;
 mod remote_code;
+mod request_block;
 mod ship_oci;
 mod ship_validate;
 mod suites;
