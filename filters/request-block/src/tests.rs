@@ -135,7 +135,10 @@ fn bad_configurations_name_the_field() {
             r#"{"rules": [{"name": "a", "path": {"prefix": "/"}, "query": {"prefix": "x"}}]}"#,
             "rules[0]",
         ),
-        (r#"{"rules": [{"name": "a", "header": "x"}]}"#, "rules[0].value"),
+        (
+            r#"{"rules": [{"name": "a", "header": "x"}]}"#,
+            "rules[0].value",
+        ),
         (
             r#"{"rules": [{"name": "a", "header": "X-A", "value": {"contains": "x"}}]}"#,
             "rules[0].header",
