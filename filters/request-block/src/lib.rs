@@ -272,6 +272,12 @@ impl FilterConfig for RequestBlockConfig {
                 }
             }
         }
+        if self.max_body_bytes == 0 && self.has_body_rules() {
+            return Err(ConfigError::at(
+                "max_body_bytes",
+                "must be at least 1 when a rule looks at the body",
+            ));
+        }
         if self.max_body_bytes > MAX_BODY_LIMIT {
             return Err(ConfigError::at(
                 "max_body_bytes",

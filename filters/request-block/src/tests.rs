@@ -160,6 +160,10 @@ fn bad_configurations_name_the_field() {
             "max_body_bytes",
         ),
         (
+            r#"{"rules": [{"name": "a", "body": {"contains": "x"}}], "max_body_bytes": 0}"#,
+            "max_body_bytes",
+        ),
+        (
             r#"{"rules": [{"name": "a", "path": {"prefix": "/"}}], "status": 99}"#,
             "status",
         ),
