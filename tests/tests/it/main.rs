@@ -32,8 +32,12 @@
 //!   `jwt_authn` and `ext_authz` (`envoy/<filter>/native.yaml`), the same requests through both;
 //!   and `traffic/auth.yaml` (the cost traffic) in the harness.
 //!
+//! - `cors`: the `cors` filter next to Envoy's native `cors` (the routes' policies) in a real
+//!   Envoy, the same requests in the harness; refused configurations.
 //! - `ip_restriction`: the `ip-restriction` filter's bypass attempts in a real Envoy next to
 //!   native `rbac` and in the harness; spoofed X-Forwarded-For with no trusted hop; refusals.
+//! - `request_block`: the `request-block` filter's bypass attempts in a real Envoy and in the
+//!   harness, header and body rules, refusals.
 //! - `rate_limit`: the `rate-limit` filter: four harness workers and four Envoy workers under
 //!   concurrent load sharing one bucket (next to native `local_ratelimit`), the demo's 429s and
 //!   headers, shadow mode, refused configurations.
@@ -46,6 +50,7 @@ mod architecture;
 mod basic_auth;
 mod callout_parity;
 mod chain;
+mod cors;
 mod envoy_cli;
 mod envoy_headers;
 mod hostile_guests;
@@ -59,6 +64,7 @@ mod properties;
 mod rate_limit;
 mod record;
 mod remote_code;
+mod request_block;
 mod ship_oci;
 mod ship_schema;
 mod ship_validate;
