@@ -9,6 +9,8 @@ mod chain_args;
 mod envoy_cli;
 #[path = "cli/inspect.rs"]
 mod inspect_cli;
+#[path = "cli/limit_args.rs"]
+mod limit_args;
 #[path = "cli/replay.rs"]
 mod replay_cli;
 #[path = "cli/new.rs"]
@@ -93,6 +95,8 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
+        #[command(flatten)]
+        limits: limit_args::LimitArgs,
     },
     /// Show a module's ABI version, exports, imports, and imports the host lacks.
     Inspect {
@@ -183,6 +187,7 @@ fn run() -> Result<()> {
             trace,
             log_level,
             format,
+            limits,
         } => replay_cli::replay(
             &traffic,
             replay_cli::ReplayInput {
@@ -190,6 +195,7 @@ fn run() -> Result<()> {
                 stream,
                 quiet,
                 stubs: stub,
+                limits,
             },
             chain_args::pair(
                 matches.subcommand_matches("replay"),

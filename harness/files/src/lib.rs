@@ -22,9 +22,17 @@
 //! process as above. Only SIGKILL (or a power loss before the rename) can
 //! leave a `.tollgate-*.tmp` file behind; it is never mistaken for output.
 //!
-//! Architecture invariant: this module holds the only process-wide state of
+//! Reading what the user hands the harness is the other half ([`input`]):
+//! regular files only, every read capped, YAML nesting bounded before it is
+//! parsed; shared by the readers of recordings and suites (`tollgate-traffic`)
+//! and of manifests (`tollgate-ship`).
+//!
+//! Architecture invariant: this crate holds the only process-wide state of
 //! the harness (the list of pending temporary files, read by the signal
-//! thread); guests never see it.
+//! thread, and the input cap the `tollgate` command sets from
+//! `--max-input-bytes`); guests never see it.
+
+pub mod input;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};

@@ -118,6 +118,9 @@ pub struct BenchOptions {
     pub http_clusters: Vec<tollgate_host::callouts::HttpClusterStub>,
     /// Answers for the filter's gRPC callouts, per cluster (`--stub`).
     pub grpc_clusters: Vec<tollgate_host::callouts::GrpcClusterStub>,
+    /// The bounds every VM runs under (memory, callouts and wall time per
+    /// exchange, guest log): `Limits::default()` is Envoy's.
+    pub limits: tollgate_host::limits::Limits,
 }
 
 impl BenchOptions {
@@ -129,6 +132,7 @@ impl BenchOptions {
             plugin_config: config.as_bytes().to_vec(),
             http_clusters: self.http_clusters.clone(),
             grpc_clusters: self.grpc_clusters.clone(),
+            limits: self.limits,
             ..VmSettings::default()
         }
     }

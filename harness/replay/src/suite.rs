@@ -515,6 +515,8 @@ pub struct Suite {
     http_stub: Option<tollgate_host::state::HttpCallStub>,
     grpc_stubs: Vec<tollgate_host::state::GrpcCallStub>,
     plugins: Vec<(Arc<Plugin>, PathBuf, String, String, FailurePolicy)>,
+    /// The bounds the tests' VMs run under (`None`: the defaults).
+    limits: Option<tollgate_host::limits::Limits>,
 }
 
 /// The result of one test.
@@ -727,6 +729,7 @@ impl Suite {
             base,
             spec,
             plugins,
+            limits: None,
             http_stub: None,
             grpc_stubs: Vec::new(),
         };
@@ -771,8 +774,18 @@ impl Suite {
         self.spec.tests.iter().map(|t| t.name.as_str()).collect()
     }
 
+    /// Runs the tests' VMs under `limits` (memory, callouts and wall time
+    /// per exchange, guest log) instead of the defaults.
+    pub fn limits(mut self, limits: tollgate_host::limits::Limits) -> Self {
+        self.limits = Some(limits);
+        self
+    }
+
     fn builder(&self) -> ReplayBuilder {
         let mut b = Replay::chain();
+        if let Some(l) = self.limits {
+            b = b.limits(l);
+        }
         if let Some(h) = &self.http_stub {
             b = b.http_call_stub(h.clone());
         }

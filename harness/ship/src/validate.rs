@@ -70,7 +70,7 @@ impl fmt::Debug for Crd {
 impl Crd {
     /// Reads a CRD file (YAML) and takes its served storage version (or the first one).
     pub fn load(path: &Path) -> Result<Crd, ShipError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ShipError::read(path, e))?;
+        let text = read_yaml(path)?;
         Crd::from_yaml(&path.display().to_string(), &text)
     }
 
@@ -203,7 +203,7 @@ impl Crd {
 
     /// Validates every document of a (multi-document) YAML manifest file.
     pub fn validate_file(&self, path: &Path) -> Result<Vec<DocumentReport>, ShipError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ShipError::read(path, e))?;
+        let text = read_yaml(path)?;
         self.validate_text(&path.display().to_string(), &text)
     }
 
@@ -574,7 +574,7 @@ impl CrdSet {
 
     /// Validates every document of a (multi-document) YAML manifest file.
     pub fn validate_file(&self, path: &Path) -> Result<Vec<DocumentReport>, ShipError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ShipError::read(path, e))?;
+        let text = read_yaml(path)?;
         self.validate_text(&path.display().to_string(), &text)
     }
 
@@ -609,6 +609,18 @@ fn reports(
             })
         })
         .collect())
+}
+
+/// Reads a YAML file as every input is read (`tollgate_files::input`: a
+/// regular file, under the input cap) and refuses nesting past
+/// [`MAX_YAML_DEPTH`](tollgate_files::input::MAX_YAML_DEPTH) before any parser
+/// sees it, naming the line.
+fn read_yaml(path: &Path) -> Result<String, ShipError> {
+    use tollgate_files::input;
+    let text = input::read_to_string(path).map_err(|e| ShipError::read(path, e))?;
+    input::check_yaml_depth(&text, input::MAX_YAML_DEPTH)
+        .map_err(|message| ShipError::invalid(path.display().to_string(), message))?;
+    Ok(text)
 }
 
 /// The YAML documents of a file, `None` for empty ones (`---` with nothing after it).

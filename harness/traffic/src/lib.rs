@@ -7,7 +7,10 @@
 
 pub mod har;
 pub mod header_syntax;
-pub mod input;
+/// Bounded, regular-file-only reading and the YAML depth pre-scan live in
+/// `tollgate-files` (shared with `tollgate-ship`); re-exported here for the
+/// readers and their callers.
+pub use tollgate_files::input;
 pub mod native;
 pub mod stubs;
 pub mod tap;

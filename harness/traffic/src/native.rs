@@ -214,7 +214,7 @@ impl<R: BufRead> Lines<R> {
                         source: std::io::Error::new(
                             std::io::ErrorKind::FileTooLarge,
                             format!(
-                                "line {}: longer than the input cap of {max} bytes (set {} to read more)",
+                                "line {}: longer than the input cap of {max} bytes (--max-input-bytes or {} reads more)",
                                 self.line_no + 1,
                                 crate::input::MAX_INPUT_ENV
                             ),

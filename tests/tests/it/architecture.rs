@@ -108,7 +108,7 @@ impl Graph {
 const LAYERS: &[(&str, &[&str])] = &[
     ("tollgate-abi", &[]),
     ("tollgate-files", &[]),
-    ("tollgate-traffic", &[]),
+    ("tollgate-traffic", &["tollgate-files"]),
     (
         "tollgate-host",
         &["tollgate-abi", "tollgate-files", "tollgate-traffic"],

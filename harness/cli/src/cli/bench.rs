@@ -66,6 +66,8 @@ pub struct BenchArgs {
     /// ($XDG_CACHE_HOME/tollgate/modules).
     #[arg(long)]
     pub no_cache: bool,
+    #[command(flatten)]
+    pub limits: crate::limit_args::LimitArgs,
 }
 
 /// Runs `tollgate bench`.
@@ -87,6 +89,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     if args.streams == 0 {
         bail!("--streams must be at least 1");
     }
+    let limits = args.limits.apply()?;
     let config = match &args.config {
         None => String::new(),
         Some(c) => match c.strip_prefix('@') {
@@ -123,6 +126,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         streams: args.streams,
         http_clusters,
         grpc_clusters,
+        limits,
     };
     let mut report = bench::run(&options, baseline.as_ref())?;
     if let Some(t) = args.threshold {

@@ -29,6 +29,11 @@ pub enum EnvoyFormat {
 pub struct EnvoyArgs {
     /// The recording: HAR, Envoy tap file or folder, native YAML/JSON/JSONL.
     pub traffic: PathBuf,
+    /// The harness's side (its prediction) runs under these; Envoy's own
+    /// memory limit is fixed at 1 GiB, so another --memory-limit shows as a
+    /// difference where a filter reaches either.
+    #[command(flatten)]
+    pub limits: crate::limit_args::LimitArgs,
     /// Skip unusable entries of the recording with a warning instead of failing.
     #[arg(long)]
     pub lenient: bool,
@@ -136,6 +141,7 @@ pub fn envoy(args: EnvoyArgs, matches: Option<&ArgMatches>) -> Result<()> {
         }
         None => live::envoy_binary()?,
     };
+    let limits = args.limits.apply()?;
     let leniency = if args.lenient {
         Leniency::Lenient
     } else {
@@ -158,7 +164,7 @@ pub fn envoy(args: EnvoyArgs, matches: Option<&ArgMatches>) -> Result<()> {
     if let Some(p) = &args.envoy_config {
         options.user_bootstrap = Some((p.clone(), args.upstream_cluster.clone()));
     }
-    let predicted = predict(&options.filters, &options.services, &traffic)
+    let predicted = predict(&options.filters, &options.services, &traffic, limits)
         .context("harness prediction failed")?;
     let report = diff::run(&options, &traffic, &predicted)?;
     match args.format {
@@ -182,8 +188,9 @@ pub(crate) fn predict(
     filters: &[WasmFilter],
     services: &[ServiceSpec],
     traffic: &tollgate_traffic::Traffic,
+    limits: tollgate_host::limits::Limits,
 ) -> Result<Vec<diff::Prediction>, tollgate_replay::ReplayError> {
-    let mut replay = tollgate_replay::Replay::chain();
+    let mut replay = tollgate_replay::Replay::chain().limits(limits);
     for s in services {
         if let ServiceSpec::Stub(stub) = s {
             replay = replay.http_cluster(stub.clone());

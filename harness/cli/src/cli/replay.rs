@@ -16,6 +16,8 @@ pub(crate) struct ReplayInput {
     pub(crate) quiet: bool,
     /// `--stub CLUSTER=FILE` arguments.
     pub(crate) stubs: Vec<String>,
+    /// `--memory-limit`, `--max-callouts-per-exchange`...
+    pub(crate) limits: crate::limit_args::LimitArgs,
 }
 
 pub(crate) fn replay(
@@ -34,8 +36,10 @@ pub(crate) fn replay(
     if workers == 0 {
         bail!("--workers must be at least 1");
     }
+    let limits = input.limits.apply()?;
     // Compiled modules are cached as `tollgate bench` caches them.
     let mut replay = Replay::chain()
+        .limits(limits)
         .log_level(level)
         .workers(workers)
         .module_cache(tollgate_host::cache::ModuleCache::default_location());

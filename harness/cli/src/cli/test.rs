@@ -14,14 +14,17 @@ pub struct TestArgs {
     /// Also write a JUnit XML report here (one file; several suites are concatenated as test suites).
     #[arg(long)]
     pub junit: Option<PathBuf>,
+    #[command(flatten)]
+    pub limits: crate::limit_args::LimitArgs,
 }
 
 /// Runs the suites.
 pub fn test(args: TestArgs) -> Result<()> {
+    let limits = args.limits.apply()?;
     let mut failed = 0;
     let mut junit_suites = Vec::new();
     for path in &args.suites {
-        let suite = Suite::load(path)?;
+        let suite = Suite::load(path)?.limits(limits);
         let report = suite.run();
         print!("{}", report.text());
         failed += report.failed();

@@ -183,3 +183,46 @@ fn inspect_checks_import_types_as_linking_does() {
     let (ok, err) = tollgate(&["replay", har, "--filter", &p], &[]);
     assert!(!ok && err.contains("env.proxy_log (imported as"), "{err}");
 }
+
+#[test]
+fn validate_refuses_a_deeply_nested_manifest_and_a_device_before_parsing() {
+    let crd = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/istio/wasmplugins.crd.yaml");
+    let dir = temp_dir("validate");
+    // About 1 MB, nested 500,000 levels deep on its 3rd line: the YAML parser
+    // would take minutes; the pre-scan refuses it at once, naming the line.
+    let manifest = dir.join("deep.yaml");
+    let depth = 500_000;
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nspec: {}{}\n",
+            "[".repeat(depth),
+            "]".repeat(depth)
+        ),
+    )
+    .expect("write");
+    assert!(std::fs::metadata(&manifest).expect("written").len() > 1_000_000);
+    let began = std::time::Instant::now();
+    let path = manifest.display().to_string();
+    let (ok, err) = tollgate(&["validate", &path, "--crd", crd], &[]);
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains(&format!("{path}: line 3: nested more than 128 levels deep")),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    // Bounds in tests are generous; the refusal itself takes milliseconds.
+    assert!(began.elapsed() < std::time::Duration::from_secs(20), "{:?}", began.elapsed());
+
+    // A device never ends: refused as not a file, naming it.
+    let (ok, err) = tollgate(&["validate", "/dev/zero", "--crd", crd], &[]);
+    assert!(!ok && err.contains("/dev/zero") && err.contains("a character device"), "{err}");
+    // As the CRD too; and the input cap holds for what validate reads.
+    let (ok, err) = tollgate(&["validate", &path, "--crd", "/dev/zero"], &[]);
+    assert!(!ok && err.contains("a character device"), "{err}");
+    let (ok, err) = tollgate(
+        &["validate", &path, "--crd", crd],
+        &[("TOLLGATE_MAX_INPUT_BYTES", "1000")],
+    );
+    assert!(!ok && err.contains("past the input cap of 1000 bytes"), "{err}");
+}

@@ -88,6 +88,7 @@ fn options(filter: PathBuf, streams: usize) -> BenchOptions {
         streams,
         http_clusters: Vec::new(),
         grpc_clusters: Vec::new(),
+        limits: tollgate_host::limits::Limits::default(),
     }
 }
 

@@ -304,6 +304,7 @@ fn bench_stops_at_a_dead_vm_and_names_the_failure() {
         streams: 1,
         http_clusters: Vec::new(),
         grpc_clusters: Vec::new(),
+        limits: tollgate_host::limits::Limits::default(),
     };
     let began = Instant::now();
     let err = bench::run(&options, None).expect_err("a trapping filter fails the bench");
@@ -381,4 +382,114 @@ fn a_callout_storm_in_a_suite_fails_its_test_with_the_cause() {
         failures.iter().any(|f| f.contains("callout storm: the module dispatched 10001 callouts")),
         "{failures:?}"
     );
+}
+
+/// `tollgate <args>`: (exit success, stdout, stderr).
+fn cli(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(args)
+        .output()
+        .expect("tollgate runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_limit_flags_change_what_replay_bench_and_test_allow() {
+    let har = concat!(env!("CARGO_MANIFEST_DIR"), "/../../traffic/demo.har");
+    // Memory: a guest of 2 pages growing by 1 passes under the default 1 GiB
+    // and is refused under --memory-limit 2 pages (128KiB).
+    let grow = temp_wasm("grow-one.wasm", &grow_guest(1));
+    let grow = grow.to_str().expect("utf-8 path");
+    let (_, out, err) = cli(&["replay", har, "--filter", grow]);
+    assert!(!out.contains("FAILED") && out.contains("0 failed"), "{out}{err}");
+    let (_, out, err) = cli(&["replay", har, "--filter", grow, "--memory-limit", "128KiB"]);
+    assert!(
+        out.contains("FAILED") && out.contains("reached its limit of 128 KiB") && out.contains("from 131072 to 196608 bytes"),
+        "{out}{err}"
+    );
+
+    // Callouts: a storm stopped at 6 dispatches under a bound of 5, in
+    // replay (and --stream), bench and test.
+    let storm = temp_wasm("storm-flag.wasm", &storm_guest(1));
+    let dir = storm.parent().expect("a folder").to_path_buf();
+    let storm = storm.to_str().expect("utf-8 path");
+    let stub = dir.join("authz-ok.yaml");
+    std::fs::write(&stub, "status: 200\nbody: {text: ok}\n").expect("write the stub");
+    let stub = format!("authz={}", stub.display());
+    let bound = ["--max-callouts-per-exchange", "5"];
+    let (_, out, err) = cli(&[&["replay", har, "--filter", storm, "--stub", &stub][..], &bound].concat());
+    assert!(
+        out.contains("dispatched 6 callouts in one exchange (limit 5"),
+        "{out}{err}"
+    );
+    let (_, out, err) = cli(&[&["replay", har, "--stream", "--filter", storm, "--stub", &stub][..], &bound].concat());
+    assert!(out.contains("dispatched 6 callouts in one exchange (limit 5"), "{out}{err}");
+    let (ok, _, err) = cli(&[&["bench", har, "--filter", storm, "--stub", &stub, "--iterations", "1", "--warmup", "0"][..], &bound].concat());
+    assert!(
+        !ok && err.contains("dispatched 6 callouts in one exchange (limit 5"),
+        "{err}"
+    );
+    let suite = dir.join("storm-suite.yaml");
+    std::fs::write(
+        &suite,
+        "filters:\n  - path: storm-flag.wasm\nclusters:\n  authz: {status: 200}\ntests:\n  - name: one request\n    request: {path: /}\n    expect:\n      client: {status: 200}\n",
+    )
+    .expect("write the suite");
+    let suite = suite.to_str().expect("utf-8 path");
+    let (ok, out, err) = cli(&[&["test", suite][..], &bound].concat());
+    assert!(
+        !ok && out.contains("dispatched 6 callouts in one exchange (limit 5"),
+        "{out}{err}"
+    );
+    let (_, out, err) = cli(&["test", suite, "--max-callouts-per-exchange", "40"]);
+    assert!(out.contains("dispatched 41 callouts in one exchange (limit 40"), "{out}{err}");
+
+    // Wall time: no count bound, 0.3 s per exchange.
+    let (_, out, err) = cli(&["replay", har, "--filter", storm, "--stub", &stub,
+        "--max-callouts-per-exchange", "18446744073709551615", "--exchange-timeout", "0.3"]);
+    assert!(out.contains("more than 300ms of wall time"), "{out}{err}");
+
+    // Inputs: the recording past --max-input-bytes is refused, naming the flag.
+    let (ok, _, err) = cli(&["replay", har, "--filter", grow, "--max-input-bytes", "100"]);
+    assert!(
+        !ok && err.contains("past the input cap of 100 bytes") && err.contains("--max-input-bytes"),
+        "{err}"
+    );
+
+    // Every command that runs VMs shows the flags in its --help.
+    for command in ["replay", "bench", "test", "envoy"] {
+        let (ok, out, err) = cli(&[command, "--help"]);
+        assert!(ok, "{err}");
+        for flag in [
+            "Limits:",
+            "--memory-limit <BYTES>",
+            "--max-callouts-per-exchange <N>",
+            "--exchange-timeout <SECONDS>",
+            "--max-log-bytes-per-exchange <BYTES>",
+            "--max-log-line-bytes <BYTES>",
+            "--max-input-bytes <BYTES>",
+        ] {
+            assert!(out.contains(flag), "tollgate {command} --help lacks {flag}:\n{out}");
+        }
+    }
+}
+
+#[test]
+fn the_log_flags_bound_the_guest_log_in_a_replay() {
+    let har = concat!(env!("CARGO_MANIFEST_DIR"), "/../../traffic/demo.har");
+    let log = temp_wasm("log-flag.wasm", &log_guest(20, 2_000_000));
+    let log = log.to_str().expect("utf-8 path");
+    let (_, out, err) = cli(&["replay", har, "--filter", log, "--log-level", "trace",
+        "--max-log-line-bytes", "1KiB", "--max-log-bytes-per-exchange", "10KiB"]);
+    assert!(out.contains("line of 2000000 bytes cut to 1024"), "{}{err}", &out[..out.len().min(2000)]);
+    assert!(out.contains("10 guest log line(s) (20000000 bytes) dropped: past the 10 KiB"), "{}{err}", &out[..out.len().min(2000)]);
+    // At most 10 KiB of guest log per exchange (and a line per exchange of
+    // its own); the defaults would keep 20 lines of 64 KiB each.
+    let exchanges = out.lines().filter(|l| l.starts_with("entry ")).count();
+    assert!(exchanges > 0, "{}", &out[..out.len().min(2000)]);
+    assert!(out.len() < exchanges * 12 * 1024, "{} bytes of output for {exchanges} exchanges", out.len());
 }

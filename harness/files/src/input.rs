@@ -2,13 +2,18 @@
 //! suite bodies) without trusting them: only regular files are read where a
 //! file is expected (never `/dev/zero`, a FIFO or a terminal, which never
 //! end), and no read goes past a cap ([`max_input_bytes`]: 1 GiB unless the
+//! `tollgate` command's `--max-input-bytes` ([`set_max_input_bytes`]) or the
 //! `TOLLGATE_MAX_INPUT_BYTES` environment variable says otherwise).
+//!
+//! YAML is scanned for its nesting depth ([`check_yaml_depth`]) before any
+//! parser sees it: recordings, suites, stubs and manifests alike.
 //!
 //! Streamed readers ([`open_regular`]) get the same file check; their lines
 //! are bounded by the same cap.
 
 use std::io::Read;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The default cap on one input read: 1 GiB.
 pub const DEFAULT_MAX_INPUT_BYTES: u64 = 1 << 30;
@@ -16,9 +21,24 @@ pub const DEFAULT_MAX_INPUT_BYTES: u64 = 1 << 30;
 /// The environment variable that changes the cap (a number of bytes).
 pub const MAX_INPUT_ENV: &str = "TOLLGATE_MAX_INPUT_BYTES";
 
-/// The cap on one input read: `TOLLGATE_MAX_INPUT_BYTES` when set to a
-/// number, else [`DEFAULT_MAX_INPUT_BYTES`].
+/// The cap the command line set (`--max-input-bytes`); 0 when none was.
+static CAP_SET: AtomicU64 = AtomicU64::new(0);
+
+/// Sets the cap on every input read from here on, for the whole process
+/// (the `tollgate` command's `--max-input-bytes`); it wins over
+/// `TOLLGATE_MAX_INPUT_BYTES`. At least 1 byte.
+pub fn set_max_input_bytes(max: u64) {
+    CAP_SET.store(max.max(1), Ordering::Relaxed);
+}
+
+/// The cap on one input read: what [`set_max_input_bytes`] set, else
+/// `TOLLGATE_MAX_INPUT_BYTES` when set to a number, else
+/// [`DEFAULT_MAX_INPUT_BYTES`].
 pub fn max_input_bytes() -> u64 {
+    let set = CAP_SET.load(Ordering::Relaxed);
+    if set > 0 {
+        return set;
+    }
     std::env::var(MAX_INPUT_ENV)
         .ok()
         .and_then(|v| v.trim().parse().ok())
@@ -115,7 +135,7 @@ pub fn read_to_string(path: &Path) -> std::io::Result<String> {
 fn too_large(len: u64, max: u64) -> std::io::Error {
     refusal(
         std::io::ErrorKind::FileTooLarge,
-        format!("{len} bytes or more, past the input cap of {max} bytes (set {MAX_INPUT_ENV} to read more)"),
+        format!("{len} bytes or more, past the input cap of {max} bytes (--max-input-bytes or {MAX_INPUT_ENV} reads more)"),
     )
 }
 
