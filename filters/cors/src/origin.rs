@@ -9,6 +9,7 @@ use tollgate_sdk::{ConfigError, FilterConfig};
 
 /// The CORS policy of a route.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CorsPolicy {
     /// Origins allowed: `https://app.example.com` (exact, ASCII case-insensitive),

@@ -20,6 +20,7 @@ pub const MAX_CACHE_SIZE: usize = 100_000;
 
 /// A provider's `jwt_cache` settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CacheConfig {
     /// How many verified tokens to keep (0 turns the cache off).

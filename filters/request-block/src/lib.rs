@@ -46,6 +46,7 @@ pub const MAX_BODY_LIMIT: usize = 1 << 20;
 
 /// The whole plugin configuration.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RequestBlockConfig {
     /// The rules, tried in order; the first that matches blocks.
@@ -75,6 +76,7 @@ fn default_body() -> String {
 
 /// One rule: a name (in logs and metrics), what it looks at, and the pattern.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     /// Names the rule in the log line and the metric's `rule` tag.
@@ -98,6 +100,7 @@ pub struct Rule {
 
 /// A text pattern: exactly one of `contains`, `prefix`, `exact`, `regex`.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Pattern {
     /// A substring.
