@@ -501,21 +501,41 @@ impl<'a> Driver<'_, 'a> {
     /// Copies the flowing maps into lane `i`'s stream state.
     fn load(&mut self, i: usize, phase: Phase, body: Option<(Direction, Vec<u8>)>) {
         let req_h = self.req.headers.clone();
-        let req_t = self.req.trailers.clone().unwrap_or_default();
+        let req_t = self.req.trailers.clone();
         let resp_h = self.resp.started.then(|| self.resp.headers.clone());
-        let resp_t = self.resp.trailers.clone().unwrap_or_default();
+        let resp_t = self.resp.trailers.clone();
         if let Some(s) = self.lanes[i].vm.as_deref_mut().and_then(vm_stream) {
             s.phase = phase;
             s.request_headers = req_h;
-            s.request_trailers = req_t;
+            // Without trailers in the stream, the lane keeps those its filter
+            // created in its last body callback (Envoy's `addDecodedTrailers`:
+            // the map exists for the filter from then on; the harness does
+            // not pass them on).
+            if let Some(t) = req_t {
+                s.request_trailers = t;
+            }
             s.response_headers = resp_h;
-            s.response_trailers = resp_t;
+            if let Some(t) = resp_t {
+                s.response_trailers = t;
+            }
             s.continued_request = false;
             s.continued_response = false;
             match body {
                 Some((Direction::Request, b)) => s.request_body = Some(b),
                 Some((Direction::Response, b)) => s.response_body = Some(b),
                 None => {}
+            }
+        }
+    }
+
+    /// Lane `i`'s filter no longer holds the headers of `dir` (its headers
+    /// callback returned Continue): Envoy's map is gone for it.
+    fn close_headers(&mut self, i: usize, dir: Direction) {
+        if let Some(s) = self.lanes[i].vm.as_deref_mut().and_then(vm_stream) {
+            if dir.is_response() {
+                s.response_headers_open = false;
+            } else {
+                s.request_headers_open = false;
             }
         }
     }
@@ -703,6 +723,10 @@ impl<'a> Driver<'_, 'a> {
                     if self.logging() {
                         self.step(i, format!("{cb}(eos={eos}) -> {name}"));
                     }
+                    if action == 0 {
+                        // Envoy lets go of the map once the callback continued.
+                        self.close_headers(i, dir);
+                    }
                     self.changes(i, dir, &before);
                     let continued = self.after(i, dir, cb)?;
                     match result {
@@ -740,6 +764,9 @@ impl<'a> Driver<'_, 'a> {
                     };
                     let size = visible.len();
                     self.load(i, phase, Some((dir, visible.clone())));
+                    if let Some(s) = self.lanes[i].vm.as_deref_mut().and_then(vm_stream) {
+                        s.end_of_stream = eos;
+                    }
                     let r = self.call_vm(i, |vm, ctx| vm.call_body(dir, ctx, size as u32, eos));
                     let body = self.store(i, dir);
                     let action = match r {

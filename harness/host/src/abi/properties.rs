@@ -13,7 +13,7 @@
 //! not built in; anything else is `NotFound`.
 
 use super::{AbiError, AbiResult, Status, memory as mem, pairs, to_guest, written};
-use crate::state::{HeaderMap, HostState};
+use crate::state::{HeaderMap, HostState, Phase};
 use wasmtime::{Caller, Linker};
 
 fn int(v: i64) -> Vec<u8> {
@@ -68,14 +68,29 @@ fn builtin(state: &HostState, path: &[&str]) -> Option<Vec<u8>> {
         ["request", "id"] => header("x-request-id"),
         ["request", "protocol"] => Some(b"HTTP/1.1".to_vec()),
         ["request", "time"] => Some(int(stream.start_unix_nanos as i64)),
-        ["request", "duration"] => {
-            Some(int(
-                state.clock.realtime.saturating_sub(stream.start_unix_nanos) as i64,
-            ))
-        }
+        // Envoy knows the duration once the stream is complete: in the access log.
+        ["request", "duration"] => (stream.phase == Phase::Finished).then(|| {
+            int(state.clock.realtime.saturating_sub(stream.start_unix_nanos) as i64)
+        }),
+        // Known (0) before any response, as in Envoy.
+        ["response", "flags"] => Some(int(0)),
+        ["response", "size"] | ["response", "total_size"] => Some(int(stream
+            .response_body
+            .as_ref()
+            .filter(|_| stream.response_headers.is_some())
+            .map_or(0, Vec::len) as i64)),
         ["request", "size"] | ["request", "total_size"] => Some(int(stream.request_size as i64)),
         ["request", "headers", rest @ ..] => headers_attr(req, rest),
         ["request", "trailers", rest @ ..] => headers_attr(&stream.request_trailers, rest),
+        // A stream that ended without a response: the harness's stream was
+        // held until the client gave up (Envoy 1.40's details for that).
+        ["response", "code_details"]
+            if stream.phase == Phase::Finished
+                && stream.response_headers.is_none()
+                && !stream.closed =>
+        {
+            Some(b"downstream_remote_disconnect".to_vec())
+        }
         ["response", rest @ ..] => {
             let resp = stream.response_headers.as_ref()?;
             match rest {
@@ -88,10 +103,6 @@ fn builtin(state: &HostState, path: &[&str]) -> Option<Vec<u8>> {
                         .as_bytes()
                         .to_vec(),
                 ),
-                ["flags"] => Some(int(0)),
-                ["size"] | ["total_size"] => {
-                    Some(int(stream.response_body.as_ref().map_or(0, Vec::len) as i64))
-                }
                 ["headers", rest @ ..] => headers_attr(resp, rest),
                 ["trailers", rest @ ..] => headers_attr(&stream.response_trailers, rest),
                 _ => None,
