@@ -561,3 +561,106 @@ fn callout_failures_and_absent_header_maps_match_envoy() -> Result<()> {
     );
     Ok(())
 }
+
+/// A guest making `proxy_http_call`s Envoy may refuse: timeouts up to
+/// `u32::MAX` ms and headers naming the authority only by `host`; it answers
+/// the request locally with the statuses it got (`t<ms>=<status>`, then
+/// `host=<status>`).
+const CALL_ARGS_GUEST: &str = r#"(module
+  (import "env" "proxy_http_call"
+    (func $http_call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_send_local_response"
+    (func $local (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (data (i32.const 1024) "upstream")  ;; 8
+  ;; :method GET, :path /check, :authority svc (68 bytes)
+  (data (i32.const 2048) "\03\00\00\00\07\00\00\00\03\00\00\00\05\00\00\00\06\00\00\00\0a\00\00\00\03\00\00\00:method\00GET\00:path\00/check\00:authority\00svc\00")
+  ;; :method GET, :path /check, host svc (62 bytes)
+  (data (i32.const 2176) "\03\00\00\00\07\00\00\00\03\00\00\00\05\00\00\00\06\00\00\00\04\00\00\00\03\00\00\00:method\00GET\00:path\00/check\00host\00svc\00")
+  (global $heap (mut i32) (i32.const 65536))
+  (global $cur (mut i32) (i32.const 16384))
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (i32.and (i32.add (local.get $n) (i32.const 7)) (i32.const -8))))
+    (local.get $p))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
+  (func $putc (param $c i32)
+    (i32.store8 (global.get $cur) (local.get $c))
+    (global.set $cur (i32.add (global.get $cur) (i32.const 1))))
+  (func $num (param $v i32)
+    (if (i32.ge_u (local.get $v) (i32.const 10))
+      (then (call $num (i32.div_u (local.get $v) (i32.const 10)))))
+    (call $putc (i32.add (i32.const 48) (i32.rem_u (local.get $v) (i32.const 10)))))
+  (func $call (param $headers i32) (param $len i32) (param $timeout i32)
+    (call $num (call $http_call (i32.const 1024) (i32.const 8) (local.get $headers) (local.get $len)
+                                (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)
+                                (local.get $timeout) (i32.const 256)))
+    (call $putc (i32.const 32)))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (global.set $cur (i32.const 16384))
+    (call $call (i32.const 2048) (i32.const 68) (i32.const 0))
+    (call $call (i32.const 2048) (i32.const 68) (i32.const 1000))
+    (call $call (i32.const 2048) (i32.const 68) (i32.const 2147483647))
+    (call $call (i32.const 2048) (i32.const 68) (i32.const -2147483648))
+    (call $call (i32.const 2048) (i32.const 68) (i32.const -1000))
+    (call $call (i32.const 2048) (i32.const 68) (i32.const -1))
+    (call $call (i32.const 2176) (i32.const 62) (i32.const 1000))
+    (drop (call $local (i32.const 200) (i32.const 0) (i32.const 0) (i32.const 16384)
+                       (i32.sub (global.get $cur) (i32.const 16384)) (i32.const 0) (i32.const 0)
+                       (i32.const -1)))
+    (i32.const 1))
+  (func (export "proxy_on_http_call_response") (param i32 i32 i32 i32 i32))
+  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_delete") (param i32))
+)"#;
+
+#[test]
+fn http_call_timeouts_and_host_headers_are_accepted_as_envoy_does() -> Result<()> {
+    let wasm = wat::parse_str(CALL_ARGS_GUEST).context("the test guest does not assemble")?;
+    let dir: PathBuf = paths::work_dir()?.join(format!("call-args-guest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("headers.wasm"), &wasm)?;
+    let upstream = Upstream::start(tollgate_tests::upstream::text_response(b"ok"))?;
+    let mut config = EnvoyConfig::load(&paths::envoy_config("headers"))?;
+    config
+        .use_ephemeral_ports()?
+        .route_cluster_to("upstream", upstream.addr())?;
+    config.use_filters_from(&dir)?;
+    config.set_plugin_configuration("{}")?;
+    let envoy = launch(&config)?;
+    let request = client::request("GET", "calls.example.com", "/", &[], b"");
+    let from_envoy = envoy.explain(client::send(envoy.listener(), &request))?;
+    drop(envoy);
+    let report = Replay::module("call-args-guest.wasm", wasm)
+        .config("{}")
+        .http_cluster(HttpClusterStub::respond("upstream", 200))
+        .traffic(Traffic {
+            source: None,
+            exchanges: vec![Exchange {
+                id: "call args".into(),
+                request,
+                response: None,
+                details: Default::default(),
+            }],
+            warnings: Vec::new(),
+        })
+        .run()
+        .context("the harness could not replay")?;
+    let envoy_body = String::from_utf8_lossy(&from_envoy.body).into_owned();
+    let harness_body = String::from_utf8_lossy(&report.exchanges[0].client_response.body).into_owned();
+    ensure!(
+        envoy_body == harness_body,
+        "proxy_http_call statuses differ:\n  Envoy:   {envoy_body}\n  harness: {harness_body}"
+    );
+    // Envoy 1.40: timeouts up to i32::MAX ms (0: none) accepted, larger
+    // ones BadArgument; `host` stands in for `:authority`.
+    ensure!(
+        envoy_body == "0 0 0 2 2 2 0 ",
+        "Envoy answered {envoy_body:?}"
+    );
+    Ok(())
+}
