@@ -295,28 +295,82 @@ fn to_response(map: &HeaderMap, body: Vec<u8>) -> HttpResponse {
 /// The response Envoy builds for a local reply: the filter's headers, then
 /// (with a body) `content-length` set to the body's size, replacing any the
 /// filter gave, and `content-type: text/plain` only when the filter set none.
-fn local_reply(l: &LocalResponse) -> HttpResponse {
+fn local_reply(l: &LocalResponse, grpc: bool) -> HttpResponse {
+    if grpc {
+        return grpc_local_reply(l);
+    }
     let mut headers = Vec::new();
-    if !l.body.is_empty() {
-        headers.push(("content-length".to_string(), l.body.len().to_string()));
-        if !l
+    // Envoy's codec gives an empty reply `content-length: 0` too.
+    headers.push(("content-length".to_string(), l.body.len().to_string()));
+    if !l.body.is_empty()
+        && !l
             .headers
             .iter()
             .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
-        {
-            headers.push(("content-type".to_string(), "text/plain".to_string()));
-        }
+    {
+        headers.push(("content-type".to_string(), "text/plain".to_string()));
     }
     headers.extend(
         l.headers
             .iter()
-            .filter(|(name, _)| l.body.is_empty() || !name.eq_ignore_ascii_case("content-length"))
+            .filter(|(name, _)| !name.eq_ignore_ascii_case("content-length"))
             .cloned(),
     );
     HttpResponse {
         status: u16::try_from(l.status).unwrap_or(NO_RESPONSE),
         headers,
         body: l.body.clone(),
+    }
+}
+
+/// Whether Envoy answers `request` as a gRPC request (its `content-type`
+/// is `application/grpc` or `application/grpc+...`).
+fn is_grpc_request(request: &HeaderMap) -> bool {
+    request.get("content-type").is_some_and(|ct| {
+        ct == "application/grpc" || ct.starts_with("application/grpc+")
+    })
+}
+
+/// gRPC's status for an HTTP status (Envoy's mapping for local replies).
+fn grpc_status_of(http: u32) -> u32 {
+    match http {
+        400 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        429 | 502 | 503 | 504 => 14,
+        _ => 2,
+    }
+}
+
+/// A local reply to a gRPC request as Envoy 1.40 sends it (checked by
+/// `callout_parity::local_replies_to_grpc_requests_match_envoy`): HTTP 200,
+/// `content-type: application/grpc`, `grpc-status` (the call's, else mapped
+/// from the HTTP status), the body as `grpc-message` (percent-encoded where
+/// gRPC requires it), no body, `content-length: 0` from the codec.
+fn grpc_local_reply(l: &LocalResponse) -> HttpResponse {
+    let status = u32::try_from(l.grpc_status).unwrap_or_else(|_| grpc_status_of(l.status));
+    let mut headers = vec![
+        ("content-type".to_string(), "application/grpc".to_string()),
+        ("grpc-status".to_string(), status.to_string()),
+    ];
+    if !l.body.is_empty() {
+        let mut message = String::new();
+        for &b in &l.body {
+            if (0x20..0x7f).contains(&b) && b != b'%' {
+                message.push(char::from(b));
+            } else {
+                message.push_str(&format!("%{b:02X}"));
+            }
+        }
+        headers.push(("grpc-message".to_string(), message));
+    }
+    headers.push(("content-length".to_string(), "0".to_string()));
+    headers.extend(l.headers.iter().cloned());
+    HttpResponse {
+        status: 200,
+        headers,
+        body: Vec::new(),
     }
 }
 
@@ -1643,7 +1697,7 @@ fn response_halted(d: &mut Driver<'_, '_>, r: Result<(), Halt>) -> bool {
                 d.out.reset_in = Some("the response (local reply after headers were sent)");
                 d.out.local_response = Some(l);
             } else {
-                d.out.client_response = local_reply(&l);
+                d.out.client_response = local_reply(&l, is_grpc_request(&d.req.headers));
                 d.out.local_response = Some(l);
             }
             true
@@ -1757,7 +1811,7 @@ fn stall(d: &mut Driver<'_, '_>, dir: Direction) {
 fn local_via_chain(d: &mut Driver<'_, '_>, l: LocalResponse) {
     d.out.local_response = Some(l.clone());
     d.in_local = true;
-    let reply = local_reply(&l);
+    let reply = local_reply(&l, is_grpc_request(&d.req.headers));
     for p in &mut d.st {
         p.resp = Port::default();
     }
