@@ -304,6 +304,9 @@ pub struct StreamState {
     /// The current body callback carries the end of the stream (Envoy
     /// creates the trailers a filter writes then).
     pub end_of_stream: bool,
+    /// The exchange's own properties (a recording's `properties:`), dotted
+    /// paths; they win over the VM's and the built-in ones.
+    pub properties: Vec<(String, Vec<u8>)>,
 }
 
 impl StreamState {
@@ -332,6 +335,7 @@ impl StreamState {
             request_headers_open: true,
             response_headers_open: true,
             end_of_stream: false,
+            properties: Vec::new(),
         }
     }
 }

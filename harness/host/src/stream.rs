@@ -132,6 +132,9 @@ pub struct StreamInput {
     /// taken in order by the first call whose cluster matches (empty cluster:
     /// any); they take precedence over the VM's `http_call_stub`.
     pub callouts: Vec<Callout>,
+    /// The exchange's own properties (dotted paths, values as the guest
+    /// reads them): they take precedence over the VM's and the built-in ones.
+    pub properties: Vec<(String, Vec<u8>)>,
 }
 
 impl StreamInput {
@@ -150,15 +153,22 @@ impl StreamInput {
             request_chunks: ChunkPlan::Whole,
             response_chunks: ChunkPlan::Whole,
             callouts: Vec::new(),
+            properties: Vec::new(),
         }
     }
 
     /// The input for a recorded exchange with everything its
     /// [`details`](Exchange::details) say: the recorded body chunk sizes
-    /// ([`ChunkPlan::Sizes`]), trailers, and callout answers.
+    /// ([`ChunkPlan::Sizes`]), trailers, callout answers and properties
+    /// ([`property_value`]).
     pub fn from_recording(exchange: &Exchange) -> Self {
         let d = &exchange.details;
         Self {
+            properties: d
+                .properties
+                .iter()
+                .map(|(k, v)| (k.clone(), property_value(k, v)))
+                .collect(),
             request_trailers: d.request_trailers.clone(),
             response_trailers: d.response_trailers.clone(),
             request_chunks: ChunkPlan::recorded(&d.request_chunks),
@@ -166,6 +176,20 @@ impl StreamInput {
             callouts: d.callouts.clone(),
             ..Self::from_exchange(exchange)
         }
+    }
+}
+
+/// A recorded property's value as Envoy encodes it for the guest: the
+/// attributes Envoy gives as integers (ports, sizes, codes, ids) as 8-byte
+/// little-endian integers when the text is one, anything else as its bytes.
+pub fn property_value(path: &str, text: &str) -> Vec<u8> {
+    let numeric = path.ends_with(".port")
+        || path.ends_with("size")
+        || path.ends_with(".code")
+        || path == "connection.id";
+    match text.trim().parse::<i64>() {
+        Ok(n) if numeric => n.to_le_bytes().to_vec(),
+        _ => text.as_bytes().to_vec(),
     }
 }
 
@@ -1345,12 +1369,13 @@ impl Parked {
                 Some(vm) => {
                     let ctx = vm.new_context_id();
                     let start = vm.state().clock().realtime;
-                    let s = StreamState::at_request_headers(
+                    let mut s = StreamState::at_request_headers(
                         ctx,
                         p.request_headers.clone(),
                         start,
                         req.body.len() as u64,
                     );
+                    s.properties = p.input.properties.clone();
                     (ctx, Some(s))
                 }
                 None => (0, None),

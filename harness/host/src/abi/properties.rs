@@ -8,7 +8,8 @@
 //! `upstream.*`) exist only in a stream context; plugin attributes
 //! (`plugin_name`, `plugin_root_id`, `plugin_vm_id`) everywhere. Values in
 //! [`VmSettings::properties`](crate::state::VmSettings::properties) (a test's
-//! `properties:`) take precedence over the built-in ones. Values the
+//! `properties:`) take precedence over the built-in ones, and an exchange's
+//! own (a recording's `properties:`, `StreamState::properties`) over both. Values the
 //! guest stored with `proxy_set_property` are returned for paths that are
 //! not built in; anything else is `NotFound`.
 
@@ -170,7 +171,10 @@ fn get_property(
         let segments: Vec<&str> = text.split('\0').collect();
         // Values given in the settings win over the built-in ones.
         let dotted = segments.join(".");
-        let given = state.settings.properties.iter().find(|(p, _)| *p == dotted);
+        let exchange = state
+            .stream()
+            .and_then(|s| s.properties.iter().find(|(p, _)| *p == dotted));
+        let given = exchange.or_else(|| state.settings.properties.iter().find(|(p, _)| *p == dotted));
         given
             .map(|(_, v)| v.clone())
             .or_else(|| builtin(state, &segments))
