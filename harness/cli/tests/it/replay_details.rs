@@ -383,3 +383,32 @@ fn recorded_integer_properties_are_encoded_as_envoy_does() {
     assert_eq!(property_value("source.address", "10.0.0.7:1"), b"10.0.0.7:1");
     assert_eq!(property_value("connection.tls_version", "TLSv1.3"), b"TLSv1.3");
 }
+
+/// Replaces the whole request body with `HOWDY WORLD` (11 bytes), leaving
+/// `content-length` as it was.
+fn body_rewriter() -> Vec<u8> {
+    guest(
+        "0_2_1",
+        r#"(import "env" "proxy_set_buffer_bytes" (func $set (param i32 i32 i32 i32 i32) (result i32)))"#,
+        r#"(data (i32.const 1100) "HOWDY WORLD")
+           (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (i32.const 0))
+           (func (export "proxy_on_request_body") (param i32 i32 i32) (result i32)
+             (if (local.get 2)
+               (then (drop (call $set (i32.const 0) (i32.const 0) (i32.const 1000) (i32.const 1100) (i32.const 11)))))
+             (i32.const 0))"#,
+    )
+}
+
+#[test]
+fn a_body_rewritten_without_its_content_length_is_a_warning() {
+    let e = exchange("POST", "/a", &[("content-length", "5")], b"hello");
+    let report = Replay::module("rewrite.wasm", body_rewriter())
+        .traffic(traffic(vec![e]))
+        .run()
+        .unwrap();
+    let changes = &report.exchanges[0].changes;
+    assert!(
+        changes.iter().any(|c| c.starts_with("warning: the request body is now 11 bytes but its content-length still says 5")),
+        "{changes:?}"
+    );
+}
