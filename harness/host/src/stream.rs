@@ -350,9 +350,9 @@ fn local_reply(l: &LocalResponse, grpc: bool) -> HttpResponse {
 /// Whether Envoy answers `request` as a gRPC request (its `content-type`
 /// is `application/grpc` or `application/grpc+...`).
 fn is_grpc_request(request: &HeaderMap) -> bool {
-    request.get("content-type").is_some_and(|ct| {
-        ct == "application/grpc" || ct.starts_with("application/grpc+")
-    })
+    request
+        .get("content-type")
+        .is_some_and(|ct| ct == "application/grpc" || ct.starts_with("application/grpc+"))
 }
 
 /// gRPC's status for an HTTP status (Envoy's mapping for local replies).

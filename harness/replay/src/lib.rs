@@ -778,7 +778,13 @@ pub(crate) fn judge(
     if let Some(up) = &out.upstream_request {
         diff_request(&exchange.request, up, &mut changes);
         if up.body != exchange.request.body {
-            stale_length("request", "the upstream", &up.headers, &up.body, &mut changes);
+            stale_length(
+                "request",
+                "the upstream",
+                &up.headers,
+                &up.body,
+                &mut changes,
+            );
         }
     }
     if out.local_response.is_none() && out.client_response.body != recorded_response.body {

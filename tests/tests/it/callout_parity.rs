@@ -651,7 +651,8 @@ fn http_call_timeouts_and_host_headers_are_accepted_as_envoy_does() -> Result<()
         .run()
         .context("the harness could not replay")?;
     let envoy_body = String::from_utf8_lossy(&from_envoy.body).into_owned();
-    let harness_body = String::from_utf8_lossy(&report.exchanges[0].client_response.body).into_owned();
+    let harness_body =
+        String::from_utf8_lossy(&report.exchanges[0].client_response.body).into_owned();
     ensure!(
         envoy_body == harness_body,
         "proxy_http_call statuses differ:\n  Envoy:   {envoy_body}\n  harness: {harness_body}"
@@ -707,7 +708,12 @@ const GRPC_REPLY_GUEST: &str = r#"(module
 /// The parts of a reply a gRPC client reads.
 fn grpc_view(r: &HttpResponse) -> String {
     let mut out = format!("{}", r.status);
-    for name in ["content-type", "grpc-status", "grpc-message", "content-length"] {
+    for name in [
+        "content-type",
+        "grpc-status",
+        "grpc-message",
+        "content-length",
+    ] {
         out.push_str(&format!(" {name}={:?}", header(&r.headers, name)));
     }
     out.push_str(&format!(" body={:?}", String::from_utf8_lossy(&r.body)));
@@ -750,7 +756,9 @@ fn local_replies_to_grpc_requests_match_envoy() -> Result<()> {
         .collect();
     let mut from_envoy = Vec::new();
     for r in &requests {
-        from_envoy.push(grpc_view(&envoy.explain(client::send(envoy.listener(), r))?));
+        from_envoy.push(grpc_view(
+            &envoy.explain(client::send(envoy.listener(), r))?,
+        ));
     }
     drop(envoy);
     let report = Replay::module("grpc-reply-guest.wasm", wasm)

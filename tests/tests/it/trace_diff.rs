@@ -1016,7 +1016,13 @@ fn a_guest_probing_every_map_in_every_phase_traces_like_envoy() -> Result<()> {
     config.set_plugin_configuration("{}")?;
     let envoy = start_traced(&config, "trace-phases")?;
     let sends = vec![
-        Send::Answered(client::request("GET", "phase.example.com", "/get", &[], b"")),
+        Send::Answered(client::request(
+            "GET",
+            "phase.example.com",
+            "/get",
+            &[],
+            b"",
+        )),
         Send::Answered(client::request(
             "POST",
             "phase.example.com",

@@ -379,9 +379,18 @@ fn a_recordings_per_exchange_properties_reach_the_guest_in_replay() {
 #[test]
 fn recorded_integer_properties_are_encoded_as_envoy_does() {
     use tollgate_host::stream::property_value;
-    assert_eq!(property_value("source.port", "51234"), 51234i64.to_le_bytes());
-    assert_eq!(property_value("source.address", "10.0.0.7:1"), b"10.0.0.7:1");
-    assert_eq!(property_value("connection.tls_version", "TLSv1.3"), b"TLSv1.3");
+    assert_eq!(
+        property_value("source.port", "51234"),
+        51234i64.to_le_bytes()
+    );
+    assert_eq!(
+        property_value("source.address", "10.0.0.7:1"),
+        b"10.0.0.7:1"
+    );
+    assert_eq!(
+        property_value("connection.tls_version", "TLSv1.3"),
+        b"TLSv1.3"
+    );
 }
 
 /// Replaces the whole request body with `HOWDY WORLD` (11 bytes), leaving
@@ -408,7 +417,9 @@ fn a_body_rewritten_without_its_content_length_is_a_warning() {
         .unwrap();
     let changes = &report.exchanges[0].changes;
     assert!(
-        changes.iter().any(|c| c.starts_with("warning: the request body is now 11 bytes but its content-length still says 5")),
+        changes.iter().any(|c| c.starts_with(
+            "warning: the request body is now 11 bytes but its content-length still says 5"
+        )),
         "{changes:?}"
     );
 }

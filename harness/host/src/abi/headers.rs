@@ -265,8 +265,7 @@ fn map_mut(state: &mut HostState, kind: MapType) -> Option<&mut HeaderMap> {
         // callback (the one carrying the end of stream), as Envoy does.
         MapType::RequestTrailers => {
             let s = state.stream_mut()?;
-            (!s.request_trailers.is_empty()
-                || (s.phase == Phase::RequestBody && s.end_of_stream))
+            (!s.request_trailers.is_empty() || (s.phase == Phase::RequestBody && s.end_of_stream))
                 .then_some(&mut s.request_trailers)
         }
         MapType::ResponseHeaders => {
@@ -280,8 +279,7 @@ fn map_mut(state: &mut HostState, kind: MapType) -> Option<&mut HeaderMap> {
         MapType::ResponseTrailers => {
             let s = state.stream_mut()?;
             s.response_headers.as_ref()?;
-            (!s.response_trailers.is_empty()
-                || (s.phase == Phase::ResponseBody && s.end_of_stream))
+            (!s.response_trailers.is_empty() || (s.phase == Phase::ResponseBody && s.end_of_stream))
                 .then_some(&mut s.response_trailers)
         }
         // Http call responses are read-only in Envoy too (const maps).

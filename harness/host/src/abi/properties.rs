@@ -70,16 +70,16 @@ fn builtin(state: &HostState, path: &[&str]) -> Option<Vec<u8>> {
         ["request", "protocol"] => Some(b"HTTP/1.1".to_vec()),
         ["request", "time"] => Some(int(stream.start_unix_nanos as i64)),
         // Envoy knows the duration once the stream is complete: in the access log.
-        ["request", "duration"] => (stream.phase == Phase::Finished).then(|| {
-            int(state.clock.realtime.saturating_sub(stream.start_unix_nanos) as i64)
-        }),
+        ["request", "duration"] => (stream.phase == Phase::Finished)
+            .then(|| int(state.clock.realtime.saturating_sub(stream.start_unix_nanos) as i64)),
         // Known (0) before any response, as in Envoy.
         ["response", "flags"] => Some(int(0)),
         ["response", "size"] | ["response", "total_size"] => Some(int(stream
             .response_body
             .as_ref()
             .filter(|_| stream.response_headers.is_some())
-            .map_or(0, Vec::len) as i64)),
+            .map_or(0, Vec::len)
+            as i64)),
         ["request", "size"] | ["request", "total_size"] => Some(int(stream.request_size as i64)),
         ["request", "headers", rest @ ..] => headers_attr(req, rest),
         ["request", "trailers", rest @ ..] => headers_attr(&stream.request_trailers, rest),
@@ -174,7 +174,8 @@ fn get_property(
         let exchange = state
             .stream()
             .and_then(|s| s.properties.iter().find(|(p, _)| *p == dotted));
-        let given = exchange.or_else(|| state.settings.properties.iter().find(|(p, _)| *p == dotted));
+        let given =
+            exchange.or_else(|| state.settings.properties.iter().find(|(p, _)| *p == dotted));
         given
             .map(|(_, v)| v.clone())
             .or_else(|| builtin(state, &segments))
