@@ -297,6 +297,19 @@ pub struct StreamState {
     pub start_unix_nanos: u64,
     /// The request's body size as received.
     pub request_size: u64,
+    /// The request headers are still the filter's to edit: Envoy lets go of
+    /// them once `proxy_on_request_headers` returned Continue (from then on
+    /// they are neither readable nor writable until the access log, where
+    /// they are read-only); a filter that paused keeps them.
+    pub request_headers_open: bool,
+    /// The same for the response headers and `proxy_on_response_headers`.
+    pub response_headers_open: bool,
+    /// The current body callback carries the end of the stream (Envoy
+    /// creates the trailers a filter writes then).
+    pub end_of_stream: bool,
+    /// The exchange's own properties (a recording's `properties:`), dotted
+    /// paths; they win over the VM's and the built-in ones.
+    pub properties: Vec<(String, Vec<u8>)>,
 }
 
 impl StreamState {
@@ -322,6 +335,10 @@ impl StreamState {
             closed: false,
             start_unix_nanos,
             request_size,
+            request_headers_open: true,
+            response_headers_open: true,
+            end_of_stream: false,
+            properties: Vec::new(),
         }
     }
 }

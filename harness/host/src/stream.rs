@@ -132,6 +132,9 @@ pub struct StreamInput {
     /// taken in order by the first call whose cluster matches (empty cluster:
     /// any); they take precedence over the VM's `http_call_stub`.
     pub callouts: Vec<Callout>,
+    /// The exchange's own properties (dotted paths, values as the guest
+    /// reads them): they take precedence over the VM's and the built-in ones.
+    pub properties: Vec<(String, Vec<u8>)>,
 }
 
 impl StreamInput {
@@ -150,15 +153,22 @@ impl StreamInput {
             request_chunks: ChunkPlan::Whole,
             response_chunks: ChunkPlan::Whole,
             callouts: Vec::new(),
+            properties: Vec::new(),
         }
     }
 
     /// The input for a recorded exchange with everything its
     /// [`details`](Exchange::details) say: the recorded body chunk sizes
-    /// ([`ChunkPlan::Sizes`]), trailers, and callout answers.
+    /// ([`ChunkPlan::Sizes`]), trailers, callout answers and properties
+    /// ([`property_value`]).
     pub fn from_recording(exchange: &Exchange) -> Self {
         let d = &exchange.details;
         Self {
+            properties: d
+                .properties
+                .iter()
+                .map(|(k, v)| (k.clone(), property_value(k, v)))
+                .collect(),
             request_trailers: d.request_trailers.clone(),
             response_trailers: d.response_trailers.clone(),
             request_chunks: ChunkPlan::recorded(&d.request_chunks),
@@ -166,6 +176,20 @@ impl StreamInput {
             callouts: d.callouts.clone(),
             ..Self::from_exchange(exchange)
         }
+    }
+}
+
+/// A recorded property's value as Envoy encodes it for the guest: the
+/// attributes Envoy gives as integers (ports, sizes, codes, ids) as 8-byte
+/// little-endian integers when the text is one, anything else as its bytes.
+pub fn property_value(path: &str, text: &str) -> Vec<u8> {
+    let numeric = path.ends_with(".port")
+        || path.ends_with("size")
+        || path.ends_with(".code")
+        || path == "connection.id";
+    match text.trim().parse::<i64>() {
+        Ok(n) if numeric => n.to_le_bytes().to_vec(),
+        _ => text.as_bytes().to_vec(),
     }
 }
 
@@ -295,28 +319,82 @@ fn to_response(map: &HeaderMap, body: Vec<u8>) -> HttpResponse {
 /// The response Envoy builds for a local reply: the filter's headers, then
 /// (with a body) `content-length` set to the body's size, replacing any the
 /// filter gave, and `content-type: text/plain` only when the filter set none.
-fn local_reply(l: &LocalResponse) -> HttpResponse {
+fn local_reply(l: &LocalResponse, grpc: bool) -> HttpResponse {
+    if grpc {
+        return grpc_local_reply(l);
+    }
     let mut headers = Vec::new();
-    if !l.body.is_empty() {
-        headers.push(("content-length".to_string(), l.body.len().to_string()));
-        if !l
+    // Envoy's codec gives an empty reply `content-length: 0` too.
+    headers.push(("content-length".to_string(), l.body.len().to_string()));
+    if !l.body.is_empty()
+        && !l
             .headers
             .iter()
             .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
-        {
-            headers.push(("content-type".to_string(), "text/plain".to_string()));
-        }
+    {
+        headers.push(("content-type".to_string(), "text/plain".to_string()));
     }
     headers.extend(
         l.headers
             .iter()
-            .filter(|(name, _)| l.body.is_empty() || !name.eq_ignore_ascii_case("content-length"))
+            .filter(|(name, _)| !name.eq_ignore_ascii_case("content-length"))
             .cloned(),
     );
     HttpResponse {
         status: u16::try_from(l.status).unwrap_or(NO_RESPONSE),
         headers,
         body: l.body.clone(),
+    }
+}
+
+/// Whether Envoy answers `request` as a gRPC request (its `content-type`
+/// is `application/grpc` or `application/grpc+...`).
+fn is_grpc_request(request: &HeaderMap) -> bool {
+    request
+        .get("content-type")
+        .is_some_and(|ct| ct == "application/grpc" || ct.starts_with("application/grpc+"))
+}
+
+/// gRPC's status for an HTTP status (Envoy's mapping for local replies).
+fn grpc_status_of(http: u32) -> u32 {
+    match http {
+        400 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        429 | 502 | 503 | 504 => 14,
+        _ => 2,
+    }
+}
+
+/// A local reply to a gRPC request as Envoy 1.40 sends it (checked by
+/// `callout_parity::local_replies_to_grpc_requests_match_envoy`): HTTP 200,
+/// `content-type: application/grpc`, `grpc-status` (the call's, else mapped
+/// from the HTTP status), the body as `grpc-message` (percent-encoded where
+/// gRPC requires it), no body, `content-length: 0` from the codec.
+fn grpc_local_reply(l: &LocalResponse) -> HttpResponse {
+    let status = u32::try_from(l.grpc_status).unwrap_or_else(|_| grpc_status_of(l.status));
+    let mut headers = vec![
+        ("content-type".to_string(), "application/grpc".to_string()),
+        ("grpc-status".to_string(), status.to_string()),
+    ];
+    if !l.body.is_empty() {
+        let mut message = String::new();
+        for &b in &l.body {
+            if (0x20..0x7f).contains(&b) && b != b'%' {
+                message.push(char::from(b));
+            } else {
+                message.push_str(&format!("%{b:02X}"));
+            }
+        }
+        headers.push(("grpc-message".to_string(), message));
+    }
+    headers.push(("content-length".to_string(), "0".to_string()));
+    headers.extend(l.headers.iter().cloned());
+    HttpResponse {
+        status: 200,
+        headers,
+        body: Vec::new(),
     }
 }
 
@@ -501,21 +579,41 @@ impl<'a> Driver<'_, 'a> {
     /// Copies the flowing maps into lane `i`'s stream state.
     fn load(&mut self, i: usize, phase: Phase, body: Option<(Direction, Vec<u8>)>) {
         let req_h = self.req.headers.clone();
-        let req_t = self.req.trailers.clone().unwrap_or_default();
+        let req_t = self.req.trailers.clone();
         let resp_h = self.resp.started.then(|| self.resp.headers.clone());
-        let resp_t = self.resp.trailers.clone().unwrap_or_default();
+        let resp_t = self.resp.trailers.clone();
         if let Some(s) = self.lanes[i].vm.as_deref_mut().and_then(vm_stream) {
             s.phase = phase;
             s.request_headers = req_h;
-            s.request_trailers = req_t;
+            // Without trailers in the stream, the lane keeps those its filter
+            // created in its last body callback (Envoy's `addDecodedTrailers`:
+            // the map exists for the filter from then on; the harness does
+            // not pass them on).
+            if let Some(t) = req_t {
+                s.request_trailers = t;
+            }
             s.response_headers = resp_h;
-            s.response_trailers = resp_t;
+            if let Some(t) = resp_t {
+                s.response_trailers = t;
+            }
             s.continued_request = false;
             s.continued_response = false;
             match body {
                 Some((Direction::Request, b)) => s.request_body = Some(b),
                 Some((Direction::Response, b)) => s.response_body = Some(b),
                 None => {}
+            }
+        }
+    }
+
+    /// Lane `i`'s filter no longer holds the headers of `dir` (its headers
+    /// callback returned Continue): Envoy's map is gone for it.
+    fn close_headers(&mut self, i: usize, dir: Direction) {
+        if let Some(s) = self.lanes[i].vm.as_deref_mut().and_then(vm_stream) {
+            if dir.is_response() {
+                s.response_headers_open = false;
+            } else {
+                s.request_headers_open = false;
             }
         }
     }
@@ -703,6 +801,10 @@ impl<'a> Driver<'_, 'a> {
                     if self.logging() {
                         self.step(i, format!("{cb}(eos={eos}) -> {name}"));
                     }
+                    if action == 0 {
+                        // Envoy lets go of the map once the callback continued.
+                        self.close_headers(i, dir);
+                    }
                     self.changes(i, dir, &before);
                     let continued = self.after(i, dir, cb)?;
                     match result {
@@ -740,6 +842,9 @@ impl<'a> Driver<'_, 'a> {
                     };
                     let size = visible.len();
                     self.load(i, phase, Some((dir, visible.clone())));
+                    if let Some(s) = self.lanes[i].vm.as_deref_mut().and_then(vm_stream) {
+                        s.end_of_stream = eos;
+                    }
                     let r = self.call_vm(i, |vm, ctx| vm.call_body(dir, ctx, size as u32, eos));
                     let body = self.store(i, dir);
                     let action = match r {
@@ -1265,12 +1370,13 @@ impl Parked {
                     vm.begin_exchange();
                     let ctx = vm.new_context_id();
                     let start = vm.state().clock().realtime;
-                    let s = StreamState::at_request_headers(
+                    let mut s = StreamState::at_request_headers(
                         ctx,
                         p.request_headers.clone(),
                         start,
                         req.body.len() as u64,
                     );
+                    s.properties = p.input.properties.clone();
                     (ctx, Some(s))
                 }
                 None => (0, None),
@@ -1617,7 +1723,7 @@ fn response_halted(d: &mut Driver<'_, '_>, r: Result<(), Halt>) -> bool {
                 d.out.reset_in = Some("the response (local reply after headers were sent)");
                 d.out.local_response = Some(l);
             } else {
-                d.out.client_response = local_reply(&l);
+                d.out.client_response = local_reply(&l, is_grpc_request(&d.req.headers));
                 d.out.local_response = Some(l);
             }
             true
@@ -1731,7 +1837,7 @@ fn stall(d: &mut Driver<'_, '_>, dir: Direction) {
 fn local_via_chain(d: &mut Driver<'_, '_>, l: LocalResponse) {
     d.out.local_response = Some(l.clone());
     d.in_local = true;
-    let reply = local_reply(&l);
+    let reply = local_reply(&l, is_grpc_request(&d.req.headers));
     for p in &mut d.st {
         p.resp = Port::default();
     }

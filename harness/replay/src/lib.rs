@@ -751,6 +751,28 @@ fn collect_logs(vm: &mut Vm, name: &str, many: bool, out: &mut Vec<LogLine>) {
     }
 }
 
+/// A warning when a filter changed a body and left its `content-length`
+/// saying another size: Envoy never fixes it, so `reader` would read that
+/// many bytes, not the body sent.
+fn stale_length(
+    what: &str,
+    reader: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+    changes: &mut Vec<String>,
+) {
+    let declared = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse::<usize>().ok());
+    if let Some(n) = declared.filter(|n| *n != body.len()) {
+        changes.push(format!(
+            "warning: the {what} body is now {} bytes but its content-length still says {n}; Envoy does not fix it, so {reader} would read {n} bytes",
+            body.len()
+        ));
+    }
+}
+
 /// The verdict on one exchange, its changes and the report (shared with
 /// the streamed replay, [`crate::streaming`]).
 pub(crate) fn judge(
@@ -768,6 +790,24 @@ pub(crate) fn judge(
     let mut changes = Vec::new();
     if let Some(up) = &out.upstream_request {
         diff_request(&exchange.request, up, &mut changes);
+        if up.body != exchange.request.body {
+            stale_length(
+                "request",
+                "the upstream",
+                &up.headers,
+                &up.body,
+                &mut changes,
+            );
+        }
+    }
+    if out.local_response.is_none() && out.client_response.body != recorded_response.body {
+        stale_length(
+            "response",
+            "the client",
+            &out.client_response.headers,
+            &out.client_response.body,
+            &mut changes,
+        );
     }
     if let Some(l) = &out.local_response {
         let when = if out.local_in_response {

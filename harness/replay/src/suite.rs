@@ -975,6 +975,8 @@ impl Suite {
             request_chunks: plan(r.chunks, r.chunk_size, "request")?,
             response_chunks: plan(q.chunks, q.chunk_size, "response")?,
             callouts: Vec::new(),
+            // A test's properties go to the VM's settings (`settings()`).
+            properties: Vec::new(),
         })
     }
 

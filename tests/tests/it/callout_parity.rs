@@ -561,3 +561,243 @@ fn callout_failures_and_absent_header_maps_match_envoy() -> Result<()> {
     );
     Ok(())
 }
+
+/// A guest making `proxy_http_call`s Envoy may refuse: timeouts up to
+/// `u32::MAX` ms and headers naming the authority only by `host`; it answers
+/// the request locally with the statuses it got (`t<ms>=<status>`, then
+/// `host=<status>`).
+const CALL_ARGS_GUEST: &str = r#"(module
+  (import "env" "proxy_http_call"
+    (func $http_call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_send_local_response"
+    (func $local (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (data (i32.const 1024) "upstream")  ;; 8
+  ;; :method GET, :path /check, :authority svc (68 bytes)
+  (data (i32.const 2048) "\03\00\00\00\07\00\00\00\03\00\00\00\05\00\00\00\06\00\00\00\0a\00\00\00\03\00\00\00:method\00GET\00:path\00/check\00:authority\00svc\00")
+  ;; :method GET, :path /check, host svc (62 bytes)
+  (data (i32.const 2176) "\03\00\00\00\07\00\00\00\03\00\00\00\05\00\00\00\06\00\00\00\04\00\00\00\03\00\00\00:method\00GET\00:path\00/check\00host\00svc\00")
+  (global $heap (mut i32) (i32.const 65536))
+  (global $cur (mut i32) (i32.const 16384))
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (i32.and (i32.add (local.get $n) (i32.const 7)) (i32.const -8))))
+    (local.get $p))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
+  (func $putc (param $c i32)
+    (i32.store8 (global.get $cur) (local.get $c))
+    (global.set $cur (i32.add (global.get $cur) (i32.const 1))))
+  (func $num (param $v i32)
+    (if (i32.ge_u (local.get $v) (i32.const 10))
+      (then (call $num (i32.div_u (local.get $v) (i32.const 10)))))
+    (call $putc (i32.add (i32.const 48) (i32.rem_u (local.get $v) (i32.const 10)))))
+  (func $call (param $headers i32) (param $len i32) (param $timeout i32)
+    (call $num (call $http_call (i32.const 1024) (i32.const 8) (local.get $headers) (local.get $len)
+                                (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)
+                                (local.get $timeout) (i32.const 256)))
+    (call $putc (i32.const 32)))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (global.set $cur (i32.const 16384))
+    (call $call (i32.const 2048) (i32.const 68) (i32.const 0))
+    (call $call (i32.const 2048) (i32.const 68) (i32.const 1000))
+    (call $call (i32.const 2048) (i32.const 68) (i32.const 2147483647))
+    (call $call (i32.const 2048) (i32.const 68) (i32.const -2147483648))
+    (call $call (i32.const 2048) (i32.const 68) (i32.const -1000))
+    (call $call (i32.const 2048) (i32.const 68) (i32.const -1))
+    (call $call (i32.const 2176) (i32.const 62) (i32.const 1000))
+    (drop (call $local (i32.const 200) (i32.const 0) (i32.const 0) (i32.const 16384)
+                       (i32.sub (global.get $cur) (i32.const 16384)) (i32.const 0) (i32.const 0)
+                       (i32.const -1)))
+    (i32.const 1))
+  (func (export "proxy_on_http_call_response") (param i32 i32 i32 i32 i32))
+  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_delete") (param i32))
+)"#;
+
+#[test]
+fn http_call_timeouts_and_host_headers_are_accepted_as_envoy_does() -> Result<()> {
+    let wasm = wat::parse_str(CALL_ARGS_GUEST).context("the test guest does not assemble")?;
+    let dir: PathBuf = paths::work_dir()?.join(format!("call-args-guest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("headers.wasm"), &wasm)?;
+    let upstream = Upstream::start(tollgate_tests::upstream::text_response(b"ok"))?;
+    let mut config = EnvoyConfig::load(&paths::envoy_config("headers"))?;
+    config
+        .use_ephemeral_ports()?
+        .route_cluster_to("upstream", upstream.addr())?;
+    config.use_filters_from(&dir)?;
+    config.set_plugin_configuration("{}")?;
+    let envoy = launch(&config)?;
+    let request = client::request("GET", "calls.example.com", "/", &[], b"");
+    let from_envoy = envoy.explain(client::send(envoy.listener(), &request))?;
+    drop(envoy);
+    let report = Replay::module("call-args-guest.wasm", wasm)
+        .config("{}")
+        .http_cluster(HttpClusterStub::respond("upstream", 200))
+        .traffic(Traffic {
+            source: None,
+            exchanges: vec![Exchange {
+                id: "call args".into(),
+                request,
+                response: None,
+                details: Default::default(),
+            }],
+            warnings: Vec::new(),
+        })
+        .run()
+        .context("the harness could not replay")?;
+    let envoy_body = String::from_utf8_lossy(&from_envoy.body).into_owned();
+    let harness_body =
+        String::from_utf8_lossy(&report.exchanges[0].client_response.body).into_owned();
+    ensure!(
+        envoy_body == harness_body,
+        "proxy_http_call statuses differ:\n  Envoy:   {envoy_body}\n  harness: {harness_body}"
+    );
+    // Envoy 1.40: timeouts up to i32::MAX ms (0: none) accepted, larger
+    // ones BadArgument; `host` stands in for `:authority`.
+    ensure!(
+        envoy_body == "0 0 0 2 2 2 0 ",
+        "Envoy answered {envoy_body:?}"
+    );
+    Ok(())
+}
+
+/// A guest answering gRPC requests locally: `x-mode: a` with 403 and a
+/// body (no gRPC status), `b` with 401, no body and gRPC status 7, `c`
+/// traps (the fail-stream reply).
+const GRPC_REPLY_GUEST: &str = r#"(module
+  (import "env" "proxy_get_header_map_value" (func $get_hdr (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_send_local_response"
+    (func $local (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (data (i32.const 1024) "x-mode")             ;; 6
+  (data (i32.const 1040) "denied by guest: ok?") ;; 20
+  (data (i32.const 1072) "guest_details")       ;; 13
+  (global $heap (mut i32) (i32.const 65536))
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (i32.and (i32.add (local.get $n) (i32.const 7)) (i32.const -8))))
+    (local.get $p))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (local $mode i32)
+    (if (call $get_hdr (i32.const 0) (i32.const 1024) (i32.const 6) (i32.const 256) (i32.const 260))
+      (then (return (i32.const 0))))
+    (local.set $mode (i32.load8_u (i32.load (i32.const 256))))
+    (if (i32.eq (local.get $mode) (i32.const 97))
+      (then (drop (call $local (i32.const 403) (i32.const 1072) (i32.const 13) (i32.const 1040)
+                               (i32.const 20) (i32.const 0) (i32.const 0) (i32.const -1)))))
+    (if (i32.eq (local.get $mode) (i32.const 98))
+      (then (drop (call $local (i32.const 401) (i32.const 1072) (i32.const 13) (i32.const 0)
+                               (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 7)))))
+    (if (i32.eq (local.get $mode) (i32.const 99))
+      (then unreachable))
+    (i32.const 1))
+  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_delete") (param i32))
+)"#;
+
+/// The parts of a reply a gRPC client reads.
+fn grpc_view(r: &HttpResponse) -> String {
+    let mut out = format!("{}", r.status);
+    for name in [
+        "content-type",
+        "grpc-status",
+        "grpc-message",
+        "content-length",
+    ] {
+        out.push_str(&format!(" {name}={:?}", header(&r.headers, name)));
+    }
+    out.push_str(&format!(" body={:?}", String::from_utf8_lossy(&r.body)));
+    out
+}
+
+#[test]
+fn local_replies_to_grpc_requests_match_envoy() -> Result<()> {
+    let wasm = wat::parse_str(GRPC_REPLY_GUEST).context("the test guest does not assemble")?;
+    let dir: PathBuf = paths::work_dir()?.join(format!("grpc-reply-guest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("headers.wasm"), &wasm)?;
+    let upstream = Upstream::start(tollgate_tests::upstream::text_response(b"ok"))?;
+    let mut config = EnvoyConfig::load(&paths::envoy_config("headers"))?;
+    config
+        .use_ephemeral_ports()?
+        .route_cluster_to("upstream", upstream.addr())?;
+    config.use_filters_from(&dir)?;
+    config.set_plugin_configuration("{}")?;
+    let envoy = launch(&config)?;
+    // The trap last: it fails the VM (later requests get Envoy's fail-closed 503).
+    let modes = [
+        ("a", "application/grpc"),
+        ("b", "application/grpc+proto"),
+        ("a", "text/plain"),
+        ("b", "application/json"),
+        ("c", "application/grpc"),
+    ];
+    let requests: Vec<HttpRequest> = modes
+        .iter()
+        .map(|(m, ct)| {
+            client::request(
+                "POST",
+                "grpc.example.com",
+                "/pkg.Svc/Method",
+                &[("x-mode", m), ("content-type", ct), ("te", "trailers")],
+                b"\0\0\0\0\0",
+            )
+        })
+        .collect();
+    let mut from_envoy = Vec::new();
+    for r in &requests {
+        from_envoy.push(grpc_view(
+            &envoy.explain(client::send(envoy.listener(), r))?,
+        ));
+    }
+    drop(envoy);
+    let report = Replay::module("grpc-reply-guest.wasm", wasm)
+        .config("{}")
+        .traffic(Traffic {
+            source: None,
+            exchanges: requests
+                .iter()
+                .enumerate()
+                .map(|(i, r)| Exchange {
+                    id: format!("grpc reply {i}"),
+                    request: r.clone(),
+                    response: None,
+                    details: Default::default(),
+                })
+                .collect(),
+            warnings: Vec::new(),
+        })
+        .run()
+        .context("the harness could not replay")?;
+    let from_harness: Vec<String> = report
+        .exchanges
+        .iter()
+        .map(|e| grpc_view(&e.client_response))
+        .collect();
+    ensure!(
+        from_envoy == from_harness,
+        "local replies to gRPC requests differ:\n  Envoy:   {from_envoy:#?}\n  harness: {from_harness:#?}"
+    );
+    // What Envoy 1.40 sent: 200 with the gRPC status (mapped 403 -> 7, or
+    // the call's), the body as grpc-message, no body, the codec's
+    // content-length 0; a trap: grpc-status 14.
+    let expected = [
+        "200 content-type=Some(\"application/grpc\") grpc-status=Some(\"7\") grpc-message=Some(\"denied by guest: ok?\") content-length=Some(\"0\") body=\"\"",
+        "200 content-type=Some(\"application/grpc\") grpc-status=Some(\"7\") grpc-message=None content-length=Some(\"0\") body=\"\"",
+        "403 content-type=Some(\"text/plain\") grpc-status=None grpc-message=None content-length=Some(\"20\") body=\"denied by guest: ok?\"",
+        "401 content-type=None grpc-status=None grpc-message=None content-length=Some(\"0\") body=\"\"",
+        "200 content-type=Some(\"application/grpc\") grpc-status=Some(\"14\") grpc-message=None content-length=Some(\"0\") body=\"\"",
+    ];
+    ensure!(from_envoy == expected, "Envoy answered {from_envoy:#?}");
+    Ok(())
+}

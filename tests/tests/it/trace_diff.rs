@@ -84,6 +84,45 @@ const HCM_ADDED: &[&str] = &["x-request-id", "x-forwarded-proto"];
 struct Sent {
     request: HttpRequest,
     envoy: HttpResponse,
+    /// The client gave up before any answer (status 0 in `envoy`).
+    abandoned: bool,
+}
+
+/// How the client sends a request of a scenario.
+enum Send {
+    /// Sends and reads the answer.
+    Answered(HttpRequest),
+    /// Sends, waits [`ABANDON_AFTER`] for an answer and closes the connection.
+    Abandoned(HttpRequest),
+}
+
+/// How long a client that gives up waits for an answer.
+const ABANDON_AFTER: Duration = Duration::from_millis(500);
+
+/// Sends `request` to `addr`, waits [`ABANDON_AFTER`] and closes; an answer
+/// in that time is an error (the scenario expects none).
+fn send_and_abandon(addr: std::net::SocketAddr, request: &HttpRequest) -> Result<()> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).context("connecting to Envoy")?;
+    let mut head = format!(
+        "{} {} HTTP/1.1\r\nhost: {}\r\n",
+        request.method, request.path, request.authority
+    );
+    for (k, v) in &request.headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(&request.body)?;
+    stream.set_read_timeout(Some(ABANDON_AFTER))?;
+    let mut buf = [0u8; 64];
+    match stream.read(&mut buf) {
+        Ok(0) | Err(_) => Ok(()),
+        Ok(n) => bail!(
+            "expected no answer, got {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        ),
+    }
 }
 
 /// Waits until Envoy has deleted `streams` stream contexts (the last stream's
@@ -194,15 +233,49 @@ fn differential(
     response: HttpResponse,
     extra_known: &[Known],
 ) -> Result<(Vec<Sent>, Report)> {
+    let sends = requests.into_iter().map(Send::Answered).collect();
+    let (sent, report, _log) =
+        differential_sends(label, envoy, replay, sends, response, extra_known)?;
+    Ok((sent, report))
+}
+
+/// [`differential`] with requests the client may give up on.
+fn differential_sends(
+    label: &str,
+    envoy: Envoy,
+    replay: ReplayBuilder,
+    sends: Vec<Send>,
+    response: HttpResponse,
+    extra_known: &[Known],
+) -> Result<(Vec<Sent>, Report, String)> {
     let mut sent = Vec::new();
-    for request in requests {
-        let got = envoy.explain(client::send(envoy.listener(), &request))?;
-        sent.push(Sent {
-            request,
-            envoy: got,
-        });
+    for send in sends {
+        match send {
+            Send::Answered(request) => {
+                let got = envoy.explain(client::send(envoy.listener(), &request))?;
+                sent.push(Sent {
+                    request,
+                    envoy: got,
+                    abandoned: false,
+                });
+            }
+            Send::Abandoned(request) => {
+                envoy.explain(send_and_abandon(envoy.listener(), &request))?;
+                sent.push(Sent {
+                    request,
+                    envoy: HttpResponse {
+                        status: 0,
+                        headers: Vec::new(),
+                        body: Vec::new(),
+                    },
+                    abandoned: true,
+                });
+            }
+        }
     }
     let log = envoy.explain(settled_log(&envoy, sent.len()))?;
+    // Kept for whoever reads a failure: Envoy's whole log of the scenario.
+    std::fs::write(paths::work_dir()?.join(format!("{label}-envoy.log")), &log)?;
     let envoy_side = envoy_trace(&log)?;
     drop(envoy);
 
@@ -237,6 +310,16 @@ fn differential(
 
     // The outcome first: the same status on both sides.
     for (s, e) in sent.iter().zip(&report.exchanges) {
+        if s.abandoned {
+            ensure!(
+                e.changes.iter().any(|c| c.contains("never resumed")),
+                "{label} {} {}: the client got no answer from Envoy; the harness reports {:?}",
+                s.request.method,
+                s.request.path,
+                e.changes
+            );
+            continue;
+        }
         let harness_status = match &e.verdict {
             Verdict::AnsweredLocally { status } => *status,
             Verdict::Failed { message } => bail!("{label}: harness failed: {message}"),
@@ -283,7 +366,7 @@ fn differential(
             show(&harness_side)
         );
     }
-    Ok((sent, report))
+    Ok((sent, report, log))
 }
 
 /// The values of `names` the upstream received from Envoy, request by
@@ -772,5 +855,250 @@ fn a_guest_calling_many_host_functions_traces_like_envoy() -> Result<()> {
         &report,
         &["via", "x-added", "x-replaced", "authorization", "x-set"],
     )?;
+    Ok(())
+}
+
+/// A guest probing, in every callback of a stream, every stream header map
+/// (pairs, a value, an add, the size), both bodies (read, an empty prepend)
+/// and the properties Envoy only knows at some point (`request.duration`,
+/// `response.*`, `request.size`...), logging the statuses it got as one
+/// `probe <phase> ...` line (the trace compares them call by call, the log
+/// line lets the test name Envoy's answers). A request with `x-pause` is held
+/// in its headers callback forever (the client gives up: `on_log` without a
+/// response).
+const PHASE_GUEST: &str = r#"(module
+  (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_buffer_bytes" (func $get_buf (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_set_buffer_bytes" (func $set_buf (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_header_map_value" (func $get_hdr (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_add_header_map_value" (func $add_hdr (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_header_map_size" (func $hdr_size (param i32 i32) (result i32)))
+  (import "env" "proxy_get_header_map_pairs" (func $hdr_pairs (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_property" (func $get_prop (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (data (i32.const 1024) "x-probe")                   ;; 7
+  (data (i32.const 1040) "1")                         ;; 1
+  (data (i32.const 1100) "request\00duration")        ;; 16
+  (data (i32.const 1120) "response\00code")           ;; 13
+  (data (i32.const 1140) "response\00code_details")   ;; 21
+  (data (i32.const 1170) "response\00flags")          ;; 14
+  (data (i32.const 1190) "response\00size")           ;; 13
+  (data (i32.const 1210) "response\00total_size")     ;; 19
+  (data (i32.const 1240) "request\00total_size")      ;; 18
+  (data (i32.const 1280) "request\00size")            ;; 12
+  (data (i32.const 1400) "probe request_headers")     ;; 21
+  (data (i32.const 1430) "probe request_body")        ;; 18
+  (data (i32.const 1450) "probe response_headers")    ;; 22
+  (data (i32.const 1480) "probe response_body")       ;; 19
+  (data (i32.const 1500) "probe log")                 ;; 9
+  (data (i32.const 1530) "probe request_trailers")    ;; 22
+  (data (i32.const 1560) "probe response_trailers")   ;; 23
+  (data (i32.const 1600) "x-pause")                   ;; 7
+  (data (i32.const 1620) "probe details ")            ;; 14
+  (global $heap (mut i32) (i32.const 65536))
+  (global $cur (mut i32) (i32.const 16384))
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.and (i32.add (i32.add (global.get $heap) (local.get $n)) (i32.const 7))
+                               (i32.const -8)))
+    (local.get $p))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
+  (func $put (param $p i32) (param $n i32)
+    (memory.copy (global.get $cur) (local.get $p) (local.get $n))
+    (global.set $cur (i32.add (global.get $cur) (local.get $n))))
+  (func $putc (param $c i32)
+    (i32.store8 (global.get $cur) (local.get $c))
+    (global.set $cur (i32.add (global.get $cur) (i32.const 1))))
+  (func $num (param $v i32)
+    (if (i32.ge_u (local.get $v) (i32.const 10))
+      (then (call $num (i32.div_u (local.get $v) (i32.const 10)))))
+    (call $putc (i32.add (i32.const 48) (i32.rem_u (local.get $v) (i32.const 10)))))
+  (func $prop (param $p i32) (param $n i32)
+    (call $num (call $get_prop (local.get $p) (local.get $n) (i32.const 256) (i32.const 260)))
+    (call $putc (i32.const 44)))
+  ;; `<tag> m0:pairs,value,add,size ... m3:... b0:get,set b1:get,set p:props,`
+  (func $probe (param $tag i32) (param $len i32)
+    (local $k i32)
+    (global.set $cur (i32.const 16384))
+    (call $put (local.get $tag) (local.get $len))
+    (local.set $k (i32.const 0))
+    (block $maps_done
+      (loop $maps
+        (br_if $maps_done (i32.ge_u (local.get $k) (i32.const 4)))
+        (call $putc (i32.const 32)) (call $putc (i32.const 109)) (call $num (local.get $k))
+        (call $putc (i32.const 58))
+        (call $num (call $hdr_pairs (local.get $k) (i32.const 256) (i32.const 260)))
+        (call $putc (i32.const 44))
+        (call $num (call $get_hdr (local.get $k) (i32.const 1024) (i32.const 7) (i32.const 256) (i32.const 260)))
+        (call $putc (i32.const 44))
+        (call $num (call $add_hdr (local.get $k) (i32.const 1024) (i32.const 7) (i32.const 1040) (i32.const 1)))
+        (call $putc (i32.const 44))
+        (call $num (call $hdr_size (local.get $k) (i32.const 264)))
+        (local.set $k (i32.add (local.get $k) (i32.const 1)))
+        (br $maps)))
+    (local.set $k (i32.const 0))
+    (block $bufs_done
+      (loop $bufs
+        (br_if $bufs_done (i32.ge_u (local.get $k) (i32.const 2)))
+        (call $putc (i32.const 32)) (call $putc (i32.const 98)) (call $num (local.get $k))
+        (call $putc (i32.const 58))
+        (call $num (call $get_buf (local.get $k) (i32.const 0) (i32.const 16) (i32.const 256) (i32.const 260)))
+        (call $putc (i32.const 44))
+        (call $num (call $set_buf (local.get $k) (i32.const 0) (i32.const 0) (i32.const 1040) (i32.const 0)))
+        (local.set $k (i32.add (local.get $k) (i32.const 1)))
+        (br $bufs)))
+    (call $putc (i32.const 32)) (call $putc (i32.const 112)) (call $putc (i32.const 58))
+    (call $prop (i32.const 1100) (i32.const 16))
+    (call $prop (i32.const 1120) (i32.const 13))
+    (call $prop (i32.const 1140) (i32.const 21))
+    (call $prop (i32.const 1170) (i32.const 14))
+    (call $prop (i32.const 1190) (i32.const 13))
+    (call $prop (i32.const 1210) (i32.const 19))
+    (call $prop (i32.const 1240) (i32.const 18))
+    (call $prop (i32.const 1280) (i32.const 12))
+    (drop (call $log (i32.const 2) (i32.const 16384) (i32.sub (global.get $cur) (i32.const 16384)))))
+  (func (export "proxy_on_request_headers") (param $ctx i32) (param $n i32) (param $eos i32) (result i32)
+    (call $probe (i32.const 1400) (i32.const 21))
+    (if (i32.eqz (call $get_hdr (i32.const 0) (i32.const 1600) (i32.const 7) (i32.const 256) (i32.const 260)))
+      (then (return (i32.const 1))))
+    (i32.const 0))
+  (func (export "proxy_on_request_body") (param $ctx i32) (param $size i32) (param $eos i32) (result i32)
+    (call $probe (i32.const 1430) (i32.const 18))
+    (i32.const 0))
+  (func (export "proxy_on_request_trailers") (param $ctx i32) (param $n i32) (result i32)
+    (call $probe (i32.const 1530) (i32.const 22))
+    (i32.const 0))
+  (func (export "proxy_on_response_headers") (param $ctx i32) (param $n i32) (param $eos i32) (result i32)
+    (call $probe (i32.const 1450) (i32.const 22))
+    (i32.const 0))
+  (func (export "proxy_on_response_body") (param $ctx i32) (param $size i32) (param $eos i32) (result i32)
+    (call $probe (i32.const 1480) (i32.const 19))
+    (i32.const 0))
+  (func (export "proxy_on_response_trailers") (param $ctx i32) (param $n i32) (result i32)
+    (call $probe (i32.const 1560) (i32.const 23))
+    (i32.const 0))
+  (func (export "proxy_on_log") (param $ctx i32)
+    (call $probe (i32.const 1500) (i32.const 9))
+    ;; `probe details <response.code_details>`
+    (global.set $cur (i32.const 16384))
+    (call $put (i32.const 1620) (i32.const 14))
+    (if (i32.eqz (call $get_prop (i32.const 1140) (i32.const 21) (i32.const 256) (i32.const 260)))
+      (then (call $put (i32.load (i32.const 256)) (i32.load (i32.const 260)))))
+    (drop (call $log (i32.const 2) (i32.const 16384) (i32.sub (global.get $cur) (i32.const 16384)))))
+  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_delete") (param i32))
+)"#;
+
+/// The `probe ...` lines a guest logged, in order (Envoy's log prefixes them
+/// with `wasm log ...: `).
+fn probe_lines<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<String> {
+    lines
+        .filter_map(|l| l.find("probe ").map(|at| l[at..].trim_end().to_string()))
+        .collect()
+}
+
+#[test]
+fn a_guest_probing_every_map_in_every_phase_traces_like_envoy() -> Result<()> {
+    let wasm = wat::parse_str(PHASE_GUEST).context("the phase guest does not assemble")?;
+    let dir: PathBuf = paths::work_dir()?.join(format!("phase-guest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("headers.wasm"), &wasm)?;
+    let upstream = Upstream::start(ok_response())?;
+    let mut config = EnvoyConfig::load(&paths::envoy_config("headers"))?;
+    config
+        .use_ephemeral_ports()?
+        .route_cluster_to("upstream", upstream.addr())?;
+    config.use_filters_from(&dir)?;
+    config.set_plugin_configuration("{}")?;
+    let envoy = start_traced(&config, "trace-phases")?;
+    let sends = vec![
+        Send::Answered(client::request(
+            "GET",
+            "phase.example.com",
+            "/get",
+            &[],
+            b"",
+        )),
+        Send::Answered(client::request(
+            "POST",
+            "phase.example.com",
+            "/post",
+            &[("content-type", "text/plain")],
+            b"hello body",
+        )),
+        // Held in its headers callback; the client gives up: `on_log` runs
+        // without a response.
+        Send::Abandoned(client::request(
+            "GET",
+            "phase.example.com",
+            "/held",
+            &[("x-pause", "1")],
+            b"",
+        )),
+    ];
+    let log_dir = dir.clone();
+    let replay = Replay::module("phase-guest.wasm", wasm).config("{}");
+    let (_sent, report, log) =
+        differential_sends("phases", envoy, replay, sends, ok_response(), &[]).map_err(|e| {
+            let _ = std::fs::write(log_dir.join("error.txt"), format!("{e:#}"));
+            e
+        })?;
+    let envoy_lines = probe_lines(log.lines().filter(|l| l.contains("wasm log")));
+    let harness_lines = probe_lines(
+        report
+            .exchanges
+            .iter()
+            .flat_map(|e| e.logs.iter())
+            .map(|l| l.message.as_str()),
+    );
+    ensure!(
+        envoy_lines == harness_lines,
+        "the guest saw different statuses:\nEnvoy:\n{}\nharness:\n{}",
+        envoy_lines.join("\n"),
+        harness_lines.join("\n")
+    );
+    // Envoy 1.40's answers, as the issue states them (statuses: 0 Ok,
+    // 1 NotFound, 2 BadArgument; maps m0 request headers, m1 request
+    // trailers, m2 response headers, m3 response trailers: pairs, value,
+    // add, size; bodies b0/b1: read, write; properties p: request.duration,
+    // response.code, response.code_details, ...).
+    let line = |prefix: &str, nth: usize| -> Result<&String> {
+        envoy_lines
+            .iter()
+            .filter(|l| l.starts_with(prefix))
+            .nth(nth)
+            .with_context(|| format!("Envoy's guest logged no {nth}th `{prefix}`"))
+    };
+    let has = |l: &String, part: &str| -> Result<()> {
+        ensure!(l.contains(part), "expected `{part}` in Envoy's `{l}`");
+        Ok(())
+    };
+    // Request headers: no longer readable nor writable once the headers
+    // callback continued; read-only in the access log.
+    has(line("probe response_headers", 0)?, "m0:0,2,2,2")?;
+    has(line("probe request_body", 0)?, "m0:0,2,2,2")?;
+    has(line("probe log", 0)?, "m0:0,0,2,2")?;
+    // Response headers in the access log: read-only; without any response
+    // (the held request): NotFound, empty pairs.
+    has(line("probe log", 0)?, "m2:0,0,2,2")?;
+    has(line("probe log", 2)?, "m2:0,1,2,2")?;
+    // A held request's headers stay writable, even in the access log.
+    has(line("probe log", 2)?, "m0:0,0,0,0")?;
+    // Trailers are created by a write in the last body callback only.
+    has(line("probe request_body", 0)?, "m1:0,2,2,2")?;
+    has(line("probe request_body", 1)?, "m1:0,2,0,0")?;
+    // Bodies: read everywhere, written in their own callback only.
+    has(line("probe request_headers", 0)?, "b0:0,2 b1:0,2")?;
+    has(line("probe request_body", 0)?, "b0:0,0 b1:0,2")?;
+    // request.duration only in the access log; response.* once a response came.
+    has(line("probe request_headers", 0)?, "p:1,1,1,0,")?;
+    has(line("probe response_headers", 0)?, "p:1,0,0,0,")?;
+    has(line("probe log", 0)?, "p:0,0,0,0,")?;
+    has(line("probe log", 2)?, "p:0,1,0,0,")?;
+    has(line("probe details", 2)?, "downstream_remote_disconnect")?;
     Ok(())
 }

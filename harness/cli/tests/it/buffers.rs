@@ -61,7 +61,7 @@ fn body_and_configuration_buffers_follow_envoy_rules() {
             0,
             5,
             u64::from(b'w'), // read "world" (after the edits: "HOWDY world!")
-            1,               // response body not available yet
+            0, // response body before the response: Ok, empty (Envoy 1.40; trace_diff's phase guest)
             0,
             12, // status: 12 bytes
             0,

@@ -345,3 +345,81 @@ fn the_streamed_replay_uses_the_recorded_details_and_the_same_verdicts() {
         (1, 1, 2)
     );
 }
+
+/// Answers every request locally with the property `source.address` as the body.
+fn property_reader() -> Vec<u8> {
+    guest(
+        "0_2_1",
+        r#"(import "env" "proxy_get_property" (func $prop (param i32 i32 i32 i32) (result i32)))
+           (import "env" "proxy_send_local_response" (func $local (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))"#,
+        r#"(data (i32.const 1100) "source\00address")
+           (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+             (drop (call $prop (i32.const 1100) (i32.const 14) (i32.const 900) (i32.const 904)))
+             (drop (call $local (i32.const 200) (i32.const 0) (i32.const 0)
+                                (i32.load (i32.const 900)) (i32.load (i32.const 904))
+                                (i32.const 0) (i32.const 0) (i32.const -1)))
+             (i32.const 1))"#,
+    )
+}
+
+#[test]
+fn a_recordings_per_exchange_properties_reach_the_guest_in_replay() {
+    let mut with = exchange("GET", "/a", &[], b"");
+    with.details.properties = vec![("source.address".into(), "10.0.0.7:51234".into())];
+    let without = exchange("GET", "/b", &[], b"");
+    let report = Replay::module("props.wasm", property_reader())
+        .traffic(traffic(vec![with, without]))
+        .run()
+        .unwrap();
+    assert_eq!(report.exchanges[0].client_response.body, b"10.0.0.7:51234");
+    // The next exchange has none of them: the VM's defaults again.
+    assert_ne!(report.exchanges[1].client_response.body, b"10.0.0.7:51234");
+}
+
+#[test]
+fn recorded_integer_properties_are_encoded_as_envoy_does() {
+    use tollgate_host::stream::property_value;
+    assert_eq!(
+        property_value("source.port", "51234"),
+        51234i64.to_le_bytes()
+    );
+    assert_eq!(
+        property_value("source.address", "10.0.0.7:1"),
+        b"10.0.0.7:1"
+    );
+    assert_eq!(
+        property_value("connection.tls_version", "TLSv1.3"),
+        b"TLSv1.3"
+    );
+}
+
+/// Replaces the whole request body with `HOWDY WORLD` (11 bytes), leaving
+/// `content-length` as it was.
+fn body_rewriter() -> Vec<u8> {
+    guest(
+        "0_2_1",
+        r#"(import "env" "proxy_set_buffer_bytes" (func $set (param i32 i32 i32 i32 i32) (result i32)))"#,
+        r#"(data (i32.const 1100) "HOWDY WORLD")
+           (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (i32.const 0))
+           (func (export "proxy_on_request_body") (param i32 i32 i32) (result i32)
+             (if (local.get 2)
+               (then (drop (call $set (i32.const 0) (i32.const 0) (i32.const 1000) (i32.const 1100) (i32.const 11)))))
+             (i32.const 0))"#,
+    )
+}
+
+#[test]
+fn a_body_rewritten_without_its_content_length_is_a_warning() {
+    let e = exchange("POST", "/a", &[("content-length", "5")], b"hello");
+    let report = Replay::module("rewrite.wasm", body_rewriter())
+        .traffic(traffic(vec![e]))
+        .run()
+        .unwrap();
+    let changes = &report.exchanges[0].changes;
+    assert!(
+        changes.iter().any(|c| c.starts_with(
+            "warning: the request body is now 11 bytes but its content-length still says 5"
+        )),
+        "{changes:?}"
+    );
+}

@@ -1,22 +1,37 @@
 //! Buffers: `proxy_get_buffer_bytes`, `proxy_get_buffer_status`,
 //! `proxy_set_buffer_bytes`, and ABI 0.1.0's `proxy_get_configuration`.
 //!
-//! Availability follows Envoy: bodies exist from their own callback on,
+//! Availability follows Envoy 1.40: a stream's bodies read in every callback
+//! (empty outside their own body callback) and are written only in it,
 //! the plugin configuration only while the root context is being
 //! configured, the VM configuration always, the http call response body only
 //! inside `proxy_on_http_call_response`. Configuration and call responses
 //! are read-only (writes answer `BadArgument`).
 
 use super::{AbiError, AbiResult, Status, memory as mem, status, to_guest, written};
-use crate::state::HostState;
+use crate::state::{HostState, Phase};
 use tollgate_abi::BufferType;
 use wasmtime::{Caller, Linker};
 
 /// The readable contents of a buffer, `None` when not available now.
 fn buffer(state: &HostState, kind: BufferType) -> Option<&[u8]> {
     match kind {
-        BufferType::HttpRequestBody => state.stream()?.request_body.as_deref(),
-        BufferType::HttpResponseBody => state.stream()?.response_body.as_deref(),
+        // Envoy 1.40 answers a stream's body in every callback: what its own
+        // body callback holds then, empty (no allocation) at any other point.
+        BufferType::HttpRequestBody => {
+            let s = state.stream()?;
+            Some(match s.phase {
+                Phase::RequestBody => s.request_body.as_deref().unwrap_or(&[]),
+                _ => &[],
+            })
+        }
+        BufferType::HttpResponseBody => {
+            let s = state.stream()?;
+            Some(match s.phase {
+                Phase::ResponseBody => s.response_body.as_deref().unwrap_or(&[]),
+                _ => &[],
+            })
+        }
         BufferType::HttpCallResponseBody => state.http_call_response.as_ref().map(|r| &r.body[..]),
         BufferType::GrpcReceiveBuffer => state.grpc_receive.as_deref(),
         BufferType::VmConfiguration => Some(&state.settings.vm_config),
@@ -33,13 +48,16 @@ fn buffer_mut(state: &mut HostState, kind: BufferType) -> Result<&mut Vec<u8>, S
         return Err(Status::NotFound);
     }
     let stream = state.stream_mut();
+    // Writable only in its own body callback (Envoy: BadArgument elsewhere).
     match kind {
         BufferType::HttpRequestBody => stream
+            .filter(|s| s.phase == Phase::RequestBody)
             .and_then(|s| s.request_body.as_mut())
-            .ok_or(Status::NotFound),
+            .ok_or(Status::BadArgument),
         BufferType::HttpResponseBody => stream
+            .filter(|s| s.phase == Phase::ResponseBody)
             .and_then(|s| s.response_body.as_mut())
-            .ok_or(Status::NotFound),
+            .ok_or(Status::BadArgument),
         _ => Err(Status::BadArgument),
     }
 }

@@ -13,6 +13,16 @@
 //! empty map's pairs are a null pointer and size 0. Checked against Envoy
 //! 1.40 by `tests/tests/it/callout_parity.rs`.
 //!
+//! Phases, as Envoy 1.40 (checked by `trace_diff`'s phase guest, every map
+//! in every callback, `harness/docs/fidelity.md`): a filter holds a stream's
+//! headers until its headers callback returns Continue; after that they
+//! do not exist for it (read or write: `BadArgument`) until the access log
+//! (`on_log`), which reads the request headers and the response headers and
+//! trailers as they ended (a map it has not, no response or the request
+//! trailers, is a missing header: `NotFound`) but writes only maps the
+//! filter still holds (a request paused for good, trailers). Trailers are
+//! created by a write in the last body callback of their direction.
+//!
 //! Envoy keeps some headers "inline" (a fixed slot per name, listed in its
 //! startup log as `request header map: ... bytes: :authority,...`): adding a
 //! value to an inline header that is present appends it to the one value,
@@ -201,14 +211,31 @@ pub(crate) fn fold_inline(pairs: Vec<(String, String)>, inline: &[&str]) -> Vec<
     map.entries().to_vec()
 }
 
+/// The map `kind` as a read finds it now (Envoy's `getConstMap`); `None`
+/// when it does not exist at this point.
 fn map(state: &HostState, kind: MapType) -> Option<&HeaderMap> {
+    let finished = state.stream().is_some_and(|s| s.phase == Phase::Finished);
     match kind {
-        MapType::RequestHeaders => Some(&state.stream()?.request_headers),
-        // Trailers exist once received (Envoy: a null map before, BadArgument).
-        MapType::RequestTrailers => {
-            Some(&state.stream()?.request_trailers).filter(|m| !m.is_empty())
+        // The access log reads the request headers as they ended; before,
+        // Envoy holds them only until the headers callback returned Continue.
+        MapType::RequestHeaders => {
+            let s = state.stream()?;
+            (finished || s.request_headers_open).then_some(&s.request_headers)
         }
-        MapType::ResponseHeaders => state.stream()?.response_headers.as_ref(),
+        // Trailers exist once received (Envoy: a null map before, BadArgument);
+        // the access log has no request trailers.
+        MapType::RequestTrailers => {
+            let s = state.stream()?;
+            Some(&s.request_trailers).filter(|m| !finished && !m.is_empty())
+        }
+        MapType::ResponseHeaders => {
+            let s = state.stream()?;
+            if finished || s.response_headers_open {
+                s.response_headers.as_ref()
+            } else {
+                None
+            }
+        }
         MapType::ResponseTrailers => {
             let s = state.stream()?;
             s.response_headers.as_ref()?;
@@ -225,21 +252,34 @@ fn map(state: &HostState, kind: MapType) -> Option<&HeaderMap> {
     }
 }
 
+/// The map `kind` as a write (or `proxy_get_header_map_size`) finds it now
+/// (Envoy's `getMap`, which knows no access-log phase: a map still held is
+/// writable in `on_log` too).
 fn map_mut(state: &mut HostState, kind: MapType) -> Option<&mut HeaderMap> {
     match kind {
-        MapType::RequestHeaders => Some(&mut state.stream_mut()?.request_headers),
-        // Writable once received, or during the body (Envoy creates them
-        // in the last body callback; the harness does not tell the last).
+        MapType::RequestHeaders => {
+            let s = state.stream_mut()?;
+            s.request_headers_open.then_some(&mut s.request_headers)
+        }
+        // Writable once received, or created by a write in the last body
+        // callback (the one carrying the end of stream), as Envoy does.
         MapType::RequestTrailers => {
             let s = state.stream_mut()?;
-            (!s.request_trailers.is_empty() || s.phase == Phase::RequestBody)
+            (!s.request_trailers.is_empty() || (s.phase == Phase::RequestBody && s.end_of_stream))
                 .then_some(&mut s.request_trailers)
         }
-        MapType::ResponseHeaders => state.stream_mut()?.response_headers.as_mut(),
+        MapType::ResponseHeaders => {
+            let s = state.stream_mut()?;
+            if s.response_headers_open {
+                s.response_headers.as_mut()
+            } else {
+                None
+            }
+        }
         MapType::ResponseTrailers => {
             let s = state.stream_mut()?;
             s.response_headers.as_ref()?;
-            (!s.response_trailers.is_empty() || s.phase == Phase::ResponseBody)
+            (!s.response_trailers.is_empty() || (s.phase == Phase::ResponseBody && s.end_of_stream))
                 .then_some(&mut s.response_trailers)
         }
         // Http call responses are read-only in Envoy too (const maps).
@@ -341,7 +381,19 @@ fn get_value(
     // guest's buffer (no intermediate copy).
     let found = mem::with_bytes(caller, key_ptr, key_len, |key, state| {
         let Some(m) = map(state, kind) else {
-            return Err(Status::BadArgument);
+            // In the access log Envoy answers a map it has not (no response
+            // came, request trailers) as a missing header; before, as a map
+            // that does not exist now.
+            return match state.stream() {
+                Some(s) if s.phase == Phase::Finished => {
+                    if state.abi == AbiVersion::V0_1_0 {
+                        Ok(None)
+                    } else {
+                        Err(Status::NotFound)
+                    }
+                }
+                _ => Err(Status::BadArgument),
+            };
         };
         let key = String::from_utf8_lossy(key);
         match m
@@ -421,11 +473,14 @@ fn get_size(caller: &mut Caller<'_, HostState>, kind: u32, out: u32) -> AbiResul
     ) {
         return Err(Status::BadArgument.into());
     }
-    let Some(m) = map(caller.data(), kind) else {
+    // Envoy looks the map up as writable: a map no longer held answers
+    // BadArgument even where it is still readable (the access log).
+    // Envoy answers the map's byte size, not its entry count.
+    let Some(size) = map_mut(caller.data_mut(), kind)
+        .map(|m| -> usize { m.entries().iter().map(|(k, v)| k.len() + v.len()).sum() })
+    else {
         return Err(Status::BadArgument.into());
     };
-    // Envoy answers the map's byte size, not its entry count.
-    let size: usize = m.entries().iter().map(|(k, v)| k.len() + v.len()).sum();
     written(mem::write_u32(caller, out, size as u32))
 }
 

@@ -22,6 +22,10 @@ use crate::state::{HeaderMap, HostState, HttpCallResponse, HttpCallStub};
 use std::time::Duration;
 use wasmtime::{Caller, Linker};
 
+/// The longest timeout Envoy 1.40 accepts for an http call, in ms (a larger
+/// one is `BadArgument`).
+const MAX_TIMEOUT_MS: u32 = i32::MAX as u32;
+
 /// The event answering an [`HttpCallStub`] (its headers as given, `:status`
 /// included; a repeated inline header folded, as Envoy's codec does).
 fn stub_event(stub: HttpCallStub) -> Event {
@@ -131,8 +135,12 @@ fn http_call(
         get(":method").map_or("", String::as_str),
         get(":path").map_or("", String::as_str)
     ));
-    let well_formed =
-        get(":method").is_some() && get(":path").is_some() && get(":authority").is_some();
+    // Envoy 1.40 takes `host` for a missing `:authority`, and refuses a
+    // timeout past `i32::MAX` ms (both checked by `callout_parity`).
+    let well_formed = get(":method").is_some()
+        && get(":path").is_some()
+        && (get(":authority").is_some() || get("host").is_some())
+        && timeout_ms <= MAX_TIMEOUT_MS;
     let accepted = known(state, &cluster) && well_formed;
     state.outstanding.record(CalloutRecord {
         filter: String::new(),

@@ -8,12 +8,13 @@
 //! `upstream.*`) exist only in a stream context; plugin attributes
 //! (`plugin_name`, `plugin_root_id`, `plugin_vm_id`) everywhere. Values in
 //! [`VmSettings::properties`](crate::state::VmSettings::properties) (a test's
-//! `properties:`) take precedence over the built-in ones. Values the
+//! `properties:`) take precedence over the built-in ones, and an exchange's
+//! own (a recording's `properties:`, `StreamState::properties`) over both. Values the
 //! guest stored with `proxy_set_property` are returned for paths that are
 //! not built in; anything else is `NotFound`.
 
 use super::{AbiError, AbiResult, Status, memory as mem, pairs, to_guest, written};
-use crate::state::{HeaderMap, HostState};
+use crate::state::{HeaderMap, HostState, Phase};
 use wasmtime::{Caller, Linker};
 
 fn int(v: i64) -> Vec<u8> {
@@ -68,14 +69,29 @@ fn builtin(state: &HostState, path: &[&str]) -> Option<Vec<u8>> {
         ["request", "id"] => header("x-request-id"),
         ["request", "protocol"] => Some(b"HTTP/1.1".to_vec()),
         ["request", "time"] => Some(int(stream.start_unix_nanos as i64)),
-        ["request", "duration"] => {
-            Some(int(
-                state.clock.realtime.saturating_sub(stream.start_unix_nanos) as i64,
-            ))
-        }
+        // Envoy knows the duration once the stream is complete: in the access log.
+        ["request", "duration"] => (stream.phase == Phase::Finished)
+            .then(|| int(state.clock.realtime.saturating_sub(stream.start_unix_nanos) as i64)),
+        // Known (0) before any response, as in Envoy.
+        ["response", "flags"] => Some(int(0)),
+        ["response", "size"] | ["response", "total_size"] => Some(int(stream
+            .response_body
+            .as_ref()
+            .filter(|_| stream.response_headers.is_some())
+            .map_or(0, Vec::len)
+            as i64)),
         ["request", "size"] | ["request", "total_size"] => Some(int(stream.request_size as i64)),
         ["request", "headers", rest @ ..] => headers_attr(req, rest),
         ["request", "trailers", rest @ ..] => headers_attr(&stream.request_trailers, rest),
+        // A stream that ended without a response: the harness's stream was
+        // held until the client gave up (Envoy 1.40's details for that).
+        ["response", "code_details"]
+            if stream.phase == Phase::Finished
+                && stream.response_headers.is_none()
+                && !stream.closed =>
+        {
+            Some(b"downstream_remote_disconnect".to_vec())
+        }
         ["response", rest @ ..] => {
             let resp = stream.response_headers.as_ref()?;
             match rest {
@@ -88,10 +104,6 @@ fn builtin(state: &HostState, path: &[&str]) -> Option<Vec<u8>> {
                         .as_bytes()
                         .to_vec(),
                 ),
-                ["flags"] => Some(int(0)),
-                ["size"] | ["total_size"] => {
-                    Some(int(stream.response_body.as_ref().map_or(0, Vec::len) as i64))
-                }
                 ["headers", rest @ ..] => headers_attr(resp, rest),
                 ["trailers", rest @ ..] => headers_attr(&stream.response_trailers, rest),
                 _ => None,
@@ -159,7 +171,11 @@ fn get_property(
         let segments: Vec<&str> = text.split('\0').collect();
         // Values given in the settings win over the built-in ones.
         let dotted = segments.join(".");
-        let given = state.settings.properties.iter().find(|(p, _)| *p == dotted);
+        let exchange = state
+            .stream()
+            .and_then(|s| s.properties.iter().find(|(p, _)| *p == dotted));
+        let given =
+            exchange.or_else(|| state.settings.properties.iter().find(|(p, _)| *p == dotted));
         given
             .map(|(_, v)| v.clone())
             .or_else(|| builtin(state, &segments))
