@@ -470,6 +470,25 @@ impl Envoy {
         }
     }
 
+    /// Starts Envoy on `config`, which must refuse `filter`'s plugin configuration: Envoy must
+    /// exit unsuccessfully before it serves. Returns the filter's own refusal line from Envoy's
+    /// log (the one holding `<filter>: bad configuration`); any other outcome is an error.
+    pub fn refusal(config: &EnvoyConfig, label: &str, filter: &str) -> Result<String> {
+        match Envoy::launch(config, label)? {
+            Launch::Ready(envoy) => bail!("{label}: Envoy started\n{}", envoy.log_tail()),
+            Launch::Exited { status, log } => {
+                if status.success() {
+                    bail!("{label}: Envoy exited with {status}");
+                }
+                let needle = format!("{filter}: bad configuration");
+                log.lines()
+                    .find(|l| l.contains(&needle))
+                    .map(str::to_string)
+                    .with_context(|| format!("{label}: no refusal in Envoy's log:\n{log}"))
+            }
+        }
+    }
+
     /// Starts Envoy on `config` and waits until it either serves or exits.
     /// Envoy runs from the repository root with one worker thread, a unique
     /// base id, hot restart disabled, and its output in `target/tollgate-tests/<label>-*.log`.

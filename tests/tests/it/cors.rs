@@ -7,10 +7,10 @@
 //! - the same requests in the harness (status and CORS headers as in Envoy);
 //! - refused configurations name the field at start-up in Envoy.
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use tollgate_replay::Replay;
 use tollgate_tests::client;
-use tollgate_tests::envoy::{Envoy, EnvoyConfig, Launch};
+use tollgate_tests::envoy::{Envoy, EnvoyConfig};
 use tollgate_tests::paths;
 use tollgate_tests::upstream::Upstream;
 use tollgate_traffic::{Exchange, HttpRequest, HttpResponse, Traffic};
@@ -319,17 +319,9 @@ fn bad_configurations_are_refused_at_start_naming_the_field() -> Result<()> {
     ] {
         let mut envoy_config = EnvoyConfig::for_filter(FILTER, upstream.addr())?;
         envoy_config.set_plugin_configuration(config)?;
-        match Envoy::launch(&envoy_config, "cors-refused")? {
-            Launch::Ready(envoy) => bail!("{field}: Envoy started\n{}", envoy.log_tail()),
-            Launch::Exited { status, log } => {
-                ensure!(!status.success(), "{field}: Envoy exited with {status}");
-                let line = log
-                    .lines()
-                    .find(|l| l.contains("cors: bad configuration"))
-                    .with_context(|| format!("{field}: no refusal in Envoy's log:\n{log}"))?;
-                ensure!(line.contains(field), "{field}: {line}");
-            }
-        }
+        let line = Envoy::refusal(&envoy_config, "cors-refused", FILTER)
+            .with_context(|| format!("{field}: {config}"))?;
+        ensure!(line.contains(field), "{field}: {line}");
     }
     Ok(())
 }

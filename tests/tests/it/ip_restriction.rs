@@ -7,10 +7,10 @@
 //! - the same requests in the harness;
 //! - refused configurations name the field at start-up in Envoy.
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use tollgate_replay::{Replay, Verdict};
 use tollgate_tests::client;
-use tollgate_tests::envoy::{Envoy, EnvoyConfig, Launch};
+use tollgate_tests::envoy::{Envoy, EnvoyConfig};
 use tollgate_tests::paths;
 use tollgate_tests::upstream::Upstream;
 use tollgate_traffic::{Exchange, HttpRequest, HttpResponse, Traffic};
@@ -222,17 +222,9 @@ fn bad_configurations_are_refused_at_start_naming_the_field() -> Result<()> {
     ] {
         let mut envoy_config = EnvoyConfig::for_filter(FILTER, upstream.addr())?;
         envoy_config.set_plugin_configuration(config)?;
-        match Envoy::launch(&envoy_config, "ip-restriction-refused")? {
-            Launch::Ready(envoy) => bail!("{field}: Envoy started\n{}", envoy.log_tail()),
-            Launch::Exited { status, log } => {
-                ensure!(!status.success(), "{field}: Envoy exited with {status}");
-                let line = log
-                    .lines()
-                    .find(|l| l.contains("ip-restriction: bad configuration"))
-                    .with_context(|| format!("{field}: no refusal in Envoy's log:\n{log}"))?;
-                ensure!(line.contains(field), "{field}: {line}");
-            }
-        }
+        let line = Envoy::refusal(&envoy_config, "ip-restriction-refused", FILTER)
+            .with_context(|| format!("{field}: {config}"))?;
+        ensure!(line.contains(field), "{field}: {line}");
     }
     Ok(())
 }

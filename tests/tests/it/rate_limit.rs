@@ -426,17 +426,9 @@ fn bad_configurations_are_refused_at_start_naming_the_field() -> Result<()> {
 
         let mut envoy_config = EnvoyConfig::for_filter(FILTER, upstream.addr())?;
         envoy_config.set_plugin_configuration(config)?;
-        match Envoy::launch(&envoy_config, "rate-limit-refused")? {
-            Launch::Ready(envoy) => bail!("{field}: Envoy started\n{}", envoy.log_tail()),
-            Launch::Exited { status, log } => {
-                ensure!(!status.success(), "{field}: Envoy exited with {status}");
-                let line = log
-                    .lines()
-                    .find(|l| l.contains("rate-limit: bad configuration"))
-                    .with_context(|| format!("{field}: no refusal in Envoy's log:\n{log}"))?;
-                ensure!(line.contains(field), "{field}: {line}");
-            }
-        }
+        let line = Envoy::refusal(&envoy_config, "rate-limit-refused", FILTER)
+            .with_context(|| format!("{field}: {config}"))?;
+        ensure!(line.contains(field), "{field}: {line}");
     }
     Ok(())
 }
