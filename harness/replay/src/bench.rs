@@ -22,6 +22,11 @@
 //! stream holds its context in the filter until the batch ends, so the
 //! report's linear-memory figures show what concurrent streams cost.
 //!
+//! The traffic ([`TrafficSource`]) is a recording in memory or a JSON-lines
+//! file read again for every pass, [`BATCH`] exchanges at a time, so a
+//! benchmark of any recording runs in memory bounded by the batch; the
+//! counts are the same either way.
+//!
 //! The report reads as a table ([`BenchReport::text`]), JSON, an SVG
 //! picture ([`BenchReport::svg`]) or one self-contained HTML page with the
 //! tables and the picture ([`BenchReport::html`]).
@@ -36,10 +41,14 @@ use tollgate_host::plugin::{LoadError, Plugin};
 use tollgate_host::state::VmSettings;
 use tollgate_host::stream::{self, FailurePolicy, Lane, Prepared, StreamInput};
 use tollgate_host::vm::{CallRecord, Vm, VmError};
-use tollgate_traffic::Traffic;
+use tollgate_traffic::{Exchange, Traffic};
 
 mod html;
+mod source;
 mod svg;
+
+use source::SourceRef;
+pub use source::{BATCH, TrafficSource};
 
 /// Why a benchmark could not run.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +68,10 @@ pub enum BenchError {
     /// A bad option.
     #[error("{0}")]
     Option(String),
+    /// The recording could not be read (a bad entry, or a file that cannot
+    /// be re-read pass by pass).
+    #[error(transparent)]
+    Traffic(#[from] tollgate_traffic::TrafficError),
     /// The baseline report could not be read.
     #[error("baseline report {path}: {message}")]
     Baseline {
@@ -104,8 +117,9 @@ pub struct BenchOptions {
     pub filter: PathBuf,
     /// Its plugin configuration.
     pub config: String,
-    /// The traffic.
-    pub traffic: Traffic,
+    /// The traffic: in memory, or a file streamed in bounded batches
+    /// ([`TrafficSource`]; a [`Traffic`] converts with `.into()`).
+    pub traffic: TrafficSource,
     /// Measured passes.
     pub budget: Budget,
     /// Warm-up passes (not measured).
@@ -379,16 +393,6 @@ fn lane(vm: &mut Vm) -> [Lane<'_>; 1] {
     }]
 }
 
-/// The batches of exchange indices one pass runs: the traffic in order,
-/// one at a time, or `streams` at a time (the last batch filled up from
-/// the start of the traffic, so every batch has `streams` in flight).
-fn batches(exchanges: usize, streams: usize) -> Vec<Vec<usize>> {
-    let n = streams.max(1);
-    (0..exchanges.div_ceil(n))
-        .map(|b| (0..n).map(|j| (b * n + j) % exchanges).collect())
-        .collect()
-}
-
 /// Requests in one pass over `exchanges` with `streams` in flight.
 pub fn requests_per_pass(exchanges: usize, streams: usize) -> usize {
     let n = streams.max(1);
@@ -409,77 +413,123 @@ impl Tally {
         }
     }
 
-    /// One pass over the traffic; `record` false for warm-up.
-    fn pass(&mut self, vm: &mut Vm, inputs: &[Prepared<'_>], streams: usize, record: bool) {
-        let mut total = Duration::ZERO;
-        let mut requests = 0usize;
+    /// One pass over the traffic; `record` false for warm-up. A streamed
+    /// source is read again, a batch of exchanges at a time.
+    fn pass(&mut self, vm: &mut Vm, p: &Pass<'_>, record: bool) -> Result<(), BenchError> {
+        let mut acc = (Duration::ZERO, 0usize);
         let pass = self.passes;
         self.passes += 1;
         if self.failure.is_some() {
             // A dead VM is not called again.
-            return;
+            return Ok(());
         }
-        for (b, batch) in batches(inputs.len(), streams).into_iter().enumerate() {
-            let t = Instant::now();
-            let failed = if streams <= 1 {
-                let v = stream::run_chain_verdict(&mut lane(vm), &inputs[batch[0]]);
-                if let crate::Verdict::Failed { message } = &v.verdict {
-                    self.failure = Some((pass, b, message.clone()));
+        let s = p.streams.max(1);
+        // Whole batches of streams in flight per read.
+        let chunk = s * (BATCH / s).max(1);
+        let head_inputs: Vec<StreamInput> =
+            p.head.iter().map(StreamInput::from_recording).collect();
+        let head: Vec<Prepared<'_>> = head_inputs.iter().map(Prepared::new).collect();
+        p.source.each_batch(chunk, |first, exchanges| {
+            let inputs: Vec<StreamInput> =
+                exchanges.iter().map(StreamInput::from_recording).collect();
+            let prepared: Vec<Prepared<'_>> = inputs.iter().map(Prepared::new).collect();
+            for (k, group) in prepared.chunks(s).enumerate() {
+                let mut batch: Vec<&Prepared<'_>> = group.iter().collect();
+                // The last batch is filled up from the start of the traffic.
+                let mut g = first + k * s + group.len();
+                while batch.len() < s {
+                    batch.push(&head[g % p.exchanges]);
+                    g += 1;
                 }
-                u64::from(matches!(v.verdict, crate::Verdict::Failed { .. }))
-            } else {
-                let group: Vec<&Prepared<'_>> = batch.iter().map(|&i| &inputs[i]).collect();
-                let mut peak = self.memory_peak;
-                let outs = stream::run_interleaved(&mut lane(vm), &group, |lanes| {
-                    if let Some(vm) = lanes[0].vm.as_deref() {
-                        peak = peak.max(vm.memory_size());
-                    }
-                });
-                self.memory_peak = peak;
-                if let Some((k, f)) = outs
-                    .iter()
-                    .enumerate()
-                    .find_map(|(k, o)| o.failure.as_ref().map(|f| (k, f)))
-                {
-                    self.failure = Some((pass, b * streams + k, f.to_string()));
+                if !self.batch(vm, &batch, (pass, first / s + k), record, &mut acc) {
+                    return false;
                 }
-                outs.iter().filter(|o| o.failure.is_some()).count() as u64
-            };
-            if self.failure.is_some() {
-                break;
             }
-            let took = t.elapsed();
-            self.memory_peak = self.memory_peak.max(vm.memory_size());
-            vm.drain_calls(&mut self.records);
-            if !record {
-                self.records.clear();
-                continue;
-            }
-            total += took;
-            requests += batch.len();
-            self.failed += failed;
-            // Interleaved streams share the batch's time evenly.
-            let each = (took.as_nanos() as u64 / batch.len() as u64).max(1);
-            for _ in &batch {
-                let _ = self.request.record(each);
-            }
-            for r in self.records.drain(..) {
-                let h = match self.callbacks.iter().position(|(n, _)| *n == r.callback) {
-                    Some(i) => &mut self.callbacks[i].1,
-                    None => {
-                        self.callbacks.push((r.callback, histogram()));
-                        let last = self.callbacks.len() - 1;
-                        &mut self.callbacks[last].1
-                    }
-                };
-                let _ = h.record((r.wall.as_nanos() as u64).max(1));
-            }
-        }
+            true
+        })?;
         if record {
-            let n = requests.max(1) as f64;
-            self.pass_means_ns.push(total.as_nanos() as f64 / n);
+            let n = acc.1.max(1) as f64;
+            self.pass_means_ns.push(acc.0.as_nanos() as f64 / n);
         }
+        Ok(())
     }
+
+    /// One batch of `group.len()` streams in flight (batch `at.1` of pass
+    /// `at.0`); false when a guest call failed (the VM is dead).
+    fn batch(
+        &mut self,
+        vm: &mut Vm,
+        group: &[&Prepared<'_>],
+        at: (usize, usize),
+        record: bool,
+        acc: &mut (Duration, usize),
+    ) -> bool {
+        let (pass, b) = at;
+        let streams = group.len();
+        let t = Instant::now();
+        let failed = if streams <= 1 {
+            let v = stream::run_chain_verdict(&mut lane(vm), group[0]);
+            if let crate::Verdict::Failed { message } = &v.verdict {
+                self.failure = Some((pass, b, message.clone()));
+            }
+            u64::from(matches!(v.verdict, crate::Verdict::Failed { .. }))
+        } else {
+            let mut peak = self.memory_peak;
+            let outs = stream::run_interleaved(&mut lane(vm), group, |lanes| {
+                if let Some(vm) = lanes[0].vm.as_deref() {
+                    peak = peak.max(vm.memory_size());
+                }
+            });
+            self.memory_peak = peak;
+            if let Some((k, f)) = outs
+                .iter()
+                .enumerate()
+                .find_map(|(k, o)| o.failure.as_ref().map(|f| (k, f)))
+            {
+                self.failure = Some((pass, b * streams + k, f.to_string()));
+            }
+            outs.iter().filter(|o| o.failure.is_some()).count() as u64
+        };
+        if self.failure.is_some() {
+            return false;
+        }
+        let took = t.elapsed();
+        self.memory_peak = self.memory_peak.max(vm.memory_size());
+        vm.drain_calls(&mut self.records);
+        if !record {
+            self.records.clear();
+            return true;
+        }
+        acc.0 += took;
+        acc.1 += streams;
+        self.failed += failed;
+        // Interleaved streams share the batch's time evenly.
+        let each = (took.as_nanos() as u64 / streams as u64).max(1);
+        for _ in group {
+            let _ = self.request.record(each);
+        }
+        for r in self.records.drain(..) {
+            let h = match self.callbacks.iter().position(|(n, _)| *n == r.callback) {
+                Some(i) => &mut self.callbacks[i].1,
+                None => {
+                    self.callbacks.push((r.callback, histogram()));
+                    let last = self.callbacks.len() - 1;
+                    &mut self.callbacks[last].1
+                }
+            };
+            let _ = h.record((r.wall.as_nanos() as u64).max(1));
+        }
+        true
+    }
+}
+
+/// What one pass runs: the traffic, its size, its first exchanges (to fill
+/// the last batch) and the streams in flight.
+struct Pass<'a> {
+    source: SourceRef<'a>,
+    exchanges: usize,
+    head: &'a [Exchange],
+    streams: usize,
 }
 
 /// Per callback of a metered pass: (export, calls, wasm instructions).
@@ -507,6 +557,16 @@ pub fn count_pass_with(
     settings: VmSettings,
     traffic: &Traffic,
 ) -> Result<(Counts, CallbackCounts), BenchError> {
+    count_source(name, wasm, settings, SourceRef::Memory(&traffic.exchanges))
+}
+
+/// [`count_pass_with`] over any source, a batch at a time.
+fn count_source(
+    name: &str,
+    wasm: &[u8],
+    settings: VmSettings,
+    source: SourceRef<'_>,
+) -> Result<(Counts, CallbackCounts), BenchError> {
     let plugin = Plugin::from_bytes_metered(name, wasm)?;
     let mut vm = Vm::start(&plugin, settings)?;
     vm.record_calls(true);
@@ -514,28 +574,29 @@ pub fn count_pass_with(
     vm.drain_calls(&mut records);
     records.clear();
     let before = vm.state().boundary();
-    let inputs: Vec<StreamInput> = traffic
-        .exchanges
-        .iter()
-        .map(StreamInput::from_recording)
-        .collect();
-    for input in &inputs {
-        stream::run_chain_verdict(&mut lane(&mut vm), &Prepared::new(input));
-        vm.drain_calls(&mut records);
-    }
-    let after = vm.state().boundary();
     let mut per: Vec<(String, u64, u64)> = Vec::new();
-    for r in &records {
-        match per.iter_mut().find(|(n, _, _)| n == r.callback) {
-            Some(e) => {
-                e.1 += 1;
-                e.2 += r.instructions;
-            }
-            None => per.push((r.callback.to_string(), 1, r.instructions)),
+    let mut instructions = 0u64;
+    source.each_batch(BATCH, |_, exchanges| {
+        for e in exchanges {
+            let input = StreamInput::from_recording(e);
+            stream::run_chain_verdict(&mut lane(&mut vm), &Prepared::new(&input));
+            vm.drain_calls(&mut records);
         }
-    }
+        for r in records.drain(..) {
+            instructions += r.instructions;
+            match per.iter_mut().find(|(n, _, _)| n == r.callback) {
+                Some(e) => {
+                    e.1 += 1;
+                    e.2 += r.instructions;
+                }
+                None => per.push((r.callback.to_string(), 1, r.instructions)),
+            }
+        }
+        true
+    })?;
+    let after = vm.state().boundary();
     let counts = Counts {
-        instructions: records.iter().map(|r| r.instructions).sum(),
+        instructions,
         host_calls: after.host_calls - before.host_calls,
         bytes_in: after.bytes_in - before.bytes_in,
         bytes_out: after.bytes_out - before.bytes_out,
@@ -577,10 +638,10 @@ fn finish(
     tally: Tally,
     memory_start: u64,
     settings: VmSettings,
-    traffic: &Traffic,
+    traffic: SourceRef<'_>,
     streams: usize,
 ) -> Result<FilterBench, BenchError> {
-    let (counts, per) = count_pass_with(&s.name, &s.wasm, settings, traffic)?;
+    let (counts, per) = count_source(&s.name, &s.wasm, settings, traffic)?;
     let mut callbacks: Vec<CallbackCost> = tally
         .callbacks
         .iter()
@@ -639,12 +700,13 @@ fn callback_order(name: &str) -> usize {
 /// Runs the benchmark: the filter and the floor interleaved pass by pass,
 /// and with a baseline module, the baseline too.
 pub fn run(options: &BenchOptions, baseline: Option<&Baseline>) -> Result<BenchReport, BenchError> {
-    let traffic = &options.traffic;
-    let source = traffic
-        .source
-        .as_ref()
-        .map_or_else(|| "(in memory)".to_string(), |p| p.display().to_string());
-    if traffic.exchanges.is_empty() {
+    let traffic = options.traffic.as_ref();
+    let source = options.traffic.name();
+    let streams = options.streams.max(1);
+    // One reading pass: the size, and the first exchanges (the last batch of
+    // streams in flight is filled up from them); bad entries stop here.
+    let (exchanges, head) = traffic.scan(streams)?;
+    if exchanges == 0 {
         return Err(BenchError::NoTraffic { traffic: source });
     }
     if options.budget == Budget::Iterations(0) {
@@ -693,13 +755,12 @@ pub fn run(options: &BenchOptions, baseline: Option<&Baseline>) -> Result<BenchR
         }
         None => {}
     }
-    let streams = options.streams.max(1);
-    let inputs: Vec<StreamInput> = traffic
-        .exchanges
-        .iter()
-        .map(StreamInput::from_recording)
-        .collect();
-    let prepared: Vec<Prepared<'_>> = inputs.iter().map(Prepared::new).collect();
+    let prepared = Pass {
+        source: traffic,
+        exchanges,
+        head: &head,
+        streams,
+    };
     let mut tallies: Vec<Tally> = subjects.iter().map(|_| Tally::new()).collect();
     for s in subjects.iter_mut() {
         s.vm.record_calls(true);
@@ -707,7 +768,7 @@ pub fn run(options: &BenchOptions, baseline: Option<&Baseline>) -> Result<BenchR
     let memory_start: Vec<u64> = subjects.iter().map(|s| s.vm.memory_size()).collect();
     for _ in 0..options.warmup {
         for (s, t) in subjects.iter_mut().zip(tallies.iter_mut()) {
-            t.pass(&mut s.vm, &prepared, streams, false);
+            t.pass(&mut s.vm, &prepared, false)?;
         }
     }
     let started = Instant::now();
@@ -717,7 +778,7 @@ pub fn run(options: &BenchOptions, baseline: Option<&Baseline>) -> Result<BenchR
         let n = subjects.len();
         for k in 0..n {
             let i = if passes % 2 == 0 { k } else { n - 1 - k };
-            tallies[i].pass(&mut subjects[i].vm, &prepared, streams, true);
+            tallies[i].pass(&mut subjects[i].vm, &prepared, true)?;
         }
         passes += 1;
         let done = match options.budget {
@@ -777,8 +838,8 @@ pub fn run(options: &BenchOptions, baseline: Option<&Baseline>) -> Result<BenchR
     };
     Ok(BenchReport {
         traffic: source,
-        requests_per_pass: requests_per_pass(traffic.exchanges.len(), streams),
-        counted_requests: traffic.exchanges.len(),
+        requests_per_pass: requests_per_pass(exchanges, streams),
+        counted_requests: exchanges,
         passes,
         above_floor_p50_ns: filter.request.p50_ns as i64 - floor.request.p50_ns as i64,
         above_floor_mean_ns: filter.request.mean_ns - floor.request.mean_ns,

@@ -98,8 +98,10 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             None => c.clone(),
         },
     };
-    let traffic = tollgate_traffic::load_with(&args.traffic, tollgate_traffic::Leniency::Strict)?;
-    for w in &traffic.warnings {
+    // Streamed: a JSON-lines recording is read again for every pass, a batch
+    // at a time, never held whole.
+    let (traffic, warnings) = bench::TrafficSource::open(&args.traffic)?;
+    for w in &warnings {
         eprintln!("warning: {w}");
     }
     let baseline = args

@@ -72,7 +72,7 @@ fn a_module_against_itself_is_not_a_regression() {
     let options = BenchOptions {
         filter: path.clone(),
         config: String::new(),
-        traffic: traffic(5),
+        traffic: traffic(5).into(),
         budget: Budget::Iterations(30),
         warmup: 2,
         cache: None,
@@ -121,7 +121,7 @@ fn bad_input_is_named() {
     let options = BenchOptions {
         filter: PathBuf::from("/nonexistent/filter.wasm"),
         config: String::new(),
-        traffic: traffic(1),
+        traffic: traffic(1).into(),
         budget: Budget::Iterations(1),
         warmup: 0,
         cache: None,
@@ -133,7 +133,7 @@ fn bad_input_is_named() {
     let e = bench::run(&options, None).expect_err("missing module");
     assert!(e.to_string().contains("/nonexistent/filter.wasm"), "{e}");
     let empty = BenchOptions {
-        traffic: traffic(0),
+        traffic: traffic(0).into(),
         ..options
     };
     assert!(matches!(

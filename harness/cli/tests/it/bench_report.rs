@@ -81,7 +81,7 @@ fn options(filter: PathBuf, streams: usize) -> BenchOptions {
     BenchOptions {
         filter,
         config: String::new(),
-        traffic: traffic(3),
+        traffic: traffic(3).into(),
         budget: Budget::Iterations(2),
         warmup: 0,
         cache: None,

@@ -297,7 +297,8 @@ fn bench_stops_at_a_dead_vm_and_names_the_failure() {
         traffic: Traffic {
             source: Some("test traffic".into()),
             ..two_requests()
-        },
+        }
+        .into(),
         budget: Budget::Time(Duration::from_secs(600)),
         warmup: 1,
         cache: None,

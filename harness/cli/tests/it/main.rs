@@ -4,6 +4,7 @@
 mod bad_inputs;
 mod bench;
 mod bench_report;
+mod bench_stream;
 mod bodies;
 mod buffers;
 mod callouts;
