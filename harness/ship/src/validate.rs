@@ -615,7 +615,7 @@ fn reports(
 /// regular file, under the input cap) and refuses nesting past
 /// [`MAX_YAML_DEPTH`](tollgate_files::input::MAX_YAML_DEPTH) before any parser
 /// sees it, naming the line.
-fn read_yaml(path: &Path) -> Result<String, ShipError> {
+pub fn read_yaml(path: &Path) -> Result<String, ShipError> {
     use tollgate_files::input;
     let text = input::read_to_string(path).map_err(|e| ShipError::read(path, e))?;
     input::check_yaml_depth(&text, input::MAX_YAML_DEPTH)

@@ -157,7 +157,7 @@ pub fn manifest(args: ManifestArgs) -> Result<()> {
         .config
         .clone()
         .unwrap_or_else(|| Path::new("filters").join(&args.filter).join("demo.json"));
-    let config = std::fs::read_to_string(&config_path)
+    let config = tollgate_files::input::read_to_string(&config_path)
         .with_context(|| format!("cannot read the configuration {}", config_path.display()))?;
     let url = args
         .url
@@ -250,8 +250,8 @@ pub fn validate(args: ValidateArgs) -> Result<()> {
     let mut rejected = 0;
     let mut accepted = 0;
     for path in &args.manifests {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        // Bounded, regular files only, nesting refused before parsing (as every input).
+        let text = tollgate_ship::validate::read_yaml(path)?;
         let docs = tollgate_ship::validate::documents(&path.display().to_string(), &text)?;
         let mut reports = crd.validate_text(&path.display().to_string(), &text)?;
         for report in &mut reports {
