@@ -233,24 +233,8 @@ impl PluginManifest {
             spec.insert("priority".into(), json!(priority));
         }
         spec.insert("failStrategy".into(), json!(self.fail_strategy));
-        if !self.matches.is_empty() {
-            let matches: Vec<Value> = self
-                .matches
-                .iter()
-                .map(|m| {
-                    let mut entry = serde_json::Map::new();
-                    if let Some(mode) = m.mode {
-                        entry.insert("mode".into(), json!(mode));
-                    }
-                    if !m.ports.is_empty() {
-                        let ports: Vec<Value> =
-                            m.ports.iter().map(|p| json!({ "number": p })).collect();
-                        entry.insert("ports".into(), Value::Array(ports));
-                    }
-                    Value::Object(entry)
-                })
-                .collect();
-            spec.insert("match".into(), Value::Array(matches));
+        if let Some(matches) = self.match_entries() {
+            spec.insert("match".into(), matches);
         }
         spec.insert("pluginConfig".into(), self.plugin_config.clone());
         json!({
