@@ -138,7 +138,8 @@ pub fn check_envoy(path: &Path) -> Result<(), LiveError> {
 /// A scratch folder for bootstraps and Envoy logs. With no `base`, a new
 /// `tollgate-envoy-<pid>-<n>` in the system's temp folder, removed by
 /// [`ScratchDir::discard`] after a successful run (kept after a failure, for
-/// the logs errors point to); with a `base`, that folder, always kept.
+/// the logs errors point to; removed when a signal ends the process); with a
+/// `base`, that folder, always kept.
 pub struct ScratchDir {
     path: PathBuf,
     temporary: bool,
@@ -161,6 +162,9 @@ impl ScratchDir {
             ),
         };
         std::fs::create_dir_all(&path).map_err(io(format!("creating {}", path.display())))?;
+        if temporary {
+            tollgate_files::remove_on_signal(&path);
+        }
         Ok(ScratchDir { path, temporary })
     }
 
@@ -178,6 +182,7 @@ impl ScratchDir {
     pub fn discard(self) {
         if self.temporary {
             let _ = std::fs::remove_dir_all(&self.path);
+            tollgate_files::keep_on_signal(&self.path);
         }
     }
 }

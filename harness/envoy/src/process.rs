@@ -87,7 +87,9 @@ impl Launch {
     }
 
     /// Starts the local binary `envoy` with these arguments, its standard
-    /// output and error going to `log` (created), in `cwd` when given.
+    /// output and error going to `log` (created), in `cwd` when given. A
+    /// signal that ends this process kills it (`tollgate_files`); stop it
+    /// with [`crate::record::stop_child`] or forget it there first.
     pub fn spawn(&self, envoy: &Path, log: &Path, cwd: Option<&Path>) -> std::io::Result<Child> {
         // scratch: Envoy's log, in the run's own folder.
         let out = File::create(log)?;
@@ -102,6 +104,7 @@ impl Launch {
             .stdout(out)
             .stderr(err)
             .spawn()
+            .inspect(|child| tollgate_files::kill_child_on_signal(child.id()))
     }
 }
 

@@ -397,6 +397,7 @@ impl Drop for Recorder {
 /// Kills the Envoy in `child`, if any, and waits for it to exit (no zombie).
 pub(crate) fn stop_child(child: &mut Option<Child>) {
     if let Some(mut c) = child.take() {
+        tollgate_files::forget_child(c.id());
         let _ = c.kill();
         let _ = c.wait();
     }

@@ -21,6 +21,10 @@
 //! [`stop_on_signal`] and polls [`stop_requested`]; a second signal ends the
 //! process as above. Only SIGKILL (or a power loss before the rename) can
 //! leave a `.tollgate-*.tmp` file behind; it is never mistaken for output.
+//! Child processes that must not outlive the command (the Envoys of
+//! `tollgate envoy` and `record`) are named with [`kill_child_on_signal`]:
+//! the handler kills them before the process ends, since their owners'
+//! `Drop` does not run then.
 //!
 //! Reading what the user hands the harness is the other half ([`input`]):
 //! regular files only, every read capped, YAML nesting bounded before it is
@@ -28,8 +32,8 @@
 //! and of manifests (`tollgate-ship`).
 //!
 //! Architecture invariant: this crate holds the only process-wide state of
-//! the harness (the list of pending temporary files, read by the signal
-//! thread, and the input cap the `tollgate` command sets from
+//! the harness (the lists of pending temporary files and of children to
+//! kill, read by the signal thread, and the input cap the `tollgate` command sets from
 //! `--max-input-bytes`); guests never see it.
 
 pub mod input;
@@ -42,6 +46,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Temporary files and folders not yet committed nor dropped.
 static PENDING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+/// Child processes to kill when a signal ends this one.
+static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 /// Distinguishes the temporary files of one process.
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// Set by the first SIGINT/SIGTERM when [`stop_on_signal`] asked for it.
@@ -299,6 +305,33 @@ fn remove_pending() {
     }
 }
 
+fn children() -> std::sync::MutexGuard<'static, Vec<u32>> {
+    CHILDREN.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Asks that the child process `pid` be killed when a signal ends this
+/// process (its owner's `Drop`, which stops it otherwise, does not run then).
+pub fn kill_child_on_signal(pid: u32) {
+    children().push(pid);
+}
+
+/// Asks that the scratch file or folder `path` be removed when a signal ends
+/// this process (for folders a command removes itself on success).
+pub fn remove_on_signal(path: &Path) {
+    register(path);
+}
+
+/// Forgets `path` (see [`remove_on_signal`]): its owner removed it, or keeps it.
+pub fn keep_on_signal(path: &Path) {
+    unregister(path);
+}
+
+/// Forgets the child `pid`: its owner stops it now. Call it before reaping
+/// the child, so that a reused pid is never killed.
+pub fn forget_child(pid: u32) {
+    children().retain(|&c| c != pid);
+}
+
 /// Makes the first SIGINT or SIGTERM set [`stop_requested`] instead of ending
 /// the process (for commands that stop on Ctrl-C by design).
 pub fn stop_on_signal() {
@@ -314,6 +347,9 @@ pub fn stop_requested() -> bool {
 fn on_signal(signal: i32) {
     if STOP_ON_SIGNAL.load(Ordering::SeqCst) && !STOP_REQUESTED.swap(true, Ordering::SeqCst) {
         return;
+    }
+    for pid in children().drain(..) {
+        signals::kill(pid);
     }
     remove_pending();
     signals::die_by(signal);
@@ -397,6 +433,18 @@ mod signals {
         Ok(())
     }
 
+    /// Kills the child `pid` (SIGKILL, as `Child::kill`).
+    pub(super) fn kill(pid: u32) {
+        if let Ok(pid) = libc::pid_t::try_from(pid) {
+            // SAFETY: `kill` has no memory-safety preconditions; `pid` is a
+            // child registered by its owner and not yet reaped, so the id
+            // still names that child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    }
+
     /// Ends the process by `signal` with its default action (the status a
     /// parent sees is "killed by SIGINT", as without the handler).
     pub(super) fn die_by(signal: i32) -> ! {
@@ -417,6 +465,7 @@ mod signals {
     pub(super) fn install(_: fn(i32)) -> std::io::Result<()> {
         Ok(())
     }
+    pub(super) fn kill(_: u32) {}
     pub(super) fn die_by(signal: i32) -> ! {
         std::process::exit(128 + signal)
     }

@@ -1,6 +1,7 @@
 //! `tollgate` writing files, run as a process: the same file as input and
 //! output, a failed run, Ctrl-C (SIGINT) and SIGTERM in the middle of a
-//! write, a recording that cannot start. The earlier file must stay byte for
+//! write, a recording that cannot start, SIGTERM to `tollgate envoy` (its
+//! Envoys end with it). The earlier file must stay byte for
 //! byte, no half-written file and no temporary file may be left.
 
 use std::io::Write;
@@ -488,4 +489,104 @@ fn record_keeps_the_earlier_recording_until_ctrl_c_puts_the_new_one_in_place() {
         "{:?}",
         names(&d)
     );
+}
+
+/// The processes whose parent is `pid` and whose command is `comm`.
+fn children_named(pid: u32, comm: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // "PID (COMM) STATE PPID ...": COMM may hold spaces, so split at ')'.
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let name = head.split_once('(').map(|(_, n)| n).unwrap_or_default();
+        let ppid = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok());
+        if name == comm && ppid == Some(pid) {
+            found.push(child);
+        }
+    }
+    found
+}
+
+/// Whether `pid` is still a live process (a zombie waiting for its new
+/// parent to reap it counts as ended).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().next().map(|st| st != "Z" && st != "X"))
+        })
+        .unwrap_or(false)
+}
+
+/// SIGTERM to `tollgate envoy --compare` while its Envoys run: the command
+/// ends by that signal and takes its Envoys and its scratch folder with it
+/// (their owners' `Drop` does not run when a signal ends the process; the
+/// handler kills and removes them).
+#[test]
+fn sigterm_to_tollgate_envoy_ends_its_envoys_too() {
+    let envoy = tollgate_envoy::locate::envoy_binary()
+        .unwrap_or_else(|e| panic!("Envoy is needed: {e}; run `cargo xtask envoy` and set ENVOY_BIN"));
+    let d = dir("envoy-sigterm");
+    let wasm = d.join("noop.wasm");
+    std::fs::write(&wasm, tollgate_host::bare::noop_module().expect("assembles")).expect("write");
+    let har = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../traffic/demo.har");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .arg("envoy")
+        .arg(&har)
+        .arg("--filter")
+        .arg(&wasm)
+        .args(["--compare", "--rounds", "50", "--requests-per-round", "100000"])
+        .arg("--envoy")
+        .arg(&envoy)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map(Running)
+        .expect("tollgate starts");
+    let tollgate = child.0.id();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let envoys = loop {
+        let found = children_named(tollgate, "envoy");
+        if !found.is_empty() {
+            break found;
+        }
+        if let Ok(Some(status)) = child.0.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.0.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            panic!("tollgate ended before starting an Envoy: {status:?}: {err}");
+        }
+        assert!(Instant::now() < deadline, "no Envoy started within 60 s");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // SAFETY: signals the child we spawned and have not waited for.
+    assert_eq!(
+        unsafe { libc::kill(tollgate as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    let status = child.0.wait().expect("tollgate ends");
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while envoys.iter().any(|&p| alive(p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let left: Vec<u32> = envoys.into_iter().filter(|&p| alive(p)).collect();
+    assert!(left.is_empty(), "Envoys still running after tollgate ended: {left:?}");
+    let scratch = format!("tollgate-envoy-{tollgate}-");
+    let stale: Vec<String> = std::fs::read_dir(std::env::temp_dir())
+        .expect("temp folder")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&scratch))
+        .collect();
+    assert!(stale.is_empty(), "scratch folders left behind: {stale:?}");
 }
