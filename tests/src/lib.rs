@@ -16,5 +16,6 @@ pub mod headers;
 pub use tollgate_envoy::http1;
 pub mod jwt;
 pub mod launcher;
+pub mod oidc;
 pub mod paths;
 pub mod upstream;

@@ -42,6 +42,9 @@
 //!   concurrent load sharing one bucket (next to native `local_ratelimit`), the demo's 429s and
 //!   headers, shadow mode, refused configurations.
 //!
+//! - `oidc_provider`: the real OpenID provider (npm `oidc-provider`) the identity filters are
+//!   tested against: discovery, client_credentials tokens, introspection.
+//!
 //! Envoy and the built filters come from `cargo xtask test` (which exports
 //! `ENVOY_BIN` and `TOLLGATE_FILTERS_DIR`); without them these tests fail
 //! with a message saying so, they never skip.
@@ -59,6 +62,7 @@ mod ip_restriction;
 mod jwt_auth;
 mod key_auth;
 mod native_parity;
+mod oidc_provider;
 mod plumbing;
 mod properties;
 mod rate_limit;
