@@ -33,7 +33,9 @@ pub const USER: &str = "alice";
 /// Lifetimes the provider is started with (seconds).
 #[derive(Debug, Clone, Copy)]
 pub struct ProviderOptions {
+    /// Access token lifetime.
     pub access_token_ttl: u32,
+    /// ID token lifetime.
     pub id_token_ttl: u32,
 }
 

@@ -42,6 +42,8 @@
 //!   concurrent load sharing one bucket (next to native `local_ratelimit`), the demo's 429s and
 //!   headers, shadow mode, refused configurations.
 //!
+//! - `oauth2_introspection`: the `oauth2-introspection` filter with the real provider through a
+//!   real Envoy (scope, audience, cache, revocation, fail closed) and its answers in the harness.
 //! - `oidc_provider`: the real OpenID provider (npm `oidc-provider`) the identity filters are
 //!   tested against: discovery, client_credentials tokens, introspection.
 //!
@@ -62,6 +64,7 @@ mod ip_restriction;
 mod jwt_auth;
 mod key_auth;
 mod native_parity;
+mod oauth2_introspection;
 mod oidc_provider;
 mod plumbing;
 mod properties;
