@@ -42,6 +42,8 @@
 //!   concurrent load sharing one bucket (next to native `local_ratelimit`), the demo's 429s and
 //!   headers, shadow mode, refused configurations.
 //!
+//! - `hmac_auth`: the `hmac-auth` filter (RFC 9421 signatures) in a real Envoy and the harness:
+//!   signed requests admitted once, replays across workers, swapped bodies and alterations refused.
 //! - `oauth2_introspection`: the `oauth2-introspection` filter with the real provider through a
 //!   real Envoy (scope, audience, cache, revocation, fail closed) and its answers in the harness.
 //! - `oidc_provider`: the real OpenID provider (npm `oidc-provider`) the identity filters are
@@ -58,6 +60,7 @@ mod chain;
 mod cors;
 mod envoy_cli;
 mod envoy_headers;
+mod hmac_auth;
 mod hostile_guests;
 mod ext_authz;
 mod ip_restriction;
