@@ -10,6 +10,7 @@
 //! Errors are `anyhow` errors: this crate only serves its own tests, and the
 //! messages (with the tail of Envoy's log) are what a failing test prints.
 
+pub mod browser;
 pub mod client;
 pub mod envoy;
 pub mod headers;

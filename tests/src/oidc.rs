@@ -156,3 +156,39 @@ impl Drop for Provider {
         let _ = self.child.wait();
     }
 }
+
+/// Drives the provider's development login and consent pages from `authorize_url` (an
+/// authorization request, or a page of the protected site that redirects to one) as `user`,
+/// following redirects until one goes to a URL starting with `stop_at` (the relying party's
+/// callback): returns that URL. Any page other than the login and consent forms is an error
+/// carrying the page.
+pub fn log_in(
+    browser: &mut crate::browser::Browser,
+    authorize_url: &str,
+    user: &str,
+    stop_at: &str,
+) -> Result<String> {
+    let stop = |url: &str| !url.starts_with(stop_at);
+    let (mut url, mut page) = browser.navigate(authorize_url, stop)?;
+    for _ in 0..4 {
+        if url.starts_with(stop_at) {
+            return Ok(url);
+        }
+        let html = String::from_utf8_lossy(&page.body).into_owned();
+        let Some(action) = crate::browser::form_action(&html) else {
+            bail!("{url} answered {} with no form: {html}", page.status);
+        };
+        (url, page) = if html.contains("name=\"prompt\" value=\"login\"") {
+            browser.submit(
+                &action,
+                &[("prompt", "login"), ("login", user), ("password", "any")],
+                stop,
+            )?
+        } else if html.contains("name=\"prompt\" value=\"consent\"") {
+            browser.submit(&action, &[("prompt", "consent")], stop)?
+        } else {
+            bail!("{url}: a form that is neither login nor consent: {html}");
+        };
+    }
+    bail!("still not redirected to {stop_at} after logging in and consenting (at {url})")
+}

@@ -113,3 +113,181 @@ fn provider_serves_discovery_and_introspects_its_tokens() -> Result<()> {
     );
     Ok(())
 }
+
+fn b64url(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The claims of a compact JWS (not verified: the provider is the one under test here).
+fn jwt_claims(token: &str) -> Result<serde_json::Value> {
+    let payload = token.split('.').nth(1).context("not a JWT")?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload)?;
+    Ok(serde_json::from_slice(&bytes)?)
+}
+
+/// The authorization code flow the `oidc` filter will run, driven against the provider: the test
+/// user logs in through its pages, the code is exchanged with the PKCE verifier (a wrong one is
+/// refused), the ID token names the issuer, client, user and nonce, the refresh token refreshes,
+/// an unknown user cannot log in, and RP-initiated logout knows the client's post-logout URI.
+#[test]
+fn provider_runs_the_code_flow_with_pkce_for_the_test_user() -> Result<()> {
+    use sha2_next::{Digest, Sha256};
+    use tollgate_tests::browser::{self, Browser};
+
+    let provider = Provider::start()?;
+    // Any 127.0.0.1 port matches the loopback client's registered redirect URI.
+    let callback = "http://127.0.0.1:5555/oidc/callback";
+    let verifier = b64url(b"a verifier of enough entropy for this test only");
+    let challenge = b64url(&Sha256::digest(verifier.as_bytes()));
+    let authorize = |state: &str, nonce: &str, challenge: &str| {
+        format!(
+            "{}/auth?{}",
+            provider.issuer(),
+            browser::form(&[
+                ("client_id", oidc::WEB_CLIENT.0),
+                ("response_type", "code"),
+                ("scope", "openid email profile offline_access"),
+                ("redirect_uri", callback),
+                ("state", state),
+                ("nonce", nonce),
+                ("code_challenge", challenge),
+                ("code_challenge_method", "S256"),
+                ("prompt", "consent"),
+            ])
+        )
+    };
+    let mut user = Browser::new();
+    let landed = oidc::log_in(
+        &mut user,
+        &authorize("st-1", "nonce-1", &challenge),
+        oidc::USER,
+        callback,
+    )?;
+    ensure!(
+        browser::query_param(&landed, "state").as_deref() == Some("st-1"),
+        "{landed}"
+    );
+    ensure!(
+        browser::query_param(&landed, "iss").as_deref() == Some(provider.issuer()),
+        "{landed}"
+    );
+    let first_code = browser::query_param(&landed, "code").context("no code")?;
+
+    let exchange = |code: &str, verifier: &str| {
+        post_form(
+            &provider,
+            "/token",
+            oidc::WEB_CLIENT,
+            &browser::form(&[
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("redirect_uri", callback),
+                ("code_verifier", verifier),
+            ]),
+        )
+    };
+    let (status, tokens) = exchange(&first_code, &verifier)?;
+    ensure!(status == 200, "{status} {tokens}");
+    let id_token = tokens["id_token"].as_str().context("no id_token")?;
+    let claims = jwt_claims(id_token)?;
+    ensure!(claims["iss"] == provider.issuer(), "{claims}");
+    ensure!(claims["aud"] == oidc::WEB_CLIENT.0, "{claims}");
+    ensure!(
+        claims["sub"] == oidc::USER && claims["nonce"] == "nonce-1",
+        "{claims}"
+    );
+    ensure!(claims["email"] == "alice@tollgate.test", "{claims}");
+
+    // A second login (the provider's session is still there) with a wrong verifier: refused.
+    let landed = oidc::log_in(
+        &mut user,
+        &authorize("st-2", "nonce-2", &challenge),
+        oidc::USER,
+        callback,
+    )?;
+    let code = browser::query_param(&landed, "code").context("no code")?;
+    let (status, refused) = exchange(
+        &code,
+        &b64url(b"some other verifier of the same length!!!!!"),
+    )?;
+    ensure!(
+        status == 400 && refused["error"] == "invalid_grant",
+        "{status} {refused}"
+    );
+
+    // Refresh.
+    let refresh = tokens["refresh_token"]
+        .as_str()
+        .context("no refresh_token")?;
+    let refresh_with = |token: &str| {
+        post_form(
+            &provider,
+            "/token",
+            oidc::WEB_CLIENT,
+            &browser::form(&[("grant_type", "refresh_token"), ("refresh_token", token)]),
+        )
+    };
+    let (status, refreshed) = refresh_with(refresh)?;
+    ensure!(
+        status == 200 && refreshed["id_token"].is_string(),
+        "{status} {refreshed}"
+    );
+    let rotated = refreshed["refresh_token"]
+        .as_str()
+        .unwrap_or(refresh)
+        .to_string();
+
+    // A code presented twice is refused, and the provider revokes what it issued (RFC 6749
+    // section 4.1.2): the refresh token stops working.
+    let (status, again) = exchange(&first_code, &verifier)?;
+    ensure!(
+        status == 400 && again["error"] == "invalid_grant",
+        "code reused: {status} {again}"
+    );
+    let (status, revoked) = refresh_with(&rotated)?;
+    ensure!(
+        status == 400 && revoked["error"] == "invalid_grant",
+        "refresh after code reuse: {status} {revoked}"
+    );
+
+    // Without a PKCE challenge the provider refuses the authorization request itself.
+    let (url, page) = Browser::new().navigate(
+        &authorize("st-3", "nonce-3", "")
+            .replace("&code_challenge=&code_challenge_method=S256", ""),
+        |u| !u.starts_with(callback),
+    )?;
+    ensure!(
+        browser::query_param(&url, "error").is_some() || page.status == 400,
+        "no PKCE accepted: {url} {}",
+        page.status
+    );
+
+    // Only the configured user exists.
+    let refused = oidc::log_in(
+        &mut Browser::new(),
+        &authorize("st-4", "n", &challenge),
+        "mallory",
+        callback,
+    );
+    ensure!(refused.is_err(), "an unknown user logged in: {refused:?}");
+
+    // RP-initiated logout: the end-session page for this client and its post-logout URI (matched
+    // exactly: oidc-provider 8 has no loopback port exception for post-logout URIs).
+    let logout = format!(
+        "{}/session/end?{}",
+        provider.issuer(),
+        browser::form(&[
+            ("id_token_hint", id_token),
+            ("post_logout_redirect_uri", "http://127.0.0.1/"),
+            ("state", "bye"),
+        ])
+    );
+    let (_, page) = user.navigate(&logout, |_| true)?;
+    let html = String::from_utf8_lossy(&page.body);
+    ensure!(
+        page.status == 200 && html.contains("logout"),
+        "{} {html}",
+        page.status
+    );
+    Ok(())
+}
