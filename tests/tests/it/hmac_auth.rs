@@ -11,8 +11,9 @@ use hmac::{KeyInit, Mac};
 use sha2_next::{Digest, Sha256};
 use tollgate_replay::{Replay, Verdict};
 use tollgate_tests::client;
-use tollgate_tests::envoy::{Envoy, EnvoyConfig};
+use tollgate_tests::envoy::{Envoy, EnvoyConfig, Launch};
 use tollgate_tests::http1::header;
+use tollgate_tests::launcher::Launcher;
 use tollgate_tests::paths;
 use tollgate_tests::upstream::{Upstream, text_response};
 use tollgate_traffic::{Exchange, HttpRequest, Traffic};
@@ -69,7 +70,76 @@ fn start_envoy(upstream: &Upstream) -> Result<Envoy> {
         .use_ephemeral_ports()?
         .route_cluster_to("upstream", upstream.addr())?;
     config.use_filters_from(&paths::filters_dir()?)?;
-    Envoy::start(&config, FILTER)
+    // Several workers, so several VMs: the nonces must be shared through shared data.
+    let launcher = Launcher::from_env()?.with_concurrency(WORKERS);
+    match Envoy::launch_with(&launcher, &config, FILTER)? {
+        Launch::Ready(envoy) => Ok(envoy),
+        Launch::Exited { status, log } => anyhow::bail!("Envoy exited ({status}):\n{log}"),
+    }
+}
+
+/// Envoy's worker threads in these tests.
+const WORKERS: u32 = 4;
+
+/// Connections each worker accepted (admin stats).
+fn connections_per_worker(envoy: &Envoy) -> Result<Vec<u64>> {
+    let stats = client::send(
+        envoy.admin(),
+        &client::request(
+            "GET",
+            "admin",
+            "/stats?filter=worker_.*downstream_cx_total",
+            &[],
+            b"",
+        ),
+    )?;
+    let text = String::from_utf8_lossy(&stats.body).into_owned();
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("listener.") && !l.contains("admin"))
+        .filter_map(|l| l.rsplit_once(": ").and_then(|(_, n)| n.trim().parse().ok()))
+        .collect())
+}
+
+#[test]
+fn envoy_admits_one_of_many_simultaneous_copies_across_workers() -> Result<()> {
+    let upstream = Upstream::start(text_response(b"paid"))?;
+    let envoy = start_envoy(&upstream)?;
+    envoy.explain((|| {
+        for round in 0..3 {
+            let body = format!("amount={round}&to=bob");
+            let request = signed_request(
+                "/pay",
+                body.as_bytes(),
+                body.as_bytes(),
+                &format!("race-{round}"),
+            )?;
+            let statuses: Vec<u16> = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..8)
+                    .map(|_| {
+                        scope.spawn(|| client::send(envoy.listener(), &request).map(|r| r.status))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join()
+                            .map_err(|_| anyhow::anyhow!("a client thread panicked"))?
+                    })
+                    .collect::<Result<Vec<u16>>>()
+            })?;
+            let admitted = statuses.iter().filter(|s| **s == 200).count();
+            let refused = statuses.iter().filter(|s| **s == 401).count();
+            ensure!(admitted == 1 && refused == 7, "round {round}: {statuses:?}");
+            ensure!(upstream.take_requests().len() == 1, "round {round}");
+        }
+        let workers = connections_per_worker(&envoy)?;
+        ensure!(
+            workers.iter().filter(|n| **n > 0).count() >= 2,
+            "the connections did not spread over the workers: {workers:?}"
+        );
+        Ok(())
+    })())
 }
 
 #[test]

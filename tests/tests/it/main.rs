@@ -43,7 +43,7 @@
 //!   headers, shadow mode, refused configurations.
 //!
 //! - `hmac_auth`: the `hmac-auth` filter (RFC 9421 signatures) in a real Envoy and the harness:
-//!   signed requests admitted once, replays across workers, swapped bodies and alterations refused.
+//!   signed requests admitted once (one of 8 simultaneous copies, 4 workers), replays, swapped bodies and alterations refused.
 //! - `oauth2_introspection`: the `oauth2-introspection` filter with the real provider through a
 //!   real Envoy (scope, audience, cache, revocation, fail closed) and its answers in the harness.
 //! - `oidc_provider`: the real OpenID provider (npm `oidc-provider`) the identity filters are
