@@ -231,6 +231,54 @@ fn envoy_fails_closed_when_the_provider_refuses_the_client_or_is_down() -> Resul
     envoy.explain(wrong.explain(result))
 }
 
+/// A server that accepts connections and never answers (held until the test ends).
+struct Silent {
+    addr: SocketAddr,
+    _listener: std::net::TcpListener,
+}
+
+impl Silent {
+    fn start() -> Result<Silent> {
+        let listener =
+            std::net::TcpListener::bind("127.0.0.1:0").context("binding the silent server")?;
+        Ok(Silent {
+            addr: listener.local_addr()?,
+            _listener: listener,
+        })
+    }
+}
+
+#[test]
+fn envoy_fails_closed_when_the_provider_is_slower_than_the_timeout() -> Result<()> {
+    // The kernel completes the handshakes (backlog) but nothing ever answers.
+    let silent = Silent::start()?;
+    let upstream = Upstream::start(text_response(b"order 7"))?;
+    let demo = paths::demo_config(FILTER)?;
+    let fast = demo.replace("\"timeout_ms\": 1000", "\"timeout_ms\": 300");
+    ensure!(
+        fast != demo,
+        "the demo configuration has no timeout_ms of 1000 to change"
+    );
+    let envoy = start_envoy(
+        upstream.addr(),
+        silent.addr,
+        Some(&fast),
+        "oauth2-introspection-slow",
+    )?;
+    envoy.explain((|| {
+        let started = std::time::Instant::now();
+        let got = client::send(envoy.listener(), &api_request(Some("Bearer waits-forever")))?;
+        ensure!(got.status == 503, "{got:?}");
+        ensure!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the answer took {:?}: the timeout was not applied",
+            started.elapsed()
+        );
+        ensure!(upstream.take_requests().is_empty());
+        Ok(())
+    })())
+}
+
 fn now_s() -> Result<u64> {
     Ok(SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs())
 }
