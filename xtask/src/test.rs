@@ -11,6 +11,7 @@ use crate::process;
 pub fn run() -> Result<()> {
     let started = Instant::now();
     let envoy = crate::envoy::run()?;
+    let oidc_provider = crate::oidc_provider::run()?;
     crate::build::run()?;
     crate::validate::validate_all(&envoy)?;
 
@@ -58,7 +59,8 @@ pub fn run() -> Result<()> {
         process::cargo()
             .args(["test", "--workspace", "--no-fail-fast"])
             .env("ENVOY_BIN", &envoy)
-            .env("TOLLGATE_FILTERS_DIR", &filters_dir),
+            .env("TOLLGATE_FILTERS_DIR", &filters_dir)
+            .env("TOLLGATE_OIDC_PROVIDER_DIR", &oidc_provider),
     )
     .context("tests failed: see the failures above")?;
 

@@ -42,6 +42,13 @@
 //!   concurrent load sharing one bucket (next to native `local_ratelimit`), the demo's 429s and
 //!   headers, shadow mode, refused configurations.
 //!
+//! - `hmac_auth`: the `hmac-auth` filter (RFC 9421 signatures) in a real Envoy and the harness:
+//!   signed requests admitted once (one of 8 simultaneous copies, 4 workers), replays, swapped bodies and alterations refused.
+//! - `oauth2_introspection`: the `oauth2-introspection` filter with the real provider through a
+//!   real Envoy (scope, audience, cache, revocation, fail closed) and its answers in the harness.
+//! - `oidc_provider`: the real OpenID provider (npm `oidc-provider`) the identity filters are
+//!   tested against: discovery, client_credentials tokens, introspection.
+//!
 //! Envoy and the built filters come from `cargo xtask test` (which exports
 //! `ENVOY_BIN` and `TOLLGATE_FILTERS_DIR`); without them these tests fail
 //! with a message saying so, they never skip.
@@ -53,12 +60,15 @@ mod chain;
 mod cors;
 mod envoy_cli;
 mod envoy_headers;
+mod hmac_auth;
 mod hostile_guests;
 mod ext_authz;
 mod ip_restriction;
 mod jwt_auth;
 mod key_auth;
 mod native_parity;
+mod oauth2_introspection;
+mod oidc_provider;
 mod plumbing;
 mod properties;
 mod rate_limit;
