@@ -17,4 +17,5 @@ pub use tollgate_envoy::http1;
 pub mod jwt;
 pub mod launcher;
 pub mod paths;
+pub mod trickle;
 pub mod upstream;

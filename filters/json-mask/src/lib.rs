@@ -364,6 +364,8 @@ pub struct JsonMaskFilter {
     config: Rc<JsonMaskConfig>,
     request: Phase,
     response: Phase,
+    /// This filter answered the request itself: its own reply is not inspected.
+    replied: bool,
 }
 
 impl JsonMaskFilter {
@@ -493,6 +495,7 @@ impl HttpFilter for JsonMaskFilter {
             config,
             request: Phase::Skip,
             response: Phase::Skip,
+            replied: false,
         }
     }
 
@@ -502,6 +505,7 @@ impl HttpFilter for JsonMaskFilter {
             Err(()) => {
                 let (status, ct, body) = self.refusal(Direction::Request);
                 req.send_response(status, &[("content-type", ct)], body);
+                self.replied = true;
             }
         }
         Action::Continue
@@ -524,16 +528,22 @@ impl HttpFilter for JsonMaskFilter {
         if result.is_err() {
             let (status, ct, text) = self.refusal(Direction::Request);
             body.send_response(status, &[("content-type", ct)], text);
+            self.replied = true;
         }
         Action::Continue
     }
 
     fn on_response_headers(&mut self, resp: &mut Response<'_>, end_of_stream: bool) -> Action {
+        if self.replied {
+            // Envoy runs a filter's own local reply through its response callbacks.
+            return Action::Continue;
+        }
         match self.start(resp.header_map(), end_of_stream, Direction::Response) {
             Ok(phase) => self.response = phase,
             Err(()) => {
                 let (status, ct, body) = self.refusal(Direction::Response);
                 resp.send_response(status, &[("content-type", ct)], body);
+                self.replied = true;
             }
         }
         Action::Continue

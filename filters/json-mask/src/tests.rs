@@ -218,6 +218,13 @@ fn oversize_request_passes_unchanged_or_is_refused() {
     let body = reply.map(|r| r.body).unwrap_or_default();
     let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     assert_eq!(parsed["status"], 413);
+    // Envoy hands the filter its own reply as the response: it goes out as it is.
+    let length = body.len().to_string();
+    let (_, refused) = json_response(
+        &mut f,
+        &[("content-type", "application/problem+json"), ("content-length", &length)],
+    );
+    assert_eq!(refused, None);
 
     // Exactly the limit is inspected.
     let exact = config(r#"{"rules": [{"key": "p"}], "max_body_bytes": 8}"#);

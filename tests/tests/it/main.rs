@@ -41,6 +41,8 @@
 //! - `rate_limit`: the `rate-limit` filter: four harness workers and four Envoy workers under
 //!   concurrent load sharing one bucket (next to native `local_ratelimit`), the demo's 429s and
 //!   headers, shadow mode, refused configurations.
+//! - `json_mask`: the `json-mask` filter in a real Envoy with a client and an upstream writing
+//!   bodies whole, byte by byte and in random pieces, the same in the harness; oversize bodies.
 //!
 //! Envoy and the built filters come from `cargo xtask test` (which exports
 //! `ENVOY_BIN` and `TOLLGATE_FILTERS_DIR`); without them these tests fail
@@ -56,6 +58,7 @@ mod envoy_headers;
 mod hostile_guests;
 mod ext_authz;
 mod ip_restriction;
+mod json_mask;
 mod jwt_auth;
 mod key_auth;
 mod native_parity;
