@@ -117,6 +117,9 @@ pub fn send(addr: SocketAddr, request: &HttpRequest, writes: &Writes) -> Result<
     })
 }
 
+/// The open connections and their threads, closed and joined on `Drop`.
+type Connections = Arc<Mutex<Vec<(TcpStream, JoinHandle<()>)>>>;
+
 struct Shared {
     stopping: AtomicBool,
     requests: Mutex<Vec<ReceivedRequest>>,
@@ -129,7 +132,7 @@ pub struct TrickleUpstream {
     addr: SocketAddr,
     shared: Arc<Shared>,
     acceptor: Option<JoinHandle<()>>,
-    connections: Arc<Mutex<Vec<(TcpStream, JoinHandle<()>)>>>,
+    connections: Connections,
 }
 
 impl TrickleUpstream {
@@ -142,7 +145,7 @@ impl TrickleUpstream {
             requests: Mutex::new(Vec::new()),
             response: Mutex::new((response, writes)),
         });
-        let connections: Arc<Mutex<Vec<(TcpStream, JoinHandle<()>)>>> = Arc::default();
+        let connections: Connections = Arc::default();
         let (s, c) = (Arc::clone(&shared), Arc::clone(&connections));
         let acceptor = std::thread::Builder::new()
             .name("trickle-accept".into())

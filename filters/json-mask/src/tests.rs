@@ -1,6 +1,9 @@
 //! Native tests of the filter logic: rules, the rewriter, content-length handling, limits, and
 //! properties over generated documents and chunkings.
 
+// Test code: a failed expectation panics with the case that failed.
+#![allow(clippy::panic)]
+
 use std::rc::Rc;
 
 use tollgate_sdk::body::{self, Outcome};
