@@ -43,6 +43,8 @@
 //!   headers, shadow mode, refused configurations.
 //! - `json_mask`: the `json-mask` filter in a real Envoy with a client and an upstream writing
 //!   bodies whole, byte by byte and in random pieces, the same in the harness; oversize bodies.
+//! - `request_validation`: the `request-validation` filter's demo (bodies in pieces, query,
+//!   headers) in a real Envoy and in the harness, the same answers; refused configurations.
 //!
 //! Envoy and the built filters come from `cargo xtask test` (which exports
 //! `ENVOY_BIN` and `TOLLGATE_FILTERS_DIR`); without them these tests fail
@@ -68,6 +70,7 @@ mod rate_limit;
 mod record;
 mod remote_code;
 mod request_block;
+mod request_validation;
 mod ship_oci;
 mod ship_schema;
 mod ship_validate;
