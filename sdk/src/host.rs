@@ -420,4 +420,8 @@ impl BodyBuffer for HostBody {
             Err(status) => log::warn!("cannot replace the body: {status:?}"),
         }
     }
+
+    fn len(&self) -> usize {
+        self.size
+    }
 }

@@ -19,4 +19,5 @@ pub mod jwt;
 pub mod launcher;
 pub mod oidc;
 pub mod paths;
+pub mod trickle;
 pub mod upstream;

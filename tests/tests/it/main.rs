@@ -41,6 +41,10 @@
 //! - `rate_limit`: the `rate-limit` filter: four harness workers and four Envoy workers under
 //!   concurrent load sharing one bucket (next to native `local_ratelimit`), the demo's 429s and
 //!   headers, shadow mode, refused configurations.
+//! - `json_mask`: the `json-mask` filter in a real Envoy with a client and an upstream writing
+//!   bodies whole, byte by byte and in random pieces, the same in the harness; oversize bodies.
+//! - `request_validation`: the `request-validation` filter's demo (bodies in pieces, query,
+//!   headers) in a real Envoy and in the harness, the same answers; refused configurations.
 //!
 //! - `hmac_auth`: the `hmac-auth` filter (RFC 9421 signatures) in a real Envoy and the harness:
 //!   signed requests admitted once (one of 8 simultaneous copies, 4 workers), replays, swapped bodies and alterations refused.
@@ -64,6 +68,7 @@ mod hmac_auth;
 mod hostile_guests;
 mod ext_authz;
 mod ip_restriction;
+mod json_mask;
 mod jwt_auth;
 mod key_auth;
 mod native_parity;
@@ -75,6 +80,7 @@ mod rate_limit;
 mod record;
 mod remote_code;
 mod request_block;
+mod request_validation;
 mod ship_oci;
 mod ship_schema;
 mod ship_validate;
