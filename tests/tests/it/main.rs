@@ -41,6 +41,8 @@
 //! - `rate_limit`: the `rate-limit` filter: four harness workers and four Envoy workers under
 //!   concurrent load sharing one bucket (next to native `local_ratelimit`), the demo's 429s and
 //!   headers, shadow mode, refused configurations.
+//! - `request_id`: the `request-id` filter in a real Envoy next to Envoy's own request ids
+//!   and in the harness (ids, W3C trace context, echo, Prometheus labels), refusals.
 //!
 //! Envoy and the built filters come from `cargo xtask test` (which exports
 //! `ENVOY_BIN` and `TOLLGATE_FILTERS_DIR`); without them these tests fail
@@ -65,6 +67,7 @@ mod rate_limit;
 mod record;
 mod remote_code;
 mod request_block;
+mod request_id;
 mod ship_oci;
 mod ship_schema;
 mod ship_validate;
