@@ -43,6 +43,8 @@
 //!   headers, shadow mode, refused configurations.
 //! - `request_id`: the `request-id` filter in a real Envoy next to Envoy's own request ids
 //!   and in the harness (ids, W3C trace context, echo, Prometheus labels), refusals.
+//! - `custom_response`: the `custom-response` filter's local answers and replaced upstream
+//!   errors in a real Envoy and in the harness, next to native `custom_response`; refusals.
 //!
 //! Envoy and the built filters come from `cargo xtask test` (which exports
 //! `ENVOY_BIN` and `TOLLGATE_FILTERS_DIR`); without them these tests fail
@@ -53,6 +55,7 @@ mod basic_auth;
 mod callout_parity;
 mod chain;
 mod cors;
+mod custom_response;
 mod envoy_cli;
 mod envoy_headers;
 mod hostile_guests;
