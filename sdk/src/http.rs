@@ -441,6 +441,10 @@ pub trait BodyBuffer {
     fn read(&self) -> Vec<u8>;
     /// Replaces the buffered bytes with `bytes`.
     fn replace(&mut self, bytes: &[u8]);
+    /// How many bytes are buffered, without copying them (the default reads them).
+    fn size(&self) -> usize {
+        self.read().len()
+    }
 }
 
 impl BodyBuffer for Vec<u8> {
@@ -497,6 +501,16 @@ impl<'a> Body<'a> {
     /// ```
     pub fn bytes(&self) -> Vec<u8> {
         self.buffer.read()
+    }
+
+    /// How many bytes were received so far, without copying them.
+    ///
+    /// ```
+    /// let mut buffer = b"abc".to_vec();
+    /// assert_eq!(tollgate_sdk::Body::new(&mut buffer).size(), 3);
+    /// ```
+    pub fn size(&self) -> usize {
+        self.buffer.size()
     }
 
     /// Replaces the bytes received so far with `bytes`.

@@ -45,6 +45,9 @@
 //!   and in the harness (ids, W3C trace context, echo, Prometheus labels), refusals.
 //! - `custom_response`: the `custom-response` filter's local answers and replaced upstream
 //!   errors in a real Envoy and in the harness, next to native `custom_response`; refusals.
+//! - `transformer`: the `transformer` filter's JSON body edits through a real Envoy with bodies
+//!   written whole, in 1-byte and in random pieces (same bytes, right lengths) and in the
+//!   harness; headers, query, paths, redirects; refusals.
 //!
 //! Envoy and the built filters come from `cargo xtask test` (which exports
 //! `ENVOY_BIN` and `TOLLGATE_FILTERS_DIR`); without them these tests fail
@@ -77,3 +80,4 @@ mod ship_validate;
 mod soak;
 mod suites;
 mod trace_diff;
+mod transformer;
