@@ -48,6 +48,8 @@
 //! - `transformer`: the `transformer` filter's JSON body edits through a real Envoy with bodies
 //!   written whole, in 1-byte and in random pieces (same bytes, right lengths) and in the
 //!   harness; headers, query, paths, redirects; refusals.
+//! - `metrics`: the `metrics` filter in a real Envoy, its counters and histograms scraped from
+//!   `/stats/prometheus` with route, method and status-class labels; refusals.
 //!
 //! Envoy and the built filters come from `cargo xtask test` (which exports
 //! `ENVOY_BIN` and `TOLLGATE_FILTERS_DIR`); without them these tests fail
@@ -66,6 +68,7 @@ mod ext_authz;
 mod ip_restriction;
 mod jwt_auth;
 mod key_auth;
+mod metrics;
 mod native_parity;
 mod plumbing;
 mod properties;
