@@ -134,7 +134,7 @@ impl RequestMatch {
         }
         if !self.methods.is_empty() {
             let method = req.method().unwrap_or_default();
-            if !self.methods.iter().any(|m| *m == method) {
+            if !self.methods.contains(&method) {
                 return false;
             }
         }
@@ -169,7 +169,11 @@ impl StatusRange {
         let bad = || format!("{text:?} is not a status (503), a class (5xx) or a range (500-504)");
         let number = |s: &str| -> Result<u16, String> {
             let n: u16 = s.trim().parse().map_err(|_| bad())?;
-            if (100..=599).contains(&n) { Ok(n) } else { Err(bad()) }
+            if (100..=599).contains(&n) {
+                Ok(n)
+            } else {
+                Err(bad())
+            }
         };
         let text = text.trim();
         if let Some(class) = text.strip_suffix("xx").or_else(|| text.strip_suffix("XX")) {
@@ -177,7 +181,10 @@ impl StatusRange {
             if !(1..=5).contains(&d) || class.len() != 1 {
                 return Err(bad());
             }
-            return Ok(StatusRange { lo: d * 100, hi: d * 100 + 99 });
+            return Ok(StatusRange {
+                lo: d * 100,
+                hi: d * 100 + 99,
+            });
         }
         if let Some((lo, hi)) = text.split_once('-') {
             let (lo, hi) = (number(lo)?, number(hi)?);
@@ -260,7 +267,10 @@ impl Answer {
     fn validate_at(&self, at: &str, local: bool) -> Result<(), ConfigError> {
         match self.status {
             None if local => {
-                return Err(ConfigError::at(format!("{at}.status"), "a local answer needs a status"));
+                return Err(ConfigError::at(
+                    format!("{at}.status"),
+                    "a local answer needs a status",
+                ));
             }
             Some(s) if !(200..=599).contains(&s) => {
                 return Err(ConfigError::at(
@@ -271,13 +281,19 @@ impl Answer {
             _ => {}
         }
         if self.body.is_some() && self.json.is_some() {
-            return Err(ConfigError::at(at.to_string(), "give either body or json, not both"));
+            return Err(ConfigError::at(
+                at.to_string(),
+                "give either body or json, not both",
+            ));
         }
         for (i, (name, value)) in self.headers.iter().enumerate() {
             let field = format!("{at}.headers[{i}]");
             check_name(name).map_err(|e| ConfigError::at(field.clone(), e.to_string()))?;
             if name.starts_with(':') || name.eq_ignore_ascii_case("content-length") {
-                return Err(ConfigError::at(field, format!("{name} is set by the proxy")));
+                return Err(ConfigError::at(
+                    field,
+                    format!("{name} is set by the proxy"),
+                ));
             }
             Template::parse(value).map_err(|e| ConfigError::at(field.clone(), e))?;
             check_value(value).map_err(|e| ConfigError::at(field, e.to_string()))?;
@@ -297,7 +313,11 @@ impl Answer {
         let status = self.status.unwrap_or(status);
         // `{{status}}` is the upstream's for replaced errors, the answer's for local ones.
         let facts = Facts {
-            status: if facts.status == 0 { status } else { facts.status },
+            status: if facts.status == 0 {
+                status
+            } else {
+                facts.status
+            },
             ..*facts
         };
         let mut headers: Vec<(String, String)> = self
@@ -376,18 +396,26 @@ pub struct CustomResponseConfig {
 impl FilterConfig for CustomResponseConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         if self.local.is_empty() && self.errors.is_empty() {
-            return Err(ConfigError::at("local", "give at least one local or errors rule"));
+            return Err(ConfigError::at(
+                "local",
+                "give at least one local or errors rule",
+            ));
         }
         for (i, rule) in self.local.iter().enumerate() {
             rule.matcher.validate_at(&format!("local[{i}].match"))?;
-            rule.respond.validate_at(&format!("local[{i}].respond"), true)?;
+            rule.respond
+                .validate_at(&format!("local[{i}].respond"), true)?;
         }
         for (i, rule) in self.errors.iter().enumerate() {
             if rule.status.is_empty() {
-                return Err(ConfigError::at(format!("errors[{i}].status"), "list at least one status"));
+                return Err(ConfigError::at(
+                    format!("errors[{i}].status"),
+                    "list at least one status",
+                ));
             }
             rule.matcher.validate_at(&format!("errors[{i}].match"))?;
-            rule.respond.validate_at(&format!("errors[{i}].respond"), false)?;
+            rule.respond
+                .validate_at(&format!("errors[{i}].respond"), false)?;
         }
         Ok(())
     }
@@ -395,7 +423,9 @@ impl FilterConfig for CustomResponseConfig {
 
 impl CustomResponseConfig {
     fn request_id_header(&self) -> &str {
-        self.request_id_header.as_ref().map_or("x-request-id", HeaderName::as_str)
+        self.request_id_header
+            .as_ref()
+            .map_or("x-request-id", HeaderName::as_str)
     }
 }
 
@@ -441,7 +471,10 @@ impl HttpFilter for CustomResponseFilter {
     type Config = CustomResponseConfig;
 
     fn new(config: Rc<CustomResponseConfig>) -> Self {
-        Self { config, saved: None }
+        Self {
+            config,
+            saved: None,
+        }
     }
 
     fn on_request_headers(&mut self, req: &mut Request<'_>, _end_of_stream: bool) -> Action {
@@ -451,9 +484,17 @@ impl HttpFilter for CustomResponseFilter {
         let path = req.path().unwrap_or_default();
         for (i, rule) in config.local.iter().enumerate() {
             if rule.matcher.matches(req) {
-                let facts = Facts { request_id: &request_id, method: &method, path: &path, status: 0 };
+                let facts = Facts {
+                    request_id: &request_id,
+                    method: &method,
+                    path: &path,
+                    status: 0,
+                };
                 let (status, headers, body) = rule.respond.render(&facts, 0);
-                let pairs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+                let pairs: Vec<(&str, &str)> = headers
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.as_str()))
+                    .collect();
                 req.send_response(status, &pairs, body);
                 count(&rule.name.clone().unwrap_or_else(|| format!("local_{i}")));
                 return Action::Continue;
@@ -467,7 +508,12 @@ impl HttpFilter for CustomResponseFilter {
             .map(|(i, _)| i)
             .collect();
         if !rules.is_empty() {
-            self.saved = Some(Saved { request_id, method, path, rules });
+            self.saved = Some(Saved {
+                request_id,
+                method,
+                path,
+                rules,
+            });
         }
         Action::Continue
     }
@@ -481,11 +527,12 @@ impl HttpFilter for CustomResponseFilter {
             return Action::Continue;
         };
         let config = Rc::clone(&self.config);
-        let Some(&i) = saved
-            .rules
-            .iter()
-            .find(|&&i| config.errors.get(i).is_some_and(|r| r.status.iter().any(|s| s.contains(status))))
-        else {
+        let Some(&i) = saved.rules.iter().find(|&&i| {
+            config
+                .errors
+                .get(i)
+                .is_some_and(|r| r.status.iter().any(|s| s.contains(status)))
+        }) else {
             return Action::Continue;
         };
         let Some(rule) = config.errors.get(i) else {
@@ -498,7 +545,10 @@ impl HttpFilter for CustomResponseFilter {
             status,
         };
         let (status, headers, body) = rule.respond.render(&facts, status);
-        let pairs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let pairs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
         resp.send_response(status, &pairs, body);
         count(&rule.name.clone().unwrap_or_else(|| format!("errors_{i}")));
         Action::Continue

@@ -14,7 +14,11 @@ fn config(json: &str) -> Result<Rc<CustomResponseConfig>, ConfigError> {
 }
 
 /// The local reply sent on the request, or else on the upstream's `status` response.
-fn run(json: &str, request: &[(&str, &str)], status: u16) -> Result<(Option<LocalReply>, Option<LocalReply>), ConfigError> {
+fn run(
+    json: &str,
+    request: &[(&str, &str)],
+    status: u16,
+) -> Result<(Option<LocalReply>, Option<LocalReply>), ConfigError> {
     let mut filter = CustomResponseFilter::new(config(json)?);
     let mut req: HeaderList = request.iter().copied().collect();
     let mut view = Request::new(&mut req);
@@ -31,7 +35,11 @@ fn run(json: &str, request: &[(&str, &str)], status: u16) -> Result<(Option<Loca
 }
 
 fn req<'a>(method: &'a str, path: &'a str) -> Vec<(&'a str, &'a str)> {
-    vec![(":method", method), (":path", path), ("x-request-id", "rid-1")]
+    vec![
+        (":method", method),
+        (":path", path),
+        ("x-request-id", "rid-1"),
+    ]
 }
 
 fn body_json(reply: &LocalReply) -> Value {
@@ -39,7 +47,11 @@ fn body_json(reply: &LocalReply) -> Value {
 }
 
 fn header<'a>(reply: &'a LocalReply, name: &str) -> Option<&'a str> {
-    reply.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    reply
+        .headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
 }
 
 #[test]
@@ -79,13 +91,17 @@ fn text_bodies_paths_and_headers_match() -> Result<(), ConfigError> {
 fn upstream_5xx_become_json_errors_with_the_request_id() -> Result<(), ConfigError> {
     for status in [500u16, 502, 503, 504, 599] {
         let (_, replaced) = run(DEMO, &req("GET", "/orders"), status)?;
-        let reply = replaced.ok_or_else(|| ConfigError::at("", format!("{status} not replaced")))?;
+        let reply =
+            replaced.ok_or_else(|| ConfigError::at("", format!("{status} not replaced")))?;
         assert_eq!(reply.status, 502);
         assert_eq!(
             body_json(&reply),
             json!({"error": "upstream_error", "status": status, "request_id": "rid-1"})
         );
-        assert!(header(&reply, "content-length").is_none(), "the proxy computes it");
+        assert!(
+            header(&reply, "content-length").is_none(),
+            "the proxy computes it"
+        );
     }
     for status in [200u16, 301, 400, 404, 499] {
         let (_, replaced) = run(DEMO, &req("GET", "/orders"), status)?;
@@ -95,11 +111,15 @@ fn upstream_5xx_become_json_errors_with_the_request_id() -> Result<(), ConfigErr
 }
 
 #[test]
-fn error_rules_follow_their_request_match_and_keep_the_status_by_default() -> Result<(), ConfigError> {
+fn error_rules_follow_their_request_match_and_keep_the_status_by_default() -> Result<(), ConfigError>
+{
     let (_, replaced) = run(DEMO, &req("GET", "/api/items/7"), 404)?;
     let reply = replaced.ok_or_else(|| ConfigError::at("", "404 not replaced"))?;
     assert_eq!(reply.status, 404);
-    assert_eq!(body_json(&reply), json!({"error": "not_found", "path": "/api/items/7"}));
+    assert_eq!(
+        body_json(&reply),
+        json!({"error": "not_found", "path": "/api/items/7"})
+    );
     let (_, replaced) = run(DEMO, &req("GET", "/web/items/7"), 404)?;
     assert!(replaced.is_none());
     Ok(())
@@ -109,12 +129,23 @@ fn error_rules_follow_their_request_match_and_keep_the_status_by_default() -> Re
 fn substituted_values_are_escaped_in_json() -> Result<(), ConfigError> {
     let (_, replaced) = run(
         DEMO,
-        &[(":method", "GET"), (":path", "/api/\"}x"), ("x-request-id", "a\"b\\c")],
+        &[
+            (":method", "GET"),
+            (":path", "/api/\"}x"),
+            ("x-request-id", "a\"b\\c"),
+        ],
         404,
     )?;
     let reply = replaced.ok_or_else(|| ConfigError::at("", "not replaced"))?;
-    assert_eq!(body_json(&reply), json!({"error": "not_found", "path": "/api/\"}x"}));
-    let (_, replaced) = run(DEMO, &[(":method", "GET"), (":path", "/"), ("x-request-id", "a\"b")], 500)?;
+    assert_eq!(
+        body_json(&reply),
+        json!({"error": "not_found", "path": "/api/\"}x"})
+    );
+    let (_, replaced) = run(
+        DEMO,
+        &[(":method", "GET"), (":path", "/"), ("x-request-id", "a\"b")],
+        500,
+    )?;
     let reply = replaced.ok_or_else(|| ConfigError::at("", "not replaced"))?;
     assert_eq!(body_json(&reply)["request_id"], "a\"b");
     Ok(())
@@ -148,22 +179,58 @@ fn metrics_count_by_rule() -> Result<(), ConfigError> {
 fn bad_configurations_name_the_field() {
     for (json, at) in [
         (r#"{}"#, "local"),
-        (r#"{"local": [{"respond": {"body": "x"}}]}"#, "local[0].respond.status"),
-        (r#"{"local": [{"respond": {"status": 99}}]}"#, "local[0].respond.status"),
-        (r#"{"local": [{"respond": {"status": 200, "body": "{{nope}}"}}]}"#, "local[0].respond.body"),
-        (r#"{"local": [{"respond": {"status": 200, "json": {"a": ["{{x}}"]}}}]}"#, "local[0].respond.json"),
-        (r#"{"local": [{"respond": {"status": 200, "body": "a", "json": {}}}]}"#, "local[0].respond"),
-        (r#"{"local": [{"respond": {"status": 200, "headers": [["content-length", "1"]]}}]}"#, "local[0].respond.headers[0]"),
-        (r#"{"local": [{"respond": {"status": 200, "headers": [["bad name", "1"]]}}]}"#, "local[0].respond.headers[0]"),
-        (r#"{"local": [{"match": {"path_prefix": "admin"}, "respond": {"status": 200}}]}"#, "local[0].match.path_prefix"),
-        (r#"{"local": [{"match": {"methods": ["get"]}, "respond": {"status": 200}}]}"#, "local[0].match.methods[0]"),
-        (r#"{"errors": [{"status": ["7xx"], "respond": {}}]}"#, "errors[0].status[0]"),
-        (r#"{"errors": [{"status": [], "respond": {}}]}"#, "errors[0].status"),
+        (
+            r#"{"local": [{"respond": {"body": "x"}}]}"#,
+            "local[0].respond.status",
+        ),
+        (
+            r#"{"local": [{"respond": {"status": 99}}]}"#,
+            "local[0].respond.status",
+        ),
+        (
+            r#"{"local": [{"respond": {"status": 200, "body": "{{nope}}"}}]}"#,
+            "local[0].respond.body",
+        ),
+        (
+            r#"{"local": [{"respond": {"status": 200, "json": {"a": ["{{x}}"]}}}]}"#,
+            "local[0].respond.json",
+        ),
+        (
+            r#"{"local": [{"respond": {"status": 200, "body": "a", "json": {}}}]}"#,
+            "local[0].respond",
+        ),
+        (
+            r#"{"local": [{"respond": {"status": 200, "headers": [["content-length", "1"]]}}]}"#,
+            "local[0].respond.headers[0]",
+        ),
+        (
+            r#"{"local": [{"respond": {"status": 200, "headers": [["bad name", "1"]]}}]}"#,
+            "local[0].respond.headers[0]",
+        ),
+        (
+            r#"{"local": [{"match": {"path_prefix": "admin"}, "respond": {"status": 200}}]}"#,
+            "local[0].match.path_prefix",
+        ),
+        (
+            r#"{"local": [{"match": {"methods": ["get"]}, "respond": {"status": 200}}]}"#,
+            "local[0].match.methods[0]",
+        ),
+        (
+            r#"{"errors": [{"status": ["7xx"], "respond": {}}]}"#,
+            "errors[0].status[0]",
+        ),
+        (
+            r#"{"errors": [{"status": [], "respond": {}}]}"#,
+            "errors[0].status",
+        ),
     ] {
         let e = match config(json) {
             Ok(_) => format!("accepted: {json}"),
             Err(e) => e.to_string(),
         };
-        assert!(e.starts_with(&format!("bad configuration at {at}")), "{json}: {e}");
+        assert!(
+            e.starts_with(&format!("bad configuration at {at}")),
+            "{json}: {e}"
+        );
     }
 }

@@ -107,13 +107,18 @@ fn is_label_value(s: &str) -> bool {
 impl FilterConfig for MetricsConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         let p = self.prefix.as_bytes();
-        let ok = p.first().is_some_and(|b| b.is_ascii_lowercase() || *b == b'_')
+        let ok = p
+            .first()
+            .is_some_and(|b| b.is_ascii_lowercase() || *b == b'_')
             && p.iter()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_');
         if !ok {
             return Err(ConfigError::at(
                 "prefix",
-                format!("{:?} is not a metric name prefix ([a-z_][a-z0-9_]*)", self.prefix),
+                format!(
+                    "{:?} is not a metric name prefix ([a-z_][a-z0-9_]*)",
+                    self.prefix
+                ),
             ));
         }
         for (i, m) in self.methods.iter().enumerate() {
@@ -134,7 +139,10 @@ impl FilterConfig for MetricsConfig {
             if !is_label_value(&r.name) || r.name == "unknown" {
                 return Err(ConfigError::at(
                     format!("path_routes[{i}].name"),
-                    format!("{:?} is not a label value (letters, digits, _ and -, up to 64; not unknown)", r.name),
+                    format!(
+                        "{:?} is not a label value (letters, digits, _ and -, up to 64; not unknown)",
+                        r.name
+                    ),
                 ));
             }
         }
@@ -178,7 +186,13 @@ impl MetricsConfig {
 fn sanitize(name: &str) -> String {
     name.chars()
         .take(64)
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -206,7 +220,10 @@ fn counter(name: &str, tags: &[(&str, &str)]) -> Counter {
 
 fn histogram(name: &str, tags: &[(&str, &str)]) -> Histogram {
     let key = tollgate_sdk::metrics::stat_name(name, tags);
-    HISTOGRAMS.with_borrow_mut(|m| *m.entry(key).or_insert_with(|| Histogram::define(name, tags)))
+    HISTOGRAMS.with_borrow_mut(|m| {
+        *m.entry(key)
+            .or_insert_with(|| Histogram::define(name, tags))
+    })
 }
 
 /// The filter for one HTTP stream.
@@ -267,12 +284,17 @@ impl HttpFilter for MetricsFilter {
         let p = &self.config.prefix;
         let class = status_class(self.status);
         let (route, method) = (self.route.as_str(), self.method.as_str());
-        let full = [("route", route), ("method", method), ("status_class", class)];
+        let full = [
+            ("route", route),
+            ("method", method),
+            ("status_class", class),
+        ];
         counter(&format!("{p}_requests"), &full).increment();
         histogram(&format!("{p}_request_bytes"), &full[..2]).record(self.request_bytes);
         histogram(&format!("{p}_response_bytes"), &full).record(self.response_bytes);
         let elapsed_ms = clock::now_ns().saturating_sub(started) / 1_000_000;
-        histogram(&format!("{p}_duration_ms"), &full).record(u64::try_from(elapsed_ms).unwrap_or(u64::MAX));
+        histogram(&format!("{p}_duration_ms"), &full)
+            .record(u64::try_from(elapsed_ms).unwrap_or(u64::MAX));
     }
 }
 

@@ -108,7 +108,10 @@ impl FilterConfig for RequestIdConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         let header = self.header_name();
         if header.starts_with(':') {
-            return Err(ConfigError::at("header", format!("{header} is a pseudo-header")));
+            return Err(ConfigError::at(
+                "header",
+                format!("{header} is a pseudo-header"),
+            ));
         }
         if matches!(header, "traceparent" | "tracestate") {
             return Err(ConfigError::at(
@@ -135,7 +138,9 @@ impl FilterConfig for RequestIdConfig {
 impl RequestIdConfig {
     /// The request id header, lower-cased.
     pub fn header_name(&self) -> &str {
-        self.header.as_ref().map_or(DEFAULT_HEADER, HeaderName::as_str)
+        self.header
+            .as_ref()
+            .map_or(DEFAULT_HEADER, HeaderName::as_str)
     }
 
     /// Whether the client's `id` is kept.

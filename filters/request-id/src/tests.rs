@@ -108,7 +108,10 @@ fn a_trace_is_started_when_none_comes() -> Result<(), ConfigError> {
     let parsed = TraceParent::parse(&tp).ok_or_else(|| ConfigError::at("", tp.clone()))?;
     assert!(tp.ends_with("-00"));
     assert_eq!(parsed.render(), tp);
-    assert!(req.get_all("tracestate").is_empty(), "orphan tracestate dropped");
+    assert!(
+        req.get_all("tracestate").is_empty(),
+        "orphan tracestate dropped"
+    );
     let (req, _) = run(r#"{"sample_new_traces": true}"#, &[])?;
     assert!(one(&req, "traceparent").ends_with("-01"));
     Ok(())
@@ -116,9 +119,18 @@ fn a_trace_is_started_when_none_comes() -> Result<(), ConfigError> {
 
 #[test]
 fn a_valid_trace_is_propagated_as_is_or_with_a_new_span() -> Result<(), ConfigError> {
-    let (req, _) = run(DEMO, &[("traceparent", TP), ("tracestate", "congo=t61rcWkgMzE, rojo=00f067aa0ba902b7")])?;
+    let (req, _) = run(
+        DEMO,
+        &[
+            ("traceparent", TP),
+            ("tracestate", "congo=t61rcWkgMzE, rojo=00f067aa0ba902b7"),
+        ],
+    )?;
     assert_eq!(one(&req, "traceparent"), TP);
-    assert_eq!(one(&req, "tracestate"), "congo=t61rcWkgMzE, rojo=00f067aa0ba902b7");
+    assert_eq!(
+        one(&req, "tracestate"),
+        "congo=t61rcWkgMzE, rojo=00f067aa0ba902b7"
+    );
     let (req, _) = run(r#"{"new_span": true}"#, &[("traceparent", TP)])?;
     let tp = one(&req, "traceparent");
     assert!(tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
@@ -148,7 +160,10 @@ fn invalid_trace_context_restarts_the_trace() -> Result<(), ConfigError> {
         let (req, _) = run(DEMO, &[("traceparent", bad), ("tracestate", "a=b")])?;
         let tp = one(&req, "traceparent");
         assert!(TraceParent::parse(&tp).is_some(), "{bad} -> {tp}");
-        assert!(!tp.contains("4bf92f3577b34da6a3ce929d0e0e4736"), "{bad} -> {tp}");
+        assert!(
+            !tp.contains("4bf92f3577b34da6a3ce929d0e0e4736"),
+            "{bad} -> {tp}"
+        );
         assert!(req.get_all("tracestate").is_empty(), "{bad}");
     }
     // Two traceparent headers: invalid.
@@ -159,14 +174,19 @@ fn invalid_trace_context_restarts_the_trace() -> Result<(), ConfigError> {
 
 #[test]
 fn tracestate_rules() -> Result<(), ConfigError> {
-    assert!(tracestate_is_valid("congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"));
+    assert!(tracestate_is_valid(
+        "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"
+    ));
     assert!(tracestate_is_valid("a=1, ,b=2"));
     assert!(tracestate_is_valid("tenant@system=x"));
     assert!(!tracestate_is_valid("A=1"));
     assert!(!tracestate_is_valid("a=1,a=2"));
     assert!(!tracestate_is_valid("a"));
     assert!(!tracestate_is_valid("a=b=c"));
-    assert!(tracestate_is_valid("a=trailing-ows "), "spaces around a member are list whitespace");
+    assert!(
+        tracestate_is_valid("a=trailing-ows "),
+        "spaces around a member are list whitespace"
+    );
     let many: Vec<String> = (0..33).map(|i| format!("k{i}=v")).collect();
     assert!(!tracestate_is_valid(&many.join(",")));
     assert!(tracestate_is_valid(&many[..32].join(",")));
@@ -193,7 +213,10 @@ fn metrics_count_sources_and_traces() -> Result<(), ConfigError> {
     tollgate_sdk::metrics::mock::reset();
     run(DEMO, &[])?;
     run(DEMO, &[("x-request-id", "keep-me"), ("traceparent", TP)])?;
-    run(r#"{"trust_client_id": false}"#, &[("x-request-id", "x"), ("traceparent", "bad")])?;
+    run(
+        r#"{"trust_client_id": false}"#,
+        &[("x-request-id", "x"), ("traceparent", "bad")],
+    )?;
     let v = |n: &str| tollgate_sdk::metrics::mock::value(n);
     assert_eq!(v("source=.=generated;.;request_id_ids"), Some(1));
     assert_eq!(v("source=.=kept;.;request_id_ids"), Some(1));
@@ -212,12 +235,18 @@ fn bad_configurations_name_the_field() {
         (r#"{"header": "bad name"}"#, "header"),
         (r#"{"max_client_id_length": 0}"#, "max_client_id_length"),
         (r#"{"client_id_format": "ulid"}"#, "client_id_format"),
-        (r#"{"trace_context": "off", "new_span": true}"#, "trace_context"),
+        (
+            r#"{"trace_context": "off", "new_span": true}"#,
+            "trace_context",
+        ),
     ] {
         let e = match config(json) {
             Ok(_) => format!("accepted: {json}"),
             Err(e) => e.to_string(),
         };
-        assert!(e.starts_with(&format!("bad configuration at {at}")), "{json}: {e}");
+        assert!(
+            e.starts_with(&format!("bad configuration at {at}")),
+            "{json}: {e}"
+        );
     }
 }

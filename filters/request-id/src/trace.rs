@@ -22,7 +22,8 @@ pub struct TraceParent {
 }
 
 fn is_lower_hex(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn all_zero(s: &str) -> bool {
@@ -47,7 +48,10 @@ impl TraceParent {
             return None;
         }
         let bytes = value.as_bytes();
-        if [2usize, 35, 52].iter().any(|&i| bytes.get(i) != Some(&b'-')) {
+        if [2usize, 35, 52]
+            .iter()
+            .any(|&i| bytes.get(i) != Some(&b'-'))
+        {
             return None;
         }
         let trace_id = value.get(3..35)?;
@@ -155,7 +159,9 @@ fn key_is_valid(key: &str) -> bool {
             && b.len() <= max
             && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
             && b.iter().all(|&c| {
-                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'-' | b'*' | b'/')
+                c.is_ascii_lowercase()
+                    || c.is_ascii_digit()
+                    || matches!(c, b'_' | b'-' | b'*' | b'/')
             })
     };
     match key.split_once('@') {
@@ -169,8 +175,7 @@ fn value_is_valid(value: &str) -> bool {
     !b.is_empty()
         && b.len() <= 256
         && b.last() != Some(&b' ')
-        && b
-            .iter()
+        && b.iter()
             .all(|&c| (0x20..=0x7e).contains(&c) && c != b',' && c != b'=')
 }
 

@@ -36,7 +36,9 @@ impl Path {
         }
         segments.push(current);
         if segments.iter().any(String::is_empty) {
-            return Err(format!("{text:?} has an empty segment (paths look like a.b.0.c)"));
+            return Err(format!(
+                "{text:?} has an empty segment (paths look like a.b.0.c)"
+            ));
         }
         Ok(Path(segments))
     }

@@ -61,7 +61,9 @@ pub struct Tmpl(pub Template);
 impl<'de> Deserialize<'de> for Tmpl {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        Template::parse(&text).map(Tmpl).map_err(serde::de::Error::custom)
+        Template::parse(&text)
+            .map(Tmpl)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -72,7 +74,9 @@ pub struct JsonPath(pub Path);
 impl<'de> Deserialize<'de> for JsonPath {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        Path::parse(&text).map(JsonPath).map_err(serde::de::Error::custom)
+        Path::parse(&text)
+            .map(JsonPath)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -104,9 +108,21 @@ mod schema_impls {
             }
         };
     }
-    string_schema!(super::Tmpl, "Template", "Text with {{path}}, {{query}}, {{method}}, {{host}}, {{consumer}}, {{header:NAME}}, {{query_param:NAME}}, {{segment:N}}.");
-    string_schema!(super::JsonPath, "JsonPath", "A dot-separated JSON path (a.b.0.c; \\. for a dot in a key).");
-    string_schema!(super::Pattern, "Regex", "A regular expression (regex-lite syntax).");
+    string_schema!(
+        super::Tmpl,
+        "Template",
+        "Text with {{path}}, {{query}}, {{method}}, {{host}}, {{consumer}}, {{header:NAME}}, {{query_param:NAME}}, {{segment:N}}."
+    );
+    string_schema!(
+        super::JsonPath,
+        "JsonPath",
+        "A dot-separated JSON path (a.b.0.c; \\. for a dot in a key)."
+    );
+    string_schema!(
+        super::Pattern,
+        "Regex",
+        "A regular expression (regex-lite syntax)."
+    );
 }
 
 /// Header operations, applied in this order: `remove`, `rename`, `set`, `add`.
@@ -136,10 +152,23 @@ impl HeaderOps {
             .enumerate()
             .map(|(i, n)| (format!("{at}.remove[{i}]"), n))
             .chain(self.rename.iter().enumerate().flat_map(|(i, (a, b))| {
-                [(format!("{at}.rename[{i}]"), a), (format!("{at}.rename[{i}]"), b)]
+                [
+                    (format!("{at}.rename[{i}]"), a),
+                    (format!("{at}.rename[{i}]"), b),
+                ]
             }))
-            .chain(self.set.iter().enumerate().map(|(i, (n, _))| (format!("{at}.set[{i}]"), n)))
-            .chain(self.add.iter().enumerate().map(|(i, (n, _))| (format!("{at}.add[{i}]"), n)));
+            .chain(
+                self.set
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (n, _))| (format!("{at}.set[{i}]"), n)),
+            )
+            .chain(
+                self.add
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (n, _))| (format!("{at}.add[{i}]"), n)),
+            );
         for (field, name) in names {
             if name.is_pseudo() || name.as_str() == "content-length" {
                 return Err(ConfigError::at(
@@ -152,7 +181,10 @@ impl HeaderOps {
     }
 
     fn is_empty(&self) -> bool {
-        self.remove.is_empty() && self.rename.is_empty() && self.set.is_empty() && self.add.is_empty()
+        self.remove.is_empty()
+            && self.rename.is_empty()
+            && self.set.is_empty()
+            && self.add.is_empty()
     }
 
     fn apply(&self, map: &mut dyn tollgate_sdk::HeaderMap, facts: &Facts) {
@@ -206,7 +238,10 @@ pub struct QueryOps {
 
 impl QueryOps {
     fn is_empty(&self) -> bool {
-        self.remove.is_empty() && self.rename.is_empty() && self.set.is_empty() && self.add.is_empty()
+        self.remove.is_empty()
+            && self.rename.is_empty()
+            && self.set.is_empty()
+            && self.add.is_empty()
     }
 }
 
@@ -239,11 +274,19 @@ impl PathRewrite {
                 let rest = path.strip_prefix(from.as_str())?;
                 format!("{to}{rest}")
             }
-            PathRewrite::Regex { pattern, substitution } => {
-                pattern.0.replace_all(path, substitution.as_str()).into_owned()
-            }
+            PathRewrite::Regex {
+                pattern,
+                substitution,
+            } => pattern
+                .0
+                .replace_all(path, substitution.as_str())
+                .into_owned(),
         };
-        let out = if out.starts_with('/') { out } else { format!("/{out}") };
+        let out = if out.starts_with('/') {
+            out
+        } else {
+            format!("/{out}")
+        };
         (out != path).then_some(out)
     }
 }
@@ -363,29 +406,47 @@ impl FilterConfig for TransformPolicy {
         {
             return Err(ConfigError::at(
                 "redirect.status",
-                format!("{} is not a redirect status (301, 302, 303, 307, 308)", r.status),
+                format!(
+                    "{} is not a redirect status (301, 302, 303, 307, 308)",
+                    r.status
+                ),
             ));
         }
         self.request.headers.validate_at("request.headers")?;
         self.response.headers.validate_at("response.headers")?;
         if let Some(PathRewrite::Prefix { from, to }) = &self.request.path {
             if !from.starts_with('/') {
-                return Err(ConfigError::at("request.path.prefix.from", format!("{from:?} does not start with /")));
+                return Err(ConfigError::at(
+                    "request.path.prefix.from",
+                    format!("{from:?} does not start with /"),
+                ));
             }
             if !to.starts_with('/') {
-                return Err(ConfigError::at("request.path.prefix.to", format!("{to:?} does not start with /")));
+                return Err(ConfigError::at(
+                    "request.path.prefix.to",
+                    format!("{to:?} does not start with /"),
+                ));
             }
         }
-        for (at, body) in [("request.body", &self.request.body), ("response.body", &self.response.body)] {
+        for (at, body) in [
+            ("request.body", &self.request.body),
+            ("response.body", &self.response.body),
+        ] {
             if let Some(b) = body
                 && b.max_body_bytes == 0
             {
-                return Err(ConfigError::at(format!("{at}.max_body_bytes"), "must be above 0"));
+                return Err(ConfigError::at(
+                    format!("{at}.max_body_bytes"),
+                    "must be above 0",
+                ));
             }
         }
         for (i, (name, _)) in self.request.query.rename.iter().enumerate() {
             if name.is_empty() {
-                return Err(ConfigError::at(format!("request.query.rename[{i}]"), "empty name"));
+                return Err(ConfigError::at(
+                    format!("request.query.rename[{i}]"),
+                    "empty name",
+                ));
             }
         }
         Ok(())
@@ -394,7 +455,9 @@ impl FilterConfig for TransformPolicy {
 
 impl TransformPolicy {
     fn consumer_header(&self) -> &str {
-        self.consumer_header.as_ref().map_or("x-consumer", HeaderName::as_str)
+        self.consumer_header
+            .as_ref()
+            .map_or("x-consumer", HeaderName::as_str)
     }
 }
 
@@ -421,8 +484,14 @@ thread_local! {
 fn count(act: Act) {
     METRICS.with(|m| {
         let all = m.get_or_init(|| {
-            ["redirect", "request_body", "response_body", "body_not_json", "body_too_large"]
-                .map(|a| Counter::define(METRIC, &[("action", a)]))
+            [
+                "redirect",
+                "request_body",
+                "response_body",
+                "body_not_json",
+                "body_too_large",
+            ]
+            .map(|a| Counter::define(METRIC, &[("action", a)]))
         });
         if let Some(c) = all.get(act as usize) {
             c.increment();
@@ -474,7 +543,13 @@ fn is_json(content_type: Option<String>) -> bool {
 }
 
 /// Buffers a body to its end and edits it: what both directions do with a chunk.
-fn body_chunk(state: &mut BodyState, ops: Option<&BodyOps>, body: &mut Body<'_>, end_of_stream: bool, act: Act) -> Action {
+fn body_chunk(
+    state: &mut BodyState,
+    ops: Option<&BodyOps>,
+    body: &mut Body<'_>,
+    end_of_stream: bool,
+    act: Act,
+) -> Action {
     if *state != BodyState::Buffering {
         return Action::Continue;
     }
@@ -522,7 +597,11 @@ impl HttpFilter for TransformerFilter {
             return Action::Continue;
         };
         self.which = Some(
-            match config.routes.iter().position(|r| std::ptr::eq(&r.config, policy)) {
+            match config
+                .routes
+                .iter()
+                .position(|r| std::ptr::eq(&r.config, policy))
+            {
                 Some(i) => Which::Route(i),
                 None => Which::Default,
             },
@@ -578,7 +657,13 @@ impl HttpFilter for TransformerFilter {
             Which::Default => config.default.as_ref(),
             Which::Route(i) => config.routes.get(i).map(|r| &r.config),
         });
-        body_chunk(&mut self.request_body, ops.and_then(|p| p.request.body.as_ref()), body, end_of_stream, Act::RequestBody)
+        body_chunk(
+            &mut self.request_body,
+            ops.and_then(|p| p.request.body.as_ref()),
+            body,
+            end_of_stream,
+            Act::RequestBody,
+        )
     }
 
     fn on_response_headers(&mut self, resp: &mut Response<'_>, end_of_stream: bool) -> Action {
@@ -595,7 +680,11 @@ impl HttpFilter for TransformerFilter {
         if buffer {
             resp.remove_header("content-length");
         }
-        self.response_body = if buffer { BodyState::Buffering } else { BodyState::Untouched };
+        self.response_body = if buffer {
+            BodyState::Buffering
+        } else {
+            BodyState::Untouched
+        };
         Action::Continue
     }
 
@@ -605,7 +694,13 @@ impl HttpFilter for TransformerFilter {
             Which::Default => config.default.as_ref(),
             Which::Route(i) => config.routes.get(i).map(|r| &r.config),
         });
-        body_chunk(&mut self.response_body, ops.and_then(|p| p.response.body.as_ref()), body, end_of_stream, Act::ResponseBody)
+        body_chunk(
+            &mut self.response_body,
+            ops.and_then(|p| p.response.body.as_ref()),
+            body,
+            end_of_stream,
+            Act::ResponseBody,
+        )
     }
 }
 

@@ -84,14 +84,19 @@ impl Facts {
         for pair in query.split('&') {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             if tollgate_sdk::http::percent_decode(k).as_deref() == Some(name) {
-                return tollgate_sdk::http::percent_decode(&v.replace('+', " ")).unwrap_or_default();
+                return tollgate_sdk::http::percent_decode(&v.replace('+', " "))
+                    .unwrap_or_default();
             }
         }
         String::new()
     }
 
     fn segment(&self, n: usize) -> &str {
-        self.path.split('/').filter(|s| !s.is_empty()).nth(n).unwrap_or("")
+        self.path
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .nth(n)
+            .unwrap_or("")
     }
 }
 

@@ -59,17 +59,39 @@ fn request(method: &str, path: &str, id: &str, extra: &[(&str, &str)]) -> HttpRe
 }
 
 fn cases() -> Vec<Case> {
-    let case = |request, status, reached, body| Case { request, status, reached, body };
+    let case = |request, status, reached, body| Case {
+        request,
+        status,
+        reached,
+        body,
+    };
     vec![
         case(
             request("POST", "/admin/users", "rid-1", &[]),
             503,
             false,
-            Ok(json!({"error": "maintenance", "message": "writes are paused", "request_id": "rid-1"})),
+            Ok(
+                json!({"error": "maintenance", "message": "writes are paused", "request_id": "rid-1"}),
+            ),
         ),
-        case(request("GET", "/admin/users", "rid-2", &[]), 200, true, Err("upstream says 200 for /admin/users\n".into())),
-        case(request("GET", "/v1/orders?page=2", "rid-3", &[]), 410, false, Err("API v1 is retired; use /v2/v1/orders?page=2\n".into())),
-        case(request("GET", "/orders", "rid-4", &[("x-client", "legacy-app")]), 403, false, Ok(json!({"error": "client_blocked"}))),
+        case(
+            request("GET", "/admin/users", "rid-2", &[]),
+            200,
+            true,
+            Err("upstream says 200 for /admin/users\n".into()),
+        ),
+        case(
+            request("GET", "/v1/orders?page=2", "rid-3", &[]),
+            410,
+            false,
+            Err("API v1 is retired; use /v2/v1/orders?page=2\n".into()),
+        ),
+        case(
+            request("GET", "/orders", "rid-4", &[("x-client", "legacy-app")]),
+            403,
+            false,
+            Ok(json!({"error": "client_blocked"})),
+        ),
         case(
             request("GET", "/status/503", "rid-5", &[]),
             502,
@@ -82,16 +104,36 @@ fn cases() -> Vec<Case> {
             true,
             Ok(json!({"error": "upstream_error", "status": 500, "request_id": "rid-6"})),
         ),
-        case(request("GET", "/api/missing", "rid-7", &[]), 404, true, Ok(json!({"error": "not_found", "path": "/api/missing"}))),
-        case(request("GET", "/web/missing", "rid-8", &[]), 404, true, Err("upstream says 404 for /web/missing\n".into())),
-        case(request("GET", "/status/429", "rid-9", &[]), 429, true, Err("upstream says 429 for /status/429\n".into())),
+        case(
+            request("GET", "/api/missing", "rid-7", &[]),
+            404,
+            true,
+            Ok(json!({"error": "not_found", "path": "/api/missing"})),
+        ),
+        case(
+            request("GET", "/web/missing", "rid-8", &[]),
+            404,
+            true,
+            Err("upstream says 404 for /web/missing\n".into()),
+        ),
+        case(
+            request("GET", "/status/429", "rid-9", &[]),
+            429,
+            true,
+            Err("upstream says 429 for /status/429\n".into()),
+        ),
     ]
 }
 
 /// Checks one answer against its case: status, body, content type, and a content-length equal
 /// to the body read.
 fn check(what: &str, case: &Case, response: &HttpResponse) -> Result<()> {
-    ensure!(response.status == case.status, "{what}: status {} (expected {})", response.status, case.status);
+    ensure!(
+        response.status == case.status,
+        "{what}: status {} (expected {})",
+        response.status,
+        case.status
+    );
     let header = |name: &str| {
         response
             .headers
@@ -108,13 +150,25 @@ fn check(what: &str, case: &Case, response: &HttpResponse) -> Result<()> {
     );
     match &case.body {
         Ok(doc) => {
-            let got: Value = serde_json::from_slice(&response.body)
-                .with_context(|| format!("{what}: not JSON: {:?}", String::from_utf8_lossy(&response.body)))?;
+            let got: Value = serde_json::from_slice(&response.body).with_context(|| {
+                format!(
+                    "{what}: not JSON: {:?}",
+                    String::from_utf8_lossy(&response.body)
+                )
+            })?;
             ensure!(&got == doc, "{what}: {got} (expected {doc})");
-            ensure!(header("content-type") == ["application/json"], "{what}: {:?}", header("content-type"));
+            ensure!(
+                header("content-type") == ["application/json"],
+                "{what}: {:?}",
+                header("content-type")
+            );
         }
         Err(text) => {
-            ensure!(response.body == text.as_bytes(), "{what}: {:?}", String::from_utf8_lossy(&response.body));
+            ensure!(
+                response.body == text.as_bytes(),
+                "{what}: {:?}",
+                String::from_utf8_lossy(&response.body)
+            );
         }
     }
     Ok(())
@@ -124,14 +178,20 @@ fn check(what: &str, case: &Case, response: &HttpResponse) -> Result<()> {
 fn local_answers_and_replaced_errors_in_envoy_and_in_the_harness() -> Result<()> {
     let upstream = start_upstream()?;
     let cases = cases();
-    let envoy = Envoy::start(&EnvoyConfig::for_filter(FILTER, upstream.addr())?, "custom-response")?;
+    let envoy = Envoy::start(
+        &EnvoyConfig::for_filter(FILTER, upstream.addr())?,
+        "custom-response",
+    )?;
     let stats = envoy.explain((|| {
         for case in &cases {
             let what = format!("envoy {} {}", case.request.method, case.request.path);
             let response = client::send(envoy.listener(), &case.request)?;
             check(&what, case, &response)?;
             let reached = !upstream.take_requests().is_empty();
-            ensure!(reached == case.reached, "{what}: upstream reached: {reached}");
+            ensure!(
+                reached == case.reached,
+                "{what}: upstream reached: {reached}"
+            );
         }
         let stats = client::send(
             envoy.admin(),
@@ -149,7 +209,10 @@ fn local_answers_and_replaced_errors_in_envoy_and_in_the_harness() -> Result<()>
         ensure!(
             stats.lines().any(|l| l == line),
             "/stats/prometheus has no line {line:?}: {:?}",
-            stats.lines().filter(|l| l.contains("custom_response")).collect::<Vec<_>>()
+            stats
+                .lines()
+                .filter(|l| l.contains("custom_response"))
+                .collect::<Vec<_>>()
         );
     }
 
@@ -201,7 +264,10 @@ fn replaces_upstream_5xx_as_envoys_native_custom_response_does() -> Result<()> {
     let mut native = EnvoyConfig::for_filter(FILTER, upstream.addr())?;
     native.use_native_alternative(&paths::root().join("envoy/custom-response/native.yaml"))?;
     let mut seen = Vec::new();
-    for (label, config) in [("custom-response-ours", &ours), ("custom-response-native", &native)] {
+    for (label, config) in [
+        ("custom-response-ours", &ours),
+        ("custom-response-native", &native),
+    ] {
         let envoy = Envoy::start(config, label)?;
         let answers = envoy.explain(
             requests
@@ -214,7 +280,12 @@ fn replaces_upstream_5xx_as_envoys_native_custom_response_does() -> Result<()> {
     for (i, r) in requests.iter().enumerate() {
         let (w, n) = (&seen[0][i], &seen[1][i]);
         let what = format!("{} {}", r.method, r.path);
-        ensure!(w.status == n.status, "{what}: ours {}, native {}", w.status, n.status);
+        ensure!(
+            w.status == n.status,
+            "{what}: ours {}, native {}",
+            w.status,
+            n.status
+        );
         let doc = |resp: &HttpResponse| serde_json::from_slice::<Value>(&resp.body).ok();
         if n.status == 502 {
             ensure!(
@@ -237,7 +308,10 @@ fn replaces_upstream_5xx_as_envoys_native_custom_response_does() -> Result<()> {
                 .filter(|(n, _)| n == "content-length")
                 .map(|(_, v)| v)
                 .collect();
-            ensure!(length == [&resp.body.len().to_string()], "{what}: content-length {length:?}");
+            ensure!(
+                length == [&resp.body.len().to_string()],
+                "{what}: content-length {length:?}"
+            );
         }
     }
     Ok(())
@@ -247,9 +321,18 @@ fn replaces_upstream_5xx_as_envoys_native_custom_response_does() -> Result<()> {
 fn bad_configurations_are_refused_at_start_naming_the_field() -> Result<()> {
     let upstream = start_upstream()?;
     for (config, field) in [
-        (r#"{"local": [{"respond": {"body": "x"}}]}"#, "local[0].respond.status"),
-        (r#"{"errors": [{"status": ["7xx"], "respond": {}}]}"#, "errors[0].status[0]"),
-        (r#"{"errors": [{"status": ["5xx"], "respond": {"body": "{{oops}}"}}]}"#, "errors[0].respond.body"),
+        (
+            r#"{"local": [{"respond": {"body": "x"}}]}"#,
+            "local[0].respond.status",
+        ),
+        (
+            r#"{"errors": [{"status": ["7xx"], "respond": {}}]}"#,
+            "errors[0].status[0]",
+        ),
+        (
+            r#"{"errors": [{"status": ["5xx"], "respond": {"body": "{{oops}}"}}]}"#,
+            "errors[0].respond.body",
+        ),
     ] {
         let mut envoy_config = EnvoyConfig::for_filter(FILTER, upstream.addr())?;
         envoy_config.set_plugin_configuration(config)?;

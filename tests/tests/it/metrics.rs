@@ -62,7 +62,9 @@ fn find(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> 
         .iter()
         .find(|(n, l, _)| {
             n == name
-                && labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
                 && l.keys().filter(|k| *k != "le").count() == labels.len()
         })
         .map(|(_, _, v)| *v)
@@ -71,7 +73,10 @@ fn find(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> 
 #[test]
 fn prometheus_shows_counters_and_histograms_with_route_method_and_status_labels() -> Result<()> {
     let upstream = Upstream::start_with(answer)?;
-    let envoy = Envoy::start(&EnvoyConfig::for_filter(FILTER, upstream.addr())?, "metrics")?;
+    let envoy = Envoy::start(
+        &EnvoyConfig::for_filter(FILTER, upstream.addr())?,
+        "metrics",
+    )?;
     let text = envoy.explain((|| {
         let send = |method: &str, path: &str, body: &[u8]| -> Result<u16> {
             let r = client::request(method, "api.example.com", path, &[], body);
@@ -81,7 +86,10 @@ fn prometheus_shows_counters_and_histograms_with_route_method_and_status_labels(
             ensure!(send("GET", "/orders/1", b"")? == 200, "GET /orders/1");
         }
         for _ in 0..2 {
-            ensure!(send("POST", "/api/items/status/201", b"hello")? == 201, "POST");
+            ensure!(
+                send("POST", "/api/items/status/201", b"hello")? == 201,
+                "POST"
+            );
         }
         ensure!(send("GET", "/api/fail/status/503", b"")? == 503, "GET 503");
         ensure!(send("PROPFIND", "/api/dav", b"")? == 200, "PROPFIND");
@@ -94,40 +102,105 @@ fn prometheus_shows_counters_and_histograms_with_route_method_and_status_labels(
             )?;
             let text = String::from_utf8_lossy(&stats.body).into_owned();
             let all = samples(&text);
-            let done = find(&all, "tollgate_duration_ms_count", &[("route", "api"), ("method", "other"), ("status_class", "2xx")]) == Some(1.0);
+            let done = find(
+                &all,
+                "tollgate_duration_ms_count",
+                &[
+                    ("route", "api"),
+                    ("method", "other"),
+                    ("status_class", "2xx"),
+                ],
+            ) == Some(1.0);
             if done {
                 return Ok(text);
             }
             if Instant::now() > deadline {
                 bail!(
                     "no flushed histograms after 15 s: {:?}",
-                    text.lines().filter(|l| l.starts_with("tollgate_")).collect::<Vec<_>>()
+                    text.lines()
+                        .filter(|l| l.starts_with("tollgate_"))
+                        .collect::<Vec<_>>()
                 );
             }
             std::thread::sleep(Duration::from_millis(200));
         }
     })())?;
     let all = samples(&text);
-    let show = || text.lines().filter(|l| l.starts_with("tollgate_")).collect::<Vec<_>>().join("\n");
+    let show = || {
+        text.lines()
+            .filter(|l| l.starts_with("tollgate_"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     for (labels, count) in [
-        ([("route", "orders"), ("method", "GET"), ("status_class", "2xx")], 3.0),
-        ([("route", "api"), ("method", "POST"), ("status_class", "2xx")], 2.0),
-        ([("route", "api"), ("method", "GET"), ("status_class", "5xx")], 1.0),
-        ([("route", "api"), ("method", "other"), ("status_class", "2xx")], 1.0),
+        (
+            [
+                ("route", "orders"),
+                ("method", "GET"),
+                ("status_class", "2xx"),
+            ],
+            3.0,
+        ),
+        (
+            [
+                ("route", "api"),
+                ("method", "POST"),
+                ("status_class", "2xx"),
+            ],
+            2.0,
+        ),
+        (
+            [("route", "api"), ("method", "GET"), ("status_class", "5xx")],
+            1.0,
+        ),
+        (
+            [
+                ("route", "api"),
+                ("method", "other"),
+                ("status_class", "2xx"),
+            ],
+            1.0,
+        ),
     ] {
-        ensure!(find(&all, "tollgate_requests", &labels) == Some(count), "tollgate_requests{labels:?} != {count}:\n{}", show());
-        ensure!(find(&all, "tollgate_duration_ms_count", &labels) == Some(count), "tollgate_duration_ms_count{labels:?}:\n{}", show());
-        ensure!(find(&all, "tollgate_response_bytes_count", &labels) == Some(count), "tollgate_response_bytes_count{labels:?}:\n{}", show());
+        ensure!(
+            find(&all, "tollgate_requests", &labels) == Some(count),
+            "tollgate_requests{labels:?} != {count}:\n{}",
+            show()
+        );
+        ensure!(
+            find(&all, "tollgate_duration_ms_count", &labels) == Some(count),
+            "tollgate_duration_ms_count{labels:?}:\n{}",
+            show()
+        );
+        ensure!(
+            find(&all, "tollgate_response_bytes_count", &labels) == Some(count),
+            "tollgate_response_bytes_count{labels:?}:\n{}",
+            show()
+        );
         // Envoy's histogram sums are approximate (bucketed): 11 bytes per response, within 10%.
-        let sum = find(&all, "tollgate_response_bytes_sum", &labels).context("no response_bytes_sum")?;
-        ensure!((sum - 11.0 * count).abs() <= 1.1 * count, "response bytes sum {sum} for {labels:?}");
+        let sum =
+            find(&all, "tollgate_response_bytes_sum", &labels).context("no response_bytes_sum")?;
+        ensure!(
+            (sum - 11.0 * count).abs() <= 1.1 * count,
+            "response bytes sum {sum} for {labels:?}"
+        );
     }
     let post = [("route", "api"), ("method", "POST")];
-    ensure!(find(&all, "tollgate_request_bytes_count", &post) == Some(2.0), "request_bytes_count:\n{}", show());
-    let sum = find(&all, "tollgate_request_bytes_sum", &post).context("no request_bytes_sum")?;
-    ensure!((sum - 10.0).abs() <= 1.0, "request bytes sum {sum} (2 x 5 bytes)");
     ensure!(
-        all.iter().any(|(n, l, _)| n == "tollgate_duration_ms_bucket" && l.get("le").is_some() && l.get("route").map(String::as_str) == Some("orders")),
+        find(&all, "tollgate_request_bytes_count", &post) == Some(2.0),
+        "request_bytes_count:\n{}",
+        show()
+    );
+    let sum = find(&all, "tollgate_request_bytes_sum", &post).context("no request_bytes_sum")?;
+    ensure!(
+        (sum - 10.0).abs() <= 1.0,
+        "request bytes sum {sum} (2 x 5 bytes)"
+    );
+    ensure!(
+        all.iter()
+            .any(|(n, l, _)| n == "tollgate_duration_ms_bucket"
+                && l.get("le").is_some()
+                && l.get("route").map(String::as_str) == Some("orders")),
         "no duration buckets:\n{}",
         show()
     );
@@ -140,7 +213,10 @@ fn bad_configurations_are_refused_at_start_naming_the_field() -> Result<()> {
     for (config, field) in [
         (r#"{"prefix": "Bad-Name"}"#, "prefix"),
         (r#"{"methods": ["get"]}"#, "methods[0]"),
-        (r#"{"path_routes": [{"prefix": "orders", "name": "o"}]}"#, "path_routes[0].prefix"),
+        (
+            r#"{"path_routes": [{"prefix": "orders", "name": "o"}]}"#,
+            "path_routes[0].prefix",
+        ),
     ] {
         let mut envoy_config = EnvoyConfig::for_filter(FILTER, upstream.addr())?;
         envoy_config.set_plugin_configuration(config)?;

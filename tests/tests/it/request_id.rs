@@ -67,13 +67,22 @@ fn seen(upstream: &[(String, String)], client: &[(String, String)]) -> Seen {
     }
 }
 
-fn through_envoy(config: &EnvoyConfig, label: &str, upstream: &Upstream, requests: &[HttpRequest]) -> Result<(Vec<Seen>, String)> {
+fn through_envoy(
+    config: &EnvoyConfig,
+    label: &str,
+    upstream: &Upstream,
+    requests: &[HttpRequest],
+) -> Result<(Vec<Seen>, String)> {
     let envoy = Envoy::start(config, label)?;
     envoy.explain((|| {
         let mut out = Vec::new();
         for request in requests {
             let response = client::send(envoy.listener(), request)?;
-            ensure!(response.status == 200, "{label}: status {}", response.status);
+            ensure!(
+                response.status == 200,
+                "{label}: status {}",
+                response.status
+            );
             let got = upstream.take_requests();
             let received = got.first().context("the upstream saw no request")?;
             out.push(seen(&received.headers, &response.headers));
@@ -109,7 +118,10 @@ fn through_harness(config: &str, requests: &[HttpRequest]) -> Result<Vec<Seen>> 
         .exchanges
         .iter()
         .map(|e| {
-            let up = e.upstream_request.as_ref().context("the upstream was not reached")?;
+            let up = e
+                .upstream_request
+                .as_ref()
+                .context("the upstream was not reached")?;
             Ok(seen(&up.headers, &e.client_response.headers))
         })
         .collect()
@@ -149,35 +161,69 @@ fn ids_and_trace_context_in_envoy_next_to_envoys_own_ids_and_in_the_harness() ->
         get(&[]),
         get(&[("x-request-id", "client-abc-123")]),
         get(&[("traceparent", TP), ("tracestate", "congo=t61rcWkgMzE")]),
-        get(&[("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01"), ("tracestate", "congo=t61rcWkgMzE")]),
+        get(&[
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            ),
+            ("tracestate", "congo=t61rcWkgMzE"),
+        ]),
         get(&[("x-request-id", "has space")]),
         get(&[]),
         get(&[]),
     ];
     let demo = paths::demo_config(FILTER)?;
-    let (wasm, stats) = through_envoy(&EnvoyConfig::for_filter(FILTER, upstream.addr())?, "request-id", &upstream, &requests)?;
+    let (wasm, stats) = through_envoy(
+        &EnvoyConfig::for_filter(FILTER, upstream.addr())?,
+        "request-id",
+        &upstream,
+        &requests,
+    )?;
     let harness = through_harness(&demo, &requests)?;
 
     for (where_, runs) in [("envoy", &wasm), ("harness", &harness)] {
         let mut ids = std::collections::HashSet::new();
         for (i, s) in runs.iter().enumerate() {
-            ensure!(s.upstream_id.len() == 1 && s.echoed == s.upstream_id, "{where_} {i}: {s:?}");
-            ensure!(s.traceparent.len() == 1 && s.traceparent[0].len() == 55, "{where_} {i}: {s:?}");
+            ensure!(
+                s.upstream_id.len() == 1 && s.echoed == s.upstream_id,
+                "{where_} {i}: {s:?}"
+            );
+            ensure!(
+                s.traceparent.len() == 1 && s.traceparent[0].len() == 55,
+                "{where_} {i}: {s:?}"
+            );
             ids.insert(s.upstream_id[0].clone());
         }
         ensure!(ids.len() == runs.len(), "{where_}: ids repeat: {runs:?}");
         let made = [0usize, 2, 3, 4, 5, 6];
         for i in made {
-            ensure!(is_uuid_v4(&runs[i].upstream_id[0]), "{where_} {i}: {:?}", runs[i]);
+            ensure!(
+                is_uuid_v4(&runs[i].upstream_id[0]),
+                "{where_} {i}: {:?}",
+                runs[i]
+            );
         }
-        ensure!(runs[1].upstream_id[0] == "client-abc-123", "{where_}: {:?}", runs[1]);
-        ensure!(runs[2].traceparent[0] == TP && runs[2].tracestate == ["congo=t61rcWkgMzE"], "{where_}: {:?}", runs[2]);
         ensure!(
-            !runs[3].traceparent[0].contains("4bf92f3577b34da6a3ce929d0e0e4736") && runs[3].tracestate.is_empty(),
+            runs[1].upstream_id[0] == "client-abc-123",
+            "{where_}: {:?}",
+            runs[1]
+        );
+        ensure!(
+            runs[2].traceparent[0] == TP && runs[2].tracestate == ["congo=t61rcWkgMzE"],
+            "{where_}: {:?}",
+            runs[2]
+        );
+        ensure!(
+            !runs[3].traceparent[0].contains("4bf92f3577b34da6a3ce929d0e0e4736")
+                && runs[3].tracestate.is_empty(),
             "{where_}: invalid traceparent kept: {:?}",
             runs[3]
         );
-        ensure!(runs[0].tracestate.is_empty() && runs[0].traceparent[0].ends_with("-00"), "{where_}: {:?}", runs[0]);
+        ensure!(
+            runs[0].tracestate.is_empty() && runs[0].traceparent[0].ends_with("-00"),
+            "{where_}: {:?}",
+            runs[0]
+        );
     }
     for line in [
         "request_id_ids{source=\"generated\"} 5",
@@ -190,26 +236,56 @@ fn ids_and_trace_context_in_envoy_next_to_envoys_own_ids_and_in_the_harness() ->
         ensure!(
             stats.lines().any(|l| l == line),
             "/stats/prometheus has no line {line:?}: {:?}",
-            stats.lines().filter(|l| l.contains("request_id_")).collect::<Vec<_>>()
+            stats
+                .lines()
+                .filter(|l| l.contains("request_id_"))
+                .collect::<Vec<_>>()
         );
     }
 
     // Envoy's own ids, keeping the client's: the same shapes and decisions for ids (Envoy
     // keeps even a malformed one: ours replaces it, README).
-    let (own, _) = through_envoy(&native(&upstream, true)?, "request-id-native", &upstream, &requests[..3])?;
+    let (own, _) = through_envoy(
+        &native(&upstream, true)?,
+        "request-id-native",
+        &upstream,
+        &requests[..3],
+    )?;
     for (i, s) in own.iter().enumerate() {
-        ensure!(s.upstream_id.len() == 1 && s.echoed == s.upstream_id, "native {i}: {s:?}");
+        ensure!(
+            s.upstream_id.len() == 1 && s.echoed == s.upstream_id,
+            "native {i}: {s:?}"
+        );
     }
-    ensure!(is_uuid_v4(&own[0].upstream_id[0]) && is_uuid_v4(&own[2].upstream_id[0]), "native: {own:?}");
-    ensure!(own[1].upstream_id[0] == "client-abc-123", "native keeps the client's id: {own:?}");
-    ensure!(own[0].traceparent.is_empty(), "native without tracing adds no traceparent: {own:?}");
+    ensure!(
+        is_uuid_v4(&own[0].upstream_id[0]) && is_uuid_v4(&own[2].upstream_id[0]),
+        "native: {own:?}"
+    );
+    ensure!(
+        own[1].upstream_id[0] == "client-abc-123",
+        "native keeps the client's id: {own:?}"
+    );
+    ensure!(
+        own[0].traceparent.is_empty(),
+        "native without tracing adds no traceparent: {own:?}"
+    );
 
     // Untrusted client ids: Envoy's `preserve_external_request_id: false` at the edge, ours
     // `trust_client_id: false`; both replace the id with a fresh UUID v4 and echo it.
-    let (own, _) = through_envoy(&native(&upstream, false)?, "request-id-native-edge", &upstream, &requests[1..2])?;
+    let (own, _) = through_envoy(
+        &native(&upstream, false)?,
+        "request-id-native-edge",
+        &upstream,
+        &requests[1..2],
+    )?;
     let mut untrusting = EnvoyConfig::for_filter(FILTER, upstream.addr())?;
     untrusting.set_plugin_configuration(r#"{"trust_client_id": false}"#)?;
-    let (ours, _) = through_envoy(&untrusting, "request-id-untrusting", &upstream, &requests[1..2])?;
+    let (ours, _) = through_envoy(
+        &untrusting,
+        "request-id-untrusting",
+        &upstream,
+        &requests[1..2],
+    )?;
     for (who, s) in [("native", &own[0]), ("ours", &ours[0])] {
         ensure!(
             s.upstream_id.len() == 1 && is_uuid_v4(&s.upstream_id[0]) && s.echoed == s.upstream_id,
@@ -225,7 +301,10 @@ fn bad_configurations_are_refused_at_start_naming_the_field() -> Result<()> {
     for (config, field) in [
         (r#"{"header": "traceparent"}"#, "header"),
         (r#"{"max_client_id_length": 0}"#, "max_client_id_length"),
-        (r#"{"trace_context": "off", "new_span": true}"#, "trace_context"),
+        (
+            r#"{"trace_context": "off", "new_span": true}"#,
+            "trace_context",
+        ),
     ] {
         let mut envoy_config = EnvoyConfig::for_filter(FILTER, upstream.addr())?;
         envoy_config.set_plugin_configuration(config)?;

@@ -21,7 +21,7 @@ use tollgate_tests::client;
 use tollgate_tests::envoy::{Envoy, EnvoyConfig};
 use tollgate_tests::paths;
 use tollgate_tests::upstream::Upstream;
-use tollgate_traffic::{Exchange, ExchangeDetails, HttpRequest, HttpResponse, Traffic};
+use tollgate_traffic::{Exchange, ExchangeDetails, HttpResponse, Traffic};
 
 const FILTER: &str = "transformer";
 
@@ -52,11 +52,15 @@ fn plan(kind: &str, len: usize, seed: u64) -> Vec<usize> {
         "whole" => vec![len],
         "1-byte" => vec![1; len],
         _ => {
-            let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let mut state = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let mut out = Vec::new();
             let mut left = len;
             while left > 0 {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 let n = ((state >> 33) as usize % 40 + 1).min(left);
                 out.push(n);
                 left -= n;
@@ -112,7 +116,11 @@ impl StreamingUpstream {
                 });
             }
         });
-        Ok(StreamingUpstream { addr, plan, received })
+        Ok(StreamingUpstream {
+            addr,
+            plan,
+            received,
+        })
     }
 
     fn set_plan(&self, sizes: Vec<usize>) {
@@ -122,19 +130,35 @@ impl StreamingUpstream {
     }
 
     fn take(&self) -> Vec<Received> {
-        self.received.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default()
+        self.received
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default()
     }
 }
 
-fn serve(stream: TcpStream, plan: &Mutex<Vec<usize>>, received: &Mutex<Vec<Received>>) -> Result<()> {
+fn serve(
+    stream: TcpStream,
+    plan: &Mutex<Vec<usize>>,
+    received: &Mutex<Vec<Received>>,
+) -> Result<()> {
     stream.set_nodelay(true)?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut writer = stream;
     while let Some(head) = http1::read_head(&mut reader)? {
         let body = http1::read_framed_body(&mut reader, &head, BodyFraming::Request)?;
-        let path = head.start_line.split_whitespace().nth(1).unwrap_or("").to_string();
+        let path = head
+            .start_line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("")
+            .to_string();
         if let Ok(mut r) = received.lock() {
-            r.push(Received { path, headers: head.headers.clone(), body });
+            r.push(Received {
+                path,
+                headers: head.headers.clone(),
+                body,
+            });
         }
         let sizes = plan.lock().map(|p| p.clone()).unwrap_or_default();
         let doc = response_doc();
@@ -157,7 +181,12 @@ fn serve(stream: TcpStream, plan: &Mutex<Vec<usize>>, received: &Mutex<Vec<Recei
 
 /// Sends a POST with `body` written in `sizes` pieces (with `content-length`), returns the
 /// response head's headers and the body read.
-fn post_in_pieces(addr: SocketAddr, path: &str, body: &[u8], sizes: &[usize]) -> Result<HttpResponse> {
+fn post_in_pieces(
+    addr: SocketAddr,
+    path: &str,
+    body: &[u8],
+    sizes: &[usize],
+) -> Result<HttpResponse> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
@@ -169,9 +198,18 @@ fn post_in_pieces(addr: SocketAddr, path: &str, body: &[u8], sizes: &[usize]) ->
     write_in_pieces(&mut stream, body, sizes)?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let head = http1::read_head(&mut reader)?.context("no response")?;
-    let status: u16 = head.start_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status: u16 = head
+        .start_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let body = http1::read_framed_body(&mut reader, &head, BodyFraming::Response)?;
-    Ok(HttpResponse { status, headers: head.headers, body })
+    Ok(HttpResponse {
+        status,
+        headers: head.headers,
+        body,
+    })
 }
 
 fn length_matches(headers: &[(String, String)], body: &[u8]) -> bool {
@@ -198,29 +236,78 @@ fn json_bodies_edited_the_same_for_every_chunking_in_envoy_and_in_the_harness() 
             let got = upstream.take();
             let up = got.first().context("the upstream saw no request")?;
             ensure!(answer.status == 200, "{label}: status {}", answer.status);
-            ensure!(up.path == "/v2/users?source=gateway", "{label}: upstream path {}", up.path);
-            ensure!(length_matches(&up.headers, &up.body), "{label}: upstream content-length {:?}, {} bytes read", http1::header(&up.headers, "content-length"), up.body.len());
-            let doc: Value = serde_json::from_slice(&up.body).with_context(|| format!("{label}: upstream body {:?}", String::from_utf8_lossy(&up.body)))?;
+            ensure!(
+                up.path == "/v2/users?source=gateway",
+                "{label}: upstream path {}",
+                up.path
+            );
+            ensure!(
+                length_matches(&up.headers, &up.body),
+                "{label}: upstream content-length {:?}, {} bytes read",
+                http1::header(&up.headers, "content-length"),
+                up.body.len()
+            );
+            let doc: Value = serde_json::from_slice(&up.body).with_context(|| {
+                format!(
+                    "{label}: upstream body {:?}",
+                    String::from_utf8_lossy(&up.body)
+                )
+            })?;
             ensure!(doc == request_expected(), "{label}: upstream got {doc}");
-            ensure!(length_matches(&answer.headers, &answer.body), "{label}: client content-length {:?}, {} bytes read", http1::header(&answer.headers, "content-length"), answer.body.len());
-            let doc: Value = serde_json::from_slice(&answer.body).with_context(|| format!("{label}: client body {:?}", String::from_utf8_lossy(&answer.body)))?;
+            ensure!(
+                length_matches(&answer.headers, &answer.body),
+                "{label}: client content-length {:?}, {} bytes read",
+                http1::header(&answer.headers, "content-length"),
+                answer.body.len()
+            );
+            let doc: Value = serde_json::from_slice(&answer.body).with_context(|| {
+                format!(
+                    "{label}: client body {:?}",
+                    String::from_utf8_lossy(&answer.body)
+                )
+            })?;
             ensure!(doc == response_expected(), "{label}: client got {doc}");
-            ensure!(http1::header(&answer.headers, "server").is_none_or(|s| s != "test-upstream"), "{label}: server header kept");
+            ensure!(
+                http1::header(&answer.headers, "server").is_none_or(|s| s != "test-upstream"),
+                "{label}: server header kept"
+            );
             seen.push((label, up.body.clone(), answer.body.clone()));
         }
-        let stats = client::send(envoy.admin(), &client::request("GET", "127.0.0.1", "/stats/prometheus", &[], b""))?;
+        let stats = client::send(
+            envoy.admin(),
+            &client::request("GET", "127.0.0.1", "/stats/prometheus", &[], b""),
+        )?;
         Ok(String::from_utf8_lossy(&stats.body).into_owned())
     })())?;
     for (label, up, down) in &seen[1..] {
-        ensure!(up == &seen[0].1 && down == &seen[0].2, "{label}: other bytes than whole");
+        ensure!(
+            up == &seen[0].1 && down == &seen[0].2,
+            "{label}: other bytes than whole"
+        );
     }
-    for line in ["transformer_actions{action=\"request_body\"} 4", "transformer_actions{action=\"response_body\"} 4"] {
-        ensure!(stats.lines().any(|l| l == line), "/stats/prometheus has no line {line:?}: {:?}", stats.lines().filter(|l| l.contains("transformer_")).collect::<Vec<_>>());
+    for line in [
+        "transformer_actions{action=\"request_body\"} 4",
+        "transformer_actions{action=\"response_body\"} 4",
+    ] {
+        ensure!(
+            stats.lines().any(|l| l == line),
+            "/stats/prometheus has no line {line:?}: {:?}",
+            stats
+                .lines()
+                .filter(|l| l.contains("transformer_"))
+                .collect::<Vec<_>>()
+        );
     }
 
     // The harness: the same bodies cut the same ways give the same bytes as Envoy.
     for (i, kind) in ["whole", "1-byte", "random"].iter().enumerate() {
-        let req = client::request("POST", "api.example.com", "/api/users", &[("content-type", "application/json")], &request);
+        let req = client::request(
+            "POST",
+            "api.example.com",
+            "/api/users",
+            &[("content-type", "application/json")],
+            &request,
+        );
         let traffic = Traffic {
             source: None,
             exchanges: vec![Exchange {
@@ -228,7 +315,10 @@ fn json_bodies_edited_the_same_for_every_chunking_in_envoy_and_in_the_harness() 
                 request: req,
                 response: Some(HttpResponse {
                     status: 200,
-                    headers: vec![("content-type".into(), "application/json".into()), ("content-length".into(), response.len().to_string())],
+                    headers: vec![
+                        ("content-type".into(), "application/json".into()),
+                        ("content-length".into(), response.len().to_string()),
+                    ],
                     body: response.clone(),
                 }),
                 details: ExchangeDetails {
@@ -239,13 +329,37 @@ fn json_bodies_edited_the_same_for_every_chunking_in_envoy_and_in_the_harness() 
             }],
             warnings: Vec::new(),
         };
-        let report = Replay::filter(paths::filter_wasm(FILTER)?).config(paths::demo_config(FILTER)?).traffic(traffic).run()?;
+        let report = Replay::filter(paths::filter_wasm(FILTER)?)
+            .config(paths::demo_config(FILTER)?)
+            .traffic(traffic)
+            .run()?;
         let exchange = report.exchanges.first().context("no exchange")?;
-        let up = exchange.upstream_request.as_ref().context("harness: upstream not reached")?;
-        ensure!(up.body == seen[0].1, "harness {kind}: upstream body {:?}", String::from_utf8_lossy(&up.body));
-        ensure!(length_matches(&up.headers, &up.body), "harness {kind}: upstream content-length");
-        ensure!(exchange.client_response.body == seen[0].2, "harness {kind}: client body {:?}", String::from_utf8_lossy(&exchange.client_response.body));
-        ensure!(length_matches(&exchange.client_response.headers, &exchange.client_response.body), "harness {kind}: client content-length {:?}", exchange.client_response.headers);
+        let up = exchange
+            .upstream_request
+            .as_ref()
+            .context("harness: upstream not reached")?;
+        ensure!(
+            up.body == seen[0].1,
+            "harness {kind}: upstream body {:?}",
+            String::from_utf8_lossy(&up.body)
+        );
+        ensure!(
+            length_matches(&up.headers, &up.body),
+            "harness {kind}: upstream content-length"
+        );
+        ensure!(
+            exchange.client_response.body == seen[0].2,
+            "harness {kind}: client body {:?}",
+            String::from_utf8_lossy(&exchange.client_response.body)
+        );
+        ensure!(
+            length_matches(
+                &exchange.client_response.headers,
+                &exchange.client_response.body
+            ),
+            "harness {kind}: client content-length {:?}",
+            exchange.client_response.headers
+        );
     }
     Ok(())
 }
@@ -253,51 +367,118 @@ fn json_bodies_edited_the_same_for_every_chunking_in_envoy_and_in_the_harness() 
 #[test]
 fn headers_query_paths_and_redirects_in_envoy_and_in_the_harness() -> Result<()> {
     let upstream = Upstream::start(tollgate_tests::upstream::text_response(b"ok"))?;
-    let envoy = Envoy::start(&EnvoyConfig::for_filter(FILTER, upstream.addr())?, "transformer-headers")?;
+    let envoy = Envoy::start(
+        &EnvoyConfig::for_filter(FILTER, upstream.addr())?,
+        "transformer-headers",
+    )?;
     let requests = [
-        client::request("GET", "api.example.com", "/api/acme/orders?q=shoes&debug=1&page=2",
-            &[("x-debug", "1"), ("x-client-version", "7.1"), ("x-consumer", "alice")], b""),
+        client::request(
+            "GET",
+            "api.example.com",
+            "/api/acme/orders?q=shoes&debug=1&page=2",
+            &[
+                ("x-debug", "1"),
+                ("x-client-version", "7.1"),
+                ("x-consumer", "alice"),
+            ],
+            b"",
+        ),
         client::request("GET", "api.example.com", "/users/42/profile?x=1", &[], b""),
         client::request("GET", "shop.example.com", "/old/catalog/x?a=b", &[], b""),
     ];
-    let answers = envoy.explain(requests.iter().map(|r| {
-        let answer = client::send(envoy.listener(), r)?;
-        Ok((answer, upstream.take_requests()))
-    }).collect::<Result<Vec<_>>>())?;
+    let answers = envoy.explain(
+        requests
+            .iter()
+            .map(|r| {
+                let answer = client::send(envoy.listener(), r)?;
+                Ok((answer, upstream.take_requests()))
+            })
+            .collect::<Result<Vec<_>>>(),
+    )?;
     let h = |headers: &[(String, String)], n: &str| http1::header(headers, n).map(str::to_string);
     let (a0, up0) = &answers[0];
-    let up = up0.first().context("request 0 did not reach the upstream")?;
-    ensure!(a0.status == 200 && up.path == "/v2/acme/orders?search=shoes&page=2&source=gateway", "{}", up.path);
-    ensure!(h(&up.headers, "x-debug").is_none() && h(&up.headers, "x-client-version").is_none(), "{:?}", up.headers);
-    for (name, value) in [("x-app-version", "7.1"), ("x-forwarded-consumer", "alice"), ("x-original-path", "/api/acme/orders"), ("x-tenant", "acme")] {
-        ensure!(h(&up.headers, name).as_deref() == Some(value), "{name}: {:?}", up.headers);
+    let up = up0
+        .first()
+        .context("request 0 did not reach the upstream")?;
+    ensure!(
+        a0.status == 200 && up.path == "/v2/acme/orders?search=shoes&page=2&source=gateway",
+        "{}",
+        up.path
+    );
+    ensure!(
+        h(&up.headers, "x-debug").is_none() && h(&up.headers, "x-client-version").is_none(),
+        "{:?}",
+        up.headers
+    );
+    for (name, value) in [
+        ("x-app-version", "7.1"),
+        ("x-forwarded-consumer", "alice"),
+        ("x-original-path", "/api/acme/orders"),
+        ("x-tenant", "acme"),
+    ] {
+        ensure!(
+            h(&up.headers, name).as_deref() == Some(value),
+            "{name}: {:?}",
+            up.headers
+        );
     }
-    ensure!(h(&a0.headers, "x-request-path").as_deref() == Some("/api/acme/orders"), "{:?}", a0.headers);
+    ensure!(
+        h(&a0.headers, "x-request-path").as_deref() == Some("/api/acme/orders"),
+        "{:?}",
+        a0.headers
+    );
     let (_, up1) = &answers[1];
-    ensure!(up1.first().map(|r| r.path.as_str()) == Some("/v2/profiles/42?x=1"), "{up1:?}");
+    ensure!(
+        up1.first().map(|r| r.path.as_str()) == Some("/v2/profiles/42?x=1"),
+        "{up1:?}"
+    );
     let (a2, up2) = &answers[2];
-    ensure!(up2.is_empty() && a2.status == 308, "redirect: {} {up2:?}", a2.status);
-    ensure!(h(&a2.headers, "location").as_deref() == Some("https://shop.example.com/api/catalog?a=b"), "{:?}", a2.headers);
+    ensure!(
+        up2.is_empty() && a2.status == 308,
+        "redirect: {} {up2:?}",
+        a2.status
+    );
+    ensure!(
+        h(&a2.headers, "location").as_deref() == Some("https://shop.example.com/api/catalog?a=b"),
+        "{:?}",
+        a2.headers
+    );
 
     let traffic = Traffic {
         source: None,
-        exchanges: requests.iter().enumerate().map(|(i, r)| Exchange {
-            id: format!("request {i}"),
-            request: r.clone(),
-            response: Some(tollgate_tests::upstream::text_response(b"ok")),
-            details: ExchangeDetails::default(),
-        }).collect(),
+        exchanges: requests
+            .iter()
+            .enumerate()
+            .map(|(i, r)| Exchange {
+                id: format!("request {i}"),
+                request: r.clone(),
+                response: Some(tollgate_tests::upstream::text_response(b"ok")),
+                details: ExchangeDetails::default(),
+            })
+            .collect(),
         warnings: Vec::new(),
     };
-    let report = Replay::filter(paths::filter_wasm(FILTER)?).config(paths::demo_config(FILTER)?).traffic(traffic).run()?;
+    let report = Replay::filter(paths::filter_wasm(FILTER)?)
+        .config(paths::demo_config(FILTER)?)
+        .traffic(traffic)
+        .run()?;
     let e0 = report.exchanges.first().context("no exchange")?;
-    let up = e0.upstream_request.as_ref().context("harness: request 0 not forwarded")?;
+    let up = e0
+        .upstream_request
+        .as_ref()
+        .context("harness: request 0 not forwarded")?;
     if up.path != "/v2/acme/orders?search=shoes&page=2&source=gateway" {
         bail!("harness path {}", up.path);
     }
     let e2 = report.exchanges.get(2).context("no exchange 2")?;
-    ensure!(e2.upstream_request.is_none() && e2.client_response.status == 308, "harness redirect");
-    ensure!(h(&e2.client_response.headers, "location") == h(&a2.headers, "location"), "harness location");
+    ensure!(
+        e2.upstream_request.is_none() && e2.client_response.status == 308,
+        "harness redirect"
+    );
+    ensure!(
+        h(&e2.client_response.headers, "location") == h(&a2.headers, "location"),
+        "harness location"
+    );
     Ok(())
 }
 
@@ -305,13 +486,23 @@ fn headers_query_paths_and_redirects_in_envoy_and_in_the_harness() -> Result<()>
 fn bad_configurations_are_refused_at_start_naming_the_field() -> Result<()> {
     let upstream = Upstream::start(tollgate_tests::upstream::text_response(b"ok"))?;
     for (config, field) in [
-        (r#"{"default": {"redirect": {"status": 200, "location": "/x"}}}"#, "default.redirect.status"),
-        (r#"{"default": {"request": {"path": {"regex": {"pattern": "(", "substitution": ""}}}}}"#, "default.request.path.regex.pattern"),
-        (r#"{"default": {"request": {"body": {"remove": ["a..b"]}}}}"#, "default.request.body.remove[0]"),
+        (
+            r#"{"default": {"redirect": {"status": 200, "location": "/x"}}}"#,
+            "default.redirect.status",
+        ),
+        (
+            r#"{"default": {"request": {"path": {"regex": {"pattern": "(", "substitution": ""}}}}}"#,
+            "default.request.path.regex.pattern",
+        ),
+        (
+            r#"{"default": {"request": {"body": {"remove": ["a..b"]}}}}"#,
+            "default.request.body.remove[0]",
+        ),
     ] {
         let mut envoy_config = EnvoyConfig::for_filter(FILTER, upstream.addr())?;
         envoy_config.set_plugin_configuration(config)?;
-        let line = Envoy::refusal(&envoy_config, "transformer-refused", FILTER).with_context(|| format!("{field}: {config}"))?;
+        let line = Envoy::refusal(&envoy_config, "transformer-refused", FILTER)
+            .with_context(|| format!("{field}: {config}"))?;
         ensure!(line.contains(&format!("at {field}")), "{field}: {line}");
     }
     Ok(())
