@@ -507,3 +507,117 @@ fn bad_configurations_are_refused_at_start_naming_the_field() -> Result<()> {
     }
     Ok(())
 }
+
+/// A JSON body above `max_body_bytes` (here 64 KiB, under Envoy's 1 MiB buffer limit) passes
+/// unchanged, with the bytes the client sent, in Envoy and in the harness.
+#[test]
+fn bodies_above_the_limit_pass_unchanged_in_envoy_and_in_the_harness() -> Result<()> {
+    let upstream = StreamingUpstream::start()?;
+    let mut config = EnvoyConfig::for_filter(FILTER, upstream.addr)?;
+    let policy = r#"{"default": {"request": {"body": {"set": [["edited", true]], "max_body_bytes": 65536}}}}"#;
+    config.set_plugin_configuration(policy)?;
+    let envoy = Envoy::start(&config, "transformer-limit")?;
+    let items: Vec<Value> = (0..20_000).map(|i| json!({"id": i})).collect();
+    let big = serde_json::to_vec(&json!({ "items": items }))?;
+    let small = br#"{"a": 1}"#.to_vec();
+    envoy.explain((|| {
+        for (body, edited) in [(&big, false), (&small, true)] {
+            // Pieces of up to 4 KiB for the big body (a few hundred writes), random ones else.
+            let sizes: Vec<usize> = if edited {
+                plan("random", body.len(), 7)
+            } else {
+                body.chunks(4096).map(<[u8]>::len).collect()
+            };
+            let answer = post_in_pieces(envoy.listener(), "/x", body, &sizes)?;
+            ensure!(answer.status == 200, "status {}", answer.status);
+            let got = upstream.take();
+            let up = got.first().context("the upstream saw no request")?;
+            ensure!(
+                length_matches(&up.headers, &up.body),
+                "upstream content-length"
+            );
+            if edited {
+                ensure!(
+                    up.body == br#"{"a":1,"edited":true}"#,
+                    "{:?}",
+                    String::from_utf8_lossy(&up.body)
+                );
+            } else {
+                ensure!(
+                    &up.body == body,
+                    "a {} byte body changed ({} bytes arrived)",
+                    body.len(),
+                    up.body.len()
+                );
+            }
+        }
+        Ok(())
+    })())?;
+    let traffic = Traffic {
+        source: None,
+        exchanges: vec![Exchange {
+            id: "big".into(),
+            request: client::request(
+                "POST",
+                "api.example.com",
+                "/x",
+                &[("content-type", "application/json")],
+                &big,
+            ),
+            response: Some(tollgate_tests::upstream::text_response(b"ok")),
+            details: ExchangeDetails {
+                request_chunks: big.chunks(4096).map(<[u8]>::len).collect(),
+                ..ExchangeDetails::default()
+            },
+        }],
+        warnings: Vec::new(),
+    };
+    let report = Replay::filter(paths::filter_wasm(FILTER)?)
+        .config(policy)
+        .traffic(traffic)
+        .run()?;
+    let up = report
+        .exchanges
+        .first()
+        .and_then(|e| e.upstream_request.as_ref())
+        .context("harness: not forwarded")?;
+    ensure!(
+        up.body == big,
+        "harness: the body changed ({} bytes)",
+        up.body.len()
+    );
+    Ok(())
+}
+
+/// With the default `max_body_bytes` (960 KiB), a 2 MB JSON body stops being buffered before
+/// Envoy's own 1 MiB buffer limit would answer 413: it reaches the upstream unchanged, whole.
+#[test]
+fn a_body_above_envoys_buffer_limit_passes_unchanged_with_the_default_limit() -> Result<()> {
+    let upstream = StreamingUpstream::start()?;
+    let mut config = EnvoyConfig::for_filter(FILTER, upstream.addr)?;
+    config.set_plugin_configuration(
+        r#"{"default": {"request": {"body": {"set": [["edited", true]]}}}}"#,
+    )?;
+    let envoy = Envoy::start(&config, "transformer-default-limit")?;
+    let items: Vec<Value> = (0..150_000).map(|i| json!({ "id": i })).collect();
+    let big = serde_json::to_vec(&json!({ "items": items }))?;
+    let sizes: Vec<usize> = big.chunks(16384).map(<[u8]>::len).collect();
+    envoy.explain((|| {
+        let answer = post_in_pieces(envoy.listener(), "/x", &big, &sizes)?;
+        ensure!(
+            answer.status == 200,
+            "a {} byte body: status {}",
+            big.len(),
+            answer.status
+        );
+        let got = upstream.take();
+        let up = got.first().context("the upstream saw no request")?;
+        ensure!(
+            up.body == big,
+            "the body changed ({} of {} bytes arrived)",
+            up.body.len(),
+            big.len()
+        );
+        Ok(())
+    })())
+}
