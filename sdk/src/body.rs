@@ -239,7 +239,7 @@ pub(crate) fn on_request_body<F: HttpFilter>(
     let Some(limit) = limit else {
         return filter.on_request_body(body, end_of_stream);
     };
-    match step(limit, body.bytes().len(), end_of_stream) {
+    match step(limit, body.len(), end_of_stream) {
         Step::TooLarge => {
             let reply = too_large_reply(limit.max());
             let headers: Vec<(&str, &str)> = reply

@@ -414,14 +414,14 @@ impl BodyBuffer for HostBody {
             .unwrap_or_default()
     }
 
-    fn size(&self) -> usize {
-        self.size
-    }
-
     fn replace(&mut self, bytes: &[u8]) {
         match hostcalls::set_buffer(self.kind, 0, self.size, bytes) {
             Ok(()) => self.size = bytes.len(),
             Err(status) => log::warn!("cannot replace the body: {status:?}"),
         }
+    }
+
+    fn len(&self) -> usize {
+        self.size
     }
 }

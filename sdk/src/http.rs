@@ -442,8 +442,12 @@ pub trait BodyBuffer {
     /// Replaces the buffered bytes with `bytes`.
     fn replace(&mut self, bytes: &[u8]);
     /// How many bytes are buffered, without copying them (the default reads them).
-    fn size(&self) -> usize {
+    fn len(&self) -> usize {
         self.read().len()
+    }
+    /// Whether nothing is buffered.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -455,6 +459,10 @@ impl BodyBuffer for Vec<u8> {
     fn replace(&mut self, bytes: &[u8]) {
         self.clear();
         self.extend_from_slice(bytes);
+    }
+
+    fn len(&self) -> usize {
+        Vec::len(self)
     }
 }
 
@@ -503,14 +511,27 @@ impl<'a> Body<'a> {
         self.buffer.read()
     }
 
-    /// How many bytes were received so far, without copying them.
+    /// How many bytes were received so far, without copying them (a filter that buffers a
+    /// body in many chunks checks its size at each one).
     ///
     /// ```
     /// let mut buffer = b"abc".to_vec();
-    /// assert_eq!(tollgate_sdk::Body::new(&mut buffer).size(), 3);
+    /// let body = tollgate_sdk::Body::new(&mut buffer);
+    /// assert_eq!(body.len(), 3);
+    /// assert!(!body.is_empty());
     /// ```
-    pub fn size(&self) -> usize {
-        self.buffer.size()
+    pub fn len(&self) -> usize {
+        self.buffer.len()
+    }
+
+    /// Whether no byte was received so far.
+    ///
+    /// ```
+    /// let mut buffer = Vec::new();
+    /// assert!(tollgate_sdk::Body::new(&mut buffer).is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.buffer.is_empty()
     }
 
     /// Replaces the bytes received so far with `bytes`.

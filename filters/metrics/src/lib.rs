@@ -263,7 +263,7 @@ impl HttpFilter for MetricsFilter {
     }
 
     fn on_request_body(&mut self, body: &mut Body<'_>, _end_of_stream: bool) -> Action {
-        self.request_bytes += body.size() as u64;
+        self.request_bytes += body.len() as u64;
         Action::Continue
     }
 
@@ -273,7 +273,7 @@ impl HttpFilter for MetricsFilter {
     }
 
     fn on_response_body(&mut self, body: &mut Body<'_>, _end_of_stream: bool) -> Action {
-        self.response_bytes += body.size() as u64;
+        self.response_bytes += body.len() as u64;
         Action::Continue
     }
 

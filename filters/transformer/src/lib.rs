@@ -559,7 +559,7 @@ fn body_chunk(
         *state = BodyState::Untouched;
         return Action::Continue;
     };
-    if body.size() > ops.max_body_bytes {
+    if body.len() > ops.max_body_bytes {
         // Too large to edit: everything buffered so far goes on unchanged, and the rest streams.
         *state = BodyState::Untouched;
         count(Act::TooLarge);
