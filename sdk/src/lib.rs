@@ -14,6 +14,7 @@
 //!   reports panics (message and location) through the host before the module traps;
 //! - [`metrics`]: counters, gauges and histograms with tags that become Prometheus labels;
 //! - [`routes`]: one configuration with per-route rules (route name, host, path prefix);
+//! - [`random`]: randomness from the host (WASI `random_get`), a seeded generator in tests;
 //! - [`body`]: request bodies buffered up to a limit (413 past it, or the first bytes handed
 //!   over), or transformed chunk by chunk.
 //!
@@ -66,6 +67,7 @@ pub mod http;
 pub mod logger;
 pub mod metrics;
 pub mod peer;
+pub mod random;
 pub mod routes;
 #[cfg(feature = "schema")]
 pub mod schema;

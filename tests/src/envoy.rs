@@ -57,6 +57,12 @@ impl EnvoyConfig {
         &self.value
     }
 
+    /// The parsed bootstrap, to change what no other method covers (e.g. connection manager
+    /// fields a native comparison needs).
+    pub fn value_mut(&mut self) -> &mut Value {
+        &mut self.value
+    }
+
     /// The file it was read from.
     pub fn source(&self) -> &Path {
         &self.source

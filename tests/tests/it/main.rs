@@ -52,6 +52,15 @@
 //!   real Envoy (scope, audience, cache, revocation, fail closed) and its answers in the harness.
 //! - `oidc_provider`: the real OpenID provider (npm `oidc-provider`) the identity filters are
 //!   tested against: discovery, client_credentials tokens, introspection.
+//! - `request_id`: the `request-id` filter in a real Envoy next to Envoy's own request ids
+//!   and in the harness (ids, W3C trace context, echo, Prometheus labels), refusals.
+//! - `custom_response`: the `custom-response` filter's local answers and replaced upstream
+//!   errors in a real Envoy and in the harness, next to native `custom_response`; refusals.
+//! - `transformer`: the `transformer` filter's JSON body edits through a real Envoy with bodies
+//!   written whole, in 1-byte and in random pieces (same bytes, right lengths) and in the
+//!   harness; headers, query, paths, redirects; refusals.
+//! - `metrics`: the `metrics` filter in a real Envoy, its counters and histograms scraped from
+//!   `/stats/prometheus` with route, method and status-class labels; refusals.
 //!
 //! Envoy and the built filters come from `cargo xtask test` (which exports
 //! `ENVOY_BIN` and `TOLLGATE_FILTERS_DIR`); without them these tests fail
@@ -62,6 +71,7 @@ mod basic_auth;
 mod callout_parity;
 mod chain;
 mod cors;
+mod custom_response;
 mod envoy_cli;
 mod envoy_headers;
 mod hmac_auth;
@@ -71,6 +81,7 @@ mod ip_restriction;
 mod json_mask;
 mod jwt_auth;
 mod key_auth;
+mod metrics;
 mod native_parity;
 mod oauth2_introspection;
 mod oidc_provider;
@@ -81,9 +92,11 @@ mod record;
 mod remote_code;
 mod request_block;
 mod request_validation;
+mod request_id;
 mod ship_oci;
 mod ship_schema;
 mod ship_validate;
 mod soak;
 mod suites;
 mod trace_diff;
+mod transformer;

@@ -1,0 +1,314 @@
+//! Native tests of the transformer: headers, query, paths, redirects, JSON body edits with every
+//! chunking, content-length handling, refusals.
+
+use std::rc::Rc;
+
+use serde_json::{Value, json};
+use tollgate_sdk::{Action, Body, ConfigError, HeaderList, HttpFilter, Request, Response};
+
+use crate::{TransformerConfig, TransformerFilter};
+
+const DEMO: &str = include_str!("../demo.json");
+
+fn config(json: &str) -> Result<Rc<TransformerConfig>, ConfigError> {
+    tollgate_sdk::config::parse(json.as_bytes()).map(Rc::new)
+}
+
+fn filter(json: &str) -> Result<TransformerFilter, ConfigError> {
+    Ok(TransformerFilter::new(config(json)?))
+}
+
+/// Feeds `body` in `chunks` (sizes, cycled) the way the proxy does: a paused chunk stays in the
+/// buffer and the next call sees it with the new bytes. Returns what goes on.
+fn feed(
+    mut on_chunk: impl FnMut(&mut Body<'_>, bool) -> Action,
+    body: &[u8],
+    chunks: &[usize],
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buffer: Vec<u8> = Vec::new();
+    let mut at = 0;
+    let mut i = 0;
+    loop {
+        let size = chunks[i % chunks.len()].max(1);
+        i += 1;
+        let end = (at + size).min(body.len());
+        buffer.extend_from_slice(&body[at..end]);
+        at = end;
+        let eos = at == body.len();
+        let action = on_chunk(&mut Body::new(&mut buffer), eos);
+        if action == Action::Continue {
+            out.append(&mut buffer);
+        }
+        if eos {
+            out.append(&mut buffer);
+            return out;
+        }
+    }
+}
+
+fn request_headers(
+    f: &mut TransformerFilter,
+    pairs: &[(&str, &str)],
+    eos: bool,
+) -> (HeaderList, Option<tollgate_sdk::LocalReply>) {
+    let mut list: HeaderList = pairs.iter().copied().collect();
+    let mut req = Request::new(&mut list);
+    f.on_request_headers(&mut req, eos);
+    let reply = req.take_local_reply();
+    (list, reply)
+}
+
+#[test]
+fn request_headers_query_and_prefix_path() -> Result<(), ConfigError> {
+    tollgate_sdk::routes::mock::set_route_name(None);
+    let mut f = filter(DEMO)?;
+    let (h, reply) = request_headers(
+        &mut f,
+        &[
+            (":method", "GET"),
+            (":authority", "api.example.com"),
+            (":path", "/api/acme/orders?q=shoes&debug=1&source=x&page=2"),
+            ("x-debug", "1"),
+            ("x-client-version", "7.1"),
+            ("x-consumer", "alice"),
+        ],
+        true,
+    );
+    assert!(reply.is_none());
+    assert_eq!(
+        h.get_all(":path"),
+        vec!["/v2/acme/orders?search=shoes&source=gateway&page=2"]
+    );
+    assert!(h.get_all("x-debug").is_empty());
+    assert!(h.get_all("x-client-version").is_empty());
+    assert_eq!(h.get_all("x-app-version"), vec!["7.1"]);
+    assert_eq!(h.get_all("x-forwarded-consumer"), vec!["alice"]);
+    assert_eq!(h.get_all("x-original-path"), vec!["/api/acme/orders"]);
+    assert_eq!(h.get_all("x-tenant"), vec!["acme"]);
+    Ok(())
+}
+
+#[test]
+fn regex_path_rewrite_and_redirects_per_route() -> Result<(), ConfigError> {
+    let mut f = filter(DEMO)?;
+    let (h, _) = request_headers(
+        &mut f,
+        &[(":method", "GET"), (":path", "/users/42/profile?x=1")],
+        true,
+    );
+    assert_eq!(h.get_all(":path"), vec!["/v2/profiles/42?x=1"]);
+    let mut f = filter(DEMO)?;
+    let (_, reply) = request_headers(
+        &mut f,
+        &[
+            (":method", "GET"),
+            (":authority", "shop.example.com"),
+            (":path", "/old/catalog/x?a=b"),
+        ],
+        true,
+    );
+    let reply = reply.ok_or_else(|| ConfigError::at("", "no redirect"))?;
+    assert_eq!(reply.status, 308);
+    assert_eq!(
+        reply.headers,
+        vec![(
+            "location".to_string(),
+            "https://shop.example.com/api/catalog?a=b".to_string()
+        )]
+    );
+    Ok(())
+}
+
+#[test]
+fn response_headers_use_the_request_as_it_arrived() -> Result<(), ConfigError> {
+    let mut f = filter(DEMO)?;
+    request_headers(&mut f, &[(":method", "GET"), (":path", "/api/x?y=1")], true);
+    let mut resp = HeaderList::from([
+        (":status", "200"),
+        ("server", "nginx"),
+        ("x-powered-by", "php"),
+    ]);
+    f.on_response_headers(&mut Response::new(&mut resp), true);
+    assert!(resp.get_all("server").is_empty() && resp.get_all("x-powered-by").is_empty());
+    assert_eq!(resp.get_all("x-request-path"), vec!["/api/x"]);
+    Ok(())
+}
+
+fn request_doc() -> Value {
+    json!({"user": {"fullName": "Ada Lovelace", "mail": "ada@example.com", "id": 7},
+           "client": {"debug": true, "name": "app"}, "items": [1, 2, 3], "note": "ünïcödé \"q\""})
+}
+
+fn request_expected() -> Value {
+    json!({"user": {"full_name": "Ada Lovelace", "id": 7}, "contact": {"email": "ada@example.com"},
+           "client": {"name": "app"}, "items": [1, 2, 3], "note": "ünïcödé \"q\"", "meta": {"via": "tollgate"}})
+}
+
+#[test]
+fn request_body_edits_are_the_same_whole_in_one_byte_and_in_random_chunks()
+-> Result<(), ConfigError> {
+    let body = serde_json::to_vec_pretty(&request_doc()).unwrap_or_default();
+    let plans: Vec<Vec<usize>> = vec![
+        vec![body.len()],
+        vec![1],
+        vec![7, 1, 30, 2, 64],
+        vec![3, 200, 1],
+    ];
+    let mut outputs = Vec::new();
+    for plan in &plans {
+        let mut f = filter(DEMO)?;
+        let len = body.len().to_string();
+        let (h, _) = request_headers(
+            &mut f,
+            &[
+                (":method", "POST"),
+                (":path", "/api/users"),
+                ("content-type", "application/json; charset=utf-8"),
+                ("content-length", &len),
+            ],
+            false,
+        );
+        assert!(
+            h.get_all("content-length").is_empty(),
+            "content-length removed"
+        );
+        let out = feed(|b, eos| f.on_request_body(b, eos), &body, plan);
+        let doc: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+        assert_eq!(doc, request_expected(), "plan {plan:?}");
+        outputs.push(out);
+    }
+    assert!(
+        outputs.windows(2).all(|w| w[0] == w[1]),
+        "the same bytes for every chunking"
+    );
+    Ok(())
+}
+
+#[test]
+fn response_body_edits_and_content_length() -> Result<(), ConfigError> {
+    let body = br#"{"data": {"id": 1}, "internal": {"host": "10.0.0.1"}}"#;
+    for plan in [vec![body.len()], vec![1], vec![5, 2, 9]] {
+        let mut f = filter(DEMO)?;
+        request_headers(&mut f, &[(":method", "GET"), (":path", "/api/x")], true);
+        let mut resp = HeaderList::from([
+            (":status", "200"),
+            ("content-type", "application/json"),
+            ("content-length", "52"),
+        ]);
+        f.on_response_headers(&mut Response::new(&mut resp), false);
+        assert!(resp.get_all("content-length").is_empty());
+        let out = feed(|b, eos| f.on_response_body(b, eos), body, &plan);
+        assert_eq!(
+            out,
+            br#"{"api_version":2,"result":{"id":1}}"#.to_vec(),
+            "{plan:?}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn non_json_and_too_large_bodies_pass_unchanged() -> Result<(), ConfigError> {
+    // Not JSON by content type: content-length kept, nothing buffered.
+    let mut f = filter(DEMO)?;
+    let (h, _) = request_headers(
+        &mut f,
+        &[
+            (":method", "POST"),
+            (":path", "/api/x"),
+            ("content-type", "text/plain"),
+            ("content-length", "5"),
+        ],
+        false,
+    );
+    assert_eq!(h.get_all("content-length"), vec!["5"]);
+    assert_eq!(
+        feed(|b, eos| f.on_request_body(b, eos), b"hello", &[1]),
+        b"hello"
+    );
+    // Says JSON, is not: unchanged bytes.
+    let mut f = filter(DEMO)?;
+    request_headers(
+        &mut f,
+        &[
+            (":method", "POST"),
+            (":path", "/api/x"),
+            ("content-type", "application/json"),
+        ],
+        false,
+    );
+    assert_eq!(
+        feed(|b, eos| f.on_request_body(b, eos), b"{not json", &[2]),
+        b"{not json"
+    );
+    // Larger than max_body_bytes: unchanged.
+    let small = r#"{"default": {"request": {"body": {"set": [["a", 1]], "max_body_bytes": 10}}}}"#;
+    let mut f = filter(small)?;
+    request_headers(
+        &mut f,
+        &[
+            (":method", "POST"),
+            (":path", "/"),
+            ("content-type", "application/json"),
+        ],
+        false,
+    );
+    let big = br#"{"b": "0123456789abcdef"}"#;
+    assert_eq!(
+        feed(|b, eos| f.on_request_body(b, eos), big, &[4]),
+        big.to_vec()
+    );
+    Ok(())
+}
+
+#[test]
+fn bad_configurations_name_the_field() {
+    for (json, at) in [
+        (
+            r#"{"default": {"redirect": {"status": 200, "location": "/x"}}}"#,
+            "default.redirect.status",
+        ),
+        (
+            r#"{"default": {"redirect": {"status": 301, "location": "{{nope}}"}}}"#,
+            "default.redirect.location",
+        ),
+        (
+            r#"{"default": {"request": {"headers": {"set": [[":path", "/x"]]}}}}"#,
+            "default.request.headers.set[0]",
+        ),
+        (
+            r#"{"default": {"request": {"headers": {"remove": ["content-length"]}}}}"#,
+            "default.request.headers.remove[0]",
+        ),
+        (
+            r#"{"default": {"request": {"path": {"regex": {"pattern": "(", "substitution": ""}}}}}"#,
+            "default.request.path.regex.pattern",
+        ),
+        (
+            r#"{"default": {"request": {"path": {"prefix": {"from": "api", "to": "/"}}}}}"#,
+            "default.request.path.prefix.from",
+        ),
+        (
+            r#"{"default": {"request": {"body": {"remove": ["a..b"]}}}}"#,
+            "default.request.body.remove[0]",
+        ),
+        (
+            r#"{"default": {"response": {"body": {"max_body_bytes": 0}}}}"#,
+            "default.response.body.max_body_bytes",
+        ),
+        (
+            r#"{"routes": [{"match": {"route": "r"}, "config": {"request": {"query": {"set": [["a", "{{segment:x}}"]]}}}}]}"#,
+            "routes[0].config.request.query.set[0]",
+        ),
+    ] {
+        let e = match config(json) {
+            Ok(_) => format!("accepted: {json}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            e.starts_with(&format!("bad configuration at {at}")),
+            "{json}: {e}"
+        );
+    }
+}
