@@ -491,7 +491,7 @@ impl Parser<'_> {
 /// ```
 /// let mut out = Vec::new();
 /// tollgate_json_mask::json::write_json_string(&mut out, "a\"b\\c\n\u{1}é");
-/// assert_eq!(out, br#""a\"b\\c\n\u0001é""#.to_vec());
+/// assert_eq!(String::from_utf8(out).unwrap(), r#""a\"b\\c\n\u0001é""#);
 /// ```
 pub fn write_json_string(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
