@@ -9,11 +9,11 @@
 //!   one `i64.mul`. The moduli are constants of the curve, so after unrolling the compiler folds
 //!   the multiplications by their zero and all-ones limbs (P-256's and P-384's primes are
 //!   mostly made of those, and their `-p^-1 mod 2^32` is 1).
-//! - Keys are fixed per configuration, so each key gets a table once: for every fourth 4-bit
-//!   window `i` of a scalar, the multiples `d * 16^i * Q` for `d = 1..=8`, in affine
-//!   coordinates (a comb, [`TEETH`]). The base point gets the same table once per VM. A
+//! - Keys are fixed per configuration, so each key gets a table once: for every fourth 5-bit
+//!   window `i` of a scalar, the multiples `d * 32^i * Q` for `d = 1..=16`, in affine
+//!   coordinates (a comb, [`TEETH`], [`W`]). The base point gets the same table once per VM. A
 //!   verification `u1 * G + u2 * Q` is then one mixed addition per non-zero signed window digit
-//!   of each scalar and 12 doublings in all, both scalars sharing one accumulator (Shamir's
+//!   of each scalar and 15 doublings in all, both scalars sharing one accumulator (Shamir's
 //!   trick).
 //! - The accumulator is in Jacobian coordinates; the final `x mod n == r` test compares `X`
 //!   with `r * Z^2` (and `(r + n) * Z^2` when that is below `p`), so there is no field inversion
@@ -22,8 +22,8 @@
 //! Not constant-time, on purpose: verification only handles public values (the key, the token
 //! and its signature), so no branch or memory access here depends on a secret.
 //!
-//! Tables cost `ceil((8 * limbs + 1) / 4) * 8` affine points per key: 8.5 KiB for P-256, 19
-//! KiB for P-384. A key's table is built on its first verification
+//! Tables cost `ceil(windows / 4) * 16` affine points per key: 14 KiB for P-256, 30 KiB for
+//! P-384. A key's table is built on its first verification
 //! and kept across JWKS parses for the last [`TABLE_CACHE`] keys of each curve; the base point's
 //! once per VM.
 
@@ -105,7 +105,9 @@ fn is_zero<const N: usize>(a: &Limbs<N>) -> bool {
 }
 
 /// `a * b * 2^(-32 N) mod M` for `a, b < M` (coarsely integrated operand scanning).
-#[inline(always)]
+/// One function per modulus, not inlined: unrolled, it is a few KiB of code, and the call
+/// costs a few instructions of the thousand or so it runs.
+#[inline(never)]
 fn mont_mul<const N: usize, M: Modulus<N>>(a: &Limbs<N>, b: &Limbs<N>) -> Limbs<N> {
     let mut t = [0u32; N];
     let mut t_hi = 0u32;
@@ -301,7 +303,6 @@ impl<const N: usize, C: Curve<N>> Ops<N, C> {
     }
 
     /// `a + b` for an affine `b` (madd-2004-hmv), any `a`.
-    #[inline(always)]
     fn add_mixed(a: &Jacobian<N>, b: &Affine<N>) -> Jacobian<N> {
         if a.is_infinity() {
             return Jacobian::from_affine::<C::P>(b);
@@ -389,57 +390,72 @@ impl<const N: usize, C: Curve<N>> Ops<N, C> {
     }
 }
 
-/// The signed 4-bit window digits of a scalar (each in `-7..=8`), lowest first: `8 N + 1` of
-/// them (the last takes the final carry).
+/// Bits per window of a scalar: digits are signed, in `-(2^(W-1) - 1)..=2^(W-1)`.
+pub const W: usize = 5;
+/// Multiples per table row: `1..=2^(W-1)`.
+const ROW: usize = 1 << (W - 1);
+
+/// How many windows a scalar of `N` limbs has (one more for the last carry).
+const fn windows(n: usize) -> usize {
+    (32 * n).div_ceil(W) + 1
+}
+
+/// The signed `W`-bit window digits of a scalar, lowest first: `windows(N)` of them.
 fn recode<const N: usize>(k: &Limbs<N>, out: &mut [i8; 97]) {
     let mut carry = 0u32;
-    for i in 0..8 * N {
-        let nibble = (k[i / 8] >> (4 * (i % 8))) & 15;
-        let v = nibble + carry;
-        if v > 8 {
-            out[i] = v as i8 - 16;
+    let count = windows(N);
+    for (i, digit) in out.iter_mut().enumerate().take(count - 1) {
+        let at = i * W;
+        let (limb, shift) = (at / 32, at % 32);
+        let mut bits = k[limb] >> shift;
+        if shift + W > 32 && limb + 1 < N {
+            bits |= k[limb + 1] << (32 - shift);
+        }
+        let v = (bits & ((1 << W) - 1)) + carry;
+        if v > ROW as u32 {
+            *digit = (v as i32 - (1 << W)) as i8;
             carry = 1;
         } else {
-            out[i] = v as i8;
+            *digit = v as i8;
             carry = 0;
         }
     }
-    out[8 * N] = carry as i8;
+    out[count - 1] = carry as i8;
 }
 
 /// Windows per table row: a table holds every [`TEETH`]-th window, and a verification
-/// makes `4 * (TEETH - 1)` doublings to reach the others (a comb). 4 makes a table a quarter
+/// makes `W * (TEETH - 1)` doublings to reach the others (a comb). 4 makes a table a quarter
 /// of the size and its building a third of the work for about 7% more per verification.
 pub const TEETH: usize = 4;
 
-/// For every [`TEETH`]-th window `i` of a scalar (row `i / TEETH`), `d * 16^i * Q` for
-/// `d = 1..=8`.
+/// For every [`TEETH`]-th window `i` of a scalar (row `i / TEETH`), `d * 2^(W i) * Q` for
+/// `d = 1..=2^(W-1)`.
 #[derive(Debug)]
 pub struct Table<const N: usize> {
-    windows: Vec<[Affine<N>; 8]>,
+    windows: Vec<[Affine<N>; ROW]>,
 }
 
 impl<const N: usize> Table<N> {
     fn new<C: Curve<N>>(q: &Affine<N>) -> Self {
-        let count = (8 * N + 1).div_ceil(TEETH);
-        let mut points = Vec::with_capacity(count * 8);
+        let count = windows(N).div_ceil(TEETH);
+        let mut points = Vec::with_capacity(count * ROW);
         let mut base = Jacobian::from_affine::<C::P>(q);
         for _ in 0..count {
             let mut multiple = base;
             points.push(multiple);
-            for _ in 1..8 {
+            for _ in 1..ROW {
                 multiple = Ops::<N, C>::add_jacobian(&multiple, &base);
                 points.push(multiple);
             }
-            for _ in 0..4 * TEETH {
+            for _ in 0..W * TEETH {
                 base = Ops::<N, C>::double(&base);
             }
         }
         let affine = Ops::<N, C>::to_affine_batch(&points);
         let windows = affine
-            .chunks_exact(8)
+            .chunks_exact(ROW)
             .map(|c| {
-                let mut row = [c[0]; 8];
+                let mut row = [c[0]; ROW];
                 row.copy_from_slice(c);
                 row
             })
@@ -447,7 +463,7 @@ impl<const N: usize> Table<N> {
         Self { windows }
     }
 
-    /// Adds `digit * 16^(row * TEETH) * Q` to `acc`.
+    /// Adds `digit * 2^(W * row * TEETH) * Q` to `acc`.
     #[inline(always)]
     fn add_digit<C: Curve<N>>(&self, acc: &mut Jacobian<N>, row: usize, digit: i8) {
         if digit == 0 {
@@ -555,13 +571,13 @@ impl<const N: usize, C: Curve<N>> VerifyingKey<N, C> {
         recode(&u1, &mut d1);
         recode(&u2, &mut d2);
         let (base, table) = (C::base_table(), self.table());
-        // u1 G + u2 Q = sum over g of 16^g (sum over rows j of the digits of window
-        // j * TEETH + g times the row's multiples), by Horner over g: 4 doublings between groups.
-        let windows = 8 * N + 1;
+        // u1 G + u2 Q = sum over g of 2^(W g) (sum over rows j of the digits of window
+        // j * TEETH + g times the row's multiples), by Horner over g: W doublings between groups.
+        let windows = windows(N);
         let mut acc = Jacobian::infinity();
         for g in (0..TEETH).rev() {
             if g + 1 != TEETH {
-                for _ in 0..4 {
+                for _ in 0..W {
                     acc = Ops::<N, C>::double(&acc);
                 }
             }
