@@ -128,7 +128,12 @@ impl HttpFilter for HeadersFilter {
         let config = Rc::clone(&self.config);
         let captured = std::mem::take(&mut self.captured);
         let request = Captured::new(config.read_names(), &captured);
-        apply(&config.response, resp.header_map(), &request, Side::Response);
+        apply(
+            &config.response,
+            resp.header_map(),
+            &request,
+            Side::Response,
+        );
         for rule in &config.rules {
             if rule.matches(&request) {
                 apply(&rule.response, resp.header_map(), &request, Side::Response);

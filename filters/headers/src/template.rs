@@ -211,11 +211,7 @@ impl Template {
 
     /// The value for this request; `None` when a reference is absent and `on_missing` is
     /// [`OnMissing::Skip`].
-    pub fn render<R: RequestHeaders>(
-        &self,
-        request: &R,
-        on_missing: OnMissing,
-    ) -> Option<String> {
+    pub fn render<R: RequestHeaders>(&self, request: &R, on_missing: OnMissing) -> Option<String> {
         self.render_cow(request, on_missing).map(Cow::into_owned)
     }
 

@@ -179,7 +179,11 @@ fn half_mod<const N: usize, M: Modulus<N>>(a: &mut Limbs<N>) {
         false
     };
     for i in 0..N {
-        let next = if i + 1 < N { a[i + 1] } else { u32::from(carry) };
+        let next = if i + 1 < N {
+            a[i + 1]
+        } else {
+            u32::from(carry)
+        };
         a[i] = (a[i] >> 1) | (next << 31);
     }
 }
@@ -323,10 +327,7 @@ impl<const N: usize, C: Curve<N>> Ops<N, C> {
         let hhh = Self::mul(&h, &hh);
         let v = Self::mul(&a.x, &hh);
         let x = Self::sub(&Self::sub(&Self::sub(&Self::mul(&r, &r), &hhh), &v), &v);
-        let y = Self::sub(
-            &Self::mul(&r, &Self::sub(&v, &x)),
-            &Self::mul(&a.y, &hhh),
-        );
+        let y = Self::sub(&Self::mul(&r, &Self::sub(&v, &x)), &Self::mul(&a.y, &hhh));
         let z = Self::mul(&a.z, &h);
         Jacobian { x, y, z }
     }
@@ -374,7 +375,13 @@ impl<const N: usize, C: Curve<N>> Ops<N, C> {
         }
         // acc = product of every Z (none is zero: the caller passes finite points).
         let inv = to_mont::<N, C::P>(&inv_vartime::<N, C::P>(&from_mont::<N, C::P>(&acc)));
-        let mut out = vec![Affine { x: [0; N], y: [0; N] }; points.len()];
+        let mut out = vec![
+            Affine {
+                x: [0; N],
+                y: [0; N]
+            };
+            points.len()
+        ];
         let mut running = inv;
         for (i, p) in points.iter().enumerate().rev() {
             let zinv = Self::mul(&running, &prefix[i]);
@@ -530,7 +537,9 @@ impl<const N: usize, C: Curve<N>> VerifyingKey<N, C> {
     fn table(&self) -> &Table<N> {
         self.table.get_or_init(|| {
             let cache = C::key_tables();
-            let mut cache = cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut cache = cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Some((_, table)) = cache.iter().find(|(point, _)| *point == self.point) {
                 return Arc::clone(table);
             }
@@ -602,7 +611,6 @@ impl<const N: usize, C: Curve<N>> VerifyingKey<N, C> {
         false
     }
 }
-
 
 /// P-256's prime `2^256 - 2^224 + 2^192 + 2^96 - 1`.
 pub struct P256Field;
@@ -719,7 +727,6 @@ impl Curve<12> for P384 {
         ],
     };
 }
-
 
 /// A P-256 (ES256) verification key.
 pub type P256Key = VerifyingKey<8, P256>;
