@@ -222,7 +222,8 @@ impl Template {
     /// use std::borrow::Cow;
     /// use tollgate_headers::template::{OnMissing, Template};
     /// let template = Template::parse("nosniff")?;
-    /// let value = template.render_cow(&Default::default(), OnMissing::Skip);
+    /// let request = tollgate_sdk::HeaderSnapshot::default();
+    /// let value = template.render_cow(&request, OnMissing::Skip);
     /// assert!(matches!(value, Some(Cow::Borrowed("nosniff"))));
     /// # Ok::<(), tollgate_headers::template::TemplateError>(())
     /// ```
