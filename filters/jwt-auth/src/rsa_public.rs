@@ -495,6 +495,87 @@ mod narrow {
         dot(acc, a, b, m, n);
     }
 
+    /// The sum of `x[k] y[k]` over `x`'s length (`y` as long or longer).
+    #[inline(always)]
+    fn dot1(x: &[u64], y: &[u64]) -> u64 {
+        #[cfg(target_arch = "wasm32")]
+        {
+            dot1_simd(x, y)
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            x.iter().zip(y).map(|(a, b)| a * b).sum()
+        }
+    }
+
+    /// [`dot1`] with SIMD128, as [`dot_simd`].
+    #[cfg(target_arch = "wasm32")]
+    #[target_feature(enable = "simd128")]
+    fn dot1_simd(x: &[u64], y: &[u64]) -> u64 {
+        use core::arch::wasm32::{
+            i64x2_add, i64x2_mul, u64x2, u64x2_extract_lane, v128, v128_load,
+        };
+        let len = x.len();
+        let Some(y) = y.get(..len) else {
+            return 0;
+        };
+        let mut lanes = u64x2(0, 0);
+        for k in (0..len - len % 2).step_by(2) {
+            // SAFETY: k + 1 < len and both slices hold len u64s; v128_load is unaligned.
+            let (vx, vy) = unsafe {
+                (
+                    v128_load(x.as_ptr().add(k).cast::<v128>()),
+                    v128_load(y.as_ptr().add(k).cast::<v128>()),
+                )
+            };
+            lanes = i64x2_add(lanes, i64x2_mul(vx, vy));
+        }
+        let mut sum = u64x2_extract_lane::<0>(lanes) + u64x2_extract_lane::<1>(lanes);
+        if len % 2 == 1 {
+            sum += x[len - 1] * y[len - 1];
+        }
+        sum
+    }
+
+    /// `out = a * a / R mod n` for `a < n`, given `a` reversed: [`mont`] with each cross
+    /// product of `a` computed once and doubled.
+    fn mont_sqr(out: &mut [u64], a: &[u64], a_rev: &[u64], key: &Key, m: &mut [u64]) {
+        let (n, n_rev, n0) = (&key.n, &key.n_rev, key.n0);
+        let l = n.len();
+        let mut acc: u64 = 0;
+        // Column i: a[j] a[i - j] for j < i - j (twice), a[i / 2]^2 for an even i, and
+        // m[j] n[i - j], with a[i - j] = a_rev[l - 1 - i + j].
+        for i in 0..l {
+            let from = l - 1 - i;
+            let half = i.div_ceil(2);
+            acc += 2 * dot1(&a[..half], &a_rev[from..]);
+            if i % 2 == 0 {
+                acc += a[i / 2] * a[i / 2];
+            }
+            acc += dot1(&m[..i], &n_rev[from..]);
+            let mi = ((acc & MASK) * n0) & MASK;
+            m[i] = mi;
+            acc += mi * n[0];
+            acc >>= BITS;
+        }
+        for (i, limb) in (l..2 * l - 1).zip(out.iter_mut()) {
+            let from = i + 1 - l;
+            let half = i.div_ceil(2);
+            acc += 2 * dot1(&a[from..half], a_rev);
+            if i % 2 == 0 {
+                acc += a[i / 2] * a[i / 2];
+            }
+            acc += dot1(&m[from..], n_rev);
+            *limb = acc & MASK;
+            acc >>= BITS;
+        }
+        out[l - 1] = acc & MASK;
+        acc >>= BITS;
+        if acc != 0 || !less(out, n) {
+            sub(out, n);
+        }
+    }
+
     /// `x` reversed into `out`.
     fn reverse_into(out: &mut [u64], x: &[u64]) {
         for (o, v) in out.iter_mut().zip(x.iter().rev()) {
@@ -562,7 +643,7 @@ mod narrow {
             let top = 63 - e.leading_zeros();
             for bit in (0..top).rev() {
                 reverse_into(&mut rev, &acc);
-                mont(&mut tmp, &acc, &rev, self, &mut m);
+                mont_sqr(&mut tmp, &acc, &rev, self, &mut m);
                 std::mem::swap(&mut acc, &mut tmp);
                 if (e >> bit) & 1 == 1 {
                     mont(&mut tmp, &acc, &base_rev, self, &mut m);
