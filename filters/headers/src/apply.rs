@@ -3,9 +3,10 @@
 
 use std::borrow::Cow;
 
-use tollgate_sdk::{HeaderMap, HeaderSnapshot};
+use tollgate_sdk::HeaderMap;
 
 use crate::config::{HeaderEntry, Mutations};
+use crate::template::RequestHeaders;
 
 /// Which map is being changed, for log lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,17 +40,18 @@ impl Side {
 /// assert_eq!(headers, HeaderList::from([(":status", "200"), ("x-frame-options", "DENY")]));
 /// # Ok::<(), tollgate_sdk::ConfigError>(())
 /// ```
-pub fn apply(
+pub fn apply<R: RequestHeaders>(
     mutations: &Mutations,
     headers: &mut dyn HeaderMap,
-    request: &HeaderSnapshot,
+    request: &R,
     side: Side,
 ) {
     apply_known(mutations, headers, None, request, side);
 }
 
-/// [`apply`] when the caller already holds `current`, every header of `headers` as they are
-/// now: `remove_prefix` then works on them instead of reading the whole map again.
+/// [`apply`] when the caller already holds `current`, the names of `headers` as they are now
+/// that a `remove_prefix` of `mutations` matches (others may be left out): `remove_prefix` then
+/// works on them instead of reading the whole map again.
 ///
 /// ```
 /// use tollgate_headers::{apply::{apply_known, Side}, HeadersConfig};
@@ -59,16 +61,16 @@ pub fn apply(
 ///     br#"{"request": {"remove": ["x-debug-a"], "remove_prefix": ["x-debug-"]}}"#,
 /// )?;
 /// let mut headers = HeaderList::from([(":path", "/"), ("x-debug-a", "1"), ("X-Debug-B", "2")]);
-/// let current = headers.pairs();
+/// let current: Vec<String> = headers.pairs().into_iter().map(|(name, _)| name).collect();
 /// apply_known(&config.request, &mut headers, Some(&current), &HeaderSnapshot::default(), Side::Request);
 /// assert_eq!(headers, HeaderList::from([(":path", "/")]));
 /// # Ok::<(), tollgate_sdk::ConfigError>(())
 /// ```
-pub fn apply_known(
+pub fn apply_known<R: RequestHeaders>(
     mutations: &Mutations,
     headers: &mut dyn HeaderMap,
-    current: Option<&[(String, String)]>,
-    request: &HeaderSnapshot,
+    current: Option<&[String]>,
+    request: &R,
     side: Side,
 ) {
     let side = side.as_str();
@@ -77,16 +79,16 @@ pub fn apply_known(
         log::debug!("headers: {side} header {name}: removed");
     }
     if !mutations.remove_prefix.is_empty() {
-        let fetched;
-        let pairs: &[(String, String)] = match current {
-            Some(pairs) => pairs,
+        let fetched: Vec<String>;
+        let names: &[String] = match current {
+            Some(names) => names,
             None => {
-                fetched = headers.pairs();
+                fetched = headers.pairs().into_iter().map(|(name, _)| name).collect();
                 &fetched
             }
         };
         let mut doomed: Vec<&str> = Vec::new();
-        for (name, _) in pairs {
+        for name in names {
             // `current` is from before the `remove`s above: those are gone already.
             if current.is_some()
                 && mutations
@@ -140,9 +142,9 @@ pub fn apply_known(
     }
 }
 
-fn render<'e>(
+fn render<'e, R: RequestHeaders>(
     entry: &'e HeaderEntry,
-    request: &HeaderSnapshot,
+    request: &'e R,
     side: &str,
 ) -> Option<Cow<'e, str>> {
     let value = entry.value.render_cow(request, entry.on_missing);

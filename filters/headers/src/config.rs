@@ -11,7 +11,7 @@ use serde::{Deserialize, Deserializer};
 use tollgate_sdk::headers::{HeaderError, check_name};
 use tollgate_sdk::{ConfigError, FilterConfig, HeaderName, HeaderSnapshot};
 
-use crate::template::{OnMissing, Template};
+use crate::template::{OnMissing, RequestHeaders, Template};
 
 /// The whole configuration. An empty configuration is valid and changes nothing.
 ///
@@ -108,11 +108,11 @@ impl HeadersConfig {
     }
 
     /// Indices of the rules whose conditions all hold for `request`.
-    pub fn matching_rules(&self, request: &HeaderSnapshot) -> Vec<usize> {
+    pub fn matching_rules<R: RequestHeaders>(&self, request: &R) -> Vec<usize> {
         self.rules
             .iter()
             .enumerate()
-            .filter(|(_, rule)| rule.when.iter().all(|c| c.holds(request)))
+            .filter(|(_, rule)| rule.matches(request))
             .map(|(index, _)| index)
             .collect()
     }
@@ -232,6 +232,13 @@ pub struct Rule {
     pub response: Mutations,
 }
 
+impl Rule {
+    /// Whether every condition holds for `request`.
+    pub fn matches<R: RequestHeaders>(&self, request: &R) -> bool {
+        self.when.iter().all(|c| c.holds(request))
+    }
+}
+
 /// A condition on the request headers.
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -264,12 +271,12 @@ impl Condition {
     /// assert!(Condition::Absent(HeaderName::new("authorization")?).holds(&request));
     /// # Ok::<(), tollgate_sdk::headers::HeaderError>(())
     /// ```
-    pub fn holds(&self, request: &HeaderSnapshot) -> bool {
+    pub fn holds<R: RequestHeaders>(&self, request: &R) -> bool {
         match self {
-            Condition::Present(name) => request.contains(name.as_str()),
-            Condition::Absent(name) => !request.contains(name.as_str()),
+            Condition::Present(name) => request.contains_name(name.as_str()),
+            Condition::Absent(name) => !request.contains_name(name.as_str()),
             Condition::Equals { header, value } => {
-                request.get_all(header.as_str()).iter().any(|v| v == value)
+                request.values(header.as_str()).any(|v| v == value)
             }
         }
     }

@@ -34,30 +34,38 @@ pub mod template;
 
 use std::rc::Rc;
 
-use tollgate_sdk::{Action, HeaderSnapshot, HttpFilter, Request, Response};
+use tollgate_sdk::{Action, HttpFilter, Request, Response};
 
 use crate::apply::{Side, apply, apply_known};
 pub use crate::config::HeadersConfig;
+use crate::template::Captured;
 
 /// The filter for one HTTP stream.
 pub struct HeadersFilter {
     config: Rc<HeadersConfig>,
-    /// What the response phase needs from the request phase; `None` until the request
-    /// headers have been seen.
-    request: Option<RequestState>,
+    /// The request headers the configuration reads, as they reached this filter: each value
+    /// with the index of its name in [`HeadersConfig::read_names`]. The response phase
+    /// renders from them and matches the rules again (the same values give the same matches).
+    /// Empty until the request headers have been seen (an earlier filter answered locally:
+    /// a response to a request without headers).
+    captured: Vec<(usize, String)>,
 }
 
-struct RequestState {
-    headers: HeaderSnapshot,
-    matched_rules: Vec<usize>,
+/// `name` (as the host holds it) is `lower` (a lowercase configured name). Envoy keeps header
+/// names lowercase, so the byte comparison almost always decides.
+#[inline]
+fn is_name(lower: &str, name: &[u8]) -> bool {
+    lower.len() == name.len()
+        && (lower.as_bytes() == name || lower.as_bytes().eq_ignore_ascii_case(name))
 }
 
-impl HeadersFilter {
-    fn request_state(&self, headers: HeaderSnapshot) -> RequestState {
-        RequestState {
-            matched_rules: self.config.matching_rules(&headers),
-            headers,
-        }
+/// Bytes from the host as text: no copy of the check's work when they are UTF-8 (the fast
+/// path), a lossy copy otherwise (a non-UTF-8 value is legal in HTTP).
+#[inline]
+fn text(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
     }
 }
 
@@ -68,92 +76,67 @@ impl HttpFilter for HeadersFilter {
     fn new(config: Rc<HeadersConfig>) -> Self {
         Self {
             config,
-            request: None,
+            captured: Vec::new(),
         }
     }
 
     fn on_request_headers(&mut self, req: &mut Request<'_>, _end_of_stream: bool) -> Action {
         let config = Rc::clone(&self.config);
         // Conditions and %REQ(...)% see the request as it reached this filter. The headers
-        // are read once, in place: for the snapshot (only the names the configuration reads)
-        // and for the top-level `remove_prefix`.
+        // are read once, in place: for the values the configuration reads and for the
+        // top-level `remove_prefix`.
         let reads = config.reads_request();
         let prefixes = &config.request.remove_prefix;
-        let mut current: Option<Vec<(String, String)>> = None;
-        let mut snapshot = HeaderSnapshot::default();
+        let names = config.read_names();
+        let mut current: Option<Vec<String>> = None;
+        let mut captured: Vec<(usize, String)> = Vec::new();
         if reads || !prefixes.is_empty() {
             // One walk over the headers as the host holds them, copying only what is kept: the
-            // headers the configuration reads (for the snapshot) and the names a top-level
-            // `remove_prefix` matches (all `apply_known` needs of the current headers).
-            let names = config.read_names();
-            let mut kept: Vec<(String, String)> = Vec::new();
-            let mut read: Vec<(String, String)> = Vec::new();
-            // Names are compared as bytes: validating each as UTF-8 first cost more than the
-            // rest of the walk (`bench/README.md`); only what is kept is converted.
+            // values the configuration reads and the names a top-level `remove_prefix` matches
+            // (all `apply_known` needs of the current headers). Names are compared as bytes:
+            // validating each as UTF-8 first cost more than the rest of the walk
+            // (`bench/README.md`); only what is kept is converted.
+            let mut kept: Vec<String> = Vec::new();
             req.header_map().for_each_pair(&mut |name, value| {
                 if prefixes.iter().any(|p| p.matches_bytes(name)) {
-                    kept.push((String::from_utf8_lossy(name).into_owned(), String::new()));
+                    kept.push(text(name));
                 }
-                if reads
-                    && names
-                        .iter()
-                        .any(|n| n.as_str().as_bytes().eq_ignore_ascii_case(name))
-                {
-                    read.push((
-                        String::from_utf8_lossy(name).into_owned(),
-                        String::from_utf8_lossy(value).into_owned(),
-                    ));
+                if let Some(index) = names.iter().position(|n| is_name(n.as_str(), name)) {
+                    captured.push((index, text(value)));
                 }
             });
-            if reads {
-                snapshot = read.into_iter().collect();
-            }
             current = Some(kept);
         }
-        let state = self.request_state(snapshot);
+        let request = Captured::new(names, &captured);
         apply_known(
             &config.request,
             req.header_map(),
             current.as_deref(),
-            &state.headers,
+            &request,
             Side::Request,
         );
-        for &index in &state.matched_rules {
-            if let Some(rule) = config.rules.get(index) {
-                apply(
-                    &rule.request,
-                    req.header_map(),
-                    &state.headers,
-                    Side::Request,
-                );
+        for rule in &config.rules {
+            if rule.matches(&request) {
+                apply(&rule.request, req.header_map(), &request, Side::Request);
             }
         }
-        self.request = Some(state);
+        self.captured = captured;
         Action::Continue
     }
 
     fn on_response_headers(&mut self, resp: &mut Response<'_>, _end_of_stream: bool) -> Action {
-        // A response without a request phase here (an earlier filter answered locally) is
-        // treated as a response to a request without headers.
-        let state = match self.request.take() {
-            Some(state) => state,
-            None => self.request_state(HeaderSnapshot::default()),
-        };
         let config = Rc::clone(&self.config);
+        let captured = std::mem::take(&mut self.captured);
+        let request = Captured::new(config.read_names(), &captured);
         apply(
             &config.response,
             resp.header_map(),
-            &state.headers,
+            &request,
             Side::Response,
         );
-        for &index in &state.matched_rules {
-            if let Some(rule) = config.rules.get(index) {
-                apply(
-                    &rule.response,
-                    resp.header_map(),
-                    &state.headers,
-                    Side::Response,
-                );
+        for rule in &config.rules {
+            if rule.matches(&request) {
+                apply(&rule.response, resp.header_map(), &request, Side::Response);
             }
         }
         Action::Continue

@@ -67,6 +67,64 @@ pub enum TemplateError {
     BadValue(HeaderError),
 }
 
+/// The request headers a template or a condition reads: [`HeaderSnapshot`] (a copy of every
+/// header), or [`Captured`] (only the headers a configuration reads, as the filter keeps them).
+pub trait RequestHeaders {
+    /// The values of `name` (lowercase) in arrival order.
+    fn values<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a str>;
+
+    /// Whether `name` (lowercase) was present.
+    fn contains_name(&self, name: &str) -> bool {
+        self.values(name).next().is_some()
+    }
+}
+
+impl RequestHeaders for HeaderSnapshot {
+    fn values<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a str> {
+        self.get_all(name).iter().map(String::as_str)
+    }
+}
+
+/// The request headers a configuration reads, as the filter captured them in one walk over the
+/// request: each value tagged with the index of its name in `names`
+/// ([`crate::HeadersConfig::read_names`]). Costs one `String` per captured value and no
+/// lowercased name copies, unlike a [`HeaderSnapshot`].
+///
+/// ```
+/// use tollgate_headers::template::{Captured, OnMissing, Template};
+/// use tollgate_sdk::HeaderName;
+///
+/// let names = [HeaderName::new("x-user")?];
+/// let values = vec![(0, "ada".to_string()), (0, "bob".to_string())];
+/// let template = Template::parse("%REQ(x-user)%").map_err(|e| e.to_string())?;
+/// let captured = Captured::new(&names, &values);
+/// assert_eq!(template.render(&captured, OnMissing::Skip).as_deref(), Some("ada,bob"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Captured<'c> {
+    names: &'c [HeaderName],
+    values: &'c [(usize, String)],
+}
+
+impl<'c> Captured<'c> {
+    /// The view of `values` (name index, value) over `names`.
+    pub fn new(names: &'c [HeaderName], values: &'c [(usize, String)]) -> Self {
+        Self { names, values }
+    }
+}
+
+impl RequestHeaders for Captured<'_> {
+    fn values<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a str> {
+        // Names are lowercase on both sides: a byte comparison (mostly a length check).
+        let index = self.names.iter().position(|n| n.as_str() == name);
+        self.values
+            .iter()
+            .filter(move |(i, _)| Some(*i) == index)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
     Literal(String),
@@ -153,7 +211,7 @@ impl Template {
 
     /// The value for this request; `None` when a reference is absent and `on_missing` is
     /// [`OnMissing::Skip`].
-    pub fn render(&self, request: &HeaderSnapshot, on_missing: OnMissing) -> Option<String> {
+    pub fn render<R: RequestHeaders>(&self, request: &R, on_missing: OnMissing) -> Option<String> {
         self.render_cow(request, on_missing).map(Cow::into_owned)
     }
 
@@ -164,29 +222,52 @@ impl Template {
     /// use std::borrow::Cow;
     /// use tollgate_headers::template::{OnMissing, Template};
     /// let template = Template::parse("nosniff")?;
-    /// let value = template.render_cow(&Default::default(), OnMissing::Skip);
+    /// let request = tollgate_sdk::HeaderSnapshot::default();
+    /// let value = template.render_cow(&request, OnMissing::Skip);
     /// assert!(matches!(value, Some(Cow::Borrowed("nosniff"))));
     /// # Ok::<(), tollgate_headers::template::TemplateError>(())
     /// ```
-    pub fn render_cow(
-        &self,
-        request: &HeaderSnapshot,
+    pub fn render_cow<'a, R: RequestHeaders>(
+        &'a self,
+        request: &'a R,
         on_missing: OnMissing,
-    ) -> Option<Cow<'_, str>> {
+    ) -> Option<Cow<'a, str>> {
         match self.parts.as_slice() {
             [] => return Some(Cow::Borrowed("")),
             [Part::Literal(text)] => return Some(Cow::Borrowed(text)),
+            // A value copied from one request header sent once: borrowed, not copied.
+            [Part::Request(name)] => {
+                let mut values = request.values(name.as_str());
+                match (values.next(), values.next()) {
+                    (Some(value), None) => return Some(Cow::Borrowed(value)),
+                    (None, _) => {
+                        return match on_missing {
+                            OnMissing::Empty => Some(Cow::Borrowed("")),
+                            OnMissing::Skip => None,
+                        };
+                    }
+                    _ => {}
+                }
+            }
             _ => {}
         }
         let mut out = String::new();
         for part in &self.parts {
             match part {
                 Part::Literal(text) => out.push_str(text),
-                Part::Request(name) => match (request.get(name.as_str()), on_missing) {
-                    (Some(value), _) => out.push_str(&value),
-                    (None, OnMissing::Empty) => {}
-                    (None, OnMissing::Skip) => return None,
-                },
+                Part::Request(name) => {
+                    let mut any = false;
+                    for value in request.values(name.as_str()) {
+                        if any {
+                            out.push(',');
+                        }
+                        out.push_str(value);
+                        any = true;
+                    }
+                    if !any && on_missing == OnMissing::Skip {
+                        return None;
+                    }
+                }
             }
         }
         Some(Cow::Owned(out))

@@ -78,10 +78,10 @@ pub struct RsaPublic {
 pub enum Material {
     /// RSA public key (RS*, PS*).
     Rsa(Box<RsaPublic>),
-    /// P-256 public key (ES256).
-    P256(p256::ecdsa::VerifyingKey),
-    /// P-384 public key (ES384).
-    P384(p384::ecdsa::VerifyingKey),
+    /// P-256 public key (ES256), with its table ([`crate::ec`]).
+    P256(crate::ec::P256Key),
+    /// P-384 public key (ES384), with its table ([`crate::ec`]).
+    P384(crate::ec::P384Key),
     /// Ed25519 public key (EdDSA).
     Ed25519(ed25519_dalek::VerifyingKey),
     /// Shared secret (HS256).
@@ -259,17 +259,14 @@ pub fn parse_jwks(value: &serde_json::Value) -> Result<Vec<Key>, JwksError> {
             "EC" => {
                 let x = b64("x", jwk.x.as_ref()).map_err(&err)?;
                 let y = b64("y", jwk.y.as_ref()).map_err(&err)?;
-                let mut point = vec![4u8];
-                point.extend_from_slice(&x);
-                point.extend_from_slice(&y);
                 match jwk.crv.as_deref() {
                     Some("P-256") if x.len() == 32 && y.len() == 32 => Material::P256(
-                        p256::ecdsa::VerifyingKey::from_sec1_bytes(&point)
-                            .map_err(|_| err("not a point on P-256".into()))?,
+                        crate::ec::P256Key::from_coordinates(&x, &y)
+                            .ok_or_else(|| err("not a point on P-256".into()))?,
                     ),
                     Some("P-384") if x.len() == 48 && y.len() == 48 => Material::P384(
-                        p384::ecdsa::VerifyingKey::from_sec1_bytes(&point)
-                            .map_err(|_| err("not a point on P-384".into()))?,
+                        crate::ec::P384Key::from_coordinates(&x, &y)
+                            .ok_or_else(|| err("not a point on P-384".into()))?,
                     ),
                     Some("P-256" | "P-384") => {
                         return Err(err("coordinates of the wrong length".into()));

@@ -11,6 +11,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod cache;
+pub mod ec;
 pub mod keys;
 pub mod rsa_public;
 pub mod token;

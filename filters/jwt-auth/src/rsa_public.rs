@@ -25,6 +25,8 @@ pub struct RsaKey {
     e: u64,
     /// The modulus length in bytes (a signature's length).
     size: usize,
+    /// The same modulus in 28-bit limbs, for keys up to [`narrow::MAX_BITS`] bits.
+    narrow: Option<narrow::Key>,
 }
 
 impl RsaKey {
@@ -44,12 +46,14 @@ impl RsaKey {
         let n = limbs_of(n, size.div_ceil(4));
         let n0_inv = neg_inverse(*n.first()?);
         let r2 = r_squared(&n, n0_inv);
+        let narrow = narrow::Key::new(&n);
         Some(Self {
             n,
             n0_inv,
             r2,
             e,
             size,
+            narrow,
         })
     }
 
@@ -68,6 +72,9 @@ impl RsaKey {
         let s = limbs_of(signature, k);
         if !less_than(&s, &self.n) {
             return None;
+        }
+        if let Some(narrow) = &self.narrow {
+            return Some(narrow.public_op(&s, self.e, self.size));
         }
         let mut scratch = vec![0u32; 2 * k + 1];
         let mut base = vec![0u32; k];
@@ -328,6 +335,341 @@ fn mont_sqr(out: &mut [u32], a: &[u32], n: &[u32], n0_inv: u32, t: &mut [u32]) {
     }
 }
 
+/// The public operation on 28-bit limbs held in `u64`s: a limb product is one `i64.mul`
+/// without carries, so the Montgomery product sums each column of products (fewer than 256 of
+/// them, each below `2^56`) in one `u64` and carries once per column (product scanning).
+/// 32-bit limbs need a carry per product, which costs about 19 wasm instructions per limb
+/// product (`harness/docs/bench.md`).
+mod narrow {
+    const BITS: usize = 28;
+    const MASK: u64 = (1 << BITS) - 1;
+    /// Up to 120 limbs: a column of `2 * 120` products below `2^56` and the carry stay below
+    /// `2^64`.
+    pub const MAX_BITS: usize = 120 * BITS;
+
+    /// A modulus in 28-bit limbs with its Montgomery constants (`R = 2^(28 L)`).
+    #[derive(Clone)]
+    pub struct Key {
+        n: Vec<u64>,
+        n_rev: Vec<u64>,
+        n0: u64,
+        r2: Vec<u64>,
+    }
+
+    /// The 28-bit limbs of the 32-bit limbs `wide`, `count` of them.
+    fn from_wide(wide: &[u32], count: usize) -> Vec<u64> {
+        let mut out = vec![0u64; count];
+        for (i, &w) in wide.iter().enumerate() {
+            let at = 32 * i;
+            let (limb, shift) = (at / BITS, at % BITS);
+            let w = u64::from(w) << shift;
+            for (k, part) in [w & MASK, (w >> BITS) & MASK, w >> (2 * BITS)]
+                .into_iter()
+                .enumerate()
+            {
+                if let Some(slot) = out.get_mut(limb + k) {
+                    *slot |= part;
+                }
+            }
+        }
+        out
+    }
+
+    fn less(a: &[u64], b: &[u64]) -> bool {
+        for (x, y) in a.iter().rev().zip(b.iter().rev()) {
+            if x != y {
+                return x < y;
+            }
+        }
+        false
+    }
+
+    fn sub(a: &mut [u64], b: &[u64]) {
+        let mut borrow = 0u64;
+        for (x, &y) in a.iter_mut().zip(b) {
+            let d = x.wrapping_sub(y).wrapping_sub(borrow);
+            borrow = d >> 63;
+            *x = d & MASK;
+        }
+    }
+
+    /// `acc += sum of a[k] b[k] + m[k] n[k]` over `a`'s length (the others as long or longer),
+    /// four at a time: forward slices only, so wasm loads take constant offsets from one
+    /// pointer per slice.
+    #[cfg(not(target_arch = "wasm32"))]
+    #[inline(always)]
+    fn dot(acc: &mut u64, a: &[u64], b: &[u64], m: &[u64], n: &[u64]) {
+        let len = a.len();
+        let (Some(b), Some(m), Some(n)) = (b.get(..len), m.get(..len), n.get(..len)) else {
+            return;
+        };
+        let mut sum = *acc;
+        let (a4, b4) = (a.chunks_exact(4), b.chunks_exact(4));
+        let (m4, n4) = (m.chunks_exact(4), n.chunks_exact(4));
+        let rest = len - len % 4;
+        for ((a, b), (m, n)) in a4.zip(b4).zip(m4.zip(n4)) {
+            if let ([a0, a1, a2, a3], [b0, b1, b2, b3], [m0, m1, m2, m3], [n0, n1, n2, n3]) =
+                (a, b, m, n)
+            {
+                sum += a0 * b0 + m0 * n0 + a1 * b1 + m1 * n1;
+                sum += a2 * b2 + m2 * n2 + a3 * b3 + m3 * n3;
+            }
+        }
+        for k in rest..len {
+            sum += a[k] * b[k] + m[k] * n[k];
+        }
+        *acc = sum;
+    }
+
+    /// [`dot`] with wasm SIMD128: two limb products per `i64x2.mul`, two partial sums per
+    /// lane (each lane's sum is part of the exact total, which stays below `2^64`).
+    #[cfg(target_arch = "wasm32")]
+    #[target_feature(enable = "simd128")]
+    fn dot_simd(acc: &mut u64, a: &[u64], b: &[u64], m: &[u64], n: &[u64]) {
+        use core::arch::wasm32::{
+            i64x2_add, i64x2_mul, u64x2, u64x2_extract_lane, v128, v128_load,
+        };
+        let len = a.len();
+        let (Some(b), Some(m), Some(n)) = (b.get(..len), m.get(..len), n.get(..len)) else {
+            return;
+        };
+        let mut lanes = u64x2(0, 0);
+        for k in (0..len - len % 2).step_by(2) {
+            // SAFETY: k + 1 < len and every slice holds len u64s, so each 16-byte load reads
+            // two elements of its slice; v128_load has no alignment requirement.
+            let (va, vb, vm, vn) = unsafe {
+                (
+                    v128_load(a.as_ptr().add(k).cast::<v128>()),
+                    v128_load(b.as_ptr().add(k).cast::<v128>()),
+                    v128_load(m.as_ptr().add(k).cast::<v128>()),
+                    v128_load(n.as_ptr().add(k).cast::<v128>()),
+                )
+            };
+            lanes = i64x2_add(lanes, i64x2_add(i64x2_mul(va, vb), i64x2_mul(vm, vn)));
+        }
+        let mut sum = *acc + u64x2_extract_lane::<0>(lanes) + u64x2_extract_lane::<1>(lanes);
+        if len % 2 == 1 {
+            let k = len - 1;
+            sum += a[k] * b[k] + m[k] * n[k];
+        }
+        *acc = sum;
+    }
+
+    /// `out = a * b / R mod n` for `a, b < n`, given `b` and `n` reversed (`b_rev`, `n_rev`);
+    /// `m` is scratch of `L` limbs.
+    fn mont(out: &mut [u64], a: &[u64], b_rev: &[u64], key: &Key, m: &mut [u64]) {
+        let (n, n_rev, n0) = (&key.n, &key.n_rev, key.n0);
+        let l = n.len();
+        let mut acc: u64 = 0;
+        // Column i sums a[j] b[i - j] and m[j] n[i - j], j < i, with b[i - j] =
+        // b_rev[l - 1 - i + j].
+        for i in 0..l {
+            let from = l - 1 - i;
+            dot_any(&mut acc, &a[..i], &b_rev[from..], &m[..i], &n_rev[from..]);
+            acc += a[i] * b_rev[l - 1];
+            let mi = ((acc & MASK) * n0) & MASK;
+            m[i] = mi;
+            acc += mi * n[0];
+            acc >>= BITS;
+        }
+        for (i, limb) in (l..2 * l - 1).zip(out.iter_mut()) {
+            let from = i + 1 - l;
+            dot_any(&mut acc, &a[from..], b_rev, &m[from..], n_rev);
+            *limb = acc & MASK;
+            acc >>= BITS;
+        }
+        out[l - 1] = acc & MASK;
+        acc >>= BITS;
+        // The result is below 2n: at most one subtraction.
+        if acc != 0 || !less(out, n) {
+            sub(out, n);
+        }
+    }
+
+    /// [`dot_simd`] in wasm, [`dot`] natively.
+    #[inline(always)]
+    fn dot_any(acc: &mut u64, a: &[u64], b: &[u64], m: &[u64], n: &[u64]) {
+        #[cfg(target_arch = "wasm32")]
+        dot_simd(acc, a, b, m, n);
+        #[cfg(not(target_arch = "wasm32"))]
+        dot(acc, a, b, m, n);
+    }
+
+    /// The sum of `x[k] y[k]` over `x`'s length (`y` as long or longer).
+    #[inline(always)]
+    fn dot1(x: &[u64], y: &[u64]) -> u64 {
+        #[cfg(target_arch = "wasm32")]
+        {
+            dot1_simd(x, y)
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            x.iter().zip(y).map(|(a, b)| a * b).sum()
+        }
+    }
+
+    /// [`dot1`] with SIMD128, as [`dot_simd`].
+    #[cfg(target_arch = "wasm32")]
+    #[target_feature(enable = "simd128")]
+    fn dot1_simd(x: &[u64], y: &[u64]) -> u64 {
+        use core::arch::wasm32::{
+            i64x2_add, i64x2_mul, u64x2, u64x2_extract_lane, v128, v128_load,
+        };
+        let len = x.len();
+        let Some(y) = y.get(..len) else {
+            return 0;
+        };
+        let mut lanes = u64x2(0, 0);
+        for k in (0..len - len % 2).step_by(2) {
+            // SAFETY: k + 1 < len and both slices hold len u64s; v128_load is unaligned.
+            let (vx, vy) = unsafe {
+                (
+                    v128_load(x.as_ptr().add(k).cast::<v128>()),
+                    v128_load(y.as_ptr().add(k).cast::<v128>()),
+                )
+            };
+            lanes = i64x2_add(lanes, i64x2_mul(vx, vy));
+        }
+        let mut sum = u64x2_extract_lane::<0>(lanes) + u64x2_extract_lane::<1>(lanes);
+        if len % 2 == 1 {
+            sum += x[len - 1] * y[len - 1];
+        }
+        sum
+    }
+
+    /// `out = a * a / R mod n` for `a < n`, given `a` reversed: [`mont`] with each cross
+    /// product of `a` computed once and doubled.
+    fn mont_sqr(out: &mut [u64], a: &[u64], a_rev: &[u64], key: &Key, m: &mut [u64]) {
+        let (n, n_rev, n0) = (&key.n, &key.n_rev, key.n0);
+        let l = n.len();
+        let mut acc: u64 = 0;
+        // Column i: a[j] a[i - j] for j < i - j (twice), a[i / 2]^2 for an even i, and
+        // m[j] n[i - j], with a[i - j] = a_rev[l - 1 - i + j].
+        for i in 0..l {
+            let from = l - 1 - i;
+            let half = i.div_ceil(2);
+            acc += 2 * dot1(&a[..half], &a_rev[from..]);
+            if i % 2 == 0 {
+                acc += a[i / 2] * a[i / 2];
+            }
+            acc += dot1(&m[..i], &n_rev[from..]);
+            let mi = ((acc & MASK) * n0) & MASK;
+            m[i] = mi;
+            acc += mi * n[0];
+            acc >>= BITS;
+        }
+        for (i, limb) in (l..2 * l - 1).zip(out.iter_mut()) {
+            let from = i + 1 - l;
+            let half = i.div_ceil(2);
+            acc += 2 * dot1(&a[from..half], a_rev);
+            if i % 2 == 0 {
+                acc += a[i / 2] * a[i / 2];
+            }
+            acc += dot1(&m[from..], n_rev);
+            *limb = acc & MASK;
+            acc >>= BITS;
+        }
+        out[l - 1] = acc & MASK;
+        acc >>= BITS;
+        if acc != 0 || !less(out, n) {
+            sub(out, n);
+        }
+    }
+
+    /// `x` reversed into `out`.
+    fn reverse_into(out: &mut [u64], x: &[u64]) {
+        for (o, v) in out.iter_mut().zip(x.iter().rev()) {
+            *o = *v;
+        }
+    }
+
+    impl Key {
+        /// `None` for a modulus longer than [`MAX_BITS`] (the 32-bit code handles those).
+        pub fn new(wide: &[u32]) -> Option<Self> {
+            let bits = 32 * wide.len() - wide.last().map_or(32, |top| top.leading_zeros() as usize);
+            if bits == 0 || bits > MAX_BITS {
+                return None;
+            }
+            let l = bits.div_ceil(BITS);
+            let n = from_wide(wide, l);
+            let n0 = u64::from(super::neg_inverse(*wide.first()?)) & MASK;
+            // R2 = 2^(2 * 28 L) mod n: 2^(28 L + j) by doublings, then t Montgomery squarings,
+            // where 28 L = j * 2^t (each squaring doubles the exponent of the Montgomery form).
+            let rb = BITS * l;
+            let t = rb.trailing_zeros();
+            let j = rb >> t;
+            let mut x = vec![0u64; l];
+            x[(bits - 1) / BITS] = 1 << ((bits - 1) % BITS);
+            for _ in 0..(rb + j + 1 - bits) {
+                let mut carry = 0u64;
+                for limb in x.iter_mut() {
+                    let v = (*limb << 1) | carry;
+                    carry = v >> BITS;
+                    *limb = v & MASK;
+                }
+                if carry == 1 || !less(&x, &n) {
+                    sub(&mut x, &n);
+                }
+            }
+            let mut n_rev = vec![0u64; l];
+            reverse_into(&mut n_rev, &n);
+            let mut key = Self {
+                n,
+                n_rev,
+                n0,
+                r2: Vec::new(),
+            };
+            let (mut m, mut tmp, mut rev) = (vec![0u64; l], vec![0u64; l], vec![0u64; l]);
+            for _ in 0..t {
+                reverse_into(&mut rev, &x);
+                mont(&mut tmp, &x, &rev, &key, &mut m);
+                std::mem::swap(&mut x, &mut tmp);
+            }
+            key.r2 = x;
+            Some(key)
+        }
+
+        /// `s^e mod n` as `size` big-endian bytes, for `s < n` (32-bit limbs).
+        pub fn public_op(&self, s: &[u32], e: u64, size: usize) -> Vec<u8> {
+            let l = self.n.len();
+            let s = from_wide(s, l);
+            let (mut m, mut tmp, mut base) = (vec![0u64; l], vec![0u64; l], vec![0u64; l]);
+            let mut rev = vec![0u64; l];
+            reverse_into(&mut rev, &self.r2);
+            mont(&mut base, &s, &rev, self, &mut m);
+            let mut base_rev = vec![0u64; l];
+            reverse_into(&mut base_rev, &base);
+            let mut acc = base.clone();
+            let top = 63 - e.leading_zeros();
+            for bit in (0..top).rev() {
+                reverse_into(&mut rev, &acc);
+                mont_sqr(&mut tmp, &acc, &rev, self, &mut m);
+                std::mem::swap(&mut acc, &mut tmp);
+                if (e >> bit) & 1 == 1 {
+                    mont(&mut tmp, &acc, &base_rev, self, &mut m);
+                    std::mem::swap(&mut acc, &mut tmp);
+                }
+            }
+            // One, reversed: its only set limb is the last.
+            rev.iter_mut().for_each(|x| *x = 0);
+            rev[l - 1] = 1;
+            mont(&mut tmp, &acc, &rev, self, &mut m);
+            (0..size)
+                .rev()
+                .map(|i| {
+                    let at = 8 * i;
+                    let (limb, shift) = (at / BITS, at % BITS);
+                    let mut v = tmp.get(limb).map_or(0, |x| x >> shift);
+                    if shift + 8 > BITS {
+                        v |= tmp.get(limb + 1).map_or(0, |x| x << (BITS - shift));
+                    }
+                    v as u8
+                })
+                .collect()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! The public operation against the `rsa` crate's on random keys and inputs.
@@ -375,8 +717,7 @@ mod tests {
             let private =
                 rsa::PrivateKey::new_with_exp(&mut rng, 2048, BoxedUint::from(e)).unwrap();
             let public = private.to_public_key();
-            let key =
-                RsaKey::new(&public.n().to_be_bytes(), &public.e().to_be_bytes()).unwrap();
+            let key = RsaKey::new(&public.n().to_be_bytes(), &public.e().to_be_bytes()).unwrap();
             let mut input = vec![0x5au8; key.size()];
             input[0] = 0;
             assert_eq!(key.public_op(&input).unwrap(), reference(&public, &input));
@@ -385,11 +726,17 @@ mod tests {
 
     #[test]
     fn bad_keys_and_signatures_are_refused() {
-        assert!(RsaKey::new(&[0x0f, 0x02], &[1, 0, 1]).is_none(), "even modulus");
+        assert!(
+            RsaKey::new(&[0x0f, 0x02], &[1, 0, 1]).is_none(),
+            "even modulus"
+        );
         assert!(RsaKey::new(&[0xff, 0x01], &[2]).is_none(), "even exponent");
         assert!(RsaKey::new(&[], &[3]).is_none());
         let key = RsaKey::new(&[0xff, 0xf1], &[3]).unwrap();
-        assert!(key.public_op(&[0xff, 0xf1]).is_none(), "not below the modulus");
+        assert!(
+            key.public_op(&[0xff, 0xf1]).is_none(),
+            "not below the modulus"
+        );
         assert!(key.public_op(&[1]).is_none(), "wrong length");
         assert_eq!(key.public_op(&[0, 2]).unwrap(), vec![0, 8]);
     }

@@ -196,19 +196,9 @@ fn verify_with(alg: Alg, material: &Material, msg: &[u8], sig: &[u8]) -> bool {
                 .verify(msg, &signature)
                 .is_ok()
         }
-        (Alg::Es256, Material::P256(key)) => {
-            // JWS ECDSA signatures are the fixed-size r || s (not DER).
-            let Ok(signature) = p256::ecdsa::Signature::from_slice(sig) else {
-                return false;
-            };
-            key.verify(msg, &signature).is_ok()
-        }
-        (Alg::Es384, Material::P384(key)) => {
-            let Ok(signature) = p384::ecdsa::Signature::from_slice(sig) else {
-                return false;
-            };
-            key.verify(msg, &signature).is_ok()
-        }
+        // JWS ECDSA signatures are the fixed-size r || s (not DER).
+        (Alg::Es256, Material::P256(key)) => key.verify(msg, sig),
+        (Alg::Es384, Material::P384(key)) => key.verify(msg, sig),
         (Alg::EdDsa, Material::Ed25519(key)) => {
             let Ok(signature) = ed25519_dalek::Signature::from_slice(sig) else {
                 return false;
