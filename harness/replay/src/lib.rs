@@ -167,6 +167,15 @@ pub enum ReplayError {
     /// No filter was given.
     #[error("no filter given to the replay")]
     NoFilter,
+    /// A filter's identity Envoy would refuse (an environment key given twice...).
+    #[error("{filter}: {source}")]
+    Identity {
+        /// The filter it was given to.
+        filter: String,
+        /// What is wrong.
+        #[source]
+        source: tollgate_abi::IdentityError,
+    },
 }
 
 enum Source {
@@ -227,6 +236,7 @@ pub struct ReplayBuilder {
     trace: bool,
     cache: Option<ModuleCache>,
     limits: Option<tollgate_host::limits::Limits>,
+    identity_error: Option<ReplayError>,
 }
 
 impl ReplayBuilder {
@@ -248,6 +258,7 @@ impl ReplayBuilder {
             workers: 1,
             trace: false,
             limits: None,
+            identity_error: None,
         }
     }
 
@@ -293,6 +304,40 @@ impl ReplayBuilder {
     pub fn vm_config(mut self, config: impl Into<String>) -> Self {
         if let Some(f) = self.last() {
             f.settings.vm_config = config.into().into_bytes();
+        }
+        self
+    }
+
+    /// The identity of the last filter as Envoy's plugin configuration gives
+    /// it: `name`, `root_id`, `vm_id` (what is `None` keeps the default:
+    /// `tollgate`, empty, empty) and the VM's environment variables
+    /// (`key_values`, and `host_env_keys` read from this process's
+    /// environment, as Envoy reads its own). A key given twice fails the run
+    /// ([`ReplayError::Identity`]), as Envoy refuses the configuration.
+    pub fn identity(mut self, identity: &tollgate_abi::PluginIdentity) -> Self {
+        let env = identity.process_environment();
+        let Some(f) = self.filters.last_mut() else {
+            return self;
+        };
+        if let Some(n) = &identity.name {
+            f.settings.plugin_name = n.clone();
+        }
+        if let Some(r) = &identity.root_id {
+            f.settings.root_id = r.clone();
+        }
+        if let Some(v) = &identity.vm_id {
+            f.settings.vm_id = v.clone();
+        }
+        match env {
+            Ok(env) => f.settings.env = env,
+            Err(source) => {
+                let filter = match &f.source {
+                    Source::Path(p) | Source::Loaded(_, p) => p.display().to_string(),
+                    Source::Bytes(name, _) => name.clone(),
+                };
+                self.identity_error
+                    .get_or_insert(ReplayError::Identity { filter, source });
+            }
         }
         self
     }
@@ -442,8 +487,12 @@ impl ReplayBuilder {
             trace,
             cache,
             limits,
+            identity_error,
             ..
         } = self;
+        if let Some(e) = identity_error {
+            return Err(e);
+        }
         if filters.is_empty() {
             return Err(ReplayError::NoFilter);
         }

@@ -59,6 +59,7 @@ mod ip_restriction;
 mod jwt_auth;
 mod key_auth;
 mod native_parity;
+mod plugin_identity;
 mod plumbing;
 mod properties;
 mod rate_limit;
