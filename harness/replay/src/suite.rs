@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tollgate_host::callouts::{CalloutRecord, GrpcClusterStub, HttpClusterStub};
 use tollgate_host::plugin::{LoadError, Plugin};
-use tollgate_host::state::LogLine;
+use tollgate_host::state::{LogLevel, LogLine};
 use tollgate_host::stream::StreamOutcome;
 use tollgate_traffic::{HttpRequest, HttpResponse};
 
@@ -111,6 +111,19 @@ pub struct FilterSpec {
     pub vm_config: Option<String>,
     /// `FAIL_CLOSED` (default), `FAIL_OPEN` or `FAIL_RELOAD`.
     pub failure_policy: Option<String>,
+    /// The plugin's `name` (the `plugin_name` property; default `tollgate`).
+    pub name: Option<String>,
+    /// The plugin's `root_id` (the `plugin_root_id` property; default empty).
+    pub root_id: Option<String>,
+    /// The VM's `vm_id` (the `plugin_vm_id` property; shared data and queues
+    /// are named per vm_id; default empty).
+    pub vm_id: Option<String>,
+    /// The VM's environment variables (`key_values`), read with WASI `environ_get`.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Variables of the harness's own environment the VM may read (`host_env_keys`).
+    #[serde(default)]
+    pub host_env: Vec<String>,
 }
 
 /// Expectations on starting the filters.
@@ -450,6 +463,8 @@ pub struct TestSpec {
     pub properties: BTreeMap<String, PropertyValue>,
     /// The wall clock when the request arrives (over the suite's).
     pub clock: Option<ClockSpec>,
+    /// The lowest guest log level kept for this test (over the suite's).
+    pub log_level: Option<String>,
 }
 
 /// The answer to every `proxy_http_call` (the harness has no clusters).
@@ -502,6 +517,8 @@ pub struct SuiteSpec {
     pub clock: Option<ClockSpec>,
     /// Expectations on starting the chain.
     pub start: Option<StartExpect>,
+    /// The lowest guest log level kept (`trace` ... `critical`; default `info`, as Envoy's).
+    pub log_level: Option<String>,
     /// The tests.
     #[serde(default)]
     pub tests: Vec<TestSpec>,
@@ -515,6 +532,8 @@ pub struct Suite {
     http_stub: Option<tollgate_host::state::HttpCallStub>,
     grpc_stubs: Vec<tollgate_host::state::GrpcCallStub>,
     plugins: Vec<(Arc<Plugin>, PathBuf, String, String, FailurePolicy)>,
+    /// Each filter's name, root id, vm id and environment, in chain order.
+    identities: Vec<tollgate_abi::PluginIdentity>,
     /// The bounds the tests' VMs run under (`None`: the defaults).
     limits: Option<tollgate_host::limits::Limits>,
 }
@@ -683,7 +702,19 @@ impl Suite {
             ));
         }
         let mut plugins = Vec::new();
+        let mut identities = Vec::new();
         for (index, f) in spec.filters.iter().enumerate() {
+            let identity = tollgate_abi::PluginIdentity {
+                name: f.name.clone(),
+                root_id: f.root_id.clone(),
+                vm_id: f.vm_id.clone(),
+                key_values: f.env.clone().into_iter().collect(),
+                host_env_keys: f.host_env.clone(),
+            };
+            identity
+                .check()
+                .map_err(|e| format(format!("filters[{index}].env/host_env: {e}")))?;
+            identities.push(identity);
             let path = base.join(&f.path);
             let plugin = Plugin::load(&path).map_err(|error| SuiteError::Load {
                 file: file.to_string(),
@@ -729,6 +760,7 @@ impl Suite {
             base,
             spec,
             plugins,
+            identities,
             limits: None,
             http_stub: None,
             grpc_stubs: Vec::new(),
@@ -792,12 +824,15 @@ impl Suite {
         for g in &self.grpc_stubs {
             b = b.grpc_call_stub(g.clone());
         }
-        for (plugin, path, config, vm_config, policy) in &self.plugins {
+        for (i, (plugin, path, config, vm_config, policy)) in self.plugins.iter().enumerate() {
             b = b
                 .plugin(plugin.clone(), path.clone())
                 .config(config.clone())
                 .vm_config(vm_config.clone())
                 .failure_policy(*policy);
+            if let Some(id) = self.identities.get(i).filter(|id| !id.is_default()) {
+                b = b.identity(id);
+            }
         }
         b
     }
@@ -912,10 +947,16 @@ impl Suite {
         let mut clusters = self.spec.clusters.clone();
         let mut properties = self.spec.properties.clone();
         let mut clock = self.spec.clock.clone();
+        let mut log_level = self.spec.log_level.clone();
         if let Some(t) = t {
             clusters.extend(t.clusters.clone());
             properties.extend(t.properties.clone());
             clock = t.clock.clone().or(clock);
+            log_level = t.log_level.clone().or(log_level);
+        }
+        if let Some(l) = log_level {
+            let level: LogLevel = l.parse().map_err(|e| format!("log_level: {e}"))?;
+            b = b.log_level(level);
         }
         for (name, c) in &clusters {
             let (http, grpc) = cluster_stubs(name, c, &self.base)?;

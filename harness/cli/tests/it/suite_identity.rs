@@ -1,0 +1,215 @@
+//! Suite inputs for who the plugin is and what it logs: a filter's `name`,
+//! `root_id`, `vm_id`, `env` and `host_env` (as Envoy's plugin
+//! configuration), and `log_level` (the suite's, a test's over it); each
+//! with a variant that must fail, and bad input naming the field.
+
+use super::*;
+use tollgate_replay::suite::{Suite, SuiteError, SuiteReport};
+
+/// Adds `x-name`, `x-root`, `x-vm` (the properties `plugin_name`,
+/// `plugin_root_id`, `plugin_vm_id`) and `x-env` (the whole WASI
+/// environment, entries joined by `;`) to the request; logs `a debug line`
+/// at debug and `an info line` at info.
+fn identity_wasm() -> Vec<u8> {
+    guest(
+        "0_2_1",
+        r#"(import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
+           (import "env" "proxy_get_property" (func $prop (param i32 i32 i32 i32) (result i32)))
+           (import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))
+           (import "wasi_snapshot_preview1" "environ_sizes_get" (func $env_sizes (param i32 i32) (result i32)))
+           (import "wasi_snapshot_preview1" "environ_get" (func $env_get (param i32 i32) (result i32)))"#,
+        r#"(data (i32.const 1100) "plugin_name")
+           (data (i32.const 1120) "plugin_root_id")
+           (data (i32.const 1140) "plugin_vm_id")
+           (data (i32.const 1160) "x-name")
+           (data (i32.const 1170) "x-root")
+           (data (i32.const 1180) "x-vm")
+           (data (i32.const 1190) "x-env")
+           (data (i32.const 1200) "a debug line")
+           (data (i32.const 1220) "an info line")
+           (func $copy_prop (param $path i32) (param $plen i32) (param $name i32) (param $len i32)
+             (if (i32.eqz (call $prop (local.get $path) (local.get $plen) (i32.const 900) (i32.const 904)))
+               (then (drop (call $add (i32.const 0) (local.get $name) (local.get $len)
+                 (i32.load (i32.const 900)) (i32.load (i32.const 904)))))))
+           (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+             (local $i i32) (local $size i32)
+             (drop (call $log (i32.const 1) (i32.const 1200) (i32.const 12)))
+             (drop (call $log (i32.const 2) (i32.const 1220) (i32.const 12)))
+             (call $copy_prop (i32.const 1100) (i32.const 11) (i32.const 1160) (i32.const 6))
+             (call $copy_prop (i32.const 1120) (i32.const 14) (i32.const 1170) (i32.const 6))
+             (call $copy_prop (i32.const 1140) (i32.const 12) (i32.const 1180) (i32.const 4))
+             (drop (call $env_sizes (i32.const 920) (i32.const 924)))
+             (drop (call $env_get (i32.const 2048) (i32.const 4096)))
+             (local.set $size (i32.load (i32.const 924)))
+             ;; NULs between entries become `;`, the last one is left out
+             (block $done (loop $next
+               (br_if $done (i32.ge_u (local.get $i) (local.get $size)))
+               (if (i32.eqz (i32.load8_u (i32.add (i32.const 4096) (local.get $i))))
+                 (then (i32.store8 (i32.add (i32.const 4096) (local.get $i)) (i32.const 59))))
+               (local.set $i (i32.add (local.get $i) (i32.const 1)))
+               (br $next)))
+             (if (i32.gt_u (local.get $size) (i32.const 0))
+               (then (drop (call $add (i32.const 0) (i32.const 1190) (i32.const 5)
+                 (i32.const 4096) (i32.sub (local.get $size) (i32.const 1))))))
+             (i32.const 0))"#,
+    )
+}
+
+fn load(tag: &str, yaml: &str) -> Result<Suite, SuiteError> {
+    let dir = std::env::temp_dir().join(format!(
+        "tollgate-suite-identity-{}-{tag}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("id.wasm"), identity_wasm()).unwrap();
+    let path = dir.join("suite.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    Suite::load(&path)
+}
+
+fn run(tag: &str, yaml: &str) -> SuiteReport {
+    match load(tag, yaml) {
+        Ok(s) => s.run(),
+        Err(e) => panic!("suite loads: {e}"),
+    }
+}
+
+/// Every test named `ok: ...` passed; every `fail: ...` failed.
+fn assert_outcomes(r: &SuiteReport) {
+    for t in r.all() {
+        if t.name.starts_with("fail:") {
+            assert!(!t.passed(), "{} should fail:\n{}", t.name, r.text());
+        } else {
+            assert!(t.passed(), "{} should pass:\n{}", t.name, r.text());
+        }
+    }
+}
+
+#[test]
+fn a_filters_identity_and_environment_reach_the_guest() {
+    let home = std::env::var("HOME").expect("HOME is set");
+    let r = run(
+        "ids",
+        &format!(
+            r#"
+filters:
+  - path: id.wasm
+    name: my-plugin
+    root_id: my-root
+    vm_id: my-vm
+    env: {{B: "2", A: "one=1"}}
+    host_env: [HOME, TOLLGATE_SUITE_IDENTITY_NEVER_SET]
+  - path: id.wasm
+tests:
+  - name: "ok: the first filter's identity, the second's defaults"
+    expect:
+      upstream:
+        headers:
+          exact: [[x-name, my-plugin], [x-root, my-root], [x-vm, my-vm],
+                  [x-env, "A=one=1;B=2;HOME={home}"], [x-name, tollgate], [x-root, ""], [x-vm, ""]]
+  - name: "fail: another vm_id"
+    expect:
+      upstream:
+        headers:
+          exact: [[x-vm, other-vm]]
+"#
+        ),
+    );
+    assert_outcomes(&r);
+}
+
+#[test]
+fn the_log_level_keeps_debug_lines_when_asked() {
+    let r = run(
+        "levels",
+        r#"
+filters: [{path: id.wasm}]
+log_level: debug
+tests:
+  - name: "ok: the suite's debug level keeps debug lines"
+    expect:
+      logs: {has: [{level: debug, message: "a debug line"}, "an info line"]}
+  - name: "ok: a test's warn level over the suite's drops both"
+    log_level: warn
+    expect:
+      logs: {no: ["a debug line", "an info line"]}
+  - name: "fail: a test's info level drops the debug line"
+    log_level: info
+    expect:
+      logs: {has: ["a debug line"]}
+"#,
+    );
+    assert_outcomes(&r);
+}
+
+#[test]
+fn bad_identity_and_level_inputs_name_the_field() {
+    let e = load(
+        "dup",
+        "filters: [{path: id.wasm, env: {HOME: x}, host_env: [HOME]}]\ntests: []\n",
+    )
+    .err()
+    .expect("a key in env and host_env is refused, as Envoy refuses it")
+    .to_string();
+    assert!(
+        e.contains("filters[0].env/host_env") && e.contains("HOME is given twice"),
+        "{e}"
+    );
+    let e = load("level", "filters: [{path: id.wasm}]\nlog_level: loud\ntests: []\n")
+        .err()
+        .expect("an unknown level is refused")
+        .to_string();
+    assert!(e.contains("log_level") && e.contains("loud"), "{e}");
+}
+
+/// `tollgate replay` with `--plugin-name`, `--root-id`, `--vm-id`, `--env`
+/// and `--host-env`, each belonging to the `--filter` before it; `bench`
+/// takes the same flags; a key given twice is refused naming it.
+#[test]
+fn replay_and_bench_take_the_identity_flags_per_filter() {
+    use std::process::Command;
+    let dir = std::env::temp_dir().join(format!("tollgate-cli-identity-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let wasm = dir.join("id.wasm");
+    std::fs::write(&wasm, identity_wasm()).unwrap();
+    let har = concat!(env!("CARGO_MANIFEST_DIR"), "/../../traffic/demo.har");
+    let w = wasm.to_str().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["replay", har, "--format", "json", "--filter", w])
+        .args(["--plugin-name", "first", "--vm-id", "vm-a", "--env", "K=v=1"])
+        .args(["--host-env", "TOLLGATE_CLI_IDENTITY_TEST", "--filter", w])
+        .args(["--root-id", "second-root"])
+        .env("TOLLGATE_CLI_IDENTITY_TEST", "from the host")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let headers = &report["exchanges"][0]["upstream_request"]["headers"];
+    let values = |name: &str| -> Vec<String> {
+        headers
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h[0] == name)
+            .map(|h| h[1].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(values("x-name"), ["first", "tollgate"], "{headers}");
+    assert_eq!(values("x-root"), ["", "second-root"], "{headers}");
+    assert_eq!(values("x-vm"), ["vm-a", ""], "{headers}");
+    assert_eq!(values("x-env"), ["K=v=1;TOLLGATE_CLI_IDENTITY_TEST=from the host"]);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["replay", har, "--filter", w, "--env", "K=1", "--host-env", "K"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("K is given twice"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["bench", har, "--filter", w, "--iterations", "1", "--warmup", "0"])
+        .args(["--no-cache", "--env", "K=1", "--env", "K=2"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("K is given twice"), "{err}");
+}
