@@ -12,6 +12,7 @@
 
 pub mod client;
 pub mod envoy;
+pub mod grpc;
 pub mod headers;
 pub use tollgate_envoy::http1;
 pub mod jwt;

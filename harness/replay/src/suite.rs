@@ -374,6 +374,10 @@ pub struct GrpcClusterSpec {
     pub delay_ms: u64,
     /// `connection`: UNAVAILABLE with Envoy's connection failure message.
     pub failure: Option<String>,
+    /// `true`: the service answers a stream as soon as it opens, before the
+    /// guest sends anything (a watch or subscription service).
+    #[serde(default)]
+    pub server_first: bool,
 }
 
 /// A property value: a string (raw bytes), an integer (8-byte little-endian),
@@ -1718,6 +1722,9 @@ pub fn cluster_stubs(
                 .unwrap_or_default()
             {
                 stub = stub.trailing(&k, &v);
+            }
+            if g.server_first {
+                stub = stub.server_first();
             }
             Some(stub.delay(delay(g.delay_ms)))
         }

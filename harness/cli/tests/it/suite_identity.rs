@@ -1,7 +1,9 @@
-//! Suite inputs for who the plugin is and what it logs: a filter's `name`,
-//! `root_id`, `vm_id`, `env` and `host_env` (as Envoy's plugin
-//! configuration), and `log_level` (the suite's, a test's over it); each
-//! with a variant that must fail, and bad input naming the field.
+//! Suite inputs added for issue 13: who the plugin is (a filter's `name`,
+//! `root_id`, `vm_id`, `env` and `host_env`, as Envoy's plugin
+//! configuration), what it logs (`log_level`, the suite's and a test's over
+//! it), gRPC services that speak first (`grpc: {server_first: true}`), and
+//! the same identity flags on `tollgate replay` and `bench`; each with a
+//! variant that must fail, and bad input naming the field.
 
 use super::*;
 use tollgate_replay::suite::{Suite, SuiteError, SuiteReport};
@@ -212,4 +214,52 @@ fn replay_and_bench_take_the_identity_flags_per_filter() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("K is given twice"), "{err}");
+}
+
+/// Opens a gRPC stream to `checker` without sending anything and holds the
+/// request; `proxy_on_grpc_close` lets it go on.
+fn watcher_wasm() -> Vec<u8> {
+    guest(
+        "0_2_1",
+        r#"(import "env" "proxy_grpc_stream" (func $stream (param i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+           (import "env" "proxy_continue_stream" (func $continue (param i32) (result i32)))
+           (import "env" "proxy_set_effective_context" (func $effective (param i32) (result i32)))"#,
+        r#"(data (i32.const 1100) "checker")
+           (data (i32.const 1120) "svc.Checker")
+           (data (i32.const 1140) "Watch")
+           (func (export "proxy_on_request_headers") (param $ctx i32) (param i32 i32) (result i32)
+             (i32.store (i32.const 960) (local.get $ctx))
+             (drop (call $stream (i32.const 1100) (i32.const 7) (i32.const 1120) (i32.const 11)
+               (i32.const 1140) (i32.const 5) (i32.const 0) (i32.const 0) (i32.const 964)))
+             (i32.const 1))
+           (func (export "proxy_on_grpc_close") (param i32 i32 i32)
+             (drop (call $effective (i32.load (i32.const 960))))
+             (drop (call $continue (i32.const 0))))"#,
+    )
+}
+
+#[test]
+fn a_server_first_grpc_stream_answers_before_the_guest_sends() {
+    let dir = std::env::temp_dir().join(format!("tollgate-suite-watch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("watch.wasm"), watcher_wasm()).unwrap();
+    let path = dir.join("suite.yaml");
+    std::fs::write(
+        &path,
+        r#"
+filters: [{path: watch.wasm}]
+clusters:
+  checker: {grpc: {server_first: true, messages: [{text: hi}]}}
+tests:
+  - name: "ok: the service speaks first, the close lets the request go on"
+    expect: {upstream_reached: true}
+  - name: "fail: a service that waits for the guest's first message never answers"
+    clusters:
+      checker: {grpc: {messages: [{text: hi}]}}
+    expect: {upstream_reached: true}
+"#,
+    )
+    .unwrap();
+    let r = Suite::load(&path).expect("suite loads").run();
+    assert_outcomes(&r);
 }

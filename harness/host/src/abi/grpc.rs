@@ -258,7 +258,8 @@ fn grpc_stream(
         .ok_or(AbiError::Status(Status::InvalidMemoryAccess))?;
     let state = caller.data_mut();
     let stub = open(state, opening, "grpc-stream")?;
-    let token = state.outstanding.grpc_stream(stub);
+    let now = state.clock.monotonic;
+    let token = state.outstanding.grpc_stream(now, stub);
     written(mem::write_u32(caller, token_ptr, token))
 }
 
