@@ -196,6 +196,10 @@ pub struct HeaderExpect {
     pub exact: Option<Headers>,
     /// Lines whose value must match a regex.
     pub regex: Option<Headers>,
+    /// Combined values: every value of the name, in order, joined with `, `
+    /// (as HTTP combines a repeated header), must be exactly this; `a, b`
+    /// matches one `a, b` header as well as `a` and `b` given separately.
+    pub combined: Option<Headers>,
     /// The same matchers, each inverted.
     pub not: Option<Box<HeaderExpect>>,
 }
@@ -1509,6 +1513,27 @@ fn check_headers(
                         "absent".to_string()
                     } else {
                         format!("{got:?}")
+                    }
+                ));
+            }
+        }
+    }
+    if let Some(cb) = &h.combined {
+        for (name, want) in cb.pairs() {
+            let got = values(&name);
+            let joined = got.join(", ");
+            if (!got.is_empty() && joined == want) != positive {
+                failures.push(format!(
+                    "{what}: {} {name}: {want:?}; actual {}",
+                    if positive {
+                        "expected combined"
+                    } else {
+                        "expected anything but combined"
+                    },
+                    if got.is_empty() {
+                        "absent".to_string()
+                    } else {
+                        format!("{joined:?}")
                     }
                 ));
             }

@@ -263,3 +263,38 @@ tests:
     let r = Suite::load(&path).expect("suite loads").run();
     assert_outcomes(&r);
 }
+
+/// `combined:` matches the values of a repeated header joined with `, `,
+/// whether they came as one header or several.
+#[test]
+fn a_combined_header_matcher_takes_one_value_or_several() {
+    let r = run(
+        "combined",
+        r#"
+filters: [{path: id.wasm}]
+tests:
+  - name: "ok: separate entries and one joined entry"
+    request: {headers: [[x-a, one], [x-a, two], [x-b, "one, two"]]}
+    expect:
+      upstream:
+        headers:
+          combined: [[x-a, "one, two"], [x-b, "one, two"]]
+          not: {combined: [[x-a, "two, one"], [x-c, ""]]}
+  - name: "fail: the order counts"
+    request: {headers: [[x-a, one], [x-a, two]]}
+    expect: {upstream: {headers: {combined: [[x-a, "two, one"]]}}}
+  - name: "fail: an absent header combines to nothing"
+    expect: {upstream: {headers: {combined: [[x-a, ""]]}}}
+"#,
+    );
+    assert_outcomes(&r);
+    let f = &r
+        .all()
+        .find(|t| t.name == "fail: the order counts")
+        .unwrap()
+        .failures;
+    assert!(
+        f[0].contains("expected combined x-a: \"two, one\"; actual \"one, two\""),
+        "{f:?}"
+    );
+}
