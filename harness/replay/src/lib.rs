@@ -436,10 +436,48 @@ impl ReplayBuilder {
         self
     }
 
-    /// Answers gRPC calls and streams to `stub.cluster` (all filters).
+    /// Answers gRPC calls and streams to `stub.cluster` (all filters); with
+    /// `stub.method` set, only calls to that method (before the cluster's
+    /// stub for any method).
     pub fn grpc_cluster(mut self, stub: tollgate_host::callouts::GrpcClusterStub) -> Self {
-        self.grpc_clusters.retain(|s| s.cluster != stub.cluster);
+        self.grpc_clusters
+            .retain(|s| s.cluster != stub.cluster || s.method != stub.method);
         self.grpc_clusters.push(stub);
+        self
+    }
+
+    /// Answers the calls to a cluster in turn: the first call gets
+    /// `stubs[0]`, the second `stubs[1]`..., the last repeats (counted per
+    /// VM). Replaces the cluster's answers so far.
+    pub fn http_cluster_answers(
+        mut self,
+        stubs: Vec<tollgate_host::callouts::HttpClusterStub>,
+    ) -> Self {
+        if let Some(first) = stubs.first() {
+            let cluster = first.cluster.clone();
+            self.http_clusters.retain(|s| s.cluster != cluster);
+            self.http_clusters
+                .extend(stubs.into_iter().filter(|s| s.cluster == cluster));
+        }
+        self
+    }
+
+    /// [`ReplayBuilder::http_cluster_answers`] for gRPC calls and streams
+    /// (of one cluster and method).
+    pub fn grpc_cluster_answers(
+        mut self,
+        stubs: Vec<tollgate_host::callouts::GrpcClusterStub>,
+    ) -> Self {
+        if let Some(first) = stubs.first() {
+            let (cluster, method) = (first.cluster.clone(), first.method.clone());
+            self.grpc_clusters
+                .retain(|s| s.cluster != cluster || s.method != method);
+            self.grpc_clusters.extend(
+                stubs
+                    .into_iter()
+                    .filter(|s| s.cluster == cluster && s.method == method),
+            );
+        }
         self
     }
 

@@ -354,6 +354,10 @@ pub struct ClusterSpec {
     pub failure: Option<String>,
     /// The cluster answers gRPC (calls and streams) this way.
     pub grpc: Option<GrpcClusterSpec>,
+    /// Answers in call order instead (the first call gets the first, ...;
+    /// the last repeats), each an entry as this one.
+    #[serde(default)]
+    pub answers: Vec<ClusterSpec>,
 }
 
 /// How a cluster answers gRPC.
@@ -382,6 +386,10 @@ pub struct GrpcClusterSpec {
     /// guest sends anything (a watch or subscription service).
     #[serde(default)]
     pub server_first: bool,
+    /// Answers for one method each (`service/method`, e.g.
+    /// `svc.Checker/Watch`), before this answer for any other method.
+    #[serde(default)]
+    pub methods: BTreeMap<String, GrpcClusterSpec>,
 }
 
 /// A property value: a string (raw bytes), an integer (8-byte little-endian),
@@ -967,12 +975,13 @@ impl Suite {
             b = b.log_level(level);
         }
         for (name, c) in &clusters {
-            let (http, grpc) = cluster_stubs(name, c, &self.base)?;
-            if let Some(h) = http {
-                b = b.http_cluster(h);
-            }
-            if let Some(g) = grpc {
-                b = b.grpc_cluster(g);
+            for (http, grpc) in cluster_answers(name, c, &self.base)? {
+                if !http.is_empty() {
+                    b = b.http_cluster_answers(http);
+                }
+                if !grpc.is_empty() {
+                    b = b.grpc_cluster_answers(grpc);
+                }
             }
         }
         for (path, v) in &properties {
@@ -1667,6 +1676,47 @@ fn check_stub_headers(name: &str, c: &ClusterSpec) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Every answer of a `clusters:` entry, as lists of stubs each answered in
+/// turn: the entry's own answer (or its `answers:` in order), then one list
+/// per gRPC `methods:` entry.
+#[allow(clippy::type_complexity)]
+pub fn cluster_answers(
+    name: &str,
+    c: &ClusterSpec,
+    base: &Path,
+) -> Result<Vec<(Vec<HttpClusterStub>, Vec<GrpcClusterStub>)>, String> {
+    let single = |c: &ClusterSpec| cluster_stubs(name, c, base);
+    let mut lists = Vec::new();
+    if c.answers.is_empty() {
+        let (h, g) = single(c)?;
+        lists.push((h.into_iter().collect(), g.into_iter().collect()));
+    } else {
+        let (mut hs, mut gs) = (Vec::new(), Vec::new());
+        for (i, a) in c.answers.iter().enumerate() {
+            if !a.answers.is_empty() {
+                return Err(format!("clusters.{name}.answers[{i}]: `answers` cannot nest"));
+            }
+            let (h, g) = single(a).map_err(|e| format!("answers[{i}]: {e}"))?;
+            hs.extend(h);
+            gs.extend(g);
+        }
+        lists.push((hs, gs));
+    }
+    let methods = c.grpc.iter().flat_map(|g| g.methods.iter());
+    for (method, g) in methods {
+        if !g.methods.is_empty() {
+            return Err(format!("clusters.{name}.grpc.methods.{method}: `methods` cannot nest"));
+        }
+        let entry = ClusterSpec {
+            grpc: Some(g.clone()),
+            ..ClusterSpec::default()
+        };
+        let (_, stub) = single(&entry).map_err(|e| format!("grpc.methods.{method}: {e}"))?;
+        lists.push((Vec::new(), stub.map(|s| s.for_method(method)).into_iter().collect()));
+    }
+    Ok(lists)
 }
 
 /// The http and gRPC stubs a `clusters:` entry describes (file paths

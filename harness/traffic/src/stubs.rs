@@ -165,6 +165,9 @@ pub struct GrpcClusterStub {
     pub delay: Duration,
     /// When a stream's answer starts (unary calls answer the request).
     pub opening: StreamOpening,
+    /// Only calls to this `service/method` (`None`: any method); a stub for
+    /// the method called wins over one for any method.
+    pub method: Option<String>,
 }
 
 /// When the service behind a gRPC stream starts answering.
@@ -190,7 +193,14 @@ impl GrpcClusterStub {
             status_message: String::new(),
             delay: Duration::ZERO,
             opening: StreamOpening::AfterFirstMessage,
+            method: None,
         }
+    }
+
+    /// Answers only calls to `service/method` (e.g. `svc.Checker/Watch`).
+    pub fn for_method(mut self, method: impl Into<String>) -> Self {
+        self.method = Some(method.into());
+        self
     }
 
     /// Streams are answered as soon as they open (the service speaks first).

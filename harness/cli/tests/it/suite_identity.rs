@@ -298,3 +298,112 @@ tests:
         "{f:?}"
     );
 }
+
+/// Calls `authz` twice over http, then `checker` over gRPC for `svc.A/One`
+/// and `svc.A/Two`; adds each answer to the held request (`x-http: <status>`,
+/// `x-grpc: ok` for a message, `x-grpc: <status>` for a close) and lets the
+/// request go on after the fourth.
+fn twice_wasm() -> Vec<u8> {
+    guest(
+        "0_2_1",
+        r#"(import "env" "proxy_http_call" (func $http (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+           (import "env" "proxy_grpc_call" (func $grpc (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+           (import "env" "proxy_get_header_map_value" (func $get (param i32 i32 i32 i32 i32) (result i32)))
+           (import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))
+           (import "env" "proxy_continue_stream" (func $continue (param i32) (result i32)))
+           (import "env" "proxy_set_effective_context" (func $effective (param i32) (result i32)))"#,
+        r#"(data (i32.const 1100) "authz")
+           (data (i32.const 1110) "checker")
+           (data (i32.const 1120) "svc.A")
+           (data (i32.const 1130) "One")
+           (data (i32.const 1140) "Two")
+           (data (i32.const 1150) ":status")
+           (data (i32.const 1160) "x-http")
+           (data (i32.const 1170) "x-grpc")
+           (data (i32.const 1180) "ok")
+           (data (i32.const 1190) "0123456789")
+           ;; :method GET, :path /, :authority authz (pairs)
+           (data (i32.const 1200) "\03\00\00\00\07\00\00\00\03\00\00\00\05\00\00\00\01\00\00\00\0a\00\00\00\05\00\00\00:method\00GET\00:path\00/\00:authority\00authz\00")
+           (global $answers (mut i32) (i32.const 0))
+           (func $answered
+             (global.set $answers (i32.add (global.get $answers) (i32.const 1)))
+             (if (i32.eq (global.get $answers) (i32.const 4))
+               (then (drop (call $continue (i32.const 0))))))
+           (func (export "proxy_on_request_headers") (param $ctx i32) (param i32 i32) (result i32)
+             (i32.store (i32.const 960) (local.get $ctx))
+             (drop (call $http (i32.const 1100) (i32.const 5) (i32.const 1200) (i32.const 65)
+               (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 1000) (i32.const 700)))
+             (drop (call $http (i32.const 1100) (i32.const 5) (i32.const 1200) (i32.const 65)
+               (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 1000) (i32.const 700)))
+             (drop (call $grpc (i32.const 1110) (i32.const 7) (i32.const 1120) (i32.const 5)
+               (i32.const 1130) (i32.const 3) (i32.const 0) (i32.const 0) (i32.const 1180) (i32.const 2)
+               (i32.const 1000) (i32.const 700)))
+             (drop (call $grpc (i32.const 1110) (i32.const 7) (i32.const 1120) (i32.const 5)
+               (i32.const 1140) (i32.const 3) (i32.const 0) (i32.const 0) (i32.const 1180) (i32.const 2)
+               (i32.const 1000) (i32.const 700)))
+             (i32.const 1))
+           (func (export "proxy_on_http_call_response") (param i32 i32 i32 i32 i32)
+             (drop (call $get (i32.const 6) (i32.const 1150) (i32.const 7) (i32.const 900) (i32.const 904)))
+             (drop (call $effective (i32.load (i32.const 960))))
+             (drop (call $add (i32.const 0) (i32.const 1160) (i32.const 6)
+               (i32.load (i32.const 900)) (i32.load (i32.const 904))))
+             (call $answered))
+           (func (export "proxy_on_grpc_receive") (param i32 i32 i32)
+             (drop (call $effective (i32.load (i32.const 960))))
+             (drop (call $add (i32.const 0) (i32.const 1170) (i32.const 6) (i32.const 1180) (i32.const 2)))
+             (call $answered))
+           (func (export "proxy_on_grpc_close") (param i32 i32) (param $status i32)
+             (drop (call $effective (i32.load (i32.const 960))))
+             (drop (call $add (i32.const 0) (i32.const 1170) (i32.const 6)
+               (i32.add (i32.const 1190) (local.get $status)) (i32.const 1)))
+             (call $answered))"#,
+    )
+}
+
+/// `answers:` answers a cluster's calls in turn (the last repeats);
+/// `grpc.methods` answers one method each, before the cluster's answer for
+/// any other method.
+#[test]
+fn answer_sequences_and_per_method_grpc_answers() {
+    let dir = std::env::temp_dir().join(format!("tollgate-suite-twice-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("twice.wasm"), twice_wasm()).unwrap();
+    let path = dir.join("suite.yaml");
+    std::fs::write(
+        &path,
+        r#"
+filters: [{path: twice.wasm}]
+clusters:
+  authz:
+    answers: [{status: 503}, {status: 200}]
+  checker:
+    grpc:
+      status: 7
+      methods:
+        svc.A/One: {messages: [{text: yes}]}
+tests:
+  - name: "ok: the first call gets the first answer, the second the second; One its own answer"
+    expect:
+      upstream: {headers: {combined: [[x-http, "503, 200"], [x-grpc, "ok, 7"]]}}
+  - name: "ok: a test's own sequence, the last answer repeating"
+    clusters:
+      authz: {answers: [{status: 429}]}
+    expect:
+      upstream: {headers: {combined: [[x-http, "429, 429"]]}}
+  - name: "fail: not in the other order"
+    expect:
+      upstream: {headers: {combined: [[x-http, "200, 503"]]}}
+"#,
+    )
+    .unwrap();
+    let r = Suite::load(&path).expect("suite loads").run();
+    assert_outcomes(&r);
+    let nested = load(
+        "nested",
+        "filters: [{path: id.wasm}]\nclusters: {a: {answers: [{answers: [{status: 200}]}]}}\ntests: []\n",
+    )
+    .err()
+    .expect("nested answers are refused")
+    .to_string();
+    assert!(nested.contains("`answers` cannot nest"), "{nested}");
+}
