@@ -134,7 +134,13 @@ mod tests {
         let mut twice = PluginIdentity::default();
         twice.push_key_value("K=1").unwrap();
         twice.push_key_value("K=2").unwrap();
-        assert!(twice.check().unwrap_err().to_string().contains("K is given twice"));
+        assert!(
+            twice
+                .check()
+                .unwrap_err()
+                .to_string()
+                .contains("K is given twice")
+        );
         let mut bad = PluginIdentity::default();
         bad.host_env_keys.push("A=B".into());
         assert_eq!(bad.check(), Err(IdentityError::BadKey("A=B".into())));

@@ -189,7 +189,15 @@ fn server_first_grpc_streams_are_delivered_as_envoy_delivers_them() -> Result<()
         .iter()
         .map(|(name, _)| *name)
         .chain(["grpc_down"])
-        .map(|name| client::request("GET", "grpc.example.com", "/watch", &[("x-cluster", name)], b""))
+        .map(|name| {
+            client::request(
+                "GET",
+                "grpc.example.com",
+                "/watch",
+                &[("x-cluster", name)],
+                b"",
+            )
+        })
         .collect();
     let mut from_envoy = Vec::new();
     for r in &requests {

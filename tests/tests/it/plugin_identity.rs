@@ -146,8 +146,14 @@ fn plugin_identity_and_vm_environment_reach_the_guest_as_in_envoy() -> Result<()
     given.identity.name = Some("id-probe".into());
     given.identity.root_id = Some("probe-root".into());
     given.identity.vm_id = Some("probe-vm".into());
-    given.identity.push_key_value("TG_A=1").map_err(anyhow::Error::msg)?;
-    given.identity.push_key_value("TG_B=two words, x=y").map_err(anyhow::Error::msg)?;
+    given
+        .identity
+        .push_key_value("TG_A=1")
+        .map_err(anyhow::Error::msg)?;
+    given
+        .identity
+        .push_key_value("TG_B=two words, x=y")
+        .map_err(anyhow::Error::msg)?;
     given.identity.host_env_keys = vec!["HOME".into(), UNSET.into()];
     let filters = vec![given, WasmFilter::new(&path)];
 
@@ -216,12 +222,22 @@ fn plugin_identity_and_vm_environment_reach_the_guest_as_in_envoy() -> Result<()
             header(&seen.headers, "x-identity")
         );
         ensure!(header(&seen.headers, "x-env-tg_a") == ["1"], "{seen:?}");
-        ensure!(header(&seen.headers, "x-env-tg_b") == ["two words, x=y"], "{seen:?}");
-        ensure!(header(&seen.headers, "x-env-home") == [home.as_str()], "{seen:?}");
+        ensure!(
+            header(&seen.headers, "x-env-tg_b") == ["two words, x=y"],
+            "{seen:?}"
+        );
+        ensure!(
+            header(&seen.headers, "x-env-home") == [home.as_str()],
+            "{seen:?}"
+        );
         let unset = format!("x-env-{}", UNSET.to_ascii_lowercase());
         ensure!(header(&seen.headers, &unset).is_empty(), "{seen:?}");
         ensure!(
-            seen.headers.iter().filter(|(k, _)| k.starts_with("x-env-")).count() == 3,
+            seen.headers
+                .iter()
+                .filter(|(k, _)| k.starts_with("x-env-"))
+                .count()
+                == 3,
             "only the first filter has an environment: {seen:?}"
         );
     }

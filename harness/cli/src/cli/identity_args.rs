@@ -38,21 +38,25 @@ pub struct IdentityArgs {
 impl IdentityArgs {
     /// The identity of a single filter (every flag belongs to it).
     pub fn single(&self) -> Result<PluginIdentity> {
-        let mut one = [FilterArg {
+        let one = [FilterArg {
             path: Default::default(),
             config: None,
             vm_config: None,
             failure_policy: None,
         }];
         let mut ids = vec![PluginIdentity::default()];
-        self.assign(None, &mut one, &mut ids)?;
+        self.assign(None, &one, &mut ids)?;
         Ok(ids.pop().unwrap_or_default())
     }
 
     /// Pairs the flags with the filters by position (each belongs to the
     /// closest `--filter` before it; with one filter, position does not
     /// matter); one identity per filter, checked as Envoy checks it.
-    pub fn pair(&self, m: Option<&ArgMatches>, filters: &[FilterArg]) -> Result<Vec<PluginIdentity>> {
+    pub fn pair(
+        &self,
+        m: Option<&ArgMatches>,
+        filters: &[FilterArg],
+    ) -> Result<Vec<PluginIdentity>> {
         let mut ids = vec![PluginIdentity::default(); filters.len()];
         self.assign(m, filters, &mut ids)?;
         Ok(ids)

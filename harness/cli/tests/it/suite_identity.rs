@@ -157,10 +157,13 @@ fn bad_identity_and_level_inputs_name_the_field() {
         e.contains("filters[0].env/host_env") && e.contains("HOME is given twice"),
         "{e}"
     );
-    let e = load("level", "filters: [{path: id.wasm}]\nlog_level: loud\ntests: []\n")
-        .err()
-        .expect("an unknown level is refused")
-        .to_string();
+    let e = load(
+        "level",
+        "filters: [{path: id.wasm}]\nlog_level: loud\ntests: []\n",
+    )
+    .err()
+    .expect("an unknown level is refused")
+    .to_string();
     assert!(e.contains("log_level") && e.contains("loud"), "{e}");
 }
 
@@ -178,13 +181,24 @@ fn replay_and_bench_take_the_identity_flags_per_filter() {
     let w = wasm.to_str().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
         .args(["replay", har, "--format", "json", "--filter", w])
-        .args(["--plugin-name", "first", "--vm-id", "vm-a", "--env", "K=v=1"])
+        .args([
+            "--plugin-name",
+            "first",
+            "--vm-id",
+            "vm-a",
+            "--env",
+            "K=v=1",
+        ])
         .args(["--host-env", "TOLLGATE_CLI_IDENTITY_TEST", "--filter", w])
         .args(["--root-id", "second-root"])
         .env("TOLLGATE_CLI_IDENTITY_TEST", "from the host")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let headers = &report["exchanges"][0]["upstream_request"]["headers"];
     let values = |name: &str| -> Vec<String> {
@@ -199,21 +213,48 @@ fn replay_and_bench_take_the_identity_flags_per_filter() {
     assert_eq!(values("x-name"), ["first", "tollgate"], "{headers}");
     assert_eq!(values("x-root"), ["", "second-root"], "{headers}");
     assert_eq!(values("x-vm"), ["vm-a", ""], "{headers}");
-    assert_eq!(values("x-env"), ["K=v=1;TOLLGATE_CLI_IDENTITY_TEST=from the host"]);
+    assert_eq!(
+        values("x-env"),
+        ["K=v=1;TOLLGATE_CLI_IDENTITY_TEST=from the host"]
+    );
 
     let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["replay", har, "--filter", w, "--env", "K=1", "--host-env", "K"])
+        .args([
+            "replay",
+            har,
+            "--filter",
+            w,
+            "--env",
+            "K=1",
+            "--host-env",
+            "K",
+        ])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("K is given twice"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("K is given twice"),
+        "{err}"
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["bench", har, "--filter", w, "--iterations", "1", "--warmup", "0"])
+        .args([
+            "bench",
+            har,
+            "--filter",
+            w,
+            "--iterations",
+            "1",
+            "--warmup",
+            "0",
+        ])
         .args(["--no-cache", "--env", "K=1", "--env", "K=2"])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("K is given twice"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("K is given twice"),
+        "{err}"
+    );
 }
 
 /// Opens a gRPC stream to `checker` without sending anything and holds the
