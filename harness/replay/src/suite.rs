@@ -517,7 +517,13 @@ pub struct GrpcStubSpec {
 #[serde(deny_unknown_fields)]
 pub struct SuiteSpec {
     /// The chain of filters.
+    #[serde(default)]
     pub filters: Vec<FilterSpec>,
+    /// Several chains in one file, each with its own filters and tests (and
+    /// clusters, properties, clock, log level over the file's); instead of
+    /// `filters` and `tests` at the top.
+    #[serde(default)]
+    pub chains: Vec<ChainSpec>,
     /// Answer for http callouts.
     pub http_call_stub: Option<HttpStubSpec>,
     /// Answers for gRPC callouts, by cluster.
@@ -536,6 +542,31 @@ pub struct SuiteSpec {
     /// The lowest guest log level kept (`trace` ... `critical`; default `info`, as Envoy's).
     pub log_level: Option<String>,
     /// The tests.
+    #[serde(default)]
+    pub tests: Vec<TestSpec>,
+}
+
+/// One chain of a file with `chains:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainSpec {
+    /// Its name (reported as `file [name]`).
+    pub name: String,
+    /// Its filters.
+    pub filters: Vec<FilterSpec>,
+    /// Cluster answers over the file's.
+    #[serde(default)]
+    pub clusters: BTreeMap<String, ClusterSpec>,
+    /// Properties over the file's.
+    #[serde(default)]
+    pub properties: BTreeMap<String, PropertyValue>,
+    /// The clock over the file's.
+    pub clock: Option<ClockSpec>,
+    /// The guest log level over the file's.
+    pub log_level: Option<String>,
+    /// Expectations on starting this chain.
+    pub start: Option<StartExpect>,
+    /// Its tests.
     #[serde(default)]
     pub tests: Vec<TestSpec>,
 }
@@ -712,6 +743,66 @@ impl Suite {
         tollgate_traffic::input::check_yaml_depth(yaml, tollgate_traffic::input::MAX_YAML_DEPTH)
             .map_err(format)?;
         let spec: SuiteSpec = yaml_serde::from_str(yaml).map_err(|e| format(e.to_string()))?;
+        if !spec.chains.is_empty() {
+            return Err(format(
+                "the file holds several `chains`: load it with `Suite::load_all`".into(),
+            ));
+        }
+        Self::from_spec(file, spec, base)
+    }
+
+    /// Loads every chain of a suite file: one suite for a file with
+    /// `filters` and `tests`, one per entry of `chains:` (named `file [name]`)
+    /// for a file with several chains.
+    pub fn load_all(path: impl AsRef<Path>) -> Result<Vec<Self>, SuiteError> {
+        let path = path.as_ref();
+        let text = tollgate_traffic::input::read_to_string(path).map_err(|error| SuiteError::Read {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let file = path.display().to_string();
+        let format = |message: String| SuiteError::Format {
+            file: file.clone(),
+            message,
+        };
+        tollgate_traffic::input::check_yaml_depth(&text, tollgate_traffic::input::MAX_YAML_DEPTH)
+            .map_err(format)?;
+        let spec: SuiteSpec = yaml_serde::from_str(&text).map_err(|e| format(e.to_string()))?;
+        if spec.chains.is_empty() {
+            return Ok(vec![Self::from_spec(&file, spec, base)?]);
+        }
+        if !spec.filters.is_empty() || !spec.tests.is_empty() || spec.start.is_some() {
+            return Err(format(
+                "with `chains`, give `filters`, `tests` and `start` inside each chain".into(),
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        let mut suites = Vec::new();
+        for (i, c) in spec.chains.iter().enumerate() {
+            if !names.insert(c.name.as_str()) {
+                return Err(format(format!("chains[{i}]: the name `{}` is used twice", c.name)));
+            }
+            let mut one = spec.clone();
+            one.chains = Vec::new();
+            one.filters = c.filters.clone();
+            one.tests = c.tests.clone();
+            one.start = c.start.clone();
+            one.clusters.extend(c.clusters.clone());
+            one.properties.extend(c.properties.clone());
+            one.clock = c.clock.clone().or(one.clock);
+            one.log_level = c.log_level.clone().or(one.log_level);
+            suites.push(Self::from_spec(&format!("{file} [{}]", c.name), one, base.clone())?);
+        }
+        Ok(suites)
+    }
+
+    /// A suite from its parsed file (one chain).
+    fn from_spec(file: &str, spec: SuiteSpec, base: PathBuf) -> Result<Self, SuiteError> {
+        let format = |message: String| SuiteError::Format {
+            file: file.to_string(),
+            message,
+        };
         if spec.filters.is_empty() {
             return Err(format(
                 "`filters` is empty: name at least one filter".into(),

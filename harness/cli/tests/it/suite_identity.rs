@@ -448,3 +448,80 @@ tests:
     .to_string();
     assert!(nested.contains("`answers` cannot nest"), "{nested}");
 }
+
+/// `chains:` holds several chains in one file, each with its own filters
+/// and tests over the file's clusters, properties and log level; `tollgate
+/// test` runs each as a suite named `file [chain]`.
+#[test]
+fn several_chains_in_one_file() {
+    let dir = std::env::temp_dir().join(format!("tollgate-suite-chains-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("id.wasm"), identity_wasm()).unwrap();
+    let path = dir.join("chains.yaml");
+    std::fs::write(
+        &path,
+        r#"
+log_level: debug
+chains:
+  - name: alpha
+    filters: [{path: id.wasm, name: alpha}]
+    tests:
+      - name: "ok: alpha's name and the file's debug level"
+        expect:
+          upstream: {headers: {exact: [[x-name, alpha]]}}
+          logs: {has: ["a debug line"]}
+  - name: beta
+    filters: [{path: id.wasm, vm_id: beta-vm}, {path: id.wasm, name: second}]
+    log_level: warn
+    tests:
+      - name: "ok: two filters, the chain's own level"
+        expect:
+          upstream: {headers: {combined: [[x-vm, "beta-vm, "], [x-name, "tollgate, second"]]}}
+          logs: {no: ["an info line"]}
+      - name: "fail: alpha's name is not beta's"
+        expect:
+          upstream: {headers: {exact: [[x-name, alpha]]}}
+"#,
+    )
+    .unwrap();
+    let suites = Suite::load_all(&path).expect("the chains load");
+    assert_eq!(suites.len(), 2);
+    let reports: Vec<SuiteReport> = suites.iter().map(Suite::run).collect();
+    assert!(
+        reports[0].file.ends_with("chains.yaml [alpha]"),
+        "{}",
+        reports[0].file
+    );
+    assert!(
+        reports[1].file.ends_with("chains.yaml [beta]"),
+        "{}",
+        reports[1].file
+    );
+    for r in &reports {
+        assert_outcomes(r);
+    }
+    let e = Suite::load(&path)
+        .err()
+        .expect("one suite cannot hold chains")
+        .to_string();
+    assert!(e.contains("load_all"), "{e}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["test", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "the failing test fails the run");
+    assert!(
+        text.contains("chains.yaml [alpha]") && text.contains("chains.yaml [beta]"),
+        "{text}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 test(s) failed"));
+    let mixed = dir.join("mixed.yaml");
+    std::fs::write(
+        &mixed,
+        "filters: [{path: id.wasm}]\nchains: [{name: a, filters: [{path: id.wasm}]}]\n",
+    )
+    .unwrap();
+    let e = Suite::load_all(&mixed).err().expect("refused").to_string();
+    assert!(e.contains("inside each chain"), "{e}");
+}
