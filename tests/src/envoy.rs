@@ -165,6 +165,30 @@ impl EnvoyConfig {
         self.route_cluster_to(name, addr)
     }
 
+    /// Makes Envoy speak HTTP/2 (prior knowledge, cleartext) to the cluster
+    /// `name`, as a gRPC service needs.
+    pub fn use_http2(&mut self, name: &str) -> Result<&mut Self> {
+        let source = self.source.display().to_string();
+        let cluster = self
+            .value
+            .pointer_mut("/static_resources/clusters")
+            .and_then(Value::as_array_mut)
+            .and_then(|cs| {
+                cs.iter_mut()
+                    .find(|c| c.get("name").and_then(Value::as_str) == Some(name))
+            })
+            .and_then(Value::as_object_mut)
+            .with_context(|| format!("{source}: no cluster named {name:?}"))?;
+        cluster.insert(
+            "typed_extension_protocol_options".into(),
+            json!({ "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": { "http2_protocol_options": {} }
+            }}),
+        );
+        Ok(self)
+    }
+
     /// The bootstrap `envoy/<filter>/envoy.yaml` made runnable in a test: ephemeral ports, the
     /// `upstream` cluster sent to `upstream`, and the modules built into the filters directory.
     pub fn for_filter(filter: &str, upstream: SocketAddr) -> Result<EnvoyConfig> {

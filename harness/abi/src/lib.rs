@@ -7,6 +7,7 @@
 //! - [`MapType`], [`BufferType`], [`MetricKind`]: the kinds calls name by number.
 //! - [`Direction`]: request or response.
 //! - [`FailurePolicy`]: Envoy's wasm `failure_policy`.
+//! - [`PluginIdentity`]: a plugin's name, root id, vm id and VM environment.
 //! - [`Status`]: what host functions return to the guest.
 //! - [`LogLevel`]: the levels guests log at.
 //! - [`guests`]: the bundled reference guests (WAT), for the harness floor
@@ -15,6 +16,7 @@
 mod direction;
 mod failure_policy;
 pub mod guests;
+mod identity;
 mod kinds;
 mod log_level;
 pub mod pairs;
@@ -23,6 +25,7 @@ mod version;
 
 pub use direction::Direction;
 pub use failure_policy::FailurePolicy;
+pub use identity::{IdentityError, PluginIdentity};
 pub use kinds::{BufferType, MapType, MetricKind};
 pub use log_level::LogLevel;
 pub use status::Status;

@@ -7,6 +7,8 @@ mod bench_cli;
 mod chain_args;
 #[path = "cli/envoy.rs"]
 mod envoy_cli;
+#[path = "cli/identity_args.rs"]
+mod identity_args;
 #[path = "cli/inspect.rs"]
 mod inspect_cli;
 #[path = "cli/limit_args.rs"]
@@ -97,6 +99,8 @@ enum Command {
         format: Format,
         #[command(flatten)]
         limits: limit_args::LimitArgs,
+        #[command(flatten)]
+        identity: identity_args::IdentityArgs,
     },
     /// Show a module's ABI version, exports, imports, and imports the host lacks.
     Inspect {
@@ -188,29 +192,36 @@ fn run() -> Result<()> {
             log_level,
             format,
             limits,
-        } => replay_cli::replay(
-            &traffic,
-            replay_cli::ReplayInput {
-                lenient,
-                stream,
-                quiet,
-                stubs: stub,
-                limits,
-            },
-            chain_args::pair(
-                matches.subcommand_matches("replay"),
+            identity,
+        } => {
+            let m = matches.subcommand_matches("replay");
+            let filters = chain_args::pair(
+                m,
                 filter,
                 [
                     ("config", config),
                     ("vm_config", vm_config),
                     ("failure_policy", failure_policy),
                 ],
-            )?,
-            workers,
-            trace,
-            &log_level,
-            format,
-        ),
+            )?;
+            let identities = identity.pair(m, &filters)?;
+            replay_cli::replay(
+                &traffic,
+                replay_cli::ReplayInput {
+                    lenient,
+                    stream,
+                    quiet,
+                    stubs: stub,
+                    limits,
+                    identities,
+                },
+                filters,
+                workers,
+                trace,
+                &log_level,
+                format,
+            )
+        }
         Command::Inspect { module } => inspect_cli::inspect(&module),
         Command::Package(args) => ship_cli::package(args),
         Command::Manifest(args) => ship_cli::manifest(args),

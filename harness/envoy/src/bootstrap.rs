@@ -119,18 +119,33 @@ pub enum Configuration {
     Alternative(Alternative),
 }
 
-/// The `envoy.filters.http.wasm` entry of one module (`index`: its position,
-/// for a unique VM id).
-pub fn wasm_filter_entry(index: usize, filter: &WasmFilter) -> Result<Value, LiveError> {
-    let abs = std::fs::canonicalize(&filter.path)
-        .map_err(|e| LiveError::Config(format!("--filter {}: {e}", filter.path.display())))?;
+/// The identity the generated bootstrap gives the filter at `index`: what
+/// the filter sets, else `name` and `root_id` the module's file stem and
+/// `vm_id` `<index>-<stem>` (a VM per filter). The harness's prediction runs
+/// under the same identity.
+pub fn identity_of(index: usize, filter: &WasmFilter) -> tollgate_abi::PluginIdentity {
     let stem = filter
         .path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "filter".into());
+    let mut id = filter.identity.clone();
+    id.name.get_or_insert_with(|| stem.clone());
+    id.root_id.get_or_insert_with(|| stem.clone());
+    id.vm_id.get_or_insert_with(|| format!("{index}-{stem}"));
+    id
+}
+
+/// The `envoy.filters.http.wasm` entry of one module (`index`: its position,
+/// for a unique VM id; see [`identity_of`]).
+pub fn wasm_filter_entry(index: usize, filter: &WasmFilter) -> Result<Value, LiveError> {
+    let abs = std::fs::canonicalize(&filter.path)
+        .map_err(|e| LiveError::Config(format!("--filter {}: {e}", filter.path.display())))?;
+    let id = identity_of(index, filter);
+    id.check()
+        .map_err(|e| LiveError::Config(format!("--filter {}: {e}", filter.path.display())))?;
     let mut vm = json!({
-        "vm_id": format!("{index}-{stem}"),
+        "vm_id": id.vm_id,
         "runtime": "envoy.wasm.runtime.v8",
         "code": { "local": { "filename": abs.display().to_string() } },
     });
@@ -138,7 +153,16 @@ pub fn wasm_filter_entry(index: usize, filter: &WasmFilter) -> Result<Value, Liv
         vm["configuration"] =
             json!({ "@type": "type.googleapis.com/google.protobuf.StringValue", "value": c });
     }
-    let mut config = json!({ "name": stem, "root_id": stem, "vm_config": vm });
+    if !id.key_values.is_empty() || !id.host_env_keys.is_empty() {
+        let key_values: serde_json::Map<String, Value> = id
+            .key_values
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect();
+        vm["environment_variables"] =
+            json!({ "host_env_keys": id.host_env_keys, "key_values": key_values });
+    }
+    let mut config = json!({ "name": id.name, "root_id": id.root_id, "vm_config": vm });
     if let Some(c) = &filter.config {
         config["configuration"] =
             json!({ "@type": "type.googleapis.com/google.protobuf.StringValue", "value": c });

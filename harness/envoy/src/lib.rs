@@ -92,6 +92,10 @@ pub struct WasmFilter {
     pub vm_config: Option<String>,
     /// The failure policy (Envoy's `PluginConfig.failure_policy`), default FAIL_CLOSED.
     pub failure_policy: Option<tollgate_abi::FailurePolicy>,
+    /// `name`, `root_id`, `vm_config.vm_id` and `vm_config.environment_variables`;
+    /// what is `None` gets the generated bootstrap's default
+    /// ([`bootstrap::identity_of`], which the prediction uses too).
+    pub identity: tollgate_abi::PluginIdentity,
 }
 
 impl WasmFilter {
@@ -102,6 +106,7 @@ impl WasmFilter {
             config: None,
             vm_config: None,
             failure_policy: None,
+            identity: tollgate_abi::PluginIdentity::default(),
         }
     }
 

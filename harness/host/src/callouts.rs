@@ -45,9 +45,18 @@
 //! - gRPC streams: once the guest sent its first message (or closed its
 //!   side), after the delay: `proxy_on_grpc_receive_initial_metadata`, one
 //!   `proxy_on_grpc_receive` per message, `proxy_on_grpc_receive_trailing_metadata`,
-//!   `proxy_on_grpc_close`, as Envoy's gRPC async stream calls them (a
-//!   failure: empty initial metadata, no message). `proxy_grpc_cancel` drops
+//!   `proxy_on_grpc_close`, as Envoy's gRPC async stream calls them: the
+//!   initial metadata start with `:status: 200` and `content-type:
+//!   application/grpc`, the trailing metadata with `grpc-status` (and
+//!   `grpc-message`); a failure without initial metadata or messages is a
+//!   trailers-only answer (empty initial metadata, every header of the one
+//!   frame as trailing metadata). The close message carries Envoy's response
+//!   code details: `denied{via_upstream}`, `via_upstream` alone without a
+//!   message, the router's details when Envoy answered (connection refused,
+//!   timeout); checked live by `tests/tests/it/grpc_parity.rs`. `proxy_grpc_cancel` drops
 //!   what is left; `proxy_grpc_close` half-closes (the answers still come).
+//!   A service that speaks first ([`tollgate_traffic::stubs::StreamOpening::ServerFirst`])
+//!   answers as soon as the stream is open, whatever the guest sends.
 
 use crate::state::{HeaderMap, HttpCallResponse};
 use crate::vm::{CallError, Vm};
@@ -56,7 +65,7 @@ use std::time::Duration;
 
 pub use tollgate_traffic::stubs::{
     CLOSED_BEFORE_ANSWER_BODY, CONNECT_FAILURE_BODY, GRPC_UNAVAILABLE, GrpcClusterStub, HttpAnswer,
-    HttpClusterStub, RESET_STATUS, TIMEOUT_BODY,
+    HttpClusterStub, RESET_STATUS, TIMEOUT_BODY, TIMEOUT_DETAILS, grpc_close_message,
 };
 
 /// The stub for a legacy [`crate::state::GrpcCallStub`].
@@ -276,7 +285,8 @@ impl Outstanding {
         let delay_ns = u64::try_from(stub.delay.as_nanos()).unwrap_or(u64::MAX);
         let timeout_ns = u64::from(timeout_ms) * 1_000_000;
         if timeout_ms > 0 && delay_ns > timeout_ns {
-            let event = Event::GrpcClose(GRPC_UNAVAILABLE, TIMEOUT_BODY.into());
+            let message = grpc_close_message(TIMEOUT_BODY, TIMEOUT_DETAILS);
+            let event = Event::GrpcClose(GRPC_UNAVAILABLE, message);
             self.push(now.saturating_add(timeout_ns), token, event);
         } else if stub.status == 0 {
             let message = stub.messages.first().cloned().unwrap_or_default();
@@ -286,17 +296,20 @@ impl Outstanding {
                 Event::GrpcMessage(message),
             );
         } else {
-            let event = Event::GrpcClose(stub.status, stub.status_message.clone());
+            let message = grpc_close_message(&stub.status_message, stub.close_details());
+            let event = Event::GrpcClose(stub.status, message);
             self.push(now.saturating_add(delay_ns), token, event);
         }
         token
     }
 
-    /// Opens a gRPC stream answered by `stub`. Returns the token.
-    pub(crate) fn grpc_stream(&mut self, stub: GrpcClusterStub) -> u32 {
+    /// Opens a gRPC stream answered by `stub` (at once when the service
+    /// speaks first). Returns the token.
+    pub(crate) fn grpc_stream(&mut self, now: u64, stub: GrpcClusterStub) -> u32 {
         self.dispatched += 1;
         self.next_grpc_stream = self.next_grpc_stream.wrapping_add(4);
         let token = (self.next_grpc_stream & !3) | GRPC_STREAM;
+        let opening = stub.opening;
         self.grpc_streams.insert(
             token,
             OpenStream {
@@ -306,6 +319,9 @@ impl Outstanding {
                 remote_closed: false,
             },
         );
+        if opening == tollgate_traffic::stubs::StreamOpening::ServerFirst {
+            self.answer_stream(now, token);
+        }
         token
     }
 
@@ -320,26 +336,35 @@ impl Outstanding {
         s.answered = true;
         let stub = s.stub.clone();
         let due = now.saturating_add(u64::try_from(stub.delay.as_nanos()).unwrap_or(u64::MAX));
-        let ok = stub.status == 0;
-        let initial = if ok {
-            HeaderMap::from_pairs(stub.initial_metadata.iter().cloned())
+        let status = stub.status.to_string();
+        let grpc_headers = [
+            (":status".to_string(), "200".to_string()),
+            ("content-type".to_string(), "application/grpc".to_string()),
+        ];
+        let mut trailing = vec![("grpc-status".to_string(), status)];
+        if !stub.status_message.is_empty() {
+            trailing.push(("grpc-message".to_string(), stub.status_message.clone()));
+        }
+        trailing.extend(stub.trailing_metadata.iter().cloned());
+        if stub.trailers_only() {
+            // One HEADERS frame: Envoy hands over empty initial metadata and
+            // the whole frame (`:status`, `content-type` too) as trailers.
+            self.push(due, token, Event::GrpcInitialMetadata(HeaderMap::default()));
+            let all = grpc_headers.iter().cloned().chain(trailing);
+            self.push(due, token, Event::GrpcTrailingMetadata(HeaderMap::from_pairs(all)));
         } else {
-            // Trailers-only: Envoy hands over empty initial metadata.
-            HeaderMap::default()
-        };
-        self.push(due, token, Event::GrpcInitialMetadata(initial));
-        if ok {
+            let initial = grpc_headers
+                .iter()
+                .cloned()
+                .chain(stub.initial_metadata.iter().cloned());
+            self.push(due, token, Event::GrpcInitialMetadata(HeaderMap::from_pairs(initial)));
             for m in &stub.messages {
                 self.push(due, token, Event::GrpcMessage(m.clone()));
             }
+            self.push(due, token, Event::GrpcTrailingMetadata(HeaderMap::from_pairs(trailing)));
         }
-        let trailing = HeaderMap::from_pairs(stub.trailing_metadata.iter().cloned());
-        self.push(due, token, Event::GrpcTrailingMetadata(trailing));
-        self.push(
-            due,
-            token,
-            Event::GrpcClose(stub.status, stub.status_message),
-        );
+        let message = grpc_close_message(&stub.status_message, stub.close_details());
+        self.push(due, token, Event::GrpcClose(stub.status, message));
     }
 
     /// `proxy_grpc_send`.
@@ -625,8 +650,8 @@ mod tests {
         assert_eq!(o.http_call(0, &a, Duration::ZERO, 0), 8);
         let g = GrpcClusterStub::ok("c");
         assert_eq!(o.grpc_call(0, &g, 0), 5);
-        assert_eq!(o.grpc_stream(g.clone()), 6);
-        assert_eq!(o.grpc_stream(g), 10);
+        assert_eq!(o.grpc_stream(0, g.clone()), 6);
+        assert_eq!(o.grpc_stream(0, g), 10);
     }
 
     #[test]
@@ -683,7 +708,7 @@ mod tests {
             .message(b"m1".to_vec())
             .message(b"m2".to_vec())
             .trailing("x-t", "2");
-        let t = o.grpc_stream(stub.clone());
+        let t = o.grpc_stream(0, stub.clone());
         assert!(o.next_due().is_none(), "nothing before the first message");
         assert_eq!(o.grpc_send(0, 5, false), Err(TokenError::WrongKind));
         assert_eq!(o.grpc_send(0, 14, false), Err(TokenError::Unknown));
@@ -702,7 +727,7 @@ mod tests {
         // The server closed, the guest has not: close forgets it.
         assert_eq!(o.grpc_close(0, t), Ok(()));
         assert_eq!(o.grpc_close(0, t), Err(TokenError::Unknown));
-        let t2 = o.grpc_stream(stub);
+        let t2 = o.grpc_stream(0, stub);
         o.grpc_send(0, t2, true).unwrap();
         assert_eq!(o.grpc_cancel(t2), Ok(()));
         assert!(o.next_due().is_none());

@@ -565,6 +565,9 @@ pub struct HostState {
     pub(crate) callouts: Vec<String>,
     /// Recorded answers for the current exchange's http callouts.
     pub(crate) exchange_callouts: ExchangeCallouts,
+    /// Calls answered so far per cluster (and gRPC method): the index into
+    /// a sequence of answers for the same cluster (the last one repeats).
+    pub(crate) answered_calls: HashMap<String, usize>,
     /// What crossed the guest/host boundary (for `tollgate bench`).
     pub(crate) boundary: BoundaryCounters,
     /// What the plugin's wrapping linker does in this store (count and/or
@@ -677,6 +680,7 @@ impl HostState {
             grpc_status: (0, String::new()),
             callouts: Vec::new(),
             exchange_callouts: ExchangeCallouts::default(),
+            answered_calls: HashMap::new(),
             boundary: BoundaryCounters::default(),
             wrap: crate::abi::Wrap::default(),
             wrapped_funcs: Vec::new(),

@@ -135,6 +135,10 @@ pub struct BenchOptions {
     /// The bounds every VM runs under (memory, callouts and wall time per
     /// exchange, guest log): `Limits::default()` is Envoy's.
     pub limits: tollgate_host::limits::Limits,
+    /// The filter's name, root id, vm id and VM environment (`--plugin-name`,
+    /// `--root-id`, `--vm-id`, `--env`, `--host-env`); `Default` keeps the
+    /// harness's defaults. Every subject (filter, baseline, floor) runs under it.
+    pub identity: tollgate_abi::PluginIdentity,
 }
 
 impl BenchOptions {
@@ -149,6 +153,30 @@ impl BenchOptions {
             limits: self.limits,
             ..VmSettings::default()
         }
+        .identified(&self.identity)
+    }
+}
+
+/// [`VmSettings`] under a [`tollgate_abi::PluginIdentity`] (checked by [`run`] first).
+trait Identified {
+    fn identified(self, identity: &tollgate_abi::PluginIdentity) -> Self;
+}
+
+impl Identified for VmSettings {
+    fn identified(mut self, identity: &tollgate_abi::PluginIdentity) -> Self {
+        if let Some(n) = &identity.name {
+            self.plugin_name = n.clone();
+        }
+        if let Some(r) = &identity.root_id {
+            self.root_id = r.clone();
+        }
+        if let Some(v) = &identity.vm_id {
+            self.vm_id = v.clone();
+        }
+        if let Ok(env) = identity.process_environment() {
+            self.env = env;
+        }
+        self
     }
 }
 
@@ -705,6 +733,10 @@ pub fn run(options: &BenchOptions, baseline: Option<&Baseline>) -> Result<BenchR
     let streams = options.streams.max(1);
     // One reading pass: the size, and the first exchanges (the last batch of
     // streams in flight is filled up from them); bad entries stop here.
+    options
+        .identity
+        .check()
+        .map_err(|e| BenchError::Option(format!("--env/--host-env: {e}")))?;
     let (exchanges, head) = traffic.scan(streams)?;
     if exchanges == 0 {
         return Err(BenchError::NoTraffic { traffic: source });

@@ -167,6 +167,15 @@ pub enum ReplayError {
     /// No filter was given.
     #[error("no filter given to the replay")]
     NoFilter,
+    /// A filter's identity Envoy would refuse (an environment key given twice...).
+    #[error("{filter}: {source}")]
+    Identity {
+        /// The filter it was given to.
+        filter: String,
+        /// What is wrong.
+        #[source]
+        source: tollgate_abi::IdentityError,
+    },
 }
 
 enum Source {
@@ -227,6 +236,7 @@ pub struct ReplayBuilder {
     trace: bool,
     cache: Option<ModuleCache>,
     limits: Option<tollgate_host::limits::Limits>,
+    identity_error: Option<ReplayError>,
 }
 
 impl ReplayBuilder {
@@ -248,6 +258,7 @@ impl ReplayBuilder {
             workers: 1,
             trace: false,
             limits: None,
+            identity_error: None,
         }
     }
 
@@ -293,6 +304,40 @@ impl ReplayBuilder {
     pub fn vm_config(mut self, config: impl Into<String>) -> Self {
         if let Some(f) = self.last() {
             f.settings.vm_config = config.into().into_bytes();
+        }
+        self
+    }
+
+    /// The identity of the last filter as Envoy's plugin configuration gives
+    /// it: `name`, `root_id`, `vm_id` (what is `None` keeps the default:
+    /// `tollgate`, empty, empty) and the VM's environment variables
+    /// (`key_values`, and `host_env_keys` read from this process's
+    /// environment, as Envoy reads its own). A key given twice fails the run
+    /// ([`ReplayError::Identity`]), as Envoy refuses the configuration.
+    pub fn identity(mut self, identity: &tollgate_abi::PluginIdentity) -> Self {
+        let env = identity.process_environment();
+        let Some(f) = self.filters.last_mut() else {
+            return self;
+        };
+        if let Some(n) = &identity.name {
+            f.settings.plugin_name = n.clone();
+        }
+        if let Some(r) = &identity.root_id {
+            f.settings.root_id = r.clone();
+        }
+        if let Some(v) = &identity.vm_id {
+            f.settings.vm_id = v.clone();
+        }
+        match env {
+            Ok(env) => f.settings.env = env,
+            Err(source) => {
+                let filter = match &f.source {
+                    Source::Path(p) | Source::Loaded(_, p) => p.display().to_string(),
+                    Source::Bytes(name, _) => name.clone(),
+                };
+                self.identity_error
+                    .get_or_insert(ReplayError::Identity { filter, source });
+            }
         }
         self
     }
@@ -391,10 +436,48 @@ impl ReplayBuilder {
         self
     }
 
-    /// Answers gRPC calls and streams to `stub.cluster` (all filters).
+    /// Answers gRPC calls and streams to `stub.cluster` (all filters); with
+    /// `stub.method` set, only calls to that method (before the cluster's
+    /// stub for any method).
     pub fn grpc_cluster(mut self, stub: tollgate_host::callouts::GrpcClusterStub) -> Self {
-        self.grpc_clusters.retain(|s| s.cluster != stub.cluster);
+        self.grpc_clusters
+            .retain(|s| s.cluster != stub.cluster || s.method != stub.method);
         self.grpc_clusters.push(stub);
+        self
+    }
+
+    /// Answers the calls to a cluster in turn: the first call gets
+    /// `stubs[0]`, the second `stubs[1]`..., the last repeats (counted per
+    /// VM). Replaces the cluster's answers so far.
+    pub fn http_cluster_answers(
+        mut self,
+        stubs: Vec<tollgate_host::callouts::HttpClusterStub>,
+    ) -> Self {
+        if let Some(first) = stubs.first() {
+            let cluster = first.cluster.clone();
+            self.http_clusters.retain(|s| s.cluster != cluster);
+            self.http_clusters
+                .extend(stubs.into_iter().filter(|s| s.cluster == cluster));
+        }
+        self
+    }
+
+    /// [`ReplayBuilder::http_cluster_answers`] for gRPC calls and streams
+    /// (of one cluster and method).
+    pub fn grpc_cluster_answers(
+        mut self,
+        stubs: Vec<tollgate_host::callouts::GrpcClusterStub>,
+    ) -> Self {
+        if let Some(first) = stubs.first() {
+            let (cluster, method) = (first.cluster.clone(), first.method.clone());
+            self.grpc_clusters
+                .retain(|s| s.cluster != cluster || s.method != method);
+            self.grpc_clusters.extend(
+                stubs
+                    .into_iter()
+                    .filter(|s| s.cluster == cluster && s.method == method),
+            );
+        }
         self
     }
 
@@ -442,8 +525,12 @@ impl ReplayBuilder {
             trace,
             cache,
             limits,
+            identity_error,
             ..
         } = self;
+        if let Some(e) = identity_error {
+            return Err(e);
+        }
         if filters.is_empty() {
             return Err(ReplayError::NoFilter);
         }

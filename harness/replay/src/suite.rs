@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tollgate_host::callouts::{CalloutRecord, GrpcClusterStub, HttpClusterStub};
 use tollgate_host::plugin::{LoadError, Plugin};
-use tollgate_host::state::LogLine;
+use tollgate_host::state::{LogLevel, LogLine};
 use tollgate_host::stream::StreamOutcome;
 use tollgate_traffic::{HttpRequest, HttpResponse};
 
@@ -111,6 +111,19 @@ pub struct FilterSpec {
     pub vm_config: Option<String>,
     /// `FAIL_CLOSED` (default), `FAIL_OPEN` or `FAIL_RELOAD`.
     pub failure_policy: Option<String>,
+    /// The plugin's `name` (the `plugin_name` property; default `tollgate`).
+    pub name: Option<String>,
+    /// The plugin's `root_id` (the `plugin_root_id` property; default empty).
+    pub root_id: Option<String>,
+    /// The VM's `vm_id` (the `plugin_vm_id` property; shared data and queues
+    /// are named per vm_id; default empty).
+    pub vm_id: Option<String>,
+    /// The VM's environment variables (`key_values`), read with WASI `environ_get`.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Variables of the harness's own environment the VM may read (`host_env_keys`).
+    #[serde(default)]
+    pub host_env: Vec<String>,
 }
 
 /// Expectations on starting the filters.
@@ -183,6 +196,10 @@ pub struct HeaderExpect {
     pub exact: Option<Headers>,
     /// Lines whose value must match a regex.
     pub regex: Option<Headers>,
+    /// Combined values: every value of the name, in order, joined with `, `
+    /// (as HTTP combines a repeated header), must be exactly this; `a, b`
+    /// matches one `a, b` header as well as `a` and `b` given separately.
+    pub combined: Option<Headers>,
     /// The same matchers, each inverted.
     pub not: Option<Box<HeaderExpect>>,
 }
@@ -337,6 +354,10 @@ pub struct ClusterSpec {
     pub failure: Option<String>,
     /// The cluster answers gRPC (calls and streams) this way.
     pub grpc: Option<GrpcClusterSpec>,
+    /// Answers in call order instead (the first call gets the first, ...;
+    /// the last repeats), each an entry as this one.
+    #[serde(default)]
+    pub answers: Vec<ClusterSpec>,
 }
 
 /// How a cluster answers gRPC.
@@ -361,6 +382,14 @@ pub struct GrpcClusterSpec {
     pub delay_ms: u64,
     /// `connection`: UNAVAILABLE with Envoy's connection failure message.
     pub failure: Option<String>,
+    /// `true`: the service answers a stream as soon as it opens, before the
+    /// guest sends anything (a watch or subscription service).
+    #[serde(default)]
+    pub server_first: bool,
+    /// Answers for one method each (`service/method`, e.g.
+    /// `svc.Checker/Watch`), before this answer for any other method.
+    #[serde(default)]
+    pub methods: BTreeMap<String, GrpcClusterSpec>,
 }
 
 /// A property value: a string (raw bytes), an integer (8-byte little-endian),
@@ -450,6 +479,8 @@ pub struct TestSpec {
     pub properties: BTreeMap<String, PropertyValue>,
     /// The wall clock when the request arrives (over the suite's).
     pub clock: Option<ClockSpec>,
+    /// The lowest guest log level kept for this test (over the suite's).
+    pub log_level: Option<String>,
 }
 
 /// The answer to every `proxy_http_call` (the harness has no clusters).
@@ -486,7 +517,13 @@ pub struct GrpcStubSpec {
 #[serde(deny_unknown_fields)]
 pub struct SuiteSpec {
     /// The chain of filters.
+    #[serde(default)]
     pub filters: Vec<FilterSpec>,
+    /// Several chains in one file, each with its own filters and tests (and
+    /// clusters, properties, clock, log level over the file's); instead of
+    /// `filters` and `tests` at the top.
+    #[serde(default)]
+    pub chains: Vec<ChainSpec>,
     /// Answer for http callouts.
     pub http_call_stub: Option<HttpStubSpec>,
     /// Answers for gRPC callouts, by cluster.
@@ -502,7 +539,34 @@ pub struct SuiteSpec {
     pub clock: Option<ClockSpec>,
     /// Expectations on starting the chain.
     pub start: Option<StartExpect>,
+    /// The lowest guest log level kept (`trace` ... `critical`; default `info`, as Envoy's).
+    pub log_level: Option<String>,
     /// The tests.
+    #[serde(default)]
+    pub tests: Vec<TestSpec>,
+}
+
+/// One chain of a file with `chains:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainSpec {
+    /// Its name (reported as `file [name]`).
+    pub name: String,
+    /// Its filters.
+    pub filters: Vec<FilterSpec>,
+    /// Cluster answers over the file's.
+    #[serde(default)]
+    pub clusters: BTreeMap<String, ClusterSpec>,
+    /// Properties over the file's.
+    #[serde(default)]
+    pub properties: BTreeMap<String, PropertyValue>,
+    /// The clock over the file's.
+    pub clock: Option<ClockSpec>,
+    /// The guest log level over the file's.
+    pub log_level: Option<String>,
+    /// Expectations on starting this chain.
+    pub start: Option<StartExpect>,
+    /// Its tests.
     #[serde(default)]
     pub tests: Vec<TestSpec>,
 }
@@ -515,6 +579,8 @@ pub struct Suite {
     http_stub: Option<tollgate_host::state::HttpCallStub>,
     grpc_stubs: Vec<tollgate_host::state::GrpcCallStub>,
     plugins: Vec<(Arc<Plugin>, PathBuf, String, String, FailurePolicy)>,
+    /// Each filter's name, root id, vm id and environment, in chain order.
+    identities: Vec<tollgate_abi::PluginIdentity>,
     /// The bounds the tests' VMs run under (`None`: the defaults).
     limits: Option<tollgate_host::limits::Limits>,
 }
@@ -677,13 +743,85 @@ impl Suite {
         tollgate_traffic::input::check_yaml_depth(yaml, tollgate_traffic::input::MAX_YAML_DEPTH)
             .map_err(format)?;
         let spec: SuiteSpec = yaml_serde::from_str(yaml).map_err(|e| format(e.to_string()))?;
+        if !spec.chains.is_empty() {
+            return Err(format(
+                "the file holds several `chains`: load it with `Suite::load_all`".into(),
+            ));
+        }
+        Self::from_spec(file, spec, base)
+    }
+
+    /// Loads every chain of a suite file: one suite for a file with
+    /// `filters` and `tests`, one per entry of `chains:` (named `file [name]`)
+    /// for a file with several chains.
+    pub fn load_all(path: impl AsRef<Path>) -> Result<Vec<Self>, SuiteError> {
+        let path = path.as_ref();
+        let text = tollgate_traffic::input::read_to_string(path).map_err(|error| SuiteError::Read {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let file = path.display().to_string();
+        let format = |message: String| SuiteError::Format {
+            file: file.clone(),
+            message,
+        };
+        tollgate_traffic::input::check_yaml_depth(&text, tollgate_traffic::input::MAX_YAML_DEPTH)
+            .map_err(format)?;
+        let spec: SuiteSpec = yaml_serde::from_str(&text).map_err(|e| format(e.to_string()))?;
+        if spec.chains.is_empty() {
+            return Ok(vec![Self::from_spec(&file, spec, base)?]);
+        }
+        if !spec.filters.is_empty() || !spec.tests.is_empty() || spec.start.is_some() {
+            return Err(format(
+                "with `chains`, give `filters`, `tests` and `start` inside each chain".into(),
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        let mut suites = Vec::new();
+        for (i, c) in spec.chains.iter().enumerate() {
+            if !names.insert(c.name.as_str()) {
+                return Err(format(format!("chains[{i}]: the name `{}` is used twice", c.name)));
+            }
+            let mut one = spec.clone();
+            one.chains = Vec::new();
+            one.filters = c.filters.clone();
+            one.tests = c.tests.clone();
+            one.start = c.start.clone();
+            one.clusters.extend(c.clusters.clone());
+            one.properties.extend(c.properties.clone());
+            one.clock = c.clock.clone().or(one.clock);
+            one.log_level = c.log_level.clone().or(one.log_level);
+            suites.push(Self::from_spec(&format!("{file} [{}]", c.name), one, base.clone())?);
+        }
+        Ok(suites)
+    }
+
+    /// A suite from its parsed file (one chain).
+    fn from_spec(file: &str, spec: SuiteSpec, base: PathBuf) -> Result<Self, SuiteError> {
+        let format = |message: String| SuiteError::Format {
+            file: file.to_string(),
+            message,
+        };
         if spec.filters.is_empty() {
             return Err(format(
                 "`filters` is empty: name at least one filter".into(),
             ));
         }
         let mut plugins = Vec::new();
+        let mut identities = Vec::new();
         for (index, f) in spec.filters.iter().enumerate() {
+            let identity = tollgate_abi::PluginIdentity {
+                name: f.name.clone(),
+                root_id: f.root_id.clone(),
+                vm_id: f.vm_id.clone(),
+                key_values: f.env.clone().into_iter().collect(),
+                host_env_keys: f.host_env.clone(),
+            };
+            identity
+                .check()
+                .map_err(|e| format(format!("filters[{index}].env/host_env: {e}")))?;
+            identities.push(identity);
             let path = base.join(&f.path);
             let plugin = Plugin::load(&path).map_err(|error| SuiteError::Load {
                 file: file.to_string(),
@@ -729,6 +867,7 @@ impl Suite {
             base,
             spec,
             plugins,
+            identities,
             limits: None,
             http_stub: None,
             grpc_stubs: Vec::new(),
@@ -792,12 +931,15 @@ impl Suite {
         for g in &self.grpc_stubs {
             b = b.grpc_call_stub(g.clone());
         }
-        for (plugin, path, config, vm_config, policy) in &self.plugins {
+        for (i, (plugin, path, config, vm_config, policy)) in self.plugins.iter().enumerate() {
             b = b
                 .plugin(plugin.clone(), path.clone())
                 .config(config.clone())
                 .vm_config(vm_config.clone())
                 .failure_policy(*policy);
+            if let Some(id) = self.identities.get(i).filter(|id| !id.is_default()) {
+                b = b.identity(id);
+            }
         }
         b
     }
@@ -912,18 +1054,25 @@ impl Suite {
         let mut clusters = self.spec.clusters.clone();
         let mut properties = self.spec.properties.clone();
         let mut clock = self.spec.clock.clone();
+        let mut log_level = self.spec.log_level.clone();
         if let Some(t) = t {
             clusters.extend(t.clusters.clone());
             properties.extend(t.properties.clone());
             clock = t.clock.clone().or(clock);
+            log_level = t.log_level.clone().or(log_level);
+        }
+        if let Some(l) = log_level {
+            let level: LogLevel = l.parse().map_err(|e| format!("log_level: {e}"))?;
+            b = b.log_level(level);
         }
         for (name, c) in &clusters {
-            let (http, grpc) = cluster_stubs(name, c, &self.base)?;
-            if let Some(h) = http {
-                b = b.http_cluster(h);
-            }
-            if let Some(g) = grpc {
-                b = b.grpc_cluster(g);
+            for (http, grpc) in cluster_answers(name, c, &self.base)? {
+                if !http.is_empty() {
+                    b = b.http_cluster_answers(http);
+                }
+                if !grpc.is_empty() {
+                    b = b.grpc_cluster_answers(grpc);
+                }
             }
         }
         for (path, v) in &properties {
@@ -1469,6 +1618,27 @@ fn check_headers(
             }
         }
     }
+    if let Some(cb) = &h.combined {
+        for (name, want) in cb.pairs() {
+            let got = values(&name);
+            let joined = got.join(", ");
+            if (!got.is_empty() && joined == want) != positive {
+                failures.push(format!(
+                    "{what}: {} {name}: {want:?}; actual {}",
+                    if positive {
+                        "expected combined"
+                    } else {
+                        "expected anything but combined"
+                    },
+                    if got.is_empty() {
+                        "absent".to_string()
+                    } else {
+                        format!("{joined:?}")
+                    }
+                ));
+            }
+        }
+    }
     if let Some(rx) = &h.regex {
         for (name, re) in rx.pairs() {
             let got = values(&name);
@@ -1599,6 +1769,47 @@ fn check_stub_headers(name: &str, c: &ClusterSpec) -> Result<(), String> {
     Ok(())
 }
 
+/// Every answer of a `clusters:` entry, as lists of stubs each answered in
+/// turn: the entry's own answer (or its `answers:` in order), then one list
+/// per gRPC `methods:` entry.
+#[allow(clippy::type_complexity)]
+pub fn cluster_answers(
+    name: &str,
+    c: &ClusterSpec,
+    base: &Path,
+) -> Result<Vec<(Vec<HttpClusterStub>, Vec<GrpcClusterStub>)>, String> {
+    let single = |c: &ClusterSpec| cluster_stubs(name, c, base);
+    let mut lists = Vec::new();
+    if c.answers.is_empty() {
+        let (h, g) = single(c)?;
+        lists.push((h.into_iter().collect(), g.into_iter().collect()));
+    } else {
+        let (mut hs, mut gs) = (Vec::new(), Vec::new());
+        for (i, a) in c.answers.iter().enumerate() {
+            if !a.answers.is_empty() {
+                return Err(format!("clusters.{name}.answers[{i}]: `answers` cannot nest"));
+            }
+            let (h, g) = single(a).map_err(|e| format!("answers[{i}]: {e}"))?;
+            hs.extend(h);
+            gs.extend(g);
+        }
+        lists.push((hs, gs));
+    }
+    let methods = c.grpc.iter().flat_map(|g| g.methods.iter());
+    for (method, g) in methods {
+        if !g.methods.is_empty() {
+            return Err(format!("clusters.{name}.grpc.methods.{method}: `methods` cannot nest"));
+        }
+        let entry = ClusterSpec {
+            grpc: Some(g.clone()),
+            ..ClusterSpec::default()
+        };
+        let (_, stub) = single(&entry).map_err(|e| format!("grpc.methods.{method}: {e}"))?;
+        lists.push((Vec::new(), stub.map(|s| s.for_method(method)).into_iter().collect()));
+    }
+    Ok(lists)
+}
+
 /// The http and gRPC stubs a `clusters:` entry describes (file paths
 /// relative to `base`); errors name the field (`clusters.authz.failure: ...`).
 pub fn cluster_stubs(
@@ -1677,6 +1888,9 @@ pub fn cluster_stubs(
                 .unwrap_or_default()
             {
                 stub = stub.trailing(&k, &v);
+            }
+            if g.server_first {
+                stub = stub.server_first();
             }
             Some(stub.delay(delay(g.delay_ms)))
         }

@@ -63,13 +63,25 @@
 //! * a missing or non-list `cookies`, a missing or non-string `httpVersion`
 //!   (none of these are needed: cookies travel in the `cookie` header);
 //! * `bodySize` of `-1` (size unknown) when the body is not otherwise recorded;
-//! * `postData.params[].value` that is not a string (numbers and booleans are
-//!   written as JSON, `null` as empty);
+//! * `postData.params[].value` that is not a string (numbers, booleans,
+//!   objects and lists are written as JSON, `null` as empty);
+//! * a header value holding several lines (Firefox and WebPageTest join the
+//!   values of a repeated header, `set-cookie` above all, with line breaks):
+//!   one header per non-empty line;
+//! * a header entry whose name is not a header name (a request or status
+//!   line such as `GET /x HTTP/1.1`, a fragment, an empty name): that header
+//!   is dropped (no client could have sent it), the entry kept;
 //! * a response whose `content` is missing, or whose body was not recorded
 //!   although its size says there was one (the body is replayed empty);
 //! * entries whose URL is not fetched over the network (`data:`, `blob:`,
 //!   `about:`, browser-extension schemes) are skipped; the ids of the other
 //!   entries keep their index in the file.
+//!
+//! Only what cannot be replayed faithfully fails an entry: a header value
+//! holding NUL, a CR inside a line or another control character (no HTTP
+//! message carries it), bad URLs, bodies or statuses. When lenient
+//! ([`super::Leniency::Lenient`]) such a header is dropped with a warning
+//! and the entry kept; any other such entry is skipped with a warning.
 //!
 //! A UTF-8 byte-order mark before the JSON is ignored; base64 is accepted with
 //! or without padding and with embedded line breaks.
@@ -132,6 +144,7 @@ pub fn parse_with(
             file: source_name,
             index,
             warnings: &mut traffic.warnings,
+            leniency,
         };
         match convert_entry(&mut cx, entry) {
             Ok(Some(exchange)) => traffic.exchanges.push(exchange),
@@ -367,6 +380,9 @@ struct Cx<'a> {
     index: usize,
     /// Where warnings are collected.
     warnings: &'a mut Vec<String>,
+    /// Lenient: a header that cannot be replayed is dropped (with a warning),
+    /// not the entry.
+    leniency: super::Leniency,
 }
 
 impl Cx<'_> {
@@ -804,9 +820,19 @@ fn warn_if_body_missing(
 }
 
 /// Reads a HAR `headers` list as (lower-cased name, trimmed value) pairs,
-/// pseudo-headers included.
+/// pseudo-headers included, as browsers export them:
+///
+/// - a value holding several lines (Firefox and WebPageTest join the values
+///   of a repeated header, `set-cookie` above all, with line breaks) becomes
+///   one header per non-empty line, with a warning;
+/// - an entry whose name is not a header name (a request or status line, a
+///   fragment of one, an empty name) is dropped with a warning naming it:
+///   no client could have sent it, so nothing is lost;
+/// - a value no HTTP message can carry (NUL, a CR inside a line, other
+///   control characters), or one that is not a string, fails the entry; when
+///   lenient, only that header is dropped, with a warning.
 fn read_headers(
-    cx: &Cx<'_>,
+    cx: &mut Cx<'_>,
     value: &Value,
     field: &str,
 ) -> Result<Vec<(String, String)>, TrafficError> {
@@ -814,30 +840,102 @@ fn read_headers(
     let mut headers = Vec::with_capacity(list.len());
     for (i, item) in list.iter().enumerate() {
         let item_field = format!("{field}[{i}]");
-        let header = cx.object(item, &item_field)?;
-        let (name, name_field) = cx.required_str(header, &item_field, "name")?;
-        let bare = name.strip_prefix(':').unwrap_or(name);
-        if !is_token(bare) {
-            return Err(cx.error(&name_field, format!("not a valid header name: {name:?}")));
+        match read_header(cx, item, &item_field) {
+            Ok(mut some) => headers.append(&mut some),
+            Err(e) if cx.leniency == super::Leniency::Lenient => {
+                cx.warnings.push(format!("{e}; header dropped, entry kept"));
+            }
+            Err(e) => return Err(e),
         }
-        let value_field = format!("{item_field}.value");
-        let value = match header.get("value") {
-            None => return Err(cx.error(&value_field, "missing required field")),
-            Some(Value::Null) => "",
-            Some(v) => cx.string(v, &value_field)?,
-        };
-        if value.contains(['\r', '\n', '\0']) {
-            return Err(cx.error(
-                &value_field,
-                format!("header {name:?} has a line break or NUL in its value"),
-            ));
-        }
-        headers.push((
-            name.to_ascii_lowercase(),
-            value.trim_matches([' ', '\t']).to_owned(),
-        ));
     }
     Ok(headers)
+}
+
+/// One item of a HAR `headers` list: no header (a broken name), one, or
+/// several (a multi-line value).
+fn read_header(
+    cx: &mut Cx<'_>,
+    item: &Value,
+    item_field: &str,
+) -> Result<Vec<(String, String)>, TrafficError> {
+    let header = cx.object(item, item_field)?;
+    let (name, name_field) = cx.required_str(header, item_field, "name")?;
+    let bare = name.strip_prefix(':').unwrap_or(name);
+    if !is_token(bare) {
+        let what = if is_start_line(name) {
+            "a request or status line, not a header"
+        } else {
+            "not a valid header name"
+        };
+        cx.warn(
+            &name_field,
+            format_args!("{name:?} is {what}; that header is dropped, the entry kept"),
+        );
+        return Ok(Vec::new());
+    }
+    let value_field = format!("{item_field}.value");
+    let value = match header.get("value") {
+        None => return Err(cx.error(&value_field, "missing required field")),
+        Some(Value::Null) => "",
+        Some(v) => cx.string(v, &value_field)?,
+    };
+    let name = name.to_ascii_lowercase();
+    if !value.contains('\n') {
+        check_value(cx, &name, value, &value_field)?;
+        return Ok(vec![(name, value.trim_matches([' ', '\t']).to_owned())]);
+    }
+    let mut out = Vec::new();
+    for line in value.split('\n') {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        check_value(cx, &name, line, &value_field)?;
+        let line = line.trim_matches([' ', '\t']);
+        if !line.is_empty() {
+            out.push((name.clone(), line.to_owned()));
+        }
+    }
+    cx.warn(
+        &value_field,
+        format_args!(
+            "header {name:?} holds {} values on separate lines; replayed as {} headers",
+            out.len(),
+            out.len()
+        ),
+    );
+    Ok(out)
+}
+
+/// Whether one line of a header value can be sent: no control character but tab.
+fn check_value(cx: &Cx<'_>, name: &str, line: &str, field: &str) -> Result<(), TrafficError> {
+    match line
+        .bytes()
+        .find(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+    {
+        None => Ok(()),
+        Some(b) => Err(cx.error(
+            field,
+            format!(
+                "header {name:?} has {} in its value, which no HTTP message can carry",
+                match b {
+                    b'\r' => "a line break (CR)".to_owned(),
+                    0 => "a NUL byte".to_owned(),
+                    _ => format!("the control byte 0x{b:02x}"),
+                }
+            ),
+        )),
+    }
+}
+
+/// Whether `name` looks like an HTTP/1 request line (`GET /x HTTP/1.1`) or
+/// status line (`HTTP/1.1 200 OK`), which some exporters list as a header.
+fn is_start_line(name: &str) -> bool {
+    let mut words = name.split_whitespace();
+    match (words.next(), words.next(), words.next()) {
+        (Some(first), Some(_), _) if first.starts_with("HTTP/") => true,
+        (Some(method), Some(_), Some(version)) => {
+            is_token(method) && version.starts_with("HTTP/")
+        }
+        _ => false,
+    }
 }
 
 /// Drops pseudo-headers, hop-by-hop headers and the names in `also`.
@@ -900,7 +998,9 @@ fn read_post_data(cx: &mut Cx<'_>, value: &Value, base: &str) -> Result<Vec<u8>,
         let value = match param.get("value") {
             None | Some(Value::Null) => String::new(),
             Some(Value::String(s)) => s.clone(),
-            Some(other @ (Value::Number(_) | Value::Bool(_))) => {
+            // Numbers, booleans, and the objects and lists some exporters
+            // write (Chrome for structured form fields): as JSON text.
+            Some(other) => {
                 cx.warn(
                     &format!("{item_field}.value"),
                     format_args!(
@@ -909,12 +1009,6 @@ fn read_post_data(cx: &mut Cx<'_>, value: &Value, base: &str) -> Result<Vec<u8>,
                     ),
                 );
                 other.to_string()
-            }
-            Some(other) => {
-                return Err(cx.error(
-                    &format!("{item_field}.value"),
-                    format!("expected a string, found {}", describe(other)),
-                ));
             }
         };
         let file_name = cx.optional_str(param, &item_field, "fileName")?;

@@ -18,6 +18,26 @@ pub const CLOSED_BEFORE_ANSWER_BODY: &str = "upstream connect error or disconnec
 pub const RESET_STATUS: u32 = 11;
 /// gRPC status `UNAVAILABLE`.
 pub const GRPC_UNAVAILABLE: u32 = 14;
+/// Response code details of an answer that came from the service.
+pub const VIA_UPSTREAM: &str = "via_upstream";
+/// Response code details of Envoy's router answer when the connection is
+/// refused (Envoy 1.40 on Linux, a cluster nobody listens on).
+pub const CONNECT_FAILURE_DETAILS: &str =
+    "upstream_reset_before_response_started{remote_connection_failure|delayed_connect_error:_Connection_refused}";
+/// Response code details of Envoy's router answer when a call's timeout expires.
+pub const TIMEOUT_DETAILS: &str = "upstream_response_timeout";
+
+/// The message Envoy's gRPC client gives `proxy_on_grpc_close` /
+/// `proxy_get_status`: the `grpc-message` with the stream's response code
+/// details in braces (`denied{via_upstream}`), the details alone when there
+/// is no message, the message alone when there are no details.
+pub fn grpc_close_message(message: &str, details: &str) -> String {
+    match (message.is_empty(), details.is_empty()) {
+        (true, _) => details.to_string(),
+        (false, true) => message.to_string(),
+        (false, false) => format!("{message}{{{details}}}"),
+    }
+}
 
 /// What a cluster answers an http call with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,6 +163,22 @@ pub struct GrpcClusterStub {
     pub status_message: String,
     /// Virtual time between the call (or a stream's first message) and the answer.
     pub delay: Duration,
+    /// When a stream's answer starts (unary calls answer the request).
+    pub opening: StreamOpening,
+    /// Only calls to this `service/method` (`None`: any method); a stub for
+    /// the method called wins over one for any method.
+    pub method: Option<String>,
+}
+
+/// When the service behind a gRPC stream starts answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StreamOpening {
+    /// After the guest's first message (or its half-close): a request/response service.
+    #[default]
+    AfterFirstMessage,
+    /// As soon as the stream is open, whatever the guest sends: a service
+    /// that speaks first (a watch or subscription).
+    ServerFirst,
 }
 
 impl GrpcClusterStub {
@@ -156,7 +192,21 @@ impl GrpcClusterStub {
             status: 0,
             status_message: String::new(),
             delay: Duration::ZERO,
+            opening: StreamOpening::AfterFirstMessage,
+            method: None,
         }
+    }
+
+    /// Answers only calls to `service/method` (e.g. `svc.Checker/Watch`).
+    pub fn for_method(mut self, method: impl Into<String>) -> Self {
+        self.method = Some(method.into());
+        self
+    }
+
+    /// Streams are answered as soon as they open (the service speaks first).
+    pub fn server_first(mut self) -> Self {
+        self.opening = StreamOpening::ServerFirst;
+        self
     }
 
     /// `cluster` fails with `status` and `message`.
@@ -171,6 +221,31 @@ impl GrpcClusterStub {
     /// `cluster` cannot be connected to: UNAVAILABLE with Envoy's message.
     pub fn connect_failure(cluster: impl Into<String>) -> Self {
         Self::fail(cluster, GRPC_UNAVAILABLE, CONNECT_FAILURE_BODY)
+    }
+
+    /// Whether this is [`GrpcClusterStub::connect_failure`]: Envoy's router
+    /// answers, not the service.
+    pub fn is_connect_failure(&self) -> bool {
+        self.status == GRPC_UNAVAILABLE && self.status_message == CONNECT_FAILURE_BODY
+    }
+
+    /// The response code details Envoy's gRPC client appends to the close
+    /// message (Envoy 1.40, checked live): `via_upstream` when the service
+    /// answered, the router's details when Envoy answered in its place.
+    pub fn close_details(&self) -> &'static str {
+        if self.is_connect_failure() {
+            CONNECT_FAILURE_DETAILS
+        } else {
+            VIA_UPSTREAM
+        }
+    }
+
+    /// Whether the answer is gRPC's trailers-only response (one HEADERS
+    /// frame): a failure with no initial metadata and no message, or
+    /// Envoy's own local reply.
+    pub fn trailers_only(&self) -> bool {
+        self.is_connect_failure()
+            || (self.status != 0 && self.initial_metadata.is_empty() && self.messages.is_empty())
     }
 
     /// Adds a response message.

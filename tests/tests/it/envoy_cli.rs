@@ -38,8 +38,10 @@ fn prediction(
             replay = replay.http_cluster(stub.clone());
         }
     }
-    for f in by.unwrap_or(&o.filters) {
+    for (i, f) in by.unwrap_or(&o.filters).iter().enumerate() {
         replay = replay.filter(&f.path);
+        // The identity the generated bootstrap gives the filter.
+        replay = replay.identity(&tollgate_envoy::bootstrap::identity_of(i, f));
         if let Some(c) = &f.config {
             replay = replay.config(c.clone());
         }

@@ -68,6 +68,8 @@ pub struct BenchArgs {
     pub no_cache: bool,
     #[command(flatten)]
     pub limits: crate::limit_args::LimitArgs,
+    #[command(flatten)]
+    pub identity: crate::identity_args::IdentityArgs,
 }
 
 /// Runs `tollgate bench`.
@@ -129,6 +131,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         http_clusters,
         grpc_clusters,
         limits,
+        identity: args.identity.single()?,
     };
     let mut report = bench::run(&options, baseline.as_ref())?;
     if let Some(t) = args.threshold {

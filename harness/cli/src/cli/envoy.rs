@@ -34,6 +34,10 @@ pub struct EnvoyArgs {
     /// difference where a filter reaches either.
     #[command(flatten)]
     pub limits: crate::limit_args::LimitArgs,
+    /// Each filter's name, root id, vm id and VM environment, in the
+    /// generated bootstrap and the prediction alike.
+    #[command(flatten)]
+    pub identity: crate::identity_args::IdentityArgs,
     /// Skip unusable entries of the recording with a warning instead of failing.
     #[arg(long)]
     pub lenient: bool,
@@ -113,12 +117,14 @@ pub fn envoy(args: EnvoyArgs, matches: Option<&ArgMatches>) -> Result<()> {
             ("failure_policy", args.failure_policy.clone()),
         ],
     )?;
+    let identities = args.identity.pair(matches, &paired)?;
     let mut filters = Vec::with_capacity(paired.len());
-    for f in paired {
+    for (f, identity) in paired.into_iter().zip(identities) {
         if !f.path.is_file() {
             bail!("--filter {}: no such file", f.path.display());
         }
         let mut w = WasmFilter::new(&f.path);
+        w.identity = identity;
         if let Some(c) = f.config {
             w.config = Some(crate::value_arg(&c, "config")?);
         }
@@ -196,8 +202,10 @@ pub(crate) fn predict(
             replay = replay.http_cluster(stub.clone());
         }
     }
-    for f in filters {
+    for (i, f) in filters.iter().enumerate() {
         replay = replay.filter(&f.path);
+        // The identity the generated bootstrap gives it (name, ids, environment).
+        replay = replay.identity(&live::bootstrap::identity_of(i, f));
         if let Some(c) = &f.config {
             replay = replay.config(c.clone());
         }

@@ -18,6 +18,8 @@ pub(crate) struct ReplayInput {
     pub(crate) stubs: Vec<String>,
     /// `--memory-limit`, `--max-callouts-per-exchange`...
     pub(crate) limits: crate::limit_args::LimitArgs,
+    /// Per `--filter`, in order: `--plugin-name`, `--root-id`, `--vm-id`, `--env`, `--host-env`.
+    pub(crate) identities: Vec<tollgate_abi::PluginIdentity>,
 }
 
 pub(crate) fn replay(
@@ -46,8 +48,11 @@ pub(crate) fn replay(
     if trace {
         replay = replay.trace_calls();
     }
-    for f in filters {
+    for (i, f) in filters.into_iter().enumerate() {
         replay = replay.filter(&f.path);
+        if let Some(id) = input.identities.get(i).filter(|id| !id.is_default()) {
+            replay = replay.identity(id);
+        }
         if let Some(c) = f.config {
             replay = replay.config(value_arg(&c, "config")?);
         }

@@ -24,11 +24,13 @@ pub fn test(args: TestArgs) -> Result<()> {
     let mut failed = 0;
     let mut junit_suites = Vec::new();
     for path in &args.suites {
-        let suite = Suite::load(path)?.limits(limits);
-        let report = suite.run();
-        print!("{}", report.text());
-        failed += report.failed();
-        junit_suites.push(report.junit());
+        // A file with `chains:` holds several suites.
+        for suite in Suite::load_all(path)? {
+            let report = suite.limits(limits).run();
+            print!("{}", report.text());
+            failed += report.failed();
+            junit_suites.push(report.junit());
+        }
     }
     if let Some(out) = &args.junit {
         let xml = if junit_suites.len() == 1 {

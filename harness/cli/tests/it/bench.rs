@@ -80,6 +80,7 @@ fn a_module_against_itself_is_not_a_regression() {
         http_clusters: Vec::new(),
         grpc_clusters: Vec::new(),
         limits: tollgate_host::limits::Limits::default(),
+        identity: Default::default(),
     };
     let baseline = Baseline::from_path(&path).expect("a module baseline");
     let mut report = bench::run(&options, Some(&baseline)).expect("bench runs");
@@ -129,6 +130,7 @@ fn bad_input_is_named() {
         http_clusters: Vec::new(),
         grpc_clusters: Vec::new(),
         limits: tollgate_host::limits::Limits::default(),
+        identity: Default::default(),
     };
     let e = bench::run(&options, None).expect_err("missing module");
     assert!(e.to_string().contains("/nonexistent/filter.wasm"), "{e}");

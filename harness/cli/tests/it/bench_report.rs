@@ -89,6 +89,7 @@ fn options(filter: PathBuf, streams: usize) -> BenchOptions {
         http_clusters: Vec::new(),
         grpc_clusters: Vec::new(),
         limits: tollgate_host::limits::Limits::default(),
+        identity: Default::default(),
     }
 }
 

@@ -46,6 +46,7 @@ fn options(filter: PathBuf, traffic: TrafficSource, streams: usize) -> BenchOpti
         http_clusters: Vec::new(),
         grpc_clusters: Vec::new(),
         limits: tollgate_host::limits::Limits::default(),
+        identity: Default::default(),
     }
 }
 

@@ -349,9 +349,10 @@ fn a_grpc_stream_gets_metadata_messages_trailers_and_close_in_envoys_order() {
     });
     assert_eq!(
         r,
-        [0, 6, 0, 2, 1, 101, 150, 202, 203, 302, 400, 500, 600, 701],
+        [0, 6, 0, 2, 1, 103, 150, 202, 203, 303, 400, 512, 600, 701],
         "stream Ok with token 6; send Ok, BadArgument on an http token, NotFound on an unknown stream; \
-         then initial metadata (x-init readable), 2 messages, 2 trailers, close OK; \
+         then initial metadata (:status, content-type, x-init readable), 2 messages, 3 trailers \
+         (grpc-status and the stub's 2), close OK with the message `via_upstream`; \
          close after the server closed: Ok; cancel then: NotFound"
     );
     assert!(out.upstream_request.is_some(), "resumed from on_grpc_close");
@@ -368,8 +369,9 @@ fn a_failing_grpc_stream_closes_with_its_status_and_no_message() {
     });
     assert_eq!(
         &r[5..],
-        [100, 300, 407, 506, 600, 701],
-        "empty initial metadata, no message, trailing metadata, PERMISSION_DENIED `denied`"
+        [100, 304, 407, 520, 600, 701],
+        "trailers-only: empty initial metadata, no message, the frame's 4 headers as trailing \
+         metadata, PERMISSION_DENIED `denied{{via_upstream}}`"
     );
 }
 
@@ -480,9 +482,10 @@ fn a_unary_grpc_call_slower_than_its_timeout_closes_unavailable_at_the_timeout()
     });
     assert_eq!(
         r,
-        [0, 5, 2014, 3014, 4000 + TIMEOUT_BODY.len() as u64],
-        "token 5; close 14 `upstream request timeout`"
+        [0, 5, 2014, 3014, 4000 + "upstream request timeout{upstream_response_timeout}".len() as u64],
+        "token 5; close 14 `upstream request timeout` with the router's details"
     );
+    assert!(TIMEOUT_BODY == "upstream request timeout");
     assert!(
         out.steps[0].steps.iter().any(|s| s.contains("waited 1s")),
         "{:?}",

@@ -87,7 +87,8 @@ fn a_failed_call_is_closed_with_its_status() {
             status_message: "unavailable".into(),
         },
     );
-    assert_eq!(r, [0, 5, 2014, 3014, 4011]);
+    // `unavailable{via_upstream}`: Envoy appends the response code details.
+    assert_eq!(r, [0, 5, 2014, 3014, 4025]);
     assert!(through);
 }
 

@@ -306,6 +306,7 @@ fn bench_stops_at_a_dead_vm_and_names_the_failure() {
         http_clusters: Vec::new(),
         grpc_clusters: Vec::new(),
         limits: tollgate_host::limits::Limits::default(),
+        identity: Default::default(),
     };
     let began = Instant::now();
     let err = bench::run(&options, None).expect_err("a trapping filter fails the bench");

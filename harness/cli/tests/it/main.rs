@@ -24,6 +24,7 @@ mod ship_cli;
 mod stream_control;
 mod streaming;
 mod suite;
+mod suite_identity;
 mod suite_inputs;
 mod trace;
 mod traps;

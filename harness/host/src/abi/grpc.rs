@@ -23,15 +23,27 @@ use crate::callouts::{CalloutRecord, GrpcClusterStub, TokenError};
 use crate::state::HostState;
 use wasmtime::{Caller, Linker};
 
-/// The stub answering calls to `cluster`; `None`: no such cluster.
-fn stub(state: &HostState, cluster: &str) -> Option<GrpcClusterStub> {
-    if let Some(s) = state
-        .settings
-        .grpc_clusters
-        .iter()
-        .find(|s| s.cluster == cluster)
-    {
-        return Some(s.clone());
+/// The stub answering a call to `cluster`'s `method` (`service/method`);
+/// `None`: no such cluster. Stubs for that method win over stubs for any
+/// method; several stubs answer the calls in turn (the last one repeats).
+fn stub(state: &mut HostState, cluster: &str, method: &str) -> Option<GrpcClusterStub> {
+    let settings = state.settings.clone();
+    let of = |m: Option<&str>| -> Vec<&GrpcClusterStub> {
+        settings
+            .grpc_clusters
+            .iter()
+            .filter(|s| s.cluster == cluster && s.method.as_deref() == m)
+            .collect()
+    };
+    let (key, stubs) = match of(Some(method)) {
+        v if !v.is_empty() => (format!("grpc {cluster} {method}"), v),
+        _ => (format!("grpc {cluster}"), of(None)),
+    };
+    if let Some(last) = stubs.len().checked_sub(1) {
+        let n = state.answered_calls.entry(key).or_insert(0);
+        let s = stubs[(*n).min(last)].clone();
+        *n += 1;
+        return Some(s);
     }
     state
         .settings
@@ -101,7 +113,7 @@ fn open(
     o: Opening,
     kind: &'static str,
 ) -> Result<GrpcClusterStub, AbiError> {
-    let found = stub(state, &o.cluster);
+    let found = stub(state, &o.cluster, &o.method);
     let suffix = if kind == "grpc-stream" { " stream" } else { "" };
     state
         .callouts
@@ -258,7 +270,8 @@ fn grpc_stream(
         .ok_or(AbiError::Status(Status::InvalidMemoryAccess))?;
     let state = caller.data_mut();
     let stub = open(state, opening, "grpc-stream")?;
-    let token = state.outstanding.grpc_stream(stub);
+    let now = state.clock.monotonic;
+    let token = state.outstanding.grpc_stream(now, stub);
     written(mem::write_u32(caller, token_ptr, token))
 }
 

@@ -36,17 +36,26 @@ fn stub_event(stub: HttpCallStub) -> Event {
     })
 }
 
-/// The answer for a call to `cluster`, with its delay; `None`: unknown cluster.
-fn answer(state: &HostState, cluster: &str) -> Option<(Event, Duration)> {
+/// The answer for a call to `cluster`, with its delay; `None`: unknown
+/// cluster. Several stubs for one cluster answer its calls in turn (the last
+/// one repeats).
+fn answer(state: &mut HostState, cluster: &str) -> Option<(Event, Duration)> {
     if let Some(stub) = state.exchange_callouts.take(cluster) {
         return Some((stub_event(stub), Duration::ZERO));
     }
-    if let Some(s) = state
-        .settings
+    let settings = state.settings.clone();
+    let stubs: Vec<_> = settings
         .http_clusters
         .iter()
-        .find(|s| s.cluster == cluster)
-    {
+        .filter(|s| s.cluster == cluster)
+        .collect();
+    if let Some(last) = stubs.len().checked_sub(1) {
+        let n = state
+            .answered_calls
+            .entry(format!("http {cluster}"))
+            .or_insert(0);
+        let s = stubs[(*n).min(last)];
+        *n += 1;
         return Some((http_event(&s.answer), s.delay));
     }
     let stub = state.settings.http_call_stub.clone()?;

@@ -929,28 +929,20 @@ fn wrong_types_are_errors() {
         "found a number (7)",
     );
     let mut e = entry();
-    e["request"]["headers"][0]["name"] = json!("Bad Name");
-    assert_entry_error(
-        vec![e],
-        0,
-        "log.entries[0].request.headers[0].name",
-        "not a valid header name",
-    );
-    let mut e = entry();
-    e["request"]["headers"][0]["value"] = json!("a\r\nX-Injected: 1");
+    e["request"]["headers"][0]["value"] = json!("a\r\u{0}X-Injected: 1");
     assert_entry_error(
         vec![e],
         0,
         "log.entries[0].request.headers[0].value",
-        "line break",
+        "a line break (CR)",
     );
     let mut e = entry();
-    e["request"]["postData"] = json!({"params": [{"name": "a", "value": {"nested": true}}]});
+    e["request"]["headers"][1]["value"] = json!("a\u{0}b");
     assert_entry_error(
         vec![e],
         0,
-        "log.entries[0].request.postData.params[0].value",
-        "found an object",
+        "log.entries[0].request.headers[1].value",
+        "a NUL byte",
     );
 }
 
@@ -1124,4 +1116,117 @@ fn lenient_reading_skips_bad_entries_with_a_warning_naming_them() {
     // Document-level damage still fails when lenient.
     let cut = &doc[..doc.len() / 2];
     assert!(super::parse_with("test.har", cut, super::super::Leniency::Lenient).is_err());
+}
+
+/// Real browser exports: values joined by line breaks (Firefox, WebPageTest),
+/// request and status lines or fragments listed as headers, structured
+/// `postData.params[].value`, responses without `content.text`. Each loads,
+/// strictly, with the entry kept and a warning naming what was changed.
+#[test]
+fn browser_export_quirks_keep_the_entry_with_a_warning() {
+    let mut e = entry();
+    e["request"]["headers"] = json!([
+        {"name": "GET /v1/items?page=2 HTTP/1.1", "value": ""},
+        {"name": "Host", "value": "api.example.com"},
+        {"name": "Accept", "value": "application/json"},
+        {"name": "Cookie: a", "value": "1"},
+        {"name": "", "value": "x"}
+    ]);
+    e["response"]["headers"] = json!([
+        {"name": "HTTP/1.1 200 OK", "value": ""},
+        {"name": "Set-Cookie", "value": "a=1; Path=/\nb=2; HttpOnly\r\n\nc=3"},
+        {"name": "Content-Type", "value": "application/json"}
+    ]);
+    e["response"]["content"] = json!({"size": 2, "mimeType": "application/json"});
+    e["request"]["method"] = json!("POST");
+    e["request"]["postData"] = json!({
+        "mimeType": "application/x-www-form-urlencoded",
+        "params": [{"name": "o", "value": {"k": [1, 2]}}, {"name": "l", "value": ["x"]}]
+    });
+    let t = parse_ok(vec![e, entry()]);
+    assert_eq!(t.exchanges.len(), 2);
+    let r = request(&t, 0);
+    assert_eq!(
+        r.headers,
+        [("accept".to_string(), "application/json".to_string())]
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&r.body),
+        "o=%7B%22k%22%3A%5B1%2C2%5D%7D&l=%5B%22x%22%5D"
+    );
+    let cookies: Vec<&str> = response(&t, 0)
+        .headers
+        .iter()
+        .filter(|(k, _)| k == "set-cookie")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(cookies, ["a=1; Path=/", "b=2; HttpOnly", "c=3"]);
+    let w = warnings_for(&t, 0).join("\n");
+    for needle in [
+        "request.headers[0].name: \"GET /v1/items?page=2 HTTP/1.1\" is a request or status line",
+        "request.headers[3].name: \"Cookie: a\" is not a valid header name; that header is dropped",
+        "request.headers[4].name: \"\" is not a valid header name",
+        "response.headers[0].name: \"HTTP/1.1 200 OK\" is a request or status line",
+        "response.headers[1].value: header \"set-cookie\" holds 3 values on separate lines",
+        "postData.params[0].value: expected a string, found an object",
+    ] {
+        assert!(w.contains(needle), "missing {needle:?} in\n{w}");
+    }
+}
+
+/// A header no HTTP message can carry fails the entry when strict; when
+/// lenient only that header is dropped, with a warning, and the entry kept.
+#[test]
+fn lenient_reading_drops_only_a_header_that_cannot_be_replayed() {
+    let mut e = entry();
+    e["request"]["headers"][1]["value"] = json!("a\u{0}b");
+    let doc = har(vec![e]);
+    assert!(super::parse_with("test.har", &doc, super::super::Leniency::Strict).is_err());
+    let t = super::parse_with("test.har", &doc, super::super::Leniency::Lenient).expect("lenient");
+    assert_eq!(t.exchanges.len(), 1);
+    assert!(request(&t, 0).headers.is_empty(), "{:?}", request(&t, 0).headers);
+    assert_eq!(t.warnings.len(), 1, "{:?}", t.warnings);
+    assert!(
+        t.warnings[0].contains("log.entries[0].request.headers[1].value")
+            && t.warnings[0].contains("NUL")
+            && t.warnings[0].ends_with("; header dropped, entry kept"),
+        "{}",
+        t.warnings[0]
+    );
+}
+
+/// Every real browser recording in `../shared/traffic` loads whole, strictly
+/// and leniently: no entry dropped (33 entries: Firefox 14, Safari 19).
+#[test]
+fn every_shared_browser_recording_loads_every_entry() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/traffic");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|d| d.ok().map(|d| d.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "har"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no HAR in {}", dir.display());
+    let mut totals = (0, 0, 0);
+    for path in &files {
+        let bytes = std::fs::read(path).unwrap();
+        let doc: Value = serde_json::from_slice(&bytes).unwrap();
+        let recorded = doc["log"]["entries"].as_array().map_or(0, Vec::len);
+        let name = path.display().to_string();
+        let strict = super::parse_with(&name, &bytes, super::super::Leniency::Strict)
+            .unwrap_or_else(|e| panic!("strict: {e}"));
+        let lenient = super::parse_with(&name, &bytes, super::super::Leniency::Lenient)
+            .unwrap_or_else(|e| panic!("lenient: {e}"));
+        assert_eq!(strict.exchanges.len(), recorded, "{name}: strict");
+        assert_eq!(lenient.exchanges.len(), recorded, "{name}: lenient");
+        assert!(
+            !lenient.warnings.iter().any(|w| w.contains("skipped")),
+            "{name}: {:?}",
+            lenient.warnings
+        );
+        totals.0 += recorded;
+        totals.1 += strict.exchanges.len();
+        totals.2 += lenient.exchanges.len();
+    }
+    assert_eq!(totals, (33, 33, 33), "entries recorded, strict, lenient");
 }
