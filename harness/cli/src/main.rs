@@ -59,6 +59,12 @@ enum Command {
         /// With --stream: print only the summary.
         #[arg(long, requires = "stream")]
         quiet: bool,
+        /// Deliver each body the recording did not chunk as one chunk that
+        /// ends the stream, instead of as Envoy's codec does for the
+        /// exchange's HTTP version (HTTP/1: the body, then an empty
+        /// end-of-stream chunk).
+        #[arg(long)]
+        one_chunk_bodies: bool,
         /// The filter module (.wasm); repeat for a chain (request in order,
         /// response in reverse, as Envoy's filter manager).
         #[arg(long, required = true)]
@@ -178,6 +184,7 @@ fn run() -> Result<()> {
             lenient,
             stream,
             quiet,
+            one_chunk_bodies,
             filter,
             config,
             vm_config,
@@ -196,6 +203,7 @@ fn run() -> Result<()> {
                 quiet,
                 stubs: stub,
                 limits,
+                one_chunk_bodies,
             },
             chain_args::pair(
                 matches.subcommand_matches("replay"),

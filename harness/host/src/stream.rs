@@ -63,6 +63,38 @@ pub enum ChunkPlan {
     /// data, then an empty end-of-stream frame; `[n, 0]`). Bytes beyond the
     /// sizes' sum form one more chunk, sizes beyond the body's end are cut short.
     Sizes(Vec<usize>),
+    /// Envoy's HTTP/1 codec: the whole body as one chunk that does not end
+    /// the stream, then an empty chunk that does (`(N, false)` then
+    /// `(0, true)`). When trailers follow, they end the stream instead (no
+    /// empty chunk), as the codec delivers a chunked body with trailers.
+    Http1,
+}
+
+/// How the bodies of a recording that does not record its own chunking are
+/// delivered to the filters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BodyDelivery {
+    /// As Envoy 1.40's codec for the exchange's recorded HTTP version
+    /// (HTTP/1.1 when none is recorded): [`ChunkPlan::Http1`] for HTTP/1,
+    /// one chunk carrying the end of stream for HTTP/2 and HTTP/3 (a last
+    /// DATA frame with END_STREAM is one data callback).
+    #[default]
+    Envoy,
+    /// One chunk carrying the end of stream, whatever the version (the
+    /// harness's earlier default; `tollgate replay --one-chunk-bodies`).
+    OneChunk,
+}
+
+impl BodyDelivery {
+    /// The plan for an unchunked body of an exchange recorded with `version`.
+    pub fn plan(self, version: Option<tollgate_traffic::HttpVersion>) -> ChunkPlan {
+        use tollgate_traffic::HttpVersion;
+        match (self, version) {
+            (Self::OneChunk, _) => ChunkPlan::Whole,
+            (Self::Envoy, None | Some(HttpVersion::Http1)) => ChunkPlan::Http1,
+            (Self::Envoy, Some(HttpVersion::Http2 | HttpVersion::Http3)) => ChunkPlan::Whole,
+        }
+    }
 }
 
 impl ChunkPlan {
@@ -83,6 +115,7 @@ impl ChunkPlan {
             return Vec::new();
         }
         let size = match self {
+            Self::Http1 => return vec![body.to_vec(), Vec::new()],
             Self::Whole => body.len(),
             Self::Chunks(n) => body.len().div_ceil((*n).max(1)),
             Self::ChunkSize(n) => (*n).max(1),
@@ -160,9 +193,23 @@ impl StreamInput {
     /// The input for a recorded exchange with everything its
     /// [`details`](Exchange::details) say: the recorded body chunk sizes
     /// ([`ChunkPlan::Sizes`]), trailers, callout answers and properties
-    /// ([`property_value`]).
+    /// ([`property_value`]); bodies the recording did not chunk are
+    /// delivered as Envoy's codec does ([`BodyDelivery::Envoy`]).
     pub fn from_recording(exchange: &Exchange) -> Self {
+        Self::from_recording_with(exchange, BodyDelivery::Envoy)
+    }
+
+    /// [`Self::from_recording`], the bodies the recording did not chunk
+    /// delivered as `delivery` says.
+    pub fn from_recording_with(exchange: &Exchange, delivery: BodyDelivery) -> Self {
         let d = &exchange.details;
+        let plan = |sizes: &[usize]| {
+            if sizes.is_empty() {
+                delivery.plan(d.http_version)
+            } else {
+                ChunkPlan::recorded(sizes)
+            }
+        };
         Self {
             properties: d
                 .properties
@@ -171,8 +218,8 @@ impl StreamInput {
                 .collect(),
             request_trailers: d.request_trailers.clone(),
             response_trailers: d.response_trailers.clone(),
-            request_chunks: ChunkPlan::recorded(&d.request_chunks),
-            response_chunks: ChunkPlan::recorded(&d.response_chunks),
+            request_chunks: plan(&d.request_chunks),
+            response_chunks: plan(&d.response_chunks),
             callouts: d.callouts.clone(),
             ..Self::from_exchange(exchange)
         }
@@ -1259,14 +1306,31 @@ impl<'i> Prepared<'i> {
         let trailers = |t: &[(String, String)]| {
             (!t.is_empty()).then(|| HeaderMap::from_pairs(t.iter().map(|(k, v)| (k, v.clone()))))
         };
+        // Trailers end the stream: an empty end-of-stream chunk before them
+        // would be a data callback Envoy never makes.
+        let chunks = |plan: &ChunkPlan, body: &[u8], trailers: &[(String, String)]| {
+            let mut c = plan.split(body);
+            if !trailers.is_empty() && c.len() > 1 && c.last().is_some_and(Vec::is_empty) {
+                c.pop();
+            }
+            c
+        };
         Self {
             input,
             request_headers: request_map(&input.request),
             request_trailers: trailers(&input.request_trailers),
-            request_chunks: input.request_chunks.split(&input.request.body),
+            request_chunks: chunks(
+                &input.request_chunks,
+                &input.request.body,
+                &input.request_trailers,
+            ),
             response_headers: response_map(input.response.status, &input.response.headers),
             response_trailers: trailers(&input.response_trailers),
-            response_chunks: input.response_chunks.split(&input.response.body),
+            response_chunks: chunks(
+                &input.response_chunks,
+                &input.response.body,
+                &input.response_trailers,
+            ),
             request_pristine: OnceCell::new(),
             response_pristine: OnceCell::new(),
         }

@@ -47,7 +47,9 @@ use tollgate_host::plugin::{LoadError, Plugin};
 pub use tollgate_host::state::LogLine;
 use tollgate_host::state::{GrpcCallStub, HttpCallStub, LogLevel, SharedRegistry, VmSettings};
 use tollgate_host::stream::{self, FilterFailure, Lane, StreamOutcome};
-pub use tollgate_host::stream::{ChunkPlan, FailurePolicy, FilterSteps, StreamInput};
+pub use tollgate_host::stream::{
+    BodyDelivery, ChunkPlan, FailurePolicy, FilterSteps, StreamInput,
+};
 pub use tollgate_host::verdict::Verdict;
 use tollgate_host::verdict::{decided_verdict, diff_request, diff_response};
 use tollgate_host::vm::{Vm, VmError};
@@ -227,6 +229,7 @@ pub struct ReplayBuilder {
     trace: bool,
     cache: Option<ModuleCache>,
     limits: Option<tollgate_host::limits::Limits>,
+    body_delivery: BodyDelivery,
 }
 
 impl ReplayBuilder {
@@ -248,7 +251,15 @@ impl ReplayBuilder {
             workers: 1,
             trace: false,
             limits: None,
+            body_delivery: BodyDelivery::Envoy,
         }
+    }
+
+    /// How bodies the recording did not chunk reach the filters (default:
+    /// as Envoy's codec delivers them, [`BodyDelivery::Envoy`]).
+    pub fn body_delivery(mut self, delivery: BodyDelivery) -> Self {
+        self.body_delivery = delivery;
+        self
     }
 
     fn push(mut self, source: Source) -> Self {
@@ -442,6 +453,7 @@ impl ReplayBuilder {
             trace,
             cache,
             limits,
+            body_delivery,
             ..
         } = self;
         if filters.is_empty() {
@@ -519,6 +531,7 @@ impl ReplayBuilder {
             next_worker: 0,
             workers,
             trace,
+            body_delivery,
         };
         Ok((chain, traffic))
     }
@@ -531,7 +544,7 @@ impl ReplayBuilder {
         let total = traffic.exchanges.len();
         let mut exchanges = Vec::with_capacity(total);
         for (i, exchange) in traffic.exchanges.iter().enumerate() {
-            let input = StreamInput::from_recording(exchange);
+            let input = chain.input_for(exchange);
             let (outcome, cost, logs) = chain.exchange(&input);
             exchanges.push(judge(exchange, outcome, cost, logs, chain.slots.len() > 1));
             if let Some(f) = on_progress.as_mut() {
@@ -580,6 +593,7 @@ pub struct Chain {
     next_worker: usize,
     workers: usize,
     trace: bool,
+    body_delivery: BodyDelivery,
 }
 
 fn start_vm(
@@ -596,6 +610,13 @@ fn start_vm(
 }
 
 impl Chain {
+    /// The driver input for a recorded exchange
+    /// ([`StreamInput::from_recording_with`] and the builder's
+    /// [`BodyDelivery`]).
+    pub fn input_for(&self, exchange: &tollgate_traffic::Exchange) -> StreamInput {
+        StreamInput::from_recording_with(exchange, self.body_delivery)
+    }
+
     /// What the guests logged while starting, emptied.
     pub fn take_startup_logs(&mut self) -> Vec<LogLine> {
         let many = self.slots.len() > 1;

@@ -112,7 +112,7 @@ where
     let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).ok();
     for (i, e) in exchanges.into_iter().enumerate() {
         let e = e?;
-        let (out, cost, logs) = chain.exchange(&input_for(&e));
+        let (out, cost, logs) = chain.exchange(&chain.input_for(&e));
         let verdict = crate::judge(&e, out, cost, logs, many).verdict;
         let o = Outcome::from(&verdict);
         totals.requests += 1;

@@ -149,6 +149,13 @@ pub struct RequestSpec {
     pub chunks: Option<usize>,
     /// Deliver the body in chunks of this many bytes.
     pub chunk_size: Option<usize>,
+    /// Deliver the body in chunks of exactly these sizes (a last `0`: then
+    /// an empty end-of-stream chunk).
+    pub chunk_sizes: Option<Vec<usize>>,
+    /// How an unchunked body is delivered: `http1` (default: the body, then
+    /// an empty end-of-stream chunk, as Envoy's HTTP/1 codec), `http2` or
+    /// `one-chunk` (one chunk carrying the end of stream).
+    pub delivery: Option<String>,
 }
 
 /// The upstream's answer (default: 200, no headers, no body).
@@ -167,6 +174,13 @@ pub struct ResponseSpec {
     pub chunks: Option<usize>,
     /// Deliver the body in chunks of this many bytes.
     pub chunk_size: Option<usize>,
+    /// Deliver the body in chunks of exactly these sizes (a last `0`: then
+    /// an empty end-of-stream chunk).
+    pub chunk_sizes: Option<Vec<usize>>,
+    /// How an unchunked body is delivered: `http1` (default: the body, then
+    /// an empty end-of-stream chunk, as Envoy's HTTP/1 codec), `http2` or
+    /// `one-chunk` (one chunk carrying the end of stream).
+    pub delivery: Option<String>,
 }
 
 /// Matchers on a header map.
@@ -947,14 +961,30 @@ impl Suite {
     fn input(&self, t: &TestSpec) -> Result<StreamInput, String> {
         let r = &t.request;
         let q = &t.response;
-        let plan = |chunks: Option<usize>, size: Option<usize>, what: &str| match (chunks, size) {
-            (Some(_), Some(_)) => Err(format!("{what}: give chunks or chunk_size, not both")),
-            (Some(0), _) | (_, Some(0)) => {
-                Err(format!("{what}: chunks and chunk_size must be > 0"))
+        let plan = |chunks: Option<usize>,
+                    size: Option<usize>,
+                    sizes: &Option<Vec<usize>>,
+                    delivery: &Option<String>,
+                    what: &str| {
+            let given = [chunks.is_some(), size.is_some(), sizes.is_some(), delivery.is_some()];
+            if given.iter().filter(|g| **g).count() > 1 {
+                return Err(format!(
+                    "{what}: give one of chunks, chunk_size, chunk_sizes, delivery"
+                ));
             }
-            (Some(n), None) => Ok(ChunkPlan::Chunks(n)),
-            (None, Some(n)) => Ok(ChunkPlan::ChunkSize(n)),
-            (None, None) => Ok(ChunkPlan::Whole),
+            match (chunks, size, sizes, delivery.as_deref()) {
+                (Some(0), ..) | (_, Some(0), ..) => {
+                    Err(format!("{what}: chunks and chunk_size must be > 0"))
+                }
+                (Some(n), ..) => Ok(ChunkPlan::Chunks(n)),
+                (_, Some(n), ..) => Ok(ChunkPlan::ChunkSize(n)),
+                (_, _, Some(v), _) => Ok(ChunkPlan::Sizes(v.clone())),
+                (_, _, _, None | Some("http1")) => Ok(ChunkPlan::Http1),
+                (_, _, _, Some("http2" | "one-chunk")) => Ok(ChunkPlan::Whole),
+                (_, _, _, Some(other)) => Err(format!(
+                    "{what}.delivery: expected http1, http2 or one-chunk, found {other:?}"
+                )),
+            }
         };
         Ok(StreamInput {
             request: HttpRequest {
@@ -972,8 +1002,8 @@ impl Suite {
                 body: self.body(&q.body, "response.body")?,
             },
             response_trailers: q.trailers.as_ref().map(Headers::pairs).unwrap_or_default(),
-            request_chunks: plan(r.chunks, r.chunk_size, "request")?,
-            response_chunks: plan(q.chunks, q.chunk_size, "response")?,
+            request_chunks: plan(r.chunks, r.chunk_size, &r.chunk_sizes, &r.delivery, "request")?,
+            response_chunks: plan(q.chunks, q.chunk_size, &q.chunk_sizes, &q.delivery, "response")?,
             callouts: Vec::new(),
             // A test's properties go to the VM's settings (`settings()`).
             properties: Vec::new(),

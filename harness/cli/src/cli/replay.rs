@@ -18,6 +18,8 @@ pub(crate) struct ReplayInput {
     pub(crate) stubs: Vec<String>,
     /// `--memory-limit`, `--max-callouts-per-exchange`...
     pub(crate) limits: crate::limit_args::LimitArgs,
+    /// `--one-chunk-bodies`.
+    pub(crate) one_chunk_bodies: bool,
 }
 
 pub(crate) fn replay(
@@ -45,6 +47,9 @@ pub(crate) fn replay(
         .module_cache(tollgate_host::cache::ModuleCache::default_location());
     if trace {
         replay = replay.trace_calls();
+    }
+    if input.one_chunk_bodies {
+        replay = replay.body_delivery(tollgate_replay::BodyDelivery::OneChunk);
     }
     for f in filters {
         replay = replay.filter(&f.path);
