@@ -65,6 +65,11 @@ enum Command {
         /// end-of-stream chunk).
         #[arg(long)]
         one_chunk_bodies: bool,
+        /// Deliver callout answers that have no delay of their own right
+        /// after the call, instead of after the input the client already
+        /// sent (a real service never answers in zero time).
+        #[arg(long)]
+        immediate_callout_answers: bool,
         /// The filter module (.wasm); repeat for a chain (request in order,
         /// response in reverse, as Envoy's filter manager).
         #[arg(long, required = true)]
@@ -185,6 +190,7 @@ fn run() -> Result<()> {
             stream,
             quiet,
             one_chunk_bodies,
+            immediate_callout_answers,
             filter,
             config,
             vm_config,
@@ -204,6 +210,7 @@ fn run() -> Result<()> {
                 stubs: stub,
                 limits,
                 one_chunk_bodies,
+                immediate_callout_answers,
             },
             chain_args::pair(
                 matches.subcommand_matches("replay"),

@@ -1682,6 +1682,14 @@ fn advance(d: &mut Driver<'_, '_>, p: &Prepared<'_>) {
         }
         Stage::RequestRest => request_rest(d, p),
         Stage::ResponseHeaders => {
+            // The upstream takes time to answer too: callout answers due
+            // within an undelayed answer's time (calls the filters did not
+            // wait for) come first.
+            if let Err(h) = answers_before_upstream(d) {
+                let _ = response_halted(d, Err(h));
+                d.stage = Stage::Finish;
+                return;
+            }
             d.resp.headers = p.response_headers.clone();
             d.resp.trailers = p.response_trailers.clone();
             d.resp.started = true;
@@ -1881,6 +1889,31 @@ fn wait_for_callouts(d: &mut Driver<'_, '_>, dir: Direction) -> Result<(), Halt>
             d.resume(i, dir)?;
         }
     }
+}
+
+/// Delivers the callout answers due within
+/// [`crate::callouts::UNDELAYED_ANSWER_AFTER`] of now, advancing the VMs'
+/// clocks to the last of them.
+fn answers_before_upstream(d: &mut Driver<'_, '_>) -> Result<(), Halt> {
+    let window = u64::try_from(crate::callouts::UNDELAYED_ANSWER_AFTER.as_nanos()).unwrap_or(0);
+    let dt = d
+        .lanes
+        .iter()
+        .filter_map(|l| l.vm.as_deref())
+        .filter_map(|vm| {
+            let due = vm.next_callout_due()?.saturating_sub(vm.state().clock().monotonic);
+            (due <= window).then_some(due)
+        })
+        .max();
+    let Some(dt) = dt.map(std::time::Duration::from_nanos) else {
+        return Ok(());
+    };
+    for j in 0..d.lanes.len() {
+        if let Err(e) = d.call_vm(j, |vm, _| vm.advance_clock(dt)) {
+            d.failed(j, e)?;
+        }
+    }
+    Ok(())
 }
 
 fn stall(d: &mut Driver<'_, '_>, dir: Direction) {

@@ -230,6 +230,7 @@ pub struct ReplayBuilder {
     cache: Option<ModuleCache>,
     limits: Option<tollgate_host::limits::Limits>,
     body_delivery: BodyDelivery,
+    answer_timing: Option<tollgate_host::callouts::AnswerTiming>,
 }
 
 impl ReplayBuilder {
@@ -252,7 +253,17 @@ impl ReplayBuilder {
             trace: false,
             limits: None,
             body_delivery: BodyDelivery::Envoy,
+            answer_timing: None,
         }
+    }
+
+    /// When callout answers without a delay of their own arrive (default:
+    /// after the input the client already sent, [`AnswerTiming::AfterInput`]).
+    ///
+    /// [`AnswerTiming::AfterInput`]: tollgate_host::callouts::AnswerTiming::AfterInput
+    pub fn answer_timing(mut self, timing: tollgate_host::callouts::AnswerTiming) -> Self {
+        self.answer_timing = Some(timing);
+        self
     }
 
     /// How bodies the recording did not chunk reach the filters (default:
@@ -454,6 +465,7 @@ impl ReplayBuilder {
             cache,
             limits,
             body_delivery,
+            answer_timing,
             ..
         } = self;
         if filters.is_empty() {
@@ -483,6 +495,9 @@ impl ReplayBuilder {
             }
             if let Some(l) = limits {
                 settings.limits = l;
+            }
+            if let Some(t) = answer_timing {
+                settings.answer_timing = t;
             }
             if let Some(s) = &http_call_stub {
                 settings.http_call_stub = Some(s.clone());

@@ -516,9 +516,23 @@ pub struct SuiteSpec {
     pub clock: Option<ClockSpec>,
     /// Expectations on starting the chain.
     pub start: Option<StartExpect>,
+    /// When callout answers without a delay of their own arrive:
+    /// `after-input` (default: the request body reaches the filters first,
+    /// as with a real service) or `immediate` (right after the call).
+    pub callout_answers: Option<CalloutAnswers>,
     /// The tests.
     #[serde(default)]
     pub tests: Vec<TestSpec>,
+}
+
+/// A suite's `callout_answers:`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CalloutAnswers {
+    /// [`tollgate_host::callouts::AnswerTiming::AfterInput`].
+    AfterInput,
+    /// [`tollgate_host::callouts::AnswerTiming::Immediate`].
+    Immediate,
 }
 
 /// A loaded suite, ready to run.
@@ -805,6 +819,12 @@ impl Suite {
         }
         for g in &self.grpc_stubs {
             b = b.grpc_call_stub(g.clone());
+        }
+        if let Some(t) = self.spec.callout_answers {
+            b = b.answer_timing(match t {
+                CalloutAnswers::AfterInput => tollgate_host::callouts::AnswerTiming::AfterInput,
+                CalloutAnswers::Immediate => tollgate_host::callouts::AnswerTiming::Immediate,
+            });
         }
         for (plugin, path, config, vm_config, policy) in &self.plugins {
             b = b

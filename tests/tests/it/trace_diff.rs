@@ -623,9 +623,10 @@ fn ext_authz_case(
     config.use_filters_from(&paths::filters_dir()?)?;
     let envoy = start_traced(&config, label)?;
     // The answer as Envoy's cluster delivers it (`content-length` from the
-    // codec, `x-envoy-upstream-service-time` from the router), after a
-    // (virtual) millisecond: a real service answers after the client's body
-    // has arrived, so the body reaches the filter held and merged, as in Envoy.
+    // codec, `x-envoy-upstream-service-time` from the router), with no delay
+    // of its own: the harness's default timing (`AnswerTiming::AfterInput`)
+    // must deliver it after the client's body, which then reaches the filter
+    // held and merged, as in Envoy.
     let sent_answer = as_sent(answer);
     let mut headers = sent_answer.headers.clone();
     headers.push(("x-envoy-upstream-service-time".into(), "1".into()));
@@ -637,7 +638,7 @@ fn ext_authz_case(
             body: sent_answer.body,
             trailers: Vec::new(),
         },
-        delay: Duration::from_millis(1),
+        delay: Duration::ZERO,
     });
     let (sent, _) = differential(label, envoy, replay, requests, ok_response(), &[])?;
     Ok(statuses(&sent))

@@ -20,6 +20,8 @@ pub(crate) struct ReplayInput {
     pub(crate) limits: crate::limit_args::LimitArgs,
     /// `--one-chunk-bodies`.
     pub(crate) one_chunk_bodies: bool,
+    /// `--immediate-callout-answers`.
+    pub(crate) immediate_callout_answers: bool,
 }
 
 pub(crate) fn replay(
@@ -50,6 +52,9 @@ pub(crate) fn replay(
     }
     if input.one_chunk_bodies {
         replay = replay.body_delivery(tollgate_replay::BodyDelivery::OneChunk);
+    }
+    if input.immediate_callout_answers {
+        replay = replay.answer_timing(tollgate_host::callouts::AnswerTiming::Immediate);
     }
     for f in filters {
         replay = replay.filter(&f.path);

@@ -38,8 +38,11 @@ fn stub_event(stub: HttpCallStub) -> Event {
 
 /// The answer for a call to `cluster`, with its delay; `None`: unknown cluster.
 fn answer(state: &HostState, cluster: &str) -> Option<(Event, Duration)> {
+    let timing = state.settings.answer_timing;
+    let in_stream = state.stream.is_some();
+    let delay = |d: Duration| timing.delay(d, in_stream);
     if let Some(stub) = state.exchange_callouts.take(cluster) {
-        return Some((stub_event(stub), Duration::ZERO));
+        return Some((stub_event(stub), delay(Duration::ZERO)));
     }
     if let Some(s) = state
         .settings
@@ -47,10 +50,10 @@ fn answer(state: &HostState, cluster: &str) -> Option<(Event, Duration)> {
         .iter()
         .find(|s| s.cluster == cluster)
     {
-        return Some((http_event(&s.answer), s.delay));
+        return Some((http_event(&s.answer), delay(s.delay)));
     }
     let stub = state.settings.http_call_stub.clone()?;
-    Some((stub_event(stub), Duration::ZERO))
+    Some((stub_event(stub), delay(Duration::ZERO)))
 }
 
 /// Whether a call to `cluster` would be answered (without taking a recorded answer).
