@@ -295,6 +295,10 @@ pub struct StreamOutcome {
     pub reset_in: Option<&'static str>,
     /// The filter paused in this callback and never resumed.
     pub stalled_in: Option<&'static str>,
+    /// The request's headers (and the body in [`Self::upstream_request`])
+    /// had reached the upstream when the stream ended without the request's
+    /// end: Envoy resets the upstream request.
+    pub upstream_reset: bool,
     /// The first guest call that failed (trap, timeout).
     pub failure: Option<CallError>,
     /// Every failed guest call, with the filter it happened in.
@@ -540,7 +544,15 @@ struct LaneState {
 enum Halt {
     Local(LocalResponse),
     Reset(&'static str),
+    /// The VM trapped in a callback after which Envoy sends nothing: the
+    /// stream stays held until the client gives up.
+    Hang(&'static str),
 }
+
+/// The callbacks whose trap leaves the stream held with no reply in Envoy
+/// 1.40 (checked by `tests/tests/it/failure_parity.rs`): they run on the
+/// root context, which has no stream to fail.
+const TRAP_HANGS_IN: &[&str] = &["proxy_on_http_call_response"];
 
 /// One direction's data as it flows.
 #[derive(Default)]
@@ -709,6 +721,7 @@ impl<'a> Driver<'_, 'a> {
     /// stream go on (FAIL_OPEN), else the halt.
     fn failed(&mut self, i: usize, error: CallError) -> Result<(), Halt> {
         self.st[i].dead = true;
+        let hang_cb = error.callback;
         let policy = self.lanes[i].policy;
         self.step(
             i,
@@ -733,7 +746,13 @@ impl<'a> Driver<'_, 'a> {
         }
         match policy {
             FailurePolicy::FailOpen => Ok(()),
-            _ => Err(Halt::Local(fail_stream_reply())),
+            _ => match TRAP_HANGS_IN.iter().find(|c| **c == hang_cb) {
+                Some(cb) => {
+                    self.step(i, format!("Envoy sends no reply after a trap in {cb}: the stream stays held until the client gives up"));
+                    Err(Halt::Hang(cb))
+                }
+                None => Err(Halt::Local(fail_stream_reply())),
+            },
         }
     }
 
@@ -1561,6 +1580,7 @@ fn empty_outcome() -> StreamOutcome {
         local_in_response: false,
         reset_in: None,
         stalled_in: None,
+        upstream_reset: false,
         failure: None,
         failures: Vec::new(),
         upstream_trailers: Vec::new(),
@@ -1759,7 +1779,19 @@ fn request_rest(d: &mut Driver<'_, '_>, p: &Prepared<'_>) -> Stage {
 
 /// Handles a halt of the request path; `true` when it halted.
 fn request_halted(d: &mut Driver<'_, '_>, r: Result<(), Halt>) -> bool {
+    if r.is_err() && !d.req.out_eos {
+        if let Some(headers) = d.req.out_headers.as_ref() {
+            // The headers went upstream before the request ended: the
+            // upstream has them (and any body passed on), then a reset.
+            d.out.upstream_request = Some(to_request(headers, d.req.out_body.clone()));
+            d.out.upstream_reset = true;
+        }
+    }
     match r {
+        Err(Halt::Hang(cb)) => {
+            d.out.stalled_in = Some(cb);
+            true
+        }
         Err(Halt::Local(l)) => {
             local_via_chain(d, l);
             true
@@ -1788,6 +1820,10 @@ fn response_rest(d: &mut Driver<'_, '_>, p: &Prepared<'_>) -> Result<(), Halt> {
 /// Handles a halt of the response path; `true` when it halted.
 fn response_halted(d: &mut Driver<'_, '_>, r: Result<(), Halt>) -> bool {
     match r {
+        Err(Halt::Hang(cb)) => {
+            d.out.stalled_in = Some(cb);
+            true
+        }
         Err(Halt::Local(l)) => {
             d.out.local_in_response = true;
             if d.resp.out_headers.is_some() {
@@ -1944,7 +1980,7 @@ fn local_via_chain(d: &mut Driver<'_, '_>, l: LocalResponse) {
     d.resp_body_len = reply.body.len();
     let chunks = ChunkPlan::Whole.split(&reply.body);
     match respond(d, chunks) {
-        Err(Halt::Reset(cb)) => d.out.reset_in = Some(cb),
+        Err(Halt::Reset(cb) | Halt::Hang(cb)) => d.out.reset_in = Some(cb),
         Err(Halt::Local(_)) => {
             // A failure while encoding the local reply: Envoy sends it as is.
             d.out.client_response = reply;

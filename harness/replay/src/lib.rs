@@ -848,6 +848,8 @@ pub(crate) fn judge(
     if let Some(l) = &out.local_response {
         let when = if out.local_in_response {
             "while processing the response"
+        } else if out.upstream_reset {
+            "after the request's headers had gone upstream (the upstream got them, then a reset)"
         } else {
             "instead of sending the request upstream"
         };
@@ -866,10 +868,21 @@ pub(crate) fn judge(
             "the filter reset the stream (proxy_close_stream) in {cb}; the client got no response"
         ));
     }
+    if out.upstream_reset && out.local_response.is_none() {
+        changes.push(
+            "the upstream got the request's headers, then a reset (the request never ended)".into(),
+        );
+    }
     if let Some(cb) = out.stalled_in {
-        changes.push(format!(
-            "the filter paused in {cb} and never resumed; Envoy would hold the stream until a timeout"
-        ));
+        if out.failure.as_ref().is_some_and(|f| f.callback == cb) {
+            changes.push(format!(
+                "the filter trapped in {cb}; Envoy sends no reply: the client waits until its own timeout"
+            ));
+        } else {
+            changes.push(format!(
+                "the filter paused in {cb} and never resumed; Envoy would hold the stream until a timeout"
+            ));
+        }
     }
     if out.reset_in.is_none() && out.stalled_in.is_none() && out.failure.is_none() {
         diff_response(&recorded_response, &out.client_response, &mut changes);

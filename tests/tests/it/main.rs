@@ -55,6 +55,7 @@ mod envoy_cli;
 mod envoy_headers;
 mod hostile_guests;
 mod ext_authz;
+mod failure_parity;
 mod ip_restriction;
 mod jwt_auth;
 mod key_auth;
