@@ -57,6 +57,11 @@ impl EnvoyConfig {
         &self.value
     }
 
+    /// The parsed bootstrap, to edit what no other method covers.
+    pub fn value_mut(&mut self) -> &mut Value {
+        &mut self.value
+    }
+
     /// The file it was read from.
     pub fn source(&self) -> &Path {
         &self.source

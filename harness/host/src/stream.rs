@@ -295,10 +295,15 @@ pub struct StreamOutcome {
     pub reset_in: Option<&'static str>,
     /// The filter paused in this callback and never resumed.
     pub stalled_in: Option<&'static str>,
-    /// The request's headers (and the body in [`Self::upstream_request`])
-    /// had reached the upstream when the stream ended without the request's
-    /// end: Envoy resets the upstream request.
-    pub upstream_reset: bool,
+    /// What reached the upstream of a request that never ended there: its
+    /// headers (and the body passed on), then Envoy reset the upstream
+    /// request ([`Self::upstream_request`] stays `None`: the request as a
+    /// whole never reached it).
+    pub upstream_reset: Option<HttpRequest>,
+    /// The client got the response's status and headers (and
+    /// [`Self::client_response`]'s body so far) but the stream never ended:
+    /// a filter held the rest (e.g. paused in the response trailers).
+    pub client_stream_open: bool,
     /// The first guest call that failed (trap, timeout).
     pub failure: Option<CallError>,
     /// Every failed guest call, with the filter it happened in.
@@ -1580,7 +1585,8 @@ fn empty_outcome() -> StreamOutcome {
         local_in_response: false,
         reset_in: None,
         stalled_in: None,
-        upstream_reset: false,
+        upstream_reset: None,
+        client_stream_open: false,
         failure: None,
         failures: Vec::new(),
         upstream_trailers: Vec::new(),
@@ -1616,7 +1622,7 @@ fn conclude(d: &mut Driver<'_, '_>) -> StreamOutcome {
             }
         }
     }
-    if out.reset_in.is_some() || out.stalled_in.is_some() {
+    if out.reset_in.is_some() || (out.stalled_in.is_some() && !out.client_stream_open) {
         out.client_response = HttpResponse {
             status: NO_RESPONSE,
             headers: Vec::new(),
@@ -1783,8 +1789,7 @@ fn request_halted(d: &mut Driver<'_, '_>, r: Result<(), Halt>) -> bool {
         if let Some(headers) = d.req.out_headers.as_ref() {
             // The headers went upstream before the request ended: the
             // upstream has them (and any body passed on), then a reset.
-            d.out.upstream_request = Some(to_request(headers, d.req.out_body.clone()));
-            d.out.upstream_reset = true;
+            d.out.upstream_reset = Some(to_request(headers, d.req.out_body.clone()));
         }
     }
     match r {
@@ -1869,7 +1874,14 @@ fn client_response(d: &mut Driver<'_, '_>) {
                 .map(|t| t.entries().to_vec())
                 .unwrap_or_default();
         }
-        _ => stall(d, Direction::Response),
+        Some(h) => {
+            // The headers and the body so far went to the client; the end
+            // never comes (Envoy keeps the stream open until a timeout).
+            d.out.client_response = to_response(&h, d.resp.out_body.clone());
+            d.out.client_stream_open = true;
+            stall(d, Direction::Response);
+        }
+        None => stall(d, Direction::Response),
     }
 }
 

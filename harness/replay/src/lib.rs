@@ -67,6 +67,9 @@ pub struct ExchangeReport {
     pub verdict: Verdict,
     /// The request as it reached the upstream (`None` when it never did).
     pub upstream_request: Option<HttpRequest>,
+    /// What reached the upstream of a request that never ended there (its
+    /// headers and the body passed on), before Envoy reset it.
+    pub upstream_reset: Option<HttpRequest>,
     /// What the client got back (status 0: no response, the stream was reset or stalled).
     pub client_response: HttpResponse,
     /// Each difference, readable, e.g. `request header x-foo: added "bar"`.
@@ -848,7 +851,7 @@ pub(crate) fn judge(
     if let Some(l) = &out.local_response {
         let when = if out.local_in_response {
             "while processing the response"
-        } else if out.upstream_reset {
+        } else if out.upstream_reset.is_some() {
             "after the request's headers had gone upstream (the upstream got them, then a reset)"
         } else {
             "instead of sending the request upstream"
@@ -868,7 +871,7 @@ pub(crate) fn judge(
             "the filter reset the stream (proxy_close_stream) in {cb}; the client got no response"
         ));
     }
-    if out.upstream_reset && out.local_response.is_none() {
+    if out.upstream_reset.is_some() && out.local_response.is_none() {
         changes.push(
             "the upstream got the request's headers, then a reset (the request never ended)".into(),
         );
@@ -877,6 +880,12 @@ pub(crate) fn judge(
         if out.failure.as_ref().is_some_and(|f| f.callback == cb) {
             changes.push(format!(
                 "the filter trapped in {cb}; Envoy sends no reply: the client waits until its own timeout"
+            ));
+        } else if out.client_stream_open {
+            changes.push(format!(
+                "the filter paused in {cb} and never resumed; the client got status {}, the headers and {} body bytes, and the stream never ended (Envoy holds it until a timeout)",
+                out.client_response.status,
+                out.client_response.body.len()
             ));
         } else {
             changes.push(format!(
@@ -898,6 +907,7 @@ pub(crate) fn judge(
         id: exchange.id.clone(),
         verdict,
         upstream_request: out.upstream_request,
+        upstream_reset: out.upstream_reset,
         client_response: out.client_response,
         changes,
         cost,
@@ -916,6 +926,7 @@ mod tests {
             id: "x".into(),
             verdict,
             upstream_request: None,
+            upstream_reset: None,
             client_response: HttpResponse {
                 status: 200,
                 headers: vec![],

@@ -11,6 +11,11 @@
 //!   request, which had the headers: the harness must report the headers
 //!   as having reached the upstream, then a reset.
 //!
+//! - `trailers`: the response trailers callback pauses (StopIteration) and
+//!   never resumes. Envoy has sent the client the status, the headers and
+//!   the body; the stream never ends. The harness must report what the
+//!   client received and that the stream stayed open.
+//!
 //! The upstream is a raw TCP server here that answers `/callout` and only
 //! records what reaches it for anything else. The client sends the body
 //! 300 ms after the headers, so the upstream connection is up before the
@@ -71,6 +76,9 @@ const GUEST: &str = r#"(module
     (i32.const 0))
   (func (export "proxy_on_http_call_response") (param i32 i32 i32 i32 i32)
     unreachable)
+  ;; `trailers`: the response trailers pause and never resume
+  (func (export "proxy_on_response_trailers") (param i32 i32) (result i32)
+    (i32.eq (global.get $m) (i32.const 116)))
   (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
   (func (export "proxy_on_delete") (param i32))
 )"#;
@@ -82,8 +90,13 @@ struct RawUpstream {
     seen: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
+/// A chunked response with a trailer, for the `trailers` case.
+const WITH_TRAILERS: &[u8] =
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nx-t: 1\r\n\r\n";
+
 impl RawUpstream {
-    fn start() -> Result<RawUpstream> {
+    /// Answers other requests with `answer` once their head is in (`None`: never).
+    fn start(answer: Option<&'static [u8]>) -> Result<RawUpstream> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -114,6 +127,12 @@ impl RawUpstream {
                                 s.len() - 1
                             });
                             s[i] = got.clone();
+                        }
+                        if let Some(a) = answer
+                            && got.windows(4).any(|w| w == b"\r\n\r\n")
+                        {
+                            let _ = conn.write_all(a);
+                            got.clear();
                         }
                     }
                 });
@@ -186,7 +205,7 @@ fn traps_after_a_callout_and_after_the_headers_went_upstream_are_reported_as_env
     // Each case on a fresh Envoy: a trap fails the VM for later requests.
     let mut envoy_saw = Vec::new();
     for (mode, body) in [("callout", &b"hello"[..]), ("body", &b"hello"[..])] {
-        let upstream = RawUpstream::start()?;
+        let upstream = RawUpstream::start(None)?;
         let mut config = EnvoyConfig::load(&paths::envoy_config("headers"))?;
         config
             .use_ephemeral_ports()?
@@ -255,7 +274,11 @@ fn traps_after_a_callout_and_after_the_headers_went_upstream_are_reported_as_env
 
     let body = run("body")?;
     ensure!(body.client_response.status == 503, "{:?}", body.client_response);
-    let up = body.upstream_request.as_ref().context("the harness says the headers never went upstream")?;
+    ensure!(body.upstream_request.is_none(), "the request as a whole never reached the upstream");
+    let up = body
+        .upstream_reset
+        .as_ref()
+        .context("the harness says the headers never went upstream")?;
     ensure!(up.path == "/f" && up.body.is_empty(), "{up:?}");
     ensure!(
         body.changes.iter().any(|c| c.contains(
@@ -263,6 +286,77 @@ fn traps_after_a_callout_and_after_the_headers_went_upstream_are_reported_as_env
         )),
         "{:?}",
         body.changes
+    );
+    Ok(())
+}
+
+#[test]
+fn a_pause_in_the_response_trailers_is_reported_as_what_the_client_got_and_a_stream_left_open()
+-> Result<()> {
+    let wasm = wat::parse_str(GUEST).context("the test guest does not assemble")?;
+    let dir: PathBuf = paths::work_dir()?.join(format!("trailers-guest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("headers.wasm"), &wasm)?;
+    let upstream = RawUpstream::start(Some(WITH_TRAILERS))?;
+    let mut config = EnvoyConfig::load(&paths::envoy_config("headers"))?;
+    config
+        .use_ephemeral_ports()?
+        .route_cluster_to("upstream", upstream.addr)?;
+    // Envoy's HTTP/1 codec passes an upstream's trailers on only when the
+    // cluster enables them.
+    let cluster = config
+        .value_mut()
+        .pointer_mut("/static_resources/clusters/0")
+        .and_then(serde_json::Value::as_object_mut)
+        .context("no first cluster")?;
+    cluster.insert(
+        "typed_extension_protocol_options".into(),
+        serde_json::json!({
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http_protocol_options": {"enable_trailers": true}}
+            }
+        }),
+    );
+    config.use_filters_from(&dir)?;
+    config.set_plugin_configuration("{}")?;
+    let envoy = launch(&config)?;
+    let (got, closed) =
+        envoy.explain(send_slowly(envoy.listener(), "trailers", b"", Duration::from_secs(2)))?;
+    drop(envoy);
+    // Envoy 1.40: status, headers and the body chunk went out; the last
+    // chunk never comes and the connection stays open.
+    ensure!(got.starts_with("HTTP/1.1 200"), "Envoy sent {got:?}");
+    ensure!(got.contains("hello") && !got.ends_with("0\r\n\r\n") && !closed, "Envoy sent {got:?} (closed: {closed})");
+
+    let mut e = Exchange {
+        id: "trailers".into(),
+        request: request("trailers", b""),
+        response: Some(HttpResponse {
+            status: 200,
+            headers: vec![("transfer-encoding".into(), "chunked".into())],
+            body: b"hello".to_vec(),
+        }),
+        details: Default::default(),
+    };
+    e.details.response_trailers = vec![("x-t".into(), "1".into())];
+    let report = Replay::module("trailers-guest.wasm", wasm)
+        .config("{}")
+        .traffic(Traffic {
+            source: None,
+            exchanges: vec![e],
+            warnings: Vec::new(),
+        })
+        .run()?;
+    let x = &report.exchanges[0];
+    ensure!(x.client_response.status == 200, "{:?}", x.client_response);
+    ensure!(x.client_response.body == b"hello", "{:?}", x.client_response);
+    ensure!(
+        x.changes.iter().any(|c| c.contains(
+            "paused in proxy_on_response_trailers and never resumed; the client got status 200, the headers and 5 body bytes, and the stream never ended"
+        )),
+        "{:?}",
+        x.changes
     );
     Ok(())
 }

@@ -215,6 +215,7 @@ fn to_json(report: &Report) -> serde_json::Value {
                 "id": e.id,
                 "verdict": verdict,
                 "upstream_request": e.upstream_request.as_ref().map(request_json),
+                "upstream_reset": e.upstream_reset.as_ref().map(request_json),
                 "client_response": response_json(&e.client_response),
                 "changes": e.changes,
                 "cost_ns": u64::try_from(e.cost.as_nanos()).unwrap_or(u64::MAX),
