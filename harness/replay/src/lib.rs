@@ -58,6 +58,30 @@ use tollgate_traffic::{HttpRequest, HttpResponse, Traffic};
 /// Virtual time between two exchanges.
 const EXCHANGE_SPACING: Duration = Duration::from_millis(1);
 
+/// The longest recorded gap between two exchanges the replay lets pass on
+/// the virtual clock (ticks fire for all of it): longer idle times in a
+/// recording are cut to this.
+pub const MAX_RECORDED_GAP: Duration = Duration::from_secs(600);
+
+/// The virtual time between two recorded exchanges: the gap between their
+/// recorded starts (`timing.started`, RFC 3339) when both have one and
+/// `next` started later, at most [`MAX_RECORDED_GAP`]; `None` otherwise
+/// (the exchanges then follow each other 1 ms apart).
+pub fn recorded_gap(
+    prev: &tollgate_traffic::Exchange,
+    next: &tollgate_traffic::Exchange,
+) -> Option<Duration> {
+    let at = |e: &tollgate_traffic::Exchange| {
+        e.details
+            .timing
+            .started
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+    };
+    let gap = (at(next)? - at(prev)?).to_std().ok()?;
+    Some(gap.min(MAX_RECORDED_GAP))
+}
+
 /// The report for one exchange.
 #[derive(Debug, Clone)]
 pub struct ExchangeReport {
@@ -562,6 +586,12 @@ impl ReplayBuilder {
         let total = traffic.exchanges.len();
         let mut exchanges = Vec::with_capacity(total);
         for (i, exchange) in traffic.exchanges.iter().enumerate() {
+            if let Some(gap) = i
+                .checked_sub(1)
+                .and_then(|p| recorded_gap(&traffic.exchanges[p], exchange))
+            {
+                chain.advance(gap);
+            }
             let input = chain.input_for(exchange);
             let (outcome, cost, logs) = chain.exchange(&input);
             exchanges.push(judge(exchange, outcome, cost, logs, chain.slots.len() > 1));
@@ -628,6 +658,16 @@ fn start_vm(
 }
 
 impl Chain {
+    /// Lets `by` of virtual time pass before the next exchange (which comes
+    /// `by` after the previous one rather than 1 ms after it): every
+    /// filter's clock moves on when that exchange starts, firing
+    /// `proxy_on_tick` once per elapsed tick period, as Envoy's timer does,
+    /// and delivering callout answers due on the way; their logs are that
+    /// exchange's.
+    pub fn advance(&mut self, by: Duration) {
+        self.now += by.saturating_sub(EXCHANGE_SPACING);
+    }
+
     /// The driver input for a recorded exchange
     /// ([`StreamInput::from_recording_with`] and the builder's
     /// [`BodyDelivery`]).

@@ -464,6 +464,10 @@ pub struct TestSpec {
     pub properties: BTreeMap<String, PropertyValue>,
     /// The wall clock when the request arrives (over the suite's).
     pub clock: Option<ClockSpec>,
+    /// Virtual milliseconds that pass between the plugin's start and the
+    /// request: `proxy_on_tick` fires once per elapsed tick period (and
+    /// callout answers due on the way arrive), as Envoy's timer would.
+    pub advance_ms: Option<u64>,
 }
 
 /// The answer to every `proxy_http_call` (the harness has no clusters).
@@ -1041,6 +1045,9 @@ impl Suite {
                 Ok(Err(e)) => failures.push(format!("the filters failed to start: {e}")),
                 Ok(Ok((mut chain, _))) => {
                     chain.take_startup_logs();
+                    if let Some(ms) = t.advance_ms {
+                        chain.advance(Duration::from_millis(ms));
+                    }
                     let (out, _, logs) = chain.exchange(&input);
                     let (logs, end_logs) = split_end_logs(logs);
                     let metrics: Vec<(String, i64)> = (0..self.plugins.len())
