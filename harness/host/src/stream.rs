@@ -1785,12 +1785,13 @@ fn request_rest(d: &mut Driver<'_, '_>, p: &Prepared<'_>) -> Stage {
 
 /// Handles a halt of the request path; `true` when it halted.
 fn request_halted(d: &mut Driver<'_, '_>, r: Result<(), Halt>) -> bool {
-    if r.is_err() && !d.req.out_eos {
-        if let Some(headers) = d.req.out_headers.as_ref() {
-            // The headers went upstream before the request ended: the
-            // upstream has them (and any body passed on), then a reset.
-            d.out.upstream_reset = Some(to_request(headers, d.req.out_body.clone()));
-        }
+    if r.is_err()
+        && !d.req.out_eos
+        && let Some(headers) = d.req.out_headers.as_ref()
+    {
+        // The headers went upstream before the request ended: the
+        // upstream has them (and any body passed on), then a reset.
+        d.out.upstream_reset = Some(to_request(headers, d.req.out_body.clone()));
     }
     match r {
         Err(Halt::Hang(cb)) => {

@@ -116,7 +116,9 @@ impl RawUpstream {
                             Ok(n) => n,
                         };
                         got.extend_from_slice(&buf[..n]);
-                        if got.starts_with(b"GET /callout") && got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        if got.starts_with(b"GET /callout")
+                            && got.windows(4).any(|w| w == b"\r\n\r\n")
+                        {
                             let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
                             got.clear();
                             continue;
@@ -144,14 +146,23 @@ impl RawUpstream {
     fn seen(&self) -> Vec<String> {
         self.seen
             .lock()
-            .map(|s| s.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect())
+            .map(|s| {
+                s.iter()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
 
 /// Sends the head, then (after 300 ms) the body; returns what came back
 /// within `wait` (empty: nothing) and whether the connection was closed.
-fn send_slowly(addr: SocketAddr, mode: &str, body: &[u8], wait: Duration) -> Result<(String, bool)> {
+fn send_slowly(
+    addr: SocketAddr,
+    mode: &str,
+    body: &[u8],
+    wait: Duration,
+) -> Result<(String, bool)> {
     let mut c = TcpStream::connect(addr)?;
     let head = format!(
         "POST /f HTTP/1.1\r\nhost: fail.example.com\r\nx-mode: {mode}\r\ncontent-length: {}\r\n\r\n",
@@ -213,7 +224,12 @@ fn traps_after_a_callout_and_after_the_headers_went_upstream_are_reported_as_env
         config.use_filters_from(&dir)?;
         config.set_plugin_configuration("{}")?;
         let envoy = launch(&config)?;
-        let got = envoy.explain(send_slowly(envoy.listener(), mode, body, Duration::from_secs(2)))?;
+        let got = envoy.explain(send_slowly(
+            envoy.listener(),
+            mode,
+            body,
+            Duration::from_secs(2),
+        ))?;
         std::thread::sleep(Duration::from_millis(200));
         envoy_saw.push((got, upstream.seen()));
         drop(envoy);
@@ -228,9 +244,14 @@ fn traps_after_a_callout_and_after_the_headers_went_upstream_are_reported_as_env
     ensure!(callout_up.is_empty(), "the upstream got {callout_up:?}");
     // A trap in the body callback: 503, and the upstream had the headers only.
     let (body, body_up) = &envoy_saw[1];
-    ensure!(body.0.starts_with("HTTP/1.1 503"), "Envoy answered {body:?}, the upstream got {body_up:?}");
     ensure!(
-        body_up.len() == 1 && body_up[0].starts_with("POST /f HTTP/1.1") && body_up[0].ends_with("\r\n\r\n"),
+        body.0.starts_with("HTTP/1.1 503"),
+        "Envoy answered {body:?}, the upstream got {body_up:?}"
+    );
+    ensure!(
+        body_up.len() == 1
+            && body_up[0].starts_with("POST /f HTTP/1.1")
+            && body_up[0].ends_with("\r\n\r\n"),
         "the upstream got {body_up:?}"
     );
 
@@ -238,7 +259,9 @@ fn traps_after_a_callout_and_after_the_headers_went_upstream_are_reported_as_env
     let run = |mode: &str| -> Result<tollgate_replay::ExchangeReport> {
         let report = Replay::module("failure-guest.wasm", wasm.clone())
             .config("{}")
-            .http_cluster(tollgate_host::callouts::HttpClusterStub::respond("upstream", 200))
+            .http_cluster(tollgate_host::callouts::HttpClusterStub::respond(
+                "upstream", 200,
+            ))
             .traffic(Traffic {
                 source: None,
                 exchanges: vec![Exchange {
@@ -254,7 +277,7 @@ fn traps_after_a_callout_and_after_the_headers_went_upstream_are_reported_as_env
                 warnings: Vec::new(),
             })
             .run()?;
-        Ok(report.exchanges.into_iter().next().context("no exchange")?)
+        report.exchanges.into_iter().next().context("no exchange")
     };
     let callout = run("callout")?;
     ensure!(
@@ -264,17 +287,25 @@ fn traps_after_a_callout_and_after_the_headers_went_upstream_are_reported_as_env
     );
     ensure!(callout.upstream_request.is_none());
     ensure!(
-        callout.changes.iter().any(|c| c.contains(
-            "trapped in proxy_on_http_call_response; Envoy sends no reply"
-        )),
+        callout
+            .changes
+            .iter()
+            .any(|c| c.contains("trapped in proxy_on_http_call_response; Envoy sends no reply")),
         "{:?}",
         callout.changes
     );
     ensure!(matches!(callout.verdict, Verdict::Failed { .. }));
 
     let body = run("body")?;
-    ensure!(body.client_response.status == 503, "{:?}", body.client_response);
-    ensure!(body.upstream_request.is_none(), "the request as a whole never reached the upstream");
+    ensure!(
+        body.client_response.status == 503,
+        "{:?}",
+        body.client_response
+    );
+    ensure!(
+        body.upstream_request.is_none(),
+        "the request as a whole never reached the upstream"
+    );
     let up = body
         .upstream_reset
         .as_ref()
@@ -321,13 +352,20 @@ fn a_pause_in_the_response_trailers_is_reported_as_what_the_client_got_and_a_str
     config.use_filters_from(&dir)?;
     config.set_plugin_configuration("{}")?;
     let envoy = launch(&config)?;
-    let (got, closed) =
-        envoy.explain(send_slowly(envoy.listener(), "trailers", b"", Duration::from_secs(2)))?;
+    let (got, closed) = envoy.explain(send_slowly(
+        envoy.listener(),
+        "trailers",
+        b"",
+        Duration::from_secs(2),
+    ))?;
     drop(envoy);
     // Envoy 1.40: status, headers and the body chunk went out; the last
     // chunk never comes and the connection stays open.
     ensure!(got.starts_with("HTTP/1.1 200"), "Envoy sent {got:?}");
-    ensure!(got.contains("hello") && !got.ends_with("0\r\n\r\n") && !closed, "Envoy sent {got:?} (closed: {closed})");
+    ensure!(
+        got.contains("hello") && !got.ends_with("0\r\n\r\n") && !closed,
+        "Envoy sent {got:?} (closed: {closed})"
+    );
 
     let mut e = Exchange {
         id: "trailers".into(),
@@ -350,7 +388,11 @@ fn a_pause_in_the_response_trailers_is_reported_as_what_the_client_got_and_a_str
         .run()?;
     let x = &report.exchanges[0];
     ensure!(x.client_response.status == 200, "{:?}", x.client_response);
-    ensure!(x.client_response.body == b"hello", "{:?}", x.client_response);
+    ensure!(
+        x.client_response.body == b"hello",
+        "{:?}",
+        x.client_response
+    );
     ensure!(
         x.changes.iter().any(|c| c.contains(
             "paused in proxy_on_response_trailers and never resumed; the client got status 200, the headers and 5 body bytes, and the stream never ended"
