@@ -61,6 +61,17 @@ enum Command {
         /// With --stream: print only the summary.
         #[arg(long, requires = "stream")]
         quiet: bool,
+        /// Deliver each body the recording did not chunk as one chunk that
+        /// ends the stream, instead of as Envoy's codec does for the
+        /// exchange's HTTP version (HTTP/1: the body, then an empty
+        /// end-of-stream chunk).
+        #[arg(long)]
+        one_chunk_bodies: bool,
+        /// Deliver callout answers that have no delay of their own right
+        /// after the call, instead of after the input the client already
+        /// sent (a real service never answers in zero time).
+        #[arg(long)]
+        immediate_callout_answers: bool,
         /// The filter module (.wasm); repeat for a chain (request in order,
         /// response in reverse, as Envoy's filter manager).
         #[arg(long, required = true)]
@@ -182,6 +193,8 @@ fn run() -> Result<()> {
             lenient,
             stream,
             quiet,
+            one_chunk_bodies,
+            immediate_callout_answers,
             filter,
             config,
             vm_config,
@@ -214,6 +227,8 @@ fn run() -> Result<()> {
                     stubs: stub,
                     limits,
                     identities,
+                    one_chunk_bodies,
+                    immediate_callout_answers,
                 },
                 filters,
                 workers,

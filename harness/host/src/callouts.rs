@@ -17,8 +17,15 @@
 //!   root context's id; the guest sets the effective context itself (the
 //!   Rust SDK does) to act on the stream that made the call. A call outlives
 //!   the stream that made it;
-//! - an answer with no delay is delivered right after the callback that made
-//!   the call returns; with a delay, when the virtual clock has advanced that
+//! - an answer with no delay of its own, to a call made while a stream is
+//!   processed, comes [`UNDELAYED_ANSWER_AFTER`] later by default
+//!   ([`AnswerTiming::AfterInput`]): a real service never answers in zero
+//!   time, so what the client already sent (the body) reaches the filters
+//!   first, as in Envoy; [`AnswerTiming::Immediate`] (suite
+//!   `callout_answers: immediate`, `tollgate replay --immediate-callout-answers`)
+//!   delivers it right after the callback that made the call returns (calls
+//!   made outside a stream, e.g. at start-up, are always answered so);
+//!   with a delay, when the virtual clock has advanced that
 //!   much ([`crate::vm::Vm::advance_clock`], or the stream driver waiting for
 //!   it while a filter holds the stream); answers and ticks interleave in
 //!   time order;
@@ -59,6 +66,36 @@
 //!   answers as soon as the stream is open, whatever the guest sends.
 
 use crate::state::{HeaderMap, HttpCallResponse};
+
+/// The virtual time an answer without a delay of its own takes under
+/// [`AnswerTiming::AfterInput`].
+pub const UNDELAYED_ANSWER_AFTER: Duration = Duration::from_millis(1);
+
+/// When a callout answer with no delay of its own arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AnswerTiming {
+    /// After [`UNDELAYED_ANSWER_AFTER`] of virtual time, for a call made
+    /// while a stream is processed: the input the client already sent (its
+    /// body, trailers) reaches the filters first, as with a real service
+    /// behind Envoy.
+    #[default]
+    AfterInput,
+    /// Right after the callback that made the call returns (the harness's
+    /// earlier ordering).
+    Immediate,
+}
+
+impl AnswerTiming {
+    /// The delay an answer takes: `delay` when it has one, else as the
+    /// timing says for a call made `in_stream` or not.
+    pub fn delay(self, delay: Duration, in_stream: bool) -> Duration {
+        if delay.is_zero() && in_stream && self == Self::AfterInput {
+            UNDELAYED_ANSWER_AFTER
+        } else {
+            delay
+        }
+    }
+}
 use crate::vm::{CallError, Vm};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;

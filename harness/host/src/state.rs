@@ -86,6 +86,8 @@ pub struct VmSettings {
     pub call_timeout: Duration,
     /// Memory, callouts, wall time and log per exchange (see [`crate::limits`]).
     pub limits: crate::limits::Limits,
+    /// When callout answers without a delay of their own arrive.
+    pub answer_timing: crate::callouts::AnswerTiming,
 }
 
 impl Default for VmSettings {
@@ -110,6 +112,7 @@ impl Default for VmSettings {
             start_unix_nanos: 1_704_067_200_000_000_000,
             call_timeout: Duration::from_secs(5),
             limits: crate::limits::Limits::default(),
+            answer_timing: crate::callouts::AnswerTiming::AfterInput,
         }
     }
 }

@@ -63,6 +63,38 @@ pub enum ChunkPlan {
     /// data, then an empty end-of-stream frame; `[n, 0]`). Bytes beyond the
     /// sizes' sum form one more chunk, sizes beyond the body's end are cut short.
     Sizes(Vec<usize>),
+    /// Envoy's HTTP/1 codec: the whole body as one chunk that does not end
+    /// the stream, then an empty chunk that does (`(N, false)` then
+    /// `(0, true)`). When trailers follow, they end the stream instead (no
+    /// empty chunk), as the codec delivers a chunked body with trailers.
+    Http1,
+}
+
+/// How the bodies of a recording that does not record its own chunking are
+/// delivered to the filters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BodyDelivery {
+    /// As Envoy 1.40's codec for the exchange's recorded HTTP version
+    /// (HTTP/1.1 when none is recorded): [`ChunkPlan::Http1`] for HTTP/1,
+    /// one chunk carrying the end of stream for HTTP/2 and HTTP/3 (a last
+    /// DATA frame with END_STREAM is one data callback).
+    #[default]
+    Envoy,
+    /// One chunk carrying the end of stream, whatever the version (the
+    /// harness's earlier default; `tollgate replay --one-chunk-bodies`).
+    OneChunk,
+}
+
+impl BodyDelivery {
+    /// The plan for an unchunked body of an exchange recorded with `version`.
+    pub fn plan(self, version: Option<tollgate_traffic::HttpVersion>) -> ChunkPlan {
+        use tollgate_traffic::HttpVersion;
+        match (self, version) {
+            (Self::OneChunk, _) => ChunkPlan::Whole,
+            (Self::Envoy, None | Some(HttpVersion::Http1)) => ChunkPlan::Http1,
+            (Self::Envoy, Some(HttpVersion::Http2 | HttpVersion::Http3)) => ChunkPlan::Whole,
+        }
+    }
 }
 
 impl ChunkPlan {
@@ -83,6 +115,7 @@ impl ChunkPlan {
             return Vec::new();
         }
         let size = match self {
+            Self::Http1 => return vec![body.to_vec(), Vec::new()],
             Self::Whole => body.len(),
             Self::Chunks(n) => body.len().div_ceil((*n).max(1)),
             Self::ChunkSize(n) => (*n).max(1),
@@ -160,9 +193,23 @@ impl StreamInput {
     /// The input for a recorded exchange with everything its
     /// [`details`](Exchange::details) say: the recorded body chunk sizes
     /// ([`ChunkPlan::Sizes`]), trailers, callout answers and properties
-    /// ([`property_value`]).
+    /// ([`property_value`]); bodies the recording did not chunk are
+    /// delivered as Envoy's codec does ([`BodyDelivery::Envoy`]).
     pub fn from_recording(exchange: &Exchange) -> Self {
+        Self::from_recording_with(exchange, BodyDelivery::Envoy)
+    }
+
+    /// [`Self::from_recording`], the bodies the recording did not chunk
+    /// delivered as `delivery` says.
+    pub fn from_recording_with(exchange: &Exchange, delivery: BodyDelivery) -> Self {
         let d = &exchange.details;
+        let plan = |sizes: &[usize]| {
+            if sizes.is_empty() {
+                delivery.plan(d.http_version)
+            } else {
+                ChunkPlan::recorded(sizes)
+            }
+        };
         Self {
             properties: d
                 .properties
@@ -171,8 +218,8 @@ impl StreamInput {
                 .collect(),
             request_trailers: d.request_trailers.clone(),
             response_trailers: d.response_trailers.clone(),
-            request_chunks: ChunkPlan::recorded(&d.request_chunks),
-            response_chunks: ChunkPlan::recorded(&d.response_chunks),
+            request_chunks: plan(&d.request_chunks),
+            response_chunks: plan(&d.response_chunks),
             callouts: d.callouts.clone(),
             ..Self::from_exchange(exchange)
         }
@@ -248,6 +295,15 @@ pub struct StreamOutcome {
     pub reset_in: Option<&'static str>,
     /// The filter paused in this callback and never resumed.
     pub stalled_in: Option<&'static str>,
+    /// What reached the upstream of a request that never ended there: its
+    /// headers (and the body passed on), then Envoy reset the upstream
+    /// request ([`Self::upstream_request`] stays `None`: the request as a
+    /// whole never reached it).
+    pub upstream_reset: Option<HttpRequest>,
+    /// The client got the response's status and headers (and
+    /// [`Self::client_response`]'s body so far) but the stream never ended:
+    /// a filter held the rest (e.g. paused in the response trailers).
+    pub client_stream_open: bool,
     /// The first guest call that failed (trap, timeout).
     pub failure: Option<CallError>,
     /// Every failed guest call, with the filter it happened in.
@@ -493,7 +549,15 @@ struct LaneState {
 enum Halt {
     Local(LocalResponse),
     Reset(&'static str),
+    /// The VM trapped in a callback after which Envoy sends nothing: the
+    /// stream stays held until the client gives up.
+    Hang(&'static str),
 }
+
+/// The callbacks whose trap leaves the stream held with no reply in Envoy
+/// 1.40 (checked by `tests/tests/it/failure_parity.rs`): they run on the
+/// root context, which has no stream to fail.
+const TRAP_HANGS_IN: &[&str] = &["proxy_on_http_call_response"];
 
 /// One direction's data as it flows.
 #[derive(Default)]
@@ -662,6 +726,7 @@ impl<'a> Driver<'_, 'a> {
     /// stream go on (FAIL_OPEN), else the halt.
     fn failed(&mut self, i: usize, error: CallError) -> Result<(), Halt> {
         self.st[i].dead = true;
+        let hang_cb = error.callback;
         let policy = self.lanes[i].policy;
         self.step(
             i,
@@ -686,7 +751,13 @@ impl<'a> Driver<'_, 'a> {
         }
         match policy {
             FailurePolicy::FailOpen => Ok(()),
-            _ => Err(Halt::Local(fail_stream_reply())),
+            _ => match TRAP_HANGS_IN.iter().find(|c| **c == hang_cb) {
+                Some(cb) => {
+                    self.step(i, format!("Envoy sends no reply after a trap in {cb}: the stream stays held until the client gives up"));
+                    Err(Halt::Hang(cb))
+                }
+                None => Err(Halt::Local(fail_stream_reply())),
+            },
         }
     }
 
@@ -1259,14 +1330,31 @@ impl<'i> Prepared<'i> {
         let trailers = |t: &[(String, String)]| {
             (!t.is_empty()).then(|| HeaderMap::from_pairs(t.iter().map(|(k, v)| (k, v.clone()))))
         };
+        // Trailers end the stream: an empty end-of-stream chunk before them
+        // would be a data callback Envoy never makes.
+        let chunks = |plan: &ChunkPlan, body: &[u8], trailers: &[(String, String)]| {
+            let mut c = plan.split(body);
+            if !trailers.is_empty() && c.len() > 1 && c.last().is_some_and(Vec::is_empty) {
+                c.pop();
+            }
+            c
+        };
         Self {
             input,
             request_headers: request_map(&input.request),
             request_trailers: trailers(&input.request_trailers),
-            request_chunks: input.request_chunks.split(&input.request.body),
+            request_chunks: chunks(
+                &input.request_chunks,
+                &input.request.body,
+                &input.request_trailers,
+            ),
             response_headers: response_map(input.response.status, &input.response.headers),
             response_trailers: trailers(&input.response_trailers),
-            response_chunks: input.response_chunks.split(&input.response.body),
+            response_chunks: chunks(
+                &input.response_chunks,
+                &input.response.body,
+                &input.response_trailers,
+            ),
             request_pristine: OnceCell::new(),
             response_pristine: OnceCell::new(),
         }
@@ -1497,6 +1585,8 @@ fn empty_outcome() -> StreamOutcome {
         local_in_response: false,
         reset_in: None,
         stalled_in: None,
+        upstream_reset: None,
+        client_stream_open: false,
         failure: None,
         failures: Vec::new(),
         upstream_trailers: Vec::new(),
@@ -1532,7 +1622,7 @@ fn conclude(d: &mut Driver<'_, '_>) -> StreamOutcome {
             }
         }
     }
-    if out.reset_in.is_some() || out.stalled_in.is_some() {
+    if out.reset_in.is_some() || (out.stalled_in.is_some() && !out.client_stream_open) {
         out.client_response = HttpResponse {
             status: NO_RESPONSE,
             headers: Vec::new(),
@@ -1618,6 +1708,14 @@ fn advance(d: &mut Driver<'_, '_>, p: &Prepared<'_>) {
         }
         Stage::RequestRest => request_rest(d, p),
         Stage::ResponseHeaders => {
+            // The upstream takes time to answer too: callout answers due
+            // within an undelayed answer's time (calls the filters did not
+            // wait for) come first.
+            if let Err(h) = answers_before_upstream(d) {
+                let _ = response_halted(d, Err(h));
+                d.stage = Stage::Finish;
+                return;
+            }
             d.resp.headers = p.response_headers.clone();
             d.resp.trailers = p.response_trailers.clone();
             d.resp.started = true;
@@ -1687,7 +1785,19 @@ fn request_rest(d: &mut Driver<'_, '_>, p: &Prepared<'_>) -> Stage {
 
 /// Handles a halt of the request path; `true` when it halted.
 fn request_halted(d: &mut Driver<'_, '_>, r: Result<(), Halt>) -> bool {
+    if r.is_err()
+        && !d.req.out_eos
+        && let Some(headers) = d.req.out_headers.as_ref()
+    {
+        // The headers went upstream before the request ended: the
+        // upstream has them (and any body passed on), then a reset.
+        d.out.upstream_reset = Some(to_request(headers, d.req.out_body.clone()));
+    }
     match r {
+        Err(Halt::Hang(cb)) => {
+            d.out.stalled_in = Some(cb);
+            true
+        }
         Err(Halt::Local(l)) => {
             local_via_chain(d, l);
             true
@@ -1716,6 +1826,10 @@ fn response_rest(d: &mut Driver<'_, '_>, p: &Prepared<'_>) -> Result<(), Halt> {
 /// Handles a halt of the response path; `true` when it halted.
 fn response_halted(d: &mut Driver<'_, '_>, r: Result<(), Halt>) -> bool {
     match r {
+        Err(Halt::Hang(cb)) => {
+            d.out.stalled_in = Some(cb);
+            true
+        }
         Err(Halt::Local(l)) => {
             d.out.local_in_response = true;
             if d.resp.out_headers.is_some() {
@@ -1761,7 +1875,14 @@ fn client_response(d: &mut Driver<'_, '_>) {
                 .map(|t| t.entries().to_vec())
                 .unwrap_or_default();
         }
-        _ => stall(d, Direction::Response),
+        Some(h) => {
+            // The headers and the body so far went to the client; the end
+            // never comes (Envoy keeps the stream open until a timeout).
+            d.out.client_response = to_response(&h, d.resp.out_body.clone());
+            d.out.client_stream_open = true;
+            stall(d, Direction::Response);
+        }
+        None => stall(d, Direction::Response),
     }
 }
 
@@ -1819,6 +1940,31 @@ fn wait_for_callouts(d: &mut Driver<'_, '_>, dir: Direction) -> Result<(), Halt>
     }
 }
 
+/// Delivers the callout answers due within
+/// [`crate::callouts::UNDELAYED_ANSWER_AFTER`] of now, advancing the VMs'
+/// clocks to the last of them.
+fn answers_before_upstream(d: &mut Driver<'_, '_>) -> Result<(), Halt> {
+    let window = u64::try_from(crate::callouts::UNDELAYED_ANSWER_AFTER.as_nanos()).unwrap_or(0);
+    let dt = d
+        .lanes
+        .iter()
+        .filter_map(|l| l.vm.as_deref())
+        .filter_map(|vm| {
+            let due = vm.next_callout_due()?.saturating_sub(vm.state().clock().monotonic);
+            (due <= window).then_some(due)
+        })
+        .max();
+    let Some(dt) = dt.map(std::time::Duration::from_nanos) else {
+        return Ok(());
+    };
+    for j in 0..d.lanes.len() {
+        if let Err(e) = d.call_vm(j, |vm, _| vm.advance_clock(dt)) {
+            d.failed(j, e)?;
+        }
+    }
+    Ok(())
+}
+
 fn stall(d: &mut Driver<'_, '_>, dir: Direction) {
     if let Some((i, cb)) = d.holder(dir) {
         d.out.stalled_in = Some(cb);
@@ -1847,7 +1993,7 @@ fn local_via_chain(d: &mut Driver<'_, '_>, l: LocalResponse) {
     d.resp_body_len = reply.body.len();
     let chunks = ChunkPlan::Whole.split(&reply.body);
     match respond(d, chunks) {
-        Err(Halt::Reset(cb)) => d.out.reset_in = Some(cb),
+        Err(Halt::Reset(cb) | Halt::Hang(cb)) => d.out.reset_in = Some(cb),
         Err(Halt::Local(_)) => {
             // A failure while encoding the local reply: Envoy sends it as is.
             d.out.client_response = reply;

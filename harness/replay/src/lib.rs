@@ -47,7 +47,9 @@ use tollgate_host::plugin::{LoadError, Plugin};
 pub use tollgate_host::state::LogLine;
 use tollgate_host::state::{GrpcCallStub, HttpCallStub, LogLevel, SharedRegistry, VmSettings};
 use tollgate_host::stream::{self, FilterFailure, Lane, StreamOutcome};
-pub use tollgate_host::stream::{ChunkPlan, FailurePolicy, FilterSteps, StreamInput};
+pub use tollgate_host::stream::{
+    BodyDelivery, ChunkPlan, FailurePolicy, FilterSteps, StreamInput,
+};
 pub use tollgate_host::verdict::Verdict;
 use tollgate_host::verdict::{decided_verdict, diff_request, diff_response};
 use tollgate_host::vm::{Vm, VmError};
@@ -55,6 +57,30 @@ use tollgate_traffic::{HttpRequest, HttpResponse, Traffic};
 
 /// Virtual time between two exchanges.
 const EXCHANGE_SPACING: Duration = Duration::from_millis(1);
+
+/// The longest recorded gap between two exchanges the replay lets pass on
+/// the virtual clock (ticks fire for all of it): longer idle times in a
+/// recording are cut to this.
+pub const MAX_RECORDED_GAP: Duration = Duration::from_secs(600);
+
+/// The virtual time between two recorded exchanges: the gap between their
+/// recorded starts (`timing.started`, RFC 3339) when both have one and
+/// `next` started later, at most [`MAX_RECORDED_GAP`]; `None` otherwise
+/// (the exchanges then follow each other 1 ms apart).
+pub fn recorded_gap(
+    prev: &tollgate_traffic::Exchange,
+    next: &tollgate_traffic::Exchange,
+) -> Option<Duration> {
+    let at = |e: &tollgate_traffic::Exchange| {
+        e.details
+            .timing
+            .started
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+    };
+    let gap = (at(next)? - at(prev)?).to_std().ok()?;
+    Some(gap.min(MAX_RECORDED_GAP))
+}
 
 /// The report for one exchange.
 #[derive(Debug, Clone)]
@@ -65,6 +91,9 @@ pub struct ExchangeReport {
     pub verdict: Verdict,
     /// The request as it reached the upstream (`None` when it never did).
     pub upstream_request: Option<HttpRequest>,
+    /// What reached the upstream of a request that never ended there (its
+    /// headers and the body passed on), before Envoy reset it.
+    pub upstream_reset: Option<HttpRequest>,
     /// What the client got back (status 0: no response, the stream was reset or stalled).
     pub client_response: HttpResponse,
     /// Each difference, readable, e.g. `request header x-foo: added "bar"`.
@@ -237,6 +266,8 @@ pub struct ReplayBuilder {
     cache: Option<ModuleCache>,
     limits: Option<tollgate_host::limits::Limits>,
     identity_error: Option<ReplayError>,
+    body_delivery: BodyDelivery,
+    answer_timing: Option<tollgate_host::callouts::AnswerTiming>,
 }
 
 impl ReplayBuilder {
@@ -259,7 +290,25 @@ impl ReplayBuilder {
             trace: false,
             limits: None,
             identity_error: None,
+            body_delivery: BodyDelivery::Envoy,
+            answer_timing: None,
         }
+    }
+
+    /// When callout answers without a delay of their own arrive (default:
+    /// after the input the client already sent, [`AnswerTiming::AfterInput`]).
+    ///
+    /// [`AnswerTiming::AfterInput`]: tollgate_host::callouts::AnswerTiming::AfterInput
+    pub fn answer_timing(mut self, timing: tollgate_host::callouts::AnswerTiming) -> Self {
+        self.answer_timing = Some(timing);
+        self
+    }
+
+    /// How bodies the recording did not chunk reach the filters (default:
+    /// as Envoy's codec delivers them, [`BodyDelivery::Envoy`]).
+    pub fn body_delivery(mut self, delivery: BodyDelivery) -> Self {
+        self.body_delivery = delivery;
+        self
     }
 
     fn push(mut self, source: Source) -> Self {
@@ -526,6 +575,8 @@ impl ReplayBuilder {
             cache,
             limits,
             identity_error,
+            body_delivery,
+            answer_timing,
             ..
         } = self;
         if let Some(e) = identity_error {
@@ -558,6 +609,9 @@ impl ReplayBuilder {
             }
             if let Some(l) = limits {
                 settings.limits = l;
+            }
+            if let Some(t) = answer_timing {
+                settings.answer_timing = t;
             }
             if let Some(s) = &http_call_stub {
                 settings.http_call_stub = Some(s.clone());
@@ -606,6 +660,7 @@ impl ReplayBuilder {
             next_worker: 0,
             workers,
             trace,
+            body_delivery,
         };
         Ok((chain, traffic))
     }
@@ -618,7 +673,13 @@ impl ReplayBuilder {
         let total = traffic.exchanges.len();
         let mut exchanges = Vec::with_capacity(total);
         for (i, exchange) in traffic.exchanges.iter().enumerate() {
-            let input = StreamInput::from_recording(exchange);
+            if let Some(gap) = i
+                .checked_sub(1)
+                .and_then(|p| recorded_gap(&traffic.exchanges[p], exchange))
+            {
+                chain.advance(gap);
+            }
+            let input = chain.input_for(exchange);
             let (outcome, cost, logs) = chain.exchange(&input);
             exchanges.push(judge(exchange, outcome, cost, logs, chain.slots.len() > 1));
             if let Some(f) = on_progress.as_mut() {
@@ -667,6 +728,7 @@ pub struct Chain {
     next_worker: usize,
     workers: usize,
     trace: bool,
+    body_delivery: BodyDelivery,
 }
 
 fn start_vm(
@@ -683,6 +745,23 @@ fn start_vm(
 }
 
 impl Chain {
+    /// Lets `by` of virtual time pass before the next exchange (which comes
+    /// `by` after the previous one rather than 1 ms after it): every
+    /// filter's clock moves on when that exchange starts, firing
+    /// `proxy_on_tick` once per elapsed tick period, as Envoy's timer does,
+    /// and delivering callout answers due on the way; their logs are that
+    /// exchange's.
+    pub fn advance(&mut self, by: Duration) {
+        self.now += by.saturating_sub(EXCHANGE_SPACING);
+    }
+
+    /// The driver input for a recorded exchange
+    /// ([`StreamInput::from_recording_with`] and the builder's
+    /// [`BodyDelivery`]).
+    pub fn input_for(&self, exchange: &tollgate_traffic::Exchange) -> StreamInput {
+        StreamInput::from_recording_with(exchange, self.body_delivery)
+    }
+
     /// What the guests logged while starting, emptied.
     pub fn take_startup_logs(&mut self) -> Vec<LogLine> {
         let many = self.slots.len() > 1;
@@ -899,6 +978,8 @@ pub(crate) fn judge(
     if let Some(l) = &out.local_response {
         let when = if out.local_in_response {
             "while processing the response"
+        } else if out.upstream_reset.is_some() {
+            "after the request's headers had gone upstream (the upstream got them, then a reset)"
         } else {
             "instead of sending the request upstream"
         };
@@ -917,10 +998,27 @@ pub(crate) fn judge(
             "the filter reset the stream (proxy_close_stream) in {cb}; the client got no response"
         ));
     }
+    if out.upstream_reset.is_some() && out.local_response.is_none() {
+        changes.push(
+            "the upstream got the request's headers, then a reset (the request never ended)".into(),
+        );
+    }
     if let Some(cb) = out.stalled_in {
-        changes.push(format!(
-            "the filter paused in {cb} and never resumed; Envoy would hold the stream until a timeout"
-        ));
+        if out.failure.as_ref().is_some_and(|f| f.callback == cb) {
+            changes.push(format!(
+                "the filter trapped in {cb}; Envoy sends no reply: the client waits until its own timeout"
+            ));
+        } else if out.client_stream_open {
+            changes.push(format!(
+                "the filter paused in {cb} and never resumed; the client got status {}, the headers and {} body bytes, and the stream never ended (Envoy holds it until a timeout)",
+                out.client_response.status,
+                out.client_response.body.len()
+            ));
+        } else {
+            changes.push(format!(
+                "the filter paused in {cb} and never resumed; Envoy would hold the stream until a timeout"
+            ));
+        }
     }
     if out.reset_in.is_none() && out.stalled_in.is_none() && out.failure.is_none() {
         diff_response(&recorded_response, &out.client_response, &mut changes);
@@ -936,6 +1034,7 @@ pub(crate) fn judge(
         id: exchange.id.clone(),
         verdict,
         upstream_request: out.upstream_request,
+        upstream_reset: out.upstream_reset,
         client_response: out.client_response,
         changes,
         cost,
@@ -954,6 +1053,7 @@ mod tests {
             id: "x".into(),
             verdict,
             upstream_request: None,
+            upstream_reset: None,
             client_response: HttpResponse {
                 status: 200,
                 headers: vec![],

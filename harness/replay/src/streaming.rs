@@ -110,9 +110,13 @@ where
     let many = chain.filters() > 1;
     let mut totals = Totals::default();
     let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).ok();
+    let mut prev: Option<Exchange> = None;
     for (i, e) in exchanges.into_iter().enumerate() {
         let e = e?;
-        let (out, cost, logs) = chain.exchange(&input_for(&e));
+        if let Some(gap) = prev.as_ref().and_then(|p| crate::recorded_gap(p, &e)) {
+            chain.advance(gap);
+        }
+        let (out, cost, logs) = chain.exchange(&chain.input_for(&e));
         let verdict = crate::judge(&e, out, cost, logs, many).verdict;
         let o = Outcome::from(&verdict);
         totals.requests += 1;
@@ -126,6 +130,7 @@ where
             h.saturating_record(u64::try_from(cost.as_nanos()).unwrap_or(u64::MAX).max(1));
         }
         each(i, &e, &verdict, cost);
+        prev = Some(e);
     }
     if let Some(h) = hist.filter(|h| !h.is_empty()) {
         totals.p50 = Duration::from_nanos(h.value_at_quantile(0.5));

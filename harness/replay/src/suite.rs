@@ -162,6 +162,13 @@ pub struct RequestSpec {
     pub chunks: Option<usize>,
     /// Deliver the body in chunks of this many bytes.
     pub chunk_size: Option<usize>,
+    /// Deliver the body in chunks of exactly these sizes (a last `0`: then
+    /// an empty end-of-stream chunk).
+    pub chunk_sizes: Option<Vec<usize>>,
+    /// How an unchunked body is delivered: `http1` (default: the body, then
+    /// an empty end-of-stream chunk, as Envoy's HTTP/1 codec), `http2` or
+    /// `one-chunk` (one chunk carrying the end of stream).
+    pub delivery: Option<String>,
 }
 
 /// The upstream's answer (default: 200, no headers, no body).
@@ -180,6 +187,13 @@ pub struct ResponseSpec {
     pub chunks: Option<usize>,
     /// Deliver the body in chunks of this many bytes.
     pub chunk_size: Option<usize>,
+    /// Deliver the body in chunks of exactly these sizes (a last `0`: then
+    /// an empty end-of-stream chunk).
+    pub chunk_sizes: Option<Vec<usize>>,
+    /// How an unchunked body is delivered: `http1` (default: the body, then
+    /// an empty end-of-stream chunk, as Envoy's HTTP/1 codec), `http2` or
+    /// `one-chunk` (one chunk carrying the end of stream).
+    pub delivery: Option<String>,
 }
 
 /// Matchers on a header map.
@@ -481,6 +495,10 @@ pub struct TestSpec {
     pub clock: Option<ClockSpec>,
     /// The lowest guest log level kept for this test (over the suite's).
     pub log_level: Option<String>,
+    /// Virtual milliseconds that pass between the plugin's start and the
+    /// request: `proxy_on_tick` fires once per elapsed tick period (and
+    /// callout answers due on the way arrive), as Envoy's timer would.
+    pub advance_ms: Option<u64>,
 }
 
 /// The answer to every `proxy_http_call` (the harness has no clusters).
@@ -541,6 +559,10 @@ pub struct SuiteSpec {
     pub start: Option<StartExpect>,
     /// The lowest guest log level kept (`trace` ... `critical`; default `info`, as Envoy's).
     pub log_level: Option<String>,
+    /// When callout answers without a delay of their own arrive:
+    /// `after-input` (default: the request body reaches the filters first,
+    /// as with a real service) or `immediate` (right after the call).
+    pub callout_answers: Option<CalloutAnswers>,
     /// The tests.
     #[serde(default)]
     pub tests: Vec<TestSpec>,
@@ -569,6 +591,16 @@ pub struct ChainSpec {
     /// Its tests.
     #[serde(default)]
     pub tests: Vec<TestSpec>,
+}
+
+/// A suite's `callout_answers:`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CalloutAnswers {
+    /// [`tollgate_host::callouts::AnswerTiming::AfterInput`].
+    AfterInput,
+    /// [`tollgate_host::callouts::AnswerTiming::Immediate`].
+    Immediate,
 }
 
 /// A loaded suite, ready to run.
@@ -931,6 +963,12 @@ impl Suite {
         for g in &self.grpc_stubs {
             b = b.grpc_call_stub(g.clone());
         }
+        if let Some(t) = self.spec.callout_answers {
+            b = b.answer_timing(match t {
+                CalloutAnswers::AfterInput => tollgate_host::callouts::AnswerTiming::AfterInput,
+                CalloutAnswers::Immediate => tollgate_host::callouts::AnswerTiming::Immediate,
+            });
+        }
         for (i, (plugin, path, config, vm_config, policy)) in self.plugins.iter().enumerate() {
             b = b
                 .plugin(plugin.clone(), path.clone())
@@ -1096,14 +1134,30 @@ impl Suite {
     fn input(&self, t: &TestSpec) -> Result<StreamInput, String> {
         let r = &t.request;
         let q = &t.response;
-        let plan = |chunks: Option<usize>, size: Option<usize>, what: &str| match (chunks, size) {
-            (Some(_), Some(_)) => Err(format!("{what}: give chunks or chunk_size, not both")),
-            (Some(0), _) | (_, Some(0)) => {
-                Err(format!("{what}: chunks and chunk_size must be > 0"))
+        let plan = |chunks: Option<usize>,
+                    size: Option<usize>,
+                    sizes: &Option<Vec<usize>>,
+                    delivery: &Option<String>,
+                    what: &str| {
+            let given = [chunks.is_some(), size.is_some(), sizes.is_some(), delivery.is_some()];
+            if given.iter().filter(|g| **g).count() > 1 {
+                return Err(format!(
+                    "{what}: give one of chunks, chunk_size, chunk_sizes, delivery"
+                ));
             }
-            (Some(n), None) => Ok(ChunkPlan::Chunks(n)),
-            (None, Some(n)) => Ok(ChunkPlan::ChunkSize(n)),
-            (None, None) => Ok(ChunkPlan::Whole),
+            match (chunks, size, sizes, delivery.as_deref()) {
+                (Some(0), ..) | (_, Some(0), ..) => {
+                    Err(format!("{what}: chunks and chunk_size must be > 0"))
+                }
+                (Some(n), ..) => Ok(ChunkPlan::Chunks(n)),
+                (_, Some(n), ..) => Ok(ChunkPlan::ChunkSize(n)),
+                (_, _, Some(v), _) => Ok(ChunkPlan::Sizes(v.clone())),
+                (_, _, _, None | Some("http1")) => Ok(ChunkPlan::Http1),
+                (_, _, _, Some("http2" | "one-chunk")) => Ok(ChunkPlan::Whole),
+                (_, _, _, Some(other)) => Err(format!(
+                    "{what}.delivery: expected http1, http2 or one-chunk, found {other:?}"
+                )),
+            }
         };
         Ok(StreamInput {
             request: HttpRequest {
@@ -1121,8 +1175,8 @@ impl Suite {
                 body: self.body(&q.body, "response.body")?,
             },
             response_trailers: q.trailers.as_ref().map(Headers::pairs).unwrap_or_default(),
-            request_chunks: plan(r.chunks, r.chunk_size, "request")?,
-            response_chunks: plan(q.chunks, q.chunk_size, "response")?,
+            request_chunks: plan(r.chunks, r.chunk_size, &r.chunk_sizes, &r.delivery, "request")?,
+            response_chunks: plan(q.chunks, q.chunk_size, &q.chunk_sizes, &q.delivery, "response")?,
             callouts: Vec::new(),
             // A test's properties go to the VM's settings (`settings()`).
             properties: Vec::new(),
@@ -1140,6 +1194,9 @@ impl Suite {
                 Ok(Err(e)) => failures.push(format!("the filters failed to start: {e}")),
                 Ok(Ok((mut chain, _))) => {
                     chain.take_startup_logs();
+                    if let Some(ms) = t.advance_ms {
+                        chain.advance(Duration::from_millis(ms));
+                    }
                     let (out, _, logs) = chain.exchange(&input);
                     let (logs, end_logs) = split_end_logs(logs);
                     let metrics: Vec<(String, i64)> = (0..self.plugins.len())

@@ -546,6 +546,7 @@ fn convert_entry(cx: &mut Cx<'_>, value: &Value) -> Result<Option<Exchange>, Tra
         request,
         response,
         details: super::ExchangeDetails {
+            http_version: http_version(entry),
             timing: timing(entry),
             properties: present(entry, "serverIPAddress")
                 .and_then(Value::as_str)
@@ -555,6 +556,17 @@ fn convert_entry(cx: &mut Cx<'_>, value: &Value) -> Result<Option<Exchange>, Tra
             ..super::ExchangeDetails::default()
         },
     }))
+}
+
+/// The entry's HTTP version: the request's `httpVersion`, else the
+/// response's; `None` when neither names one.
+fn http_version(entry: &Map<String, Value>) -> Option<super::HttpVersion> {
+    ["request", "response"].iter().find_map(|side| {
+        present(entry, side)
+            .and_then(|r| present(r.as_object()?, "httpVersion"))
+            .and_then(Value::as_str)
+            .and_then(super::HttpVersion::parse)
+    })
 }
 
 /// `startedDateTime`, `time` and `timings` (send + wait) when they are

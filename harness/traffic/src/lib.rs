@@ -68,6 +68,46 @@ pub struct ExchangeDetails {
     /// The recording cut a body short (Envoy tap `truncated`): the bodies here
     /// are prefixes of what was sent.
     pub truncated: bool,
+    /// The HTTP version the exchange was recorded with (HAR `httpVersion`,
+    /// native `http_version`); it decides how Envoy's codec delivers bodies
+    /// the recording did not chunk. `None`: not recorded (HTTP/1.1 assumed).
+    pub http_version: Option<HttpVersion>,
+}
+
+/// An HTTP version as a recording names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpVersion {
+    /// HTTP/1.0 or HTTP/1.1.
+    Http1,
+    /// HTTP/2 (`h2`).
+    Http2,
+    /// HTTP/3 (`h3`).
+    Http3,
+}
+
+impl HttpVersion {
+    /// Reads a recorded version, case-insensitively: `HTTP/1.0`, `HTTP/1.1`,
+    /// `1.1`, `h2`, `HTTP/2`, `HTTP/2.0`, `2`, `h3`, `HTTP/3`, `3`; `None`
+    /// for anything else (e.g. the empty string browsers write for cached entries).
+    pub fn parse(text: &str) -> Option<Self> {
+        let t = text.trim().to_ascii_lowercase();
+        let t = t.strip_prefix("http/").unwrap_or(&t);
+        match t {
+            "1.0" | "1.1" | "1" | "http1" => Some(Self::Http1),
+            "2" | "2.0" | "h2" | "h2c" => Some(Self::Http2),
+            "3" | "3.0" | "h3" => Some(Self::Http3),
+            _ => None,
+        }
+    }
+
+    /// The name the native format writes: `1.1`, `2`, `3`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Http1 => "1.1",
+            Self::Http2 => "2",
+            Self::Http3 => "3",
+        }
+    }
 }
 
 /// When an exchange happened, as far as the recording says.

@@ -36,6 +36,8 @@
 //!   - cluster: auth
 //!     response: { status: 200, headers: [[x-user, ann]], body: ok }
 //! truncated: false               # optional: bodies are cut short
+//! http_version: "1.1"            # optional: 1.1, 2 or 3 (how Envoy's codec
+//!                                #   delivers unchunked bodies; default 1.1)
 //! ```
 //!
 //! Header names are lower-cased on reading. A mapping of headers may give a
@@ -397,6 +399,7 @@ pub fn exchange_from_value(
             "properties",
             "callouts",
             "truncated",
+            "http_version",
         ],
     )?;
     let id = match o.get("id") {
@@ -510,6 +513,24 @@ pub fn exchange_from_value(
             let (response, _, _) = read_response(&cx, r, &format!("{field}.response"))?;
             details.callouts.push(Callout { cluster, response });
         }
+    }
+    if let Some(v) = o.get("http_version") {
+        let text = match v {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            other => {
+                return Err(cx.err(
+                    "http_version",
+                    format!("expected \"1.1\", \"2\" or \"3\", found {}", kind(other)),
+                ));
+            }
+        };
+        details.http_version = Some(crate::HttpVersion::parse(&text).ok_or_else(|| {
+            cx.err(
+                "http_version",
+                format!("expected \"1.1\", \"2\" or \"3\", found {text:?}"),
+            )
+        })?);
     }
     if let Some(t) = o.get("truncated") {
         details.truncated = t.as_bool().ok_or_else(|| {
@@ -785,6 +806,9 @@ pub fn to_value(e: &Exchange) -> Value {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         o.insert("properties".into(), json!(props));
+    }
+    if let Some(v) = d.http_version {
+        o.insert("http_version".into(), json!(v.name()));
     }
     if !d.callouts.is_empty() {
         let list: Vec<Value> = d

@@ -78,6 +78,7 @@ mod hmac_auth;
 mod hostile_guests;
 mod ext_authz;
 mod grpc_parity;
+mod failure_parity;
 mod ip_restriction;
 mod json_mask;
 mod jwt_auth;

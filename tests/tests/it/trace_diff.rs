@@ -67,16 +67,6 @@ fn as_sent(mut response: HttpResponse) -> HttpResponse {
     response
 }
 
-/// A body as Envoy's HTTP/1 codec delivers it to the filters: the data, then
-/// an empty frame carrying end_of_stream (recorded chunk sizes `[n, 0]`).
-fn http1_chunks(body: &[u8]) -> Vec<usize> {
-    if body.is_empty() {
-        Vec::new()
-    } else {
-        vec![body.len(), 0]
-    }
-}
-
 /// Request headers Envoy's connection manager adds before the filters when absent.
 const HCM_ADDED: &[&str] = &["x-request-id", "x-forwarded-proto"];
 
@@ -286,11 +276,10 @@ fn differential_sends(
             let response = as_sent(response.clone());
             Exchange {
                 id: format!("{label} {i}"),
-                details: ExchangeDetails {
-                    request_chunks: http1_chunks(&s.request.body),
-                    response_chunks: http1_chunks(&response.body),
-                    ..ExchangeDetails::default()
-                },
+                // No recorded chunking and no version: the harness's default
+                // delivery (Envoy's HTTP/1 codec: the data, then an empty
+                // end-of-stream frame) must match what Envoy did.
+                details: ExchangeDetails::default(),
                 request: s.request.clone(),
                 response: Some(response),
             }
@@ -634,9 +623,10 @@ fn ext_authz_case(
     config.use_filters_from(&paths::filters_dir()?)?;
     let envoy = start_traced(&config, label)?;
     // The answer as Envoy's cluster delivers it (`content-length` from the
-    // codec, `x-envoy-upstream-service-time` from the router), after a
-    // (virtual) millisecond: a real service answers after the client's body
-    // has arrived, so the body reaches the filter held and merged, as in Envoy.
+    // codec, `x-envoy-upstream-service-time` from the router), with no delay
+    // of its own: the harness's default timing (`AnswerTiming::AfterInput`)
+    // must deliver it after the client's body, which then reaches the filter
+    // held and merged, as in Envoy.
     let sent_answer = as_sent(answer);
     let mut headers = sent_answer.headers.clone();
     headers.push(("x-envoy-upstream-service-time".into(), "1".into()));
@@ -648,7 +638,7 @@ fn ext_authz_case(
             body: sent_answer.body,
             trailers: Vec::new(),
         },
-        delay: Duration::from_millis(1),
+        delay: Duration::ZERO,
     });
     let (sent, _) = differential(label, envoy, replay, requests, ok_response(), &[])?;
     Ok(statuses(&sent))
@@ -1100,5 +1090,91 @@ fn a_guest_probing_every_map_in_every_phase_traces_like_envoy() -> Result<()> {
     has(line("probe log", 0)?, "p:0,0,0,0,")?;
     has(line("probe log", 2)?, "p:0,1,0,0,")?;
     has(line("probe details", 2)?, "downstream_remote_disconnect")?;
+    Ok(())
+}
+
+/// Appends `!` in every body callback, both directions, after removing
+/// `content-length` from both header maps (so the codec frames the edited
+/// bodies chunked, as a real body-editing filter must).
+const APPEND_GUEST: &str = r#"(module
+  (import "env" "proxy_remove_header_map_value" (func $rm_hdr (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_set_buffer_bytes" (func $set_buf (param i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (data (i32.const 1024) "content-length")   ;; 14
+  (data (i32.const 1040) "!")
+  (global $heap (mut i32) (i32.const 32768))
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.and (i32.add (i32.add (global.get $heap) (local.get $n)) (i32.const 7))
+                               (i32.const -8)))
+    (local.get $p))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (drop (call $rm_hdr (i32.const 0) (i32.const 1024) (i32.const 14)))
+    (i32.const 0))
+  (func (export "proxy_on_request_body") (param $ctx i32) (param $size i32) (param $eos i32) (result i32)
+    (drop (call $set_buf (i32.const 0) (local.get $size) (i32.const 0) (i32.const 1040) (i32.const 1)))
+    (i32.const 0))
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32)
+    (drop (call $rm_hdr (i32.const 2) (i32.const 1024) (i32.const 14)))
+    (i32.const 0))
+  (func (export "proxy_on_response_body") (param $ctx i32) (param $size i32) (param $eos i32) (result i32)
+    (drop (call $set_buf (i32.const 1) (local.get $size) (i32.const 0) (i32.const 1040) (i32.const 1)))
+    (i32.const 0))
+  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_delete") (param i32))
+)"#;
+
+#[test]
+fn a_filter_editing_every_body_call_edits_twice_as_in_envoy() -> Result<()> {
+    let wasm = wat::parse_str(APPEND_GUEST).context("the append guest does not assemble")?;
+    let dir: PathBuf = paths::work_dir()?.join(format!("append-guest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("headers.wasm"), &wasm)?;
+    let upstream = Upstream::start(ok_response())?;
+    let mut config = EnvoyConfig::load(&paths::envoy_config("headers"))?;
+    config
+        .use_ephemeral_ports()?
+        .route_cluster_to("upstream", upstream.addr())?;
+    config.use_filters_from(&dir)?;
+    config.set_plugin_configuration("{}")?;
+    let envoy = start_traced(&config, "trace-append")?;
+    let request = client::request(
+        "POST",
+        "append.example.com",
+        "/a",
+        &[("content-type", "text/plain")],
+        b"hello",
+    );
+    let replay = Replay::module("append-guest.wasm", wasm).config("{}");
+    let (sent, report) = differential(
+        "append",
+        envoy,
+        replay,
+        vec![request],
+        ok_response(),
+        &[],
+    )?;
+    // Envoy's HTTP/1 delivery: two request body calls (data, then the empty
+    // end), so two `!`; the same for the response. The harness by default too.
+    let received = upstream.take_requests();
+    let up = received.first().context("the upstream got nothing from Envoy")?;
+    ensure!(up.body == b"hello!!", "the upstream got {:?} from Envoy", String::from_utf8_lossy(&up.body));
+    let harness_up = report.exchanges[0]
+        .upstream_request
+        .as_ref()
+        .context("the harness sent nothing upstream")?;
+    ensure!(harness_up.body == up.body, "harness upstream body {:?}", String::from_utf8_lossy(&harness_up.body));
+    let expected = [ok_response().body, b"!!".to_vec()].concat();
+    ensure!(sent[0].envoy.body == expected, "Envoy's client got {:?}", String::from_utf8_lossy(&sent[0].envoy.body));
+    ensure!(
+        report.exchanges[0].client_response.body == sent[0].envoy.body,
+        "the harness's client got {:?}",
+        String::from_utf8_lossy(&report.exchanges[0].client_response.body)
+    );
     Ok(())
 }

@@ -20,6 +20,10 @@ pub(crate) struct ReplayInput {
     pub(crate) limits: crate::limit_args::LimitArgs,
     /// Per `--filter`, in order: `--plugin-name`, `--root-id`, `--vm-id`, `--env`, `--host-env`.
     pub(crate) identities: Vec<tollgate_abi::PluginIdentity>,
+    /// `--one-chunk-bodies`.
+    pub(crate) one_chunk_bodies: bool,
+    /// `--immediate-callout-answers`.
+    pub(crate) immediate_callout_answers: bool,
 }
 
 pub(crate) fn replay(
@@ -47,6 +51,12 @@ pub(crate) fn replay(
         .module_cache(tollgate_host::cache::ModuleCache::default_location());
     if trace {
         replay = replay.trace_calls();
+    }
+    if input.one_chunk_bodies {
+        replay = replay.body_delivery(tollgate_replay::BodyDelivery::OneChunk);
+    }
+    if input.immediate_callout_answers {
+        replay = replay.answer_timing(tollgate_host::callouts::AnswerTiming::Immediate);
     }
     for (i, f) in filters.into_iter().enumerate() {
         replay = replay.filter(&f.path);
@@ -210,6 +220,7 @@ fn to_json(report: &Report) -> serde_json::Value {
                 "id": e.id,
                 "verdict": verdict,
                 "upstream_request": e.upstream_request.as_ref().map(request_json),
+                "upstream_reset": e.upstream_reset.as_ref().map(request_json),
                 "client_response": response_json(&e.client_response),
                 "changes": e.changes,
                 "cost_ns": u64::try_from(e.cost.as_nanos()).unwrap_or(u64::MAX),

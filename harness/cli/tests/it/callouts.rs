@@ -187,10 +187,18 @@ fn a_connection_failure_is_envoys_503_local_reply() {
     let (r, _) = run(http_guest("authz", CHECK, 0), |b| {
         b.http_cluster(HttpClusterStub::connect_failure("authz"))
     });
+    let (immediate, _) = run(http_guest("authz", CHECK, 0), |b| {
+        b.http_cluster(HttpClusterStub::connect_failure("authz"))
+            .answer_timing(tollgate_host::callouts::AnswerTiming::Immediate)
+    });
+    // Without a delay of its own the answer takes the 1 ms (virtual) an
+    // undelayed answer takes (`AnswerTiming::AfterInput`); asked for, at once.
+    assert_eq!(answer(&immediate)[0], 1001);
+    assert_eq!(answer(&immediate)[1..], answer(&r)[1..]);
     assert_eq!(
         answer(&r),
         [
-            1001,
+            1002,
             101,
             204,
             303,
@@ -201,7 +209,7 @@ fn a_connection_failure_is_envoys_503_local_reply() {
             40000,
             50000
         ],
-        "at once: :status, content-length, content-type"
+        "1 ms after the call: :status, content-length, content-type"
     );
 }
 

@@ -120,3 +120,73 @@ fn ticks_fire_on_virtual_time() {
         .unwrap();
     assert_eq!(statuses(&vm).len(), 3, "ticks at 2, 4 and 6 ms");
 }
+
+/// A guest whose tick period is 200 ms and which reports 1 per tick.
+fn tick_guest() -> Vec<u8> {
+    guest(
+        "0_2_1",
+        r#"(import "env" "proxy_set_tick_period_milliseconds" (func $tick (param i32) (result i32)))
+           (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))"#,
+        r#"(data (i32.const 1100) "tick")
+           (func (export "proxy_on_vm_start") (param i32 i32) (result i32)
+             (drop (call $tick (i32.const 200))) (i32.const 1))
+           (func (export "proxy_on_tick") (param i32)
+             (drop (call $log (i32.const 2) (i32.const 1100) (i32.const 4)))
+             (call $report (i32.const 1)))
+           (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+             (call $report (i32.const 2)) (i32.const 0))"#,
+    )
+}
+
+#[test]
+fn ticks_fire_between_exchanges_by_the_recorded_timing() {
+    let at = |id: &str, started: Option<&str>| {
+        let mut e = crate::exchange("GET", "/", &[], b"");
+        e.id = id.into();
+        e.details.timing.started = started.map(str::to_string);
+        e
+    };
+    let recorded = Traffic {
+        source: None,
+        exchanges: vec![
+            at("a", Some("2026-11-28T03:48:49.000Z")),
+            // 1.05 s later: ticks at 200, 400, 600, 800 and 1000 ms.
+            at("b", Some("2026-11-28T03:48:50.050Z")),
+            // No recorded start: 1 ms later, no tick.
+            at("c", None),
+        ],
+        warnings: Vec::new(),
+    };
+    let (mut chain, traffic) = Replay::module("tick.wasm", tick_guest())
+        .traffic(recorded)
+        .start()
+        .unwrap();
+    let mut seen = Vec::new();
+    for (i, e) in traffic.exchanges.iter().enumerate() {
+        if let Some(gap) = i
+            .checked_sub(1)
+            .and_then(|p| tollgate_replay::recorded_gap(&traffic.exchanges[p], e))
+        {
+            chain.advance(gap);
+        }
+        chain.exchange(&chain.input_for(e));
+        seen.push(statuses(chain.vm(0).unwrap()).len());
+    }
+    // The metric keeps every report: 1 (a), then 5 ticks and 1 (b), then 1 (c).
+    assert_eq!(seen, [1, 7, 8]);
+    // `Replay::run` does the same.
+    let report = Replay::module("tick.wasm", tick_guest())
+        .traffic(Traffic {
+            source: None,
+            exchanges: traffic.exchanges.clone(),
+            warnings: Vec::new(),
+        })
+        .run()
+        .unwrap();
+    let ticks: Vec<usize> = report
+        .exchanges
+        .iter()
+        .map(|x| x.logs.iter().filter(|l| l.message == "tick").count())
+        .collect();
+    assert_eq!(ticks, [0, 5, 0], "the ticks are the logs of the exchange they precede");
+}

@@ -148,13 +148,67 @@ fn the_replay_drives_each_exchange_as_recorded() {
     assert_eq!(
         calls(1),
         [
-            "[host->vm] proxy_on_request_body(3, 12, 1)",
-            "[host->vm] proxy_on_response_body(3, 2, 1)",
+            "[host->vm] proxy_on_request_body(3, 12, 0)",
+            "[host->vm] proxy_on_request_body(3, 0, 1)",
+            "[host->vm] proxy_on_response_body(3, 2, 0)",
+            "[host->vm] proxy_on_response_body(3, 0, 1)",
         ],
-        "an exchange without details: one chunk each way, no trailers"
+        "an exchange without details: as Envoy's HTTP/1 codec, the body then an empty end"
     );
     assert_eq!(report.exchanges[0].verdict, Verdict::Passed);
     assert_eq!(report.exchanges[1].verdict, Verdict::Passed);
+}
+
+/// The body calls of a replay of `e` with `delivery`.
+fn body_calls(e: tollgate_traffic::Exchange, delivery: tollgate_replay::BodyDelivery) -> Vec<String> {
+    let report = Replay::module("observer.wasm", observer())
+        .trace_calls()
+        .body_delivery(delivery)
+        .traffic(traffic(vec![e]))
+        .run()
+        .unwrap();
+    report.exchanges[0]
+        .logs
+        .iter()
+        .filter(|l| l.message.starts_with("[host->vm] proxy_on_") && l.message.contains("_body("))
+        .map(|l| l.message.clone())
+        .collect()
+}
+
+#[test]
+fn unchunked_bodies_follow_the_recorded_http_version_unless_one_chunk_is_asked() {
+    use tollgate_replay::BodyDelivery;
+    use tollgate_traffic::HttpVersion;
+    let plain = || exchange("POST", "/plain", &[], b"abcdefghijkl");
+    let http1 = [
+        "[host->vm] proxy_on_request_body(2, 12, 0)",
+        "[host->vm] proxy_on_request_body(2, 0, 1)",
+        "[host->vm] proxy_on_response_body(2, 2, 0)",
+        "[host->vm] proxy_on_response_body(2, 0, 1)",
+    ];
+    let one = [
+        "[host->vm] proxy_on_request_body(2, 12, 1)",
+        "[host->vm] proxy_on_response_body(2, 2, 1)",
+    ];
+    assert_eq!(body_calls(plain(), BodyDelivery::Envoy), http1, "no version: HTTP/1.1");
+    let mut h1 = plain();
+    h1.details.http_version = Some(HttpVersion::Http1);
+    assert_eq!(body_calls(h1, BodyDelivery::Envoy), http1);
+    // HTTP/2: the last DATA frame carries END_STREAM, one data callback.
+    let mut h2 = plain();
+    h2.details.http_version = Some(HttpVersion::Http2);
+    assert_eq!(body_calls(h2, BodyDelivery::Envoy), one);
+    assert_eq!(body_calls(plain(), BodyDelivery::OneChunk), one);
+    // Trailers end an HTTP/1 stream: no empty end-of-stream chunk before them.
+    let mut t = plain();
+    t.details.request_trailers = vec![("x-sum".into(), "1".into())];
+    assert_eq!(
+        body_calls(t, BodyDelivery::Envoy)[..2],
+        [
+            "[host->vm] proxy_on_request_body(2, 12, 0)",
+            "[host->vm] proxy_on_response_body(2, 2, 0)",
+        ]
+    );
 }
 
 /// Calls cluster `authz` from the request headers and pauses; on the answer
@@ -412,6 +466,7 @@ fn body_rewriter() -> Vec<u8> {
 fn a_body_rewritten_without_its_content_length_is_a_warning() {
     let e = exchange("POST", "/a", &[("content-length", "5")], b"hello");
     let report = Replay::module("rewrite.wasm", body_rewriter())
+        .body_delivery(tollgate_replay::BodyDelivery::OneChunk)
         .traffic(traffic(vec![e]))
         .run()
         .unwrap();
@@ -421,5 +476,29 @@ fn a_body_rewritten_without_its_content_length_is_a_warning() {
             "warning: the request body is now 11 bytes but its content-length still says 5"
         )),
         "{changes:?}"
+    );
+}
+
+#[test]
+fn a_filter_rewriting_the_last_body_call_appends_under_envoys_http1_delivery() {
+    // Envoy's HTTP/1 codec passes `hello` on first (end_of_stream 0, the
+    // filter continues), then an empty end-of-stream chunk the filter fills:
+    // the upstream reads `helloHOWDY WORLD`.
+    let e = exchange("POST", "/a", &[("content-length", "5")], b"hello");
+    let report = Replay::module("rewrite.wasm", body_rewriter())
+        .traffic(traffic(vec![e]))
+        .run()
+        .unwrap();
+    let x = &report.exchanges[0];
+    assert_eq!(
+        x.upstream_request.as_ref().unwrap().body,
+        b"helloHOWDY WORLD"
+    );
+    assert!(
+        x.changes.iter().any(|c| c.starts_with(
+            "warning: the request body is now 16 bytes but its content-length still says 5"
+        )),
+        "{:?}",
+        x.changes
     );
 }

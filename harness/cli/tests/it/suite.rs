@@ -335,3 +335,78 @@ tests:
     let r = Suite::load(&path).expect("loads").run();
     assert_eq!(r.failed(), 0, "{}", r.text());
 }
+
+#[test]
+fn a_test_advances_the_clock_and_ticks_fire_and_bodies_follow_its_plan() {
+    let dir = std::env::temp_dir().join(format!("tollgate-suite-{}-ticks", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Ticks every 200 ms, logging `tick`; logs each request body call as
+    // `body <size> <end>` (sizes and ends below 10).
+    let wasm = guest(
+        "0_2_1",
+        r#"(import "env" "proxy_set_tick_period_milliseconds" (func $tick (param i32) (result i32)))
+           (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))"#,
+        r#"(data (i32.const 1100) "tick")
+           (data (i32.const 1200) "body 0 0")
+           (func (export "proxy_on_vm_start") (param i32 i32) (result i32)
+             (drop (call $tick (i32.const 200))) (i32.const 1))
+           (func (export "proxy_on_tick") (param i32)
+             (drop (call $log (i32.const 2) (i32.const 1100) (i32.const 4))))
+           (func (export "proxy_on_request_body") (param i32 i32 i32) (result i32)
+             (i32.store8 (i32.const 1205) (i32.add (i32.const 48) (local.get 1)))
+             (i32.store8 (i32.const 1207) (i32.add (i32.const 48) (local.get 2)))
+             (drop (call $log (i32.const 2) (i32.const 1200) (i32.const 8)))
+             (i32.const 0))"#,
+    );
+    std::fs::write(dir.join("t.wasm"), wasm).unwrap();
+    let path = dir.join("suite.yaml");
+    std::fs::write(
+        &path,
+        r#"filters:
+  - path: t.wasm
+tests:
+  - name: a second passes
+    advance_ms: 1000
+    expect: {logs: {has: ["^tick$"]}}
+  - name: no time passes
+    expect: {logs: {no: ["^tick$"]}}
+  - name: http1 delivery by default
+    request: {method: POST, body: {text: hello}}
+    expect: {logs: {has: ["^body 5 0$", "^body 0 1$"]}}
+  - name: one chunk
+    request: {method: POST, body: {text: hello}, delivery: one-chunk}
+    expect: {logs: {has: ["^body 5 1$"], no: ["^body 0 1$"]}}
+  - name: exact sizes
+    request: {method: POST, body: {text: hello}, chunk_sizes: [2, 3, 0]}
+    expect: {logs: {has: ["^body 2 0$", "^body 3 0$", "^body 0 1$"]}}
+"#,
+    )
+    .unwrap();
+    let r = Suite::load(&path).expect("suite loads").run();
+    for t in r.all() {
+        assert!(t.failures.is_empty(), "{}", r.text());
+    }
+    std::fs::write(
+        &path,
+        r#"filters:
+  - path: t.wasm
+callout_answers: immediate
+tests:
+  - name: bad delivery
+    request: {body: {text: x}, delivery: http9}
+"#,
+    )
+    .unwrap();
+    let r = Suite::load(&path).expect("suite loads").run();
+    assert!(
+        failures(&r, "bad delivery")[0].contains("request.delivery: expected http1, http2 or one-chunk"),
+        "{}",
+        r.text()
+    );
+    std::fs::write(
+        &path,
+        "filters:\n  - path: t.wasm\ncallout_answers: sometimes\ntests: []\n",
+    )
+    .unwrap();
+    assert!(Suite::load(&path).is_err(), "an unknown callout_answers is refused");
+}

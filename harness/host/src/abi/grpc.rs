@@ -255,7 +255,11 @@ fn grpc_call(
         ..target
     };
     let state = caller.data_mut();
-    let stub = open(state, opening, "grpc")?;
+    let mut stub = open(state, opening, "grpc")?;
+    stub.delay = state
+        .settings
+        .answer_timing
+        .delay(stub.delay, state.stream.is_some());
     let now = state.clock.monotonic;
     let token = state.outstanding.grpc_call(now, &stub, timeout_ms);
     written(mem::write_u32(caller, token_ptr, token))

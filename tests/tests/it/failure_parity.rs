@@ -1,0 +1,404 @@
+//! Traps Envoy answers in unusual ways, the real Envoy 1.40 next to the
+//! harness (`harness/docs/fidelity.md`, "Replies and failures").
+//!
+//! A WAT guest of its own, told by the request's `x-mode` header what to do:
+//! - `callout`: `proxy_http_call` to cluster `upstream` (path `/callout`)
+//!   from the request headers, which pause; `proxy_on_http_call_response`
+//!   traps. Envoy sends the client nothing at all (the client waits until
+//!   its own timeout); the harness must say so, not invent a 503.
+//! - `body`: the request headers continue (they go upstream); the first
+//!   request body callback traps. Envoy answers 503 and resets the upstream
+//!   request, which had the headers: the harness must report the headers
+//!   as having reached the upstream, then a reset.
+//!
+//! - `trailers`: the response trailers callback pauses (StopIteration) and
+//!   never resumes. Envoy has sent the client the status, the headers and
+//!   the body; the stream never ends. The harness must report what the
+//!   client received and that the stream stayed open.
+//!
+//! The upstream is a raw TCP server here that answers `/callout` and only
+//! records what reaches it for anything else. The client sends the body
+//! 300 ms after the headers, so the upstream connection is up before the
+//! trap (as with a real client streaming a body).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use tollgate_replay::{Replay, Verdict};
+use tollgate_tests::envoy::{Envoy, EnvoyConfig, Launch};
+use tollgate_tests::launcher::Launcher;
+use tollgate_tests::paths;
+use tollgate_traffic::{Exchange, HttpRequest, HttpResponse, Traffic};
+
+const GUEST: &str = r#"(module
+  (import "env" "proxy_get_header_map_value" (func $get_hdr (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_http_call"
+    (func $http_call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (data (i32.const 1024) "x-mode")     ;; 6
+  (data (i32.const 1040) "upstream")   ;; 8
+  ;; :method GET, :path /callout, :authority svc (70 bytes)
+  (data (i32.const 2048) "\03\00\00\00\07\00\00\00\03\00\00\00\05\00\00\00\08\00\00\00\0a\00\00\00\03\00\00\00:method\00GET\00:path\00/callout\00:authority\00svc\00")
+  (global $heap (mut i32) (i32.const 32768))
+  ;; the mode of the last request (its headers are no longer readable in
+  ;; the body callback once they continued)
+  (global $m (mut i32) (i32.const 0))
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.and (i32.add (i32.add (global.get $heap) (local.get $n)) (i32.const 7))
+                               (i32.const -8)))
+    (local.get $p))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
+  ;; the first byte of x-mode: `c` (callout), `b` (body), 0 (none)
+  (func $mode (result i32)
+    (if (call $get_hdr (i32.const 0) (i32.const 1024) (i32.const 6) (i32.const 256) (i32.const 260))
+      (then (return (i32.const 0))))
+    (i32.load8_u (i32.load (i32.const 256))))
+  (func (export "proxy_on_request_headers") (param $ctx i32) (param i32 i32) (result i32)
+    (global.set $m (call $mode))
+    (if (i32.eq (global.get $m) (i32.const 99))
+      (then
+        (drop (call $http_call (i32.const 1040) (i32.const 8) (i32.const 2048) (i32.const 70)
+                               (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)
+                               (i32.const 5000) (i32.const 264)))
+        (return (i32.const 1))))
+    (i32.const 0))
+  (func (export "proxy_on_request_body") (param i32 i32 i32) (result i32)
+    (if (i32.eq (global.get $m) (i32.const 98)) (then unreachable))
+    (i32.const 0))
+  (func (export "proxy_on_http_call_response") (param i32 i32 i32 i32 i32)
+    unreachable)
+  ;; `trailers`: the response trailers pause and never resume
+  (func (export "proxy_on_response_trailers") (param i32 i32) (result i32)
+    (i32.eq (global.get $m) (i32.const 116)))
+  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_delete") (param i32))
+)"#;
+
+/// A raw upstream: answers `/callout` with 200, records the bytes of every
+/// other connection until the peer closes it.
+struct RawUpstream {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+/// A chunked response with a trailer, for the `trailers` case.
+const WITH_TRAILERS: &[u8] =
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nx-t: 1\r\n\r\n";
+
+impl RawUpstream {
+    /// Answers other requests with `answer` once their head is in (`None`: never).
+    fn start(answer: Option<&'static [u8]>) -> Result<RawUpstream> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let record = Arc::clone(&record);
+                std::thread::spawn(move || {
+                    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+                    let mut got = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    let mut slot = None;
+                    loop {
+                        let n = match conn.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        got.extend_from_slice(&buf[..n]);
+                        if got.starts_with(b"GET /callout")
+                            && got.windows(4).any(|w| w == b"\r\n\r\n")
+                        {
+                            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+                            got.clear();
+                            continue;
+                        }
+                        if let Ok(mut s) = record.lock() {
+                            let i = *slot.get_or_insert_with(|| {
+                                s.push(Vec::new());
+                                s.len() - 1
+                            });
+                            s[i] = got.clone();
+                        }
+                        if let Some(a) = answer
+                            && got.windows(4).any(|w| w == b"\r\n\r\n")
+                        {
+                            let _ = conn.write_all(a);
+                            got.clear();
+                        }
+                    }
+                });
+            }
+        });
+        Ok(RawUpstream { addr, seen })
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.seen
+            .lock()
+            .map(|s| {
+                s.iter()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Sends the head, then (after 300 ms) the body; returns what came back
+/// within `wait` (empty: nothing) and whether the connection was closed.
+fn send_slowly(
+    addr: SocketAddr,
+    mode: &str,
+    body: &[u8],
+    wait: Duration,
+) -> Result<(String, bool)> {
+    let mut c = TcpStream::connect(addr)?;
+    let head = format!(
+        "POST /f HTTP/1.1\r\nhost: fail.example.com\r\nx-mode: {mode}\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    c.write_all(head.as_bytes())?;
+    std::thread::sleep(Duration::from_millis(300));
+    c.write_all(body)?;
+    c.set_read_timeout(Some(wait))?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match c.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(_) => break false,
+        }
+    };
+    Ok((String::from_utf8_lossy(&got).into_owned(), closed))
+}
+
+fn launch(config: &EnvoyConfig) -> Result<Envoy> {
+    match Envoy::launch_with(&Launcher::local()?, config, "failure-parity")? {
+        Launch::Ready(envoy) => Ok(envoy),
+        Launch::Exited { status, log } => bail!("Envoy exited ({status}):\n{log}"),
+    }
+}
+
+fn request(mode: &str, body: &[u8]) -> HttpRequest {
+    HttpRequest {
+        method: "POST".into(),
+        scheme: "http".into(),
+        authority: "fail.example.com".into(),
+        path: "/f".into(),
+        headers: vec![
+            ("x-mode".into(), mode.into()),
+            ("content-length".into(), body.len().to_string()),
+        ],
+        body: body.to_vec(),
+    }
+}
+
+#[test]
+fn traps_after_a_callout_and_after_the_headers_went_upstream_are_reported_as_envoy_behaves()
+-> Result<()> {
+    let wasm = wat::parse_str(GUEST).context("the test guest does not assemble")?;
+    let dir: PathBuf = paths::work_dir()?.join(format!("failure-guest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("headers.wasm"), &wasm)?;
+
+    // Each case on a fresh Envoy: a trap fails the VM for later requests.
+    let mut envoy_saw = Vec::new();
+    for (mode, body) in [("callout", &b"hello"[..]), ("body", &b"hello"[..])] {
+        let upstream = RawUpstream::start(None)?;
+        let mut config = EnvoyConfig::load(&paths::envoy_config("headers"))?;
+        config
+            .use_ephemeral_ports()?
+            .route_cluster_to("upstream", upstream.addr)?;
+        config.use_filters_from(&dir)?;
+        config.set_plugin_configuration("{}")?;
+        let envoy = launch(&config)?;
+        let got = envoy.explain(send_slowly(
+            envoy.listener(),
+            mode,
+            body,
+            Duration::from_secs(2),
+        ))?;
+        std::thread::sleep(Duration::from_millis(200));
+        envoy_saw.push((got, upstream.seen()));
+        drop(envoy);
+    }
+    // Envoy 1.40: a trap in proxy_on_http_call_response sends nothing (the
+    // connection stays open past 2 s); nothing but the callout reached the upstream.
+    let (callout, callout_up) = &envoy_saw[0];
+    ensure!(
+        callout.0.is_empty() && !callout.1,
+        "Envoy answered a trap in proxy_on_http_call_response: {callout:?}"
+    );
+    ensure!(callout_up.is_empty(), "the upstream got {callout_up:?}");
+    // A trap in the body callback: 503, and the upstream had the headers only.
+    let (body, body_up) = &envoy_saw[1];
+    ensure!(
+        body.0.starts_with("HTTP/1.1 503"),
+        "Envoy answered {body:?}, the upstream got {body_up:?}"
+    );
+    ensure!(
+        body_up.len() == 1
+            && body_up[0].starts_with("POST /f HTTP/1.1")
+            && body_up[0].ends_with("\r\n\r\n"),
+        "the upstream got {body_up:?}"
+    );
+
+    // The harness, each case on fresh VMs too.
+    let run = |mode: &str| -> Result<tollgate_replay::ExchangeReport> {
+        let report = Replay::module("failure-guest.wasm", wasm.clone())
+            .config("{}")
+            .http_cluster(tollgate_host::callouts::HttpClusterStub::respond(
+                "upstream", 200,
+            ))
+            .traffic(Traffic {
+                source: None,
+                exchanges: vec![Exchange {
+                    id: mode.into(),
+                    request: request(mode, b"hello"),
+                    response: Some(HttpResponse {
+                        status: 200,
+                        headers: Vec::new(),
+                        body: Vec::new(),
+                    }),
+                    details: Default::default(),
+                }],
+                warnings: Vec::new(),
+            })
+            .run()?;
+        report.exchanges.into_iter().next().context("no exchange")
+    };
+    let callout = run("callout")?;
+    ensure!(
+        callout.client_response.status == tollgate_host::stream::NO_RESPONSE,
+        "the harness answered {} to a trap in proxy_on_http_call_response",
+        callout.client_response.status
+    );
+    ensure!(callout.upstream_request.is_none());
+    ensure!(
+        callout
+            .changes
+            .iter()
+            .any(|c| c.contains("trapped in proxy_on_http_call_response; Envoy sends no reply")),
+        "{:?}",
+        callout.changes
+    );
+    ensure!(matches!(callout.verdict, Verdict::Failed { .. }));
+
+    let body = run("body")?;
+    ensure!(
+        body.client_response.status == 503,
+        "{:?}",
+        body.client_response
+    );
+    ensure!(
+        body.upstream_request.is_none(),
+        "the request as a whole never reached the upstream"
+    );
+    let up = body
+        .upstream_reset
+        .as_ref()
+        .context("the harness says the headers never went upstream")?;
+    ensure!(up.path == "/f" && up.body.is_empty(), "{up:?}");
+    ensure!(
+        body.changes.iter().any(|c| c.contains(
+            "after the request's headers had gone upstream (the upstream got them, then a reset)"
+        )),
+        "{:?}",
+        body.changes
+    );
+    Ok(())
+}
+
+#[test]
+fn a_pause_in_the_response_trailers_is_reported_as_what_the_client_got_and_a_stream_left_open()
+-> Result<()> {
+    let wasm = wat::parse_str(GUEST).context("the test guest does not assemble")?;
+    let dir: PathBuf = paths::work_dir()?.join(format!("trailers-guest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("headers.wasm"), &wasm)?;
+    let upstream = RawUpstream::start(Some(WITH_TRAILERS))?;
+    let mut config = EnvoyConfig::load(&paths::envoy_config("headers"))?;
+    config
+        .use_ephemeral_ports()?
+        .route_cluster_to("upstream", upstream.addr)?;
+    // Envoy's HTTP/1 codec passes an upstream's trailers on only when the
+    // cluster enables them.
+    let cluster = config
+        .value_mut()
+        .pointer_mut("/static_resources/clusters/0")
+        .and_then(serde_json::Value::as_object_mut)
+        .context("no first cluster")?;
+    cluster.insert(
+        "typed_extension_protocol_options".into(),
+        serde_json::json!({
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http_protocol_options": {"enable_trailers": true}}
+            }
+        }),
+    );
+    config.use_filters_from(&dir)?;
+    config.set_plugin_configuration("{}")?;
+    let envoy = launch(&config)?;
+    let (got, closed) = envoy.explain(send_slowly(
+        envoy.listener(),
+        "trailers",
+        b"",
+        Duration::from_secs(2),
+    ))?;
+    drop(envoy);
+    // Envoy 1.40: status, headers and the body chunk went out; the last
+    // chunk never comes and the connection stays open.
+    ensure!(got.starts_with("HTTP/1.1 200"), "Envoy sent {got:?}");
+    ensure!(
+        got.contains("hello") && !got.ends_with("0\r\n\r\n") && !closed,
+        "Envoy sent {got:?} (closed: {closed})"
+    );
+
+    let mut e = Exchange {
+        id: "trailers".into(),
+        request: request("trailers", b""),
+        response: Some(HttpResponse {
+            status: 200,
+            headers: vec![("transfer-encoding".into(), "chunked".into())],
+            body: b"hello".to_vec(),
+        }),
+        details: Default::default(),
+    };
+    e.details.response_trailers = vec![("x-t".into(), "1".into())];
+    let report = Replay::module("trailers-guest.wasm", wasm)
+        .config("{}")
+        .traffic(Traffic {
+            source: None,
+            exchanges: vec![e],
+            warnings: Vec::new(),
+        })
+        .run()?;
+    let x = &report.exchanges[0];
+    ensure!(x.client_response.status == 200, "{:?}", x.client_response);
+    ensure!(
+        x.client_response.body == b"hello",
+        "{:?}",
+        x.client_response
+    );
+    ensure!(
+        x.changes.iter().any(|c| c.contains(
+            "paused in proxy_on_response_trailers and never resumed; the client got status 200, the headers and 5 body bytes, and the stream never ended"
+        )),
+        "{:?}",
+        x.changes
+    );
+    Ok(())
+}
