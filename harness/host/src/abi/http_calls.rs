@@ -36,18 +36,13 @@ fn stub_event(stub: HttpCallStub) -> Event {
     })
 }
 
-<<<<<<< HEAD
 /// The answer for a call to `cluster`, with its delay; `None`: unknown
 /// cluster. Several stubs for one cluster answer its calls in turn (the last
 /// one repeats).
 fn answer(state: &mut HostState, cluster: &str) -> Option<(Event, Duration)> {
-=======
-/// The answer for a call to `cluster`, with its delay; `None`: unknown cluster.
-fn answer(state: &HostState, cluster: &str) -> Option<(Event, Duration)> {
     let timing = state.settings.answer_timing;
     let in_stream = state.stream.is_some();
     let delay = |d: Duration| timing.delay(d, in_stream);
->>>>>>> s5-fida
     if let Some(stub) = state.exchange_callouts.take(cluster) {
         return Some((stub_event(stub), delay(Duration::ZERO)));
     }
@@ -55,7 +50,6 @@ fn answer(state: &HostState, cluster: &str) -> Option<(Event, Duration)> {
     let stubs: Vec<_> = settings
         .http_clusters
         .iter()
-<<<<<<< HEAD
         .filter(|s| s.cluster == cluster)
         .collect();
     if let Some(last) = stubs.len().checked_sub(1) {
@@ -65,12 +59,7 @@ fn answer(state: &HostState, cluster: &str) -> Option<(Event, Duration)> {
             .or_insert(0);
         let s = stubs[(*n).min(last)];
         *n += 1;
-        return Some((http_event(&s.answer), s.delay));
-=======
-        .find(|s| s.cluster == cluster)
-    {
         return Some((http_event(&s.answer), delay(s.delay)));
->>>>>>> s5-fida
     }
     let stub = state.settings.http_call_stub.clone()?;
     Some((stub_event(stub), delay(Duration::ZERO)))
