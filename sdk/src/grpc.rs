@@ -5,9 +5,9 @@
 //! [`Callouts::dispatch_grpc`](crate::callout::Callouts::dispatch_grpc) with a [`GrpcCall`]
 //! (cluster, `service`, `method`, metadata and the request message, already serialised) and a
 //! continuation; the SDK sends it when the callback returns and pauses the stream; the
-//! continuation gets the response message, or a [`GrpcError`]: a non-OK gRPC status (Envoy
-//! reports a timeout as `DEADLINE_EXCEEDED`, 4, and a service it cannot reach as `UNAVAILABLE`,
-//! 14), or a call the host refused.
+//! continuation gets the response message, or a [`GrpcError`]: a non-OK gRPC status (Envoy 1.40
+//! reports both a call past its timeout, `upstream request timeout`, and a service it cannot
+//! reach as `UNAVAILABLE`, 14), or a call the host refused.
 //!
 //! The message is bytes: the filter encodes and decodes it (protobuf), so the SDK carries no
 //! protobuf runtime.
@@ -73,9 +73,10 @@ use crate::http::Request;
 
 /// gRPC status `OK`.
 pub const OK: u32 = 0;
-/// gRPC status `DEADLINE_EXCEEDED` (what Envoy reports when the call's timeout expires).
+/// gRPC status `DEADLINE_EXCEEDED`.
 pub const DEADLINE_EXCEEDED: u32 = 4;
-/// gRPC status `UNAVAILABLE` (what Envoy reports when it cannot reach the service).
+/// gRPC status `UNAVAILABLE` (what Envoy reports when it cannot reach the service, or when the
+/// call's timeout expires).
 pub const UNAVAILABLE: u32 = 14;
 
 /// A unary gRPC call to a cluster.
@@ -233,7 +234,7 @@ pub enum GrpcError {
         /// The host's status, e.g. `InternalFailure`.
         status: String,
     },
-    /// The call ended with a non-OK gRPC status (timeout: 4, unreachable: 14...).
+    /// The call ended with a non-OK gRPC status (unreachable or too slow: 14...).
     #[error("grpc callout to cluster `{cluster}`: status {code} {message:?}")]
     Status {
         /// The cluster named in the call.

@@ -41,6 +41,9 @@
 //! - `rate_limit`: the `rate-limit` filter: four harness workers and four Envoy workers under
 //!   concurrent load sharing one bucket (next to native `local_ratelimit`), the demo's 429s and
 //!   headers, shadow mode, refused configurations.
+//! - `global_rate_limit`: the `global-rate-limit` filter and Envoy's native `ratelimit` against a
+//!   real rate limit service (`tollgate-rls`): same decisions, headers and descriptors; the
+//!   service down or slow with and without `failure_mode_deny`; refusals.
 //!
 //! Envoy and the built filters come from `cargo xtask test` (which exports
 //! `ENVOY_BIN` and `TOLLGATE_FILTERS_DIR`); without them these tests fail
@@ -55,6 +58,7 @@ mod envoy_cli;
 mod envoy_headers;
 mod hostile_guests;
 mod ext_authz;
+mod global_rate_limit;
 mod ip_restriction;
 mod jwt_auth;
 mod key_auth;
