@@ -312,6 +312,7 @@ pub fn decode_response(bytes: &[u8]) -> Result<Response, DecodeError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 mod tests {
     use super::*;
 

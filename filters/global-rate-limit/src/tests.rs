@@ -1,4 +1,6 @@
 //! Native tests of the filter logic: descriptors, the service's answers, failures, headers.
+// Test code only (never in the module): a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::rc::Rc;
 

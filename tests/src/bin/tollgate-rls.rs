@@ -191,10 +191,13 @@ impl Limit {
     }
 }
 
-/// The engine: counters per (limit, descriptor values, window start).
+/// Hits per (limit, descriptor values, window start).
+type Counters = HashMap<(usize, Vec<String>, u64), u64>;
+
+/// The engine.
 struct Engine {
     config: Config,
-    counters: Mutex<HashMap<(usize, Vec<String>, u64), u64>>,
+    counters: Mutex<Counters>,
     started: Instant,
     log: Option<Mutex<std::fs::File>>,
 }

@@ -130,7 +130,10 @@ fn chain_order_and_configurations_are_the_documented_ones() -> Result<()> {
     if let Some(rules) = block["rules"].as_array_mut() {
         rules.retain(|r| r["name"] != "admin");
     }
-    ensure!(embedded(&config, "request-block")? == block, "request-block");
+    ensure!(
+        embedded(&config, "request-block")? == block,
+        "request-block"
+    );
     ensure!(embedded(&config, "cors")? == demo("cors")?, "cors");
     ensure!(
         embedded(&config, "rate-limit")?
@@ -647,7 +650,12 @@ fn each_filter_refuses_with_its_status_before_anything_downstream_in_envoy() -> 
 }
 
 /// `path` with `headers`, sent with `method`.
-fn send_as(chain: &Chain, method: &str, path: &str, headers: &[(&str, &str)]) -> Result<HttpResponse> {
+fn send_as(
+    chain: &Chain,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<HttpResponse> {
     client::send(
         chain.listener(),
         &client::request(method, "api.example.com", path, headers, b""),
@@ -662,7 +670,12 @@ fn traffic_control_refuses_before_authentication_in_envoy() -> Result<()> {
         // ip-restriction: the address Envoy derives from X-Forwarded-For (one trusted hop).
         // On /api/ without a token, so a 401 would mean authentication ran first.
         for xff in ["10.66.0.9", "8.8.8.8", "10.1.2.3, 10.66.0.9"] {
-            chain.refused("ip-restriction", "/api/orders", &[("x-forwarded-for", xff)], 403)?;
+            chain.refused(
+                "ip-restriction",
+                "/api/orders",
+                &[("x-forwarded-for", xff)],
+                403,
+            )?;
         }
         let r = chain.send("/public/status", &[("x-forwarded-for", "10.66.0.9")])?;
         ensure!(
@@ -679,11 +692,25 @@ fn traffic_control_refuses_before_authentication_in_envoy() -> Result<()> {
         )?;
 
         // request-block: attack patterns, before authentication.
-        chain.refused("request-block", "/api/orders", &[("user-agent", "sqlmap/1.7")], 403)?;
+        chain.refused(
+            "request-block",
+            "/api/orders",
+            &[("user-agent", "sqlmap/1.7")],
+            403,
+        )?;
         chain.refused("request-block", "/public/.git/config", &[], 403)?;
-        chain.refused("request-block", "/public/search?q=1%20union%20select%202", &[], 403)?;
+        chain.refused(
+            "request-block",
+            "/public/search?q=1%20union%20select%202",
+            &[],
+            403,
+        )?;
         let r = chain.send("/api/orders", &[("user-agent", "nikto")])?;
-        ensure!(r.body == b"blocked by policy\n", "{:?}", String::from_utf8_lossy(&r.body));
+        ensure!(
+            r.body == b"blocked by policy\n",
+            "{:?}",
+            String::from_utf8_lossy(&r.body)
+        );
         chain.upstream.take_requests();
 
         // cors: a preflight for /api/ is answered without a token; nothing goes upstream.
@@ -694,20 +721,28 @@ fn traffic_control_refuses_before_authentication_in_envoy() -> Result<()> {
         let r = send_as(&chain, "OPTIONS", "/api/orders", &preflight)?;
         ensure!(
             r.status == 200
-                && header(&r.headers, "access-control-allow-origin") == Some("https://app.example.com")
+                && header(&r.headers, "access-control-allow-origin")
+                    == Some("https://app.example.com")
                 && header(&r.headers, "access-control-allow-credentials") == Some("true"),
             "preflight {} {:?}",
             r.status,
             r.headers
         );
-        ensure!(chain.upstream.take_requests().is_empty(), "the preflight went upstream");
-        ensure!(chain.authz.take_requests().is_empty(), "the preflight was authorized");
+        ensure!(
+            chain.upstream.take_requests().is_empty(),
+            "the preflight went upstream"
+        );
+        ensure!(
+            chain.authz.take_requests().is_empty(),
+            "the preflight was authorized"
+        );
         // An actual request gets CORS headers on /public/ (any origin there, echoed); one from
         // an origin not allowed on /api/ gets none and still needs its token.
         let r = chain.send("/public/status", &[("origin", "https://anywhere.test")])?;
         ensure!(
             r.status == 200
-                && header(&r.headers, "access-control-allow-origin") == Some("https://anywhere.test"),
+                && header(&r.headers, "access-control-allow-origin")
+                    == Some("https://anywhere.test"),
             "public CORS {} {:?}",
             r.status,
             r.headers
@@ -738,9 +773,14 @@ fn traffic_control_refuses_before_authentication_in_envoy() -> Result<()> {
         let admitted = statuses.iter().filter(|s| **s == 200).count();
         let limited = statuses.iter().filter(|s| **s == 429).count();
         let bound = 100 + started.elapsed().as_millis() as usize / 600 + 1;
-        eprintln!("chain rate-limit: {admitted} admitted, {limited} limited of 130 (bound {bound})");
+        eprintln!(
+            "chain rate-limit: {admitted} admitted, {limited} limited of 130 (bound {bound})"
+        );
         ensure!(admitted + limited == 130, "other statuses {statuses:?}");
-        ensure!((100..=bound).contains(&admitted), "{admitted} admitted, bound {bound}");
+        ensure!(
+            (100..=bound).contains(&admitted),
+            "{admitted} admitted, bound {bound}"
+        );
         ensure!(statuses[..100].iter().all(|s| *s == 200), "{statuses:?}");
         ensure!(retry_after.is_some(), "no retry-after on the 429");
         ensure!(chain.upstream.take_requests().len() == admitted);

@@ -39,7 +39,12 @@ impl Rls {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate-rls"))
             .arg("--config")
             .arg(&limits)
-            .args(["--listen", "127.0.0.1:0", "--delay-ms", &delay_ms.to_string()])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--delay-ms",
+                &delay_ms.to_string(),
+            ])
             .arg("--log")
             .arg(&log)
             .stdout(Stdio::piped())
@@ -130,8 +135,15 @@ const COMPARED: [&str; 6] = [
     "x-ratelimit-reset",
 ];
 
-/// The parity traffic: (method, path, headers).
-fn traffic() -> Vec<(&'static str, &'static str, Vec<(&'static str, &'static str)>)> {
+/// One request of the parity traffic: method, path, headers.
+type Sent = (
+    &'static str,
+    &'static str,
+    Vec<(&'static str, &'static str)>,
+);
+
+/// The parity traffic.
+fn traffic() -> Vec<Sent> {
     vec![
         ("POST", "/login", vec![]),
         ("POST", "/login", vec![]),
@@ -158,7 +170,8 @@ fn run(envoy: &Envoy, upstream: &Upstream) -> Result<Vec<Seen>> {
                 let value = header(&response.headers, name).map(|v| {
                     if *name == "x-ratelimit-reset" {
                         // Seconds until the window ends: the two services started apart.
-                        v.parse::<u64>().map_or(v.to_string(), |s| format!("~{}", s.div_ceil(10) * 10))
+                        v.parse::<u64>()
+                            .map_or(v.to_string(), |s| format!("~{}", s.div_ceil(10) * 10))
                     } else {
                         v.to_string()
                     }
@@ -218,16 +231,24 @@ fn same_traffic_same_decisions_and_headers_as_native_ratelimit() -> Result<()> {
     );
     ensure!(ours_calls.len() == traffic().len(), "{ours_calls:#?}");
     ensure!(
-        ours_calls[0] == "tollgate|0|generic_key=login,remote_address=127.0.0.1;|header_match=no-client;",
+        ours_calls[0]
+            == "tollgate|0|generic_key=login,remote_address=127.0.0.1;|header_match=no-client;",
         "{}",
         ours_calls[0]
     );
     // Admitted requests carry the service's request header to the upstream; refusals have the
     // service's body, headers and x-envoy-ratelimited.
-    ensure!(ours.iter().all(|s| (s.status == 200) == s.upstream_got_rls_header));
+    ensure!(
+        ours.iter()
+            .all(|s| (s.status == 200) == s.upstream_got_rls_header)
+    );
     let refused = &ours[2];
     ensure!(refused.body == "rate limited by the service\n");
-    ensure!(refused.headers.contains(&("x-envoy-ratelimited".into(), Some("true".into()))));
+    ensure!(
+        refused
+            .headers
+            .contains(&("x-envoy-ratelimited".into(), Some("true".into())))
+    );
     ensure!(refused.headers.contains(&(
         "x-ratelimit-limit".into(),
         Some("3, 3;w=3600;name=\"login\", 2;w=3600;name=\"no-client\"".into())
@@ -256,7 +277,13 @@ fn native_with_deny(deny: bool) -> Result<PathBuf> {
 
 /// Status, body and `x-envoy-ratelimited` of one request to `/items`.
 fn one(envoy: &Envoy) -> Result<(u16, String, Option<String>)> {
-    let request = client::request("GET", "api.example.com", "/items", &[("x-tenant", "t")], b"");
+    let request = client::request(
+        "GET",
+        "api.example.com",
+        "/items",
+        &[("x-tenant", "t")],
+        b"",
+    );
     let response = client::send(envoy.listener(), &request)?;
     Ok((
         response.status,
@@ -274,17 +301,37 @@ fn service_down_or_slow_fails_open_or_closed_as_native_does() -> Result<()> {
     for (service, addr) in [("down", down), ("slow", slow.addr())] {
         for deny in [false, true] {
             let label = format!("grl-{service}-deny-{deny}");
-            let ours = envoy(&label, upstream.addr(), addr, Some(&demo_with_deny(deny)?), None)?;
+            let ours = envoy(
+                &label,
+                upstream.addr(),
+                addr,
+                Some(&demo_with_deny(deny)?),
+                None,
+            )?;
             let got_ours = ours.explain(one(&ours))?;
             drop(ours);
             let native_file = native_with_deny(deny)?;
-            let native = envoy(&format!("{label}-native"), upstream.addr(), addr, None, Some(&native_file))?;
+            let native = envoy(
+                &format!("{label}-native"),
+                upstream.addr(),
+                addr,
+                None,
+                Some(&native_file),
+            )?;
             let got_native = native.explain(one(&native))?;
             drop(native);
-            eprintln!("service {service}, failure_mode_deny {deny}: ours {got_ours:?}, native {got_native:?}");
+            eprintln!(
+                "service {service}, failure_mode_deny {deny}: ours {got_ours:?}, native {got_native:?}"
+            );
             let expected = if deny { 500 } else { 200 };
-            ensure!(got_ours.0 == expected, "{service}, deny {deny}: ours {got_ours:?}");
-            ensure!(got_ours == got_native, "{service}, deny {deny}: ours {got_ours:?}, native {got_native:?}");
+            ensure!(
+                got_ours.0 == expected,
+                "{service}, deny {deny}: ours {got_ours:?}"
+            );
+            ensure!(
+                got_ours == got_native,
+                "{service}, deny {deny}: ours {got_ours:?}, native {got_native:?}"
+            );
         }
     }
     // The slow service did get the four calls (each answered too late).
