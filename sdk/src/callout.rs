@@ -474,6 +474,8 @@ impl<F> fmt::Debug for PendingCallout<F> {
 /// ```
 pub struct Callouts<F> {
     pending: Vec<PendingCallout<F>>,
+    /// Unary gRPC calls ([`crate::grpc`]).
+    grpc: Vec<crate::grpc::PendingGrpc<F>>,
 }
 
 impl<F> Default for Callouts<F> {
@@ -484,7 +486,10 @@ impl<F> Default for Callouts<F> {
 
 impl<F> fmt::Debug for Callouts<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(&self.pending).finish()
+        f.debug_list()
+            .entries(&self.pending)
+            .entries(&self.grpc)
+            .finish()
     }
 }
 
@@ -493,6 +498,7 @@ impl<F> Callouts<F> {
     pub fn new() -> Self {
         Self {
             pending: Vec::new(),
+            grpc: Vec::new(),
         }
     }
 
@@ -510,14 +516,33 @@ impl<F> Callouts<F> {
         });
     }
 
-    /// True when nothing is queued.
-    pub fn is_empty(&self) -> bool {
-        self.pending.is_empty()
+    /// Queues a unary gRPC `call` ([`crate::grpc`]); `then` runs with the response message or
+    /// the error. Return [`Action::Pause`] from the callback.
+    pub fn dispatch_grpc(
+        &mut self,
+        call: crate::grpc::GrpcCall,
+        then: impl FnOnce(&mut F, &mut Request<'_>, Result<Vec<u8>, crate::grpc::GrpcError>) -> Action
+        + 'static,
+    ) {
+        self.grpc.push(crate::grpc::PendingGrpc {
+            call,
+            continuation: Box::new(then),
+        });
     }
 
-    /// Takes every queued callout, oldest first.
+    /// True when nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty() && self.grpc.is_empty()
+    }
+
+    /// Takes every queued HTTP callout, oldest first.
     pub fn take(&mut self) -> Vec<PendingCallout<F>> {
         std::mem::take(&mut self.pending)
+    }
+
+    /// Takes every queued gRPC call, oldest first.
+    pub fn take_grpc(&mut self) -> Vec<crate::grpc::PendingGrpc<F>> {
+        std::mem::take(&mut self.grpc)
     }
 }
 

@@ -102,7 +102,13 @@ struct InFlight<F> {
     cluster: String,
     /// Dispatched from a response callback: resume the response, not the request.
     response_phase: bool,
-    then: Continuation<F>,
+    then: Then<F>,
+}
+
+/// The continuation of an HTTP callout or of a gRPC call.
+enum Then<F> {
+    Http(Continuation<F>),
+    Grpc(crate::grpc::GrpcContinuation<F>),
 }
 
 impl<F: HttpFilter> Context for FilterStream<F> {
@@ -128,6 +134,10 @@ impl<F: HttpFilter> Context for FilterStream<F> {
             return;
         };
         let (_, call) = self.in_flight.swap_remove(index);
+        let Then::Http(then) = call.then else {
+            log::debug!("{}: http answer to gRPC call {token_id}", F::NAME);
+            return;
+        };
         let result = callout::read_response(&call.cluster, body_size);
         if let Err(err) = &result {
             // The continuation gets the error and decides what to log.
@@ -135,11 +145,43 @@ impl<F: HttpFilter> Context for FilterStream<F> {
         }
         let mut headers = HostHeaders(MapType::HttpRequestHeaders);
         let mut req = Request::new(&mut headers);
-        let action = (call.then)(&mut self.filter, &mut req, result);
+        let action = then(&mut self.filter, &mut req, result);
         let reply = req.take_local_reply();
-        let next = self.send_callouts(action, reply, call.response_phase);
+        self.after_answer(action, reply, call.response_phase);
+    }
+
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        if self.filter.callouts().is_none() {
+            return;
+        }
+        let Some(index) = self.in_flight.iter().position(|(t, _)| *t == token_id) else {
+            log::debug!("{}: answer to an unknown gRPC call {token_id}", F::NAME);
+            return;
+        };
+        let (_, call) = self.in_flight.swap_remove(index);
+        let Then::Grpc(then) = call.then else {
+            log::debug!("{}: gRPC answer to http callout {token_id}", F::NAME);
+            return;
+        };
+        let answer = crate::grpc::read_answer(&call.cluster, status_code, response_size);
+        if let Err(err) = &answer {
+            log::debug!("{}: {err}", F::NAME);
+        }
+        let mut headers = HostHeaders(MapType::HttpRequestHeaders);
+        let mut req = Request::new(&mut headers);
+        let action = then(&mut self.filter, &mut req, answer);
+        let reply = req.take_local_reply();
+        self.after_answer(action, reply, call.response_phase);
+    }
+}
+
+impl<F: HttpFilter> FilterStream<F> {
+    /// After a continuation: sends what it queued (or its reply) and resumes the stream when
+    /// nothing is left in flight.
+    fn after_answer(&mut self, action: Action, reply: Option<LocalReply>, response_phase: bool) {
+        let next = self.send_callouts(action, reply, response_phase);
         if next == types::Action::Continue {
-            let resumed = if call.response_phase {
+            let resumed = if response_phase {
                 hostcalls::resume_http_response()
             } else {
                 hostcalls::resume_http_request()
@@ -149,9 +191,7 @@ impl<F: HttpFilter> Context for FilterStream<F> {
             }
         }
     }
-}
 
-impl<F: HttpFilter> FilterStream<F> {
     /// Sends the callouts the filter queued in the callback that just returned (or sends its
     /// local reply); the stream stays paused while any callout is in flight.
     fn send_callouts(
@@ -168,14 +208,43 @@ impl<F: HttpFilter> FilterStream<F> {
         if reply.is_some() {
             if let Some(queue) = self.filter.callouts() {
                 queue.take();
+                queue.take_grpc();
             }
             self.in_flight.clear();
             return finish::<F>(action, reply);
         }
         loop {
             let queued = self.filter.callouts().map(|q| q.take()).unwrap_or_default();
-            if queued.is_empty() {
+            let grpc = self
+                .filter
+                .callouts()
+                .map(|q| q.take_grpc())
+                .unwrap_or_default();
+            if queued.is_empty() && grpc.is_empty() {
                 break;
+            }
+            for call in grpc {
+                let (call, then) = call.into_parts();
+                match crate::grpc::send(&call) {
+                    Ok(token) => self.in_flight.push((
+                        token,
+                        InFlight {
+                            cluster: call.cluster,
+                            response_phase,
+                            then: Then::Grpc(then),
+                        },
+                    )),
+                    Err(err) => {
+                        log::debug!("{}: {err}", F::NAME);
+                        let mut headers = HostHeaders(MapType::HttpRequestHeaders);
+                        let mut req = Request::new(&mut headers);
+                        action = then(&mut self.filter, &mut req, Err(err));
+                        if let Some(reply) = req.take_local_reply() {
+                            self.in_flight.clear();
+                            return finish::<F>(Action::Pause, Some(reply));
+                        }
+                    }
+                }
             }
             for call in queued {
                 let (request, then) = call.into_parts();
@@ -186,7 +255,7 @@ impl<F: HttpFilter> FilterStream<F> {
                             InFlight {
                                 cluster: request.cluster,
                                 response_phase,
-                                then,
+                                then: Then::Http(then),
                             },
                         ));
                     }

@@ -61,6 +61,7 @@ pub mod callout;
 pub mod config;
 pub mod consumers;
 pub mod filter;
+pub mod grpc;
 pub mod headers;
 mod host;
 pub mod http;

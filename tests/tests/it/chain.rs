@@ -1,6 +1,10 @@
 //! `envoy/chain/envoy.yaml`: every suite filter chained in one real Envoy, in
-//! the order the file documents (identity scrub, jwt-auth, key-auth,
-//! basic-auth, ext-authz, headers), with per-route rules: `/api/` needs a JWT,
+//! the order the file documents (ip-restriction, request-block, cors, rate-limit,
+//! identity scrub, jwt-auth, key-auth, basic-auth, ext-authz, headers), with
+//! per-route rules. The traffic-control filters refuse before any credential is
+//! looked at (a bad address, an attack pattern, too many requests: 403, 403,
+//! 429 even on a route that needs a token; a preflight answered without one).
+//! The auth filters: `/api/` needs a JWT,
 //! `/partner/` an API key, `/admin/` a password, `/public/` nothing. For each
 //! route a request that passes every filter reaches the upstream with the
 //! consumer, claims, authorization-service and header-transform headers; a
@@ -23,7 +27,11 @@ use tollgate_tests::upstream::{ReceivedRequest, Upstream};
 use tollgate_traffic::{Exchange, HttpResponse, Traffic};
 
 /// The chained plugins (`config.name`), in order.
-const CHAIN: [&str; 6] = [
+const CHAIN: [&str; 10] = [
+    "ip-restriction",
+    "request-block",
+    "cors",
+    "rate-limit",
     "identity-scrub",
     "jwt-auth",
     "key-auth",
@@ -105,6 +113,34 @@ fn chain_order_and_configurations_are_the_documented_ones() -> Result<()> {
 
     // headers, last: demo.json verbatim.
     ensure!(embedded(&config, "headers")? == demo("headers")?);
+    // Traffic control: Envoy derives the client address (one trusted hop), so ip-restriction
+    // does not count hops again; request-block without its /admin rule; cors verbatim.
+    let mut ip = demo("ip-restriction")?;
+    ip["xff_trusted_hops"] = json!(0);
+    ensure!(embedded(&config, "ip-restriction")? == ip, "ip-restriction");
+    let hcm = config
+        .value()
+        .pointer("/static_resources/listeners/0/filter_chains/0/filters/0/typed_config")
+        .context("no connection manager")?;
+    ensure!(
+        hcm["use_remote_address"] == json!(true) && hcm["xff_num_trusted_hops"] == json!(1),
+        "the chain's client address is not Envoy's derived one"
+    );
+    let mut block = demo("request-block")?;
+    if let Some(rules) = block["rules"].as_array_mut() {
+        rules.retain(|r| r["name"] != "admin");
+    }
+    ensure!(
+        embedded(&config, "request-block")? == block,
+        "request-block"
+    );
+    ensure!(embedded(&config, "cors")? == demo("cors")?, "cors");
+    ensure!(
+        embedded(&config, "rate-limit")?
+            == json!({"limits": [{"name": "per-ip", "key": ["source_ip"], "max_tokens": 100,
+                "tokens_per_fill": 100, "fill_interval_ms": 60000}]}),
+        "rate-limit"
+    );
     // The scrub removes exactly the identity headers the filters below produce.
     let scrub = embedded(&config, "identity-scrub")?;
     ensure!(
@@ -609,6 +645,148 @@ fn each_filter_refuses_with_its_status_before_anything_downstream_in_envoy() -> 
             );
             chain.authz.set_response(authz_allows());
         }
+        Ok(())
+    })())
+}
+
+/// `path` with `headers`, sent with `method`.
+fn send_as(
+    chain: &Chain,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<HttpResponse> {
+    client::send(
+        chain.listener(),
+        &client::request(method, "api.example.com", path, headers, b""),
+    )
+}
+
+#[test]
+fn traffic_control_refuses_before_authentication_in_envoy() -> Result<()> {
+    let issuer = Issuer::es256("chain-test")?;
+    let chain = Chain::start(&issuer)?;
+    chain.envoy.explain((|| {
+        // ip-restriction: the address Envoy derives from X-Forwarded-For (one trusted hop).
+        // On /api/ without a token, so a 401 would mean authentication ran first.
+        for xff in ["10.66.0.9", "8.8.8.8", "10.1.2.3, 10.66.0.9"] {
+            chain.refused(
+                "ip-restriction",
+                "/api/orders",
+                &[("x-forwarded-for", xff)],
+                403,
+            )?;
+        }
+        let r = chain.send("/public/status", &[("x-forwarded-for", "10.66.0.9")])?;
+        ensure!(
+            r.body == b"forbidden: your address is not allowed here\n",
+            "ip-restriction body {:?}",
+            String::from_utf8_lossy(&r.body)
+        );
+        chain.upstream.take_requests();
+        // A denied address a client writes further left is not the one that counts.
+        chain.admitted(
+            "/public/status",
+            &[("x-forwarded-for", "10.66.0.9, 10.1.2.3")],
+            false,
+        )?;
+
+        // request-block: attack patterns, before authentication.
+        chain.refused(
+            "request-block",
+            "/api/orders",
+            &[("user-agent", "sqlmap/1.7")],
+            403,
+        )?;
+        chain.refused("request-block", "/public/.git/config", &[], 403)?;
+        chain.refused(
+            "request-block",
+            "/public/search?q=1%20union%20select%202",
+            &[],
+            403,
+        )?;
+        let r = chain.send("/api/orders", &[("user-agent", "nikto")])?;
+        ensure!(
+            r.body == b"blocked by policy\n",
+            "{:?}",
+            String::from_utf8_lossy(&r.body)
+        );
+        chain.upstream.take_requests();
+
+        // cors: a preflight for /api/ is answered without a token; nothing goes upstream.
+        let preflight = [
+            ("origin", "https://app.example.com"),
+            ("access-control-request-method", "POST"),
+        ];
+        let r = send_as(&chain, "OPTIONS", "/api/orders", &preflight)?;
+        ensure!(
+            r.status == 200
+                && header(&r.headers, "access-control-allow-origin")
+                    == Some("https://app.example.com")
+                && header(&r.headers, "access-control-allow-credentials") == Some("true"),
+            "preflight {} {:?}",
+            r.status,
+            r.headers
+        );
+        ensure!(
+            chain.upstream.take_requests().is_empty(),
+            "the preflight went upstream"
+        );
+        ensure!(
+            chain.authz.take_requests().is_empty(),
+            "the preflight was authorized"
+        );
+        // An actual request gets CORS headers on /public/ (any origin there, echoed); one from
+        // an origin not allowed on /api/ gets none and still needs its token.
+        let r = chain.send("/public/status", &[("origin", "https://anywhere.test")])?;
+        ensure!(
+            r.status == 200
+                && header(&r.headers, "access-control-allow-origin")
+                    == Some("https://anywhere.test"),
+            "public CORS {} {:?}",
+            r.status,
+            r.headers
+        );
+        chain.upstream.take_requests();
+        let r = chain.send("/api/orders", &[("origin", "https://evil.test")])?;
+        ensure!(
+            r.status == 401 && header(&r.headers, "access-control-allow-origin").is_none(),
+            "disallowed origin {} {:?}",
+            r.status,
+            r.headers
+        );
+
+        // rate-limit: one client address (its own bucket, 100 a minute, one back every
+        // 600 ms) sending 130 requests: the burst, then 429s with Retry-After, on /api/ too,
+        // before authentication.
+        let client_addr = [("x-forwarded-for", "10.9.9.9")];
+        let started = std::time::Instant::now();
+        let mut statuses = Vec::new();
+        let mut retry_after = None;
+        for _ in 0..130 {
+            let r = chain.send("/public/status", &client_addr)?;
+            if r.status == 429 {
+                retry_after = header(&r.headers, "retry-after").map(str::to_string);
+            }
+            statuses.push(r.status);
+        }
+        let admitted = statuses.iter().filter(|s| **s == 200).count();
+        let limited = statuses.iter().filter(|s| **s == 429).count();
+        let bound = 100 + started.elapsed().as_millis() as usize / 600 + 1;
+        eprintln!(
+            "chain rate-limit: {admitted} admitted, {limited} limited of 130 (bound {bound})"
+        );
+        ensure!(admitted + limited == 130, "other statuses {statuses:?}");
+        ensure!(
+            (100..=bound).contains(&admitted),
+            "{admitted} admitted, bound {bound}"
+        );
+        ensure!(statuses[..100].iter().all(|s| *s == 200), "{statuses:?}");
+        ensure!(retry_after.is_some(), "no retry-after on the 429");
+        ensure!(chain.upstream.take_requests().len() == admitted);
+        chain.refused("rate-limit", "/api/orders", &client_addr, 429)?;
+        // Other clients are not affected.
+        chain.admitted("/public/status", &[("x-forwarded-for", "10.9.9.10")], false)?;
         Ok(())
     })())
 }

@@ -61,6 +61,9 @@
 //!   harness; headers, query, paths, redirects; refusals.
 //! - `metrics`: the `metrics` filter in a real Envoy, its counters and histograms scraped from
 //!   `/stats/prometheus` with route, method and status-class labels; refusals.
+//! - `global_rate_limit`: the `global-rate-limit` filter and Envoy's native `ratelimit` against a
+//!   real rate limit service (`tollgate-rls`): same decisions, headers and descriptors; the
+//!   service down or slow with and without `failure_mode_deny`; refusals.
 //!
 //! Envoy and the built filters come from `cargo xtask test` (which exports
 //! `ENVOY_BIN` and `TOLLGATE_FILTERS_DIR`); without them these tests fail
@@ -79,6 +82,7 @@ mod hostile_guests;
 mod ext_authz;
 mod grpc_parity;
 mod failure_parity;
+mod global_rate_limit;
 mod ip_restriction;
 mod json_mask;
 mod jwt_auth;

@@ -113,6 +113,13 @@ fn the_chain_soaks_in_envoy_without_5xx_or_memory_growth() -> Result<()> {
         .route_cluster_to("upstream", upstream.addr())?
         .route_cluster_to("authz", authz.addr())?
         .set_named_plugin_configuration("jwt-auth", &jwt_config.to_string())?;
+    // The soak comes from one address: the chain's per-address rate limit (100 a minute)
+    // would answer 429 after the first hundred; the soak keeps the filter, with a limit it
+    // never reaches, so every request still runs through it.
+    config.set_named_plugin_configuration(
+        "rate-limit",
+        r#"{"limits": [{"name": "per-ip", "key": ["source_ip"], "max_tokens": 1000000000, "fill_interval_ms": 1000}]}"#,
+    )?;
     config.use_filters_from(&paths::filters_dir()?)?;
     let envoy = Envoy::start(&config, "soak")?;
     let pid = envoy.pid().context("Envoy runs as a local process")?;
