@@ -1,0 +1,13 @@
+//! # `tollgate-jose`: JWS/JWT verification for the identity filters
+//!
+//! One implementation of compact-JWS parsing ([`token`]), JWK sets ([`keys`]) and the RSA
+//! public operation ([`rsa_public`]), shared by `jwt-auth` and `oidc`. A plain library: it
+//! exports no proxy-wasm entry points, so any filter can link it.
+//!
+//! API boundary: nothing here touches the host (no clock, no callouts, no shared data); callers
+//! pass the time and the keys in.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod keys;
+pub mod rsa_public;
+pub mod token;
