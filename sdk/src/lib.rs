@@ -66,6 +66,7 @@ pub mod http;
 pub mod logger;
 pub mod metrics;
 pub mod peer;
+pub mod random;
 pub mod routes;
 #[cfg(feature = "schema")]
 pub mod schema;
