@@ -708,3 +708,40 @@ fn provider_failures_fail_closed() {
     call.complete(&mut filter, &mut req, ok(doc));
     assert_eq!(req.take_local_reply().map(|r| r.status), Some(503));
 }
+
+/// `envoy/oidc/envoy.yaml`, `wasmplugin.yaml` and `trafficextension.yaml` must carry exactly
+/// `demo.json`.
+mod deployment_files {
+    use serde_json::Value;
+    use tollgate_sdk::testing::{check_bootstrap, check_cluster, check_wasmplugin, json};
+
+    fn demo() -> Result<Value, String> {
+        json(include_str!("../demo.json"), "demo.json")
+    }
+
+    fn accepted(json: &str) -> bool {
+        tollgate_sdk::config::parse::<super::Config>(json.as_bytes()).is_ok()
+    }
+
+    #[test]
+    fn envoy_bootstrap_embeds_the_demo_configuration() -> Result<(), String> {
+        let (bootstrap, text) = check_bootstrap(
+            "oidc",
+            include_str!("../../../envoy/oidc/envoy.yaml"),
+            &demo()?,
+        )?;
+        assert!(accepted(&text));
+        check_cluster("oidc", &bootstrap, &demo()?["cluster"].clone())
+    }
+
+    #[test]
+    fn wasmplugin_carries_the_demo_configuration() -> Result<(), String> {
+        let config = check_wasmplugin(
+            "oidc",
+            include_str!("../../../envoy/oidc/wasmplugin.yaml"),
+            &demo()?,
+        )?;
+        assert!(accepted(&config));
+        Ok(())
+    }
+}
