@@ -68,6 +68,7 @@ mod jwt_auth;
 mod key_auth;
 mod native_parity;
 mod oauth2_introspection;
+mod oidc;
 mod oidc_provider;
 mod plumbing;
 mod properties;

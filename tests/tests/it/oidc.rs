@@ -1,0 +1,269 @@
+//! The `oidc` filter through a real Envoy against the real OpenID provider (npm
+//! `oidc-provider`, tests/oidc-provider): a browser's first request is redirected to the
+//! provider, the test user logs in and consents, the callback sets the session cookie and the
+//! upstream is reached with the ID token's claims; then the attacks a browser or a forger can
+//! mount at the proxy (forged and replayed state, tampered, truncated and retired-key session
+//! cookies, open redirect, forged identity headers), API clients, and logout.
+
+use anyhow::{Context, Result, ensure};
+use serde_json::Value;
+use tollgate_tests::browser::{self, Browser};
+use tollgate_tests::envoy::{Envoy, EnvoyConfig, free_port};
+use tollgate_tests::http1::header;
+use tollgate_tests::oidc::{self, Provider};
+use tollgate_tests::paths;
+use tollgate_tests::upstream::{Upstream, text_response};
+
+/// The filter under test.
+const FILTER: &str = "oidc";
+
+/// demo.json pointed at the running provider and at Envoy's port, with `keys`.
+fn configuration(provider: &Provider, port: u16, keys: &[&str]) -> Result<String> {
+    let demo = std::fs::read_to_string(paths::root().join("filters/oidc/demo.json"))?;
+    let mut config: Value = serde_json::from_str(&demo)?;
+    config["issuer"] = provider.issuer().into();
+    config["redirect_uri"] = format!("http://127.0.0.1:{port}/oidc/callback").into();
+    config["post_logout_redirect_uri"] = format!("http://127.0.0.1:{port}/").into();
+    config["scopes"] = serde_json::json!(["openid", "email", "offline_access"]);
+    if !keys.is_empty() {
+        config["session_keys"] = serde_json::json!(keys);
+    }
+    Ok(config.to_string())
+}
+
+fn start_envoy(
+    provider: &Provider,
+    upstream: &Upstream,
+    port: u16,
+    keys: &[&str],
+    label: &str,
+) -> Result<Envoy> {
+    let mut config = EnvoyConfig::load(&paths::envoy_config(FILTER))?;
+    config
+        .use_ephemeral_ports()?
+        .set_first_listener_port(port)?
+        .route_cluster_to("upstream", upstream.addr())?
+        .route_cluster_to("idp", provider.addr())?
+        .set_plugin_configuration(&configuration(provider, port, keys)?)?;
+    config.use_filters_from(&paths::filters_dir()?)?;
+    Envoy::start(&config, label)
+}
+
+/// Logs `user` in through Envoy from `/app?x=1`: returns the callback URL the provider sent the
+/// browser to (not requested yet) and the login cookie the filter set.
+fn to_callback(user: &mut Browser, site: &str) -> Result<(String, String)> {
+    let callback = format!("{site}/oidc/callback");
+    let landed = oidc::log_in(user, &format!("{site}/app?x=1"), oidc::USER, &callback)?;
+    let authority = site.trim_start_matches("http://");
+    let login = user
+        .cookies(authority)
+        .into_iter()
+        .find(|(name, _)| name == "tollgate_session_login")
+        .map(|(_, value)| value)
+        .context("no login cookie after the redirect")?;
+    Ok((landed, login))
+}
+
+fn session_cookie(user: &Browser, authority: &str) -> Option<String> {
+    user.cookies(authority)
+        .into_iter()
+        .find(|(name, _)| name == "tollgate_session")
+        .map(|(_, value)| value)
+}
+
+#[test]
+fn envoy_logs_a_browser_in_with_the_real_provider_and_refuses_the_attacks() -> Result<()> {
+    let provider = Provider::start()?;
+    let upstream = Upstream::start(text_response(b"the app"))?;
+    let port = free_port()?;
+    let envoy = start_envoy(&provider, &upstream, port, &[], "oidc")?;
+    let site = format!("http://127.0.0.1:{port}");
+    let authority = format!("127.0.0.1:{port}");
+    envoy.explain((|| {
+        let mut user = Browser::new();
+        // The first request: redirected to the provider's authorization endpoint.
+        let first = user.request(
+            "GET",
+            &format!("{site}/app?x=1"),
+            &[("accept", "text/html")],
+            b"",
+        )?;
+        ensure!(first.status == 302, "{first:?}");
+        let location = header(&first.headers, "location").context("no location")?;
+        ensure!(
+            location.starts_with(&format!("{}/auth?", provider.issuer())),
+            "{location}"
+        );
+        ensure!(browser::query_param(location, "code_challenge_method").as_deref() == Some("S256"));
+        ensure!(upstream.take_requests().is_empty());
+
+        // Login and consent at the provider, back to the callback: session set, back to /app.
+        let (callback, login_cookie) = to_callback(&mut user, &site)?;
+        let back = user.request("GET", &callback, &[("accept", "text/html")], b"")?;
+        ensure!(back.status == 302, "callback: {back:?}");
+        ensure!(
+            header(&back.headers, "location") == Some("/app?x=1"),
+            "{back:?}"
+        );
+        let session = session_cookie(&user, &authority).context("no session cookie")?;
+        let set = tollgate_tests::http1::header_values(&back.headers, "set-cookie");
+        ensure!(
+            set.iter().any(|c| c.starts_with("tollgate_session=")
+                && c.contains("HttpOnly")
+                && c.contains("SameSite=Lax")),
+            "{set:?}"
+        );
+
+        // The upstream is reached with the claims, and only the filter's.
+        let got = user.request(
+            "GET",
+            &format!("{site}/app?x=1"),
+            &[("accept", "text/html"), ("x-user", "mallory")],
+            b"",
+        )?;
+        ensure!(got.status == 200 && got.body == b"the app", "{got:?}");
+        let ups = upstream.take_requests();
+        ensure!(ups.len() == 1, "{ups:?}");
+        ensure!(
+            header(&ups[0].headers, "x-user") == Some(oidc::USER),
+            "{ups:?}"
+        );
+        ensure!(
+            header(&ups[0].headers, "x-user-email") == Some("alice@tollgate.test"),
+            "{ups:?}"
+        );
+        ensure!(
+            !header(&ups[0].headers, "cookie")
+                .unwrap_or_default()
+                .contains("tollgate_session"),
+            "the session cookie went upstream: {ups:?}"
+        );
+
+        // Replayed callback (the same state and login cookie again): refused.
+        let mut replay = Browser::new();
+        replay.set_cookie(&authority, "tollgate_session_login", &login_cookie);
+        let got = replay.request("GET", &callback, &[("accept", "text/html")], b"")?;
+        ensure!(got.status == 400, "replayed state: {got:?}");
+
+        // Forged state: the login cookie of one login, the state of nothing.
+        let mut forger = Browser::new();
+        let (callback2, _) = to_callback(&mut forger, &site)?;
+        let forged = callback2.replace("state=", "state=x");
+        let got = forger.request("GET", &forged, &[("accept", "text/html")], b"")?;
+        ensure!(got.status == 400, "forged state: {got:?}");
+        // A callback without the login cookie (login CSRF: another browser's code).
+        let got = Browser::new().request("GET", &callback2, &[("accept", "text/html")], b"")?;
+        ensure!(got.status == 400, "no login cookie: {got:?}");
+
+        // Tampered and truncated session cookies: back to the provider, never upstream.
+        for (what, value) in [
+            ("tampered", {
+                let mut v = session.clone().into_bytes();
+                let i = v.len() / 2;
+                v[i] = if v[i] == b'A' { b'B' } else { b'A' };
+                String::from_utf8(v)?
+            }),
+            ("truncated", session[..session.len() - 8].to_string()),
+        ] {
+            let mut other = Browser::new();
+            other.set_cookie(&authority, "tollgate_session", &value);
+            let got = other.request(
+                "GET",
+                &format!("{site}/app"),
+                &[("accept", "text/html")],
+                b"",
+            )?;
+            ensure!(got.status == 302, "{what} cookie: {got:?}");
+        }
+
+        // Open redirect through the post-login URL: refused.
+        let got = user.request(
+            "GET",
+            &format!("{site}/oidc/login?return_to=https%3A%2F%2Fevil.test%2F"),
+            &[],
+            b"",
+        )?;
+        ensure!(got.status == 400, "open redirect: {got:?}");
+        let got = user.request(
+            "GET",
+            &format!("{site}/oidc/login?return_to=%2F%2Fevil.test"),
+            &[],
+            b"",
+        )?;
+        ensure!(got.status == 400, "protocol-relative redirect: {got:?}");
+
+        // API clients without a session: 401, no redirect.
+        let got = Browser::new().request(
+            "GET",
+            &format!("{site}/api"),
+            &[("accept", "application/json")],
+            b"",
+        )?;
+        ensure!(got.status == 401, "{got:?}");
+        ensure!(
+            upstream.take_requests().is_empty(),
+            "a refused request went upstream"
+        );
+
+        // Logout: session cleared, browser sent to the provider's end_session_endpoint.
+        let got = user.request("GET", &format!("{site}/oidc/logout"), &[], b"")?;
+        ensure!(got.status == 302, "{got:?}");
+        let location = header(&got.headers, "location").unwrap_or_default();
+        ensure!(
+            location.starts_with(&format!(
+                "{}/session/end?client_id=tollgate-web",
+                provider.issuer()
+            )),
+            "{location}"
+        );
+        ensure!(
+            session_cookie(&user, &authority).is_none(),
+            "session cookie kept after logout"
+        );
+        let got = user.request(
+            "GET",
+            &format!("{site}/app"),
+            &[("accept", "text/html")],
+            b"",
+        )?;
+        ensure!(got.status == 302, "after logout: {got:?}");
+        Ok(())
+    })())?;
+    drop(envoy);
+
+    // Key rotation through real Envoys: a session sealed under key A opens when A is second
+    // (B first), and is refused once A is retired.
+    let (a, b) = (
+        "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+        "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=",
+    );
+    let port = free_port()?;
+    let site = format!("http://127.0.0.1:{port}");
+    let authority = format!("127.0.0.1:{port}");
+    let session = {
+        let envoy = start_envoy(&provider, &upstream, port, &[a], "oidc-key-a")?;
+        let mut user = Browser::new();
+        envoy.explain((|| {
+            let (callback, _) = to_callback(&mut user, &site)?;
+            let back = user.request("GET", &callback, &[("accept", "text/html")], b"")?;
+            ensure!(back.status == 302, "{back:?}");
+            session_cookie(&user, &authority).context("no session")
+        })())?
+    };
+    for (keys, admitted) in [(&[b, a][..], true), (&[b][..], false)] {
+        let envoy = start_envoy(&provider, &upstream, port, keys, "oidc-rotated")?;
+        envoy.explain((|| {
+            let mut user = Browser::new();
+            user.set_cookie(&authority, "tollgate_session", &session);
+            let got = user.request(
+                "GET",
+                &format!("{site}/app"),
+                &[("accept", "text/html")],
+                b"",
+            )?;
+            ensure!((got.status == 200) == admitted, "keys {keys:?}: {got:?}");
+            Ok(())
+        })())?;
+    }
+    Ok(())
+}
