@@ -19,6 +19,15 @@ const FILTER: &str = "oidc";
 
 /// demo.json pointed at the running provider and at Envoy's port, with `keys`.
 fn configuration(provider: &Provider, port: u16, keys: &[&str]) -> Result<String> {
+    configuration_with(provider, port, keys, None)
+}
+
+fn configuration_with(
+    provider: &Provider,
+    port: u16,
+    keys: &[&str],
+    refresh_before_s: Option<u64>,
+) -> Result<String> {
     let demo = std::fs::read_to_string(paths::root().join("filters/oidc/demo.json"))?;
     let mut config: Value = serde_json::from_str(&demo)?;
     config["issuer"] = provider.issuer().into();
@@ -27,6 +36,9 @@ fn configuration(provider: &Provider, port: u16, keys: &[&str]) -> Result<String
     config["scopes"] = serde_json::json!(["openid", "email", "offline_access"]);
     if !keys.is_empty() {
         config["session_keys"] = serde_json::json!(keys);
+    }
+    if let Some(before) = refresh_before_s {
+        config["refresh_before_s"] = before.into();
     }
     Ok(config.to_string())
 }
@@ -38,13 +50,29 @@ fn start_envoy(
     keys: &[&str],
     label: &str,
 ) -> Result<Envoy> {
+    start_envoy_with(
+        provider,
+        upstream,
+        port,
+        &configuration(provider, port, keys)?,
+        label,
+    )
+}
+
+fn start_envoy_with(
+    provider: &Provider,
+    upstream: &Upstream,
+    port: u16,
+    plugin_configuration: &str,
+    label: &str,
+) -> Result<Envoy> {
     let mut config = EnvoyConfig::load(&paths::envoy_config(FILTER))?;
     config
         .use_ephemeral_ports()?
         .set_first_listener_port(port)?
         .route_cluster_to("upstream", upstream.addr())?
         .route_cluster_to("idp", provider.addr())?
-        .set_plugin_configuration(&configuration(provider, port, keys)?)?;
+        .set_plugin_configuration(plugin_configuration)?;
     config.use_filters_from(&paths::filters_dir()?)?;
     Envoy::start(&config, label)
 }
@@ -266,4 +294,57 @@ fn envoy_logs_a_browser_in_with_the_real_provider_and_refuses_the_attacks() -> R
         })())?;
     }
     Ok(())
+}
+
+/// Near the access token's expiry the filter refreshes the session with the refresh token at the
+/// real provider: the request still goes upstream, and the response carries the new session.
+#[test]
+fn envoy_refreshes_the_session_before_the_access_token_expires() -> Result<()> {
+    let provider = Provider::start_with(oidc::ProviderOptions {
+        access_token_ttl: 30,
+        id_token_ttl: 30,
+    })?;
+    let upstream = Upstream::start(text_response(b"the app"))?;
+    let port = free_port()?;
+    // Refresh when fewer than 28 s are left: 2 s after login.
+    let config = configuration_with(&provider, port, &[], Some(28))?;
+    let envoy = start_envoy_with(&provider, &upstream, port, &config, "oidc-refresh")?;
+    let site = format!("http://127.0.0.1:{port}");
+    let authority = format!("127.0.0.1:{port}");
+    envoy.explain((|| {
+        let mut user = Browser::new();
+        let (callback, _) = to_callback(&mut user, &site)?;
+        let back = user.request("GET", &callback, &[("accept", "text/html")], b"")?;
+        ensure!(back.status == 302, "{back:?}");
+        let first = session_cookie(&user, &authority).context("no session")?;
+        // Within the window (no refresh yet): the same session, no new cookie.
+        let got = user.request(
+            "GET",
+            &format!("{site}/app"),
+            &[("accept", "text/html")],
+            b"",
+        )?;
+        ensure!(got.status == 200, "{got:?}");
+        ensure!(
+            tollgate_tests::http1::header(&got.headers, "set-cookie").is_none(),
+            "{got:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        let got = user.request(
+            "GET",
+            &format!("{site}/app"),
+            &[("accept", "text/html")],
+            b"",
+        )?;
+        ensure!(got.status == 200 && got.body == b"the app", "{got:?}");
+        let second = session_cookie(&user, &authority).context("session dropped")?;
+        ensure!(second != first, "no refreshed session cookie: {got:?}");
+        let ups = upstream.take_requests();
+        ensure!(ups.len() == 2, "{ups:?}");
+        ensure!(
+            header(&ups[1].headers, "x-user") == Some(oidc::USER),
+            "{ups:?}"
+        );
+        Ok(())
+    })())
 }
