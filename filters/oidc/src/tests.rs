@@ -745,3 +745,4 @@ mod deployment_files {
         Ok(())
     }
 }
+
