@@ -539,6 +539,12 @@ impl Oidc {
         if !same(state.as_bytes(), login.state.as_bytes()) {
             return self.reply(req, 400, "state does not match this browser's login");
         }
+        // RFC 9207: a provider that names itself in the response must be ours (mix-up defence).
+        if let Some(iss) = query_param(path, "iss")
+            && iss != self.config.issuer
+        {
+            return self.reply(req, 400, "the response comes from another issuer");
+        }
         if let Some(error) = query_param(path, "error") {
             log::info!("oidc: provider refused the login: {error}");
             return self.reply(req, 401, "login refused by the identity provider");

@@ -408,10 +408,19 @@ fn forged_replayed_and_missing_state_are_refused() {
         &Value::Null,
     );
     assert_eq!(reply.status, 400);
-    // The real one succeeds once...
+    // The right state, but the response names another issuer (RFC 9207 mix-up).
     let reply = callback(
         &config,
-        &format!("code=c&state={state}"),
+        &format!("code=c&state={state}&iss=http%3A%2F%2Fevil.test"),
+        std::slice::from_ref(&login_cookie),
+        None,
+        &Value::Null,
+    );
+    assert_eq!(reply.status, 400);
+    // The real one (with our `iss`) succeeds once...
+    let reply = callback(
+        &config,
+        &format!("code=c&state={state}&iss=http%3A%2F%2F127.0.0.1%3A9400"),
         std::slice::from_ref(&login_cookie),
         Some(tokens.clone()),
         &provider.ed.jwks(),
@@ -745,4 +754,3 @@ mod deployment_files {
         Ok(())
     }
 }
-

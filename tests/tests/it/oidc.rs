@@ -348,3 +348,32 @@ fn envoy_refreshes_the_session_before_the_access_token_expires() -> Result<()> {
         Ok(())
     })())
 }
+
+/// An issuer that is not the one the provider names in its discovery document (here the same
+/// provider reached as `localhost`): refused at discovery, fail closed, nothing upstream.
+#[test]
+fn envoy_refuses_a_provider_naming_another_issuer() -> Result<()> {
+    let provider = Provider::start()?;
+    let upstream = Upstream::start(text_response(b"the app"))?;
+    let port = free_port()?;
+    let mut config: Value = serde_json::from_str(&configuration(&provider, port, &[])?)?;
+    config["issuer"] = provider.issuer().replace("127.0.0.1", "localhost").into();
+    let envoy = start_envoy_with(
+        &provider,
+        &upstream,
+        port,
+        &config.to_string(),
+        "oidc-issuer",
+    )?;
+    envoy.explain((|| {
+        let got = Browser::new().request(
+            "GET",
+            &format!("http://127.0.0.1:{port}/app"),
+            &[("accept", "text/html")],
+            b"",
+        )?;
+        ensure!(got.status == 503, "{got:?}");
+        ensure!(upstream.take_requests().is_empty());
+        Ok(())
+    })())
+}
