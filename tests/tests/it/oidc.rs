@@ -303,6 +303,7 @@ fn envoy_refreshes_the_session_before_the_access_token_expires() -> Result<()> {
     let provider = Provider::start_with(oidc::ProviderOptions {
         access_token_ttl: 30,
         id_token_ttl: 30,
+        ..Default::default()
     })?;
     let upstream = Upstream::start(text_response(b"the app"))?;
     let port = free_port()?;
@@ -374,6 +375,93 @@ fn envoy_refuses_a_provider_naming_another_issuer() -> Result<()> {
         )?;
         ensure!(got.status == 503, "{got:?}");
         ensure!(upstream.take_requests().is_empty());
+        Ok(())
+    })())
+}
+
+/// RP-initiated logout through Envoy: the filter clears the session and sends the browser to the
+/// provider's end-session page; once the user confirms, the provider ends its own session and
+/// returns to the site, where a new visit needs a new login at the provider (its login form, not
+/// a silent return).
+#[test]
+fn envoy_logs_out_at_the_provider_too() -> Result<()> {
+    let port = free_port()?;
+    let site = format!("http://127.0.0.1:{port}");
+    let provider = Provider::start_with(oidc::ProviderOptions {
+        post_logout_redirect_uri: Some(format!("{site}/")),
+        ..Default::default()
+    })?;
+    let upstream = Upstream::start(text_response(b"the app"))?;
+    let envoy = start_envoy(&provider, &upstream, port, &[], "oidc-logout")?;
+    let authority = format!("127.0.0.1:{port}");
+    envoy.explain((|| {
+        let mut user = Browser::new();
+        let (callback, _) = to_callback(&mut user, &site)?;
+        let back = user.request("GET", &callback, &[("accept", "text/html")], b"")?;
+        ensure!(back.status == 302, "{back:?}");
+        ensure!(session_cookie(&user, &authority).is_some());
+        // A second visit to the provider while its session lasts: no login form (its consent
+        // page for offline_access, or straight back).
+        let again = user.request(
+            "GET",
+            &format!("{site}/oidc/login?return_to=%2Fapp"),
+            &[],
+            b"",
+        )?;
+        let to_provider = header(&again.headers, "location")
+            .context("no redirect")?
+            .to_string();
+        let callback_prefix = format!("{site}/oidc/callback");
+        let (landed, page) = user.navigate(&to_provider, |u| !u.starts_with(&callback_prefix))?;
+        let html = String::from_utf8_lossy(&page.body).into_owned();
+        ensure!(
+            landed.starts_with(&callback_prefix)
+                || !html.contains("name=\"prompt\" value=\"login\""),
+            "asked to log in again while the provider's session lasts: {html}"
+        );
+
+        let out = user.request("GET", &format!("{site}/oidc/logout"), &[], b"")?;
+        ensure!(out.status == 302, "{out:?}");
+        ensure!(session_cookie(&user, &authority).is_none(), "session kept");
+        let end = header(&out.headers, "location")
+            .context("no location")?
+            .to_string();
+        let (url, page) = user.navigate(&end, |_| true)?;
+        let html = String::from_utf8_lossy(&page.body).into_owned();
+        ensure!(page.status == 200, "{url}: {html}");
+        let action = browser::form_action(&html).with_context(|| format!("no form: {html}"))?;
+        let xsrf = html
+            .split("name=\"xsrf\" value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .with_context(|| format!("no xsrf: {html}"))?
+            .to_string();
+        let action = if action.starts_with("http") {
+            action
+        } else {
+            format!("{}{action}", provider.issuer())
+        };
+        let (after, _) = user.submit(&action, &[("xsrf", &xsrf), ("logout", "yes")], |u| {
+            !u.starts_with(&site)
+        })?;
+        ensure!(
+            after == format!("{site}/"),
+            "not back at the site after logout: {after}"
+        );
+
+        // The provider's session is over: a new visit shows its login form.
+        let (url, page) = user.navigate(&format!("{site}/app"), |u| {
+            !u.starts_with(&format!("{site}/oidc/callback"))
+        })?;
+        let html = String::from_utf8_lossy(&page.body);
+        ensure!(
+            html.contains("name=\"prompt\" value=\"login\""),
+            "no login form after logout ({url}): {html}"
+        );
+        ensure!(
+            upstream.take_requests().is_empty(),
+            "nothing reached the upstream in this test"
+        );
         Ok(())
     })())
 }
