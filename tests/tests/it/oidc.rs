@@ -465,3 +465,97 @@ fn envoy_logs_out_at_the_provider_too() -> Result<()> {
         Ok(())
     })())
 }
+
+/// Envoy's native `oauth2` filter (envoy/oidc/native.yaml) next to this filter, on the same
+/// provider and browser flow where they overlap: both send a browser to the provider with PKCE
+/// `S256`, come back through the callback with cookies and reach the upstream; both answer a
+/// JSON client 401 and let pass-through paths by. What differs is asserted too: Envoy's filter
+/// forwards the access token (`authorization: Bearer`) where ours forwards claims, and sets its
+/// tokens in several cookies where ours seals one session.
+#[test]
+fn envoy_native_oauth2_next_to_the_filter() -> Result<()> {
+    let provider = Provider::start()?;
+    let upstream = Upstream::start(text_response(b"the app"))?;
+    let port = free_port()?;
+    let dir = paths::work_dir()?.join(format!("oidc-native-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let mut native = std::fs::read_to_string(paths::root().join("envoy/oidc/native.yaml"))?
+        .replace("127.0.0.1:9400", &provider.addr().to_string())
+        .replace("127.0.0.1:10000", &format!("127.0.0.1:{port}"));
+    for secret in ["native-token-secret.yaml", "native-hmac-secret.yaml"] {
+        let from = paths::root().join("envoy/oidc").join(secret);
+        let to = dir.join(secret);
+        std::fs::copy(&from, &to)?;
+        native = native.replace(&format!("envoy/oidc/{secret}"), &to.display().to_string());
+    }
+    let native_path = dir.join("native.yaml");
+    std::fs::write(&native_path, native)?;
+    let mut config = EnvoyConfig::load(&paths::envoy_config(FILTER))?;
+    config
+        .use_ephemeral_ports()?
+        .set_first_listener_port(port)?
+        .route_cluster_to("upstream", upstream.addr())?
+        .route_cluster_to("idp", provider.addr())?
+        .use_native_alternative(&native_path)?;
+    let envoy = Envoy::start(&config, "oidc-native")?;
+    let site = format!("http://127.0.0.1:{port}");
+    envoy.explain((|| {
+        let mut user = Browser::new();
+        let first = user.request(
+            "GET",
+            &format!("{site}/app?x=1"),
+            &[("accept", "text/html")],
+            b"",
+        )?;
+        ensure!(first.status == 302, "{first:?}");
+        let location = header(&first.headers, "location").context("no location")?;
+        ensure!(
+            location.starts_with(&format!("{}/auth?", provider.issuer())),
+            "{location}"
+        );
+        ensure!(
+            browser::query_param(location, "code_challenge_method").as_deref() == Some("S256"),
+            "{location}"
+        );
+        let callback = format!("{site}/oidc/callback");
+        let landed = oidc::log_in(&mut user, &format!("{site}/app?x=1"), oidc::USER, &callback)?;
+        let back = user.request("GET", &landed, &[("accept", "text/html")], b"")?;
+        ensure!(back.status == 302, "callback: {back:?}");
+        let names: Vec<String> = user
+            .cookies(&format!("127.0.0.1:{port}"))
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        ensure!(
+            names.len() > 1,
+            "Envoy's filter sets several cookies: {names:?}"
+        );
+        let got = user.request(
+            "GET",
+            &format!("{site}/app?x=1"),
+            &[("accept", "text/html")],
+            b"",
+        )?;
+        ensure!(got.status == 200 && got.body == b"the app", "{got:?}");
+        let ups = upstream.take_requests();
+        ensure!(ups.len() == 1, "{ups:?}");
+        ensure!(
+            header(&ups[0].headers, "authorization").is_some_and(|a| a.starts_with("Bearer ")),
+            "Envoy's filter forwards the access token: {ups:?}"
+        );
+        ensure!(
+            header(&ups[0].headers, "x-user").is_none(),
+            "no claim headers natively"
+        );
+        let got = Browser::new().request(
+            "GET",
+            &format!("{site}/api"),
+            &[("accept", "application/json")],
+            b"",
+        )?;
+        ensure!(got.status == 401, "JSON client: {got:?}");
+        let got = Browser::new().request("GET", &format!("{site}/healthz"), &[], b"")?;
+        ensure!(got.status == 200, "pass-through: {got:?}");
+        Ok(())
+    })())
+}
