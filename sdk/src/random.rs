@@ -1,9 +1,14 @@
-//! Randomness from the host: request ids, trace and span ids.
+//! Randomness from the host: request ids, trace and span ids, PKCE verifiers, `state`, AEAD
+//! nonces.
 //!
-//! Inside the proxy [`fill`] asks the host through WASI's `random_get` (Envoy answers from its
-//! random generator, at most 64 KiB per call; the harness from its seeded generator, so a replay
-//! is reproducible). In native tests it draws from a per-thread generator that [`mock::seed`]
-//! makes deterministic. The filter never seeds anything itself.
+//! Inside the proxy [`fill`] asks the host through WASI's `random_get`, which Envoy
+//! (proxy-wasm-cpp-host) and the `tollgate` harness both provide: Envoy from its random generator,
+//! at most 64 KiB per call (so longer buffers are filled in pieces); the harness from its seeded
+//! generator, so a replay is reproducible. Filters take their bytes from here, never from a
+//! guest-side generator, and a refusal is an error the caller handles.
+//!
+//! In native tests the bytes come from a per-thread generator that [`mock::seed`] makes
+//! deterministic (not for secrets: native builds are for tests).
 //!
 //! ```
 //! tollgate_sdk::random::mock::seed(7);
@@ -13,43 +18,55 @@
 //! assert_ne!(a, tollgate_sdk::random::bytes::<16>());
 //! ```
 
-/// The most `random_get` hands out in one call (Envoy's limit).
-const HOST_MAX: usize = 64 * 1024;
+/// The host refused to give random bytes (a WASI errno).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no randomness from the host: {0}")]
+pub struct RandomError(pub String);
 
-/// Fills `out` with random bytes from the host; false when the host refused (then `out` is
-/// left as it was, and the caller decides what to do).
+/// Envoy's limit for one `random_get`.
+pub const MAX_CHUNK: usize = 64 * 1024;
+
 #[cfg(target_family = "wasm")]
-pub fn fill(out: &mut [u8]) -> bool {
+mod imp {
     #[link(wasm_import_module = "wasi_snapshot_preview1")]
     unsafe extern "C" {
-        fn random_get(buf: *mut u8, len: usize) -> u16;
+        #[link_name = "random_get"]
+        fn wasi_random_get(buf: *mut u8, len: usize) -> u16;
     }
-    for chunk in out.chunks_mut(HOST_MAX) {
-        // SAFETY: `chunk` is valid for writes of `chunk.len()` bytes for the whole call, and
-        // `random_get` writes at most that many.
-        let errno = unsafe { random_get(chunk.as_mut_ptr(), chunk.len()) };
-        if errno != 0 {
-            log::warn!("random_get failed: errno {errno}");
-            return false;
+
+    pub fn fill(buf: &mut [u8]) -> Result<(), super::RandomError> {
+        for chunk in buf.chunks_mut(super::MAX_CHUNK) {
+            // SAFETY: the pointer and length describe `chunk`, a live, exclusively borrowed
+            // slice of guest memory; the host writes at most `len` bytes into it or fails.
+            let errno = unsafe { wasi_random_get(chunk.as_mut_ptr(), chunk.len()) };
+            if errno != 0 {
+                return Err(super::RandomError(format!("random_get errno {errno}")));
+            }
         }
+        Ok(())
     }
-    true
 }
 
-/// Fills `out` from the per-thread generator of [`mock`] (native tests).
 #[cfg(not(target_family = "wasm"))]
-pub fn fill(out: &mut [u8]) -> bool {
-    for chunk in out.chunks_mut(HOST_MAX) {
-        mock::fill(chunk);
+mod imp {
+    pub fn fill(buf: &mut [u8]) -> Result<(), super::RandomError> {
+        for chunk in buf.chunks_mut(super::MAX_CHUNK) {
+            super::mock::fill(chunk);
+        }
+        Ok(())
     }
-    true
 }
 
-/// `N` random bytes from [`fill`] (zeros if the host refused, which no proxy does).
-pub fn bytes<const N: usize>() -> [u8; N] {
+/// Fills `buf` with random bytes from the host.
+pub fn fill(buf: &mut [u8]) -> Result<(), RandomError> {
+    imp::fill(buf)
+}
+
+/// `N` random bytes from the host.
+pub fn bytes<const N: usize>() -> Result<[u8; N], RandomError> {
     let mut out = [0u8; N];
-    fill(&mut out);
-    out
+    fill(&mut out)?;
+    Ok(out)
 }
 
 /// The generator [`fill`] uses outside the proxy (native tests), per thread.
@@ -77,5 +94,20 @@ pub mod mock {
             let bytes = z.to_le_bytes();
             chunk.copy_from_slice(&bytes[..chunk.len()]);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_differ_between_calls_and_long_buffers_fill() {
+        let (a, b) = (bytes::<32>(), bytes::<32>());
+        assert!(a.is_ok() && b.is_ok());
+        assert_ne!(a, b);
+        let mut long = vec![0u8; MAX_CHUNK + 10];
+        assert!(fill(&mut long).is_ok());
+        assert!(long[MAX_CHUNK..].iter().any(|&b| b != 0));
     }
 }

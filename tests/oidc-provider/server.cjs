@@ -57,7 +57,9 @@ server.listen(ttl('TOLLGATE_OIDC_PORT', 0), '127.0.0.1', () => {
         client_secret: 'tollgate-web-secret',
         application_type: 'native',
         redirect_uris: ['http://127.0.0.1/oidc/callback'],
-        post_logout_redirect_uris: ['http://127.0.0.1/'],
+        // TOLLGATE_OIDC_POST_LOGOUT: one more, with the relying party's port (matched exactly).
+        post_logout_redirect_uris: ['http://127.0.0.1/', process.env.TOLLGATE_OIDC_POST_LOGOUT]
+          .filter(Boolean),
         grant_types: ['authorization_code', 'refresh_token'],
         response_types: ['code'],
         token_endpoint_auth_method: 'client_secret_basic',

@@ -91,6 +91,19 @@ impl EnvoyConfig {
         Ok(self)
     }
 
+    /// Puts the first listener on `127.0.0.1:port`: for configurations that must name their
+    /// own address before Envoy starts (an OpenID redirect URI). Take the port from
+    /// [`free_port`].
+    pub fn set_first_listener_port(&mut self, port: u16) -> Result<&mut Self> {
+        let source = self.source.display().to_string();
+        let address = self
+            .value
+            .pointer_mut("/static_resources/listeners/0/address/socket_address")
+            .with_context(|| format!("{source}: no static_resources.listeners[0].address"))?;
+        set_socket_address(address, "127.0.0.1", port);
+        Ok(self)
+    }
+
     /// Points every endpoint of the cluster named `cluster` at `addr`.
     pub fn route_cluster_to(&mut self, cluster: &str, addr: SocketAddr) -> Result<&mut Self> {
         let source = self.source.display().to_string();
@@ -731,4 +744,10 @@ fn read_log(path: &Path) -> String {
 fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+}
+
+/// A port on 127.0.0.1 free at the time of the call (bound, read, released).
+pub fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
 }

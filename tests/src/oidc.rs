@@ -31,12 +31,15 @@ pub const API_AUDIENCE: &str = "https://api.tollgate.test";
 pub const USER: &str = "alice";
 
 /// Lifetimes the provider is started with (seconds).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ProviderOptions {
     /// Access token lifetime.
     pub access_token_ttl: u32,
     /// ID token lifetime.
     pub id_token_ttl: u32,
+    /// One more post-logout redirect URI registered for the web client (matched exactly by
+    /// the provider, so it carries the relying party's port).
+    pub post_logout_redirect_uri: Option<String>,
 }
 
 impl Default for ProviderOptions {
@@ -44,6 +47,7 @@ impl Default for ProviderOptions {
         ProviderOptions {
             access_token_ttl: 300,
             id_token_ttl: 300,
+            post_logout_redirect_uri: None,
         }
     }
 }
@@ -92,6 +96,10 @@ impl Provider {
             .env("NODE_PATH", install.join("node_modules"))
             .env("TOLLGATE_OIDC_ACCESS_TTL", options.access_token_ttl.to_string())
             .env("TOLLGATE_OIDC_ID_TTL", options.id_token_ttl.to_string())
+            .env(
+                "TOLLGATE_OIDC_POST_LOGOUT",
+                options.post_logout_redirect_uri.unwrap_or_default(),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)

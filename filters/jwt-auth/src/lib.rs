@@ -11,10 +11,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod cache;
-pub mod ec;
-pub mod keys;
-pub mod rsa_public;
-pub mod token;
+pub use tollgate_jose::{ec, keys, rsa_public, token};
 
 use std::cell::{OnceCell, RefCell};
 use std::rc::Rc;

@@ -85,14 +85,22 @@ impl TraceParent {
     }
 }
 
+/// `N` random bytes from the host, zeros when it refused (logged; no proxy does).
+fn random<const N: usize>() -> [u8; N] {
+    tollgate_sdk::random::bytes::<N>().unwrap_or_else(|e| {
+        log::warn!("{e}");
+        [0; N]
+    })
+}
+
 /// `N` random bytes as lowercase hex, drawn again in the (2^-64 or less) case they are all zero.
 pub fn nonzero_hex<const N: usize>() -> String {
-    let mut bytes = tollgate_sdk::random::bytes::<N>();
+    let mut bytes = random::<N>();
     for _ in 0..4 {
         if bytes.iter().any(|&b| b != 0) {
             break;
         }
-        bytes = tollgate_sdk::random::bytes::<N>();
+        bytes = random::<N>();
     }
     if bytes.iter().all(|&b| b == 0) {
         // The host hands out zeros only when it refused: a fixed, valid id rather than none.
@@ -114,7 +122,7 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// A random UUID version 4 (RFC 9562), lowercase: `xxxxxxxx-xxxx-4xxx-[89ab]xxx-xxxxxxxxxxxx`.
 pub fn uuid_v4() -> String {
-    let mut b = tollgate_sdk::random::bytes::<16>();
+    let mut b = random::<16>();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = hex(&b);

@@ -165,6 +165,7 @@ fn only_the_host_links_wasmtime_directly_and_data_crates_never_do() {
         "tollgate-envoy",
         "tollgate-ship",
         "tollgate-sdk",
+        "tollgate-jose",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -227,13 +228,17 @@ fn filters_depend_on_the_sdk_and_no_other_workspace_crate() {
     for f in &g.filters {
         let deps = g.workspace_deps(f);
         assert!(
-            deps.iter().all(|d| d == "tollgate-sdk"),
-            "{f} depends on workspace crates {deps:?}; filters use the SDK only"
+            deps.iter().all(|d| d == "tollgate-sdk" || d == "tollgate-jose"),
+            "{f} depends on workspace crates {deps:?}; filters use the SDK (and tollgate-jose) only"
         );
     }
     assert!(
         g.workspace_deps("tollgate-sdk").is_empty(),
         "the SDK depends on no workspace crate"
+    );
+    assert!(
+        g.workspace_deps("tollgate-jose").is_empty(),
+        "tollgate-jose depends on no workspace crate"
     );
 }
 

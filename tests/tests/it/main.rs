@@ -90,6 +90,7 @@ mod key_auth;
 mod metrics;
 mod native_parity;
 mod oauth2_introspection;
+mod oidc;
 mod oidc_provider;
 mod plugin_identity;
 mod plumbing;
