@@ -17,6 +17,7 @@ mod limit_args;
 mod replay_cli;
 #[path = "cli/new.rs"]
 mod new_cli;
+mod out;
 #[path = "cli/ship.rs"]
 mod ship_cli;
 #[path = "cli/test.rs"]

@@ -3,6 +3,7 @@
 //! HTML page, with an optional baseline comparison that fails past a
 //! threshold (for CI), one stream at a time or `--streams N` in flight.
 
+use crate::out::{out, outln};
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -146,8 +147,8 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             .with_context(|| format!("--html: cannot write {}", path.display()))?;
     }
     match args.format {
-        BenchFormat::Text => print!("{}", report.text()),
-        BenchFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        BenchFormat::Text => out!("{}", report.text()),
+        BenchFormat::Json => outln!("{}", serde_json::to_string_pretty(&report)?),
     }
     if let Some(c) = &report.comparison
         && c.regression

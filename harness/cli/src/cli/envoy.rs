@@ -4,6 +4,7 @@
 //! `none`, `noop-wasm`, the chain and `--alternative`s, in interleaved rounds.
 //! See `harness/docs/envoy.md`.
 
+use crate::out::{out, outln};
 use anyhow::{Context, Result, bail};
 use clap::ArgMatches;
 use std::path::PathBuf;
@@ -174,7 +175,7 @@ pub fn envoy(args: EnvoyArgs, matches: Option<&ArgMatches>) -> Result<()> {
         .context("harness prediction failed")?;
     let report = diff::run(&options, &traffic, &predicted)?;
     match args.format {
-        EnvoyFormat::Json => println!("{}", serde_json::to_string_pretty(&report.to_json())?),
+        EnvoyFormat::Json => outln!("{}", serde_json::to_string_pretty(&report.to_json())?),
         EnvoyFormat::Text => print_diff(&report),
     }
     let n = report.differences();
@@ -250,7 +251,7 @@ fn services_of(args: &EnvoyArgs) -> Result<Vec<ServiceSpec>> {
 }
 
 fn print_diff(report: &diff::DiffReport) {
-    println!(
+    outln!(
         "{:<10} {:<8} {:<48} {:>8} {:>6} {:>8} {:>8} {:>8}",
         "exchange", "method", "path", "recorded", "envoy", "upstream", "harness", "upstream"
     );
@@ -261,7 +262,7 @@ fn print_diff(report: &diff::DiffReport) {
             e.path.clone()
         };
         let yn = |b: bool| if b { "yes" } else { "no" };
-        println!(
+        outln!(
             "{:<10} {:<8} {:<48} {:>8} {:>6} {:>8} {:>8} {:>8}",
             e.id,
             e.method,
@@ -273,27 +274,27 @@ fn print_diff(report: &diff::DiffReport) {
             yn(e.predicted_upstream)
         );
         if let Some(err) = &e.error {
-            println!("    ! {err}");
+            outln!("    ! {err}");
         }
         for d in &e.differences {
-            println!("    * {d}");
+            outln!("    * {d}");
         }
     }
-    println!(
+    outln!(
         "\n{} requests through Envoy: {} differ from the harness ({} differences)",
         report.exchanges.len(),
         report.differing_exchanges(),
         report.differences(),
     );
-    print!("{}", services::report_text(&report.services));
+    out!("{}", services::report_text(&report.services));
     for c in &report.unpredicted_clusters {
-        println!(
+        outln!(
             "note: cluster {c} is your service (--cluster); the harness has no stub for it \
              (add --stub {c}=FILE), so exchanges that call it may differ"
         );
     }
     if let Some(log) = &report.envoy_log {
-        println!("Envoy log: {}", log.display());
+        outln!("Envoy log: {}", log.display());
     }
 }
 
@@ -341,8 +342,8 @@ fn run_compare(
     options.services = services;
     let report = compare::run(&options, traffic)?;
     match args.format {
-        EnvoyFormat::Json => println!("{}", serde_json::to_string_pretty(&report.to_json())?),
-        EnvoyFormat::Text => print!("{}", report.to_text()),
+        EnvoyFormat::Json => outln!("{}", serde_json::to_string_pretty(&report.to_json())?),
+        EnvoyFormat::Text => out!("{}", report.to_text()),
     }
     Ok(())
 }

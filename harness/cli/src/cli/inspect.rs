@@ -1,6 +1,7 @@
 //! `tollgate inspect`: a module's ABI version, exports and imports, and
 //! the imports the host does not provide.
 
+use crate::out::outln;
 use anyhow::{Context, Result, bail};
 use std::path::Path;
 use tollgate_host::plugin;
@@ -8,27 +9,27 @@ use tollgate_host::plugin;
 pub(crate) fn inspect(path: &Path) -> Result<()> {
     let bytes = tollgate_traffic::input::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let info = plugin::inspect(&path.display().to_string(), &bytes)?;
-    println!("module {} ({} bytes)", path.display(), bytes.len());
+    outln!("module {} ({} bytes)", path.display(), bytes.len());
     match info.abi {
-        Some(abi) => println!("proxy-wasm ABI {abi}"),
-        None => println!("not a proxy-wasm module (no proxy_abi_version_* export)"),
+        Some(abi) => outln!("proxy-wasm ABI {abi}"),
+        None => outln!("not a proxy-wasm module (no proxy_abi_version_* export)"),
     }
-    println!("exports ({}):", info.exports.len());
+    outln!("exports ({}):", info.exports.len());
     for (name, kind) in &info.exports {
-        println!("  {kind:<6} {name}");
+        outln!("  {kind:<6} {name}");
     }
-    println!("imports ({}):", info.imports.len());
+    outln!("imports ({}):", info.imports.len());
     for i in &info.imports {
         let mark = if i.problem.is_some() { "MISSING" } else { "ok" };
-        println!("  {mark:<7} {}.{} ({})", i.module, i.name, i.kind);
+        outln!("  {mark:<7} {}.{} ({})", i.module, i.name, i.kind);
     }
     let unknown = info.unknown_imports();
     if unknown.is_empty() {
-        println!("all imports are provided by the host");
+        outln!("all imports are provided by the host");
     } else {
-        println!("imports the host does not provide ({}):", unknown.len());
+        outln!("imports the host does not provide ({}):", unknown.len());
         for u in &unknown {
-            println!("  {u}");
+            outln!("  {u}");
         }
         bail!("{} imports the host does not provide", path.display());
     }

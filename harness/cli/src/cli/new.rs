@@ -1,5 +1,6 @@
 //! `tollgate new`: scaffolds a filter crate ([`tollgate_ship::scaffold`]).
 
+use crate::out::outln;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
@@ -63,15 +64,15 @@ pub fn new(args: NewArgs) -> Result<()> {
         }
         tollgate_files::write(&path, text)
             .with_context(|| format!("cannot write {}", path.display()))?;
-        println!("wrote {}", path.display());
+        outln!("wrote {}", path.display());
     }
     let dir = scaffold.crate_dir();
     match &args.standalone {
-        Some(_) => println!(
+        Some(_) => outln!(
             "next, in {}: cargo build --release --target wasm32-wasip1 && cargo test && tollgate test tests/suite.yaml",
             dir.display()
         ),
-        None => println!(
+        None => outln!(
             "next: cargo xtask build && cargo test -p tollgate-{} && tollgate test filters/{}/tests/suite.yaml",
             args.name, args.name
         ),

@@ -1,6 +1,7 @@
 //! `tollgate replay`: recorded traffic through a filter chain in the
 //! harness, reported as text or JSON.
 
+use crate::out::outln;
 use anyhow::{Context, Result, bail};
 use std::path::Path;
 use tollgate_host::state::LogLevel;
@@ -113,7 +114,7 @@ pub(crate) fn replay(
     bar.finish_and_clear();
     match format {
         Format::Text => print_text(&report),
-        Format::Json => println!("{}", serde_json::to_string_pretty(&to_json(&report))?),
+        Format::Json => outln!("{}", serde_json::to_string_pretty(&to_json(&report))?),
     }
     Ok(())
 }
@@ -129,7 +130,7 @@ fn verdict_text(v: &Verdict) -> String {
 
 fn print_text(report: &Report) {
     for f in &report.filters {
-        println!(
+        outln!(
             "filter {} ({} bytes, proxy-wasm ABI {})",
             f.path.display(),
             f.wasm_bytes,
@@ -137,7 +138,7 @@ fn print_text(report: &Report) {
         );
     }
     for l in &report.startup_logs {
-        println!("  [start] {:<8} {}", l.level, l.message);
+        outln!("  [start] {:<8} {}", l.level, l.message);
     }
     for e in &report.exchanges {
         let target = e
@@ -145,7 +146,7 @@ fn print_text(report: &Report) {
             .as_ref()
             .map(|r| format!("{} {}{}", r.method, r.authority, r.path))
             .unwrap_or_else(|| "(not sent upstream)".into());
-        println!(
+        outln!(
             "{}: {} -> {} [{}] guest {:?}",
             e.id,
             target,
@@ -155,25 +156,25 @@ fn print_text(report: &Report) {
         );
         if let Verdict::Failed { message } = &e.verdict {
             for line in message.lines() {
-                println!("    ! {line}");
+                outln!("    ! {line}");
             }
         }
         for c in &e.changes {
-            println!("    * {c}");
+            outln!("    * {c}");
         }
         if report.filters.len() > 1 {
             for f in &e.filters {
                 for step in &f.steps {
-                    println!("    [{}] {step}", f.filter);
+                    outln!("    [{}] {step}", f.filter);
                 }
             }
         }
         for l in &e.logs {
-            println!("    {:<8} {}", l.level, l.message);
+            outln!("    {:<8} {}", l.level, l.message);
         }
     }
     let s = report.summary();
-    println!(
+    outln!(
         "\n{} requests: {} passed, {} modified, {} answered locally, {} failed; guest time p50 {:?}, p99 {:?}",
         s.requests, s.passed, s.modified, s.answered_locally, s.failed, s.p50, s.p99
     );

@@ -1,6 +1,7 @@
 //! `tollgate package`, `tollgate manifest` and `tollgate validate`: the
 //! command-line side of [`tollgate_ship`].
 
+use crate::out::{out, outln};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -133,14 +134,14 @@ pub fn package(args: PackageArgs) -> Result<()> {
         .tag(args.tag);
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
-    println!(
+    outln!(
         "module {} (proxy-wasm ABI {}, sha256 {})",
         args.wasm.display(),
         package.abi(),
         package.wasm_sha256()
     );
     for written in package.write(&args.out)? {
-        println!(
+        outln!(
             "{:<6} {} and {}: manifest {}",
             written.variant.dir_name(),
             written.dir.display(),
@@ -216,7 +217,7 @@ pub fn manifest(args: ManifestArgs) -> Result<()> {
                 .with_context(|| format!("cannot write {}", out.display()))?;
             eprintln!("wrote {}", out.display());
         }
-        None => print!("{yaml}"),
+        None => out!("{yaml}"),
     }
     if let Some(envoy) = &args.envoy {
         let code = match &args.envoy_remote_url {
@@ -279,20 +280,20 @@ pub fn validate(args: ValidateArgs) -> Result<()> {
             let name = format!("{} {name}", report.kind.as_deref().unwrap_or("(no kind)"));
             if report.errors.is_empty() {
                 accepted += 1;
-                println!(
+                outln!(
                     "ok      {} document {} ({name})",
                     path.display(),
                     report.index
                 );
             } else {
                 rejected += 1;
-                println!(
+                outln!(
                     "INVALID {} document {} ({name})",
                     path.display(),
                     report.index
                 );
                 for error in &report.errors {
-                    println!("    {error}");
+                    outln!("    {error}");
                 }
             }
         }
@@ -300,7 +301,7 @@ pub fn validate(args: ValidateArgs) -> Result<()> {
     if rejected > 0 {
         bail!("{rejected} document(s) rejected, {accepted} accepted");
     }
-    println!("{accepted} document(s) accepted");
+    outln!("{accepted} document(s) accepted");
     Ok(())
 }
 
@@ -375,7 +376,7 @@ pub fn schema(args: SchemaArgs) -> Result<()> {
                 .with_context(|| format!("cannot write {}", out.display()))?;
             eprintln!("wrote {}", out.display());
         }
-        None => print!("{text}"),
+        None => out!("{text}"),
     }
     Ok(())
 }

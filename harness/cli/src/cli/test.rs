@@ -1,6 +1,7 @@
 //! `tollgate test <suite.yaml>...`: runs declarative test suites, prints a
 //! readable report, optionally writes JUnit XML, exits non-zero on failure.
 
+use crate::out::out;
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
 use tollgate_replay::suite::Suite;
@@ -27,7 +28,7 @@ pub fn test(args: TestArgs) -> Result<()> {
         // A file with `chains:` holds several suites.
         for suite in Suite::load_all(path)? {
             let report = suite.limits(limits).run();
-            print!("{}", report.text());
+            out!("{}", report.text());
             failed += report.failed();
             junit_suites.push(report.junit());
         }

@@ -2,6 +2,7 @@
 //! and the streaming `tollgate replay --stream`: argument parsing and
 //! printing; the work is in `tollgate_traffic::{tools, record, streaming}`.
 
+use crate::out::outln;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -189,13 +190,13 @@ fn inspect(input: &Path, lenient: bool, json: bool) -> Result<()> {
     }
     warn_all(&mut stream);
     if json {
-        println!("{}", serde_json::to_string_pretty(&i.to_json())?);
+        outln!("{}", serde_json::to_string_pretty(&i.to_json())?);
         return Ok(());
     }
-    println!("{}: {} exchanges", input.display(), i.exchanges);
+    outln!("{}: {} exchanges", input.display(), i.exchanges);
     let line = |title: &str, m: &std::collections::BTreeMap<String, usize>| {
         let items: Vec<String> = m.iter().map(|(k, v)| format!("{k} {v}")).collect();
-        println!("  {title:<9} {}", items.join(", "));
+        outln!("  {title:<9} {}", items.join(", "));
     };
     line("methods", &i.methods);
     line("statuses", &i.statuses);
@@ -204,13 +205,13 @@ fn inspect(input: &Path, lenient: bool, json: bool) -> Result<()> {
         ("requests", &i.request_bodies),
         ("responses", &i.response_bodies),
     ] {
-        println!(
+        outln!(
             "  {title:<9} {} bodies, {} bytes in all, largest {} bytes",
             s.count, s.total, s.max
         );
     }
     if i.truncated + i.with_trailers + i.with_callouts > 0 {
-        println!(
+        outln!(
             "  also      {} truncated, {} with trailers, {} with callout stubs",
             i.truncated, i.with_trailers, i.with_callouts
         );
@@ -403,12 +404,12 @@ pub fn replay_streaming(
     warn_all(&mut stream);
     let t = totals?;
     if let Some(e) = write_err {
-        bail!("writing the report: {e}");
+        crate::out::failed(&e);
     }
     if t.requests == 0 {
         bail!("{}: {}", input.display(), crate::replay_cli::NO_EXCHANGES);
     }
-    println!(
+    outln!(
         "\n{} requests: {} passed, {} modified, {} answered locally, {} failed; guest time p50 {:?}, p99 {:?}",
         t.requests, t.passed, t.modified, t.answered_locally, t.failed, t.p50, t.p99
     );

@@ -590,3 +590,43 @@ fn sigterm_to_tollgate_envoy_ends_its_envoys_too() {
         .collect();
     assert!(stale.is_empty(), "scratch folders left behind: {stale:?}");
 }
+
+/// `tollgate replay ... | head -1`: the reader goes away after one line while
+/// the report (far more than a pipe holds) is still being written. The
+/// command ends quietly with status 0, as `cat` would, and says nothing on
+/// standard error (no panic from `println!`).
+#[test]
+fn a_reader_that_stops_early_ends_replay_quietly() {
+    use std::io::{BufRead, BufReader, Read};
+    let d = dir("broken-pipe");
+    let traffic = d.join("traffic.jsonl");
+    std::fs::write(&traffic, lines(3000, 10)).expect("write");
+    let wasm = d.join("noop.wasm");
+    std::fs::write(&wasm, tollgate_host::bare::noop_module().expect("assembles")).expect("write");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .arg("replay")
+        .arg(&traffic)
+        .arg("--filter")
+        .arg(&wasm)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map(Running)
+        .expect("tollgate starts");
+    let mut out = BufReader::new(child.0.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    out.read_line(&mut first).expect("the first line");
+    assert!(!first.is_empty(), "no output");
+    drop(out);
+    let mut err = String::new();
+    child
+        .0
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("stderr reads");
+    let status = child.0.wait().expect("tollgate ends");
+    assert!(status.success(), "{status:?}: {err}");
+    assert!(err.is_empty(), "{err}");
+}
