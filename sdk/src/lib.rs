@@ -60,6 +60,7 @@ pub mod body;
 pub mod callout;
 pub mod config;
 pub mod consumers;
+pub mod env;
 pub mod filter;
 pub mod grpc;
 pub mod headers;
