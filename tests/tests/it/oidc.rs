@@ -711,13 +711,19 @@ fn cookie_value(set_cookies: &[&str], name: &str) -> Option<String> {
 /// The browser flow through a real Envoy against the real provider, the `idp` cluster through
 /// a [`RecordingProxy`]: the first request (redirected), the user's login at the provider, the
 /// callback with the provider's code and this login's cookie, the request with the session.
-/// Asserts what Envoy did; returns the recording and the token request Envoy's filter sent.
-fn record_flow() -> Result<(tollgate_traffic::Traffic, ProviderCall)> {
-    let provider = Provider::start()?;
+/// Then, once the access token is within `REFRESH_BEFORE_S` of its expiry, a request that
+/// refreshes the session, and the logout. Asserts what Envoy did; returns the recording with
+/// what Envoy's filter sent the provider and answered.
+fn record_flow() -> Result<EnvoyFlow> {
+    let provider = Provider::start_with(oidc::ProviderOptions {
+        access_token_ttl: ACCESS_TOKEN_TTL_S,
+        id_token_ttl: ACCESS_TOKEN_TTL_S,
+        ..Default::default()
+    })?;
     let proxy = RecordingProxy::start(&provider)?;
     let upstream = Upstream::start(text_response(b"the app"))?;
     let port = free_port()?;
-    let config = configuration(&provider, port, &[])?;
+    let config = configuration_with(&provider, port, &[], Some(u64::from(REFRESH_BEFORE_S)))?;
     let envoy = start_envoy_via(
         proxy.upstream.addr(),
         &upstream,
@@ -798,6 +804,10 @@ fn record_flow() -> Result<(tollgate_traffic::Traffic, ProviderCall)> {
             "{answer:?}"
         );
         ensure!(calls.is_empty(), "{calls:?}");
+        ensure!(
+            tollgate_tests::http1::header(&answer.headers, "set-cookie").is_none(),
+            "{answer:?}"
+        );
         let ups = upstream.take_requests();
         ensure!(ups.len() == 1, "{ups:?}");
         ensure!(
@@ -806,15 +816,69 @@ fn record_flow() -> Result<(tollgate_traffic::Traffic, ProviderCall)> {
         );
         let mut app = app;
         app.response = Some(text_response(b"the app"));
-        Ok((
-            tollgate_traffic::Traffic {
+
+        // Within REFRESH_BEFORE_S of the access token's expiry: refreshed, then upstream.
+        std::thread::sleep(std::time::Duration::from_secs(u64::from(
+            ACCESS_TOKEN_TTL_S - REFRESH_BEFORE_S + 1,
+        )));
+        let (mut refresh, answer, calls) = recorded_exchange(
+            "refresh",
+            port,
+            get("/app?x=1", &[("accept", "text/html"), ("cookie", &cookie)]),
+            &proxy,
+        )?;
+        ensure!(answer.status == 200, "refresh: {answer:?}");
+        let paths: Vec<&str> = calls.iter().map(|c| c.request.path.as_str()).collect();
+        ensure!(paths == ["/token"], "refresh: {calls:?}");
+        let refresh_request = calls[0].clone();
+        let refreshed = cookie_value(
+            &tollgate_tests::http1::header_values(&answer.headers, "set-cookie"),
+            "tollgate_session",
+        )
+        .context("no refreshed session cookie")?;
+        ensure!(refreshed != session, "the same session after the refresh");
+        refresh.response = Some(text_response(b"the app"));
+        ensure!(upstream.take_requests().len() == 1);
+
+        let cookie = format!("tollgate_session={refreshed}");
+        let (logout, answer, calls) = recorded_exchange(
+            "logout",
+            port,
+            get("/oidc/logout", &[("cookie", &cookie)]),
+            &proxy,
+        )?;
+        ensure!(answer.status == 302, "logout: {answer:?}");
+        ensure!(calls.is_empty(), "logout: {calls:?}");
+        let logout_location = header(&answer.headers, "location")
+            .context("logout: no location")?
+            .to_string();
+        Ok(EnvoyFlow {
+            recording: tollgate_traffic::Traffic {
                 source: None,
-                exchanges: vec![first, callback, app],
+                exchanges: vec![first, callback, app, refresh, logout],
                 warnings: Vec::new(),
             },
             token_request,
-        ))
+            refresh_request,
+            logout_location,
+        })
     })())
+}
+
+/// The access and ID tokens' lifetime at the provider in the recorded flow.
+const ACCESS_TOKEN_TTL_S: u32 = 30;
+/// The filter's `refresh_before_s` in the recorded flow: refreshed 2 s after login.
+const REFRESH_BEFORE_S: u32 = 28;
+
+/// The recorded flow and what Envoy's filter did in it that the recording does not hold.
+struct EnvoyFlow {
+    recording: tollgate_traffic::Traffic,
+    /// The code exchange Envoy's filter sent the provider.
+    token_request: ProviderCall,
+    /// The refresh Envoy's filter sent the provider.
+    refresh_request: ProviderCall,
+    /// Where Envoy's filter sent the browser at logout.
+    logout_location: String,
 }
 
 fn unix_nanos(exchange: &tollgate_traffic::Exchange) -> Result<u64> {
@@ -854,14 +918,13 @@ fn form_params(body: &str) -> Vec<(String, String)> {
 /// challenge, from its seeded generator), the callback (the recorded code, state and login
 /// cookie) answered with the recorded tokens and setting the session cookie, the next request
 /// with that cookie reaching the upstream with the claims; the callback replayed is refused.
-/// With `envoy_token_request`, the harness's token request must carry the same parameters
-/// (code, PKCE verifier opened from Envoy's login cookie, redirect URI, client).
-fn replay_flow(
-    recording: &tollgate_traffic::Traffic,
-    envoy_token_request: Option<&ProviderCall>,
-) -> Result<()> {
-    let [first, callback, app] = &recording.exchanges[..] else {
-        anyhow::bail!("expected 3 exchanges, found {}", recording.exchanges.len());
+/// Then, at the recorded time of the refresh, the session refreshed with the recorded answer,
+/// and the logout. With `envoy` (the live run), the harness's token and refresh requests must
+/// carry the same parameters as Envoy's (code, PKCE verifier opened from Envoy's login cookie,
+/// redirect URI, client; the refresh token) and the logout go where Envoy's did.
+fn replay_flow(recording: &tollgate_traffic::Traffic, envoy: Option<&EnvoyFlow>) -> Result<()> {
+    let [first, callback, app, refresh, logout] = &recording.exchanges[..] else {
+        anyhow::bail!("expected 5 exchanges, found {}", recording.exchanges.len());
     };
     let discovery: Value = serde_json::from_slice(
         &first
@@ -884,7 +947,12 @@ fn replay_flow(
         .context("no port")?
         .parse()?;
     let (mut chain, _) = tollgate_replay::Replay::filter(paths::filter_wasm(FILTER)?)
-        .config(configuration_for(&issuer, port, &[], None)?)
+        .config(configuration_for(
+            &issuer,
+            port,
+            &[],
+            Some(u64::from(REFRESH_BEFORE_S)),
+        )?)
         .clock_unix_nanos(unix_nanos(first)?)
         .start()?;
     let set_cookies = |h: &[(String, String)]| -> Vec<String> {
@@ -963,8 +1031,8 @@ fn replay_flow(
             && params.iter().any(|(k, _)| k == "code_verifier"),
         "{token}"
     );
-    if let Some(envoy) = envoy_token_request {
-        let envoys = form_params(&String::from_utf8_lossy(&envoy.request.body));
+    if let Some(envoy) = envoy {
+        let envoys = form_params(&String::from_utf8_lossy(&envoy.token_request.request.body));
         ensure!(
             params == envoys,
             "token request: harness {params:?}, Envoy {envoys:?}"
@@ -1028,6 +1096,93 @@ fn replay_flow(
         "replayed callback: {out:?}"
     );
     ensure!(out.upstream_request.is_none());
+
+    // At the recorded time of the refresh, with the harness's session and with Envoy's: the
+    // same refresh request, the recorded answer, a new session, upstream with the claims.
+    chain.advance(tollgate_replay::recorded_gap(app, refresh).unwrap_or_default());
+    let mut input = chain.input_for(refresh);
+    for (_, value) in input
+        .request
+        .headers
+        .iter_mut()
+        .filter(|(n, _)| n == "cookie")
+    {
+        *value = format!("tollgate_session={session}");
+    }
+    for (whose, input) in [("harness", input), ("Envoy", chain.input_for(refresh))] {
+        let (out, _, logs) = chain.exchange(&input);
+        let ups = out
+            .upstream_request
+            .as_ref()
+            .with_context(|| format!("{whose}'s session, refresh: {out:?} {logs:?}"))?;
+        ensure!(
+            header(&ups.headers, "x-user") == Some(oidc::USER),
+            "{whose}: {ups:?}"
+        );
+        let calls: Vec<String> = out
+            .callout_requests
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} {}",
+                    header(&c.headers, ":method").unwrap_or_default(),
+                    header(&c.headers, ":path").unwrap_or_default()
+                )
+            })
+            .collect();
+        ensure!(calls == ["POST /token"], "{whose}: {calls:?}");
+        let params = form_params(&String::from_utf8_lossy(&out.callout_requests[0].body));
+        ensure!(
+            params
+                .iter()
+                .any(|(k, v)| k == "grant_type" && v == "refresh_token"),
+            "{whose}: {params:?}"
+        );
+        if let Some(envoy) = envoy {
+            let envoys = form_params(&String::from_utf8_lossy(
+                &envoy.refresh_request.request.body,
+            ));
+            ensure!(
+                params == envoys,
+                "{whose}: refresh request {params:?}, Envoy's {envoys:?}"
+            );
+        }
+        let cookies = set_cookies(&out.client_response.headers);
+        let refs: Vec<&str> = cookies.iter().map(String::as_str).collect();
+        let renewed = cookie_value(&refs, "tollgate_session").context("no refreshed session")?;
+        ensure!(
+            renewed != session && !renewed.is_empty(),
+            "{whose}: {cookies:?}"
+        );
+    }
+
+    // Logout with Envoy's refreshed session: cleared, sent where Envoy sent the browser.
+    chain.advance(tollgate_replay::recorded_gap(refresh, logout).unwrap_or_default());
+    let (out, _, logs) = chain.exchange(&chain.input_for(logout));
+    ensure!(
+        out.client_response.status == 302,
+        "logout: {out:?} {logs:?}"
+    );
+    let location = header(&out.client_response.headers, "location").unwrap_or_default();
+    ensure!(
+        location.starts_with(&format!("{issuer}/session/end?client_id=tollgate-web")),
+        "{location}"
+    );
+    if let Some(envoy) = envoy {
+        ensure!(
+            location == envoy.logout_location,
+            "logout: {location}, Envoy's {}",
+            envoy.logout_location
+        );
+    }
+    let cookies = set_cookies(&out.client_response.headers);
+    ensure!(
+        cookies
+            .iter()
+            .any(|c| c.starts_with("tollgate_session=;") && c.contains("Max-Age=0;")),
+        "logout: {cookies:?}"
+    );
+    ensure!(out.callout_requests.is_empty() && out.upstream_request.is_none());
     Ok(())
 }
 
@@ -1037,8 +1192,9 @@ fn replay_flow(
 /// `TOLLGATE_RECORD_OIDC=1` the recording replaces the committed one ([`RECORDING`]).
 #[test]
 fn envoy_flow_recorded_and_replayed_in_the_harness() -> Result<()> {
-    let (recording, token_request) = record_flow()?;
-    replay_flow(&recording, Some(&token_request))?;
+    let flow = record_flow()?;
+    let recording = &flow.recording;
+    replay_flow(recording, Some(&flow))?;
     if std::env::var_os("TOLLGATE_RECORD_OIDC").is_some_and(|v| v == "1") {
         let mut out = Vec::new();
         out.extend_from_slice(
@@ -1046,7 +1202,7 @@ fn envoy_flow_recorded_and_replayed_in_the_harness() -> Result<()> {
               # (npm oidc-provider) with the provider's answers as callouts. Re-made by\n\
               # TOLLGATE_RECORD_OIDC=1 cargo test --workspace --test it oidc::envoy_flow_recorded\n",
         );
-        tollgate_traffic::native::write_yaml(&mut out, &recording)?;
+        tollgate_traffic::native::write_yaml(&mut out, recording)?;
         std::fs::write(paths::root().join(RECORDING), out)?;
     }
     Ok(())
