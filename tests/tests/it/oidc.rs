@@ -28,9 +28,19 @@ fn configuration_with(
     keys: &[&str],
     refresh_before_s: Option<u64>,
 ) -> Result<String> {
+    configuration_for(provider.issuer(), port, keys, refresh_before_s)
+}
+
+/// demo.json pointed at the provider `issuer` and at Envoy's port.
+fn configuration_for(
+    issuer: &str,
+    port: u16,
+    keys: &[&str],
+    refresh_before_s: Option<u64>,
+) -> Result<String> {
     let demo = std::fs::read_to_string(paths::root().join("filters/oidc/demo.json"))?;
     let mut config: Value = serde_json::from_str(&demo)?;
-    config["issuer"] = provider.issuer().into();
+    config["issuer"] = issuer.into();
     config["redirect_uri"] = format!("http://127.0.0.1:{port}/oidc/callback").into();
     config["post_logout_redirect_uri"] = format!("http://127.0.0.1:{port}/").into();
     config["scopes"] = serde_json::json!(["openid", "email", "offline_access"]);
@@ -66,12 +76,23 @@ fn start_envoy_with(
     plugin_configuration: &str,
     label: &str,
 ) -> Result<Envoy> {
+    start_envoy_via(provider.addr(), upstream, port, plugin_configuration, label)
+}
+
+/// As [`start_envoy_with`], the `idp` cluster going to `idp` (the provider or a proxy before it).
+fn start_envoy_via(
+    idp: std::net::SocketAddr,
+    upstream: &Upstream,
+    port: u16,
+    plugin_configuration: &str,
+    label: &str,
+) -> Result<Envoy> {
     let mut config = EnvoyConfig::load(&paths::envoy_config(FILTER))?;
     config
         .use_ephemeral_ports()?
         .set_first_listener_port(port)?
         .route_cluster_to("upstream", upstream.addr())?
-        .route_cluster_to("idp", provider.addr())?
+        .route_cluster_to("idp", idp)?
         .set_plugin_configuration(plugin_configuration)?;
     config.use_filters_from(&paths::filters_dir()?)?;
     Envoy::start(&config, label)
@@ -558,4 +579,639 @@ fn envoy_native_oauth2_next_to_the_filter() -> Result<()> {
         ensure!(got.status == 200, "pass-through: {got:?}");
         Ok(())
     })())
+}
+
+/// The committed recording of the browser flow (native traffic format): the first request, the
+/// callback and the request with the session, as sent to a real Envoy, each with the provider's
+/// answers to the calls the filter made meanwhile (`callouts:`). Re-made by
+/// `envoy_flow_recorded_and_replayed_in_the_harness` when `TOLLGATE_RECORD_OIDC=1`.
+const RECORDING: &str = "filters/oidc/tests/flow.yaml";
+
+/// One call the filter made to the provider, as the recording proxy forwarded it.
+#[derive(Debug, Clone)]
+struct ProviderCall {
+    request: tollgate_tests::upstream::ReceivedRequest,
+    response: tollgate_traffic::HttpResponse,
+}
+
+/// Headers that belong to one connection, not to the message.
+fn hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "host" | "connection" | "keep-alive" | "transfer-encoding" | "content-length"
+    )
+}
+
+/// A proxy for the `idp` cluster: every call is forwarded to the real provider and its answer
+/// kept, in order.
+struct RecordingProxy {
+    upstream: Upstream,
+    calls: std::sync::Arc<std::sync::Mutex<Vec<ProviderCall>>>,
+}
+
+impl RecordingProxy {
+    fn start(provider: &Provider) -> Result<RecordingProxy> {
+        let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = std::sync::Arc::clone(&calls);
+        let to = provider.addr();
+        let authority = to.to_string();
+        let upstream = Upstream::start_with(move |req| {
+            let headers: Vec<(&str, &str)> = req
+                .headers
+                .iter()
+                .filter(|(n, _)| !hop_by_hop(n))
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
+            let forward = tollgate_tests::client::request(
+                &req.method,
+                &authority,
+                &req.path,
+                &headers,
+                &req.body,
+            );
+            let response = match tollgate_tests::client::send(to, &forward) {
+                Ok(mut r) => {
+                    r.headers.retain(|(n, _)| !hop_by_hop(n));
+                    r
+                }
+                Err(e) => tollgate_traffic::HttpResponse {
+                    status: 502,
+                    headers: vec![("content-type".into(), "text/plain".into())],
+                    body: format!("recording proxy: {e:#}").into_bytes(),
+                },
+            };
+            kept.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(ProviderCall {
+                    request: req.clone(),
+                    response: response.clone(),
+                });
+            response
+        })?;
+        Ok(RecordingProxy { upstream, calls })
+    }
+
+    /// The calls since the last `take`.
+    fn take(&self) -> Vec<ProviderCall> {
+        std::mem::take(
+            &mut *self
+                .calls
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+}
+
+/// Sends `request` to Envoy at `port` as one recorded exchange `id`: its start time, the
+/// response the client got and the provider's answers to the calls made meanwhile.
+fn recorded_exchange(
+    id: &str,
+    port: u16,
+    request: tollgate_traffic::HttpRequest,
+    proxy: &RecordingProxy,
+) -> Result<(
+    tollgate_traffic::Exchange,
+    tollgate_traffic::HttpResponse,
+    Vec<ProviderCall>,
+)> {
+    let started = chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now())
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let response = tollgate_tests::client::send(addr, &request)?;
+    let calls = proxy.take();
+    let exchange = tollgate_traffic::Exchange {
+        id: id.into(),
+        request,
+        response: None,
+        details: tollgate_traffic::ExchangeDetails {
+            timing: tollgate_traffic::Timing {
+                started: Some(started),
+                ..Default::default()
+            },
+            callouts: calls
+                .iter()
+                .map(|c| tollgate_traffic::Callout {
+                    cluster: "idp".into(),
+                    response: c.response.clone(),
+                })
+                .collect(),
+            ..Default::default()
+        },
+    };
+    Ok((exchange, response, calls))
+}
+
+fn cookie_value(set_cookies: &[&str], name: &str) -> Option<String> {
+    set_cookies.iter().find_map(|c| {
+        c.strip_prefix(&format!("{name}="))
+            .map(|rest| rest.split(';').next().unwrap_or_default().to_string())
+    })
+}
+
+/// The browser flow through a real Envoy against the real provider, the `idp` cluster through
+/// a [`RecordingProxy`]: the first request (redirected), the user's login at the provider, the
+/// callback with the provider's code and this login's cookie, the request with the session.
+/// Then, once the access token is within `REFRESH_BEFORE_S` of its expiry, a request that
+/// refreshes the session, and the logout. Asserts what Envoy did; returns the recording with
+/// what Envoy's filter sent the provider and answered.
+fn record_flow() -> Result<EnvoyFlow> {
+    let provider = Provider::start_with(oidc::ProviderOptions {
+        access_token_ttl: ACCESS_TOKEN_TTL_S,
+        id_token_ttl: ACCESS_TOKEN_TTL_S,
+        ..Default::default()
+    })?;
+    let proxy = RecordingProxy::start(&provider)?;
+    let upstream = Upstream::start(text_response(b"the app"))?;
+    let port = free_port()?;
+    let config = configuration_with(&provider, port, &[], Some(u64::from(REFRESH_BEFORE_S)))?;
+    let envoy = start_envoy_via(
+        proxy.upstream.addr(),
+        &upstream,
+        port,
+        &config,
+        "oidc-record",
+    )?;
+    let authority = format!("127.0.0.1:{port}");
+    let site = format!("http://{authority}");
+    envoy.explain((|| {
+        let get = |path: &str, headers: &[(&str, &str)]| {
+            tollgate_tests::client::request("GET", &authority, path, headers, b"")
+        };
+        let (first, answer, calls) = recorded_exchange(
+            "first",
+            port,
+            get("/app?x=1", &[("accept", "text/html")]),
+            &proxy,
+        )?;
+        ensure!(answer.status == 302, "{answer:?}");
+        ensure!(
+            calls.len() == 1 && calls[0].request.path == "/.well-known/openid-configuration",
+            "{calls:?}"
+        );
+        let location = header(&answer.headers, "location").context("no location")?;
+        let login = cookie_value(
+            &tollgate_tests::http1::header_values(&answer.headers, "set-cookie"),
+            "tollgate_session_login",
+        )
+        .context("no login cookie")?;
+
+        // The user logs in at the provider from this very redirect.
+        let mut user = Browser::new();
+        let landed = oidc::log_in(
+            &mut user,
+            location,
+            oidc::USER,
+            &format!("{site}/oidc/callback"),
+        )?;
+        let path = landed.trim_start_matches(&site).to_string();
+        let cookie = format!("tollgate_session_login={login}");
+        let (callback, answer, calls) = recorded_exchange(
+            "callback",
+            port,
+            get(&path, &[("accept", "text/html"), ("cookie", &cookie)]),
+            &proxy,
+        )?;
+        ensure!(answer.status == 302, "callback: {answer:?}");
+        ensure!(
+            header(&answer.headers, "location") == Some("/app?x=1"),
+            "{answer:?}"
+        );
+        let paths: Vec<&str> = calls.iter().map(|c| c.request.path.as_str()).collect();
+        ensure!(paths == ["/token", "/jwks"], "{calls:?}");
+        let token_request = calls[0].clone();
+        let session = cookie_value(
+            &tollgate_tests::http1::header_values(&answer.headers, "set-cookie"),
+            "tollgate_session",
+        )
+        .context("no session cookie")?;
+
+        let cookie = format!("tollgate_session={session}");
+        let (app, answer, calls) = recorded_exchange(
+            "app",
+            port,
+            get(
+                "/app?x=1",
+                &[
+                    ("accept", "text/html"),
+                    ("x-user", "mallory"),
+                    ("cookie", &cookie),
+                ],
+            ),
+            &proxy,
+        )?;
+        ensure!(
+            answer.status == 200 && answer.body == b"the app",
+            "{answer:?}"
+        );
+        ensure!(calls.is_empty(), "{calls:?}");
+        ensure!(
+            tollgate_tests::http1::header(&answer.headers, "set-cookie").is_none(),
+            "{answer:?}"
+        );
+        let ups = upstream.take_requests();
+        ensure!(ups.len() == 1, "{ups:?}");
+        ensure!(
+            header(&ups[0].headers, "x-user") == Some(oidc::USER),
+            "{ups:?}"
+        );
+        let mut app = app;
+        app.response = Some(text_response(b"the app"));
+
+        // Within REFRESH_BEFORE_S of the access token's expiry: refreshed, then upstream.
+        std::thread::sleep(std::time::Duration::from_secs(u64::from(
+            ACCESS_TOKEN_TTL_S - REFRESH_BEFORE_S + 1,
+        )));
+        let (mut refresh, answer, calls) = recorded_exchange(
+            "refresh",
+            port,
+            get("/app?x=1", &[("accept", "text/html"), ("cookie", &cookie)]),
+            &proxy,
+        )?;
+        ensure!(answer.status == 200, "refresh: {answer:?}");
+        let paths: Vec<&str> = calls.iter().map(|c| c.request.path.as_str()).collect();
+        ensure!(paths == ["/token"], "refresh: {calls:?}");
+        let refresh_request = calls[0].clone();
+        let refreshed = cookie_value(
+            &tollgate_tests::http1::header_values(&answer.headers, "set-cookie"),
+            "tollgate_session",
+        )
+        .context("no refreshed session cookie")?;
+        ensure!(refreshed != session, "the same session after the refresh");
+        refresh.response = Some(text_response(b"the app"));
+        ensure!(upstream.take_requests().len() == 1);
+
+        let cookie = format!("tollgate_session={refreshed}");
+        let (logout, answer, calls) = recorded_exchange(
+            "logout",
+            port,
+            get("/oidc/logout", &[("cookie", &cookie)]),
+            &proxy,
+        )?;
+        ensure!(answer.status == 302, "logout: {answer:?}");
+        ensure!(calls.is_empty(), "logout: {calls:?}");
+        let logout_location = header(&answer.headers, "location")
+            .context("logout: no location")?
+            .to_string();
+        Ok(EnvoyFlow {
+            recording: tollgate_traffic::Traffic {
+                source: None,
+                exchanges: vec![first, callback, app, refresh, logout],
+                warnings: Vec::new(),
+            },
+            token_request,
+            refresh_request,
+            logout_location,
+        })
+    })())
+}
+
+/// The access and ID tokens' lifetime at the provider in the recorded flow.
+const ACCESS_TOKEN_TTL_S: u32 = 30;
+/// The filter's `refresh_before_s` in the recorded flow: refreshed 2 s after login.
+const REFRESH_BEFORE_S: u32 = 28;
+
+/// The recorded flow and what Envoy's filter did in it that the recording does not hold.
+struct EnvoyFlow {
+    recording: tollgate_traffic::Traffic,
+    /// The code exchange Envoy's filter sent the provider.
+    token_request: ProviderCall,
+    /// The refresh Envoy's filter sent the provider.
+    refresh_request: ProviderCall,
+    /// Where Envoy's filter sent the browser at logout.
+    logout_location: String,
+}
+
+fn unix_nanos(exchange: &tollgate_traffic::Exchange) -> Result<u64> {
+    let started = exchange
+        .details
+        .timing
+        .started
+        .as_deref()
+        .with_context(|| format!("exchange {}: no timing.started", exchange.id))?;
+    let at = chrono::DateTime::parse_from_rfc3339(started)
+        .with_context(|| format!("exchange {}: timing.started {started}", exchange.id))?;
+    u64::try_from(
+        at.timestamp_nanos_opt()
+            .context("timing.started out of range")?,
+    )
+    .context("timing.started before 1970")
+}
+
+/// A form's (or query's) parameters, sorted.
+fn form_params(body: &str) -> Vec<(String, String)> {
+    let mut params: Vec<(String, String)> = body
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (k.to_string(), v.to_string())
+        })
+        .collect();
+    params.sort();
+    params
+}
+
+/// Replays the recorded flow through the built filter in the harness, one VM for the whole
+/// flow, the clock at the recording's times (the ID token's `iat`/`exp` are the provider's),
+/// the provider's recorded answers as each exchange's callout stubs. The same outcomes as
+/// through Envoy: the first request redirected (the harness's own state, nonce and PKCE
+/// challenge, from its seeded generator), the callback (the recorded code, state and login
+/// cookie) answered with the recorded tokens and setting the session cookie, the next request
+/// with that cookie reaching the upstream with the claims; the callback replayed is refused.
+/// Then, at the recorded time of the refresh, the session refreshed with the recorded answer,
+/// and the logout. With `envoy` (the live run), the harness's token and refresh requests must
+/// carry the same parameters as Envoy's (code, PKCE verifier opened from Envoy's login cookie,
+/// redirect URI, client; the refresh token) and the logout go where Envoy's did.
+fn replay_flow(recording: &tollgate_traffic::Traffic, envoy: Option<&EnvoyFlow>) -> Result<()> {
+    let [first, callback, app, refresh, logout] = &recording.exchanges[..] else {
+        anyhow::bail!("expected 5 exchanges, found {}", recording.exchanges.len());
+    };
+    let discovery: Value = serde_json::from_slice(
+        &first
+            .details
+            .callouts
+            .first()
+            .context("the first exchange has no discovery answer")?
+            .response
+            .body,
+    )?;
+    let issuer = discovery["issuer"]
+        .as_str()
+        .context("no issuer")?
+        .to_string();
+    let port: u16 = first
+        .request
+        .authority
+        .rsplit(':')
+        .next()
+        .context("no port")?
+        .parse()?;
+    let (mut chain, _) = tollgate_replay::Replay::filter(paths::filter_wasm(FILTER)?)
+        .config(configuration_for(
+            &issuer,
+            port,
+            &[],
+            Some(u64::from(REFRESH_BEFORE_S)),
+        )?)
+        .clock_unix_nanos(unix_nanos(first)?)
+        .start()?;
+    let set_cookies = |h: &[(String, String)]| -> Vec<String> {
+        tollgate_tests::http1::header_values(h, "set-cookie")
+            .into_iter()
+            .map(str::to_string)
+            .collect()
+    };
+
+    // The first request: redirected with the harness's own state, nonce and PKCE.
+    let (out, _, logs) = chain.exchange(&chain.input_for(first));
+    ensure!(out.upstream_request.is_none(), "first: went upstream");
+    ensure!(out.client_response.status == 302, "first: {out:?} {logs:?}");
+    let location = header(&out.client_response.headers, "location").context("no location")?;
+    ensure!(
+        location.starts_with(&format!("{issuer}/auth?")),
+        "{location}"
+    );
+    for name in ["state", "nonce", "code_challenge"] {
+        let value = browser::query_param(location, name).unwrap_or_default();
+        ensure!(value.len() == 43, "{name} in {location}");
+    }
+    ensure!(browser::query_param(location, "code_challenge_method").as_deref() == Some("S256"));
+    let cookies = set_cookies(&out.client_response.headers);
+    ensure!(
+        cookies
+            .iter()
+            .any(|c| c.starts_with("tollgate_session_login=") && c.contains("HttpOnly")),
+        "{cookies:?}"
+    );
+    let calls: Vec<String> = out
+        .callout_requests
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {}",
+                c.cluster,
+                header(&c.headers, ":path").unwrap_or_default()
+            )
+        })
+        .collect();
+    ensure!(
+        calls == ["idp /.well-known/openid-configuration"],
+        "{calls:?}"
+    );
+
+    // The callback: the recorded code, state and Envoy's login cookie; the recorded tokens.
+    chain.advance(tollgate_replay::recorded_gap(first, callback).unwrap_or_default());
+    let (out, _, logs) = chain.exchange(&chain.input_for(callback));
+    ensure!(
+        out.client_response.status == 302,
+        "callback: {out:?} {logs:?}"
+    );
+    ensure!(
+        header(&out.client_response.headers, "location") == Some("/app?x=1"),
+        "{out:?}"
+    );
+    let calls: Vec<String> = out
+        .callout_requests
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {} {}",
+                c.cluster,
+                header(&c.headers, ":method").unwrap_or_default(),
+                header(&c.headers, ":path").unwrap_or_default()
+            )
+        })
+        .collect();
+    ensure!(calls == ["idp POST /token", "idp GET /jwks"], "{calls:?}");
+    let token = String::from_utf8(out.callout_requests[0].body.clone())?;
+    let code = browser::query_param(&callback.request.path, "code").context("no code")?;
+    let params = form_params(&token);
+    ensure!(
+        params.iter().any(|(k, v)| k == "code" && *v == code)
+            && params.iter().any(|(k, _)| k == "code_verifier"),
+        "{token}"
+    );
+    if let Some(envoy) = envoy {
+        let envoys = form_params(&String::from_utf8_lossy(&envoy.token_request.request.body));
+        ensure!(
+            params == envoys,
+            "token request: harness {params:?}, Envoy {envoys:?}"
+        );
+    }
+    let cookies = set_cookies(&out.client_response.headers);
+    ensure!(
+        cookies.iter().any(|c| c.starts_with("tollgate_session=")
+            && c.contains("HttpOnly")
+            && c.contains("SameSite=Lax")),
+        "{cookies:?}"
+    );
+    let refs: Vec<&str> = cookies.iter().map(String::as_str).collect();
+    let session = cookie_value(&refs, "tollgate_session").context("no session cookie")?;
+
+    // The next request with the harness's session, then with Envoy's: upstream, with the claims.
+    let mut input = chain.input_for(app);
+    for (_, value) in input
+        .request
+        .headers
+        .iter_mut()
+        .filter(|(n, _)| n == "cookie")
+    {
+        *value = format!("tollgate_session={session}");
+    }
+    for (whose, input) in [("harness", input), ("Envoy", chain.input_for(app))] {
+        let (out, _, logs) = chain.exchange(&input);
+        let ups = out
+            .upstream_request
+            .as_ref()
+            .with_context(|| format!("{whose}'s session: not upstream: {out:?} {logs:?}"))?;
+        ensure!(
+            header(&ups.headers, "x-user") == Some(oidc::USER),
+            "{whose}: {ups:?}"
+        );
+        ensure!(
+            header(&ups.headers, "x-user-email") == Some("alice@tollgate.test"),
+            "{whose}: {ups:?}"
+        );
+        ensure!(
+            !header(&ups.headers, "cookie")
+                .unwrap_or_default()
+                .contains("tollgate_session"),
+            "{whose}: the session cookie went upstream: {ups:?}"
+        );
+        ensure!(
+            out.client_response.status == 200 && out.client_response.body == b"the app",
+            "{whose}: {out:?}"
+        );
+        ensure!(
+            out.callout_requests.is_empty(),
+            "{whose}: {:?}",
+            out.callout_requests
+        );
+    }
+
+    // The callback again (the same state and login cookie): refused, as by Envoy.
+    let (out, _, _) = chain.exchange(&chain.input_for(callback));
+    ensure!(
+        out.client_response.status == 400,
+        "replayed callback: {out:?}"
+    );
+    ensure!(out.upstream_request.is_none());
+
+    // At the recorded time of the refresh, with the harness's session and with Envoy's: the
+    // same refresh request, the recorded answer, a new session, upstream with the claims.
+    chain.advance(tollgate_replay::recorded_gap(app, refresh).unwrap_or_default());
+    let mut input = chain.input_for(refresh);
+    for (_, value) in input
+        .request
+        .headers
+        .iter_mut()
+        .filter(|(n, _)| n == "cookie")
+    {
+        *value = format!("tollgate_session={session}");
+    }
+    for (whose, input) in [("harness", input), ("Envoy", chain.input_for(refresh))] {
+        let (out, _, logs) = chain.exchange(&input);
+        let ups = out
+            .upstream_request
+            .as_ref()
+            .with_context(|| format!("{whose}'s session, refresh: {out:?} {logs:?}"))?;
+        ensure!(
+            header(&ups.headers, "x-user") == Some(oidc::USER),
+            "{whose}: {ups:?}"
+        );
+        let calls: Vec<String> = out
+            .callout_requests
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} {}",
+                    header(&c.headers, ":method").unwrap_or_default(),
+                    header(&c.headers, ":path").unwrap_or_default()
+                )
+            })
+            .collect();
+        ensure!(calls == ["POST /token"], "{whose}: {calls:?}");
+        let params = form_params(&String::from_utf8_lossy(&out.callout_requests[0].body));
+        ensure!(
+            params
+                .iter()
+                .any(|(k, v)| k == "grant_type" && v == "refresh_token"),
+            "{whose}: {params:?}"
+        );
+        if let Some(envoy) = envoy {
+            let envoys = form_params(&String::from_utf8_lossy(
+                &envoy.refresh_request.request.body,
+            ));
+            ensure!(
+                params == envoys,
+                "{whose}: refresh request {params:?}, Envoy's {envoys:?}"
+            );
+        }
+        let cookies = set_cookies(&out.client_response.headers);
+        let refs: Vec<&str> = cookies.iter().map(String::as_str).collect();
+        let renewed = cookie_value(&refs, "tollgate_session").context("no refreshed session")?;
+        ensure!(
+            renewed != session && !renewed.is_empty(),
+            "{whose}: {cookies:?}"
+        );
+    }
+
+    // Logout with Envoy's refreshed session: cleared, sent where Envoy sent the browser.
+    chain.advance(tollgate_replay::recorded_gap(refresh, logout).unwrap_or_default());
+    let (out, _, logs) = chain.exchange(&chain.input_for(logout));
+    ensure!(
+        out.client_response.status == 302,
+        "logout: {out:?} {logs:?}"
+    );
+    let location = header(&out.client_response.headers, "location").unwrap_or_default();
+    ensure!(
+        location.starts_with(&format!("{issuer}/session/end?client_id=tollgate-web")),
+        "{location}"
+    );
+    if let Some(envoy) = envoy {
+        ensure!(
+            location == envoy.logout_location,
+            "logout: {location}, Envoy's {}",
+            envoy.logout_location
+        );
+    }
+    let cookies = set_cookies(&out.client_response.headers);
+    ensure!(
+        cookies
+            .iter()
+            .any(|c| c.starts_with("tollgate_session=;") && c.contains("Max-Age=0;")),
+        "logout: {cookies:?}"
+    );
+    ensure!(out.callout_requests.is_empty() && out.upstream_request.is_none());
+    Ok(())
+}
+
+/// The browser flow recorded through a real Envoy against the real provider (the provider's
+/// answers to the filter's calls kept by a proxy before it), then replayed in the harness with
+/// those answers as the callout stubs: the same outcomes, and the same token request. With
+/// `TOLLGATE_RECORD_OIDC=1` the recording replaces the committed one ([`RECORDING`]).
+#[test]
+fn envoy_flow_recorded_and_replayed_in_the_harness() -> Result<()> {
+    let flow = record_flow()?;
+    let recording = &flow.recording;
+    replay_flow(recording, Some(&flow))?;
+    if std::env::var_os("TOLLGATE_RECORD_OIDC").is_some_and(|v| v == "1") {
+        let mut out = Vec::new();
+        out.extend_from_slice(
+            b"# The oidc browser flow recorded through a real Envoy against the real provider\n\
+              # (npm oidc-provider) with the provider's answers as callouts. Re-made by\n\
+              # TOLLGATE_RECORD_OIDC=1 cargo test --workspace --test it oidc::envoy_flow_recorded\n",
+        );
+        tollgate_traffic::native::write_yaml(&mut out, recording)?;
+        std::fs::write(paths::root().join(RECORDING), out)?;
+    }
+    Ok(())
+}
+
+/// The committed recording replayed in the harness alone (no provider, no Envoy): the flow
+/// works at the recording's times, whatever today's date, with the keys of demo.json.
+#[test]
+fn harness_replays_the_recorded_browser_flow() -> Result<()> {
+    let recording = tollgate_traffic::load(&paths::root().join(RECORDING))?;
+    replay_flow(&recording, None)
 }
