@@ -402,3 +402,188 @@ fn a_pause_in_the_response_trailers_is_reported_as_what_the_client_got_and_a_str
     );
     Ok(())
 }
+
+/// Two filters for a local reply sent while another one is encoded. The
+/// inner one (later in the chain) answers every request locally with 403
+/// (body `inner`) from its request headers. The outer one (first in the
+/// chain, so last to see the reply) acts in `proxy_on_response_headers` by
+/// the request's `x-mode`: `replace` answers locally with 418 (body
+/// `outer`), `fail` traps, anything else continues.
+const INNER: &str = r#"(module
+  (import "env" "proxy_send_local_response"
+    (func $local (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 1024) "inner")
+  (global $heap (mut i32) (i32.const 32768))
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.and (i32.add (i32.add (global.get $heap) (local.get $n)) (i32.const 7))
+                               (i32.const -8)))
+    (local.get $p))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (drop (call $local (i32.const 403) (i32.const 1024) (i32.const 5) (i32.const 1024) (i32.const 5)
+                       (i32.const 0) (i32.const 0) (i32.const -1)))
+    (i32.const 1))
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32) (i32.const 0))
+  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_delete") (param i32))
+)"#;
+
+const OUTER: &str = r#"(module
+  (import "env" "proxy_get_header_map_value" (func $get_hdr (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_send_local_response"
+    (func $local (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (data (i32.const 1024) "x-mode")
+  (data (i32.const 1040) "outer")
+  (global $heap (mut i32) (i32.const 32768))
+  (global $m (mut i32) (i32.const 0))
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.and (i32.add (i32.add (global.get $heap) (local.get $n)) (i32.const 7))
+                               (i32.const -8)))
+    (local.get $p))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
+  ;; the first byte of x-mode: `r` (replace), `f` (fail), 0 (none)
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (global.set $m (i32.const 0))
+    (if (i32.eqz (call $get_hdr (i32.const 0) (i32.const 1024) (i32.const 6) (i32.const 256) (i32.const 260)))
+      (then (global.set $m (i32.load8_u (i32.load (i32.const 256))))))
+    (i32.const 0))
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32)
+    (if (i32.eq (global.get $m) (i32.const 102)) (then unreachable))
+    (if (i32.eq (global.get $m) (i32.const 114))
+      (then
+        (drop (call $local (i32.const 418) (i32.const 1040) (i32.const 5) (i32.const 1040) (i32.const 5)
+                           (i32.const 0) (i32.const 0) (i32.const -1)))
+        (return (i32.const 1))))
+    (i32.const 0))
+  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_delete") (param i32))
+)"#;
+
+#[test]
+fn a_local_reply_or_a_trap_while_another_filters_local_reply_is_encoded_replaces_it_as_in_envoy()
+-> Result<()> {
+    use tollgate_tests::client;
+    let outer = wat::parse_str(OUTER).context("the outer guest does not assemble")?;
+    let inner = wat::parse_str(INNER).context("the inner guest does not assemble")?;
+    let dir: PathBuf = paths::work_dir()?.join(format!("local-twice-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("headers.wasm"), &outer)?;
+    std::fs::write(dir.join("inner.wasm"), &inner)?;
+    let get = |mode: &str| {
+        client::request(
+            "GET",
+            "fail.example.com",
+            "/f",
+            &[("x-mode", mode)],
+            b"",
+        )
+    };
+    // (mode, status, body) Envoy answers; each on a fresh Envoy (a trap
+    // fails the VM for later requests).
+    let mut envoy_saw = Vec::new();
+    for mode in ["none", "replace", "fail"] {
+        let upstream = RawUpstream::start(None)?;
+        let mut config = EnvoyConfig::load(&paths::envoy_config("headers"))?;
+        config
+            .use_ephemeral_ports()?
+            .route_cluster_to("upstream", upstream.addr)?;
+        config.use_filters_from(&dir)?;
+        config.set_plugin_configuration("{}")?;
+        let filters = config
+            .value_mut()
+            .pointer_mut(
+                "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters",
+            )
+            .and_then(serde_json::Value::as_array_mut)
+            .context("no http_filters")?;
+        let mut second = filters.first().cloned().context("no wasm filter")?;
+        let wasm_config = second
+            .pointer_mut("/typed_config/config")
+            .and_then(serde_json::Value::as_object_mut)
+            .context("no wasm config")?;
+        wasm_config.insert("name".into(), "inner".into());
+        wasm_config.insert("root_id".into(), "inner".into());
+        wasm_config.insert(
+            "vm_config".into(),
+            serde_json::json!({"vm_id": "inner", "runtime": "envoy.wasm.runtime.v8",
+                "code": {"local": {"filename": dir.join("inner.wasm").display().to_string()}}}),
+        );
+        filters.insert(1, second);
+        let envoy = launch(&config)?;
+        let got = envoy.explain(client::send(envoy.listener(), &get(mode)))?;
+        drop(envoy);
+        ensure!(
+            upstream.seen().is_empty(),
+            "{mode}: the upstream got {:?}",
+            upstream.seen()
+        );
+        envoy_saw.push((mode, got));
+    }
+    // Envoy 1.40: the inner 403 as is; the outer's 418 in its place; the
+    // failed outer filter's 503 in its place.
+    let expected = [("none", 403, "inner"), ("replace", 418, "outer"), ("fail", 503, "")];
+    for ((mode, got), (_, status, body)) in envoy_saw.iter().zip(expected) {
+        ensure!(
+            got.status == status && got.body == body.as_bytes(),
+            "{mode}: Envoy answered {} {:?}",
+            got.status,
+            String::from_utf8_lossy(&got.body)
+        );
+    }
+
+    for (mode, got) in &envoy_saw {
+        let report = Replay::module("outer.wasm", outer.clone())
+            .config("{}")
+            .module("inner.wasm", inner.clone())
+            .config("{}")
+            .traffic(Traffic {
+                source: None,
+                exchanges: vec![Exchange {
+                    id: (*mode).into(),
+                    request: get(mode),
+                    response: Some(HttpResponse {
+                        status: 200,
+                        headers: Vec::new(),
+                        body: Vec::new(),
+                    }),
+                    details: Default::default(),
+                }],
+                warnings: Vec::new(),
+            })
+            .run()?;
+        let e = report.exchanges.first().context("no exchange")?;
+        ensure!(
+            e.client_response.status == got.status && e.client_response.body == got.body,
+            "{mode}: the harness answered {} {:?}, Envoy {} {:?}; {:?}",
+            e.client_response.status,
+            String::from_utf8_lossy(&e.client_response.body),
+            got.status,
+            String::from_utf8_lossy(&got.body),
+            e.changes
+        );
+        ensure!(e.upstream_request.is_none(), "{mode}: reached the upstream");
+        let replaced = e
+            .changes
+            .iter()
+            .any(|c| c.contains("while the local reply 403 was encoded"));
+        ensure!(replaced == (*mode != "none"), "{mode}: {:?}", e.changes);
+        ensure!(
+            matches!(e.verdict, Verdict::Failed { .. }) == (*mode == "fail"),
+            "{mode}: {:?}",
+            e.verdict
+        );
+    }
+    Ok(())
+}
