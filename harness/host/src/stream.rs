@@ -565,8 +565,16 @@ enum Halt {
 
 /// The callbacks whose trap leaves the stream held with no reply in Envoy
 /// 1.40 (checked by `tests/tests/it/failure_parity.rs`): they run on the
-/// root context, which has no stream to fail.
-const TRAP_HANGS_IN: &[&str] = &["proxy_on_http_call_response"];
+/// root context, which has no stream to fail (proxy-wasm-cpp-host calls
+/// them without the stream's failure check); a failed VM gets no further
+/// callbacks, so nothing resumes or answers the stream.
+const TRAP_HANGS_IN: &[&str] = &[
+    "proxy_on_http_call_response",
+    "proxy_on_grpc_receive_initial_metadata",
+    "proxy_on_grpc_receive",
+    "proxy_on_grpc_receive_trailing_metadata",
+    "proxy_on_grpc_close",
+];
 
 /// One direction's data as it flows.
 #[derive(Default)]
