@@ -436,8 +436,10 @@ fn a_later_filters_local_reply_is_replaced_like_an_upstream_answer() -> Result<(
         answer.headers
     );
     ensure!(
-        e.changes.iter().any(|c| c.starts_with("answered locally with status 403")
-            && c.contains("while the local reply 403 was encoded")),
+        e.changes
+            .iter()
+            .any(|c| c.starts_with("answered locally with status 403")
+                && c.contains("while the local reply 403 was encoded")),
         "{:?}",
         e.changes
     );

@@ -487,15 +487,8 @@ fn a_local_reply_or_a_trap_while_another_filters_local_reply_is_encoded_replaces
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("headers.wasm"), &outer)?;
     std::fs::write(dir.join("inner.wasm"), &inner)?;
-    let get = |mode: &str| {
-        client::request(
-            "GET",
-            "fail.example.com",
-            "/f",
-            &[("x-mode", mode)],
-            b"",
-        )
-    };
+    let get =
+        |mode: &str| client::request("GET", "fail.example.com", "/f", &[("x-mode", mode)], b"");
     // (mode, status, body) Envoy answers; each on a fresh Envoy (a trap
     // fails the VM for later requests).
     let mut envoy_saw = Vec::new();
@@ -539,7 +532,11 @@ fn a_local_reply_or_a_trap_while_another_filters_local_reply_is_encoded_replaces
     }
     // Envoy 1.40: the inner 403 as is; the outer's 418 in its place; the
     // failed outer filter's 503 in its place.
-    let expected = [("none", 403, "inner"), ("replace", 418, "outer"), ("fail", 503, "")];
+    let expected = [
+        ("none", 403, "inner"),
+        ("replace", 418, "outer"),
+        ("fail", 503, ""),
+    ];
     for ((mode, got), (_, status, body)) in envoy_saw.iter().zip(expected) {
         ensure!(
             got.status == status && got.body == body.as_bytes(),
@@ -742,8 +739,9 @@ fn a_trap_in_a_grpc_stream_callback_sends_no_reply_as_in_envoy() -> Result<()> {
                 e.changes
             );
             ensure!(
-                e.changes.iter().any(|c| c
-                    .contains(&format!("trapped in {cb}; Envoy sends no reply"))),
+                e.changes
+                    .iter()
+                    .any(|c| c.contains(&format!("trapped in {cb}; Envoy sends no reply"))),
                 "{mode}: {:?}",
                 e.changes
             );
