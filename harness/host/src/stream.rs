@@ -545,9 +545,6 @@ struct Port {
 struct LaneState {
     ctx: u32,
     created: bool,
-    /// Its filter's local reply was taken (the ABI keeps it in the stream
-    /// state, and ignores another from the same filter).
-    replied: bool,
     dead: bool,
     closed: bool,
     req: Port,
@@ -782,17 +779,17 @@ impl<'a> Driver<'_, 'a> {
         let Some(s) = self.lanes[i].vm.as_deref_mut().and_then(vm_stream) else {
             return Ok(false);
         };
-        let local = s.local_response.clone();
+        let local = (!s.local_response_taken)
+            .then(|| s.local_response.clone())
+            .flatten();
+        s.local_response_taken = true;
         let closed = s.closed;
         let continued = if dir.is_response() {
             s.continued_response
         } else {
             s.continued_request
         };
-        if let Some(l) = local
-            && !self.st[i].replied
-        {
-            self.st[i].replied = true;
+        if let Some(l) = local {
             let details = if l.details.is_empty() {
                 String::new()
             } else {
@@ -1488,7 +1485,6 @@ impl Parked {
             st.push(LaneState {
                 ctx,
                 created: false,
-                replied: false,
                 dead: false,
                 closed: false,
                 req: Port::default(),

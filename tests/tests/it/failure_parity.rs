@@ -414,13 +414,19 @@ fn a_pause_in_the_response_trailers_is_reported_as_what_the_client_got_and_a_str
 /// (body `inner`) from its request headers. The outer one (first in the
 /// chain, so last to see the reply) acts in `proxy_on_response_headers` by
 /// the request's `x-mode`: `replace` answers locally with 418 (body
-/// `outer`), `fail` traps, anything else continues.
+/// `outer`), `fail` traps, anything else continues. With `same` the inner
+/// one answers again, 451 (body `again`), in `proxy_on_response_headers`
+/// of its own reply.
 const INNER: &str = r#"(module
+  (import "env" "proxy_get_header_map_value" (func $get_hdr (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_send_local_response"
     (func $local (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
   (memory (export "memory") 1)
   (data (i32.const 1024) "inner")
+  (data (i32.const 1040) "x-mode")
+  (data (i32.const 1056) "again")
   (global $heap (mut i32) (i32.const 32768))
+  (global $m (mut i32) (i32.const 0))
   (func (export "proxy_abi_version_0_2_1"))
   (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
     (local $p i32)
@@ -432,10 +438,19 @@ const INNER: &str = r#"(module
   (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
   (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
   (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (global.set $m (i32.const 0))
+    (if (i32.eqz (call $get_hdr (i32.const 0) (i32.const 1040) (i32.const 6) (i32.const 256) (i32.const 260)))
+      (then (global.set $m (i32.load8_u (i32.load (i32.const 256))))))
     (drop (call $local (i32.const 403) (i32.const 1024) (i32.const 5) (i32.const 1024) (i32.const 5)
                        (i32.const 0) (i32.const 0) (i32.const -1)))
     (i32.const 1))
-  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32) (i32.const 0))
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32)
+    (if (i32.eq (global.get $m) (i32.const 115))
+      (then
+        (drop (call $local (i32.const 451) (i32.const 1056) (i32.const 5) (i32.const 1056) (i32.const 5)
+                           (i32.const 0) (i32.const 0) (i32.const -1)))
+        (return (i32.const 1))))
+    (i32.const 0))
   (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
   (func (export "proxy_on_delete") (param i32))
 )"#;
@@ -492,7 +507,7 @@ fn a_local_reply_or_a_trap_while_another_filters_local_reply_is_encoded_replaces
     // (mode, status, body) Envoy answers; each on a fresh Envoy (a trap
     // fails the VM for later requests).
     let mut envoy_saw = Vec::new();
-    for mode in ["none", "replace", "fail"] {
+    for mode in ["none", "replace", "fail", "same"] {
         let upstream = RawUpstream::start(None)?;
         let mut config = EnvoyConfig::load(&paths::envoy_config("headers"))?;
         config
@@ -531,11 +546,13 @@ fn a_local_reply_or_a_trap_while_another_filters_local_reply_is_encoded_replaces
         envoy_saw.push((mode, got));
     }
     // Envoy 1.40: the inner 403 as is; the outer's 418 in its place; the
-    // failed outer filter's 503 in its place.
+    // failed outer filter's 503 in its place; the inner one's second reply
+    // in place of its first.
     let expected = [
         ("none", 403, "inner"),
         ("replace", 418, "outer"),
         ("fail", 503, ""),
+        ("same", 451, "again"),
     ];
     for ((mode, got), (_, status, body)) in envoy_saw.iter().zip(expected) {
         ensure!(
