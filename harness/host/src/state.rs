@@ -290,6 +290,11 @@ pub struct StreamState {
     pub response_body: Option<Vec<u8>>,
     /// A local response the filter sent.
     pub local_response: Option<LocalResponse>,
+    /// The host acted on [`Self::local_response`] (the callback that sent
+    /// it returned): another `proxy_send_local_response` replaces it, as
+    /// Envoy's filter manager sends a local reply made while one is
+    /// encoded. Within one callback the first call wins.
+    pub local_response_taken: bool,
     /// `proxy_continue_stream(request)` was called.
     pub continued_request: bool,
     /// `proxy_continue_stream(response)` was called.
@@ -333,6 +338,7 @@ impl StreamState {
             response_trailers: HeaderMap::default(),
             response_body: None,
             local_response: None,
+            local_response_taken: false,
             continued_request: false,
             continued_response: false,
             closed: false,

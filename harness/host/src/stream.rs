@@ -24,7 +24,10 @@
 //! callbacks of the filters that saw the request, starting with the one that
 //! sent it. A local reply sent while the response is processed replaces the
 //! response directly (no filter sees it) unless the response headers already
-//! reached the client, in which case the stream is reset.
+//! reached the client, in which case the stream is reset. That holds for a
+//! response that is itself a local reply too: Envoy's filter manager has
+//! its headers by then, so a second local reply (or a failed filter's 503)
+//! sent while it is encoded goes straight to the client in its place.
 //!
 //! A trap is handled by the filter's [`FailurePolicy`]: `FailClosed` and
 //! `FailReload` answer 503 with details `wasm_fail_stream` (or reset the
@@ -291,6 +294,9 @@ pub struct StreamOutcome {
     pub local_response: Option<LocalResponse>,
     /// The local response was sent while processing the response.
     pub local_in_response: bool,
+    /// The local reply [`Self::local_response`] replaced: a filter sent it
+    /// (or failed) while this one was encoded back through the chain.
+    pub replaced_local: Option<LocalResponse>,
     /// The filter reset the stream (`proxy_close_stream`) in this callback.
     pub reset_in: Option<&'static str>,
     /// The filter paused in this callback and never resumed.
@@ -556,8 +562,16 @@ enum Halt {
 
 /// The callbacks whose trap leaves the stream held with no reply in Envoy
 /// 1.40 (checked by `tests/tests/it/failure_parity.rs`): they run on the
-/// root context, which has no stream to fail.
-const TRAP_HANGS_IN: &[&str] = &["proxy_on_http_call_response"];
+/// root context, which has no stream to fail (proxy-wasm-cpp-host calls
+/// them without the stream's failure check); a failed VM gets no further
+/// callbacks, so nothing resumes or answers the stream.
+const TRAP_HANGS_IN: &[&str] = &[
+    "proxy_on_http_call_response",
+    "proxy_on_grpc_receive_initial_metadata",
+    "proxy_on_grpc_receive",
+    "proxy_on_grpc_receive_trailing_metadata",
+    "proxy_on_grpc_close",
+];
 
 /// One direction's data as it flows.
 #[derive(Default)]
@@ -577,8 +591,6 @@ struct Driver<'l, 'a> {
     req: Flow,
     resp: Flow,
     out: StreamOutcome,
-    /// A local reply is being encoded: further local replies are ignored.
-    in_local: bool,
     req_body_len: usize,
     resp_body_len: usize,
     /// Set while ContinueAndEndStream forwards headers as the last frame.
@@ -767,16 +779,17 @@ impl<'a> Driver<'_, 'a> {
         let Some(s) = self.lanes[i].vm.as_deref_mut().and_then(vm_stream) else {
             return Ok(false);
         };
-        let local = s.local_response.clone();
+        let local = (!s.local_response_taken)
+            .then(|| s.local_response.clone())
+            .flatten();
+        s.local_response_taken = true;
         let closed = s.closed;
         let continued = if dir.is_response() {
             s.continued_response
         } else {
             s.continued_request
         };
-        if let Some(l) = local
-            && !self.in_local
-        {
+        if let Some(l) = local {
             let details = if l.details.is_empty() {
                 String::new()
             } else {
@@ -1436,7 +1449,6 @@ struct Parked {
     req: Flow,
     resp: Flow,
     out: Option<StreamOutcome>,
-    in_local: bool,
     req_body_len: usize,
     resp_body_len: usize,
     more_after_headers_override: Option<bool>,
@@ -1503,7 +1515,6 @@ impl Parked {
                 steps,
                 ..empty_outcome()
             }),
-            in_local: false,
             req_body_len: req.body.len(),
             resp_body_len: 0,
             more_after_headers_override: None,
@@ -1533,7 +1544,6 @@ impl Parked {
             req: self.req,
             resp: self.resp,
             out: self.out.unwrap_or_else(empty_outcome),
-            in_local: self.in_local,
             req_body_len: self.req_body_len,
             resp_body_len: self.resp_body_len,
             more_after_headers_override: self.more_after_headers_override,
@@ -1561,7 +1571,6 @@ impl Parked {
             req: d.req,
             resp: d.resp,
             out: Some(d.out),
-            in_local: d.in_local,
             req_body_len: d.req_body_len,
             resp_body_len: d.resp_body_len,
             more_after_headers_override: d.more_after_headers_override,
@@ -1583,6 +1592,7 @@ fn empty_outcome() -> StreamOutcome {
         },
         local_response: None,
         local_in_response: false,
+        replaced_local: None,
         reset_in: None,
         stalled_in: None,
         upstream_reset: None,
@@ -1982,7 +1992,6 @@ fn stall(d: &mut Driver<'_, '_>, dir: Direction) {
 /// callbacks of the filters that saw the request.
 fn local_via_chain(d: &mut Driver<'_, '_>, l: LocalResponse) {
     d.out.local_response = Some(l.clone());
-    d.in_local = true;
     let reply = local_reply(&l, is_grpc_request(&d.req.headers));
     for p in &mut d.st {
         p.resp = Port::default();
@@ -1994,13 +2003,21 @@ fn local_via_chain(d: &mut Driver<'_, '_>, l: LocalResponse) {
     let chunks = ChunkPlan::Whole.split(&reply.body);
     match respond(d, chunks) {
         Err(Halt::Reset(cb) | Halt::Hang(cb)) => d.out.reset_in = Some(cb),
-        Err(Halt::Local(_)) => {
-            // A failure while encoding the local reply: Envoy sends it as is.
-            d.out.client_response = reply;
+        Err(Halt::Local(next)) => {
+            // A filter answered (or failed: its 503) while the reply was
+            // encoded. Envoy's filter manager already holds the reply's
+            // headers, so it sends the new one straight to the client
+            // (`sendDirectLocalReply`; no filter sees it), or resets the
+            // stream when the headers already went out.
+            if d.resp.out_headers.is_some() {
+                d.out.reset_in = Some("the response (local reply after headers were sent)");
+            } else {
+                d.out.client_response = local_reply(&next, is_grpc_request(&d.req.headers));
+            }
+            d.out.replaced_local = d.out.local_response.replace(next);
         }
         Ok(()) => client_response(d),
     }
-    d.in_local = false;
 }
 
 /// The end of the stream, in Envoy's order (checked with Envoy 1.40's

@@ -976,7 +976,15 @@ pub(crate) fn judge(
         );
     }
     if let Some(l) = &out.local_response {
-        let when = if out.local_in_response {
+        let replacing = out.replaced_local.as_ref().map(|r| {
+            format!(
+                "while the local reply {} was encoded back through the chain (Envoy sends the new one in its place)",
+                r.status
+            )
+        });
+        let when = if let Some(replacing) = &replacing {
+            replacing.as_str()
+        } else if out.local_in_response {
             "while processing the response"
         } else if out.upstream_reset.is_some() {
             "after the request's headers had gone upstream (the upstream got them, then a reset)"

@@ -345,9 +345,8 @@ fn bad_configurations_are_refused_at_start_naming_the_field() -> Result<()> {
 
 /// A local reply of a filter placed after custom-response (request-block's 403) comes back
 /// through custom-response's response path: with an `errors` rule for 403 Envoy sends the
-/// replacement. The harness does not follow (harness/docs/fidelity.md, "Differences that
-/// remain"): it reports the stream held in `proxy_on_response_headers`; asserted as it is, so
-/// this test fails once the harness does what Envoy does.
+/// replacement straight to the client (its filter manager holds the first reply's headers,
+/// so the second local reply is a direct one). The harness must answer the same.
 #[test]
 fn a_later_filters_local_reply_is_replaced_like_an_upstream_answer() -> Result<()> {
     let upstream = start_upstream()?;
@@ -412,15 +411,37 @@ fn a_later_filters_local_reply_is_replaced_like_an_upstream_answer() -> Result<(
         })
         .run()?;
     let e = report.exchanges.first().context("no exchange")?;
-    let held = e
-        .changes
-        .iter()
-        .any(|c| c.contains("paused in proxy_on_response_headers and never resumed"));
+    let theirs: Value = serde_json::from_slice(&e.client_response.body).unwrap_or(Value::Null);
     ensure!(
-        held && e.client_response.status == 0,
-        "the harness now answers {} {:?}: it may follow Envoy; update harness/docs/fidelity.md and this test",
+        e.upstream_request.is_none(),
+        "the harness sent the blocked request upstream"
+    );
+    ensure!(
+        e.client_response.status == answer.status && theirs == doc,
+        "the harness answered {} {:?}, Envoy {} {doc}; steps: {:?}",
         e.client_response.status,
-        String::from_utf8_lossy(&e.client_response.body)
+        String::from_utf8_lossy(&e.client_response.body),
+        answer.status,
+        e.changes
+    );
+    let content_type = |h: &[(String, String)]| {
+        h.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+            .map(|(_, v)| v.clone())
+    };
+    ensure!(
+        content_type(&e.client_response.headers) == content_type(&answer.headers),
+        "content-type: harness {:?}, Envoy {:?}",
+        e.client_response.headers,
+        answer.headers
+    );
+    ensure!(
+        e.changes
+            .iter()
+            .any(|c| c.starts_with("answered locally with status 403")
+                && c.contains("while the local reply 403 was encoded")),
+        "{:?}",
+        e.changes
     );
     Ok(())
 }

@@ -16,6 +16,11 @@
 //!   the body; the stream never ends. The harness must report what the
 //!   client received and that the stream stayed open.
 //!
+//! Two more guests: a chain of two filters where the outer one answers (or
+//! traps) in `proxy_on_response_headers` of the inner one's local reply
+//! (Envoy sends the new reply, or the 503, in its place), and a gRPC stream
+//! to a real HTTP/2 service whose callbacks trap (Envoy sends nothing).
+//!
 //! The upstream is a raw TCP server here that answers `/callout` and only
 //! records what reaches it for anything else. The client sends the body
 //! 300 ms after the headers, so the upstream connection is up before the
@@ -28,6 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
+use tollgate_host::callouts::GrpcClusterStub;
 use tollgate_replay::{Replay, Verdict};
 use tollgate_tests::envoy::{Envoy, EnvoyConfig, Launch};
 use tollgate_tests::launcher::Launcher;
@@ -400,5 +406,364 @@ fn a_pause_in_the_response_trailers_is_reported_as_what_the_client_got_and_a_str
         "{:?}",
         x.changes
     );
+    Ok(())
+}
+
+/// Two filters for a local reply sent while another one is encoded. The
+/// inner one (later in the chain) answers every request locally with 403
+/// (body `inner`) from its request headers. The outer one (first in the
+/// chain, so last to see the reply) acts in `proxy_on_response_headers` by
+/// the request's `x-mode`: `replace` answers locally with 418 (body
+/// `outer`), `fail` traps, anything else continues. With `same` the inner
+/// one answers again, 451 (body `again`), in `proxy_on_response_headers`
+/// of its own reply.
+const INNER: &str = r#"(module
+  (import "env" "proxy_get_header_map_value" (func $get_hdr (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_send_local_response"
+    (func $local (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 1024) "inner")
+  (data (i32.const 1040) "x-mode")
+  (data (i32.const 1056) "again")
+  (global $heap (mut i32) (i32.const 32768))
+  (global $m (mut i32) (i32.const 0))
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.and (i32.add (i32.add (global.get $heap) (local.get $n)) (i32.const 7))
+                               (i32.const -8)))
+    (local.get $p))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (global.set $m (i32.const 0))
+    (if (i32.eqz (call $get_hdr (i32.const 0) (i32.const 1040) (i32.const 6) (i32.const 256) (i32.const 260)))
+      (then (global.set $m (i32.load8_u (i32.load (i32.const 256))))))
+    (drop (call $local (i32.const 403) (i32.const 1024) (i32.const 5) (i32.const 1024) (i32.const 5)
+                       (i32.const 0) (i32.const 0) (i32.const -1)))
+    (i32.const 1))
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32)
+    (if (i32.eq (global.get $m) (i32.const 115))
+      (then
+        (drop (call $local (i32.const 451) (i32.const 1056) (i32.const 5) (i32.const 1056) (i32.const 5)
+                           (i32.const 0) (i32.const 0) (i32.const -1)))
+        (return (i32.const 1))))
+    (i32.const 0))
+  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_delete") (param i32))
+)"#;
+
+const OUTER: &str = r#"(module
+  (import "env" "proxy_get_header_map_value" (func $get_hdr (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_send_local_response"
+    (func $local (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (data (i32.const 1024) "x-mode")
+  (data (i32.const 1040) "outer")
+  (global $heap (mut i32) (i32.const 32768))
+  (global $m (mut i32) (i32.const 0))
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.and (i32.add (i32.add (global.get $heap) (local.get $n)) (i32.const 7))
+                               (i32.const -8)))
+    (local.get $p))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
+  ;; the first byte of x-mode: `r` (replace), `f` (fail), 0 (none)
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (global.set $m (i32.const 0))
+    (if (i32.eqz (call $get_hdr (i32.const 0) (i32.const 1024) (i32.const 6) (i32.const 256) (i32.const 260)))
+      (then (global.set $m (i32.load8_u (i32.load (i32.const 256))))))
+    (i32.const 0))
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32)
+    (if (i32.eq (global.get $m) (i32.const 102)) (then unreachable))
+    (if (i32.eq (global.get $m) (i32.const 114))
+      (then
+        (drop (call $local (i32.const 418) (i32.const 1040) (i32.const 5) (i32.const 1040) (i32.const 5)
+                           (i32.const 0) (i32.const 0) (i32.const -1)))
+        (return (i32.const 1))))
+    (i32.const 0))
+  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_delete") (param i32))
+)"#;
+
+#[test]
+fn a_local_reply_or_a_trap_while_another_filters_local_reply_is_encoded_replaces_it_as_in_envoy()
+-> Result<()> {
+    use tollgate_tests::client;
+    let outer = wat::parse_str(OUTER).context("the outer guest does not assemble")?;
+    let inner = wat::parse_str(INNER).context("the inner guest does not assemble")?;
+    let dir: PathBuf = paths::work_dir()?.join(format!("local-twice-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("headers.wasm"), &outer)?;
+    std::fs::write(dir.join("inner.wasm"), &inner)?;
+    let get =
+        |mode: &str| client::request("GET", "fail.example.com", "/f", &[("x-mode", mode)], b"");
+    // (mode, status, body) Envoy answers; each on a fresh Envoy (a trap
+    // fails the VM for later requests).
+    let mut envoy_saw = Vec::new();
+    for mode in ["none", "replace", "fail", "same"] {
+        let upstream = RawUpstream::start(None)?;
+        let mut config = EnvoyConfig::load(&paths::envoy_config("headers"))?;
+        config
+            .use_ephemeral_ports()?
+            .route_cluster_to("upstream", upstream.addr)?;
+        config.use_filters_from(&dir)?;
+        config.set_plugin_configuration("{}")?;
+        let filters = config
+            .value_mut()
+            .pointer_mut(
+                "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters",
+            )
+            .and_then(serde_json::Value::as_array_mut)
+            .context("no http_filters")?;
+        let mut second = filters.first().cloned().context("no wasm filter")?;
+        let wasm_config = second
+            .pointer_mut("/typed_config/config")
+            .and_then(serde_json::Value::as_object_mut)
+            .context("no wasm config")?;
+        wasm_config.insert("name".into(), "inner".into());
+        wasm_config.insert("root_id".into(), "inner".into());
+        wasm_config.insert(
+            "vm_config".into(),
+            serde_json::json!({"vm_id": "inner", "runtime": "envoy.wasm.runtime.v8",
+                "code": {"local": {"filename": dir.join("inner.wasm").display().to_string()}}}),
+        );
+        filters.insert(1, second);
+        let envoy = launch(&config)?;
+        let got = envoy.explain(client::send(envoy.listener(), &get(mode)))?;
+        drop(envoy);
+        ensure!(
+            upstream.seen().is_empty(),
+            "{mode}: the upstream got {:?}",
+            upstream.seen()
+        );
+        envoy_saw.push((mode, got));
+    }
+    // Envoy 1.40: the inner 403 as is; the outer's 418 in its place; the
+    // failed outer filter's 503 in its place; the inner one's second reply
+    // in place of its first.
+    let expected = [
+        ("none", 403, "inner"),
+        ("replace", 418, "outer"),
+        ("fail", 503, ""),
+        ("same", 451, "again"),
+    ];
+    for ((mode, got), (_, status, body)) in envoy_saw.iter().zip(expected) {
+        ensure!(
+            got.status == status && got.body == body.as_bytes(),
+            "{mode}: Envoy answered {} {:?}",
+            got.status,
+            String::from_utf8_lossy(&got.body)
+        );
+    }
+
+    for (mode, got) in &envoy_saw {
+        let report = Replay::module("outer.wasm", outer.clone())
+            .config("{}")
+            .module("inner.wasm", inner.clone())
+            .config("{}")
+            .traffic(Traffic {
+                source: None,
+                exchanges: vec![Exchange {
+                    id: (*mode).into(),
+                    request: get(mode),
+                    response: Some(HttpResponse {
+                        status: 200,
+                        headers: Vec::new(),
+                        body: Vec::new(),
+                    }),
+                    details: Default::default(),
+                }],
+                warnings: Vec::new(),
+            })
+            .run()?;
+        let e = report.exchanges.first().context("no exchange")?;
+        ensure!(
+            e.client_response.status == got.status && e.client_response.body == got.body,
+            "{mode}: the harness answered {} {:?}, Envoy {} {:?}; {:?}",
+            e.client_response.status,
+            String::from_utf8_lossy(&e.client_response.body),
+            got.status,
+            String::from_utf8_lossy(&got.body),
+            e.changes
+        );
+        ensure!(e.upstream_request.is_none(), "{mode}: reached the upstream");
+        let replaced = e
+            .changes
+            .iter()
+            .any(|c| c.contains("while the local reply 403 was encoded"));
+        ensure!(replaced == (*mode != "none"), "{mode}: {:?}", e.changes);
+        ensure!(
+            matches!(e.verdict, Verdict::Failed { .. }) == (*mode == "fail"),
+            "{mode}: {:?}",
+            e.verdict
+        );
+    }
+    Ok(())
+}
+
+/// A guest that opens a gRPC stream (`svc.Checker/Watch`, cluster
+/// `grpc_watch`) from its request headers and holds the request; the
+/// request's `x-mode` names the stream callback that traps: `i` initial
+/// metadata, `m` a message (`proxy_on_grpc_receive`), `t` trailing
+/// metadata, `c` the close. Otherwise the close answers the request with
+/// 200 `closed` (the control: the callbacks ran).
+const GRPC_GUEST: &str = r#"(module
+  (import "env" "proxy_get_header_map_value" (func $get_hdr (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_grpc_stream" (func $stream (param i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_set_effective_context" (func $set_ctx (param i32) (result i32)))
+  (import "env" "proxy_send_local_response"
+    (func $local (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (data (i32.const 1024) "x-mode")        ;; 6
+  (data (i32.const 1032) "grpc_watch")    ;; 10
+  (data (i32.const 1048) "svc.Checker")   ;; 11
+  (data (i32.const 1064) "Watch")         ;; 5
+  (data (i32.const 1072) "closed")        ;; 6
+  (global $heap (mut i32) (i32.const 32768))
+  (global $m (mut i32) (i32.const 0))
+  (global $ctx (mut i32) (i32.const 0))
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.and (i32.add (i32.add (global.get $heap) (local.get $n)) (i32.const 7))
+                               (i32.const -8)))
+    (local.get $p))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_request_headers") (param $c i32) (param i32 i32) (result i32)
+    (global.set $ctx (local.get $c))
+    (global.set $m (i32.const 0))
+    (if (i32.eqz (call $get_hdr (i32.const 0) (i32.const 1024) (i32.const 6) (i32.const 256) (i32.const 260)))
+      (then (global.set $m (i32.load8_u (i32.load (i32.const 256))))))
+    (drop (call $stream (i32.const 1032) (i32.const 10) (i32.const 1048) (i32.const 11)
+                        (i32.const 1064) (i32.const 5) (i32.const 0) (i32.const 0) (i32.const 264)))
+    (i32.const 1))
+  (func (export "proxy_on_grpc_receive_initial_metadata") (param i32 i32 i32)
+    (if (i32.eq (global.get $m) (i32.const 105)) (then unreachable)))
+  (func (export "proxy_on_grpc_receive") (param i32 i32 i32)
+    (if (i32.eq (global.get $m) (i32.const 109)) (then unreachable)))
+  (func (export "proxy_on_grpc_receive_trailing_metadata") (param i32 i32 i32)
+    (if (i32.eq (global.get $m) (i32.const 116)) (then unreachable)))
+  (func (export "proxy_on_grpc_close") (param i32 i32 i32)
+    (if (i32.eq (global.get $m) (i32.const 99)) (then unreachable))
+    (drop (call $set_ctx (global.get $ctx)))
+    (drop (call $local (i32.const 200) (i32.const 0) (i32.const 0) (i32.const 1072) (i32.const 6)
+                       (i32.const 0) (i32.const 0) (i32.const -1))))
+  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_delete") (param i32))
+)"#;
+
+#[test]
+fn a_trap_in_a_grpc_stream_callback_sends_no_reply_as_in_envoy() -> Result<()> {
+    use tollgate_tests::grpc::{GrpcScript, GrpcServer};
+    let wasm = wat::parse_str(GRPC_GUEST).context("the gRPC guest does not assemble")?;
+    let dir: PathBuf = paths::work_dir()?.join(format!("grpc-trap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("headers.wasm"), &wasm)?;
+    let script = GrpcScript {
+        initial_metadata: vec![("x-init".into(), "1".into())],
+        messages: vec![b"ab".to_vec()],
+        status: 0,
+        message: None,
+        trailing_metadata: vec![("x-t".into(), "2".into())],
+        trailers_only: false,
+    };
+    let cases = [
+        ("none", ""),
+        ("i", "proxy_on_grpc_receive_initial_metadata"),
+        ("m", "proxy_on_grpc_receive"),
+        ("t", "proxy_on_grpc_receive_trailing_metadata"),
+        ("c", "proxy_on_grpc_close"),
+    ];
+    // Each case on a fresh Envoy: a trap fails the VM for later requests.
+    for (mode, cb) in cases {
+        let upstream = RawUpstream::start(None)?;
+        let service = GrpcServer::start(script.clone())?;
+        let mut config = EnvoyConfig::load(&paths::envoy_config("headers"))?;
+        config
+            .use_ephemeral_ports()?
+            .route_cluster_to("upstream", upstream.addr)?;
+        config.add_cluster_like("upstream", "grpc_watch", service.addr())?;
+        config.use_http2("grpc_watch")?;
+        config.use_filters_from(&dir)?;
+        config.set_plugin_configuration("{}")?;
+        let envoy = launch(&config)?;
+        let (got, closed) = envoy.explain(send_slowly(
+            envoy.listener(),
+            mode,
+            b"",
+            Duration::from_millis(1500),
+        ))?;
+        drop(envoy);
+        ensure!(service.streams() >= 1, "{mode}: Envoy opened no stream");
+        ensure!(upstream.seen().is_empty(), "{mode}: {:?}", upstream.seen());
+        // Envoy 1.40: the callbacks run on the root context, which has no
+        // stream to fail: a trap sends nothing (the connection stays open
+        // past 1.5 s); without one the close answers.
+        if cb.is_empty() {
+            ensure!(
+                got.starts_with("HTTP/1.1 200") && got.ends_with("closed"),
+                "{mode}: Envoy sent {got:?}"
+            );
+        } else {
+            ensure!(
+                got.is_empty() && !closed,
+                "{mode}: Envoy answered a trap in {cb}: {got:?} (closed: {closed})"
+            );
+        }
+
+        let stub = GrpcClusterStub::ok("grpc_watch")
+            .server_first()
+            .initial("x-init", "1")
+            .message(b"ab".to_vec())
+            .trailing("x-t", "2");
+        let report = Replay::module("grpc-trap.wasm", wasm.clone())
+            .config("{}")
+            .grpc_cluster(stub)
+            .traffic(Traffic {
+                source: None,
+                exchanges: vec![Exchange {
+                    id: mode.into(),
+                    request: request(mode, b""),
+                    response: None,
+                    details: Default::default(),
+                }],
+                warnings: Vec::new(),
+            })
+            .run()?;
+        let e = report.exchanges.first().context("no exchange")?;
+        ensure!(e.upstream_request.is_none(), "{mode}: reached the upstream");
+        if cb.is_empty() {
+            ensure!(
+                e.client_response.status == 200 && e.client_response.body == b"closed",
+                "{mode}: the harness answered {:?}",
+                e.client_response
+            );
+        } else {
+            ensure!(
+                e.client_response.status == tollgate_host::stream::NO_RESPONSE,
+                "{mode}: the harness answered {} to a trap in {cb}; {:?}",
+                e.client_response.status,
+                e.changes
+            );
+            ensure!(
+                e.changes
+                    .iter()
+                    .any(|c| c.contains(&format!("trapped in {cb}; Envoy sends no reply"))),
+                "{mode}: {:?}",
+                e.changes
+            );
+            ensure!(matches!(e.verdict, Verdict::Failed { .. }), "{mode}");
+        }
+    }
     Ok(())
 }

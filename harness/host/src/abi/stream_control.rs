@@ -127,13 +127,14 @@ fn send_local_response(
         );
         return Ok(());
     };
-    if stream.local_response.is_some() {
+    if stream.local_response.is_some() && !stream.local_response_taken {
         state.host_log(
             LogLevel::Warn,
-            "proxy_send_local_response called a second time for the same stream; ignored".into(),
+            "proxy_send_local_response called a second time in one callback; ignored".into(),
         );
         return Ok(());
     }
+    stream.local_response_taken = false;
     stream.local_response = Some(LocalResponse {
         status,
         details: String::from_utf8_lossy(&details).into_owned(),
