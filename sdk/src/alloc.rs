@@ -97,7 +97,8 @@ impl SizeClasses {
         let mut start = self.next;
         if start.is_null() || (self.end as usize) - (start as usize) < size {
             // SAFETY: CHUNK and MAX_CLASS make a valid layout (non-zero, power-of-two align).
-            let chunk = unsafe { backing.alloc(Layout::from_size_align_unchecked(CHUNK, MAX_CLASS)) };
+            let chunk =
+                unsafe { backing.alloc(Layout::from_size_align_unchecked(CHUNK, MAX_CLASS)) };
             if chunk.is_null() {
                 return chunk;
             }
@@ -266,7 +267,10 @@ mod tests {
         }
         for l in live {
             let bytes = unsafe { std::slice::from_raw_parts(l.ptr, l.layout.size()) };
-            assert!(bytes.iter().all(|&b| b == l.fill), "a block's contents changed");
+            assert!(
+                bytes.iter().all(|&b| b == l.fill),
+                "a block's contents changed"
+            );
         }
     }
 

@@ -88,7 +88,10 @@ pub fn walk_wire_pairs(wire: &[u8], f: &mut dyn FnMut(&[u8], &[u8])) {
         let (Some(name_len), Some(value_len)) = (word(4 + index * 8), word(8 + index * 8)) else {
             return;
         };
-        let Some(name) = data.checked_add(name_len).and_then(|end| wire.get(data..end)) else {
+        let Some(name) = data
+            .checked_add(name_len)
+            .and_then(|end| wire.get(data..end))
+        else {
             return;
         };
         let value_at = data + name_len + 1;

@@ -129,7 +129,8 @@ macro_rules! export_filter {
             // The SDK's size-class allocator (`tollgate_sdk::alloc`): a VM is one thread.
             #[cfg(not(target_feature = "atomics"))]
             #[global_allocator]
-            static ALLOCATOR: $crate::alloc::FilterAllocator = $crate::alloc::FilterAllocator::new();
+            static ALLOCATOR: $crate::alloc::FilterAllocator =
+                $crate::alloc::FilterAllocator::new();
         }
     };
 }

@@ -155,7 +155,9 @@ impl TrickleUpstream {
                         return;
                     }
                     let Ok(stream) = stream else { continue };
-                    let Ok(clone) = stream.try_clone() else { continue };
+                    let Ok(clone) = stream.try_clone() else {
+                        continue;
+                    };
                     let serving = Arc::clone(&s);
                     if let Ok(handle) = std::thread::Builder::new()
                         .name("trickle-conn".into())
@@ -235,7 +237,11 @@ fn serve(stream: &TcpStream, shared: &Shared) {
                 .headers
                 .push(("content-length".into(), response.body.len().to_string()));
         }
-        let start_line = format!("HTTP/1.1 {} {}", response.status, http1::reason(response.status));
+        let start_line = format!(
+            "HTTP/1.1 {} {}",
+            response.status,
+            http1::reason(response.status)
+        );
         let head = head_bytes(&start_line, &response.headers);
         if write_pieces(stream, &head, &writes.split(&response.body)).is_err() {
             return;

@@ -231,7 +231,11 @@ fn serve_one(
     };
     lock(&shared.requests).push(request);
 
-    let start_line = format!("HTTP/1.1 {} {}", response.status, http1::reason(response.status));
+    let start_line = format!(
+        "HTTP/1.1 {} {}",
+        response.status,
+        http1::reason(response.status)
+    );
     let body: &[u8] = if method.eq_ignore_ascii_case("HEAD") {
         &[]
     } else {

@@ -123,7 +123,11 @@ fn copy_bench_guests(artifacts: &[process::Artifact], names: &[String]) -> Resul
             .with_context(|| format!("cargo built tollgate-bench-{name} but no {lib}.wasm"))?;
         let wasm = out_dir.join(format!("{name}.wasm"));
         std::fs::copy(artefact, &wasm).with_context(|| {
-            format!("could not copy {} to {}", artefact.display(), wasm.display())
+            format!(
+                "could not copy {} to {}",
+                artefact.display(),
+                wasm.display()
+            )
         })?;
     }
     Ok(())

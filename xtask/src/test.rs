@@ -6,10 +6,14 @@ use anyhow::{Context, Result};
 
 use crate::process;
 
-/// Envoy, filters, configuration validation, clippy (the `docker` launcher included), then the workspace tests
+/// Formatting, Envoy, filters, configuration validation, clippy (the `docker` launcher included), then the workspace tests
 /// with `ENVOY_BIN` and `TOLLGATE_FILTERS_DIR` exported.
 pub fn run() -> Result<()> {
     let started = Instant::now();
+    // Formatting first: it takes a second and names every file that is off.
+    crate::step("cargo fmt --all --check");
+    process::run(process::cargo().args(["fmt", "--all", "--check"]))
+        .context("cargo fmt found unformatted code: run `cargo fmt --all`")?;
     let envoy = crate::envoy::run()?;
     let oidc_provider = crate::oidc_provider::run()?;
     crate::build::run()?;
@@ -38,7 +42,15 @@ pub fn run() -> Result<()> {
     // `export_filter!` generates): lint them as they ship, too.
     crate::step("cargo clippy --target wasm32-wasip1 (sdk and filters) -- -D warnings");
     let mut wasm_clippy = process::cargo();
-    wasm_clippy.args(["clippy", "--target", "wasm32-wasip1", "-p", "tollgate-sdk"]);
+    wasm_clippy.args([
+        "clippy",
+        "--target",
+        "wasm32-wasip1",
+        "-p",
+        "tollgate-sdk",
+        "-p",
+        "tollgate-jose",
+    ]);
     for name in crate::build::filter_names()? {
         wasm_clippy.args(["-p", &format!("tollgate-{name}")]);
     }

@@ -288,7 +288,12 @@ pub fn is_json(content_type: Option<&str>, content_encoding: Option<&str>) -> bo
     let Some(ct) = content_type else {
         return false;
     };
-    let media = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let media = ct
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
     !encoded && (media == "application/json" || media.ends_with("+json"))
 }
 

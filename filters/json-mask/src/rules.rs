@@ -105,7 +105,10 @@ impl Rules {
     pub fn for_path(&self, path: &[Step]) -> Option<Action> {
         for (segments, action) in &self.paths {
             if segments.len() == path.len()
-                && segments.iter().zip(path).all(|(s, step)| step.matched_by(s))
+                && segments
+                    .iter()
+                    .zip(path)
+                    .all(|(s, step)| step.matched_by(s))
             {
                 return Some(*action);
             }
@@ -291,7 +294,10 @@ pub fn emails(text: &str) -> Vec<Range<usize>> {
     let mut found = Vec::new();
     let mut from = 0;
     let mut at = 0;
-    while let Some(offset) = bytes.get(at..).and_then(|b| b.iter().position(|&c| c == b'@')) {
+    while let Some(offset) = bytes
+        .get(at..)
+        .and_then(|b| b.iter().position(|&c| c == b'@'))
+    {
         let sign = at + offset;
         at = sign + 1;
         let mut start = sign;

@@ -147,19 +147,33 @@ fn bad_configurations_name_the_field() {
         refusal(r#"{"rules": [{"key": "a", "path": "$.a"}]}"#),
         "bad configuration at rules[0]: give exactly one of path, key, detect, regex"
     );
-    assert!(refusal(r#"{"rules": [{"path": "a.b"}]}"#).starts_with("bad configuration at rules[0].path: "));
+    assert!(
+        refusal(r#"{"rules": [{"path": "a.b"}]}"#)
+            .starts_with("bad configuration at rules[0].path: ")
+    );
     assert!(refusal(r#"{"rules": [{"path": "$.a[x]"}]}"#).contains("rules[0].path"));
-    assert!(refusal(r#"{"rules": [{"key": "a"}, {"regex": "("}]}"#).starts_with("bad configuration at rules[1].regex: "));
+    assert!(
+        refusal(r#"{"rules": [{"key": "a"}, {"regex": "("}]}"#)
+            .starts_with("bad configuration at rules[1].regex: ")
+    );
     assert_eq!(
         refusal(r#"{"rules": [{"regex": "a*"}]}"#),
         "bad configuration at rules[0].regex: matches the empty string"
     );
-    assert!(refusal(r#"{"rules": [{"detect": "card", "action": "remove"}]}"#).contains("rules[0].action"));
+    assert!(
+        refusal(r#"{"rules": [{"detect": "card", "action": "remove"}]}"#)
+            .contains("rules[0].action")
+    );
     assert!(refusal(r#"{"rules": [{"key": "a", "keep_last": 2}]}"#).contains("rules[0].keep_last"));
     assert!(refusal(r#"{"rules": [{"detect": "iban"}]}"#).contains("rules[0].detect"));
-    assert!(refusal(r#"{"rules": [{"key": "a"}], "max_body_bytes": 0}"#).contains("max_body_bytes"));
+    assert!(
+        refusal(r#"{"rules": [{"key": "a"}], "max_body_bytes": 0}"#).contains("max_body_bytes")
+    );
     assert!(refusal(r#"{"rules": [{"key": "a"}], "oversize": "truncate"}"#).contains("oversize"));
-    assert!(refusal(r#"{"rules": [{"key": "a"}], "request": false, "response": false}"#).contains("at request"));
+    assert!(
+        refusal(r#"{"rules": [{"key": "a"}], "request": false, "response": false}"#)
+            .contains("at request")
+    );
 }
 
 fn json_request(filter: &mut JsonMaskFilter, extra: &[(&str, &str)]) -> HeaderList {
@@ -182,7 +196,10 @@ fn request_content_length_is_removed_only_when_the_body_may_change() {
     let h = json_request(&mut f, &[JSON, ("content-length", "20")]);
     assert!(h.get_all("content-length").is_empty());
     let mut f = JsonMaskFilter::new(Rc::clone(&c));
-    let h = json_request(&mut f, &[("content-type", "text/plain"), ("content-length", "20")]);
+    let h = json_request(
+        &mut f,
+        &[("content-type", "text/plain"), ("content-length", "20")],
+    );
     assert_eq!(h.get_all("content-length"), vec!["20"]);
     assert_eq!(
         body::feed_request(&mut f, &[br#"{"password": 1}"#]),
@@ -194,7 +211,10 @@ fn request_content_length_is_removed_only_when_the_body_may_change() {
     assert_eq!(h.get_all("content-length"), vec!["33"]);
     // Compressed JSON is not read.
     let mut f = JsonMaskFilter::new(Rc::clone(&c));
-    let h = json_request(&mut f, &[JSON, ("content-encoding", "gzip"), ("content-length", "5")]);
+    let h = json_request(
+        &mut f,
+        &[JSON, ("content-encoding", "gzip"), ("content-length", "5")],
+    );
     assert_eq!(h.get_all("content-length"), vec!["5"]);
 }
 
@@ -205,9 +225,13 @@ fn oversize_request_passes_unchanged_or_is_refused() {
     let mut f = JsonMaskFilter::new(pass);
     json_request(&mut f, &[JSON]);
     let chunks: Vec<&[u8]> = doc.chunks(3).collect();
-    assert_eq!(body::feed_request(&mut f, &chunks), Outcome::Forwarded(doc.to_vec()));
+    assert_eq!(
+        body::feed_request(&mut f, &chunks),
+        Outcome::Forwarded(doc.to_vec())
+    );
 
-    let refuse = config(r#"{"rules": [{"key": "password"}], "max_body_bytes": 16, "oversize": "refuse"}"#);
+    let refuse =
+        config(r#"{"rules": [{"key": "password"}], "max_body_bytes": 16, "oversize": "refuse"}"#);
     let mut f = JsonMaskFilter::new(Rc::clone(&refuse));
     json_request(&mut f, &[JSON]);
     assert_eq!(body::feed_request(&mut f, &chunks), Outcome::Answered(413));
@@ -225,7 +249,10 @@ fn oversize_request_passes_unchanged_or_is_refused() {
     let length = body.len().to_string();
     let (_, refused) = json_response(
         &mut f,
-        &[("content-type", "application/problem+json"), ("content-length", &length)],
+        &[
+            ("content-type", "application/problem+json"),
+            ("content-length", &length),
+        ],
     );
     assert_eq!(refused, None);
 
@@ -272,12 +299,17 @@ fn json_response(filter: &mut JsonMaskFilter, extra: &[(&str, &str)]) -> (Header
 
 #[test]
 fn responses_are_buffered_masked_and_limited() {
-    let c = config(
-        r#"{"rules": [{"detect": "email"}], "max_body_bytes": 64, "oversize": "refuse"}"#,
-    );
+    let c =
+        config(r#"{"rules": [{"detect": "email"}], "max_body_bytes": 64, "oversize": "refuse"}"#);
     let doc = br#"{"to": ["ada@example.com", "bob@example.org"]}"#;
     let mut f = JsonMaskFilter::new(Rc::clone(&c));
-    let (h, refused) = json_response(&mut f, &[("content-type", "application/hal+json"), ("content-length", "47")]);
+    let (h, refused) = json_response(
+        &mut f,
+        &[
+            ("content-type", "application/hal+json"),
+            ("content-length", "47"),
+        ],
+    );
     assert!(refused.is_none() && h.get_all("content-length").is_empty());
     let chunks: Vec<&[u8]> = doc.chunks(1).collect();
     assert_eq!(
@@ -286,7 +318,10 @@ fn responses_are_buffered_masked_and_limited() {
     );
     // Announced too large: 502 at the headers; discovered in the body: refused there.
     let mut f = JsonMaskFilter::new(Rc::clone(&c));
-    assert_eq!(json_response(&mut f, &[JSON, ("content-length", "65")]).1, Some(502));
+    assert_eq!(
+        json_response(&mut f, &[JSON, ("content-length", "65")]).1,
+        Some(502)
+    );
     let mut f = JsonMaskFilter::new(Rc::clone(&c));
     json_response(&mut f, &[JSON]);
     let big = [&b"["[..], &[b' '; 70][..], b"]"];
@@ -372,16 +407,34 @@ fn secret(g: &mut Gen, kinds: usize) -> (String, String) {
     }
 }
 
-const KEYS: &[&str] = &["a", "name", "list", "é", "with \"quote\"", "n", "password", "x"];
+const KEYS: &[&str] = &[
+    "a",
+    "name",
+    "list",
+    "é",
+    "with \"quote\"",
+    "n",
+    "password",
+    "x",
+];
 
 /// An arbitrary JSON value; `secrets` collects what must not survive.
 fn value(g: &mut Gen, depth: usize, secrets: &mut Vec<String>) -> String {
     let kind = if depth > 4 { g.below(5) } else { g.below(8) };
     match kind {
-        0 => g.pick(&["0", "-1", "1.5e3", "12345678901234567890", "0.0001", "-0"]).to_string(),
+        0 => g
+            .pick(&["0", "-1", "1.5e3", "12345678901234567890", "0.0001", "-0"])
+            .to_string(),
         1 => g.pick(&["true", "false", "null"]).to_string(),
         2 => {
-            let plain = g.pick(&["", "plain", "tab\\tand\\n", "\\u00e9t\\u00e9", "\\ud83d\\ude00", "1234 5678"]);
+            let plain = g.pick(&[
+                "",
+                "plain",
+                "tab\\tand\\n",
+                "\\u00e9t\\u00e9",
+                "\\ud83d\\ude00",
+                "1234 5678",
+            ]);
             format!("\"{plain}\"")
         }
         3 | 4 => {
@@ -481,7 +534,10 @@ fn property_output_is_json_without_secrets_whatever_the_chunking() {
         };
         let parsed: serde_json::Value = match serde_json::from_slice(&out) {
             Ok(v) => v,
-            Err(e) => panic!("seed {seed}: not JSON ({e}): {}", String::from_utf8_lossy(&out)),
+            Err(e) => panic!(
+                "seed {seed}: not JSON ({e}): {}",
+                String::from_utf8_lossy(&out)
+            ),
         };
         // The same document whatever the chunking.
         let whole = match rewrite(doc.as_bytes(), c.rules()) {
@@ -498,7 +554,10 @@ fn property_output_is_json_without_secrets_whatever_the_chunking() {
             for t in found.iter().chain(std::iter::once(&raw.to_string())) {
                 let t_digits: String = t.chars().filter(char::is_ascii_digit).collect();
                 assert!(
-                    !t.contains(s.as_str()) && (s.len() < 13 || !t_digits.contains(&digits_only) || !s.chars().all(|c| c.is_ascii_digit())),
+                    !t.contains(s.as_str())
+                        && (s.len() < 13
+                            || !t_digits.contains(&digits_only)
+                            || !s.chars().all(|c| c.is_ascii_digit())),
                     "seed {seed}: secret {s} survived in {t}\ninput: {doc}"
                 );
             }

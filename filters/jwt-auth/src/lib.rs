@@ -202,11 +202,7 @@ impl FilterConfig for Config {
             {
                 return Err(ConfigError::at(
                     at("jwt_cache.size"),
-                    format!(
-                        "{} is more than {} tokens",
-                        c.size,
-                        cache::MAX_CACHE_SIZE
-                    ),
+                    format!("{} is more than {} tokens", c.size, cache::MAX_CACHE_SIZE),
                 ));
             }
             if p.clock_skew_seconds > MAX_CLOCK_SKEW_SECONDS {

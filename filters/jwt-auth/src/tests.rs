@@ -815,9 +815,16 @@ fn a_cached_token_skips_the_signature_check_until_it_expires() {
     for (size, cached) in [(1, true), (0, false)] {
         let config = cached_provider(&ed, size);
         let provider = &config.providers[0];
-        let keys = provider.inline_keys.get().map(|k| k.to_vec()).unwrap_or_default();
+        let keys = provider
+            .inline_keys
+            .get()
+            .map(|k| k.to_vec())
+            .unwrap_or_default();
         let token = token_of(&config, &text);
-        assert_eq!(JwtAuth::verify_cached(provider, &token, &keys, clock()), Ok(()));
+        assert_eq!(
+            JwtAuth::verify_cached(provider, &token, &keys, clock()),
+            Ok(())
+        );
         // Without keys only the cache can accept it.
         assert_eq!(
             JwtAuth::verify_cached(provider, &token, &[], clock()).is_ok(),
@@ -829,7 +836,10 @@ fn a_cached_token_skips_the_signature_check_until_it_expires() {
             JwtAuth::verify_cached(provider, &token, &keys, at(exp + 30)),
             Err(TokenError::Expired)
         );
-        assert!(provider.token_cache.borrow().is_empty(), "an expired token leaves the cache");
+        assert!(
+            provider.token_cache.borrow().is_empty(),
+            "an expired token leaves the cache"
+        );
     }
 }
 
@@ -838,7 +848,11 @@ fn a_forged_token_never_hits_the_cache_and_the_size_is_bounded() {
     let ed = Ed::new("k1");
     let config = cached_provider(&ed, 2);
     let provider = &config.providers[0];
-    let keys = provider.inline_keys.get().map(|k| k.to_vec()).unwrap_or_default();
+    let keys = provider
+        .inline_keys
+        .get()
+        .map(|k| k.to_vec())
+        .unwrap_or_default();
     let good = ed.token(&claims());
     assert!(JwtAuth::verify_cached(provider, &token_of(&config, &good), &keys, clock()).is_ok());
     // Same header and claims, another signature: a different key in the cache.
@@ -852,7 +866,9 @@ fn a_forged_token_never_hits_the_cache_and_the_size_is_bounded() {
         assert!(JwtAuth::verify_cached(provider, &token_of(&config, &t), &keys, clock()).is_ok());
     }
     assert_eq!(provider.token_cache.borrow().len(), 2);
-    let err = parse_config(&json!({"providers": [{"name": "a", "jwks": {"keys": [ed.jwk()]},
-        "jwt_cache": {"size": 100_001}}]}));
+    let err = parse_config(
+        &json!({"providers": [{"name": "a", "jwks": {"keys": [ed.jwk()]},
+        "jwt_cache": {"size": 100_001}}]}),
+    );
     assert!(matches!(err, Err(e) if e.to_string().contains("providers[0].jwt_cache.size")));
 }

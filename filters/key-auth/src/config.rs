@@ -57,7 +57,10 @@ pub struct Consumer {
     pub name: String,
     /// `sha256(key)` in hex (`printf %s "$KEY" | sha256sum`).
     #[serde(deserialize_with = "hex_sha256")]
-    #[cfg_attr(feature = "schema", schemars(with = "String", regex(pattern = "^[0-9a-fA-F]{64}$")))]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "String", regex(pattern = "^[0-9a-fA-F]{64}$"))
+    )]
     pub key_sha256: [u8; 32],
 }
 

@@ -118,7 +118,10 @@ impl FilterConfig for Validation {
                 format!("must be between 1 and {MAX_BODY_LIMIT}"),
             ));
         }
-        if self.body_schema.is_none() && self.query_schema.is_none() && self.headers_schema.is_none() {
+        if self.body_schema.is_none()
+            && self.query_schema.is_none()
+            && self.headers_schema.is_none()
+        {
             return Err(ConfigError::at(
                 "body_schema",
                 "give at least one of body_schema, query_schema, headers_schema",
@@ -306,7 +309,11 @@ pub fn problem(status: u16, title: &str, part: Part, failures: &[Failure]) -> St
         Some(f) => format!(
             "the request {} does not match its schema at {}: {}",
             part.name(),
-            if f.pointer.is_empty() { "/" } else { &f.pointer },
+            if f.pointer.is_empty() {
+                "/"
+            } else {
+                &f.pointer
+            },
             f.message
         ),
         None => format!("the request {} is not acceptable", part.name()),
@@ -360,7 +367,9 @@ impl RequestValidationFilter {
     fn reject(&self, status: u16, title: &str, part: Part, failures: &[Failure]) -> (u16, String) {
         let m = metrics();
         match part {
-            Part::Body if status == 400 && failures.first().is_some_and(|f| f.keyword == "json") => {
+            Part::Body
+                if status == 400 && failures.first().is_some_and(|f| f.keyword == "json") =>
+            {
                 m.not_json.increment()
             }
             Part::Body => m.invalid_body.increment(),
@@ -371,7 +380,11 @@ impl RequestValidationFilter {
             log::info!(
                 "request-validation: {status}: {} {} {}: {}",
                 part.name(),
-                if f.pointer.is_empty() { "/" } else { &f.pointer },
+                if f.pointer.is_empty() {
+                    "/"
+                } else {
+                    &f.pointer
+                },
                 f.keyword,
                 f.message
             );

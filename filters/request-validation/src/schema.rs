@@ -94,7 +94,10 @@ impl Type {
 fn is_integer(v: &Value) -> bool {
     match v {
         Value::Number(n) => {
-            n.is_i64() || n.is_u64() || n.as_f64().is_some_and(|f| f.is_finite() && f.fract() == 0.0)
+            n.is_i64()
+                || n.is_u64()
+                || n.as_f64()
+                    .is_some_and(|f| f.is_finite() && f.fract() == 0.0)
         }
         _ => false,
     }
@@ -201,7 +204,11 @@ fn join(at: &str, key: &str) -> String {
 
 fn non_negative(v: &Value, at: &str) -> Result<u64, CompileError> {
     v.as_u64()
-        .or_else(|| v.as_f64().filter(|f| *f >= 0.0 && f.fract() == 0.0).map(|f| f as u64))
+        .or_else(|| {
+            v.as_f64()
+                .filter(|f| *f >= 0.0 && f.fract() == 0.0)
+                .map(|f| f as u64)
+        })
         .ok_or_else(|| err(at, "expected a non-negative integer"))
 }
 
@@ -230,14 +237,30 @@ impl Compiler<'_> {
         Ok(id)
     }
 
-    fn sub(&mut self, map: &Map<String, Value>, key: &str, at: &str, pointer: &str) -> Result<Option<Id>, CompileError> {
+    fn sub(
+        &mut self,
+        map: &Map<String, Value>,
+        key: &str,
+        at: &str,
+        pointer: &str,
+    ) -> Result<Option<Id>, CompileError> {
         match map.get(key) {
-            Some(v) => Ok(Some(self.compile(v, &join(at, key), &format!("{pointer}/{}", escape(key)))?)),
+            Some(v) => Ok(Some(self.compile(
+                v,
+                &join(at, key),
+                &format!("{pointer}/{}", escape(key)),
+            )?)),
             None => Ok(None),
         }
     }
 
-    fn list(&mut self, map: &Map<String, Value>, key: &str, at: &str, pointer: &str) -> Result<Vec<Id>, CompileError> {
+    fn list(
+        &mut self,
+        map: &Map<String, Value>,
+        key: &str,
+        at: &str,
+        pointer: &str,
+    ) -> Result<Vec<Id>, CompileError> {
         let Some(v) = map.get(key) else {
             return Ok(Vec::new());
         };
@@ -248,11 +271,23 @@ impl Compiler<'_> {
         items
             .iter()
             .enumerate()
-            .map(|(i, s)| self.compile(s, &format!("{}[{i}]", join(at, key)), &format!("{pointer}/{key}/{i}")))
+            .map(|(i, s)| {
+                self.compile(
+                    s,
+                    &format!("{}[{i}]", join(at, key)),
+                    &format!("{pointer}/{key}/{i}"),
+                )
+            })
             .collect()
     }
 
-    fn object(&mut self, map: &Map<String, Value>, at: &str, pointer: &str, id: Id) -> Result<Node, CompileError> {
+    fn object(
+        &mut self,
+        map: &Map<String, Value>,
+        at: &str,
+        pointer: &str,
+        id: Id,
+    ) -> Result<Node, CompileError> {
         let mut node = Node::default();
         for (key, value) in map {
             let here = join(at, key);
@@ -292,7 +327,9 @@ impl Compiler<'_> {
                 "minLength" => node.min_length = Some(non_negative(value, &here)?),
                 "maxLength" => node.max_length = Some(non_negative(value, &here)?),
                 "pattern" => {
-                    let source = value.as_str().ok_or_else(|| err(&here, "expected a string"))?;
+                    let source = value
+                        .as_str()
+                        .ok_or_else(|| err(&here, "expected a string"))?;
                     let re = Regex::new(source).map_err(|e| err(&here, e.to_string()))?;
                     node.pattern = Some((source.to_string(), re));
                 }
@@ -304,21 +341,32 @@ impl Compiler<'_> {
                 "minItems" => node.min_items = Some(non_negative(value, &here)?),
                 "maxItems" => node.max_items = Some(non_negative(value, &here)?),
                 "uniqueItems" => {
-                    node.unique_items = value.as_bool().ok_or_else(|| err(&here, "expected a boolean"))?;
+                    node.unique_items = value
+                        .as_bool()
+                        .ok_or_else(|| err(&here, "expected a boolean"))?;
                 }
                 "properties" | "patternProperties" => {
-                    let props = value.as_object().ok_or_else(|| err(&here, "expected an object"))?;
+                    let props = value
+                        .as_object()
+                        .ok_or_else(|| err(&here, "expected an object"))?;
                     for (name, s) in props {
-                        let sub = self.compile(s, &join(&here, name), &format!("{pointer}/{key}/{}", escape(name)))?;
+                        let sub = self.compile(
+                            s,
+                            &join(&here, name),
+                            &format!("{pointer}/{key}/{}", escape(name)),
+                        )?;
                         if key == "properties" {
                             node.properties.push((name.clone(), sub));
                         } else {
-                            let re = Regex::new(name).map_err(|e| err(&join(&here, name), e.to_string()))?;
+                            let re = Regex::new(name)
+                                .map_err(|e| err(&join(&here, name), e.to_string()))?;
                             node.pattern_properties.push((re, sub));
                         }
                     }
                 }
-                "additionalProperties" => node.additional_properties = self.sub(map, key, at, pointer)?,
+                "additionalProperties" => {
+                    node.additional_properties = self.sub(map, key, at, pointer)?
+                }
                 "propertyNames" => node.property_names = self.sub(map, key, at, pointer)?,
                 "required" => {
                     node.required = value
@@ -327,12 +375,18 @@ impl Compiler<'_> {
                         .ok_or_else(|| err(&here, "expected an array of strings"))?;
                 }
                 "dependentRequired" => {
-                    let deps = value.as_object().ok_or_else(|| err(&here, "expected an object"))?;
+                    let deps = value
+                        .as_object()
+                        .ok_or_else(|| err(&here, "expected an object"))?;
                     for (name, list) in deps {
                         let names: Vec<String> = list
                             .as_array()
-                            .and_then(|a| a.iter().map(|v| v.as_str().map(str::to_string)).collect())
-                            .ok_or_else(|| err(&join(&here, name), "expected an array of strings"))?;
+                            .and_then(|a| {
+                                a.iter().map(|v| v.as_str().map(str::to_string)).collect()
+                            })
+                            .ok_or_else(|| {
+                                err(&join(&here, name), "expected an array of strings")
+                            })?;
                         node.dependent_required.push((name.clone(), names));
                     }
                 }
@@ -349,30 +403,49 @@ impl Compiler<'_> {
                     node.if_then_else = cond.map(|c| (c, then, otherwise));
                 }
                 "$ref" => {
-                    let target = value.as_str().ok_or_else(|| err(&here, "expected a string"))?;
+                    let target = value
+                        .as_str()
+                        .ok_or_else(|| err(&here, "expected a string"))?;
                     let Some(fragment) = target.strip_prefix('#') else {
-                        return Err(err(&here, format!("only references inside this schema (#...) are supported, not {target:?}")));
+                        return Err(err(
+                            &here,
+                            format!(
+                                "only references inside this schema (#...) are supported, not {target:?}"
+                            ),
+                        ));
                     };
                     self.pending.push((id, fragment.to_string(), here.clone()));
                 }
                 "$schema" => {
                     let uri = value.as_str().unwrap_or_default();
                     if !uri.contains("2020-12") {
-                        return Err(err(&here, format!("only draft 2020-12 is supported, not {uri:?}")));
+                        return Err(err(
+                            &here,
+                            format!("only draft 2020-12 is supported, not {uri:?}"),
+                        ));
                     }
                 }
                 "$id" if !pointer.is_empty() => {
                     return Err(err(&here, "only the root schema may have an $id"));
                 }
                 "$defs" | "definitions" => {
-                    let defs = value.as_object().ok_or_else(|| err(&here, "expected an object"))?;
+                    let defs = value
+                        .as_object()
+                        .ok_or_else(|| err(&here, "expected an object"))?;
                     for (name, s) in defs {
-                        self.compile(s, &join(&here, name), &format!("{pointer}/{key}/{}", escape(name)))?;
+                        self.compile(
+                            s,
+                            &join(&here, name),
+                            &format!("{pointer}/{key}/{}", escape(name)),
+                        )?;
                     }
                 }
                 k if ANNOTATIONS.contains(&k) => {}
                 other => {
-                    return Err(err(&here, format!("keyword {other:?} is not supported (see the README's list)")));
+                    return Err(err(
+                        &here,
+                        format!("keyword {other:?} is not supported (see the README's list)"),
+                    ));
                 }
             }
         }
@@ -406,7 +479,10 @@ impl Compiler<'_> {
             while let Some(n) = stack.pop() {
                 for next in self.in_place(n) {
                     if next == start {
-                        return Err(err("$ref", "a $ref cycle that never descends into the value"));
+                        return Err(err(
+                            "$ref",
+                            "a $ref cycle that never descends into the value",
+                        ));
                     }
                     if !seen.contains(&next) {
                         seen.push(next);
@@ -421,7 +497,13 @@ impl Compiler<'_> {
     /// The nodes that apply to the same value as `n`.
     fn in_place(&self, n: Id) -> Vec<Id> {
         let node = &self.nodes[n];
-        let mut out: Vec<Id> = node.all_of.iter().chain(&node.any_of).chain(&node.one_of).copied().collect();
+        let mut out: Vec<Id> = node
+            .all_of
+            .iter()
+            .chain(&node.any_of)
+            .chain(&node.one_of)
+            .copied()
+            .collect();
         out.extend(node.not);
         out.extend(node.reference);
         if let Some((c, t, e)) = node.if_then_else {
@@ -448,9 +530,13 @@ pub fn json_eq(a: &Value, b: &Value) -> bool {
                 _ => x.as_f64() == y.as_f64(),
             },
         },
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_eq(a, b)),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_eq(a, b))
+        }
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
         }
         _ => a == b,
     }
@@ -567,7 +653,11 @@ impl Run<'_> {
             return;
         }
         if depth > MAX_DEPTH {
-            self.fail(pointer, "$ref", format!("nested deeper than {MAX_DEPTH} levels"));
+            self.fail(
+                pointer,
+                "$ref",
+                format!("nested deeper than {MAX_DEPTH} levels"),
+            );
             return;
         }
         let schema = self.schema;
@@ -585,13 +675,21 @@ impl Run<'_> {
             && !types.iter().any(|t| t.holds(v))
         {
             let names: Vec<&str> = types.iter().map(|t| t.name()).collect();
-            self.fail(pointer, "type", format!("expected {}, got {}", names.join(" or "), short(v)));
+            self.fail(
+                pointer,
+                "type",
+                format!("expected {}, got {}", names.join(" or "), short(v)),
+            );
             return;
         }
         if let Some(values) = &node.enumeration
             && !values.iter().any(|e| json_eq(e, v))
         {
-            self.fail(pointer, "enum", format!("{} is not one of the allowed values", short(v)));
+            self.fail(
+                pointer,
+                "enum",
+                format!("{} is not one of the allowed values", short(v)),
+            );
         }
         if let Some(c) = &node.constant
             && !json_eq(c, v)
@@ -608,13 +706,30 @@ impl Run<'_> {
         for sub in &node.all_of {
             self.check(*sub, v, pointer, depth + 1);
         }
-        if !node.any_of.is_empty() && !node.any_of.iter().any(|s| self.valid(*s, v, pointer, depth + 1)) {
-            self.fail(pointer, "anyOf", "matches none of the allowed schemas".into());
+        if !node.any_of.is_empty()
+            && !node
+                .any_of
+                .iter()
+                .any(|s| self.valid(*s, v, pointer, depth + 1))
+        {
+            self.fail(
+                pointer,
+                "anyOf",
+                "matches none of the allowed schemas".into(),
+            );
         }
         if !node.one_of.is_empty() {
-            let matched = node.one_of.iter().filter(|s| self.valid(**s, v, pointer, depth + 1)).count();
+            let matched = node
+                .one_of
+                .iter()
+                .filter(|s| self.valid(**s, v, pointer, depth + 1))
+                .count();
             if matched != 1 {
-                self.fail(pointer, "oneOf", format!("matches {matched} of the schemas, not exactly one"));
+                self.fail(
+                    pointer,
+                    "oneOf",
+                    format!("matches {matched} of the schemas, not exactly one"),
+                );
             }
         }
         if let Some(not) = node.not
@@ -623,7 +738,11 @@ impl Run<'_> {
             self.fail(pointer, "not", "matches a schema it must not match".into());
         }
         if let Some((cond, then, otherwise)) = node.if_then_else {
-            let branch = if self.valid(cond, v, pointer, depth + 1) { then } else { otherwise };
+            let branch = if self.valid(cond, v, pointer, depth + 1) {
+                then
+            } else {
+                otherwise
+            };
             if let Some(b) = branch {
                 self.check(b, v, pointer, depth + 1);
             }
@@ -641,20 +760,52 @@ impl Run<'_> {
                 }
             };
             if !ok {
-                self.fail(pointer, "multipleOf", format!("{n} is not a multiple of {m}"));
+                self.fail(
+                    pointer,
+                    "multipleOf",
+                    format!("{n} is not a multiple of {m}"),
+                );
             }
         }
         if node.minimum.is_some_and(|m| x < m) {
-            self.fail(pointer, "minimum", format!("{n} is less than the minimum {}", node.minimum.unwrap_or_default()));
+            self.fail(
+                pointer,
+                "minimum",
+                format!(
+                    "{n} is less than the minimum {}",
+                    node.minimum.unwrap_or_default()
+                ),
+            );
         }
         if node.maximum.is_some_and(|m| x > m) {
-            self.fail(pointer, "maximum", format!("{n} is more than the maximum {}", node.maximum.unwrap_or_default()));
+            self.fail(
+                pointer,
+                "maximum",
+                format!(
+                    "{n} is more than the maximum {}",
+                    node.maximum.unwrap_or_default()
+                ),
+            );
         }
         if node.exclusive_minimum.is_some_and(|m| x <= m) {
-            self.fail(pointer, "exclusiveMinimum", format!("{n} is not more than {}", node.exclusive_minimum.unwrap_or_default()));
+            self.fail(
+                pointer,
+                "exclusiveMinimum",
+                format!(
+                    "{n} is not more than {}",
+                    node.exclusive_minimum.unwrap_or_default()
+                ),
+            );
         }
         if node.exclusive_maximum.is_some_and(|m| x >= m) {
-            self.fail(pointer, "exclusiveMaximum", format!("{n} is not less than {}", node.exclusive_maximum.unwrap_or_default()));
+            self.fail(
+                pointer,
+                "exclusiveMaximum",
+                format!(
+                    "{n} is not less than {}",
+                    node.exclusive_maximum.unwrap_or_default()
+                ),
+            );
         }
     }
 
@@ -663,12 +814,20 @@ impl Run<'_> {
         if let Some(min) = node.min_length
             && len < min
         {
-            self.fail(pointer, "minLength", format!("shorter than {min} characters"));
+            self.fail(
+                pointer,
+                "minLength",
+                format!("shorter than {min} characters"),
+            );
         }
         if let Some(max) = node.max_length
             && len > max
         {
-            self.fail(pointer, "maxLength", format!("longer than {max} characters"));
+            self.fail(
+                pointer,
+                "maxLength",
+                format!("longer than {max} characters"),
+            );
         }
         if let Some((source, re)) = &node.pattern
             && !re.is_match(s)
@@ -680,23 +839,43 @@ impl Run<'_> {
     fn array(&mut self, node: &Node, items: &[Value], pointer: &mut String, depth: usize) {
         let len = items.len() as u64;
         if node.min_items.is_some_and(|m| len < m) {
-            self.fail(pointer, "minItems", format!("fewer than {} items", node.min_items.unwrap_or_default()));
+            self.fail(
+                pointer,
+                "minItems",
+                format!("fewer than {} items", node.min_items.unwrap_or_default()),
+            );
         }
         if node.max_items.is_some_and(|m| len > m) {
-            self.fail(pointer, "maxItems", format!("more than {} items", node.max_items.unwrap_or_default()));
+            self.fail(
+                pointer,
+                "maxItems",
+                format!("more than {} items", node.max_items.unwrap_or_default()),
+            );
         }
         if node.unique_items {
             'outer: for (i, a) in items.iter().enumerate() {
                 for b in &items[i + 1..] {
                     if json_eq(a, b) {
-                        self.fail(pointer, "uniqueItems", format!("{} appears twice", short(a)));
+                        self.fail(
+                            pointer,
+                            "uniqueItems",
+                            format!("{} appears twice", short(a)),
+                        );
                         break 'outer;
                     }
                 }
             }
         }
         for (i, item) in items.iter().enumerate() {
-            let sub = node.prefix_items.get(i).copied().or(if i >= node.prefix_items.len() { node.items } else { None });
+            let sub = node
+                .prefix_items
+                .get(i)
+                .copied()
+                .or(if i >= node.prefix_items.len() {
+                    node.items
+                } else {
+                    None
+                });
             if let Some(sub) = sub {
                 self.child(sub, item, pointer, &i.to_string(), depth);
             }
@@ -715,23 +894,51 @@ impl Run<'_> {
                 .count() as u64;
             let min = node.min_contains.unwrap_or(1);
             if count < min {
-                self.fail(pointer, "contains", format!("{count} item(s) match, at least {min} must"));
+                self.fail(
+                    pointer,
+                    "contains",
+                    format!("{count} item(s) match, at least {min} must"),
+                );
             }
             if let Some(max) = node.max_contains
                 && count > max
             {
-                self.fail(pointer, "maxContains", format!("{count} items match, at most {max} may"));
+                self.fail(
+                    pointer,
+                    "maxContains",
+                    format!("{count} items match, at most {max} may"),
+                );
             }
         }
     }
 
-    fn object(&mut self, node: &Node, map: &Map<String, Value>, pointer: &mut String, depth: usize) {
+    fn object(
+        &mut self,
+        node: &Node,
+        map: &Map<String, Value>,
+        pointer: &mut String,
+        depth: usize,
+    ) {
         let len = map.len() as u64;
         if node.min_properties.is_some_and(|m| len < m) {
-            self.fail(pointer, "minProperties", format!("fewer than {} members", node.min_properties.unwrap_or_default()));
+            self.fail(
+                pointer,
+                "minProperties",
+                format!(
+                    "fewer than {} members",
+                    node.min_properties.unwrap_or_default()
+                ),
+            );
         }
         if node.max_properties.is_some_and(|m| len > m) {
-            self.fail(pointer, "maxProperties", format!("more than {} members", node.max_properties.unwrap_or_default()));
+            self.fail(
+                pointer,
+                "maxProperties",
+                format!(
+                    "more than {} members",
+                    node.max_properties.unwrap_or_default()
+                ),
+            );
         }
         for name in &node.required {
             if !map.contains_key(name) {
@@ -744,7 +951,11 @@ impl Run<'_> {
                 for need in needs {
                     if !map.contains_key(need) {
                         let at = format!("{pointer}/{}", escape(need));
-                        self.fail(&at, "dependentRequired", format!("{need:?} is required when {name:?} is present"));
+                        self.fail(
+                            &at,
+                            "dependentRequired",
+                            format!("{need:?} is required when {name:?} is present"),
+                        );
                     }
                 }
             }
@@ -755,7 +966,11 @@ impl Run<'_> {
                 pointer.push('/');
                 pointer.push_str(&escape(key));
                 if !self.valid(names, &Value::String(key.clone()), pointer, depth + 1) {
-                    self.fail(pointer, "propertyNames", format!("the name {key:?} is not allowed"));
+                    self.fail(
+                        pointer,
+                        "propertyNames",
+                        format!("the name {key:?} is not allowed"),
+                    );
                 }
                 pointer.truncate(len);
             }
@@ -775,7 +990,11 @@ impl Run<'_> {
                     let len = pointer.len();
                     pointer.push('/');
                     pointer.push_str(&escape(key));
-                    self.fail(pointer, "additionalProperties", format!("{key:?} is not allowed"));
+                    self.fail(
+                        pointer,
+                        "additionalProperties",
+                        format!("{key:?} is not allowed"),
+                    );
                     pointer.truncate(len);
                 } else {
                     self.child(extra, value, pointer, key, depth);

@@ -68,33 +68,90 @@ fn keywords() {
         doc[k] = v;
         doc
     };
-    assert_eq!(failures(&s, json!({"items": [{"qty": 1}]})), at("/id", "required"));
+    assert_eq!(
+        failures(&s, json!({"items": [{"qty": 1}]})),
+        at("/id", "required")
+    );
     assert_eq!(failures(&s, with("id", json!(0))), at("/id", "minimum"));
     assert_eq!(failures(&s, with("id", json!(3))), at("/id", "multipleOf"));
     assert_eq!(failures(&s, with("id", json!(2.0))), vec![]);
     assert_eq!(failures(&s, with("id", json!("2"))), at("/id", "type"));
-    assert_eq!(failures(&s, with("name", json!("é"))), vec![("/name".into(), "minLength"), ("/name".into(), "pattern")]);
-    assert_eq!(failures(&s, with("name", json!("abcd"))), at("/name", "maxLength"));
+    assert_eq!(
+        failures(&s, with("name", json!("é"))),
+        vec![("/name".into(), "minLength"), ("/name".into(), "pattern")]
+    );
+    assert_eq!(
+        failures(&s, with("name", json!("abcd"))),
+        at("/name", "maxLength")
+    );
     assert_eq!(failures(&s, with("kind", json!("b"))), at("/kind", "enum"));
-    assert_eq!(failures(&s, with("v", json!({"x": [2]}))), at("/v", "const"));
-    assert_eq!(failures(&s, with("ratio", json!(1))), at("/ratio", "exclusiveMaximum"));
-    assert_eq!(failures(&s, with("items", json!([]))), at("/items", "minItems"));
-    assert_eq!(failures(&s, with("items", json!([{"qty": 1}, {"qty": 1.0}]))), at("/items", "uniqueItems"));
-    assert_eq!(failures(&s, with("items", json!([{"qty": 0}]))), at("/items/0/qty", "minimum"));
-    assert_eq!(failures(&s, with("items", json!([{}]))), at("/items/0/qty", "required"));
-    assert_eq!(failures(&s, with("pair", json!(["a", 1, 2]))), at("/pair/2", "false"));
-    assert_eq!(failures(&s, with("tags", json!(["x"]))), at("/tags", "contains"));
-    assert_eq!(failures(&s, with("meta", json!({"A": 1}))), at("/meta/A", "propertyNames"));
-    assert_eq!(failures(&s, with("meta", json!({"n_x": "1"}))), at("/meta/n_x", "type"));
-    assert_eq!(failures(&s, with("meta", json!({"a": 1}))), at("/meta/b", "dependentRequired"));
-    assert_eq!(failures(&s, with("meta", json!({}))), at("/meta", "minProperties"));
-    assert_eq!(failures(&s, with("choice", json!("x"))), at("/choice", "oneOf"));
+    assert_eq!(
+        failures(&s, with("v", json!({"x": [2]}))),
+        at("/v", "const")
+    );
+    assert_eq!(
+        failures(&s, with("ratio", json!(1))),
+        at("/ratio", "exclusiveMaximum")
+    );
+    assert_eq!(
+        failures(&s, with("items", json!([]))),
+        at("/items", "minItems")
+    );
+    assert_eq!(
+        failures(&s, with("items", json!([{"qty": 1}, {"qty": 1.0}]))),
+        at("/items", "uniqueItems")
+    );
+    assert_eq!(
+        failures(&s, with("items", json!([{"qty": 0}]))),
+        at("/items/0/qty", "minimum")
+    );
+    assert_eq!(
+        failures(&s, with("items", json!([{}]))),
+        at("/items/0/qty", "required")
+    );
+    assert_eq!(
+        failures(&s, with("pair", json!(["a", 1, 2]))),
+        at("/pair/2", "false")
+    );
+    assert_eq!(
+        failures(&s, with("tags", json!(["x"]))),
+        at("/tags", "contains")
+    );
+    assert_eq!(
+        failures(&s, with("meta", json!({"A": 1}))),
+        at("/meta/A", "propertyNames")
+    );
+    assert_eq!(
+        failures(&s, with("meta", json!({"n_x": "1"}))),
+        at("/meta/n_x", "type")
+    );
+    assert_eq!(
+        failures(&s, with("meta", json!({"a": 1}))),
+        at("/meta/b", "dependentRequired")
+    );
+    assert_eq!(
+        failures(&s, with("meta", json!({}))),
+        at("/meta", "minProperties")
+    );
+    assert_eq!(
+        failures(&s, with("choice", json!("x"))),
+        at("/choice", "oneOf")
+    );
     assert_eq!(failures(&s, with("any", json!(1))), at("/any", "anyOf"));
     assert_eq!(failures(&s, with("nope", json!("s"))), at("/nope", "not"));
-    assert_eq!(failures(&s, with("cond", json!(15))), at("/cond", "multipleOf"));
+    assert_eq!(
+        failures(&s, with("cond", json!(15))),
+        at("/cond", "multipleOf")
+    );
     assert_eq!(failures(&s, with("cond", json!(7))), at("/cond", "maximum"));
-    assert_eq!(failures(&s, with("extra", json!(1))), at("/extra", "additionalProperties"));
-    assert_eq!(failures(&s, with("a/b~c", json!(1))), at("/a~1b~0c", "additionalProperties"));
+    assert_eq!(
+        failures(&s, with("extra", json!(1))),
+        at("/extra", "additionalProperties")
+    );
+    assert_eq!(
+        failures(&s, with("a/b~c", json!(1))),
+        at("/a~1b~0c", "additionalProperties")
+    );
 }
 
 #[test]
@@ -105,7 +162,10 @@ fn recursive_references_and_limits() {
         "type": "object",
         "properties": {"value": {"type": "integer"}, "children": {"type": "array", "items": {"$ref": "#"}}}
     }));
-    assert_eq!(failures(&tree, json!({"children": [{"children": [{"value": "x"}]}]})), at("/children/0/children/0/value", "type"));
+    assert_eq!(
+        failures(&tree, json!({"children": [{"children": [{"value": "x"}]}]})),
+        at("/children/0/children/0/value", "type")
+    );
     // Deep instances stop with a failure, not a stack overflow.
     let mut deep = json!({});
     for _ in 0..200 {
@@ -114,20 +174,48 @@ fn recursive_references_and_limits() {
     assert!(!tree.validate(&deep).is_empty());
     // At most ten failures.
     let many = schema(json!({"items": {"type": "string"}}));
-    assert_eq!(many.validate(&json!([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12])).len(), 10);
+    assert_eq!(
+        many.validate(&json!([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]))
+            .len(),
+        10
+    );
 }
 
 #[test]
 fn schemas_are_refused_naming_the_keyword() {
     for (bad, at, message) in [
-        (json!({"unevaluatedProperties": false}), "unevaluatedProperties", "not supported"),
-        (json!({"properties": {"a": {"minimum": "1"}}}), "properties.a.minimum", "expected a number"),
-        (json!({"$ref": "other.json#/a"}), "$ref", "only references inside"),
-        (json!({"$ref": "#/$defs/missing"}), "$ref", "not in this schema"),
-        (json!({"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}), "$ref", "cycle"),
+        (
+            json!({"unevaluatedProperties": false}),
+            "unevaluatedProperties",
+            "not supported",
+        ),
+        (
+            json!({"properties": {"a": {"minimum": "1"}}}),
+            "properties.a.minimum",
+            "expected a number",
+        ),
+        (
+            json!({"$ref": "other.json#/a"}),
+            "$ref",
+            "only references inside",
+        ),
+        (
+            json!({"$ref": "#/$defs/missing"}),
+            "$ref",
+            "not in this schema",
+        ),
+        (
+            json!({"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}),
+            "$ref",
+            "cycle",
+        ),
         (json!({"pattern": "("}), "pattern", ""),
         (json!({"type": "int"}), "type", "type name"),
-        (json!({"$schema": "http://json-schema.org/draft-07/schema#"}), "$schema", "2020-12"),
+        (
+            json!({"$schema": "http://json-schema.org/draft-07/schema#"}),
+            "$schema",
+            "2020-12",
+        ),
         (json!({"allOf": []}), "allOf", "non-empty"),
         (json!(3), "", "object or a boolean"),
         (json!({"multipleOf": 0}), "multipleOf", "greater than 0"),
@@ -152,17 +240,26 @@ fn config(json: &str) -> Rc<ValidationConfig> {
 #[test]
 fn configurations_are_refused_naming_the_field() {
     for (bad, field) in [
-        (r#"{"default": {"body_schema": {"type": "objekt"}}}"#, "default.body_schema.type"),
+        (
+            r#"{"default": {"body_schema": {"type": "objekt"}}}"#,
+            "default.body_schema.type",
+        ),
         (
             r#"{"routes": [{"match": {"path_prefix": "/a"}, "config": {"query_schema": {"properties": {"p": {"maxLength": -1}}}}}]}"#,
             "routes[0].config.query_schema.properties.p.maxLength",
         ),
         (r#"{"default": {}}"#, "default.body_schema"),
-        (r#"{"default": {"body_schema": true, "max_body_bytes": 0}}"#, "default.max_body_bytes"),
+        (
+            r#"{"default": {"body_schema": true, "max_body_bytes": 0}}"#,
+            "default.max_body_bytes",
+        ),
     ] {
         match tollgate_sdk::config::parse::<ValidationConfig>(bad.as_bytes()) {
             Ok(_) => panic!("accepted {bad}"),
-            Err(e) => assert!(e.to_string().contains(&format!("at {field}:")), "{bad}: {e}"),
+            Err(e) => assert!(
+                e.to_string().contains(&format!("at {field}:")),
+                "{bad}: {e}"
+            ),
         }
     }
 }
@@ -176,7 +273,13 @@ const DEMO: &str = r#"{
 }"#;
 
 /// The status and problem document of one request (200 and the forwarded body when it passes).
-fn run(c: &Rc<ValidationConfig>, method: &str, path: &str, headers: &[(&str, &str)], chunks: &[&[u8]]) -> (u16, Value) {
+fn run(
+    c: &Rc<ValidationConfig>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    chunks: &[&[u8]],
+) -> (u16, Value) {
     let mut filter = RequestValidationFilter::new(Rc::clone(c));
     let mut list = HeaderList::from([(":method", method), (":path", path)]);
     for (n, v) in headers {
@@ -185,7 +288,10 @@ fn run(c: &Rc<ValidationConfig>, method: &str, path: &str, headers: &[(&str, &st
     let mut req = Request::new(&mut list);
     filter.on_request_headers(&mut req, chunks.is_empty());
     if let Some(reply) = req.take_local_reply() {
-        return (reply.status, serde_json::from_slice(&reply.body).unwrap_or_default());
+        return (
+            reply.status,
+            serde_json::from_slice(&reply.body).unwrap_or_default(),
+        );
     }
     if chunks.is_empty() {
         return (200, Value::Null);
@@ -204,7 +310,12 @@ fn run(c: &Rc<ValidationConfig>, method: &str, path: &str, headers: &[(&str, &st
             let mut b = tollgate_sdk::Body::new(&mut buffer);
             f.on_request_body_buffered(&mut b, tollgate_sdk::body::Extent::Whole);
             let reply = b.take_local_reply();
-            (status, reply.map(|r| serde_json::from_slice(&r.body).unwrap_or_default()).unwrap_or_default())
+            (
+                status,
+                reply
+                    .map(|r| serde_json::from_slice(&r.body).unwrap_or_default())
+                    .unwrap_or_default(),
+            )
         }
         Outcome::Paused => (0, Value::Null),
     }
@@ -215,7 +326,10 @@ const JSON: (&str, &str) = ("content-type", "application/json");
 #[test]
 fn the_filter_answers_with_problem_documents() {
     let c = config(DEMO);
-    assert_eq!(run(&c, "POST", "/orders", &[JSON], &[b"{\"qty\"", b": 2}"]).0, 200);
+    assert_eq!(
+        run(&c, "POST", "/orders", &[JSON], &[b"{\"qty\"", b": 2}"]).0,
+        200
+    );
     let (status, problem) = run(&c, "POST", "/orders", &[JSON], &[b"{\"qty\": 0}"]);
     assert_eq!(status, 400);
     assert_eq!(problem["errors"][0]["pointer"], "/qty");
@@ -224,21 +338,50 @@ fn the_filter_answers_with_problem_documents() {
     let (status, problem) = run(&c, "POST", "/orders", &[JSON], &[b"{\"qty\": "]);
     assert_eq!(status, 400);
     assert_eq!(problem["errors"][0]["keyword"], "json");
-    assert_eq!(run(&c, "POST", "/orders", &[("content-type", "text/plain")], &[b"qty=1"]).0, 415);
+    assert_eq!(
+        run(
+            &c,
+            "POST",
+            "/orders",
+            &[("content-type", "text/plain")],
+            &[b"qty=1"]
+        )
+        .0,
+        415
+    );
     assert_eq!(run(&c, "POST", "/orders", &[JSON], &[]).0, 400);
     // GET carries no body to check.
     assert_eq!(run(&c, "GET", "/orders", &[], &[]).0, 200);
     // Query and headers on the search route, converted to their declared types.
-    assert_eq!(run(&c, "GET", "/search?q=shoes&page=2", &[("x-tenant", "acme")], &[]).0, 200);
+    assert_eq!(
+        run(
+            &c,
+            "GET",
+            "/search?q=shoes&page=2",
+            &[("x-tenant", "acme")],
+            &[]
+        )
+        .0,
+        200
+    );
     let (status, problem) = run(&c, "GET", "/search?q=shoes&page=0", &[], &[]);
-    assert_eq!((status, problem["errors"][0]["pointer"].clone()), (400, json!("/page")));
+    assert_eq!(
+        (status, problem["errors"][0]["pointer"].clone()),
+        (400, json!("/page"))
+    );
     assert_eq!(problem["errors"][0]["in"], "query");
     let (status, problem) = run(&c, "GET", "/search?page=x", &[], &[]);
     assert_eq!(status, 400);
-    let pointers: Vec<&Value> = problem["errors"].as_array().map(|a| a.iter().map(|e| &e["pointer"]).collect()).unwrap_or_default();
+    let pointers: Vec<&Value> = problem["errors"]
+        .as_array()
+        .map(|a| a.iter().map(|e| &e["pointer"]).collect())
+        .unwrap_or_default();
     assert_eq!(pointers, vec![&json!("/q"), &json!("/page")]);
     let (status, problem) = run(&c, "GET", "/search?q=a", &[("x-tenant", "ACME")], &[]);
-    assert_eq!((status, problem["errors"][0]["in"].clone()), (400, json!("headers")));
+    assert_eq!(
+        (status, problem["errors"][0]["in"].clone()),
+        (400, json!("headers"))
+    );
     // Past the limit: 413 from the SDK.
     let small = config(r#"{"default": {"body_schema": true, "max_body_bytes": 4}}"#);
     assert_eq!(run(&small, "POST", "/", &[JSON], &[b"[1,", b"2,3]"]).0, 413);
@@ -268,7 +411,10 @@ fn value(g: &mut Gen, depth: usize) -> Value {
         _ => {
             let mut map = serde_json::Map::new();
             for _ in 0..g.below(4) {
-                map.insert(["qty", "name", "tags", "x"][g.below(4)].into(), value(g, depth + 1));
+                map.insert(
+                    ["qty", "name", "tags", "x"][g.below(4)].into(),
+                    value(g, depth + 1),
+                );
             }
             Value::Object(map)
         }
@@ -291,7 +437,9 @@ fn property_verdicts_do_not_depend_on_chunking_and_name_real_paths() {
                        "tags": {"type": "array", "items": {"type": "string"}, "uniqueItems": true}},
         "additionalProperties": {"type": ["object", "null"]}
     });
-    let c = config(&format!(r#"{{"default": {{"body_schema": {body_schema}}}}}"#));
+    let c = config(&format!(
+        r#"{{"default": {{"body_schema": {body_schema}}}}}"#
+    ));
     let direct = schema(body_schema);
     let mut invalid = 0;
     for seed in 1..=800u64 {
@@ -299,13 +447,22 @@ fn property_verdicts_do_not_depend_on_chunking_and_name_real_paths() {
         // Mostly objects with a `qty`, members often of the right type: about half are valid.
         let mut doc = json!({});
         if g.below(6) > 0 {
-            doc["qty"] = [json!(1), json!(0), json!(7), json!(-1), json!("1"), json!(2.0)][g.below(6)].clone();
+            doc["qty"] = [
+                json!(1),
+                json!(0),
+                json!(7),
+                json!(-1),
+                json!("1"),
+                json!(2.0),
+            ][g.below(6)]
+            .clone();
         }
         if g.below(2) == 0 {
             doc["name"] = [json!("ab"), json!("abcd"), json!(1)][g.below(3)].clone();
         }
         if g.below(2) == 0 {
-            doc["tags"] = [json!(["a", "b"]), json!(["a", "a"]), json!([1]), json!([])][g.below(4)].clone();
+            doc["tags"] =
+                [json!(["a", "b"]), json!(["a", "a"]), json!([1]), json!([])][g.below(4)].clone();
         }
         if g.below(3) == 0 {
             doc["x"] = value(&mut g, 1);
@@ -313,7 +470,11 @@ fn property_verdicts_do_not_depend_on_chunking_and_name_real_paths() {
         if g.below(20) == 0 {
             doc = value(&mut g, 0);
         }
-        let text = if g.below(2) == 0 { doc.to_string() } else { serde_json::to_string_pretty(&doc).unwrap_or_default() };
+        let text = if g.below(2) == 0 {
+            doc.to_string()
+        } else {
+            serde_json::to_string_pretty(&doc).unwrap_or_default()
+        };
         let bytes = text.as_bytes();
         let chunks: Vec<&[u8]> = match g.below(3) {
             0 => vec![bytes],
@@ -324,7 +485,11 @@ fn property_verdicts_do_not_depend_on_chunking_and_name_real_paths() {
         let (status, problem) = run(&c, "POST", "/", &[JSON], &chunks);
         if expected.is_empty() {
             assert_eq!(status, 200, "seed {seed}: {text}");
-            assert_eq!(problem, Value::String(text.clone()), "seed {seed}: body changed");
+            assert_eq!(
+                problem,
+                Value::String(text.clone()),
+                "seed {seed}: body changed"
+            );
         } else {
             invalid += 1;
             assert_eq!(status, 400, "seed {seed}: {text}");
@@ -332,9 +497,15 @@ fn property_verdicts_do_not_depend_on_chunking_and_name_real_paths() {
             assert_eq!(errors.len(), expected.len(), "seed {seed}");
             for e in &errors {
                 let pointer = e["pointer"].as_str().unwrap_or("?");
-                assert!(exists_or_parent(&doc, pointer), "seed {seed}: {pointer} not in {text}");
+                assert!(
+                    exists_or_parent(&doc, pointer),
+                    "seed {seed}: {pointer} not in {text}"
+                );
             }
         }
     }
-    assert!(invalid > 100 && invalid < 700, "{invalid} invalid of 800: the generator is lopsided");
+    assert!(
+        invalid > 100 && invalid < 700,
+        "{invalid} invalid of 800: the generator is lopsided"
+    );
 }

@@ -13,11 +13,11 @@ mod identity_args;
 mod inspect_cli;
 #[path = "cli/limit_args.rs"]
 mod limit_args;
-#[path = "cli/replay.rs"]
-mod replay_cli;
 #[path = "cli/new.rs"]
 mod new_cli;
 mod out;
+#[path = "cli/replay.rs"]
+mod replay_cli;
 #[path = "cli/ship.rs"]
 mod ship_cli;
 #[path = "cli/test.rs"]
@@ -147,10 +147,8 @@ enum Command {
 
 fn value_arg(v: &str, flag: &str) -> Result<String> {
     match v.strip_prefix('@') {
-        Some(path) => {
-            tollgate_traffic::input::read_to_string(std::path::Path::new(path))
-                .with_context(|| format!("--{flag}: cannot read {path}"))
-        }
+        Some(path) => tollgate_traffic::input::read_to_string(std::path::Path::new(path))
+            .with_context(|| format!("--{flag}: cannot read {path}")),
         None => Ok(v.to_string()),
     }
 }

@@ -135,7 +135,9 @@ pub fn read_to_string(path: &Path) -> std::io::Result<String> {
 fn too_large(len: u64, max: u64) -> std::io::Error {
     refusal(
         std::io::ErrorKind::FileTooLarge,
-        format!("{len} bytes or more, past the input cap of {max} bytes (--max-input-bytes or {MAX_INPUT_ENV} reads more)"),
+        format!(
+            "{len} bytes or more, past the input cap of {max} bytes (--max-input-bytes or {MAX_INPUT_ENV} reads more)"
+        ),
     )
 }
 
@@ -159,7 +161,10 @@ mod tests {
         std::fs::write(&path, [b'x'; 100]).expect("write");
         assert_eq!(read_capped(&path, 100).expect("at the cap").len(), 100);
         let e = read_capped(&path, 99).expect_err("past the cap");
-        assert!(e.to_string().contains("past the input cap of 99 bytes"), "{e}");
+        assert!(
+            e.to_string().contains("past the input cap of 99 bytes"),
+            "{e}"
+        );
     }
 }
 
@@ -251,7 +256,8 @@ mod yaml_depth_tests {
 
     #[test]
     fn ordinary_documents_pass() {
-        let doc = "a:\n  b:\n    - c: [1, {d: 'x]'}]\n    - \"#[[[\"\n# [[[[\ne: >\n  text [[[[ here\n";
+        let doc =
+            "a:\n  b:\n    - c: [1, {d: 'x]'}]\n    - \"#[[[\"\n# [[[[\ne: >\n  text [[[[ here\n";
         check_yaml_depth(doc, 8).expect("a shallow document");
     }
 
@@ -260,7 +266,9 @@ mod yaml_depth_tests {
         let flow = format!("a: {}{}", "[".repeat(200), "]".repeat(200));
         let e = check_yaml_depth(&flow, MAX_YAML_DEPTH).expect_err("deep flow");
         assert!(e.starts_with("line 1: nested more than 128 levels"), "{e}");
-        let block: String = (0..200).map(|i| format!("{}k{i}:\n", " ".repeat(i))).collect();
+        let block: String = (0..200)
+            .map(|i| format!("{}k{i}:\n", " ".repeat(i)))
+            .collect();
         let e = check_yaml_depth(&block, MAX_YAML_DEPTH).expect_err("deep block");
         assert!(e.starts_with("line 129:"), "{e}");
         let seq = format!("{}x\n", "- ".repeat(200));

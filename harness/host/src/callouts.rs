@@ -388,17 +388,29 @@ impl Outstanding {
             // the whole frame (`:status`, `content-type` too) as trailers.
             self.push(due, token, Event::GrpcInitialMetadata(HeaderMap::default()));
             let all = grpc_headers.iter().cloned().chain(trailing);
-            self.push(due, token, Event::GrpcTrailingMetadata(HeaderMap::from_pairs(all)));
+            self.push(
+                due,
+                token,
+                Event::GrpcTrailingMetadata(HeaderMap::from_pairs(all)),
+            );
         } else {
             let initial = grpc_headers
                 .iter()
                 .cloned()
                 .chain(stub.initial_metadata.iter().cloned());
-            self.push(due, token, Event::GrpcInitialMetadata(HeaderMap::from_pairs(initial)));
+            self.push(
+                due,
+                token,
+                Event::GrpcInitialMetadata(HeaderMap::from_pairs(initial)),
+            );
             for m in &stub.messages {
                 self.push(due, token, Event::GrpcMessage(m.clone()));
             }
-            self.push(due, token, Event::GrpcTrailingMetadata(HeaderMap::from_pairs(trailing)));
+            self.push(
+                due,
+                token,
+                Event::GrpcTrailingMetadata(HeaderMap::from_pairs(trailing)),
+            );
         }
         let message = grpc_close_message(&stub.status_message, stub.close_details());
         self.push(due, token, Event::GrpcClose(stub.status, message));

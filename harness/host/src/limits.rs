@@ -135,10 +135,7 @@ pub(crate) enum Overrun {
     /// Too many callouts dispatched.
     Callouts { dispatched: u64, limit: u64 },
     /// Too much wall time.
-    Wall {
-        limit: Duration,
-        dispatched: u64,
-    },
+    Wall { limit: Duration, dispatched: u64 },
 }
 
 impl std::fmt::Display for Overrun {
@@ -175,7 +172,10 @@ pub(crate) fn cut_line(msg: &[u8], max: usize) -> (String, bool) {
     let head = String::from_utf8_lossy(&msg[..max]);
     let head = head.trim_end_matches('\u{FFFD}');
     (
-        format!("{head}... [harness: line of {} bytes cut to {max}]", msg.len()),
+        format!(
+            "{head}... [harness: line of {} bytes cut to {max}]",
+            msg.len()
+        ),
         true,
     )
 }

@@ -1960,7 +1960,9 @@ fn answers_before_upstream(d: &mut Driver<'_, '_>) -> Result<(), Halt> {
         .iter()
         .filter_map(|l| l.vm.as_deref())
         .filter_map(|vm| {
-            let due = vm.next_callout_due()?.saturating_sub(vm.state().clock().monotonic);
+            let due = vm
+                .next_callout_due()?
+                .saturating_sub(vm.state().clock().monotonic);
             (due <= window).then_some(due)
         })
         .max();

@@ -47,9 +47,7 @@ use tollgate_host::plugin::{LoadError, Plugin};
 pub use tollgate_host::state::LogLine;
 use tollgate_host::state::{GrpcCallStub, HttpCallStub, LogLevel, SharedRegistry, VmSettings};
 use tollgate_host::stream::{self, FilterFailure, Lane, StreamOutcome};
-pub use tollgate_host::stream::{
-    BodyDelivery, ChunkPlan, FailurePolicy, FilterSteps, StreamInput,
-};
+pub use tollgate_host::stream::{BodyDelivery, ChunkPlan, FailurePolicy, FilterSteps, StreamInput};
 pub use tollgate_host::verdict::Verdict;
 use tollgate_host::verdict::{decided_verdict, diff_request, diff_response};
 use tollgate_host::vm::{Vm, VmError};

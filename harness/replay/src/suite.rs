@@ -758,10 +758,11 @@ impl Suite {
     /// Loads a suite file and compiles its filters.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, SuiteError> {
         let path = path.as_ref();
-        let text = tollgate_traffic::input::read_to_string(path).map_err(|error| SuiteError::Read {
-            path: path.to_path_buf(),
-            error,
-        })?;
+        let text =
+            tollgate_traffic::input::read_to_string(path).map_err(|error| SuiteError::Read {
+                path: path.to_path_buf(),
+                error,
+            })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Self::from_yaml(&path.display().to_string(), &text, base)
     }
@@ -788,10 +789,11 @@ impl Suite {
     /// for a file with several chains.
     pub fn load_all(path: impl AsRef<Path>) -> Result<Vec<Self>, SuiteError> {
         let path = path.as_ref();
-        let text = tollgate_traffic::input::read_to_string(path).map_err(|error| SuiteError::Read {
-            path: path.to_path_buf(),
-            error,
-        })?;
+        let text =
+            tollgate_traffic::input::read_to_string(path).map_err(|error| SuiteError::Read {
+                path: path.to_path_buf(),
+                error,
+            })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let file = path.display().to_string();
         let format = |message: String| SuiteError::Format {
@@ -813,7 +815,10 @@ impl Suite {
         let mut suites = Vec::new();
         for (i, c) in spec.chains.iter().enumerate() {
             if !names.insert(c.name.as_str()) {
-                return Err(format(format!("chains[{i}]: the name `{}` is used twice", c.name)));
+                return Err(format(format!(
+                    "chains[{i}]: the name `{}` is used twice",
+                    c.name
+                )));
             }
             let mut one = spec.clone();
             one.chains = Vec::new();
@@ -824,7 +829,11 @@ impl Suite {
             one.properties.extend(c.properties.clone());
             one.clock = c.clock.clone().or(one.clock);
             one.log_level = c.log_level.clone().or(one.log_level);
-            suites.push(Self::from_spec(&format!("{file} [{}]", c.name), one, base.clone())?);
+            suites.push(Self::from_spec(
+                &format!("{file} [{}]", c.name),
+                one,
+                base.clone(),
+            )?);
         }
         Ok(suites)
     }
@@ -866,12 +875,14 @@ impl Suite {
                         "filters[{index}]: give `config` or `config_file`, not both"
                     )));
                 }
-                (None, Some(p)) => tollgate_traffic::input::read_to_string(&base.join(p)).map_err(|e| {
-                    format(format!(
-                        "filters[{index}].config_file: cannot read {}: {e}",
-                        base.join(p).display()
-                    ))
-                })?,
+                (None, Some(p)) => {
+                    tollgate_traffic::input::read_to_string(&base.join(p)).map_err(|e| {
+                        format(format!(
+                            "filters[{index}].config_file: cannot read {}: {e}",
+                            base.join(p).display()
+                        ))
+                    })?
+                }
                 (Some(yaml_serde::Value::String(s)), None) => s.clone(),
                 (Some(v), None) => serde_json::to_string(v).map_err(|e| {
                     format(format!(
@@ -1139,7 +1150,12 @@ impl Suite {
                     sizes: &Option<Vec<usize>>,
                     delivery: &Option<String>,
                     what: &str| {
-            let given = [chunks.is_some(), size.is_some(), sizes.is_some(), delivery.is_some()];
+            let given = [
+                chunks.is_some(),
+                size.is_some(),
+                sizes.is_some(),
+                delivery.is_some(),
+            ];
             if given.iter().filter(|g| **g).count() > 1 {
                 return Err(format!(
                     "{what}: give one of chunks, chunk_size, chunk_sizes, delivery"
@@ -1175,8 +1191,20 @@ impl Suite {
                 body: self.body(&q.body, "response.body")?,
             },
             response_trailers: q.trailers.as_ref().map(Headers::pairs).unwrap_or_default(),
-            request_chunks: plan(r.chunks, r.chunk_size, &r.chunk_sizes, &r.delivery, "request")?,
-            response_chunks: plan(q.chunks, q.chunk_size, &q.chunk_sizes, &q.delivery, "response")?,
+            request_chunks: plan(
+                r.chunks,
+                r.chunk_size,
+                &r.chunk_sizes,
+                &r.delivery,
+                "request",
+            )?,
+            response_chunks: plan(
+                q.chunks,
+                q.chunk_size,
+                &q.chunk_sizes,
+                &q.delivery,
+                "response",
+            )?,
             callouts: Vec::new(),
             // A test's properties go to the VM's settings (`settings()`).
             properties: Vec::new(),
@@ -1253,7 +1281,9 @@ impl Suite {
         // (the callback and the trap), unless a failure line already says it.
         if failures.len() > before
             && !out.failures.is_empty()
-            && !failures[before..].iter().any(|f| f.starts_with("a filter failed: "))
+            && !failures[before..]
+                .iter()
+                .any(|f| f.starts_with("a filter failed: "))
         {
             failures.push(format!(
                 "because a filter failed: {}",
@@ -1844,7 +1874,9 @@ pub fn cluster_answers(
         let (mut hs, mut gs) = (Vec::new(), Vec::new());
         for (i, a) in c.answers.iter().enumerate() {
             if !a.answers.is_empty() {
-                return Err(format!("clusters.{name}.answers[{i}]: `answers` cannot nest"));
+                return Err(format!(
+                    "clusters.{name}.answers[{i}]: `answers` cannot nest"
+                ));
             }
             let (h, g) = single(a).map_err(|e| format!("answers[{i}]: {e}"))?;
             hs.extend(h);
@@ -1855,14 +1887,19 @@ pub fn cluster_answers(
     let methods = c.grpc.iter().flat_map(|g| g.methods.iter());
     for (method, g) in methods {
         if !g.methods.is_empty() {
-            return Err(format!("clusters.{name}.grpc.methods.{method}: `methods` cannot nest"));
+            return Err(format!(
+                "clusters.{name}.grpc.methods.{method}: `methods` cannot nest"
+            ));
         }
         let entry = ClusterSpec {
             grpc: Some(g.clone()),
             ..ClusterSpec::default()
         };
         let (_, stub) = single(&entry).map_err(|e| format!("grpc.methods.{method}: {e}"))?;
-        lists.push((Vec::new(), stub.map(|s| s.for_method(method)).into_iter().collect()));
+        lists.push((
+            Vec::new(),
+            stub.map(|s| s.for_method(method)).into_iter().collect(),
+        ));
     }
     Ok(lists)
 }

@@ -622,10 +622,7 @@ impl PluginManifest {
             json!(self.fail_strategy == FailStrategy::Open),
         );
         if !options.env_host_keys.is_empty() {
-            wasm.insert(
-                "env".into(),
-                json!({ "hostKeys": options.env_host_keys }),
-            );
+            wasm.insert("env".into(), json!({ "hostKeys": options.env_host_keys }));
         }
         Ok(json!({
             "apiVersion": ManifestKind::EnvoyExtensionPolicy.api_version(),

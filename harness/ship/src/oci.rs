@@ -204,7 +204,8 @@ impl Package {
                         .created(EPOCH)
                         .rootfs(rootfs);
                     if let Some(schema) = &self.config_schema {
-                        let labels = HashMap::from([(SCHEMA_LABEL.to_string(), schema.to_string())]);
+                        let labels =
+                            HashMap::from([(SCHEMA_LABEL.to_string(), schema.to_string())]);
                         builder = builder.config(
                             oci_spec::image::ConfigBuilder::default()
                                 .labels(labels)
@@ -493,7 +494,10 @@ pub fn config_schema_of_layout(dir: &Path) -> Result<Option<serde_json::Value>, 
         .and_then(serde_json::Value::as_str)
     {
         let schema = serde_json::from_str(text).map_err(|e| {
-            ShipError::invalid(layout.display(), format!("label {SCHEMA_LABEL} is not JSON: {e}"))
+            ShipError::invalid(
+                layout.display(),
+                format!("label {SCHEMA_LABEL} is not JSON: {e}"),
+            )
         })?;
         return Ok(Some(schema));
     }

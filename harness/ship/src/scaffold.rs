@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use super::ShipError;
-use super::manifest::{self, EnvoyCode, ManifestKind, PluginManifest, Phase};
+use super::manifest::{self, EnvoyCode, ManifestKind, Phase, PluginManifest};
 
 /// Where the new filter goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +38,8 @@ pub struct Scaffold {
 }
 
 /// The demo configuration every scaffold starts with.
-pub const DEMO_CONFIG: &str = "{\n  \"header\": \"x-NAME\",\n  \"value\": \"hello\",\n  \"deny_header\": \"x-block\"\n}\n";
+pub const DEMO_CONFIG: &str =
+    "{\n  \"header\": \"x-NAME\",\n  \"value\": \"hello\",\n  \"deny_header\": \"x-block\"\n}\n";
 
 impl Scaffold {
     /// A filter called `name`: lower-case letters, digits and `-`, starting with a letter.
@@ -82,10 +83,9 @@ impl Scaffold {
     pub fn wasm_from_root(&self) -> String {
         match &self.layout {
             Layout::Workspace { .. } => format!("target/filters/{}.wasm", self.name),
-            Layout::Standalone { .. } => format!(
-                "target/wasm32-wasip1/release/{}.wasm",
-                self.lib_name()
-            ),
+            Layout::Standalone { .. } => {
+                format!("target/wasm32-wasip1/release/{}.wasm", self.lib_name())
+            }
         }
     }
 
@@ -140,8 +140,14 @@ impl Scaffold {
                 .replace("{{name}}", name)
                 .replace("{{Type}}", &self.type_name())
                 .replace("{{lib}}", &self.lib_name())
-                .replace("{{suite_from_root}}", &format!("{root_prefix}tests/suite.yaml"))
-                .replace("{{traffic_from_root}}", &format!("{root_prefix}tests/traffic.yaml"))
+                .replace(
+                    "{{suite_from_root}}",
+                    &format!("{root_prefix}tests/suite.yaml"),
+                )
+                .replace(
+                    "{{traffic_from_root}}",
+                    &format!("{root_prefix}tests/traffic.yaml"),
+                )
                 .replace("{{demo_from_root}}", &format!("{root_prefix}demo.json"))
                 .replace("{{wasm_from_root}}", &wasm_from_root)
                 .replace("{{wasm_from_suite}}", &wasm_from_suite)
@@ -152,7 +158,10 @@ impl Scaffold {
         let demo = DEMO_CONFIG.replace("NAME", name);
         let mut files = vec![
             (crate_dir.join("Cargo.toml"), self.cargo_toml()),
-            (crate_dir.join("src/lib.rs"), fill(include_str!("scaffold/lib.rs.tmpl"))),
+            (
+                crate_dir.join("src/lib.rs"),
+                fill(include_str!("scaffold/lib.rs.tmpl")),
+            ),
             (
                 crate_dir.join("examples/schema.rs"),
                 format!(
@@ -162,7 +171,10 @@ impl Scaffold {
                 ),
             ),
             (crate_dir.join("demo.json"), demo.clone()),
-            (crate_dir.join("README.md"), fill(include_str!("scaffold/README.md.tmpl"))),
+            (
+                crate_dir.join("README.md"),
+                fill(include_str!("scaffold/README.md.tmpl")),
+            ),
             (
                 crate_dir.join("tests/suite.yaml"),
                 fill(include_str!("scaffold/suite.yaml.tmpl")),
@@ -186,7 +198,8 @@ impl Scaffold {
         };
         files.push((
             deploy.join("wasmplugin.yaml"),
-            header("WasmPlugin") + &manifest::to_yaml(&plugin.resource(ManifestKind::WasmPlugin)?, name)?,
+            header("WasmPlugin")
+                + &manifest::to_yaml(&plugin.resource(ManifestKind::WasmPlugin)?, name)?,
         ));
         files.push((
             deploy.join("trafficextension.yaml"),

@@ -110,7 +110,11 @@ impl Checker<'_> {
         if let Some(constant) = schema.get("const")
             && constant != value
         {
-            push(errors, path, format!("{path}: must be {constant}, found {value}"));
+            push(
+                errors,
+                path,
+                format!("{path}: must be {constant}, found {value}"),
+            );
             return;
         }
         if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
@@ -124,7 +128,12 @@ impl Checker<'_> {
             );
             return;
         }
-        for sub in schema.get("allOf").and_then(Value::as_array).into_iter().flatten() {
+        for sub in schema
+            .get("allOf")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             self.check(sub, value, path, errors, depth + 1);
         }
         for key in ["oneOf", "anyOf"] {
@@ -138,7 +147,11 @@ impl Checker<'_> {
                 if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
                     && (items.len() as u64) < min
                 {
-                    push(errors, path, format!("{path}: needs at least {min} item(s)"));
+                    push(
+                        errors,
+                        path,
+                        format!("{path}: needs at least {min} item(s)"),
+                    );
                 }
                 if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
                     && items.len() as u64 > max
@@ -147,7 +160,13 @@ impl Checker<'_> {
                 }
                 if let Some(item_schema) = schema.get("items") {
                     for (i, item) in items.iter().enumerate() {
-                        self.check(item_schema, item, &format!("{path}[{i}]"), errors, depth + 1);
+                        self.check(
+                            item_schema,
+                            item,
+                            &format!("{path}[{i}]"),
+                            errors,
+                            depth + 1,
+                        );
                     }
                 }
             }
@@ -186,7 +205,11 @@ impl Checker<'_> {
             return;
         }
         if fits > 1 {
-            push(errors, path, format!("{path}: matches more than one of the allowed forms"));
+            push(
+                errors,
+                path,
+                format!("{path}: matches more than one of the allowed forms"),
+            );
             return;
         }
         // The closest option: for an object, one whose properties the object uses (fewest
@@ -272,11 +295,17 @@ fn forms(options: &[Value], checker: &Checker<'_>) -> String {
                 let keys: Vec<&str> = props.keys().map(String::as_str).collect();
                 format!("{{{}}}", keys.join(", "))
             } else if let Some(values) = o.get("enum").and_then(Value::as_array) {
-                values.iter().map(Value::to_string).collect::<Vec<_>>().join(" | ")
+                values
+                    .iter()
+                    .map(Value::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" | ")
             } else if let Some(c) = o.get("const") {
                 c.to_string()
             } else {
-                o.get("type").map(Value::to_string).unwrap_or_else(|| "any".into())
+                o.get("type")
+                    .map(Value::to_string)
+                    .unwrap_or_else(|| "any".into())
             }
         })
         .collect();
@@ -294,7 +323,9 @@ fn has_type(value: &Value, t: &str) -> bool {
         "integer" => {
             value.is_i64()
                 || value.is_u64()
-                || value.as_f64().is_some_and(|f| f.is_finite() && f.fract() == 0.0)
+                || value
+                    .as_f64()
+                    .is_some_and(|f| f.is_finite() && f.fract() == 0.0)
         }
         _ => true,
     }
@@ -329,7 +360,11 @@ fn check_string(schema: &Value, s: &str, path: &str, errors: &mut Vec<FieldError
         && let Ok(re) = regex::Regex::new(pattern)
         && !re.is_match(s)
     {
-        push(errors, path, format!("{path}: {s:?} does not match {pattern}"));
+        push(
+            errors,
+            path,
+            format!("{path}: {s:?} does not match {pattern}"),
+        );
     }
 }
 
@@ -338,12 +373,20 @@ fn check_number(schema: &Value, value: &Value, path: &str, errors: &mut Vec<Fiel
     if let Some(min) = schema.get("minimum").and_then(Value::as_f64)
         && n < min
     {
-        push(errors, path, format!("{path}: {value} is below the minimum {min}"));
+        push(
+            errors,
+            path,
+            format!("{path}: {value} is below the minimum {min}"),
+        );
     }
     if let Some(max) = schema.get("maximum").and_then(Value::as_f64)
         && n > max
     {
-        push(errors, path, format!("{path}: {value} is above the maximum {max}"));
+        push(
+            errors,
+            path,
+            format!("{path}: {value} is above the maximum {max}"),
+        );
     }
     // schemars names integer widths in `format`; the bounds follow from them.
     let range = match schema.get("format").and_then(Value::as_str) {
@@ -362,7 +405,11 @@ fn check_number(schema: &Value, value: &Value, path: &str, errors: &mut Vec<Fiel
         && (n < lo || n > hi)
     {
         let format = schema.get("format").and_then(Value::as_str).unwrap_or("");
-        push(errors, path, format!("{path}: {value} is out of range for {format}"));
+        push(
+            errors,
+            path,
+            format!("{path}: {value} is out of range for {format}"),
+        );
     }
 }
 
@@ -410,7 +457,13 @@ mod tests {
                 {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"], "additionalProperties": false}
             ]}}
         });
-        assert!(messages(&schema, json!({"sources": [{"header": "x"}, {"query": "k"}]})).is_empty());
+        assert!(
+            messages(
+                &schema,
+                json!({"sources": [{"header": "x"}, {"query": "k"}]})
+            )
+            .is_empty()
+        );
         assert_eq!(
             messages(&schema, json!({"sources": [], "realm": 5})),
             ["spec.pluginConfig.realm: expected string, found integer 5"]
@@ -433,7 +486,9 @@ mod tests {
         );
         assert_eq!(
             messages(&schema, json!({"sources": [{"cookie": "c"}]})),
-            ["spec.pluginConfig.sources[0]: an object fits none of the allowed forms ({header} | {query})"]
+            [
+                "spec.pluginConfig.sources[0]: an object fits none of the allowed forms ({header} | {query})"
+            ]
         );
     }
 }

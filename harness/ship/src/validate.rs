@@ -561,10 +561,7 @@ impl CrdSet {
                 short(v),
                 supported.join(", ")
             ),
-            None => format!(
-                "kind: Required value (one of {})",
-                supported.join(", ")
-            ),
+            None => format!("kind: Required value (one of {})", supported.join(", ")),
         };
         vec![FieldError {
             path: "kind".into(),

@@ -943,9 +943,7 @@ fn is_start_line(name: &str) -> bool {
     let mut words = name.split_whitespace();
     match (words.next(), words.next(), words.next()) {
         (Some(first), Some(_), _) if first.starts_with("HTTP/") => true,
-        (Some(method), Some(_), Some(version)) => {
-            is_token(method) && version.starts_with("HTTP/")
-        }
+        (Some(method), Some(_), Some(version)) => is_token(method) && version.starts_with("HTTP/"),
         _ => false,
     }
 }

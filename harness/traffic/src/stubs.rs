@@ -22,8 +22,7 @@ pub const GRPC_UNAVAILABLE: u32 = 14;
 pub const VIA_UPSTREAM: &str = "via_upstream";
 /// Response code details of Envoy's router answer when the connection is
 /// refused (Envoy 1.40 on Linux, a cluster nobody listens on).
-pub const CONNECT_FAILURE_DETAILS: &str =
-    "upstream_reset_before_response_started{remote_connection_failure|delayed_connect_error:_Connection_refused}";
+pub const CONNECT_FAILURE_DETAILS: &str = "upstream_reset_before_response_started{remote_connection_failure|delayed_connect_error:_Connection_refused}";
 /// Response code details of Envoy's router answer when a call's timeout expires.
 pub const TIMEOUT_DETAILS: &str = "upstream_response_timeout";
 

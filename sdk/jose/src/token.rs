@@ -175,14 +175,12 @@ fn verify_with(alg: Alg, material: &Material, msg: &[u8], sig: &[u8]) -> bool {
             use crate::rsa_public::{SHA256_PREFIX, SHA384_PREFIX, SHA512_PREFIX};
             use sha2_next::Digest;
             match alg {
-                Alg::Rs256 => {
-                    key.fast
-                        .verify_pkcs1v15(&SHA256_PREFIX, &Sha256::digest(msg), sig)
-                }
-                Alg::Rs384 => {
-                    key.fast
-                        .verify_pkcs1v15(&SHA384_PREFIX, &Sha384::digest(msg), sig)
-                }
+                Alg::Rs256 => key
+                    .fast
+                    .verify_pkcs1v15(&SHA256_PREFIX, &Sha256::digest(msg), sig),
+                Alg::Rs384 => key
+                    .fast
+                    .verify_pkcs1v15(&SHA384_PREFIX, &Sha384::digest(msg), sig),
                 _ => key
                     .fast
                     .verify_pkcs1v15(&SHA512_PREFIX, &Sha512::digest(msg), sig),

@@ -228,7 +228,8 @@ fn filters_depend_on_the_sdk_and_no_other_workspace_crate() {
     for f in &g.filters {
         let deps = g.workspace_deps(f);
         assert!(
-            deps.iter().all(|d| d == "tollgate-sdk" || d == "tollgate-jose"),
+            deps.iter()
+                .all(|d| d == "tollgate-sdk" || d == "tollgate-jose"),
             "{f} depends on workspace crates {deps:?}; filters use the SDK (and tollgate-jose) only"
         );
     }

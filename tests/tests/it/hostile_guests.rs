@@ -54,8 +54,7 @@ fn launch(config: &EnvoyConfig) -> Result<Envoy> {
 /// The statuses Envoy answers `requests` with, the guest loaded as the
 /// `headers` filter.
 fn through_envoy(label: &str, wasm: &[u8], requests: &[HttpRequest]) -> Result<Vec<u16>> {
-    let dir: PathBuf =
-        paths::work_dir()?.join(format!("hostile-{label}-{}", std::process::id()));
+    let dir: PathBuf = paths::work_dir()?.join(format!("hostile-{label}-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("headers.wasm"), wasm)?;
     let upstream = Upstream::start(tollgate_tests::upstream::text_response(b"ok"))?;

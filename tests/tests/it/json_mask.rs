@@ -22,10 +22,20 @@ const FILTER: &str = "json-mask";
 /// Padding items (no secret), as sent (spaced) and as the filter writes them (compact).
 fn items(n: usize) -> (String, String) {
     let sent: Vec<String> = (0..n)
-        .map(|i| format!("{{\"sku\": \"A-{i:04}\", \"qty\": {}, \"price\": 1.50e1}}", i % 7))
+        .map(|i| {
+            format!(
+                "{{\"sku\": \"A-{i:04}\", \"qty\": {}, \"price\": 1.50e1}}",
+                i % 7
+            )
+        })
         .collect();
     let compact: Vec<String> = (0..n)
-        .map(|i| format!("{{\"sku\":\"A-{i:04}\",\"qty\":{},\"price\":1.50e1}}", i % 7))
+        .map(|i| {
+            format!(
+                "{{\"sku\":\"A-{i:04}\",\"qty\":{},\"price\":1.50e1}}",
+                i % 7
+            )
+        })
         .collect();
     (sent.join(",\n    "), compact.join(","))
 }
@@ -112,7 +122,11 @@ fn framed_for(headers: &[(String, String)], len: usize) -> bool {
 fn bodies_are_masked_whatever_the_chunking_in_envoy_and_in_the_harness() -> Result<()> {
     let (req_doc, req_masked) = request_doc();
     let (resp_doc, resp_masked) = response_doc();
-    ensure!(req_doc.len() > 1000, "request document {} bytes", req_doc.len());
+    ensure!(
+        req_doc.len() > 1000,
+        "request document {} bytes",
+        req_doc.len()
+    );
     let chunkings = [
         ("whole", Writes::Whole, Writes::Whole),
         ("1-byte", Writes::Every(1), Writes::Every(1)),
@@ -132,7 +146,11 @@ fn bodies_are_masked_whatever_the_chunking_in_envoy_and_in_the_harness() -> Resu
                 &post("application/json", &req_doc),
                 req_writes,
             )?;
-            ensure!(response.status == 200, "{label}: status {}", response.status);
+            ensure!(
+                response.status == 200,
+                "{label}: status {}",
+                response.status
+            );
             let seen = upstream.take_requests();
             ensure!(seen.len() == 1, "{label}: {} requests upstream", seen.len());
             let got = &seen[0];
@@ -163,10 +181,21 @@ fn bodies_are_masked_whatever_the_chunking_in_envoy_and_in_the_harness() -> Resu
         // Not JSON: untouched, its content-length kept. JSON without secrets: byte for byte.
         upstream.set_response(json_response(b"{\"ok\": true}\n"), Writes::Every(3));
         let text = b"mail ada@example.com, card 4111111111111111";
-        let response = trickle::send(envoy.listener(), &post("text/plain", text), &Writes::Every(5))?;
-        ensure!(response.body == b"{\"ok\": true}\n", "client read {:?}", response.body);
+        let response = trickle::send(
+            envoy.listener(),
+            &post("text/plain", text),
+            &Writes::Every(5),
+        )?;
+        ensure!(
+            response.body == b"{\"ok\": true}\n",
+            "client read {:?}",
+            response.body
+        );
         let seen = upstream.take_requests();
-        ensure!(seen.len() == 1 && seen[0].body == text, "text body changed: {seen:?}");
+        ensure!(
+            seen.len() == 1 && seen[0].body == text,
+            "text body changed: {seen:?}"
+        );
         ensure!(
             http1::header(&seen[0].headers, "content-length") == Some(&*text.len().to_string()),
             "text body lost its content-length: {:?}",
@@ -186,7 +215,10 @@ fn bodies_are_masked_whatever_the_chunking_in_envoy_and_in_the_harness() -> Resu
             ensure!(
                 stats.contains(line),
                 "no {line:?} in /stats/prometheus: {:?}",
-                stats.lines().filter(|l| l.contains("json_mask")).collect::<Vec<_>>()
+                stats
+                    .lines()
+                    .filter(|l| l.contains("json_mask"))
+                    .collect::<Vec<_>>()
             );
         }
         Ok(())
@@ -300,7 +332,9 @@ fn oversize_bodies_pass_whole_or_are_refused() -> Result<()> {
             ensure!(
                 seen.len() == 1 && seen[0].body == big,
                 "{label}: the upstream read {:?}",
-                seen.iter().map(|r| String::from_utf8_lossy(&r.body).into_owned()).collect::<Vec<_>>()
+                seen.iter()
+                    .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+                    .collect::<Vec<_>>()
             );
         }
         Ok(())
@@ -324,7 +358,8 @@ fn oversize_bodies_pass_whole_or_are_refused() -> Result<()> {
                 .with_context(|| format!("{label}: {:?}", response.body))?;
             ensure!(problem["status"] == 413, "{label}: {problem}");
             ensure!(
-                http1::header(&response.headers, "content-type") == Some("application/problem+json"),
+                http1::header(&response.headers, "content-type")
+                    == Some("application/problem+json"),
                 "{label}: {:?}",
                 response.headers
             );
@@ -340,7 +375,11 @@ fn oversize_bodies_pass_whole_or_are_refused() -> Result<()> {
             &post("application/json", b"{}"),
             &Writes::Whole,
         )?;
-        ensure!(response.status == 502, "large response: {}", response.status);
+        ensure!(
+            response.status == 502,
+            "large response: {}",
+            response.status
+        );
         ensure!(
             !String::from_utf8_lossy(&response.body).contains("hunter2"),
             "the secret reached the client"
@@ -359,7 +398,10 @@ fn bad_configurations_are_refused_at_start_naming_the_field() -> Result<()> {
             r#"{"rules": [{"key": "a"}, {"regex": "(unclosed"}]}"#,
             "rules[1].regex",
         ),
-        (r#"{"rules": [{"key": "a"}], "max_body_bytes": 0}"#, "max_body_bytes"),
+        (
+            r#"{"rules": [{"key": "a"}], "max_body_bytes": 0}"#,
+            "max_body_bytes",
+        ),
         (r#"{"rules": [{"detect": "iban"}]}"#, "rules[0].detect"),
     ] {
         let mut envoy_config = EnvoyConfig::for_filter(FILTER, upstream.addr())?;

@@ -34,7 +34,11 @@ enum Credential {
 }
 
 fn text(u: &mut Unstructured<'_>, max: usize, keep: impl Fn(char) -> bool) -> Result<String> {
-    Ok(String::arbitrary(u)?.chars().filter(|c| keep(*c)).take(max).collect())
+    Ok(String::arbitrary(u)?
+        .chars()
+        .filter(|c| keep(*c))
+        .take(max)
+        .collect())
 }
 
 fn token_char(c: char) -> bool {
@@ -98,12 +102,22 @@ fn trailers(u: &mut Unstructured<'_>) -> Result<Vec<(String, String)>> {
 
 /// One arbitrary exchange for `filter`, with the credential it carries and
 /// whether its route is one the demo configuration protects.
-fn exchange(u: &mut Unstructured<'_>, filter: &str, i: usize) -> Result<(Exchange, Credential, Option<&'static [&'static str]>)> {
+fn exchange(
+    u: &mut Unstructured<'_>,
+    filter: &str,
+    i: usize,
+) -> Result<(Exchange, Credential, Option<&'static [&'static str]>)> {
     // Protected routes of the demo configurations (host api.example.com):
     // path prefix and the consumers allowed.
     let routes: &[(&str, &'static [&'static str])] = match filter {
-        "key-auth" => &[("/v1/webhooks/", &["partner"]), ("/v1/events", &["partner", "ops"])],
-        "basic-auth" => &[("/v1/auth/token", &["demo-client"]), ("/v1/reports/", &["demo-client"])],
+        "key-auth" => &[
+            ("/v1/webhooks/", &["partner"]),
+            ("/v1/events", &["partner", "ops"]),
+        ],
+        "basic-auth" => &[
+            ("/v1/auth/token", &["demo-client"]),
+            ("/v1/reports/", &["demo-client"]),
+        ],
         _ => &[],
     };
     let authority = match u.int_in_range(0..=3)? {
@@ -118,14 +132,22 @@ fn exchange(u: &mut Unstructured<'_>, filter: &str, i: usize) -> Result<(Exchang
     } else {
         (format!("/{suffix}"), None)
     };
-    let protected = if authority == "api.example.com" { allowed } else { None };
+    let protected = if authority == "api.example.com" {
+        allowed
+    } else {
+        None
+    };
     let mut hs = headers(u)?;
     let mut path = path;
     let credential = match filter {
         "key-auth" => match u.int_in_range(0..=3)? {
             0 => Credential::None,
             n => {
-                let (key, who) = if u.ratio(1, 2)? { (PARTNER_KEY, "partner") } else { (OPS_KEY, "ops") };
+                let (key, who) = if u.ratio(1, 2)? {
+                    (PARTNER_KEY, "partner")
+                } else {
+                    (OPS_KEY, "ops")
+                };
                 let (sent, cred) = if u.ratio(1, 2)? {
                     (key.to_string(), Credential::Valid(who))
                 } else {
@@ -262,7 +284,9 @@ fn the_filters_never_trap_and_never_admit_without_valid_credentials() -> Result<
         for n in 0..cases {
             let bytes = seed_bytes(n ^ (filter.len() as u64) << 32, 8192);
             let mut u = Unstructured::new(&bytes);
-            let Ok(config) = config(&mut u, &demo) else { continue };
+            let Ok(config) = config(&mut u, &demo) else {
+                continue;
+            };
             let mut cases = Vec::new();
             for i in 0..4 {
                 match exchange(&mut u, filter, i) {
@@ -309,7 +333,8 @@ fn the_filters_never_trap_and_never_admit_without_valid_credentials() -> Result<
                     continue;
                 }
                 if let (Some(allowed), true) = (protected, e.upstream_request.is_some()) {
-                    let admitted_rightly = matches!(credential, Credential::Valid(who) if allowed.contains(who));
+                    let admitted_rightly =
+                        matches!(credential, Credential::Valid(who) if allowed.contains(who));
                     if !admitted_rightly {
                         bail!(
                             "{label}: {} {}{} reached the upstream with {credential:?} (allowed: {allowed:?})",

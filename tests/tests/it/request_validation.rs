@@ -51,8 +51,20 @@ fn get(path: &str, headers: &[(&str, &str)]) -> HttpRequest {
 fn cases() -> Vec<(&'static str, HttpRequest, Writes, u16, Vec<&'static str>)> {
     let valid = order(3, "B-0002");
     vec![
-        ("valid whole", post("application/json", &valid), Writes::Whole, 200, vec![]),
-        ("valid 1-byte", post("application/json", &valid), Writes::Every(1), 200, vec![]),
+        (
+            "valid whole",
+            post("application/json", &valid),
+            Writes::Whole,
+            200,
+            vec![],
+        ),
+        (
+            "valid 1-byte",
+            post("application/json", &valid),
+            Writes::Every(1),
+            200,
+            vec![],
+        ),
         (
             "valid random",
             post("application/json", &valid),
@@ -69,16 +81,52 @@ fn cases() -> Vec<(&'static str, HttpRequest, Writes, u16, Vec<&'static str>)> {
         ),
         (
             "missing and extra members",
-            post("application/json", br#"{"customer": {"id": 0}, "items": [], "coupon": "X"}"#),
+            post(
+                "application/json",
+                br#"{"customer": {"id": 0}, "items": [], "coupon": "X"}"#,
+            ),
             Writes::Every(5),
             400,
             vec!["/coupon", "/customer/email", "/customer/id", "/items"],
         ),
-        ("not JSON", post("application/json", b"{\"customer\": "), Writes::Whole, 400, vec![""]),
-        ("text", post("text/plain", b"qty=1"), Writes::Whole, 415, vec![""]),
-        ("search ok", get("/search?q=shoes&page=2&sort=price", &[("x-tenant", "acme-1")]), Writes::Whole, 200, vec![]),
-        ("search bad query", get("/search?page=0&sort=size", &[]), Writes::Whole, 400, vec!["/q", "/page", "/sort"]),
-        ("search bad header", get("/search?q=a", &[("x-tenant", "Acme!")]), Writes::Whole, 400, vec!["/x-tenant"]),
+        (
+            "not JSON",
+            post("application/json", b"{\"customer\": "),
+            Writes::Whole,
+            400,
+            vec![""],
+        ),
+        (
+            "text",
+            post("text/plain", b"qty=1"),
+            Writes::Whole,
+            415,
+            vec![""],
+        ),
+        (
+            "search ok",
+            get(
+                "/search?q=shoes&page=2&sort=price",
+                &[("x-tenant", "acme-1")],
+            ),
+            Writes::Whole,
+            200,
+            vec![],
+        ),
+        (
+            "search bad query",
+            get("/search?page=0&sort=size", &[]),
+            Writes::Whole,
+            400,
+            vec!["/q", "/page", "/sort"],
+        ),
+        (
+            "search bad header",
+            get("/search?q=a", &[("x-tenant", "Acme!")]),
+            Writes::Whole,
+            400,
+            vec!["/x-tenant"],
+        ),
     ]
 }
 
@@ -87,7 +135,11 @@ fn pointers(body: &[u8]) -> Result<Vec<String>> {
         .with_context(|| format!("not a problem document: {}", String::from_utf8_lossy(body)))?;
     Ok(problem["errors"]
         .as_array()
-        .map(|a| a.iter().filter_map(|e| e["pointer"].as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e["pointer"].as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default())
 }
 
@@ -108,7 +160,10 @@ fn requests_are_validated_in_envoy_and_in_the_harness() -> Result<()> {
             );
             if status == 200 {
                 ensure!(seen.len() == 1, "{label}: {} requests upstream", seen.len());
-                ensure!(seen[0].body == request.body, "{label}: the body changed on the way");
+                ensure!(
+                    seen[0].body == request.body,
+                    "{label}: the body changed on the way"
+                );
                 if !request.body.is_empty() {
                     ensure!(
                         http1::header(&seen[0].headers, "content-length")
@@ -119,17 +174,25 @@ fn requests_are_validated_in_envoy_and_in_the_harness() -> Result<()> {
                 }
             } else {
                 ensure!(
-                    seen.iter().all(|r| r.body != request.body || request.body.is_empty()),
+                    seen.iter()
+                        .all(|r| r.body != request.body || request.body.is_empty()),
                     "{label}: the body reached the upstream"
                 );
-                ensure!(seen.is_empty() || !request.body.is_empty(), "{label}: reached the upstream");
                 ensure!(
-                    http1::header(&response.headers, "content-type") == Some("application/problem+json"),
+                    seen.is_empty() || !request.body.is_empty(),
+                    "{label}: reached the upstream"
+                );
+                ensure!(
+                    http1::header(&response.headers, "content-type")
+                        == Some("application/problem+json"),
                     "{label}: {:?}",
                     response.headers
                 );
                 let got = pointers(&response.body)?;
-                ensure!(got == expected, "{label}: pointers {got:?}, expected {expected:?}");
+                ensure!(
+                    got == expected,
+                    "{label}: pointers {got:?}, expected {expected:?}"
+                );
             }
             envoy_bodies.push(response.body);
         }
@@ -148,7 +211,10 @@ fn requests_are_validated_in_envoy_and_in_the_harness() -> Result<()> {
             ensure!(
                 stats.contains(line),
                 "no {line:?}: {:?}",
-                stats.lines().filter(|l| l.contains("request_validation")).collect::<Vec<_>>()
+                stats
+                    .lines()
+                    .filter(|l| l.contains("request_validation"))
+                    .collect::<Vec<_>>()
             );
         }
         Ok(())
@@ -164,7 +230,11 @@ fn requests_are_validated_in_envoy_and_in_the_harness() -> Result<()> {
             request: request.clone(),
             response: Some(ok_response()),
             details: ExchangeDetails {
-                request_chunks: writes.split(&request.body).iter().map(|p| p.len()).collect(),
+                request_chunks: writes
+                    .split(&request.body)
+                    .iter()
+                    .map(|p| p.len())
+                    .collect(),
                 ..ExchangeDetails::default()
             },
         })
@@ -178,7 +248,9 @@ fn requests_are_validated_in_envoy_and_in_the_harness() -> Result<()> {
         })
         .run()
         .context("the harness could not replay")?;
-    for ((e, (label, _, _, status, _)), envoy_body) in report.exchanges.iter().zip(&cases).zip(&envoy_bodies) {
+    for ((e, (label, _, _, status, _)), envoy_body) in
+        report.exchanges.iter().zip(&cases).zip(&envoy_bodies)
+    {
         ensure!(
             e.client_response.status == *status,
             "harness {label}: {}",

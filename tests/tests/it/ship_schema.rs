@@ -40,19 +40,28 @@ fn schema_of(name: &str) -> Result<Value> {
 fn every_filter_carries_a_schema_its_configurations_fit() -> Result<()> {
     for name in filter_names()? {
         let schema = schema_of(&name)?;
-        ensure!(schema["title"] == name.as_str(), "{name}: title {}", schema["title"]);
+        ensure!(
+            schema["title"] == name.as_str(),
+            "{name}: title {}",
+            schema["title"]
+        );
         ensure!(
             schema["$schema"] == "https://json-schema.org/draft/2020-12/schema",
             "{name}: {}",
             schema["$schema"]
         );
         ensure!(
-            schema["description"].as_str().is_some_and(|d| !d.is_empty()),
+            schema["description"]
+                .as_str()
+                .is_some_and(|d| !d.is_empty()),
             "{name}: the configuration type's doc comment is the schema's description"
         );
         let demo: Value = serde_json::from_str(&paths::demo_config(&name)?)?;
         let errors = schema::check(&schema, &demo, "demo.json");
-        ensure!(errors.is_empty(), "{name}: demo.json does not fit: {errors:?}");
+        ensure!(
+            errors.is_empty(),
+            "{name}: demo.json does not fit: {errors:?}"
+        );
         for (file, pointer) in [
             ("wasmplugin.yaml", "/spec/pluginConfig"),
             ("trafficextension.yaml", "/spec/wasm/pluginConfig"),
@@ -81,12 +90,17 @@ fn the_section_name_is_the_sdks() {
 fn wrong_types_are_refused_naming_the_field() -> Result<()> {
     let headers = schema_of("headers")?;
     let check = |schema: &Value, json: &str| -> Result<Vec<String>> {
-        Ok(schema::check(schema, &serde_json::from_str(json)?, "spec.pluginConfig")
-            .into_iter()
-            .map(|e| e.message)
-            .collect())
+        Ok(
+            schema::check(schema, &serde_json::from_str(json)?, "spec.pluginConfig")
+                .into_iter()
+                .map(|e| e.message)
+                .collect(),
+        )
     };
-    let errors = check(&headers, r#"{"request": {"set": [{"name": "x-a", "value": 7}]}}"#)?;
+    let errors = check(
+        &headers,
+        r#"{"request": {"set": [{"name": "x-a", "value": 7}]}}"#,
+    )?;
     ensure!(
         errors == ["spec.pluginConfig.request.set[0].value: expected string, found integer 7"],
         "{errors:?}"
@@ -96,19 +110,31 @@ fn wrong_types_are_refused_naming_the_field() -> Result<()> {
         errors.len() == 1 && errors[0].starts_with("spec.pluginConfig.request.sett: unknown field"),
         "{errors:?}"
     );
-    let errors = check(&headers, r#"{"rules": [{"when": [{"present": "bad name"}]}]}"#)?;
+    let errors = check(
+        &headers,
+        r#"{"rules": [{"when": [{"present": "bad name"}]}]}"#,
+    )?;
     ensure!(
-        errors.len() == 1 && errors[0].starts_with("spec.pluginConfig.rules[0].when[0].present: \"bad name\" does not match"),
+        errors.len() == 1
+            && errors[0].starts_with(
+                "spec.pluginConfig.rules[0].when[0].present: \"bad name\" does not match"
+            ),
         "{errors:?}"
     );
     let ext_authz = schema_of("ext-authz")?;
-    let errors = check(&ext_authz, r#"{"cluster": "authz", "status_on_error": 70000}"#)?;
+    let errors = check(
+        &ext_authz,
+        r#"{"cluster": "authz", "status_on_error": 70000}"#,
+    )?;
     ensure!(
         errors == ["spec.pluginConfig.status_on_error: 70000 is above the maximum 65535"],
         "{errors:?}"
     );
     let errors = check(&ext_authz, r#"{"timeout_ms": 5}"#)?;
-    ensure!(errors == ["spec.pluginConfig.cluster: missing (required)"], "{errors:?}");
+    ensure!(
+        errors == ["spec.pluginConfig.cluster: missing (required)"],
+        "{errors:?}"
+    );
     Ok(())
 }
 
@@ -123,7 +149,10 @@ fn envoy_loads_modules_that_carry_the_schema() -> Result<()> {
     })?;
     // headers: its demo configuration stamps responses, so the request proves it ran.
     let wasm = std::fs::read(paths::filter_wasm("headers")?)?;
-    ensure!(schema::from_module("headers", &wasm)?.is_some(), "headers.wasm has no schema");
+    ensure!(
+        schema::from_module("headers", &wasm)?.is_some(),
+        "headers.wasm has no schema"
+    );
     let config = EnvoyConfig::for_filter("headers", upstream.addr())?;
     let envoy = Envoy::start(&config, "schema-section")?;
     let request = client::request("GET", "shop.example.com", "/", &[], b"");

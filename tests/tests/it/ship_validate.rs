@@ -89,7 +89,13 @@ fn check_valid_fixture(file: &str, crd: &Crd, expected: usize) -> Result<()> {
     let docs = fixture(file)?;
     assert_eq!(docs.len(), expected, "{file}");
     for (doc, _) in &docs {
-        for errors in [messages(crd, doc), set.validate(doc).iter().map(|e| e.message.clone()).collect()] {
+        for errors in [
+            messages(crd, doc),
+            set.validate(doc)
+                .iter()
+                .map(|e| e.message.clone())
+                .collect(),
+        ] {
             ensure!(
                 errors.is_empty(),
                 "{file}: {} rejected: {errors:?}",
@@ -113,7 +119,13 @@ fn check_invalid_fixture(file: &str, crd: &Crd, expected: usize) -> Result<()> {
         let Some(err) = err else {
             bail!("{file}: fixture {name} has no _err");
         };
-        for errors in [messages(crd, doc), set.validate(doc).iter().map(|e| e.message.clone()).collect::<Vec<_>>()] {
+        for errors in [
+            messages(crd, doc),
+            set.validate(doc)
+                .iter()
+                .map(|e| e.message.clone())
+                .collect::<Vec<_>>(),
+        ] {
             ensure!(
                 errors.iter().any(|m| m.contains(err.as_str())),
                 "{file}: {name}: expected a message containing {err:?}, got {errors:?}"
@@ -151,7 +163,11 @@ fn every_valid_traffic_extension_fixture_is_accepted() -> Result<()> {
 
 #[test]
 fn every_invalid_traffic_extension_fixture_is_rejected_with_the_api_server_message() -> Result<()> {
-    check_invalid_fixture("trafficextension-invalid.yaml", &traffic_extension_crd()?, 10)
+    check_invalid_fixture(
+        "trafficextension-invalid.yaml",
+        &traffic_extension_crd()?,
+        10,
+    )
 }
 
 /// A WasmPlugin fixture is not a TrafficExtension: the set checks each by its own `kind`,
@@ -168,7 +184,9 @@ fn the_set_checks_each_document_by_its_kind() -> Result<()> {
     doc["kind"] = Value::from("TrafficExtension");
     let errors: Vec<String> = set.validate(&doc).into_iter().map(|e| e.message).collect();
     ensure!(
-        errors.iter().any(|m| m.contains("unknown field \"spec.url\"")),
+        errors
+            .iter()
+            .any(|m| m.contains("unknown field \"spec.url\"")),
         "{errors:?}"
     );
     doc["kind"] = Value::from("Gateway");
@@ -205,7 +223,11 @@ fn every_shipped_wasmplugin_and_traffic_extension_is_accepted() -> Result<()> {
             let path = dir.join(file);
             ensure!(path.is_file(), "{} is missing", path.display());
             let reports = set.validate_file(&path)?;
-            ensure!(reports.len() == 1, "{}: one document expected", path.display());
+            ensure!(
+                reports.len() == 1,
+                "{}: one document expected",
+                path.display()
+            );
             let report = &reports[0];
             ensure!(
                 report.errors.is_empty() && report.kind.as_deref() == Some(kind),
@@ -219,7 +241,15 @@ fn every_shipped_wasmplugin_and_traffic_extension_is_accepted() -> Result<()> {
             specs.push(doc);
         }
         let (plugin, extension) = (&specs[0]["spec"], &specs[1]["spec"]);
-        for field in ["url", "sha256", "imagePullPolicy", "pluginName", "type", "failStrategy", "pluginConfig"] {
+        for field in [
+            "url",
+            "sha256",
+            "imagePullPolicy",
+            "pluginName",
+            "type",
+            "failStrategy",
+            "pluginConfig",
+        ] {
             ensure!(
                 plugin.get(field) == extension["wasm"].get(field),
                 "{}: spec.{field} differs from spec.wasm.{field}",
@@ -233,7 +263,11 @@ fn every_shipped_wasmplugin_and_traffic_extension_is_accepted() -> Result<()> {
                 dir.display()
             );
         }
-        ensure!(specs[0]["metadata"] == specs[1]["metadata"], "{}: metadata differs", dir.display());
+        ensure!(
+            specs[0]["metadata"] == specs[1]["metadata"],
+            "{}: metadata differs",
+            dir.display()
+        );
     }
     Ok(())
 }
@@ -480,7 +514,9 @@ fn generated_traffic_extensions_are_accepted() -> Result<()> {
     let attachments = [
         plugin.attachment.clone(),
         Attachment::TargetRefs(vec![
-            "Gateway/public".parse::<TargetRef>().map_err(anyhow::Error::msg)?,
+            "Gateway/public"
+                .parse::<TargetRef>()
+                .map_err(anyhow::Error::msg)?,
         ]),
         Attachment::Namespace,
     ];
@@ -497,21 +533,23 @@ fn generated_traffic_extensions_are_accepted() -> Result<()> {
     // The schema's sha256 pattern names the field under `wasm`.
     plugin.sha256 = Some("sha256:abc".into());
     let errors = set.validate(&plugin.resource(ManifestKind::TrafficExtension)?);
-    ensure!(errors.iter().any(|e| e.path == "spec.wasm.sha256"), "{errors:?}");
+    ensure!(
+        errors.iter().any(|e| e.path == "spec.wasm.sha256"),
+        "{errors:?}"
+    );
     Ok(())
 }
 
-fn gateway_policy(
-    url: &str,
-    options: &tollgate_ship::manifest::GatewayOptions,
-) -> Result<Value> {
+fn gateway_policy(url: &str, options: &tollgate_ship::manifest::GatewayOptions) -> Result<Value> {
     use tollgate_ship::manifest::{Attachment, FailStrategy, PluginManifest, TargetRef};
     let config = paths::demo_config("headers")?;
     let mut plugin = PluginManifest::new("headers", url, &config)?;
     plugin.sha256 = Some("cd".repeat(32));
     plugin.fail_strategy = FailStrategy::Open;
     plugin.attachment = Attachment::TargetRefs(vec![
-        "Gateway/eg".parse::<TargetRef>().map_err(anyhow::Error::msg)?,
+        "Gateway/eg"
+            .parse::<TargetRef>()
+            .map_err(anyhow::Error::msg)?,
         "gateway.networking.k8s.io/HTTPRoute/backend"
             .parse::<TargetRef>()
             .map_err(anyhow::Error::msg)?,
@@ -533,7 +571,10 @@ fn generated_envoy_extension_policies_are_accepted_by_the_envoy_gateway_crd() ->
         env_host_keys: vec!["POD_NAME".into(), "HOSTNAME".into()],
     };
     let image = gateway_policy("oci://ghcr.io/tollgate/headers:0.1.0", &options)?;
-    let http = gateway_policy("https://downloads.example.com/headers.wasm", &GatewayOptions::default())?;
+    let http = gateway_policy(
+        "https://downloads.example.com/headers.wasm",
+        &GatewayOptions::default(),
+    )?;
     for doc in [&image, &http] {
         let errors = messages(&crd, doc);
         ensure!(errors.is_empty(), "{doc:#}\n{errors:?}");
@@ -545,12 +586,21 @@ fn generated_envoy_extension_policies_are_accepted_by_the_envoy_gateway_crd() ->
     }
     let code = &image["spec"]["wasm"][0]["code"];
     ensure!(code["type"] == "Image", "{code}");
-    ensure!(code["image"]["url"] == "ghcr.io/tollgate/headers:0.1.0", "{code}");
+    ensure!(
+        code["image"]["url"] == "ghcr.io/tollgate/headers:0.1.0",
+        "{code}"
+    );
     ensure!(code["image"]["sha256"] == "cd".repeat(32));
     ensure!(code["pullPolicy"] == "Always");
-    ensure!(image["spec"]["wasm"][0]["env"]["hostKeys"] == serde_json::json!(["POD_NAME", "HOSTNAME"]));
+    ensure!(
+        image["spec"]["wasm"][0]["env"]["hostKeys"] == serde_json::json!(["POD_NAME", "HOSTNAME"])
+    );
     let code = &http["spec"]["wasm"][0]["code"];
-    ensure!(code["type"] == "HTTP" && code["http"]["url"] == "https://downloads.example.com/headers.wasm", "{code}");
+    ensure!(
+        code["type"] == "HTTP"
+            && code["http"]["url"] == "https://downloads.example.com/headers.wasm",
+        "{code}"
+    );
     ensure!(code.get("pullPolicy").is_none() && http["spec"]["wasm"][0].get("env").is_none());
     Ok(())
 }
@@ -563,7 +613,10 @@ fn envoy_extension_policy_mistakes_are_named() -> Result<()> {
         Attachment, GatewayOptions, ManifestKind, PluginManifest, TrafficMatch,
     };
     let crd = gateway_crd()?;
-    let good = gateway_policy("oci://ghcr.io/tollgate/headers:0.1.0", &GatewayOptions::default())?;
+    let good = gateway_policy(
+        "oci://ghcr.io/tollgate/headers:0.1.0",
+        &GatewayOptions::default(),
+    )?;
     let mutate = |f: &dyn Fn(&mut Value)| {
         let mut doc = good.clone();
         f(&mut doc);
@@ -596,9 +649,7 @@ fn envoy_extension_policy_mistakes_are_named() -> Result<()> {
         ),
         (
             &|d| {
-                d["spec"]
-                    .as_object_mut()
-                    .map(|s| s.remove("targetRefs"));
+                d["spec"].as_object_mut().map(|s| s.remove("targetRefs"));
             },
             "spec: Invalid value: \"object\": either targetRef or targetRefs must be used",
         ),
@@ -612,23 +663,42 @@ fn envoy_extension_policy_mistakes_are_named() -> Result<()> {
     }
     // A pull secret of the defaulted kind (Secret) is accepted: defaults apply before the rules.
     let errors = mutate(&|d| {
-        d["spec"]["wasm"][0]["code"]["image"]["pullSecretRef"] = serde_json::json!({"name": "creds"})
+        d["spec"]["wasm"][0]["code"]["image"]["pullSecretRef"] =
+            serde_json::json!({"name": "creds"})
     });
     ensure!(errors.is_empty(), "{errors:?}");
 
     let config = paths::demo_config("headers")?;
-    let mut plugin = PluginManifest::new("headers", "oci://ghcr.io/tollgate/headers:0.1.0", &config)?;
-    let refused = |plugin: &PluginManifest| match plugin.resource(ManifestKind::EnvoyExtensionPolicy) {
-        Ok(doc) => format!("accepted: {doc}"),
-        Err(e) => e.to_string(),
-    };
+    let mut plugin =
+        PluginManifest::new("headers", "oci://ghcr.io/tollgate/headers:0.1.0", &config)?;
+    let refused =
+        |plugin: &PluginManifest| match plugin.resource(ManifestKind::EnvoyExtensionPolicy) {
+            Ok(doc) => format!("accepted: {doc}"),
+            Err(e) => e.to_string(),
+        };
     // The default selector attachment has no Envoy Gateway form.
-    ensure!(refused(&plugin).contains("--target-ref"), "{}", refused(&plugin));
-    plugin.attachment = Attachment::TargetRefs(vec!["Gateway/eg".parse().map_err(anyhow::Error::msg)?]);
-    plugin.matches = vec![TrafficMatch { mode: None, ports: vec![80] }];
-    ensure!(refused(&plugin).contains("match and priority"), "{}", refused(&plugin));
+    ensure!(
+        refused(&plugin).contains("--target-ref"),
+        "{}",
+        refused(&plugin)
+    );
+    plugin.attachment =
+        Attachment::TargetRefs(vec!["Gateway/eg".parse().map_err(anyhow::Error::msg)?]);
+    plugin.matches = vec![TrafficMatch {
+        mode: None,
+        ports: vec![80],
+    }];
+    ensure!(
+        refused(&plugin).contains("match and priority"),
+        "{}",
+        refused(&plugin)
+    );
     plugin.matches.clear();
     plugin.url = "file:///opt/headers.wasm".into();
-    ensure!(refused(&plugin).contains("http(s):// or oci://"), "{}", refused(&plugin));
+    ensure!(
+        refused(&plugin).contains("http(s):// or oci://"),
+        "{}",
+        refused(&plugin)
+    );
     Ok(())
 }

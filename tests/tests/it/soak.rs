@@ -73,10 +73,34 @@ fn mix(issuer: &Issuer) -> Vec<(tollgate_traffic::HttpRequest, u16)> {
     vec![
         (req("/public/status", &[], b""), 200),
         (req("/api/orders", &[("authorization", &bearer)], b""), 200),
-        (req("/api/orders", &[("authorization", &bearer)], b"{\"item\": 1}"), 200),
-        (req("/api/orders", &[("authorization", "Bearer not.a.token")], b""), 401),
-        (req("/partner/hooks", &[("x-api-key", "tg_demo_partner_7c1e9a4f")], b""), 200),
-        (req("/partner/hooks", &[("x-api-key", "tg_demo_guess")], b""), 403),
+        (
+            req(
+                "/api/orders",
+                &[("authorization", &bearer)],
+                b"{\"item\": 1}",
+            ),
+            200,
+        ),
+        (
+            req(
+                "/api/orders",
+                &[("authorization", "Bearer not.a.token")],
+                b"",
+            ),
+            401,
+        ),
+        (
+            req(
+                "/partner/hooks",
+                &[("x-api-key", "tg_demo_partner_7c1e9a4f")],
+                b"",
+            ),
+            200,
+        ),
+        (
+            req("/partner/hooks", &[("x-api-key", "tg_demo_guess")], b""),
+            403,
+        ),
         (req("/admin/users", &[("authorization", &basic)], b""), 200),
         (req("/admin/users", &[], b""), 401),
     ]
@@ -94,13 +118,19 @@ fn the_chain_soaks_in_envoy_without_5xx_or_memory_growth() -> Result<()> {
     let mut config = EnvoyConfig::load(&paths::envoy_config("chain"))?;
     let filters = config
         .value()
-        .pointer("/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters")
+        .pointer(
+            "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters",
+        )
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
     let jwt_text = filters
         .iter()
-        .find(|f| f.pointer("/typed_config/config/name").and_then(Value::as_str) == Some("jwt-auth"))
+        .find(|f| {
+            f.pointer("/typed_config/config/name")
+                .and_then(Value::as_str)
+                == Some("jwt-auth")
+        })
         .and_then(|f| f.pointer("/typed_config/config/configuration/value"))
         .and_then(Value::as_str)
         .context("the chain has no jwt-auth configuration")?;
@@ -169,13 +199,17 @@ fn the_chain_soaks_in_envoy_without_5xx_or_memory_growth() -> Result<()> {
         }
     }
     for w in workers {
-        envoy.explain(w.join().map_err(|_| anyhow::anyhow!("a client thread panicked"))?)?;
+        envoy.explain(
+            w.join()
+                .map_err(|_| anyhow::anyhow!("a client thread panicked"))?,
+        )?;
     }
     let took = started.elapsed();
     let rss_end = rss_kib(pid)?;
     let rss_warm = rss_after_warmup.unwrap_or(rss_end);
-    let stats = tollgate_envoy::process::admin_get(envoy.admin(), "/stats?filter=downstream_rq_5xx")
-        .unwrap_or_default();
+    let stats =
+        tollgate_envoy::process::admin_get(envoy.admin(), "/stats?filter=downstream_rq_5xx")
+            .unwrap_or_default();
     println!(
         "soak: {total} requests at concurrency {CONCURRENCY} in {took:.1?} ({:.0} req/s); Envoy RSS after warm-up {rss_warm} KiB, end {rss_end} KiB, peak {rss_peak} KiB; {}",
         total as f64 / took.as_secs_f64(),

@@ -1151,26 +1151,33 @@ fn a_filter_editing_every_body_call_edits_twice_as_in_envoy() -> Result<()> {
         b"hello",
     );
     let replay = Replay::module("append-guest.wasm", wasm).config("{}");
-    let (sent, report) = differential(
-        "append",
-        envoy,
-        replay,
-        vec![request],
-        ok_response(),
-        &[],
-    )?;
+    let (sent, report) = differential("append", envoy, replay, vec![request], ok_response(), &[])?;
     // Envoy's HTTP/1 delivery: two request body calls (data, then the empty
     // end), so two `!`; the same for the response. The harness by default too.
     let received = upstream.take_requests();
-    let up = received.first().context("the upstream got nothing from Envoy")?;
-    ensure!(up.body == b"hello!!", "the upstream got {:?} from Envoy", String::from_utf8_lossy(&up.body));
+    let up = received
+        .first()
+        .context("the upstream got nothing from Envoy")?;
+    ensure!(
+        up.body == b"hello!!",
+        "the upstream got {:?} from Envoy",
+        String::from_utf8_lossy(&up.body)
+    );
     let harness_up = report.exchanges[0]
         .upstream_request
         .as_ref()
         .context("the harness sent nothing upstream")?;
-    ensure!(harness_up.body == up.body, "harness upstream body {:?}", String::from_utf8_lossy(&harness_up.body));
+    ensure!(
+        harness_up.body == up.body,
+        "harness upstream body {:?}",
+        String::from_utf8_lossy(&harness_up.body)
+    );
     let expected = [ok_response().body, b"!!".to_vec()].concat();
-    ensure!(sent[0].envoy.body == expected, "Envoy's client got {:?}", String::from_utf8_lossy(&sent[0].envoy.body));
+    ensure!(
+        sent[0].envoy.body == expected,
+        "Envoy's client got {:?}",
+        String::from_utf8_lossy(&sent[0].envoy.body)
+    );
     ensure!(
         report.exchanges[0].client_response.body == sent[0].envoy.body,
         "the harness's client got {:?}",

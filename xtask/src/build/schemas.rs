@@ -20,7 +20,12 @@ pub fn embed(built: &mut [BuiltFilter]) -> Result<()> {
     let with_schema: Vec<String> = built
         .iter()
         .map(|f| f.name.clone())
-        .filter(|name| root.join("filters").join(name).join("examples/schema.rs").is_file())
+        .filter(|name| {
+            root.join("filters")
+                .join(name)
+                .join("examples/schema.rs")
+                .is_file()
+        })
         .collect();
     for filter in built.iter() {
         if !with_schema.contains(&filter.name) {

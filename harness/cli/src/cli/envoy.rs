@@ -253,7 +253,14 @@ fn services_of(args: &EnvoyArgs) -> Result<Vec<ServiceSpec>> {
 fn print_diff(report: &diff::DiffReport) {
     outln!(
         "{:<10} {:<8} {:<48} {:>8} {:>6} {:>8} {:>8} {:>8}",
-        "exchange", "method", "path", "recorded", "envoy", "upstream", "harness", "upstream"
+        "exchange",
+        "method",
+        "path",
+        "recorded",
+        "envoy",
+        "upstream",
+        "harness",
+        "upstream"
     );
     for e in &report.exchanges {
         let path: String = if e.path.chars().count() > 48 {

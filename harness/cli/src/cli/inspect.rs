@@ -7,7 +7,8 @@ use std::path::Path;
 use tollgate_host::plugin;
 
 pub(crate) fn inspect(path: &Path) -> Result<()> {
-    let bytes = tollgate_traffic::input::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = tollgate_traffic::input::read(path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
     let info = plugin::inspect(&path.display().to_string(), &bytes)?;
     outln!("module {} ({} bytes)", path.display(), bytes.len());
     match info.abi {

@@ -74,7 +74,8 @@ pub fn new(args: NewArgs) -> Result<()> {
         ),
         None => outln!(
             "next: cargo xtask build && cargo test -p tollgate-{} && tollgate test filters/{}/tests/suite.yaml",
-            args.name, args.name
+            args.name,
+            args.name
         ),
     }
     Ok(())

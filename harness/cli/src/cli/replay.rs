@@ -176,7 +176,13 @@ fn print_text(report: &Report) {
     let s = report.summary();
     outln!(
         "\n{} requests: {} passed, {} modified, {} answered locally, {} failed; guest time p50 {:?}, p99 {:?}",
-        s.requests, s.passed, s.modified, s.answered_locally, s.failed, s.p50, s.p99
+        s.requests,
+        s.passed,
+        s.modified,
+        s.answered_locally,
+        s.failed,
+        s.p50,
+        s.p99
     );
 }
 

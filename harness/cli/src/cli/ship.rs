@@ -265,14 +265,14 @@ pub fn validate(args: ValidateArgs) -> Result<()> {
                     (None, Some(local)) if Path::new(local).is_file() => load_schema(local)?,
                     _ => continue,
                 };
-                report
-                    .errors
-                    .extend(tollgate_ship::schema::check(&schema.1, config, &at).into_iter().map(
-                        |mut e| {
+                report.errors.extend(
+                    tollgate_ship::schema::check(&schema.1, config, &at)
+                        .into_iter()
+                        .map(|mut e| {
                             e.message = format!("{} (schema of {})", e.message, schema.0);
                             e
-                        },
-                    ));
+                        }),
+                );
             }
         }
         for report in reports {
@@ -316,7 +316,13 @@ fn plugin_configs(doc: &serde_json::Value) -> Vec<(String, String, &serde_json::
             .unwrap_or_default(),
         Some("TrafficExtension") => spec["wasm"]
             .get("pluginConfig")
-            .map(|c| vec![("spec.wasm.pluginConfig".into(), text(&spec["wasm"]["url"]), c)])
+            .map(|c| {
+                vec![(
+                    "spec.wasm.pluginConfig".into(),
+                    text(&spec["wasm"]["url"]),
+                    c,
+                )]
+            })
             .unwrap_or_default(),
         Some("EnvoyExtensionPolicy") => spec["wasm"]
             .as_array()
@@ -325,7 +331,8 @@ fn plugin_configs(doc: &serde_json::Value) -> Vec<(String, String, &serde_json::
             .enumerate()
             .filter_map(|(i, w)| {
                 let url = text(&w["code"]["http"]["url"]);
-                w.get("config").map(|c| (format!("spec.wasm[{i}].config"), url, c))
+                w.get("config")
+                    .map(|c| (format!("spec.wasm[{i}].config"), url, c))
             })
             .collect(),
         _ => Vec::new(),

@@ -207,13 +207,17 @@ fn inspect(input: &Path, lenient: bool, json: bool) -> Result<()> {
     ] {
         outln!(
             "  {title:<9} {} bodies, {} bytes in all, largest {} bytes",
-            s.count, s.total, s.max
+            s.count,
+            s.total,
+            s.max
         );
     }
     if i.truncated + i.with_trailers + i.with_callouts > 0 {
         outln!(
             "  also      {} truncated, {} with trailers, {} with callout stubs",
-            i.truncated, i.with_trailers, i.with_callouts
+            i.truncated,
+            i.with_trailers,
+            i.with_callouts
         );
     }
     Ok(())
@@ -411,7 +415,13 @@ pub fn replay_streaming(
     }
     outln!(
         "\n{} requests: {} passed, {} modified, {} answered locally, {} failed; guest time p50 {:?}, p99 {:?}",
-        t.requests, t.passed, t.modified, t.answered_locally, t.failed, t.p50, t.p99
+        t.requests,
+        t.passed,
+        t.modified,
+        t.answered_locally,
+        t.failed,
+        t.p50,
+        t.p99
     );
     Ok(())
 }

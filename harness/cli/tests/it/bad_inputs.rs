@@ -8,7 +8,8 @@ use std::process::Command;
 use tollgate_host::bare;
 
 fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tollgate-bad-inputs-{}-{tag}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("tollgate-bad-inputs-{}-{tag}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
 }
@@ -55,17 +56,38 @@ fn a_device_is_refused_as_a_recording_a_config_and_a_body_file() {
             continue;
         }
         let (ok, err) = tollgate(&["replay", recording, "--filter", &wasm], &[]);
-        assert!(!ok && err.contains("/dev/zero") && err.contains("a character device"), "{err}");
+        assert!(
+            !ok && err.contains("/dev/zero") && err.contains("a character device"),
+            "{err}"
+        );
         // The cause is printed once.
         assert_eq!(err.matches("a character device").count(), 1, "{err}");
     }
-    let (ok, err) = tollgate(&["replay", HAR, "--filter", &wasm, "--config", "@/dev/zero"], &[]);
-    assert!(!ok && err.contains("--config") && err.contains("a character device"), "{err}");
     let (ok, err) = tollgate(
-        &["bench", HAR, "--filter", &wasm, "--config", "@/dev/zero", "--iterations", "1"],
+        &["replay", HAR, "--filter", &wasm, "--config", "@/dev/zero"],
         &[],
     );
-    assert!(!ok && err.contains("--config") && err.contains("a character device"), "{err}");
+    assert!(
+        !ok && err.contains("--config") && err.contains("a character device"),
+        "{err}"
+    );
+    let (ok, err) = tollgate(
+        &[
+            "bench",
+            HAR,
+            "--filter",
+            &wasm,
+            "--config",
+            "@/dev/zero",
+            "--iterations",
+            "1",
+        ],
+        &[],
+    );
+    assert!(
+        !ok && err.contains("--config") && err.contains("a character device"),
+        "{err}"
+    );
 
     // A suite whose request body file is a device: the test fails naming it.
     let suite = dir.join("suite.yaml");
@@ -77,7 +99,9 @@ fn a_device_is_refused_as_a_recording_a_config_and_a_body_file() {
     let report = tollgate_replay::suite::run_file(&suite).expect("the suite loads");
     let failures = &report.tests[0].failures;
     assert!(
-        failures.iter().any(|f| f.contains("/dev/zero") && f.contains("a character device")),
+        failures
+            .iter()
+            .any(|f| f.contains("/dev/zero") && f.contains("a character device")),
         "{failures:?}"
     );
 }
@@ -90,7 +114,10 @@ fn an_input_past_the_cap_is_refused_and_the_cap_is_configurable() {
         &["replay", HAR, "--filter", &wasm],
         &[("TOLLGATE_MAX_INPUT_BYTES", "1000")],
     );
-    assert!(!ok && err.contains("past the input cap of 1000 bytes"), "{err}");
+    assert!(
+        !ok && err.contains("past the input cap of 1000 bytes"),
+        "{err}"
+    );
     let (ok, err) = tollgate(&["replay", HAR, "--filter", &wasm], &[]);
     assert!(ok, "{err}");
 }
@@ -100,7 +127,11 @@ fn yaml_nested_past_the_depth_limit_is_refused_before_parsing() {
     let dir = temp_dir("deep");
     let wasm = noop(&dir);
     // 200 kB of flow nesting, and block nesting, as a native recording.
-    let flow = format!("tollgate_traffic: 1\nexchanges: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+    let flow = format!(
+        "tollgate_traffic: 1\nexchanges: {}{}\n",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
     let block: String = std::iter::once("tollgate_traffic: 1\nexchanges:\n".to_string())
         .chain((0..300).map(|i| format!("{}k{i}:\n", " ".repeat(i + 2))))
         .collect();
@@ -116,9 +147,14 @@ fn yaml_nested_past_the_depth_limit_is_refused_before_parsing() {
     }
     // A suite too.
     let suite = dir.join("suite.yaml");
-    std::fs::write(&suite, format!("filters: {}{}\n", "[".repeat(5000), "]".repeat(5000)))
-        .expect("write");
-    let e = tollgate_replay::suite::Suite::load(&suite).err().expect("refused");
+    std::fs::write(
+        &suite,
+        format!("filters: {}{}\n", "[".repeat(5000), "]".repeat(5000)),
+    )
+    .expect("write");
+    let e = tollgate_replay::suite::Suite::load(&suite)
+        .err()
+        .expect("refused");
     assert!(e.to_string().contains("nested more than 128 levels"), "{e}");
 }
 
@@ -186,7 +222,10 @@ fn inspect_checks_import_types_as_linking_does() {
 
 #[test]
 fn validate_refuses_a_deeply_nested_manifest_and_a_device_before_parsing() {
-    let crd = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/istio/wasmplugins.crd.yaml");
+    let crd = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/istio/wasmplugins.crd.yaml"
+    );
     let dir = temp_dir("validate");
     // About 1 MB, nested 500,000 levels deep on its 3rd line: the YAML parser
     // would take minutes; the pre-scan refuses it at once, naming the line.
@@ -212,11 +251,18 @@ fn validate_refuses_a_deeply_nested_manifest_and_a_device_before_parsing() {
     );
     assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
     // Bounds in tests are generous; the refusal itself takes milliseconds.
-    assert!(began.elapsed() < std::time::Duration::from_secs(20), "{:?}", began.elapsed());
+    assert!(
+        began.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        began.elapsed()
+    );
 
     // A device never ends: refused as not a file, naming it.
     let (ok, err) = tollgate(&["validate", "/dev/zero", "--crd", crd], &[]);
-    assert!(!ok && err.contains("/dev/zero") && err.contains("a character device"), "{err}");
+    assert!(
+        !ok && err.contains("/dev/zero") && err.contains("a character device"),
+        "{err}"
+    );
     // As the CRD too; and the input cap holds for what validate reads.
     let (ok, err) = tollgate(&["validate", &path, "--crd", "/dev/zero"], &[]);
     assert!(!ok && err.contains("a character device"), "{err}");
@@ -224,5 +270,8 @@ fn validate_refuses_a_deeply_nested_manifest_and_a_device_before_parsing() {
         &["validate", &path, "--crd", crd],
         &[("TOLLGATE_MAX_INPUT_BYTES", "1000")],
     );
-    assert!(!ok && err.contains("past the input cap of 1000 bytes"), "{err}");
+    assert!(
+        !ok && err.contains("past the input cap of 1000 bytes"),
+        "{err}"
+    );
 }

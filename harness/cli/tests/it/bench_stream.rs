@@ -110,7 +110,8 @@ fn a_streamed_recording_counts_as_the_same_traffic_in_memory() {
         assert!(headers.instructions > 0);
         assert_eq!(counts(&streamed), counts(&in_memory), "streams = {streams}");
         assert_eq!(streamed.traffic, path.display().to_string());
-    }    let _ = std::fs::remove_dir_all(&dir);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -490,7 +490,13 @@ fn a_unary_grpc_call_slower_than_its_timeout_closes_unavailable_at_the_timeout()
     });
     assert_eq!(
         r,
-        [0, 5, 2014, 3014, 4000 + "upstream request timeout{upstream_response_timeout}".len() as u64],
+        [
+            0,
+            5,
+            2014,
+            3014,
+            4000 + "upstream request timeout{upstream_response_timeout}".len() as u64
+        ],
         "token 5; close 14 `upstream request timeout` with the router's details"
     );
     assert!(TIMEOUT_BODY == "upstream request timeout");

@@ -132,10 +132,9 @@ fn a_callout_storm_in_a_streamed_replay_ends_with_its_cause() {
     let builder = Replay::module("storm.wasm", storm_guest(2)).http_call_stub(instant_answer());
     let exchanges = two_requests().exchanges.into_iter().map(Ok);
     let mut outcomes = Vec::new();
-    let totals = tollgate_replay::streaming::replay(builder, exchanges, |_, _, o, _| {
-        outcomes.push(o)
-    })
-    .expect("the streamed replay runs");
+    let totals =
+        tollgate_replay::streaming::replay(builder, exchanges, |_, _, o, _| outcomes.push(o))
+            .expect("the streamed replay runs");
     // The storm fails its exchange; the dead VM answers the next one 503 at once.
     assert_eq!(
         outcomes,
@@ -264,7 +263,10 @@ fn huge_log_lines_are_cut_and_the_log_per_exchange_is_bounded() {
                 .message
                 .contains("17 guest log line(s) (34000000 bytes) dropped: past the 200000 bytes")),
             "{:?}",
-            e.logs.iter().map(|l| &l.message[..l.message.len().min(120)]).collect::<Vec<_>>()
+            e.logs
+                .iter()
+                .map(|l| &l.message[..l.message.len().min(120)])
+                .collect::<Vec<_>>()
         );
     }
 }
@@ -310,14 +312,27 @@ fn bench_stops_at_a_dead_vm_and_names_the_failure() {
     };
     let began = Instant::now();
     let err = bench::run(&options, None).expect_err("a trapping filter fails the bench");
-    assert!(began.elapsed() < Duration::from_secs(60), "{:?}", began.elapsed());
     assert!(
-        matches!(err, BenchError::Failed { pass: 0, request: 0, .. }),
+        began.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        began.elapsed()
+    );
+    assert!(
+        matches!(
+            err,
+            BenchError::Failed {
+                pass: 0,
+                request: 0,
+                ..
+            }
+        ),
         "{err}"
     );
     let text = err.to_string();
     assert!(
-        text.contains("trap.wasm") && text.contains("proxy_on_request_headers") && text.contains("unreachable"),
+        text.contains("trap.wasm")
+            && text.contains("proxy_on_request_headers")
+            && text.contains("unreachable"),
         "{text}"
     );
 
@@ -359,12 +374,17 @@ fn a_failure_carries_its_callback_and_trap_to_streamed_replays_suites_and_junit(
     let report = tollgate_replay::suite::run_file(&suite).expect("the suite loads");
     let failures = &report.tests[0].failures;
     assert!(
-        failures.iter().any(|f| f.starts_with("because a filter failed: ")
-            && f.contains("proxy_on_request_headers failed: wasm trap")),
+        failures
+            .iter()
+            .any(|f| f.starts_with("because a filter failed: ")
+                && f.contains("proxy_on_request_headers failed: wasm trap")),
         "{failures:?}"
     );
     let junit = report.junit();
-    assert!(junit.contains("proxy_on_request_headers failed: wasm trap"), "{junit}");
+    assert!(
+        junit.contains("proxy_on_request_headers failed: wasm trap"),
+        "{junit}"
+    );
 }
 
 #[test]
@@ -381,7 +401,9 @@ fn a_callout_storm_in_a_suite_fails_its_test_with_the_cause() {
     assert!(began.elapsed() < Duration::from_secs(60));
     let failures = &report.tests[0].failures;
     assert!(
-        failures.iter().any(|f| f.contains("callout storm: the module dispatched 10001 callouts")),
+        failures
+            .iter()
+            .any(|f| f.contains("callout storm: the module dispatched 10001 callouts")),
         "{failures:?}"
     );
 }
@@ -407,10 +429,15 @@ fn the_limit_flags_change_what_replay_bench_and_test_allow() {
     let grow = temp_wasm("grow-one.wasm", &grow_guest(1));
     let grow = grow.to_str().expect("utf-8 path");
     let (_, out, err) = cli(&["replay", har, "--filter", grow]);
-    assert!(!out.contains("FAILED") && out.contains("0 failed"), "{out}{err}");
+    assert!(
+        !out.contains("FAILED") && out.contains("0 failed"),
+        "{out}{err}"
+    );
     let (_, out, err) = cli(&["replay", har, "--filter", grow, "--memory-limit", "128KiB"]);
     assert!(
-        out.contains("FAILED") && out.contains("reached its limit of 128 KiB") && out.contains("from 131072 to 196608 bytes"),
+        out.contains("FAILED")
+            && out.contains("reached its limit of 128 KiB")
+            && out.contains("from 131072 to 196608 bytes"),
         "{out}{err}"
     );
 
@@ -423,14 +450,42 @@ fn the_limit_flags_change_what_replay_bench_and_test_allow() {
     std::fs::write(&stub, "status: 200\nbody: {text: ok}\n").expect("write the stub");
     let stub = format!("authz={}", stub.display());
     let bound = ["--max-callouts-per-exchange", "5"];
-    let (_, out, err) = cli(&[&["replay", har, "--filter", storm, "--stub", &stub][..], &bound].concat());
+    let (_, out, err) = cli(&[
+        &["replay", har, "--filter", storm, "--stub", &stub][..],
+        &bound,
+    ]
+    .concat());
     assert!(
         out.contains("dispatched 6 callouts in one exchange (limit 5"),
         "{out}{err}"
     );
-    let (_, out, err) = cli(&[&["replay", har, "--stream", "--filter", storm, "--stub", &stub][..], &bound].concat());
-    assert!(out.contains("dispatched 6 callouts in one exchange (limit 5"), "{out}{err}");
-    let (ok, _, err) = cli(&[&["bench", har, "--filter", storm, "--stub", &stub, "--iterations", "1", "--warmup", "0"][..], &bound].concat());
+    let (_, out, err) = cli(&[
+        &[
+            "replay", har, "--stream", "--filter", storm, "--stub", &stub,
+        ][..],
+        &bound,
+    ]
+    .concat());
+    assert!(
+        out.contains("dispatched 6 callouts in one exchange (limit 5"),
+        "{out}{err}"
+    );
+    let (ok, _, err) = cli(&[
+        &[
+            "bench",
+            har,
+            "--filter",
+            storm,
+            "--stub",
+            &stub,
+            "--iterations",
+            "1",
+            "--warmup",
+            "0",
+        ][..],
+        &bound,
+    ]
+    .concat());
     assert!(
         !ok && err.contains("dispatched 6 callouts in one exchange (limit 5"),
         "{err}"
@@ -448,11 +503,24 @@ fn the_limit_flags_change_what_replay_bench_and_test_allow() {
         "{out}{err}"
     );
     let (_, out, err) = cli(&["test", suite, "--max-callouts-per-exchange", "40"]);
-    assert!(out.contains("dispatched 41 callouts in one exchange (limit 40"), "{out}{err}");
+    assert!(
+        out.contains("dispatched 41 callouts in one exchange (limit 40"),
+        "{out}{err}"
+    );
 
     // Wall time: no count bound, 0.3 s per exchange.
-    let (_, out, err) = cli(&["replay", har, "--filter", storm, "--stub", &stub,
-        "--max-callouts-per-exchange", "18446744073709551615", "--exchange-timeout", "0.3"]);
+    let (_, out, err) = cli(&[
+        "replay",
+        har,
+        "--filter",
+        storm,
+        "--stub",
+        &stub,
+        "--max-callouts-per-exchange",
+        "18446744073709551615",
+        "--exchange-timeout",
+        "0.3",
+    ]);
     assert!(out.contains("more than 300ms of wall time"), "{out}{err}");
 
     // Inputs: the recording past --max-input-bytes is refused, naming the flag.
@@ -475,7 +543,10 @@ fn the_limit_flags_change_what_replay_bench_and_test_allow() {
             "--max-log-line-bytes <BYTES>",
             "--max-input-bytes <BYTES>",
         ] {
-            assert!(out.contains(flag), "tollgate {command} --help lacks {flag}:\n{out}");
+            assert!(
+                out.contains(flag),
+                "tollgate {command} --help lacks {flag}:\n{out}"
+            );
         }
     }
 }
@@ -485,13 +556,35 @@ fn the_log_flags_bound_the_guest_log_in_a_replay() {
     let har = concat!(env!("CARGO_MANIFEST_DIR"), "/../../traffic/demo.har");
     let log = temp_wasm("log-flag.wasm", &log_guest(20, 2_000_000));
     let log = log.to_str().expect("utf-8 path");
-    let (_, out, err) = cli(&["replay", har, "--filter", log, "--log-level", "trace",
-        "--max-log-line-bytes", "1KiB", "--max-log-bytes-per-exchange", "10KiB"]);
-    assert!(out.contains("line of 2000000 bytes cut to 1024"), "{}{err}", &out[..out.len().min(2000)]);
-    assert!(out.contains("10 guest log line(s) (20000000 bytes) dropped: past the 10 KiB"), "{}{err}", &out[..out.len().min(2000)]);
+    let (_, out, err) = cli(&[
+        "replay",
+        har,
+        "--filter",
+        log,
+        "--log-level",
+        "trace",
+        "--max-log-line-bytes",
+        "1KiB",
+        "--max-log-bytes-per-exchange",
+        "10KiB",
+    ]);
+    assert!(
+        out.contains("line of 2000000 bytes cut to 1024"),
+        "{}{err}",
+        &out[..out.len().min(2000)]
+    );
+    assert!(
+        out.contains("10 guest log line(s) (20000000 bytes) dropped: past the 10 KiB"),
+        "{}{err}",
+        &out[..out.len().min(2000)]
+    );
     // At most 10 KiB of guest log per exchange (and a line per exchange of
     // its own); the defaults would keep 20 lines of 64 KiB each.
     let exchanges = out.lines().filter(|l| l.starts_with("entry ")).count();
     assert!(exchanges > 0, "{}", &out[..out.len().min(2000)]);
-    assert!(out.len() < exchanges * 12 * 1024, "{} bytes of output for {exchanges} exchanges", out.len());
+    assert!(
+        out.len() < exchanges * 12 * 1024,
+        "{} bytes of output for {exchanges} exchanges",
+        out.len()
+    );
 }

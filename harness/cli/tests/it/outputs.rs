@@ -395,8 +395,9 @@ fn upstream() -> std::net::SocketAddr {
 fn record_keeps_the_earlier_recording_until_ctrl_c_puts_the_new_one_in_place() {
     use std::io::{BufRead, BufReader, Read};
     // Missing Envoy is a failure, never a skip (as everywhere in the project's tests).
-    let envoy = tollgate_envoy::locate::envoy_binary()
-        .unwrap_or_else(|e| panic!("Envoy is needed: {e}; run `cargo xtask envoy` and set ENVOY_BIN"));
+    let envoy = tollgate_envoy::locate::envoy_binary().unwrap_or_else(|e| {
+        panic!("Envoy is needed: {e}; run `cargo xtask envoy` and set ENVOY_BIN")
+    });
     let d = dir("record-sigint");
     let earlier = lines(2, 10);
     let traffic = d.join("traffic.jsonl");
@@ -532,18 +533,29 @@ fn alive(pid: u32) -> bool {
 /// handler kills and removes them).
 #[test]
 fn sigterm_to_tollgate_envoy_ends_its_envoys_too() {
-    let envoy = tollgate_envoy::locate::envoy_binary()
-        .unwrap_or_else(|e| panic!("Envoy is needed: {e}; run `cargo xtask envoy` and set ENVOY_BIN"));
+    let envoy = tollgate_envoy::locate::envoy_binary().unwrap_or_else(|e| {
+        panic!("Envoy is needed: {e}; run `cargo xtask envoy` and set ENVOY_BIN")
+    });
     let d = dir("envoy-sigterm");
     let wasm = d.join("noop.wasm");
-    std::fs::write(&wasm, tollgate_host::bare::noop_module().expect("assembles")).expect("write");
+    std::fs::write(
+        &wasm,
+        tollgate_host::bare::noop_module().expect("assembles"),
+    )
+    .expect("write");
     let har = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../traffic/demo.har");
     let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
         .arg("envoy")
         .arg(&har)
         .arg("--filter")
         .arg(&wasm)
-        .args(["--compare", "--rounds", "50", "--requests-per-round", "100000"])
+        .args([
+            "--compare",
+            "--rounds",
+            "50",
+            "--requests-per-round",
+            "100000",
+        ])
         .arg("--envoy")
         .arg(&envoy)
         .stdout(Stdio::null())
@@ -580,7 +592,10 @@ fn sigterm_to_tollgate_envoy_ends_its_envoys_too() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let left: Vec<u32> = envoys.into_iter().filter(|&p| alive(p)).collect();
-    assert!(left.is_empty(), "Envoys still running after tollgate ended: {left:?}");
+    assert!(
+        left.is_empty(),
+        "Envoys still running after tollgate ended: {left:?}"
+    );
     let scratch = format!("tollgate-envoy-{tollgate}-");
     let stale: Vec<String> = std::fs::read_dir(std::env::temp_dir())
         .expect("temp folder")
@@ -602,7 +617,11 @@ fn a_reader_that_stops_early_ends_replay_quietly() {
     let traffic = d.join("traffic.jsonl");
     std::fs::write(&traffic, lines(3000, 10)).expect("write");
     let wasm = d.join("noop.wasm");
-    std::fs::write(&wasm, tollgate_host::bare::noop_module().expect("assembles")).expect("write");
+    std::fs::write(
+        &wasm,
+        tollgate_host::bare::noop_module().expect("assembles"),
+    )
+    .expect("write");
     let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
         .arg("replay")
         .arg(&traffic)

@@ -173,7 +173,10 @@ fn request(u: &mut Unstructured<'_>) -> arbitrary::Result<tollgate_traffic::Exch
         }
     }
     let body: Vec<u8> = Vec::arbitrary(u)?;
-    let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let h: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     Ok(super::exchange(method, "/p", &h, &body))
 }
 
@@ -181,7 +184,9 @@ fn request(u: &mut Unstructured<'_>) -> arbitrary::Result<tollgate_traffic::Exch
 fn case(bytes: &[u8]) {
     let mut u = Unstructured::new(bytes);
     let Ok(src) = guest(&mut u) else { return };
-    let Ok(exchange) = request(&mut u) else { return };
+    let Ok(exchange) = request(&mut u) else {
+        return;
+    };
     let wasm = wat::parse_str(&src).unwrap_or_else(|e| panic!("generated guest: {e}\n{src}"));
     let plugin = Plugin::from_bytes("arbitrary.wasm", &wasm)
         .unwrap_or_else(|e| panic!("the generated guest loads: {e}"));

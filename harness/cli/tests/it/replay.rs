@@ -188,5 +188,9 @@ fn ticks_fire_between_exchanges_by_the_recorded_timing() {
         .iter()
         .map(|x| x.logs.iter().filter(|l| l.message == "tick").count())
         .collect();
-    assert_eq!(ticks, [0, 5, 0], "the ticks are the logs of the exchange they precede");
+    assert_eq!(
+        ticks,
+        [0, 5, 0],
+        "the ticks are the logs of the exchange they precede"
+    );
 }

@@ -160,7 +160,10 @@ fn the_replay_drives_each_exchange_as_recorded() {
 }
 
 /// The body calls of a replay of `e` with `delivery`.
-fn body_calls(e: tollgate_traffic::Exchange, delivery: tollgate_replay::BodyDelivery) -> Vec<String> {
+fn body_calls(
+    e: tollgate_traffic::Exchange,
+    delivery: tollgate_replay::BodyDelivery,
+) -> Vec<String> {
     let report = Replay::module("observer.wasm", observer())
         .trace_calls()
         .body_delivery(delivery)
@@ -190,7 +193,11 @@ fn unchunked_bodies_follow_the_recorded_http_version_unless_one_chunk_is_asked()
         "[host->vm] proxy_on_request_body(2, 12, 1)",
         "[host->vm] proxy_on_response_body(2, 2, 1)",
     ];
-    assert_eq!(body_calls(plain(), BodyDelivery::Envoy), http1, "no version: HTTP/1.1");
+    assert_eq!(
+        body_calls(plain(), BodyDelivery::Envoy),
+        http1,
+        "no version: HTTP/1.1"
+    );
     let mut h1 = plain();
     h1.details.http_version = Some(HttpVersion::Http1);
     assert_eq!(body_calls(h1, BodyDelivery::Envoy), http1);

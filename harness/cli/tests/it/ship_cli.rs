@@ -49,7 +49,11 @@ fn text(output: &Output) -> String {
 #[track_caller]
 fn ok(output: Output) -> String {
     let shown = text(&output);
-    assert!(output.status.success(), "failed ({}):\n{shown}", output.status);
+    assert!(
+        output.status.success(),
+        "failed ({}):\n{shown}",
+        output.status
+    );
     shown
 }
 
@@ -61,7 +65,8 @@ fn fails(output: Output) -> String {
 }
 
 fn path_str(path: &Path) -> &str {
-    path.to_str().unwrap_or_else(|| panic!("not UTF-8: {}", path.display()))
+    path.to_str()
+        .unwrap_or_else(|| panic!("not UTF-8: {}", path.display()))
 }
 
 /// The module of a built filter (`cargo xtask build`), or a clear failure.
@@ -87,26 +92,67 @@ fn every_manifest_kind_validates() {
     let extension = dir.join("trafficextension.yaml");
     let policy = dir.join("envoyextensionpolicy.yaml");
     let image = dir.join("image-policy.yaml");
-    ok(tollgate(&["manifest", "headers", "--out", path_str(&plugin)]));
     ok(tollgate(&[
-        "manifest", "headers", "--kind", "trafficextension", "--phase", "AUTHZ", "--priority", "5",
-        "--target-ref", "Gateway/public", "--out", path_str(&extension),
+        "manifest",
+        "headers",
+        "--out",
+        path_str(&plugin),
     ]));
     ok(tollgate(&[
-        "manifest", "headers", "--kind", "envoyextensionpolicy", "--url",
-        "https://downloads.example.com/headers.wasm", "--sha256", &"ab".repeat(32),
-        "--target-ref", "HTTPRoute/backend", "--fail-strategy", "FAIL_OPEN", "--env-host-key",
-        "POD_NAME", "--out", path_str(&policy),
+        "manifest",
+        "headers",
+        "--kind",
+        "trafficextension",
+        "--phase",
+        "AUTHZ",
+        "--priority",
+        "5",
+        "--target-ref",
+        "Gateway/public",
+        "--out",
+        path_str(&extension),
     ]));
     ok(tollgate(&[
-        "manifest", "headers", "--kind", "envoyextensionpolicy", "--target-ref", "Gateway/eg",
-        "--pull-policy", "Always", "--out", path_str(&image),
+        "manifest",
+        "headers",
+        "--kind",
+        "envoyextensionpolicy",
+        "--url",
+        "https://downloads.example.com/headers.wasm",
+        "--sha256",
+        &"ab".repeat(32),
+        "--target-ref",
+        "HTTPRoute/backend",
+        "--fail-strategy",
+        "FAIL_OPEN",
+        "--env-host-key",
+        "POD_NAME",
+        "--out",
+        path_str(&policy),
+    ]));
+    ok(tollgate(&[
+        "manifest",
+        "headers",
+        "--kind",
+        "envoyextensionpolicy",
+        "--target-ref",
+        "Gateway/eg",
+        "--pull-policy",
+        "Always",
+        "--out",
+        path_str(&image),
     ]));
     let policy_text = std::fs::read_to_string(&policy).unwrap_or_default();
-    assert!(policy_text.contains("kind: EnvoyExtensionPolicy"), "{policy_text}");
+    assert!(
+        policy_text.contains("kind: EnvoyExtensionPolicy"),
+        "{policy_text}"
+    );
     assert!(policy_text.contains("failOpen: true"), "{policy_text}");
     let image_text = std::fs::read_to_string(&image).unwrap_or_default();
-    assert!(image_text.contains("url: ghcr.io/tollgate/headers:0.1.0"), "{image_text}");
+    assert!(
+        image_text.contains("url: ghcr.io/tollgate/headers:0.1.0"),
+        "{image_text}"
+    );
     let out = ok(tollgate(&[
         "validate",
         path_str(&plugin),
@@ -129,10 +175,18 @@ fn every_manifest_kind_validates() {
         assert!(!out.contains("\nok "), "{out}");
     }
     // Selector attachment has no Envoy Gateway form: refused, naming the flag to use.
-    let out = fails(tollgate(&["manifest", "headers", "--kind", "envoyextensionpolicy"]));
+    let out = fails(tollgate(&[
+        "manifest",
+        "headers",
+        "--kind",
+        "envoyextensionpolicy",
+    ]));
     assert!(out.contains("--target-ref"), "{out}");
     let out = fails(tollgate(&["manifest", "headers", "--kind", "gateway"]));
-    assert!(out.contains("wasmplugin, trafficextension or envoyextensionpolicy"), "{out}");
+    assert!(
+        out.contains("wasmplugin, trafficextension or envoyextensionpolicy"),
+        "{out}"
+    );
 }
 
 /// `tollgate schema` prints the schema a built module carries (by name, by path, and from
@@ -155,39 +209,82 @@ fn schemas_travel_with_the_module_and_check_plugin_configs() {
 
     let dir = scratch("schema");
     let image = dir.join("image");
-    ok(tollgate(&["package", path_str(&wasm), "--out", path_str(&image)]));
+    ok(tollgate(&[
+        "package",
+        path_str(&wasm),
+        "--out",
+        path_str(&image),
+    ]));
     for layout in ["wasm", "compat"] {
         let from_image = ok(tollgate(&["schema", path_str(&image.join(layout))]));
         assert_eq!(from_image, by_name, "{layout}");
     }
 
     let good = dir.join("good.yaml");
-    ok(tollgate(&["manifest", "key-auth", "--out", path_str(&good)]));
-    ok(tollgate(&["validate", path_str(&good), "--module", "key-auth"]));
-    ok(tollgate(&["validate", path_str(&good), "--module", path_str(&image)]));
+    ok(tollgate(&[
+        "manifest",
+        "key-auth",
+        "--out",
+        path_str(&good),
+    ]));
+    ok(tollgate(&[
+        "validate",
+        path_str(&good),
+        "--module",
+        "key-auth",
+    ]));
+    ok(tollgate(&[
+        "validate",
+        path_str(&good),
+        "--module",
+        path_str(&image),
+    ]));
     // hide_credentials as a string, and an unknown field: both named.
     let text = std::fs::read_to_string(&good).unwrap_or_default();
-    let bad_text = text.replace("hide_credentials: true", "hide_credentials: \"yes\"\n    realmm: x");
+    let bad_text = text.replace(
+        "hide_credentials: true",
+        "hide_credentials: \"yes\"\n    realmm: x",
+    );
     assert_ne!(bad_text, text);
     let bad = dir.join("bad.yaml");
     std::fs::write(&bad, &bad_text).unwrap_or_else(|e| panic!("{e}"));
-    let out = fails(tollgate(&["validate", path_str(&bad), "--module", "key-auth"]));
+    let out = fails(tollgate(&[
+        "validate",
+        path_str(&bad),
+        "--module",
+        "key-auth",
+    ]));
     assert!(
         out.contains("spec.pluginConfig.hide_credentials: expected boolean, found string \"yes\""),
         "{out}"
     );
-    assert!(out.contains("spec.pluginConfig.realmm: unknown field"), "{out}");
+    assert!(
+        out.contains("spec.pluginConfig.realmm: unknown field"),
+        "{out}"
+    );
     // The same check through a TrafficExtension whose url is the local module.
     let extension = dir.join("extension.yaml");
-    let url = format!("file://{}", path_str(&wasm.canonicalize().unwrap_or(wasm.clone())));
+    let url = format!(
+        "file://{}",
+        path_str(&wasm.canonicalize().unwrap_or(wasm.clone()))
+    );
     ok(tollgate(&[
-        "manifest", "key-auth", "--kind", "trafficextension", "--url", &url, "--out",
+        "manifest",
+        "key-auth",
+        "--kind",
+        "trafficextension",
+        "--url",
+        &url,
+        "--out",
         path_str(&extension),
     ]));
     ok(tollgate(&["validate", path_str(&extension)]));
     let text = std::fs::read_to_string(&extension).unwrap_or_default();
-    std::fs::write(&extension, text.replace("hide_credentials: true", "hide_credentials: 1"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        &extension,
+        text.replace("hide_credentials: true", "hide_credentials: 1"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let out = fails(tollgate(&["validate", path_str(&extension)]));
     assert!(
         out.contains("spec.wasm.pluginConfig.hide_credentials: expected boolean, found integer 1"),
@@ -208,14 +305,24 @@ fn schemas_travel_with_the_module_and_check_plugin_configs() {
 #[test]
 fn a_new_filter_builds_tests_and_replays_at_once() {
     let dir = scratch("new").join("demo-filter");
-    ok(tollgate(&["new", "demo-filter", "--standalone", path_str(&dir)]));
+    ok(tollgate(&[
+        "new",
+        "demo-filter",
+        "--standalone",
+        path_str(&dir),
+    ]));
     // Shared build cache, and the workspace's lock file so the versions are the tested ones.
     let shared = root().join("target/scaffold");
     std::fs::create_dir_all(&shared).unwrap_or_else(|e| panic!("{e}"));
     std::os::unix::fs::symlink(&shared, dir.join("target")).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::copy(root().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::copy(root().join("Cargo.lock"), dir.join("Cargo.lock"))
+        .unwrap_or_else(|e| panic!("{e}"));
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    ok(run_in(&dir, &cargo, &["build", "--release", "--target", "wasm32-wasip1"]));
+    ok(run_in(
+        &dir,
+        &cargo,
+        &["build", "--release", "--target", "wasm32-wasip1"],
+    ));
     let wasm = dir.join("target/wasm32-wasip1/release/tollgate_demo_filter.wasm");
     assert!(wasm.is_file(), "{}", wasm.display());
     let out = ok(run_in(&dir, &cargo, &["test"]));
@@ -225,14 +332,28 @@ fn a_new_filter_builds_tests_and_replays_at_once() {
     let out = ok(run_in(
         &dir,
         "tollgate",
-        &["replay", "tests/traffic.yaml", "--filter", path_str(&wasm), "--config", "@demo.json"],
+        &[
+            "replay",
+            "tests/traffic.yaml",
+            "--filter",
+            path_str(&wasm),
+            "--config",
+            "@demo.json",
+        ],
     ));
     assert!(out.contains("home") && out.contains("api"), "{out}");
-    let crds: Vec<String> = ["istio/wasmplugins.crd.yaml", "istio/trafficextensions.crd.yaml"]
-        .iter()
-        .map(|c| format!("--crd={}", path_str(&root().join("../shared").join(c))))
-        .collect();
-    let mut args = vec!["validate", "deploy/wasmplugin.yaml", "deploy/trafficextension.yaml"];
+    let crds: Vec<String> = [
+        "istio/wasmplugins.crd.yaml",
+        "istio/trafficextensions.crd.yaml",
+    ]
+    .iter()
+    .map(|c| format!("--crd={}", path_str(&root().join("../shared").join(c))))
+    .collect();
+    let mut args = vec![
+        "validate",
+        "deploy/wasmplugin.yaml",
+        "deploy/trafficextension.yaml",
+    ];
     args.extend(crds.iter().map(String::as_str));
     let out = ok(run_in(&dir, "tollgate", &args));
     assert!(out.contains("2 document(s) accepted"), "{out}");
@@ -240,11 +361,26 @@ fn a_new_filter_builds_tests_and_replays_at_once() {
     let out = ok(run_in(
         &dir,
         &cargo,
-        &["run", "-q", "--example", "demo-filter-schema", "--features", "schema"],
+        &[
+            "run",
+            "-q",
+            "--example",
+            "demo-filter-schema",
+            "--features",
+            "schema",
+        ],
     ));
-    assert!(out.contains("Response header set on every response"), "{out}");
+    assert!(
+        out.contains("Response header set on every response"),
+        "{out}"
+    );
     // Never over an existing crate.
-    let out = fails(tollgate(&["new", "demo-filter", "--standalone", path_str(&dir)]));
+    let out = fails(tollgate(&[
+        "new",
+        "demo-filter",
+        "--standalone",
+        path_str(&dir),
+    ]));
     assert!(out.contains("not overwriting"), "{out}");
 }
 
@@ -271,13 +407,26 @@ fn a_new_filter_in_a_workspace_gets_its_deployment_files() {
     ] {
         assert!(ws.join(file).is_file(), "{file} missing");
     }
-    let cargo = std::fs::read_to_string(ws.join("filters/demo-filter/Cargo.toml")).unwrap_or_default();
+    let cargo =
+        std::fs::read_to_string(ws.join("filters/demo-filter/Cargo.toml")).unwrap_or_default();
     assert!(cargo.contains("tollgate-sdk.workspace = true"), "{cargo}");
-    let crd = |c: &str| format!("--crd={}", path_str(&root().join("../shared/istio").join(c)));
-    let out = ok(run_in(&ws, "tollgate", &[
-        "validate", "envoy/demo-filter/wasmplugin.yaml", "envoy/demo-filter/trafficextension.yaml",
-        &crd("wasmplugins.crd.yaml"), &crd("trafficextensions.crd.yaml"),
-    ]));
+    let crd = |c: &str| {
+        format!(
+            "--crd={}",
+            path_str(&root().join("../shared/istio").join(c))
+        )
+    };
+    let out = ok(run_in(
+        &ws,
+        "tollgate",
+        &[
+            "validate",
+            "envoy/demo-filter/wasmplugin.yaml",
+            "envoy/demo-filter/trafficextension.yaml",
+            &crd("wasmplugins.crd.yaml"),
+            &crd("trafficextensions.crd.yaml"),
+        ],
+    ));
     assert!(out.contains("2 document(s) accepted"), "{out}");
     let out = fails(run_in(&ws, "tollgate", &["new", "Demo_Filter"]));
     assert!(out.contains("lower-case"), "{out}");
@@ -325,8 +474,10 @@ fn the_readme_quick_start_runs() {
     std::fs::create_dir_all(&crate_dir).unwrap_or_else(|e| panic!("{e}"));
     let shared_target = root().join("target/scaffold");
     std::fs::create_dir_all(&shared_target).unwrap_or_else(|e| panic!("{e}"));
-    std::os::unix::fs::symlink(&shared_target, crate_dir.join("target")).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::copy(root().join("Cargo.lock"), crate_dir.join("Cargo.lock")).unwrap_or_else(|e| panic!("{e}"));
+    std::os::unix::fs::symlink(&shared_target, crate_dir.join("target"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::copy(root().join("Cargo.lock"), crate_dir.join("Cargo.lock"))
+        .unwrap_or_else(|e| panic!("{e}"));
     let shared = root().join("../shared");
     for crd in ["wasmplugins.crd.yaml", "trafficextensions.crd.yaml"] {
         std::os::unix::fs::symlink(shared.join("istio").join(crd), crate_dir.join(crd))
@@ -335,12 +486,16 @@ fn the_readme_quick_start_runs() {
     let har = shared.join("traffic/firefox.har");
     assert!(har.is_file(), "{} is missing", har.display());
     // Missing Envoy is a failure, never a skip (as everywhere in the project's tests).
-    let envoy = tollgate_envoy::locate::envoy_binary()
-        .unwrap_or_else(|e| panic!("Envoy is needed: {e}; run `cargo xtask envoy` and set ENVOY_BIN"));
+    let envoy = tollgate_envoy::locate::envoy_binary().unwrap_or_else(|e| {
+        panic!("Envoy is needed: {e}; run `cargo xtask envoy` and set ENVOY_BIN")
+    });
     let mut script = String::from("set -euo pipefail\n");
     for command in &commands[1..] {
         let command = command.replace("~/Downloads/site.har", path_str(&har));
-        script.push_str(&format!("echo '+ {}'\n{command}\n", command.replace('\'', "")));
+        script.push_str(&format!(
+            "echo '+ {}'\n{command}\n",
+            command.replace('\'', "")
+        ));
     }
     let path = format!(
         "{}:{}",
@@ -348,11 +503,18 @@ fn the_readme_quick_start_runs() {
         std::env::var("PATH").unwrap_or_default()
     );
     let mut bash = Command::new("bash");
-    bash.args(["-c", &script]).current_dir(&work).env("PATH", path);
+    bash.args(["-c", &script])
+        .current_dir(&work)
+        .env("PATH", path);
     bash.env("ENVOY", &envoy);
-    let out = ok(bash.output().unwrap_or_else(|e| panic!("cannot run bash: {e}")));
+    let out = ok(bash
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run bash: {e}")));
     assert!(out.contains("3 tests, 3 passed, 0 failed"), "{out}");
     assert!(out.contains("2 document(s) accepted"), "{out}");
-    assert!(crate_dir.join("target/oci/wasm/index.json").is_file(), "{out}");
+    assert!(
+        crate_dir.join("target/oci/wasm/index.json").is_file(),
+        "{out}"
+    );
     assert!(out.contains("OK"), "Envoy validated the bootstrap: {out}");
 }

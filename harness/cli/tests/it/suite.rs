@@ -399,7 +399,8 @@ tests:
     .unwrap();
     let r = Suite::load(&path).expect("suite loads").run();
     assert!(
-        failures(&r, "bad delivery")[0].contains("request.delivery: expected http1, http2 or one-chunk"),
+        failures(&r, "bad delivery")[0]
+            .contains("request.delivery: expected http1, http2 or one-chunk"),
         "{}",
         r.text()
     );
@@ -408,5 +409,8 @@ tests:
         "filters:\n  - path: t.wasm\ncallout_answers: sometimes\ntests: []\n",
     )
     .unwrap();
-    assert!(Suite::load(&path).is_err(), "an unknown callout_answers is refused");
+    assert!(
+        Suite::load(&path).is_err(),
+        "an unknown callout_answers is refused"
+    );
 }

@@ -1184,7 +1184,11 @@ fn lenient_reading_drops_only_a_header_that_cannot_be_replayed() {
     assert!(super::parse_with("test.har", &doc, super::super::Leniency::Strict).is_err());
     let t = super::parse_with("test.har", &doc, super::super::Leniency::Lenient).expect("lenient");
     assert_eq!(t.exchanges.len(), 1);
-    assert!(request(&t, 0).headers.is_empty(), "{:?}", request(&t, 0).headers);
+    assert!(
+        request(&t, 0).headers.is_empty(),
+        "{:?}",
+        request(&t, 0).headers
+    );
     assert_eq!(t.warnings.len(), 1, "{:?}", t.warnings);
     assert!(
         t.warnings[0].contains("log.entries[0].request.headers[1].value")
