@@ -1049,15 +1049,7 @@ fn replay_flow(recording: &tollgate_traffic::Traffic, envoy: Option<&EnvoyFlow>)
     let session = cookie_value(&refs, "tollgate_session").context("no session cookie")?;
 
     // The next request with the harness's session, then with Envoy's: upstream, with the claims.
-    let mut input = chain.input_for(app);
-    for (_, value) in input
-        .request
-        .headers
-        .iter_mut()
-        .filter(|(n, _)| n == "cookie")
-    {
-        *value = format!("tollgate_session={session}");
-    }
+    let input = with_session(chain.input_for(app), &session);
     for (whose, input) in [("harness", input), ("Envoy", chain.input_for(app))] {
         let (out, _, logs) = chain.exchange(&input);
         let ups = out
@@ -1100,15 +1092,7 @@ fn replay_flow(recording: &tollgate_traffic::Traffic, envoy: Option<&EnvoyFlow>)
     // At the recorded time of the refresh, with the harness's session and with Envoy's: the
     // same refresh request, the recorded answer, a new session, upstream with the claims.
     chain.advance(tollgate_replay::recorded_gap(app, refresh).unwrap_or_default());
-    let mut input = chain.input_for(refresh);
-    for (_, value) in input
-        .request
-        .headers
-        .iter_mut()
-        .filter(|(n, _)| n == "cookie")
-    {
-        *value = format!("tollgate_session={session}");
-    }
+    let input = with_session(chain.input_for(refresh), &session);
     for (whose, input) in [("harness", input), ("Envoy", chain.input_for(refresh))] {
         let (out, _, logs) = chain.exchange(&input);
         let ups = out
@@ -1214,4 +1198,20 @@ fn envoy_flow_recorded_and_replayed_in_the_harness() -> Result<()> {
 fn harness_replays_the_recorded_browser_flow() -> Result<()> {
     let recording = tollgate_traffic::load(&paths::root().join(RECORDING))?;
     replay_flow(&recording, None)
+}
+
+/// `input` with its recorded session cookie replaced by `session` (the harness's own).
+fn with_session(
+    mut input: tollgate_replay::StreamInput,
+    session: &str,
+) -> tollgate_replay::StreamInput {
+    for (_, value) in input
+        .request
+        .headers
+        .iter_mut()
+        .filter(|(n, _)| n == "cookie")
+    {
+        *value = format!("tollgate_session={session}");
+    }
+    input
 }
