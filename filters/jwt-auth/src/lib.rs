@@ -417,6 +417,42 @@ fn unverified_issuer(token: &str) -> Option<String> {
     }
 }
 
+/// The claim header values of a verified token, one per `claim_to_headers` of `provider`:
+/// strings as they are, other JSON values serialised; absent, null and values that are not valid
+/// header values (logged) give `None`.
+fn verified_of(provider: &Provider, parsed: &Parsed) -> cache::Verified {
+    let claim_values = provider
+        .claim_to_headers
+        .iter()
+        .map(|c| {
+            let value = match parsed.claims.get(&c.claim) {
+                None | Some(Value::Null) => return None,
+                Some(Value::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+            };
+            if tollgate_sdk::headers::check_value(&value).is_err() {
+                log::warn!("claim {} is not a valid header value, not copied", c.claim);
+                return None;
+            }
+            Some(value)
+        })
+        .collect();
+    cache::Verified { claim_values }
+}
+
+/// When verification accepts a token with these claims (`token::check_claims`): from
+/// `nbf - skew` (`now + skew < nbf` is refused) until `exp + skew` (`now >= exp + skew` is
+/// refused), in whole seconds.
+fn validity_of(provider: &Provider, parsed: &Parsed) -> cache::Validity {
+    let skew = provider.clock_skew_seconds as f64;
+    let time = |name: &str| parsed.claims.get(name).and_then(Value::as_f64);
+    cache::Validity {
+        // `as` saturates: a negative bound is 0, a huge one u64::MAX.
+        from: time("nbf").map_or(0, |nbf| (nbf - skew).ceil() as u64),
+        until: time("exp").map_or(u64::MAX, |exp| (exp + skew).ceil() as u64),
+    }
+}
+
 impl JwtAuth {
     /// A filter using `store` for shared data and `clock` as the host clock (native tests).
     pub fn with_host(
@@ -435,7 +471,7 @@ impl JwtAuth {
     /// Every token in the request: each configured location of each provider (headers, query
     /// parameters, cookies), every occurrence. A token read from the same place by several
     /// providers is listed once. All of them must verify for the request to pass.
-    pub fn find_tokens(config: &Config, req: &Request<'_>) -> Vec<Found> {
+    pub fn find_tokens(config: &Config, req: &mut Request<'_>) -> Vec<Found> {
         // (location, token, providers reading that location), in provider then location order.
         let mut seen: Vec<(Location, String, Vec<usize>)> = Vec::new();
         let mut add = |location: Location, token: &str, provider: usize| match seen
@@ -449,8 +485,30 @@ impl JwtAuth {
             }
             None => seen.push((location, token.to_string(), vec![provider])),
         };
-        let all = req.headers();
-        let path = req.path().unwrap_or_default();
+        // Only the headers a provider reads are copied (one walk of the map, no copy of the
+        // others): its `from_headers`, `cookie` when it reads cookies, `:path` for parameters.
+        let wants_path = config.providers.iter().any(|p| !p.from_params.is_empty());
+        let wants_cookie = config.providers.iter().any(|p| !p.from_cookies.is_empty());
+        let mut all: Vec<(String, String)> = Vec::new();
+        let mut path = String::new();
+        req.header_map().for_each_pair(&mut |name, value| {
+            if name == b":path" {
+                if wants_path && path.is_empty() {
+                    path = String::from_utf8_lossy(value).into_owned();
+                }
+            } else if (wants_cookie && name.eq_ignore_ascii_case(b"cookie"))
+                || config.providers.iter().any(|p| {
+                    p.from_headers
+                        .iter()
+                        .any(|h| name.eq_ignore_ascii_case(h.name.as_bytes()))
+                })
+            {
+                all.push((
+                    String::from_utf8_lossy(name).into_owned(),
+                    String::from_utf8_lossy(value).into_owned(),
+                ));
+            }
+        });
         for (i, p) in config.providers.iter().enumerate() {
             for h in &p.from_headers {
                 for (name, value) in &all {
@@ -509,35 +567,36 @@ impl JwtAuth {
         (self.clock)()
     }
 
-    /// [`JwtAuth::verify`] through the provider's verified-token cache when it has one: a
-    /// token verified before and not expired is not verified again.
-    fn verify_cached(
-        provider: &Provider,
-        token: &Token,
-        keys: &[Key],
-        now: SystemTime,
-    ) -> Result<(), TokenError> {
-        let size = provider.jwt_cache.map_or(0, |c| c.size);
-        if size == 0 {
-            return Self::verify(provider, &token.parsed, keys, now);
+    /// What `provider`'s verified-token cache holds for `token` at `now`, when it has a cache.
+    pub fn cached(provider: &Provider, token: &str, now: SystemTime) -> Option<Rc<cache::Verified>> {
+        if provider.jwt_cache.is_none_or(|c| c.size == 0) {
+            return None;
         }
         let now_s = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let key = cache::key(&token.found.token);
-        if provider.token_cache.borrow_mut().hit(&key, now_s) {
-            return Ok(());
+        provider.token_cache.borrow_mut().get(token, now_s)
+    }
+
+    /// [`JwtAuth::verify`], then what the request path needs of the token; remembered in the
+    /// provider's verified-token cache when it has one.
+    pub fn verify_and_remember(
+        provider: &Provider,
+        token: &str,
+        parsed: &Parsed,
+        keys: &[Key],
+        now: SystemTime,
+    ) -> Result<Rc<cache::Verified>, TokenError> {
+        Self::verify(provider, parsed, keys, now)?;
+        let verified = Rc::new(verified_of(provider, parsed));
+        let size = provider.jwt_cache.map_or(0, |c| c.size);
+        if size > 0 {
+            provider.token_cache.borrow_mut().insert(
+                token,
+                validity_of(provider, parsed),
+                Rc::clone(&verified),
+                size,
+            );
         }
-        Self::verify(provider, &token.parsed, keys, now)?;
-        // Valid while verification would accept it: `now < exp + skew` (token::check_claims).
-        let until = token
-            .parsed
-            .claims
-            .get("exp")
-            .and_then(Value::as_f64)
-            .map_or(u64::MAX, |exp| {
-                (exp + provider.clock_skew_seconds as f64).ceil() as u64
-            });
-        provider.token_cache.borrow_mut().insert(key, until, size);
-        Ok(())
+        Ok(verified)
     }
 
     /// Verifies `parsed` for `provider` with `keys` at `now`.
@@ -606,7 +665,7 @@ impl JwtAuth {
         provider: &Provider,
         remote: &RemoteJwks,
         body: &[u8],
-    ) -> Result<Vec<Key>, String> {
+    ) -> Result<Rc<Vec<Key>>, String> {
         let jwks: Value =
             serde_json::from_slice(body).map_err(|err| format!("JWKS is not JSON: {err}"))?;
         let keys = fetched_keys(
@@ -619,10 +678,33 @@ impl JwtAuth {
             expires_at_ms: now.saturating_add(remote.cache_duration_seconds.saturating_mul(1000)),
             jwks,
         };
-        if let Err(err) =
-            shared::set_json(&mut *self.store, &jwks_key(&provider.name), &stored, None)
-        {
+        let keys = Rc::new(keys);
+        let key = jwks_key(&provider.name);
+        let bytes = match serde_json::to_vec(&stored) {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                log::warn!("shared data {key}: {err}");
+                return Ok(keys);
+            }
+        };
+        if let Err(err) = self.store.set(&key, &bytes, None) {
             log::warn!("{err}");
+            return Ok(keys);
+        }
+        // This VM's parse is the one of the version just stored: remembered with its CAS, so the
+        // next request does not parse the JWKS again (nor rebuild its keys' tables). Only when
+        // the stored bytes are still ours (another VM may have stored a fetch of its own since).
+        if let Ok(Some((now_stored, cas))) = self.store.get(&key)
+            && now_stored == bytes
+        {
+            *provider.remote_keys.borrow_mut() = Some((
+                cas,
+                Rc::new(Fetched {
+                    fetched_at_ms: stored.fetched_at_ms,
+                    expires_at_ms: stored.expires_at_ms,
+                    keys: Rc::clone(&keys),
+                }),
+            ));
         }
         Ok(keys)
     }
@@ -647,17 +729,22 @@ impl JwtAuth {
     fn verify_from(
         &mut self,
         req: &mut Request<'_>,
-        todo: Vec<Token>,
+        mut todo: Vec<Token>,
         next: usize,
         mut fetched: Vec<(usize, Rc<Vec<Key>>)>,
     ) -> Action {
         let config = Rc::clone(&self.config);
-        for (index, token) in todo.iter().enumerate().skip(next) {
+        for index in next..todo.len() {
+            let Some(token) = todo.get(index) else { break };
+            let State::Parsed(parsed) = &token.state else {
+                // Served by the verified-token cache.
+                continue;
+            };
             // No provider or no keys cannot happen with a validated configuration; if it did,
             // the token would be unverifiable: refused, never let through.
             let no_key = || TokenError::NoKey {
-                kid: token.parsed.kid.clone(),
-                alg: token.parsed.alg.name(),
+                kid: parsed.kid.clone(),
+                alg: parsed.alg.name(),
             };
             let Some(provider) = config.providers.get(token.found.provider) else {
                 Self::reject(req, "?", &token.found.location, &no_key());
@@ -673,19 +760,31 @@ impl JwtAuth {
                     Self::reject(req, &provider.name, &token.found.location, &no_key());
                     return Action::Pause;
                 };
-                match self.usable_cache(provider, &remote, &token.parsed) {
+                match self.usable_cache(provider, &remote, parsed) {
                     Some(keys) => keys,
                     None => return self.fetch_then_verify(todo, index, fetched, remote),
                 }
             };
-            if let Err(err) = Self::verify_cached(provider, token, &keys, self.now()) {
-                Self::reject(req, &provider.name, &token.found.location, &err);
-                return Action::Pause;
-            }
+            let verified = match Self::verify_and_remember(
+                provider,
+                &token.found.token,
+                parsed,
+                &keys,
+                self.now(),
+            ) {
+                Ok(verified) => verified,
+                Err(err) => {
+                    Self::reject(req, &provider.name, &token.found.location, &err);
+                    return Action::Pause;
+                }
+            };
             if provider.remote_jwks.is_some()
                 && !fetched.iter().any(|(p, _)| *p == token.found.provider)
             {
                 fetched.push((token.found.provider, keys));
+            }
+            if let Some(token) = todo.get_mut(index) {
+                token.state = State::Verified(verified);
             }
         }
         self.accept(req, &todo);
@@ -721,24 +820,24 @@ impl JwtAuth {
     /// Every token verified: the claims of each go to their headers (each distinct value once),
     /// and each token is removed from where it was found unless its provider forwards it.
     fn accept(&self, req: &mut Request<'_>, verified: &[Token]) {
-        let mut set: Vec<(&str, String)> = Vec::new();
+        let mut set: Vec<(&str, &str)> = Vec::new();
         for token in verified {
             let Some(provider) = self.config.providers.get(token.found.provider) else {
                 continue;
             };
-            for c in &provider.claim_to_headers {
-                let value = match token.parsed.claims.get(&c.claim) {
-                    None | Some(Value::Null) => continue,
-                    Some(Value::String(s)) => s.clone(),
-                    Some(other) => other.to_string(),
+            // Every token is verified here (`verify_from` returns early otherwise).
+            let State::Verified(claims) = &token.state else {
+                continue;
+            };
+            for (c, value) in provider.claim_to_headers.iter().zip(&claims.claim_values) {
+                let Some(value) = value.as_deref() else {
+                    continue;
                 };
-                if tollgate_sdk::headers::check_value(&value).is_err() {
-                    log::warn!("claim {} is not a valid header value, not copied", c.claim);
-                } else if !set
+                if !set
                     .iter()
                     .any(|(h, v)| h.eq_ignore_ascii_case(&c.header) && *v == value)
                 {
-                    req.add_header(&c.header, &value);
+                    req.add_header(&c.header, value);
                     set.push((&c.header, value));
                 }
             }
@@ -795,7 +894,7 @@ impl JwtAuth {
                     Ok(keys) => {
                         let mut fetched = fetched;
                         if let Some(t) = todo.get(index) {
-                            fetched.push((t.found.provider, Rc::new(keys)));
+                            fetched.push((t.found.provider, keys));
                         }
                         filter.verify_from(req, todo, index, fetched)
                     }
@@ -818,11 +917,19 @@ impl JwtAuth {
     }
 }
 
-/// A token found and parsed, not verified yet.
+/// A token found in the request, and how far it got.
 #[derive(Debug, Clone)]
 struct Token {
     found: Found,
-    parsed: Parsed,
+    state: State,
+}
+
+/// A token parsed and waiting for its signature check, or verified (now or, from the cache,
+/// before).
+#[derive(Debug, Clone)]
+enum State {
+    Parsed(Parsed),
+    Verified(Rc<cache::Verified>),
 }
 
 impl HttpFilter for JwtAuth {
@@ -860,9 +967,30 @@ impl HttpFilter for JwtAuth {
             return Action::Pause;
         }
         let mut todo = Vec::with_capacity(found.len());
+        // The clock is read once, and only when some provider caches verified tokens.
+        let now = self
+            .config
+            .providers
+            .iter()
+            .any(|p| p.jwt_cache.is_some_and(|c| c.size > 0))
+            .then(|| self.now());
         for found in found {
+            // A cached token is taken as it was verified: no parse, no signature check.
+            if let Some(verified) = now.and_then(|now| {
+                let provider = self.config.providers.get(found.provider)?;
+                Self::cached(provider, &found.token, now)
+            }) {
+                todo.push(Token {
+                    found,
+                    state: State::Verified(verified),
+                });
+                continue;
+            }
             match token::parse(&found.token, self.config.max_token_bytes) {
-                Ok(parsed) => todo.push(Token { found, parsed }),
+                Ok(parsed) => todo.push(Token {
+                    found,
+                    state: State::Parsed(parsed),
+                }),
                 Err(err) => {
                     let name = self
                         .config

@@ -781,11 +781,13 @@ mod deployment_files {
     }
 }
 
-/// A provider with an inline Ed25519 key and `jwt_cache` of `size`.
+/// A provider with an inline Ed25519 key, `sub` copied to `x-jwt-sub` and `jwt_cache` of
+/// `size`.
 fn cached_provider(ed: &Ed, size: usize) -> Rc<Config> {
     let config = json!({"providers": [{
         "name": "idp", "issuer": "https://idp.example.com", "audiences": ["shop"],
         "jwks": {"keys": [ed.jwk()]}, "clock_skew_seconds": 30,
+        "claim_to_headers": [{"claim": "sub", "header": "x-jwt-sub"}],
         "jwt_cache": {"size": size}
     }]});
     match parse_config(&config) {
@@ -794,53 +796,102 @@ fn cached_provider(ed: &Ed, size: usize) -> Rc<Config> {
     }
 }
 
-fn token_of(config: &Config, text: &str) -> Token {
-    let found = Found {
-        provider: 0,
-        token: text.to_string(),
-        location: Location::Header("authorization".into()),
-    };
-    match token::parse(text, config.max_token_bytes) {
-        Ok(parsed) => Token { found, parsed },
-        Err(err) => unreachable!("test token refused: {err}"),
+/// The request's status and `x-jwt-sub` values after the filter, at `clock`.
+fn through(
+    config: &Rc<Config>,
+    clock: fn() -> SystemTime,
+    token: &str,
+) -> (Option<u16>, Vec<String>) {
+    let mut f = JwtAuth::with_host(Rc::clone(config), Box::new(MemoryShared::new()), clock);
+    let mut headers = bearer(token);
+    headers.add("x-jwt-sub", "spoofed");
+    let (_, status) = run(&mut f, &mut headers);
+    let subs = headers
+        .get_all("x-jwt-sub")
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    (status, subs)
+}
+
+fn after_exp_and_skew() -> SystemTime {
+    // claims(): exp NOW + 60; the providers here have 30 s of skew.
+    UNIX_EPOCH + Duration::from_secs(NOW + 90)
+}
+
+fn just_before_exp_and_skew() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(NOW + 89)
+}
+
+#[test]
+fn a_repeated_token_is_served_from_the_cache_without_parsing_it() {
+    let ed = Ed::new("k1");
+    let text = ed.token(&claims());
+    let config = cached_provider(&ed, 4);
+    let provider = &config.providers[0];
+    assert_eq!(through(&config, clock, &text), (None, vec!["ada".into()]));
+    assert_eq!(provider.token_cache.borrow().len(), 1);
+    assert_eq!(
+        JwtAuth::cached(provider, &text, clock()).map(|v| v.claim_values.clone()),
+        Some(vec![Some("ada".to_string())])
+    );
+    // A hit is taken as it was verified: an entry for something that is not even a token
+    // (put there by hand) lets it through with the remembered claims, which shows the hit
+    // path neither parses nor checks a signature.
+    provider.token_cache.borrow_mut().insert(
+        "opaque",
+        cache::Validity { from: 0, until: NOW + 10 },
+        Rc::new(cache::Verified {
+            claim_values: vec![Some("eve".into())],
+        }),
+        4,
+    );
+    assert_eq!(through(&config, clock, "opaque"), (None, vec!["eve".into()]));
+    let mut headers = bearer("opaque");
+    assert_eq!(run(&mut filter(Rc::clone(&config)), &mut headers).1, None);
+    assert!(headers.get_all("authorization").is_empty(), "the token is still removed");
+    // Without the cache (size 0, or no `jwt_cache`) nothing is remembered.
+    for config in [cached_provider(&ed, 0), inline_config(json!({"keys": [ed.jwk()]}))] {
+        assert_eq!(through(&config, clock, &text), (None, vec!["ada".into()]));
+        assert!(config.providers[0].token_cache.borrow().is_empty());
+        assert_eq!(through(&config, clock, "opaque").0, Some(401));
     }
 }
 
 #[test]
-fn a_cached_token_skips_the_signature_check_until_it_expires() {
+fn a_cached_token_is_used_until_exp_plus_skew_then_refused() {
     let ed = Ed::new("k1");
     let text = ed.token(&claims());
-    let exp = claims()["exp"].as_u64().unwrap_or(0);
+    let config = cached_provider(&ed, 4);
+    let provider = &config.providers[0];
+    assert_eq!(through(&config, clock, &text).0, None);
+    assert_eq!(
+        through(&config, just_before_exp_and_skew, &text),
+        (None, vec!["ada".into()])
+    );
+    assert_eq!(provider.token_cache.borrow().len(), 1);
+    // Past exp + skew the cache lets go, and the token is verified again: expired.
+    assert_eq!(through(&config, after_exp_and_skew, &text).0, Some(401));
+    assert!(
+        provider.token_cache.borrow().is_empty(),
+        "an expired token leaves the cache"
+    );
+    // `nbf` bounds an entry too: valid from nbf - skew (claims(): nbf NOW - 60).
+    let mut c = claims();
+    c["nbf"] = json!(NOW + 20);
+    let early = ed.token(&c);
+    assert_eq!(through(&config, clock, &early).0, None, "within the skew");
     let at = |s: u64| UNIX_EPOCH + Duration::from_secs(s);
-    for (size, cached) in [(1, true), (0, false)] {
-        let config = cached_provider(&ed, size);
-        let provider = &config.providers[0];
-        let keys = provider
-            .inline_keys
-            .get()
-            .map(|k| k.to_vec())
-            .unwrap_or_default();
-        let token = token_of(&config, &text);
-        assert_eq!(
-            JwtAuth::verify_cached(provider, &token, &keys, clock()),
-            Ok(())
-        );
-        // Without keys only the cache can accept it.
-        assert_eq!(
-            JwtAuth::verify_cached(provider, &token, &[], clock()).is_ok(),
-            cached,
-            "size {size}"
-        );
-        // Past exp + skew the cache lets go, and the token is refused as expired.
-        assert_eq!(
-            JwtAuth::verify_cached(provider, &token, &keys, at(exp + 30)),
-            Err(TokenError::Expired)
-        );
-        assert!(
-            provider.token_cache.borrow().is_empty(),
-            "an expired token leaves the cache"
-        );
-    }
+    assert!(JwtAuth::cached(provider, &early, at(NOW - 10)).is_some());
+    assert!(
+        JwtAuth::cached(provider, &early, at(NOW - 11)).is_none(),
+        "before nbf - skew the cache does not accept it"
+    );
+    // A token not valid yet is refused and never cached.
+    c["nbf"] = json!(NOW + 31);
+    let too_early = ed.token(&c);
+    assert_eq!(through(&config, clock, &too_early).0, Some(401));
+    assert!(JwtAuth::cached(provider, &too_early, at(NOW + 40)).is_none());
 }
 
 #[test]
@@ -848,27 +899,62 @@ fn a_forged_token_never_hits_the_cache_and_the_size_is_bounded() {
     let ed = Ed::new("k1");
     let config = cached_provider(&ed, 2);
     let provider = &config.providers[0];
-    let keys = provider
-        .inline_keys
-        .get()
-        .map(|k| k.to_vec())
-        .unwrap_or_default();
     let good = ed.token(&claims());
-    assert!(JwtAuth::verify_cached(provider, &token_of(&config, &good), &keys, clock()).is_ok());
-    // Same header and claims, another signature: a different key in the cache.
+    assert_eq!(through(&config, clock, &good).0, None);
+    // Same header and claims, another signature: not the cached token, verified and refused.
     let (head, _) = good.rsplit_once('.').unwrap_or((&good, ""));
     let forged = format!("{head}.{}", b64(&[7u8; 64]));
-    assert!(JwtAuth::verify_cached(provider, &token_of(&config, &forged), &keys, clock()).is_err());
+    assert_eq!(through(&config, clock, &forged).0, Some(401));
+    assert_eq!(through(&config, clock, &format!("{good} ")).0, None, "trimmed: the same token");
+    assert_eq!(through(&config, clock, &format!("{good}x")).0, Some(401));
+    assert_eq!(provider.token_cache.borrow().len(), 1, "refused tokens are not cached");
     for sub in ["a", "b", "c"] {
         let mut c = claims();
         c["sub"] = json!(sub);
-        let t = ed.token(&c);
-        assert!(JwtAuth::verify_cached(provider, &token_of(&config, &t), &keys, clock()).is_ok());
+        assert_eq!(through(&config, clock, &ed.token(&c)), (None, vec![sub.to_string()]));
     }
     assert_eq!(provider.token_cache.borrow().len(), 2);
-    let err = parse_config(
-        &json!({"providers": [{"name": "a", "jwks": {"keys": [ed.jwk()]},
-        "jwt_cache": {"size": 100_001}}]}),
-    );
+    let err = parse_config(&json!({"providers": [{"name": "a", "jwks": {"keys": [ed.jwk()]},
+        "jwt_cache": {"size": 100_001}}]}));
     assert!(matches!(err, Err(e) if e.to_string().contains("providers[0].jwt_cache.size")));
+    let default = parse_config(&json!({"providers": [{"name": "a", "jwks": {"keys": [ed.jwk()]},
+        "jwt_cache": {}}]}));
+    assert!(matches!(default, Ok(c) if c.providers[0].jwt_cache == Some(cache::CacheConfig { size: 100 })));
+}
+
+#[test]
+fn a_fetched_jwks_is_parsed_once_per_vm() {
+    let ed = Ed::new("k1");
+    let config = remote_config();
+    let mut f = filter(Rc::clone(&config));
+    let mut headers = bearer(&ed.token(&claims()));
+    assert_eq!(run(&mut f, &mut headers), (Action::Pause, None));
+    let mut calls = f.callouts.take();
+    assert_eq!(calls.len(), 1);
+    let body = json!({"keys": [ed.jwk()]}).to_string().into_bytes();
+    let mut req = Request::new(&mut headers);
+    let action = calls.remove(0).complete(
+        &mut f,
+        &mut req,
+        Ok(CalloutResponse::new(200, vec![], body)),
+    );
+    assert_eq!(action, Action::Continue);
+    // The fetch's own parse is this VM's parse of the stored version...
+    let parsed_at_fetch = config.providers[0]
+        .remote_keys
+        .borrow()
+        .as_ref()
+        .map(|(_, fetched)| Rc::clone(&fetched.keys));
+    assert!(parsed_at_fetch.is_some(), "the fetched keys are remembered");
+    // ...so the next requests use those keys (and the tables built on them), not a new parse.
+    for _ in 0..2 {
+        let mut headers = bearer(&ed.token(&claims()));
+        assert_eq!(run(&mut f, &mut headers), (Action::Continue, None));
+        let now = config.providers[0]
+            .remote_keys
+            .borrow()
+            .as_ref()
+            .map(|(_, fetched)| Rc::clone(&fetched.keys));
+        assert!(matches!((&parsed_at_fetch, &now), (Some(a), Some(b)) if Rc::ptr_eq(a, b)));
+    }
 }
