@@ -3,12 +3,15 @@
 //! seen again is neither parsed nor verified (Envoy's `jwt_cache_config`).
 //!
 //! - Looked up with the raw token before any parse: a hit costs a hash of the token, one table
-//!   probe and a comparison of the token's bytes, then the bounds check below.
-//! - Keyed by the token itself, as Envoy's cache is (`SimpleLRUCache<std::string, Jwt>`): an
+//!   probe and a comparison of the token's bytes (both 8 bytes at a time: the byte loops of
+//!   `memcmp` and `String::from_utf8_lossy` were most of a hit's instructions in wasm), then the
+//!   bounds check below.
+//! - Holds the token itself, as Envoy's cache does (`SimpleLRUCache<std::string, Jwt>`): an
 //!   entry matches only the exact bytes that were verified, so no forged token can take a cached
-//!   token's place whatever the hash. The hash is a fixed multiply-rotate over 8-byte words,
-//!   not a keyed one: only verified tokens are ever inserted, so a client cannot choose keys
-//!   that collide (and needs no randomness in the module).
+//!   token's place whatever the hash. The table is indexed by a 64-bit multiply-rotate hash of
+//!   the token, not a keyed one: only verified tokens are ever inserted, so a client cannot
+//!   choose keys that collide (and the module needs no randomness). Two verified tokens with
+//!   the same hash share a slot: the later one replaces the earlier.
 //! - Bounded: at most `size` tokens (memory at most `size` times `max_token_bytes` plus the
 //!   claim values); when full, the least recently used goes, in constant time (a doubly
 //!   linked list over the slots).
@@ -59,41 +62,53 @@ pub struct Validity {
     pub until: u64,
 }
 
-/// A fixed word-at-a-time hasher for the token table (see the module docs for why it need
-/// not be keyed).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct TokenHasher(u64);
-
 const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
 
-impl TokenHasher {
-    fn mix(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(SEED);
+/// The little-endian word of up to 8 bytes (zero-padded).
+fn word(bytes: &[u8]) -> u64 {
+    let mut word = [0u8; 8];
+    if let Some(head) = word.get_mut(..bytes.len()) {
+        head.copy_from_slice(bytes);
     }
+    u64::from_le_bytes(word)
 }
 
-impl Hasher for TokenHasher {
+/// The table hash of `token`: a fixed multiply-rotate over its 8-byte words (see the module
+/// docs for why it need not be keyed).
+pub fn token_hash(token: &str) -> u64 {
+    let bytes = token.as_bytes();
+    let mut hash = bytes.len() as u64;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        hash = (hash.rotate_left(5) ^ word(chunk)).wrapping_mul(SEED);
+    }
+    hash = (hash.rotate_left(5) ^ word(chunks.remainder())).wrapping_mul(SEED);
+    hash ^ (hash >> 29)
+}
+
+/// Whether `a` and `b` are the same bytes, compared 8 at a time.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (mut wa, mut wb) = (a.chunks_exact(8), b.chunks_exact(8));
+    (&mut wa).zip(&mut wb).all(|(x, y)| word(x) == word(y))
+        && word(wa.remainder()) == word(wb.remainder())
+}
+
+/// Passes the already mixed [`token_hash`] through to the table.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PassThrough(u64);
+
+impl Hasher for PassThrough {
     fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            self.mix(u64::from_le_bytes(word));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.mix(u64::from_le_bytes(word));
+        for chunk in bytes.chunks(8) {
+            self.0 = (self.0.rotate_left(5) ^ word(chunk)).wrapping_mul(SEED);
         }
     }
 
-    fn write_u8(&mut self, byte: u8) {
-        self.mix(u64::from(byte));
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.mix(n as u64);
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
     }
 
     fn finish(&self) -> u64 {
@@ -105,7 +120,8 @@ const NIL: usize = usize::MAX;
 
 #[derive(Debug)]
 struct Slot {
-    token: Rc<str>,
+    token: Box<str>,
+    hash: u64,
     validity: Validity,
     verified: Rc<Verified>,
     /// Neighbours in recency order (`NIL` at the ends).
@@ -116,7 +132,8 @@ struct Slot {
 /// One provider's cache.
 #[derive(Debug)]
 pub struct TokenCache {
-    index: HashMap<Rc<str>, usize, BuildHasherDefault<TokenHasher>>,
+    /// [`token_hash`] to slot.
+    index: HashMap<u64, usize, BuildHasherDefault<PassThrough>>,
     slots: Vec<Slot>,
     /// Slots whose token was dropped (expired), reused before the table grows.
     free: Vec<usize>,
@@ -141,12 +158,16 @@ impl TokenCache {
     /// What was verified of `token` when it is cached and valid at `now` (seconds); an entry
     /// past its `exp` is removed.
     pub fn get(&mut self, token: &str, now: u64) -> Option<Rc<Verified>> {
-        let at = *self.index.get(token)?;
+        let hash = token_hash(token);
+        let at = *self.index.get(&hash)?;
         let slot = self.slots.get(at)?;
+        if !same(slot.token.as_bytes(), token.as_bytes()) {
+            return None;
+        }
         let Validity { from, until } = slot.validity;
         if now >= until {
             self.unlink(at);
-            self.index.remove(token);
+            self.index.remove(&hash);
             self.free.push(at);
             return None;
         }
@@ -165,21 +186,16 @@ impl TokenCache {
         if size == 0 {
             return;
         }
-        if let Some(&at) = self.index.get(token) {
-            if let Some(slot) = self.slots.get_mut(at) {
-                slot.validity = validity;
-                slot.verified = verified;
-            }
-            self.touch(at);
-            return;
-        }
-        let token: Rc<str> = Rc::from(token);
-        let at = if self.index.len() >= size && self.oldest != NIL {
+        let hash = token_hash(token);
+        let at = if let Some(&at) = self.index.get(&hash) {
+            // The same token again, or another with its hash: that slot takes it.
+            self.unlink(at);
+            at
+        } else if self.index.len() >= size && self.oldest != NIL {
             // Full: the least recently used slot takes the new token.
             let at = self.oldest;
             self.unlink(at);
-            if let Some(slot) = self.slots.get(at) {
-                let old = Rc::clone(&slot.token);
+            if let Some(old) = self.slots.get(at).map(|s| s.hash) {
                 self.index.remove(&old);
             }
             at
@@ -187,7 +203,8 @@ impl TokenCache {
             at
         } else {
             self.slots.push(Slot {
-                token: Rc::clone(&token),
+                token: Box::from(""),
+                hash,
                 validity,
                 verified: Rc::clone(&verified),
                 newer: NIL,
@@ -196,11 +213,14 @@ impl TokenCache {
             self.slots.len() - 1
         };
         if let Some(slot) = self.slots.get_mut(at) {
-            slot.token = Rc::clone(&token);
+            if !same(slot.token.as_bytes(), token.as_bytes()) {
+                slot.token = Box::from(token);
+            }
+            slot.hash = hash;
             slot.validity = validity;
             slot.verified = verified;
         }
-        self.index.insert(token, at);
+        self.index.insert(hash, at);
         self.push_newest(at);
     }
 
@@ -228,11 +248,19 @@ impl TokenCache {
         };
         match self.slots.get_mut(newer) {
             Some(n) => n.older = older,
-            None => self.newest = older,
+            None => {
+                if self.newest == at {
+                    self.newest = older;
+                }
+            }
         }
         match self.slots.get_mut(older) {
             Some(o) => o.newer = newer,
-            None => self.oldest = newer,
+            None => {
+                if self.oldest == at {
+                    self.oldest = newer;
+                }
+            }
         }
         if let Some(slot) = self.slots.get_mut(at) {
             slot.newer = NIL;
@@ -331,14 +359,27 @@ mod tests {
     }
 
     #[test]
-    fn hasher_reads_every_byte() {
-        let hash = |s: &str| {
-            let mut h = TokenHasher::default();
-            h.write(s.as_bytes());
-            h.finish()
-        };
-        assert_ne!(hash("abcdefgh1"), hash("abcdefgh2"));
-        assert_ne!(hash("abcdefgh"), hash("abcdefgi"));
-        assert_ne!(hash("a"), hash("b"));
+    fn hash_and_comparison_read_every_byte() {
+        for (a, b) in [("abcdefgh1", "abcdefgh2"), ("abcdefgh", "abcdefgi"), ("a", "b"), ("a", "a\0")] {
+            assert_ne!(token_hash(a), token_hash(b), "{a:?} {b:?}");
+            assert!(!same(a.as_bytes(), b.as_bytes()), "{a:?} {b:?}");
+            assert!(same(a.as_bytes(), a.as_bytes()));
+        }
+    }
+
+    #[test]
+    fn tokens_sharing_a_hash_never_hit_each_other() {
+        // Forced: the second token goes into the first one's slot, as a collision would.
+        let mut cache = TokenCache::default();
+        cache.insert("a.b.c", valid(0, 1000), claims("ada"), 4);
+        let at = cache.index.get(&token_hash("a.b.c")).copied();
+        let hash_of_other = token_hash("x.y.z");
+        if let Some(at) = at {
+            cache.index.remove(&token_hash("a.b.c"));
+            cache.index.insert(hash_of_other, at);
+        }
+        // "x.y.z" finds the slot by its hash, but the slot holds other bytes.
+        assert!(cache.get("x.y.z", 1).is_none());
+        assert!(cache.get("a.b.c", 1).is_none());
     }
 }

@@ -829,3 +829,58 @@ fn envoy_refusals_name_the_field_never_the_secret_and_stay_short() -> Result<()>
     }
     Ok(())
 }
+
+#[test]
+fn envoy_caches_verified_tokens_until_they_expire() -> Result<()> {
+    let first = Issuer::es256("cache-1")?;
+    let second = Issuer::eddsa("cache-2")?;
+    let upstream = Upstream::start(ok_response())?;
+    let jwks_server = Upstream::start(jwks_response(&jwt::jwks(&[&first])))?;
+    let config = demo_config_with(|c| {
+        let p = &mut c["providers"][0];
+        p["remote_jwks"]["refetch_interval_seconds"] = json!(1);
+        p["clock_skew_seconds"] = json!(0);
+        p["jwt_cache"] = json!({"size": 10});
+    })?;
+    let envoy = start_envoy(&config, &upstream, &jwks_server, "jwt-auth-token-cache")?;
+    envoy.explain((|| {
+        let now = jwt::now();
+        let mut short = claims_at(now);
+        short["exp"] = json!(now + 6);
+        let cached = first.token(&short);
+        let got = client::send(envoy.listener(), &request_with(&cached))?;
+        ensure!(got.status == 200, "first request: {got:?}");
+        // Rotate: the provider now publishes only the second key, fetched for a new kid.
+        jwks_server.set_response(jwks_response(&jwt::jwks(&[&second])));
+        std::thread::sleep(Duration::from_millis(1100));
+        let got = client::send(
+            envoy.listener(),
+            &request_with(&second.token(&claims_at(now))),
+        )?;
+        ensure!(got.status == 200, "rotated key: {got:?}");
+        ensure!(jwks_server.take_requests().len() == 2, "one fetch, one refetch");
+        // The verified token is served from the cache (as native jwt_authn's cache does), with
+        // its claims; another token of the retired key is verified, and refused.
+        let got = client::send(envoy.listener(), &request_with(&cached))?;
+        ensure!(got.status == 200, "cached token: {got:?}");
+        let got = client::send(
+            envoy.listener(),
+            &request_with(&first.token(&claims_at(now))),
+        )?;
+        ensure!(got.status == 401, "retired key, not cached: {got:?}");
+        let ups = upstream.take_requests();
+        ensure!(ups.len() == 3, "upstream got {ups:?}");
+        ensure!(
+            header(&ups[2].headers, "x-jwt-sub") == Some("user-42")
+                && header(&ups[2].headers, "authorization").is_none(),
+            "claims from the cache: {:?}",
+            ups[2].headers
+        );
+        // Past its exp the entry is dropped: verified again, expired.
+        std::thread::sleep(Duration::from_secs((now + 7).saturating_sub(jwt::now())));
+        let got = client::send(envoy.listener(), &request_with(&cached))?;
+        ensure!(got.status == 401, "expired cached token: {got:?}");
+        ensure!(upstream.take_requests().is_empty());
+        Ok(())
+    })())
+}
