@@ -472,6 +472,12 @@ impl JwtAuth {
     /// parameters, cookies), every occurrence. A token read from the same place by several
     /// providers is listed once. All of them must verify for the request to pass.
     pub fn find_tokens(config: &Config, req: &mut Request<'_>) -> Vec<Found> {
+        Self::scan(config, req).0
+    }
+
+    /// [`JwtAuth::find_tokens`], and whether the request carries a `claim_to_headers` header
+    /// (those are not read as token locations: the filter removes them first).
+    fn scan(config: &Config, req: &mut Request<'_>) -> (Vec<Found>, bool) {
         // (location, token, providers reading that location), in provider then location order.
         let mut seen: Vec<(Location, String, Vec<usize>)> = Vec::new();
         let mut add = |location: Location, token: &str, provider: usize| match seen
@@ -499,8 +505,15 @@ impl JwtAuth {
         }
         let mut all: Vec<(String, String)> = Vec::new();
         let mut path = String::new();
+        let mut claim_headers = false;
         req.header_map().for_each_pair(&mut |name, value| {
-            if name == b":path" {
+            if config.providers.iter().any(|p| {
+                p.claim_to_headers
+                    .iter()
+                    .any(|c| name.eq_ignore_ascii_case(c.header.as_bytes()))
+            }) {
+                claim_headers = true;
+            } else if name == b":path" {
                 if wants_path && path.is_empty() {
                     path = text(value);
                 }
@@ -540,7 +553,8 @@ impl JwtAuth {
                 }
             }
         }
-        seen.into_iter()
+        let found = seen
+            .into_iter()
             .map(|(location, token, providers)| {
                 let first = providers.first().copied().unwrap_or_default();
                 // Several providers read this place: the token's own (unverified) `iss` picks
@@ -565,7 +579,8 @@ impl JwtAuth {
                     location,
                 }
             })
-            .collect()
+            .collect();
+        (found, claim_headers)
     }
 
     fn now(&self) -> SystemTime {
@@ -950,13 +965,16 @@ impl HttpFilter for JwtAuth {
     }
 
     fn on_request_headers(&mut self, req: &mut Request<'_>, _end_of_stream: bool) -> Action {
-        // Claim headers only ever come from a verified token.
-        for p in &self.config.providers {
-            for c in &p.claim_to_headers {
-                req.remove_header(&c.header);
+        // Claim headers only ever come from a verified token: removed when the client sent
+        // any (the scan saw them; most requests carry none, and each removal is a host call).
+        let (found, claim_headers) = Self::scan(&self.config, req);
+        if claim_headers {
+            for p in &self.config.providers {
+                for c in &p.claim_to_headers {
+                    req.remove_header(&c.header);
+                }
             }
         }
-        let found = Self::find_tokens(&self.config, req);
         if found.is_empty() {
             if self.config.allow_missing {
                 return Action::Continue;
