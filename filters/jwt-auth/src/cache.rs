@@ -320,7 +320,10 @@ mod tests {
         let mut cache = TokenCache::default();
         cache.insert("a", valid(0, 1000), claims("a"), 2);
         cache.insert("b", valid(0, 1000), claims("b"), 2);
-        assert!(cache.get("a", 1).is_some(), "a is now the most recently used");
+        assert!(
+            cache.get("a", 1).is_some(),
+            "a is now the most recently used"
+        );
         cache.insert("c", valid(0, 1000), claims("c"), 2);
         assert_eq!(cache.len(), 2);
         assert!(cache.get("b", 1).is_none(), "b was the least recently used");
@@ -360,7 +363,12 @@ mod tests {
 
     #[test]
     fn hash_and_comparison_read_every_byte() {
-        for (a, b) in [("abcdefgh1", "abcdefgh2"), ("abcdefgh", "abcdefgi"), ("a", "b"), ("a", "a\0")] {
+        for (a, b) in [
+            ("abcdefgh1", "abcdefgh2"),
+            ("abcdefgh", "abcdefgi"),
+            ("a", "b"),
+            ("a", "a\0"),
+        ] {
             assert_ne!(token_hash(a), token_hash(b), "{a:?} {b:?}");
             assert!(!same(a.as_bytes(), b.as_bytes()), "{a:?} {b:?}");
             assert!(same(a.as_bytes(), a.as_bytes()));

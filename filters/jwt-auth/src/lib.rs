@@ -588,7 +588,11 @@ impl JwtAuth {
     }
 
     /// What `provider`'s verified-token cache holds for `token` at `now`, when it has a cache.
-    pub fn cached(provider: &Provider, token: &str, now: SystemTime) -> Option<Rc<cache::Verified>> {
+    pub fn cached(
+        provider: &Provider,
+        token: &str,
+        now: SystemTime,
+    ) -> Option<Rc<cache::Verified>> {
         if provider.jwt_cache.is_none_or(|c| c.size == 0) {
             return None;
         }

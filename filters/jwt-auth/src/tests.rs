@@ -840,18 +840,30 @@ fn a_repeated_token_is_served_from_the_cache_without_parsing_it() {
     // path neither parses nor checks a signature.
     provider.token_cache.borrow_mut().insert(
         "opaque",
-        cache::Validity { from: 0, until: NOW + 10 },
+        cache::Validity {
+            from: 0,
+            until: NOW + 10,
+        },
         Rc::new(cache::Verified {
             claim_values: vec![Some("eve".into())],
         }),
         4,
     );
-    assert_eq!(through(&config, clock, "opaque"), (None, vec!["eve".into()]));
+    assert_eq!(
+        through(&config, clock, "opaque"),
+        (None, vec!["eve".into()])
+    );
     let mut headers = bearer("opaque");
     assert_eq!(run(&mut filter(Rc::clone(&config)), &mut headers).1, None);
-    assert!(headers.get_all("authorization").is_empty(), "the token is still removed");
+    assert!(
+        headers.get_all("authorization").is_empty(),
+        "the token is still removed"
+    );
     // Without the cache (size 0, or no `jwt_cache`) nothing is remembered.
-    for config in [cached_provider(&ed, 0), inline_config(json!({"keys": [ed.jwk()]}))] {
+    for config in [
+        cached_provider(&ed, 0),
+        inline_config(json!({"keys": [ed.jwk()]})),
+    ] {
         assert_eq!(through(&config, clock, &text), (None, vec!["ada".into()]));
         assert!(config.providers[0].token_cache.borrow().is_empty());
         assert_eq!(through(&config, clock, "opaque").0, Some(401));
@@ -905,21 +917,38 @@ fn a_forged_token_never_hits_the_cache_and_the_size_is_bounded() {
     let (head, _) = good.rsplit_once('.').unwrap_or((&good, ""));
     let forged = format!("{head}.{}", b64(&[7u8; 64]));
     assert_eq!(through(&config, clock, &forged).0, Some(401));
-    assert_eq!(through(&config, clock, &format!("{good} ")).0, None, "trimmed: the same token");
+    assert_eq!(
+        through(&config, clock, &format!("{good} ")).0,
+        None,
+        "trimmed: the same token"
+    );
     assert_eq!(through(&config, clock, &format!("{good}x")).0, Some(401));
-    assert_eq!(provider.token_cache.borrow().len(), 1, "refused tokens are not cached");
+    assert_eq!(
+        provider.token_cache.borrow().len(),
+        1,
+        "refused tokens are not cached"
+    );
     for sub in ["a", "b", "c"] {
         let mut c = claims();
         c["sub"] = json!(sub);
-        assert_eq!(through(&config, clock, &ed.token(&c)), (None, vec![sub.to_string()]));
+        assert_eq!(
+            through(&config, clock, &ed.token(&c)),
+            (None, vec![sub.to_string()])
+        );
     }
     assert_eq!(provider.token_cache.borrow().len(), 2);
-    let err = parse_config(&json!({"providers": [{"name": "a", "jwks": {"keys": [ed.jwk()]},
-        "jwt_cache": {"size": 100_001}}]}));
+    let err = parse_config(
+        &json!({"providers": [{"name": "a", "jwks": {"keys": [ed.jwk()]},
+        "jwt_cache": {"size": 100_001}}]}),
+    );
     assert!(matches!(err, Err(e) if e.to_string().contains("providers[0].jwt_cache.size")));
-    let default = parse_config(&json!({"providers": [{"name": "a", "jwks": {"keys": [ed.jwk()]},
-        "jwt_cache": {}}]}));
-    assert!(matches!(default, Ok(c) if c.providers[0].jwt_cache == Some(cache::CacheConfig { size: 100 })));
+    let default = parse_config(
+        &json!({"providers": [{"name": "a", "jwks": {"keys": [ed.jwk()]},
+        "jwt_cache": {}}]}),
+    );
+    assert!(
+        matches!(default, Ok(c) if c.providers[0].jwt_cache == Some(cache::CacheConfig { size: 100 }))
+    );
 }
 
 #[test]

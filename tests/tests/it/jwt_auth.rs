@@ -858,7 +858,10 @@ fn envoy_caches_verified_tokens_until_they_expire() -> Result<()> {
             &request_with(&second.token(&claims_at(now))),
         )?;
         ensure!(got.status == 200, "rotated key: {got:?}");
-        ensure!(jwks_server.take_requests().len() == 2, "one fetch, one refetch");
+        ensure!(
+            jwks_server.take_requests().len() == 2,
+            "one fetch, one refetch"
+        );
         // The verified token is served from the cache (as native jwt_authn's cache does), with
         // its claims; another token of the retired key is verified, and refused.
         let got = client::send(envoy.listener(), &request_with(&cached))?;
