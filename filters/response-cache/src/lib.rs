@@ -396,7 +396,7 @@ const NOT_MODIFIED_HEADERS: [&str; 6] = [
 
 /// The reply for `entry` at age `age`: a 304 when the client's `If-None-Match` matches its
 /// `ETag` (for a 200), else the stored response.
-pub fn reply_for(entry: &Entry, age: u64, label: &str, client_inm: Option<&str>) -> Reply {
+pub fn reply_for(entry: Entry, age: u64, label: &str, client_inm: Option<&str>) -> Reply {
     let not_modified = entry.meta.status == 200
         && match (client_inm, entry.meta.etag.as_deref()) {
             (Some(inm), Some(etag)) => policy::if_none_match(inm, etag),
@@ -421,7 +421,7 @@ pub fn reply_for(entry: &Entry, age: u64, label: &str, client_inm: Option<&str>)
         Reply {
             status: entry.meta.status,
             headers,
-            body: entry.body.clone(),
+            body: entry.body,
         }
     }
 }
@@ -571,14 +571,27 @@ impl ResponseCacheFilter {
 
     /// A 304 from the upstream for a revalidated entry: merge its headers into the entry,
     /// store it again, and build the reply.
-    fn revalidated(&self, p: &Pending, mut entry: Entry, slot: usize, headers: &[(String, String)], now: u64) -> Reply {
+    fn revalidated(
+        &self,
+        p: &Pending,
+        mut entry: Entry,
+        slot: usize,
+        headers: &[(String, String)],
+        now: u64,
+    ) -> Reply {
         let update = stored_headers(headers, true);
         entry
             .meta
             .headers
             .retain(|(n, _)| !update.iter().any(|(u, _)| u == n));
         entry.meta.headers.extend(update);
-        let f = facts(&entry.meta.headers, entry.meta.status, &p.policy, p.request_time, now);
+        let f = facts(
+            &entry.meta.headers,
+            entry.meta.status,
+            &p.policy,
+            p.request_time,
+            now,
+        );
         entry.meta.response_time = now;
         entry.meta.initial_age = f.initial_age;
         entry.meta.lifetime = f.freshness.seconds();
@@ -593,7 +606,8 @@ impl ResponseCacheFilter {
             Err(err) => log::warn!("cannot refresh an entry: {err}"),
         }
         count(LOOKUPS, "revalidated");
-        reply_for(&entry, entry.meta.initial_age, "REVALIDATED", p.client_inm.as_deref())
+        let age = entry.meta.initial_age;
+        reply_for(entry, age, "REVALIDATED", p.client_inm.as_deref())
     }
 
     fn on_response(&mut self, p: Box<Pending>, resp: &mut Response<'_>, end_of_stream: bool) {
@@ -707,7 +721,8 @@ impl HttpFilter for ResponseCacheFilter {
         let now = env::now_s();
         let request = req.snapshot();
         let cc = if policy.request_cache_control {
-            let mut cc = CacheControl::parse(request.get_all("cache-control").iter().map(String::as_str));
+            let mut cc =
+                CacheControl::parse(request.get_all("cache-control").iter().map(String::as_str));
             if !request.contains("cache-control")
                 && request
                     .get("pragma")
@@ -735,7 +750,7 @@ impl HttpFilter for ResponseCacheFilter {
                 && cc.max_age.is_none_or(|max| age <= max);
             if fresh {
                 count(LOOKUPS, "hit");
-                let reply = reply_for(&entry, age, "HIT", client_inm.as_deref());
+                let reply = reply_for(entry, age, "HIT", client_inm.as_deref());
                 let pairs: Vec<(&str, &str)> = reply
                     .headers
                     .iter()

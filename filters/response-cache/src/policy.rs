@@ -107,7 +107,9 @@ pub fn split_list(value: &str) -> Vec<&str> {
 
 /// Statuses a response may be stored with when it carries explicit freshness (RFC 9110's
 /// heuristically cacheable ones, less 206 as ranges are not cached, plus 302 and 307).
-pub const STORABLE_STATUSES: [u16; 13] = [200, 203, 204, 300, 301, 302, 307, 308, 404, 405, 410, 414, 501];
+pub const STORABLE_STATUSES: [u16; 13] = [
+    200, 203, 204, 300, 301, 302, 307, 308, 404, 405, 410, 414, 501,
+];
 
 /// Statuses RFC 9110 15.1 calls heuristically cacheable (less 206): with no explicit freshness
 /// they are stored for the route's `default_ttl_s`, if it sets one.
@@ -248,7 +250,9 @@ pub fn storable(x: &Exchange<'_>) -> Result<(), NotStored> {
         return Err(NotStored::SetCookie);
     }
     if x.authorization
-        && !(x.response_cc.public || x.response_cc.s_maxage.is_some() || x.response_cc.must_revalidate)
+        && !(x.response_cc.public
+            || x.response_cc.s_maxage.is_some()
+            || x.response_cc.must_revalidate)
     {
         return Err(NotStored::Authorization);
     }
@@ -260,7 +264,12 @@ pub fn storable(x: &Exchange<'_>) -> Result<(), NotStored> {
 
 /// The age a response had when it arrived (RFC 9111 4.2.3's `corrected_initial_age`, with the
 /// response delay taken as `response_time - request_time`).
-pub fn initial_age(age_header: Option<u64>, date: Option<u64>, request_time: u64, response_time: u64) -> u64 {
+pub fn initial_age(
+    age_header: Option<u64>,
+    date: Option<u64>,
+    request_time: u64,
+    response_time: u64,
+) -> u64 {
     let apparent = date.map_or(0, |d| response_time.saturating_sub(d));
     let delay = response_time.saturating_sub(request_time);
     let corrected = age_header.unwrap_or(0).saturating_add(delay);
@@ -275,7 +284,8 @@ pub fn current_age(initial_age: u64, response_time: u64, now: u64) -> u64 {
 /// The `Age` header value: a non-negative integer of seconds.
 pub fn parse_age(value: Option<&str>) -> Option<u64> {
     let v = value?.trim();
-    (!v.is_empty() && v.bytes().all(|b| b.is_ascii_digit())).then(|| v.parse::<u64>().unwrap_or(MAX_DELTA))
+    (!v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| v.parse::<u64>().unwrap_or(MAX_DELTA))
 }
 
 /// Whether an `If-None-Match` value matches `etag` with the weak comparison (RFC 9110 13.1.2):
@@ -283,10 +293,14 @@ pub fn parse_age(value: Option<&str>) -> Option<u64> {
 pub fn if_none_match(header: &str, etag: &str) -> bool {
     let strip = |t: &str| t.trim().trim_start_matches("W/").to_string();
     let ours = strip(etag);
-    split_list(header).into_iter().any(|t| t == "*" || strip(t) == ours)
+    split_list(header)
+        .into_iter()
+        .any(|t| t == "*" || strip(t) == ours)
 }
 
-const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
 
 /// Days from 1970-01-01 to the given civil date (proleptic Gregorian).
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
@@ -313,7 +327,13 @@ pub fn parse_http_date(value: &str) -> Option<u64> {
             let mut it = dmy.split('-');
             let (d, m, y) = (it.next()?, it.next()?, it.next()?);
             let year: i64 = y.parse().ok()?;
-            let year = if year < 70 { 2000 + year } else if year < 100 { 1900 + year } else { year };
+            let year = if year < 70 {
+                2000 + year
+            } else if year < 100 {
+                1900 + year
+            } else {
+                year
+            };
             return to_epoch(d, m, year, t);
         }
         // Sun Nov  6 08:49:37 1994

@@ -157,17 +157,16 @@ impl Entry {
         out
     }
 
-    /// Reads what [`Entry::encode`] wrote; `None` for anything else (an emptied slot).
-    pub fn decode(bytes: &[u8]) -> Option<Entry> {
+    /// Reads what [`Entry::encode`] wrote; `None` for anything else (an emptied slot). The
+    /// body is the tail of `bytes`, moved down in place (no second copy of a large body).
+    pub fn decode(mut bytes: Vec<u8>) -> Option<Entry> {
         let rest = bytes.strip_prefix(MAGIC)?;
         let (len, rest) = rest.split_at_checked(4)?;
         let len = u32::from_le_bytes(len.try_into().ok()?) as usize;
-        let (meta, body) = rest.split_at_checked(len)?;
+        let meta = rest.get(..len)?;
         let meta: Meta = serde_json::from_slice(meta).ok()?;
-        Some(Entry {
-            meta,
-            body: body.to_vec(),
-        })
+        bytes.drain(..MAGIC.len() + 4 + len);
+        Some(Entry { meta, body: bytes })
     }
 }
 
@@ -257,7 +256,7 @@ impl Cache {
         let Some((bytes, _)) = store.get(&self.slot_key(i))? else {
             return Ok(None);
         };
-        Ok(Entry::decode(&bytes)
+        Ok(Entry::decode(bytes)
             .filter(|e| e.meta.key == full)
             .map(|e| (e, i)))
     }

@@ -35,7 +35,10 @@ fn refusal(json: &str) -> String {
 
 #[test]
 fn cache_control_directives_are_parsed_case_insensitively_with_quotes_and_lists() {
-    let cc = CacheControl::parse(["Public, MAX-AGE=60", "s-maxage=\"120\", no-cache=\"set-cookie, x\""]);
+    let cc = CacheControl::parse([
+        "Public, MAX-AGE=60",
+        "s-maxage=\"120\", no-cache=\"set-cookie, x\"",
+    ]);
     assert_eq!(cc.max_age, Some(60));
     assert_eq!(cc.s_maxage, Some(120));
     assert!(cc.public && cc.no_cache && !cc.no_store && !cc.private);
@@ -77,10 +80,19 @@ fn s_maxage_wins_then_max_age_then_expires_then_the_route_default() {
         freshness_lifetime(&cc("public"), Some("0"), date, 200, Some(9)),
         Freshness::Explicit(0)
     );
-    assert_eq!(freshness_lifetime(&cc(""), None, date, 200, Some(9)), Freshness::Default(9));
+    assert_eq!(
+        freshness_lifetime(&cc(""), None, date, 200, Some(9)),
+        Freshness::Default(9)
+    );
     // The default applies to heuristically cacheable statuses only.
-    assert_eq!(freshness_lifetime(&cc(""), None, date, 302, Some(9)), Freshness::None);
-    assert_eq!(freshness_lifetime(&cc(""), None, date, 200, None), Freshness::None);
+    assert_eq!(
+        freshness_lifetime(&cc(""), None, date, 302, Some(9)),
+        Freshness::None
+    );
+    assert_eq!(
+        freshness_lifetime(&cc(""), None, date, 200, None),
+        Freshness::None
+    );
 }
 
 #[test]
@@ -143,17 +155,39 @@ fn what_a_shared_cache_stores() {
     let none: Vec<String> = Vec::new();
     let plain = cc("max-age=60");
     assert_eq!(storable(&exchange(200, &plain, &none)), Ok(()));
-    for status in [200, 203, 204, 300, 301, 302, 307, 308, 404, 405, 410, 414, 501] {
-        assert_eq!(storable(&exchange(status, &plain, &none)), Ok(()), "{status}");
+    for status in [
+        200, 203, 204, 300, 301, 302, 307, 308, 404, 405, 410, 414, 501,
+    ] {
+        assert_eq!(
+            storable(&exchange(status, &plain, &none)),
+            Ok(()),
+            "{status}"
+        );
     }
     for status in [201, 206, 304, 400, 403, 500, 502, 503] {
-        assert_eq!(storable(&exchange(status, &plain, &none)), Err(NotStored::Status), "{status}");
+        assert_eq!(
+            storable(&exchange(status, &plain, &none)),
+            Err(NotStored::Status),
+            "{status}"
+        );
     }
-    assert_eq!(storable(&exchange(200, &cc("no-store, max-age=60"), &none)), Err(NotStored::NoStore));
-    assert_eq!(storable(&exchange(200, &cc("private, max-age=60"), &none)), Err(NotStored::Private));
-    assert_eq!(storable(&exchange(200, &cc("no-cache, max-age=60"), &none)), Ok(()));
+    assert_eq!(
+        storable(&exchange(200, &cc("no-store, max-age=60"), &none)),
+        Err(NotStored::NoStore)
+    );
+    assert_eq!(
+        storable(&exchange(200, &cc("private, max-age=60"), &none)),
+        Err(NotStored::Private)
+    );
+    assert_eq!(
+        storable(&exchange(200, &cc("no-cache, max-age=60"), &none)),
+        Ok(())
+    );
     let star = vec!["*".to_string()];
-    assert_eq!(storable(&exchange(200, &plain, &star)), Err(NotStored::VaryStar));
+    assert_eq!(
+        storable(&exchange(200, &plain, &star)),
+        Err(NotStored::VaryStar)
+    );
     let mut x = exchange(200, &plain, &none);
     x.set_cookie = true;
     assert_eq!(storable(&x), Err(NotStored::SetCookie));
@@ -196,19 +230,34 @@ fn key(query: QueryMode, params: &[&str]) -> KeyConfig {
 #[test]
 fn query_modes_shape_the_key() {
     let path = "/a?z=1&b=2&utm=x&a=3#frag";
-    assert_eq!(key_path(&key(QueryMode::All, &[]), path), "/a?z=1&b=2&utm=x&a=3");
+    assert_eq!(
+        key_path(&key(QueryMode::All, &[]), path),
+        "/a?z=1&b=2&utm=x&a=3"
+    );
     assert_eq!(key_path(&key(QueryMode::None, &[]), path), "/a");
-    assert_eq!(key_path(&key(QueryMode::Only, &["z", "a"]), path), "/a?a=3&z=1");
-    assert_eq!(key_path(&key(QueryMode::Except, &["utm"]), path), "/a?a=3&b=2&z=1");
+    assert_eq!(
+        key_path(&key(QueryMode::Only, &["z", "a"]), path),
+        "/a?a=3&z=1"
+    );
+    assert_eq!(
+        key_path(&key(QueryMode::Except, &["utm"]), path),
+        "/a?a=3&b=2&z=1"
+    );
     assert_eq!(key_path(&key(QueryMode::Only, &["q"]), path), "/a");
 }
 
 #[test]
 fn vary_values_make_the_secondary_key() {
     let vary = vec!["accept-encoding".to_string(), "x-lang".to_string()];
-    let gzip = full_key("P", &vary, &|n| (n == "accept-encoding").then(|| "gzip, br".to_string()));
-    let gzip2 = full_key("P", &vary, &|n| (n == "accept-encoding").then(|| "gzip,br".to_string()));
-    let br = full_key("P", &vary, &|n| (n == "accept-encoding").then(|| "br".to_string()));
+    let gzip = full_key("P", &vary, &|n| {
+        (n == "accept-encoding").then(|| "gzip, br".to_string())
+    });
+    let gzip2 = full_key("P", &vary, &|n| {
+        (n == "accept-encoding").then(|| "gzip,br".to_string())
+    });
+    let br = full_key("P", &vary, &|n| {
+        (n == "accept-encoding").then(|| "br".to_string())
+    });
     let empty = full_key("P", &vary, &|n| (n == "accept-encoding").then(String::new));
     let absent = full_key("P", &vary, &|_| None);
     assert_eq!(gzip, gzip2);
@@ -228,8 +277,13 @@ fn bad_configurations_are_refused_naming_the_field() {
     assert!(refusal(r#"{"ttl": 1}"#).contains("ttl"));
     let e = refusal(r#"{"policy": {"default": {"default_ttl_s": 60, "max_ttl_s": 10}}}"#);
     assert!(e.contains("policy.default.max_ttl_s"), "{e}");
-    let e = refusal(r#"{"policy": {"routes": [{"match": {"path_prefix": "/a"}, "config": {"key": {"query": "only"}}}]}}"#);
-    assert!(e.contains("policy.routes[0].config.key.query_params"), "{e}");
+    let e = refusal(
+        r#"{"policy": {"routes": [{"match": {"path_prefix": "/a"}, "config": {"key": {"query": "only"}}}]}}"#,
+    );
+    assert!(
+        e.contains("policy.routes[0].config.key.query_params"),
+        "{e}"
+    );
     let e = refusal(r#"{"policy": {"default": {"key": {"query_params": ["a"]}}}}"#);
     assert!(e.contains("key.query_params"), "{e}");
     let e = refusal(r#"{"policy": {"default": {"key": {"headers": [":path"]}}}}"#);
@@ -284,11 +338,11 @@ fn entries_round_trip_and_anything_else_is_no_entry() {
         },
         body: vec![0, 1, 2, 255],
     };
-    assert_eq!(Entry::decode(&entry.encode()), Some(entry.clone()));
-    assert_eq!(Entry::decode(b""), None);
-    assert_eq!(Entry::decode(b"RC1\xff\xff\xff\xff{}"), None);
+    assert_eq!(Entry::decode(entry.encode()), Some(entry.clone()));
+    assert_eq!(Entry::decode(Vec::new()), None);
+    assert_eq!(Entry::decode(b"RC1\xff\xff\xff\xff{}".to_vec()), None);
     let bytes = entry.encode();
-    assert_eq!(Entry::decode(&bytes[..10]), None);
+    assert_eq!(Entry::decode(bytes[..10].to_vec()), None);
 }
 
 fn entry_for(key: &str, body: &[u8]) -> Entry {
@@ -330,18 +384,30 @@ fn property_the_cache_stays_bounded_and_consistent() {
             let key = format!("/k{}", next() % 20);
             if next() % 5 == 0 {
                 cache.invalidate(&mut store, &key).ok();
-                assert!(cache.lookup(&store, &key, &|_| None).ok().flatten().is_none());
+                assert!(
+                    cache
+                        .lookup(&store, &key, &|_| None)
+                        .ok()
+                        .flatten()
+                        .is_none()
+                );
                 continue;
             }
             let body = format!("{key}@{now}").into_bytes();
             let expires = now + next() % 10;
-            if cache.insert(&mut store, &key, &[], &entry_for(&key, &body), now, expires).is_err() {
+            if cache
+                .insert(&mut store, &key, &[], &entry_for(&key, &body), now, expires)
+                .is_err()
+            {
                 panic!("round {round}: insert failed");
             }
             let got = cache.lookup(&store, &key, &|_| None).ok().flatten();
             assert_eq!(got.map(|(e, _)| e.body), Some(body), "round {round}: {key}");
             let (index, _) = cache.index(&store).unwrap_or_else(|e| panic!("{e}"));
-            assert!(index.slots.len() <= max && index.len() <= max, "round {round}");
+            assert!(
+                index.slots.len() <= max && index.len() <= max,
+                "round {round}"
+            );
             let mut keys: Vec<u64> = index.slots.iter().flatten().map(|s| s.k).collect();
             let n = keys.len();
             keys.sort_unstable();
@@ -353,9 +419,16 @@ fn property_the_cache_stays_bounded_and_consistent() {
                     .find(|k| hash(k) == s.k)
                     .unwrap_or_else(|| panic!("unknown key"));
                 let got = cache.lookup(&store, &found, &|_| None).ok().flatten();
-                assert!(got.is_some_and(|(e, _)| e.meta.key == found), "round {round}: {found}");
+                assert!(
+                    got.is_some_and(|(e, _)| e.meta.key == found),
+                    "round {round}: {found}"
+                );
             }
-            assert!(store.keys.len() <= max + 1, "round {round}: {} keys", store.keys.len());
+            assert!(
+                store.keys.len() <= max + 1,
+                "round {round}: {} keys",
+                store.keys.len()
+            );
         }
     }
 }
@@ -371,7 +444,12 @@ impl SharedStore for Counting {
     fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, tollgate_sdk::shared::SharedError> {
         self.inner.get(key)
     }
-    fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), tollgate_sdk::shared::SharedError> {
+    fn set(
+        &mut self,
+        key: &str,
+        value: &[u8],
+        cas: Option<u32>,
+    ) -> Result<(), tollgate_sdk::shared::SharedError> {
         self.keys.insert(key.to_string());
         self.inner.set(key, value, cas)
     }
@@ -382,16 +460,26 @@ fn a_stale_index_write_is_retried_and_both_writers_land() {
     // Two VMs: B writes between A's read and A's write; A's CAS fails, it re-reads, both stay.
     let cache = Cache::new("t", 4);
     let mut store = MemoryShared::new();
-    cache.insert(&mut store, "/a", &[], &entry_for("/a", b"a"), 1, 100).ok();
+    cache
+        .insert(&mut store, "/a", &[], &entry_for("/a", b"a"), 1, 100)
+        .ok();
     struct Racy<'a> {
         inner: &'a mut MemoryShared,
         once: bool,
     }
     impl SharedStore for Racy<'_> {
-        fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, tollgate_sdk::shared::SharedError> {
+        fn get(
+            &self,
+            key: &str,
+        ) -> Result<Option<(Vec<u8>, u32)>, tollgate_sdk::shared::SharedError> {
             self.inner.get(key)
         }
-        fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), tollgate_sdk::shared::SharedError> {
+        fn set(
+            &mut self,
+            key: &str,
+            value: &[u8],
+            cas: Option<u32>,
+        ) -> Result<(), tollgate_sdk::shared::SharedError> {
             if self.once && key.ends_with("/index") {
                 self.once = false;
                 Cache::new("t", 4)
@@ -405,10 +493,16 @@ fn a_stale_index_write_is_retried_and_both_writers_land() {
         inner: &mut store,
         once: true,
     };
-    cache.insert(&mut racy, "/c", &[], &entry_for("/c", b"c"), 3, 100).ok();
+    cache
+        .insert(&mut racy, "/c", &[], &entry_for("/c", b"c"), 3, 100)
+        .ok();
     for k in ["/a", "/b", "/c"] {
         let got = cache.lookup(&store, k, &|_| None).ok().flatten();
-        assert_eq!(got.map(|(e, _)| e.body), Some(k[1..].as_bytes().to_vec()), "{k}");
+        assert_eq!(
+            got.map(|(e, _)| e.body),
+            Some(k[1..].as_bytes().to_vec()),
+            "{k}"
+        );
     }
 }
 
@@ -462,7 +556,10 @@ fn exchange_once(
     for (i, chunk) in chunks.iter().enumerate() {
         let mut buffer = chunk.to_vec();
         let mut body = Body::new(&mut buffer);
-        assert_eq!(filter.on_response_body(&mut body, i + 1 == chunks.len()), Action::Continue);
+        assert_eq!(
+            filter.on_response_body(&mut body, i + 1 == chunks.len()),
+            Action::Continue
+        );
         // Never held: the chunk goes on unchanged.
         assert_eq!(buffer, *chunk);
     }
@@ -470,7 +567,10 @@ fn exchange_once(
 }
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
 }
 
 fn local(outcome: Outcome) -> LocalReply {
@@ -503,7 +603,12 @@ fn miss_then_hit_with_age_and_the_body_in_any_chunking() {
     for chunks in splits {
         fresh_env();
         let config = config("{}");
-        let resp = [(":status", "200"), ("cache-control", "max-age=60"), ("content-type", "text/plain"), ("content-length", "19")];
+        let resp = [
+            (":status", "200"),
+            ("cache-control", "max-age=60"),
+            ("content-type", "text/plain"),
+            ("content-length", "19"),
+        ];
         let (_, r) = upstream(exchange_once(&config, get("/p", &[]), &resp, &chunks));
         assert_eq!(r.get_all("x-cache"), vec!["MISS"]);
         env::mock::set_now_s(T0 + 7);
@@ -539,15 +644,51 @@ fn head_is_served_from_the_get_entry_and_never_stores() {
 fn vary_keeps_variants_apart_and_vary_star_is_never_stored() {
     fresh_env();
     let config = config("{}");
-    let resp = [(":status", "200"), ("cache-control", "max-age=60"), ("vary", "Accept-Language")];
-    upstream(exchange_once(&config, get("/v", &[("accept-language", "en")]), &resp, &[b"hello"]));
-    upstream(exchange_once(&config, get("/v", &[("accept-language", "fr")]), &resp, &[b"bonjour"]));
-    let en = local(exchange_once(&config, get("/v", &[("accept-language", "en")]), &resp, &[]));
-    let fr = local(exchange_once(&config, get("/v", &[("accept-language", "fr")]), &resp, &[]));
-    assert_eq!((en.body.as_slice(), fr.body.as_slice()), (&b"hello"[..], &b"bonjour"[..]));
-    upstream(exchange_once(&config, get("/v", &[("accept-language", "de")]), &resp, &[b"x"]));
+    let resp = [
+        (":status", "200"),
+        ("cache-control", "max-age=60"),
+        ("vary", "Accept-Language"),
+    ];
+    upstream(exchange_once(
+        &config,
+        get("/v", &[("accept-language", "en")]),
+        &resp,
+        &[b"hello"],
+    ));
+    upstream(exchange_once(
+        &config,
+        get("/v", &[("accept-language", "fr")]),
+        &resp,
+        &[b"bonjour"],
+    ));
+    let en = local(exchange_once(
+        &config,
+        get("/v", &[("accept-language", "en")]),
+        &resp,
+        &[],
+    ));
+    let fr = local(exchange_once(
+        &config,
+        get("/v", &[("accept-language", "fr")]),
+        &resp,
+        &[],
+    ));
+    assert_eq!(
+        (en.body.as_slice(), fr.body.as_slice()),
+        (&b"hello"[..], &b"bonjour"[..])
+    );
+    upstream(exchange_once(
+        &config,
+        get("/v", &[("accept-language", "de")]),
+        &resp,
+        &[b"x"],
+    ));
     upstream(exchange_once(&config, get("/v", &[]), &resp, &[b"x"]));
-    let star = [(":status", "200"), ("cache-control", "max-age=60"), ("vary", "*")];
+    let star = [
+        (":status", "200"),
+        ("cache-control", "max-age=60"),
+        ("vary", "*"),
+    ];
     upstream(exchange_once(&config, get("/s", &[]), &star, &[b"x"]));
     upstream(exchange_once(&config, get("/s", &[]), &star, &[b"x"]));
 }
@@ -556,14 +697,29 @@ fn vary_keeps_variants_apart_and_vary_star_is_never_stored() {
 fn if_none_match_gets_a_304_from_the_cache() {
     fresh_env();
     let config = config("{}");
-    let resp = [(":status", "200"), ("cache-control", "max-age=60"), ("etag", "\"v1\""), ("content-type", "text/plain")];
+    let resp = [
+        (":status", "200"),
+        ("cache-control", "max-age=60"),
+        ("etag", "\"v1\""),
+        ("content-type", "text/plain"),
+    ];
     upstream(exchange_once(&config, get("/e", &[]), &resp, &[b"abc"]));
-    let reply = local(exchange_once(&config, get("/e", &[("if-none-match", "\"v0\", W/\"v1\"")]), &resp, &[]));
+    let reply = local(exchange_once(
+        &config,
+        get("/e", &[("if-none-match", "\"v0\", W/\"v1\"")]),
+        &resp,
+        &[],
+    ));
     assert_eq!(reply.status, 304);
     assert!(reply.body.is_empty());
     assert_eq!(header(&reply.headers, "etag"), Some("\"v1\""));
     assert_eq!(header(&reply.headers, "content-type"), None);
-    let reply = local(exchange_once(&config, get("/e", &[("if-none-match", "\"v2\"")]), &resp, &[]));
+    let reply = local(exchange_once(
+        &config,
+        get("/e", &[("if-none-match", "\"v2\"")]),
+        &resp,
+        &[],
+    ));
     assert_eq!((reply.status, reply.body.as_slice()), (200, &b"abc"[..]));
 }
 
@@ -571,20 +727,35 @@ fn if_none_match_gets_a_304_from_the_cache() {
 fn a_stale_entry_with_an_etag_is_revalidated_and_a_304_refreshes_it() {
     fresh_env();
     let config = config("{}");
-    let resp = [(":status", "200"), ("cache-control", "max-age=10"), ("etag", "\"v1\""), ("x-version", "1")];
+    let resp = [
+        (":status", "200"),
+        ("cache-control", "max-age=10"),
+        ("etag", "\"v1\""),
+        ("x-version", "1"),
+    ];
     upstream(exchange_once(&config, get("/r", &[]), &resp, &[b"one"]));
     env::mock::set_now_s(T0 + 30);
     // Stale: forwarded with If-None-Match; the upstream's 304 is turned into the entry.
-    let not_modified = [(":status", "304"), ("cache-control", "max-age=100"), ("etag", "\"v1\""), ("x-version", "2")];
+    let not_modified = [
+        (":status", "304"),
+        ("cache-control", "max-age=100"),
+        ("etag", "\"v1\""),
+        ("x-version", "2"),
+    ];
     let mut filter = ResponseCacheFilter::new(Rc::clone(&config));
-    let mut req = get("/r", &[("if-modified-since", "Sun, 06 Nov 1994 08:49:37 GMT")]);
+    let mut req = get(
+        "/r",
+        &[("if-modified-since", "Sun, 06 Nov 1994 08:49:37 GMT")],
+    );
     filter.on_request_headers(&mut Request::new(&mut req), true);
     assert_eq!(req.get_all("if-none-match"), vec!["\"v1\""]);
     assert!(req.get_all("if-modified-since").is_empty());
     let mut r = not_modified.iter().copied().collect::<HeaderList>();
     let mut view = Response::new(&mut r);
     filter.on_response_headers(&mut view, true);
-    let reply = view.take_local_reply().unwrap_or_else(|| panic!("no reply"));
+    let reply = view
+        .take_local_reply()
+        .unwrap_or_else(|| panic!("no reply"));
     assert_eq!((reply.status, reply.body.as_slice()), (200, &b"one"[..]));
     assert_eq!(header(&reply.headers, "x-cache"), Some("REVALIDATED"));
     assert_eq!(header(&reply.headers, "x-version"), Some("2"));
@@ -596,7 +767,11 @@ fn a_stale_entry_with_an_etag_is_revalidated_and_a_304_refreshes_it() {
     assert_eq!(header(&reply.headers, "cache-control"), Some("max-age=100"));
     // A changed resource (200) replaces the entry.
     env::mock::set_now_s(T0 + 300);
-    let changed = [(":status", "200"), ("cache-control", "max-age=10"), ("etag", "\"v2\"")];
+    let changed = [
+        (":status", "200"),
+        ("cache-control", "max-age=10"),
+        ("etag", "\"v2\""),
+    ];
     let (q, r) = upstream(exchange_once(&config, get("/r", &[]), &changed, &[b"two"]));
     assert_eq!(q.get_all("if-none-match"), vec!["\"v1\""]);
     assert_eq!(r.get_all("x-cache"), vec!["MISS"]);
@@ -608,7 +783,11 @@ fn a_stale_entry_with_an_etag_is_revalidated_and_a_304_refreshes_it() {
 fn a_revalidation_answered_with_no_store_removes_the_entry() {
     fresh_env();
     let config = config("{}");
-    let resp = [(":status", "200"), ("cache-control", "max-age=1"), ("etag", "\"v1\"")];
+    let resp = [
+        (":status", "200"),
+        ("cache-control", "max-age=1"),
+        ("etag", "\"v1\""),
+    ];
     upstream(exchange_once(&config, get("/n", &[]), &resp, &[b"one"]));
     env::mock::set_now_s(T0 + 5);
     let no_store = [(":status", "200"), ("cache-control", "no-store")];
@@ -627,7 +806,11 @@ fn no_store_private_set_cookie_and_no_cache() {
         upstream(exchange_once(&config, get("/x", &[]), &resp, &[b"x"]));
         upstream(exchange_once(&config, get("/x", &[]), &resp, &[b"x"]));
     }
-    let cookie = [(":status", "200"), ("cache-control", "max-age=60"), ("set-cookie", "s=1")];
+    let cookie = [
+        (":status", "200"),
+        ("cache-control", "max-age=60"),
+        ("set-cookie", "s=1"),
+    ];
     upstream(exchange_once(&config, get("/c", &[]), &cookie, &[b"x"]));
     upstream(exchange_once(&config, get("/c", &[]), &cookie, &[b"x"]));
     // Configured to store them, without the cookie.
@@ -637,7 +820,11 @@ fn no_store_private_set_cookie_and_no_cache() {
     let reply = local(exchange_once(&stores, get("/c", &[]), &cookie, &[]));
     assert_eq!(header(&reply.headers, "set-cookie"), None);
     // no-cache: stored, but revalidated before each use.
-    let nc = [(":status", "200"), ("cache-control", "no-cache, max-age=60"), ("etag", "\"n\"")];
+    let nc = [
+        (":status", "200"),
+        ("cache-control", "no-cache, max-age=60"),
+        ("etag", "\"n\""),
+    ];
     upstream(exchange_once(&config, get("/nc", &[]), &nc, &[b"x"]));
     let (q, _) = upstream(exchange_once(&config, get("/nc", &[]), &nc, &[b"x"]));
     assert_eq!(q.get_all("if-none-match"), vec!["\"n\""]);
@@ -649,22 +836,58 @@ fn request_directives_are_honoured_unless_turned_off() {
     let config = config("{}");
     let resp = [(":status", "200"), ("cache-control", "max-age=60")];
     // Request no-store: the response is not stored.
-    upstream(exchange_once(&config, get("/q", &[("cache-control", "no-store")]), &resp, &[b"x"]));
+    upstream(exchange_once(
+        &config,
+        get("/q", &[("cache-control", "no-store")]),
+        &resp,
+        &[b"x"],
+    ));
     upstream(exchange_once(&config, get("/q", &[]), &resp, &[b"x"]));
     local(exchange_once(&config, get("/q", &[]), &resp, &[]));
     // no-cache (and Pragma) go to the upstream; max-age bounds the age accepted.
-    upstream(exchange_once(&config, get("/q", &[("cache-control", "no-cache")]), &resp, &[b"x"]));
-    upstream(exchange_once(&config, get("/q", &[("pragma", "no-cache")]), &resp, &[b"x"]));
+    upstream(exchange_once(
+        &config,
+        get("/q", &[("cache-control", "no-cache")]),
+        &resp,
+        &[b"x"],
+    ));
+    upstream(exchange_once(
+        &config,
+        get("/q", &[("pragma", "no-cache")]),
+        &resp,
+        &[b"x"],
+    ));
     env::mock::set_now_s(T0 + 20);
-    upstream(exchange_once(&config, get("/q", &[("cache-control", "max-age=5")]), &resp, &[b"x"]));
-    local(exchange_once(&config, get("/q", &[("cache-control", "max-age=30")]), &resp, &[]));
+    upstream(exchange_once(
+        &config,
+        get("/q", &[("cache-control", "max-age=5")]),
+        &resp,
+        &[b"x"],
+    ));
+    local(exchange_once(
+        &config,
+        get("/q", &[("cache-control", "max-age=30")]),
+        &resp,
+        &[],
+    ));
     // only-if-cached: 504 on a miss.
-    let reply = local(exchange_once(&config, get("/none", &[("cache-control", "only-if-cached")]), &resp, &[]));
+    let reply = local(exchange_once(
+        &config,
+        get("/none", &[("cache-control", "only-if-cached")]),
+        &resp,
+        &[],
+    ));
     assert_eq!(reply.status, 504);
     // Turned off: the client cannot bypass.
-    let strict = crate::tests::config(r#"{"policy": {"default": {"request_cache_control": false}}}"#);
+    let strict =
+        crate::tests::config(r#"{"policy": {"default": {"request_cache_control": false}}}"#);
     upstream(exchange_once(&strict, get("/s", &[]), &resp, &[b"x"]));
-    local(exchange_once(&strict, get("/s", &[("cache-control", "no-cache")]), &resp, &[]));
+    local(exchange_once(
+        &strict,
+        get("/s", &[("cache-control", "no-cache")]),
+        &resp,
+        &[],
+    ));
 }
 
 #[test]
@@ -673,15 +896,47 @@ fn bodies_over_the_limit_pass_through_uncached() {
     let config = config(r#"{"max_body_bytes": 8}"#);
     let resp = [(":status", "200"), ("cache-control", "max-age=60")];
     // Discovered mid-body, chunk by chunk.
-    upstream(exchange_once(&config, get("/big", &[]), &resp, &[b"12345", b"6789"]));
-    upstream(exchange_once(&config, get("/big", &[]), &resp, &[b"12345", b"6789"]));
+    upstream(exchange_once(
+        &config,
+        get("/big", &[]),
+        &resp,
+        &[b"12345", b"6789"],
+    ));
+    upstream(exchange_once(
+        &config,
+        get("/big", &[]),
+        &resp,
+        &[b"12345", b"6789"],
+    ));
     // Announced by content-length.
-    let announced = [(":status", "200"), ("cache-control", "max-age=60"), ("content-length", "9")];
-    upstream(exchange_once(&config, get("/big2", &[]), &announced, &[b"123456789"]));
-    upstream(exchange_once(&config, get("/big2", &[]), &announced, &[b"123456789"]));
+    let announced = [
+        (":status", "200"),
+        ("cache-control", "max-age=60"),
+        ("content-length", "9"),
+    ];
+    upstream(exchange_once(
+        &config,
+        get("/big2", &[]),
+        &announced,
+        &[b"123456789"],
+    ));
+    upstream(exchange_once(
+        &config,
+        get("/big2", &[]),
+        &announced,
+        &[b"123456789"],
+    ));
     // Exactly the limit is stored.
-    upstream(exchange_once(&config, get("/ok", &[]), &resp, &[b"1234", b"5678"]));
-    assert_eq!(local(exchange_once(&config, get("/ok", &[]), &resp, &[])).body, b"12345678");
+    upstream(exchange_once(
+        &config,
+        get("/ok", &[]),
+        &resp,
+        &[b"1234", b"5678"],
+    ));
+    assert_eq!(
+        local(exchange_once(&config, get("/ok", &[]), &resp, &[])).body,
+        b"12345678"
+    );
 }
 
 #[test]
@@ -706,18 +961,49 @@ fn routes_turn_caching_off_and_bring_their_own_ttl() {
 #[test]
 fn the_key_takes_the_configured_query_and_headers() {
     fresh_env();
-    let config = config(r#"{"policy": {"default": {"key": {"query": "only", "query_params": ["page"], "headers": ["x-tenant"]}}}}"#);
+    let config = config(
+        r#"{"policy": {"default": {"key": {"query": "only", "query_params": ["page"], "headers": ["x-tenant"]}}}}"#,
+    );
     let resp = [(":status", "200"), ("cache-control", "max-age=60")];
-    upstream(exchange_once(&config, get("/l?page=1&utm=a", &[("x-tenant", "a")]), &resp, &[b"a1"]));
-    assert_eq!(local(exchange_once(&config, get("/l?utm=b&page=1", &[("x-tenant", "a")]), &resp, &[])).body, b"a1");
-    upstream(exchange_once(&config, get("/l?page=2", &[("x-tenant", "a")]), &resp, &[b"a2"]));
-    upstream(exchange_once(&config, get("/l?page=1", &[("x-tenant", "b")]), &resp, &[b"b1"]));
+    upstream(exchange_once(
+        &config,
+        get("/l?page=1&utm=a", &[("x-tenant", "a")]),
+        &resp,
+        &[b"a1"],
+    ));
+    assert_eq!(
+        local(exchange_once(
+            &config,
+            get("/l?utm=b&page=1", &[("x-tenant", "a")]),
+            &resp,
+            &[]
+        ))
+        .body,
+        b"a1"
+    );
+    upstream(exchange_once(
+        &config,
+        get("/l?page=2", &[("x-tenant", "a")]),
+        &resp,
+        &[b"a2"],
+    ));
+    upstream(exchange_once(
+        &config,
+        get("/l?page=1", &[("x-tenant", "b")]),
+        &resp,
+        &[b"b1"],
+    ));
     // Other methods, and ranges, go on untouched.
     let mut post = get("/l?page=1", &[("x-tenant", "a")]);
     tollgate_sdk::HeaderMap::set(&mut post, ":method", "POST");
     let (_, r) = upstream(exchange_once(&config, post, &resp, &[b"x"]));
     assert!(r.get_all("x-cache").is_empty());
-    let (_, r) = upstream(exchange_once(&config, get("/l?page=1", &[("x-tenant", "a"), ("range", "bytes=0-1")]), &resp, &[b"x"]));
+    let (_, r) = upstream(exchange_once(
+        &config,
+        get("/l?page=1", &[("x-tenant", "a"), ("range", "bytes=0-1")]),
+        &resp,
+        &[b"x"],
+    ));
     assert_eq!(r.get_all("x-cache"), vec!["BYPASS"]);
 }
 
@@ -728,11 +1014,21 @@ fn the_cap_evicts_and_keeps_the_number_of_keys_bounded() {
     let resp = [(":status", "200"), ("cache-control", "max-age=600")];
     for i in 0..10 {
         env::mock::set_now_s(T0 + i);
-        upstream(exchange_once(&config, get(&format!("/{i}"), &[]), &resp, &[b"x"]));
+        upstream(exchange_once(
+            &config,
+            get(&format!("/{i}"), &[]),
+            &resp,
+            &[b"x"],
+        ));
     }
     // FIFO: the last three stay.
     for i in 7..10 {
-        local(exchange_once(&config, get(&format!("/{i}"), &[]), &resp, &[]));
+        local(exchange_once(
+            &config,
+            get(&format!("/{i}"), &[]),
+            &resp,
+            &[],
+        ));
     }
     upstream(exchange_once(&config, get("/0", &[]), &resp, &[b"x"]));
     // Index + 3 slots.

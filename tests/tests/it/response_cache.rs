@@ -125,9 +125,16 @@ fn the_second_request_never_reaches_the_upstream_whatever_the_chunking() -> Resu
             );
             let miss = client::send(envoy.listener(), &get(&path, &[]))?;
             ensure!(miss.status == 200, "{label}: miss status {}", miss.status);
-            ensure!(x_cache(&miss) == Some("MISS"), "{label}: {:?}", miss.headers);
+            ensure!(
+                x_cache(&miss) == Some("MISS"),
+                "{label}: {:?}",
+                miss.headers
+            );
             read_exactly(&format!("{label} miss"), &miss, &sent)?;
-            ensure!(upstream.take_requests().len() == 1, "{label}: the miss did not go upstream");
+            ensure!(
+                upstream.take_requests().len() == 1,
+                "{label}: the miss did not go upstream"
+            );
 
             let hit = client::send(envoy.listener(), &get(&path, &[]))?;
             ensure!(hit.status == 200, "{label}: hit status {}", hit.status);
@@ -147,7 +154,12 @@ fn the_second_request_never_reaches_the_upstream_whatever_the_chunking() -> Resu
 
             // HEAD from the GET entry: no body, the GET's length.
             let h = client::send(envoy.listener(), &head(&path))?;
-            ensure!(h.status == 200 && h.body.is_empty(), "{label}: HEAD {} {:?}", h.status, h.body.len());
+            ensure!(
+                h.status == 200 && h.body.is_empty(),
+                "{label}: HEAD {} {:?}",
+                h.status,
+                h.body.len()
+            );
             ensure!(x_cache(&h) == Some("HIT"), "{label}: HEAD {:?}", h.headers);
             ensure!(
                 http1::header(&h.headers, "content-length") == Some(&*sent.len().to_string()),
@@ -155,7 +167,11 @@ fn the_second_request_never_reaches_the_upstream_whatever_the_chunking() -> Resu
                 h.headers
             );
             let reached = upstream.take_requests();
-            ensure!(reached.is_empty(), "{label}: {} requests reached the upstream after the miss", reached.len());
+            ensure!(
+                reached.is_empty(),
+                "{label}: {} requests reached the upstream after the miss",
+                reached.len()
+            );
         }
 
         // A query the demo key ignores (utm_*) is the same entry.
@@ -173,7 +189,10 @@ fn the_second_request_never_reaches_the_upstream_whatever_the_chunking() -> Resu
             ensure!(
                 stats.contains(line),
                 "no {line:?} in /stats/prometheus: {:?}",
-                stats.lines().filter(|l| l.contains("response_cache")).collect::<Vec<_>>()
+                stats
+                    .lines()
+                    .filter(|l| l.contains("response_cache"))
+                    .collect::<Vec<_>>()
             );
         }
         Ok(())
@@ -189,66 +208,140 @@ fn vary_if_none_match_and_revalidation_in_envoy() -> Result<()> {
         let vary = |text: &[u8]| {
             response(
                 200,
-                &[("cache-control", "max-age=300"), ("vary", "Accept-Language")],
+                &[
+                    ("cache-control", "max-age=300"),
+                    ("vary", "Accept-Language"),
+                ],
                 text,
             )
         };
         upstream.set_response(vary(b"hello"), Writes::Every(2));
-        let en = client::send(envoy.listener(), &get("/greeting", &[("accept-language", "en")]))?;
+        let en = client::send(
+            envoy.listener(),
+            &get("/greeting", &[("accept-language", "en")]),
+        )?;
         upstream.set_response(vary(b"bonjour"), Writes::Every(2));
-        let fr = client::send(envoy.listener(), &get("/greeting", &[("accept-language", "fr")]))?;
-        ensure!(upstream.take_requests().len() == 2, "each language went upstream once");
+        let fr = client::send(
+            envoy.listener(),
+            &get("/greeting", &[("accept-language", "fr")]),
+        )?;
+        ensure!(
+            upstream.take_requests().len() == 2,
+            "each language went upstream once"
+        );
         ensure!(x_cache(&en) == Some("MISS") && x_cache(&fr) == Some("MISS"));
-        let en = client::send(envoy.listener(), &get("/greeting", &[("accept-language", "en")]))?;
-        let fr = client::send(envoy.listener(), &get("/greeting", &[("accept-language", "fr")]))?;
-        ensure!(upstream.take_requests().is_empty(), "a variant went upstream again");
+        let en = client::send(
+            envoy.listener(),
+            &get("/greeting", &[("accept-language", "en")]),
+        )?;
+        let fr = client::send(
+            envoy.listener(),
+            &get("/greeting", &[("accept-language", "fr")]),
+        )?;
+        ensure!(
+            upstream.take_requests().is_empty(),
+            "a variant went upstream again"
+        );
         ensure!(x_cache(&en) == Some("HIT") && x_cache(&fr) == Some("HIT"));
         read_exactly("en", &en, b"hello")?;
         read_exactly("fr", &fr, b"bonjour")?;
-        let de = client::send(envoy.listener(), &get("/greeting", &[("accept-language", "de")]))?;
+        let de = client::send(
+            envoy.listener(),
+            &get("/greeting", &[("accept-language", "de")]),
+        )?;
         ensure!(x_cache(&de) == Some("MISS") && upstream.take_requests().len() == 1);
 
         // If-None-Match: a 304 from the cache, no body.
         upstream.set_response(
-            response(200, &[("cache-control", "max-age=300"), ("etag", "\"v7\"")], b"version 7"),
+            response(
+                200,
+                &[("cache-control", "max-age=300"), ("etag", "\"v7\"")],
+                b"version 7",
+            ),
             Writes::Whole,
         );
         client::send(envoy.listener(), &get("/doc", &[]))?;
         upstream.take_requests();
-        let nm = client::send(envoy.listener(), &get("/doc", &[("if-none-match", "\"v6\", \"v7\"")]))?;
-        ensure!(nm.status == 304 && nm.body.is_empty(), "INM: {} {:?}", nm.status, nm.headers);
+        let nm = client::send(
+            envoy.listener(),
+            &get("/doc", &[("if-none-match", "\"v6\", \"v7\"")]),
+        )?;
+        ensure!(
+            nm.status == 304 && nm.body.is_empty(),
+            "INM: {} {:?}",
+            nm.status,
+            nm.headers
+        );
         ensure!(
             x_cache(&nm) == Some("HIT") && http1::header(&nm.headers, "etag") == Some("\"v7\""),
             "INM headers {:?}",
             nm.headers
         );
-        let other = client::send(envoy.listener(), &get("/doc", &[("if-none-match", "\"v6\"")]))?;
+        let other = client::send(
+            envoy.listener(),
+            &get("/doc", &[("if-none-match", "\"v6\"")]),
+        )?;
         read_exactly("INM other", &other, b"version 7")?;
-        ensure!(upstream.take_requests().is_empty(), "a conditional request went upstream");
+        ensure!(
+            upstream.take_requests().is_empty(),
+            "a conditional request went upstream"
+        );
 
         // A stale entry with an ETag: revalidated; the upstream's 304 serves it.
         upstream.set_response(
-            response(200, &[("cache-control", "max-age=1"), ("etag", "\"r1\""), ("x-gen", "1")], b"revalidate me"),
+            response(
+                200,
+                &[
+                    ("cache-control", "max-age=1"),
+                    ("etag", "\"r1\""),
+                    ("x-gen", "1"),
+                ],
+                b"revalidate me",
+            ),
             Writes::Every(3),
         );
         client::send(envoy.listener(), &get("/stale", &[]))?;
         upstream.take_requests();
         std::thread::sleep(std::time::Duration::from_millis(2100));
         upstream.set_response(
-            response(304, &[("cache-control", "max-age=300"), ("etag", "\"r1\""), ("x-gen", "2")], b""),
+            response(
+                304,
+                &[
+                    ("cache-control", "max-age=300"),
+                    ("etag", "\"r1\""),
+                    ("x-gen", "2"),
+                ],
+                b"",
+            ),
             Writes::Whole,
         );
         let revalidated = client::send(envoy.listener(), &get("/stale", &[]))?;
         let seen = upstream.take_requests();
-        ensure!(seen.len() == 1, "revalidation: {} upstream requests", seen.len());
+        ensure!(
+            seen.len() == 1,
+            "revalidation: {} upstream requests",
+            seen.len()
+        );
         ensure!(
             http1::header(&seen[0].headers, "if-none-match") == Some("\"r1\""),
             "the revalidation carried {:?}",
             seen[0].headers
         );
-        ensure!(revalidated.status == 200, "revalidated status {}", revalidated.status);
-        ensure!(x_cache(&revalidated) == Some("REVALIDATED"), "{:?}", revalidated.headers);
-        ensure!(http1::header(&revalidated.headers, "x-gen") == Some("2"), "{:?}", revalidated.headers);
+        ensure!(
+            revalidated.status == 200,
+            "revalidated status {}",
+            revalidated.status
+        );
+        ensure!(
+            x_cache(&revalidated) == Some("REVALIDATED"),
+            "{:?}",
+            revalidated.headers
+        );
+        ensure!(
+            http1::header(&revalidated.headers, "x-gen") == Some("2"),
+            "{:?}",
+            revalidated.headers
+        );
         read_exactly("revalidated", &revalidated, b"revalidate me")?;
         // Refreshed for 300 s: a hit now.
         let hit = client::send(envoy.listener(), &get("/stale", &[]))?;
@@ -271,12 +364,42 @@ fn what_is_not_cached_always_reaches_the_upstream_intact() -> Result<()> {
     envoy.explain((|| {
         let big = body(5000, 3);
         let cases: [(&str, &str, Vec<(&str, &str)>, Vec<u8>, Option<&str>); 6] = [
-            ("no-store", "/a", vec![("cache-control", "no-store")], body(200, 1), Some("MISS")),
-            ("private", "/b", vec![("cache-control", "private, max-age=60")], body(200, 2), Some("MISS")),
-            ("set-cookie", "/c", vec![("cache-control", "max-age=60"), ("set-cookie", "s=1")], body(200, 4), Some("MISS")),
-            ("too large", "/d", vec![("cache-control", "max-age=60")], big.clone(), Some("MISS")),
+            (
+                "no-store",
+                "/a",
+                vec![("cache-control", "no-store")],
+                body(200, 1),
+                Some("MISS"),
+            ),
+            (
+                "private",
+                "/b",
+                vec![("cache-control", "private, max-age=60")],
+                body(200, 2),
+                Some("MISS"),
+            ),
+            (
+                "set-cookie",
+                "/c",
+                vec![("cache-control", "max-age=60"), ("set-cookie", "s=1")],
+                body(200, 4),
+                Some("MISS"),
+            ),
+            (
+                "too large",
+                "/d",
+                vec![("cache-control", "max-age=60")],
+                big.clone(),
+                Some("MISS"),
+            ),
             ("no freshness", "/e", vec![], body(100, 5), Some("MISS")),
-            ("route off", "/live/f", vec![("cache-control", "max-age=60")], body(100, 6), None),
+            (
+                "route off",
+                "/live/f",
+                vec![("cache-control", "max-age=60")],
+                body(100, 6),
+                None,
+            ),
         ];
         for (label, path, headers, sent, mark) in &cases {
             for writes in [Writes::Sizes(random_sizes(3, sent.len())), Writes::Every(1)] {
@@ -286,9 +409,16 @@ fn what_is_not_cached_always_reaches_the_upstream_intact() -> Result<()> {
                 upstream.set_response(r, writes);
                 let got = client::send(envoy.listener(), &get(path, &[]))?;
                 ensure!(got.status == 200, "{label}: {}", got.status);
-                ensure!(x_cache(&got) == *mark, "{label}: x-cache {:?}", x_cache(&got));
+                ensure!(
+                    x_cache(&got) == *mark,
+                    "{label}: x-cache {:?}",
+                    x_cache(&got)
+                );
                 read_exactly(label, &got, sent)?;
-                ensure!(upstream.take_requests().len() == 1, "{label}: not from the upstream");
+                ensure!(
+                    upstream.take_requests().len() == 1,
+                    "{label}: not from the upstream"
+                );
             }
         }
         Ok(())
@@ -297,7 +427,10 @@ fn what_is_not_cached_always_reaches_the_upstream_intact() -> Result<()> {
 
 /// Connections accepted so far per worker thread on the first listener.
 fn connections_per_worker(envoy: &Envoy) -> Result<Vec<u64>> {
-    let stats = client::send(envoy.admin(), &get("/stats?filter=worker_.*downstream_cx_total", &[]))?;
+    let stats = client::send(
+        envoy.admin(),
+        &get("/stats?filter=worker_.*downstream_cx_total", &[]),
+    )?;
     let text = String::from_utf8_lossy(&stats.body).into_owned();
     let mut per_worker: Vec<(String, u64)> = text
         .lines()
@@ -420,18 +553,92 @@ fn the_harness_serves_the_same_sequence() -> Result<()> {
             text,
         )
     };
-    let no_store = response(200, &[("cache-control", "no-store"), ("content-length", "2")], b"ns");
+    let no_store = response(
+        200,
+        &[("cache-control", "no-store"), ("content-length", "2")],
+        b"ns",
+    );
     // (request, the upstream's answer, chunks, expected status, x-cache, body)
-    let steps: Vec<(HttpRequest, HttpResponse, Vec<usize>, u16, Option<&str>, Vec<u8>)> = vec![
-        (get("/items", &[]), cacheable.clone(), random_sizes(7, sent.len()), 200, Some("MISS"), sent.clone()),
-        (get("/items", &[]), cacheable.clone(), vec![], 200, Some("HIT"), sent.clone()),
-        (get("/items", &[("if-none-match", "\"e1\"")]), cacheable.clone(), vec![], 304, Some("HIT"), vec![]),
-        (get("/greeting", &[("accept-language", "en")]), vary(b"hello"), vec![1; 5], 200, Some("MISS"), b"hello".to_vec()),
-        (get("/greeting", &[("accept-language", "fr")]), vary(b"bonjour"), vec![1; 7], 200, Some("MISS"), b"bonjour".to_vec()),
-        (get("/greeting", &[("accept-language", "en")]), vary(b"xx"), vec![], 200, Some("HIT"), b"hello".to_vec()),
-        (get("/greeting", &[("accept-language", "fr")]), vary(b"xx"), vec![], 200, Some("HIT"), b"bonjour".to_vec()),
-        (get("/ns", &[]), no_store.clone(), vec![], 200, Some("MISS"), b"ns".to_vec()),
-        (get("/ns", &[]), no_store, vec![], 200, Some("MISS"), b"ns".to_vec()),
+    let steps: Vec<(
+        HttpRequest,
+        HttpResponse,
+        Vec<usize>,
+        u16,
+        Option<&str>,
+        Vec<u8>,
+    )> = vec![
+        (
+            get("/items", &[]),
+            cacheable.clone(),
+            random_sizes(7, sent.len()),
+            200,
+            Some("MISS"),
+            sent.clone(),
+        ),
+        (
+            get("/items", &[]),
+            cacheable.clone(),
+            vec![],
+            200,
+            Some("HIT"),
+            sent.clone(),
+        ),
+        (
+            get("/items", &[("if-none-match", "\"e1\"")]),
+            cacheable.clone(),
+            vec![],
+            304,
+            Some("HIT"),
+            vec![],
+        ),
+        (
+            get("/greeting", &[("accept-language", "en")]),
+            vary(b"hello"),
+            vec![1; 5],
+            200,
+            Some("MISS"),
+            b"hello".to_vec(),
+        ),
+        (
+            get("/greeting", &[("accept-language", "fr")]),
+            vary(b"bonjour"),
+            vec![1; 7],
+            200,
+            Some("MISS"),
+            b"bonjour".to_vec(),
+        ),
+        (
+            get("/greeting", &[("accept-language", "en")]),
+            vary(b"xx"),
+            vec![],
+            200,
+            Some("HIT"),
+            b"hello".to_vec(),
+        ),
+        (
+            get("/greeting", &[("accept-language", "fr")]),
+            vary(b"xx"),
+            vec![],
+            200,
+            Some("HIT"),
+            b"bonjour".to_vec(),
+        ),
+        (
+            get("/ns", &[]),
+            no_store.clone(),
+            vec![],
+            200,
+            Some("MISS"),
+            b"ns".to_vec(),
+        ),
+        (
+            get("/ns", &[]),
+            no_store,
+            vec![],
+            200,
+            Some("MISS"),
+            b"ns".to_vec(),
+        ),
     ];
     let exchanges = steps
         .iter()
@@ -476,4 +683,206 @@ fn the_harness_serves_the_same_sequence() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// One behaviour probe: requests in order (path, extra headers), the upstream's answer to each;
+/// what is observed is how many reached the upstream and the last reply's status and `age`.
+struct Probe {
+    name: &'static str,
+    steps: Vec<(
+        &'static str,
+        Vec<(&'static str, &'static str)>,
+        HttpResponse,
+    )>,
+    /// Sleep before the last request (ms), to let an entry go stale.
+    wait_ms: u64,
+}
+
+fn probes() -> Vec<Probe> {
+    let ok = |cc: &'static str, extra: &[(&'static str, &'static str)]| {
+        let mut h = vec![("cache-control", cc)];
+        h.extend_from_slice(extra);
+        response(200, &h, b"payload")
+    };
+    let twice =
+        |path: &'static str, r: HttpResponse| vec![(path, vec![], r.clone()), (path, vec![], r)];
+    vec![
+        Probe {
+            name: "max-age=300",
+            steps: twice("/p1", ok("max-age=300", &[])),
+            wait_ms: 0,
+        },
+        Probe {
+            name: "s-maxage=300, max-age=0",
+            steps: twice("/p2", ok("s-maxage=300, max-age=0", &[])),
+            wait_ms: 0,
+        },
+        Probe {
+            name: "no-store",
+            steps: twice("/p3", ok("no-store", &[])),
+            wait_ms: 0,
+        },
+        Probe {
+            name: "private, max-age=300",
+            steps: twice("/p4", ok("private, max-age=300", &[])),
+            wait_ms: 0,
+        },
+        Probe {
+            name: "Set-Cookie, max-age=300",
+            steps: twice("/p5", ok("max-age=300", &[("set-cookie", "s=1")])),
+            wait_ms: 0,
+        },
+        Probe {
+            name: "Vary: accept-language (en, fr, en)",
+            steps: vec![
+                (
+                    "/p6",
+                    vec![("accept-language", "en")],
+                    ok("max-age=300", &[("vary", "accept-language")]),
+                ),
+                (
+                    "/p6",
+                    vec![("accept-language", "fr")],
+                    ok("max-age=300", &[("vary", "accept-language")]),
+                ),
+                (
+                    "/p6",
+                    vec![("accept-language", "en")],
+                    ok("max-age=300", &[("vary", "accept-language")]),
+                ),
+            ],
+            wait_ms: 0,
+        },
+        Probe {
+            name: "If-None-Match on a stored entry",
+            steps: vec![
+                ("/p7", vec![], ok("max-age=300", &[("etag", "\"a\"")])),
+                (
+                    "/p7",
+                    vec![("if-none-match", "\"a\"")],
+                    ok("max-age=300", &[("etag", "\"a\"")]),
+                ),
+            ],
+            wait_ms: 0,
+        },
+        Probe {
+            name: "stale ETag entry, upstream 304",
+            steps: vec![
+                ("/p8", vec![], ok("max-age=1", &[("etag", "\"b\"")])),
+                (
+                    "/p8",
+                    vec![],
+                    response(
+                        304,
+                        &[("cache-control", "max-age=300"), ("etag", "\"b\"")],
+                        b"",
+                    ),
+                ),
+            ],
+            wait_ms: 2100,
+        },
+        Probe {
+            name: "request Authorization, max-age=300",
+            steps: vec![
+                (
+                    "/p9",
+                    vec![("authorization", "Bearer x")],
+                    ok("max-age=300", &[]),
+                ),
+                (
+                    "/p9",
+                    vec![("authorization", "Bearer x")],
+                    ok("max-age=300", &[]),
+                ),
+            ],
+            wait_ms: 0,
+        },
+        Probe {
+            name: "request no-cache on a fresh entry",
+            steps: vec![
+                ("/p10", vec![], ok("max-age=300", &[])),
+                (
+                    "/p10",
+                    vec![("cache-control", "no-cache")],
+                    ok("max-age=300", &[]),
+                ),
+            ],
+            wait_ms: 0,
+        },
+        Probe {
+            name: "no freshness, ETag only",
+            steps: twice("/p11", response(200, &[("etag", "\"c\"")], b"payload")),
+            wait_ms: 0,
+        },
+    ]
+}
+
+/// Runs every probe through `envoy`: per probe, how many requests reached the upstream out of
+/// how many were sent, and the last reply's status, `age` and body length.
+fn observe(envoy: &Envoy, upstream: &TrickleUpstream) -> Result<Vec<String>> {
+    let mut rows = Vec::new();
+    for probe in probes() {
+        upstream.take_requests();
+        let n = probe.steps.len();
+        let mut last = None;
+        for (i, (path, headers, answer)) in probe.steps.iter().enumerate() {
+            if i + 1 == n && probe.wait_ms > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(probe.wait_ms));
+            }
+            // A real origin sends `Date` (Envoy's native cache needs it to compute freshness).
+            let mut answer = answer.clone();
+            let date = chrono::Utc::now()
+                .format("%a, %d %b %Y %H:%M:%S GMT")
+                .to_string();
+            answer.headers.push(("date".into(), date));
+            upstream.set_response(answer, Writes::Every(3));
+            last = Some(client::send(envoy.listener(), &get(path, headers))?);
+        }
+        let last = last.context("no step")?;
+        rows.push(format!(
+            "{}: upstream {}/{n}, last {} age={} body={}",
+            probe.name,
+            upstream.take_requests().len(),
+            last.status,
+            http1::header(&last.headers, "age").unwrap_or("-"),
+            last.body.len()
+        ));
+    }
+    Ok(rows)
+}
+
+/// The same probes through this filter and through Envoy's native cache (`SimpleHttpCache`,
+/// `envoy/response-cache/native.yaml`): the rows are printed for the README's comparison table;
+/// where RFC 9111 leaves no choice (max-age, s-maxage, no-store, private, ETag revalidation)
+/// both must agree.
+#[test]
+fn next_to_envoys_native_cache() -> Result<()> {
+    let upstream = TrickleUpstream::start(response(200, &[], b""), Writes::Whole)?;
+    let envoy = start(&upstream, "response-cache-probes")?;
+    let ours = envoy.explain(observe(&envoy, &upstream))?;
+    drop(envoy);
+    let mut config = EnvoyConfig::for_filter(FILTER, upstream.addr())?;
+    config.use_native_alternative(&paths::envoy_config(FILTER).with_file_name("native.yaml"))?;
+    let envoy = Envoy::start(&config, "response-cache-probes-native")?;
+    let native = envoy.explain(observe(&envoy, &upstream))?;
+    for (o, n) in ours.iter().zip(&native) {
+        eprintln!("wasm   {o}\nnative {n}");
+    }
+    for i in [0, 1, 2, 3, 7] {
+        ensure!(
+            ours[i] == native[i].replace(&native_age(&native[i]), &native_age(&ours[i])),
+            "differ: {} / {}",
+            ours[i],
+            native[i]
+        );
+    }
+    Ok(())
+}
+
+/// The `age=` part of a row (ages may differ by a second between two runs).
+fn native_age(row: &str) -> String {
+    row.split_whitespace()
+        .find(|w| w.starts_with("age="))
+        .unwrap_or_default()
+        .to_string()
 }
