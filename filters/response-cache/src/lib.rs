@@ -496,7 +496,7 @@ fn stored_headers(headers: &[(String, String)], drop_cookies: bool) -> Vec<(Stri
             let n = n.to_ascii_lowercase();
             !n.starts_with(':')
                 && !NOT_STORED.contains(&n.as_str())
-                && !(drop_cookies && n == "set-cookie")
+                && (!drop_cookies || n != "set-cookie")
         })
         .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
         .collect()
@@ -647,13 +647,11 @@ impl ResponseCacheFilter {
         let too_large = first(&headers, "content-length")
             .and_then(|v| v.trim().parse::<u64>().ok())
             .is_some_and(|n| n > self.max_body() as u64);
-        let verdict = policy::storable(&exchange).and_then(|()| {
-            if too_large {
-                Err(NotStored::TooLarge)
-            } else {
-                Ok(())
-            }
-        });
+        let verdict = if too_large {
+            Err(NotStored::TooLarge)
+        } else {
+            policy::storable(&exchange)
+        };
         let full = store::full_key(&p.primary, &f.vary, &|n| p.request.get(n));
         if let Err(reason) = verdict {
             count(STORES, reason.label());
@@ -807,10 +805,10 @@ impl HttpFilter for ResponseCacheFilter {
                 return Action::Continue;
             }
             c.entry.body.extend_from_slice(&body.bytes());
-            if end_of_stream {
-                if let State::Collecting(c) = std::mem::replace(&mut self.state, State::Idle) {
-                    self.commit(&c, env::now_s());
-                }
+            if end_of_stream
+                && let State::Collecting(c) = std::mem::replace(&mut self.state, State::Idle)
+            {
+                self.commit(&c, env::now_s());
             }
         }
         Action::Continue

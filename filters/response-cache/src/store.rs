@@ -180,11 +180,14 @@ pub fn hash(text: &str) -> u64 {
     h.max(1)
 }
 
+/// The index key, its CAS token and length when read, and the index parsed from it.
+type Parsed = (String, u32, usize, Rc<Index>);
+
 thread_local! {
     /// This VM's parsed copy of the index with the CAS token and length it was read at: parsed
     /// again only when a write changed it (Envoy's CAS tokens come from one counter bumped by
     /// every write, so a token is never reused for another value).
-    static PARSED: RefCell<Option<(String, u32, usize, Rc<Index>)>> = const { RefCell::new(None) };
+    static PARSED: RefCell<Option<Parsed>> = const { RefCell::new(None) };
 }
 
 /// The cache in shared data under `namespace`, with at most `max_entries` entries.

@@ -500,7 +500,7 @@ fn a_stale_index_write_is_retried_and_both_writers_land() {
         let got = cache.lookup(&store, k, &|_| None).ok().flatten();
         assert_eq!(
             got.map(|(e, _)| e.body),
-            Some(k[1..].as_bytes().to_vec()),
+            Some(k.as_bytes()[1..].to_vec()),
             "{k}"
         );
     }

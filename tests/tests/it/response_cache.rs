@@ -24,6 +24,30 @@ use tollgate_traffic::{Exchange, ExchangeDetails, HttpRequest, HttpResponse, Tra
 
 const FILTER: &str = "response-cache";
 
+/// A case of `what_is_not_cached...`: label, path, response headers, body, expected `x-cache`.
+type NotCached<'a> = (
+    &'a str,
+    &'a str,
+    Vec<(&'a str, &'a str)>,
+    Vec<u8>,
+    Option<&'a str>,
+);
+/// A harness step: request, the upstream's answer, its chunks, expected status, `x-cache`, body.
+type HarnessStep = (
+    HttpRequest,
+    HttpResponse,
+    Vec<usize>,
+    u16,
+    Option<&'static str>,
+    Vec<u8>,
+);
+/// A probe step: path, request headers, the upstream's answer.
+type ProbeStep = (
+    &'static str,
+    Vec<(&'static str, &'static str)>,
+    HttpResponse,
+);
+
 fn get(path: &str, headers: &[(&str, &str)]) -> HttpRequest {
     client::request("GET", "shop.example.com", path, headers, b"")
 }
@@ -363,7 +387,7 @@ fn what_is_not_cached_always_reaches_the_upstream_intact() -> Result<()> {
     let envoy = Envoy::start(&config, "response-cache-not-cached")?;
     envoy.explain((|| {
         let big = body(5000, 3);
-        let cases: [(&str, &str, Vec<(&str, &str)>, Vec<u8>, Option<&str>); 6] = [
+        let cases: [NotCached; 6] = [
             (
                 "no-store",
                 "/a",
@@ -559,14 +583,7 @@ fn the_harness_serves_the_same_sequence() -> Result<()> {
         b"ns",
     );
     // (request, the upstream's answer, chunks, expected status, x-cache, body)
-    let steps: Vec<(
-        HttpRequest,
-        HttpResponse,
-        Vec<usize>,
-        u16,
-        Option<&str>,
-        Vec<u8>,
-    )> = vec![
+    let steps: Vec<HarnessStep> = vec![
         (
             get("/items", &[]),
             cacheable.clone(),
@@ -689,11 +706,7 @@ fn the_harness_serves_the_same_sequence() -> Result<()> {
 /// what is observed is how many reached the upstream and the last reply's status and `age`.
 struct Probe {
     name: &'static str,
-    steps: Vec<(
-        &'static str,
-        Vec<(&'static str, &'static str)>,
-        HttpResponse,
-    )>,
+    steps: Vec<ProbeStep>,
     /// Sleep before the last request (ms), to let an entry go stale.
     wait_ms: u64,
 }
