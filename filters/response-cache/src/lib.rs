@@ -528,6 +528,8 @@ enum State {
     Idle,
     /// Request went on: mark a bypass on the response.
     Bypass,
+    /// An unsafe method (POST, PUT, DELETE, PATCH...) on this primary key.
+    Unsafe(String),
     /// Request went on: look at the response.
     Pending(Box<Pending>),
     /// Copying the response body.
@@ -709,6 +711,11 @@ impl HttpFilter for ResponseCacheFilter {
         let method = req.method().unwrap_or_default();
         let head = method == "HEAD";
         if method != "GET" && !head {
+            // RFC 9111 4.4: a successful unsafe request invalidates the stored responses of
+            // its URL (every variant), once its response says it succeeded.
+            if !matches!(method.as_str(), "OPTIONS" | "TRACE" | "CONNECT" | "") {
+                self.state = State::Unsafe(primary_key(&policy.key, req));
+            }
             return Action::Continue;
         }
         if req.header("range").is_some() {
@@ -791,6 +798,18 @@ impl HttpFilter for ResponseCacheFilter {
         match std::mem::replace(&mut self.state, State::Idle) {
             State::Pending(p) => self.on_response(p, resp, end_of_stream),
             State::Bypass => resp.set_header(X_CACHE, "BYPASS"),
+            State::Unsafe(primary) => {
+                if resp.status().is_some_and(|s| (200..400).contains(&s)) {
+                    match env::with_store(|s| self.cache.invalidate_primary(s, &primary)) {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            log::debug!("{n} entries of {primary:?} invalidated");
+                            count(STORES, "invalidated");
+                        }
+                        Err(err) => log::warn!("cannot invalidate entries: {err}"),
+                    }
+                }
+            }
             State::Idle | State::Collecting(_) => {}
         }
         Action::Continue

@@ -335,6 +335,38 @@ impl Cache {
         }
     }
 
+    /// Removes every entry (every `Vary` variant) of primary key `primary`, as
+    /// [`Cache::invalidate`] does; returns how many.
+    pub fn invalidate_primary(
+        &self,
+        store: &mut dyn SharedStore,
+        primary: &str,
+    ) -> Result<usize, SharedError> {
+        let p = hash(primary);
+        let removed = self.update_index(store, |index| {
+            let slots: Vec<usize> = (0..index.slots.len())
+                .filter(|&i| {
+                    index
+                        .slots
+                        .get(i)
+                        .is_some_and(|s| s.as_ref().is_some_and(|s| s.p == p))
+                })
+                .collect();
+            if slots.is_empty() {
+                return None;
+            }
+            for &i in &slots {
+                index.put(i, None);
+            }
+            Some(slots)
+        })?;
+        let removed = removed.unwrap_or_default();
+        for &i in &removed {
+            store.set(&self.slot_key(i), b"", None)?;
+        }
+        Ok(removed.len())
+    }
+
     /// Read-modify-write of the index with CAS; `change` returns `None` to write nothing.
     fn update_index<T>(
         &self,

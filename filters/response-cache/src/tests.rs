@@ -1034,3 +1034,48 @@ fn the_cap_evicts_and_keeps_the_number_of_keys_bounded() {
     // Index + 3 slots.
     assert_eq!(env::mock::store_len(), 4);
 }
+
+#[test]
+fn a_successful_unsafe_request_invalidates_every_variant_of_its_url() {
+    fresh_env();
+    let config = config("{}");
+    let resp = [
+        (":status", "200"),
+        ("cache-control", "max-age=60"),
+        ("vary", "accept-language"),
+    ];
+    for lang in ["en", "fr"] {
+        upstream(exchange_once(
+            &config,
+            get("/doc", &[("accept-language", lang)]),
+            &resp,
+            &[b"x"],
+        ));
+    }
+    upstream(exchange_once(&config, get("/other", &[]), &resp, &[b"x"]));
+    let unsafe_request = |method: &str, status: &str| {
+        let mut req = get("/doc", &[]);
+        tollgate_sdk::HeaderMap::set(&mut req, ":method", method);
+        let answer = [(":status", status)];
+        upstream(exchange_once(&config, req, &answer, &[]));
+    };
+    // A failed one changes nothing.
+    unsafe_request("DELETE", "403");
+    local(exchange_once(
+        &config,
+        get("/doc", &[("accept-language", "en")]),
+        &resp,
+        &[],
+    ));
+    unsafe_request("PUT", "204");
+    for lang in ["en", "fr"] {
+        upstream(exchange_once(
+            &config,
+            get("/doc", &[("accept-language", lang)]),
+            &resp,
+            &[b"y"],
+        ));
+    }
+    // Other URLs keep their entries.
+    local(exchange_once(&config, get("/other", &[]), &resp, &[]));
+}
