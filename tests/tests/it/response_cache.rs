@@ -4,8 +4,9 @@
 //! - a cacheable response is stored while it passes: the second request never reaches the
 //!   upstream, and the client reads exactly the bytes sent, with a `content-length` equal to
 //!   them, on the miss and on the hit (and on a HEAD served from the GET entry, no body);
-//! - `Vary` keeps two entries apart; `If-None-Match` gets a 304 from the cache; a stale entry
-//!   with an `ETag` is revalidated and the upstream's 304 serves (and refreshes) it;
+//! - `Vary` keeps two entries apart; `If-None-Match` gets a 304 from the cache; a DELETE
+//!   invalidates; a stale entry with an `ETag` is revalidated and the upstream's 304 serves (and
+//!   refreshes) it;
 //! - `no-store`, `private`, `Set-Cookie`, bodies over `max_body_bytes` and the `/live/` route
 //!   (caching off) always go to the upstream, bodies intact;
 //! - with `--concurrency 2`, an entry stored by one worker is served by the other;
@@ -309,6 +310,19 @@ fn vary_if_none_match_and_revalidation_in_envoy() -> Result<()> {
         ensure!(
             upstream.take_requests().is_empty(),
             "a conditional request went upstream"
+        );
+        // A successful DELETE of the URL invalidates it: the next GET goes upstream.
+        let delete = client::request("DELETE", "shop.example.com", "/doc", &[], b"");
+        ensure!(client::send(envoy.listener(), &delete)?.status == 200);
+        let after = client::send(envoy.listener(), &get("/doc", &[]))?;
+        ensure!(
+            x_cache(&after) == Some("MISS"),
+            "after DELETE: {:?}",
+            after.headers
+        );
+        ensure!(
+            upstream.take_requests().len() == 2,
+            "DELETE and the GET after it"
         );
 
         // A stale entry with an ETag: revalidated; the upstream's 304 serves it.
