@@ -210,7 +210,8 @@ impl FilterConfig for CachePolicy {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResponseCacheConfig {
-    /// The most entries kept (1 to 100000; default 1000). Each is one shared-data key.
+    /// The most entries kept (1 to 10000; default 1000). Each is one shared-data key; the index,
+    /// read on every lookup, holds about 80 bytes per entry.
     #[serde(default = "default_max_entries")]
     pub max_entries: u32,
     /// The largest body stored, bytes (1 to 16 MiB; default 1 MiB). Larger responses pass
@@ -245,7 +246,7 @@ fn default_policy() -> Routed<CachePolicy> {
 }
 
 /// The largest `max_entries`.
-pub const MAX_ENTRIES: u32 = 100_000;
+pub const MAX_ENTRIES: u32 = 10_000;
 /// The largest `max_body_bytes`.
 pub const MAX_BODY: u32 = 16 << 20;
 

@@ -271,6 +271,7 @@ fn vary_values_make_the_secondary_key() {
 #[test]
 fn bad_configurations_are_refused_naming_the_field() {
     assert!(refusal(r#"{"max_entries": 0}"#).contains("max_entries"));
+    assert!(refusal(r#"{"max_entries": 10001}"#).contains("max_entries"));
     assert!(refusal(r#"{"max_body_bytes": 0}"#).contains("max_body_bytes"));
     assert!(refusal(r#"{"max_body_bytes": 99999999}"#).contains("max_body_bytes"));
     assert!(refusal(r#"{"namespace": ""}"#).contains("namespace"));
