@@ -885,12 +885,13 @@ fn observe(envoy: &Envoy, upstream: &TrickleUpstream) -> Result<Vec<String>> {
         }
         let last = last.context("no step")?;
         rows.push(format!(
-            "{}: upstream {}/{n}, last {} age={} body={}",
+            "{}: upstream {}/{n}, last {} age={} body={} dates={}",
             probe.name,
             upstream.take_requests().len(),
             last.status,
             http1::header(&last.headers, "age").unwrap_or("-"),
-            last.body.len()
+            last.body.len(),
+            http1::header_values(&last.headers, "date").len()
         ));
     }
     Ok(rows)
