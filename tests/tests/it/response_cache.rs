@@ -11,7 +11,8 @@
 //!   (caching off) always go to the upstream, bodies intact;
 //! - with `--concurrency 2`, an entry stored by one worker is served by the other;
 //! - refused configurations name the field at start-up;
-//! - the same exchanges in the harness: the same statuses, `x-cache` and bodies.
+//! - the same exchanges in the harness (miss, hit, 304, HEAD, Vary, no-store, revalidation):
+//!   the same statuses, `x-cache` and bodies.
 
 use anyhow::{Context, Result, bail, ensure};
 use tollgate_replay::Replay;
@@ -678,6 +679,36 @@ fn the_harness_serves_the_same_sequence() -> Result<()> {
             Some("MISS"),
             b"ns".to_vec(),
         ),
+        // max-age=0 with an ETag: stored, stale at once, so the next GET is revalidated; the
+        // upstream's 304 is turned into the stored 200 (a local reply from the response headers).
+        (
+            get("/rv", &[]),
+            response(
+                200,
+                &[
+                    ("cache-control", "max-age=0"),
+                    ("etag", "\"r\""),
+                    ("content-length", "5"),
+                ],
+                b"first",
+            ),
+            vec![2, 3],
+            200,
+            Some("MISS"),
+            b"first".to_vec(),
+        ),
+        (
+            get("/rv", &[]),
+            response(
+                304,
+                &[("cache-control", "max-age=0"), ("etag", "\"r\"")],
+                b"",
+            ),
+            vec![],
+            200,
+            Some("REVALIDATED"),
+            b"first".to_vec(),
+        ),
     ];
     let exchanges = steps
         .iter()
@@ -726,7 +757,7 @@ fn the_harness_serves_the_same_sequence() -> Result<()> {
         );
         let reached = e.upstream_request.is_some();
         ensure!(
-            reached == (*mark == Some("MISS")),
+            reached == matches!(*mark, Some("MISS" | "REVALIDATED")),
             "harness {}: reached the upstream: {reached}",
             e.id
         );
