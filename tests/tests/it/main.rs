@@ -64,6 +64,9 @@
 //! - `global_rate_limit`: the `global-rate-limit` filter and Envoy's native `ratelimit` against a
 //!   real rate limit service (`tollgate-rls`): same decisions, headers and descriptors; the
 //!   service down or slow with and without `failure_mode_deny`; refusals.
+//! - `response_cache`: the `response-cache` filter in a real Envoy: hits that never reach the
+//!   upstream (bodies whole, in 1-byte and random pieces, exact bytes), `Vary`, `If-None-Match`,
+//!   revalidation, what is not cached, entries shared by two workers; the harness; refusals.
 //!
 //! Envoy and the built filters come from `cargo xtask test` (which exports
 //! `ENVOY_BIN` and `TOLLGATE_FILTERS_DIR`); without them these tests fail
@@ -101,6 +104,7 @@ mod remote_code;
 mod request_block;
 mod request_id;
 mod request_validation;
+mod response_cache;
 mod ship_oci;
 mod ship_schema;
 mod ship_validate;
