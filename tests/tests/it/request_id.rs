@@ -437,3 +437,70 @@ fn per_route_configuration_reaches_the_filter_in_envoy() -> Result<()> {
     );
     Ok(())
 }
+
+/// `envoy/request-id/lua.yaml` (the Lua alternative of the README's comparison) starts in the
+/// real Envoy and does what the README says: ids kept or made (UUID v4) and echoed, a valid
+/// trace context propagated, an invalid or missing one started with `tracestate` dropped.
+#[test]
+fn the_lua_alternative_runs_in_envoy_and_does_what_the_readme_says() -> Result<()> {
+    let upstream = Upstream::start(ok_response())?;
+    let mut lua = EnvoyConfig::for_filter(FILTER, upstream.addr())?;
+    lua.use_native_alternative(&paths::root().join("envoy/request-id/lua.yaml"))?;
+    let requests = vec![
+        get(&[]),
+        get(&[("x-request-id", "client-abc-123")]),
+        get(&[("traceparent", TP), ("tracestate", "congo=t61rcWkgMzE")]),
+        get(&[
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            ),
+            ("tracestate", "congo=t61rcWkgMzE"),
+        ]),
+        get(&[("x-request-id", "has space")]),
+        get(&[]),
+    ];
+    let (runs, _) = through_envoy(&lua, "request-id-lua", &upstream, &requests)?;
+    let mut ids = std::collections::HashSet::new();
+    for (i, s) in runs.iter().enumerate() {
+        ensure!(
+            s.upstream_id.len() == 1 && s.echoed == s.upstream_id,
+            "lua {i}: {s:?}"
+        );
+        ensure!(
+            s.traceparent.len() == 1 && s.traceparent[0].len() == 55,
+            "lua {i}: {s:?}"
+        );
+        ids.insert(s.upstream_id[0].clone());
+    }
+    ensure!(ids.len() == runs.len(), "lua: ids repeat: {runs:?}");
+    for i in [0usize, 2, 3, 4, 5] {
+        ensure!(
+            is_uuid_v4(&runs[i].upstream_id[0]),
+            "lua {i}: {:?}",
+            runs[i]
+        );
+    }
+    ensure!(
+        runs[1].upstream_id[0] == "client-abc-123",
+        "lua: {:?}",
+        runs[1]
+    );
+    ensure!(
+        runs[2].traceparent[0] == TP && runs[2].tracestate == ["congo=t61rcWkgMzE"],
+        "lua: {:?}",
+        runs[2]
+    );
+    ensure!(
+        !runs[3].traceparent[0].contains("4bf92f3577b34da6a3ce929d0e0e4736")
+            && runs[3].tracestate.is_empty(),
+        "lua: invalid traceparent kept: {:?}",
+        runs[3]
+    );
+    ensure!(
+        runs[0].traceparent[0].ends_with("-00") && runs[0].tracestate.is_empty(),
+        "lua: {:?}",
+        runs[0]
+    );
+    Ok(())
+}
