@@ -11,6 +11,9 @@
 //! `unknown`), `method` one of the configured methods or `other`, `status_class` `1xx` to `5xx`
 //! or `none` (no response: a reset).
 //!
+//! Per route (`routes`, the SDK's [`Routed`] rules): a rule names the `route` label of the
+//! requests it matches (`label`), or leaves them uncounted (`enabled: false`).
+//!
 //! [`metrics`]: tollgate_sdk::metrics
 //!
 //! ```
@@ -42,7 +45,7 @@ use std::rc::Rc;
 
 use serde::Deserialize;
 use tollgate_sdk::metrics::{Counter, Histogram};
-use tollgate_sdk::routes::RouteInfo;
+use tollgate_sdk::routes::{RouteInfo, Routed};
 use tollgate_sdk::{Action, Body, ConfigError, FilterConfig, HttpFilter, Request, Response};
 
 fn default_prefix() -> String {
@@ -66,9 +69,48 @@ pub struct PathRoute {
     pub name: String,
 }
 
-/// The whole plugin configuration.
+fn yes() -> bool {
+    true
+}
+
+/// What applies to the requests of a route (the `config` of a `routes` rule).
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMetrics {
+    /// The `route` label of these requests, over Envoy's route name and `path_routes`.
+    #[serde(default)]
+    pub label: Option<String>,
+    /// `false`: these requests are not counted or measured at all.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+impl FilterConfig for RouteMetrics {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(label) = &self.label {
+            if !self.enabled {
+                return Err(ConfigError::at(
+                    "label",
+                    "a label for requests that are not counted (enabled: false)",
+                ));
+            }
+            if !is_label_value(label) || label == "unknown" {
+                return Err(ConfigError::at(
+                    "label",
+                    format!(
+                        "{label:?} is not a label value (letters, digits, _ and -, up to 64; not unknown)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The whole plugin configuration.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
     /// The metric names' prefix (`[a-z_][a-z0-9_]*`, default `tollgate`).
@@ -84,6 +126,10 @@ pub struct MetricsConfig {
     /// Label by `path_routes` even when the Envoy route has a name.
     #[serde(default)]
     pub prefer_paths: bool,
+    /// Per-route rules: the `route` label of a route's requests, or no metrics on a route.
+    /// Requests no rule (and no `default`) matches are labelled as above.
+    #[serde(default)]
+    pub routes: Option<Routed<RouteMetrics>>,
 }
 
 impl Default for MetricsConfig {
@@ -93,6 +139,7 @@ impl Default for MetricsConfig {
             methods: default_methods(),
             path_routes: Vec::new(),
             prefer_paths: false,
+            routes: None,
         }
     }
 }
@@ -148,6 +195,9 @@ impl FilterConfig for MetricsConfig {
         }
         if self.prefer_paths && self.path_routes.is_empty() {
             return Err(ConfigError::at("prefer_paths", "needs path_routes"));
+        }
+        if let Some(routes) = &self.routes {
+            routes.validate_at("routes")?;
         }
         Ok(())
     }
@@ -254,10 +304,25 @@ impl HttpFilter for MetricsFilter {
     }
 
     fn on_request_headers(&mut self, req: &mut Request<'_>, _end_of_stream: bool) -> Action {
+        let rule = self
+            .config
+            .routes
+            .as_ref()
+            .and_then(|routes| routes.select_request(req));
+        if rule.is_some_and(|r| !r.enabled) {
+            // Not counted: `on_done` sees no start.
+            log::debug!("metrics: not measured on this route");
+            return Action::Continue;
+        }
         self.started_ns = Some(clock::now_ns());
-        let path = req.path().unwrap_or_default();
-        let info = RouteInfo::of(req);
-        self.route = self.config.route_label(info.route_name.as_deref(), &path);
+        self.route = match rule.and_then(|r| r.label.as_ref()) {
+            Some(label) => label.clone(),
+            None => {
+                let path = req.path().unwrap_or_default();
+                let info = RouteInfo::of(req);
+                self.config.route_label(info.route_name.as_deref(), &path)
+            }
+        };
         self.method = self.config.method_label(&req.method().unwrap_or_default());
         Action::Continue
     }

@@ -176,3 +176,89 @@ fn bad_configurations_name_the_field() {
         );
     }
 }
+
+#[test]
+fn per_route_labels_and_routes_without_metrics() -> Result<(), ConfigError> {
+    mock::reset();
+    let ok = (Some("200"), &[][..]);
+    // The demo: /healthz not counted, /api/v2/ on route `api` labelled `api-v2`.
+    stream(DEMO, Some("api"), ("GET", "/healthz"), &[], ok, 1)?;
+    stream(DEMO, Some("api"), ("GET", "/healthz/deep?x=1"), &[], ok, 1)?;
+    stream(DEMO, Some("api"), ("GET", "/api/v2/items"), &[], ok, 1)?;
+    stream(DEMO, Some("other"), ("GET", "/api/v2/items"), &[], ok, 1)?;
+    stream(DEMO, Some("api"), ("GET", "/api/v1/items"), &[], ok, 1)?;
+    let v = mock::value;
+    assert_eq!(
+        v("route=.=api-v2;.;method=.=GET;.;status_class=.=2xx;.;tollgate_requests"),
+        Some(1)
+    );
+    assert_eq!(
+        mock::records("route=.=api-v2;.;method=.=GET;.;status_class=.=2xx;.;tollgate_duration_ms"),
+        vec![1]
+    );
+    assert_eq!(
+        v("route=.=other;.;method=.=GET;.;status_class=.=2xx;.;tollgate_requests"),
+        Some(1),
+        "the rule needs route api too"
+    );
+    assert_eq!(
+        v("route=.=api;.;method=.=GET;.;status_class=.=2xx;.;tollgate_requests"),
+        Some(1),
+        "/healthz is not counted"
+    );
+    // A default: every request no rule matches is uncounted, a route is counted under a label.
+    let only = r#"{"routes": {"default": {"enabled": false}, "routes": [{"match": {"route": "checkout"}, "config": {"label": "shop"}}]}}"#;
+    stream(only, Some("checkout"), ("POST", "/pay"), &[b"xy"], ok, 0)?;
+    stream(only, Some("browse"), ("GET", "/"), &[], ok, 0)?;
+    assert_eq!(
+        v("route=.=shop;.;method=.=POST;.;status_class=.=2xx;.;tollgate_requests"),
+        Some(1)
+    );
+    assert_eq!(
+        mock::records("route=.=shop;.;method=.=POST;.;tollgate_request_bytes"),
+        vec![2]
+    );
+    assert_eq!(
+        v("route=.=browse;.;method=.=GET;.;status_class=.=2xx;.;tollgate_requests"),
+        None
+    );
+    // An empty rule config: counted as without the rule.
+    let plain = r#"{"routes": {"routes": [{"match": {"route": "r"}, "config": {}}]}}"#;
+    stream(plain, Some("r"), ("GET", "/"), &[], ok, 0)?;
+    assert_eq!(
+        v("route=.=r;.;method=.=GET;.;status_class=.=2xx;.;tollgate_requests"),
+        Some(1)
+    );
+    Ok(())
+}
+
+#[test]
+fn bad_route_rules_name_the_field() {
+    for (json, at) in [
+        (
+            r#"{"routes": {"routes": [{"match": {"route": "r"}, "config": {"label": "a.b"}}]}}"#,
+            "routes.routes[0].config.label",
+        ),
+        (
+            r#"{"routes": {"default": {"label": "x", "enabled": false}}}"#,
+            "routes.default.label",
+        ),
+        (
+            r#"{"routes": {"routes": [{"match": {"host": "a:80"}, "config": {}}]}}"#,
+            "routes.routes[0].match.host",
+        ),
+        (
+            r#"{"routes": {"routes": [{"match": {"route": "r"}, "config": {"label": "unknown"}}]}}"#,
+            "routes.routes[0].config.label",
+        ),
+    ] {
+        let e = match config(json) {
+            Ok(_) => format!("accepted: {json}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            e.starts_with(&format!("bad configuration at {at}")),
+            "{json}: {e}"
+        );
+    }
+}

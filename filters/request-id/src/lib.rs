@@ -6,6 +6,8 @@
 //!   `new_span` is set) with its `tracestate` if valid; an invalid one, or none, starts a fresh
 //!   trace and drops `tracestate`.
 //! - The response gets the request's id (`echo`), whatever the upstream or a local reply said.
+//! - Per route (`routes`, the SDK's [`Routed`] rules): a route may have its own configuration
+//!   (another header, another trust policy) or none at all (`enabled: false`).
 //!
 //! The configuration is [`RequestIdConfig`]; the reference is `filters/request-id/README.md`.
 //!
@@ -33,6 +35,7 @@ use std::rc::Rc;
 
 use serde::Deserialize;
 use tollgate_sdk::metrics::Counter;
+use tollgate_sdk::routes::Routed;
 use tollgate_sdk::{Action, ConfigError, FilterConfig, HeaderName, HttpFilter, Request, Response};
 
 use crate::trace::TraceParent;
@@ -102,10 +105,44 @@ pub struct RequestIdConfig {
     /// Whether traces this filter starts are flagged sampled (`-01`).
     #[serde(default)]
     pub sample_new_traces: bool,
+    /// `false`: requests are left alone (no id, no trace context, no echo, not counted); with
+    /// `routes`, turns the filter off on some routes (or on all but some).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Per-route configurations: the first matching rule's `config` (a whole request-id
+    /// configuration, without `routes`) applies instead of the top-level fields; requests no
+    /// rule matches get the top-level fields (so `routes.default` is refused).
+    #[serde(default)]
+    pub routes: Option<Box<Routed<RequestIdConfig>>>,
 }
 
 impl FilterConfig for RequestIdConfig {
     fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_policy()?;
+        if let Some(routes) = &self.routes {
+            if routes.default.is_some() {
+                return Err(ConfigError::at(
+                    "routes.default",
+                    "the top-level fields are the configuration for requests no rule matches",
+                ));
+            }
+            for (i, rule) in routes.routes.iter().enumerate() {
+                if rule.config.routes.is_some() {
+                    return Err(ConfigError::at(
+                        format!("routes.routes[{i}].config.routes"),
+                        "per-route rules do not nest",
+                    ));
+                }
+            }
+            routes.validate_at("routes")?;
+        }
+        Ok(())
+    }
+}
+
+impl RequestIdConfig {
+    /// The checks of one configuration's own fields (not its `routes`).
+    fn validate_policy(&self) -> Result<(), ConfigError> {
         let header = self.header_name();
         if header.starts_with(':') {
             return Err(ConfigError::at(
@@ -133,9 +170,15 @@ impl FilterConfig for RequestIdConfig {
         }
         Ok(())
     }
-}
 
-impl RequestIdConfig {
+    /// The configuration for `req`: its route's rule's, else this one (the top level).
+    pub fn for_request(&self, req: &Request<'_>) -> &RequestIdConfig {
+        self.routes
+            .as_ref()
+            .and_then(|routes| routes.select_request(req))
+            .unwrap_or(self)
+    }
+
     /// The request id header, lower-cased.
     pub fn header_name(&self) -> &str {
         self.header
@@ -210,6 +253,8 @@ pub struct RequestIdFilter {
     config: Rc<RequestIdConfig>,
     /// The id the request left with (echoed on the response).
     id: Option<String>,
+    /// Which configuration applied: `None` the top level, `Some(i)` the rule `routes[i]`.
+    rule: Option<usize>,
 }
 
 impl RequestIdFilter {
@@ -284,16 +329,31 @@ impl HttpFilter for RequestIdFilter {
     type Config = RequestIdConfig;
 
     fn new(config: Rc<RequestIdConfig>) -> Self {
-        Self { config, id: None }
+        Self {
+            config,
+            id: None,
+            rule: None,
+        }
     }
 
     fn on_request_headers(&mut self, req: &mut Request<'_>, _end_of_stream: bool) -> Action {
-        let config = Rc::clone(&self.config);
-        let (id, source) = apply_id(&config, req);
+        let top = Rc::clone(&self.config);
+        let config = top.for_request(req);
+        self.rule = top.routes.as_ref().and_then(|routes| {
+            routes
+                .routes
+                .iter()
+                .position(|rule| std::ptr::eq(&rule.config, config))
+        });
+        if !config.enabled {
+            log::debug!("request-id: off on this route");
+            return Action::Continue;
+        }
+        let (id, source) = apply_id(config, req);
         let m = metrics();
         m.ids[source as usize].increment();
         if config.trace_context == TraceMode::Propagate {
-            let outcome = apply_trace(&config, req);
+            let outcome = apply_trace(config, req);
             m.traces[outcome as usize].increment();
         }
         log::debug!("request-id: {id} ({source:?})");
@@ -302,10 +362,15 @@ impl HttpFilter for RequestIdFilter {
     }
 
     fn on_response_headers(&mut self, resp: &mut Response<'_>, _end_of_stream: bool) -> Action {
-        if self.config.echo
+        let top = &self.config;
+        let config = match (self.rule, &top.routes) {
+            (Some(i), Some(routes)) => routes.routes.get(i).map_or(&**top, |rule| &rule.config),
+            _ => &**top,
+        };
+        if config.echo
             && let Some(id) = &self.id
         {
-            resp.set_header(self.config.header_name(), id);
+            resp.set_header(config.header_name(), id);
         }
         Action::Continue
     }

@@ -250,3 +250,101 @@ fn bad_configurations_name_the_field() {
         );
     }
 }
+
+/// [`run`] with the route name Envoy would give (`xds.route_name`).
+fn run_on(
+    route: Option<&str>,
+    json: &str,
+    request: &[(&str, &str)],
+) -> Result<(HeaderList, HeaderList), ConfigError> {
+    tollgate_sdk::routes::mock::set_route_name(route);
+    let out = run(json, request);
+    tollgate_sdk::routes::mock::set_route_name(None);
+    out
+}
+
+#[test]
+fn per_route_configurations_and_routes_without_the_filter() -> Result<(), ConfigError> {
+    tollgate_sdk::metrics::mock::reset();
+    // Off on /healthz: no id, no trace context, the upstream's id left on the response.
+    let (req, resp) = run_on(Some("api"), DEMO, &[(":path", "/healthz?full=1")])?;
+    assert!(req.get_all("x-request-id").is_empty());
+    assert!(req.get_all("traceparent").is_empty());
+    assert_eq!(one(&resp, "x-request-id"), "upstream-made");
+    assert_eq!(
+        tollgate_sdk::metrics::mock::value("source=.=generated;.;request_id_ids"),
+        None,
+        "requests on a route without the filter are not counted"
+    );
+    // The partner route: its own header, client ids never kept, trace context untouched.
+    let (req, resp) = run_on(
+        Some("partner"),
+        DEMO,
+        &[
+            (":path", "/partner/orders"),
+            ("x-correlation-id", "0b1e5a8e-2f4b-4c1d-9a3e-5f6a7b8c9d0e"),
+            ("x-request-id", "client-abc"),
+            ("traceparent", "garbage"),
+        ],
+    )?;
+    let id = one(&req, "x-correlation-id");
+    assert!(is_uuid(&id));
+    assert_ne!(id, "0b1e5a8e-2f4b-4c1d-9a3e-5f6a7b8c9d0e");
+    assert_eq!(
+        one(&req, "x-request-id"),
+        "client-abc",
+        "not this route's header"
+    );
+    assert_eq!(one(&req, "traceparent"), "garbage");
+    assert_eq!(one(&resp, "x-correlation-id"), id);
+    assert_eq!(one(&resp, "x-request-id"), "upstream-made");
+    // Any other route: the top-level fields.
+    let (req, resp) = run_on(
+        Some("api"),
+        DEMO,
+        &[(":path", "/partner/orders"), ("x-request-id", "client-abc")],
+    )?;
+    assert_eq!(one(&req, "x-request-id"), "client-abc");
+    assert_eq!(one(&resp, "x-request-id"), "client-abc");
+    assert!(req.get_all("x-correlation-id").is_empty());
+    assert_eq!(one(&req, "traceparent").len(), 55);
+    // Off everywhere but one route.
+    let only_api = r#"{"enabled": false, "routes": {"routes": [{"match": {"path_prefix": "/api/"}, "config": {}}]}}"#;
+    let (req, _) = run_on(None, only_api, &[(":path", "/api/x")])?;
+    assert!(is_uuid(&one(&req, "x-request-id")));
+    let (req, _) = run_on(None, only_api, &[(":path", "/web/x")])?;
+    assert!(req.get_all("x-request-id").is_empty());
+    Ok(())
+}
+
+#[test]
+fn bad_route_configurations_name_the_field() {
+    for (json, at) in [
+        (r#"{"routes": {"default": {}}}"#, "routes.default"),
+        (
+            r#"{"routes": {"routes": [{"match": {"route": "r"}, "config": {"routes": {}}}]}}"#,
+            "routes.routes[0].config.routes",
+        ),
+        (
+            r#"{"routes": {"routes": [{"match": {"route": "r"}, "config": {"max_client_id_length": 0}}]}}"#,
+            "routes.routes[0].config.max_client_id_length",
+        ),
+        (
+            r#"{"routes": {"routes": [{"match": {}, "config": {}}]}}"#,
+            "routes.routes[0].match",
+        ),
+        (
+            r#"{"routes": {"routes": [{"match": {"route": "r"}, "config": {"header": "tracestate"}}]}}"#,
+            "routes.routes[0].config.header",
+        ),
+    ] {
+        let e = match config(json) {
+            Ok(_) => format!("accepted: {json}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            e.starts_with(&format!("bad configuration at {at}")),
+            "{json}: {e}"
+        );
+    }
+}

@@ -44,7 +44,6 @@ mod tests;
 use std::rc::Rc;
 
 use serde::{Deserialize, Deserializer};
-use serde_json::Value;
 use tollgate_sdk::metrics::Counter;
 use tollgate_sdk::routes::Routed;
 use tollgate_sdk::{
@@ -322,9 +321,14 @@ pub struct BodyOps {
     /// `[from, to]`: the value moved (objects on the way to `to` are created).
     #[serde(rename = "move", default)]
     pub move_to: Vec<(JsonPath, JsonPath)>,
-    /// `[path, value]`: the value set (objects on the way are created).
+    /// `[path, value]`: the value set (objects on the way are created), its object keys in
+    /// the configuration's order.
     #[serde(default)]
-    pub set: Vec<(JsonPath, Value)>,
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "Vec<(JsonPath, serde_json::Value)>")
+    )]
+    pub set: Vec<(JsonPath, json_edit::Json)>,
     /// Larger bodies pass unchanged (default 960 KiB, under Envoy's default 1 MiB buffer limit).
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
@@ -333,7 +337,7 @@ pub struct BodyOps {
 impl BodyOps {
     /// `body` edited; `None` when it is not JSON.
     pub fn edit(&self, body: &[u8]) -> Option<Vec<u8>> {
-        let mut doc: Value = serde_json::from_slice(body).ok()?;
+        let mut doc: json_edit::Json = serde_json::from_slice(body).ok()?;
         for path in &self.remove {
             json_edit::remove(&mut doc, &path.0);
         }

@@ -201,7 +201,7 @@ fn response_body_edits_and_content_length() -> Result<(), ConfigError> {
         let out = feed(|b, eos| f.on_response_body(b, eos), body, &plan);
         assert_eq!(
             out,
-            br#"{"api_version":2,"result":{"id":1}}"#.to_vec(),
+            br#"{"result":{"id":1},"api_version":2}"#.to_vec(),
             "{plan:?}"
         );
     }
@@ -311,4 +311,78 @@ fn bad_configurations_name_the_field() {
             "{json}: {e}"
         );
     }
+}
+
+#[test]
+fn key_order_survives_edits() -> Result<(), ConfigError> {
+    // Keys in no sorted order: only what the operations name changes place.
+    let body = br#"{"zeta": 1, "user": {"mail": "a@x.io", "fullName": "Ada", "b": 2, "a": 1}, "client": {"z": 0, "debug": 1, "a": 0}, "alpha": [{"y": 1, "x": 2}]}"#;
+    let mut f = filter(DEMO)?;
+    request_headers(
+        &mut f,
+        &[
+            (":method", "POST"),
+            (":path", "/api/users"),
+            ("content-type", "application/json"),
+        ],
+        false,
+    );
+    let out = feed(|b, eos| f.on_request_body(b, eos), body, &[body.len()]);
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        r#"{"zeta":1,"user":{"full_name":"Ada","b":2,"a":1},"client":{"z":0,"a":0},"alpha":[{"y":1,"x":2}],"contact":{"email":"a@x.io"},"meta":{"via":"tollgate"}}"#
+    );
+    // A configured object value keeps the configuration's order too.
+    let set = r#"{"default": {"request": {"body": {"set": [["meta", {"z": 1, "a": 2}]]}}}}"#;
+    let mut f = filter(set)?;
+    request_headers(
+        &mut f,
+        &[
+            (":method", "POST"),
+            (":path", "/x"),
+            ("content-type", "application/json"),
+        ],
+        false,
+    );
+    let out = feed(
+        |b, eos| f.on_request_body(b, eos),
+        br#"{"b": 1, "a": 2}"#,
+        &[1],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        r#"{"b":1,"a":2,"meta":{"z":1,"a":2}}"#
+    );
+    Ok(())
+}
+
+#[test]
+fn repeated_keys_are_read_last_and_edited_everywhere() -> Result<(), String> {
+    use crate::json_edit::{Json, Path, get, remove, rename, set};
+    let parse = |s: &str| serde_json::from_str::<Json>(s).map_err(|e| e.to_string());
+    let text = |d: &Json| serde_json::to_string(d).unwrap_or_default();
+    let p = |s: &str| Path::parse(s);
+    // Unedited, a repeated key is kept as sent; readers see the last value.
+    let doc = parse(r#"{"a": 1, "b": 2, "a": 3}"#)?;
+    assert_eq!(text(&doc), r#"{"a":1,"b":2,"a":3}"#);
+    assert_eq!(get(&doc, &p("a")?), Some(&Json::Number(3.into())));
+    // Set: the first place, every repeat gone.
+    let mut d = doc.clone();
+    assert!(set(&mut d, &p("a")?, Json::Bool(true)));
+    assert_eq!(text(&d), r#"{"a":true,"b":2}"#);
+    // Remove: every member of that name (no stale copy survives).
+    let mut d = doc.clone();
+    assert_eq!(remove(&mut d, &p("a")?), Some(Json::Number(3.into())));
+    assert_eq!(text(&d), r#"{"b":2}"#);
+    // Rename in place, over an existing member of the new name.
+    let mut d = parse(r#"{"x": 1, "old": 2, "new": 3, "y": 4}"#)?;
+    assert!(rename(&mut d, &p("old")?, "new"));
+    assert_eq!(text(&d), r#"{"x":1,"new":2,"y":4}"#);
+    let mut d = parse(r#"{"new": 3, "x": 1, "old": 2}"#)?;
+    assert!(rename(&mut d, &p("old")?, "new"));
+    assert_eq!(text(&d), r#"{"x":1,"new":2}"#);
+    assert!(!rename(&mut d, &p("missing")?, "z"));
+    assert!(rename(&mut d, &p("x")?, "x"));
+    assert_eq!(text(&d), r#"{"x":1,"new":2}"#);
+    Ok(())
 }

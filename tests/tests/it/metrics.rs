@@ -217,6 +217,10 @@ fn bad_configurations_are_refused_at_start_naming_the_field() -> Result<()> {
             r#"{"path_routes": [{"prefix": "orders", "name": "o"}]}"#,
             "path_routes[0].prefix",
         ),
+        (
+            r#"{"routes": {"routes": [{"match": {"route": "api"}, "config": {"label": "a.b"}}]}}"#,
+            "routes.routes[0].config.label",
+        ),
     ] {
         let mut envoy_config = EnvoyConfig::for_filter(FILTER, upstream.addr())?;
         envoy_config.set_plugin_configuration(config)?;
@@ -224,5 +228,63 @@ fn bad_configurations_are_refused_at_start_naming_the_field() -> Result<()> {
             .with_context(|| format!("{field}: {config}"))?;
         ensure!(line.contains(&format!("at {field}")), "{field}: {line}");
     }
+    Ok(())
+}
+
+/// The demo's per-route rules in a real Envoy: `/healthz` is not measured, `/api/v2/` on the
+/// route named `api` (Envoy's route name reaching the filter) is labelled `api-v2`, the rest of
+/// `api` keeps the route's name.
+#[test]
+fn per_route_rules_label_or_skip_requests_in_envoy() -> Result<()> {
+    let upstream = Upstream::start_with(answer)?;
+    let envoy = Envoy::start(
+        &EnvoyConfig::for_filter(FILTER, upstream.addr())?,
+        "metrics-routes",
+    )?;
+    let text = envoy.explain((|| {
+        let send = |path: &str| -> Result<u16> {
+            let r = client::request("GET", "api.example.com", path, &[], b"");
+            Ok(client::send(envoy.listener(), &r)?.status)
+        };
+        for path in [
+            "/healthz",
+            "/healthz/ready",
+            "/api/v2/items",
+            "/api/v2/items/status/404",
+            "/api/v1/items",
+        ] {
+            ensure!(send(path)? != 0, "{path}");
+        }
+        let stats = client::send(
+            envoy.admin(),
+            &client::request("GET", "127.0.0.1", "/stats/prometheus", &[], b""),
+        )?;
+        Ok(String::from_utf8_lossy(&stats.body).into_owned())
+    })())?;
+    let all = samples(&text);
+    let show = || {
+        text.lines()
+            .filter(|l| l.starts_with("tollgate_requests"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    for (route, class, count) in [
+        ("api-v2", "2xx", 1.0),
+        ("api-v2", "4xx", 1.0),
+        ("api", "2xx", 1.0),
+    ] {
+        let labels = [("route", route), ("method", "GET"), ("status_class", class)];
+        ensure!(
+            find(&all, "tollgate_requests", &labels) == Some(count),
+            "tollgate_requests{labels:?} != {count}:\n{}",
+            show()
+        );
+    }
+    let counted: f64 = all
+        .iter()
+        .filter(|(n, _, _)| n == "tollgate_requests")
+        .map(|(_, _, v)| v)
+        .sum();
+    ensure!(counted == 3.0, "/healthz was counted:\n{}", show());
     Ok(())
 }

@@ -305,6 +305,10 @@ fn bad_configurations_are_refused_at_start_naming_the_field() -> Result<()> {
             r#"{"trace_context": "off", "new_span": true}"#,
             "trace_context",
         ),
+        (
+            r#"{"routes": {"routes": [{"match": {"route": "r"}, "config": {"max_client_id_length": 0}}]}}"#,
+            "routes.routes[0].config.max_client_id_length",
+        ),
     ] {
         let mut envoy_config = EnvoyConfig::for_filter(FILTER, upstream.addr())?;
         envoy_config.set_plugin_configuration(config)?;
@@ -312,5 +316,191 @@ fn bad_configurations_are_refused_at_start_naming_the_field() -> Result<()> {
             .with_context(|| format!("{field}: {config}"))?;
         ensure!(line.contains(&format!("at {field}")), "{field}: {line}");
     }
+    Ok(())
+}
+
+/// The demo's per-route rules in a real Envoy (`envoy/request-id/envoy.yaml` has a `partner`
+/// route): `/healthz` is left alone, the `partner` route (matched by Envoy's route name) uses
+/// `x-correlation-id`, replaces the client's id and leaves the trace context; other routes get
+/// the top-level configuration. The path rule gives the same in the harness.
+#[test]
+fn per_route_configuration_reaches_the_filter_in_envoy() -> Result<()> {
+    let upstream = Upstream::start(ok_response())?;
+    let envoy = Envoy::start(
+        &EnvoyConfig::for_filter(FILTER, upstream.addr())?,
+        "request-id-routes",
+    )?;
+    // A UUID v1: well formed, but the partner route never keeps a client's id.
+    let v1 = "0b1e5a8e-2f4b-1c1d-9a3e-5f6a7b8c9d0e";
+    let requests = [
+        client::request("GET", "api.example.com", "/healthz", &[], b""),
+        client::request(
+            "GET",
+            "api.example.com",
+            "/partner/orders",
+            &[
+                ("x-correlation-id", v1),
+                ("x-request-id", "client-abc"),
+                ("traceparent", "garbage"),
+            ],
+            b"",
+        ),
+        client::request(
+            "GET",
+            "api.example.com",
+            "/orders",
+            &[("x-request-id", "client-abc")],
+            b"",
+        ),
+    ];
+    let (runs, stats) = envoy.explain((|| {
+        let mut runs = Vec::new();
+        for request in &requests {
+            let response = client::send(envoy.listener(), request)?;
+            ensure!(
+                response.status == 200,
+                "{}: {}",
+                request.path,
+                response.status
+            );
+            let got = upstream.take_requests();
+            let received = got.first().context("the upstream saw no request")?;
+            runs.push((received.headers.clone(), response.headers));
+        }
+        let stats = client::send(
+            envoy.admin(),
+            &client::request("GET", "127.0.0.1", "/stats/prometheus", &[], b""),
+        )?;
+        Ok((runs, String::from_utf8_lossy(&stats.body).into_owned()))
+    })())?;
+
+    let (up, down) = &runs[0];
+    ensure!(
+        header(up, "x-request-id").is_empty()
+            && header(up, "traceparent").is_empty()
+            && header(down, "x-request-id").is_empty(),
+        "/healthz: the filter ran: upstream {up:?}, client {down:?}"
+    );
+
+    let (up, down) = &runs[1];
+    let made = header(up, "x-correlation-id");
+    ensure!(
+        made.len() == 1 && is_uuid_v4(made[0]) && header(down, "x-correlation-id") == made,
+        "partner: x-correlation-id not replaced and echoed: upstream {up:?}, client {down:?}"
+    );
+    ensure!(
+        header(up, "x-request-id") == ["client-abc"] && header(up, "traceparent") == ["garbage"],
+        "partner: the top-level header or the trace context was touched: {up:?}"
+    );
+    ensure!(
+        header(down, "x-request-id").is_empty(),
+        "partner: x-request-id echoed: {down:?}"
+    );
+
+    let (up, down) = &runs[2];
+    ensure!(
+        header(up, "x-request-id") == ["client-abc"]
+            && header(down, "x-request-id") == ["client-abc"]
+            && header(up, "traceparent").first().map(|t| t.len()) == Some(55)
+            && header(up, "x-correlation-id").is_empty(),
+        "api: not the top-level configuration: upstream {up:?}, client {down:?}"
+    );
+
+    // Counted: the partner's replaced id and the api's kept one; /healthz not at all.
+    for line in [
+        "request_id_ids{source=\"replaced\"} 1",
+        "request_id_ids{source=\"kept\"} 1",
+        "request_id_traces{trace=\"started\"} 1",
+    ] {
+        ensure!(
+            stats.lines().any(|l| l == line),
+            "/stats/prometheus has no line {line:?}: {:?}",
+            stats
+                .lines()
+                .filter(|l| l.contains("request_id_"))
+                .collect::<Vec<_>>()
+        );
+    }
+    ensure!(
+        !stats
+            .lines()
+            .any(|l| l.starts_with("request_id_ids{source=\"generated\"} ") && !l.ends_with(" 0")),
+        "an id was generated (for /healthz?): {stats}"
+    );
+
+    // The path rule in the harness: /healthz untouched there too.
+    let harness = through_harness(&paths::demo_config(FILTER)?, &requests[..1])?;
+    ensure!(
+        harness[0].upstream_id.is_empty() && harness[0].traceparent.is_empty(),
+        "harness /healthz: {:?}",
+        harness[0]
+    );
+    Ok(())
+}
+
+/// `envoy/request-id/lua.yaml` (the Lua alternative of the README's comparison) starts in the
+/// real Envoy and does what the README says: ids kept or made (UUID v4) and echoed, a valid
+/// trace context propagated, an invalid or missing one started with `tracestate` dropped.
+#[test]
+fn the_lua_alternative_runs_in_envoy_and_does_what_the_readme_says() -> Result<()> {
+    let upstream = Upstream::start(ok_response())?;
+    let mut lua = EnvoyConfig::for_filter(FILTER, upstream.addr())?;
+    lua.use_native_alternative(&paths::root().join("envoy/request-id/lua.yaml"))?;
+    let requests = vec![
+        get(&[]),
+        get(&[("x-request-id", "client-abc-123")]),
+        get(&[("traceparent", TP), ("tracestate", "congo=t61rcWkgMzE")]),
+        get(&[
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            ),
+            ("tracestate", "congo=t61rcWkgMzE"),
+        ]),
+        get(&[("x-request-id", "has space")]),
+        get(&[]),
+    ];
+    let (runs, _) = through_envoy(&lua, "request-id-lua", &upstream, &requests)?;
+    let mut ids = std::collections::HashSet::new();
+    for (i, s) in runs.iter().enumerate() {
+        ensure!(
+            s.upstream_id.len() == 1 && s.echoed == s.upstream_id,
+            "lua {i}: {s:?}"
+        );
+        ensure!(
+            s.traceparent.len() == 1 && s.traceparent[0].len() == 55,
+            "lua {i}: {s:?}"
+        );
+        ids.insert(s.upstream_id[0].clone());
+    }
+    ensure!(ids.len() == runs.len(), "lua: ids repeat: {runs:?}");
+    for i in [0usize, 2, 3, 4, 5] {
+        ensure!(
+            is_uuid_v4(&runs[i].upstream_id[0]),
+            "lua {i}: {:?}",
+            runs[i]
+        );
+    }
+    ensure!(
+        runs[1].upstream_id[0] == "client-abc-123",
+        "lua: {:?}",
+        runs[1]
+    );
+    ensure!(
+        runs[2].traceparent[0] == TP && runs[2].tracestate == ["congo=t61rcWkgMzE"],
+        "lua: {:?}",
+        runs[2]
+    );
+    ensure!(
+        !runs[3].traceparent[0].contains("4bf92f3577b34da6a3ce929d0e0e4736")
+            && runs[3].tracestate.is_empty(),
+        "lua: invalid traceparent kept: {:?}",
+        runs[3]
+    );
+    ensure!(
+        runs[0].traceparent[0].ends_with("-00") && runs[0].tracestate.is_empty(),
+        "lua: {:?}",
+        runs[0]
+    );
     Ok(())
 }

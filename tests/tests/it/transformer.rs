@@ -2,8 +2,9 @@
 //! - JSON body edits in both directions through a real Envoy, with the client writing the
 //!   request body and an upstream writing the response body whole, in 1-byte writes and in
 //!   random small writes: the upstream and the client read the same edited bytes every time,
-//!   and the byte counts match what was sent (no stale `content-length`); the same bodies cut
-//!   the same ways in the harness give the same bytes;
+//!   and the byte counts match what was sent (no stale `content-length`); the documents' key
+//!   order survives the edits (exact bytes); the same bodies cut the same ways in the harness
+//!   give the same bytes;
 //! - headers, query parameters, prefix and regex path rewrites and a redirect in Envoy and in
 //!   the harness; the counters on `/stats/prometheus`;
 //! - refused configurations name the field at start-up in Envoy.
@@ -25,10 +26,15 @@ use tollgate_traffic::{Exchange, ExchangeDetails, HttpResponse, Traffic};
 
 const FILTER: &str = "transformer";
 
+/// Written by hand, keys in no sorted order: what the filter does not edit keeps its place.
 fn request_doc() -> Vec<u8> {
-    let doc = json!({"user": {"fullName": "Ada Lovelace", "mail": "ada@example.com", "id": 7},
-        "client": {"debug": true, "name": "app"}, "items": [1, 2, 3], "note": "ünïcödé \"q\" {}"});
-    serde_json::to_vec_pretty(&doc).unwrap_or_default()
+    br#"{
+  "user": {"mail": "ada@example.com", "fullName": "Ada Lovelace", "id": 7},
+  "client": {"name": "app", "debug": true},
+  "note": "\u00fcn\u00efc\u00f6d\u00e9 \"q\" {}",
+  "items": [1, 2, 3]
+}"#
+    .to_vec()
 }
 
 fn request_expected() -> Value {
@@ -36,11 +42,21 @@ fn request_expected() -> Value {
         "client": {"name": "app"}, "items": [1, 2, 3], "note": "ünïcödé \"q\" {}", "meta": {"via": "tollgate"}})
 }
 
+/// `request_expected()` as the filter writes it: the members in the request's order (the
+/// renamed `full_name` in `fullName`'s place), moved and set ones last.
+const REQUEST_EXPECTED_BYTES: &str = r#"{"user":{"full_name":"Ada Lovelace","id":7},"client":{"name":"app"},"note":"ünïcödé \"q\" {}","items":[1,2,3],"contact":{"email":"ada@example.com"},"meta":{"via":"tollgate"}}"#;
+
 fn response_doc() -> Vec<u8> {
-    let doc = json!({"data": {"orders": [{"id": 1, "total": 12.5}, {"id": 2, "total": 3}]},
-        "internal": {"host": "10.0.0.1", "trace": "x".repeat(300)}});
-    serde_json::to_vec(&doc).unwrap_or_default()
+    let doc = format!(
+        r#"{{"internal": {{"trace": "{}", "host": "10.0.0.1"}}, "data": {{"orders": [{{"total": 12.5, "id": 1}}, {{"total": 3, "id": 2}}]}}}}"#,
+        "x".repeat(300)
+    );
+    doc.into_bytes()
 }
+
+/// The response as the filter writes it: `data` renamed `result` in place, `api_version` last.
+const RESPONSE_EXPECTED_BYTES: &str =
+    r#"{"result":{"orders":[{"total":12.5,"id":1},{"total":3,"id":2}]},"api_version":2}"#;
 
 fn response_expected() -> Value {
     json!({"result": {"orders": [{"id": 1, "total": 12.5}, {"id": 2, "total": 3}]}, "api_version": 2})
@@ -285,6 +301,17 @@ fn json_bodies_edited_the_same_for_every_chunking_in_envoy_and_in_the_harness() 
             "{label}: other bytes than whole"
         );
     }
+    // The key order of the documents survives the edits (nothing sorted), byte for byte.
+    ensure!(
+        seen[0].1 == REQUEST_EXPECTED_BYTES.as_bytes(),
+        "upstream body {:?}",
+        String::from_utf8_lossy(&seen[0].1)
+    );
+    ensure!(
+        seen[0].2 == RESPONSE_EXPECTED_BYTES.as_bytes(),
+        "client body {:?}",
+        String::from_utf8_lossy(&seen[0].2)
+    );
     for line in [
         "transformer_actions{action=\"request_body\"} 4",
         "transformer_actions{action=\"response_body\"} 4",
