@@ -413,6 +413,24 @@ mod narrow {
         }
     }
 
+    /// `t[k] += sum of x[r] v[r][k]` for `k < 4 chunks` (fewer if a slice is shorter).
+    #[inline(always)]
+    fn row4(t: &mut [u64], x: [u32; 4], v: [&[u32]; 4], chunks: usize) {
+        #[cfg(target_arch = "wasm32")]
+        simd::row4(t, x, v, chunks);
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let len = v
+                .iter()
+                .fold((4 * chunks).min(t.len()), |len, v| len.min(v.len()));
+            for (k, t) in t[..len].iter_mut().enumerate() {
+                for (&x, v) in x.iter().zip(v) {
+                    *t += u64::from(x) * u64::from(v[k]);
+                }
+            }
+        }
+    }
+
     /// `t[k] += x b[k]` for `k < 4 chunks` (fewer if a slice is shorter).
     #[inline(always)]
     fn row1(t: &mut [u64], x: u32, b: &[u32], chunks: usize) {
@@ -465,6 +483,53 @@ mod narrow {
             }
         }
 
+        /// `t[k] += sum of x[r] v[r][k]` for `k < 4 chunks`, clamped to the slices.
+        #[inline]
+        #[target_feature(enable = "simd128")]
+        pub fn row4(t: &mut [u64], x: [u32; 4], v: [&[u32]; 4], chunks: usize) {
+            let chunks = v
+                .iter()
+                .fold(chunks.min(t.len() / 4), |c, v| c.min(v.len() / 4));
+            let x = x.map(u32x4_splat);
+            let p = v.map(<[u32]>::as_ptr);
+            let tp = t.as_mut_ptr();
+            for q in 0..chunks {
+                // SAFETY: q < chunks, so limbs 4q..4q+4 of every v[r] and column sums
+                // 4q..4q+4 of t are inside their slices; v128 loads and stores have no
+                // alignment requirement, and t does not overlap the v[r] (a &mut borrow).
+                unsafe {
+                    let l0 = v128_load(p[0].add(4 * q).cast::<v128>());
+                    let l1 = v128_load(p[1].add(4 * q).cast::<v128>());
+                    let l2 = v128_load(p[2].add(4 * q).cast::<v128>());
+                    let l3 = v128_load(p[3].add(4 * q).cast::<v128>());
+                    let lo = i64x2_add(
+                        i64x2_add(
+                            u64x2_extmul_low_u32x4(l0, x[0]),
+                            u64x2_extmul_low_u32x4(l1, x[1]),
+                        ),
+                        i64x2_add(
+                            u64x2_extmul_low_u32x4(l2, x[2]),
+                            u64x2_extmul_low_u32x4(l3, x[3]),
+                        ),
+                    );
+                    let hi = i64x2_add(
+                        i64x2_add(
+                            u64x2_extmul_high_u32x4(l0, x[0]),
+                            u64x2_extmul_high_u32x4(l1, x[1]),
+                        ),
+                        i64x2_add(
+                            u64x2_extmul_high_u32x4(l2, x[2]),
+                            u64x2_extmul_high_u32x4(l3, x[3]),
+                        ),
+                    );
+                    let t0 = tp.add(4 * q).cast::<v128>();
+                    let t1 = tp.add(4 * q + 2).cast::<v128>();
+                    v128_store(t0, i64x2_add(v128_load(t0), lo));
+                    v128_store(t1, i64x2_add(v128_load(t1), hi));
+                }
+            }
+        }
+
         /// `t[k] += x b[k]` for `k < 4 chunks`, clamped to the slices.
         #[inline]
         #[target_feature(enable = "simd128")]
@@ -479,33 +544,40 @@ mod narrow {
                     let t0 = tp.add(4 * q).cast::<v128>();
                     let t1 = tp.add(4 * q + 2).cast::<v128>();
                     v128_store(t0, i64x2_add(v128_load(t0), u64x2_extmul_low_u32x4(vb, vx)));
-                    v128_store(t1, i64x2_add(v128_load(t1), u64x2_extmul_high_u32x4(vb, vx)));
+                    v128_store(
+                        t1,
+                        i64x2_add(v128_load(t1), u64x2_extmul_high_u32x4(vb, vx)),
+                    );
                 }
             }
         }
     }
 
-    /// Scratch for one exponentiation: the column sums and the next operand.
+    /// Scratch for one exponentiation: the column sums.
     struct Scratch {
         t: Vec<u64>,
     }
 
     impl Key {
+        /// A zeroed limb vector. Every limb vector `x` is kept one limb up, `x[0] = 0` and the
+        /// limbs at `x[1..=l]`, so that `&x[..]` is the same number times `2^28` (one row
+        /// later): two rows share a pass ([`Key::sqr`]).
         fn limbs(&self) -> Vec<u32> {
-            vec![0u32; self.w + 4]
+            vec![0u32; self.w + 8]
         }
 
         /// The column sums `t[l..]` (row `l - 1` left `carry` for column `l`) normalised
         /// into `out`, then reduced below `n` (the value is below `2n`).
         fn finish(&self, t: &[u64], mut carry: u64, out: &mut [u32]) {
             let l = self.l;
-            for (limb, &sum) in out[..l].iter_mut().zip(&t[l..2 * l]) {
+            let (out, n) = (&mut out[1..=l], &self.n[1..=l]);
+            for (limb, &sum) in out.iter_mut().zip(&t[l..2 * l]) {
                 let v = sum + carry;
                 *limb = (v & MASK) as u32;
                 carry = v >> BITS;
             }
-            if carry != 0 || !less(&out[..l], &self.n[..l]) {
-                sub(&mut out[..l], &self.n[..l]);
+            if carry != 0 || !less(out, n) {
+                sub(out, n);
             }
         }
 
@@ -513,7 +585,8 @@ mod narrow {
         /// inline; wasm runtimes without SIMD refuse the module at load, nothing else.)
         #[cfg_attr(target_arch = "wasm32", target_feature(enable = "simd128"))]
         fn mul(&self, out: &mut [u32], a: &[u32], b: &[u32], s: &mut Scratch) {
-            let (l, n, n0) = (self.l, &self.n, self.n0);
+            let (l, n0) = (self.l, self.n0);
+            let (a, b, n) = (&a[1..], &b[1..], &self.n[1..]);
             let chunks = self.w / 4;
             let t = &mut s.t;
             t.iter_mut().for_each(|x| *x = 0);
@@ -532,38 +605,61 @@ mod narrow {
         }
 
         /// `out = a a / R mod n` for `a < n`: each cross product `a[i] a[j]` (`i < j`) once,
-        /// as `(2 a[i]) a[j]`, in the same pass as the reduction's `m[i] n[j - i]`.
+        /// as `(2 a[i]) a[j]`, and rows `i`, `i + 1` in one pass: row `i + 1`'s terms are row
+        /// `i`'s shape read one limb down (`az`, `nz`: the vectors as stored, one up), so each
+        /// column sum is loaded and stored once for up to four products.
         #[cfg_attr(target_arch = "wasm32", target_feature(enable = "simd128"))]
-        fn sqr(&self, out: &mut [u32], a: &[u32], s: &mut Scratch) {
-            let (l, n, n0) = (self.l, &self.n, self.n0);
+        fn sqr(&self, out: &mut [u32], a_up: &[u32], s: &mut Scratch) {
+            let (l, n0) = (self.l, self.n0);
+            let (a, az, n, nz) = (&a_up[1..], a_up, &self.n[1..], &self.n[..]);
             let t = &mut s.t;
             t.iter_mut().for_each(|x| *x = 0);
             let mut carry = 0u64;
-            let n00 = u64::from(n[0]);
-            for i in 0..l {
+            let (n00, n01) = (u64::from(n[0]), u64::from(n[1]));
+            let mut i = 0;
+            while i + 1 < l {
+                let (ai, aj) = (a[i], a[i + 1]);
+                t[2 * i] += u64::from(ai) * u64::from(ai);
+                t[2 * i + 2] += u64::from(aj) * u64::from(aj);
+                // m[i] from column i; m[i + 1] from column i + 1 with what row i adds there
+                // (m[i] n[1], and 2 a[0] a[1] in the first row) and row i + 1's m n[0].
+                let low = t[i] + carry;
+                let mi = ((low & MASK) * n0) & MASK;
+                let mut next = t[i + 1] + ((low + mi * n00) >> BITS) + mi * n01;
+                if i == 0 {
+                    next += 2 * u64::from(ai) * u64::from(aj);
+                }
+                let mj = ((next & MASK) * n0) & MASK;
+                carry = (next + mj * n00) >> BITS;
+                let (mi32, mj32) = (mi as u32, mj as u32);
+                // Columns i..=2i: the reduction terms only, m[i] n[k] + m[i + 1] n[k - 1].
+                let only = i + 1;
+                let whole = only / 4 * 4;
+                row2(&mut t[i..], mi32, n, mj32, nz, whole / 4);
+                for k in whole..only {
+                    t[i + k] += mi * u64::from(n[k]) + mj * u64::from(nz[k]);
+                }
+                // Columns 2i+1..=i+l: the cross terms too. Row i + 1's cross terms start at
+                // a[i + 2]; the pass also adds 2 a[i+1] a[i] and 2 a[i+1] a[i+1] at 2i+1
+                // and 2i+2, taken back after it.
+                row4(
+                    &mut t[2 * i + 1..],
+                    [2 * ai, mi32, 2 * aj, mj32],
+                    [&a[only..], &n[only..], &az[only..], &nz[only..]],
+                    (l - i).div_ceil(4),
+                );
+                let twice_aj = 2 * u64::from(aj);
+                t[2 * i + 1] -= twice_aj * u64::from(ai);
+                t[2 * i + 2] -= twice_aj * u64::from(aj);
+                i += 2;
+            }
+            if i < l {
+                // The last row of an odd l: its square and its reduction (no cross terms).
                 let ai = a[i];
                 t[2 * i] += u64::from(ai) * u64::from(ai);
                 let low = t[i] + carry;
                 let mi = ((low & MASK) * n0) & MASK;
-                let m32 = mi as u32;
-                // Columns i..2i+1 get only m[i] n[0..=i]: whole chunks by vector, the
-                // rest one by one; from there on both terms, to the end of the row.
-                let only = i + 1;
-                let whole = only / 4 * 4;
-                row1(&mut t[i..], m32, n, whole / 4);
-                for j in whole..only {
-                    t[i + j] += mi * u64::from(n[j]);
-                }
-                let from = i + only;
-                let rest = l - only;
-                row2(
-                    &mut t[from..],
-                    2 * ai,
-                    &a[only..],
-                    m32,
-                    &n[only..],
-                    rest.div_ceil(4),
-                );
+                row1(&mut t[i..], mi as u32, n, self.w / 4);
                 carry = (low + mi * n00) >> BITS;
             }
             self.finish(t, carry, out);
@@ -577,8 +673,8 @@ mod narrow {
             }
             let l = bits.div_ceil(BITS);
             let w = l.div_ceil(4) * 4;
-            let mut n = vec![0u32; w + 4];
-            from_wide(wide, &mut n);
+            let mut n = vec![0u32; w + 8];
+            from_wide(wide, &mut n[1..]);
             let n0 = u64::from(super::neg_inverse(*wide.first()?)) & MASK;
             let mut key = Self {
                 n,
@@ -593,16 +689,17 @@ mod narrow {
             let t = rb.trailing_zeros();
             let j = rb >> t;
             let mut x = key.limbs();
-            x[(bits - 1) / BITS] = 1 << ((bits - 1) % BITS);
+            x[1 + (bits - 1) / BITS] = 1 << ((bits - 1) % BITS);
             for _ in 0..(rb + j + 1 - bits) {
+                let x = &mut x[1..=l];
                 let mut carry = 0u32;
-                for limb in x[..l].iter_mut() {
+                for limb in x.iter_mut() {
                     let v = (*limb << 1) | carry;
                     carry = v >> BITS;
                     *limb = v & MASK as u32;
                 }
-                if carry == 1 || !less(&x[..l], &key.n[..l]) {
-                    sub(&mut x[..l], &key.n[..l]);
+                if carry == 1 || !less(x, &key.n[1..=l]) {
+                    sub(x, &key.n[1..=l]);
                 }
             }
             let mut scratch = key.scratch();
@@ -625,7 +722,7 @@ mod narrow {
         pub fn public_op(&self, s: &[u32], e: u64, size: usize) -> Vec<u8> {
             let mut scratch = self.scratch();
             let mut plain = self.limbs();
-            from_wide(s, &mut plain);
+            from_wide(s, &mut plain[1..]);
             let (mut base, mut acc, mut tmp) = (self.limbs(), self.limbs(), self.limbs());
             self.mul(&mut base, &plain, &self.r2, &mut scratch);
             acc.copy_from_slice(&base);
@@ -647,6 +744,7 @@ mod narrow {
                 // e = 1 (refused by RsaKey::new, kept correct): s itself.
                 acc.copy_from_slice(&plain);
             }
+            let acc = &acc[1..];
             (0..size)
                 .rev()
                 .map(|i| {
@@ -654,7 +752,9 @@ mod narrow {
                     let (limb, shift) = (at / BITS, at % BITS);
                     let mut v = acc.get(limb).map_or(0, |&x| u64::from(x) >> shift);
                     if shift + 8 > BITS {
-                        v |= acc.get(limb + 1).map_or(0, |&x| u64::from(x) << (BITS - shift));
+                        v |= acc
+                            .get(limb + 1)
+                            .map_or(0, |&x| u64::from(x) << (BITS - shift));
                     }
                     v as u8
                 })
@@ -683,7 +783,10 @@ mod tests {
     #[test]
     fn public_op_matches_the_rsa_crate_on_random_keys_and_inputs() {
         let mut rng = rand_core::UnwrapErr(getrandom::SysRng);
-        for (round, bits) in [2048usize, 2048, 3072, 2056, 4096].into_iter().enumerate() {
+        for (round, bits) in [2048usize, 2048, 3072, 2056, 4096, 1024, 2040, 3360]
+            .into_iter()
+            .enumerate()
+        {
             let private = rsa::PrivateKey::new(&mut rng, bits).unwrap();
             let public = private.to_public_key();
             let n = public.n().to_be_bytes();
