@@ -490,7 +490,12 @@ mod narrow {
             let chunks = v
                 .iter()
                 .fold(chunks.min(t.len() / 4), |c, v| c.min(v.len() / 4));
-            let x = x.map(u32x4_splat);
+            let x = [
+                u32x4_splat(x[0]),
+                u32x4_splat(x[1]),
+                u32x4_splat(x[2]),
+                u32x4_splat(x[3]),
+            ];
             let p = v.map(<[u32]>::as_ptr);
             let tp = t.as_mut_ptr();
             for q in 0..chunks {
