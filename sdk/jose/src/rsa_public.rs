@@ -1,12 +1,14 @@
-//! The RSA public operation (`s^e mod n`) for signature verification, on 32-bit limbs with
-//! Montgomery multiplication, and the PKCS#1 v1.5 check (RS256/RS384/RS512) on top of it.
+//! The RSA public operation (`s^e mod n`) for signature verification with Montgomery
+//! multiplication (28-bit limbs and SIMD128 rows for keys up to 3,360 bits, `narrow`; 32-bit
+//! limbs above), and the PKCS#1 v1.5 check (RS256/RS384/RS512) on top of it.
 //!
 //! Why not the `rsa` crate's: its exponentiation is the constant-time one a private key needs
 //! (a 4-bit window with a 16-entry table scanned on every step, about 40 Montgomery
 //! multiplications for e = 65537), which on wasm32 cost 7.3 M instructions per RS256 token.
 //! A signature check only handles public data (key, signature, message), so a plain
 //! square-and-multiply is sound: for e = 65537 it is 16 squarings and one multiplication, plus
-//! the conversions in and out of Montgomery form. Everything that depends only on the key
+//! the conversion into Montgomery form (the 28-bit code's last multiplication, by `s` itself,
+//! also takes the result out of it). Everything that depends only on the key
 //! (`-n^-1 mod 2^32`, `R^2 mod n`) is computed once, when the key is parsed ([`RsaKey::new`]).
 //!
 //! Tested against the `rsa` crate (native tests, many random keys and signatures); PS256 still
@@ -566,7 +568,7 @@ mod narrow {
     impl Key {
         /// A zeroed limb vector. Every limb vector `x` is kept one limb up, `x[0] = 0` and the
         /// limbs at `x[1..=l]`, so that `&x[..]` is the same number times `2^28` (one row
-        /// later): two rows share a pass ([`Key::sqr`]).
+        /// later): two rows share a pass ([`Key::mul`], [`Key::sqr`]).
         fn limbs(&self) -> Vec<u32> {
             vec![0u32; self.w + 8]
         }
@@ -589,20 +591,42 @@ mod narrow {
         /// `out = a b / R mod n` for `a, b < n`. (With simd128 enabled here, the rows
         /// inline; wasm runtimes without SIMD refuse the module at load, nothing else.)
         #[cfg_attr(target_arch = "wasm32", target_feature(enable = "simd128"))]
-        fn mul(&self, out: &mut [u32], a: &[u32], b: &[u32], s: &mut Scratch) {
+        fn mul(&self, out: &mut [u32], a_up: &[u32], b_up: &[u32], s: &mut Scratch) {
             let (l, n0) = (self.l, self.n0);
-            let (a, b, n) = (&a[1..], &b[1..], &self.n[1..]);
-            let chunks = self.w / 4;
+            let (a, b, n) = (&a_up[1..], &b_up[1..], &self.n[1..]);
+            let (bz, nz) = (b_up, &self.n[..]);
             let t = &mut s.t;
             t.iter_mut().for_each(|x| *x = 0);
             let mut carry = 0u64;
-            let b0 = u64::from(b[0]);
-            let n00 = u64::from(n[0]);
-            for i in 0..l {
+            let (b0, b1) = (u64::from(b[0]), u64::from(b[1]));
+            let (n00, n01) = (u64::from(n[0]), u64::from(n[1]));
+            // Rows i and i + 1 in one pass, as in `sqr`: t[i + k] += a[i] b[k] + m[i] n[k]
+            // + a[i+1] b[k-1] + m[i+1] n[k-1].
+            let mut i = 0;
+            while i + 1 < l {
+                let (ai, aj) = (a[i], a[i + 1]);
+                let low = t[i] + carry + u64::from(ai) * b0;
+                let mi = ((low & MASK) * n0) & MASK;
+                let next = t[i + 1]
+                    + ((low + mi * n00) >> BITS)
+                    + u64::from(ai) * b1
+                    + mi * n01
+                    + u64::from(aj) * b0;
+                let mj = ((next & MASK) * n0) & MASK;
+                carry = (next + mj * n00) >> BITS;
+                row4(
+                    &mut t[i..],
+                    [ai, mi as u32, aj, mj as u32],
+                    [b, n, bz, nz],
+                    (l + 1).div_ceil(4),
+                );
+                i += 2;
+            }
+            if i < l {
                 let ai = a[i];
                 let low = t[i] + carry + u64::from(ai) * b0;
                 let mi = ((low & MASK) * n0) & MASK;
-                row2(&mut t[i..], ai, b, mi as u32, n, chunks);
+                row2(&mut t[i..], ai, b, mi as u32, n, self.w / 4);
                 // Column i is now a multiple of 2^28 (with the carry it was owed).
                 carry = (low + mi * n00) >> BITS;
             }
