@@ -14,9 +14,9 @@
 //! `k = SHA-512(R || A || M) mod l`.
 //!
 //! One-time costs: a key's table is built on its first verification (256 points, each
-//! normalised with a field inversion) and kept across JWKS parses for the last
-//! [`TABLE_CACHE`] keys (about 36 M instructions per key); `B`'s is `curve25519-dalek`'s constant. Not constant-time, by design: verification
-//! handles only public values.
+//! normalised with a field inversion: about 36 M wasm instructions) and kept across JWKS
+//! parses for the last [`TABLE_CACHE`] keys; `B`'s is `curve25519-dalek`'s constant. Not
+//! constant-time, by design: verification handles only public values.
 
 use std::sync::{Arc, Mutex, OnceLock};
 
