@@ -82,8 +82,8 @@ pub enum Material {
     P256(crate::ec::P256Key),
     /// P-384 public key (ES384), with its table ([`crate::ec`]).
     P384(crate::ec::P384Key),
-    /// Ed25519 public key (EdDSA).
-    Ed25519(ed25519_dalek::VerifyingKey),
+    /// Ed25519 public key (EdDSA), with its table ([`crate::ed25519`]).
+    Ed25519(crate::ed25519::VerifyingKey),
     /// Shared secret (HS256).
     Hmac(Vec<u8>),
 }
@@ -284,8 +284,8 @@ pub fn parse_jwks(value: &serde_json::Value) -> Result<Vec<Key>, JwksError> {
                     .try_into()
                     .map_err(|_| err("Ed25519 `x` must be 32 bytes".into()))?;
                 Material::Ed25519(
-                    ed25519_dalek::VerifyingKey::from_bytes(&bytes)
-                        .map_err(|_| err("not an Ed25519 public key".into()))?,
+                    crate::ed25519::VerifyingKey::from_bytes(&bytes)
+                        .ok_or_else(|| err("not an Ed25519 public key".into()))?,
                 )
             }
             "oct" => {

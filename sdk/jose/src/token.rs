@@ -197,12 +197,7 @@ fn verify_with(alg: Alg, material: &Material, msg: &[u8], sig: &[u8]) -> bool {
         // JWS ECDSA signatures are the fixed-size r || s (not DER).
         (Alg::Es256, Material::P256(key)) => key.verify(msg, sig),
         (Alg::Es384, Material::P384(key)) => key.verify(msg, sig),
-        (Alg::EdDsa, Material::Ed25519(key)) => {
-            let Ok(signature) = ed25519_dalek::Signature::from_slice(sig) else {
-                return false;
-            };
-            key.verify_strict(msg, &signature).is_ok()
-        }
+        (Alg::EdDsa, Material::Ed25519(key)) => key.verify(msg, sig),
         (Alg::Hs256, Material::Hmac(secret)) => {
             use hmac::{KeyInit, Mac};
             let Ok(mut mac) = hmac::Hmac::<Sha256>::new_from_slice(secret) else {

@@ -3,6 +3,8 @@
 //! - `plumbing`: the test upstream and client themselves, against each other.
 //! - `jwt_auth`: the `jwt-auth` filter in the harness and in a real Envoy fetching its JWKS
 //!   from a real server (every algorithm, forgeries, key rotation).
+//! - `jwt_auth_keys`: RSA keys of every limb shape and several Ed25519 keys verified by the
+//!   wasm module in the harness (the SIMD paths the native tests of `tollgate-jose` cannot run).
 //! - `ext_authz`: the `ext-authz` filter in the harness and in a real Envoy with a real
 //!   authorization service (allow, deny, slow, down).
 //! - `record`: `tollgate record` through a real Envoy, replayed in the harness.
@@ -89,6 +91,7 @@ mod hostile_guests;
 mod ip_restriction;
 mod json_mask;
 mod jwt_auth;
+mod jwt_auth_keys;
 mod key_auth;
 mod metrics;
 mod native_parity;
