@@ -27,7 +27,9 @@ use std::time::{Duration, Instant};
 use tollgate_host::bare;
 use tollgate_host::plugin::Plugin;
 use tollgate_host::state::{HeaderMap, VmSettings};
-use tollgate_host::stream::{self, BodyDelivery, FailurePolicy, Lane, Prepared, StreamInput};
+use tollgate_host::stream::{
+    self, BodyDelivery, FailurePolicy, Lane, Prepared, Spare, StreamInput,
+};
 use tollgate_host::verdict::Verdict;
 use tollgate_host::vm::Vm;
 use tollgate_traffic::{Exchange, har};
@@ -334,15 +336,37 @@ fn full_run_once(vm: &mut Vm, input: Prepared<'_>) -> usize {
 
 /// [`full_run`] of an exchange handed over to the driver, as `tollgate
 /// replay` hands it ([`Prepared::from_recording_owned`], [`stream::run_owned`]).
-fn full_run_owned(vm: &mut Vm, mut exchange: Exchange) -> usize {
+fn full_run_owned(vm: &mut Vm, mut exchange: Exchange, spare: &mut Spare) -> usize {
     let mut lanes = [Lane {
         vm: Some(vm),
         name: String::new(),
         policy: FailurePolicy::FailClosed,
     }];
-    let input = Prepared::from_recording_owned(&mut exchange, BodyDelivery::Envoy);
-    let (out, recorded) = stream::run_owned(&mut lanes, input);
+    let input = Prepared::from_recording_owned(&mut exchange, BodyDelivery::Envoy, spare);
+    let (out, recorded) = stream::run_owned(&mut lanes, input, spare);
     out.client_response.status as usize + out.steps.len() + usize::from(recorded.request.is_some())
+}
+
+/// [`full_run_owned`] that gives the exchange its messages back afterwards
+/// (from the recording or from the outcome carrying them untouched), as
+/// the streamed replay does, so the same exchanges can go round again.
+fn full_run_restored(vm: &mut Vm, exchange: &mut Exchange, spare: &mut Spare) -> usize {
+    let mut lanes = [Lane {
+        vm: Some(vm),
+        name: String::new(),
+        policy: FailurePolicy::FailClosed,
+    }];
+    let had_response = exchange.response.is_some();
+    let input = Prepared::from_recording_owned(exchange, BodyDelivery::Envoy, spare);
+    let (out, recorded) = stream::run_owned(&mut lanes, input, spare);
+    let n = out.client_response.status as usize + out.steps.len();
+    if let Some(r) = recorded.request.or(out.upstream_request) {
+        exchange.request = r;
+    }
+    if had_response {
+        exchange.response = Some(recorded.response.unwrap_or(out.client_response));
+    }
+    n
 }
 
 /// The resident set size of this process, in bytes (Linux; 0 elsewhere).
@@ -648,25 +672,40 @@ fn head_to_head() {
         };
         let borrowed_allocs = allocations_per(exchanges.len() * 20, &mut recording);
         let (borrowed_ns, _) = interleaved(301, 140, recording, || 0);
-        // As `tollgate replay` drives them: each exchange handed over (the
-        // copies are made before, as reading the recording makes them).
+        // As `tollgate replay` drives them: each exchange handed over and
+        // given back (the streamed replay's way), round and round.
+        let mut owned = demo_exchanges();
+        let mut vm = harness_vm(&p);
+        let mut spare = Spare::default();
+        let mut o = 0;
+        let mut restored = || {
+            o = (o + 1) % owned.len();
+            full_run_restored(&mut vm, &mut owned[o], &mut spare)
+        };
+        // The first round fills the spare strings.
+        allocations_per(70, &mut restored);
+        let recording_allocs = allocations_per(70 * 20, &mut restored);
+        let (recording_ns, _) = interleaved(301, 140, restored, || 0);
+        // The same, each exchange a fresh copy freed after its run (the
+        // copies are made before, as reading a recording makes them).
         let copies = |n: usize| -> Vec<Exchange> {
             (0..n)
                 .map(|i| exchanges[i % exchanges.len()].clone())
                 .collect()
         };
         let mut vm = harness_vm(&p);
+        let mut spare = Spare::default();
         let mut pool = copies(exchanges.len() * 20);
-        let recording_allocs = allocations_per(pool.len(), || match pool.pop() {
-            Some(e) => full_run_owned(&mut vm, e),
+        let fresh_allocs = allocations_per(pool.len(), || match pool.pop() {
+            Some(e) => full_run_owned(&mut vm, e, &mut spare),
             None => 0,
         });
         let mut pool = copies(102 * 140);
-        let (recording_ns, _) = interleaved(
+        let (fresh_ns, _) = interleaved(
             101,
             140,
             || match pool.pop() {
-                Some(e) => full_run_owned(&mut vm, e),
+                Some(e) => full_run_owned(&mut vm, e, &mut spare),
                 None => 0,
             },
             || 0,
@@ -705,6 +744,7 @@ fn head_to_head() {
                 recording_allocs,
                 true,
             ),
+            ("full report, fresh copies", fresh_ns, fresh_allocs, false),
             (
                 "full report, borrowing",
                 borrowed_ns,
@@ -740,6 +780,7 @@ fn head_to_head() {
         // `tollgate replay --stream`'s driving: 100,000 exchanges one at a
         // time (demo.har's, cycled), nothing kept; resident memory must stay flat.
         let mut vm = harness_vm(&p);
+        let mut spare = Spare::default();
         let total = 100_000;
         let mut rss = Vec::new();
         let t = Instant::now();
@@ -750,7 +791,7 @@ fn head_to_head() {
             }
             // Each exchange read afresh (a copy), as a streamed recording yields them.
             let e = exchanges[i % exchanges.len()].clone();
-            sink = sink.wrapping_add(full_run_owned(&mut vm, e));
+            sink = sink.wrapping_add(full_run_owned(&mut vm, e, &mut spare));
         }
         let elapsed = t.elapsed();
         rss.push(resident_bytes());

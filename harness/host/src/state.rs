@@ -337,8 +337,9 @@ pub struct StreamState {
     /// creates the trailers a filter writes then).
     pub end_of_stream: bool,
     /// The exchange's own properties (a recording's `properties:`), dotted
-    /// paths; they win over the VM's and the built-in ones.
-    pub properties: Vec<(String, Vec<u8>)>,
+    /// paths; they win over the VM's and the built-in ones. Shared by the
+    /// filters of a chain.
+    pub properties: Arc<[(String, Vec<u8>)]>,
 }
 
 impl StreamState {
@@ -368,7 +369,7 @@ impl StreamState {
             request_headers_open: true,
             response_headers_open: true,
             end_of_stream: false,
-            properties: Vec::new(),
+            properties: Arc::default(),
         }
     }
 }

@@ -38,6 +38,7 @@ use crate::state::{ExchangeCallouts, HeaderMap, LocalResponse, Phase, StreamStat
 use crate::vm::{CallError, Vm};
 use std::borrow::Cow;
 use std::cell::OnceCell;
+use std::sync::Arc;
 use tollgate_traffic::{Callout, Exchange, HttpRequest, HttpResponse};
 
 /// The status of a stalled or reset exchange's client response: none was sent.
@@ -376,7 +377,7 @@ fn regular_headers(map: &HeaderMap) -> Vec<(String, String)> {
 
 /// [`to_request`] taking the map: its strings move into the request when
 /// nothing else holds the map.
-fn into_request(map: HeaderMap, body: Vec<u8>) -> HttpRequest {
+fn into_request(map: HeaderMap, body: Vec<u8>, spare: Option<&mut Spare>) -> HttpRequest {
     let mut headers = match map.into_entries() {
         Ok(entries) => entries,
         Err(map) => return to_request(&map, body),
@@ -396,7 +397,7 @@ fn into_request(map: HeaderMap, body: Vec<u8>) -> HttpRequest {
             *slot = Some(std::mem::take(v));
         }
     }
-    headers.retain(|(k, _)| !k.starts_with(':'));
+    drop_pseudo(&mut headers, spare);
     let [method, scheme, authority, path] = pseudo.map(|(_, v)| v.unwrap_or_default());
     HttpRequest {
         method,
@@ -409,7 +410,7 @@ fn into_request(map: HeaderMap, body: Vec<u8>) -> HttpRequest {
 }
 
 /// [`to_response`] taking the map, as [`into_request`].
-fn into_response(map: HeaderMap, body: Vec<u8>) -> HttpResponse {
+fn into_response(map: HeaderMap, body: Vec<u8>, spare: Option<&mut Spare>) -> HttpResponse {
     let mut headers = match map.into_entries() {
         Ok(entries) => entries,
         Err(map) => return to_response(&map, body),
@@ -419,12 +420,32 @@ fn into_response(map: HeaderMap, body: Vec<u8>) -> HttpResponse {
         .find(|(k, _)| k.eq_ignore_ascii_case(":status"))
         .and_then(|(_, s)| s.parse().ok())
         .unwrap_or(NO_RESPONSE);
-    headers.retain(|(k, _)| !k.starts_with(':'));
+    drop_pseudo(&mut headers, spare);
     HttpResponse {
         status,
         headers,
         body,
     }
+}
+
+/// Removes the pseudo-headers (their strings kept in `spare`, if any).
+fn drop_pseudo(headers: &mut Vec<(String, String)>, spare: Option<&mut Spare>) {
+    let Some(spare) = spare else {
+        headers.retain(|(k, _)| !k.starts_with(':'));
+        return;
+    };
+    let mut kept = 0;
+    for i in 0..headers.len() {
+        if headers[i].0.starts_with(':') {
+            let (k, v) = std::mem::take(&mut headers[i]);
+            spare.keep(k);
+            spare.keep(v);
+        } else {
+            headers.swap(kept, i);
+            kept += 1;
+        }
+    }
+    headers.truncate(kept);
 }
 
 fn to_request(map: &HeaderMap, body: Vec<u8>) -> HttpRequest {
@@ -1350,14 +1371,20 @@ pub fn run_once(lanes: &mut [Lane<'_>], prepared: Prepared<'_>) -> StreamOutcome
 /// [`Prepared::from_recording_owned`], an exchange the filters left alone
 /// is never copied (its strings go from the recording into the maps and
 /// from the maps into the outcome).
-pub fn run_owned(lanes: &mut [Lane<'_>], prepared: Prepared<'_>) -> (StreamOutcome, Recorded) {
+///
+/// The pseudo-headers' strings go back to `spare` for the next exchange.
+pub fn run_owned(
+    lanes: &mut [Lane<'_>],
+    prepared: Prepared<'_>,
+    spare: &mut Spare,
+) -> (StreamOutcome, Recorded) {
     let mut d = Parked::new(lanes, &prepared, Detail::Full).driver(lanes);
     while d.stage != Stage::Done {
         advance(&mut d, &prepared);
     }
     let out = end_streams(&mut d);
-    let recorded = prepared.into_recorded(&d, &out);
-    (settle(&mut d, out), recorded)
+    let recorded = prepared.into_recorded(&d, &out, spare);
+    (settle(&mut d, out, Some(spare)), recorded)
 }
 
 /// Runs one exchange through a chain of filters for its verdict only: the
@@ -1450,7 +1477,8 @@ pub struct Prepared<'i> {
     /// ([`Prepared::from_recording_owned`]): the maps are the recording.
     moved: bool,
     callouts: Cow<'i, [Callout]>,
-    properties: Cow<'i, [(String, Vec<u8>)]>,
+    /// Shared with every filter's stream state.
+    properties: Arc<[(String, Vec<u8>)]>,
     request_headers: HeaderMap,
     request_trailers: Option<HeaderMap>,
     request_chunks: Vec<Vec<u8>>,
@@ -1474,10 +1502,22 @@ struct Parts<'i, 't> {
     request_chunks: &'t ChunkPlan,
     response_chunks: &'t ChunkPlan,
     callouts: Cow<'i, [Callout]>,
-    properties: Cow<'i, [(String, Vec<u8>)]>,
+    properties: Arc<[(String, Vec<u8>)]>,
     /// The request's and response's maps, when already built from them
     /// (their strings moved in).
     moved_maps: Option<(HeaderMap, HeaderMap)>,
+}
+
+/// A recording's properties as the guest reads them ([`property_value`]),
+/// in one allocation (none when there are none) shared by the filters.
+fn recorded_properties(recorded: &[(String, String)]) -> Arc<[(String, Vec<u8>)]> {
+    if recorded.is_empty() {
+        return Arc::default();
+    }
+    recorded
+        .iter()
+        .map(|(k, v)| (k.clone(), property_value(k, v)))
+        .collect()
 }
 
 /// The response driven when the recording has none: a 200 with no body.
@@ -1500,7 +1540,11 @@ impl<'i> Prepared<'i> {
             request_chunks: &input.request_chunks,
             response_chunks: &input.response_chunks,
             callouts: Cow::Borrowed(&input.callouts),
-            properties: Cow::Borrowed(&input.properties),
+            properties: if input.properties.is_empty() {
+                Arc::default()
+            } else {
+                input.properties.iter().cloned().collect()
+            },
             moved_maps: None,
         })
     }
@@ -1519,7 +1563,7 @@ impl<'i> Prepared<'i> {
             request_chunks: &ChunkPlan::Whole,
             response_chunks: &ChunkPlan::Whole,
             callouts: Cow::Borrowed(&[]),
-            properties: Cow::Borrowed(&[]),
+            properties: Arc::default(),
             moved_maps: None,
         })
     }
@@ -1536,16 +1580,7 @@ impl<'i> Prepared<'i> {
                 ChunkPlan::recorded(sizes)
             }
         };
-        let properties: Cow<'i, [(String, Vec<u8>)]> = if d.properties.is_empty() {
-            Cow::Borrowed(&[])
-        } else {
-            Cow::Owned(
-                d.properties
-                    .iter()
-                    .map(|(k, v)| (k.clone(), property_value(k, v)))
-                    .collect(),
-            )
-        };
+        let properties = recorded_properties(&d.properties);
         Self::build(Parts {
             request: Cow::Borrowed(&exchange.request),
             response: exchange
@@ -1654,7 +1689,7 @@ impl<'i> Prepared<'i> {
     /// The recorded messages, given back after a run: `None` for one that
     /// is exactly what the run's outcome carries (the filters left it as
     /// recorded, and the outcome takes it: see [`run_owned`]).
-    fn into_recorded(self, d: &Driver<'_, '_>, out: &StreamOutcome) -> Recorded {
+    fn into_recorded(self, d: &Driver<'_, '_>, out: &StreamOutcome, spare: &mut Spare) -> Recorded {
         let untouched = |flow: &Flow, map: &HeaderMap, body: &[u8]| {
             self.moved
                 && flow.to_outcome
@@ -1675,12 +1710,20 @@ impl<'i> Prepared<'i> {
         } = self;
         let request = match (request_same, moved) {
             (true, _) => None,
-            (false, true) => Some(into_request(request_headers, request.into_owned().body)),
+            (false, true) => Some(into_request(
+                request_headers,
+                request.into_owned().body,
+                Some(&mut *spare),
+            )),
             (false, false) => Some(request.into_owned()),
         };
         let response = match (response_same, moved) {
             (true, _) => None,
-            (false, true) => Some(into_response(response_headers, response.into_owned().body)),
+            (false, true) => Some(into_response(
+                response_headers,
+                response.into_owned().body,
+                Some(&mut *spare),
+            )),
             (false, false) => Some(response.into_owned()),
         };
         Recorded { request, response }
@@ -1695,7 +1738,11 @@ impl Prepared<'static> {
     /// pseudo-header, no repeated header Envoy's codec would fold); else
     /// they are copied and the recording kept as it is. [`run_owned`] gives
     /// them back ([`Recorded`]).
-    pub fn from_recording_owned(exchange: &mut Exchange, delivery: BodyDelivery) -> Self {
+    pub fn from_recording_owned(
+        exchange: &mut Exchange,
+        delivery: BodyDelivery,
+        spare: &mut Spare,
+    ) -> Self {
         let request = std::mem::replace(&mut exchange.request, empty_request());
         let response = exchange.response.take().unwrap_or_else(default_response);
         let d = &exchange.details;
@@ -1707,18 +1754,14 @@ impl Prepared<'static> {
             }
         };
         let (request_plan, response_plan) = (plan(&d.request_chunks), plan(&d.response_chunks));
-        let properties: Vec<(String, Vec<u8>)> = d
-            .properties
-            .iter()
-            .map(|(k, v)| (k.clone(), property_value(k, v)))
-            .collect();
+        let properties = recorded_properties(&d.properties);
         let (mut request, mut response) = (request, response);
         let moved_maps = (movable(&request.headers, crate::abi::REQUEST_INLINE)
             && movable(&response.headers, crate::abi::RESPONSE_INLINE))
         .then(|| {
             (
-                request_map_moving(&mut request),
-                response_map_moving(&mut response),
+                request_map_moving(&mut request, spare),
+                response_map_moving(&mut response, spare),
             )
         });
         Prepared::build(Parts {
@@ -1729,7 +1772,7 @@ impl Prepared<'static> {
             request_chunks: &request_plan,
             response_chunks: &response_plan,
             callouts: Cow::Owned(d.callouts.clone()),
-            properties: Cow::Owned(properties),
+            properties,
             moved_maps,
         })
     }
@@ -1743,6 +1786,47 @@ fn empty_request() -> HttpRequest {
         path: String::new(),
         headers: Vec::new(),
         body: Vec::new(),
+    }
+}
+
+/// Strings one exchange's maps leave behind for the next: the
+/// pseudo-headers' names (`:authority`, `:path`, `:method`, `:scheme`,
+/// `:status`) and the status's text, which [`run_owned`] hands back
+/// instead of freeing and [`Prepared::from_recording_owned`] takes, so an
+/// exchange the filters leave alone costs no allocation for them. Holds at
+/// most a few short strings.
+#[derive(Debug, Default)]
+pub struct Spare {
+    strings: Vec<String>,
+}
+
+impl Spare {
+    /// At most this many strings are kept.
+    const KEEP: usize = 16;
+
+    /// `text` in a kept string (room for any pseudo-header name or status).
+    fn text(&mut self, text: &str) -> String {
+        let mut s = self
+            .strings
+            .pop()
+            .unwrap_or_else(|| String::with_capacity(16));
+        s.clear();
+        s.push_str(text);
+        s
+    }
+
+    /// A status's text in a kept string.
+    fn status(&mut self, status: u16) -> String {
+        use std::fmt::Write as _;
+        let mut s = self.text("");
+        let _ = write!(s, "{status}");
+        s
+    }
+
+    fn keep(&mut self, s: String) {
+        if self.strings.len() < Self::KEEP && s.capacity() >= 16 {
+            self.strings.push(s);
+        }
     }
 }
 
@@ -1770,20 +1854,20 @@ fn movable(headers: &[(String, String)], inline: &[&str]) -> bool {
 }
 
 /// [`request_map`], the request's strings moved into the map.
-fn request_map_moving(req: &mut HttpRequest) -> HeaderMap {
+fn request_map_moving(req: &mut HttpRequest, spare: &mut Spare) -> HeaderMap {
     let mut pairs = Vec::with_capacity(4 + req.headers.len());
-    pairs.push((":authority".into(), std::mem::take(&mut req.authority)));
-    pairs.push((":path".into(), std::mem::take(&mut req.path)));
-    pairs.push((":method".into(), std::mem::take(&mut req.method)));
-    pairs.push((":scheme".into(), std::mem::take(&mut req.scheme)));
+    pairs.push((spare.text(":authority"), std::mem::take(&mut req.authority)));
+    pairs.push((spare.text(":path"), std::mem::take(&mut req.path)));
+    pairs.push((spare.text(":method"), std::mem::take(&mut req.method)));
+    pairs.push((spare.text(":scheme"), std::mem::take(&mut req.scheme)));
     pairs.append(&mut req.headers);
     HeaderMap::from_lowercase_entries(pairs)
 }
 
 /// [`response_map`], the response's strings moved into the map.
-fn response_map_moving(resp: &mut HttpResponse) -> HeaderMap {
+fn response_map_moving(resp: &mut HttpResponse, spare: &mut Spare) -> HeaderMap {
     let mut pairs = Vec::with_capacity(1 + resp.headers.len());
-    pairs.push((":status".into(), resp.status.to_string()));
+    pairs.push((spare.text(":status"), spare.status(resp.status)));
     pairs.append(&mut resp.headers);
     HeaderMap::from_lowercase_entries(pairs)
 }
@@ -1867,7 +1951,7 @@ impl Parked {
                         start,
                         req.body.len() as u64,
                     );
-                    s.properties = p.properties.to_vec();
+                    s.properties = p.properties.clone();
                     (ctx, Some(s))
                 }
                 None => (0, None),
@@ -2004,7 +2088,7 @@ fn empty_outcome() -> StreamOutcome {
 /// collected, a reset or stalled stream sent the client nothing.
 fn conclude(d: &mut Driver<'_, '_>) -> StreamOutcome {
     let out = end_streams(d);
-    settle(d, out)
+    settle(d, out, None)
 }
 
 /// The filters forget the stream; its callouts are collected.
@@ -2036,18 +2120,26 @@ fn end_streams(d: &mut Driver<'_, '_>) -> StreamOutcome {
 
 /// What left the chain becomes the outcome's (moved out of maps no one
 /// else holds by now); a reset or stalled stream sent the client nothing.
-fn settle(d: &mut Driver<'_, '_>, mut out: StreamOutcome) -> StreamOutcome {
+fn settle(
+    d: &mut Driver<'_, '_>,
+    mut out: StreamOutcome,
+    mut spare: Option<&mut Spare>,
+) -> StreamOutcome {
     if std::mem::take(&mut d.req.to_outcome)
         && let Some(h) = d.req.out_headers.take()
     {
         d.req.headers = HeaderMap::default();
-        out.upstream_request = Some(into_request(h, std::mem::take(&mut d.req.out_body)));
+        out.upstream_request = Some(into_request(
+            h,
+            std::mem::take(&mut d.req.out_body),
+            spare.as_deref_mut(),
+        ));
     }
     if std::mem::take(&mut d.resp.to_outcome)
         && let Some(h) = d.resp.out_headers.take()
     {
         d.resp.headers = HeaderMap::default();
-        out.client_response = into_response(h, std::mem::take(&mut d.resp.out_body));
+        out.client_response = into_response(h, std::mem::take(&mut d.resp.out_body), spare);
     }
     if out.reset_in.is_some() || (out.stalled_in.is_some() && !out.client_stream_open) {
         out.client_response = HttpResponse {

@@ -669,6 +669,7 @@ impl ReplayBuilder {
             workers,
             trace,
             body_delivery,
+            spare: stream::Spare::default(),
         };
         Ok((chain, traffic))
     }
@@ -692,8 +693,7 @@ impl ReplayBuilder {
             }
             prev_start = start;
             let id = std::mem::take(&mut exchange.id);
-            let input = stream::Prepared::from_recording_owned(&mut exchange, chain.body_delivery);
-            let (outcome, recorded, cost, logs) = chain.exchange_owned(input);
+            let (outcome, recorded, cost, logs) = chain.exchange_owned(&mut exchange);
             exchanges.push(judge(
                 id,
                 recorded.request.as_ref(),
@@ -750,6 +750,8 @@ pub struct Chain {
     workers: usize,
     trace: bool,
     body_delivery: BodyDelivery,
+    /// Strings one exchange leaves for the next ([`stream::Spare`]).
+    spare: stream::Spare,
 }
 
 fn start_vm(
@@ -847,9 +849,14 @@ impl Chain {
     /// leave alone is never copied).
     pub fn exchange_owned(
         &mut self,
-        input: stream::Prepared<'_>,
+        exchange: &mut tollgate_traffic::Exchange,
     ) -> (StreamOutcome, stream::Recorded, Duration, Vec<LogLine>) {
-        self.drive(|lanes| stream::run_owned(lanes, input))
+        let mut spare = std::mem::take(&mut self.spare);
+        let input =
+            stream::Prepared::from_recording_owned(exchange, self.body_delivery, &mut spare);
+        let r = self.drive(|lanes| stream::run_owned(lanes, input, &mut spare));
+        self.spare = spare;
+        r
     }
 
     /// Runs one exchange on the next worker with `run`, which drives it

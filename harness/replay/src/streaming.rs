@@ -121,9 +121,7 @@ where
         // untouched): nothing of it is copied.
         let mut e = e;
         let had_response = e.response.is_some();
-        let input =
-            tollgate_host::stream::Prepared::from_recording_owned(&mut e, chain.body_delivery);
-        let (out, recorded, cost, logs) = chain.exchange_owned(input);
+        let (out, recorded, cost, logs) = chain.exchange_owned(&mut e);
         let report = crate::judge(
             std::mem::take(&mut e.id),
             recorded.request.as_ref(),
