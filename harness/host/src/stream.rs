@@ -1347,7 +1347,7 @@ pub fn run_chain(lanes: &mut [Lane<'_>], input: &StreamInput) -> StreamOutcome {
 /// built once: [`Prepared::from_recording_with`] borrows the recording),
 /// to drive it again: the outcome's messages are copies.
 pub fn run_prepared(lanes: &mut [Lane<'_>], prepared: &Prepared<'_>) -> StreamOutcome {
-    let mut d = Parked::new(lanes, prepared, Detail::Full).driver(lanes);
+    let mut d = Parked::start(lanes, prepared, Detail::Full);
     while d.stage != Stage::Done {
         advance(&mut d, prepared);
     }
@@ -1358,7 +1358,7 @@ pub fn run_prepared(lanes: &mut [Lane<'_>], prepared: &Prepared<'_>) -> StreamOu
 /// dropped before the outcome is made, so the messages that left the chain
 /// untouched move into it instead of being copied.
 pub fn run_once(lanes: &mut [Lane<'_>], prepared: Prepared<'_>) -> StreamOutcome {
-    let mut d = Parked::new(lanes, &prepared, Detail::Full).driver(lanes);
+    let mut d = Parked::start(lanes, &prepared, Detail::Full);
     while d.stage != Stage::Done {
         advance(&mut d, &prepared);
     }
@@ -1378,7 +1378,7 @@ pub fn run_owned(
     prepared: Prepared<'_>,
     spare: &mut Spare,
 ) -> (StreamOutcome, Recorded) {
-    let mut d = Parked::new(lanes, &prepared, Detail::Full).driver(lanes);
+    let mut d = Parked::start(lanes, &prepared, Detail::Full);
     while d.stage != Stage::Done {
         advance(&mut d, &prepared);
     }
@@ -1406,7 +1406,7 @@ pub fn run_chain_verdict(lanes: &mut [Lane<'_>], input: &Prepared<'_>) -> Stream
         }
     }
     let verdict = {
-        let mut d = Parked::new(lanes, input, Detail::Verdict).driver(lanes);
+        let mut d = Parked::start(lanes, input, Detail::Verdict);
         while d.stage != Stage::Done {
             advance(&mut d, input);
         }
@@ -1936,9 +1936,37 @@ struct Parked {
 impl Parked {
     /// A new exchange: a context id in every filter, its stream state.
     fn new(lanes: &mut [Lane<'_>], p: &Prepared<'_>, detail: Detail) -> Self {
+        Self::with_streams(lanes, p, detail, false)
+    }
+
+    /// A new exchange driven at once: its stream state goes straight into
+    /// the filters' VMs.
+    fn start<'l, 'a>(
+        lanes: &'l mut [Lane<'a>],
+        p: &Prepared<'_>,
+        detail: Detail,
+    ) -> Driver<'l, 'a> {
+        Self::with_streams(lanes, p, detail, true).driver(lanes)
+    }
+
+    /// [`Self::new`]; with `attach`, each filter's stream state is handed
+    /// to its VM here instead of being parked.
+    fn with_streams(
+        lanes: &mut [Lane<'_>],
+        p: &Prepared<'_>,
+        detail: Detail,
+        attach: bool,
+    ) -> Self {
         let req = &p.request;
+        // One queue for the chain: the recording lists the exchange's
+        // callouts in order, whichever filter makes them.
+        let callouts = if p.callouts.is_empty() {
+            ExchangeCallouts::default()
+        } else {
+            ExchangeCallouts::new(p.callouts.iter().cloned())
+        };
         let mut st = Vec::with_capacity(lanes.len());
-        let mut streams = Vec::with_capacity(lanes.len());
+        let mut streams = Vec::with_capacity(if attach { 0 } else { lanes.len() });
         for lane in lanes.iter_mut() {
             let (ctx, stream) = match lane.vm.as_deref_mut() {
                 Some(vm) => {
@@ -1952,11 +1980,18 @@ impl Parked {
                         req.body.len() as u64,
                     );
                     s.properties = p.properties.clone();
-                    (ctx, Some(s))
+                    if attach {
+                        vm.attach_stream(Some(s), callouts.clone());
+                        (ctx, None)
+                    } else {
+                        (ctx, Some(s))
+                    }
                 }
                 None => (0, None),
             };
-            streams.push(stream);
+            if !attach {
+                streams.push(stream);
+            }
             st.push(LaneState {
                 ctx,
                 created: false,
@@ -1998,13 +2033,7 @@ impl Parked {
             detail,
             stage: Stage::RequestHeaders,
             streams,
-            // One queue for the chain: the recording lists the exchange's
-            // callouts in order, whichever filter makes them.
-            callouts: if p.callouts.is_empty() {
-                ExchangeCallouts::default()
-            } else {
-                ExchangeCallouts::new(p.callouts.iter().cloned())
-            },
+            callouts,
         }
     }
 
