@@ -27,7 +27,9 @@ use std::time::{Duration, Instant};
 use tollgate_host::bare;
 use tollgate_host::plugin::Plugin;
 use tollgate_host::state::{HeaderMap, VmSettings};
-use tollgate_host::stream::{self, FailurePolicy, Lane, Prepared, StreamInput};
+use tollgate_host::stream::{
+    self, BodyDelivery, FailurePolicy, Lane, Prepared, Spare, StreamInput,
+};
 use tollgate_host::verdict::Verdict;
 use tollgate_host::vm::Vm;
 use tollgate_traffic::{Exchange, har};
@@ -307,6 +309,74 @@ fn demo_inputs() -> Vec<StreamInput> {
         .collect()
 }
 
+/// One exchange through the stream driver with the full outcome (step log,
+/// messages as they left the chain), as `tollgate replay` runs it.
+fn full_run(vm: &mut Vm, input: &Prepared<'_>) -> usize {
+    let mut lanes = [Lane {
+        vm: Some(vm),
+        name: String::new(),
+        policy: FailurePolicy::FailClosed,
+    }];
+    let out = stream::run_prepared(&mut lanes, input);
+    out.client_response.status as usize + out.steps.len()
+}
+
+/// [`full_run`] of an exchange prepared for this one run, as the replay
+/// drives it ([`stream::run_once`]: what left the chain untouched moves
+/// into the outcome).
+fn full_run_once(vm: &mut Vm, input: Prepared<'_>) -> usize {
+    let mut lanes = [Lane {
+        vm: Some(vm),
+        name: String::new(),
+        policy: FailurePolicy::FailClosed,
+    }];
+    let out = stream::run_once(&mut lanes, input);
+    out.client_response.status as usize + out.steps.len()
+}
+
+/// [`full_run`] of an exchange handed over to the driver, as `tollgate
+/// replay` hands it ([`Prepared::from_recording_owned`], [`stream::run_owned`]).
+fn full_run_owned(vm: &mut Vm, mut exchange: Exchange, spare: &mut Spare) -> usize {
+    let mut lanes = [Lane {
+        vm: Some(vm),
+        name: String::new(),
+        policy: FailurePolicy::FailClosed,
+    }];
+    let input = Prepared::from_recording_owned(&mut exchange, BodyDelivery::Envoy, spare);
+    let (out, recorded) = stream::run_owned(&mut lanes, input, spare);
+    out.client_response.status as usize + out.steps.len() + usize::from(recorded.request.is_some())
+}
+
+/// [`full_run_owned`] that gives the exchange its messages back afterwards
+/// (from the recording or from the outcome carrying them untouched), as
+/// the streamed replay does, so the same exchanges can go round again.
+fn full_run_restored(vm: &mut Vm, exchange: &mut Exchange, spare: &mut Spare) -> usize {
+    let mut lanes = [Lane {
+        vm: Some(vm),
+        name: String::new(),
+        policy: FailurePolicy::FailClosed,
+    }];
+    let had_response = exchange.response.is_some();
+    let input = Prepared::from_recording_owned(exchange, BodyDelivery::Envoy, spare);
+    let (out, recorded) = stream::run_owned(&mut lanes, input, spare);
+    let n = out.client_response.status as usize + out.steps.len();
+    if let Some(r) = recorded.request.or(out.upstream_request) {
+        exchange.request = r;
+    }
+    if had_response {
+        exchange.response = Some(recorded.response.unwrap_or(out.client_response));
+    }
+    n
+}
+
+/// The resident set size of this process, in bytes (Linux; 0 elsewhere).
+fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
 /// One exchange through the stream driver for its verdict.
 fn verdict_run(vm: &mut Vm, input: &Prepared<'_>) -> usize {
     let name = String::new();
@@ -388,6 +458,22 @@ mod replay_noop {
         b.bench_local(|| {
             i = (i + 1) % exchanges.len();
             stream::run(&mut vm, &exchanges[i]).client_response.status
+        });
+    }
+
+    /// The full outcome again, each exchange prepared as the replay
+    /// prepares it (`Prepared::from_recording_with`, borrowing the
+    /// recording: maps and chunks built for every request).
+    #[divan::bench]
+    fn stream_driver_recording(b: divan::Bencher) {
+        let p = plugin("noop");
+        let mut vm = harness_vm(&p);
+        let exchanges = demo_exchanges();
+        let mut i = 0;
+        b.bench_local(|| {
+            i = (i + 1) % exchanges.len();
+            let input = Prepared::from_recording_with(&exchanges[i], BodyDelivery::Envoy);
+            full_run_once(&mut vm, input)
         });
     }
 
@@ -575,6 +661,74 @@ fn head_to_head() {
         allocations_per(prepared.len(), &mut verdict_once);
         let verdict_allocs = allocations_per(prepared.len() * 20, &mut verdict_once);
         let (verdict_ns, _) = interleaved(1_001, 280, verdict_once, || 0);
+        // The full outcome as `tollgate replay` drives it: each exchange
+        // prepared from the recording for every request, and prepared once.
+        let mut vm = harness_vm(&p);
+        let mut k = 0;
+        let mut recording = || {
+            k = (k + 1) % exchanges.len();
+            let input = Prepared::from_recording_with(&exchanges[k], BodyDelivery::Envoy);
+            full_run_once(&mut vm, input)
+        };
+        let borrowed_allocs = allocations_per(exchanges.len() * 20, &mut recording);
+        let (borrowed_ns, _) = interleaved(301, 140, recording, || 0);
+        // As `tollgate replay` drives them: each exchange handed over and
+        // given back (the streamed replay's way), round and round.
+        let mut owned = demo_exchanges();
+        let mut vm = harness_vm(&p);
+        let mut spare = Spare::default();
+        let mut o = 0;
+        let mut restored = || {
+            o = (o + 1) % owned.len();
+            full_run_restored(&mut vm, &mut owned[o], &mut spare)
+        };
+        // The first round fills the spare strings.
+        allocations_per(70, &mut restored);
+        let recording_allocs = allocations_per(70 * 20, &mut restored);
+        let (recording_ns, _) = interleaved(301, 140, restored, || 0);
+        // The same, each exchange a fresh copy freed after its run (the
+        // copies are made before, as reading a recording makes them).
+        let copies = |n: usize| -> Vec<Exchange> {
+            (0..n)
+                .map(|i| exchanges[i % exchanges.len()].clone())
+                .collect()
+        };
+        let mut vm = harness_vm(&p);
+        let mut spare = Spare::default();
+        let mut pool = copies(exchanges.len() * 20);
+        let fresh_allocs = allocations_per(pool.len(), || match pool.pop() {
+            Some(e) => full_run_owned(&mut vm, e, &mut spare),
+            None => 0,
+        });
+        let mut pool = copies(102 * 140);
+        let (fresh_ns, _) = interleaved(
+            101,
+            140,
+            || match pool.pop() {
+                Some(e) => full_run_owned(&mut vm, e, &mut spare),
+                None => 0,
+            },
+            || 0,
+        );
+        drop(pool);
+        let recorded: Vec<Prepared<'_>> = exchanges
+            .iter()
+            .map(|e| Prepared::from_recording_with(e, BodyDelivery::Envoy))
+            .collect();
+        let mut vm = harness_vm(&p);
+        let mut m = 0;
+        let mut prepared_full = || {
+            m = (m + 1) % recorded.len();
+            full_run(&mut vm, &recorded[m])
+        };
+        let prepared_allocs = allocations_per(recorded.len() * 20, &mut prepared_full);
+        let (prepared_ns, _) = interleaved(301, 140, prepared_full, || 0);
+        let mut n = 0;
+        let prepare_allocs = allocations_per(exchanges.len() * 20, || {
+            n = (n + 1) % exchanges.len();
+            let input = Prepared::from_recording_with(&exchanges[n], BodyDelivery::Envoy);
+            usize::from(input.recorded_request().method.len() > 3)
+        });
         let mut vm = harness_vm(&p);
         let bare_allocs = allocations_per(1000, || harness_run(&mut vm, &q, &s));
         let (bare, _) = interleaved(1_001, 400, || harness_run(&mut vm, &q, &s), || 0);
@@ -584,7 +738,26 @@ fn head_to_head() {
         );
         for (name, ns, allocs, target) in [
             ("stream driver, verdict", verdict_ns, verdict_allocs, true),
-            ("stream driver, full report", full_ns, full_allocs, false),
+            (
+                "full report, as replayed",
+                recording_ns,
+                recording_allocs,
+                true,
+            ),
+            ("full report, fresh copies", fresh_ns, fresh_allocs, false),
+            (
+                "full report, borrowing",
+                borrowed_ns,
+                borrowed_allocs,
+                false,
+            ),
+            (
+                "full report, prepared once",
+                prepared_ns,
+                prepared_allocs,
+                false,
+            ),
+            ("stream::run (one chunk)", full_ns, full_allocs, false),
             ("bare lifecycle", bare, bare_allocs, false),
         ] {
             let rps = 1e9 / ns;
@@ -599,8 +772,41 @@ fn head_to_head() {
             );
         }
         println!(
-            "    full report / verdict: {:.2}x; verdict / bare lifecycle: {:.2}x",
-            full_ns / verdict_ns,
+            "    preparing an exchange (maps, chunks): {prepare_allocs:.1} allocations; \
+             full report as replayed: {} allocations/request (target <= 20): {}",
+            recording_allocs,
+            verdict(recording_allocs <= 20.0)
+        );
+        // `tollgate replay --stream`'s driving: 100,000 exchanges one at a
+        // time (demo.har's, cycled), nothing kept; resident memory must stay flat.
+        let mut vm = harness_vm(&p);
+        let mut spare = Spare::default();
+        let total = 100_000;
+        let mut rss = Vec::new();
+        let t = Instant::now();
+        let mut sink = 0usize;
+        for i in 0..total {
+            if i % 25_000 == 0 {
+                rss.push(resident_bytes());
+            }
+            // Each exchange read afresh (a copy), as a streamed recording yields them.
+            let e = exchanges[i % exchanges.len()].clone();
+            sink = sink.wrapping_add(full_run_owned(&mut vm, e, &mut spare));
+        }
+        let elapsed = t.elapsed();
+        rss.push(resident_bytes());
+        black_box(sink);
+        let mib = |b: &u64| format!("{:.1}", *b as f64 / (1024.0 * 1024.0));
+        println!(
+            "    {total} exchanges streamed (each copied from the recording, full report): {:.0} requests/s, resident MiB {}; \
+             guest memory {} KiB",
+            total as f64 / elapsed.as_secs_f64(),
+            rss.iter().map(mib).collect::<Vec<_>>().join(" -> "),
+            vm.memory_size() / 1024
+        );
+        println!(
+            "    full report as replayed / verdict: {:.2}x; verdict / bare lifecycle: {:.2}x",
+            recording_ns / verdict_ns,
             verdict_ns / bare
         );
     }

@@ -154,6 +154,27 @@ impl HeaderMap {
         }
     }
 
+    /// A map of entries whose names are already lower-case (as a
+    /// recording's are): taken as they are, no copy.
+    pub(crate) fn from_lowercase_entries(entries: Vec<(String, String)>) -> Self {
+        debug_assert!(
+            entries
+                .iter()
+                .all(|(k, _)| !k.bytes().any(|b| b.is_ascii_uppercase()))
+        );
+        Self {
+            entries: (!entries.is_empty()).then(|| Arc::new(entries)),
+        }
+    }
+
+    /// The entries, taken when no other clone of the map holds them.
+    pub(crate) fn into_entries(self) -> Result<Vec<(String, String)>, HeaderMap> {
+        match self.entries {
+            None => Ok(Vec::new()),
+            Some(a) => Arc::try_unwrap(a).map_err(|a| HeaderMap { entries: Some(a) }),
+        }
+    }
+
     /// Entries in order.
     #[inline]
     pub fn entries(&self) -> &[(String, String)] {
@@ -316,8 +337,9 @@ pub struct StreamState {
     /// creates the trailers a filter writes then).
     pub end_of_stream: bool,
     /// The exchange's own properties (a recording's `properties:`), dotted
-    /// paths; they win over the VM's and the built-in ones.
-    pub properties: Vec<(String, Vec<u8>)>,
+    /// paths; they win over the VM's and the built-in ones. Shared by the
+    /// filters of a chain.
+    pub properties: Arc<[(String, Vec<u8>)]>,
 }
 
 impl StreamState {
@@ -347,7 +369,7 @@ impl StreamState {
             request_headers_open: true,
             response_headers_open: true,
             end_of_stream: false,
-            properties: Vec::new(),
+            properties: Arc::default(),
         }
     }
 }
@@ -361,14 +383,15 @@ pub(crate) struct HttpCallResponse {
 }
 
 /// The recorded answers for the http callouts of the exchange being
-/// replayed, shared by the filters of a chain and taken in order.
+/// replayed, shared by the filters of a chain and taken in order. None
+/// (the default, the usual case) holds no allocation.
 #[derive(Debug, Clone, Default)]
-pub struct ExchangeCallouts(Arc<Mutex<VecDeque<Callout>>>);
+pub struct ExchangeCallouts(Option<Arc<Mutex<VecDeque<Callout>>>>);
 
 impl ExchangeCallouts {
     /// A queue of answers, in the order the calls are expected.
     pub fn new(callouts: impl IntoIterator<Item = Callout>) -> Self {
-        Self(Arc::new(Mutex::new(callouts.into_iter().collect())))
+        Self(Some(Arc::new(Mutex::new(callouts.into_iter().collect()))))
     }
 
     fn matching(cluster: &str) -> impl Fn(&Callout) -> bool + '_ {
@@ -377,15 +400,16 @@ impl ExchangeCallouts {
 
     /// Whether an answer for a call to `cluster` is left.
     pub(crate) fn has(&self, cluster: &str) -> bool {
-        self.0
-            .lock()
-            .is_ok_and(|q| q.iter().any(Self::matching(cluster)))
+        self.0.as_ref().is_some_and(|q| {
+            q.lock()
+                .is_ok_and(|q| q.iter().any(Self::matching(cluster)))
+        })
     }
 
     /// Takes the first answer left for a call to `cluster`, as a stub
     /// (`:status` first, then the recorded headers).
     pub(crate) fn take(&self, cluster: &str) -> Option<HttpCallStub> {
-        let mut q = self.0.lock().ok()?;
+        let mut q = self.0.as_ref()?.lock().ok()?;
         let at = q.iter().position(Self::matching(cluster))?;
         let c = q.remove(at)?;
         let mut headers = vec![(":status".to_owned(), c.response.status.to_string())];
@@ -398,7 +422,9 @@ impl ExchangeCallouts {
 
     /// Answers not used (yet).
     pub fn remaining(&self) -> usize {
-        self.0.lock().map_or(0, |q| q.len())
+        self.0
+            .as_ref()
+            .map_or(0, |q| q.lock().map_or(0, |q| q.len()))
     }
 }
 

@@ -36,7 +36,9 @@
 
 use crate::state::{ExchangeCallouts, HeaderMap, LocalResponse, Phase, StreamState};
 use crate::vm::{CallError, Vm};
+use std::borrow::Cow;
 use std::cell::OnceCell;
+use std::sync::Arc;
 use tollgate_traffic::{Callout, Exchange, HttpRequest, HttpResponse};
 
 /// The status of a stalled or reset exchange's client response: none was sent.
@@ -328,31 +330,122 @@ pub struct StreamOutcome {
     pub callout_requests: Vec<crate::callouts::CalloutRecord>,
 }
 
+/// A header name as a map keeps it: lower-case (a recording's names
+/// already are: then one copy, no second pass).
+fn lower(name: &str) -> String {
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        name.to_ascii_lowercase()
+    } else {
+        name.to_owned()
+    }
+}
+
+/// A recorded header list as map entries (names lower-case), after `first`.
+fn entries(first: usize, headers: &[(String, String)]) -> Vec<(String, String)> {
+    let mut pairs = Vec::with_capacity(first + headers.len());
+    pairs.extend(std::iter::repeat_n((String::new(), String::new()), first));
+    pairs.extend(headers.iter().map(|(k, v)| (lower(k), v.clone())));
+    pairs
+}
+
 fn request_map(req: &HttpRequest) -> HeaderMap {
-    let mut pairs: Vec<(String, String)> = vec![
-        (":authority".into(), req.authority.clone()),
-        (":path".into(), req.path.clone()),
-        (":method".into(), req.method.clone()),
-        (":scheme".into(), req.scheme.clone()),
-    ];
-    pairs.extend(req.headers.iter().cloned());
+    // One string per name and per value, the vector sized once.
+    let mut pairs = entries(4, &req.headers);
+    pairs[0] = (":authority".into(), req.authority.clone());
+    pairs[1] = (":path".into(), req.path.clone());
+    pairs[2] = (":method".into(), req.method.clone());
+    pairs[3] = (":scheme".into(), req.scheme.clone());
     // Envoy's codec folds a repeated inline header (`authorization`, `via`...) into one value.
-    HeaderMap::from_pairs(crate::abi::fold_inline(pairs, crate::abi::REQUEST_INLINE))
+    HeaderMap::from_lowercase_entries(crate::abi::fold_inline(pairs, crate::abi::REQUEST_INLINE))
 }
 
 fn response_map(status: u16, headers: &[(String, String)]) -> HeaderMap {
-    let mut pairs = vec![(":status".to_string(), status.to_string())];
-    pairs.extend(headers.iter().cloned());
-    HeaderMap::from_pairs(crate::abi::fold_inline(pairs, crate::abi::RESPONSE_INLINE))
+    let mut pairs = entries(1, headers);
+    pairs[0] = (":status".into(), status.to_string());
+    HeaderMap::from_lowercase_entries(crate::abi::fold_inline(pairs, crate::abi::RESPONSE_INLINE))
 }
 
 /// The map's entries without the pseudo-headers (`:method`, `:status`, ...).
 fn regular_headers(map: &HeaderMap) -> Vec<(String, String)> {
-    map.entries()
+    let entries = map.entries();
+    // Sized once: the pseudo-headers come first and are few.
+    let pseudo = entries.iter().filter(|(k, _)| k.starts_with(':')).count();
+    let mut out = Vec::with_capacity(entries.len() - pseudo);
+    out.extend(entries.iter().filter(|(k, _)| !k.starts_with(':')).cloned());
+    out
+}
+
+/// [`to_request`] taking the map: its strings move into the request when
+/// nothing else holds the map.
+fn into_request(map: HeaderMap, body: Vec<u8>, spare: Option<&mut Spare>) -> HttpRequest {
+    let mut headers = match map.into_entries() {
+        Ok(entries) => entries,
+        Err(map) => return to_request(&map, body),
+    };
+    let mut pseudo = [
+        (":method", None),
+        (":scheme", None),
+        (":authority", None),
+        (":path", None),
+    ];
+    for (k, v) in headers.iter_mut().filter(|(k, _)| k.starts_with(':')) {
+        // The first of each, as `HeaderMap::get` finds it.
+        if let Some((_, slot)) = pseudo
+            .iter_mut()
+            .find(|(name, slot)| slot.is_none() && k.eq_ignore_ascii_case(name))
+        {
+            *slot = Some(std::mem::take(v));
+        }
+    }
+    drop_pseudo(&mut headers, spare);
+    let [method, scheme, authority, path] = pseudo.map(|(_, v)| v.unwrap_or_default());
+    HttpRequest {
+        method,
+        scheme,
+        authority,
+        path,
+        headers,
+        body,
+    }
+}
+
+/// [`to_response`] taking the map, as [`into_request`].
+fn into_response(map: HeaderMap, body: Vec<u8>, spare: Option<&mut Spare>) -> HttpResponse {
+    let mut headers = match map.into_entries() {
+        Ok(entries) => entries,
+        Err(map) => return to_response(&map, body),
+    };
+    let status = headers
         .iter()
-        .filter(|(k, _)| !k.starts_with(':'))
-        .cloned()
-        .collect()
+        .find(|(k, _)| k.eq_ignore_ascii_case(":status"))
+        .and_then(|(_, s)| s.parse().ok())
+        .unwrap_or(NO_RESPONSE);
+    drop_pseudo(&mut headers, spare);
+    HttpResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Removes the pseudo-headers (their strings kept in `spare`, if any).
+fn drop_pseudo(headers: &mut Vec<(String, String)>, spare: Option<&mut Spare>) {
+    let Some(spare) = spare else {
+        headers.retain(|(k, _)| !k.starts_with(':'));
+        return;
+    };
+    let mut kept = 0;
+    for i in 0..headers.len() {
+        if headers[i].0.starts_with(':') {
+            let (k, v) = std::mem::take(&mut headers[i]);
+            spare.keep(k);
+            spare.keep(v);
+        } else {
+            headers.swap(kept, i);
+            kept += 1;
+        }
+    }
+    headers.truncate(kept);
 }
 
 fn to_request(map: &HeaderMap, body: Vec<u8>) -> HttpRequest {
@@ -583,6 +676,10 @@ struct Flow {
     out_trailers: Option<HeaderMap>,
     out_eos: bool,
     started: bool,
+    /// What left the chain (headers, body) becomes the outcome's message
+    /// when the exchange ends ([`conclude`]): moved out of the map when
+    /// nothing else holds it by then, copied otherwise.
+    to_outcome: bool,
 }
 
 struct Driver<'l, 'a> {
@@ -883,7 +980,8 @@ impl<'a> Driver<'_, 'a> {
                     };
                     let (name, result) = headers_action(action);
                     if self.logging() {
-                        self.step(i, format!("{cb}(eos={eos}) -> {name}"));
+                        let eos = if eos { "true" } else { "false" };
+                        self.step(i, [cb, "(eos=", eos, ") -> ", name].concat());
                     }
                     if action == 0 {
                         // Envoy lets go of the map once the callback continued.
@@ -912,12 +1010,13 @@ impl<'a> Driver<'_, 'a> {
                         "proxy_on_request_body"
                     };
                     let port = self.port(i, dir);
-                    let mut visible = if port.buffering {
-                        std::mem::take(&mut port.buffered)
+                    let visible = if port.buffering {
+                        let mut b = std::mem::take(&mut port.buffered);
+                        b.extend_from_slice(&chunk);
+                        b
                     } else {
-                        Vec::new()
+                        chunk
                     };
-                    visible.extend_from_slice(&chunk);
                     port.eos = eos;
                     let phase = if dir.is_response() {
                         Phase::ResponseBody
@@ -942,7 +1041,10 @@ impl<'a> Driver<'_, 'a> {
                     };
                     let (name, result) = data_action(action);
                     if self.logging() {
-                        self.step(i, format!("{cb}({size} bytes, eos={eos}) -> {name}"));
+                        use std::fmt::Write as _;
+                        let mut text = String::with_capacity(cb.len() + name.len() + 32);
+                        let _ = write!(text, "{cb}({size} bytes, eos={eos}) -> {name}");
+                        self.step(i, text);
                     }
                     if self.logging() && body != visible {
                         self.step(
@@ -1151,7 +1253,11 @@ impl<'a> Driver<'_, 'a> {
                 f.out_eos = f.out_eos || !more;
             }
             Event::Data(b, eos) => {
-                f.out_body.extend_from_slice(&b);
+                if f.out_body.is_empty() {
+                    f.out_body = b;
+                } else {
+                    f.out_body.extend_from_slice(&b);
+                }
                 if eos && !has_trailers {
                     f.out_eos = true;
                 }
@@ -1229,17 +1335,56 @@ pub fn run(vm: &mut Vm, exchange: &Exchange) -> StreamOutcome {
         name,
         policy: FailurePolicy::FailClosed,
     }];
-    run_chain(&mut lanes, &StreamInput::from_exchange(exchange))
+    run_once(&mut lanes, Prepared::from_exchange(exchange))
 }
 
 /// Runs one exchange through a chain of filters.
 pub fn run_chain(lanes: &mut [Lane<'_>], input: &StreamInput) -> StreamOutcome {
-    let prepared = Prepared::new(input);
-    let mut d = Parked::new(lanes, &prepared, Detail::Full).driver(lanes);
+    run_once(lanes, Prepared::new(input))
+}
+
+/// [`run_chain`] with an exchange already prepared (its maps and chunks
+/// built once: [`Prepared::from_recording_with`] borrows the recording),
+/// to drive it again: the outcome's messages are copies.
+pub fn run_prepared(lanes: &mut [Lane<'_>], prepared: &Prepared<'_>) -> StreamOutcome {
+    let mut d = Parked::start(lanes, prepared, Detail::Full);
+    while d.stage != Stage::Done {
+        advance(&mut d, prepared);
+    }
+    conclude(&mut d)
+}
+
+/// [`run_prepared`] for an exchange driven once: the prepared maps are
+/// dropped before the outcome is made, so the messages that left the chain
+/// untouched move into it instead of being copied.
+pub fn run_once(lanes: &mut [Lane<'_>], prepared: Prepared<'_>) -> StreamOutcome {
+    let mut d = Parked::start(lanes, &prepared, Detail::Full);
     while d.stage != Stage::Done {
         advance(&mut d, &prepared);
     }
+    drop(prepared);
     conclude(&mut d)
+}
+
+/// [`run_once`] that also gives back the recorded messages where they
+/// differ from the outcome's ([`Recorded`]): with an exchange prepared by
+/// [`Prepared::from_recording_owned`], an exchange the filters left alone
+/// is never copied (its strings go from the recording into the maps and
+/// from the maps into the outcome).
+///
+/// The pseudo-headers' strings go back to `spare` for the next exchange.
+pub fn run_owned(
+    lanes: &mut [Lane<'_>],
+    prepared: Prepared<'_>,
+    spare: &mut Spare,
+) -> (StreamOutcome, Recorded) {
+    let mut d = Parked::start(lanes, &prepared, Detail::Full);
+    while d.stage != Stage::Done {
+        advance(&mut d, &prepared);
+    }
+    let out = end_streams(&mut d);
+    let recorded = prepared.into_recorded(&d, &out, spare);
+    (settle(&mut d, out, Some(spare)), recorded)
 }
 
 /// Runs one exchange through a chain of filters for its verdict only: the
@@ -1261,7 +1406,7 @@ pub fn run_chain_verdict(lanes: &mut [Lane<'_>], input: &Prepared<'_>) -> Stream
         }
     }
     let verdict = {
-        let mut d = Parked::new(lanes, input, Detail::Verdict).driver(lanes);
+        let mut d = Parked::start(lanes, input, Detail::Verdict);
         while d.stage != Stage::Done {
             advance(&mut d, input);
         }
@@ -1319,10 +1464,21 @@ pub fn run_interleaved(
 
 /// An exchange made ready to drive: its header maps built and its bodies
 /// cut once, so it can be driven again and again without rebuilding them
-/// (the maps are shared copy-on-write with the filters).
+/// (the maps are shared copy-on-write with the filters). It borrows the
+/// recording: nothing of the exchange is copied but what the maps hold.
 #[derive(Debug, Clone)]
 pub struct Prepared<'i> {
-    input: &'i StreamInput,
+    /// The request as recorded; only its body when [`Self::moved`].
+    request: Cow<'i, HttpRequest>,
+    /// The upstream's answer (a 200 with no body when none was recorded);
+    /// only its status and body when [`Self::moved`].
+    response: Cow<'i, HttpResponse>,
+    /// The recorded messages' strings moved into the maps
+    /// ([`Prepared::from_recording_owned`]): the maps are the recording.
+    moved: bool,
+    callouts: Cow<'i, [Callout]>,
+    /// Shared with every filter's stream state.
+    properties: Arc<[(String, Vec<u8>)]>,
     request_headers: HeaderMap,
     request_trailers: Option<HeaderMap>,
     request_chunks: Vec<Vec<u8>>,
@@ -1337,11 +1493,113 @@ pub struct Prepared<'i> {
     response_pristine: OnceCell<bool>,
 }
 
+/// What a [`Prepared`] is built from.
+struct Parts<'i, 't> {
+    request: Cow<'i, HttpRequest>,
+    response: Cow<'i, HttpResponse>,
+    request_trailers: &'t [(String, String)],
+    response_trailers: &'t [(String, String)],
+    request_chunks: &'t ChunkPlan,
+    response_chunks: &'t ChunkPlan,
+    callouts: Cow<'i, [Callout]>,
+    properties: Arc<[(String, Vec<u8>)]>,
+    /// The request's and response's maps, when already built from them
+    /// (their strings moved in).
+    moved_maps: Option<(HeaderMap, HeaderMap)>,
+}
+
+/// A recording's properties as the guest reads them ([`property_value`]),
+/// in one allocation (none when there are none) shared by the filters.
+fn recorded_properties(recorded: &[(String, String)]) -> Arc<[(String, Vec<u8>)]> {
+    if recorded.is_empty() {
+        return Arc::default();
+    }
+    recorded
+        .iter()
+        .map(|(k, v)| (k.clone(), property_value(k, v)))
+        .collect()
+}
+
+/// The response driven when the recording has none: a 200 with no body.
+fn default_response() -> HttpResponse {
+    HttpResponse {
+        status: 200,
+        headers: Vec::new(),
+        body: Vec::new(),
+    }
+}
+
 impl<'i> Prepared<'i> {
     /// Builds the maps and chunks of `input`.
     pub fn new(input: &'i StreamInput) -> Self {
+        Self::build(Parts {
+            request: Cow::Borrowed(&input.request),
+            response: Cow::Borrowed(&input.response),
+            request_trailers: &input.request_trailers,
+            response_trailers: &input.response_trailers,
+            request_chunks: &input.request_chunks,
+            response_chunks: &input.response_chunks,
+            callouts: Cow::Borrowed(&input.callouts),
+            properties: if input.properties.is_empty() {
+                Arc::default()
+            } else {
+                input.properties.iter().cloned().collect()
+            },
+            moved_maps: None,
+        })
+    }
+
+    /// [`Self::new`] of [`StreamInput::from_exchange`] without copying the
+    /// exchange: bodies in one chunk, no trailers, no callouts.
+    pub fn from_exchange(exchange: &'i Exchange) -> Self {
+        Self::build(Parts {
+            request: Cow::Borrowed(&exchange.request),
+            response: exchange
+                .response
+                .as_ref()
+                .map_or_else(|| Cow::Owned(default_response()), Cow::Borrowed),
+            request_trailers: &[],
+            response_trailers: &[],
+            request_chunks: &ChunkPlan::Whole,
+            response_chunks: &ChunkPlan::Whole,
+            callouts: Cow::Borrowed(&[]),
+            properties: Arc::default(),
+            moved_maps: None,
+        })
+    }
+
+    /// [`Self::new`] of [`StreamInput::from_recording_with`] without
+    /// copying the exchange (only its properties are converted, when it
+    /// records some).
+    pub fn from_recording_with(exchange: &'i Exchange, delivery: BodyDelivery) -> Self {
+        let d = &exchange.details;
+        let plan = |sizes: &[usize]| {
+            if sizes.is_empty() {
+                delivery.plan(d.http_version)
+            } else {
+                ChunkPlan::recorded(sizes)
+            }
+        };
+        let properties = recorded_properties(&d.properties);
+        Self::build(Parts {
+            request: Cow::Borrowed(&exchange.request),
+            response: exchange
+                .response
+                .as_ref()
+                .map_or_else(|| Cow::Owned(default_response()), Cow::Borrowed),
+            request_trailers: &d.request_trailers,
+            response_trailers: &d.response_trailers,
+            request_chunks: &plan(&d.request_chunks),
+            response_chunks: &plan(&d.response_chunks),
+            callouts: Cow::Borrowed(&d.callouts),
+            properties,
+            moved_maps: None,
+        })
+    }
+
+    fn build(parts: Parts<'i, '_>) -> Self {
         let trailers = |t: &[(String, String)]| {
-            (!t.is_empty()).then(|| HeaderMap::from_pairs(t.iter().map(|(k, v)| (k, v.clone()))))
+            (!t.is_empty()).then(|| HeaderMap::from_lowercase_entries(entries(0, t)))
         };
         // Trailers end the stream: an empty end-of-stream chunk before them
         // would be a data callback Envoy never makes.
@@ -1352,49 +1610,266 @@ impl<'i> Prepared<'i> {
             }
             c
         };
+        let Parts {
+            request,
+            response,
+            request_trailers,
+            response_trailers,
+            request_chunks,
+            response_chunks,
+            callouts,
+            properties,
+            moved_maps,
+        } = parts;
+        let moved = moved_maps.is_some();
+        let (request_headers, response_headers) = moved_maps.unwrap_or_else(|| {
+            (
+                request_map(&request),
+                response_map(response.status, &response.headers),
+            )
+        });
         Self {
-            input,
-            request_headers: request_map(&input.request),
-            request_trailers: trailers(&input.request_trailers),
-            request_chunks: chunks(
-                &input.request_chunks,
-                &input.request.body,
-                &input.request_trailers,
-            ),
-            response_headers: response_map(input.response.status, &input.response.headers),
-            response_trailers: trailers(&input.response_trailers),
-            response_chunks: chunks(
-                &input.response_chunks,
-                &input.response.body,
-                &input.response_trailers,
-            ),
+            request_headers,
+            request_trailers: trailers(request_trailers),
+            request_chunks: chunks(request_chunks, &request.body, request_trailers),
+            request,
+            moved,
+            response_headers,
+            response_trailers: trailers(response_trailers),
+            response_chunks: chunks(response_chunks, &response.body, response_trailers),
+            response,
+            callouts,
+            properties,
             request_pristine: OnceCell::new(),
             response_pristine: OnceCell::new(),
         }
     }
 
     fn request_pristine(&self) -> bool {
-        *self.request_pristine.get_or_init(|| {
-            !crate::verdict::request_differs(
-                &self.input.request,
-                &to_request(&self.request_headers, self.input.request.body.clone()),
-            )
-        })
+        self.moved
+            || *self.request_pristine.get_or_init(|| {
+                !crate::verdict::request_differs(
+                    &self.request,
+                    &to_request(&self.request_headers, self.request.body.clone()),
+                )
+            })
     }
 
     fn response_pristine(&self) -> bool {
-        *self.response_pristine.get_or_init(|| {
-            !crate::verdict::response_differs(
-                &self.input.response,
-                &to_response(&self.response_headers, self.input.response.body.clone()),
-            )
-        })
+        self.moved
+            || *self.response_pristine.get_or_init(|| {
+                !crate::verdict::response_differs(
+                    &self.response,
+                    &to_response(&self.response_headers, self.response.body.clone()),
+                )
+            })
     }
 
-    /// The input it was prepared from.
-    pub fn input(&self) -> &'i StreamInput {
-        self.input
+    /// The request as recorded.
+    pub fn recorded_request(&self) -> Cow<'_, HttpRequest> {
+        if self.moved {
+            Cow::Owned(to_request(&self.request_headers, self.request.body.clone()))
+        } else {
+            Cow::Borrowed(&self.request)
+        }
     }
+
+    /// The upstream's response as recorded (a 200 with no body when none was).
+    pub fn recorded_response(&self) -> Cow<'_, HttpResponse> {
+        if self.moved {
+            Cow::Owned(to_response(
+                &self.response_headers,
+                self.response.body.clone(),
+            ))
+        } else {
+            Cow::Borrowed(&self.response)
+        }
+    }
+
+    /// The recorded messages, given back after a run: `None` for one that
+    /// is exactly what the run's outcome carries (the filters left it as
+    /// recorded, and the outcome takes it: see [`run_owned`]).
+    fn into_recorded(self, d: &Driver<'_, '_>, out: &StreamOutcome, spare: &mut Spare) -> Recorded {
+        let untouched = |flow: &Flow, map: &HeaderMap, body: &[u8]| {
+            self.moved
+                && flow.to_outcome
+                && flow.out_headers.as_ref().is_some_and(|h| h.same(map))
+                && flow.out_body == body
+        };
+        let request_same = untouched(&d.req, &self.request_headers, &self.request.body);
+        let response_same = out.reset_in.is_none()
+            && out.stalled_in.is_none()
+            && untouched(&d.resp, &self.response_headers, &self.response.body);
+        let Prepared {
+            request,
+            response,
+            moved,
+            request_headers,
+            response_headers,
+            ..
+        } = self;
+        let request = match (request_same, moved) {
+            (true, _) => None,
+            (false, true) => Some(into_request(
+                request_headers,
+                request.into_owned().body,
+                Some(&mut *spare),
+            )),
+            (false, false) => Some(request.into_owned()),
+        };
+        let response = match (response_same, moved) {
+            (true, _) => None,
+            (false, true) => Some(into_response(
+                response_headers,
+                response.into_owned().body,
+                Some(&mut *spare),
+            )),
+            (false, false) => Some(response.into_owned()),
+        };
+        Recorded { request, response }
+    }
+}
+
+impl Prepared<'static> {
+    /// [`Prepared::from_recording_with`] taking the exchange's request and
+    /// response (the exchange keeps its id and details, the rest is
+    /// emptied): their strings move into the maps instead of being copied,
+    /// when the header names are as a recording gives them (lower-case, no
+    /// pseudo-header, no repeated header Envoy's codec would fold); else
+    /// they are copied and the recording kept as it is. [`run_owned`] gives
+    /// them back ([`Recorded`]).
+    pub fn from_recording_owned(
+        exchange: &mut Exchange,
+        delivery: BodyDelivery,
+        spare: &mut Spare,
+    ) -> Self {
+        let request = std::mem::replace(&mut exchange.request, empty_request());
+        let response = exchange.response.take().unwrap_or_else(default_response);
+        let d = &exchange.details;
+        let plan = |sizes: &[usize]| {
+            if sizes.is_empty() {
+                delivery.plan(d.http_version)
+            } else {
+                ChunkPlan::recorded(sizes)
+            }
+        };
+        let (request_plan, response_plan) = (plan(&d.request_chunks), plan(&d.response_chunks));
+        let properties = recorded_properties(&d.properties);
+        let (mut request, mut response) = (request, response);
+        let moved_maps = (movable(&request.headers, crate::abi::REQUEST_INLINE)
+            && movable(&response.headers, crate::abi::RESPONSE_INLINE))
+        .then(|| {
+            (
+                request_map_moving(&mut request, spare),
+                response_map_moving(&mut response, spare),
+            )
+        });
+        Prepared::build(Parts {
+            request: Cow::Owned(request),
+            response: Cow::Owned(response),
+            request_trailers: &d.request_trailers,
+            response_trailers: &d.response_trailers,
+            request_chunks: &request_plan,
+            response_chunks: &response_plan,
+            callouts: Cow::Owned(d.callouts.clone()),
+            properties,
+            moved_maps,
+        })
+    }
+}
+
+fn empty_request() -> HttpRequest {
+    HttpRequest {
+        method: String::new(),
+        scheme: String::new(),
+        authority: String::new(),
+        path: String::new(),
+        headers: Vec::new(),
+        body: Vec::new(),
+    }
+}
+
+/// Strings one exchange's maps leave behind for the next: the
+/// pseudo-headers' names (`:authority`, `:path`, `:method`, `:scheme`,
+/// `:status`) and the status's text, which [`run_owned`] hands back
+/// instead of freeing and [`Prepared::from_recording_owned`] takes, so an
+/// exchange the filters leave alone costs no allocation for them. Holds at
+/// most a few short strings.
+#[derive(Debug, Default)]
+pub struct Spare {
+    strings: Vec<String>,
+}
+
+impl Spare {
+    /// At most this many strings are kept.
+    const KEEP: usize = 16;
+
+    /// `text` in a kept string (room for any pseudo-header name or status).
+    fn text(&mut self, text: &str) -> String {
+        let mut s = self
+            .strings
+            .pop()
+            .unwrap_or_else(|| String::with_capacity(16));
+        s.clear();
+        s.push_str(text);
+        s
+    }
+
+    /// A status's text in a kept string.
+    fn status(&mut self, status: u16) -> String {
+        use std::fmt::Write as _;
+        let mut s = self.text("");
+        let _ = write!(s, "{status}");
+        s
+    }
+
+    fn keep(&mut self, s: String) {
+        if self.strings.len() < Self::KEEP && s.capacity() >= 16 {
+            self.strings.push(s);
+        }
+    }
+}
+
+/// The recorded messages after [`run_owned`], where they differ from what
+/// the outcome carries.
+#[derive(Debug, Clone, Default)]
+pub struct Recorded {
+    /// The recorded request; `None` when it is the outcome's
+    /// `upstream_request` (it went upstream untouched).
+    pub request: Option<HttpRequest>,
+    /// The recorded response (a 200 with no body when none was); `None`
+    /// when it is the outcome's `client_response` (untouched).
+    pub response: Option<HttpResponse>,
+}
+
+/// A recorded header list whose strings can move into a map as they are:
+/// lower-case names, no pseudo-header, nothing the codec folds.
+fn movable(headers: &[(String, String)], inline: &[&str]) -> bool {
+    headers
+        .iter()
+        .all(|(k, _)| !k.starts_with(':') && !k.bytes().any(|b| b.is_ascii_uppercase()))
+        && !headers.iter().enumerate().any(|(i, (k, _))| {
+            headers[..i].iter().any(|(p, _)| p == k) && inline.iter().any(|n| n == k)
+        })
+}
+
+/// [`request_map`], the request's strings moved into the map.
+fn request_map_moving(req: &mut HttpRequest, spare: &mut Spare) -> HeaderMap {
+    let mut pairs = Vec::with_capacity(4 + req.headers.len());
+    pairs.push((spare.text(":authority"), std::mem::take(&mut req.authority)));
+    pairs.push((spare.text(":path"), std::mem::take(&mut req.path)));
+    pairs.push((spare.text(":method"), std::mem::take(&mut req.method)));
+    pairs.push((spare.text(":scheme"), std::mem::take(&mut req.scheme)));
+    pairs.append(&mut req.headers);
+    HeaderMap::from_lowercase_entries(pairs)
+}
+
+/// [`response_map`], the response's strings moved into the map.
+fn response_map_moving(resp: &mut HttpResponse, spare: &mut Spare) -> HeaderMap {
+    let mut pairs = Vec::with_capacity(1 + resp.headers.len());
+    pairs.push((spare.text(":status"), spare.status(resp.status)));
+    pairs.append(&mut resp.headers);
+    HeaderMap::from_lowercase_entries(pairs)
 }
 
 /// The verdict of a [`run_chain_verdict`] run.
@@ -1461,9 +1936,37 @@ struct Parked {
 impl Parked {
     /// A new exchange: a context id in every filter, its stream state.
     fn new(lanes: &mut [Lane<'_>], p: &Prepared<'_>, detail: Detail) -> Self {
-        let req = &p.input.request;
+        Self::with_streams(lanes, p, detail, false)
+    }
+
+    /// A new exchange driven at once: its stream state goes straight into
+    /// the filters' VMs.
+    fn start<'l, 'a>(
+        lanes: &'l mut [Lane<'a>],
+        p: &Prepared<'_>,
+        detail: Detail,
+    ) -> Driver<'l, 'a> {
+        Self::with_streams(lanes, p, detail, true).driver(lanes)
+    }
+
+    /// [`Self::new`]; with `attach`, each filter's stream state is handed
+    /// to its VM here instead of being parked.
+    fn with_streams(
+        lanes: &mut [Lane<'_>],
+        p: &Prepared<'_>,
+        detail: Detail,
+        attach: bool,
+    ) -> Self {
+        let req = &p.request;
+        // One queue for the chain: the recording lists the exchange's
+        // callouts in order, whichever filter makes them.
+        let callouts = if p.callouts.is_empty() {
+            ExchangeCallouts::default()
+        } else {
+            ExchangeCallouts::new(p.callouts.iter().cloned())
+        };
         let mut st = Vec::with_capacity(lanes.len());
-        let mut streams = Vec::with_capacity(lanes.len());
+        let mut streams = Vec::with_capacity(if attach { 0 } else { lanes.len() });
         for lane in lanes.iter_mut() {
             let (ctx, stream) = match lane.vm.as_deref_mut() {
                 Some(vm) => {
@@ -1476,12 +1979,19 @@ impl Parked {
                         start,
                         req.body.len() as u64,
                     );
-                    s.properties = p.input.properties.clone();
-                    (ctx, Some(s))
+                    s.properties = p.properties.clone();
+                    if attach {
+                        vm.attach_stream(Some(s), callouts.clone());
+                        (ctx, None)
+                    } else {
+                        (ctx, Some(s))
+                    }
                 }
                 None => (0, None),
             };
-            streams.push(stream);
+            if !attach {
+                streams.push(stream);
+            }
             st.push(LaneState {
                 ctx,
                 created: false,
@@ -1496,7 +2006,9 @@ impl Parked {
                 .iter()
                 .map(|l| FilterSteps {
                     filter: l.name.clone(),
-                    steps: Vec::new(),
+                    // Room for an exchange with bodies (headers and two
+                    // body callbacks each way): one allocation.
+                    steps: Vec::with_capacity(8),
                 })
                 .collect()
         } else {
@@ -1521,13 +2033,7 @@ impl Parked {
             detail,
             stage: Stage::RequestHeaders,
             streams,
-            // One queue for the chain: the recording lists the exchange's
-            // callouts in order, whichever filter makes them.
-            callouts: if p.input.callouts.is_empty() {
-                ExchangeCallouts::default()
-            } else {
-                ExchangeCallouts::new(p.input.callouts.iter().cloned())
-            },
+            callouts,
         }
     }
 
@@ -1610,6 +2116,12 @@ fn empty_outcome() -> StreamOutcome {
 /// The end of an exchange: the filters forget the stream, callouts are
 /// collected, a reset or stalled stream sent the client nothing.
 fn conclude(d: &mut Driver<'_, '_>) -> StreamOutcome {
+    let out = end_streams(d);
+    settle(d, out, None)
+}
+
+/// The filters forget the stream; its callouts are collected.
+fn end_streams(d: &mut Driver<'_, '_>) -> StreamOutcome {
     let mut out = std::mem::replace(&mut d.out, empty_outcome());
     for lane in d.lanes.iter_mut() {
         if let Some(vm) = lane.vm.as_deref_mut() {
@@ -1631,6 +2143,32 @@ fn conclude(d: &mut Driver<'_, '_>) -> StreamOutcome {
                 out.callout_requests.push(r);
             }
         }
+    }
+    out
+}
+
+/// What left the chain becomes the outcome's (moved out of maps no one
+/// else holds by now); a reset or stalled stream sent the client nothing.
+fn settle(
+    d: &mut Driver<'_, '_>,
+    mut out: StreamOutcome,
+    mut spare: Option<&mut Spare>,
+) -> StreamOutcome {
+    if std::mem::take(&mut d.req.to_outcome)
+        && let Some(h) = d.req.out_headers.take()
+    {
+        d.req.headers = HeaderMap::default();
+        out.upstream_request = Some(into_request(
+            h,
+            std::mem::take(&mut d.req.out_body),
+            spare.as_deref_mut(),
+        ));
+    }
+    if std::mem::take(&mut d.resp.to_outcome)
+        && let Some(h) = d.resp.out_headers.take()
+    {
+        d.resp.headers = HeaderMap::default();
+        out.client_response = into_response(h, std::mem::take(&mut d.resp.out_body), spare);
     }
     if out.reset_in.is_some() || (out.stalled_in.is_some() && !out.client_stream_open) {
         out.client_response = HttpResponse {
@@ -1671,23 +2209,22 @@ fn verdict_of(
     } else if out.reset_in.is_some() || out.stalled_in.is_some() {
         Verdict::Modified
     } else {
-        let input = p.input;
         let request_changed = match &d.req.out_headers {
-            Some(h) if h.same(&p.request_headers) && d.req.out_body == input.request.body => {
+            Some(h) if h.same(&p.request_headers) && d.req.out_body == p.request.body => {
                 !p.request_pristine()
             }
             Some(h) => crate::verdict::request_differs(
-                &input.request,
+                &p.recorded_request(),
                 &to_request(h, d.req.out_body.clone()),
             ),
             None => false,
         };
         let response_changed = match &d.resp.out_headers {
-            Some(h) if h.same(&p.response_headers) && d.resp.out_body == input.response.body => {
+            Some(h) if h.same(&p.response_headers) && d.resp.out_body == p.response.body => {
                 !p.response_pristine()
             }
             Some(h) => crate::verdict::response_differs(
-                &input.response,
+                &p.recorded_response(),
                 &to_response(h, d.resp.out_body.clone()),
             ),
             None => true,
@@ -1729,7 +2266,7 @@ fn advance(d: &mut Driver<'_, '_>, p: &Prepared<'_>) {
             d.resp.headers = p.response_headers.clone();
             d.resp.trailers = p.response_trailers.clone();
             d.resp.started = true;
-            d.resp_body_len = p.input.response.body.len();
+            d.resp_body_len = p.response.body.len();
             let r = d.push(Direction::Response, 0, Event::Headers);
             if response_halted(d, r) {
                 Stage::Finish
@@ -1773,12 +2310,12 @@ fn request_rest(d: &mut Driver<'_, '_>, p: &Prepared<'_>) -> Stage {
     if request_halted(d, r) {
         return Stage::Finish;
     }
-    let Some(headers) = d.req.out_headers.as_ref() else {
+    if d.req.out_headers.is_none() {
         stall(d, Direction::Request);
         return Stage::Finish;
-    };
+    }
     if d.logging() {
-        d.out.upstream_request = Some(to_request(headers, d.req.out_body.clone()));
+        d.req.to_outcome = true;
         d.out.upstream_trailers = d
             .req
             .out_trailers
@@ -1876,8 +2413,10 @@ fn respond(d: &mut Driver<'_, '_>, chunks: Vec<Vec<u8>>) -> Result<(), Halt> {
 fn client_response(d: &mut Driver<'_, '_>) {
     match d.resp.out_headers.clone() {
         Some(_) if d.resp.out_eos && !d.logging() => {}
-        Some(h) if d.resp.out_eos => {
-            d.out.client_response = to_response(&h, d.resp.out_body.clone());
+        Some(_) if d.resp.out_eos => {
+            // The response is complete: it becomes the client's when the
+            // exchange ends (`conclude`).
+            d.resp.to_outcome = true;
             d.out.client_trailers = d
                 .resp
                 .out_trailers

@@ -66,6 +66,10 @@ pub fn diff_headers(
     after: &[(String, String)],
     out: &mut Vec<String>,
 ) {
+    if before == after {
+        // Nothing to say (the usual case): no allocation.
+        return;
+    }
     let mut names: Vec<&str> = Vec::new();
     for (k, _) in before.iter().chain(after) {
         if !names.contains(&k.as_str()) {

@@ -69,14 +69,24 @@ pub fn recorded_gap(
     prev: &tollgate_traffic::Exchange,
     next: &tollgate_traffic::Exchange,
 ) -> Option<Duration> {
-    let at = |e: &tollgate_traffic::Exchange| {
-        e.details
-            .timing
-            .started
-            .as_deref()
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-    };
-    let gap = (at(next)? - at(prev)?).to_std().ok()?;
+    gap_between(started_at(prev)?, started_at(next)?)
+}
+
+/// When a recorded exchange started (`timing.started`), if recorded.
+fn started_at(e: &tollgate_traffic::Exchange) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+    e.details
+        .timing
+        .started
+        .as_deref()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+}
+
+/// [`recorded_gap`] of two start times.
+fn gap_between(
+    prev: chrono::DateTime<chrono::FixedOffset>,
+    next: chrono::DateTime<chrono::FixedOffset>,
+) -> Option<Duration> {
+    let gap = (next - prev).to_std().ok()?;
     Some(gap.min(MAX_RECORDED_GAP))
 }
 
@@ -659,6 +669,7 @@ impl ReplayBuilder {
             workers,
             trace,
             body_delivery,
+            spare: stream::Spare::default(),
         };
         Ok((chain, traffic))
     }
@@ -670,16 +681,28 @@ impl ReplayBuilder {
         let startup_logs = chain.take_startup_logs();
         let total = traffic.exchanges.len();
         let mut exchanges = Vec::with_capacity(total);
-        for (i, exchange) in traffic.exchanges.iter().enumerate() {
-            if let Some(gap) = i
-                .checked_sub(1)
-                .and_then(|p| recorded_gap(&traffic.exchanges[p], exchange))
-            {
+        let mut prev_start = None;
+        let many = chain.slots.len() > 1;
+        // Each exchange is taken, not copied: its strings move into the
+        // driver's maps and, where the filters left them alone, on into
+        // the report.
+        for (i, mut exchange) in traffic.exchanges.into_iter().enumerate() {
+            let start = started_at(&exchange);
+            if let Some(gap) = prev_start.zip(start).and_then(|(p, n)| gap_between(p, n)) {
                 chain.advance(gap);
             }
-            let input = chain.input_for(exchange);
-            let (outcome, cost, logs) = chain.exchange(&input);
-            exchanges.push(judge(exchange, outcome, cost, logs, chain.slots.len() > 1));
+            prev_start = start;
+            let id = std::mem::take(&mut exchange.id);
+            let (outcome, recorded, cost, logs) = chain.exchange_owned(&mut exchange);
+            exchanges.push(judge(
+                id,
+                recorded.request.as_ref(),
+                recorded.response.as_ref(),
+                outcome,
+                cost,
+                logs,
+                many,
+            ));
             if let Some(f) = on_progress.as_mut() {
                 f(i + 1, total);
             }
@@ -727,6 +750,8 @@ pub struct Chain {
     workers: usize,
     trace: bool,
     body_delivery: BodyDelivery,
+    /// Strings one exchange leaves for the next ([`stream::Spare`]).
+    spare: stream::Spare,
 }
 
 fn start_vm(
@@ -758,6 +783,12 @@ impl Chain {
     /// [`BodyDelivery`]).
     pub fn input_for(&self, exchange: &tollgate_traffic::Exchange) -> StreamInput {
         StreamInput::from_recording_with(exchange, self.body_delivery)
+    }
+
+    /// The exchange prepared for the driver as [`Self::input_for`] gives
+    /// it, borrowing the recording instead of copying it.
+    pub fn prepare<'e>(&self, exchange: &'e tollgate_traffic::Exchange) -> stream::Prepared<'e> {
+        stream::Prepared::from_recording_with(exchange, self.body_delivery)
     }
 
     /// What the guests logged while starting, emptied.
@@ -800,6 +831,40 @@ impl Chain {
     /// Runs one exchange through the chain (on the next worker in turn);
     /// returns the outcome, the guest time it cost and what the guests logged.
     pub fn exchange(&mut self, input: &StreamInput) -> (StreamOutcome, Duration, Vec<LogLine>) {
+        self.exchange_prepared(stream::Prepared::new(input))
+    }
+
+    /// [`Self::exchange`] of an exchange already prepared ([`Self::prepare`]).
+    pub fn exchange_prepared(
+        &mut self,
+        input: stream::Prepared<'_>,
+    ) -> (StreamOutcome, Duration, Vec<LogLine>) {
+        let (outcome, (), cost, logs) = self.drive(|lanes| (stream::run_once(lanes, input), ()));
+        (outcome, cost, logs)
+    }
+
+    /// [`Self::exchange_prepared`] giving back the recorded messages where
+    /// they differ from the outcome's ([`stream::run_owned`]; with
+    /// [`stream::Prepared::from_recording_owned`] an exchange the filters
+    /// leave alone is never copied).
+    pub fn exchange_owned(
+        &mut self,
+        exchange: &mut tollgate_traffic::Exchange,
+    ) -> (StreamOutcome, stream::Recorded, Duration, Vec<LogLine>) {
+        let mut spare = std::mem::take(&mut self.spare);
+        let input =
+            stream::Prepared::from_recording_owned(exchange, self.body_delivery, &mut spare);
+        let r = self.drive(|lanes| stream::run_owned(lanes, input, &mut spare));
+        self.spare = spare;
+        r
+    }
+
+    /// Runs one exchange on the next worker with `run`, which drives it
+    /// through the lanes.
+    fn drive<R>(
+        &mut self,
+        run: impl FnOnce(&mut [Lane<'_>]) -> (StreamOutcome, R),
+    ) -> (StreamOutcome, R, Duration, Vec<LogLine>) {
         self.now += EXCHANGE_SPACING;
         let now = self.now;
         let wi = self.next_worker;
@@ -868,7 +933,7 @@ impl Chain {
             .iter()
             .map(|l| l.vm.as_deref().map(|vm| vm.state().clock().monotonic))
             .collect();
-        let mut outcome = stream::run_chain(&mut lanes, input);
+        let (mut outcome, extra) = run(&mut lanes);
         drop(lanes);
         // Virtual time the exchange waited (callout delays) moves the chain on.
         let mut waited = Duration::ZERO;
@@ -902,7 +967,7 @@ impl Chain {
             pre.extend(std::mem::take(&mut outcome.failures));
             outcome.failures = pre;
         }
-        (outcome, cost, logs)
+        (outcome, extra, cost, logs)
     }
 }
 
@@ -938,23 +1003,23 @@ fn stale_length(
 }
 
 /// The verdict on one exchange, its changes and the report (shared with
-/// the streamed replay, [`crate::streaming`]).
+/// the streamed replay, [`crate::streaming`]), from the recorded messages
+/// where they differ from the outcome's (`None`: the outcome carries the
+/// recording itself, so there is no difference to find; see
+/// [`stream::Recorded`]).
 pub(crate) fn judge(
-    exchange: &tollgate_traffic::Exchange,
+    id: String,
+    recorded_request: Option<&HttpRequest>,
+    recorded_response: Option<&HttpResponse>,
     out: StreamOutcome,
     cost: Duration,
     logs: Vec<LogLine>,
     many: bool,
 ) -> ExchangeReport {
-    let recorded_response = exchange.response.clone().unwrap_or(HttpResponse {
-        status: 200,
-        headers: Vec::new(),
-        body: Vec::new(),
-    });
     let mut changes = Vec::new();
-    if let Some(up) = &out.upstream_request {
-        diff_request(&exchange.request, up, &mut changes);
-        if up.body != exchange.request.body {
+    if let (Some(up), Some(recorded)) = (&out.upstream_request, recorded_request) {
+        diff_request(recorded, up, &mut changes);
+        if up.body != recorded.body {
             stale_length(
                 "request",
                 "the upstream",
@@ -964,7 +1029,10 @@ pub(crate) fn judge(
             );
         }
     }
-    if out.local_response.is_none() && out.client_response.body != recorded_response.body {
+    if let Some(recorded_response) = recorded_response
+        && out.local_response.is_none()
+        && out.client_response.body != recorded_response.body
+    {
         stale_length(
             "response",
             "the client",
@@ -1026,8 +1094,12 @@ pub(crate) fn judge(
             ));
         }
     }
-    if out.reset_in.is_none() && out.stalled_in.is_none() && out.failure.is_none() {
-        diff_response(&recorded_response, &out.client_response, &mut changes);
+    if let Some(recorded_response) = recorded_response
+        && out.reset_in.is_none()
+        && out.stalled_in.is_none()
+        && out.failure.is_none()
+    {
+        diff_response(recorded_response, &out.client_response, &mut changes);
     }
     let verdict = if let Some(v) = decided_verdict(&out, many) {
         v
@@ -1037,7 +1109,7 @@ pub(crate) fn judge(
         Verdict::Modified
     };
     ExchangeReport {
-        id: exchange.id.clone(),
+        id,
         verdict,
         upstream_request: out.upstream_request,
         upstream_reset: out.upstream_reset,

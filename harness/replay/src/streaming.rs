@@ -116,8 +116,30 @@ where
         if let Some(gap) = prev.as_ref().and_then(|p| crate::recorded_gap(p, &e)) {
             chain.advance(gap);
         }
-        let (out, cost, logs) = chain.exchange(&chain.input_for(&e));
-        let verdict = crate::judge(&e, out, cost, logs, many).verdict;
+        // The exchange's messages move into the driver and come back
+        // (from the recording or from the outcome that carries them
+        // untouched): nothing of it is copied.
+        let mut e = e;
+        let had_response = e.response.is_some();
+        let (out, recorded, cost, logs) = chain.exchange_owned(&mut e);
+        let report = crate::judge(
+            std::mem::take(&mut e.id),
+            recorded.request.as_ref(),
+            recorded.response.as_ref(),
+            out,
+            cost,
+            logs,
+            many,
+        );
+        e.id = report.id;
+        e.request = match (recorded.request, report.upstream_request) {
+            (Some(r), _) | (None, Some(r)) => r,
+            (None, None) => e.request,
+        };
+        if had_response {
+            e.response = Some(recorded.response.unwrap_or(report.client_response));
+        }
+        let verdict = report.verdict;
         let o = Outcome::from(&verdict);
         totals.requests += 1;
         match o {

@@ -3,6 +3,7 @@
 
 use crate::out::outln;
 use anyhow::{Context, Result, bail};
+use std::io::Write;
 use std::path::Path;
 use tollgate_host::state::LogLevel;
 use tollgate_replay::{Replay, Report, Verdict};
@@ -113,77 +114,90 @@ pub(crate) fn replay(
         .run()?;
     bar.finish_and_clear();
     match format {
-        Format::Text => print_text(&report),
+        Format::Text => {
+            // One buffered writer for the whole report: a write per line
+            // (standard output's line buffering) would cost a system call
+            // per exchange on a large recording.
+            let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+            if let Err(e) = write_text(&mut w, &report).and_then(|()| w.flush()) {
+                crate::out::failed(&e);
+            }
+        }
         Format::Json => outln!("{}", serde_json::to_string_pretty(&to_json(&report))?),
     }
     Ok(())
 }
 
-fn verdict_text(v: &Verdict) -> String {
+fn verdict_text(v: &Verdict) -> std::borrow::Cow<'static, str> {
     match v {
         Verdict::Passed => "passed".into(),
         Verdict::Modified => "modified".into(),
-        Verdict::AnsweredLocally { status } => format!("answered locally ({status})"),
+        Verdict::AnsweredLocally { status } => format!("answered locally ({status})").into(),
         Verdict::Failed { .. } => "FAILED".into(),
     }
 }
 
-fn print_text(report: &Report) {
+/// Where an exchange went upstream, for its report line.
+struct Target<'a>(Option<&'a HttpRequest>);
+
+impl std::fmt::Display for Target<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(r) => write!(f, "{} {}{}", r.method, r.authority, r.path),
+            None => f.write_str("(not sent upstream)"),
+        }
+    }
+}
+
+/// The text report.
+fn write_text(w: &mut impl Write, report: &Report) -> std::io::Result<()> {
     for f in &report.filters {
-        outln!(
+        writeln!(
+            w,
             "filter {} ({} bytes, proxy-wasm ABI {})",
             f.path.display(),
             f.wasm_bytes,
             f.abi
-        );
+        )?;
     }
     for l in &report.startup_logs {
-        outln!("  [start] {:<8} {}", l.level, l.message);
+        writeln!(w, "  [start] {:<8} {}", l.level, l.message)?;
     }
     for e in &report.exchanges {
-        let target = e
-            .upstream_request
-            .as_ref()
-            .map(|r| format!("{} {}{}", r.method, r.authority, r.path))
-            .unwrap_or_else(|| "(not sent upstream)".into());
-        outln!(
+        writeln!(
+            w,
             "{}: {} -> {} [{}] guest {:?}",
             e.id,
-            target,
+            Target(e.upstream_request.as_ref()),
             e.client_response.status,
             verdict_text(&e.verdict),
             e.cost
-        );
+        )?;
         if let Verdict::Failed { message } = &e.verdict {
             for line in message.lines() {
-                outln!("    ! {line}");
+                writeln!(w, "    ! {line}")?;
             }
         }
         for c in &e.changes {
-            outln!("    * {c}");
+            writeln!(w, "    * {c}")?;
         }
         if report.filters.len() > 1 {
             for f in &e.filters {
                 for step in &f.steps {
-                    outln!("    [{}] {step}", f.filter);
+                    writeln!(w, "    [{}] {step}", f.filter)?;
                 }
             }
         }
         for l in &e.logs {
-            outln!("    {:<8} {}", l.level, l.message);
+            writeln!(w, "    {:<8} {}", l.level, l.message)?;
         }
     }
     let s = report.summary();
-    outln!(
+    writeln!(
+        w,
         "\n{} requests: {} passed, {} modified, {} answered locally, {} failed; guest time p50 {:?}, p99 {:?}",
-        s.requests,
-        s.passed,
-        s.modified,
-        s.answered_locally,
-        s.failed,
-        s.p50,
-        s.p99
-    );
+        s.requests, s.passed, s.modified, s.answered_locally, s.failed, s.p50, s.p99
+    )
 }
 
 fn headers_json(h: &[(String, String)]) -> serde_json::Value {

@@ -378,7 +378,10 @@ pub fn replay_streaming(
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    // Lines go out as they come on a terminal; into a pipe or a file they
+    // are buffered (a system call per exchange would bound the rate).
+    let terminal = std::io::IsTerminal::is_terminal(&stdout);
+    let mut out = std::io::BufWriter::new(stdout.lock());
     let mut write_err = None;
     let totals = streaming::replay_verdicts(builder, stream.by_ref(), |_, e, v, cost| {
         bar.inc(1);
@@ -399,11 +402,21 @@ pub fn replay_streaming(
                 "{}: {} {}{} [{verdict}] guest {cost:?}",
                 e.id, e.request.method, e.request.authority, e.request.path
             );
-            if let Err(err) = bar.suspend(|| writeln!(out, "{line}")) {
+            let written = bar.suspend(|| {
+                writeln!(out, "{line}")?;
+                if terminal { out.flush() } else { Ok(()) }
+            });
+            if let Err(err) = written {
                 write_err = Some(err);
             }
         }
     });
+    if let Err(err) = out.flush()
+        && write_err.is_none()
+    {
+        write_err = Some(err);
+    }
+    drop(out);
     bar.finish_and_clear();
     warn_all(&mut stream);
     let t = totals?;
