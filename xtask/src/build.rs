@@ -1,6 +1,6 @@
 //! `cargo xtask build`: every `filters/<name>/` built for `wasm32-wasip1` with
-//! the size profile `wasm` (workspace Cargo.toml) and copied to
-//! `target/filters/<name>.wasm`.
+//! the size profile `wasm` (workspace Cargo.toml), optimised with `wasm-opt -Oz`
+//! (`wasm_opt`) into `target/filters/<name>.wasm`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
