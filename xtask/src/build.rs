@@ -1,6 +1,6 @@
 //! `cargo xtask build`: every `filters/<name>/` built for `wasm32-wasip1` with
-//! the size profile `wasm` (workspace Cargo.toml) and copied to
-//! `target/filters/<name>.wasm`.
+//! the size profile `wasm` (workspace Cargo.toml), optimised with `wasm-opt -Oz`
+//! (`wasm_opt`) into `target/filters/<name>.wasm`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 use crate::process;
 
 mod schemas;
+mod wasm_opt;
 
 /// The compilation target of the filters.
 pub const WASM_TARGET: &str = "wasm32-wasip1";
@@ -32,6 +33,7 @@ pub struct BuiltFilter {
 /// Builds all filters and prints their sizes.
 pub fn run() -> Result<Vec<BuiltFilter>> {
     ensure_wasm_target()?;
+    let wasm_opt = wasm_opt::ensure()?;
     let names = filter_names()?;
     if names.is_empty() {
         bail!("no filters found: expected folders with a Cargo.toml under filters/");
@@ -60,6 +62,7 @@ pub fn run() -> Result<Vec<BuiltFilter>> {
     std::fs::create_dir_all(&out_dir)
         .with_context(|| format!("could not create {}", out_dir.display()))?;
     let mut built = Vec::new();
+    let mut jobs = Vec::new();
     for name in names {
         let lib = format!("tollgate_{}", name.replace('-', "_"));
         let artefact = artifacts
@@ -73,19 +76,28 @@ pub fn run() -> Result<Vec<BuiltFilter>> {
                 )
             })?;
         let wasm = out_dir.join(format!("{name}.wasm"));
-        std::fs::copy(artefact, &wasm).with_context(|| {
-            format!(
-                "could not copy {} to {}",
-                artefact.display(),
-                wasm.display()
-            )
-        })?;
-        let bytes = std::fs::metadata(&wasm)
-            .with_context(|| format!("could not read {}", wasm.display()))?
-            .len();
-        built.push(BuiltFilter { name, wasm, bytes });
+        jobs.push(wasm_opt::Job {
+            built: artefact,
+            dest: wasm.clone(),
+        });
+        built.push(BuiltFilter {
+            name,
+            wasm,
+            bytes: 0,
+        });
     }
-    copy_bench_guests(&artifacts, &guests)?;
+    jobs.extend(bench_guest_jobs(&artifacts, &guests)?);
+    crate::step(format!(
+        "wasm-opt {} ({})",
+        wasm_opt::LEVEL,
+        wasm_opt.display()
+    ));
+    wasm_opt::optimize_all(&wasm_opt, &jobs)?;
+    for filter in &mut built {
+        filter.bytes = std::fs::metadata(&filter.wasm)
+            .with_context(|| format!("could not read {}", filter.wasm.display()))?
+            .len();
+    }
     schemas::embed(&mut built)?;
     for filter in &built {
         println!(
@@ -108,11 +120,15 @@ pub fn bench_guest_names() -> Result<Vec<String>> {
     crate_dirs("bench/guests")
 }
 
-/// Copies the bench guests cargo built to `target/bench-guests/<name>.wasm`.
-fn copy_bench_guests(artifacts: &[process::Artifact], names: &[String]) -> Result<()> {
+/// The bench guests cargo built, to optimise into `target/bench-guests/<name>.wasm`.
+fn bench_guest_jobs<'a>(
+    artifacts: &'a [process::Artifact],
+    names: &[String],
+) -> Result<Vec<wasm_opt::Job<'a>>> {
     let out_dir = crate::root().join("target").join("bench-guests");
     std::fs::create_dir_all(&out_dir)
         .with_context(|| format!("could not create {}", out_dir.display()))?;
+    let mut jobs = Vec::new();
     for name in names {
         let lib = format!("tollgate_bench_{}", name.replace('-', "_"));
         let artefact = artifacts
@@ -121,16 +137,12 @@ fn copy_bench_guests(artifacts: &[process::Artifact], names: &[String]) -> Resul
             .flat_map(|artifact| &artifact.filenames)
             .find(|file| file.extension().is_some_and(|ext| ext == "wasm"))
             .with_context(|| format!("cargo built tollgate-bench-{name} but no {lib}.wasm"))?;
-        let wasm = out_dir.join(format!("{name}.wasm"));
-        std::fs::copy(artefact, &wasm).with_context(|| {
-            format!(
-                "could not copy {} to {}",
-                artefact.display(),
-                wasm.display()
-            )
-        })?;
+        jobs.push(wasm_opt::Job {
+            built: artefact,
+            dest: out_dir.join(format!("{name}.wasm")),
+        });
     }
-    Ok(())
+    Ok(jobs)
 }
 
 /// The folder names under `dir` (from the root) that hold a crate, sorted.
