@@ -47,8 +47,9 @@ impl Status {
     }
 }
 
-/// The host's header maps (`proxy_*_header_map_*`'s `map_type`).
+/// The host's header maps (`proxy_*_header_map_*`'s `map_type`), named as the ABI names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::enum_variant_names)]
 pub(crate) enum MapType {
     HttpRequestHeaders = 0,
     HttpResponseHeaders = 2,
@@ -392,7 +393,11 @@ pub(crate) fn dispatch_http_call(
             upstream.len(),
             headers.as_ptr(),
             headers.len(),
-            if body.is_empty() { null() } else { body.as_ptr() },
+            if body.is_empty() {
+                null()
+            } else {
+                body.as_ptr()
+            },
             body.len(),
             trailers.as_ptr(),
             trailers.len(),
@@ -473,9 +478,8 @@ pub(crate) fn get_property(path: &[&str]) -> Result<Option<Vec<u8>>, Status> {
 pub(crate) fn get_shared_data(key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), Status> {
     let (mut data, mut size, mut cas) = (null_mut(), 0, 0u32);
     // SAFETY: the pointer and length describe `key`; the out-pointers are valid for writes.
-    let raw = unsafe {
-        proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas)
-    };
+    let raw =
+        unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) };
     match Status::check(raw) {
         // SAFETY: on success the host handed over `size` bytes it allocated through `allocate`.
         Ok(()) => Ok((unsafe { take(data, size) }, (cas != 0).then_some(cas))),
@@ -485,14 +489,22 @@ pub(crate) fn get_shared_data(key: &str) -> Result<(Option<Vec<u8>>, Option<u32>
 }
 
 /// Stores `value` under `key` if its CAS still is `cas` (`None`: unconditionally).
-pub(crate) fn set_shared_data(key: &str, value: Option<&[u8]>, cas: Option<u32>) -> Result<(), Status> {
+pub(crate) fn set_shared_data(
+    key: &str,
+    value: Option<&[u8]>,
+    cas: Option<u32>,
+) -> Result<(), Status> {
     let value = value.unwrap_or_default();
     // SAFETY: the pointers and lengths describe `key` and `value`; the host only reads them.
     Status::check(unsafe {
         proxy_set_shared_data(
             key.as_ptr(),
             key.len(),
-            if value.is_empty() { null() } else { value.as_ptr() },
+            if value.is_empty() {
+                null()
+            } else {
+                value.as_ptr()
+            },
             value.len(),
             cas.unwrap_or(0),
         )
@@ -529,7 +541,10 @@ mod tests {
         crate::headers::walk_wire_pairs(&wire, &mut |n: &[u8], v: &[u8]| {
             seen.push((n.to_vec(), v.to_vec()))
         });
-        assert_eq!(seen, vec![(b"a".to_vec(), b"1".to_vec()), (b"bc".to_vec(), Vec::new())]);
+        assert_eq!(
+            seen,
+            vec![(b"a".to_vec(), b"1".to_vec()), (b"bc".to_vec(), Vec::new())]
+        );
     }
 
     #[test]

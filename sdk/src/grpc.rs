@@ -337,16 +337,12 @@ pub fn read_answer(cluster: &str, status: u32, size: usize) -> Result<Vec<u8>, G
         if size == 0 {
             return Ok(Vec::new());
         }
-        return crate::abi::get_buffer(
-            crate::abi::BufferType::GrpcReceiveBuffer,
-            0,
-            size,
-        )
-        .map(Option::unwrap_or_default)
-        .map_err(|s| GrpcError::Refused {
-            cluster: cluster.to_string(),
-            status: format!("{s:?}"),
-        });
+        return crate::abi::get_buffer(crate::abi::BufferType::GrpcReceiveBuffer, 0, size)
+            .map(Option::unwrap_or_default)
+            .map_err(|s| GrpcError::Refused {
+                cluster: cluster.to_string(),
+                status: format!("{s:?}"),
+            });
     }
     Err(GrpcError::Status {
         cluster: cluster.to_string(),

@@ -651,7 +651,10 @@ mod tests {
         }
         // A count larger than the buffer, and lengths past its end.
         assert_eq!(WireIter::new(b"\xff\xff\xff\xff").count(), 0);
-        assert_eq!(WireIter::new(b"\x01\0\0\0\xff\0\0\0\x01\0\0\0ab\0c\0").count(), 0);
+        assert_eq!(
+            WireIter::new(b"\x01\0\0\0\xff\0\0\0\x01\0\0\0ab\0c\0").count(),
+            0
+        );
         let list = HeaderList::from(pairs);
         assert_eq!(list.wire_pairs().as_bytes(), wire.as_slice());
     }

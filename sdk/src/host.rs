@@ -297,7 +297,12 @@ impl<F: HttpFilter> Dispatcher<F> {
     }
 
     /// `proxy_on_response_headers`.
-    pub fn on_response_headers(&self, context_id: u32, _headers: usize, end_of_stream: bool) -> u32 {
+    pub fn on_response_headers(
+        &self,
+        context_id: u32,
+        _headers: usize,
+        end_of_stream: bool,
+    ) -> u32 {
         self.with_stream("on_response_headers", context_id, |stream| match stream {
             Stream::Configured(stream) => stream.on_http_response_headers(end_of_stream),
             Stream::Unconfigured => abi::Action::Continue,
@@ -572,13 +577,13 @@ impl<F: HttpFilter> FilterStream<F> {
                     Ok(token) => {
                         register_callout(token, self.id);
                         self.in_flight.push((
-                        token,
-                        InFlight {
-                            cluster: call.cluster,
-                            response_phase,
-                            then: Then::Grpc(then),
-                        },
-                    ));
+                            token,
+                            InFlight {
+                                cluster: call.cluster,
+                                response_phase,
+                                then: Then::Grpc(then),
+                            },
+                        ));
                     }
                     Err(err) => {
                         log::debug!("{}: {err}", F::NAME);

@@ -105,7 +105,9 @@ impl HttpFilter for HeadersFilter {
             let mut kept: Vec<String> = Vec::new();
             // Which name lengths the configuration reads (lengths past 63 share the top bit):
             // most headers are ruled out by one test instead of a compare per read name.
-            let lengths = names.iter().fold(0u64, |mask, n| mask | length_bit(n.as_str().len()));
+            let lengths = names
+                .iter()
+                .fold(0u64, |mask, n| mask | length_bit(n.as_str().len()));
             // The host's buffer walked by plain inlined code, no call per header.
             let wire = req.header_map().wire_pairs();
             for (name, value) in wire.iter() {
