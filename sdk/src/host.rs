@@ -89,16 +89,25 @@ impl<T> ContextTable<T> {
 
     /// Stores `value` for context `id`; returns the value it replaces.
     pub fn insert(&mut self, id: u32, value: T) -> Option<T> {
-        if let Some(at) = self.find(id) {
-            let slot = self.slots.get_mut(at)?;
-            return slot.replace((id, value)).map(|(_, old)| old);
-        }
         if (self.len + 1) * 2 > self.slots.len() {
             self.grow();
         }
-        self.place(id, value);
-        self.len += 1;
-        None
+        // One probe run: it ends at `id` (replaced) or at the first free slot (placed there).
+        let mask = self.mask();
+        let mut at = id as usize & mask;
+        loop {
+            match self.slots.get_mut(at) {
+                Some(Some((key, old))) if *key == id => return Some(std::mem::replace(old, value)),
+                Some(Some(_)) => at = (at + 1) & mask,
+                Some(slot @ None) => {
+                    *slot = Some((id, value));
+                    self.len += 1;
+                    return None;
+                }
+                // Unreachable: the table is never full and `at` is masked.
+                None => return None,
+            }
+        }
     }
 
     /// Puts `(id, value)` in the first free slot of its probe sequence (`id` is not present).
