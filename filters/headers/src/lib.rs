@@ -55,8 +55,12 @@ pub struct HeadersFilter {
 /// names lowercase, so the byte comparison almost always decides.
 #[inline]
 fn is_name(lower: &str, name: &[u8]) -> bool {
+    let lower = lower.as_bytes();
+    // Many names share a length (`user-agent`, `connection`, `:authority`): the first byte
+    // rules out most of those before a comparison call.
     lower.len() == name.len()
-        && (lower.as_bytes() == name || lower.as_bytes().eq_ignore_ascii_case(name))
+        && lower.first().copied() == name.first().map(u8::to_ascii_lowercase)
+        && (lower == name || lower.eq_ignore_ascii_case(name))
 }
 
 /// One bit per header name length (0-62; longer names share bit 63).
@@ -158,7 +162,7 @@ impl HttpFilter for HeadersFilter {
     }
 }
 
-tollgate_sdk::export_filter!(HeadersFilter);
+tollgate_sdk::export_filter!(HeadersFilter, headers_only);
 
 #[cfg(test)]
 mod tests;
