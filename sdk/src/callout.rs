@@ -552,15 +552,14 @@ impl<F> Callouts<F> {
 pub fn send(request: &CalloutRequest) -> Result<u32, CalloutError> {
     request.check()?;
     let body = (!request.body.is_empty()).then_some(request.body.as_slice());
-    proxy_wasm::hostcalls::dispatch_http_call(
+    crate::abi::dispatch_http_call(
         &request.cluster,
-        request.wire_headers(),
+        &request.wire_headers(),
         body,
-        Vec::new(),
         request.timeout,
     )
     .map_err(|status| match status {
-        proxy_wasm::types::Status::BadArgument => CalloutError::UnknownCluster {
+        crate::abi::Status::BadArgument => CalloutError::UnknownCluster {
             cluster: request.cluster.clone(),
         },
         other => CalloutError::Refused {
@@ -572,8 +571,8 @@ pub fn send(request: &CalloutRequest) -> Result<u32, CalloutError> {
 
 /// Reads the answer to a callout inside `on_http_call_response` (`body_size` as given there).
 pub fn read_response(cluster: &str, body_size: usize) -> Result<CalloutResponse, CalloutError> {
-    use proxy_wasm::hostcalls;
-    use proxy_wasm::types::{BufferType, MapType};
+    use crate::abi as hostcalls;
+    use crate::abi::{BufferType, MapType};
     let no_response = || CalloutError::NoResponse {
         cluster: cluster.to_string(),
     };

@@ -20,15 +20,6 @@ pub enum Action {
     Pause,
 }
 
-impl From<Action> for proxy_wasm::types::Action {
-    fn from(action: Action) -> Self {
-        match action {
-            Action::Continue => proxy_wasm::types::Action::Continue,
-            Action::Pause => proxy_wasm::types::Action::Pause,
-        }
-    }
-}
-
 /// An HTTP filter: one value per HTTP stream, built from the shared, already validated
 /// configuration. Every callback has a default that lets the traffic through unchanged.
 ///

@@ -308,17 +308,17 @@ pub fn send(call: &GrpcCall) -> Result<u32, GrpcError> {
         .iter()
         .map(|(n, v)| (n.as_str(), v.as_bytes()))
         .collect();
-    proxy_wasm::hostcalls::dispatch_grpc_call(
+    crate::abi::dispatch_grpc_call(
         &call.cluster,
         &call.service,
         &call.method,
-        metadata,
-        Some(call.message.as_slice()),
+        &metadata,
+        call.message.as_slice(),
         call.timeout,
     )
     .map_err(|status| match status {
         // Envoy parses the name as a `GrpcService`, then looks the cluster up.
-        proxy_wasm::types::Status::ParseFailure | proxy_wasm::types::Status::BadArgument => {
+        crate::abi::Status::ParseFailure | crate::abi::Status::BadArgument => {
             GrpcError::UnknownCluster {
                 cluster: call.cluster.clone(),
             }
@@ -337,16 +337,12 @@ pub fn read_answer(cluster: &str, status: u32, size: usize) -> Result<Vec<u8>, G
         if size == 0 {
             return Ok(Vec::new());
         }
-        return proxy_wasm::hostcalls::get_buffer(
-            proxy_wasm::types::BufferType::GrpcReceiveBuffer,
-            0,
-            size,
-        )
-        .map(Option::unwrap_or_default)
-        .map_err(|s| GrpcError::Refused {
-            cluster: cluster.to_string(),
-            status: format!("{s:?}"),
-        });
+        return crate::abi::get_buffer(crate::abi::BufferType::GrpcReceiveBuffer, 0, size)
+            .map(Option::unwrap_or_default)
+            .map_err(|s| GrpcError::Refused {
+                cluster: cluster.to_string(),
+                status: format!("{s:?}"),
+            });
     }
     Err(GrpcError::Status {
         cluster: cluster.to_string(),

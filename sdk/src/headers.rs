@@ -63,6 +63,143 @@ pub trait HeaderMap {
             f(name.as_bytes(), value.as_bytes());
         }
     }
+
+    /// Every header, pseudo-headers included, in the proxy-wasm wire format: in the proxy the
+    /// host's own buffer (one host call, nothing copied per header), natively the pairs
+    /// serialised. Iterating it ([`WirePairs::iter`]) is plain inlined code, where
+    /// [`HeaderMap::for_each_pair`] makes an indirect call per header (a filter that walks
+    /// every header of every request: `bench/README.md`).
+    ///
+    /// ```
+    /// use tollgate_sdk::{HeaderList, HeaderMap};
+    /// let headers = HeaderList::from([(":path", "/"), ("x-debug-a", "1")]);
+    /// let wire = headers.wire_pairs();
+    /// let names: Vec<&[u8]> = wire.iter().map(|(name, _value)| name).collect();
+    /// assert_eq!(names, [&b":path"[..], b"x-debug-a"]);
+    /// ```
+    fn wire_pairs(&self) -> WirePairs {
+        let pairs = self.pairs();
+        let pairs: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        WirePairs::from_wire(serialize_pairs(&pairs))
+    }
+}
+
+/// Serialises pairs in the proxy-wasm wire format (what [`walk_wire_pairs`] reads): a
+/// little-endian `u32` count, each name's and value's length as `u32`, then each name and value
+/// followed by a NUL.
+///
+/// ```
+/// let wire = tollgate_sdk::headers::serialize_pairs(&[("ab", "c")]);
+/// assert_eq!(wire, b"\x01\0\0\0\x02\0\0\0\x01\0\0\0ab\0c\0");
+/// ```
+pub fn serialize_pairs<V: AsRef<[u8]>>(pairs: &[(&str, V)]) -> Vec<u8> {
+    let size = pairs
+        .iter()
+        .map(|(n, v)| n.len() + v.as_ref().len() + 10)
+        .sum::<usize>()
+        + 4;
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
+    for (name, value) in pairs {
+        out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(value.as_ref().len() as u32).to_le_bytes());
+    }
+    for (name, value) in pairs {
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+        out.extend_from_slice(value.as_ref());
+        out.push(0);
+    }
+    out
+}
+
+/// A header map in the proxy-wasm wire format, owned ([`HeaderMap::wire_pairs`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WirePairs {
+    bytes: Vec<u8>,
+}
+
+impl WirePairs {
+    /// Wraps `bytes` (a truncated or malformed buffer iterates up to where it breaks).
+    pub fn from_wire(bytes: Vec<u8>) -> Self {
+        Self { bytes }
+    }
+
+    /// The serialised bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Each header's `(name, value)`, in order, as bytes.
+    pub fn iter(&self) -> WireIter<'_> {
+        WireIter::new(&self.bytes)
+    }
+}
+
+/// The headers of a wire-format buffer ([`WirePairs::iter`]); stops at the first entry the
+/// buffer does not hold.
+#[derive(Debug, Clone)]
+pub struct WireIter<'a> {
+    /// The size words not read yet, 8 bytes per header.
+    sizes: &'a [u8],
+    /// The names and values not read yet.
+    data: &'a [u8],
+}
+
+impl<'a> WireIter<'a> {
+    /// Iterates over `wire`.
+    pub fn new(wire: &'a [u8]) -> Self {
+        let empty = Self {
+            sizes: &[],
+            data: &[],
+        };
+        let Some((count, rest)) = wire.split_first_chunk::<4>() else {
+            return empty;
+        };
+        let count = u32::from_le_bytes(*count) as usize;
+        match count.checked_mul(8).filter(|n| *n <= rest.len()) {
+            Some(n) => {
+                let (sizes, data) = rest.split_at(n);
+                Self { sizes, data }
+            }
+            None => empty,
+        }
+    }
+}
+
+impl<'a> Iterator for WireIter<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        let (sizes, rest) = self.sizes.split_first_chunk::<8>()?;
+        let name_len = u32::from_le_bytes([sizes[0], sizes[1], sizes[2], sizes[3]]) as usize;
+        let value_len = u32::from_le_bytes([sizes[4], sizes[5], sizes[6], sizes[7]]) as usize;
+        // name NUL value NUL
+        let (name, after) = match self.data.split_at_checked(name_len) {
+            Some((name, [_, after @ ..])) => (name, after),
+            _ => return self.stop(),
+        };
+        let Some((value, after)) = after.split_at_checked(value_len) else {
+            return self.stop();
+        };
+        // The last value's NUL may be missing from a truncated buffer: the value is whole.
+        let after = after.get(1..).unwrap_or_default();
+        self.sizes = rest;
+        self.data = after;
+        Some((name, value))
+    }
+}
+
+impl WireIter<'_> {
+    #[cold]
+    fn stop<T>(&mut self) -> Option<T> {
+        self.sizes = &[];
+        None
+    }
 }
 
 /// Walks a header map in the proxy-wasm wire format (a little-endian `u32` count, then a
@@ -76,33 +213,8 @@ pub trait HeaderMap {
 /// assert_eq!(seen, [(b"ab".to_vec(), b"c".to_vec())]);
 /// ```
 pub fn walk_wire_pairs(wire: &[u8], f: &mut dyn FnMut(&[u8], &[u8])) {
-    let word = |at: usize| -> Option<usize> {
-        let bytes = wire.get(at..at.checked_add(4)?)?;
-        Some(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize)
-    };
-    let Some(count) = word(0) else { return };
-    let Some(mut data) = count.checked_mul(8).and_then(|n| n.checked_add(4)) else {
-        return;
-    };
-    for index in 0..count {
-        let (Some(name_len), Some(value_len)) = (word(4 + index * 8), word(8 + index * 8)) else {
-            return;
-        };
-        let Some(name) = data
-            .checked_add(name_len)
-            .and_then(|end| wire.get(data..end))
-        else {
-            return;
-        };
-        let value_at = data + name_len + 1;
-        let Some(value) = value_at
-            .checked_add(value_len)
-            .and_then(|end| wire.get(value_at..end))
-        else {
-            return;
-        };
+    for (name, value) in WireIter::new(wire) {
         f(name, value);
-        data = value_at + value_len + 1;
     }
 }
 
@@ -521,6 +633,31 @@ impl<'de> Deserialize<'de> for HeaderName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wire_pairs_round_trip_and_stop_where_a_buffer_breaks() {
+        let pairs = [(":path", "/a"), ("x-e", ""), ("via", "1.1 b")];
+        let wire = serialize_pairs(&pairs);
+        let seen: Vec<(&[u8], &[u8])> = WireIter::new(&wire).collect();
+        let want: Vec<(&[u8], &[u8])> = pairs
+            .iter()
+            .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+            .collect();
+        assert_eq!(seen, want);
+        // Every truncation yields a prefix of the headers, never a panic or a wrong pair.
+        for cut in 0..wire.len() {
+            let seen: Vec<(&[u8], &[u8])> = WireIter::new(&wire[..cut]).collect();
+            assert!(want.starts_with(&seen), "cut at {cut}: {seen:?}");
+        }
+        // A count larger than the buffer, and lengths past its end.
+        assert_eq!(WireIter::new(b"\xff\xff\xff\xff").count(), 0);
+        assert_eq!(
+            WireIter::new(b"\x01\0\0\0\xff\0\0\0\x01\0\0\0ab\0c\0").count(),
+            0
+        );
+        let list = HeaderList::from(pairs);
+        assert_eq!(list.wire_pairs().as_bytes(), wire.as_slice());
+    }
 
     #[test]
     fn set_replaces_all_values_in_place() {

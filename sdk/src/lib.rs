@@ -1,7 +1,7 @@
 //! # Tollgate SDK
 //!
-//! A small, typed layer over [`proxy-wasm`](proxy_wasm) 0.2.5 for writing Envoy/Istio HTTP
-//! filters in Rust:
+//! A small, typed layer over the proxy-wasm ABI 0.2.1 for writing Envoy/Istio HTTP filters in
+//! Rust (its own dispatch of the ABI callbacks and its own host calls: no `proxy-wasm` crate):
 //!
 //! - a filter is a type implementing [`HttpFilter`], built once per HTTP stream from a shared,
 //!   typed configuration ([`FilterConfig`]);
@@ -55,6 +55,7 @@
 //! ```
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod abi;
 pub mod alloc;
 pub mod body;
 pub mod callout;
@@ -85,17 +86,23 @@ pub use http::{Body, BodyBuffer, LocalReply, Request, Response};
 /// Items the macros expand to; not part of the API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::host::start;
-    pub use proxy_wasm;
+    pub use crate::abi::allocate;
+    pub use crate::host::{ContextTable, Dispatcher, start};
 }
 
 /// Makes this crate's wasm module run `$filter` (a type implementing [`HttpFilter`]).
 ///
 /// Put it once in the filter crate (built as a `cdylib` for `wasm32-wasip1`). It generates the
-/// proxy-wasm entry point, which installs the host logger and panic hook and registers a root
-/// context that parses `$filter::Config` in `on_configure` and builds one `$filter` per HTTP
-/// stream. It also installs the SDK's size-class allocator ([`alloc`]) as the global allocator.
-/// It expands to nothing on other targets, so the crate still builds natively for tests.
+/// module's proxy-wasm ABI 0.2.1 exports: `_initialize` (installs the host logger and panic
+/// hook), `proxy_on_memory_allocate`, and the `proxy_on_*` callbacks, each forwarded to one
+/// VM-wide dispatcher that keeps the root contexts (parsing `$filter::Config` in
+/// `on_configure`) and one `$filter` per HTTP stream. Callbacks the SDK has no use for
+/// (`proxy_on_log`, trailers, ticks, queues, TCP streams) are not exported, so the host does
+/// not call them. `export_filter!(Type, headers_only)` leaves out the body callbacks too, for a
+/// filter that never reads or changes a body and never pauses the headers (the host then goes on
+/// with each body chunk by itself). It also installs the SDK's size-class allocator ([`alloc`]) as the global
+/// allocator. It expands to nothing on other targets, so the crate still builds natively for
+/// tests.
 ///
 /// ```
 /// # use std::rc::Rc;
@@ -115,16 +122,114 @@ pub mod __private {
 /// ```
 #[macro_export]
 macro_rules! export_filter {
-    ($filter:ty) => {
-        // A private module keeps the generated `_initialize` export out of the crate's API.
+    (@bodies) => {
+        #[unsafe(no_mangle)]
+        pub extern "C" fn proxy_on_request_body(id: u32, size: usize, eos: u32) -> u32 {
+            DISPATCH.with(|d| d.on_request_body(id, size, eos != 0))
+        }
+
+        #[unsafe(no_mangle)]
+        pub extern "C" fn proxy_on_response_body(id: u32, size: usize, eos: u32) -> u32 {
+            DISPATCH.with(|d| d.on_response_body(id, size, eos != 0))
+        }
+    };
+    (@module $filter:ty, [$($bodies:ident)?]) => {
+        // A private module keeps the generated exports out of the crate's API.
         #[cfg(target_family = "wasm")]
         #[doc(hidden)]
         mod __tollgate_filter_entry {
             #[allow(unused_imports)]
             use super::*;
-            $crate::__private::proxy_wasm::main! {{
+            use $crate::__private::Dispatcher;
+
+            thread_local! {
+                // One per VM: a proxy-wasm VM runs one thread.
+                static DISPATCH: Dispatcher<$filter> = const { Dispatcher::new() };
+            }
+
+            #[cfg(target_os = "wasi")]
+            unsafe extern "C" {
+                fn __wasm_call_ctors();
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn _initialize() {
+                #[cfg(target_os = "wasi")]
+                // SAFETY: the reactor's constructors, run once, before anything else (the
+                // host calls `_initialize` first).
+                unsafe {
+                    __wasm_call_ctors();
+                }
                 $crate::__private::start::<$filter>();
-            }}
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn proxy_abi_version_0_2_1() {}
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
+                $crate::__private::allocate(size)
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn proxy_on_context_create(context_id: u32, parent: u32) {
+                DISPATCH.with(|d| d.on_context_create(context_id, parent))
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn proxy_on_vm_start(context_id: u32, size: usize) -> u32 {
+                DISPATCH.with(|d| d.on_vm_start(context_id, size)) as u32
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn proxy_on_configure(context_id: u32, size: usize) -> u32 {
+                DISPATCH.with(|d| d.on_configure(context_id, size)) as u32
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn proxy_on_request_headers(id: u32, headers: usize, eos: u32) -> u32 {
+                DISPATCH.with(|d| d.on_request_headers(id, headers, eos != 0))
+            }
+
+            $($crate::export_filter!(@$bodies);)?
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn proxy_on_response_headers(id: u32, headers: usize, eos: u32) -> u32 {
+                DISPATCH.with(|d| d.on_response_headers(id, headers, eos != 0))
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn proxy_on_done(context_id: u32) -> u32 {
+                DISPATCH.with(|d| d.on_done(context_id)) as u32
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn proxy_on_delete(context_id: u32) {
+                DISPATCH.with(|d| d.on_delete(context_id))
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn proxy_on_http_call_response(
+                context_id: u32,
+                token: u32,
+                headers: usize,
+                body_size: usize,
+                trailers: usize,
+            ) {
+                DISPATCH.with(|d| {
+                    d.on_http_call_response(context_id, token, headers, body_size, trailers)
+                })
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn proxy_on_grpc_receive(context_id: u32, token: u32, size: usize) {
+                DISPATCH.with(|d| d.on_grpc_receive(context_id, token, size))
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn proxy_on_grpc_close(context_id: u32, token: u32, status: u32) {
+                DISPATCH.with(|d| d.on_grpc_close(context_id, token, status))
+            }
 
             // The SDK's size-class allocator (`tollgate_sdk::alloc`): a VM is one thread.
             #[cfg(not(target_feature = "atomics"))]
@@ -132,6 +237,14 @@ macro_rules! export_filter {
             static ALLOCATOR: $crate::alloc::FilterAllocator =
                 $crate::alloc::FilterAllocator::new();
         }
+    };
+    // A filter that never looks at bodies: the body callbacks are not exported, so the host
+    // does not call them (two guest calls fewer per request with a body each way).
+    ($filter:ty, headers_only) => {
+        $crate::export_filter!(@module $filter, []);
+    };
+    ($filter:ty) => {
+        $crate::export_filter!(@module $filter, [bodies]);
     };
 }
 

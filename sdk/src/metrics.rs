@@ -52,11 +52,11 @@ pub enum MetricKind {
 
 impl MetricKind {
     #[cfg(target_family = "wasm")]
-    fn host(self) -> proxy_wasm::types::MetricType {
+    fn host(self) -> crate::abi::MetricType {
         match self {
-            MetricKind::Counter => proxy_wasm::types::MetricType::Counter,
-            MetricKind::Gauge => proxy_wasm::types::MetricType::Gauge,
-            MetricKind::Histogram => proxy_wasm::types::MetricType::Histogram,
+            MetricKind::Counter => crate::abi::MetricType::Counter,
+            MetricKind::Gauge => crate::abi::MetricType::Gauge,
+            MetricKind::Histogram => crate::abi::MetricType::Histogram,
         }
     }
 }
@@ -202,7 +202,7 @@ impl Histogram {
 #[cfg(target_family = "wasm")]
 mod backend {
     use super::MetricKind;
-    use proxy_wasm::hostcalls;
+    use crate::abi as hostcalls;
 
     pub(super) fn define(kind: MetricKind, name: &str) -> Option<u32> {
         match hostcalls::define_metric(kind.host(), name) {

@@ -34,7 +34,7 @@ pub fn ip_of(address: &str) -> Option<IpAddr> {
 /// knows it.
 #[cfg(target_family = "wasm")]
 pub fn source_address() -> Option<String> {
-    match proxy_wasm::hostcalls::get_property(vec!["source", "address"]) {
+    match crate::abi::get_property(&["source", "address"]) {
         Ok(Some(bytes)) if !bytes.is_empty() => Some(String::from_utf8_lossy(&bytes).into_owned()),
         Ok(_) => None,
         Err(status) => {

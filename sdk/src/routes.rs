@@ -413,7 +413,7 @@ fn route_name() -> Option<String> {
     // `xds.route_name` is the matched route's own name; `route_name` (the stream info's) is
     // only filled in later by Envoy, so it is the fallback for other hosts.
     for path in [vec!["xds", "route_name"], vec!["route_name"]] {
-        match proxy_wasm::hostcalls::get_property(path) {
+        match crate::abi::get_property(&path) {
             Ok(Some(bytes)) if !bytes.is_empty() => {
                 return Some(String::from_utf8_lossy(&bytes).into_owned());
             }

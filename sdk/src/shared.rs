@@ -90,7 +90,7 @@ pub struct HostShared;
 
 impl SharedStore for HostShared {
     fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, SharedError> {
-        match proxy_wasm::hostcalls::get_shared_data(key) {
+        match crate::abi::get_shared_data(key) {
             Ok((Some(bytes), cas)) => Ok(Some((bytes, cas.unwrap_or(0)))),
             Ok((None, _)) => Ok(None),
             Err(status) => Err(SharedError::Host {
@@ -101,9 +101,9 @@ impl SharedStore for HostShared {
     }
 
     fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SharedError> {
-        match proxy_wasm::hostcalls::set_shared_data(key, Some(value), cas) {
+        match crate::abi::set_shared_data(key, Some(value), cas) {
             Ok(()) => Ok(()),
-            Err(proxy_wasm::types::Status::CasMismatch) => Err(SharedError::CasMismatch {
+            Err(crate::abi::Status::CasMismatch) => Err(SharedError::CasMismatch {
                 key: key.to_string(),
             }),
             Err(status) => Err(SharedError::Host {
@@ -270,7 +270,7 @@ pub fn cache_get<T: DeserializeOwned>(
 
 /// The host's clock (`proxy_get_current_time_nanoseconds`); the Unix epoch if the host refuses.
 pub fn host_now() -> SystemTime {
-    proxy_wasm::hostcalls::get_current_time().unwrap_or(UNIX_EPOCH)
+    crate::abi::get_current_time().unwrap_or(UNIX_EPOCH)
 }
 
 #[cfg(test)]

@@ -365,8 +365,13 @@ impl NamePrefix {
 
     /// [`NamePrefix::matches`] on a name as the host holds it (bytes).
     pub fn matches_bytes(&self, name: &[u8]) -> bool {
-        name.get(..self.0.len())
-            .is_some_and(|start| start.eq_ignore_ascii_case(self.0.as_bytes()))
+        let prefix = self.0.as_bytes();
+        // The prefix is lowercase: its first byte against the name's, lowercased, rules out
+        // most names before the byte loop (a walk tests every request header).
+        name.get(..prefix.len()).is_some_and(|start| {
+            start.first().map(u8::to_ascii_lowercase) == prefix.first().copied()
+                && start.eq_ignore_ascii_case(prefix)
+        })
     }
 
     /// Whether header `name` starts with this prefix (ignoring ASCII case).

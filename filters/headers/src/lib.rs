@@ -55,8 +55,18 @@ pub struct HeadersFilter {
 /// names lowercase, so the byte comparison almost always decides.
 #[inline]
 fn is_name(lower: &str, name: &[u8]) -> bool {
+    let lower = lower.as_bytes();
+    // Many names share a length (`user-agent`, `connection`, `:authority`): the first byte
+    // rules out most of those before a comparison call.
     lower.len() == name.len()
-        && (lower.as_bytes() == name || lower.as_bytes().eq_ignore_ascii_case(name))
+        && lower.first().copied() == name.first().map(u8::to_ascii_lowercase)
+        && (lower == name || lower.eq_ignore_ascii_case(name))
+}
+
+/// One bit per header name length (0-62; longer names share bit 63).
+#[inline]
+fn length_bit(len: usize) -> u64 {
+    1u64 << len.min(63)
 }
 
 /// Bytes from the host as text: no copy of the check's work when they are UTF-8 (the fast
@@ -97,14 +107,23 @@ impl HttpFilter for HeadersFilter {
             // validating each as UTF-8 first cost more than the rest of the walk
             // (`bench/README.md`); only what is kept is converted.
             let mut kept: Vec<String> = Vec::new();
-            req.header_map().for_each_pair(&mut |name, value| {
+            // Which name lengths the configuration reads (lengths past 63 share the top bit):
+            // most headers are ruled out by one test instead of a compare per read name.
+            let lengths = names
+                .iter()
+                .fold(0u64, |mask, n| mask | length_bit(n.as_str().len()));
+            // The host's buffer walked by plain inlined code, no call per header.
+            let wire = req.header_map().wire_pairs();
+            for (name, value) in wire.iter() {
                 if prefixes.iter().any(|p| p.matches_bytes(name)) {
                     kept.push(text(name));
                 }
-                if let Some(index) = names.iter().position(|n| is_name(n.as_str(), name)) {
+                if lengths & length_bit(name.len()) != 0
+                    && let Some(index) = names.iter().position(|n| is_name(n.as_str(), name))
+                {
                     captured.push((index, text(value)));
                 }
-            });
+            }
             current = Some(kept);
         }
         let request = Captured::new(names, &captured);
@@ -143,7 +162,7 @@ impl HttpFilter for HeadersFilter {
     }
 }
 
-tollgate_sdk::export_filter!(HeadersFilter);
+tollgate_sdk::export_filter!(HeadersFilter, headers_only);
 
 #[cfg(test)]
 mod tests;
