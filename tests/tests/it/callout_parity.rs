@@ -35,6 +35,7 @@ use tollgate_host::callouts::HttpClusterStub;
 use tollgate_replay::{Replay, Verdict};
 use tollgate_tests::client;
 use tollgate_tests::envoy::{Envoy, EnvoyConfig, Launch};
+use tollgate_tests::guest;
 use tollgate_tests::http1::header;
 use tollgate_tests::launcher::Launcher;
 use tollgate_tests::paths;
@@ -80,16 +81,6 @@ const GUEST: &str = r#"(module
   (global $heap (mut i32) (i32.const 65536))
   (global $cur (mut i32) (i32.const 16384))
   (global $stream (mut i32) (i32.const 0))
-  (func (export "proxy_abi_version_0_2_1"))
-  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
-    (local $p i32)
-    (local.set $p (global.get $heap))
-    (global.set $heap (i32.and (i32.add (i32.add (global.get $heap) (local.get $n)) (i32.const 7))
-                               (i32.const -8)))
-    (local.get $p))
-  (func (export "proxy_on_context_create") (param i32 i32))
-  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
-  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
   (func $put (param $p i32) (param $n i32)
     (memory.copy (global.get $cur) (local.get $p) (local.get $n))
     (global.set $cur (i32.add (global.get $cur) (local.get $n))))
@@ -227,8 +218,6 @@ const GUEST: &str = r#"(module
     (drop (call $add_hdr (i32.const 2) (i32.const 1072) (i32.const 16) (i32.const 32768)
                          (i32.sub (global.get $cur) (i32.const 32768))))
     (i32.const 0))
-  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
-  (func (export "proxy_on_delete") (param i32))
 )"#;
 
 /// How long the slow service holds a request without answering (the guest's
@@ -393,7 +382,7 @@ fn launch(config: &EnvoyConfig) -> Result<Envoy> {
 
 #[test]
 fn callout_failures_and_absent_header_maps_match_envoy() -> Result<()> {
-    let wasm = wat::parse_str(GUEST).context("the test guest does not assemble")?;
+    let wasm = guest::assemble(GUEST, "test guest")?;
     // `envoy/headers/envoy.yaml` loads `headers.wasm`: the guest is written
     // under that name in a folder of its own.
     let dir: PathBuf = paths::work_dir()?.join(format!("callout-guest-{}", std::process::id()));
@@ -579,15 +568,6 @@ const CALL_ARGS_GUEST: &str = r#"(module
   (data (i32.const 2176) "\03\00\00\00\07\00\00\00\03\00\00\00\05\00\00\00\06\00\00\00\04\00\00\00\03\00\00\00:method\00GET\00:path\00/check\00host\00svc\00")
   (global $heap (mut i32) (i32.const 65536))
   (global $cur (mut i32) (i32.const 16384))
-  (func (export "proxy_abi_version_0_2_1"))
-  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
-    (local $p i32)
-    (local.set $p (global.get $heap))
-    (global.set $heap (i32.add (global.get $heap) (i32.and (i32.add (local.get $n) (i32.const 7)) (i32.const -8))))
-    (local.get $p))
-  (func (export "proxy_on_context_create") (param i32 i32))
-  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
-  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
   (func $putc (param $c i32)
     (i32.store8 (global.get $cur) (local.get $c))
     (global.set $cur (i32.add (global.get $cur) (i32.const 1))))
@@ -614,13 +594,11 @@ const CALL_ARGS_GUEST: &str = r#"(module
                        (i32.const -1)))
     (i32.const 1))
   (func (export "proxy_on_http_call_response") (param i32 i32 i32 i32 i32))
-  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
-  (func (export "proxy_on_delete") (param i32))
 )"#;
 
 #[test]
 fn http_call_timeouts_and_host_headers_are_accepted_as_envoy_does() -> Result<()> {
-    let wasm = wat::parse_str(CALL_ARGS_GUEST).context("the test guest does not assemble")?;
+    let wasm = guest::assemble(CALL_ARGS_GUEST, "test guest")?;
     let dir: PathBuf = paths::work_dir()?.join(format!("call-args-guest-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("headers.wasm"), &wasm)?;
@@ -678,15 +656,6 @@ const GRPC_REPLY_GUEST: &str = r#"(module
   (data (i32.const 1040) "denied by guest: ok?") ;; 20
   (data (i32.const 1072) "guest_details")       ;; 13
   (global $heap (mut i32) (i32.const 65536))
-  (func (export "proxy_abi_version_0_2_1"))
-  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
-    (local $p i32)
-    (local.set $p (global.get $heap))
-    (global.set $heap (i32.add (global.get $heap) (i32.and (i32.add (local.get $n) (i32.const 7)) (i32.const -8))))
-    (local.get $p))
-  (func (export "proxy_on_context_create") (param i32 i32))
-  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
-  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
   (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
     (local $mode i32)
     (if (call $get_hdr (i32.const 0) (i32.const 1024) (i32.const 6) (i32.const 256) (i32.const 260))
@@ -701,8 +670,6 @@ const GRPC_REPLY_GUEST: &str = r#"(module
     (if (i32.eq (local.get $mode) (i32.const 99))
       (then unreachable))
     (i32.const 1))
-  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
-  (func (export "proxy_on_delete") (param i32))
 )"#;
 
 /// The parts of a reply a gRPC client reads.
@@ -722,7 +689,7 @@ fn grpc_view(r: &HttpResponse) -> String {
 
 #[test]
 fn local_replies_to_grpc_requests_match_envoy() -> Result<()> {
-    let wasm = wat::parse_str(GRPC_REPLY_GUEST).context("the test guest does not assemble")?;
+    let wasm = guest::assemble(GRPC_REPLY_GUEST, "test guest")?;
     let dir: PathBuf = paths::work_dir()?.join(format!("grpc-reply-guest-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("headers.wasm"), &wasm)?;
@@ -828,15 +795,6 @@ const HEAD_REPLY_GUEST: &str = r#"(module
   (global $heap (mut i32) (i32.const 65536))
   (global $head (mut i32) (i32.const 0))
   (global $mode (mut i32) (i32.const 0))
-  (func (export "proxy_abi_version_0_2_1"))
-  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
-    (local $p i32)
-    (local.set $p (global.get $heap))
-    (global.set $heap (i32.add (global.get $heap) (i32.and (i32.add (local.get $n) (i32.const 7)) (i32.const -8))))
-    (local.get $p))
-  (func (export "proxy_on_context_create") (param i32 i32))
-  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
-  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
   (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
     (global.set $head (i32.const 0))
     (global.set $mode (i32.const 0))
@@ -873,8 +831,6 @@ const HEAD_REPLY_GUEST: &str = r#"(module
   (func (export "proxy_on_response_body") (param i32 i32 i32) (result i32)
     (if (global.get $head) (then unreachable))
     (i32.const 0))
-  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
-  (func (export "proxy_on_delete") (param i32))
 )"#;
 
 /// What a client reads of a reply, and every byte after the head.
@@ -926,7 +882,7 @@ fn send_raw(addr: SocketAddr, method: &str, mode: &str) -> Result<String> {
 
 #[test]
 fn local_replies_to_head_requests_carry_no_body_as_in_envoy() -> Result<()> {
-    let wasm = wat::parse_str(HEAD_REPLY_GUEST).context("the test guest does not assemble")?;
+    let wasm = guest::assemble(HEAD_REPLY_GUEST, "test guest")?;
     let dir: PathBuf = paths::work_dir()?.join(format!("head-reply-guest-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("headers.wasm"), &wasm)?;
