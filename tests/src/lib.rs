@@ -14,6 +14,7 @@ pub mod browser;
 pub mod client;
 pub mod envoy;
 pub mod grpc;
+pub mod guest;
 pub mod headers;
 pub use tollgate_envoy::http1;
 pub mod jwt;

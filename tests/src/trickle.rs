@@ -126,8 +126,10 @@ struct Shared {
     response: Mutex<(HttpResponse, Writes)>,
 }
 
-/// An upstream that answers every request with one response, its body in small writes (framed
-/// with the response's own `content-length`, added when missing). It records what it read.
+/// An upstream that answers every request with one response, its body in small writes: framed
+/// with the response's own `content-length` (added when missing), or, when the response says
+/// `transfer-encoding: chunked`, one chunk per write and no `content-length`. A `HEAD` gets the
+/// head only. It records what it read.
 pub struct TrickleUpstream {
     addr: SocketAddr,
     shared: Arc<Shared>,
@@ -204,6 +206,23 @@ impl TrickleUpstream {
     }
 }
 
+/// Each write as one chunk of chunked framing, then the last chunk (an
+/// empty body: the last chunk alone).
+fn chunk_framed(pieces: &[&[u8]]) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = pieces
+        .iter()
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let mut chunk = format!("{:x}\r\n", p.len()).into_bytes();
+            chunk.extend_from_slice(p);
+            chunk.extend_from_slice(b"\r\n");
+            chunk
+        })
+        .collect();
+    out.push(b"0\r\n\r\n".to_vec());
+    out
+}
+
 fn serve(stream: &TcpStream, shared: &Shared) {
     let _ = stream.set_nodelay(true);
     let mut reader = BufReader::new(stream);
@@ -222,7 +241,7 @@ fn serve(stream: &TcpStream, shared: &Shared) {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(ReceivedRequest {
-                method,
+                method: method.clone(),
                 path,
                 headers: head.headers,
                 body,
@@ -232,7 +251,9 @@ fn serve(stream: &TcpStream, shared: &Shared) {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        if http1::header(&response.headers, "content-length").is_none() {
+        let chunked = http1::header(&response.headers, "transfer-encoding")
+            .is_some_and(|t| t.to_ascii_lowercase().contains("chunked"));
+        if !chunked && http1::header(&response.headers, "content-length").is_none() {
             response
                 .headers
                 .push(("content-length".into(), response.body.len().to_string()));
@@ -243,7 +264,21 @@ fn serve(stream: &TcpStream, shared: &Shared) {
             http1::reason(response.status)
         );
         let head = head_bytes(&start_line, &response.headers);
-        if write_pieces(stream, &head, &writes.split(&response.body)).is_err() {
+        // A HEAD gets the head only (its framing says what a GET would get).
+        let body: &[u8] = if method.eq_ignore_ascii_case("HEAD") {
+            &[]
+        } else {
+            &response.body
+        };
+        let pieces = writes.split(body);
+        let written = if chunked && !method.eq_ignore_ascii_case("HEAD") {
+            let framed = chunk_framed(&pieces);
+            let framed: Vec<&[u8]> = framed.iter().map(Vec::as_slice).collect();
+            write_pieces(stream, &head, &framed)
+        } else {
+            write_pieces(stream, &head, &pieces)
+        };
+        if written.is_err() {
             return;
         }
     }
@@ -269,7 +304,81 @@ impl Drop for TrickleUpstream {
 
 #[cfg(test)]
 mod tests {
-    use super::Writes;
+    use super::{TrickleUpstream, Writes, send};
+    use tollgate_envoy::http1;
+    use tollgate_traffic::{HttpRequest, HttpResponse};
+
+    fn request(method: &str) -> HttpRequest {
+        HttpRequest {
+            method: method.into(),
+            scheme: "http".into(),
+            authority: "trickle.test".into(),
+            path: "/".into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_chunked_response_is_chunk_framed_without_a_content_length() -> anyhow::Result<()> {
+        let upstream = TrickleUpstream::start(
+            HttpResponse {
+                status: 200,
+                headers: vec![("transfer-encoding".into(), "chunked".into())],
+                body: b"hello world".to_vec(),
+            },
+            Writes::Every(4),
+        )?;
+        let got = send(upstream.addr(), &request("GET"), &Writes::Whole)?;
+        assert_eq!(http1::header(&got.headers, "content-length"), None);
+        assert_eq!(
+            http1::header(&got.headers, "transfer-encoding"),
+            Some("chunked")
+        );
+        assert_eq!(got.body, b"hello world");
+        upstream.set_response(
+            HttpResponse {
+                status: 200,
+                headers: Vec::new(),
+                body: b"plain".to_vec(),
+            },
+            Writes::Every(2),
+        );
+        let got = send(upstream.addr(), &request("GET"), &Writes::Whole)?;
+        assert_eq!(http1::header(&got.headers, "content-length"), Some("5"));
+        assert_eq!(http1::header(&got.headers, "transfer-encoding"), None);
+        assert_eq!(got.body, b"plain");
+        Ok(())
+    }
+
+    #[test]
+    fn a_head_gets_the_head_only() -> anyhow::Result<()> {
+        let upstream = TrickleUpstream::start(
+            HttpResponse {
+                status: 200,
+                headers: Vec::new(),
+                body: b"plain".to_vec(),
+            },
+            Writes::Whole,
+        )?;
+        // Two requests on one connection: a body after the HEAD's head would be read as the
+        // second response's status line.
+        let stream = std::net::TcpStream::connect(upstream.addr())?;
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+        let mut writer = &stream;
+        std::io::Write::write_all(
+            &mut writer,
+            b"HEAD / HTTP/1.1\r\nhost: t\r\n\r\nGET / HTTP/1.1\r\nhost: t\r\n\r\n",
+        )?;
+        let mut reader = std::io::BufReader::new(&stream);
+        let head = http1::read_head(&mut reader)?.ok_or_else(|| anyhow::anyhow!("no answer"))?;
+        assert_eq!(head.header("content-length"), Some("5"));
+        let next = http1::read_head(&mut reader)?.ok_or_else(|| anyhow::anyhow!("no 2nd"))?;
+        assert!(next.start_line.starts_with("HTTP/1.1 200"), "{next:?}");
+        let body = http1::read_framed_body(&mut reader, &next, http1::BodyFraming::Response)?;
+        assert_eq!(body, b"plain");
+        Ok(())
+    }
 
     #[test]
     fn writes_cover_the_body_exactly() {

@@ -471,23 +471,38 @@ fn to_response(map: &HeaderMap, body: Vec<u8>) -> HttpResponse {
     }
 }
 
-/// The response Envoy builds for a local reply: the filter's headers, then
-/// (with a body) `content-length` set to the body's size, replacing any the
-/// filter gave, and `content-type: text/plain` only when the filter set none.
-fn local_reply(l: &LocalResponse, grpc: bool) -> HttpResponse {
-    if grpc {
-        return grpc_local_reply(l);
+/// The response Envoy builds for a local reply (`Utility::sendLocalReply`),
+/// as the filters on its way back see it: the gRPC form for a gRPC
+/// request, else the filter's headers, then (with a body) `content-length`
+/// set to the body's size, replacing any the filter gave, and
+/// `content-type: text/plain` only when the filter set none. A reply to a
+/// `HEAD` keeps those headers and ends with them: no body, no body
+/// callbacks (checked by
+/// `callout_parity::local_replies_to_head_requests_carry_no_body_as_in_envoy`).
+/// What the codec adds on the wire is [`frame_headers_only`]'s.
+fn local_reply(l: &LocalResponse, request: &HeaderMap) -> HttpResponse {
+    let mut reply = if is_grpc_request(request) {
+        grpc_local_reply(l)
+    } else {
+        plain_local_reply(l)
+    };
+    if is_head_request(request) {
+        reply.body.clear();
     }
+    reply
+}
+
+fn plain_local_reply(l: &LocalResponse) -> HttpResponse {
     let mut headers = Vec::new();
-    // Envoy's codec gives an empty reply `content-length: 0` too.
-    headers.push(("content-length".to_string(), l.body.len().to_string()));
-    if !l.body.is_empty()
-        && !l
+    if !l.body.is_empty() {
+        headers.push(("content-length".to_string(), l.body.len().to_string()));
+        if !l
             .headers
             .iter()
             .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
-    {
-        headers.push(("content-type".to_string(), "text/plain".to_string()));
+        {
+            headers.push(("content-type".to_string(), "text/plain".to_string()));
+        }
     }
     headers.extend(
         l.headers
@@ -500,6 +515,34 @@ fn local_reply(l: &LocalResponse, grpc: bool) -> HttpResponse {
         headers,
         body: l.body.clone(),
     }
+}
+
+/// What Envoy's HTTP/1 codec adds to a reply that ends with its headers
+/// and declares no length (`codec_impl.cc`, `encodeHeaders`):
+/// `content-length: 0`, or on a reply to a `HEAD` `transfer-encoding:
+/// chunked` (with no chunk following); nothing for 1xx and 204.
+fn frame_headers_only(response: &mut HttpResponse, request: &HeaderMap) {
+    let declared = response.headers.iter().any(|(name, _)| {
+        name.eq_ignore_ascii_case("content-length")
+            || name.eq_ignore_ascii_case("transfer-encoding")
+    });
+    if declared || !response.body.is_empty() || response.status < 200 || response.status == 204 {
+        return;
+    }
+    if is_head_request(request) {
+        response
+            .headers
+            .push(("transfer-encoding".to_string(), "chunked".to_string()));
+    } else {
+        response
+            .headers
+            .push(("content-length".to_string(), "0".to_string()));
+    }
+}
+
+/// Whether the request is a `HEAD` (Envoy's `is_head_request`).
+fn is_head_request(request: &HeaderMap) -> bool {
+    request.get(":method") == Some("HEAD")
 }
 
 /// Whether Envoy answers `request` as a gRPC request (its `content-type`
@@ -526,7 +569,7 @@ fn grpc_status_of(http: u32) -> u32 {
 /// `callout_parity::local_replies_to_grpc_requests_match_envoy`): HTTP 200,
 /// `content-type: application/grpc`, `grpc-status` (the call's, else mapped
 /// from the HTTP status), the body as `grpc-message` (percent-encoded where
-/// gRPC requires it), no body, `content-length: 0` from the codec.
+/// gRPC requires it), no body (the codec adds `content-length: 0`).
 fn grpc_local_reply(l: &LocalResponse) -> HttpResponse {
     let status = u32::try_from(l.grpc_status).unwrap_or_else(|_| grpc_status_of(l.status));
     let mut headers = vec![
@@ -544,7 +587,6 @@ fn grpc_local_reply(l: &LocalResponse) -> HttpResponse {
         }
         headers.push(("grpc-message".to_string(), message));
     }
-    headers.push(("content-length".to_string(), "0".to_string()));
     headers.extend(l.headers.iter().cloned());
     HttpResponse {
         status: 200,
@@ -2384,7 +2426,8 @@ fn response_halted(d: &mut Driver<'_, '_>, r: Result<(), Halt>) -> bool {
                 d.out.reset_in = Some("the response (local reply after headers were sent)");
                 d.out.local_response = Some(l);
             } else {
-                d.out.client_response = local_reply(&l, is_grpc_request(&d.req.headers));
+                d.out.client_response = local_reply(&l, &d.req.headers);
+                frame_headers_only(&mut d.out.client_response, &d.req.headers);
                 d.out.local_response = Some(l);
             }
             true
@@ -2533,7 +2576,7 @@ fn stall(d: &mut Driver<'_, '_>, dir: Direction) {
 /// callbacks of the filters that saw the request.
 fn local_via_chain(d: &mut Driver<'_, '_>, l: LocalResponse) {
     d.out.local_response = Some(l.clone());
-    let reply = local_reply(&l, is_grpc_request(&d.req.headers));
+    let reply = local_reply(&l, &d.req.headers);
     for p in &mut d.st {
         p.resp = Port::default();
     }
@@ -2553,11 +2596,17 @@ fn local_via_chain(d: &mut Driver<'_, '_>, l: LocalResponse) {
             if d.resp.out_headers.is_some() {
                 d.out.reset_in = Some("the response (local reply after headers were sent)");
             } else {
-                d.out.client_response = local_reply(&next, is_grpc_request(&d.req.headers));
+                d.out.client_response = local_reply(&next, &d.req.headers);
+                frame_headers_only(&mut d.out.client_response, &d.req.headers);
             }
             d.out.replaced_local = d.out.local_response.replace(next);
         }
-        Ok(()) => client_response(d),
+        Ok(()) => {
+            client_response(d);
+            if d.out.client_response.status != NO_RESPONSE && !d.out.client_stream_open {
+                frame_headers_only(&mut d.out.client_response, &d.req.headers);
+            }
+        }
     }
 }
 

@@ -35,6 +35,7 @@ use tollgate_host::callouts::HttpClusterStub;
 use tollgate_replay::{Replay, Verdict};
 use tollgate_tests::client;
 use tollgate_tests::envoy::{Envoy, EnvoyConfig, Launch};
+use tollgate_tests::guest;
 use tollgate_tests::http1::header;
 use tollgate_tests::launcher::Launcher;
 use tollgate_tests::paths;
@@ -80,16 +81,6 @@ const GUEST: &str = r#"(module
   (global $heap (mut i32) (i32.const 65536))
   (global $cur (mut i32) (i32.const 16384))
   (global $stream (mut i32) (i32.const 0))
-  (func (export "proxy_abi_version_0_2_1"))
-  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
-    (local $p i32)
-    (local.set $p (global.get $heap))
-    (global.set $heap (i32.and (i32.add (i32.add (global.get $heap) (local.get $n)) (i32.const 7))
-                               (i32.const -8)))
-    (local.get $p))
-  (func (export "proxy_on_context_create") (param i32 i32))
-  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
-  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
   (func $put (param $p i32) (param $n i32)
     (memory.copy (global.get $cur) (local.get $p) (local.get $n))
     (global.set $cur (i32.add (global.get $cur) (local.get $n))))
@@ -227,8 +218,6 @@ const GUEST: &str = r#"(module
     (drop (call $add_hdr (i32.const 2) (i32.const 1072) (i32.const 16) (i32.const 32768)
                          (i32.sub (global.get $cur) (i32.const 32768))))
     (i32.const 0))
-  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
-  (func (export "proxy_on_delete") (param i32))
 )"#;
 
 /// How long the slow service holds a request without answering (the guest's
@@ -393,7 +382,7 @@ fn launch(config: &EnvoyConfig) -> Result<Envoy> {
 
 #[test]
 fn callout_failures_and_absent_header_maps_match_envoy() -> Result<()> {
-    let wasm = wat::parse_str(GUEST).context("the test guest does not assemble")?;
+    let wasm = guest::assemble(GUEST, "test guest")?;
     // `envoy/headers/envoy.yaml` loads `headers.wasm`: the guest is written
     // under that name in a folder of its own.
     let dir: PathBuf = paths::work_dir()?.join(format!("callout-guest-{}", std::process::id()));
@@ -579,15 +568,6 @@ const CALL_ARGS_GUEST: &str = r#"(module
   (data (i32.const 2176) "\03\00\00\00\07\00\00\00\03\00\00\00\05\00\00\00\06\00\00\00\04\00\00\00\03\00\00\00:method\00GET\00:path\00/check\00host\00svc\00")
   (global $heap (mut i32) (i32.const 65536))
   (global $cur (mut i32) (i32.const 16384))
-  (func (export "proxy_abi_version_0_2_1"))
-  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
-    (local $p i32)
-    (local.set $p (global.get $heap))
-    (global.set $heap (i32.add (global.get $heap) (i32.and (i32.add (local.get $n) (i32.const 7)) (i32.const -8))))
-    (local.get $p))
-  (func (export "proxy_on_context_create") (param i32 i32))
-  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
-  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
   (func $putc (param $c i32)
     (i32.store8 (global.get $cur) (local.get $c))
     (global.set $cur (i32.add (global.get $cur) (i32.const 1))))
@@ -614,13 +594,11 @@ const CALL_ARGS_GUEST: &str = r#"(module
                        (i32.const -1)))
     (i32.const 1))
   (func (export "proxy_on_http_call_response") (param i32 i32 i32 i32 i32))
-  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
-  (func (export "proxy_on_delete") (param i32))
 )"#;
 
 #[test]
 fn http_call_timeouts_and_host_headers_are_accepted_as_envoy_does() -> Result<()> {
-    let wasm = wat::parse_str(CALL_ARGS_GUEST).context("the test guest does not assemble")?;
+    let wasm = guest::assemble(CALL_ARGS_GUEST, "test guest")?;
     let dir: PathBuf = paths::work_dir()?.join(format!("call-args-guest-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("headers.wasm"), &wasm)?;
@@ -678,15 +656,6 @@ const GRPC_REPLY_GUEST: &str = r#"(module
   (data (i32.const 1040) "denied by guest: ok?") ;; 20
   (data (i32.const 1072) "guest_details")       ;; 13
   (global $heap (mut i32) (i32.const 65536))
-  (func (export "proxy_abi_version_0_2_1"))
-  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
-    (local $p i32)
-    (local.set $p (global.get $heap))
-    (global.set $heap (i32.add (global.get $heap) (i32.and (i32.add (local.get $n) (i32.const 7)) (i32.const -8))))
-    (local.get $p))
-  (func (export "proxy_on_context_create") (param i32 i32))
-  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
-  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
   (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
     (local $mode i32)
     (if (call $get_hdr (i32.const 0) (i32.const 1024) (i32.const 6) (i32.const 256) (i32.const 260))
@@ -701,8 +670,6 @@ const GRPC_REPLY_GUEST: &str = r#"(module
     (if (i32.eq (local.get $mode) (i32.const 99))
       (then unreachable))
     (i32.const 1))
-  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
-  (func (export "proxy_on_delete") (param i32))
 )"#;
 
 /// The parts of a reply a gRPC client reads.
@@ -722,7 +689,7 @@ fn grpc_view(r: &HttpResponse) -> String {
 
 #[test]
 fn local_replies_to_grpc_requests_match_envoy() -> Result<()> {
-    let wasm = wat::parse_str(GRPC_REPLY_GUEST).context("the test guest does not assemble")?;
+    let wasm = guest::assemble(GRPC_REPLY_GUEST, "test guest")?;
     let dir: PathBuf = paths::work_dir()?.join(format!("grpc-reply-guest-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("headers.wasm"), &wasm)?;
@@ -797,6 +764,215 @@ fn local_replies_to_grpc_requests_match_envoy() -> Result<()> {
         "403 content-type=Some(\"text/plain\") grpc-status=None grpc-message=None content-length=Some(\"20\") body=\"denied by guest: ok?\"",
         "401 content-type=None grpc-status=None grpc-message=None content-length=Some(\"0\") body=\"\"",
         "200 content-type=Some(\"application/grpc\") grpc-status=Some(\"14\") grpc-message=None content-length=Some(\"0\") body=\"\"",
+    ];
+    ensure!(from_envoy == expected, "Envoy answered {from_envoy:#?}");
+    Ok(())
+}
+
+/// Local replies to `HEAD`: the guest answers from its request headers by
+/// the request's `x-mode` (`b`: 200 with body `hello`, `e`: 200 without a
+/// body, `n`: 204) or from its response headers (`r`: 418 with body `late`, in place
+/// of the upstream's answer); in `proxy_on_response_headers` of a reply it
+/// sees it adds `x-eos` (its `end_of_stream`) and `x-cl` (1: it saw a
+/// `content-length`; Envoy's codec adds one to an empty reply only after
+/// the filters), and its response body
+/// callback traps on a `HEAD` (Envoy calls none: the headers end the reply).
+const HEAD_REPLY_GUEST: &str = r#"(module
+  (import "env" "proxy_get_header_map_value" (func $get_hdr (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_add_header_map_value" (func $add_hdr (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_send_local_response"
+    (func $local (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (data (i32.const 1024) "x-mode")        ;; 6
+  (data (i32.const 1040) "hello")         ;; 5
+  (data (i32.const 1056) "guest_details") ;; 13
+  (data (i32.const 1072) "x-eos")         ;; 5
+  (data (i32.const 1080) "01")
+  (data (i32.const 1088) ":method")       ;; 7
+  (data (i32.const 1104) "late")          ;; 4
+  (data (i32.const 1120) "content-length") ;; 14
+  (data (i32.const 1136) "x-cl")          ;; 4
+  (global $heap (mut i32) (i32.const 65536))
+  (global $head (mut i32) (i32.const 0))
+  (global $mode (mut i32) (i32.const 0))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (global.set $head (i32.const 0))
+    (global.set $mode (i32.const 0))
+    (if (i32.eqz (call $get_hdr (i32.const 0) (i32.const 1088) (i32.const 7) (i32.const 256) (i32.const 260)))
+      (then (global.set $head (i32.eq (i32.load8_u (i32.load (i32.const 256))) (i32.const 72)))))
+    (if (i32.eqz (call $get_hdr (i32.const 0) (i32.const 1024) (i32.const 6) (i32.const 256) (i32.const 260)))
+      (then (global.set $mode (i32.load8_u (i32.load (i32.const 256))))))
+    (if (i32.eq (global.get $mode) (i32.const 98))
+      (then (drop (call $local (i32.const 200) (i32.const 1056) (i32.const 13) (i32.const 1040)
+                               (i32.const 5) (i32.const 0) (i32.const 0) (i32.const -1)))
+            (return (i32.const 1))))
+    (if (i32.eq (global.get $mode) (i32.const 101))
+      (then (drop (call $local (i32.const 200) (i32.const 1056) (i32.const 13) (i32.const 0)
+                               (i32.const 0) (i32.const 0) (i32.const 0) (i32.const -1)))
+            (return (i32.const 1))))
+    (if (i32.eq (global.get $mode) (i32.const 110))
+      (then (drop (call $local (i32.const 204) (i32.const 1056) (i32.const 13) (i32.const 0)
+                               (i32.const 0) (i32.const 0) (i32.const 0) (i32.const -1)))
+            (return (i32.const 1))))
+    (i32.const 0))
+  (func (export "proxy_on_response_headers") (param i32 i32) (param $eos i32) (result i32)
+    (if (i32.eq (global.get $mode) (i32.const 114))
+      (then (drop (call $local (i32.const 418) (i32.const 1056) (i32.const 13) (i32.const 1104)
+                               (i32.const 4) (i32.const 0) (i32.const 0) (i32.const -1)))
+            (return (i32.const 1))))
+    (drop (call $add_hdr (i32.const 2) (i32.const 1072) (i32.const 5)
+                         (i32.add (i32.const 1080) (i32.ne (local.get $eos) (i32.const 0))) (i32.const 1)))
+    (drop (call $add_hdr (i32.const 2) (i32.const 1136) (i32.const 4)
+                         (i32.add (i32.const 1080)
+                                  (i32.eqz (call $get_hdr (i32.const 2) (i32.const 1120) (i32.const 14)
+                                                          (i32.const 256) (i32.const 260))))
+                         (i32.const 1)))
+    (i32.const 0))
+  (func (export "proxy_on_response_body") (param i32 i32 i32) (result i32)
+    (if (global.get $head) (then unreachable))
+    (i32.const 0))
+)"#;
+
+/// What a client reads of a reply, and every byte after the head.
+fn head_view(status: u16, headers: &[(String, String)], body: &[u8]) -> String {
+    let mut out = format!("{status}");
+    for name in [
+        "content-length",
+        "content-type",
+        "transfer-encoding",
+        "x-eos",
+        "x-cl",
+    ] {
+        out.push_str(&format!(" {name}={:?}", header(headers, name)));
+    }
+    out.push_str(&format!(" body={:?}", String::from_utf8_lossy(body)));
+    out
+}
+
+/// Sends `method` with `x-mode: mode` and `connection: close`, reads to the
+/// end of the connection: the view of the head and of every byte after it.
+fn send_raw(addr: SocketAddr, method: &str, mode: &str) -> Result<String> {
+    use std::io::Read;
+    let mut c = TcpStream::connect(addr)?;
+    c.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let head = format!(
+        "{method} /h HTTP/1.1\r\nhost: head.example.com\r\nx-mode: {mode}\r\nconnection: close\r\n\r\n"
+    );
+    c.write_all(head.as_bytes())?;
+    let mut got = Vec::new();
+    c.read_to_end(&mut got)
+        .with_context(|| format!("reading Envoy's answer to {method} {mode}"))?;
+    let end = got
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .with_context(|| format!("no response head in {:?}", String::from_utf8_lossy(&got)))?;
+    let text = String::from_utf8_lossy(&got[..end]).into_owned();
+    let mut lines = text.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("no status in {text:?}"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Ok(head_view(status, &headers, &got[end + 4..]))
+}
+
+#[test]
+fn local_replies_to_head_requests_carry_no_body_as_in_envoy() -> Result<()> {
+    let wasm = guest::assemble(HEAD_REPLY_GUEST, "test guest")?;
+    let dir: PathBuf = paths::work_dir()?.join(format!("head-reply-guest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("headers.wasm"), &wasm)?;
+    let upstream = Upstream::start(tollgate_tests::upstream::text_response(b"ok"))?;
+    let mut config = EnvoyConfig::load(&paths::envoy_config("headers"))?;
+    config
+        .use_ephemeral_ports()?
+        .route_cluster_to("upstream", upstream.addr())?;
+    config.use_filters_from(&dir)?;
+    config.set_plugin_configuration("{}")?;
+    let envoy = launch(&config)?;
+    let cases = [
+        ("HEAD", "b"),
+        ("HEAD", "e"),
+        ("HEAD", "n"),
+        ("HEAD", "r"),
+        ("GET", "b"),
+        ("GET", "e"),
+        ("GET", "n"),
+        ("GET", "r"),
+    ];
+    let mut from_envoy = Vec::new();
+    for (method, mode) in cases {
+        from_envoy.push(envoy.explain(send_raw(envoy.listener(), method, mode))?);
+    }
+    drop(envoy);
+    let report = Replay::module("head-reply-guest.wasm", wasm)
+        .config("{}")
+        .traffic(Traffic {
+            source: None,
+            exchanges: cases
+                .iter()
+                .map(|(method, mode)| Exchange {
+                    id: format!("{method} {mode}"),
+                    request: client::request(
+                        method,
+                        "head.example.com",
+                        "/h",
+                        &[("x-mode", mode)],
+                        b"",
+                    ),
+                    // What the upstream answers (a HEAD: the GET's head only).
+                    response: Some(HttpResponse {
+                        status: 200,
+                        headers: vec![
+                            ("content-type".into(), "text/plain".into()),
+                            ("content-length".into(), "2".into()),
+                        ],
+                        body: if *method == "HEAD" {
+                            Vec::new()
+                        } else {
+                            b"ok".to_vec()
+                        },
+                    }),
+                    details: Default::default(),
+                })
+                .collect(),
+            warnings: Vec::new(),
+        })
+        .run()
+        .context("the harness could not replay")?;
+    let from_harness: Vec<String> = report
+        .exchanges
+        .iter()
+        .map(|e| {
+            head_view(
+                e.client_response.status,
+                &e.client_response.headers,
+                &e.client_response.body,
+            )
+        })
+        .collect();
+    ensure!(
+        from_envoy == from_harness,
+        "local replies to HEAD differ:\n  Envoy:   {from_envoy:#?}\n  harness: {from_harness:#?}"
+    );
+    // What Envoy 1.40 sent: a HEAD gets the headers of the reply a GET
+    // gets (content-length of the body, content-type) and no body; the
+    // filters see them as the end of the stream. An empty reply: the codec
+    // adds content-length 0, on a HEAD transfer-encoding chunked instead
+    // (and no chunk), on a 204 neither.
+    let expected = [
+        "200 content-length=Some(\"5\") content-type=Some(\"text/plain\") transfer-encoding=None x-eos=Some(\"1\") x-cl=Some(\"1\") body=\"\"",
+        "200 content-length=None content-type=None transfer-encoding=Some(\"chunked\") x-eos=Some(\"1\") x-cl=Some(\"0\") body=\"\"",
+        "204 content-length=None content-type=None transfer-encoding=None x-eos=Some(\"1\") x-cl=Some(\"0\") body=\"\"",
+        "418 content-length=Some(\"4\") content-type=Some(\"text/plain\") transfer-encoding=None x-eos=None x-cl=None body=\"\"",
+        "200 content-length=Some(\"5\") content-type=Some(\"text/plain\") transfer-encoding=None x-eos=Some(\"0\") x-cl=Some(\"1\") body=\"hello\"",
+        "200 content-length=Some(\"0\") content-type=None transfer-encoding=None x-eos=Some(\"1\") x-cl=Some(\"0\") body=\"\"",
+        "204 content-length=None content-type=None transfer-encoding=None x-eos=Some(\"1\") x-cl=Some(\"0\") body=\"\"",
+        "418 content-length=Some(\"4\") content-type=Some(\"text/plain\") transfer-encoding=None x-eos=None x-cl=None body=\"late\"",
     ];
     ensure!(from_envoy == expected, "Envoy answered {from_envoy:#?}");
     Ok(())

@@ -36,6 +36,7 @@ use anyhow::{Context, Result, bail, ensure};
 use tollgate_host::callouts::GrpcClusterStub;
 use tollgate_replay::{Replay, Verdict};
 use tollgate_tests::envoy::{Envoy, EnvoyConfig, Launch};
+use tollgate_tests::guest;
 use tollgate_tests::launcher::Launcher;
 use tollgate_tests::paths;
 use tollgate_traffic::{Exchange, HttpRequest, HttpResponse, Traffic};
@@ -53,16 +54,6 @@ const GUEST: &str = r#"(module
   ;; the mode of the last request (its headers are no longer readable in
   ;; the body callback once they continued)
   (global $m (mut i32) (i32.const 0))
-  (func (export "proxy_abi_version_0_2_1"))
-  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
-    (local $p i32)
-    (local.set $p (global.get $heap))
-    (global.set $heap (i32.and (i32.add (i32.add (global.get $heap) (local.get $n)) (i32.const 7))
-                               (i32.const -8)))
-    (local.get $p))
-  (func (export "proxy_on_context_create") (param i32 i32))
-  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
-  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
   ;; the first byte of x-mode: `c` (callout), `b` (body), 0 (none)
   (func $mode (result i32)
     (if (call $get_hdr (i32.const 0) (i32.const 1024) (i32.const 6) (i32.const 256) (i32.const 260))
@@ -85,8 +76,6 @@ const GUEST: &str = r#"(module
   ;; `trailers`: the response trailers pause and never resume
   (func (export "proxy_on_response_trailers") (param i32 i32) (result i32)
     (i32.eq (global.get $m) (i32.const 116)))
-  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
-  (func (export "proxy_on_delete") (param i32))
 )"#;
 
 /// A raw upstream: answers `/callout` with 200, records the bytes of every
@@ -214,7 +203,7 @@ fn request(mode: &str, body: &[u8]) -> HttpRequest {
 #[test]
 fn traps_after_a_callout_and_after_the_headers_went_upstream_are_reported_as_envoy_behaves()
 -> Result<()> {
-    let wasm = wat::parse_str(GUEST).context("the test guest does not assemble")?;
+    let wasm = guest::assemble(GUEST, "test guest")?;
     let dir: PathBuf = paths::work_dir()?.join(format!("failure-guest-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("headers.wasm"), &wasm)?;
@@ -330,7 +319,7 @@ fn traps_after_a_callout_and_after_the_headers_went_upstream_are_reported_as_env
 #[test]
 fn a_pause_in_the_response_trailers_is_reported_as_what_the_client_got_and_a_stream_left_open()
 -> Result<()> {
-    let wasm = wat::parse_str(GUEST).context("the test guest does not assemble")?;
+    let wasm = guest::assemble(GUEST, "test guest")?;
     let dir: PathBuf = paths::work_dir()?.join(format!("trailers-guest-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("headers.wasm"), &wasm)?;
@@ -427,16 +416,6 @@ const INNER: &str = r#"(module
   (data (i32.const 1056) "again")
   (global $heap (mut i32) (i32.const 32768))
   (global $m (mut i32) (i32.const 0))
-  (func (export "proxy_abi_version_0_2_1"))
-  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
-    (local $p i32)
-    (local.set $p (global.get $heap))
-    (global.set $heap (i32.and (i32.add (i32.add (global.get $heap) (local.get $n)) (i32.const 7))
-                               (i32.const -8)))
-    (local.get $p))
-  (func (export "proxy_on_context_create") (param i32 i32))
-  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
-  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
   (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
     (global.set $m (i32.const 0))
     (if (i32.eqz (call $get_hdr (i32.const 0) (i32.const 1040) (i32.const 6) (i32.const 256) (i32.const 260)))
@@ -451,8 +430,6 @@ const INNER: &str = r#"(module
                            (i32.const 0) (i32.const 0) (i32.const -1)))
         (return (i32.const 1))))
     (i32.const 0))
-  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
-  (func (export "proxy_on_delete") (param i32))
 )"#;
 
 const OUTER: &str = r#"(module
@@ -464,16 +441,6 @@ const OUTER: &str = r#"(module
   (data (i32.const 1040) "outer")
   (global $heap (mut i32) (i32.const 32768))
   (global $m (mut i32) (i32.const 0))
-  (func (export "proxy_abi_version_0_2_1"))
-  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
-    (local $p i32)
-    (local.set $p (global.get $heap))
-    (global.set $heap (i32.and (i32.add (i32.add (global.get $heap) (local.get $n)) (i32.const 7))
-                               (i32.const -8)))
-    (local.get $p))
-  (func (export "proxy_on_context_create") (param i32 i32))
-  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
-  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
   ;; the first byte of x-mode: `r` (replace), `f` (fail), 0 (none)
   (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
     (global.set $m (i32.const 0))
@@ -488,16 +455,14 @@ const OUTER: &str = r#"(module
                            (i32.const 0) (i32.const 0) (i32.const -1)))
         (return (i32.const 1))))
     (i32.const 0))
-  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
-  (func (export "proxy_on_delete") (param i32))
 )"#;
 
 #[test]
 fn a_local_reply_or_a_trap_while_another_filters_local_reply_is_encoded_replaces_it_as_in_envoy()
 -> Result<()> {
     use tollgate_tests::client;
-    let outer = wat::parse_str(OUTER).context("the outer guest does not assemble")?;
-    let inner = wat::parse_str(INNER).context("the inner guest does not assemble")?;
+    let outer = guest::assemble(OUTER, "outer guest")?;
+    let inner = guest::assemble(INNER, "inner guest")?;
     let dir: PathBuf = paths::work_dir()?.join(format!("local-twice-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("headers.wasm"), &outer)?;
@@ -629,16 +594,6 @@ const GRPC_GUEST: &str = r#"(module
   (global $heap (mut i32) (i32.const 32768))
   (global $m (mut i32) (i32.const 0))
   (global $ctx (mut i32) (i32.const 0))
-  (func (export "proxy_abi_version_0_2_1"))
-  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
-    (local $p i32)
-    (local.set $p (global.get $heap))
-    (global.set $heap (i32.and (i32.add (i32.add (global.get $heap) (local.get $n)) (i32.const 7))
-                               (i32.const -8)))
-    (local.get $p))
-  (func (export "proxy_on_context_create") (param i32 i32))
-  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
-  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
   (func (export "proxy_on_request_headers") (param $c i32) (param i32 i32) (result i32)
     (global.set $ctx (local.get $c))
     (global.set $m (i32.const 0))
@@ -658,14 +613,12 @@ const GRPC_GUEST: &str = r#"(module
     (drop (call $set_ctx (global.get $ctx)))
     (drop (call $local (i32.const 200) (i32.const 0) (i32.const 0) (i32.const 1072) (i32.const 6)
                        (i32.const 0) (i32.const 0) (i32.const -1))))
-  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
-  (func (export "proxy_on_delete") (param i32))
 )"#;
 
 #[test]
 fn a_trap_in_a_grpc_stream_callback_sends_no_reply_as_in_envoy() -> Result<()> {
     use tollgate_tests::grpc::{GrpcScript, GrpcServer};
-    let wasm = wat::parse_str(GRPC_GUEST).context("the gRPC guest does not assemble")?;
+    let wasm = guest::assemble(GRPC_GUEST, "gRPC guest")?;
     let dir: PathBuf = paths::work_dir()?.join(format!("grpc-trap-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("headers.wasm"), &wasm)?;

@@ -19,6 +19,7 @@ use tollgate_host::callouts::GrpcClusterStub;
 use tollgate_replay::Replay;
 use tollgate_tests::envoy::{Envoy, EnvoyConfig, Launch};
 use tollgate_tests::grpc::{GrpcScript, GrpcServer};
+use tollgate_tests::guest;
 use tollgate_tests::launcher::Launcher;
 use tollgate_tests::upstream::Upstream;
 use tollgate_tests::{client, paths};
@@ -39,16 +40,6 @@ const GUEST: &str = r#"(module
   (data (i32.const 1072) "x-t")           ;; 3
   (global $heap (mut i32) (i32.const 65536))
   (global $cur (mut i32) (i32.const 16384))
-  (func (export "proxy_abi_version_0_2_1"))
-  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
-    (local $p i32)
-    (local.set $p (global.get $heap))
-    (global.set $heap (i32.and (i32.add (i32.add (global.get $heap) (local.get $n)) (i32.const 7))
-                               (i32.const -8)))
-    (local.get $p))
-  (func (export "proxy_on_context_create") (param i32 i32))
-  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
-  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
   (func $put (param $p i32) (param $n i32)
     (memory.copy (global.get $cur) (local.get $p) (local.get $n))
     (global.set $cur (i32.add (global.get $cur) (local.get $n))))
@@ -161,7 +152,7 @@ fn launch(config: &EnvoyConfig) -> Result<Envoy> {
 
 #[test]
 fn server_first_grpc_streams_are_delivered_as_envoy_delivers_them() -> Result<()> {
-    let wasm = wat::parse_str(GUEST).context("the test guest does not assemble")?;
+    let wasm = guest::assemble(GUEST, "test guest")?;
     let dir: PathBuf = paths::work_dir()?.join(format!("grpc-guest-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("headers.wasm"), &wasm)?;

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, ensure};
 use tollgate_envoy::{WasmFilter, bootstrap, diff};
 use tollgate_replay::Replay;
-use tollgate_tests::{client, paths};
+use tollgate_tests::{client, guest, paths};
 use tollgate_traffic::{Exchange, HttpResponse, Traffic};
 
 const GUEST: &str = r#"(module
@@ -46,15 +46,6 @@ const GUEST: &str = r#"(module
   (data (i32.const 1176) "name=")           ;; 5
   (global $heap (mut i32) (i32.const 65536))
   (global $cur (mut i32) (i32.const 16384))
-  (func (export "proxy_abi_version_0_2_1"))
-  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
-    (local $p i32)
-    (local.set $p (global.get $heap))
-    (global.set $heap (i32.and (i32.add (i32.add (global.get $heap) (local.get $n)) (i32.const 7))
-                               (i32.const -8)))
-    (local.get $p))
-  (func (export "proxy_on_context_create") (param i32 i32))
-  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
   (func (export "proxy_on_configure") (param i32 i32) (result i32)
     (drop (call $register (i32.const 1088) (i32.const 1) (i32.const 280)))
     (i32.const 1))
@@ -136,7 +127,7 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
 
 #[test]
 fn plugin_identity_and_vm_environment_reach_the_guest_as_in_envoy() -> Result<()> {
-    let wasm = wat::parse_str(GUEST).context("the identity guest does not assemble")?;
+    let wasm = guest::assemble(GUEST, "identity guest")?;
     let dir: PathBuf = paths::work_dir()?.join(format!("identity-guest-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("identity.wasm");

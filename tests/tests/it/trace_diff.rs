@@ -29,6 +29,7 @@ use tollgate_host::trace::{self, Known, Normalised};
 use tollgate_replay::{Replay, ReplayBuilder, Report, Verdict};
 use tollgate_tests::client;
 use tollgate_tests::envoy::{Envoy, EnvoyConfig, Launch};
+use tollgate_tests::guest;
 use tollgate_tests::http1::{header, header_values};
 use tollgate_tests::launcher::Launcher;
 use tollgate_tests::upstream::Upstream;
@@ -728,15 +729,6 @@ const GUEST: &str = r#"(module
   ;; authorization b, x-set 2 (212 bytes)
   (data (i32.const 2048) "\09\00\00\00\0a\00\00\00\11\00\00\00\05\00\00\00\04\00\00\00\07\00\00\00\03\00\00\00\07\00\00\00\04\00\00\00\11\00\00\00\04\00\00\00\0d\00\00\00\01\00\00\00\05\00\00\00\01\00\00\00\0d\00\00\00\01\00\00\00\05\00\00\00\01\00\00\00\3a\61\75\74\68\6f\72\69\74\79\00\67\75\65\73\74\2e\65\78\61\6d\70\6c\65\2e\63\6f\6d\00\3a\70\61\74\68\00\2f\73\65\74\00\3a\6d\65\74\68\6f\64\00\47\45\54\00\3a\73\63\68\65\6d\65\00\68\74\74\70\00\78\2d\66\6f\72\77\61\72\64\65\64\2d\70\72\6f\74\6f\00\68\74\74\70\00\61\75\74\68\6f\72\69\7a\61\74\69\6f\6e\00\61\00\78\2d\73\65\74\00\31\00\61\75\74\68\6f\72\69\7a\61\74\69\6f\6e\00\62\00\78\2d\73\65\74\00\32\00")
   (global $heap (mut i32) (i32.const 65536))
-  (func (export "proxy_abi_version_0_2_1"))
-  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
-    (local $p i32)
-    (local.set $p (global.get $heap))
-    (global.set $heap (i32.and (i32.add (i32.add (global.get $heap) (local.get $n)) (i32.const 7))
-                               (i32.const -8)))
-    (local.get $p))
-  (func (export "proxy_on_context_create") (param i32 i32))
-  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
   (func (export "proxy_on_configure") (param $root i32) (param $size i32) (result i32)
     (drop (call $get_buf (i32.const 7) (i32.const 0) (local.get $size) (i32.const 256) (i32.const 260)))
     (drop (call $def_metric (i32.const 0) (i32.const 1200) (i32.const 14) (i32.const 272)))
@@ -785,13 +777,11 @@ const GUEST: &str = r#"(module
     (i32.const 0))
   (func (export "proxy_on_log") (param $ctx i32)
     (drop (call $get_prop (i32.const 1312) (i32.const 13) (i32.const 256) (i32.const 260))))
-  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
-  (func (export "proxy_on_delete") (param i32))
 )"#;
 
 #[test]
 fn a_guest_calling_many_host_functions_traces_like_envoy() -> Result<()> {
-    let wasm = wat::parse_str(GUEST).context("the test guest does not assemble")?;
+    let wasm = guest::assemble(GUEST, "test guest")?;
     // `envoy/headers/envoy.yaml` loads `headers.wasm`: the guest is written
     // under that name in a folder of its own.
     let dir: PathBuf = paths::work_dir()?.join(format!("trace-guest-{}", std::process::id()));
@@ -887,16 +877,6 @@ const PHASE_GUEST: &str = r#"(module
   (data (i32.const 1620) "probe details ")            ;; 14
   (global $heap (mut i32) (i32.const 65536))
   (global $cur (mut i32) (i32.const 16384))
-  (func (export "proxy_abi_version_0_2_1"))
-  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
-    (local $p i32)
-    (local.set $p (global.get $heap))
-    (global.set $heap (i32.and (i32.add (i32.add (global.get $heap) (local.get $n)) (i32.const 7))
-                               (i32.const -8)))
-    (local.get $p))
-  (func (export "proxy_on_context_create") (param i32 i32))
-  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
-  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
   (func $put (param $p i32) (param $n i32)
     (memory.copy (global.get $cur) (local.get $p) (local.get $n))
     (global.set $cur (i32.add (global.get $cur) (local.get $n))))
@@ -979,8 +959,6 @@ const PHASE_GUEST: &str = r#"(module
     (if (i32.eqz (call $get_prop (i32.const 1140) (i32.const 21) (i32.const 256) (i32.const 260)))
       (then (call $put (i32.load (i32.const 256)) (i32.load (i32.const 260)))))
     (drop (call $log (i32.const 2) (i32.const 16384) (i32.sub (global.get $cur) (i32.const 16384)))))
-  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
-  (func (export "proxy_on_delete") (param i32))
 )"#;
 
 /// The `probe ...` lines a guest logged, in order (Envoy's log prefixes them
@@ -993,7 +971,7 @@ fn probe_lines<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<String> {
 
 #[test]
 fn a_guest_probing_every_map_in_every_phase_traces_like_envoy() -> Result<()> {
-    let wasm = wat::parse_str(PHASE_GUEST).context("the phase guest does not assemble")?;
+    let wasm = guest::assemble(PHASE_GUEST, "phase guest")?;
     let dir: PathBuf = paths::work_dir()?.join(format!("phase-guest-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("headers.wasm"), &wasm)?;
@@ -1103,16 +1081,6 @@ const APPEND_GUEST: &str = r#"(module
   (data (i32.const 1024) "content-length")   ;; 14
   (data (i32.const 1040) "!")
   (global $heap (mut i32) (i32.const 32768))
-  (func (export "proxy_abi_version_0_2_1"))
-  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
-    (local $p i32)
-    (local.set $p (global.get $heap))
-    (global.set $heap (i32.and (i32.add (i32.add (global.get $heap) (local.get $n)) (i32.const 7))
-                               (i32.const -8)))
-    (local.get $p))
-  (func (export "proxy_on_context_create") (param i32 i32))
-  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
-  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
   (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
     (drop (call $rm_hdr (i32.const 0) (i32.const 1024) (i32.const 14)))
     (i32.const 0))
@@ -1125,13 +1093,11 @@ const APPEND_GUEST: &str = r#"(module
   (func (export "proxy_on_response_body") (param $ctx i32) (param $size i32) (param $eos i32) (result i32)
     (drop (call $set_buf (i32.const 1) (local.get $size) (i32.const 0) (i32.const 1040) (i32.const 1)))
     (i32.const 0))
-  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
-  (func (export "proxy_on_delete") (param i32))
 )"#;
 
 #[test]
 fn a_filter_editing_every_body_call_edits_twice_as_in_envoy() -> Result<()> {
-    let wasm = wat::parse_str(APPEND_GUEST).context("the append guest does not assemble")?;
+    let wasm = guest::assemble(APPEND_GUEST, "append guest")?;
     let dir: PathBuf = paths::work_dir()?.join(format!("append-guest-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("headers.wasm"), &wasm)?;
