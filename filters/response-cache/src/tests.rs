@@ -601,9 +601,11 @@ fn miss(
     }
 }
 
-fn fresh_env() {
+/// An empty shared store, the clock at `T0`, and the filter's configuration from `json`.
+fn fresh(json: &str) -> Rc<ResponseCacheConfig> {
     env::mock::reset_store();
     env::mock::set_now_s(T0);
+    config(json)
 }
 
 #[test]
@@ -615,8 +617,7 @@ fn miss_then_hit_with_age_and_the_body_in_any_chunking() {
         vec![&body[..3], &body[3..4], &body[4..]],
     ];
     for chunks in splits {
-        fresh_env();
-        let config = config("{}");
+        let config = fresh("{}");
         let resp = [
             (":status", "200"),
             ("cache-control", "max-age=60"),
@@ -642,8 +643,7 @@ fn miss_then_hit_with_age_and_the_body_in_any_chunking() {
 
 #[test]
 fn head_is_served_from_the_get_entry_and_never_stores() {
-    fresh_env();
-    let config = config("{}");
+    let config = fresh("{}");
     let resp = [(":status", "200"), ("cache-control", "max-age=60")];
     let mut head = get("/h", &[]);
     tollgate_sdk::HeaderMap::set(&mut head, ":method", "HEAD");
@@ -656,8 +656,7 @@ fn head_is_served_from_the_get_entry_and_never_stores() {
 
 #[test]
 fn vary_keeps_variants_apart_and_vary_star_is_never_stored() {
-    fresh_env();
-    let config = config("{}");
+    let config = fresh("{}");
     let resp = [
         (":status", "200"),
         ("cache-control", "max-age=60"),
@@ -699,8 +698,7 @@ fn vary_keeps_variants_apart_and_vary_star_is_never_stored() {
 
 #[test]
 fn if_none_match_gets_a_304_from_the_cache() {
-    fresh_env();
-    let config = config("{}");
+    let config = fresh("{}");
     let resp = [
         (":status", "200"),
         ("cache-control", "max-age=60"),
@@ -723,8 +721,7 @@ fn if_none_match_gets_a_304_from_the_cache() {
 
 #[test]
 fn a_stale_entry_with_an_etag_is_revalidated_and_a_304_refreshes_it() {
-    fresh_env();
-    let config = config("{}");
+    let config = fresh("{}");
     let resp = [
         (":status", "200"),
         ("cache-control", "max-age=10"),
@@ -779,8 +776,7 @@ fn a_stale_entry_with_an_etag_is_revalidated_and_a_304_refreshes_it() {
 
 #[test]
 fn a_revalidation_answered_with_no_store_removes_the_entry() {
-    fresh_env();
-    let config = config("{}");
+    let config = fresh("{}");
     let resp = [
         (":status", "200"),
         ("cache-control", "max-age=1"),
@@ -797,8 +793,7 @@ fn a_revalidation_answered_with_no_store_removes_the_entry() {
 
 #[test]
 fn no_store_private_set_cookie_and_no_cache() {
-    fresh_env();
-    let config = config("{}");
+    let config = fresh("{}");
     for cc in ["no-store", "private, max-age=60", "max-age=0"] {
         let resp = [(":status", "200"), ("cache-control", cc)];
         miss(&config, get("/x", &[]), &resp, &[b"x"]);
@@ -830,8 +825,7 @@ fn no_store_private_set_cookie_and_no_cache() {
 
 #[test]
 fn request_directives_are_honoured_unless_turned_off() {
-    fresh_env();
-    let config = config("{}");
+    let config = fresh("{}");
     let resp = [(":status", "200"), ("cache-control", "max-age=60")];
     // Request no-store: the response is not stored.
     miss(
@@ -883,8 +877,7 @@ fn request_directives_are_honoured_unless_turned_off() {
 
 #[test]
 fn bodies_over_the_limit_pass_through_uncached() {
-    fresh_env();
-    let config = config(r#"{"max_body_bytes": 8}"#);
+    let config = fresh(r#"{"max_body_bytes": 8}"#);
     let resp = [(":status", "200"), ("cache-control", "max-age=60")];
     // Discovered mid-body, chunk by chunk.
     miss(&config, get("/big", &[]), &resp, &[b"12345", b"6789"]);
@@ -904,8 +897,7 @@ fn bodies_over_the_limit_pass_through_uncached() {
 
 #[test]
 fn routes_turn_caching_off_and_bring_their_own_ttl() {
-    fresh_env();
-    let config = config(
+    let config = fresh(
         r#"{"policy": {"default": {"default_ttl_s": 30},
             "routes": [{"match": {"path_prefix": "/live/"}, "config": {"enabled": false}},
                        {"match": {"path_prefix": "/short/"}, "config": {"default_ttl_s": 5}}]}}"#,
@@ -923,8 +915,7 @@ fn routes_turn_caching_off_and_bring_their_own_ttl() {
 
 #[test]
 fn the_key_takes_the_configured_query_and_headers() {
-    fresh_env();
-    let config = config(
+    let config = fresh(
         r#"{"policy": {"default": {"key": {"query": "only", "query_params": ["page"], "headers": ["x-tenant"]}}}}"#,
     );
     let resp = [(":status", "200"), ("cache-control", "max-age=60")];
@@ -966,8 +957,7 @@ fn the_key_takes_the_configured_query_and_headers() {
 
 #[test]
 fn the_cap_evicts_and_keeps_the_number_of_keys_bounded() {
-    fresh_env();
-    let config = config(r#"{"max_entries": 3}"#);
+    let config = fresh(r#"{"max_entries": 3}"#);
     let resp = [(":status", "200"), ("cache-control", "max-age=600")];
     for i in 0..10 {
         env::mock::set_now_s(T0 + i);
@@ -984,8 +974,7 @@ fn the_cap_evicts_and_keeps_the_number_of_keys_bounded() {
 
 #[test]
 fn a_successful_unsafe_request_invalidates_every_variant_of_its_url() {
-    fresh_env();
-    let config = config("{}");
+    let config = fresh("{}");
     let resp = [
         (":status", "200"),
         ("cache-control", "max-age=60"),
