@@ -20,5 +20,6 @@ pub mod jwt;
 pub mod launcher;
 pub mod oidc;
 pub mod paths;
+pub mod stats;
 pub mod trickle;
 pub mod upstream;

@@ -14,6 +14,7 @@ use tollgate_replay::Replay;
 use tollgate_tests::client;
 use tollgate_tests::envoy::{Envoy, EnvoyConfig};
 use tollgate_tests::paths;
+use tollgate_tests::stats;
 use tollgate_tests::upstream::{ReceivedRequest, Upstream};
 use tollgate_traffic::{Exchange, HttpRequest, HttpResponse, Traffic};
 
@@ -193,28 +194,19 @@ fn local_answers_and_replaced_errors_in_envoy_and_in_the_harness() -> Result<()>
                 "{what}: upstream reached: {reached}"
             );
         }
-        let stats = client::send(
-            envoy.admin(),
-            &client::request("GET", "127.0.0.1", "/stats/prometheus", &[], b""),
-        )?;
-        Ok(String::from_utf8_lossy(&stats.body).into_owned())
+        stats::prometheus(envoy.admin())
     })())?;
-    for line in [
-        "custom_response_replies{rule=\"maintenance\"} 1",
-        "custom_response_replies{rule=\"retired\"} 1",
-        "custom_response_replies{rule=\"blocked_client\"} 1",
-        "custom_response_replies{rule=\"upstream_5xx\"} 2",
-        "custom_response_replies{rule=\"not_found\"} 1",
-    ] {
-        ensure!(
-            stats.lines().any(|l| l == line),
-            "/stats/prometheus has no line {line:?}: {:?}",
-            stats
-                .lines()
-                .filter(|l| l.contains("custom_response"))
-                .collect::<Vec<_>>()
-        );
-    }
+    stats::ensure_lines(
+        &stats,
+        "custom_response",
+        &[
+            "custom_response_replies{rule=\"maintenance\"} 1",
+            "custom_response_replies{rule=\"retired\"} 1",
+            "custom_response_replies{rule=\"blocked_client\"} 1",
+            "custom_response_replies{rule=\"upstream_5xx\"} 2",
+            "custom_response_replies{rule=\"not_found\"} 1",
+        ],
+    )?;
 
     let traffic = Traffic {
         source: None,

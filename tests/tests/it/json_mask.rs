@@ -14,6 +14,7 @@ use tollgate_tests::client;
 use tollgate_tests::envoy::{Envoy, EnvoyConfig};
 use tollgate_tests::http1;
 use tollgate_tests::paths;
+use tollgate_tests::stats;
 use tollgate_tests::trickle::{self, TrickleUpstream, Writes};
 use tollgate_traffic::{Exchange, ExchangeDetails, HttpRequest, HttpResponse, Traffic};
 
@@ -202,25 +203,16 @@ fn bodies_are_masked_whatever_the_chunking_in_envoy_and_in_the_harness() -> Resu
             seen[0].headers
         );
 
-        let stats = client::send(
-            envoy.admin(),
-            &client::request("GET", "127.0.0.1", "/stats/prometheus", &[], b""),
+        let stats = stats::prometheus(envoy.admin())?;
+        stats::ensure_lines(
+            &stats,
+            "json_mask",
+            &[
+                "json_mask_bodies{direction=\"request\",result=\"masked\"} 3",
+                "json_mask_bodies{direction=\"response\",result=\"masked\"} 3",
+                "json_mask_bodies{direction=\"response\",result=\"unchanged\"} 1",
+            ],
         )?;
-        let stats = String::from_utf8_lossy(&stats.body);
-        for line in [
-            "json_mask_bodies{direction=\"request\",result=\"masked\"} 3",
-            "json_mask_bodies{direction=\"response\",result=\"masked\"} 3",
-            "json_mask_bodies{direction=\"response\",result=\"unchanged\"} 1",
-        ] {
-            ensure!(
-                stats.contains(line),
-                "no {line:?} in /stats/prometheus: {:?}",
-                stats
-                    .lines()
-                    .filter(|l| l.contains("json_mask"))
-                    .collect::<Vec<_>>()
-            );
-        }
         Ok(())
     })())?;
     drop(envoy);

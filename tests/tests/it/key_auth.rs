@@ -13,6 +13,7 @@ use tollgate_tests::client;
 use tollgate_tests::envoy::{Envoy, EnvoyConfig};
 use tollgate_tests::http1::{header, header_values};
 use tollgate_tests::paths;
+use tollgate_tests::stats;
 use tollgate_tests::upstream::Upstream;
 use tollgate_traffic::{Exchange, HttpRequest, HttpResponse, Traffic, har};
 
@@ -231,11 +232,7 @@ fn keys_are_checked_hidden_and_counted_in_envoy() -> Result<()> {
             received[3].headers
         );
 
-        let stats = client::send(
-            envoy.admin(),
-            &client::request("GET", "127.0.0.1", "/stats/prometheus", &[], b""),
-        )?;
-        let text = String::from_utf8_lossy(&stats.body).into_owned();
+        let text = stats::prometheus(envoy.admin())?;
         for (result, reason) in [
             ("denied", "missing"),
             ("denied", "malformed"),

@@ -14,6 +14,7 @@ use tollgate_replay::Replay;
 use tollgate_tests::client;
 use tollgate_tests::envoy::{Envoy, EnvoyConfig};
 use tollgate_tests::paths;
+use tollgate_tests::stats;
 use tollgate_tests::upstream::Upstream;
 use tollgate_traffic::{Exchange, HttpRequest, HttpResponse, Traffic};
 
@@ -91,11 +92,7 @@ fn send_all(
             let received = got.first().context("the upstream saw no request")?;
             out.push((received.headers.clone(), response.headers));
         }
-        let stats = client::send(
-            envoy.admin(),
-            &client::request("GET", "127.0.0.1", "/stats/prometheus", &[], b""),
-        )?;
-        Ok((out, String::from_utf8_lossy(&stats.body).into_owned()))
+        Ok((out, stats::prometheus(envoy.admin())?))
     })())
 }
 
@@ -169,21 +166,6 @@ fn check_ids_and_trace(who: &str, runs: &[Seen]) -> Result<()> {
         "{who}: {:?}",
         runs[0]
     );
-    Ok(())
-}
-
-/// Every line of `lines` stands in the `/stats/prometheus` text `stats`.
-fn check_stat_lines(stats: &str, lines: &[&str]) -> Result<()> {
-    for line in lines {
-        ensure!(
-            stats.lines().any(|l| l == *line),
-            "/stats/prometheus has no line {line:?}: {:?}",
-            stats
-                .lines()
-                .filter(|l| l.contains("request_id_"))
-                .collect::<Vec<_>>()
-        );
-    }
     Ok(())
 }
 
@@ -263,8 +245,9 @@ fn ids_and_trace_context_in_envoy_next_to_envoys_own_ids_and_in_the_harness() ->
     for (where_, runs) in [("envoy", &wasm), ("harness", &harness)] {
         check_ids_and_trace(where_, runs)?;
     }
-    check_stat_lines(
+    stats::ensure_lines(
         &stats,
+        "request_id_",
         &[
             "request_id_ids{source=\"generated\"} 5",
             "request_id_ids{source=\"kept\"} 1",
@@ -420,8 +403,9 @@ fn per_route_configuration_reaches_the_filter_in_envoy() -> Result<()> {
     );
 
     // Counted: the partner's replaced id and the api's kept one; /healthz not at all.
-    check_stat_lines(
+    stats::ensure_lines(
         &stats,
+        "request_id_",
         &[
             "request_id_ids{source=\"replaced\"} 1",
             "request_id_ids{source=\"kept\"} 1",

@@ -16,11 +16,12 @@
 
 use anyhow::{Context, Result, bail, ensure};
 use tollgate_replay::Replay;
-use tollgate_tests::client;
+use tollgate_tests::client::{self, response};
 use tollgate_tests::envoy::{Envoy, EnvoyConfig, Launch};
 use tollgate_tests::http1;
 use tollgate_tests::launcher::Launcher;
 use tollgate_tests::paths;
+use tollgate_tests::stats;
 use tollgate_tests::trickle::{TrickleUpstream, Writes};
 use tollgate_traffic::{Exchange, ExchangeDetails, HttpRequest, HttpResponse, Traffic};
 
@@ -56,17 +57,6 @@ fn get(path: &str, headers: &[(&str, &str)]) -> HttpRequest {
 
 fn head(path: &str) -> HttpRequest {
     client::request("HEAD", "shop.example.com", path, &[], b"")
-}
-
-fn response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> HttpResponse {
-    HttpResponse {
-        status,
-        headers: headers
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect(),
-        body: body.to_vec(),
-    }
 }
 
 /// A body of `n` bytes that is not the same everywhere (a shifted piece shows).
@@ -205,22 +195,16 @@ fn the_second_request_never_reaches_the_upstream_whatever_the_chunking() -> Resu
         ensure!(x_cache(&hit) == Some("HIT"), "utm: {:?}", hit.headers);
         ensure!(upstream.take_requests().is_empty());
 
-        let stats = client::send(envoy.admin(), &get("/stats/prometheus", &[]))?;
-        let stats = String::from_utf8_lossy(&stats.body);
-        for line in [
-            "response_cache_lookups{result=\"miss\"} 3",
-            "response_cache_lookups{result=\"hit\"} 7",
-            "response_cache_stores{result=\"stored\"} 3",
-        ] {
-            ensure!(
-                stats.contains(line),
-                "no {line:?} in /stats/prometheus: {:?}",
-                stats
-                    .lines()
-                    .filter(|l| l.contains("response_cache"))
-                    .collect::<Vec<_>>()
-            );
-        }
+        let stats = stats::prometheus(envoy.admin())?;
+        stats::ensure_lines(
+            &stats,
+            "response_cache",
+            &[
+                "response_cache_lookups{result=\"miss\"} 3",
+                "response_cache_lookups{result=\"hit\"} 7",
+                "response_cache_stores{result=\"stored\"} 3",
+            ],
+        )?;
         Ok(())
     })())
 }

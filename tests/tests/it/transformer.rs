@@ -21,6 +21,7 @@ use tollgate_replay::Replay;
 use tollgate_tests::client;
 use tollgate_tests::envoy::{Envoy, EnvoyConfig};
 use tollgate_tests::paths;
+use tollgate_tests::stats;
 use tollgate_tests::upstream::Upstream;
 use tollgate_traffic::{Exchange, ExchangeDetails, HttpResponse, Traffic};
 
@@ -289,11 +290,7 @@ fn json_bodies_edited_the_same_for_every_chunking_in_envoy_and_in_the_harness() 
             );
             seen.push((label, up.body.clone(), answer.body.clone()));
         }
-        let stats = client::send(
-            envoy.admin(),
-            &client::request("GET", "127.0.0.1", "/stats/prometheus", &[], b""),
-        )?;
-        Ok(String::from_utf8_lossy(&stats.body).into_owned())
+        stats::prometheus(envoy.admin())
     })())?;
     for (label, up, down) in &seen[1..] {
         ensure!(
@@ -312,19 +309,14 @@ fn json_bodies_edited_the_same_for_every_chunking_in_envoy_and_in_the_harness() 
         "client body {:?}",
         String::from_utf8_lossy(&seen[0].2)
     );
-    for line in [
-        "transformer_actions{action=\"request_body\"} 4",
-        "transformer_actions{action=\"response_body\"} 4",
-    ] {
-        ensure!(
-            stats.lines().any(|l| l == line),
-            "/stats/prometheus has no line {line:?}: {:?}",
-            stats
-                .lines()
-                .filter(|l| l.contains("transformer_"))
-                .collect::<Vec<_>>()
-        );
-    }
+    stats::ensure_lines(
+        &stats,
+        "transformer_",
+        &[
+            "transformer_actions{action=\"request_body\"} 4",
+            "transformer_actions{action=\"response_body\"} 4",
+        ],
+    )?;
 
     // The harness: the same bodies cut the same ways give the same bytes as Envoy.
     for (i, kind) in ["whole", "1-byte", "random"].iter().enumerate() {
