@@ -12,6 +12,7 @@
 
 pub mod browser;
 pub mod client;
+pub mod demo;
 pub mod envoy;
 pub mod grpc;
 pub mod headers;

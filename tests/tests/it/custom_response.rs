@@ -12,6 +12,7 @@ use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
 use tollgate_replay::Replay;
 use tollgate_tests::client;
+use tollgate_tests::demo;
 use tollgate_tests::envoy::{Envoy, EnvoyConfig};
 use tollgate_tests::paths;
 use tollgate_tests::stats;
@@ -208,24 +209,17 @@ fn local_answers_and_replaced_errors_in_envoy_and_in_the_harness() -> Result<()>
         ],
     )?;
 
-    let traffic = Traffic {
-        source: None,
-        exchanges: cases
-            .iter()
-            .enumerate()
-            .map(|(i, c)| Exchange {
-                id: format!("case {i}"),
-                request: c.request.clone(),
-                response: Some(upstream_answer(&c.request.path)),
-                details: tollgate_traffic::ExchangeDetails::default(),
-            })
-            .collect(),
-        warnings: Vec::new(),
-    };
-    let report = Replay::filter(paths::filter_wasm(FILTER)?)
-        .config(paths::demo_config(FILTER)?)
-        .traffic(traffic)
-        .run()?;
+    let exchanges = cases
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Exchange {
+            id: format!("case {i}"),
+            request: c.request.clone(),
+            response: Some(upstream_answer(&c.request.path)),
+            details: tollgate_traffic::ExchangeDetails::default(),
+        })
+        .collect();
+    let report = demo::replay(FILTER, exchanges)?;
     for (case, exchange) in cases.iter().zip(&report.exchanges) {
         let what = format!("harness {} {}", case.request.method, case.request.path);
         check(&what, case, &exchange.client_response)?;

@@ -9,14 +9,14 @@
 //! - the metrics as Prometheus labels; refused configurations name the field at start-up.
 
 use anyhow::{Context, Result, ensure};
-use tollgate_replay::Replay;
 use tollgate_tests::client;
+use tollgate_tests::demo;
 use tollgate_tests::envoy::{Envoy, EnvoyConfig};
 use tollgate_tests::http1;
 use tollgate_tests::paths;
 use tollgate_tests::stats;
 use tollgate_tests::trickle::{self, TrickleUpstream, Writes};
-use tollgate_traffic::{Exchange, ExchangeDetails, HttpRequest, HttpResponse, Traffic};
+use tollgate_traffic::{Exchange, ExchangeDetails, HttpRequest, HttpResponse};
 
 const FILTER: &str = "json-mask";
 
@@ -238,15 +238,7 @@ fn bodies_are_masked_whatever_the_chunking_in_envoy_and_in_the_harness() -> Resu
             }
         })
         .collect();
-    let report = Replay::filter(paths::filter_wasm(FILTER)?)
-        .config(paths::demo_config(FILTER)?)
-        .traffic(Traffic {
-            source: None,
-            exchanges,
-            warnings: Vec::new(),
-        })
-        .run()
-        .context("the harness could not replay")?;
+    let report = demo::replay(FILTER, exchanges).context("the harness could not replay")?;
     for e in &report.exchanges {
         let upstream = e
             .upstream_request

@@ -15,15 +15,15 @@
 //!   the same statuses, `x-cache` and bodies.
 
 use anyhow::{Context, Result, bail, ensure};
-use tollgate_replay::Replay;
 use tollgate_tests::client::{self, response};
+use tollgate_tests::demo;
 use tollgate_tests::envoy::{Envoy, EnvoyConfig, Launch};
 use tollgate_tests::http1;
 use tollgate_tests::launcher::Launcher;
 use tollgate_tests::paths;
 use tollgate_tests::stats;
 use tollgate_tests::trickle::{TrickleUpstream, Writes};
-use tollgate_traffic::{Exchange, ExchangeDetails, HttpRequest, HttpResponse, Traffic};
+use tollgate_traffic::{Exchange, ExchangeDetails, HttpRequest, HttpResponse};
 
 const FILTER: &str = "response-cache";
 
@@ -707,15 +707,7 @@ fn the_harness_serves_the_same_sequence() -> Result<()> {
             },
         })
         .collect();
-    let report = Replay::filter(paths::filter_wasm(FILTER)?)
-        .config(paths::demo_config(FILTER)?)
-        .traffic(Traffic {
-            source: None,
-            exchanges,
-            warnings: Vec::new(),
-        })
-        .run()
-        .context("the harness could not replay")?;
+    let report = demo::replay(FILTER, exchanges).context("the harness could not replay")?;
     ensure!(report.exchanges.len() == steps.len());
     for (e, (request, _, _, status, mark, expected)) in report.exchanges.iter().zip(&steps) {
         let got = &e.client_response;

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use tollgate_envoy::http1::{self, BodyFraming};
 use tollgate_replay::Replay;
 use tollgate_tests::client;
+use tollgate_tests::demo;
 use tollgate_tests::envoy::{Envoy, EnvoyConfig};
 use tollgate_tests::paths;
 use tollgate_tests::stats;
@@ -327,31 +328,24 @@ fn json_bodies_edited_the_same_for_every_chunking_in_envoy_and_in_the_harness() 
             &[("content-type", "application/json")],
             &request,
         );
-        let traffic = Traffic {
-            source: None,
-            exchanges: vec![Exchange {
-                id: kind.to_string(),
-                request: req,
-                response: Some(HttpResponse {
-                    status: 200,
-                    headers: vec![
-                        ("content-type".into(), "application/json".into()),
-                        ("content-length".into(), response.len().to_string()),
-                    ],
-                    body: response.clone(),
-                }),
-                details: ExchangeDetails {
-                    request_chunks: plan(kind, request.len(), i as u64),
-                    response_chunks: plan(kind, response.len(), 100 + i as u64),
-                    ..ExchangeDetails::default()
-                },
-            }],
-            warnings: Vec::new(),
-        };
-        let report = Replay::filter(paths::filter_wasm(FILTER)?)
-            .config(paths::demo_config(FILTER)?)
-            .traffic(traffic)
-            .run()?;
+        let exchanges = vec![Exchange {
+            id: kind.to_string(),
+            request: req,
+            response: Some(HttpResponse {
+                status: 200,
+                headers: vec![
+                    ("content-type".into(), "application/json".into()),
+                    ("content-length".into(), response.len().to_string()),
+                ],
+                body: response.clone(),
+            }),
+            details: ExchangeDetails {
+                request_chunks: plan(kind, request.len(), i as u64),
+                response_chunks: plan(kind, response.len(), 100 + i as u64),
+                ..ExchangeDetails::default()
+            },
+        }];
+        let report = demo::replay(FILTER, exchanges)?;
         let exchange = report.exchanges.first().context("no exchange")?;
         let up = exchange
             .upstream_request
@@ -463,24 +457,17 @@ fn headers_query_paths_and_redirects_in_envoy_and_in_the_harness() -> Result<()>
         a2.headers
     );
 
-    let traffic = Traffic {
-        source: None,
-        exchanges: requests
-            .iter()
-            .enumerate()
-            .map(|(i, r)| Exchange {
-                id: format!("request {i}"),
-                request: r.clone(),
-                response: Some(tollgate_tests::upstream::text_response(b"ok")),
-                details: ExchangeDetails::default(),
-            })
-            .collect(),
-        warnings: Vec::new(),
-    };
-    let report = Replay::filter(paths::filter_wasm(FILTER)?)
-        .config(paths::demo_config(FILTER)?)
-        .traffic(traffic)
-        .run()?;
+    let exchanges = requests
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Exchange {
+            id: format!("request {i}"),
+            request: r.clone(),
+            response: Some(tollgate_tests::upstream::text_response(b"ok")),
+            details: ExchangeDetails::default(),
+        })
+        .collect();
+    let report = demo::replay(FILTER, exchanges)?;
     let e0 = report.exchanges.first().context("no exchange")?;
     let up = e0
         .upstream_request
