@@ -22,7 +22,7 @@ use tollgate_tests::http1;
 use tollgate_tests::launcher::Launcher;
 use tollgate_tests::paths;
 use tollgate_tests::stats;
-use tollgate_tests::trickle::{TrickleUpstream, Writes};
+use tollgate_tests::trickle::{TrickleUpstream, Writes, random_sizes};
 use tollgate_traffic::{Exchange, ExchangeDetails, HttpRequest, HttpResponse};
 
 const FILTER: &str = "response-cache";
@@ -64,22 +64,6 @@ fn body(n: usize, seed: u8) -> Vec<u8> {
     (0..n)
         .map(|i| b"abcdefghijklmnopqrstuvwxyz0123456789"[(i * 7 + seed as usize) % 36])
         .collect()
-}
-
-/// Random piece sizes from a fixed seed (1 to 40 bytes).
-fn random_sizes(seed: u64, total: usize) -> Vec<usize> {
-    let mut x = seed;
-    let mut sizes = Vec::new();
-    let mut sum = 0;
-    while sum < total {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let n = 1 + (x % 40) as usize;
-        sizes.push(n);
-        sum += n;
-    }
-    sizes
 }
 
 fn x_cache(r: &HttpResponse) -> Option<&str> {
