@@ -306,27 +306,24 @@ fn replaces_upstream_5xx_as_envoys_native_custom_response_does() -> Result<()> {
 #[test]
 fn bad_configurations_are_refused_at_start_naming_the_field() -> Result<()> {
     let upstream = start_upstream()?;
-    for (config, field) in [
-        (
-            r#"{"local": [{"respond": {"body": "x"}}]}"#,
-            "local[0].respond.status",
-        ),
-        (
-            r#"{"errors": [{"status": ["7xx"], "respond": {}}]}"#,
-            "errors[0].status[0]",
-        ),
-        (
-            r#"{"errors": [{"status": ["5xx"], "respond": {"body": "{{oops}}"}}]}"#,
-            "errors[0].respond.body",
-        ),
-    ] {
-        let mut envoy_config = EnvoyConfig::for_filter(FILTER, upstream.addr())?;
-        envoy_config.set_plugin_configuration(config)?;
-        let line = Envoy::refusal(&envoy_config, "custom-response-refused", FILTER)
-            .with_context(|| format!("{field}: {config}"))?;
-        ensure!(line.contains(&format!("at {field}")), "{field}: {line}");
-    }
-    Ok(())
+    Envoy::refusals_name_the_field(
+        FILTER,
+        upstream.addr(),
+        &[
+            (
+                r#"{"local": [{"respond": {"body": "x"}}]}"#,
+                "local[0].respond.status",
+            ),
+            (
+                r#"{"errors": [{"status": ["7xx"], "respond": {}}]}"#,
+                "errors[0].status[0]",
+            ),
+            (
+                r#"{"errors": [{"status": ["5xx"], "respond": {"body": "{{oops}}"}}]}"#,
+                "errors[0].respond.body",
+            ),
+        ],
+    )
 }
 
 /// A local reply of a filter placed after custom-response (request-block's 403) comes back

@@ -207,25 +207,22 @@ fn prometheus_shows_counters_and_histograms_with_route_method_and_status_labels(
 #[test]
 fn bad_configurations_are_refused_at_start_naming_the_field() -> Result<()> {
     let upstream = Upstream::start_with(answer)?;
-    for (config, field) in [
-        (r#"{"prefix": "Bad-Name"}"#, "prefix"),
-        (r#"{"methods": ["get"]}"#, "methods[0]"),
-        (
-            r#"{"path_routes": [{"prefix": "orders", "name": "o"}]}"#,
-            "path_routes[0].prefix",
-        ),
-        (
-            r#"{"routes": {"routes": [{"match": {"route": "api"}, "config": {"label": "a.b"}}]}}"#,
-            "routes.routes[0].config.label",
-        ),
-    ] {
-        let mut envoy_config = EnvoyConfig::for_filter(FILTER, upstream.addr())?;
-        envoy_config.set_plugin_configuration(config)?;
-        let line = Envoy::refusal(&envoy_config, "metrics-refused", FILTER)
-            .with_context(|| format!("{field}: {config}"))?;
-        ensure!(line.contains(&format!("at {field}")), "{field}: {line}");
-    }
-    Ok(())
+    Envoy::refusals_name_the_field(
+        FILTER,
+        upstream.addr(),
+        &[
+            (r#"{"prefix": "Bad-Name"}"#, "prefix"),
+            (r#"{"methods": ["get"]}"#, "methods[0]"),
+            (
+                r#"{"path_routes": [{"prefix": "orders", "name": "o"}]}"#,
+                "path_routes[0].prefix",
+            ),
+            (
+                r#"{"routes": {"routes": [{"match": {"route": "api"}, "config": {"label": "a.b"}}]}}"#,
+                "routes.routes[0].config.label",
+            ),
+        ],
+    )
 }
 
 /// The demo's per-route rules in a real Envoy: `/healthz` is not measured, `/api/v2/` on the

@@ -313,25 +313,22 @@ fn ids_and_trace_context_in_envoy_next_to_envoys_own_ids_and_in_the_harness() ->
 #[test]
 fn bad_configurations_are_refused_at_start_naming_the_field() -> Result<()> {
     let upstream = Upstream::start(ok_response())?;
-    for (config, field) in [
-        (r#"{"header": "traceparent"}"#, "header"),
-        (r#"{"max_client_id_length": 0}"#, "max_client_id_length"),
-        (
-            r#"{"trace_context": "off", "new_span": true}"#,
-            "trace_context",
-        ),
-        (
-            r#"{"routes": {"routes": [{"match": {"route": "r"}, "config": {"max_client_id_length": 0}}]}}"#,
-            "routes.routes[0].config.max_client_id_length",
-        ),
-    ] {
-        let mut envoy_config = EnvoyConfig::for_filter(FILTER, upstream.addr())?;
-        envoy_config.set_plugin_configuration(config)?;
-        let line = Envoy::refusal(&envoy_config, "request-id-refused", FILTER)
-            .with_context(|| format!("{field}: {config}"))?;
-        ensure!(line.contains(&format!("at {field}")), "{field}: {line}");
-    }
-    Ok(())
+    Envoy::refusals_name_the_field(
+        FILTER,
+        upstream.addr(),
+        &[
+            (r#"{"header": "traceparent"}"#, "header"),
+            (r#"{"max_client_id_length": 0}"#, "max_client_id_length"),
+            (
+                r#"{"trace_context": "off", "new_span": true}"#,
+                "trace_context",
+            ),
+            (
+                r#"{"routes": {"routes": [{"match": {"route": "r"}, "config": {"max_client_id_length": 0}}]}}"#,
+                "routes.routes[0].config.max_client_id_length",
+            ),
+        ],
+    )
 }
 
 /// The demo's per-route rules in a real Envoy (`envoy/request-id/envoy.yaml` has a `partner`

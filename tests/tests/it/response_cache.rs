@@ -513,25 +513,22 @@ fn an_entry_stored_by_one_worker_is_served_by_the_other() -> Result<()> {
 #[test]
 fn bad_configurations_are_refused_at_start_naming_the_field() -> Result<()> {
     let upstream = TrickleUpstream::start(response(200, &[], b""), Writes::Whole)?;
-    for (field, config) in [
-        ("max_entries", r#"{"max_entries": 0}"#),
-        ("max_body_bytes", r#"{"max_body_bytes": 999999999}"#),
-        (
-            "policy.routes[0].config.key.query_params",
-            r#"{"policy": {"routes": [{"match": {"path_prefix": "/a"}, "config": {"key": {"query": "only"}}}]}}"#,
-        ),
-        (
-            "policy.default.max_ttl_s",
-            r#"{"policy": {"default": {"default_ttl_s": 60, "max_ttl_s": 5}}}"#,
-        ),
-    ] {
-        let mut envoy_config = EnvoyConfig::for_filter(FILTER, upstream.addr())?;
-        envoy_config.set_plugin_configuration(config)?;
-        let line = Envoy::refusal(&envoy_config, "response-cache-refused", FILTER)
-            .with_context(|| format!("{field}: {config}"))?;
-        ensure!(line.contains(&format!("at {field}")), "{field}: {line}");
-    }
-    Ok(())
+    Envoy::refusals_name_the_field(
+        FILTER,
+        upstream.addr(),
+        &[
+            (r#"{"max_entries": 0}"#, "max_entries"),
+            (r#"{"max_body_bytes": 999999999}"#, "max_body_bytes"),
+            (
+                r#"{"policy": {"routes": [{"match": {"path_prefix": "/a"}, "config": {"key": {"query": "only"}}}]}}"#,
+                "policy.routes[0].config.key.query_params",
+            ),
+            (
+                r#"{"policy": {"default": {"default_ttl_s": 60, "max_ttl_s": 5}}}"#,
+                "policy.default.max_ttl_s",
+            ),
+        ],
+    )
 }
 
 /// The harness, one plugin for a sequence of exchanges (its shared data lives across them):

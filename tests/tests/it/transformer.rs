@@ -491,27 +491,24 @@ fn headers_query_paths_and_redirects_in_envoy_and_in_the_harness() -> Result<()>
 #[test]
 fn bad_configurations_are_refused_at_start_naming_the_field() -> Result<()> {
     let upstream = Upstream::start(tollgate_tests::upstream::text_response(b"ok"))?;
-    for (config, field) in [
-        (
-            r#"{"default": {"redirect": {"status": 200, "location": "/x"}}}"#,
-            "default.redirect.status",
-        ),
-        (
-            r#"{"default": {"request": {"path": {"regex": {"pattern": "(", "substitution": ""}}}}}"#,
-            "default.request.path.regex.pattern",
-        ),
-        (
-            r#"{"default": {"request": {"body": {"remove": ["a..b"]}}}}"#,
-            "default.request.body.remove[0]",
-        ),
-    ] {
-        let mut envoy_config = EnvoyConfig::for_filter(FILTER, upstream.addr())?;
-        envoy_config.set_plugin_configuration(config)?;
-        let line = Envoy::refusal(&envoy_config, "transformer-refused", FILTER)
-            .with_context(|| format!("{field}: {config}"))?;
-        ensure!(line.contains(&format!("at {field}")), "{field}: {line}");
-    }
-    Ok(())
+    Envoy::refusals_name_the_field(
+        FILTER,
+        upstream.addr(),
+        &[
+            (
+                r#"{"default": {"redirect": {"status": 200, "location": "/x"}}}"#,
+                "default.redirect.status",
+            ),
+            (
+                r#"{"default": {"request": {"path": {"regex": {"pattern": "(", "substitution": ""}}}}}"#,
+                "default.request.path.regex.pattern",
+            ),
+            (
+                r#"{"default": {"request": {"body": {"remove": ["a..b"]}}}}"#,
+                "default.request.body.remove[0]",
+            ),
+        ],
+    )
 }
 
 /// A JSON body above `max_body_bytes` (here 64 KiB, under Envoy's 1 MiB buffer limit) passes
