@@ -1,6 +1,7 @@
 //! Test helpers shared by the filters' unit tests (feature `testing`): reading a filter's
 //! deployment files (`envoy/<name>/envoy.yaml`, `envoy/<name>/wasmplugin.yaml`) and checking
-//! that they carry exactly its `demo.json`.
+//! that they carry exactly its `demo.json`; running a request through a filter; and checking
+//! that bad configurations are refused naming the field.
 
 use serde_json::Value;
 
@@ -95,4 +96,25 @@ pub fn run_request_headers<F: crate::HttpFilter>(
     filter.on_request_headers(&mut req, true);
     let reply = req.take_local_reply();
     Ok((list, reply))
+}
+
+/// Why the configuration `json` is refused by `C`'s parser (the error's one line), or
+/// `accepted: <json>` when it is not refused.
+pub fn refusal<C: crate::FilterConfig>(json: &str) -> String {
+    match crate::config::parse::<C>(json.as_bytes()) {
+        Ok(_) => format!("accepted: {json}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Each `(json, at)` of `cases` is refused by `C`'s parser with an error starting
+/// `bad configuration at <at>`; fails naming the first configuration that is not.
+pub fn assert_refused_at<C: crate::FilterConfig>(cases: &[(&str, &str)]) {
+    for (json, at) in cases {
+        let e = refusal::<C>(json);
+        assert!(
+            e.starts_with(&format!("bad configuration at {at}")),
+            "{json}: {e}"
+        );
+    }
 }

@@ -40,6 +40,19 @@ pub fn request(
     }
 }
 
+/// A response with `status`, the given headers (as given, in order) and `body`: what a test
+/// upstream answers or a replayed exchange records.
+pub fn response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> HttpResponse {
+    HttpResponse {
+        status,
+        headers: headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect(),
+        body: body.to_vec(),
+    }
+}
+
 /// Sends `request` to `addr` on a new connection: `host` from the request's
 /// authority, then its headers and body as they are. Returns the response.
 pub fn send(addr: SocketAddr, request: &HttpRequest) -> Result<HttpResponse> {

@@ -532,6 +532,23 @@ impl Envoy {
         }
     }
 
+    /// For each `(configuration, field)` of `cases`: `filter`'s bootstrap (upstream `upstream`)
+    /// with that plugin configuration is refused at start-up with a line naming `at <field>`.
+    pub fn refusals_name_the_field(
+        filter: &str,
+        upstream: SocketAddr,
+        cases: &[(&str, &str)],
+    ) -> Result<()> {
+        for (configuration, field) in cases {
+            let mut config = EnvoyConfig::for_filter(filter, upstream)?;
+            config.set_plugin_configuration(configuration)?;
+            let line = Envoy::refusal(&config, &format!("{filter}-refused"), filter)
+                .with_context(|| format!("{field}: {configuration}"))?;
+            anyhow::ensure!(line.contains(&format!("at {field}")), "{field}: {line}");
+        }
+        Ok(())
+    }
+
     /// Starts Envoy on `config` and waits until it either serves or exits.
     /// Envoy runs from the repository root with one worker thread, a unique
     /// base id, hot restart disabled, and its output in `target/tollgate-tests/<label>-*.log`.

@@ -12,6 +12,7 @@
 
 pub mod browser;
 pub mod client;
+pub mod demo;
 pub mod envoy;
 pub mod grpc;
 pub mod guest;
@@ -21,5 +22,6 @@ pub mod jwt;
 pub mod launcher;
 pub mod oidc;
 pub mod paths;
+pub mod stats;
 pub mod trickle;
 pub mod upstream;

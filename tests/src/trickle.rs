@@ -302,6 +302,23 @@ impl Drop for TrickleUpstream {
     }
 }
 
+/// Random piece sizes (1 to 40 bytes) adding up to at least `total`, the same for the same
+/// `seed`: for `Writes::Sizes`, so that a failing chunking can be replayed.
+pub fn random_sizes(seed: u64, total: usize) -> Vec<usize> {
+    let mut x = seed;
+    let mut sizes = Vec::new();
+    let mut sum = 0;
+    while sum < total {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let n = 1 + (x % 40) as usize;
+        sizes.push(n);
+        sum += n;
+    }
+    sizes
+}
+
 #[cfg(test)]
 mod tests {
     use super::{TrickleUpstream, Writes, send};

@@ -118,6 +118,29 @@ fn bearer(token: &str) -> HeaderList {
     ])
 }
 
+/// Completes the one callout (the JWKS fetch) the filter started for `headers` with `answer`;
+/// the action and the status of any local reply.
+fn complete_fetch(
+    filter: &mut JwtAuth,
+    headers: &mut HeaderList,
+    answer: Result<CalloutResponse, CalloutError>,
+) -> (Action, Option<u16>) {
+    let mut calls = filter.callouts.take();
+    assert_eq!(calls.len(), 1);
+    let mut req = Request::new(headers);
+    let action = calls.remove(0).complete(filter, &mut req, answer);
+    (action, req.local_reply().map(|r| r.status))
+}
+
+/// A JWKS endpoint's `200` with `jwks` as its body.
+fn jwks_answer(jwks: &Value) -> Result<CalloutResponse, CalloutError> {
+    Ok(CalloutResponse::new(
+        200,
+        vec![],
+        jwks.to_string().into_bytes(),
+    ))
+}
+
 #[test]
 fn config_errors_name_the_field() {
     let err = |v: Value| match parse_config(&v) {
@@ -378,16 +401,11 @@ fn remote_jwks_is_fetched_cached_and_refetched_on_unknown_kid() {
     // A token with a new kid: fetched again, and the rotated JWKS verifies it.
     let mut headers = bearer(&k2.token(&claims()));
     assert_eq!(run(&mut f, &mut headers), (Action::Pause, None));
-    let mut calls = f.callouts.take();
-    assert_eq!(calls.len(), 1);
-    let body = json!({"keys": [k2.jwk()]}).to_string().into_bytes();
-    let mut req = Request::new(&mut headers);
-    let action = calls.remove(0).complete(
-        &mut f,
-        &mut req,
-        Ok(CalloutResponse::new(200, vec![], body)),
+    let jwks = json!({"keys": [k2.jwk()]});
+    assert_eq!(
+        complete_fetch(&mut f, &mut headers, jwks_answer(&jwks)).0,
+        Action::Continue
     );
-    assert_eq!(action, Action::Continue);
 }
 
 /// Runs one request against a remote-JWKS config whose fetch answers `jwks`; the status answered.
@@ -395,16 +413,7 @@ fn fetched_then(config: Rc<Config>, token: &str, jwks: &Value) -> Option<u16> {
     let mut f = filter(config);
     let mut headers = bearer(token);
     assert_eq!(run(&mut f, &mut headers), (Action::Pause, None));
-    let mut calls = f.callouts.take();
-    assert_eq!(calls.len(), 1);
-    let body = jwks.to_string().into_bytes();
-    let mut req = Request::new(&mut headers);
-    calls.remove(0).complete(
-        &mut f,
-        &mut req,
-        Ok(CalloutResponse::new(200, vec![], body)),
-    );
-    req.local_reply().map(|r| r.status)
+    complete_fetch(&mut f, &mut headers, jwks_answer(jwks)).1
 }
 
 #[test]
@@ -445,17 +454,10 @@ fn failed_fetch_is_a_401() {
     let mut f = filter(remote_config());
     let mut headers = bearer(&k1.token(&claims()));
     run(&mut f, &mut headers);
-    let mut calls = f.callouts.take();
-    assert_eq!(calls.len(), 1);
-    let mut req = Request::new(&mut headers);
-    calls.remove(0).complete(
-        &mut f,
-        &mut req,
-        Err(CalloutError::NoResponse {
-            cluster: "jwks".into(),
-        }),
-    );
-    assert_eq!(req.local_reply().map(|r| r.status), Some(401));
+    let answer = Err(CalloutError::NoResponse {
+        cluster: "jwks".into(),
+    });
+    assert_eq!(complete_fetch(&mut f, &mut headers, answer).1, Some(401));
 }
 
 #[test]
@@ -664,7 +666,7 @@ fn remote_keys_are_fetched_once_for_every_token_of_a_request() {
         Ok(config) => Rc::new(config),
         Err(err) => unreachable!("test config refused: {err}"),
     };
-    let jwks = json!({"keys": [k1.jwk()]}).to_string().into_bytes();
+    let jwks = json!({"keys": [k1.jwk()]});
     let good = k1.token(&claims());
     // A forged second token (a kid the JWKS does not have) after a valid one: one fetch, 401.
     for (second, expected) in [
@@ -677,15 +679,8 @@ fn remote_keys_are_fetched_once_for_every_token_of_a_request() {
             ("authorization", format!("Bearer {good}").as_str()),
         ]);
         assert_eq!(run(&mut f, &mut headers), (Action::Pause, None));
-        let mut calls = f.callouts.take();
-        assert_eq!(calls.len(), 1);
-        let mut req = Request::new(&mut headers);
-        calls.remove(0).complete(
-            &mut f,
-            &mut req,
-            Ok(CalloutResponse::new(200, vec![], jwks.clone())),
-        );
-        assert_eq!(req.local_reply().map(|r| r.status), expected);
+        let (_, status) = complete_fetch(&mut f, &mut headers, jwks_answer(&jwks));
+        assert_eq!(status, expected);
         assert!(f.callouts.is_empty(), "fetched again");
     }
 }
@@ -958,16 +953,11 @@ fn a_fetched_jwks_is_parsed_once_per_vm() {
     let mut f = filter(Rc::clone(&config));
     let mut headers = bearer(&ed.token(&claims()));
     assert_eq!(run(&mut f, &mut headers), (Action::Pause, None));
-    let mut calls = f.callouts.take();
-    assert_eq!(calls.len(), 1);
-    let body = json!({"keys": [ed.jwk()]}).to_string().into_bytes();
-    let mut req = Request::new(&mut headers);
-    let action = calls.remove(0).complete(
-        &mut f,
-        &mut req,
-        Ok(CalloutResponse::new(200, vec![], body)),
+    let jwks = json!({"keys": [ed.jwk()]});
+    assert_eq!(
+        complete_fetch(&mut f, &mut headers, jwks_answer(&jwks)).0,
+        Action::Continue
     );
-    assert_eq!(action, Action::Continue);
     // The fetch's own parse is this VM's parse of the stored version...
     let parsed_at_fetch = config.providers[0]
         .remote_keys

@@ -574,23 +574,38 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-fn local(outcome: Outcome) -> LocalReply {
-    match outcome {
+/// Runs `request` through the filter, which must answer it itself (a hit, a 304, a 504); the
+/// upstream's `response` is there for a filter that (wrongly) goes on.
+fn hit(
+    config: &Rc<ResponseCacheConfig>,
+    request: HeaderList,
+    response: &[(&str, &str)],
+) -> LocalReply {
+    match exchange_once(config, request, response, &[]) {
         Outcome::Local(r) => r,
         other => panic!("expected a local reply, got {other:?}"),
     }
 }
 
-fn upstream(outcome: Outcome) -> (HeaderList, HeaderList) {
-    match outcome {
+/// Runs `request` through the filter, which must send it to the upstream; returns the request
+/// headers the upstream got and the response headers the client got.
+fn miss(
+    config: &Rc<ResponseCacheConfig>,
+    request: HeaderList,
+    response: &[(&str, &str)],
+    chunks: &[&[u8]],
+) -> (HeaderList, HeaderList) {
+    match exchange_once(config, request, response, chunks) {
         Outcome::Upstream(q, r) => (q, r),
         other => panic!("expected the upstream, got {other:?}"),
     }
 }
 
-fn fresh_env() {
+/// An empty shared store, the clock at `T0`, and the filter's configuration from `json`.
+fn fresh(json: &str) -> Rc<ResponseCacheConfig> {
     env::mock::reset_store();
     env::mock::set_now_s(T0);
+    config(json)
 }
 
 #[test]
@@ -602,18 +617,17 @@ fn miss_then_hit_with_age_and_the_body_in_any_chunking() {
         vec![&body[..3], &body[3..4], &body[4..]],
     ];
     for chunks in splits {
-        fresh_env();
-        let config = config("{}");
+        let config = fresh("{}");
         let resp = [
             (":status", "200"),
             ("cache-control", "max-age=60"),
             ("content-type", "text/plain"),
             ("content-length", "19"),
         ];
-        let (_, r) = upstream(exchange_once(&config, get("/p", &[]), &resp, &chunks));
+        let (_, r) = miss(&config, get("/p", &[]), &resp, &chunks);
         assert_eq!(r.get_all("x-cache"), vec!["MISS"]);
         env::mock::set_now_s(T0 + 7);
-        let reply = local(exchange_once(&config, get("/p", &[]), &resp, &[]));
+        let reply = hit(&config, get("/p", &[]), &resp);
         assert_eq!(reply.status, 200);
         assert_eq!(reply.body, body);
         assert_eq!(header(&reply.headers, "age"), Some("7"));
@@ -623,118 +637,98 @@ fn miss_then_hit_with_age_and_the_body_in_any_chunking() {
         assert_eq!(header(&reply.headers, "content-length"), None);
         // Expired at 60 s: a miss again.
         env::mock::set_now_s(T0 + 60);
-        upstream(exchange_once(&config, get("/p", &[]), &resp, &chunks));
+        miss(&config, get("/p", &[]), &resp, &chunks);
     }
 }
 
 #[test]
 fn head_is_served_from_the_get_entry_and_never_stores() {
-    fresh_env();
-    let config = config("{}");
+    let config = fresh("{}");
     let resp = [(":status", "200"), ("cache-control", "max-age=60")];
     let mut head = get("/h", &[]);
     tollgate_sdk::HeaderMap::set(&mut head, ":method", "HEAD");
-    upstream(exchange_once(&config, head.clone(), &resp, &[]));
+    miss(&config, head.clone(), &resp, &[]);
     // The HEAD did not store: the GET misses, then stores.
-    upstream(exchange_once(&config, get("/h", &[]), &resp, &[b"body"]));
-    let reply = local(exchange_once(&config, head, &resp, &[]));
+    miss(&config, get("/h", &[]), &resp, &[b"body"]);
+    let reply = hit(&config, head, &resp);
     assert_eq!((reply.status, reply.body.as_slice()), (200, &b"body"[..]));
 }
 
 #[test]
 fn vary_keeps_variants_apart_and_vary_star_is_never_stored() {
-    fresh_env();
-    let config = config("{}");
+    let config = fresh("{}");
     let resp = [
         (":status", "200"),
         ("cache-control", "max-age=60"),
         ("vary", "Accept-Language"),
     ];
-    upstream(exchange_once(
+    miss(
         &config,
         get("/v", &[("accept-language", "en")]),
         &resp,
         &[b"hello"],
-    ));
-    upstream(exchange_once(
+    );
+    miss(
         &config,
         get("/v", &[("accept-language", "fr")]),
         &resp,
         &[b"bonjour"],
-    ));
-    let en = local(exchange_once(
-        &config,
-        get("/v", &[("accept-language", "en")]),
-        &resp,
-        &[],
-    ));
-    let fr = local(exchange_once(
-        &config,
-        get("/v", &[("accept-language", "fr")]),
-        &resp,
-        &[],
-    ));
+    );
+    let en = hit(&config, get("/v", &[("accept-language", "en")]), &resp);
+    let fr = hit(&config, get("/v", &[("accept-language", "fr")]), &resp);
     assert_eq!(
         (en.body.as_slice(), fr.body.as_slice()),
         (&b"hello"[..], &b"bonjour"[..])
     );
-    upstream(exchange_once(
+    miss(
         &config,
         get("/v", &[("accept-language", "de")]),
         &resp,
         &[b"x"],
-    ));
-    upstream(exchange_once(&config, get("/v", &[]), &resp, &[b"x"]));
+    );
+    miss(&config, get("/v", &[]), &resp, &[b"x"]);
     let star = [
         (":status", "200"),
         ("cache-control", "max-age=60"),
         ("vary", "*"),
     ];
-    upstream(exchange_once(&config, get("/s", &[]), &star, &[b"x"]));
-    upstream(exchange_once(&config, get("/s", &[]), &star, &[b"x"]));
+    miss(&config, get("/s", &[]), &star, &[b"x"]);
+    miss(&config, get("/s", &[]), &star, &[b"x"]);
 }
 
 #[test]
 fn if_none_match_gets_a_304_from_the_cache() {
-    fresh_env();
-    let config = config("{}");
+    let config = fresh("{}");
     let resp = [
         (":status", "200"),
         ("cache-control", "max-age=60"),
         ("etag", "\"v1\""),
         ("content-type", "text/plain"),
     ];
-    upstream(exchange_once(&config, get("/e", &[]), &resp, &[b"abc"]));
-    let reply = local(exchange_once(
+    miss(&config, get("/e", &[]), &resp, &[b"abc"]);
+    let reply = hit(
         &config,
         get("/e", &[("if-none-match", "\"v0\", W/\"v1\"")]),
         &resp,
-        &[],
-    ));
+    );
     assert_eq!(reply.status, 304);
     assert!(reply.body.is_empty());
     assert_eq!(header(&reply.headers, "etag"), Some("\"v1\""));
     assert_eq!(header(&reply.headers, "content-type"), None);
-    let reply = local(exchange_once(
-        &config,
-        get("/e", &[("if-none-match", "\"v2\"")]),
-        &resp,
-        &[],
-    ));
+    let reply = hit(&config, get("/e", &[("if-none-match", "\"v2\"")]), &resp);
     assert_eq!((reply.status, reply.body.as_slice()), (200, &b"abc"[..]));
 }
 
 #[test]
 fn a_stale_entry_with_an_etag_is_revalidated_and_a_304_refreshes_it() {
-    fresh_env();
-    let config = config("{}");
+    let config = fresh("{}");
     let resp = [
         (":status", "200"),
         ("cache-control", "max-age=10"),
         ("etag", "\"v1\""),
         ("x-version", "1"),
     ];
-    upstream(exchange_once(&config, get("/r", &[]), &resp, &[b"one"]));
+    miss(&config, get("/r", &[]), &resp, &[b"one"]);
     env::mock::set_now_s(T0 + 30);
     // Stale: forwarded with If-None-Match; the upstream's 304 is turned into the entry.
     let not_modified = [
@@ -763,7 +757,7 @@ fn a_stale_entry_with_an_etag_is_revalidated_and_a_304_refreshes_it() {
     assert_eq!(header(&reply.headers, "age"), Some("0"));
     // Refreshed: fresh for 100 s from now.
     env::mock::set_now_s(T0 + 120);
-    let reply = local(exchange_once(&config, get("/r", &[]), &resp, &[]));
+    let reply = hit(&config, get("/r", &[]), &resp);
     assert_eq!(header(&reply.headers, "age"), Some("90"));
     assert_eq!(header(&reply.headers, "cache-control"), Some("max-age=100"));
     // A changed resource (200) replaces the entry.
@@ -773,52 +767,50 @@ fn a_stale_entry_with_an_etag_is_revalidated_and_a_304_refreshes_it() {
         ("cache-control", "max-age=10"),
         ("etag", "\"v2\""),
     ];
-    let (q, r) = upstream(exchange_once(&config, get("/r", &[]), &changed, &[b"two"]));
+    let (q, r) = miss(&config, get("/r", &[]), &changed, &[b"two"]);
     assert_eq!(q.get_all("if-none-match"), vec!["\"v1\""]);
     assert_eq!(r.get_all("x-cache"), vec!["MISS"]);
-    let reply = local(exchange_once(&config, get("/r", &[]), &resp, &[]));
+    let reply = hit(&config, get("/r", &[]), &resp);
     assert_eq!(reply.body, b"two");
 }
 
 #[test]
 fn a_revalidation_answered_with_no_store_removes_the_entry() {
-    fresh_env();
-    let config = config("{}");
+    let config = fresh("{}");
     let resp = [
         (":status", "200"),
         ("cache-control", "max-age=1"),
         ("etag", "\"v1\""),
     ];
-    upstream(exchange_once(&config, get("/n", &[]), &resp, &[b"one"]));
+    miss(&config, get("/n", &[]), &resp, &[b"one"]);
     env::mock::set_now_s(T0 + 5);
     let no_store = [(":status", "200"), ("cache-control", "no-store")];
-    let (q, _) = upstream(exchange_once(&config, get("/n", &[]), &no_store, &[b"two"]));
+    let (q, _) = miss(&config, get("/n", &[]), &no_store, &[b"two"]);
     assert_eq!(q.get_all("if-none-match"), vec!["\"v1\""]);
-    let (q, _) = upstream(exchange_once(&config, get("/n", &[]), &no_store, &[b"two"]));
+    let (q, _) = miss(&config, get("/n", &[]), &no_store, &[b"two"]);
     assert!(q.get_all("if-none-match").is_empty());
 }
 
 #[test]
 fn no_store_private_set_cookie_and_no_cache() {
-    fresh_env();
-    let config = config("{}");
+    let config = fresh("{}");
     for cc in ["no-store", "private, max-age=60", "max-age=0"] {
         let resp = [(":status", "200"), ("cache-control", cc)];
-        upstream(exchange_once(&config, get("/x", &[]), &resp, &[b"x"]));
-        upstream(exchange_once(&config, get("/x", &[]), &resp, &[b"x"]));
+        miss(&config, get("/x", &[]), &resp, &[b"x"]);
+        miss(&config, get("/x", &[]), &resp, &[b"x"]);
     }
     let cookie = [
         (":status", "200"),
         ("cache-control", "max-age=60"),
         ("set-cookie", "s=1"),
     ];
-    upstream(exchange_once(&config, get("/c", &[]), &cookie, &[b"x"]));
-    upstream(exchange_once(&config, get("/c", &[]), &cookie, &[b"x"]));
+    miss(&config, get("/c", &[]), &cookie, &[b"x"]);
+    miss(&config, get("/c", &[]), &cookie, &[b"x"]);
     // Configured to store them, without the cookie.
     let stores = crate::tests::config(r#"{"policy": {"default": {"store_set_cookie": true}}}"#);
-    let (_, r) = upstream(exchange_once(&stores, get("/c", &[]), &cookie, &[b"x"]));
+    let (_, r) = miss(&stores, get("/c", &[]), &cookie, &[b"x"]);
     assert_eq!(r.get_all("set-cookie"), vec!["s=1"]);
-    let reply = local(exchange_once(&stores, get("/c", &[]), &cookie, &[]));
+    let reply = hit(&stores, get("/c", &[]), &cookie);
     assert_eq!(header(&reply.headers, "set-cookie"), None);
     // no-cache: stored, but revalidated before each use.
     let nc = [
@@ -826,257 +818,195 @@ fn no_store_private_set_cookie_and_no_cache() {
         ("cache-control", "no-cache, max-age=60"),
         ("etag", "\"n\""),
     ];
-    upstream(exchange_once(&config, get("/nc", &[]), &nc, &[b"x"]));
-    let (q, _) = upstream(exchange_once(&config, get("/nc", &[]), &nc, &[b"x"]));
+    miss(&config, get("/nc", &[]), &nc, &[b"x"]);
+    let (q, _) = miss(&config, get("/nc", &[]), &nc, &[b"x"]);
     assert_eq!(q.get_all("if-none-match"), vec!["\"n\""]);
 }
 
 #[test]
 fn request_directives_are_honoured_unless_turned_off() {
-    fresh_env();
-    let config = config("{}");
+    let config = fresh("{}");
     let resp = [(":status", "200"), ("cache-control", "max-age=60")];
     // Request no-store: the response is not stored.
-    upstream(exchange_once(
+    miss(
         &config,
         get("/q", &[("cache-control", "no-store")]),
         &resp,
         &[b"x"],
-    ));
-    upstream(exchange_once(&config, get("/q", &[]), &resp, &[b"x"]));
-    local(exchange_once(&config, get("/q", &[]), &resp, &[]));
+    );
+    miss(&config, get("/q", &[]), &resp, &[b"x"]);
+    hit(&config, get("/q", &[]), &resp);
     // no-cache (and Pragma) go to the upstream; max-age bounds the age accepted.
-    upstream(exchange_once(
+    miss(
         &config,
         get("/q", &[("cache-control", "no-cache")]),
         &resp,
         &[b"x"],
-    ));
-    upstream(exchange_once(
+    );
+    miss(
         &config,
         get("/q", &[("pragma", "no-cache")]),
         &resp,
         &[b"x"],
-    ));
+    );
     env::mock::set_now_s(T0 + 20);
-    upstream(exchange_once(
+    miss(
         &config,
         get("/q", &[("cache-control", "max-age=5")]),
         &resp,
         &[b"x"],
-    ));
-    local(exchange_once(
+    );
+    hit(
         &config,
         get("/q", &[("cache-control", "max-age=30")]),
         &resp,
-        &[],
-    ));
+    );
     // only-if-cached: 504 on a miss.
-    let reply = local(exchange_once(
+    let reply = hit(
         &config,
         get("/none", &[("cache-control", "only-if-cached")]),
         &resp,
-        &[],
-    ));
+    );
     assert_eq!(reply.status, 504);
     // Turned off: the client cannot bypass.
     let strict =
         crate::tests::config(r#"{"policy": {"default": {"request_cache_control": false}}}"#);
-    upstream(exchange_once(&strict, get("/s", &[]), &resp, &[b"x"]));
-    local(exchange_once(
-        &strict,
-        get("/s", &[("cache-control", "no-cache")]),
-        &resp,
-        &[],
-    ));
+    miss(&strict, get("/s", &[]), &resp, &[b"x"]);
+    hit(&strict, get("/s", &[("cache-control", "no-cache")]), &resp);
 }
 
 #[test]
 fn bodies_over_the_limit_pass_through_uncached() {
-    fresh_env();
-    let config = config(r#"{"max_body_bytes": 8}"#);
+    let config = fresh(r#"{"max_body_bytes": 8}"#);
     let resp = [(":status", "200"), ("cache-control", "max-age=60")];
     // Discovered mid-body, chunk by chunk.
-    upstream(exchange_once(
-        &config,
-        get("/big", &[]),
-        &resp,
-        &[b"12345", b"6789"],
-    ));
-    upstream(exchange_once(
-        &config,
-        get("/big", &[]),
-        &resp,
-        &[b"12345", b"6789"],
-    ));
+    miss(&config, get("/big", &[]), &resp, &[b"12345", b"6789"]);
+    miss(&config, get("/big", &[]), &resp, &[b"12345", b"6789"]);
     // Announced by content-length.
     let announced = [
         (":status", "200"),
         ("cache-control", "max-age=60"),
         ("content-length", "9"),
     ];
-    upstream(exchange_once(
-        &config,
-        get("/big2", &[]),
-        &announced,
-        &[b"123456789"],
-    ));
-    upstream(exchange_once(
-        &config,
-        get("/big2", &[]),
-        &announced,
-        &[b"123456789"],
-    ));
+    miss(&config, get("/big2", &[]), &announced, &[b"123456789"]);
+    miss(&config, get("/big2", &[]), &announced, &[b"123456789"]);
     // Exactly the limit is stored.
-    upstream(exchange_once(
-        &config,
-        get("/ok", &[]),
-        &resp,
-        &[b"1234", b"5678"],
-    ));
-    assert_eq!(
-        local(exchange_once(&config, get("/ok", &[]), &resp, &[])).body,
-        b"12345678"
-    );
+    miss(&config, get("/ok", &[]), &resp, &[b"1234", b"5678"]);
+    assert_eq!(hit(&config, get("/ok", &[]), &resp).body, b"12345678");
 }
 
 #[test]
 fn routes_turn_caching_off_and_bring_their_own_ttl() {
-    fresh_env();
-    let config = config(
+    let config = fresh(
         r#"{"policy": {"default": {"default_ttl_s": 30},
             "routes": [{"match": {"path_prefix": "/live/"}, "config": {"enabled": false}},
                        {"match": {"path_prefix": "/short/"}, "config": {"default_ttl_s": 5}}]}}"#,
     );
     let bare = [(":status", "200")];
-    let (_, r) = upstream(exchange_once(&config, get("/live/x", &[]), &bare, &[b"x"]));
+    let (_, r) = miss(&config, get("/live/x", &[]), &bare, &[b"x"]);
     assert!(r.get_all("x-cache").is_empty());
-    upstream(exchange_once(&config, get("/live/x", &[]), &bare, &[b"x"]));
-    upstream(exchange_once(&config, get("/short/x", &[]), &bare, &[b"x"]));
-    upstream(exchange_once(&config, get("/a", &[]), &bare, &[b"x"]));
+    miss(&config, get("/live/x", &[]), &bare, &[b"x"]);
+    miss(&config, get("/short/x", &[]), &bare, &[b"x"]);
+    miss(&config, get("/a", &[]), &bare, &[b"x"]);
     env::mock::set_now_s(T0 + 10);
-    upstream(exchange_once(&config, get("/short/x", &[]), &bare, &[b"x"]));
-    local(exchange_once(&config, get("/a", &[]), &bare, &[]));
+    miss(&config, get("/short/x", &[]), &bare, &[b"x"]);
+    hit(&config, get("/a", &[]), &bare);
 }
 
 #[test]
 fn the_key_takes_the_configured_query_and_headers() {
-    fresh_env();
-    let config = config(
+    let config = fresh(
         r#"{"policy": {"default": {"key": {"query": "only", "query_params": ["page"], "headers": ["x-tenant"]}}}}"#,
     );
     let resp = [(":status", "200"), ("cache-control", "max-age=60")];
-    upstream(exchange_once(
+    miss(
         &config,
         get("/l?page=1&utm=a", &[("x-tenant", "a")]),
         &resp,
         &[b"a1"],
-    ));
+    );
     assert_eq!(
-        local(exchange_once(
-            &config,
-            get("/l?utm=b&page=1", &[("x-tenant", "a")]),
-            &resp,
-            &[]
-        ))
-        .body,
+        hit(&config, get("/l?utm=b&page=1", &[("x-tenant", "a")]), &resp).body,
         b"a1"
     );
-    upstream(exchange_once(
+    miss(
         &config,
         get("/l?page=2", &[("x-tenant", "a")]),
         &resp,
         &[b"a2"],
-    ));
-    upstream(exchange_once(
+    );
+    miss(
         &config,
         get("/l?page=1", &[("x-tenant", "b")]),
         &resp,
         &[b"b1"],
-    ));
+    );
     // Other methods, and ranges, go on untouched.
     let mut post = get("/l?page=1", &[("x-tenant", "a")]);
     tollgate_sdk::HeaderMap::set(&mut post, ":method", "POST");
-    let (_, r) = upstream(exchange_once(&config, post, &resp, &[b"x"]));
+    let (_, r) = miss(&config, post, &resp, &[b"x"]);
     assert!(r.get_all("x-cache").is_empty());
-    let (_, r) = upstream(exchange_once(
+    let (_, r) = miss(
         &config,
         get("/l?page=1", &[("x-tenant", "a"), ("range", "bytes=0-1")]),
         &resp,
         &[b"x"],
-    ));
+    );
     assert_eq!(r.get_all("x-cache"), vec!["BYPASS"]);
 }
 
 #[test]
 fn the_cap_evicts_and_keeps_the_number_of_keys_bounded() {
-    fresh_env();
-    let config = config(r#"{"max_entries": 3}"#);
+    let config = fresh(r#"{"max_entries": 3}"#);
     let resp = [(":status", "200"), ("cache-control", "max-age=600")];
     for i in 0..10 {
         env::mock::set_now_s(T0 + i);
-        upstream(exchange_once(
-            &config,
-            get(&format!("/{i}"), &[]),
-            &resp,
-            &[b"x"],
-        ));
+        miss(&config, get(&format!("/{i}"), &[]), &resp, &[b"x"]);
     }
     // FIFO: the last three stay.
     for i in 7..10 {
-        local(exchange_once(
-            &config,
-            get(&format!("/{i}"), &[]),
-            &resp,
-            &[],
-        ));
+        hit(&config, get(&format!("/{i}"), &[]), &resp);
     }
-    upstream(exchange_once(&config, get("/0", &[]), &resp, &[b"x"]));
+    miss(&config, get("/0", &[]), &resp, &[b"x"]);
     // Index + 3 slots.
     assert_eq!(env::mock::store_len(), 4);
 }
 
 #[test]
 fn a_successful_unsafe_request_invalidates_every_variant_of_its_url() {
-    fresh_env();
-    let config = config("{}");
+    let config = fresh("{}");
     let resp = [
         (":status", "200"),
         ("cache-control", "max-age=60"),
         ("vary", "accept-language"),
     ];
     for lang in ["en", "fr"] {
-        upstream(exchange_once(
+        miss(
             &config,
             get("/doc", &[("accept-language", lang)]),
             &resp,
             &[b"x"],
-        ));
+        );
     }
-    upstream(exchange_once(&config, get("/other", &[]), &resp, &[b"x"]));
+    miss(&config, get("/other", &[]), &resp, &[b"x"]);
     let unsafe_request = |method: &str, status: &str| {
         let mut req = get("/doc", &[]);
         tollgate_sdk::HeaderMap::set(&mut req, ":method", method);
         let answer = [(":status", status)];
-        upstream(exchange_once(&config, req, &answer, &[]));
+        miss(&config, req, &answer, &[]);
     };
     // A failed one changes nothing.
     unsafe_request("DELETE", "403");
-    local(exchange_once(
-        &config,
-        get("/doc", &[("accept-language", "en")]),
-        &resp,
-        &[],
-    ));
+    hit(&config, get("/doc", &[("accept-language", "en")]), &resp);
     unsafe_request("PUT", "204");
     for lang in ["en", "fr"] {
-        upstream(exchange_once(
+        miss(
             &config,
             get("/doc", &[("accept-language", lang)]),
             &resp,
             &[b"y"],
-        ));
+        );
     }
     // Other URLs keep their entries.
-    local(exchange_once(&config, get("/other", &[]), &resp, &[]));
+    hit(&config, get("/other", &[]), &resp);
 }

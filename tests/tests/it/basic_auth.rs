@@ -9,11 +9,13 @@ use anyhow::{Context, Result, ensure};
 use base64::Engine;
 use tollgate_replay::{Replay, Verdict};
 use tollgate_tests::client;
+use tollgate_tests::demo;
 use tollgate_tests::envoy::{Envoy, EnvoyConfig};
 use tollgate_tests::http1::{header, header_values};
 use tollgate_tests::paths;
+use tollgate_tests::stats;
 use tollgate_tests::upstream::Upstream;
-use tollgate_traffic::{Exchange, HttpRequest, HttpResponse, Traffic, har};
+use tollgate_traffic::{Exchange, HttpRequest, HttpResponse, har};
 
 const FILTER: &str = "basic-auth";
 const API: &str = "api.example.com";
@@ -243,11 +245,7 @@ fn attacks_are_refused_in_envoy_and_the_harness_and_counted_with_labels() -> Res
             "body changed"
         );
 
-        let stats = client::send(
-            envoy.admin(),
-            &client::request("GET", "127.0.0.1", "/stats/prometheus", &[], b""),
-        )?;
-        let text = String::from_utf8_lossy(&stats.body).into_owned();
+        let text = stats::prometheus(envoy.admin())?;
         for (result, reason) in [
             ("denied", "missing"),
             ("denied", "malformed"),
@@ -275,24 +273,17 @@ fn attacks_are_refused_in_envoy_and_the_harness_and_counted_with_labels() -> Res
         Ok(())
     })())?;
 
-    let traffic = Traffic {
-        source: None,
-        exchanges: attacks
-            .iter()
-            .map(|a| Exchange {
-                id: a.what.to_string(),
-                request: a.request.clone(),
-                response: Some(ok_response()),
-                details: Default::default(),
-            })
-            .collect(),
-        warnings: Vec::new(),
-    };
-    let report = Replay::filter(paths::filter_wasm(FILTER)?)
-        .config(paths::demo_config(FILTER)?)
-        .traffic(traffic)
-        .run()
-        .context("the harness could not replay the attacks")?;
+    let exchanges = attacks
+        .iter()
+        .map(|a| Exchange {
+            id: a.what.to_string(),
+            request: a.request.clone(),
+            response: Some(ok_response()),
+            details: Default::default(),
+        })
+        .collect();
+    let report =
+        demo::replay(FILTER, exchanges).context("the harness could not replay the attacks")?;
     for (attack, exchange) in attacks.iter().zip(&report.exchanges) {
         // Envoy normalises `//admin/` to `/admin/` before the filter; the harness does not, so
         // there the doubled slashes miss the /admin/ rule and the default (skip) applies.

@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
 use tollgate_replay::{Replay, Verdict};
-use tollgate_tests::client;
+use tollgate_tests::client::{self, response};
 use tollgate_tests::envoy::{Envoy, EnvoyConfig};
 use tollgate_tests::http1::header;
 use tollgate_tests::jwt::{self, Issuer};
@@ -267,17 +267,6 @@ fn basic(credentials: &str) -> String {
     )
 }
 
-fn response(status: u16, headers: &[(&str, &str)], body: &str) -> HttpResponse {
-    HttpResponse {
-        status,
-        headers: headers
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect(),
-        body: body.as_bytes().to_vec(),
-    }
-}
-
 fn authz_allows() -> HttpResponse {
     response(
         200,
@@ -286,7 +275,7 @@ fn authz_allows() -> HttpResponse {
             ("x-auth-scopes", "read write"),
             ("x-auth-internal", "not for upstream"),
         ],
-        "",
+        b"",
     )
 }
 
@@ -299,7 +288,8 @@ struct Chain {
 
 impl Chain {
     fn start(issuer: &Issuer) -> Result<Chain> {
-        let upstream = Upstream::start(response(200, &[("content-type", "text/plain")], "origin"))?;
+        let upstream =
+            Upstream::start(response(200, &[("content-type", "text/plain")], b"origin"))?;
         let authz = Upstream::start(authz_allows())?;
         let mut config = chain_config()?;
         let mut jwt_config = embedded(&config, "jwt-auth")?;
@@ -618,7 +608,7 @@ fn each_filter_refuses_with_its_status_before_anything_downstream_in_envoy() -> 
             chain.authz.set_response(response(
                 403,
                 &[("x-deny-reason", "policy")],
-                "denied by policy",
+                b"denied by policy",
             ));
             let r = chain.send(path, headers)?;
             ensure!(
@@ -626,7 +616,7 @@ fn each_filter_refuses_with_its_status_before_anything_downstream_in_envoy() -> 
                 "{path} denied by authz: {r:?}"
             );
             ensure!(header(&r.headers, "x-deny-reason") == Some("policy"));
-            chain.authz.set_response(response(500, &[], "oops"));
+            chain.authz.set_response(response(500, &[], b"oops"));
             let r = chain.send(path, headers)?;
             ensure!(
                 r.status == 403 && r.body.is_empty(),

@@ -12,8 +12,10 @@ use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
 use tollgate_replay::Replay;
 use tollgate_tests::client;
+use tollgate_tests::demo;
 use tollgate_tests::envoy::{Envoy, EnvoyConfig};
 use tollgate_tests::paths;
+use tollgate_tests::stats;
 use tollgate_tests::upstream::{ReceivedRequest, Upstream};
 use tollgate_traffic::{Exchange, HttpRequest, HttpResponse, Traffic};
 
@@ -193,47 +195,31 @@ fn local_answers_and_replaced_errors_in_envoy_and_in_the_harness() -> Result<()>
                 "{what}: upstream reached: {reached}"
             );
         }
-        let stats = client::send(
-            envoy.admin(),
-            &client::request("GET", "127.0.0.1", "/stats/prometheus", &[], b""),
-        )?;
-        Ok(String::from_utf8_lossy(&stats.body).into_owned())
+        stats::prometheus(envoy.admin())
     })())?;
-    for line in [
-        "custom_response_replies{rule=\"maintenance\"} 1",
-        "custom_response_replies{rule=\"retired\"} 1",
-        "custom_response_replies{rule=\"blocked_client\"} 1",
-        "custom_response_replies{rule=\"upstream_5xx\"} 2",
-        "custom_response_replies{rule=\"not_found\"} 1",
-    ] {
-        ensure!(
-            stats.lines().any(|l| l == line),
-            "/stats/prometheus has no line {line:?}: {:?}",
-            stats
-                .lines()
-                .filter(|l| l.contains("custom_response"))
-                .collect::<Vec<_>>()
-        );
-    }
+    stats::ensure_lines(
+        &stats,
+        "custom_response",
+        &[
+            "custom_response_replies{rule=\"maintenance\"} 1",
+            "custom_response_replies{rule=\"retired\"} 1",
+            "custom_response_replies{rule=\"blocked_client\"} 1",
+            "custom_response_replies{rule=\"upstream_5xx\"} 2",
+            "custom_response_replies{rule=\"not_found\"} 1",
+        ],
+    )?;
 
-    let traffic = Traffic {
-        source: None,
-        exchanges: cases
-            .iter()
-            .enumerate()
-            .map(|(i, c)| Exchange {
-                id: format!("case {i}"),
-                request: c.request.clone(),
-                response: Some(upstream_answer(&c.request.path)),
-                details: tollgate_traffic::ExchangeDetails::default(),
-            })
-            .collect(),
-        warnings: Vec::new(),
-    };
-    let report = Replay::filter(paths::filter_wasm(FILTER)?)
-        .config(paths::demo_config(FILTER)?)
-        .traffic(traffic)
-        .run()?;
+    let exchanges = cases
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Exchange {
+            id: format!("case {i}"),
+            request: c.request.clone(),
+            response: Some(upstream_answer(&c.request.path)),
+            details: tollgate_traffic::ExchangeDetails::default(),
+        })
+        .collect();
+    let report = demo::replay(FILTER, exchanges)?;
     for (case, exchange) in cases.iter().zip(&report.exchanges) {
         let what = format!("harness {} {}", case.request.method, case.request.path);
         check(&what, case, &exchange.client_response)?;
@@ -320,27 +306,24 @@ fn replaces_upstream_5xx_as_envoys_native_custom_response_does() -> Result<()> {
 #[test]
 fn bad_configurations_are_refused_at_start_naming_the_field() -> Result<()> {
     let upstream = start_upstream()?;
-    for (config, field) in [
-        (
-            r#"{"local": [{"respond": {"body": "x"}}]}"#,
-            "local[0].respond.status",
-        ),
-        (
-            r#"{"errors": [{"status": ["7xx"], "respond": {}}]}"#,
-            "errors[0].status[0]",
-        ),
-        (
-            r#"{"errors": [{"status": ["5xx"], "respond": {"body": "{{oops}}"}}]}"#,
-            "errors[0].respond.body",
-        ),
-    ] {
-        let mut envoy_config = EnvoyConfig::for_filter(FILTER, upstream.addr())?;
-        envoy_config.set_plugin_configuration(config)?;
-        let line = Envoy::refusal(&envoy_config, "custom-response-refused", FILTER)
-            .with_context(|| format!("{field}: {config}"))?;
-        ensure!(line.contains(&format!("at {field}")), "{field}: {line}");
-    }
-    Ok(())
+    Envoy::refusals_name_the_field(
+        FILTER,
+        upstream.addr(),
+        &[
+            (
+                r#"{"local": [{"respond": {"body": "x"}}]}"#,
+                "local[0].respond.status",
+            ),
+            (
+                r#"{"errors": [{"status": ["7xx"], "respond": {}}]}"#,
+                "errors[0].status[0]",
+            ),
+            (
+                r#"{"errors": [{"status": ["5xx"], "respond": {"body": "{{oops}}"}}]}"#,
+                "errors[0].respond.body",
+            ),
+        ],
+    )
 }
 
 /// A local reply of a filter placed after custom-response (request-block's 403) comes back

@@ -8,12 +8,13 @@
 //! - refused configurations name the field at start-up in Envoy.
 
 use anyhow::{Context, Result, ensure};
-use tollgate_replay::{Replay, Verdict};
+use tollgate_replay::Verdict;
 use tollgate_tests::client;
+use tollgate_tests::demo;
 use tollgate_tests::envoy::{Envoy, EnvoyConfig};
 use tollgate_tests::paths;
 use tollgate_tests::upstream::Upstream;
-use tollgate_traffic::{Exchange, HttpRequest, HttpResponse, Traffic};
+use tollgate_traffic::{Exchange, HttpRequest, HttpResponse};
 
 const FILTER: &str = "ip-restriction";
 
@@ -146,29 +147,22 @@ fn bypass_attempts_in_envoy_next_to_native_rbac_and_in_the_harness() -> Result<(
     ensure!(problems.is_empty(), "{}", problems.join("\n"));
 
     // The harness: the peer is the test client (127.0.0.1, Envoy's view), the same answers.
-    let traffic = Traffic {
-        source: None,
-        exchanges: cases
-            .iter()
-            .map(|c| {
-                let mut details = tollgate_traffic::ExchangeDetails::default();
-                details
-                    .properties
-                    .push(("source.address".into(), "127.0.0.1:50000".into()));
-                Exchange {
-                    id: c.what.to_string(),
-                    request: c.request.clone(),
-                    response: Some(ok_response()),
-                    details,
-                }
-            })
-            .collect(),
-        warnings: Vec::new(),
-    };
-    let report = Replay::filter(paths::filter_wasm(FILTER)?)
-        .config(paths::demo_config(FILTER)?)
-        .traffic(traffic)
-        .run()?;
+    let exchanges = cases
+        .iter()
+        .map(|c| {
+            let mut details = tollgate_traffic::ExchangeDetails::default();
+            details
+                .properties
+                .push(("source.address".into(), "127.0.0.1:50000".into()));
+            Exchange {
+                id: c.what.to_string(),
+                request: c.request.clone(),
+                response: Some(ok_response()),
+                details,
+            }
+        })
+        .collect();
+    let report = demo::replay(FILTER, exchanges)?;
     for (case, exchange) in cases.iter().zip(&report.exchanges) {
         let ok = match exchange.verdict {
             Verdict::Passed | Verdict::Modified => case.status == 200,

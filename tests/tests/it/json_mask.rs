@@ -9,13 +9,14 @@
 //! - the metrics as Prometheus labels; refused configurations name the field at start-up.
 
 use anyhow::{Context, Result, ensure};
-use tollgate_replay::Replay;
 use tollgate_tests::client;
+use tollgate_tests::demo;
 use tollgate_tests::envoy::{Envoy, EnvoyConfig};
 use tollgate_tests::http1;
 use tollgate_tests::paths;
-use tollgate_tests::trickle::{self, TrickleUpstream, Writes};
-use tollgate_traffic::{Exchange, ExchangeDetails, HttpRequest, HttpResponse, Traffic};
+use tollgate_tests::stats;
+use tollgate_tests::trickle::{self, TrickleUpstream, Writes, random_sizes};
+use tollgate_traffic::{Exchange, ExchangeDetails, HttpRequest, HttpResponse};
 
 const FILTER: &str = "json-mask";
 
@@ -92,22 +93,6 @@ fn post(content_type: &str, body: &[u8]) -> HttpRequest {
         &[("content-type", content_type)],
         body,
     )
-}
-
-/// Random piece sizes from a fixed seed (1 to 40 bytes).
-fn random_sizes(seed: u64, total: usize) -> Vec<usize> {
-    let mut x = seed;
-    let mut sizes = Vec::new();
-    let mut sum = 0;
-    while sum < total {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let n = 1 + (x % 40) as usize;
-        sizes.push(n);
-        sum += n;
-    }
-    sizes
 }
 
 /// Whether a message's framing tells exactly `len` bytes (chunked, or a matching length).
@@ -202,25 +187,16 @@ fn bodies_are_masked_whatever_the_chunking_in_envoy_and_in_the_harness() -> Resu
             seen[0].headers
         );
 
-        let stats = client::send(
-            envoy.admin(),
-            &client::request("GET", "127.0.0.1", "/stats/prometheus", &[], b""),
+        let stats = stats::prometheus(envoy.admin())?;
+        stats::ensure_lines(
+            &stats,
+            "json_mask",
+            &[
+                "json_mask_bodies{direction=\"request\",result=\"masked\"} 3",
+                "json_mask_bodies{direction=\"response\",result=\"masked\"} 3",
+                "json_mask_bodies{direction=\"response\",result=\"unchanged\"} 1",
+            ],
         )?;
-        let stats = String::from_utf8_lossy(&stats.body);
-        for line in [
-            "json_mask_bodies{direction=\"request\",result=\"masked\"} 3",
-            "json_mask_bodies{direction=\"response\",result=\"masked\"} 3",
-            "json_mask_bodies{direction=\"response\",result=\"unchanged\"} 1",
-        ] {
-            ensure!(
-                stats.contains(line),
-                "no {line:?} in /stats/prometheus: {:?}",
-                stats
-                    .lines()
-                    .filter(|l| l.contains("json_mask"))
-                    .collect::<Vec<_>>()
-            );
-        }
         Ok(())
     })())?;
     drop(envoy);
@@ -246,15 +222,7 @@ fn bodies_are_masked_whatever_the_chunking_in_envoy_and_in_the_harness() -> Resu
             }
         })
         .collect();
-    let report = Replay::filter(paths::filter_wasm(FILTER)?)
-        .config(paths::demo_config(FILTER)?)
-        .traffic(Traffic {
-            source: None,
-            exchanges,
-            warnings: Vec::new(),
-        })
-        .run()
-        .context("the harness could not replay")?;
+    let report = demo::replay(FILTER, exchanges).context("the harness could not replay")?;
     for e in &report.exchanges {
         let upstream = e
             .upstream_request
@@ -438,28 +406,22 @@ fn the_lua_alternative_runs_in_envoy_and_masks_the_demo_documents() -> Result<()
         serde_json::from_slice(bytes)
             .with_context(|| format!("{what}: not JSON: {}", String::from_utf8_lossy(bytes)))
     };
-    ensure!(
-        parse("upstream", &up.body)? == parse("expected", &request_expected)?,
-        "upstream got {}",
-        String::from_utf8_lossy(&up.body)
-    );
-    ensure!(
-        framed_for(&up.headers, up.body.len()),
-        "upstream framing {:?} for {} bytes",
-        up.headers,
-        up.body.len()
-    );
+    // `who` got `body` with `headers`: the expected document, framed for its bytes.
+    let check =
+        |who: &str, headers: &[(String, String)], body: &[u8], expected: &[u8]| -> Result<()> {
+            ensure!(
+                parse(who, body)? == parse("expected", expected)?,
+                "{who} got {}",
+                String::from_utf8_lossy(body)
+            );
+            ensure!(
+                framed_for(headers, body.len()),
+                "{who} framing {headers:?} for {} bytes",
+                body.len()
+            );
+            Ok(())
+        };
+    check("upstream", &up.headers, &up.body, &request_expected)?;
     ensure!(answer.status == 200, "status {}", answer.status);
-    ensure!(
-        parse("client", &answer.body)? == parse("expected", &response_expected)?,
-        "client got {}",
-        String::from_utf8_lossy(&answer.body)
-    );
-    ensure!(
-        framed_for(&answer.headers, answer.body.len()),
-        "client framing {:?} for {} bytes",
-        answer.headers,
-        answer.body.len()
-    );
-    Ok(())
+    check("client", &answer.headers, &answer.body, &response_expected)
 }

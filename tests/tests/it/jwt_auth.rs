@@ -288,6 +288,18 @@ fn jwks_response(jwks: &Value) -> HttpResponse {
     }
 }
 
+/// Sends a request carrying `token` through the started Envoy.
+fn send_token(envoy: &Envoy, token: &str) -> Result<HttpResponse> {
+    client::send(envoy.listener(), &request_with(token))
+}
+
+/// The JWKS server publishes only `key` from now on; waits past the filter's refetch interval
+/// for unknown kids (1 s in these tests) so that a token of `key` makes it fetch again.
+fn rotate_to(jwks_server: &Upstream, key: &Issuer) {
+    jwks_server.set_response(jwks_response(&jwt::jwks(&[key])));
+    std::thread::sleep(Duration::from_millis(1100));
+}
+
 #[test]
 fn envoy_verifies_every_algorithm_with_a_fetched_jwks_and_refuses_forgeries() -> Result<()> {
     let all = issuers()?;
@@ -298,10 +310,7 @@ fn envoy_verifies_every_algorithm_with_a_fetched_jwks_and_refuses_forgeries() ->
     envoy.explain((|| {
         let now = jwt::now();
         for issuer in all {
-            let got = client::send(
-                envoy.listener(),
-                &request_with(&issuer.token(&claims_at(now))),
-            )?;
+            let got = send_token(&envoy, &issuer.token(&claims_at(now)))?;
             if issuer.alg == "HS256" {
                 // A symmetric key published in a fetched JWKS is ignored by default.
                 ensure!(got.status == 401, "HS256 from a fetched JWKS: {got:?}");
@@ -336,7 +345,7 @@ fn envoy_verifies_every_algorithm_with_a_fetched_jwks_and_refuses_forgeries() ->
 
         let good = all[0].token(&claims_at(now));
         for (label, token) in attacks(&all[0], &good, now) {
-            let got = client::send(envoy.listener(), &request_with(&token))?;
+            let got = send_token(&envoy, &token)?;
             ensure!(got.status == 401, "{label}: client got {got:?}");
             ensure!(
                 header(&got.headers, "www-authenticate") == Some("Bearer error=\"invalid_token\""),
@@ -515,21 +524,13 @@ fn envoy_refetches_the_jwks_when_a_new_kid_appears() -> Result<()> {
     let envoy = start_envoy(&config, &upstream, &jwks_server, "jwt-auth-rotation")?;
     envoy.explain((|| {
         let now = jwt::now();
-        let got = client::send(
-            envoy.listener(),
-            &request_with(&first.token(&claims_at(now))),
-        )?;
+        let got = send_token(&envoy, &first.token(&claims_at(now)))?;
         ensure!(got.status == 200, "first key: {got:?}");
         ensure!(jwks_server.take_requests().len() == 1);
 
         // Rotate: the provider now publishes only the second key.
-        jwks_server.set_response(jwks_response(&jwt::jwks(&[&second])));
-        // Unknown kids do not refetch more than once per refetch interval (1 s here).
-        std::thread::sleep(Duration::from_millis(1100));
-        let got = client::send(
-            envoy.listener(),
-            &request_with(&second.token(&claims_at(now))),
-        )?;
+        rotate_to(&jwks_server, &second);
+        let got = send_token(&envoy, &second.token(&claims_at(now)))?;
         ensure!(got.status == 200, "rotated key: {got:?}");
         ensure!(
             jwks_server.take_requests().len() == 1,
@@ -537,10 +538,7 @@ fn envoy_refetches_the_jwks_when_a_new_kid_appears() -> Result<()> {
         );
         // The first key is gone from the JWKS: its tokens are refused from now on
         // (within the refetch interval, so without another fetch).
-        let got = client::send(
-            envoy.listener(),
-            &request_with(&first.token(&claims_at(now))),
-        )?;
+        let got = send_token(&envoy, &first.token(&claims_at(now)))?;
         ensure!(got.status == 401, "retired key: {got:?}");
         ensure!(
             jwks_server.take_requests().is_empty(),
@@ -567,10 +565,7 @@ fn envoy_jwks_server_down_is_401() -> Result<()> {
         "jwt-auth-jwks-down",
     )?;
     envoy.explain((|| {
-        let got = client::send(
-            envoy.listener(),
-            &request_with(&issuer.token(&claims_at(jwt::now()))),
-        )?;
+        let got = send_token(&envoy, &issuer.token(&claims_at(jwt::now())))?;
         if got.status != 401 {
             bail!("JWKS down: client got {got:?}");
         }
@@ -848,15 +843,11 @@ fn envoy_caches_verified_tokens_until_they_expire() -> Result<()> {
         let mut short = claims_at(now);
         short["exp"] = json!(now + 6);
         let cached = first.token(&short);
-        let got = client::send(envoy.listener(), &request_with(&cached))?;
+        let got = send_token(&envoy, &cached)?;
         ensure!(got.status == 200, "first request: {got:?}");
         // Rotate: the provider now publishes only the second key, fetched for a new kid.
-        jwks_server.set_response(jwks_response(&jwt::jwks(&[&second])));
-        std::thread::sleep(Duration::from_millis(1100));
-        let got = client::send(
-            envoy.listener(),
-            &request_with(&second.token(&claims_at(now))),
-        )?;
+        rotate_to(&jwks_server, &second);
+        let got = send_token(&envoy, &second.token(&claims_at(now)))?;
         ensure!(got.status == 200, "rotated key: {got:?}");
         ensure!(
             jwks_server.take_requests().len() == 2,
@@ -864,12 +855,9 @@ fn envoy_caches_verified_tokens_until_they_expire() -> Result<()> {
         );
         // The verified token is served from the cache (as native jwt_authn's cache does), with
         // its claims; another token of the retired key is verified, and refused.
-        let got = client::send(envoy.listener(), &request_with(&cached))?;
+        let got = send_token(&envoy, &cached)?;
         ensure!(got.status == 200, "cached token: {got:?}");
-        let got = client::send(
-            envoy.listener(),
-            &request_with(&first.token(&claims_at(now))),
-        )?;
+        let got = send_token(&envoy, &first.token(&claims_at(now)))?;
         ensure!(got.status == 401, "retired key, not cached: {got:?}");
         let ups = upstream.take_requests();
         ensure!(ups.len() == 3, "upstream got {ups:?}");
@@ -881,7 +869,7 @@ fn envoy_caches_verified_tokens_until_they_expire() -> Result<()> {
         );
         // Past its exp the entry is dropped: verified again, expired.
         std::thread::sleep(Duration::from_secs((now + 7).saturating_sub(jwt::now())));
-        let got = client::send(envoy.listener(), &request_with(&cached))?;
+        let got = send_token(&envoy, &cached)?;
         ensure!(got.status == 401, "expired cached token: {got:?}");
         ensure!(upstream.take_requests().is_empty());
         Ok(())

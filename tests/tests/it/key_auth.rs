@@ -10,11 +10,13 @@
 use anyhow::{Context, Result, ensure};
 use tollgate_replay::{Replay, Verdict};
 use tollgate_tests::client;
+use tollgate_tests::demo;
 use tollgate_tests::envoy::{Envoy, EnvoyConfig};
 use tollgate_tests::http1::{header, header_values};
 use tollgate_tests::paths;
+use tollgate_tests::stats;
 use tollgate_tests::upstream::Upstream;
-use tollgate_traffic::{Exchange, HttpRequest, HttpResponse, Traffic, har};
+use tollgate_traffic::{Exchange, HttpRequest, HttpResponse, har};
 
 const FILTER: &str = "key-auth";
 const API: &str = "api.example.com";
@@ -231,11 +233,7 @@ fn keys_are_checked_hidden_and_counted_in_envoy() -> Result<()> {
             received[3].headers
         );
 
-        let stats = client::send(
-            envoy.admin(),
-            &client::request("GET", "127.0.0.1", "/stats/prometheus", &[], b""),
-        )?;
-        let text = String::from_utf8_lossy(&stats.body).into_owned();
+        let text = stats::prometheus(envoy.admin())?;
         for (result, reason) in [
             ("denied", "missing"),
             ("denied", "malformed"),
@@ -262,24 +260,17 @@ fn keys_are_checked_hidden_and_counted_in_envoy() -> Result<()> {
     })())?;
 
     let harness_attacks: Vec<&Attack> = attacks.iter().filter(|a| a.in_harness).collect();
-    let traffic = Traffic {
-        source: None,
-        exchanges: harness_attacks
-            .iter()
-            .map(|a| Exchange {
-                id: a.what.to_string(),
-                request: a.request.clone(),
-                response: Some(ok_response()),
-                details: Default::default(),
-            })
-            .collect(),
-        warnings: Vec::new(),
-    };
-    let report = Replay::filter(paths::filter_wasm(FILTER)?)
-        .config(paths::demo_config(FILTER)?)
-        .traffic(traffic)
-        .run()
-        .context("the harness could not replay the attacks")?;
+    let exchanges = harness_attacks
+        .iter()
+        .map(|a| Exchange {
+            id: a.what.to_string(),
+            request: a.request.clone(),
+            response: Some(ok_response()),
+            details: Default::default(),
+        })
+        .collect();
+    let report =
+        demo::replay(FILTER, exchanges).context("the harness could not replay the attacks")?;
     for (attack, exchange) in harness_attacks.iter().zip(&report.exchanges) {
         ensure!(
             matches!(exchange.verdict, Verdict::AnsweredLocally { status } if status == attack.status),

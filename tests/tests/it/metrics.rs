@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use tollgate_tests::client;
 use tollgate_tests::envoy::{Envoy, EnvoyConfig};
+use tollgate_tests::stats;
 use tollgate_tests::upstream::{ReceivedRequest, Upstream};
 use tollgate_traffic::HttpResponse;
 
@@ -96,11 +97,7 @@ fn prometheus_shows_counters_and_histograms_with_route_method_and_status_labels(
         // Histograms appear once Envoy flushes its stats (every second here).
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            let stats = client::send(
-                envoy.admin(),
-                &client::request("GET", "127.0.0.1", "/stats/prometheus", &[], b""),
-            )?;
-            let text = String::from_utf8_lossy(&stats.body).into_owned();
+            let text = stats::prometheus(envoy.admin())?;
             let all = samples(&text);
             let done = find(
                 &all,
@@ -210,25 +207,22 @@ fn prometheus_shows_counters_and_histograms_with_route_method_and_status_labels(
 #[test]
 fn bad_configurations_are_refused_at_start_naming_the_field() -> Result<()> {
     let upstream = Upstream::start_with(answer)?;
-    for (config, field) in [
-        (r#"{"prefix": "Bad-Name"}"#, "prefix"),
-        (r#"{"methods": ["get"]}"#, "methods[0]"),
-        (
-            r#"{"path_routes": [{"prefix": "orders", "name": "o"}]}"#,
-            "path_routes[0].prefix",
-        ),
-        (
-            r#"{"routes": {"routes": [{"match": {"route": "api"}, "config": {"label": "a.b"}}]}}"#,
-            "routes.routes[0].config.label",
-        ),
-    ] {
-        let mut envoy_config = EnvoyConfig::for_filter(FILTER, upstream.addr())?;
-        envoy_config.set_plugin_configuration(config)?;
-        let line = Envoy::refusal(&envoy_config, "metrics-refused", FILTER)
-            .with_context(|| format!("{field}: {config}"))?;
-        ensure!(line.contains(&format!("at {field}")), "{field}: {line}");
-    }
-    Ok(())
+    Envoy::refusals_name_the_field(
+        FILTER,
+        upstream.addr(),
+        &[
+            (r#"{"prefix": "Bad-Name"}"#, "prefix"),
+            (r#"{"methods": ["get"]}"#, "methods[0]"),
+            (
+                r#"{"path_routes": [{"prefix": "orders", "name": "o"}]}"#,
+                "path_routes[0].prefix",
+            ),
+            (
+                r#"{"routes": {"routes": [{"match": {"route": "api"}, "config": {"label": "a.b"}}]}}"#,
+                "routes.routes[0].config.label",
+            ),
+        ],
+    )
 }
 
 /// The demo's per-route rules in a real Envoy: `/healthz` is not measured, `/api/v2/` on the
@@ -255,11 +249,7 @@ fn per_route_rules_label_or_skip_requests_in_envoy() -> Result<()> {
         ] {
             ensure!(send(path)? != 0, "{path}");
         }
-        let stats = client::send(
-            envoy.admin(),
-            &client::request("GET", "127.0.0.1", "/stats/prometheus", &[], b""),
-        )?;
-        Ok(String::from_utf8_lossy(&stats.body).into_owned())
+        stats::prometheus(envoy.admin())
     })())?;
     let all = samples(&text);
     let show = || {

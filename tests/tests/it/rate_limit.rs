@@ -184,8 +184,7 @@ fn connections_per_worker(envoy: &Envoy) -> Result<Vec<u64>> {
 }
 
 fn prometheus(envoy: &Envoy) -> Result<String> {
-    let stats = client::send(envoy.admin(), &get("/stats/prometheus"))?;
-    Ok(String::from_utf8_lossy(&stats.body).into_owned())
+    tollgate_tests::stats::prometheus(envoy.admin())
 }
 
 fn metric_line(text: &str, limit: &str, result: &str) -> Option<u64> {

@@ -7,12 +7,13 @@
 //! - refused configurations name the field at start-up in Envoy.
 
 use anyhow::{Context, Result, ensure};
-use tollgate_replay::{Replay, Verdict};
+use tollgate_replay::Verdict;
 use tollgate_tests::client;
+use tollgate_tests::demo;
 use tollgate_tests::envoy::{Envoy, EnvoyConfig};
 use tollgate_tests::paths;
 use tollgate_tests::upstream::Upstream;
-use tollgate_traffic::{Exchange, HttpRequest, HttpResponse, Traffic};
+use tollgate_traffic::{Exchange, HttpRequest, HttpResponse};
 
 const FILTER: &str = "request-block";
 
@@ -132,23 +133,16 @@ fn bypass_attempts_are_blocked_in_envoy_and_in_the_harness() -> Result<()> {
     })())?;
 
     // The harness: the same attempts, the same 403s.
-    let traffic = Traffic {
-        source: None,
-        exchanges: attempts
-            .iter()
-            .map(|(path, _)| Exchange {
-                id: path.clone(),
-                request: get(path),
-                response: Some(ok_response()),
-                details: tollgate_traffic::ExchangeDetails::default(),
-            })
-            .collect(),
-        warnings: Vec::new(),
-    };
-    let report = Replay::filter(paths::filter_wasm(FILTER)?)
-        .config(paths::demo_config(FILTER)?)
-        .traffic(traffic)
-        .run()?;
+    let exchanges = attempts
+        .iter()
+        .map(|(path, _)| Exchange {
+            id: path.clone(),
+            request: get(path),
+            response: Some(ok_response()),
+            details: tollgate_traffic::ExchangeDetails::default(),
+        })
+        .collect();
+    let report = demo::replay(FILTER, exchanges)?;
     for exchange in &report.exchanges {
         ensure!(
             matches!(exchange.verdict, Verdict::AnsweredLocally { status: 403 }),

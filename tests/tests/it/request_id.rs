@@ -14,6 +14,7 @@ use tollgate_replay::Replay;
 use tollgate_tests::client;
 use tollgate_tests::envoy::{Envoy, EnvoyConfig};
 use tollgate_tests::paths;
+use tollgate_tests::stats;
 use tollgate_tests::upstream::Upstream;
 use tollgate_traffic::{Exchange, HttpRequest, HttpResponse, Traffic};
 
@@ -67,6 +68,34 @@ fn seen(upstream: &[(String, String)], client: &[(String, String)]) -> Seen {
     }
 }
 
+/// The request headers the upstream got and the response headers the client got.
+type Headers = (Vec<(String, String)>, Vec<(String, String)>);
+
+/// Sends `requests` through a started Envoy, each expecting a 200; returns what each showed and
+/// the text of `/stats/prometheus` after them.
+fn send_all(
+    envoy: &Envoy,
+    upstream: &Upstream,
+    requests: &[HttpRequest],
+) -> Result<(Vec<Headers>, String)> {
+    envoy.explain((|| {
+        let mut out = Vec::new();
+        for request in requests {
+            let response = client::send(envoy.listener(), request)?;
+            ensure!(
+                response.status == 200,
+                "{}: status {}",
+                request.path,
+                response.status
+            );
+            let got = upstream.take_requests();
+            let received = got.first().context("the upstream saw no request")?;
+            out.push((received.headers.clone(), response.headers));
+        }
+        Ok((out, stats::prometheus(envoy.admin())?))
+    })())
+}
+
 fn through_envoy(
     config: &EnvoyConfig,
     label: &str,
@@ -74,25 +103,70 @@ fn through_envoy(
     requests: &[HttpRequest],
 ) -> Result<(Vec<Seen>, String)> {
     let envoy = Envoy::start(config, label)?;
-    envoy.explain((|| {
-        let mut out = Vec::new();
-        for request in requests {
-            let response = client::send(envoy.listener(), request)?;
-            ensure!(
-                response.status == 200,
-                "{label}: status {}",
-                response.status
-            );
-            let got = upstream.take_requests();
-            let received = got.first().context("the upstream saw no request")?;
-            out.push(seen(&received.headers, &response.headers));
-        }
-        let stats = client::send(
-            envoy.admin(),
-            &client::request("GET", "127.0.0.1", "/stats/prometheus", &[], b""),
-        )?;
-        Ok((out, String::from_utf8_lossy(&stats.body).into_owned()))
-    })())
+    let (runs, stats) = send_all(&envoy, upstream, requests).context(label.to_string())?;
+    let seen = runs.iter().map(|(up, down)| seen(up, down)).collect();
+    Ok((seen, stats))
+}
+
+/// The requests both the filter and the Lua alternative are checked with: no id, a client's id,
+/// a valid trace context, an invalid one (zero span id), a malformed client id.
+fn sample_requests() -> Vec<HttpRequest> {
+    vec![
+        get(&[]),
+        get(&[("x-request-id", "client-abc-123")]),
+        get(&[("traceparent", TP), ("tracestate", "congo=t61rcWkgMzE")]),
+        get(&[
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            ),
+            ("tracestate", "congo=t61rcWkgMzE"),
+        ]),
+        get(&[("x-request-id", "has space")]),
+    ]
+}
+
+/// What `sample_requests` (then any number of requests without headers) must show, in `who`:
+/// one id each, echoed, all distinct, UUIDs v4 but for the client's (kept, request 1); the valid
+/// trace context propagated as is; the invalid one and the missing one started afresh (not
+/// sampled), with the orphan `tracestate` dropped.
+fn check_ids_and_trace(who: &str, runs: &[Seen]) -> Result<()> {
+    let mut ids = std::collections::HashSet::new();
+    for (i, s) in runs.iter().enumerate() {
+        ensure!(
+            s.upstream_id.len() == 1 && s.echoed == s.upstream_id,
+            "{who} {i}: {s:?}"
+        );
+        ensure!(
+            s.traceparent.len() == 1 && s.traceparent[0].len() == 55,
+            "{who} {i}: {s:?}"
+        );
+        ids.insert(s.upstream_id[0].clone());
+        ensure!(i == 1 || is_uuid_v4(&s.upstream_id[0]), "{who} {i}: {s:?}");
+    }
+    ensure!(ids.len() == runs.len(), "{who}: ids repeat: {runs:?}");
+    ensure!(
+        runs[1].upstream_id[0] == "client-abc-123",
+        "{who}: {:?}",
+        runs[1]
+    );
+    ensure!(
+        runs[2].traceparent[0] == TP && runs[2].tracestate == ["congo=t61rcWkgMzE"],
+        "{who}: {:?}",
+        runs[2]
+    );
+    ensure!(
+        !runs[3].traceparent[0].contains("4bf92f3577b34da6a3ce929d0e0e4736")
+            && runs[3].tracestate.is_empty(),
+        "{who}: invalid traceparent kept: {:?}",
+        runs[3]
+    );
+    ensure!(
+        runs[0].tracestate.is_empty() && runs[0].traceparent[0].ends_with("-00"),
+        "{who}: {:?}",
+        runs[0]
+    );
+    Ok(())
 }
 
 fn through_harness(config: &str, requests: &[HttpRequest]) -> Result<Vec<Seen>> {
@@ -157,21 +231,8 @@ fn native(upstream: &Upstream, preserve: bool) -> Result<EnvoyConfig> {
 #[test]
 fn ids_and_trace_context_in_envoy_next_to_envoys_own_ids_and_in_the_harness() -> Result<()> {
     let upstream = Upstream::start(ok_response())?;
-    let requests = vec![
-        get(&[]),
-        get(&[("x-request-id", "client-abc-123")]),
-        get(&[("traceparent", TP), ("tracestate", "congo=t61rcWkgMzE")]),
-        get(&[
-            (
-                "traceparent",
-                "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
-            ),
-            ("tracestate", "congo=t61rcWkgMzE"),
-        ]),
-        get(&[("x-request-id", "has space")]),
-        get(&[]),
-        get(&[]),
-    ];
+    let mut requests = sample_requests();
+    requests.extend([get(&[]), get(&[])]);
     let demo = paths::demo_config(FILTER)?;
     let (wasm, stats) = through_envoy(
         &EnvoyConfig::for_filter(FILTER, upstream.addr())?,
@@ -182,66 +243,20 @@ fn ids_and_trace_context_in_envoy_next_to_envoys_own_ids_and_in_the_harness() ->
     let harness = through_harness(&demo, &requests)?;
 
     for (where_, runs) in [("envoy", &wasm), ("harness", &harness)] {
-        let mut ids = std::collections::HashSet::new();
-        for (i, s) in runs.iter().enumerate() {
-            ensure!(
-                s.upstream_id.len() == 1 && s.echoed == s.upstream_id,
-                "{where_} {i}: {s:?}"
-            );
-            ensure!(
-                s.traceparent.len() == 1 && s.traceparent[0].len() == 55,
-                "{where_} {i}: {s:?}"
-            );
-            ids.insert(s.upstream_id[0].clone());
-        }
-        ensure!(ids.len() == runs.len(), "{where_}: ids repeat: {runs:?}");
-        let made = [0usize, 2, 3, 4, 5, 6];
-        for i in made {
-            ensure!(
-                is_uuid_v4(&runs[i].upstream_id[0]),
-                "{where_} {i}: {:?}",
-                runs[i]
-            );
-        }
-        ensure!(
-            runs[1].upstream_id[0] == "client-abc-123",
-            "{where_}: {:?}",
-            runs[1]
-        );
-        ensure!(
-            runs[2].traceparent[0] == TP && runs[2].tracestate == ["congo=t61rcWkgMzE"],
-            "{where_}: {:?}",
-            runs[2]
-        );
-        ensure!(
-            !runs[3].traceparent[0].contains("4bf92f3577b34da6a3ce929d0e0e4736")
-                && runs[3].tracestate.is_empty(),
-            "{where_}: invalid traceparent kept: {:?}",
-            runs[3]
-        );
-        ensure!(
-            runs[0].tracestate.is_empty() && runs[0].traceparent[0].ends_with("-00"),
-            "{where_}: {:?}",
-            runs[0]
-        );
+        check_ids_and_trace(where_, runs)?;
     }
-    for line in [
-        "request_id_ids{source=\"generated\"} 5",
-        "request_id_ids{source=\"kept\"} 1",
-        "request_id_ids{source=\"replaced\"} 1",
-        "request_id_traces{trace=\"started\"} 5",
-        "request_id_traces{trace=\"propagated\"} 1",
-        "request_id_traces{trace=\"restarted\"} 1",
-    ] {
-        ensure!(
-            stats.lines().any(|l| l == line),
-            "/stats/prometheus has no line {line:?}: {:?}",
-            stats
-                .lines()
-                .filter(|l| l.contains("request_id_"))
-                .collect::<Vec<_>>()
-        );
-    }
+    stats::ensure_lines(
+        &stats,
+        "request_id_",
+        &[
+            "request_id_ids{source=\"generated\"} 5",
+            "request_id_ids{source=\"kept\"} 1",
+            "request_id_ids{source=\"replaced\"} 1",
+            "request_id_traces{trace=\"started\"} 5",
+            "request_id_traces{trace=\"propagated\"} 1",
+            "request_id_traces{trace=\"restarted\"} 1",
+        ],
+    )?;
 
     // Envoy's own ids, keeping the client's: the same shapes and decisions for ids (Envoy
     // keeps even a malformed one: ours replaces it, README).
@@ -298,25 +313,22 @@ fn ids_and_trace_context_in_envoy_next_to_envoys_own_ids_and_in_the_harness() ->
 #[test]
 fn bad_configurations_are_refused_at_start_naming_the_field() -> Result<()> {
     let upstream = Upstream::start(ok_response())?;
-    for (config, field) in [
-        (r#"{"header": "traceparent"}"#, "header"),
-        (r#"{"max_client_id_length": 0}"#, "max_client_id_length"),
-        (
-            r#"{"trace_context": "off", "new_span": true}"#,
-            "trace_context",
-        ),
-        (
-            r#"{"routes": {"routes": [{"match": {"route": "r"}, "config": {"max_client_id_length": 0}}]}}"#,
-            "routes.routes[0].config.max_client_id_length",
-        ),
-    ] {
-        let mut envoy_config = EnvoyConfig::for_filter(FILTER, upstream.addr())?;
-        envoy_config.set_plugin_configuration(config)?;
-        let line = Envoy::refusal(&envoy_config, "request-id-refused", FILTER)
-            .with_context(|| format!("{field}: {config}"))?;
-        ensure!(line.contains(&format!("at {field}")), "{field}: {line}");
-    }
-    Ok(())
+    Envoy::refusals_name_the_field(
+        FILTER,
+        upstream.addr(),
+        &[
+            (r#"{"header": "traceparent"}"#, "header"),
+            (r#"{"max_client_id_length": 0}"#, "max_client_id_length"),
+            (
+                r#"{"trace_context": "off", "new_span": true}"#,
+                "trace_context",
+            ),
+            (
+                r#"{"routes": {"routes": [{"match": {"route": "r"}, "config": {"max_client_id_length": 0}}]}}"#,
+                "routes.routes[0].config.max_client_id_length",
+            ),
+        ],
+    )
 }
 
 /// The demo's per-route rules in a real Envoy (`envoy/request-id/envoy.yaml` has a `partner`
@@ -353,26 +365,7 @@ fn per_route_configuration_reaches_the_filter_in_envoy() -> Result<()> {
             b"",
         ),
     ];
-    let (runs, stats) = envoy.explain((|| {
-        let mut runs = Vec::new();
-        for request in &requests {
-            let response = client::send(envoy.listener(), request)?;
-            ensure!(
-                response.status == 200,
-                "{}: {}",
-                request.path,
-                response.status
-            );
-            let got = upstream.take_requests();
-            let received = got.first().context("the upstream saw no request")?;
-            runs.push((received.headers.clone(), response.headers));
-        }
-        let stats = client::send(
-            envoy.admin(),
-            &client::request("GET", "127.0.0.1", "/stats/prometheus", &[], b""),
-        )?;
-        Ok((runs, String::from_utf8_lossy(&stats.body).into_owned()))
-    })())?;
+    let (runs, stats) = send_all(&envoy, &upstream, &requests)?;
 
     let (up, down) = &runs[0];
     ensure!(
@@ -407,20 +400,15 @@ fn per_route_configuration_reaches_the_filter_in_envoy() -> Result<()> {
     );
 
     // Counted: the partner's replaced id and the api's kept one; /healthz not at all.
-    for line in [
-        "request_id_ids{source=\"replaced\"} 1",
-        "request_id_ids{source=\"kept\"} 1",
-        "request_id_traces{trace=\"started\"} 1",
-    ] {
-        ensure!(
-            stats.lines().any(|l| l == line),
-            "/stats/prometheus has no line {line:?}: {:?}",
-            stats
-                .lines()
-                .filter(|l| l.contains("request_id_"))
-                .collect::<Vec<_>>()
-        );
-    }
+    stats::ensure_lines(
+        &stats,
+        "request_id_",
+        &[
+            "request_id_ids{source=\"replaced\"} 1",
+            "request_id_ids{source=\"kept\"} 1",
+            "request_id_traces{trace=\"started\"} 1",
+        ],
+    )?;
     ensure!(
         !stats
             .lines()
@@ -446,61 +434,8 @@ fn the_lua_alternative_runs_in_envoy_and_does_what_the_readme_says() -> Result<(
     let upstream = Upstream::start(ok_response())?;
     let mut lua = EnvoyConfig::for_filter(FILTER, upstream.addr())?;
     lua.use_native_alternative(&paths::root().join("envoy/request-id/lua.yaml"))?;
-    let requests = vec![
-        get(&[]),
-        get(&[("x-request-id", "client-abc-123")]),
-        get(&[("traceparent", TP), ("tracestate", "congo=t61rcWkgMzE")]),
-        get(&[
-            (
-                "traceparent",
-                "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
-            ),
-            ("tracestate", "congo=t61rcWkgMzE"),
-        ]),
-        get(&[("x-request-id", "has space")]),
-        get(&[]),
-    ];
+    let requests = sample_requests();
     let (runs, _) = through_envoy(&lua, "request-id-lua", &upstream, &requests)?;
-    let mut ids = std::collections::HashSet::new();
-    for (i, s) in runs.iter().enumerate() {
-        ensure!(
-            s.upstream_id.len() == 1 && s.echoed == s.upstream_id,
-            "lua {i}: {s:?}"
-        );
-        ensure!(
-            s.traceparent.len() == 1 && s.traceparent[0].len() == 55,
-            "lua {i}: {s:?}"
-        );
-        ids.insert(s.upstream_id[0].clone());
-    }
-    ensure!(ids.len() == runs.len(), "lua: ids repeat: {runs:?}");
-    for i in [0usize, 2, 3, 4, 5] {
-        ensure!(
-            is_uuid_v4(&runs[i].upstream_id[0]),
-            "lua {i}: {:?}",
-            runs[i]
-        );
-    }
-    ensure!(
-        runs[1].upstream_id[0] == "client-abc-123",
-        "lua: {:?}",
-        runs[1]
-    );
-    ensure!(
-        runs[2].traceparent[0] == TP && runs[2].tracestate == ["congo=t61rcWkgMzE"],
-        "lua: {:?}",
-        runs[2]
-    );
-    ensure!(
-        !runs[3].traceparent[0].contains("4bf92f3577b34da6a3ce929d0e0e4736")
-            && runs[3].tracestate.is_empty(),
-        "lua: invalid traceparent kept: {:?}",
-        runs[3]
-    );
-    ensure!(
-        runs[0].traceparent[0].ends_with("-00") && runs[0].tracestate.is_empty(),
-        "lua: {:?}",
-        runs[0]
-    );
+    check_ids_and_trace("lua", &runs)?;
     Ok(())
 }

@@ -9,13 +9,13 @@
 
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
-use tollgate_replay::Replay;
 use tollgate_tests::client;
+use tollgate_tests::demo;
 use tollgate_tests::envoy::{Envoy, EnvoyConfig};
 use tollgate_tests::http1;
-use tollgate_tests::paths;
+use tollgate_tests::stats;
 use tollgate_tests::trickle::{self, TrickleUpstream, Writes};
-use tollgate_traffic::{Exchange, ExchangeDetails, HttpRequest, HttpResponse, Traffic};
+use tollgate_traffic::{Exchange, ExchangeDetails, HttpRequest, HttpResponse};
 
 const FILTER: &str = "request-validation";
 
@@ -196,27 +196,18 @@ fn requests_are_validated_in_envoy_and_in_the_harness() -> Result<()> {
             }
             envoy_bodies.push(response.body);
         }
-        let stats = client::send(
-            envoy.admin(),
-            &client::request("GET", "127.0.0.1", "/stats/prometheus", &[], b""),
+        let stats = stats::prometheus(envoy.admin())?;
+        stats::ensure_lines(
+            &stats,
+            "request_validation",
+            &[
+                "request_validation_requests{result=\"valid\"} 4",
+                "request_validation_requests{result=\"invalid_body\"} 3",
+                "request_validation_requests{result=\"invalid_query\"} 1",
+                "request_validation_requests{result=\"invalid_headers\"} 1",
+                "request_validation_requests{result=\"not_json\"} 1",
+            ],
         )?;
-        let stats = String::from_utf8_lossy(&stats.body);
-        for line in [
-            "request_validation_requests{result=\"valid\"} 4",
-            "request_validation_requests{result=\"invalid_body\"} 3",
-            "request_validation_requests{result=\"invalid_query\"} 1",
-            "request_validation_requests{result=\"invalid_headers\"} 1",
-            "request_validation_requests{result=\"not_json\"} 1",
-        ] {
-            ensure!(
-                stats.contains(line),
-                "no {line:?}: {:?}",
-                stats
-                    .lines()
-                    .filter(|l| l.contains("request_validation"))
-                    .collect::<Vec<_>>()
-            );
-        }
         Ok(())
     })())?;
     drop(envoy);
@@ -239,15 +230,7 @@ fn requests_are_validated_in_envoy_and_in_the_harness() -> Result<()> {
             },
         })
         .collect();
-    let report = Replay::filter(paths::filter_wasm(FILTER)?)
-        .config(paths::demo_config(FILTER)?)
-        .traffic(Traffic {
-            source: None,
-            exchanges,
-            warnings: Vec::new(),
-        })
-        .run()
-        .context("the harness could not replay")?;
+    let report = demo::replay(FILTER, exchanges).context("the harness could not replay")?;
     for ((e, (label, _, _, status, _)), envoy_body) in
         report.exchanges.iter().zip(&cases).zip(&envoy_bodies)
     {

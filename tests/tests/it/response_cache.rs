@@ -15,14 +15,15 @@
 //!   the same statuses, `x-cache` and bodies.
 
 use anyhow::{Context, Result, bail, ensure};
-use tollgate_replay::Replay;
-use tollgate_tests::client;
+use tollgate_tests::client::{self, response};
+use tollgate_tests::demo;
 use tollgate_tests::envoy::{Envoy, EnvoyConfig, Launch};
 use tollgate_tests::http1;
 use tollgate_tests::launcher::Launcher;
 use tollgate_tests::paths;
-use tollgate_tests::trickle::{TrickleUpstream, Writes};
-use tollgate_traffic::{Exchange, ExchangeDetails, HttpRequest, HttpResponse, Traffic};
+use tollgate_tests::stats;
+use tollgate_tests::trickle::{TrickleUpstream, Writes, random_sizes};
+use tollgate_traffic::{Exchange, ExchangeDetails, HttpRequest, HttpResponse};
 
 const FILTER: &str = "response-cache";
 
@@ -58,38 +59,11 @@ fn head(path: &str) -> HttpRequest {
     client::request("HEAD", "shop.example.com", path, &[], b"")
 }
 
-fn response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> HttpResponse {
-    HttpResponse {
-        status,
-        headers: headers
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect(),
-        body: body.to_vec(),
-    }
-}
-
 /// A body of `n` bytes that is not the same everywhere (a shifted piece shows).
 fn body(n: usize, seed: u8) -> Vec<u8> {
     (0..n)
         .map(|i| b"abcdefghijklmnopqrstuvwxyz0123456789"[(i * 7 + seed as usize) % 36])
         .collect()
-}
-
-/// Random piece sizes from a fixed seed (1 to 40 bytes).
-fn random_sizes(seed: u64, total: usize) -> Vec<usize> {
-    let mut x = seed;
-    let mut sizes = Vec::new();
-    let mut sum = 0;
-    while sum < total {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let n = 1 + (x % 40) as usize;
-        sizes.push(n);
-        sum += n;
-    }
-    sizes
 }
 
 fn x_cache(r: &HttpResponse) -> Option<&str> {
@@ -205,22 +179,16 @@ fn the_second_request_never_reaches_the_upstream_whatever_the_chunking() -> Resu
         ensure!(x_cache(&hit) == Some("HIT"), "utm: {:?}", hit.headers);
         ensure!(upstream.take_requests().is_empty());
 
-        let stats = client::send(envoy.admin(), &get("/stats/prometheus", &[]))?;
-        let stats = String::from_utf8_lossy(&stats.body);
-        for line in [
-            "response_cache_lookups{result=\"miss\"} 3",
-            "response_cache_lookups{result=\"hit\"} 7",
-            "response_cache_stores{result=\"stored\"} 3",
-        ] {
-            ensure!(
-                stats.contains(line),
-                "no {line:?} in /stats/prometheus: {:?}",
-                stats
-                    .lines()
-                    .filter(|l| l.contains("response_cache"))
-                    .collect::<Vec<_>>()
-            );
-        }
+        let stats = stats::prometheus(envoy.admin())?;
+        stats::ensure_lines(
+            &stats,
+            "response_cache",
+            &[
+                "response_cache_lookups{result=\"miss\"} 3",
+                "response_cache_lookups{result=\"hit\"} 7",
+                "response_cache_stores{result=\"stored\"} 3",
+            ],
+        )?;
         Ok(())
     })())
 }
@@ -545,25 +513,22 @@ fn an_entry_stored_by_one_worker_is_served_by_the_other() -> Result<()> {
 #[test]
 fn bad_configurations_are_refused_at_start_naming_the_field() -> Result<()> {
     let upstream = TrickleUpstream::start(response(200, &[], b""), Writes::Whole)?;
-    for (field, config) in [
-        ("max_entries", r#"{"max_entries": 0}"#),
-        ("max_body_bytes", r#"{"max_body_bytes": 999999999}"#),
-        (
-            "policy.routes[0].config.key.query_params",
-            r#"{"policy": {"routes": [{"match": {"path_prefix": "/a"}, "config": {"key": {"query": "only"}}}]}}"#,
-        ),
-        (
-            "policy.default.max_ttl_s",
-            r#"{"policy": {"default": {"default_ttl_s": 60, "max_ttl_s": 5}}}"#,
-        ),
-    ] {
-        let mut envoy_config = EnvoyConfig::for_filter(FILTER, upstream.addr())?;
-        envoy_config.set_plugin_configuration(config)?;
-        let line = Envoy::refusal(&envoy_config, "response-cache-refused", FILTER)
-            .with_context(|| format!("{field}: {config}"))?;
-        ensure!(line.contains(&format!("at {field}")), "{field}: {line}");
-    }
-    Ok(())
+    Envoy::refusals_name_the_field(
+        FILTER,
+        upstream.addr(),
+        &[
+            (r#"{"max_entries": 0}"#, "max_entries"),
+            (r#"{"max_body_bytes": 999999999}"#, "max_body_bytes"),
+            (
+                r#"{"policy": {"routes": [{"match": {"path_prefix": "/a"}, "config": {"key": {"query": "only"}}}]}}"#,
+                "policy.routes[0].config.key.query_params",
+            ),
+            (
+                r#"{"policy": {"default": {"default_ttl_s": 60, "max_ttl_s": 5}}}"#,
+                "policy.default.max_ttl_s",
+            ),
+        ],
+    )
 }
 
 /// The harness, one plugin for a sequence of exchanges (its shared data lives across them):
@@ -723,15 +688,7 @@ fn the_harness_serves_the_same_sequence() -> Result<()> {
             },
         })
         .collect();
-    let report = Replay::filter(paths::filter_wasm(FILTER)?)
-        .config(paths::demo_config(FILTER)?)
-        .traffic(Traffic {
-            source: None,
-            exchanges,
-            warnings: Vec::new(),
-        })
-        .run()
-        .context("the harness could not replay")?;
+    let report = demo::replay(FILTER, exchanges).context("the harness could not replay")?;
     ensure!(report.exchanges.len() == steps.len());
     for (e, (request, _, _, status, mark, expected)) in report.exchanges.iter().zip(&steps) {
         let got = &e.client_response;

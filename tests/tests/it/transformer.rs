@@ -19,8 +19,10 @@ use serde_json::{Value, json};
 use tollgate_envoy::http1::{self, BodyFraming};
 use tollgate_replay::Replay;
 use tollgate_tests::client;
+use tollgate_tests::demo;
 use tollgate_tests::envoy::{Envoy, EnvoyConfig};
 use tollgate_tests::paths;
+use tollgate_tests::stats;
 use tollgate_tests::upstream::Upstream;
 use tollgate_traffic::{Exchange, ExchangeDetails, HttpResponse, Traffic};
 
@@ -289,11 +291,7 @@ fn json_bodies_edited_the_same_for_every_chunking_in_envoy_and_in_the_harness() 
             );
             seen.push((label, up.body.clone(), answer.body.clone()));
         }
-        let stats = client::send(
-            envoy.admin(),
-            &client::request("GET", "127.0.0.1", "/stats/prometheus", &[], b""),
-        )?;
-        Ok(String::from_utf8_lossy(&stats.body).into_owned())
+        stats::prometheus(envoy.admin())
     })())?;
     for (label, up, down) in &seen[1..] {
         ensure!(
@@ -312,19 +310,14 @@ fn json_bodies_edited_the_same_for_every_chunking_in_envoy_and_in_the_harness() 
         "client body {:?}",
         String::from_utf8_lossy(&seen[0].2)
     );
-    for line in [
-        "transformer_actions{action=\"request_body\"} 4",
-        "transformer_actions{action=\"response_body\"} 4",
-    ] {
-        ensure!(
-            stats.lines().any(|l| l == line),
-            "/stats/prometheus has no line {line:?}: {:?}",
-            stats
-                .lines()
-                .filter(|l| l.contains("transformer_"))
-                .collect::<Vec<_>>()
-        );
-    }
+    stats::ensure_lines(
+        &stats,
+        "transformer_",
+        &[
+            "transformer_actions{action=\"request_body\"} 4",
+            "transformer_actions{action=\"response_body\"} 4",
+        ],
+    )?;
 
     // The harness: the same bodies cut the same ways give the same bytes as Envoy.
     for (i, kind) in ["whole", "1-byte", "random"].iter().enumerate() {
@@ -335,31 +328,24 @@ fn json_bodies_edited_the_same_for_every_chunking_in_envoy_and_in_the_harness() 
             &[("content-type", "application/json")],
             &request,
         );
-        let traffic = Traffic {
-            source: None,
-            exchanges: vec![Exchange {
-                id: kind.to_string(),
-                request: req,
-                response: Some(HttpResponse {
-                    status: 200,
-                    headers: vec![
-                        ("content-type".into(), "application/json".into()),
-                        ("content-length".into(), response.len().to_string()),
-                    ],
-                    body: response.clone(),
-                }),
-                details: ExchangeDetails {
-                    request_chunks: plan(kind, request.len(), i as u64),
-                    response_chunks: plan(kind, response.len(), 100 + i as u64),
-                    ..ExchangeDetails::default()
-                },
-            }],
-            warnings: Vec::new(),
-        };
-        let report = Replay::filter(paths::filter_wasm(FILTER)?)
-            .config(paths::demo_config(FILTER)?)
-            .traffic(traffic)
-            .run()?;
+        let exchanges = vec![Exchange {
+            id: kind.to_string(),
+            request: req,
+            response: Some(HttpResponse {
+                status: 200,
+                headers: vec![
+                    ("content-type".into(), "application/json".into()),
+                    ("content-length".into(), response.len().to_string()),
+                ],
+                body: response.clone(),
+            }),
+            details: ExchangeDetails {
+                request_chunks: plan(kind, request.len(), i as u64),
+                response_chunks: plan(kind, response.len(), 100 + i as u64),
+                ..ExchangeDetails::default()
+            },
+        }];
+        let report = demo::replay(FILTER, exchanges)?;
         let exchange = report.exchanges.first().context("no exchange")?;
         let up = exchange
             .upstream_request
@@ -471,24 +457,17 @@ fn headers_query_paths_and_redirects_in_envoy_and_in_the_harness() -> Result<()>
         a2.headers
     );
 
-    let traffic = Traffic {
-        source: None,
-        exchanges: requests
-            .iter()
-            .enumerate()
-            .map(|(i, r)| Exchange {
-                id: format!("request {i}"),
-                request: r.clone(),
-                response: Some(tollgate_tests::upstream::text_response(b"ok")),
-                details: ExchangeDetails::default(),
-            })
-            .collect(),
-        warnings: Vec::new(),
-    };
-    let report = Replay::filter(paths::filter_wasm(FILTER)?)
-        .config(paths::demo_config(FILTER)?)
-        .traffic(traffic)
-        .run()?;
+    let exchanges = requests
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Exchange {
+            id: format!("request {i}"),
+            request: r.clone(),
+            response: Some(tollgate_tests::upstream::text_response(b"ok")),
+            details: ExchangeDetails::default(),
+        })
+        .collect();
+    let report = demo::replay(FILTER, exchanges)?;
     let e0 = report.exchanges.first().context("no exchange")?;
     let up = e0
         .upstream_request
@@ -512,27 +491,24 @@ fn headers_query_paths_and_redirects_in_envoy_and_in_the_harness() -> Result<()>
 #[test]
 fn bad_configurations_are_refused_at_start_naming_the_field() -> Result<()> {
     let upstream = Upstream::start(tollgate_tests::upstream::text_response(b"ok"))?;
-    for (config, field) in [
-        (
-            r#"{"default": {"redirect": {"status": 200, "location": "/x"}}}"#,
-            "default.redirect.status",
-        ),
-        (
-            r#"{"default": {"request": {"path": {"regex": {"pattern": "(", "substitution": ""}}}}}"#,
-            "default.request.path.regex.pattern",
-        ),
-        (
-            r#"{"default": {"request": {"body": {"remove": ["a..b"]}}}}"#,
-            "default.request.body.remove[0]",
-        ),
-    ] {
-        let mut envoy_config = EnvoyConfig::for_filter(FILTER, upstream.addr())?;
-        envoy_config.set_plugin_configuration(config)?;
-        let line = Envoy::refusal(&envoy_config, "transformer-refused", FILTER)
-            .with_context(|| format!("{field}: {config}"))?;
-        ensure!(line.contains(&format!("at {field}")), "{field}: {line}");
-    }
-    Ok(())
+    Envoy::refusals_name_the_field(
+        FILTER,
+        upstream.addr(),
+        &[
+            (
+                r#"{"default": {"redirect": {"status": 200, "location": "/x"}}}"#,
+                "default.redirect.status",
+            ),
+            (
+                r#"{"default": {"request": {"path": {"regex": {"pattern": "(", "substitution": ""}}}}}"#,
+                "default.request.path.regex.pattern",
+            ),
+            (
+                r#"{"default": {"request": {"body": {"remove": ["a..b"]}}}}"#,
+                "default.request.body.remove[0]",
+            ),
+        ],
+    )
 }
 
 /// A JSON body above `max_body_bytes` (here 64 KiB, under Envoy's 1 MiB buffer limit) passes
