@@ -522,6 +522,11 @@ fn plain_local_reply(l: &LocalResponse) -> HttpResponse {
 /// `content-length: 0`, or on a reply to a `HEAD` `transfer-encoding:
 /// chunked` (with no chunk following); nothing for 1xx and 204.
 fn frame_headers_only(response: &mut HttpResponse, request: &HeaderMap) {
+    frame_reply(response, is_head_request(request));
+}
+
+/// [`frame_headers_only`] for a request known to be a `HEAD` or not.
+fn frame_reply(response: &mut HttpResponse, head: bool) {
     let declared = response.headers.iter().any(|(name, _)| {
         name.eq_ignore_ascii_case("content-length")
             || name.eq_ignore_ascii_case("transfer-encoding")
@@ -529,7 +534,7 @@ fn frame_headers_only(response: &mut HttpResponse, request: &HeaderMap) {
     if declared || !response.body.is_empty() || response.status < 200 || response.status == 204 {
         return;
     }
-    if is_head_request(request) {
+    if head {
         response
             .headers
             .push(("transfer-encoding".to_string(), "chunked".to_string()));
@@ -722,6 +727,10 @@ struct Flow {
     /// when the exchange ends ([`conclude`]): moved out of the map when
     /// nothing else holds it by then, copied otherwise.
     to_outcome: bool,
+    /// A local reply that ends with its headers gets the codec's framing
+    /// ([`frame_headers_only`]) once it is the outcome's: `Some(true)` for
+    /// a reply to a `HEAD`.
+    frame_reply: Option<bool>,
 }
 
 struct Driver<'l, 'a> {
@@ -2211,6 +2220,9 @@ fn settle(
     {
         d.resp.headers = HeaderMap::default();
         out.client_response = into_response(h, std::mem::take(&mut d.resp.out_body), spare);
+        if let Some(head) = d.resp.frame_reply.take() {
+            frame_reply(&mut out.client_response, head);
+        }
     }
     if out.reset_in.is_some() || (out.stalled_in.is_some() && !out.client_stream_open) {
         out.client_response = HttpResponse {
@@ -2603,7 +2615,11 @@ fn local_via_chain(d: &mut Driver<'_, '_>, l: LocalResponse) {
         }
         Ok(()) => {
             client_response(d);
-            if d.out.client_response.status != NO_RESPONSE && !d.out.client_stream_open {
+            if d.resp.to_outcome {
+                // The reply becomes the outcome's when the exchange ends
+                // (`settle`), framed then.
+                d.resp.frame_reply = Some(is_head_request(&d.req.headers));
+            } else if d.out.client_response.status != NO_RESPONSE && !d.out.client_stream_open {
                 frame_headers_only(&mut d.out.client_response, &d.req.headers);
             }
         }
