@@ -477,6 +477,21 @@ mod replay_noop {
         });
     }
 
+    /// The full outcome as `tollgate replay` drives it: each exchange
+    /// handed over and given back (`full_run_restored`), round and round.
+    #[divan::bench]
+    fn stream_driver_replayed(b: divan::Bencher) {
+        let p = plugin("noop");
+        let mut vm = harness_vm(&p);
+        let mut owned = demo_exchanges();
+        let mut spare = Spare::default();
+        let mut i = 0;
+        b.bench_local(|| {
+            i = (i + 1) % owned.len();
+            full_run_restored(&mut vm, &mut owned[i], &mut spare)
+        });
+    }
+
     /// The same through the stream driver's verdict-only mode
     /// ([`stream::run_chain_verdict`]), exchanges prepared once.
     #[divan::bench]

@@ -12,6 +12,7 @@
 //! - [`limits`]: what a VM may use (memory, callouts and wall time per exchange, log).
 //! - [`abi`]: the host functions.
 //! - [`state`]: the state those functions work on.
+//! - `ticks`: the cheap clock that times guest calls for their cost.
 
 pub mod abi;
 pub mod bare;
@@ -21,6 +22,7 @@ pub mod limits;
 pub mod plugin;
 pub mod state;
 pub mod stream;
+mod ticks;
 pub mod trace;
 pub mod verdict;
 pub mod vm;

@@ -842,10 +842,10 @@ impl<'a> Driver<'_, 'a> {
         }
     }
 
-    /// Copies lane `i`'s maps back; returns the body it holds for `response`.
-    fn store(&mut self, i: usize, dir: Direction) -> Vec<u8> {
+    /// Copies lane `i`'s maps back.
+    fn store(&mut self, i: usize) {
         let Some(s) = self.lanes[i].vm.as_deref_mut().and_then(vm_stream) else {
-            return Vec::new();
+            return;
         };
         self.req.headers = s.request_headers.clone();
         if self.req.trailers.is_some() {
@@ -859,11 +859,22 @@ impl<'a> Driver<'_, 'a> {
                 self.resp.trailers = Some(s.response_trailers.clone());
             }
         }
-        if dir.is_response() {
-            s.response_body.clone().unwrap_or_default()
+    }
+
+    /// Lane `i`'s body of `dir` after its body callback, when it is not
+    /// `visible` (what the callback was given) any more: a copy of it
+    /// (`None` for a body left as it was, which then goes on without one).
+    fn changed_body(&mut self, i: usize, dir: Direction, visible: &[u8]) -> Option<Vec<u8>> {
+        let Some(s) = self.lanes[i].vm.as_deref_mut().and_then(vm_stream) else {
+            return Some(Vec::new());
+        };
+        let now = if dir.is_response() {
+            &s.response_body
         } else {
-            s.request_body.clone().unwrap_or_default()
-        }
+            &s.request_body
+        };
+        let now = now.as_deref().unwrap_or(&[]);
+        (now != visible).then(|| now.to_vec())
     }
 
     fn port(&mut self, i: usize, dir: Direction) -> &mut Port {
@@ -1020,7 +1031,7 @@ impl<'a> Driver<'_, 'a> {
                     let before = self.flow(dir).headers.clone();
                     let n = before.len() as u32;
                     let r = self.call_vm(i, |vm, ctx| vm.call_headers(dir, ctx, n, eos));
-                    self.store(i, dir);
+                    self.store(i);
                     let action = match r {
                         Ok(a) => a,
                         Err(e) => {
@@ -1080,7 +1091,8 @@ impl<'a> Driver<'_, 'a> {
                         s.end_of_stream = eos;
                     }
                     let r = self.call_vm(i, |vm, ctx| vm.call_body(dir, ctx, size as u32, eos));
-                    let body = self.store(i, dir);
+                    self.store(i);
+                    let changed = self.changed_body(i, dir, &visible);
                     let action = match r {
                         Ok(a) => a,
                         Err(e) => {
@@ -1097,17 +1109,16 @@ impl<'a> Driver<'_, 'a> {
                         let _ = write!(text, "{cb}({size} bytes, eos={eos}) -> {name}");
                         self.step(i, text);
                     }
-                    if self.logging() && body != visible {
-                        self.step(
-                            i,
-                            format!(
-                                "{} body: changed ({} bytes -> {} bytes)",
-                                dir.as_str(),
-                                visible.len(),
-                                body.len()
-                            ),
+                    if let (true, Some(body)) = (self.logging(), &changed) {
+                        let text = format!(
+                            "{} body: changed ({} bytes -> {} bytes)",
+                            dir.as_str(),
+                            visible.len(),
+                            body.len()
                         );
+                        self.step(i, text);
                     }
+                    let body = changed.unwrap_or(visible);
                     let continued = self.after(i, dir, cb)?;
                     let port = self.port(i, dir);
                     match result {
@@ -1140,7 +1151,7 @@ impl<'a> Driver<'_, 'a> {
                     let before = self.flow(dir).trailers.clone().unwrap_or_default();
                     let n = before.len() as u32;
                     let r = self.call_vm(i, |vm, ctx| vm.call_trailers(dir, ctx, n));
-                    self.store(i, dir);
+                    self.store(i);
                     let action = match r {
                         Ok(a) => a,
                         Err(e) => {
@@ -1900,7 +1911,11 @@ fn movable(headers: &[(String, String)], inline: &[&str]) -> bool {
         .iter()
         .all(|(k, _)| !k.starts_with(':') && !k.bytes().any(|b| b.is_ascii_uppercase()))
         && !headers.iter().enumerate().any(|(i, (k, _))| {
-            headers[..i].iter().any(|(p, _)| p == k) && inline.iter().any(|n| n == k)
+            // (Length and last byte first: most names differ there, and
+            // this pairwise check is the hottest part of preparing.)
+            headers[..i].iter().any(|(p, _)| {
+                p.len() == k.len() && p.as_bytes().last() == k.as_bytes().last() && p == k
+            }) && inline.iter().any(|n| n == k)
         })
 }
 
@@ -2533,10 +2548,10 @@ fn wait_for_callouts(d: &mut Driver<'_, '_>, dir: Direction) -> Result<(), Halt>
             i,
             format!("waited {dt:?} (virtual) for callout answers while held in {cb}"),
         );
-        let body = d.store(i, dir);
-        let port = d.port(i, dir);
-        if port.buffering {
-            port.buffered = body;
+        d.store(i);
+        if d.port(i, dir).buffering {
+            let body = d.changed_body(i, dir, &[]).unwrap_or_default();
+            d.port(i, dir).buffered = body;
         }
         if d.after(i, dir, "a callout answer")? {
             d.resume(i, dir)?;

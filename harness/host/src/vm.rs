@@ -202,8 +202,9 @@ pub struct Vm {
 struct Meter {
     /// The call timeout (for the message of a call stopped by it).
     timeout: Duration,
-    /// Wall time spent inside guest calls since the last [`Vm::take_cost`].
-    cost: Duration,
+    /// Wall time spent inside guest calls since the last [`Vm::take_cost`],
+    /// in [`crate::ticks`] (converted when taken).
+    cost: u64,
     /// Record every host->guest call as a `trace` log line, as Envoy's `-l trace`.
     trace: bool,
     /// Fuel metering is on (the plugin is metered).
@@ -439,7 +440,7 @@ impl Vm {
             next_tick_at: None,
             meter: Meter {
                 timeout,
-                cost: Duration::ZERO,
+                cost: 0,
                 trace,
                 metered: plugin.metered,
                 instructions: 0,
@@ -624,17 +625,28 @@ impl Meter {
         if self.metered {
             let _ = store.set_fuel(FUEL_PER_CALL);
         }
-        let started = (self.time_calls || self.calls.is_some()).then(Instant::now);
-        let result = f.call(&mut *store, params);
-        let wall = started.map_or(Duration::ZERO, |t| t.elapsed());
-        if self.time_calls {
-            self.cost += wall;
+        if self.calls.is_none() {
+            // No per-call record: at most the cost sum, on the cheap clock
+            // (converted when taken).
+            let started = self.time_calls.then(crate::ticks::now);
+            let result = f.call(&mut *store, params);
+            if let Some(t) = started {
+                self.cost = self
+                    .cost
+                    .wrapping_add(crate::ticks::now().wrapping_sub(t));
+            }
+            self.instructions += self.fuel_used(store);
+            return result;
         }
-        let instructions = if self.metered {
-            FUEL_PER_CALL.saturating_sub(store.get_fuel().unwrap_or(FUEL_PER_CALL))
-        } else {
-            0
-        };
+        let (started, ticks) = (Instant::now(), crate::ticks::now());
+        let result = f.call(&mut *store, params);
+        let wall = started.elapsed();
+        if self.time_calls {
+            self.cost = self
+                .cost
+                .wrapping_add(crate::ticks::now().wrapping_sub(ticks));
+        }
+        let instructions = self.fuel_used(store);
         self.instructions += instructions;
         if let Some(calls) = self.calls.as_mut() {
             calls.push(CallRecord {
@@ -644,6 +656,16 @@ impl Meter {
             });
         }
         result
+    }
+
+    /// Fuel the last call used (metered VMs; 0 otherwise).
+    #[inline]
+    fn fuel_used(&self, store: &Store<HostState>) -> u64 {
+        if self.metered {
+            FUEL_PER_CALL.saturating_sub(store.get_fuel().unwrap_or(FUEL_PER_CALL))
+        } else {
+            0
+        }
     }
 
     /// Turns a failed call into a [`CallError`]: the trap, the backtrace
@@ -808,7 +830,7 @@ impl Vm {
 
     /// Wall time spent in the guest since the last call, reset to zero.
     pub fn take_cost(&mut self) -> Duration {
-        std::mem::take(&mut self.meter.cost)
+        crate::ticks::to_duration(std::mem::take(&mut self.meter.cost))
     }
 
     /// The host state (logs, metrics, clock).
