@@ -45,8 +45,10 @@ fn source() -> &'static Source {
 /// counter invariant and synchronised across cores).
 fn kernel_uses_tsc() -> bool {
     cfg!(all(target_arch = "x86_64", target_os = "linux"))
-        && std::fs::read_to_string("/sys/devices/system/clocksource/clocksource0/current_clocksource")
-            .is_ok_and(|s| s.trim() == "tsc")
+        && std::fs::read_to_string(
+            "/sys/devices/system/clocksource/clocksource0/current_clocksource",
+        )
+        .is_ok_and(|s| s.trim() == "tsc")
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -631,9 +631,7 @@ impl Meter {
             let started = self.time_calls.then(crate::ticks::now);
             let result = f.call(&mut *store, params);
             if let Some(t) = started {
-                self.cost = self
-                    .cost
-                    .wrapping_add(crate::ticks::now().wrapping_sub(t));
+                self.cost = self.cost.wrapping_add(crate::ticks::now().wrapping_sub(t));
             }
             self.instructions += self.fuel_used(store);
             return result;
