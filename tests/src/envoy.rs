@@ -513,6 +513,21 @@ impl Envoy {
         }
     }
 
+    /// [`Envoy::start`] on the local binary whatever the environment asks: for the parity
+    /// tests, which compare the harness with this machine's Envoy (a missing Envoy is a
+    /// failure, never a skip).
+    pub fn start_local(config: &EnvoyConfig, label: &str) -> Result<Envoy> {
+        match Envoy::launch_with(&Launcher::local()?, config, label)? {
+            Launch::Ready(envoy) => Ok(envoy),
+            Launch::Exited { status, log } => {
+                bail!(
+                    "Envoy exited before it was ready ({status}); end of its log:\n{}",
+                    tail(&log)
+                )
+            }
+        }
+    }
+
     /// Starts Envoy on `config`, which must refuse `filter`'s plugin configuration: Envoy must
     /// exit unsuccessfully before it serves. Returns the filter's own refusal line from Envoy's
     /// log (the one holding `<filter>: bad configuration`); any other outcome is an error.

@@ -8,7 +8,12 @@
 //! `proxy_on_context_create`; `proxy_on_vm_start` and `proxy_on_configure` returning 1
 //! (success); `proxy_on_done` returning 1 (done); `proxy_on_delete`.
 
+use std::net::SocketAddr;
+
 use anyhow::{Context, Result};
+
+use crate::envoy::EnvoyConfig;
+use crate::paths;
 
 /// The standard exports: the exported name and its definition.
 const STANDARD: [(&str, &str); 7] = [
@@ -68,6 +73,22 @@ pub fn source(module: &str) -> String {
 /// The wasm of `module` with the standard exports it lacks; `what` names the guest in an error.
 pub fn assemble(module: &str, what: &str) -> Result<Vec<u8>> {
     wat::parse_str(source(module)).with_context(|| format!("the {what} does not assemble"))
+}
+
+/// Envoy's `headers` bootstrap running the test guest `wasm` in place of the headers filter:
+/// the guest is written as `headers.wasm` in a folder of its own (`<label>-<pid>` in the tests'
+/// work folder), the cluster `upstream` is routed to `upstream`, the plugin configuration is `{}`.
+pub fn headers_bootstrap(wasm: &[u8], label: &str, upstream: SocketAddr) -> Result<EnvoyConfig> {
+    let dir = paths::work_dir()?.join(format!("{label}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("headers.wasm"), wasm)?;
+    let mut config = EnvoyConfig::load(&paths::envoy_config("headers"))?;
+    config
+        .use_ephemeral_ports()?
+        .route_cluster_to("upstream", upstream)?;
+    config.use_filters_from(&dir)?;
+    config.set_plugin_configuration("{}")?;
+    Ok(config)
 }
 
 #[cfg(test)]

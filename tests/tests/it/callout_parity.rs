@@ -24,7 +24,6 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -34,11 +33,9 @@ use anyhow::{Context, Result, bail, ensure};
 use tollgate_host::callouts::HttpClusterStub;
 use tollgate_replay::{Replay, Verdict};
 use tollgate_tests::client;
-use tollgate_tests::envoy::{Envoy, EnvoyConfig, Launch};
+use tollgate_tests::envoy::{Envoy, EnvoyConfig};
 use tollgate_tests::guest;
 use tollgate_tests::http1::header;
-use tollgate_tests::launcher::Launcher;
-use tollgate_tests::paths;
 use tollgate_tests::upstream::Upstream;
 use tollgate_traffic::{Exchange, HttpRequest, HttpResponse, Traffic};
 
@@ -367,27 +364,12 @@ fn seen(response: &HttpResponse) -> Seen {
 }
 
 fn launch(config: &EnvoyConfig) -> Result<Envoy> {
-    // Always the local binary: a missing Envoy is a failure, never a skip.
-    match Envoy::launch_with(&Launcher::local()?, config, "callout-parity")? {
-        Launch::Ready(envoy) => Ok(envoy),
-        Launch::Exited { status, log } => {
-            let lines: Vec<&str> = log.lines().collect();
-            bail!(
-                "Envoy exited ({status}):\n{}",
-                lines[lines.len().saturating_sub(40)..].join("\n")
-            )
-        }
-    }
+    Envoy::start_local(config, "callout-parity")
 }
 
 #[test]
 fn callout_failures_and_absent_header_maps_match_envoy() -> Result<()> {
     let wasm = guest::assemble(GUEST, "test guest")?;
-    // `envoy/headers/envoy.yaml` loads `headers.wasm`: the guest is written
-    // under that name in a folder of its own.
-    let dir: PathBuf = paths::work_dir()?.join(format!("callout-guest-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("headers.wasm"), &wasm)?;
 
     let upstream = Upstream::start(tollgate_tests::upstream::text_response(b"unused"))?;
     let ok = Upstream::start(ok_answer())?;
@@ -397,17 +379,13 @@ fn callout_failures_and_absent_header_maps_match_envoy() -> Result<()> {
     // Port 1: nobody listens there (and no test's server can take it).
     let down: SocketAddr = "127.0.0.1:1".parse()?;
 
-    let mut config = EnvoyConfig::load(&paths::envoy_config("headers"))?;
+    let mut config = guest::headers_bootstrap(&wasm, "callout-guest", upstream.addr())?;
     config
-        .use_ephemeral_ports()?
-        .route_cluster_to("upstream", upstream.addr())?
         .add_cluster_like("upstream", "svc_ok", ok.addr())?
         .add_cluster_like("upstream", "svc_slow", slow.addr)?
         .add_cluster_like("upstream", "svc_reset", reset.addr)?
         .add_cluster_like("upstream", "svc_close", closed.addr)?
         .add_cluster_like("upstream", "svc_down", down)?;
-    config.use_filters_from(&dir)?;
-    config.set_plugin_configuration("{}")?;
     let envoy = launch(&config)?;
 
     // Each failure before and after the reset (whose `proxy_get_status` is
@@ -599,16 +577,8 @@ const CALL_ARGS_GUEST: &str = r#"(module
 #[test]
 fn http_call_timeouts_and_host_headers_are_accepted_as_envoy_does() -> Result<()> {
     let wasm = guest::assemble(CALL_ARGS_GUEST, "test guest")?;
-    let dir: PathBuf = paths::work_dir()?.join(format!("call-args-guest-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("headers.wasm"), &wasm)?;
     let upstream = Upstream::start(tollgate_tests::upstream::text_response(b"ok"))?;
-    let mut config = EnvoyConfig::load(&paths::envoy_config("headers"))?;
-    config
-        .use_ephemeral_ports()?
-        .route_cluster_to("upstream", upstream.addr())?;
-    config.use_filters_from(&dir)?;
-    config.set_plugin_configuration("{}")?;
+    let config = guest::headers_bootstrap(&wasm, "call-args-guest", upstream.addr())?;
     let envoy = launch(&config)?;
     let request = client::request("GET", "calls.example.com", "/", &[], b"");
     let from_envoy = envoy.explain(client::send(envoy.listener(), &request))?;
@@ -690,16 +660,8 @@ fn grpc_view(r: &HttpResponse) -> String {
 #[test]
 fn local_replies_to_grpc_requests_match_envoy() -> Result<()> {
     let wasm = guest::assemble(GRPC_REPLY_GUEST, "test guest")?;
-    let dir: PathBuf = paths::work_dir()?.join(format!("grpc-reply-guest-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("headers.wasm"), &wasm)?;
     let upstream = Upstream::start(tollgate_tests::upstream::text_response(b"ok"))?;
-    let mut config = EnvoyConfig::load(&paths::envoy_config("headers"))?;
-    config
-        .use_ephemeral_ports()?
-        .route_cluster_to("upstream", upstream.addr())?;
-    config.use_filters_from(&dir)?;
-    config.set_plugin_configuration("{}")?;
+    let config = guest::headers_bootstrap(&wasm, "grpc-reply-guest", upstream.addr())?;
     let envoy = launch(&config)?;
     // The trap last: it fails the VM (later requests get Envoy's fail-closed 503).
     let modes = [
@@ -883,16 +845,8 @@ fn send_raw(addr: SocketAddr, method: &str, mode: &str) -> Result<String> {
 #[test]
 fn local_replies_to_head_requests_carry_no_body_as_in_envoy() -> Result<()> {
     let wasm = guest::assemble(HEAD_REPLY_GUEST, "test guest")?;
-    let dir: PathBuf = paths::work_dir()?.join(format!("head-reply-guest-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("headers.wasm"), &wasm)?;
     let upstream = Upstream::start(tollgate_tests::upstream::text_response(b"ok"))?;
-    let mut config = EnvoyConfig::load(&paths::envoy_config("headers"))?;
-    config
-        .use_ephemeral_ports()?
-        .route_cluster_to("upstream", upstream.addr())?;
-    config.use_filters_from(&dir)?;
-    config.set_plugin_configuration("{}")?;
+    let config = guest::headers_bootstrap(&wasm, "head-reply-guest", upstream.addr())?;
     let envoy = launch(&config)?;
     let cases = [
         ("HEAD", "b"),

@@ -32,12 +32,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use tollgate_host::callouts::GrpcClusterStub;
 use tollgate_replay::{Replay, Verdict};
-use tollgate_tests::envoy::{Envoy, EnvoyConfig, Launch};
+use tollgate_tests::envoy::{Envoy, EnvoyConfig};
 use tollgate_tests::guest;
-use tollgate_tests::launcher::Launcher;
 use tollgate_tests::paths;
 use tollgate_traffic::{Exchange, HttpRequest, HttpResponse, Traffic};
 
@@ -180,10 +179,7 @@ fn send_slowly(
 }
 
 fn launch(config: &EnvoyConfig) -> Result<Envoy> {
-    match Envoy::launch_with(&Launcher::local()?, config, "failure-parity")? {
-        Launch::Ready(envoy) => Ok(envoy),
-        Launch::Exited { status, log } => bail!("Envoy exited ({status}):\n{log}"),
-    }
+    Envoy::start_local(config, "failure-parity")
 }
 
 fn request(mode: &str, body: &[u8]) -> HttpRequest {

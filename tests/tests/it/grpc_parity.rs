@@ -12,17 +12,14 @@
 //! the harness answers the same clusters with server-first stubs. The client
 //! must get the same body from both.
 
-use std::path::PathBuf;
-
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use tollgate_host::callouts::GrpcClusterStub;
 use tollgate_replay::Replay;
-use tollgate_tests::envoy::{Envoy, EnvoyConfig, Launch};
+use tollgate_tests::client;
+use tollgate_tests::envoy::{Envoy, EnvoyConfig};
 use tollgate_tests::grpc::{GrpcScript, GrpcServer};
 use tollgate_tests::guest;
-use tollgate_tests::launcher::Launcher;
 use tollgate_tests::upstream::Upstream;
-use tollgate_tests::{client, paths};
 use tollgate_traffic::{Exchange, Traffic};
 
 const GUEST: &str = r#"(module
@@ -138,34 +135,19 @@ fn services() -> Vec<(&'static str, GrpcScript)> {
 }
 
 fn launch(config: &EnvoyConfig) -> Result<Envoy> {
-    match Envoy::launch_with(&Launcher::local()?, config, "grpc-parity")? {
-        Launch::Ready(envoy) => Ok(envoy),
-        Launch::Exited { status, log } => {
-            let lines: Vec<&str> = log.lines().collect();
-            bail!(
-                "Envoy exited ({status}):\n{}",
-                lines[lines.len().saturating_sub(40)..].join("\n")
-            )
-        }
-    }
+    Envoy::start_local(config, "grpc-parity")
 }
 
 #[test]
 fn server_first_grpc_streams_are_delivered_as_envoy_delivers_them() -> Result<()> {
     let wasm = guest::assemble(GUEST, "test guest")?;
-    let dir: PathBuf = paths::work_dir()?.join(format!("grpc-guest-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("headers.wasm"), &wasm)?;
     let upstream = Upstream::start(tollgate_tests::upstream::text_response(b"ok"))?;
     let services = services();
     let servers = services
         .iter()
         .map(|(_, s)| GrpcServer::start(s.clone()))
         .collect::<Result<Vec<_>>>()?;
-    let mut config = EnvoyConfig::load(&paths::envoy_config("headers"))?;
-    config
-        .use_ephemeral_ports()?
-        .route_cluster_to("upstream", upstream.addr())?;
+    let mut config = guest::headers_bootstrap(&wasm, "grpc-guest", upstream.addr())?;
     for ((name, _), server) in services.iter().zip(&servers) {
         config.add_cluster_like("upstream", name, server.addr())?;
         config.use_http2(name)?;
@@ -173,8 +155,6 @@ fn server_first_grpc_streams_are_delivered_as_envoy_delivers_them() -> Result<()
     // Nobody listens on port 1.
     config.add_cluster_like("upstream", "grpc_down", "127.0.0.1:1".parse()?)?;
     config.use_http2("grpc_down")?;
-    config.use_filters_from(&dir)?;
-    config.set_plugin_configuration("{}")?;
     let envoy = launch(&config)?;
     let requests: Vec<_> = services
         .iter()
