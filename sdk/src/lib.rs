@@ -97,10 +97,15 @@ pub mod __private {
 /// hook), `proxy_on_memory_allocate`, and the `proxy_on_*` callbacks, each forwarded to one
 /// VM-wide dispatcher that keeps the root contexts (parsing `$filter::Config` in
 /// `on_configure`) and one `$filter` per HTTP stream. Callbacks the SDK has no use for
-/// (`proxy_on_log`, trailers, ticks, queues, TCP streams) are not exported, so the host does
-/// not call them. `export_filter!(Type, headers_only)` leaves out the body callbacks too, for a
-/// filter that never reads or changes a body and never pauses the headers (the host then goes on
-/// with each body chunk by itself). It also installs the SDK's size-class allocator ([`alloc`]) as the global
+/// (`proxy_on_log`, `proxy_on_done`, trailers, ticks, queues, TCP streams) are not exported, so
+/// the host does not call them: each guest call costs about a microsecond of Envoy's CPU
+/// (`harness/docs/bench.md`, "Session 7"). [`HttpFilter::on_done`] runs in `proxy_on_delete`.
+/// `export_filter!(Type, headers_only)` leaves out the body callbacks too, for a filter that never
+/// reads or changes a body (no body callback of its own, no body limit): the host then goes on
+/// with each body chunk by itself. Such a filter may still pause its headers (callouts, replies):
+/// Envoy turns a paused headers callback into StopAllIteration, so no body chunk reaches the filter
+/// before it continues, and the chunks held meanwhile go on with it. It also installs the SDK's
+/// size-class allocator ([`alloc`]) as the global
 /// allocator. It expands to nothing on other targets, so the crate still builds natively for
 /// tests.
 ///
@@ -199,11 +204,6 @@ macro_rules! export_filter {
             }
 
             #[unsafe(no_mangle)]
-            pub extern "C" fn proxy_on_done(context_id: u32) -> u32 {
-                DISPATCH.with(|d| d.on_done(context_id)) as u32
-            }
-
-            #[unsafe(no_mangle)]
             pub extern "C" fn proxy_on_delete(context_id: u32) {
                 DISPATCH.with(|d| d.on_delete(context_id))
             }
@@ -239,7 +239,7 @@ macro_rules! export_filter {
         }
     };
     // A filter that never looks at bodies: the body callbacks are not exported, so the host
-    // does not call them (two guest calls fewer per request with a body each way).
+    // does not call them (a guest call fewer per body chunk each way).
     ($filter:ty, headers_only) => {
         $crate::export_filter!(@module $filter, []);
     };

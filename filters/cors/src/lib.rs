@@ -173,4 +173,4 @@ fn add_vary_origin(resp: &mut Response<'_>) {
     }
 }
 
-tollgate_sdk::export_filter!(CorsFilter);
+tollgate_sdk::export_filter!(CorsFilter, headers_only);

@@ -200,4 +200,4 @@ impl HttpFilter for GlobalRateLimitFilter {
     }
 }
 
-tollgate_sdk::export_filter!(GlobalRateLimitFilter);
+tollgate_sdk::export_filter!(GlobalRateLimitFilter, headers_only);

@@ -1033,7 +1033,7 @@ impl HttpFilter for JwtAuth {
     }
 }
 
-tollgate_sdk::export_filter!(JwtAuth);
+tollgate_sdk::export_filter!(JwtAuth, headers_only);
 
 #[cfg(test)]
 mod tests;

@@ -378,7 +378,7 @@ impl HttpFilter for Introspection {
     }
 }
 
-tollgate_sdk::export_filter!(Introspection);
+tollgate_sdk::export_filter!(Introspection, headers_only);
 
 #[cfg(test)]
 mod tests;

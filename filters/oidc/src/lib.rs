@@ -888,7 +888,7 @@ impl HttpFilter for Oidc {
     }
 }
 
-tollgate_sdk::export_filter!(Oidc);
+tollgate_sdk::export_filter!(Oidc, headers_only);
 
 #[cfg(test)]
 mod tests;

@@ -271,4 +271,4 @@ impl HttpFilter for RateLimitFilter {
     }
 }
 
-tollgate_sdk::export_filter!(RateLimitFilter);
+tollgate_sdk::export_filter!(RateLimitFilter, headers_only);

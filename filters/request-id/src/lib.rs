@@ -376,4 +376,4 @@ impl HttpFilter for RequestIdFilter {
     }
 }
 
-tollgate_sdk::export_filter!(RequestIdFilter);
+tollgate_sdk::export_filter!(RequestIdFilter, headers_only);
