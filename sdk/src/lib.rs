@@ -100,9 +100,20 @@ pub mod __private {
 /// (`proxy_on_log`, `proxy_on_done`, trailers, ticks, queues, TCP streams) are not exported, so
 /// the host does not call them: each guest call costs about a microsecond of Envoy's CPU
 /// (`harness/docs/bench.md`, "Session 7"). [`HttpFilter::on_done`] runs in `proxy_on_delete`.
-/// `export_filter!(Type, headers_only)` leaves out the body callbacks too, for a filter that never
-/// reads or changes a body (no body callback of its own, no body limit): the host then goes on
-/// with each body chunk by itself. Such a filter may still pause its headers (callouts, replies):
+/// The stream callbacks exported are `proxy_on_request_headers` and, unless a second argument
+/// lists fewer, `request_body`, `response_headers` and `response_body`, for a filter that does not
+/// use the others (no callback of its own there, no body limit there; `tests/tests/it/architecture.rs`
+/// checks the project's filters):
+///
+/// | form | request headers | request body | response headers | response body |
+/// |---|---|---|---|---|
+/// | `export_filter!(Type)` | yes | yes | yes | yes |
+/// | `export_filter!(Type, [response_headers])` (or `headers_only`) | yes | | yes | |
+/// | `export_filter!(Type, [request_body])` | yes | yes | | |
+/// | `export_filter!(Type, [])` | yes | | | |
+///
+/// For a callback left out the host goes on by itself (proxy-wasm-cpp-host answers Continue
+/// without calling the guest). Such a filter may still pause its headers (callouts, replies):
 /// Envoy turns a paused headers callback into StopAllIteration, so no body chunk reaches the filter
 /// before it continues, and the chunks held meanwhile go on with it. It also installs the SDK's
 /// size-class allocator ([`alloc`]) as the global
@@ -127,18 +138,25 @@ pub mod __private {
 /// ```
 #[macro_export]
 macro_rules! export_filter {
-    (@bodies) => {
+    (@request_body) => {
         #[unsafe(no_mangle)]
         pub extern "C" fn proxy_on_request_body(id: u32, size: usize, eos: u32) -> u32 {
             DISPATCH.with(|d| d.on_request_body(id, size, eos != 0))
         }
-
+    };
+    (@response_headers) => {
+        #[unsafe(no_mangle)]
+        pub extern "C" fn proxy_on_response_headers(id: u32, headers: usize, eos: u32) -> u32 {
+            DISPATCH.with(|d| d.on_response_headers(id, headers, eos != 0))
+        }
+    };
+    (@response_body) => {
         #[unsafe(no_mangle)]
         pub extern "C" fn proxy_on_response_body(id: u32, size: usize, eos: u32) -> u32 {
             DISPATCH.with(|d| d.on_response_body(id, size, eos != 0))
         }
     };
-    (@module $filter:ty, [$($bodies:ident)?]) => {
+    (@module $filter:ty, [$($callback:ident),*]) => {
         // A private module keeps the generated exports out of the crate's API.
         #[cfg(target_family = "wasm")]
         #[doc(hidden)]
@@ -196,12 +214,7 @@ macro_rules! export_filter {
                 DISPATCH.with(|d| d.on_request_headers(id, headers, eos != 0))
             }
 
-            $($crate::export_filter!(@$bodies);)?
-
-            #[unsafe(no_mangle)]
-            pub extern "C" fn proxy_on_response_headers(id: u32, headers: usize, eos: u32) -> u32 {
-                DISPATCH.with(|d| d.on_response_headers(id, headers, eos != 0))
-            }
+            $($crate::export_filter!(@$callback);)*
 
             #[unsafe(no_mangle)]
             pub extern "C" fn proxy_on_delete(context_id: u32) {
@@ -238,13 +251,17 @@ macro_rules! export_filter {
                 $crate::alloc::FilterAllocator::new();
         }
     };
-    // A filter that never looks at bodies: the body callbacks are not exported, so the host
-    // does not call them (a guest call fewer per body chunk each way).
+    // A list names the stream callbacks exported besides `proxy_on_request_headers`; the host
+    // does not call a callback the module does not export (one guest call fewer per request, or
+    // per body chunk, for each one left out).
+    ($filter:ty, [$($callback:ident),* $(,)?]) => {
+        $crate::export_filter!(@module $filter, [$($callback),*]);
+    };
     ($filter:ty, headers_only) => {
-        $crate::export_filter!(@module $filter, []);
+        $crate::export_filter!(@module $filter, [response_headers]);
     };
     ($filter:ty) => {
-        $crate::export_filter!(@module $filter, [bodies]);
+        $crate::export_filter!(@module $filter, [request_body, response_headers, response_body]);
     };
 }
 

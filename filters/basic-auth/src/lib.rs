@@ -163,4 +163,4 @@ impl HttpFilter for BasicAuthFilter {
     }
 }
 
-tollgate_sdk::export_filter!(BasicAuthFilter, headers_only);
+tollgate_sdk::export_filter!(BasicAuthFilter, []);

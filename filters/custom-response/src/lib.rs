@@ -555,4 +555,4 @@ impl HttpFilter for CustomResponseFilter {
     }
 }
 
-tollgate_sdk::export_filter!(CustomResponseFilter);
+tollgate_sdk::export_filter!(CustomResponseFilter, headers_only);

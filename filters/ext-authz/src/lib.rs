@@ -390,7 +390,7 @@ impl HttpFilter for ExtAuthz {
     }
 }
 
-tollgate_sdk::export_filter!(ExtAuthz);
+tollgate_sdk::export_filter!(ExtAuthz, [request_body]);
 
 #[cfg(test)]
 mod tests;

@@ -472,7 +472,7 @@ impl HttpFilter for HmacAuth {
     }
 }
 
-tollgate_sdk::export_filter!(HmacAuth);
+tollgate_sdk::export_filter!(HmacAuth, [request_body]);
 
 #[cfg(test)]
 mod tests;

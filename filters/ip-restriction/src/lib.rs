@@ -269,4 +269,4 @@ impl HttpFilter for IpRestrictionFilter {
     }
 }
 
-tollgate_sdk::export_filter!(IpRestrictionFilter, headers_only);
+tollgate_sdk::export_filter!(IpRestrictionFilter, []);

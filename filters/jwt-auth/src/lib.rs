@@ -1033,7 +1033,7 @@ impl HttpFilter for JwtAuth {
     }
 }
 
-tollgate_sdk::export_filter!(JwtAuth, headers_only);
+tollgate_sdk::export_filter!(JwtAuth, []);
 
 #[cfg(test)]
 mod tests;

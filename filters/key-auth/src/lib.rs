@@ -191,4 +191,4 @@ impl HttpFilter for KeyAuthFilter {
     }
 }
 
-tollgate_sdk::export_filter!(KeyAuthFilter, headers_only);
+tollgate_sdk::export_filter!(KeyAuthFilter, []);

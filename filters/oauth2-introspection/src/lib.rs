@@ -378,7 +378,7 @@ impl HttpFilter for Introspection {
     }
 }
 
-tollgate_sdk::export_filter!(Introspection, headers_only);
+tollgate_sdk::export_filter!(Introspection, []);
 
 #[cfg(test)]
 mod tests;

@@ -412,4 +412,4 @@ impl HttpFilter for RequestBlockFilter {
     }
 }
 
-tollgate_sdk::export_filter!(RequestBlockFilter);
+tollgate_sdk::export_filter!(RequestBlockFilter, [request_body]);

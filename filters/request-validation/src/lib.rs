@@ -509,4 +509,4 @@ impl HttpFilter for RequestValidationFilter {
     }
 }
 
-tollgate_sdk::export_filter!(RequestValidationFilter);
+tollgate_sdk::export_filter!(RequestValidationFilter, [request_body]);

@@ -835,4 +835,4 @@ impl HttpFilter for ResponseCacheFilter {
     }
 }
 
-tollgate_sdk::export_filter!(ResponseCacheFilter);
+tollgate_sdk::export_filter!(ResponseCacheFilter, [response_headers, response_body]);

@@ -322,3 +322,94 @@ fn only_the_envoy_crate_starts_processes() {
         "processes started outside tollgate-envoy: {offenders:?}"
     );
 }
+
+/// The names a module exports.
+fn exports(wasm: &Path) -> BTreeSet<String> {
+    let bytes = std::fs::read(wasm).unwrap_or_else(|e| panic!("{}: {e}", wasm.display()));
+    let mut names = BTreeSet::new();
+    for payload in wasmparser::Parser::new(0).parse_all(&bytes) {
+        let payload = payload.unwrap_or_else(|e| panic!("{}: {e}", wasm.display()));
+        if let wasmparser::Payload::ExportSection(section) = payload {
+            for export in section {
+                let export = export.unwrap_or_else(|e| panic!("{}: {e}", wasm.display()));
+                names.insert(export.name.to_string());
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn every_filter_exports_the_stream_callbacks_it_implements_and_no_other() {
+    // Architecture invariant: a built filter exports a stream callback exactly when its crate
+    // implements it (`export_filter!`'s forms, `sdk/src/lib.rs`). One it implements but does not
+    // export would never run in Envoy; one it exports without using costs a guest call per
+    // request (about a microsecond of Envoy's CPU: bench/envoy-probes). `proxy_on_done` is never
+    // exported (the SDK runs `on_done` in `proxy_on_delete`).
+    let optional = [
+        (
+            "proxy_on_request_body",
+            &["fn on_request_body(", "fn request_body_limit("][..],
+        ),
+        (
+            "proxy_on_response_headers",
+            &["fn on_response_headers("][..],
+        ),
+        (
+            "proxy_on_response_body",
+            &["fn on_response_body(", "fn response_body_limit("][..],
+        ),
+    ];
+    let root = paths::root().join("filters");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&root).expect("filters/") {
+        let dir = entry.expect("directory entry").path();
+        if !dir.join("Cargo.toml").is_file() {
+            continue;
+        }
+        let name = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("a name")
+            .to_string();
+        let mut files = Vec::new();
+        sources(&dir.join("src"), &mut files);
+        let text: String = files
+            .iter()
+            .map(|f| std::fs::read_to_string(f).expect("a source file"))
+            .collect();
+        let wasm = paths::filter_wasm(&name).unwrap_or_else(|e| panic!("{e:#}"));
+        let exported = exports(&wasm);
+        for required in [
+            "proxy_on_context_create",
+            "proxy_on_request_headers",
+            "proxy_on_delete",
+        ] {
+            assert!(
+                exported.contains(required),
+                "filters/{name} does not export {required}"
+            );
+        }
+        assert!(
+            !exported.contains("proxy_on_done"),
+            "filters/{name} exports proxy_on_done: the SDK runs on_done in proxy_on_delete"
+        );
+        for (callback, uses) in optional {
+            let used = uses.iter().any(|u| text.contains(u));
+            let has = exported.contains(callback);
+            assert!(
+                used == has,
+                "filters/{name}: {callback} is {} but the crate {} it; choose the \
+                 export_filter! form that matches (sdk/src/lib.rs)",
+                if has { "exported" } else { "not exported" },
+                if used {
+                    "implements"
+                } else {
+                    "never implements"
+                }
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 20, "only {checked} filters checked");
+}
