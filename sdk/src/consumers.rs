@@ -62,6 +62,13 @@ impl Routed<AccessPolicy> {
     pub fn policy_for(&self, req: &Request<'_>) -> Option<&AccessPolicy> {
         self.select_request(req)
     }
+
+    /// [`Routed::policy_for`] for a request whose headers the filter has already read
+    /// ([`Request::headers`]; see [`Routed::select_headers`]).
+    #[inline]
+    pub fn policy_for_headers(&self, headers: &[(String, String)]) -> Option<&AccessPolicy> {
+        self.select_headers(headers)
+    }
 }
 
 impl Routed<AccessPolicy> {

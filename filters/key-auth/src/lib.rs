@@ -90,23 +90,37 @@ impl KeyAuthFilter {
 
     /// Removes every key source from the request; `headers` are the request headers when they
     /// were already read (else each header source is looked up on its own).
-    fn hide_keys(&self, req: &mut Request<'_>, headers: Option<&[(String, String)]>) {
+    /// Removes every configured key source from the request, deciding from `headers` (the
+    /// request's headers as read once) so that a source the request does not carry costs no
+    /// host call.
+    fn hide_keys(&self, req: &mut Request<'_>, headers: &[(String, String)]) {
+        let mut path: Option<String> = headers
+            .iter()
+            .find(|(n, _)| n == ":path")
+            .map(|(_, v)| v.clone());
+        let has_cookie = headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("cookie"));
         for source in &self.config.sources {
             match source {
                 KeySource::Header(name) => {
-                    let present = match headers {
-                        Some(headers) => !keys::header_values(headers, name.as_str()).is_empty(),
-                        None => req.header(name.as_str()).is_some(),
-                    };
-                    if present {
+                    if !keys::header_values(headers, name.as_str()).is_empty() {
                         req.remove_header(name.as_str());
                     }
                 }
                 KeySource::Query(name) => {
-                    req.remove_query_param(name);
+                    if let Some(stripped) = path
+                        .as_deref()
+                        .and_then(|p| tollgate_sdk::http::path_without_param(p, name))
+                    {
+                        req.set_header(":path", &stripped);
+                        path = Some(stripped);
+                    }
                 }
                 KeySource::Cookie(name) => {
-                    req.remove_cookie(name);
+                    if has_cookie {
+                        req.remove_cookie(name);
+                    }
                 }
             }
         }
@@ -162,18 +176,20 @@ impl HttpFilter for KeyAuthFilter {
         if let Some(header) = &config.consumer_header {
             req.remove_header(header.as_str());
         }
+        // One read of the request headers serves the route rules, the key sources and hiding
+        // the key: each value the host returns costs a call into the guest (bench/envoy-probes).
+        let headers = req.headers();
         // No rule and no default: any consumer (without building that policy per request).
-        let policy = config.rules.policy_for(req);
+        let policy = config.rules.policy_for_headers(&headers);
         let skip = policy.is_some_and(|p| p.skip);
         let admits = |consumer: &str| policy.is_none_or(|p| p.admits(consumer));
         if skip {
             config.metrics.skipped.increment();
             if config.hide_credentials {
-                self.hide_keys(req, None);
+                self.hide_keys(req, &headers);
             }
             return Action::Continue;
         }
-        let headers = req.headers();
         match self.authenticate(&headers) {
             Err(denial) => self.deny(req, denial),
             Ok(consumer) if !admits(consumer) => self.deny(req, Denial::Forbidden),
@@ -183,7 +199,7 @@ impl HttpFilter for KeyAuthFilter {
                     req.set_header(header.as_str(), consumer);
                 }
                 if config.hide_credentials {
-                    self.hide_keys(req, Some(&headers));
+                    self.hide_keys(req, &headers);
                 }
             }
         }
