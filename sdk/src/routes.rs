@@ -129,6 +129,12 @@ impl RouteMatch {
         self.holds(info)
     }
 
+    /// [`RouteMatch::matches`] for the request being filtered: each fact read from the host only
+    /// when a condition needs it, and at most once for `route`'s request.
+    pub fn holds_for(&self, route: &RequestRoute<'_, '_>) -> bool {
+        self.holds(route)
+    }
+
     /// Whether every condition holds; each fact is only asked for when a condition needs it.
     fn holds(&self, facts: &impl RouteFacts) -> bool {
         if let Some(route) = &self.route
@@ -279,18 +285,35 @@ impl RouteFacts for RouteInfo {
     }
 }
 
-/// The facts of the request being filtered, each read from the host the first time a condition
-/// needs it (the route name is a property read, the host and path header reads): rules that
-/// only match on the path never pay for the route name.
-struct LazyRoute<'r, 'a> {
+/// The route facts of the request being filtered, each read from the host the first time a
+/// condition needs it and then kept (the route name is a property read, the host and path header
+/// reads): rules that only match on the path never pay for the route name, and a filter that
+/// matches several rule sets against one request makes one [`RequestRoute`] and reads each fact
+/// once (each value the host returns costs a call into the guest's allocator too:
+/// `bench/envoy-probes`). It borrows the request: facts read before a change of `:path` or
+/// `:authority` through it are not read again.
+///
+/// ```
+/// use tollgate_sdk::{HeaderList, Request, routes::{RequestRoute, RouteMatch}};
+/// let mut headers = HeaderList::from([(":authority", "a.com"), (":path", "/v1/x?y")]);
+/// let req = Request::new(&mut headers);
+/// let route = RequestRoute::new(&req);
+/// let v1 = RouteMatch { path_prefix: Some("/v1/".into()), ..RouteMatch::default() };
+/// let other = RouteMatch { host: Some("b.com".into()), ..RouteMatch::default() };
+/// assert!(v1.holds_for(&route) && !other.holds_for(&route));
+/// assert_eq!(route.path(), Some("/v1/x"));
+/// assert_eq!(route.full_path(), Some("/v1/x?y"));
+/// ```
+pub struct RequestRoute<'r, 'a> {
     req: &'r Request<'a>,
     route_name: OnceCell<Option<String>>,
     host: OnceCell<Option<String>>,
     path: OnceCell<Option<String>>,
 }
 
-impl<'r, 'a> LazyRoute<'r, 'a> {
-    fn new(req: &'r Request<'a>) -> Self {
+impl<'r, 'a> RequestRoute<'r, 'a> {
+    /// Nothing read yet.
+    pub fn new(req: &'r Request<'a>) -> Self {
         Self {
             req,
             route_name: OnceCell::new(),
@@ -298,9 +321,29 @@ impl<'r, 'a> LazyRoute<'r, 'a> {
             path: OnceCell::new(),
         }
     }
+
+    /// The Envoy route name (`xds.route_name`), read once.
+    pub fn route_name(&self) -> Option<&str> {
+        RouteFacts::route_name(self)
+    }
+
+    /// `:authority`, read once.
+    pub fn host(&self) -> Option<&str> {
+        RouteFacts::host(self)
+    }
+
+    /// `:path` without its query or fragment, read once.
+    pub fn path(&self) -> Option<&str> {
+        RouteFacts::path(self)
+    }
+
+    /// `:path` as the request has it (query and fragment included), read once.
+    pub fn full_path(&self) -> Option<&str> {
+        self.path.get_or_init(|| self.req.path()).as_deref()
+    }
 }
 
-impl RouteFacts for LazyRoute<'_, '_> {
+impl RouteFacts for RequestRoute<'_, '_> {
     fn route_name(&self) -> Option<&str> {
         self.route_name.get_or_init(route_name).as_deref()
     }
@@ -308,16 +351,8 @@ impl RouteFacts for LazyRoute<'_, '_> {
         self.host.get_or_init(|| self.req.authority()).as_deref()
     }
     fn path(&self) -> Option<&str> {
-        self.path
-            .get_or_init(|| {
-                self.req.path().map(|mut p| {
-                    if let Some(end) = p.find(['?', '#']) {
-                        p.truncate(end);
-                    }
-                    p
-                })
-            })
-            .as_deref()
+        self.full_path()
+            .map(|p| p.split(['?', '#']).next().unwrap_or(p))
     }
 }
 
@@ -380,10 +415,18 @@ impl<C> Routed<C> {
         if self.routes.is_empty() {
             return self.default.as_ref();
         }
-        let facts = LazyRoute::new(req);
+        self.select_route(&RequestRoute::new(req))
+    }
+
+    /// [`Routed::select_request`] with facts the caller keeps for the request (read at most once
+    /// across every rule set it selects from).
+    pub fn select_route(&self, route: &RequestRoute<'_, '_>) -> Option<&C> {
+        if self.routes.is_empty() {
+            return self.default.as_ref();
+        }
         self.routes
             .iter()
-            .find(|rule| rule.matcher.holds(&facts))
+            .find(|rule| rule.matcher.holds(route))
             .map(|rule| &rule.config)
             .or(self.default.as_ref())
     }

@@ -40,7 +40,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 use tollgate_sdk::headers::{check_name, check_value};
 use tollgate_sdk::metrics::Counter;
-use tollgate_sdk::routes::{RouteInfo, RouteMatch};
+use tollgate_sdk::routes::RequestRoute;
 use tollgate_sdk::{Action, ConfigError, FilterConfig, HeaderName, HttpFilter, Request, Response};
 
 use crate::template::{Facts, Template};
@@ -115,28 +115,35 @@ impl RequestMatch {
 
     /// Whether `req` matches.
     pub fn matches(&self, req: &Request<'_>) -> bool {
-        if self.route.is_some() || self.path_prefix.is_some() {
-            let route = RouteMatch {
-                route: self.route.clone(),
-                host: None,
-                path_prefix: self.path_prefix.clone(),
-            };
-            if !route.matches(&RouteInfo::of(req)) {
-                return false;
-            }
+        let method = req.method().unwrap_or_default();
+        self.matches_route(req, &RequestRoute::new(req), &method)
+    }
+
+    /// [`RequestMatch::matches`] with the request's route facts and method read once for every rule
+    /// (`route` reads each fact from the host at most once).
+    pub fn matches_route(
+        &self,
+        req: &Request<'_>,
+        route: &RequestRoute<'_, '_>,
+        method: &str,
+    ) -> bool {
+        if let Some(name) = &self.route
+            && route.route_name() != Some(name.as_str())
+        {
+            return false;
         }
-        if let Some(exact) = &self.path {
-            let path = req.path().unwrap_or_default();
-            let bare = path.split(['?', '#']).next().unwrap_or_default();
-            if bare != exact {
-                return false;
-            }
+        if let Some(prefix) = &self.path_prefix
+            && !route.path().is_some_and(|p| p.starts_with(prefix.as_str()))
+        {
+            return false;
         }
-        if !self.methods.is_empty() {
-            let method = req.method().unwrap_or_default();
-            if !self.methods.contains(&method) {
-                return false;
-            }
+        if let Some(exact) = &self.path
+            && route.path().unwrap_or_default() != exact
+        {
+            return false;
+        }
+        if !self.methods.is_empty() && !self.methods.iter().any(|m| m == method) {
+            return false;
         }
         self.headers.iter().all(|h| {
             let name = h.name.as_str();
@@ -481,32 +488,44 @@ impl HttpFilter for CustomResponseFilter {
         let config = Rc::clone(&self.config);
         let request_id = req.header(config.request_id_header()).unwrap_or_default();
         let method = req.method().unwrap_or_default();
-        let path = req.path().unwrap_or_default();
-        for (i, rule) in config.local.iter().enumerate() {
-            if rule.matcher.matches(req) {
-                let facts = Facts {
-                    request_id: &request_id,
-                    method: &method,
-                    path: &path,
-                    status: 0,
-                };
-                let (status, headers, body) = rule.respond.render(&facts, 0);
-                let pairs: Vec<(&str, &str)> = headers
+        // Each rule's conditions read the route facts once for all rules.
+        let (local, rules, path) = {
+            let route = RequestRoute::new(req);
+            let path = route.full_path().unwrap_or_default().to_string();
+            let local = config
+                .local
+                .iter()
+                .position(|rule| rule.matcher.matches_route(req, &route, &method));
+            let rules: Vec<usize> = match local {
+                Some(_) => Vec::new(),
+                None => config
+                    .errors
                     .iter()
-                    .map(|(n, v)| (n.as_str(), v.as_str()))
-                    .collect();
-                req.send_response(status, &pairs, body);
-                count(&rule.name.clone().unwrap_or_else(|| format!("local_{i}")));
-                return Action::Continue;
-            }
+                    .enumerate()
+                    .filter(|(_, rule)| rule.matcher.matches_route(req, &route, &method))
+                    .map(|(i, _)| i)
+                    .collect(),
+            };
+            (local, rules, path)
+        };
+        if let Some(i) = local
+            && let Some(rule) = config.local.get(i)
+        {
+            let facts = Facts {
+                request_id: &request_id,
+                method: &method,
+                path: &path,
+                status: 0,
+            };
+            let (status, headers, body) = rule.respond.render(&facts, 0);
+            let pairs: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
+            req.send_response(status, &pairs, body);
+            count(&rule.name.clone().unwrap_or_else(|| format!("local_{i}")));
+            return Action::Continue;
         }
-        let rules: Vec<usize> = config
-            .errors
-            .iter()
-            .enumerate()
-            .filter(|(_, rule)| rule.matcher.matches(req))
-            .map(|(i, _)| i)
-            .collect();
         if !rules.is_empty() {
             self.saved = Some(Saved {
                 request_id,

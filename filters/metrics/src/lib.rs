@@ -45,7 +45,7 @@ use std::rc::Rc;
 
 use serde::Deserialize;
 use tollgate_sdk::metrics::{Counter, Histogram};
-use tollgate_sdk::routes::{RouteInfo, Routed};
+use tollgate_sdk::routes::{RequestRoute, Routed};
 use tollgate_sdk::{Action, Body, ConfigError, FilterConfig, HttpFilter, Request, Response};
 
 fn default_prefix() -> String {
@@ -304,11 +304,13 @@ impl HttpFilter for MetricsFilter {
     }
 
     fn on_request_headers(&mut self, req: &mut Request<'_>, _end_of_stream: bool) -> Action {
+        // The route facts are read once for the rules and the label.
+        let route = RequestRoute::new(req);
         let rule = self
             .config
             .routes
             .as_ref()
-            .and_then(|routes| routes.select_request(req));
+            .and_then(|routes| routes.select_route(&route));
         if rule.is_some_and(|r| !r.enabled) {
             // Not counted: `on_done` sees no start.
             log::debug!("metrics: not measured on this route");
@@ -317,11 +319,9 @@ impl HttpFilter for MetricsFilter {
         self.started_ns = Some(clock::now_ns());
         self.route = match rule.and_then(|r| r.label.as_ref()) {
             Some(label) => label.clone(),
-            None => {
-                let path = req.path().unwrap_or_default();
-                let info = RouteInfo::of(req);
-                self.config.route_label(info.route_name.as_deref(), &path)
-            }
+            None => self
+                .config
+                .route_label(route.route_name(), route.full_path().unwrap_or_default()),
         };
         self.method = self.config.method_label(&req.method().unwrap_or_default());
         Action::Continue
