@@ -276,7 +276,7 @@ impl Condition {
             Condition::Present(name) => request.contains_name(name.as_str()),
             Condition::Absent(name) => !request.contains_name(name.as_str()),
             Condition::Equals { header, value } => {
-                request.values(header.as_str()).any(|v| v == value)
+                request.values(header.as_str()).any(|v| v == value.as_str())
             }
         }
     }

@@ -34,21 +34,25 @@ pub mod template;
 
 use std::rc::Rc;
 
+use tollgate_sdk::headers::WirePairs;
 use tollgate_sdk::{Action, HttpFilter, Request, Response};
 
 use crate::apply::{Side, apply, apply_known};
 pub use crate::config::HeadersConfig;
-use crate::template::Captured;
+use crate::template::{Captured, Span};
 
 /// The filter for one HTTP stream.
 pub struct HeadersFilter {
     config: Rc<HeadersConfig>,
-    /// The request headers the configuration reads, as they reached this filter: each value
-    /// with the index of its name in [`HeadersConfig::read_names`]. The response phase
-    /// renders from them and matches the rules again (the same values give the same matches).
-    /// Empty until the request headers have been seen (an earlier filter answered locally:
-    /// a response to a request without headers).
-    captured: Vec<(usize, String)>,
+    /// The request headers as the host serialised them, kept when the configuration reads
+    /// some of them (`spans`).
+    wire: WirePairs,
+    /// The request headers the configuration reads, as they reached this filter: spans of
+    /// `wire`, each with the index of its name in [`HeadersConfig::read_names`]. The response
+    /// phase renders from them and matches the rules again (the same values give the same
+    /// matches). Empty until the request headers have been seen (an earlier filter answered
+    /// locally: a response to a request without headers).
+    spans: Vec<Span>,
 }
 
 /// `name` (as the host holds it) is `lower` (a lowercase configured name). Envoy keeps header
@@ -69,8 +73,8 @@ fn length_bit(len: usize) -> u64 {
     1u64 << len.min(63)
 }
 
-/// Bytes from the host as text: no copy of the check's work when they are UTF-8 (the fast
-/// path), a lossy copy otherwise (a non-UTF-8 value is legal in HTTP).
+/// Bytes from the host as text: the check's fast path when they are UTF-8, a lossy copy
+/// otherwise (a non-UTF-8 name is not HTTP, but must not panic).
 #[inline]
 fn text(bytes: &[u8]) -> String {
     match std::str::from_utf8(bytes) {
@@ -86,7 +90,8 @@ impl HttpFilter for HeadersFilter {
     fn new(config: Rc<HeadersConfig>) -> Self {
         Self {
             config,
-            captured: Vec::new(),
+            wire: WirePairs::default(),
+            spans: Vec::new(),
         }
     }
 
@@ -99,7 +104,8 @@ impl HttpFilter for HeadersFilter {
         let prefixes = &config.request.remove_prefix;
         let names = config.read_names();
         let mut current: Option<Vec<String>> = None;
-        let mut captured: Vec<(usize, String)> = Vec::new();
+        let mut spans: Vec<Span> = Vec::new();
+        let mut wire = WirePairs::default();
         if reads || !prefixes.is_empty() {
             // One walk over the headers as the host holds them, copying only what is kept: the
             // values the configuration reads and the names a top-level `remove_prefix` matches
@@ -112,8 +118,10 @@ impl HttpFilter for HeadersFilter {
             let lengths = names
                 .iter()
                 .fold(0u64, |mask, n| mask | length_bit(n.as_str().len()));
-            // The host's buffer walked by plain inlined code, no call per header.
-            let wire = req.header_map().wire_pairs();
+            // The host's buffer walked by plain inlined code, no call per header; the values
+            // read are kept as spans of it, not copied.
+            wire = req.header_map().wire_pairs();
+            let bytes = wire.as_bytes();
             for (name, value) in wire.iter() {
                 if prefixes.iter().any(|p| p.matches_bytes(name)) {
                     kept.push(text(name));
@@ -121,12 +129,12 @@ impl HttpFilter for HeadersFilter {
                 if lengths & length_bit(name.len()) != 0
                     && let Some(index) = names.iter().position(|n| is_name(n.as_str(), name))
                 {
-                    captured.push((index, text(value)));
+                    spans.push(Span::of(bytes, index, value));
                 }
             }
             current = Some(kept);
         }
-        let request = Captured::new(names, &captured);
+        let request = Captured::new(names, wire.as_bytes(), &spans);
         apply_known(
             &config.request,
             req.header_map(),
@@ -139,14 +147,18 @@ impl HttpFilter for HeadersFilter {
                 apply(&rule.request, req.header_map(), &request, Side::Request);
             }
         }
-        self.captured = captured;
+        if !spans.is_empty() {
+            self.wire = wire;
+            self.spans = spans;
+        }
         Action::Continue
     }
 
     fn on_response_headers(&mut self, resp: &mut Response<'_>, _end_of_stream: bool) -> Action {
         let config = Rc::clone(&self.config);
-        let captured = std::mem::take(&mut self.captured);
-        let request = Captured::new(config.read_names(), &captured);
+        let wire = std::mem::take(&mut self.wire);
+        let spans = std::mem::take(&mut self.spans);
+        let request = Captured::new(config.read_names(), wire.as_bytes(), &spans);
         apply(
             &config.response,
             resp.header_map(),
