@@ -365,13 +365,9 @@ impl NamePrefix {
 
     /// [`NamePrefix::matches`] on a name as the host holds it (bytes).
     pub fn matches_bytes(&self, name: &[u8]) -> bool {
-        let prefix = self.0.as_bytes();
-        // The prefix is lowercase: its first byte against the name's, lowercased, rules out
-        // most names before the byte loop (a walk tests every request header).
-        name.get(..prefix.len()).is_some_and(|start| {
-            start.first().map(u8::to_ascii_lowercase) == prefix.first().copied()
-                && start.eq_ignore_ascii_case(prefix)
-        })
+        // The prefix is lowercase: compared a word at a time (a walk tests every request
+        // header).
+        crate::bytes::starts_with_lowercase(name, self.0.as_bytes())
     }
 
     /// Whether header `name` starts with this prefix (ignoring ASCII case).

@@ -29,6 +29,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod apply;
+pub mod bytes;
 pub mod config;
 pub mod template;
 
@@ -55,16 +56,11 @@ pub struct HeadersFilter {
     spans: Vec<Span>,
 }
 
-/// `name` (as the host holds it) is `lower` (a lowercase configured name). Envoy keeps header
-/// names lowercase, so the byte comparison almost always decides.
+/// `name` (as the host holds it) is `lower` (a lowercase configured name), compared a word
+/// at a time ([`bytes::eq_lowercase`]).
 #[inline]
 fn is_name(lower: &str, name: &[u8]) -> bool {
-    let lower = lower.as_bytes();
-    // Many names share a length (`user-agent`, `connection`, `:authority`): the first byte
-    // rules out most of those before a comparison call.
-    lower.len() == name.len()
-        && lower.first().copied() == name.first().map(u8::to_ascii_lowercase)
-        && (lower == name || lower.eq_ignore_ascii_case(name))
+    bytes::eq_lowercase(name, lower.as_bytes())
 }
 
 /// One bit per header name length (0-62; longer names share bit 63).
