@@ -37,6 +37,26 @@ pub struct HeadersConfig {
     reads_request: OnceCell<bool>,
     #[serde(skip)]
     read_names: OnceCell<Vec<HeaderName>>,
+    #[serde(skip)]
+    prefix_starts: OnceCell<PrefixStarts>,
+}
+
+/// The bytes a header name may start with for one of a set of prefixes to match it (both
+/// cases of a letter), one bit per byte value ([`HeadersConfig::prefix_starts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PrefixStarts([u64; 4]);
+
+impl PrefixStarts {
+    /// Whether a prefix may match header `name`: false rules it out, true means
+    /// [`NamePrefix::matches_bytes`] decides.
+    #[inline]
+    pub fn may_match(&self, name: &[u8]) -> bool {
+        name.first().is_some_and(|b| {
+            self.0
+                .get(usize::from(b >> 6))
+                .is_some_and(|word| word >> (b & 63) & 1 != 0)
+        })
+    }
 }
 
 impl HeadersConfig {
@@ -82,6 +102,37 @@ impl HeadersConfig {
                 }
             }
             names
+        })
+    }
+
+    /// The first bytes of the top-level `request.remove_prefix` prefixes (computed once): the
+    /// walk over the request rules out most names with one test.
+    ///
+    /// ```
+    /// let config = tollgate_sdk::config::parse::<tollgate_headers::HeadersConfig>(
+    ///     br#"{"request": {"remove_prefix": ["x-debug-"]}}"#,
+    /// )?;
+    /// let starts = config.prefix_starts();
+    /// assert!(starts.may_match(b"X-Debug-A") && starts.may_match(b"x-request-id"));
+    /// assert!(!starts.may_match(b"accept") && !starts.may_match(b""));
+    /// # Ok::<(), tollgate_sdk::ConfigError>(())
+    /// ```
+    pub fn prefix_starts(&self) -> PrefixStarts {
+        *self.prefix_starts.get_or_init(|| {
+            let mut starts = PrefixStarts([0; 4]);
+            let firsts = self
+                .request
+                .remove_prefix
+                .iter()
+                .filter_map(|p| p.0.as_bytes().first().copied());
+            for byte in firsts {
+                for b in [byte.to_ascii_lowercase(), byte.to_ascii_uppercase()] {
+                    if let Some(word) = starts.0.get_mut(usize::from(b >> 6)) {
+                        *word |= 1 << (b & 63);
+                    }
+                }
+            }
+            starts
         })
     }
 
