@@ -46,6 +46,20 @@ pub trait HeaderMap {
     /// Removes every value of `name`; nothing happens when it is absent.
     fn remove(&mut self, name: &str);
 
+    /// Whether header `name` (case-insensitive) is present. In the proxy it is one host call,
+    /// as [`HeaderMap::get`] (the ABI has no presence query, so the host still copies the first
+    /// value into the guest), but the value is freed unread: no UTF-8 check, no `String`.
+    ///
+    /// ```
+    /// use tollgate_sdk::{HeaderList, HeaderMap};
+    /// let headers = HeaderList::from([("X-Request-Id", "abc")]);
+    /// assert!(headers.contains("x-request-id"));
+    /// assert!(!headers.contains("referrer-policy"));
+    /// ```
+    fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
     /// Calls `f` with every header's name and value, pseudo-headers included, as bytes (a value
     /// need not be UTF-8). Unlike [`HeaderMap::pairs`] it copies nothing per header: in the
     /// proxy it is one host call and one buffer, where `pairs` makes two `String`s per header
@@ -325,6 +339,10 @@ impl HeaderMap for HeaderList {
 
     fn remove(&mut self, name: &str) {
         self.pairs.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.pairs.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
     }
 }
 

@@ -762,6 +762,17 @@ impl HeaderMap for HostHeaders {
         }
     }
 
+    fn contains(&self, name: &str) -> bool {
+        // The value the host copies in is dropped as bytes: no UTF-8 check, no `String`.
+        match abi::get_map_value_bytes(self.0, name) {
+            Ok(value) => value.is_some(),
+            Err(status) => {
+                log::warn!("cannot read header {name}: {status:?}");
+                false
+            }
+        }
+    }
+
     fn wire_pairs(&self) -> crate::headers::WirePairs {
         match abi::get_map_wire(self.0) {
             Ok(wire) => crate::headers::WirePairs::from_wire(wire.unwrap_or_default()),

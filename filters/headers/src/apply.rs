@@ -122,7 +122,7 @@ pub fn apply_known<R: RequestHeaders>(
         }
     }
     for entry in &mutations.add_if_absent {
-        if headers.get(entry.name.as_str()).is_none()
+        if !headers.contains(entry.name.as_str())
             && let Some(value) = render(entry, request, side)
         {
             headers.add(entry.name.as_str(), &value);
@@ -130,7 +130,7 @@ pub fn apply_known<R: RequestHeaders>(
         }
     }
     for entry in &mutations.overwrite_if_exists {
-        if headers.get(entry.name.as_str()).is_some()
+        if headers.contains(entry.name.as_str())
             && let Some(value) = render(entry, request, side)
         {
             headers.set(entry.name.as_str(), &value);
