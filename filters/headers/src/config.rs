@@ -39,6 +39,14 @@ pub struct HeadersConfig {
     read_names: OnceCell<Vec<HeaderName>>,
     #[serde(skip)]
     prefix_starts: OnceCell<PrefixStarts>,
+    #[serde(skip)]
+    read_lengths: OnceCell<u64>,
+}
+
+/// One bit per header name length (0-62; longer names share bit 63).
+#[inline]
+pub(crate) fn length_bit(len: usize) -> u64 {
+    1u64 << len.min(63)
 }
 
 /// The bytes a header name may start with for one of a set of prefixes to match it (both
@@ -102,6 +110,24 @@ impl HeadersConfig {
                 }
             }
             names
+        })
+    }
+
+    /// The lengths of [`HeadersConfig::read_names`], one bit each (lengths past 62 share bit
+    /// 63; computed once): the walk over the request rules out most names with one test.
+    ///
+    /// ```
+    /// let config = tollgate_sdk::config::parse::<tollgate_headers::HeadersConfig>(br#"{
+    ///     "rules": [{"when": [{"present": "authorization"}], "request": {"remove": ["x-a"]}}]
+    /// }"#)?;
+    /// assert_eq!(config.read_lengths(), 1 << 13);
+    /// # Ok::<(), tollgate_sdk::ConfigError>(())
+    /// ```
+    pub fn read_lengths(&self) -> u64 {
+        *self.read_lengths.get_or_init(|| {
+            self.read_names()
+                .iter()
+                .fold(0, |mask, n| mask | length_bit(n.as_str().len()))
         })
     }
 

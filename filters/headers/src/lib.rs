@@ -39,6 +39,7 @@ use tollgate_sdk::headers::WirePairs;
 use tollgate_sdk::{Action, HttpFilter, Request, Response};
 
 use crate::apply::{Side, apply, apply_known};
+use crate::config::length_bit;
 pub use crate::config::HeadersConfig;
 use crate::template::{Captured, Span};
 
@@ -61,12 +62,6 @@ pub struct HeadersFilter {
 #[inline]
 fn is_name(lower: &str, name: &[u8]) -> bool {
     bytes::eq_lowercase(name, lower.as_bytes())
-}
-
-/// One bit per header name length (0-62; longer names share bit 63).
-#[inline]
-fn length_bit(len: usize) -> u64 {
-    1u64 << len.min(63)
 }
 
 /// Bytes from the host as text: the check's fast path when they are UTF-8, a lossy copy
@@ -92,7 +87,12 @@ impl HttpFilter for HeadersFilter {
     }
 
     fn on_request_headers(&mut self, req: &mut Request<'_>, _end_of_stream: bool) -> Action {
-        let config = Rc::clone(&self.config);
+        // The fields borrowed apart: the configuration is read while the captures are stored.
+        let Self {
+            config,
+            wire: kept_wire,
+            spans: kept_spans,
+        } = self;
         // Conditions and %REQ(...)% see the request as it reached this filter. The headers
         // are read once, in place: for the values the configuration reads and for the
         // top-level `remove_prefix`.
@@ -109,11 +109,9 @@ impl HttpFilter for HeadersFilter {
             // validating each as UTF-8 first cost more than the rest of the walk
             // (`bench/README.md`); only what is kept is converted.
             let mut kept: Vec<String> = Vec::new();
-            // Which name lengths the configuration reads (lengths past 63 share the top bit):
-            // most headers are ruled out by one test instead of a compare per read name.
-            let lengths = names
-                .iter()
-                .fold(0u64, |mask, n| mask | length_bit(n.as_str().len()));
+            // Which name lengths the configuration reads: most headers are ruled out by one
+            // test instead of a compare per read name.
+            let lengths = config.read_lengths();
             // The first bytes the prefixes start with: one test rules out most names.
             let starts = config.prefix_starts();
             // The host's buffer walked by plain inlined code, no call per header; the values
@@ -146,14 +144,14 @@ impl HttpFilter for HeadersFilter {
             }
         }
         if !spans.is_empty() {
-            self.wire = wire;
-            self.spans = spans;
+            *kept_wire = wire;
+            *kept_spans = spans;
         }
         Action::Continue
     }
 
     fn on_response_headers(&mut self, resp: &mut Response<'_>, _end_of_stream: bool) -> Action {
-        let config = Rc::clone(&self.config);
+        let config = &self.config;
         let wire = std::mem::take(&mut self.wire);
         let spans = std::mem::take(&mut self.spans);
         let request = Captured::new(config.read_names(), wire.as_bytes(), &spans);
