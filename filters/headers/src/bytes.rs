@@ -62,7 +62,8 @@ fn equal_by_words(name: &[u8], lower: &[u8], fold: impl Fn(u64) -> u64) -> bool 
         }
         fold(word8(name, len - 8)) == word8(lower, len - 8)
     } else if len >= 4 {
-        fold(word4(name, 0)) == word4(lower, 0) && fold(word4(name, len - 4)) == word4(lower, len - 4)
+        fold(word4(name, 0)) == word4(lower, 0)
+            && fold(word4(name, len - 4)) == word4(lower, len - 4)
     } else {
         name.iter()
             .zip(lower)

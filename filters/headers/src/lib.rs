@@ -39,8 +39,8 @@ use tollgate_sdk::headers::WirePairs;
 use tollgate_sdk::{Action, HttpFilter, Request, Response};
 
 use crate::apply::{Side, apply, apply_known};
-use crate::config::length_bit;
 pub use crate::config::HeadersConfig;
+use crate::config::length_bit;
 use crate::template::{Captured, Span};
 
 /// The filter for one HTTP stream.

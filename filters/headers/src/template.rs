@@ -388,14 +388,16 @@ mod tests {
     #[test]
     fn captured_spans_read_the_wire_buffer_lossily_when_not_utf8()
     -> Result<(), Box<dyn std::error::Error>> {
-        let names = [HeaderName::new("x-user")?, HeaderName::new("authorization")?];
-        let wire = tollgate_sdk::headers::WirePairs::from_wire(
-            tollgate_sdk::headers::serialize_pairs(&[
+        let names = [
+            HeaderName::new("x-user")?,
+            HeaderName::new("authorization")?,
+        ];
+        let wire =
+            tollgate_sdk::headers::WirePairs::from_wire(tollgate_sdk::headers::serialize_pairs(&[
                 ("x-user", &b"caf\xe9"[..]),
                 ("authorization", b"Bearer \xff"),
                 ("x-user", b"bob"),
-            ]),
-        );
+            ]));
         let bytes = wire.as_bytes();
         let spans: Vec<Span> = wire
             .iter()
