@@ -142,6 +142,7 @@ pub fn apply_known<R: RequestHeaders>(
     }
 }
 
+#[inline]
 fn render<'e, R: RequestHeaders>(
     entry: &'e HeaderEntry,
     request: &'e R,
@@ -149,11 +150,19 @@ fn render<'e, R: RequestHeaders>(
 ) -> Option<Cow<'e, str>> {
     let value = entry.value.render_cow(request, entry.on_missing);
     if value.is_none() {
-        log::debug!(
-            "headers: {side} header {}: skipped, a request header in {:?} is absent",
-            entry.name,
-            entry.value.to_string()
-        );
+        skipped(entry, side);
     }
     value
+}
+
+/// The log line of an entry skipped for a missing reference: out of line, so the common path
+/// (a value) carries no formatting code.
+#[cold]
+#[inline(never)]
+fn skipped(entry: &HeaderEntry, side: &str) {
+    log::debug!(
+        "headers: {side} header {}: skipped, a request header in {:?} is absent",
+        entry.name,
+        entry.value.to_string()
+    );
 }
