@@ -344,8 +344,14 @@ impl<F: HttpFilter> Dispatcher<F> {
         };
         match removed {
             Some(Stream::Configured(stream)) => {
+                // Only a stream that sent a callout has owners to forget: every
+                // `register_callout` comes with a push to `in_flight`, which then has a
+                // capacity (kept by `clear`). Most streams never send one.
+                let sent_callouts = stream.in_flight.capacity() != 0;
                 drop(stream);
-                forget_callouts(context_id);
+                if sent_callouts {
+                    forget_callouts(context_id);
+                }
             }
             Some(Stream::Unconfigured) => {}
             None => {
