@@ -162,9 +162,10 @@ impl RequestHeaders for Captured<'_> {
         let wire = self.wire;
         self.spans_of(name).filter_map(move |s| {
             let bytes = wire.get(s.start..s.start.checked_add(s.len)?)?;
-            Some(match std::str::from_utf8(bytes) {
-                Ok(text) => Cow::Borrowed(text),
-                Err(_) => String::from_utf8_lossy(bytes),
+            // ASCII (nearly every value) checked a word at a time; else UTF-8, else lossy.
+            Some(match tollgate_sdk::headers::ascii_str(bytes) {
+                Some(text) => Cow::Borrowed(text),
+                None => String::from_utf8_lossy(bytes),
             })
         })
     }
