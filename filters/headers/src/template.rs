@@ -96,9 +96,10 @@ pub struct Span {
 }
 
 impl Span {
-    /// `value`, a slice of `wire` (as [`tollgate_sdk::headers::WirePairs::iter`] yields them), as the
-    /// value of name `name` (an index into the read names). A slice from elsewhere reads as
-    /// absent.
+    /// `value`, a slice of `wire` (as [`tollgate_sdk::headers::WirePairs::iter`] yields them),
+    /// as a value of name `name` (an index into the read names). A span that does not lie within
+    /// the buffer [`Captured`] reads yields no text (never a panic), though its name still counts
+    /// as present.
     #[inline]
     pub fn of(wire: &[u8], name: usize, value: &[u8]) -> Self {
         Self {
