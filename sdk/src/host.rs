@@ -343,8 +343,14 @@ impl<F: HttpFilter> Dispatcher<F> {
             Some(Stream::Configured(mut stream)) => {
                 // The table is no longer borrowed: the filter's host calls cannot reach it.
                 stream.filter.on_done();
+                // Only a stream that sent a callout has owners to forget: every
+                // `register_callout` comes with a push to `in_flight`, which then has a
+                // capacity (kept by `clear`). Most streams never send one.
+                let sent_callouts = stream.in_flight.capacity() != 0;
                 drop(stream);
-                forget_callouts(context_id);
+                if sent_callouts {
+                    forget_callouts(context_id);
+                }
             }
             Some(Stream::Unconfigured) => {}
             None => {
@@ -758,6 +764,17 @@ impl HeaderMap for HostHeaders {
     fn remove(&mut self, name: &str) {
         if let Err(status) = abi::remove_map_value(self.0, name) {
             log::warn!("cannot remove header {name}: {status:?}");
+        }
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        // The value the host copies in is dropped as bytes: no UTF-8 check, no `String`.
+        match abi::get_map_value_bytes(self.0, name) {
+            Ok(value) => value.is_some(),
+            Err(status) => {
+                log::warn!("cannot read header {name}: {status:?}");
+                false
+            }
         }
     }
 

@@ -37,6 +37,34 @@ pub struct HeadersConfig {
     reads_request: OnceCell<bool>,
     #[serde(skip)]
     read_names: OnceCell<Vec<HeaderName>>,
+    #[serde(skip)]
+    prefix_starts: OnceCell<PrefixStarts>,
+    #[serde(skip)]
+    read_lengths: OnceCell<u64>,
+}
+
+/// One bit per header name length (0-62; longer names share bit 63).
+#[inline]
+pub(crate) fn length_bit(len: usize) -> u64 {
+    1u64 << len.min(63)
+}
+
+/// The bytes a header name may start with for one of a set of prefixes to match it (both
+/// cases of a letter), one bit per byte value ([`HeadersConfig::prefix_starts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PrefixStarts([u64; 4]);
+
+impl PrefixStarts {
+    /// Whether a prefix may match header `name`: false rules it out, true means
+    /// [`NamePrefix::matches_bytes`] decides.
+    #[inline]
+    pub fn may_match(&self, name: &[u8]) -> bool {
+        name.first().is_some_and(|b| {
+            self.0
+                .get(usize::from(b >> 6))
+                .is_some_and(|word| word >> (b & 63) & 1 != 0)
+        })
+    }
 }
 
 impl HeadersConfig {
@@ -82,6 +110,55 @@ impl HeadersConfig {
                 }
             }
             names
+        })
+    }
+
+    /// The lengths of [`HeadersConfig::read_names`], one bit each (lengths past 62 share bit
+    /// 63; computed once): the walk over the request rules out most names with one test.
+    ///
+    /// ```
+    /// let config = tollgate_sdk::config::parse::<tollgate_headers::HeadersConfig>(br#"{
+    ///     "rules": [{"when": [{"present": "authorization"}], "request": {"remove": ["x-a"]}}]
+    /// }"#)?;
+    /// assert_eq!(config.read_lengths(), 1 << 13);
+    /// # Ok::<(), tollgate_sdk::ConfigError>(())
+    /// ```
+    pub fn read_lengths(&self) -> u64 {
+        *self.read_lengths.get_or_init(|| {
+            self.read_names()
+                .iter()
+                .fold(0, |mask, n| mask | length_bit(n.as_str().len()))
+        })
+    }
+
+    /// The first bytes of the top-level `request.remove_prefix` prefixes (computed once): the
+    /// walk over the request rules out most names with one test.
+    ///
+    /// ```
+    /// let config = tollgate_sdk::config::parse::<tollgate_headers::HeadersConfig>(
+    ///     br#"{"request": {"remove_prefix": ["x-debug-"]}}"#,
+    /// )?;
+    /// let starts = config.prefix_starts();
+    /// assert!(starts.may_match(b"X-Debug-A") && starts.may_match(b"x-request-id"));
+    /// assert!(!starts.may_match(b"accept") && !starts.may_match(b""));
+    /// # Ok::<(), tollgate_sdk::ConfigError>(())
+    /// ```
+    pub fn prefix_starts(&self) -> PrefixStarts {
+        *self.prefix_starts.get_or_init(|| {
+            let mut starts = PrefixStarts([0; 4]);
+            let firsts = self
+                .request
+                .remove_prefix
+                .iter()
+                .filter_map(|p| p.0.as_bytes().first().copied());
+            for byte in firsts {
+                for b in [byte.to_ascii_lowercase(), byte.to_ascii_uppercase()] {
+                    if let Some(word) = starts.0.get_mut(usize::from(b >> 6)) {
+                        *word |= 1 << (b & 63);
+                    }
+                }
+            }
+            starts
         })
     }
 
@@ -276,7 +353,7 @@ impl Condition {
             Condition::Present(name) => request.contains_name(name.as_str()),
             Condition::Absent(name) => !request.contains_name(name.as_str()),
             Condition::Equals { header, value } => {
-                request.values(header.as_str()).any(|v| v == value)
+                request.values(header.as_str()).any(|v| v == value.as_str())
             }
         }
     }
@@ -365,13 +442,9 @@ impl NamePrefix {
 
     /// [`NamePrefix::matches`] on a name as the host holds it (bytes).
     pub fn matches_bytes(&self, name: &[u8]) -> bool {
-        let prefix = self.0.as_bytes();
-        // The prefix is lowercase: its first byte against the name's, lowercased, rules out
-        // most names before the byte loop (a walk tests every request header).
-        name.get(..prefix.len()).is_some_and(|start| {
-            start.first().map(u8::to_ascii_lowercase) == prefix.first().copied()
-                && start.eq_ignore_ascii_case(prefix)
-        })
+        // The prefix is lowercase: compared a word at a time (a walk tests every request
+        // header).
+        crate::bytes::starts_with_lowercase(name, self.0.as_bytes())
     }
 
     /// Whether header `name` starts with this prefix (ignoring ASCII case).

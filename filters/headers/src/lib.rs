@@ -29,48 +29,43 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod apply;
+pub mod bytes;
 pub mod config;
 pub mod template;
 
 use std::rc::Rc;
 
+use tollgate_sdk::headers::WirePairs;
 use tollgate_sdk::{Action, HttpFilter, Request, Response};
 
 use crate::apply::{Side, apply, apply_known};
 pub use crate::config::HeadersConfig;
-use crate::template::Captured;
+use crate::config::length_bit;
+use crate::template::{Captured, Span};
 
 /// The filter for one HTTP stream.
 pub struct HeadersFilter {
     config: Rc<HeadersConfig>,
-    /// The request headers the configuration reads, as they reached this filter: each value
-    /// with the index of its name in [`HeadersConfig::read_names`]. The response phase
-    /// renders from them and matches the rules again (the same values give the same matches).
-    /// Empty until the request headers have been seen (an earlier filter answered locally:
-    /// a response to a request without headers).
-    captured: Vec<(usize, String)>,
+    /// The request headers as the host serialised them, kept when the configuration reads
+    /// some of them (`spans`).
+    wire: WirePairs,
+    /// The request headers the configuration reads, as they reached this filter: spans of
+    /// `wire`, each with the index of its name in [`HeadersConfig::read_names`]. The response
+    /// phase renders from them and matches the rules again (the same values give the same
+    /// matches). Empty until the request headers have been seen (an earlier filter answered
+    /// locally: a response to a request without headers).
+    spans: Vec<Span>,
 }
 
-/// `name` (as the host holds it) is `lower` (a lowercase configured name). Envoy keeps header
-/// names lowercase, so the byte comparison almost always decides.
+/// `name` (as the host holds it) is `lower` (a lowercase configured name), compared a word
+/// at a time ([`bytes::eq_lowercase`]).
 #[inline]
 fn is_name(lower: &str, name: &[u8]) -> bool {
-    let lower = lower.as_bytes();
-    // Many names share a length (`user-agent`, `connection`, `:authority`): the first byte
-    // rules out most of those before a comparison call.
-    lower.len() == name.len()
-        && lower.first().copied() == name.first().map(u8::to_ascii_lowercase)
-        && (lower == name || lower.eq_ignore_ascii_case(name))
+    bytes::eq_lowercase(name, lower.as_bytes())
 }
 
-/// One bit per header name length (0-62; longer names share bit 63).
-#[inline]
-fn length_bit(len: usize) -> u64 {
-    1u64 << len.min(63)
-}
-
-/// Bytes from the host as text: no copy of the check's work when they are UTF-8 (the fast
-/// path), a lossy copy otherwise (a non-UTF-8 value is legal in HTTP).
+/// Bytes from the host as text: the check's fast path when they are UTF-8, a lossy copy
+/// otherwise (a non-UTF-8 name is not HTTP, but must not panic).
 #[inline]
 fn text(bytes: &[u8]) -> String {
     match std::str::from_utf8(bytes) {
@@ -86,12 +81,18 @@ impl HttpFilter for HeadersFilter {
     fn new(config: Rc<HeadersConfig>) -> Self {
         Self {
             config,
-            captured: Vec::new(),
+            wire: WirePairs::default(),
+            spans: Vec::new(),
         }
     }
 
     fn on_request_headers(&mut self, req: &mut Request<'_>, _end_of_stream: bool) -> Action {
-        let config = Rc::clone(&self.config);
+        // The fields borrowed apart: the configuration is read while the captures are stored.
+        let Self {
+            config,
+            wire: kept_wire,
+            spans: kept_spans,
+        } = self;
         // Conditions and %REQ(...)% see the request as it reached this filter. The headers
         // are read once, in place: for the values the configuration reads and for the
         // top-level `remove_prefix`.
@@ -99,7 +100,8 @@ impl HttpFilter for HeadersFilter {
         let prefixes = &config.request.remove_prefix;
         let names = config.read_names();
         let mut current: Option<Vec<String>> = None;
-        let mut captured: Vec<(usize, String)> = Vec::new();
+        let mut spans: Vec<Span> = Vec::new();
+        let mut wire = WirePairs::default();
         if reads || !prefixes.is_empty() {
             // One walk over the headers as the host holds them, copying only what is kept: the
             // values the configuration reads and the names a top-level `remove_prefix` matches
@@ -107,26 +109,28 @@ impl HttpFilter for HeadersFilter {
             // validating each as UTF-8 first cost more than the rest of the walk
             // (`bench/README.md`); only what is kept is converted.
             let mut kept: Vec<String> = Vec::new();
-            // Which name lengths the configuration reads (lengths past 63 share the top bit):
-            // most headers are ruled out by one test instead of a compare per read name.
-            let lengths = names
-                .iter()
-                .fold(0u64, |mask, n| mask | length_bit(n.as_str().len()));
-            // The host's buffer walked by plain inlined code, no call per header.
-            let wire = req.header_map().wire_pairs();
+            // Which name lengths the configuration reads: most headers are ruled out by one
+            // test instead of a compare per read name.
+            let lengths = config.read_lengths();
+            // The first bytes the prefixes start with: one test rules out most names.
+            let starts = config.prefix_starts();
+            // The host's buffer walked by plain inlined code, no call per header; the values
+            // read are kept as spans of it, not copied.
+            wire = req.header_map().wire_pairs();
+            let bytes = wire.as_bytes();
             for (name, value) in wire.iter() {
-                if prefixes.iter().any(|p| p.matches_bytes(name)) {
+                if starts.may_match(name) && prefixes.iter().any(|p| p.matches_bytes(name)) {
                     kept.push(text(name));
                 }
                 if lengths & length_bit(name.len()) != 0
                     && let Some(index) = names.iter().position(|n| is_name(n.as_str(), name))
                 {
-                    captured.push((index, text(value)));
+                    spans.push(Span::of(bytes, index, value));
                 }
             }
             current = Some(kept);
         }
-        let request = Captured::new(names, &captured);
+        let request = Captured::new(names, wire.as_bytes(), &spans);
         apply_known(
             &config.request,
             req.header_map(),
@@ -139,14 +143,18 @@ impl HttpFilter for HeadersFilter {
                 apply(&rule.request, req.header_map(), &request, Side::Request);
             }
         }
-        self.captured = captured;
+        if !spans.is_empty() {
+            *kept_wire = wire;
+            *kept_spans = spans;
+        }
         Action::Continue
     }
 
     fn on_response_headers(&mut self, resp: &mut Response<'_>, _end_of_stream: bool) -> Action {
-        let config = Rc::clone(&self.config);
-        let captured = std::mem::take(&mut self.captured);
-        let request = Captured::new(config.read_names(), &captured);
+        let config = &self.config;
+        let wire = std::mem::take(&mut self.wire);
+        let spans = std::mem::take(&mut self.spans);
+        let request = Captured::new(config.read_names(), wire.as_bytes(), &spans);
         apply(
             &config.response,
             resp.header_map(),

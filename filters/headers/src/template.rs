@@ -70,8 +70,9 @@ pub enum TemplateError {
 /// The request headers a template or a condition reads: [`HeaderSnapshot`] (a copy of every
 /// header), or [`Captured`] (only the headers a configuration reads, as the filter keeps them).
 pub trait RequestHeaders {
-    /// The values of `name` (lowercase) in arrival order.
-    fn values<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a str>;
+    /// The values of `name` (lowercase) in arrival order, as text (a value that is not UTF-8,
+    /// legal in HTTP, comes out converted lossily).
+    fn values<'a>(&'a self, name: &str) -> impl Iterator<Item = Cow<'a, str>>;
 
     /// Whether `name` (lowercase) was present.
     fn contains_name(&self, name: &str) -> bool {
@@ -80,48 +81,98 @@ pub trait RequestHeaders {
 }
 
 impl RequestHeaders for HeaderSnapshot {
-    fn values<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a str> {
-        self.get_all(name).iter().map(String::as_str)
+    fn values<'a>(&'a self, name: &str) -> impl Iterator<Item = Cow<'a, str>> {
+        self.get_all(name).iter().map(|v| Cow::Borrowed(v.as_str()))
+    }
+}
+
+/// Where one captured value lies in the request's wire buffer, with the index of its name in
+/// [`crate::HeadersConfig::read_names`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    name: usize,
+    start: usize,
+    len: usize,
+}
+
+impl Span {
+    /// `value`, a slice of `wire` (as [`tollgate_sdk::headers::WirePairs::iter`] yields them),
+    /// as a value of name `name` (an index into the read names). A span that does not lie within
+    /// the buffer [`Captured`] reads yields no text (never a panic), though its name still counts
+    /// as present.
+    #[inline]
+    pub fn of(wire: &[u8], name: usize, value: &[u8]) -> Self {
+        Self {
+            name,
+            // Plain address arithmetic: `value` borrows from `wire`, so this is its offset.
+            start: (value.as_ptr() as usize).wrapping_sub(wire.as_ptr() as usize),
+            len: value.len(),
+        }
     }
 }
 
 /// The request headers a configuration reads, as the filter captured them in one walk over the
-/// request: each value tagged with the index of its name in `names`
-/// ([`crate::HeadersConfig::read_names`]). Costs one `String` per captured value and no
-/// lowercased name copies, unlike a [`HeaderSnapshot`].
+/// request: spans of the host's wire buffer ([`tollgate_sdk::headers::WirePairs`]), each tagged with
+/// the index of its name in `names` ([`crate::HeadersConfig::read_names`]). Nothing is copied
+/// per value: the filter keeps the buffer to the response, and a value is checked as UTF-8
+/// only when a template reads it (a `present` condition never does).
 ///
 /// ```
-/// use tollgate_headers::template::{Captured, OnMissing, Template};
-/// use tollgate_sdk::HeaderName;
+/// use tollgate_headers::template::{Captured, OnMissing, Span, Template};
+/// use tollgate_sdk::{HeaderList, HeaderMap, HeaderName};
 ///
 /// let names = [HeaderName::new("x-user")?];
-/// let values = vec![(0, "ada".to_string()), (0, "bob".to_string())];
+/// let wire = HeaderList::from([("x-user", "ada"), ("accept", "*/*"), ("x-user", "bob")]).wire_pairs();
+/// let spans: Vec<Span> = wire
+///     .iter()
+///     .filter(|(name, _)| *name == b"x-user")
+///     .map(|(_, value)| Span::of(wire.as_bytes(), 0, value))
+///     .collect();
 /// let template = Template::parse("%REQ(x-user)%").map_err(|e| e.to_string())?;
-/// let captured = Captured::new(&names, &values);
+/// let captured = Captured::new(&names, wire.as_bytes(), &spans);
 /// assert_eq!(template.render(&captured, OnMissing::Skip).as_deref(), Some("ada,bob"));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Captured<'c> {
     names: &'c [HeaderName],
-    values: &'c [(usize, String)],
+    wire: &'c [u8],
+    spans: &'c [Span],
 }
 
 impl<'c> Captured<'c> {
-    /// The view of `values` (name index, value) over `names`.
-    pub fn new(names: &'c [HeaderName], values: &'c [(usize, String)]) -> Self {
-        Self { names, values }
+    /// The view of `spans` of `wire` over `names`.
+    pub fn new(names: &'c [HeaderName], wire: &'c [u8], spans: &'c [Span]) -> Self {
+        Self { names, wire, spans }
+    }
+
+    /// The spans of the read name `name`.
+    fn spans_of(&self, name: &str) -> impl Iterator<Item = &'c Span> {
+        // Names are lowercase on both sides: a byte comparison (mostly a length check), a word
+        // at a time (`memcmp` costs ~20 instructions per byte).
+        let index = self
+            .names
+            .iter()
+            .position(|n| crate::bytes::same(n.as_str().as_bytes(), name.as_bytes()));
+        self.spans.iter().filter(move |s| Some(s.name) == index)
     }
 }
 
 impl RequestHeaders for Captured<'_> {
-    fn values<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a str> {
-        // Names are lowercase on both sides: a byte comparison (mostly a length check).
-        let index = self.names.iter().position(|n| n.as_str() == name);
-        self.values
-            .iter()
-            .filter(move |(i, _)| Some(*i) == index)
-            .map(|(_, v)| v.as_str())
+    fn values<'a>(&'a self, name: &str) -> impl Iterator<Item = Cow<'a, str>> {
+        let wire = self.wire;
+        self.spans_of(name).filter_map(move |s| {
+            let bytes = wire.get(s.start..s.start.checked_add(s.len)?)?;
+            // ASCII (nearly every value) checked a word at a time; else UTF-8, else lossy.
+            Some(match tollgate_sdk::headers::ascii_str(bytes) {
+                Some(text) => Cow::Borrowed(text),
+                None => String::from_utf8_lossy(bytes),
+            })
+        })
+    }
+
+    fn contains_name(&self, name: &str) -> bool {
+        self.spans_of(name).next().is_some()
     }
 }
 
@@ -239,7 +290,7 @@ impl Template {
             [Part::Request(name)] => {
                 let mut values = request.values(name.as_str());
                 match (values.next(), values.next()) {
-                    (Some(value), None) => return Some(Cow::Borrowed(value)),
+                    (Some(value), None) => return Some(value),
                     (None, _) => {
                         return match on_missing {
                             OnMissing::Empty => Some(Cow::Borrowed("")),
@@ -261,7 +312,7 @@ impl Template {
                         if any {
                             out.push(',');
                         }
-                        out.push_str(value);
+                        out.push_str(&value);
                         any = true;
                     }
                     if !any && on_missing == OnMissing::Skip {
@@ -333,6 +384,43 @@ mod tests {
             template.render(&req, OnMissing::Skip).as_deref(),
             Some("1.1.1.1,2.2.2.2, example.com")
         );
+        Ok(())
+    }
+
+    #[test]
+    fn captured_spans_read_the_wire_buffer_lossily_when_not_utf8()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let names = [
+            HeaderName::new("x-user")?,
+            HeaderName::new("authorization")?,
+        ];
+        let wire =
+            tollgate_sdk::headers::WirePairs::from_wire(tollgate_sdk::headers::serialize_pairs(&[
+                ("x-user", &b"caf\xe9"[..]),
+                ("authorization", b"Bearer \xff"),
+                ("x-user", b"bob"),
+            ]));
+        let bytes = wire.as_bytes();
+        let spans: Vec<Span> = wire
+            .iter()
+            .map(|(name, value)| Span::of(bytes, usize::from(name != b"x-user"), value))
+            .collect();
+        let captured = Captured::new(&names, bytes, &spans);
+        let user = Template::parse("%REQ(x-user)%")?;
+        assert_eq!(
+            user.render(&captured, OnMissing::Skip).as_deref(),
+            Some("caf\u{fffd},bob")
+        );
+        let auth = Template::parse("%REQ(authorization)%")?;
+        assert_eq!(
+            auth.render(&captured, OnMissing::Skip).as_deref(),
+            Some("Bearer \u{fffd}")
+        );
+        assert!(captured.contains_name("authorization"));
+        assert!(!captured.contains_name("x-other"));
+        // Spans of another buffer read as absent, never out of bounds.
+        let other = Captured::new(&names, &bytes[..4], &spans);
+        assert_eq!(other.values("x-user").count(), 0);
         Ok(())
     }
 
