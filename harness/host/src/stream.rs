@@ -272,7 +272,68 @@ pub struct FilterSteps {
     /// The filter's name.
     pub filter: String,
     /// Callbacks with their results, changes, local replies, failures.
-    pub steps: Vec<String>,
+    pub steps: Vec<Step>,
+}
+
+/// One entry of a filter's step log. The frequent ones (a callback and its
+/// result) are kept typed and made text only when printed ([`Display`]),
+/// so a replay that prints no steps builds no string for them.
+///
+/// [`Display`]: std::fmt::Display
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// A headers callback and what it returned:
+    /// `proxy_on_request_headers(eos=false) -> Continue`.
+    Headers {
+        /// The callback.
+        callback: &'static str,
+        /// The end of stream it was given.
+        end_of_stream: bool,
+        /// Its result's name.
+        action: &'static str,
+    },
+    /// A body callback and what it returned:
+    /// `proxy_on_request_body(5 bytes, eos=true) -> Continue`.
+    Body {
+        /// The callback.
+        callback: &'static str,
+        /// The body size it was given.
+        size: usize,
+        /// The end of stream it was given.
+        end_of_stream: bool,
+        /// Its result's name.
+        action: &'static str,
+    },
+    /// Anything else, as text (changes, local replies, failures, waits).
+    Text(String),
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Headers {
+                callback,
+                end_of_stream,
+                action,
+            } => write!(f, "{callback}(eos={end_of_stream}) -> {action}"),
+            Self::Body {
+                callback,
+                size,
+                end_of_stream,
+                action,
+            } => write!(
+                f,
+                "{callback}({size} bytes, eos={end_of_stream}) -> {action}"
+            ),
+            Self::Text(t) => f.write_str(t),
+        }
+    }
+}
+
+impl From<String> for Step {
+    fn from(text: String) -> Self {
+        Self::Text(text)
+    }
 }
 
 impl FilterSteps {
@@ -782,9 +843,9 @@ fn vm_stream(vm: &mut Vm) -> Option<&mut StreamState> {
 }
 
 impl<'a> Driver<'_, 'a> {
-    fn step(&mut self, i: usize, text: String) {
+    fn step(&mut self, i: usize, step: impl Into<Step>) {
         if let Some(f) = self.out.steps.get_mut(i) {
-            f.steps.push(text);
+            f.steps.push(step.into());
         }
     }
 
@@ -1042,8 +1103,14 @@ impl<'a> Driver<'_, 'a> {
                     };
                     let (name, result) = headers_action(action);
                     if self.logging() {
-                        let eos = if eos { "true" } else { "false" };
-                        self.step(i, [cb, "(eos=", eos, ") -> ", name].concat());
+                        self.step(
+                            i,
+                            Step::Headers {
+                                callback: cb,
+                                end_of_stream: eos,
+                                action: name,
+                            },
+                        );
                     }
                     if action == 0 {
                         // Envoy lets go of the map once the callback continued.
@@ -1104,10 +1171,15 @@ impl<'a> Driver<'_, 'a> {
                     };
                     let (name, result) = data_action(action);
                     if self.logging() {
-                        use std::fmt::Write as _;
-                        let mut text = String::with_capacity(cb.len() + name.len() + 32);
-                        let _ = write!(text, "{cb}({size} bytes, eos={eos}) -> {name}");
-                        self.step(i, text);
+                        self.step(
+                            i,
+                            Step::Body {
+                                callback: cb,
+                                size,
+                                end_of_stream: eos,
+                                action: name,
+                            },
+                        );
                     }
                     if let (true, Some(body)) = (self.logging(), &changed) {
                         let text = format!(
@@ -1907,16 +1979,35 @@ pub struct Recorded {
 /// A recorded header list whose strings can move into a map as they are:
 /// lower-case names, no pseudo-header, nothing the codec folds.
 fn movable(headers: &[(String, String)], inline: &[&str]) -> bool {
-    headers
-        .iter()
-        .all(|(k, _)| !k.starts_with(':') && !k.bytes().any(|b| b.is_ascii_uppercase()))
-        && !headers.iter().enumerate().any(|(i, (k, _))| {
-            // (Length and last byte first: most names differ there, and
-            // this pairwise check is the hottest part of preparing.)
-            headers[..i].iter().any(|(p, _)| {
-                p.len() == k.len() && p.as_bytes().last() == k.as_bytes().last() && p == k
-            }) && inline.iter().any(|n| n == k)
-        })
+    // One pass: a name is compared with the earlier ones only when a
+    // 64-bit summary of (length, first and last byte) says one of them may
+    // be equal to it, which for a recording's distinct names is rare (the
+    // pairwise check of every name was the hottest part of preparing).
+    let mut seen = 0u64;
+    for (i, (k, _)) in headers.iter().enumerate() {
+        let b = k.as_bytes();
+        if b.first() == Some(&b':') || b.iter().any(u8::is_ascii_uppercase) {
+            return false;
+        }
+        let (first, last) = (
+            b.first().copied().unwrap_or(0),
+            b.last().copied().unwrap_or(0),
+        );
+        let bit = 1u64
+            << ((b.len() as u64)
+                .wrapping_mul(31)
+                .wrapping_add(u64::from(first).wrapping_mul(7))
+                .wrapping_add(u64::from(last))
+                % 64);
+        if seen & bit != 0
+            && headers[..i].iter().any(|(p, _)| p == k)
+            && inline.contains(&k.as_str())
+        {
+            return false;
+        }
+        seen |= bit;
+    }
+    true
 }
 
 /// [`request_map`], the request's strings moved into the map.
@@ -2652,7 +2743,7 @@ fn finish(d: &mut Driver<'_, '_>) {
             continue;
         }
         if !d.st[i].created {
-            d.step(i, "context created for the access log only".into());
+            d.step(i, "context created for the access log only".to_string());
             if d.create(i).is_err() || !alive(d, i) {
                 continue;
             }

@@ -51,7 +51,7 @@ fn a_callout_answer_reaches_the_stream_that_paused_and_resumes_it() {
         e.filters[0]
             .steps
             .iter()
-            .any(|s| s.contains("resumed after proxy_on_request_headers")),
+            .any(|s| s.to_string().contains("resumed after proxy_on_request_headers")),
         "{:?}",
         e.filters[0].steps
     );
