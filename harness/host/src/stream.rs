@@ -151,6 +151,55 @@ impl ChunkPlan {
     }
 }
 
+/// A body's chunks as [`Prepared`] keeps them: the usual plans (one chunk,
+/// Envoy's HTTP/1 codec) as the body itself, copied only as each chunk is
+/// delivered; any other plan cut up front.
+#[derive(Debug, Clone)]
+enum Chunks {
+    /// The whole body as one chunk, then an empty one when `empty_end`.
+    Body { empty_end: bool },
+    /// These chunks (none for an empty body).
+    Cut(Vec<Vec<u8>>),
+}
+
+impl Chunks {
+    /// `body` cut as `plan` says. Trailers end the stream: an empty
+    /// end-of-stream chunk before them would be a data callback Envoy
+    /// never makes.
+    fn new(plan: &ChunkPlan, body: &[u8], trailers: bool) -> Self {
+        match plan {
+            _ if body.is_empty() => Self::Cut(Vec::new()),
+            ChunkPlan::Whole => Self::Body { empty_end: false },
+            ChunkPlan::Http1 => Self::Body {
+                empty_end: !trailers,
+            },
+            _ => {
+                let mut c = plan.split(body);
+                if trailers && c.len() > 1 && c.last().is_some_and(Vec::is_empty) {
+                    c.pop();
+                }
+                Self::Cut(c)
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Self::Body { empty_end } => 1 + usize::from(*empty_end),
+            Self::Cut(c) => c.len(),
+        }
+    }
+
+    /// Chunk `j` of `body`, to deliver.
+    fn chunk(&self, j: usize, body: &[u8]) -> Vec<u8> {
+        match self {
+            Self::Body { .. } if j == 0 => body.to_vec(),
+            Self::Body { .. } => Vec::new(),
+            Self::Cut(c) => c.get(j).cloned().unwrap_or_default(),
+        }
+    }
+}
+
 /// Everything about one exchange the driver needs.
 #[derive(Debug, Clone)]
 pub struct StreamInput {
@@ -235,13 +284,26 @@ impl StreamInput {
 /// attributes Envoy gives as integers (ports, sizes, codes, ids) as 8-byte
 /// little-endian integers when the text is one, anything else as its bytes.
 pub fn property_value(path: &str, text: &str) -> Vec<u8> {
+    match property_integer(path, text) {
+        Some(n) => n.to_le_bytes().to_vec(),
+        None => text.as_bytes().to_vec(),
+    }
+}
+
+/// The integer [`property_value`] encodes `text` as, if it does.
+fn property_integer(path: &str, text: &str) -> Option<i64> {
     let numeric = path.ends_with(".port")
         || path.ends_with("size")
         || path.ends_with(".code")
         || path == "connection.id";
-    match text.trim().parse::<i64>() {
-        Ok(n) if numeric => n.to_le_bytes().to_vec(),
-        _ => text.as_bytes().to_vec(),
+    numeric.then(|| text.trim().parse::<i64>().ok()).flatten()
+}
+
+/// `value` is [`property_value`] of `path` and `text` (compared, not built).
+fn is_property_value(path: &str, text: &str, value: &[u8]) -> bool {
+    match property_integer(path, text) {
+        Some(n) => value == n.to_le_bytes(),
+        None => value == text.as_bytes(),
     }
 }
 
@@ -438,8 +500,8 @@ fn regular_headers(map: &HeaderMap) -> Vec<(String, String)> {
 
 /// [`to_request`] taking the map: its strings move into the request when
 /// nothing else holds the map.
-fn into_request(map: HeaderMap, body: Vec<u8>, spare: Option<&mut Spare>) -> HttpRequest {
-    let mut headers = match map.into_entries() {
+fn into_request(map: HeaderMap, body: Vec<u8>, mut spare: Option<&mut Spare>) -> HttpRequest {
+    let mut headers = match map.into_entries_keeping(spare.as_deref_mut().map(|s| &mut s.maps)) {
         Ok(entries) => entries,
         Err(map) => return to_request(&map, body),
     };
@@ -471,8 +533,8 @@ fn into_request(map: HeaderMap, body: Vec<u8>, spare: Option<&mut Spare>) -> Htt
 }
 
 /// [`to_response`] taking the map, as [`into_request`].
-fn into_response(map: HeaderMap, body: Vec<u8>, spare: Option<&mut Spare>) -> HttpResponse {
-    let mut headers = match map.into_entries() {
+fn into_response(map: HeaderMap, body: Vec<u8>, mut spare: Option<&mut Spare>) -> HttpResponse {
+    let mut headers = match map.into_entries_keeping(spare.as_deref_mut().map(|s| &mut s.maps)) {
         Ok(entries) => entries,
         Err(map) => return to_response(&map, body),
     };
@@ -1615,10 +1677,10 @@ pub struct Prepared<'i> {
     properties: Arc<[(String, Vec<u8>)]>,
     request_headers: HeaderMap,
     request_trailers: Option<HeaderMap>,
-    request_chunks: Vec<Vec<u8>>,
+    request_chunks: Chunks,
     response_headers: HeaderMap,
     response_trailers: Option<HeaderMap>,
-    response_chunks: Vec<Vec<u8>>,
+    response_chunks: Chunks,
     /// The request map, as is, judges as the recorded request (the codec's
     /// folding of repeated headers can make it differ); worked out once,
     /// when first needed.
@@ -1641,6 +1703,9 @@ struct Parts<'i, 't> {
     /// (their strings moved in).
     moved_maps: Option<(HeaderMap, HeaderMap)>,
 }
+
+/// An exchange's properties as the guest reads them, shared by the filters.
+type Properties = Arc<[(String, Vec<u8>)]>;
 
 /// A recording's properties as the guest reads them ([`property_value`]),
 /// in one allocation (none when there are none) shared by the filters.
@@ -1735,14 +1800,8 @@ impl<'i> Prepared<'i> {
         let trailers = |t: &[(String, String)]| {
             (!t.is_empty()).then(|| HeaderMap::from_lowercase_entries(entries(0, t)))
         };
-        // Trailers end the stream: an empty end-of-stream chunk before them
-        // would be a data callback Envoy never makes.
         let chunks = |plan: &ChunkPlan, body: &[u8], trailers: &[(String, String)]| {
-            let mut c = plan.split(body);
-            if !trailers.is_empty() && c.len() > 1 && c.last().is_some_and(Vec::is_empty) {
-                c.pop();
-            }
-            c
+            Chunks::new(plan, body, !trailers.is_empty())
         };
         let Parts {
             request,
@@ -1888,7 +1947,7 @@ impl Prepared<'static> {
             }
         };
         let (request_plan, response_plan) = (plan(&d.request_chunks), plan(&d.response_chunks));
-        let properties = recorded_properties(&d.properties);
+        let properties = spare.properties(&d.properties);
         let (mut request, mut response) = (request, response);
         let moved_maps = (movable(&request.headers, crate::abi::REQUEST_INLINE)
             && movable(&response.headers, crate::abi::RESPONSE_INLINE))
@@ -1929,14 +1988,66 @@ fn empty_request() -> HttpRequest {
 /// instead of freeing and [`Prepared::from_recording_owned`] takes, so an
 /// exchange the filters leave alone costs no allocation for them. Holds at
 /// most a few short strings.
+///
+/// It also keeps the allocations a map is made of (its entry vector and the
+/// shared box around it: the recording's emptied vector and the box of an
+/// outcome's map come back here) and the last exchange's properties as the
+/// guest reads them, shared again by the next exchange that records the
+/// same ones (a recording's `destination.address` rarely changes).
 #[derive(Debug, Default)]
 pub struct Spare {
     strings: Vec<String>,
+    lists: Vec<Vec<(String, String)>>,
+    maps: Vec<crate::state::MapBox>,
+    properties: Option<Properties>,
 }
 
 impl Spare {
     /// At most this many strings are kept.
     const KEEP: usize = 16;
+    /// At most this many vectors and map boxes (two maps per exchange).
+    const KEEP_MAPS: usize = 4;
+
+    /// An empty entry vector with room for `n` entries.
+    fn list(&mut self, n: usize) -> Vec<(String, String)> {
+        let mut v = self.lists.pop().unwrap_or_default();
+        v.clear();
+        v.reserve(n);
+        v
+    }
+
+    /// Keeps `v`'s allocation (emptied) for a later map.
+    fn keep_list(&mut self, mut v: Vec<(String, String)>) {
+        if v.capacity() > 0 && self.lists.len() < Self::KEEP_MAPS {
+            v.clear();
+            self.lists.push(v);
+        }
+    }
+
+    /// A map of `entries` (lower-case names), in a kept box when there is one.
+    fn map(&mut self, entries: Vec<(String, String)>) -> HeaderMap {
+        HeaderMap::from_lowercase_entries_in(entries, self.maps.pop())
+    }
+
+    /// `recorded`'s properties as the guest reads them: the last ones
+    /// again when they are the same.
+    fn properties(&mut self, recorded: &[(String, String)]) -> Properties {
+        if recorded.is_empty() {
+            return Arc::default();
+        }
+        if let Some(last) = &self.properties
+            && last.len() == recorded.len()
+            && last
+                .iter()
+                .zip(recorded)
+                .all(|((k, v), (rk, rv))| k == rk && is_property_value(rk, rv, v))
+        {
+            return last.clone();
+        }
+        let made = recorded_properties(recorded);
+        self.properties = Some(made.clone());
+        made
+    }
 
     /// `text` in a kept string (room for any pseudo-header name or status).
     fn text(&mut self, text: &str) -> String {
@@ -2012,21 +2123,23 @@ fn movable(headers: &[(String, String)], inline: &[&str]) -> bool {
 
 /// [`request_map`], the request's strings moved into the map.
 fn request_map_moving(req: &mut HttpRequest, spare: &mut Spare) -> HeaderMap {
-    let mut pairs = Vec::with_capacity(4 + req.headers.len());
+    let mut pairs = spare.list(4 + req.headers.len());
     pairs.push((spare.text(":authority"), std::mem::take(&mut req.authority)));
     pairs.push((spare.text(":path"), std::mem::take(&mut req.path)));
     pairs.push((spare.text(":method"), std::mem::take(&mut req.method)));
     pairs.push((spare.text(":scheme"), std::mem::take(&mut req.scheme)));
     pairs.append(&mut req.headers);
-    HeaderMap::from_lowercase_entries(pairs)
+    spare.keep_list(std::mem::take(&mut req.headers));
+    spare.map(pairs)
 }
 
 /// [`response_map`], the response's strings moved into the map.
 fn response_map_moving(resp: &mut HttpResponse, spare: &mut Spare) -> HeaderMap {
-    let mut pairs = Vec::with_capacity(1 + resp.headers.len());
+    let mut pairs = spare.list(1 + resp.headers.len());
     pairs.push((spare.text(":status"), spare.status(resp.status)));
     pairs.append(&mut resp.headers);
-    HeaderMap::from_lowercase_entries(pairs)
+    spare.keep_list(std::mem::take(&mut resp.headers));
+    spare.map(pairs)
 }
 
 /// The verdict of a [`run_chain_verdict`] run.
@@ -2453,12 +2566,13 @@ fn advance(d: &mut Driver<'_, '_>, p: &Prepared<'_>) {
 fn request_rest(d: &mut Driver<'_, '_>, p: &Prepared<'_>) -> Stage {
     let mut r = Ok(());
     let last = p.request_chunks.len();
-    for (j, c) in p.request_chunks.iter().enumerate() {
+    for j in 0..last {
         if r.is_err() {
             break;
         }
         let eos = j + 1 == last && d.req.trailers.is_none();
-        r = d.push(Direction::Request, 0, Event::Data(c.clone(), eos));
+        let c = p.request_chunks.chunk(j, &p.request.body);
+        r = d.push(Direction::Request, 0, Event::Data(c, eos));
     }
     if r.is_ok() && d.req.trailers.is_some() {
         r = d.push(Direction::Request, 0, Event::Trailers);
@@ -2520,9 +2634,10 @@ fn request_halted(d: &mut Driver<'_, '_>, r: Result<(), Halt>) -> bool {
 /// The response's body chunks and trailers.
 fn response_rest(d: &mut Driver<'_, '_>, p: &Prepared<'_>) -> Result<(), Halt> {
     let last = p.response_chunks.len();
-    for (j, c) in p.response_chunks.iter().enumerate() {
+    for j in 0..last {
         let eos = j + 1 == last && d.resp.trailers.is_none();
-        d.push(Direction::Response, 0, Event::Data(c.clone(), eos))?;
+        let c = p.response_chunks.chunk(j, &p.response.body);
+        d.push(Direction::Response, 0, Event::Data(c, eos))?;
     }
     if d.resp.trailers.is_some() {
         d.push(Direction::Response, 0, Event::Trailers)?;
