@@ -505,6 +505,30 @@ fn into_request(map: HeaderMap, body: Vec<u8>, mut spare: Option<&mut Spare>) ->
         Ok(entries) => entries,
         Err(map) => return to_request(&map, body),
     };
+    // The map as built (`request_map`): the four pseudo-headers first, in
+    // this order, and no other; they leave in one move.
+    const BUILT: [&str; 4] = [":authority", ":path", ":method", ":scheme"];
+    if headers.len() >= 4
+        && headers.iter().zip(BUILT).all(|((k, _), n)| k == n)
+        && !headers[4..].iter().any(|(k, _)| k.starts_with(':'))
+    {
+        let mut values: [String; 4] = Default::default();
+        for (slot, (k, v)) in values.iter_mut().zip(headers.drain(..4)) {
+            *slot = v;
+            if let Some(s) = spare.as_deref_mut() {
+                s.keep(k);
+            }
+        }
+        let [authority, path, method, scheme] = values;
+        return HttpRequest {
+            method,
+            scheme,
+            authority,
+            path,
+            headers,
+            body,
+        };
+    }
     let mut pseudo = [
         (":method", None),
         (":scheme", None),
@@ -538,6 +562,23 @@ fn into_response(map: HeaderMap, body: Vec<u8>, mut spare: Option<&mut Spare>) -
         Ok(entries) => entries,
         Err(map) => return to_response(&map, body),
     };
+    // The map as built (`response_map`): `:status` first and no other
+    // pseudo-header.
+    if headers.first().is_some_and(|(k, _)| k == ":status")
+        && !headers[1..].iter().any(|(k, _)| k.starts_with(':'))
+    {
+        let (k, v) = headers.remove(0);
+        let status = v.parse().unwrap_or(NO_RESPONSE);
+        if let Some(s) = spare {
+            s.keep(k);
+            s.keep(v);
+        }
+        return HttpResponse {
+            status,
+            headers,
+            body,
+        };
+    }
     let status = headers
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(":status"))
@@ -900,6 +941,14 @@ impl Order {
     }
 }
 
+/// `to` becomes `from` (shared), unless it is that very map already.
+#[inline]
+fn share(to: &mut HeaderMap, from: &HeaderMap) {
+    if !to.same(from) {
+        *to = from.clone();
+    }
+}
+
 fn vm_stream(vm: &mut Vm) -> Option<&mut StreamState> {
     vm.stream_mut()
 }
@@ -925,23 +974,25 @@ impl<'a> Driver<'_, 'a> {
 
     /// Copies the flowing maps into lane `i`'s stream state.
     fn load(&mut self, i: usize, phase: Phase, body: Option<(Direction, Vec<u8>)>) {
-        let req_h = self.req.headers.clone();
-        let req_t = self.req.trailers.clone();
-        let resp_h = self.resp.started.then(|| self.resp.headers.clone());
-        let resp_t = self.resp.trailers.clone();
         if let Some(s) = self.lanes[i].vm.as_deref_mut().and_then(vm_stream) {
             s.phase = phase;
-            s.request_headers = req_h;
+            // (A map the lane holds already is not handed over again: no
+            // reference counting for the usual case, nothing changed.)
+            share(&mut s.request_headers, &self.req.headers);
             // Without trailers in the stream, the lane keeps those its filter
             // created in its last body callback (Envoy's `addDecodedTrailers`:
             // the map exists for the filter from then on; the harness does
             // not pass them on).
-            if let Some(t) = req_t {
-                s.request_trailers = t;
+            if let Some(t) = &self.req.trailers {
+                share(&mut s.request_trailers, t);
             }
-            s.response_headers = resp_h;
-            if let Some(t) = resp_t {
-                s.response_trailers = t;
+            match (&mut s.response_headers, self.resp.started) {
+                (Some(h), true) => share(h, &self.resp.headers),
+                (h, true) => *h = Some(self.resp.headers.clone()),
+                (h, false) => *h = None,
+            }
+            if let Some(t) = &self.resp.trailers {
+                share(&mut s.response_trailers, t);
             }
             s.continued_request = false;
             s.continued_response = false;
@@ -970,16 +1021,16 @@ impl<'a> Driver<'_, 'a> {
         let Some(s) = self.lanes[i].vm.as_deref_mut().and_then(vm_stream) else {
             return;
         };
-        self.req.headers = s.request_headers.clone();
-        if self.req.trailers.is_some() {
-            self.req.trailers = Some(s.request_trailers.clone());
+        share(&mut self.req.headers, &s.request_headers);
+        if let Some(t) = &mut self.req.trailers {
+            share(t, &s.request_trailers);
         }
         if self.resp.started {
             if let Some(h) = &s.response_headers {
-                self.resp.headers = h.clone();
+                share(&mut self.resp.headers, h);
             }
-            if self.resp.trailers.is_some() {
-                self.resp.trailers = Some(s.response_trailers.clone());
+            if let Some(t) = &mut self.resp.trailers {
+                share(t, &s.response_trailers);
             }
         }
     }
@@ -1487,11 +1538,11 @@ impl<'a> Driver<'_, 'a> {
     }
 
     fn changes(&mut self, i: usize, dir: Direction, before: &HeaderMap) {
-        let after = self.flow(dir).headers.clone();
-        if after.same(before) || !self.logging() {
+        if self.flow(dir).headers.same(before) || !self.logging() {
             // Untouched by the filter (the map is shared copy-on-write).
             return;
         }
+        let after = self.flow(dir).headers.clone();
         let mut diffs = Vec::new();
         crate::verdict::diff_headers(dir.as_str(), before.entries(), after.entries(), &mut diffs);
         for d in diffs {
@@ -2097,7 +2148,7 @@ fn movable(headers: &[(String, String)], inline: &[&str]) -> bool {
     let mut seen = 0u64;
     for (i, (k, _)) in headers.iter().enumerate() {
         let b = k.as_bytes();
-        if b.first() == Some(&b':') || b.iter().any(u8::is_ascii_uppercase) {
+        if b.first() == Some(&b':') || has_uppercase(b) {
             return false;
         }
         let (first, last) = (
@@ -2119,6 +2170,25 @@ fn movable(headers: &[(String, String)], inline: &[&str]) -> bool {
         seen |= bit;
     }
     true
+}
+
+/// `b` has an ASCII upper-case letter (eight bytes at a time).
+fn has_uppercase(b: &[u8]) -> bool {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut words = b.chunks_exact(8);
+    for w in &mut words {
+        let w = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+        // Per byte, on its low seven bits (no carry crosses a byte): the
+        // high bit of `x + 0x3f` is set for x >= 'A', of `x + 0x25` for
+        // x > 'Z'; bytes with their own high bit set are not ASCII.
+        let x = w & LOW7;
+        let upper = (x + 0x3f3f_3f3f_3f3f_3f3f) & !(x + 0x2525_2525_2525_2525) & !w & HIGH;
+        if upper != 0 {
+            return true;
+        }
+    }
+    words.remainder().iter().any(u8::is_ascii_uppercase)
 }
 
 /// [`request_map`], the request's strings moved into the map.
@@ -2878,6 +2948,79 @@ fn finish(d: &mut Driver<'_, '_>) {
         let r = d.call_vm(i, |vm, ctx| vm.call_done_delete(ctx));
         if let Err(e) = r {
             let _ = d.failed(i, e);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn has_uppercase_agrees_with_the_bytewise_check() {
+        // Every byte value at every position of words and remainders.
+        for len in [1usize, 7, 8, 9, 16, 17] {
+            for at in 0..len {
+                for byte in 0..=255u8 {
+                    let mut b = vec![b'a'; len];
+                    b[at] = byte;
+                    assert_eq!(
+                        has_uppercase(&b),
+                        b.iter().any(u8::is_ascii_uppercase),
+                        "{b:?}"
+                    );
+                }
+            }
+        }
+        assert!(!has_uppercase(b""));
+    }
+
+    fn pairs(names: &[&str]) -> Vec<(String, String)> {
+        names
+            .iter()
+            .map(|n| (n.to_string(), "v".to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn movable_refuses_what_a_map_would_change() {
+        let inline = crate::abi::REQUEST_INLINE;
+        assert!(movable(&pairs(&["accept", "x-a", "x-b", "user-agent"]), inline));
+        // Repeated names the codec does not fold stay movable.
+        assert!(movable(&pairs(&["x-a", "cookie", "x-a", "cookie"]), inline));
+        // A repeated inline header is folded: not movable.
+        assert!(!movable(&pairs(&["via", "x-a", "via"]), inline));
+        assert!(!movable(&pairs(&["accept", "Accept-Encoding"]), inline));
+        assert!(!movable(&pairs(&["x-a", ":path"]), inline));
+        // Many distinct names (summary collisions) and one repeat at the end.
+        let many: Vec<String> = (0..80).map(|i| format!("x-h{i}")).collect();
+        let mut names: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert!(movable(&pairs(&names), inline));
+        names.push("accept");
+        names.push("accept");
+        assert!(!movable(&pairs(&names), inline));
+    }
+
+    #[test]
+    fn chunks_kept_whole_cut_as_the_plan_splits() {
+        let body = b"0123456789".to_vec();
+        for plan in [
+            ChunkPlan::Whole,
+            ChunkPlan::Http1,
+            ChunkPlan::Chunks(3),
+            ChunkPlan::Sizes(vec![4, 0]),
+        ] {
+            for trailers in [false, true] {
+                for b in [&body[..], &[][..]] {
+                    let c = Chunks::new(&plan, b, trailers);
+                    let got: Vec<Vec<u8>> = (0..c.len()).map(|j| c.chunk(j, b)).collect();
+                    let mut want = plan.split(b);
+                    if trailers && want.len() > 1 && want.last().is_some_and(Vec::is_empty) {
+                        want.pop();
+                    }
+                    assert_eq!(got, want, "{plan:?}, trailers {trailers}");
+                }
+            }
         }
     }
 }
