@@ -386,6 +386,10 @@ pub struct StreamState {
     /// The current body callback carries the end of the stream (Envoy
     /// creates the trailers a filter writes then).
     pub end_of_stream: bool,
+    /// The guest wrote a body (`proxy_set_buffer_bytes`) since the driver
+    /// last handed one over: only then is the body compared with what the
+    /// callback was given.
+    pub body_written: bool,
     /// The exchange's own properties (a recording's `properties:`), dotted
     /// paths; they win over the VM's and the built-in ones. Shared by the
     /// filters of a chain.
@@ -419,6 +423,7 @@ impl StreamState {
             request_headers_open: true,
             response_headers_open: true,
             end_of_stream: false,
+            body_written: false,
             properties: Arc::default(),
         }
     }

@@ -884,6 +884,11 @@ struct Flow {
     trailers: Option<HeaderMap>,
     out_headers: Option<HeaderMap>,
     out_body: Vec<u8>,
+    /// A filter changed a body chunk of this direction. Without that, the
+    /// filters only pass on, hold, merge or drop the bytes they are given,
+    /// never alter them: a body that left the chain whole (its length)
+    /// is the one that entered it, uncompared.
+    body_changed: bool,
     out_trailers: Option<HeaderMap>,
     out_eos: bool,
     started: bool,
@@ -895,6 +900,13 @@ struct Flow {
     /// ([`frame_headers_only`]) once it is the outcome's: `Some(true)` for
     /// a reply to a `HEAD`.
     frame_reply: Option<bool>,
+}
+
+impl Flow {
+    /// What left the chain is `body` (the one that entered it, as recorded).
+    fn body_is(&self, body: &[u8]) -> bool {
+        self.out_body.len() == body.len() && (!self.body_changed || self.out_body == body)
+    }
 }
 
 struct Driver<'l, 'a> {
@@ -1001,6 +1013,7 @@ impl<'a> Driver<'_, 'a> {
                 Some((Direction::Response, b)) => s.response_body = Some(b),
                 None => {}
             }
+            s.body_written = false;
         }
     }
 
@@ -1042,6 +1055,10 @@ impl<'a> Driver<'_, 'a> {
         let Some(s) = self.lanes[i].vm.as_deref_mut().and_then(vm_stream) else {
             return Some(Vec::new());
         };
+        if !s.body_written {
+            // Nothing wrote a body since `load` handed this one over.
+            return None;
+        }
         let now = if dir.is_response() {
             &s.response_body
         } else {
@@ -1302,6 +1319,9 @@ impl<'a> Driver<'_, 'a> {
                             body.len()
                         );
                         self.step(i, text);
+                    }
+                    if changed.is_some() {
+                        self.flow(dir).body_changed = true;
                     }
                     let body = changed.unwrap_or(visible);
                     let continued = self.after(i, dir, cb)?;
@@ -1938,7 +1958,7 @@ impl<'i> Prepared<'i> {
             self.moved
                 && flow.to_outcome
                 && flow.out_headers.as_ref().is_some_and(|h| h.same(map))
-                && flow.out_body == body
+                && flow.body_is(body)
         };
         let request_same = untouched(&d.req, &self.request_headers, &self.request.body);
         let response_same = out.reset_in.is_none()
@@ -2553,7 +2573,7 @@ fn verdict_of(
         Verdict::Modified
     } else {
         let request_changed = match &d.req.out_headers {
-            Some(h) if h.same(&p.request_headers) && d.req.out_body == p.request.body => {
+            Some(h) if h.same(&p.request_headers) && d.req.body_is(&p.request.body) => {
                 !p.request_pristine()
             }
             Some(h) => crate::verdict::request_differs(
@@ -2563,7 +2583,7 @@ fn verdict_of(
             None => false,
         };
         let response_changed = match &d.resp.out_headers {
-            Some(h) if h.same(&p.response_headers) && d.resp.out_body == p.response.body => {
+            Some(h) if h.same(&p.response_headers) && d.resp.body_is(&p.response.body) => {
                 !p.response_pristine()
             }
             Some(h) => crate::verdict::response_differs(
