@@ -3005,7 +3005,10 @@ mod tests {
     #[test]
     fn movable_refuses_what_a_map_would_change() {
         let inline = crate::abi::REQUEST_INLINE;
-        assert!(movable(&pairs(&["accept", "x-a", "x-b", "user-agent"]), inline));
+        assert!(movable(
+            &pairs(&["accept", "x-a", "x-b", "user-agent"]),
+            inline
+        ));
         // Repeated names the codec does not fold stay movable.
         assert!(movable(&pairs(&["x-a", "cookie", "x-a", "cookie"]), inline));
         // A repeated inline header is folded: not movable.

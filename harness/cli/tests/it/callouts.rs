@@ -501,7 +501,10 @@ fn a_unary_grpc_call_slower_than_its_timeout_closes_unavailable_at_the_timeout()
     );
     assert!(TIMEOUT_BODY == "upstream request timeout");
     assert!(
-        out.steps[0].steps.iter().any(|s| s.to_string().contains("waited 1s")),
+        out.steps[0]
+            .steps
+            .iter()
+            .any(|s| s.to_string().contains("waited 1s")),
         "{:?}",
         out.steps
     );

@@ -102,10 +102,9 @@ fn a_local_reply_skips_later_filters_and_goes_back_through_earlier_ones() {
     assert!(!called(&report, 2, "proxy_on_request_headers"));
     assert!(!called(&report, 2, "proxy_on_response_headers"));
     assert!(
-        e.filters[2]
-            .steps
-            .iter()
-            .any(|s| s.to_string().contains("context created for the access log only")),
+        e.filters[2].steps.iter().any(|s| s
+            .to_string()
+            .contains("context created for the access log only")),
         "{:?}",
         e.filters[2].steps
     );
