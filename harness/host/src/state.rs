@@ -117,6 +117,9 @@ impl Default for VmSettings {
     }
 }
 
+/// The shared box a [`HeaderMap`]'s entries live in.
+pub(crate) type MapBox = Arc<Vec<(String, String)>>;
+
 /// An HTTP header map, names lower-cased, order and duplicates kept.
 ///
 /// The entries are shared copy-on-write: cloning a map is a reference-count
@@ -164,6 +167,53 @@ impl HeaderMap {
         );
         Self {
             entries: (!entries.is_empty()).then(|| Arc::new(entries)),
+        }
+    }
+
+    /// [`Self::from_lowercase_entries`] in `boxed`, a box an earlier map
+    /// left ([`Self::into_entries_keeping`]), when one is given.
+    pub(crate) fn from_lowercase_entries_in(
+        entries: Vec<(String, String)>,
+        boxed: Option<MapBox>,
+    ) -> Self {
+        match boxed {
+            Some(mut b) if !entries.is_empty() => match Arc::get_mut(&mut b) {
+                Some(slot) => {
+                    debug_assert!(
+                        entries
+                            .iter()
+                            .all(|(k, _)| !k.bytes().any(|b| b.is_ascii_uppercase()))
+                    );
+                    *slot = entries;
+                    Self { entries: Some(b) }
+                }
+                None => Self::from_lowercase_entries(entries),
+            },
+            _ => Self::from_lowercase_entries(entries),
+        }
+    }
+
+    /// [`Self::into_entries`], the emptied box kept in `boxes` (at most
+    /// four) for [`Self::from_lowercase_entries_in`].
+    pub(crate) fn into_entries_keeping(
+        self,
+        boxes: Option<&mut Vec<MapBox>>,
+    ) -> Result<Vec<(String, String)>, HeaderMap> {
+        let Some(boxes) = boxes else {
+            return self.into_entries();
+        };
+        match self.entries {
+            None => Ok(Vec::new()),
+            Some(mut a) => match Arc::get_mut(&mut a) {
+                Some(v) => {
+                    let v = std::mem::take(v);
+                    if boxes.len() < 4 {
+                        boxes.push(a);
+                    }
+                    Ok(v)
+                }
+                None => Err(HeaderMap { entries: Some(a) }),
+            },
         }
     }
 
@@ -336,6 +386,10 @@ pub struct StreamState {
     /// The current body callback carries the end of the stream (Envoy
     /// creates the trailers a filter writes then).
     pub end_of_stream: bool,
+    /// The guest wrote a body (`proxy_set_buffer_bytes`) since the driver
+    /// last handed one over: only then is the body compared with what the
+    /// callback was given.
+    pub body_written: bool,
     /// The exchange's own properties (a recording's `properties:`), dotted
     /// paths; they win over the VM's and the built-in ones. Shared by the
     /// filters of a chain.
@@ -369,6 +423,7 @@ impl StreamState {
             request_headers_open: true,
             response_headers_open: true,
             end_of_stream: false,
+            body_written: false,
             properties: Arc::default(),
         }
     }

@@ -151,6 +151,55 @@ impl ChunkPlan {
     }
 }
 
+/// A body's chunks as [`Prepared`] keeps them: the usual plans (one chunk,
+/// Envoy's HTTP/1 codec) as the body itself, copied only as each chunk is
+/// delivered; any other plan cut up front.
+#[derive(Debug, Clone)]
+enum Chunks {
+    /// The whole body as one chunk, then an empty one when `empty_end`.
+    Body { empty_end: bool },
+    /// These chunks (none for an empty body).
+    Cut(Vec<Vec<u8>>),
+}
+
+impl Chunks {
+    /// `body` cut as `plan` says. Trailers end the stream: an empty
+    /// end-of-stream chunk before them would be a data callback Envoy
+    /// never makes.
+    fn new(plan: &ChunkPlan, body: &[u8], trailers: bool) -> Self {
+        match plan {
+            _ if body.is_empty() => Self::Cut(Vec::new()),
+            ChunkPlan::Whole => Self::Body { empty_end: false },
+            ChunkPlan::Http1 => Self::Body {
+                empty_end: !trailers,
+            },
+            _ => {
+                let mut c = plan.split(body);
+                if trailers && c.len() > 1 && c.last().is_some_and(Vec::is_empty) {
+                    c.pop();
+                }
+                Self::Cut(c)
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Self::Body { empty_end } => 1 + usize::from(*empty_end),
+            Self::Cut(c) => c.len(),
+        }
+    }
+
+    /// Chunk `j` of `body`, to deliver.
+    fn chunk(&self, j: usize, body: &[u8]) -> Vec<u8> {
+        match self {
+            Self::Body { .. } if j == 0 => body.to_vec(),
+            Self::Body { .. } => Vec::new(),
+            Self::Cut(c) => c.get(j).cloned().unwrap_or_default(),
+        }
+    }
+}
+
 /// Everything about one exchange the driver needs.
 #[derive(Debug, Clone)]
 pub struct StreamInput {
@@ -235,13 +284,26 @@ impl StreamInput {
 /// attributes Envoy gives as integers (ports, sizes, codes, ids) as 8-byte
 /// little-endian integers when the text is one, anything else as its bytes.
 pub fn property_value(path: &str, text: &str) -> Vec<u8> {
+    match property_integer(path, text) {
+        Some(n) => n.to_le_bytes().to_vec(),
+        None => text.as_bytes().to_vec(),
+    }
+}
+
+/// The integer [`property_value`] encodes `text` as, if it does.
+fn property_integer(path: &str, text: &str) -> Option<i64> {
     let numeric = path.ends_with(".port")
         || path.ends_with("size")
         || path.ends_with(".code")
         || path == "connection.id";
-    match text.trim().parse::<i64>() {
-        Ok(n) if numeric => n.to_le_bytes().to_vec(),
-        _ => text.as_bytes().to_vec(),
+    numeric.then(|| text.trim().parse::<i64>().ok()).flatten()
+}
+
+/// `value` is [`property_value`] of `path` and `text` (compared, not built).
+fn is_property_value(path: &str, text: &str, value: &[u8]) -> bool {
+    match property_integer(path, text) {
+        Some(n) => value == n.to_le_bytes(),
+        None => value == text.as_bytes(),
     }
 }
 
@@ -272,7 +334,68 @@ pub struct FilterSteps {
     /// The filter's name.
     pub filter: String,
     /// Callbacks with their results, changes, local replies, failures.
-    pub steps: Vec<String>,
+    pub steps: Vec<Step>,
+}
+
+/// One entry of a filter's step log. The frequent ones (a callback and its
+/// result) are kept typed and made text only when printed ([`Display`]),
+/// so a replay that prints no steps builds no string for them.
+///
+/// [`Display`]: std::fmt::Display
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// A headers callback and what it returned:
+    /// `proxy_on_request_headers(eos=false) -> Continue`.
+    Headers {
+        /// The callback.
+        callback: &'static str,
+        /// The end of stream it was given.
+        end_of_stream: bool,
+        /// Its result's name.
+        action: &'static str,
+    },
+    /// A body callback and what it returned:
+    /// `proxy_on_request_body(5 bytes, eos=true) -> Continue`.
+    Body {
+        /// The callback.
+        callback: &'static str,
+        /// The body size it was given.
+        size: usize,
+        /// The end of stream it was given.
+        end_of_stream: bool,
+        /// Its result's name.
+        action: &'static str,
+    },
+    /// Anything else, as text (changes, local replies, failures, waits).
+    Text(String),
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Headers {
+                callback,
+                end_of_stream,
+                action,
+            } => write!(f, "{callback}(eos={end_of_stream}) -> {action}"),
+            Self::Body {
+                callback,
+                size,
+                end_of_stream,
+                action,
+            } => write!(
+                f,
+                "{callback}({size} bytes, eos={end_of_stream}) -> {action}"
+            ),
+            Self::Text(t) => f.write_str(t),
+        }
+    }
+}
+
+impl From<String> for Step {
+    fn from(text: String) -> Self {
+        Self::Text(text)
+    }
 }
 
 impl FilterSteps {
@@ -377,11 +500,35 @@ fn regular_headers(map: &HeaderMap) -> Vec<(String, String)> {
 
 /// [`to_request`] taking the map: its strings move into the request when
 /// nothing else holds the map.
-fn into_request(map: HeaderMap, body: Vec<u8>, spare: Option<&mut Spare>) -> HttpRequest {
-    let mut headers = match map.into_entries() {
+fn into_request(map: HeaderMap, body: Vec<u8>, mut spare: Option<&mut Spare>) -> HttpRequest {
+    let mut headers = match map.into_entries_keeping(spare.as_deref_mut().map(|s| &mut s.maps)) {
         Ok(entries) => entries,
         Err(map) => return to_request(&map, body),
     };
+    // The map as built (`request_map`): the four pseudo-headers first, in
+    // this order, and no other; they leave in one move.
+    const BUILT: [&str; 4] = [":authority", ":path", ":method", ":scheme"];
+    if headers.len() >= 4
+        && headers.iter().zip(BUILT).all(|((k, _), n)| k == n)
+        && !headers[4..].iter().any(|(k, _)| k.starts_with(':'))
+    {
+        let mut values: [String; 4] = Default::default();
+        for (slot, (k, v)) in values.iter_mut().zip(headers.drain(..4)) {
+            *slot = v;
+            if let Some(s) = spare.as_deref_mut() {
+                s.keep(k);
+            }
+        }
+        let [authority, path, method, scheme] = values;
+        return HttpRequest {
+            method,
+            scheme,
+            authority,
+            path,
+            headers,
+            body,
+        };
+    }
     let mut pseudo = [
         (":method", None),
         (":scheme", None),
@@ -410,11 +557,28 @@ fn into_request(map: HeaderMap, body: Vec<u8>, spare: Option<&mut Spare>) -> Htt
 }
 
 /// [`to_response`] taking the map, as [`into_request`].
-fn into_response(map: HeaderMap, body: Vec<u8>, spare: Option<&mut Spare>) -> HttpResponse {
-    let mut headers = match map.into_entries() {
+fn into_response(map: HeaderMap, body: Vec<u8>, mut spare: Option<&mut Spare>) -> HttpResponse {
+    let mut headers = match map.into_entries_keeping(spare.as_deref_mut().map(|s| &mut s.maps)) {
         Ok(entries) => entries,
         Err(map) => return to_response(&map, body),
     };
+    // The map as built (`response_map`): `:status` first and no other
+    // pseudo-header.
+    if headers.first().is_some_and(|(k, _)| k == ":status")
+        && !headers[1..].iter().any(|(k, _)| k.starts_with(':'))
+    {
+        let (k, v) = headers.remove(0);
+        let status = v.parse().unwrap_or(NO_RESPONSE);
+        if let Some(s) = spare {
+            s.keep(k);
+            s.keep(v);
+        }
+        return HttpResponse {
+            status,
+            headers,
+            body,
+        };
+    }
     let status = headers
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(":status"))
@@ -720,6 +884,11 @@ struct Flow {
     trailers: Option<HeaderMap>,
     out_headers: Option<HeaderMap>,
     out_body: Vec<u8>,
+    /// A filter changed a body chunk of this direction. Without that, the
+    /// filters only pass on, hold, merge or drop the bytes they are given,
+    /// never alter them: a body that left the chain whole (its length)
+    /// is the one that entered it, uncompared.
+    body_changed: bool,
     out_trailers: Option<HeaderMap>,
     out_eos: bool,
     started: bool,
@@ -731,6 +900,13 @@ struct Flow {
     /// ([`frame_headers_only`]) once it is the outcome's: `Some(true)` for
     /// a reply to a `HEAD`.
     frame_reply: Option<bool>,
+}
+
+impl Flow {
+    /// What left the chain is `body` (the one that entered it, as recorded).
+    fn body_is(&self, body: &[u8]) -> bool {
+        self.out_body.len() == body.len() && (!self.body_changed || self.out_body == body)
+    }
 }
 
 struct Driver<'l, 'a> {
@@ -777,14 +953,22 @@ impl Order {
     }
 }
 
+/// `to` becomes `from` (shared), unless it is that very map already.
+#[inline]
+fn share(to: &mut HeaderMap, from: &HeaderMap) {
+    if !to.same(from) {
+        *to = from.clone();
+    }
+}
+
 fn vm_stream(vm: &mut Vm) -> Option<&mut StreamState> {
     vm.stream_mut()
 }
 
 impl<'a> Driver<'_, 'a> {
-    fn step(&mut self, i: usize, text: String) {
+    fn step(&mut self, i: usize, step: impl Into<Step>) {
         if let Some(f) = self.out.steps.get_mut(i) {
-            f.steps.push(text);
+            f.steps.push(step.into());
         }
     }
 
@@ -802,23 +986,25 @@ impl<'a> Driver<'_, 'a> {
 
     /// Copies the flowing maps into lane `i`'s stream state.
     fn load(&mut self, i: usize, phase: Phase, body: Option<(Direction, Vec<u8>)>) {
-        let req_h = self.req.headers.clone();
-        let req_t = self.req.trailers.clone();
-        let resp_h = self.resp.started.then(|| self.resp.headers.clone());
-        let resp_t = self.resp.trailers.clone();
         if let Some(s) = self.lanes[i].vm.as_deref_mut().and_then(vm_stream) {
             s.phase = phase;
-            s.request_headers = req_h;
+            // (A map the lane holds already is not handed over again: no
+            // reference counting for the usual case, nothing changed.)
+            share(&mut s.request_headers, &self.req.headers);
             // Without trailers in the stream, the lane keeps those its filter
             // created in its last body callback (Envoy's `addDecodedTrailers`:
             // the map exists for the filter from then on; the harness does
             // not pass them on).
-            if let Some(t) = req_t {
-                s.request_trailers = t;
+            if let Some(t) = &self.req.trailers {
+                share(&mut s.request_trailers, t);
             }
-            s.response_headers = resp_h;
-            if let Some(t) = resp_t {
-                s.response_trailers = t;
+            match (&mut s.response_headers, self.resp.started) {
+                (Some(h), true) => share(h, &self.resp.headers),
+                (h, true) => *h = Some(self.resp.headers.clone()),
+                (h, false) => *h = None,
+            }
+            if let Some(t) = &self.resp.trailers {
+                share(&mut s.response_trailers, t);
             }
             s.continued_request = false;
             s.continued_response = false;
@@ -827,6 +1013,7 @@ impl<'a> Driver<'_, 'a> {
                 Some((Direction::Response, b)) => s.response_body = Some(b),
                 None => {}
             }
+            s.body_written = false;
         }
     }
 
@@ -847,16 +1034,16 @@ impl<'a> Driver<'_, 'a> {
         let Some(s) = self.lanes[i].vm.as_deref_mut().and_then(vm_stream) else {
             return;
         };
-        self.req.headers = s.request_headers.clone();
-        if self.req.trailers.is_some() {
-            self.req.trailers = Some(s.request_trailers.clone());
+        share(&mut self.req.headers, &s.request_headers);
+        if let Some(t) = &mut self.req.trailers {
+            share(t, &s.request_trailers);
         }
         if self.resp.started {
             if let Some(h) = &s.response_headers {
-                self.resp.headers = h.clone();
+                share(&mut self.resp.headers, h);
             }
-            if self.resp.trailers.is_some() {
-                self.resp.trailers = Some(s.response_trailers.clone());
+            if let Some(t) = &mut self.resp.trailers {
+                share(t, &s.response_trailers);
             }
         }
     }
@@ -868,6 +1055,10 @@ impl<'a> Driver<'_, 'a> {
         let Some(s) = self.lanes[i].vm.as_deref_mut().and_then(vm_stream) else {
             return Some(Vec::new());
         };
+        if !s.body_written {
+            // Nothing wrote a body since `load` handed this one over.
+            return None;
+        }
         let now = if dir.is_response() {
             &s.response_body
         } else {
@@ -1042,8 +1233,14 @@ impl<'a> Driver<'_, 'a> {
                     };
                     let (name, result) = headers_action(action);
                     if self.logging() {
-                        let eos = if eos { "true" } else { "false" };
-                        self.step(i, [cb, "(eos=", eos, ") -> ", name].concat());
+                        self.step(
+                            i,
+                            Step::Headers {
+                                callback: cb,
+                                end_of_stream: eos,
+                                action: name,
+                            },
+                        );
                     }
                     if action == 0 {
                         // Envoy lets go of the map once the callback continued.
@@ -1104,10 +1301,15 @@ impl<'a> Driver<'_, 'a> {
                     };
                     let (name, result) = data_action(action);
                     if self.logging() {
-                        use std::fmt::Write as _;
-                        let mut text = String::with_capacity(cb.len() + name.len() + 32);
-                        let _ = write!(text, "{cb}({size} bytes, eos={eos}) -> {name}");
-                        self.step(i, text);
+                        self.step(
+                            i,
+                            Step::Body {
+                                callback: cb,
+                                size,
+                                end_of_stream: eos,
+                                action: name,
+                            },
+                        );
                     }
                     if let (true, Some(body)) = (self.logging(), &changed) {
                         let text = format!(
@@ -1117,6 +1319,9 @@ impl<'a> Driver<'_, 'a> {
                             body.len()
                         );
                         self.step(i, text);
+                    }
+                    if changed.is_some() {
+                        self.flow(dir).body_changed = true;
                     }
                     let body = changed.unwrap_or(visible);
                     let continued = self.after(i, dir, cb)?;
@@ -1353,11 +1558,11 @@ impl<'a> Driver<'_, 'a> {
     }
 
     fn changes(&mut self, i: usize, dir: Direction, before: &HeaderMap) {
-        let after = self.flow(dir).headers.clone();
-        if after.same(before) || !self.logging() {
+        if self.flow(dir).headers.same(before) || !self.logging() {
             // Untouched by the filter (the map is shared copy-on-write).
             return;
         }
+        let after = self.flow(dir).headers.clone();
         let mut diffs = Vec::new();
         crate::verdict::diff_headers(dir.as_str(), before.entries(), after.entries(), &mut diffs);
         for d in diffs {
@@ -1543,10 +1748,10 @@ pub struct Prepared<'i> {
     properties: Arc<[(String, Vec<u8>)]>,
     request_headers: HeaderMap,
     request_trailers: Option<HeaderMap>,
-    request_chunks: Vec<Vec<u8>>,
+    request_chunks: Chunks,
     response_headers: HeaderMap,
     response_trailers: Option<HeaderMap>,
-    response_chunks: Vec<Vec<u8>>,
+    response_chunks: Chunks,
     /// The request map, as is, judges as the recorded request (the codec's
     /// folding of repeated headers can make it differ); worked out once,
     /// when first needed.
@@ -1569,6 +1774,9 @@ struct Parts<'i, 't> {
     /// (their strings moved in).
     moved_maps: Option<(HeaderMap, HeaderMap)>,
 }
+
+/// An exchange's properties as the guest reads them, shared by the filters.
+type Properties = Arc<[(String, Vec<u8>)]>;
 
 /// A recording's properties as the guest reads them ([`property_value`]),
 /// in one allocation (none when there are none) shared by the filters.
@@ -1663,14 +1871,8 @@ impl<'i> Prepared<'i> {
         let trailers = |t: &[(String, String)]| {
             (!t.is_empty()).then(|| HeaderMap::from_lowercase_entries(entries(0, t)))
         };
-        // Trailers end the stream: an empty end-of-stream chunk before them
-        // would be a data callback Envoy never makes.
         let chunks = |plan: &ChunkPlan, body: &[u8], trailers: &[(String, String)]| {
-            let mut c = plan.split(body);
-            if !trailers.is_empty() && c.len() > 1 && c.last().is_some_and(Vec::is_empty) {
-                c.pop();
-            }
-            c
+            Chunks::new(plan, body, !trailers.is_empty())
         };
         let Parts {
             request,
@@ -1756,7 +1958,7 @@ impl<'i> Prepared<'i> {
             self.moved
                 && flow.to_outcome
                 && flow.out_headers.as_ref().is_some_and(|h| h.same(map))
-                && flow.out_body == body
+                && flow.body_is(body)
         };
         let request_same = untouched(&d.req, &self.request_headers, &self.request.body);
         let response_same = out.reset_in.is_none()
@@ -1816,7 +2018,7 @@ impl Prepared<'static> {
             }
         };
         let (request_plan, response_plan) = (plan(&d.request_chunks), plan(&d.response_chunks));
-        let properties = recorded_properties(&d.properties);
+        let properties = spare.properties(&d.properties);
         let (mut request, mut response) = (request, response);
         let moved_maps = (movable(&request.headers, crate::abi::REQUEST_INLINE)
             && movable(&response.headers, crate::abi::RESPONSE_INLINE))
@@ -1857,14 +2059,66 @@ fn empty_request() -> HttpRequest {
 /// instead of freeing and [`Prepared::from_recording_owned`] takes, so an
 /// exchange the filters leave alone costs no allocation for them. Holds at
 /// most a few short strings.
+///
+/// It also keeps the allocations a map is made of (its entry vector and the
+/// shared box around it: the recording's emptied vector and the box of an
+/// outcome's map come back here) and the last exchange's properties as the
+/// guest reads them, shared again by the next exchange that records the
+/// same ones (a recording's `destination.address` rarely changes).
 #[derive(Debug, Default)]
 pub struct Spare {
     strings: Vec<String>,
+    lists: Vec<Vec<(String, String)>>,
+    maps: Vec<crate::state::MapBox>,
+    properties: Option<Properties>,
 }
 
 impl Spare {
     /// At most this many strings are kept.
     const KEEP: usize = 16;
+    /// At most this many vectors and map boxes (two maps per exchange).
+    const KEEP_MAPS: usize = 4;
+
+    /// An empty entry vector with room for `n` entries.
+    fn list(&mut self, n: usize) -> Vec<(String, String)> {
+        let mut v = self.lists.pop().unwrap_or_default();
+        v.clear();
+        v.reserve(n);
+        v
+    }
+
+    /// Keeps `v`'s allocation (emptied) for a later map.
+    fn keep_list(&mut self, mut v: Vec<(String, String)>) {
+        if v.capacity() > 0 && self.lists.len() < Self::KEEP_MAPS {
+            v.clear();
+            self.lists.push(v);
+        }
+    }
+
+    /// A map of `entries` (lower-case names), in a kept box when there is one.
+    fn map(&mut self, entries: Vec<(String, String)>) -> HeaderMap {
+        HeaderMap::from_lowercase_entries_in(entries, self.maps.pop())
+    }
+
+    /// `recorded`'s properties as the guest reads them: the last ones
+    /// again when they are the same.
+    fn properties(&mut self, recorded: &[(String, String)]) -> Properties {
+        if recorded.is_empty() {
+            return Arc::default();
+        }
+        if let Some(last) = &self.properties
+            && last.len() == recorded.len()
+            && last
+                .iter()
+                .zip(recorded)
+                .all(|((k, v), (rk, rv))| k == rk && is_property_value(rk, rv, v))
+        {
+            return last.clone();
+        }
+        let made = recorded_properties(recorded);
+        self.properties = Some(made.clone());
+        made
+    }
 
     /// `text` in a kept string (room for any pseudo-header name or status).
     fn text(&mut self, text: &str) -> String {
@@ -1907,35 +2161,75 @@ pub struct Recorded {
 /// A recorded header list whose strings can move into a map as they are:
 /// lower-case names, no pseudo-header, nothing the codec folds.
 fn movable(headers: &[(String, String)], inline: &[&str]) -> bool {
-    headers
-        .iter()
-        .all(|(k, _)| !k.starts_with(':') && !k.bytes().any(|b| b.is_ascii_uppercase()))
-        && !headers.iter().enumerate().any(|(i, (k, _))| {
-            // (Length and last byte first: most names differ there, and
-            // this pairwise check is the hottest part of preparing.)
-            headers[..i].iter().any(|(p, _)| {
-                p.len() == k.len() && p.as_bytes().last() == k.as_bytes().last() && p == k
-            }) && inline.iter().any(|n| n == k)
-        })
+    // One pass: a name is compared with the earlier ones only when a
+    // 64-bit summary of (length, first and last byte) says one of them may
+    // be equal to it, which for a recording's distinct names is rare (the
+    // pairwise check of every name was the hottest part of preparing).
+    let mut seen = 0u64;
+    for (i, (k, _)) in headers.iter().enumerate() {
+        let b = k.as_bytes();
+        if b.first() == Some(&b':') || has_uppercase(b) {
+            return false;
+        }
+        let (first, last) = (
+            b.first().copied().unwrap_or(0),
+            b.last().copied().unwrap_or(0),
+        );
+        let bit = 1u64
+            << ((b.len() as u64)
+                .wrapping_mul(31)
+                .wrapping_add(u64::from(first).wrapping_mul(7))
+                .wrapping_add(u64::from(last))
+                % 64);
+        if seen & bit != 0
+            && headers[..i].iter().any(|(p, _)| p == k)
+            && inline.contains(&k.as_str())
+        {
+            return false;
+        }
+        seen |= bit;
+    }
+    true
+}
+
+/// `b` has an ASCII upper-case letter (eight bytes at a time).
+fn has_uppercase(b: &[u8]) -> bool {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut words = b.chunks_exact(8);
+    for w in &mut words {
+        let w = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+        // Per byte, on its low seven bits (no carry crosses a byte): the
+        // high bit of `x + 0x3f` is set for x >= 'A', of `x + 0x25` for
+        // x > 'Z'; bytes with their own high bit set are not ASCII.
+        let x = w & LOW7;
+        let upper = (x + 0x3f3f_3f3f_3f3f_3f3f) & !(x + 0x2525_2525_2525_2525) & !w & HIGH;
+        if upper != 0 {
+            return true;
+        }
+    }
+    words.remainder().iter().any(u8::is_ascii_uppercase)
 }
 
 /// [`request_map`], the request's strings moved into the map.
 fn request_map_moving(req: &mut HttpRequest, spare: &mut Spare) -> HeaderMap {
-    let mut pairs = Vec::with_capacity(4 + req.headers.len());
+    let mut pairs = spare.list(4 + req.headers.len());
     pairs.push((spare.text(":authority"), std::mem::take(&mut req.authority)));
     pairs.push((spare.text(":path"), std::mem::take(&mut req.path)));
     pairs.push((spare.text(":method"), std::mem::take(&mut req.method)));
     pairs.push((spare.text(":scheme"), std::mem::take(&mut req.scheme)));
     pairs.append(&mut req.headers);
-    HeaderMap::from_lowercase_entries(pairs)
+    spare.keep_list(std::mem::take(&mut req.headers));
+    spare.map(pairs)
 }
 
 /// [`response_map`], the response's strings moved into the map.
 fn response_map_moving(resp: &mut HttpResponse, spare: &mut Spare) -> HeaderMap {
-    let mut pairs = Vec::with_capacity(1 + resp.headers.len());
+    let mut pairs = spare.list(1 + resp.headers.len());
     pairs.push((spare.text(":status"), spare.status(resp.status)));
     pairs.append(&mut resp.headers);
-    HeaderMap::from_lowercase_entries(pairs)
+    spare.keep_list(std::mem::take(&mut resp.headers));
+    spare.map(pairs)
 }
 
 /// The verdict of a [`run_chain_verdict`] run.
@@ -2279,7 +2573,7 @@ fn verdict_of(
         Verdict::Modified
     } else {
         let request_changed = match &d.req.out_headers {
-            Some(h) if h.same(&p.request_headers) && d.req.out_body == p.request.body => {
+            Some(h) if h.same(&p.request_headers) && d.req.body_is(&p.request.body) => {
                 !p.request_pristine()
             }
             Some(h) => crate::verdict::request_differs(
@@ -2289,7 +2583,7 @@ fn verdict_of(
             None => false,
         };
         let response_changed = match &d.resp.out_headers {
-            Some(h) if h.same(&p.response_headers) && d.resp.out_body == p.response.body => {
+            Some(h) if h.same(&p.response_headers) && d.resp.body_is(&p.response.body) => {
                 !p.response_pristine()
             }
             Some(h) => crate::verdict::response_differs(
@@ -2362,12 +2656,13 @@ fn advance(d: &mut Driver<'_, '_>, p: &Prepared<'_>) {
 fn request_rest(d: &mut Driver<'_, '_>, p: &Prepared<'_>) -> Stage {
     let mut r = Ok(());
     let last = p.request_chunks.len();
-    for (j, c) in p.request_chunks.iter().enumerate() {
+    for j in 0..last {
         if r.is_err() {
             break;
         }
         let eos = j + 1 == last && d.req.trailers.is_none();
-        r = d.push(Direction::Request, 0, Event::Data(c.clone(), eos));
+        let c = p.request_chunks.chunk(j, &p.request.body);
+        r = d.push(Direction::Request, 0, Event::Data(c, eos));
     }
     if r.is_ok() && d.req.trailers.is_some() {
         r = d.push(Direction::Request, 0, Event::Trailers);
@@ -2429,9 +2724,10 @@ fn request_halted(d: &mut Driver<'_, '_>, r: Result<(), Halt>) -> bool {
 /// The response's body chunks and trailers.
 fn response_rest(d: &mut Driver<'_, '_>, p: &Prepared<'_>) -> Result<(), Halt> {
     let last = p.response_chunks.len();
-    for (j, c) in p.response_chunks.iter().enumerate() {
+    for j in 0..last {
         let eos = j + 1 == last && d.resp.trailers.is_none();
-        d.push(Direction::Response, 0, Event::Data(c.clone(), eos))?;
+        let c = p.response_chunks.chunk(j, &p.response.body);
+        d.push(Direction::Response, 0, Event::Data(c, eos))?;
     }
     if d.resp.trailers.is_some() {
         d.push(Direction::Response, 0, Event::Trailers)?;
@@ -2652,7 +2948,7 @@ fn finish(d: &mut Driver<'_, '_>) {
             continue;
         }
         if !d.st[i].created {
-            d.step(i, "context created for the access log only".into());
+            d.step(i, "context created for the access log only".to_string());
             if d.create(i).is_err() || !alive(d, i) {
                 continue;
             }
@@ -2672,6 +2968,82 @@ fn finish(d: &mut Driver<'_, '_>) {
         let r = d.call_vm(i, |vm, ctx| vm.call_done_delete(ctx));
         if let Err(e) = r {
             let _ = d.failed(i, e);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn has_uppercase_agrees_with_the_bytewise_check() {
+        // Every byte value at every position of words and remainders.
+        for len in [1usize, 7, 8, 9, 16, 17] {
+            for at in 0..len {
+                for byte in 0..=255u8 {
+                    let mut b = vec![b'a'; len];
+                    b[at] = byte;
+                    assert_eq!(
+                        has_uppercase(&b),
+                        b.iter().any(u8::is_ascii_uppercase),
+                        "{b:?}"
+                    );
+                }
+            }
+        }
+        assert!(!has_uppercase(b""));
+    }
+
+    fn pairs(names: &[&str]) -> Vec<(String, String)> {
+        names
+            .iter()
+            .map(|n| (n.to_string(), "v".to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn movable_refuses_what_a_map_would_change() {
+        let inline = crate::abi::REQUEST_INLINE;
+        assert!(movable(
+            &pairs(&["accept", "x-a", "x-b", "user-agent"]),
+            inline
+        ));
+        // Repeated names the codec does not fold stay movable.
+        assert!(movable(&pairs(&["x-a", "cookie", "x-a", "cookie"]), inline));
+        // A repeated inline header is folded: not movable.
+        assert!(!movable(&pairs(&["via", "x-a", "via"]), inline));
+        assert!(!movable(&pairs(&["accept", "Accept-Encoding"]), inline));
+        assert!(!movable(&pairs(&["x-a", ":path"]), inline));
+        // Many distinct names (summary collisions) and one repeat at the end.
+        let many: Vec<String> = (0..80).map(|i| format!("x-h{i}")).collect();
+        let mut names: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert!(movable(&pairs(&names), inline));
+        names.push("accept");
+        names.push("accept");
+        assert!(!movable(&pairs(&names), inline));
+    }
+
+    #[test]
+    fn chunks_kept_whole_cut_as_the_plan_splits() {
+        let body = b"0123456789".to_vec();
+        for plan in [
+            ChunkPlan::Whole,
+            ChunkPlan::Http1,
+            ChunkPlan::Chunks(3),
+            ChunkPlan::Sizes(vec![4, 0]),
+        ] {
+            for trailers in [false, true] {
+                for b in [&body[..], &[][..]] {
+                    let c = Chunks::new(&plan, b, trailers);
+                    let got: Vec<Vec<u8>> = (0..c.len()).map(|j| c.chunk(j, b)).collect();
+                    let mut want = plan.split(b);
+                    if trailers && want.len() > 1 && want.last().is_some_and(Vec::is_empty) {
+                        want.pop();
+                    }
+                    assert_eq!(got, want, "{plan:?}, trailers {trailers}");
+                }
+            }
         }
     }
 }

@@ -245,7 +245,7 @@ fn to_json(report: &Report) -> serde_json::Value {
                 "client_response": response_json(&e.client_response),
                 "changes": e.changes,
                 "cost_ns": u64::try_from(e.cost.as_nanos()).unwrap_or(u64::MAX),
-                "filters": e.filters.iter().map(|f| serde_json::json!({ "filter": f.filter, "steps": f.steps })).collect::<Vec<_>>(),
+                "filters": e.filters.iter().map(|f| serde_json::json!({ "filter": f.filter, "steps": f.steps.iter().map(ToString::to_string).collect::<Vec<_>>() })).collect::<Vec<_>>(),
                 "logs": e.logs.iter().map(|l| serde_json::json!({ "level": l.level.as_str(), "message": l.message })).collect::<Vec<_>>(),
             })
         })

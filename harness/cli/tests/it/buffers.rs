@@ -87,3 +87,53 @@ fn a_configuration_the_filter_rejects_stops_it_from_starting() {
     assert!(text.contains("configuration of 8 bytes"), "{err}");
     assert!(!text.contains("not json"), "{err}");
 }
+
+/// A guest that rewrites the first five bytes of each body in place (the
+/// length stays): the driver compares a body only once the guest wrote
+/// one, and must still see this change.
+const SAME_LENGTH: &str = r#"
+  (data (i32.const 1100) "HOWDY")
+  (func (export "proxy_on_request_body") (param i32) (param $size i32) (param i32) (result i32)
+    (if (local.get $size) (then
+      (drop (call $set (i32.const 0) (i32.const 0) (i32.const 5) (i32.const 1100) (i32.const 5)))))
+    (i32.const 0))
+  (func (export "proxy_on_response_body") (param i32) (param $size i32) (param i32) (result i32)
+    (if (local.get $size) (then
+      (drop (call $set (i32.const 1) (i32.const 0) (i32.const 2) (i32.const 1100) (i32.const 2)))))
+    (i32.const 0))
+"#;
+
+#[test]
+fn a_body_rewritten_to_the_same_length_is_a_change() {
+    use tollgate_host::stream::{BodyDelivery, FailurePolicy, Lane, Prepared, Spare};
+    use tollgate_host::verdict::Verdict;
+    let wasm = guest("0_2_1", IMPORTS, SAME_LENGTH);
+    let plugin = Plugin::from_bytes("same.wasm", &wasm).unwrap();
+    let mut vm = Vm::start(&plugin, VmSettings::default()).unwrap();
+    let recorded = exchange("POST", "/", &[], b"hello world");
+    // As `tollgate replay` drives it: the exchange handed over, the
+    // recording given back where it differs from the outcome.
+    let mut ex = recorded.clone();
+    let mut spare = Spare::default();
+    let input = Prepared::from_recording_owned(&mut ex, BodyDelivery::Envoy, &mut spare);
+    let mut lanes = [Lane {
+        vm: Some(&mut vm),
+        name: "same.wasm".into(),
+        policy: FailurePolicy::FailClosed,
+    }];
+    let (out, back) = stream::run_owned(&mut lanes, input, &mut spare);
+    assert_eq!(out.upstream_request.unwrap().body, b"HOWDY world");
+    assert_eq!(out.client_response.body, b"HO");
+    assert_eq!(back.request.unwrap().body, b"hello world");
+    assert_eq!(back.response.unwrap().body, b"ok");
+    let steps: Vec<String> = out.steps[0].steps.iter().map(ToString::to_string).collect();
+    for dir in ["request", "response"] {
+        let n = if dir == "request" { 11 } else { 2 };
+        let want = format!("{dir} body: changed ({n} bytes -> {n} bytes)");
+        assert!(steps.contains(&want), "{want} in {steps:?}");
+    }
+    // The verdict-only driver judges it modified too.
+    let prepared = Prepared::from_recording_with(&recorded, BodyDelivery::Envoy);
+    let v = stream::run_chain_verdict(&mut lanes, &prepared);
+    assert_eq!(v.verdict, Verdict::Modified);
+}

@@ -149,7 +149,7 @@ fn a_delayed_answer_holds_the_stream_while_ticks_fire_in_time_order() {
         out.steps[0]
             .steps
             .iter()
-            .any(|s| s.contains("waited 35ms (virtual)")),
+            .any(|s| s.to_string().contains("waited 35ms (virtual)")),
         "{:?}",
         out.steps
     );
@@ -501,7 +501,10 @@ fn a_unary_grpc_call_slower_than_its_timeout_closes_unavailable_at_the_timeout()
     );
     assert!(TIMEOUT_BODY == "upstream request timeout");
     assert!(
-        out.steps[0].steps.iter().any(|s| s.contains("waited 1s")),
+        out.steps[0]
+            .steps
+            .iter()
+            .any(|s| s.to_string().contains("waited 1s")),
         "{:?}",
         out.steps
     );

@@ -72,7 +72,7 @@ fn fail_closed_is_the_default_and_answers_503_from_then_on() {
         second.filters[0]
             .steps
             .iter()
-            .any(|s| s.contains("VM failed earlier (FAIL_CLOSED)")),
+            .any(|s| s.to_string().contains("VM failed earlier (FAIL_CLOSED)")),
         "{:?}",
         second.filters[0].steps
     );
@@ -161,7 +161,7 @@ fn in_a_chain_only_the_failed_filter_is_affected() {
         e.filters[0]
             .steps
             .iter()
-            .any(|s| s.contains("trapped (FAIL_OPEN)")),
+            .any(|s| s.to_string().contains("trapped (FAIL_OPEN)")),
         "{:?}",
         e.filters[0].steps
     );

@@ -48,10 +48,9 @@ fn a_callout_answer_reaches_the_stream_that_paused_and_resumes_it() {
     );
     assert!(e.upstream_request.is_some());
     assert!(
-        e.filters[0]
-            .steps
-            .iter()
-            .any(|s| s.contains("resumed after proxy_on_request_headers")),
+        e.filters[0].steps.iter().any(|s| s
+            .to_string()
+            .contains("resumed after proxy_on_request_headers")),
         "{:?}",
         e.filters[0].steps
     );

@@ -47,7 +47,10 @@ fn buffer_mut(state: &mut HostState, kind: BufferType) -> Result<&mut Vec<u8>, S
     if buffer(state, kind).is_none() {
         return Err(Status::NotFound);
     }
-    let stream = state.stream_mut();
+    let mut stream = state.stream_mut();
+    if let Some(s) = stream.as_deref_mut() {
+        s.body_written = true;
+    }
     // Writable only in its own body callback (Envoy: BadArgument elsewhere).
     match kind {
         BufferType::HttpRequestBody => stream
