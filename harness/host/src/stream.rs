@@ -508,7 +508,7 @@ fn into_request(map: HeaderMap, body: Vec<u8>, mut spare: Option<&mut Spare>) ->
     // The map as built (`request_map`): the four pseudo-headers first, in
     // this order, and no other; they leave in one move.
     const BUILT: [&str; 4] = [":authority", ":path", ":method", ":scheme"];
-    if headers.len() >= 4
+    let [method, scheme, authority, path] = if headers.len() >= 4
         && headers.iter().zip(BUILT).all(|((k, _), n)| k == n)
         && !headers[4..].iter().any(|(k, _)| k.starts_with(':'))
     {
@@ -520,32 +520,26 @@ fn into_request(map: HeaderMap, body: Vec<u8>, mut spare: Option<&mut Spare>) ->
             }
         }
         let [authority, path, method, scheme] = values;
-        return HttpRequest {
-            method,
-            scheme,
-            authority,
-            path,
-            headers,
-            body,
-        };
-    }
-    let mut pseudo = [
-        (":method", None),
-        (":scheme", None),
-        (":authority", None),
-        (":path", None),
-    ];
-    for (k, v) in headers.iter_mut().filter(|(k, _)| k.starts_with(':')) {
-        // The first of each, as `HeaderMap::get` finds it.
-        if let Some((_, slot)) = pseudo
-            .iter_mut()
-            .find(|(name, slot)| slot.is_none() && k.eq_ignore_ascii_case(name))
-        {
-            *slot = Some(std::mem::take(v));
+        [method, scheme, authority, path]
+    } else {
+        let mut pseudo = [
+            (":method", None),
+            (":scheme", None),
+            (":authority", None),
+            (":path", None),
+        ];
+        for (k, v) in headers.iter_mut().filter(|(k, _)| k.starts_with(':')) {
+            // The first of each, as `HeaderMap::get` finds it.
+            if let Some((_, slot)) = pseudo
+                .iter_mut()
+                .find(|(name, slot)| slot.is_none() && k.eq_ignore_ascii_case(name))
+            {
+                *slot = Some(std::mem::take(v));
+            }
         }
-    }
-    drop_pseudo(&mut headers, spare);
-    let [method, scheme, authority, path] = pseudo.map(|(_, v)| v.unwrap_or_default());
+        drop_pseudo(&mut headers, spare);
+        pseudo.map(|(_, v)| v.unwrap_or_default())
+    };
     HttpRequest {
         method,
         scheme,
