@@ -44,6 +44,7 @@ mod tests;
 use std::rc::Rc;
 
 use serde::{Deserialize, Deserializer};
+use tollgate_sdk::body::announced_too_large;
 use tollgate_sdk::metrics::Counter;
 use tollgate_sdk::routes::Routed;
 use tollgate_sdk::{
@@ -648,10 +649,19 @@ impl HttpFilter for TransformerFilter {
                 req.set_header(":path", &full);
             }
         }
-        if ops.body.is_some() && !end_of_stream && is_json(req.header("content-type")) {
-            // The edited body has another length: the upstream must not be told the old one.
-            req.remove_header("content-length");
-            self.request_body = BodyState::Buffering;
+        if let Some(body) = &ops.body
+            && !end_of_stream
+            && is_json(req.header("content-type"))
+        {
+            if announced_too_large(body.max_body_bytes, req.header("content-length").as_deref()) {
+                // Announced too large to edit: it streams as it comes with its length, never
+                // buffered (buffering first could cross Envoy's own buffer limit, a 413).
+                count(Act::TooLarge);
+            } else {
+                // The edited body has another length: the upstream must not be told the old one.
+                req.remove_header("content-length");
+                self.request_body = BodyState::Buffering;
+            }
         }
         self.facts = Some(facts);
         Action::Continue
@@ -682,7 +692,19 @@ impl HttpFilter for TransformerFilter {
         if !ops.headers.is_empty() {
             ops.headers.apply(resp.header_map(), facts);
         }
-        let buffer = ops.body.is_some() && !end_of_stream && is_json(resp.header("content-type"));
+        let mut buffer =
+            ops.body.is_some() && !end_of_stream && is_json(resp.header("content-type"));
+        if buffer
+            && let Some(body) = &ops.body
+            && announced_too_large(
+                body.max_body_bytes,
+                resp.header("content-length").as_deref(),
+            )
+        {
+            // Announced too large to edit: it streams as it comes with its length.
+            count(Act::TooLarge);
+            buffer = false;
+        }
         if buffer {
             resp.remove_header("content-length");
         }

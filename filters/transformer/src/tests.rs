@@ -259,6 +259,60 @@ fn non_json_and_too_large_bodies_pass_unchanged() -> Result<(), ConfigError> {
         feed(|b, eos| f.on_request_body(b, eos), big, &[4]),
         big.to_vec()
     );
+    // Announced larger than max_body_bytes: its content-length kept and nothing buffered, not
+    // even the first chunk; the same for a response.
+    let mut f = filter(small)?;
+    let length = big.len().to_string();
+    let (h, _) = request_headers(
+        &mut f,
+        &[
+            (":method", "POST"),
+            (":path", "/"),
+            ("content-type", "application/json"),
+            ("content-length", &length),
+        ],
+        false,
+    );
+    assert_eq!(h.get_all("content-length"), vec![length.as_str()]);
+    let mut first = big[..4].to_vec();
+    assert_eq!(
+        f.on_request_body(&mut Body::new(&mut first), false),
+        Action::Continue
+    );
+    let both = r#"{"default": {"response": {"body": {"set": [["a", 1]], "max_body_bytes": 10}}}}"#;
+    let mut f = filter(both)?;
+    request_headers(&mut f, &[(":method", "GET"), (":path", "/")], true);
+    let mut list: HeaderList = [
+        (":status", "200"),
+        ("content-type", "application/json"),
+        ("content-length", length.as_str()),
+    ]
+    .into_iter()
+    .collect();
+    f.on_response_headers(&mut Response::new(&mut list), false);
+    assert_eq!(list.get_all("content-length"), vec![length.as_str()]);
+    let mut first = big[..4].to_vec();
+    assert_eq!(
+        f.on_response_body(&mut Body::new(&mut first), false),
+        Action::Continue
+    );
+    // Announced within the limit: buffered (the first chunk held).
+    let mut f = filter(small)?;
+    request_headers(
+        &mut f,
+        &[
+            (":method", "POST"),
+            (":path", "/"),
+            ("content-type", "application/json"),
+            ("content-length", "8"),
+        ],
+        false,
+    );
+    let mut first = b"{\"a\"".to_vec();
+    assert_eq!(
+        f.on_request_body(&mut Body::new(&mut first), false),
+        Action::Pause
+    );
     Ok(())
 }
 
