@@ -208,6 +208,19 @@ fn response_body_edits_and_content_length() -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// A `POST /` of a JSON body, its `content-length` when given; the headers as they go on.
+fn post_json(f: &mut TransformerFilter, length: Option<&str>) -> HeaderList {
+    let mut pairs = vec![
+        (":method", "POST"),
+        (":path", "/"),
+        ("content-type", "application/json"),
+    ];
+    if let Some(length) = length {
+        pairs.push(("content-length", length));
+    }
+    request_headers(f, &pairs, false).0
+}
+
 #[test]
 fn non_json_and_too_large_bodies_pass_unchanged() -> Result<(), ConfigError> {
     // Not JSON by content type: content-length kept, nothing buffered.
@@ -245,15 +258,7 @@ fn non_json_and_too_large_bodies_pass_unchanged() -> Result<(), ConfigError> {
     // Larger than max_body_bytes: unchanged.
     let small = r#"{"default": {"request": {"body": {"set": [["a", 1]], "max_body_bytes": 10}}}}"#;
     let mut f = filter(small)?;
-    request_headers(
-        &mut f,
-        &[
-            (":method", "POST"),
-            (":path", "/"),
-            ("content-type", "application/json"),
-        ],
-        false,
-    );
+    post_json(&mut f, None);
     let big = br#"{"b": "0123456789abcdef"}"#;
     assert_eq!(
         feed(|b, eos| f.on_request_body(b, eos), big, &[4]),
@@ -263,16 +268,7 @@ fn non_json_and_too_large_bodies_pass_unchanged() -> Result<(), ConfigError> {
     // even the first chunk; the same for a response.
     let mut f = filter(small)?;
     let length = big.len().to_string();
-    let (h, _) = request_headers(
-        &mut f,
-        &[
-            (":method", "POST"),
-            (":path", "/"),
-            ("content-type", "application/json"),
-            ("content-length", &length),
-        ],
-        false,
-    );
+    let h = post_json(&mut f, Some(&length));
     assert_eq!(h.get_all("content-length"), vec![length.as_str()]);
     let mut first = big[..4].to_vec();
     assert_eq!(
@@ -298,16 +294,7 @@ fn non_json_and_too_large_bodies_pass_unchanged() -> Result<(), ConfigError> {
     );
     // Announced within the limit: buffered (the first chunk held).
     let mut f = filter(small)?;
-    request_headers(
-        &mut f,
-        &[
-            (":method", "POST"),
-            (":path", "/"),
-            ("content-type", "application/json"),
-            ("content-length", "8"),
-        ],
-        false,
-    );
+    post_json(&mut f, Some("8"));
     let mut first = b"{\"a\"".to_vec();
     assert_eq!(
         f.on_request_body(&mut Body::new(&mut first), false),
