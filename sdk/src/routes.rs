@@ -242,7 +242,7 @@ impl RouteInfo {
         Self {
             route_name: route_name.map(str::to_string),
             host: host.map(str::to_string),
-            path: path.map(|p| p.split(['?', '#']).next().unwrap_or(p).to_string()),
+            path: path.map(|p| without_query(p).to_string()),
         }
     }
 
@@ -351,9 +351,13 @@ impl RouteFacts for RequestRoute<'_, '_> {
         self.host.get_or_init(|| self.req.authority()).as_deref()
     }
     fn path(&self) -> Option<&str> {
-        self.full_path()
-            .map(|p| p.split(['?', '#']).next().unwrap_or(p))
+        self.full_path().map(without_query)
     }
+}
+
+/// `path` without its query or fragment.
+fn without_query(path: &str) -> &str {
+    path.split(['?', '#']).next().unwrap_or(path)
 }
 
 /// The facts of a request whose headers were already read in one host call
@@ -381,17 +385,22 @@ impl RouteFacts for PairsRoute<'_> {
         self.first(":authority")
     }
     fn path(&self) -> Option<&str> {
-        self.first(":path")
-            .map(|p| p.split(['?', '#']).next().unwrap_or(p))
+        self.first(":path").map(without_query)
     }
 }
 
 impl<C> Routed<C> {
     /// The config of the first matching rule, else the default.
     pub fn select(&self, info: &RouteInfo) -> Option<&C> {
+        self.select_facts(info)
+    }
+
+    /// The config of the first rule whose conditions hold for `facts`, else the default. Each
+    /// fact is only asked for when a condition needs it (none when there are no rules).
+    fn select_facts(&self, facts: &impl RouteFacts) -> Option<&C> {
         self.routes
             .iter()
-            .find(|rule| rule.matcher.matches(info))
+            .find(|rule| rule.matcher.holds(facts))
             .map(|rule| &rule.config)
             .or(self.default.as_ref())
     }
@@ -412,23 +421,13 @@ impl<C> Routed<C> {
     /// # Ok::<(), serde_json::Error>(())
     /// ```
     pub fn select_request(&self, req: &Request<'_>) -> Option<&C> {
-        if self.routes.is_empty() {
-            return self.default.as_ref();
-        }
-        self.select_route(&RequestRoute::new(req))
+        self.select_facts(&RequestRoute::new(req))
     }
 
     /// [`Routed::select_request`] with facts the caller keeps for the request (read at most once
     /// across every rule set it selects from).
     pub fn select_route(&self, route: &RequestRoute<'_, '_>) -> Option<&C> {
-        if self.routes.is_empty() {
-            return self.default.as_ref();
-        }
-        self.routes
-            .iter()
-            .find(|rule| rule.matcher.holds(route))
-            .map(|rule| &rule.config)
-            .or(self.default.as_ref())
+        self.select_facts(route)
     }
 
     /// [`Routed::select_request`] for a request whose headers the filter has already read
@@ -436,18 +435,10 @@ impl<C> Routed<C> {
     /// from those pairs instead of two more host calls (each value the host returns costs a call
     /// into the guest's allocator too: `bench/envoy-probes`).
     pub fn select_headers(&self, headers: &[(String, String)]) -> Option<&C> {
-        if self.routes.is_empty() {
-            return self.default.as_ref();
-        }
-        let facts = PairsRoute {
+        self.select_facts(&PairsRoute {
             headers,
             route_name: OnceCell::new(),
-        };
-        self.routes
-            .iter()
-            .find(|rule| rule.matcher.holds(&facts))
-            .map(|rule| &rule.config)
-            .or(self.default.as_ref())
+        })
     }
 
     /// Every config (default first), e.g. for cross-checks in a filter's `validate`.
