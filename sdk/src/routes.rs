@@ -242,7 +242,7 @@ impl RouteInfo {
         Self {
             route_name: route_name.map(str::to_string),
             host: host.map(str::to_string),
-            path: path.map(|p| without_query(p).to_string()),
+            path: path.map(|p| path_only(p).to_string()),
         }
     }
 
@@ -351,12 +351,17 @@ impl RouteFacts for RequestRoute<'_, '_> {
         self.host.get_or_init(|| self.req.authority()).as_deref()
     }
     fn path(&self) -> Option<&str> {
-        self.full_path().map(without_query)
+        self.full_path().map(path_only)
     }
 }
 
-/// `path` without its query or fragment.
-fn without_query(path: &str) -> &str {
+/// A `:path` without its query or fragment: what route rules and path-keyed labels compare.
+///
+/// ```
+/// assert_eq!(tollgate_sdk::routes::path_only("/a/b?x=1#f"), "/a/b");
+/// assert_eq!(tollgate_sdk::routes::path_only("/a#f?x"), "/a");
+/// ```
+pub fn path_only(path: &str) -> &str {
     path.split(['?', '#']).next().unwrap_or(path)
 }
 
@@ -385,7 +390,7 @@ impl RouteFacts for PairsRoute<'_> {
         self.first(":authority")
     }
     fn path(&self) -> Option<&str> {
-        self.first(":path").map(without_query)
+        self.first(":path").map(path_only)
     }
 }
 

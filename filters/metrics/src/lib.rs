@@ -207,7 +207,7 @@ impl MetricsConfig {
     /// The `route` label for a request.
     pub fn route_label(&self, route_name: Option<&str>, path: &str) -> String {
         let by_path = || {
-            let bare = path.split(['?', '#']).next().unwrap_or(path);
+            let bare = tollgate_sdk::routes::path_only(path);
             self.path_routes
                 .iter()
                 .find(|r| bare.starts_with(r.prefix.as_str()))

@@ -36,7 +36,8 @@ use tollgate_sdk::{Action, HttpFilter, Request, Response};
 pub use config::Config;
 use config::SessionKey;
 use provider::{Discovery, IdTokenRules, Tokens};
-use url::{Url, form_encode, is_local_target, path_only, query_param};
+use tollgate_sdk::routes::path_only;
+use url::{Url, form_encode, is_local_target, query_param};
 
 /// Constant-time equality of two byte strings (lengths are not secret).
 pub fn same(a: &[u8], b: &[u8]) -> bool {

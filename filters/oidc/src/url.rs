@@ -114,11 +114,6 @@ pub fn query_param(path: &str, name: &str) -> Option<String> {
     found
 }
 
-/// The path of a `:path` without its query.
-pub fn path_only(path: &str) -> &str {
-    path.split(['?', '#']).next().unwrap_or(path)
-}
-
 /// True when `target` is a same-origin relative path safe to redirect to after login: it starts
 /// with one `/`, is not protocol-relative (`//host`, `/\host`, which browsers read as another
 /// origin), and has no control characters, spaces or backslashes.

@@ -91,7 +91,7 @@ impl RateLimitFilter {
                     .map(|ip| ip.to_string()),
                 KeyPart::Path => req
                     .path()
-                    .map(|p| p.split(['?', '#']).next().unwrap_or_default().to_string()),
+                    .map(|p| tollgate_sdk::routes::path_only(&p).to_string()),
                 KeyPart::Method => req.method(),
                 KeyPart::Consumer => self
                     .config
