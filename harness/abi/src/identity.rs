@@ -10,6 +10,25 @@
 //! them in a hash map, so the order `environ_get` gives is unspecified; the
 //! harness gives `key_values` in the order given, then the host keys.
 
+/// The Envoy node the harness stands for: `xds.node.id` and
+/// `xds.node.cluster` as the guest reads them, and the `node` of the
+/// bootstrap `tollgate envoy` generates (Envoy 1.40 answers `xds.node.*`
+/// from its bootstrap's `node`; an SDS secret, as the native OAuth2
+/// filter's, needs both set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EnvoyNode {
+    /// `xds.node.id`.
+    pub id: &'static str,
+    /// `xds.node.cluster`.
+    pub cluster: &'static str,
+}
+
+/// The node of the generated bootstrap and of the harness.
+pub const NODE: EnvoyNode = EnvoyNode {
+    id: "tollgate",
+    cluster: "tollgate",
+};
+
 /// A plugin's identity as Envoy's `PluginConfig` gives it; `None` leaves the
 /// host's default (see each user: `tollgate replay` and suites, `tollgate envoy`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -25,7 +25,7 @@ mod version;
 
 pub use direction::Direction;
 pub use failure_policy::FailurePolicy;
-pub use identity::{IdentityError, PluginIdentity};
+pub use identity::{EnvoyNode, IdentityError, NODE, PluginIdentity};
 pub use kinds::{BufferType, MapType, MetricKind};
 pub use log_level::LogLevel;
 pub use status::Status;

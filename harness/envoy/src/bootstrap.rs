@@ -237,6 +237,7 @@ pub fn generate_with(
         }
     }));
     Ok(json!({
+        "node": { "id": tollgate_abi::NODE.id, "cluster": tollgate_abi::NODE.cluster },
         "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } } },
         "static_resources": {
             "listeners": [{

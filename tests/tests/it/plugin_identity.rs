@@ -6,9 +6,11 @@
 //!
 //! The guest (WAT, below) registers the shared queue `q` when configured;
 //! in every request it adds `x-identity` to the request: the properties
-//! `plugin_name`, `plugin_root_id` and `plugin_vm_id`, and the statuses of
+//! `plugin_name`, `plugin_root_id` and `plugin_vm_id`, the statuses of
 //! resolving `q` with an empty vm_id (its own), with the vm_id `probe-vm`
-//! and with `nope`; and one `x-env-<key>` header per WASI environment
+//! and with `nope`, and the bootstrap's node: `node` (Envoy 1.40 has none:
+//! `NotFound`), `xds.node.id` and `xds.node.cluster` (the generated
+//! bootstrap's `node`), and `xds.node.id` as `proxy_on_configure` read it; and one `x-env-<key>` header per WASI environment
 //! variable (one header per key, since Envoy's order is a hash map's). Two
 //! copies run as a chain: the first with an identity and an environment
 //! given, the second with the generated defaults. Envoy must forward the
@@ -44,10 +46,20 @@ const GUEST: &str = r#"(module
   (data (i32.const 1160) " peer=")          ;; 6
   (data (i32.const 1168) " other=")         ;; 7
   (data (i32.const 1176) "name=")           ;; 5
+  (data (i32.const 1184) " node=")          ;; 6
+  (data (i32.const 1192) "node")            ;; 4
+  (data (i32.const 1200) " xds.node=")      ;; 10
+  (data (i32.const 1216) "xds\00node\00id")  ;; 11
+  (data (i32.const 1232) "xds\00node\00cluster")  ;; 16
+  (data (i32.const 1256) " configure=")     ;; 11
+  (data (i32.const 1272) "/")               ;; 1
   (global $heap (mut i32) (i32.const 65536))
   (global $cur (mut i32) (i32.const 16384))
   (func (export "proxy_on_configure") (param i32 i32) (result i32)
     (drop (call $register (i32.const 1088) (i32.const 1) (i32.const 280)))
+    ;; the node as the root context reads it: status at 308, value at 300/304
+    (i32.store (i32.const 308)
+      (call $get_prop (i32.const 1216) (i32.const 11) (i32.const 300) (i32.const 304)))
     (i32.const 1))
   (func (export "proxy_on_queue_ready") (param i32 i32))
   (func $put (param $p i32) (param $n i32)
@@ -82,6 +94,16 @@ const GUEST: &str = r#"(module
     (call $num (call $resolve (i32.const 1096) (i32.const 8) (i32.const 1088) (i32.const 1) (i32.const 264)))
     (call $put (i32.const 1168) (i32.const 7))
     (call $num (call $resolve (i32.const 1112) (i32.const 4) (i32.const 1088) (i32.const 1) (i32.const 264)))
+    (call $put (i32.const 1184) (i32.const 6))
+    (call $prop (i32.const 1192) (i32.const 4))
+    (call $put (i32.const 1200) (i32.const 10))
+    (call $prop (i32.const 1216) (i32.const 11))
+    (call $put (i32.const 1272) (i32.const 1))
+    (call $prop (i32.const 1232) (i32.const 16))
+    (call $put (i32.const 1256) (i32.const 11))
+    (if (i32.eqz (i32.load (i32.const 308)))
+      (then (call $put (i32.load (i32.const 300)) (i32.load (i32.const 304))))
+      (else (call $putc (i32.const 63)) (call $num (i32.load (i32.const 308)))))
     (drop (call $add_hdr (i32.const 0) (i32.const 1072) (i32.const 10)
                          (i32.const 16384) (i32.sub (global.get $cur) (i32.const 16384))))
     ;; the environment: one x-env-<key> header per KEY=VALUE
@@ -205,8 +227,8 @@ fn plugin_identity_and_vm_environment_reach_the_guest_as_in_envoy() -> Result<()
         ensure!(
             header(&seen.headers, "x-identity")
                 == [
-                    "name=id-probe root=probe-root vm=probe-vm own=0 peer=0 other=1",
-                    "name=identity root=identity vm=1-identity own=0 peer=0 other=1",
+                    "name=id-probe root=probe-root vm=probe-vm own=0 peer=0 other=1 node=?1 xds.node=tollgate/tollgate configure=tollgate",
+                    "name=identity root=identity vm=1-identity own=0 peer=0 other=1 node=?1 xds.node=tollgate/tollgate configure=tollgate",
                 ],
             "{}: x-identity {:?}",
             e.id,

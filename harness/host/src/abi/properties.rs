@@ -6,7 +6,11 @@
 //! as one byte, maps (headers) in the pairs format. Stream attributes
 //! (`request.*`, `response.*`, `source.*`, `destination.*`, `connection.*`,
 //! `upstream.*`) exist only in a stream context; plugin attributes
-//! (`plugin_name`, `plugin_root_id`, `plugin_vm_id`) everywhere. Values in
+//! (`plugin_name`, `plugin_root_id`, `plugin_vm_id`) and the node's
+//! `xds.node.id` and `xds.node.cluster` ([`tollgate_abi::NODE`], what
+//! `tollgate envoy`'s bootstrap gives Envoy) everywhere, the root context
+//! included, as Envoy 1.40 answers them; its other `xds.node` fields and the
+//! top-level `node` (`NotFound` in Envoy 1.40) are `NotFound`. Values in
 //! [`VmSettings::properties`](crate::state::VmSettings::properties) (a test's
 //! `properties:`) take precedence over the built-in ones, and an exchange's
 //! own (a recording's `properties:`, `StreamState::properties`) over both. Values the
@@ -48,6 +52,8 @@ fn builtin(state: &HostState, path: &[&str]) -> Option<Vec<u8>> {
         ["plugin_name"] => return Some(settings.plugin_name.clone().into_bytes()),
         ["plugin_root_id"] => return Some(settings.root_id.clone().into_bytes()),
         ["plugin_vm_id"] => return Some(settings.vm_id.clone().into_bytes()),
+        ["xds", "node", "id"] => return Some(tollgate_abi::NODE.id.as_bytes().to_vec()),
+        ["xds", "node", "cluster"] => return Some(tollgate_abi::NODE.cluster.as_bytes().to_vec()),
         _ => {}
     }
     let stream = state.stream()?;
