@@ -23,6 +23,7 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOLLGATE = os.path.join(ROOT, "target", "debug", "tollgate")
 WORK = os.path.join(ROOT, "target", "filter-cost")
+LOCK = None  # --lock: a file each Envoy run holds (flock), so other measurements never overlap
 
 # name: (traffic, configuration, extra arguments for both commands, Envoy alternatives)
 # A traffic starting with "auth:" is traffic/auth.yaml cut to those paths; "py:" a generator's
@@ -66,8 +67,11 @@ FILTERS = {
     "oauth2-introspection": ("filters/oauth2-introspection/tests/cost.yaml",
                              "filters/oauth2-introspection/demo.json",
                              ["--stub", "idp=filters/oauth2-introspection/demo-stub.yaml"], []),
-    "oidc": ("filters/oidc/tests/cost.yaml", "filters/oidc/demo.json",
-             ["--stub", "idp=filters/oidc/demo-stub.yaml"], ["native=envoy/oidc/native.yaml"]),
+    "oidc": ("filters/oidc/tests/cost.yaml", "filters/oidc/tests/cost.json",
+             ["--stub", "idp=filters/oidc/demo-stub.yaml"], []),
+    "oidc+login": ("filters/oidc/tests/login.yaml", "filters/oidc/demo.json",
+                   ["--stub", "idp=filters/oidc/demo-stub.yaml"],
+                   ["native=envoy/oidc/native.yaml"]),
     "rate-limit": ("traffic/demo.har", "filters/rate-limit/tests/cost.json", [],
                    ["native=envoy/rate-limit/native-cost.yaml"]),
     "request-block": ("filters/request-block/tests/cost.yaml", "filters/request-block/demo.json",
@@ -172,6 +176,8 @@ def envoy_columns(name, traffic, config, extra, alternatives, rounds, requests):
            "--requests-per-round", str(requests)]
     for a in alternatives:
         cmd += ["--alternative", a]
+    if LOCK:
+        cmd = ["flock", LOCK, *cmd]
     text = run(cmd)
     added = {}
     for line in text.splitlines():
@@ -190,7 +196,10 @@ def main():
     ap.add_argument("--envoy", nargs=2, type=int, metavar=("ROUNDS", "REQUESTS"))
     ap.add_argument("--only", help="comma-separated filter names")
     ap.add_argument("--json", help="also write every figure to this file")
+    ap.add_argument("--lock", help="hold this file (flock) during each Envoy run")
     args = ap.parse_args()
+    global LOCK
+    LOCK = args.lock
     names = args.only.split(",") if args.only else list(FILTERS)
     unknown = [n for n in names if n not in FILTERS]
     if unknown:

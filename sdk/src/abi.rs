@@ -278,7 +278,7 @@ pub(crate) fn get_map_bytes(kind: MapType) -> Result<Vec<(String, Vec<u8>)>, Sta
     let mut pairs = Vec::new();
     if let Some(wire) = get_map_wire(kind)? {
         crate::headers::walk_wire_pairs(&wire, &mut |name: &[u8], value: &[u8]| {
-            pairs.push((String::from_utf8_lossy(name).into_owned(), value.to_vec()));
+            pairs.push((crate::headers::text(name), value.to_vec()));
         });
     }
     Ok(pairs)

@@ -216,6 +216,16 @@ impl WireIter<'_> {
     }
 }
 
+/// `bytes` as an owned `String`: ASCII (every header name, nearly every value) checked eight bytes
+/// at a time; other UTF-8 kept; anything else converted lossily (legal in HTTP, never a panic).
+/// `String::from_utf8_lossy` alone walks its input in chunks, about 20 wasm instructions a byte.
+pub(crate) fn text(bytes: &[u8]) -> String {
+    match ascii_str(bytes) {
+        Some(ascii) => ascii.to_owned(),
+        None => String::from_utf8_lossy(bytes).into_owned(),
+    }
+}
+
 /// `bytes` as text when every byte is ASCII, as nearly every header value is; `None`
 /// otherwise (then `str::from_utf8` decides). Checked eight bytes at a time: cheaper than
 /// `str::from_utf8` on short values, which goes byte by byte through a table until it reaches
@@ -696,6 +706,24 @@ impl<'de> Deserialize<'de> for HeaderName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `text` gives what `String::from_utf8_lossy` gives, for ASCII, other UTF-8 and bytes that
+    /// are not UTF-8 at all, in every position of a short value.
+    #[test]
+    fn text_is_the_lossy_conversion() {
+        let base = "x-request-id-0123".as_bytes();
+        for len in 0..=base.len() {
+            for at in 0..len {
+                for insert in [&b"\xc3\xa9"[..], b"\xff", b"\xe2\x82", b"\x7f", b"\x80"] {
+                    let mut bytes = base[..at].to_vec();
+                    bytes.extend_from_slice(insert);
+                    bytes.extend_from_slice(&base[at..len]);
+                    assert_eq!(text(&bytes), String::from_utf8_lossy(&bytes), "{bytes:?}");
+                }
+            }
+            assert_eq!(text(&base[..len]), String::from_utf8_lossy(&base[..len]));
+        }
+    }
 
     /// Every length up to 24 with one byte of every value in every position: ASCII text comes
     /// back whole, anything else is refused.

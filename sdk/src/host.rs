@@ -737,16 +737,13 @@ impl HeaderMap for HostHeaders {
     }
 
     fn pairs(&self) -> Vec<(String, String)> {
-        match abi::get_map_bytes(self.0) {
-            Ok(pairs) => pairs
-                .into_iter()
-                .map(|(n, v)| (n, into_string(v)))
-                .collect(),
-            Err(status) => {
-                log::warn!("cannot read headers: {status:?}");
-                Vec::new()
-            }
-        }
+        // Straight from the host's serialised map: one `String` per name and value, no
+        // intermediate byte vectors.
+        let mut pairs = Vec::new();
+        self.for_each_pair(&mut |name, value| {
+            pairs.push((crate::headers::text(name), crate::headers::text(value)));
+        });
+        pairs
     }
 
     fn set(&mut self, name: &str, value: &str) {

@@ -280,22 +280,37 @@ impl Request<'_> {
         if self.headers.get("cookie").is_none() {
             return false;
         }
-        let cookies: Vec<String> = self
-            .headers
-            .pairs()
-            .into_iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case("cookie"))
-            .map(|(_, v)| v)
-            .collect();
+        let headers = self.headers.pairs();
+        self.remove_cookies_in(&headers, &[name])
+    }
+
+    /// [`Request::remove_cookie`] for several cookies, from the request's headers as the filter
+    /// already read them ([`Request::headers`]): no read of its own, and the `cookie` headers
+    /// are rewritten once (in a proxy each read and write is a call across the VM boundary).
+    /// `headers` must be the request's headers as they are now; true when a cookie was removed.
+    ///
+    /// ```
+    /// let mut headers = tollgate_sdk::HeaderList::from([("cookie", "a=1; s=x; l=y"), ("x-b", "2")]);
+    /// let mut req = tollgate_sdk::Request::new(&mut headers);
+    /// let read = req.headers();
+    /// assert!(req.remove_cookies_in(&read, &["s", "l"]));
+    /// assert!(!req.remove_cookies_in(&req.headers(), &["s"]));
+    /// assert_eq!(headers.get_all("cookie"), vec!["a=1"]);
+    /// ```
+    pub fn remove_cookies_in(&mut self, headers: &[(String, String)], names: &[&str]) -> bool {
         let mut changed = false;
-        let kept: Vec<String> = cookies
+        let kept: Vec<String> = headers
             .iter()
-            .map(|c| match cookie_without(c, name) {
-                Some(rest) => {
-                    changed = true;
-                    rest
+            .filter(|(n, _)| n.eq_ignore_ascii_case("cookie"))
+            .map(|(_, value)| {
+                let mut value = value.clone();
+                for name in names {
+                    if let Some(rest) = cookie_without(&value, name) {
+                        changed = true;
+                        value = rest;
+                    }
                 }
-                None => c.clone(),
+                value
             })
             .filter(|c| !c.is_empty())
             .collect();

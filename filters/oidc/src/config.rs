@@ -143,6 +143,13 @@ pub struct Config {
     /// How long the discovery document and the JWKS are reused, seconds.
     #[serde(default = "default_metadata_ttl_s")]
     pub metadata_ttl_s: u64,
+    /// What every request needs from the fields above, computed on first use by a request (the
+    /// filter's instances share it through the `Rc` that freezes the configuration; `validate`
+    /// does not fill it, so a configuration edited before use, as tests do, derives from its
+    /// final fields): not part of the JSON.
+    #[serde(skip)]
+    #[cfg_attr(feature = "schema", schemars(skip))]
+    derived: std::cell::OnceCell<Derived>,
 }
 
 fn default_scopes() -> Vec<String> {
@@ -200,28 +207,45 @@ fn path_field(field: &str, value: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// See [`Config::derived`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Derived {
+    keys: Vec<SessionKey>,
+    callback_path: String,
+    login_cookie: String,
+}
+
 impl Config {
+    fn derived(&self) -> &Derived {
+        self.derived.get_or_init(|| Derived {
+            keys: self
+                .session_keys
+                .iter()
+                .filter_map(|k| decode_key(k))
+                .collect(),
+            callback_path: Url::parse(&self.redirect_uri).map_or_else(|| "/".into(), |u| u.path),
+            login_cookie: format!("{}_login", self.cookie.name),
+        })
+    }
+
     /// The issuer parsed (validated at start-up).
     pub fn issuer_url(&self) -> Option<Url> {
         Url::parse(&self.issuer)
     }
 
     /// The callback path (the path of `redirect_uri`).
-    pub fn callback_path(&self) -> String {
-        Url::parse(&self.redirect_uri).map_or_else(|| "/".into(), |u| u.path)
+    pub fn callback_path(&self) -> &str {
+        &self.derived().callback_path
     }
 
     /// The session keys, decoded.
-    pub fn keys(&self) -> Vec<SessionKey> {
-        self.session_keys
-            .iter()
-            .filter_map(|k| decode_key(k))
-            .collect()
+    pub fn keys(&self) -> &[SessionKey] {
+        &self.derived().keys
     }
 
     /// Name of the login-in-progress cookie.
-    pub fn login_cookie(&self) -> String {
-        format!("{}_login", self.cookie.name)
+    pub fn login_cookie(&self) -> &str {
+        &self.derived().login_cookie
     }
 }
 
@@ -273,7 +297,9 @@ impl FilterConfig for Config {
                 ));
             }
         }
-        if self.session_keys.len() == 2 && self.keys()[0] == self.keys()[1] {
+        if let [a, b] = &self.session_keys[..]
+            && decode_key(a) == decode_key(b)
+        {
             return Err(ConfigError::at("session_keys[1]", "is the same key as [0]"));
         }
         if !cookie_token(&self.cookie.name) {
@@ -301,7 +327,8 @@ impl FilterConfig for Config {
         for (i, prefix) in self.pass_through.iter().enumerate() {
             path_field(&format!("pass_through[{i}]"), prefix)?;
         }
-        let callback = self.callback_path();
+        let callback: String =
+            Url::parse(&self.redirect_uri).map_or_else(|| "/".into(), |u| u.path);
         for (field, path) in [
             ("login_path", &self.login_path),
             ("logout_path", &self.logout_path),

@@ -34,7 +34,6 @@ use tollgate_sdk::shared;
 use tollgate_sdk::{Action, HttpFilter, Request, Response};
 
 pub use config::Config;
-use config::SessionKey;
 use provider::{Discovery, IdTokenRules, Tokens};
 use tollgate_sdk::routes::path_only;
 use url::{Url, form_encode, is_local_target, query_param};
@@ -117,8 +116,13 @@ pub fn judge_session(config: &Config, session: Session, now: u64) -> SessionStat
 /// The value of cookie `name` in the request's `cookie` headers: `None` when absent or present
 /// more than once (an injected duplicate is not guessed at).
 pub fn cookie(req: &Request<'_>, name: &str) -> Option<String> {
+    cookie_in(&req.headers(), name)
+}
+
+/// [`cookie`] in headers already read.
+pub fn cookie_in(headers: &[(String, String)], name: &str) -> Option<String> {
     let mut found = None;
-    for (header, value) in req.headers() {
+    for (header, value) in headers {
         if !header.eq_ignore_ascii_case("cookie") {
             continue;
         }
@@ -330,7 +334,6 @@ enum Next {
 /// One request's work.
 pub struct Oidc {
     config: Rc<Config>,
-    keys: Vec<SessionKey>,
     callouts: Callouts<Self>,
     /// `Set-Cookie` values for the upstream's response (a refreshed session).
     response_cookies: Vec<String>,
@@ -360,7 +363,7 @@ fn body_of(
 
 impl Oidc {
     fn reply(&self, req: &mut Request<'_>, status: u16, message: &str) -> Action {
-        let cleared = set_cookie(&self.config, &self.config.login_cookie(), "", 0, true);
+        let cleared = set_cookie(&self.config, self.config.login_cookie(), "", 0, true);
         let mut headers = vec![("content-type", "text/plain")];
         if status == 400 {
             headers.push(("set-cookie", cleared.as_str()));
@@ -481,13 +484,13 @@ impl Oidc {
             return_to,
             expires_at: now + self.config.login_timeout_s,
         };
-        let Some(sealed) = self.seal(&self.config.login_cookie(), &login) else {
+        let Some(sealed) = self.seal(self.config.login_cookie(), &login) else {
             return self.reply(req, 500, "could not seal the login");
         };
         let location = authorization_url(&self.config, doc, &login);
         let cookie = set_cookie(
             &self.config,
-            &self.config.login_cookie(),
+            self.config.login_cookie(),
             &sealed,
             self.config.login_timeout_s,
             true,
@@ -505,7 +508,7 @@ impl Oidc {
     }
 
     fn seal<T: Serialize>(&self, name: &str, value: &T) -> Option<String> {
-        let key = self.keys.first()?;
+        let key = self.config.keys().first()?;
         let plain = serde_json::to_vec(value).ok()?;
         let nonce = env::random::<24>()?;
         match seal::seal(key, nonce, name, &plain) {
@@ -518,8 +521,11 @@ impl Oidc {
     }
 
     fn open<T: for<'de> Deserialize<'de>>(&self, req: &Request<'_>, name: &str) -> Option<T> {
-        let text = cookie(req, name)?;
-        match seal::open(&self.keys, name, &text) {
+        self.open_text(name, &cookie(req, name)?)
+    }
+
+    fn open_text<T: for<'de> Deserialize<'de>>(&self, name: &str, text: &str) -> Option<T> {
+        match seal::open(self.config.keys(), name, text) {
             Ok(plain) => serde_json::from_slice(&plain).ok(),
             Err(err) => {
                 log::info!("oidc: cookie {name} refused: {err}");
@@ -530,7 +536,7 @@ impl Oidc {
 
     fn callback(&mut self, req: &mut Request<'_>, path: &str) -> Action {
         let now = env::now_s();
-        let Some(login) = self.open::<Login>(req, &self.config.login_cookie()) else {
+        let Some(login) = self.open::<Login>(req, self.config.login_cookie()) else {
             return self.reply(req, 400, "no login in progress from this browser");
         };
         if now >= login.expires_at {
@@ -716,7 +722,7 @@ impl Oidc {
             self.config.session_max_s,
             false,
         );
-        let cleared = set_cookie(&self.config, &self.config.login_cookie(), "", 0, true);
+        let cleared = set_cookie(&self.config, self.config.login_cookie(), "", 0, true);
         let target = if is_local_target(&login.return_to) {
             login.return_to.as_str()
         } else {
@@ -774,12 +780,20 @@ impl Oidc {
                 false,
             ));
         }
-        self.admit(req, &session)
+        let headers = req.headers();
+        self.admit(req, &headers, &session)
     }
 
-    fn admit(&mut self, req: &mut Request<'_>, session: &Session) -> Action {
-        req.remove_cookie(&self.config.cookie.name);
-        req.remove_cookie(&self.config.login_cookie());
+    /// Lets a request with a valid session through: its cookies (the session's and a login's)
+    /// removed from `headers` (the request's headers as read) and the claims as headers.
+    fn admit(
+        &mut self,
+        req: &mut Request<'_>,
+        headers: &[(String, String)],
+        session: &Session,
+    ) -> Action {
+        let names = [self.config.cookie.name.as_str(), self.config.login_cookie()];
+        req.remove_cookies_in(headers, &names);
         for (name, value) in claim_headers(&self.config, session) {
             req.set_header(&name, &value);
         }
@@ -828,10 +842,8 @@ impl HttpFilter for Oidc {
     type Config = Config;
 
     fn new(config: Rc<Config>) -> Self {
-        let keys = config.keys();
         Self {
             config,
-            keys,
             callouts: Callouts::new(),
             response_cookies: Vec::new(),
         }
@@ -842,12 +854,22 @@ impl HttpFilter for Oidc {
     }
 
     fn on_request_headers(&mut self, req: &mut Request<'_>, _end_of_stream: bool) -> Action {
+        // One read of the request headers serves the path, the cookies and the claim headers
+        // (each read is a call across the VM boundary in a proxy).
+        let headers = req.headers();
         // The upstream learns identity from this filter only.
         for claim in &self.config.claim_headers {
-            req.remove_header(claim.header.as_str());
+            let name = claim.header.as_str();
+            if headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+                req.remove_header(name);
+            }
         }
-        let path = req.path().unwrap_or_default();
-        let bare = path_only(&path).to_string();
+        let path = headers
+            .iter()
+            .find(|(n, _)| n == ":path")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        let bare = path_only(&path);
         if self
             .config
             .pass_through
@@ -859,10 +881,10 @@ impl HttpFilter for Oidc {
         if bare == self.config.callback_path() {
             return self.callback(req, &path);
         }
-        if self.config.logout_path.as_deref() == Some(bare.as_str()) {
+        if self.config.logout_path.as_deref() == Some(bare) {
             return self.logout(req);
         }
-        if self.config.login_path.as_deref() == Some(bare.as_str()) {
+        if self.config.login_path.as_deref() == Some(bare) {
             let return_to = query_param(&path, "return_to").unwrap_or_else(|| "/".into());
             if !is_local_target(&return_to) {
                 return self.reply(req, 400, "return_to must be a path on this site");
@@ -870,10 +892,12 @@ impl HttpFilter for Oidc {
             return self.with_discovery(req, Next::Login { return_to });
         }
         let now = env::now_s();
-        let session = self.open::<Session>(req, &self.config.cookie.name.clone());
-        let had_cookie = cookie(req, &self.config.cookie.name).is_some();
+        let name = self.config.cookie.name.as_str();
+        let sealed = cookie_in(&headers, name);
+        let had_cookie = sealed.is_some();
+        let session = sealed.and_then(|text| self.open_text::<Session>(name, &text));
         match session.map(|s| judge_session(&self.config, s, now)) {
-            Some(SessionState::Valid(session)) => self.admit(req, &session),
+            Some(SessionState::Valid(session)) => self.admit(req, &headers, &session),
             Some(SessionState::Refresh(session)) => {
                 self.with_discovery(req, Next::Refresh { session })
             }

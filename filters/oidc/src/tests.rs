@@ -290,7 +290,7 @@ fn first_request_is_redirected_with_pkce_state_and_nonce() {
     assert_eq!(state.len(), 43, "32 random bytes");
     // The login cookie holds state, nonce and the verifier whose S256 is the challenge.
     let (name, value) = login_cookie.split_once('=').unwrap_or_default();
-    let plain = seal::open(&config.keys(), name, value).unwrap_or_default();
+    let plain = seal::open(config.keys(), name, value).unwrap_or_default();
     let login: Login = serde_json::from_slice(&plain).unwrap_or_else(|e| unreachable!("{e}"));
     assert_eq!(login.state, state);
     assert_eq!(query_param(&location, "nonce"), Some(login.nonce.clone()));
@@ -610,7 +610,7 @@ fn open_redirects_through_the_post_login_url_are_refused() {
     assert!(location.starts_with(ISSUER));
     let (name, value) = cookie.split_once('=').unwrap_or_default();
     let login: Login =
-        serde_json::from_slice(&seal::open(&config.keys(), name, value).unwrap_or_default())
+        serde_json::from_slice(&seal::open(config.keys(), name, value).unwrap_or_default())
             .unwrap_or_else(|e| unreachable!("{e}"));
     assert_eq!(login.return_to, "/");
 }
