@@ -462,13 +462,20 @@ pub(crate) fn record_metric(id: u32, value: u64) -> Result<(), Status> {
 
 /// The property at `path` (segments joined with NUL, as the ABI reads a path).
 pub(crate) fn get_property(path: &[&str]) -> Result<Option<Vec<u8>>, Status> {
+    Ok(property_found(path)?.filter(|value| !value.is_empty()))
+}
+
+/// Property `path` as the host answered it: `Some` when it knows the property, its value
+/// possibly empty (a route without a name); `None` for `NotFound`.
+pub(crate) fn property_found(path: &[&str]) -> Result<Option<Vec<u8>>, Status> {
     let joined = path.join("\0");
     let (mut data, mut size) = (null_mut(), 0);
     // SAFETY: the pointer and length describe `joined`; both out-pointers are valid for writes.
     let raw = unsafe { proxy_get_property(joined.as_ptr(), joined.len(), &mut data, &mut size) };
     match Status::check(raw) {
-        // SAFETY: on success the host handed over `size` bytes it allocated through `allocate`.
-        Ok(()) => Ok(unsafe { take(data, size) }),
+        // SAFETY: on success the host handed over `size` bytes it allocated through `allocate`
+        // (none for an empty value: the pointer is null).
+        Ok(()) => Ok(Some(unsafe { take(data, size) }.unwrap_or_default())),
         Err(Status::NotFound) => Ok(None),
         Err(status) => Err(status),
     }

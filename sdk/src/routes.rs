@@ -498,18 +498,21 @@ impl<C: FilterConfig> FilterConfig for Routed<C> {
 
 #[cfg(target_family = "wasm")]
 fn route_name() -> Option<String> {
-    // `xds.route_name` is the matched route's own name; `route_name` (the stream info's) is
-    // only filled in later by Envoy, so it is the fallback for other hosts.
-    for path in [vec!["xds", "route_name"], vec!["route_name"]] {
-        match crate::abi::get_property(&path) {
-            Ok(Some(bytes)) if !bytes.is_empty() => {
-                return Some(String::from_utf8_lossy(&bytes).into_owned());
-            }
-            Ok(_) => {}
-            Err(status) => log::debug!("cannot read the route name: {status:?}"),
+    // `xds.route_name` is the matched route's own name, empty for a route without one: Envoy
+    // 1.40 answers it whenever a route matched. Only a host that does not know it (`NotFound`)
+    // is asked for `route_name`, the stream info's (which Envoy fills in later anyway).
+    match crate::abi::property_found(&["xds", "route_name"]) {
+        Ok(Some(name)) => return (!name.is_empty()).then(|| crate::headers::text(&name)),
+        Ok(None) => {}
+        Err(status) => log::debug!("cannot read the route name: {status:?}"),
+    }
+    match crate::abi::get_property(&["route_name"]) {
+        Ok(name) => name.map(|name| crate::headers::text(&name)),
+        Err(status) => {
+            log::debug!("cannot read the route name: {status:?}");
+            None
         }
     }
-    None
 }
 
 #[cfg(not(target_family = "wasm"))]

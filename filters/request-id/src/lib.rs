@@ -179,6 +179,26 @@ impl RequestIdConfig {
             .unwrap_or(self)
     }
 
+    /// [`RequestIdConfig::for_request`] on the request's headers as already read.
+    pub fn for_headers(&self, headers: &[(String, String)]) -> &RequestIdConfig {
+        self.routes
+            .as_ref()
+            .and_then(|routes| routes.select_headers(headers))
+            .unwrap_or(self)
+    }
+
+    /// Whether some request may propagate a trace context (this configuration or a route's):
+    /// the filter then reads every request header once, for the rules, the id and the trace.
+    pub fn may_propagate(&self) -> bool {
+        self.trace_context == TraceMode::Propagate
+            || self.routes.as_ref().is_some_and(|routes| {
+                routes
+                    .routes
+                    .iter()
+                    .any(|rule| rule.config.trace_context == TraceMode::Propagate)
+            })
+    }
+
     /// The request id header, lower-cased.
     pub fn header_name(&self) -> &str {
         self.header
@@ -264,10 +284,22 @@ impl RequestIdFilter {
     }
 }
 
-/// Sets the request id on `req`; returns it and where it came from.
-pub fn apply_id(config: &RequestIdConfig, req: &mut Request<'_>) -> (String, IdSource) {
+/// Sets the request id on `req`; returns it and where it came from. `read`: the request's
+/// headers when the filter already read them all (else the id header alone is read).
+pub fn apply_id(
+    config: &RequestIdConfig,
+    req: &mut Request<'_>,
+    read: Option<&[(String, String)]>,
+) -> (String, IdSource) {
     let name = config.header_name();
-    match req.header(name) {
+    let seen = match read {
+        Some(headers) => headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone()),
+        None => req.header(name),
+    };
+    match seen {
         Some(id) if config.keeps(&id) => (id, IdSource::Kept),
         seen => {
             let id = trace::uuid_v4();
@@ -282,16 +314,20 @@ pub fn apply_id(config: &RequestIdConfig, req: &mut Request<'_>) -> (String, IdS
     }
 }
 
-/// Propagates or starts the trace context on `req`.
-pub fn apply_trace(config: &RequestIdConfig, req: &mut Request<'_>) -> TraceOutcome {
+/// Propagates or starts the trace context on `req`, whose headers as read are `headers`.
+pub fn apply_trace(
+    config: &RequestIdConfig,
+    req: &mut Request<'_>,
+    headers: &[(String, String)],
+) -> TraceOutcome {
     // Several `traceparent` headers are invalid (W3C); several `tracestate` ones are one list.
     let mut parents = Vec::new();
     let mut states = Vec::new();
-    for (name, value) in req.headers() {
+    for (name, value) in headers {
         if name.eq_ignore_ascii_case("traceparent") {
-            parents.push(value);
+            parents.push(value.as_str());
         } else if name.eq_ignore_ascii_case("tracestate") {
-            states.push(value);
+            states.push(value.as_str());
         }
     }
     let parsed = match parents.as_slice() {
@@ -338,7 +374,13 @@ impl HttpFilter for RequestIdFilter {
 
     fn on_request_headers(&mut self, req: &mut Request<'_>, _end_of_stream: bool) -> Action {
         let top = Rc::clone(&self.config);
-        let config = top.for_request(req);
+        // When the trace context may be needed every header is read anyway: that one read also
+        // serves the route rules and the id (each read is a call across the VM boundary).
+        let read = top.may_propagate().then(|| req.headers());
+        let config = match &read {
+            Some(headers) => top.for_headers(headers),
+            None => top.for_request(req),
+        };
         self.rule = top.routes.as_ref().and_then(|routes| {
             routes
                 .routes
@@ -349,11 +391,12 @@ impl HttpFilter for RequestIdFilter {
             log::debug!("request-id: off on this route");
             return Action::Continue;
         }
-        let (id, source) = apply_id(config, req);
+        let (id, source) = apply_id(config, req, read.as_deref());
         let m = metrics();
         m.ids[source as usize].increment();
         if config.trace_context == TraceMode::Propagate {
-            let outcome = apply_trace(config, req);
+            let headers = read.unwrap_or_else(|| req.headers());
+            let outcome = apply_trace(config, req, &headers);
             m.traces[outcome as usize].increment();
         }
         log::debug!("request-id: {id} ({source:?})");
