@@ -67,7 +67,7 @@ FILTERS = {
     "oauth2-introspection": ("filters/oauth2-introspection/tests/cost.yaml",
                              "filters/oauth2-introspection/demo.json",
                              ["--stub", "idp=filters/oauth2-introspection/demo-stub.yaml"], []),
-    "oidc": ("filters/oidc/tests/cost.yaml", "filters/oidc/tests/cost.json",
+    "oidc": ("filters/oidc/tests/cost.yaml:marginal", "filters/oidc/tests/cost.json",
              ["--stub", "idp=filters/oidc/demo-stub.yaml"], []),
     "oidc+login": ("filters/oidc/tests/login.yaml", "filters/oidc/demo.json",
                    ["--stub", "idp=filters/oidc/demo-stub.yaml"],
@@ -148,8 +148,17 @@ def module(name):
     return name.split("+")[0]
 
 
+def as_json(traffic):
+    if traffic.endswith(".json"):
+        return traffic
+    out = os.path.join(WORK, re.sub(r"[^a-z0-9]+", "-", traffic).strip("-") + ".json")
+    run([TOLLGATE, "traffic", "convert", traffic, "--to", "json", "-o", out])
+    return out
+
+
 def harness_columns(name, traffic, config, extra, marginal=False):
     if marginal:
+        traffic = as_json(traffic)
         a = harness_columns(name, repeated(traffic, 20), config, extra)
         b = harness_columns(name, repeated(traffic, 40), config, extra)
         a["instructions"] = round((40 * b["instructions"] - 20 * a["instructions"]) / 20)

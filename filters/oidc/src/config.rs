@@ -134,6 +134,14 @@ pub struct Config {
     /// Where the provider sends the browser after logout (registered at the provider).
     #[serde(default)]
     pub post_logout_redirect_uri: Option<String>,
+    /// Opened session cookies remembered per VM and generation, so a browser's next request
+    /// skips decrypting and parsing its cookie (0 turns it off; at most 100,000).
+    #[serde(default = "default_session_cache_size")]
+    pub session_cache_size: usize,
+    /// This VM's opened sessions (see [`crate::sessions`]).
+    #[serde(skip)]
+    #[cfg_attr(feature = "schema", schemars(skip))]
+    sessions: crate::sessions::SessionCache,
     /// Timeout of each callout to the provider, milliseconds.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
@@ -164,6 +172,13 @@ fn default_refresh_before_s() -> u64 {
 fn default_login_timeout_s() -> u64 {
     600
 }
+fn default_session_cache_size() -> usize {
+    512
+}
+
+/// Largest `session_cache_size` accepted.
+pub const MAX_SESSION_CACHE_SIZE: usize = 100_000;
+
 fn default_timeout_ms() -> u64 {
     2000
 }
@@ -226,6 +241,11 @@ impl Config {
             callback_path: Url::parse(&self.redirect_uri).map_or_else(|| "/".into(), |u| u.path),
             login_cookie: format!("{}_login", self.cookie.name),
         })
+    }
+
+    /// This VM's opened sessions.
+    pub fn sessions(&self) -> &crate::sessions::SessionCache {
+        &self.sessions
     }
 
     /// The issuer parsed (validated at start-up).
@@ -364,6 +384,15 @@ impl FilterConfig for Config {
             return Err(ConfigError::at(
                 "clock_skew_s",
                 format!("{} is above {MAX_CLOCK_SKEW_S}", self.clock_skew_s),
+            ));
+        }
+        if self.session_cache_size > MAX_SESSION_CACHE_SIZE {
+            return Err(ConfigError::at(
+                "session_cache_size",
+                format!(
+                    "{} is above {MAX_SESSION_CACHE_SIZE}",
+                    self.session_cache_size
+                ),
             ));
         }
         for (field, value) in [

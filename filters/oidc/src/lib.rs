@@ -19,6 +19,7 @@ pub mod config;
 pub mod env;
 pub mod provider;
 pub mod seal;
+pub mod sessions;
 pub mod url;
 
 use std::rc::Rc;
@@ -524,6 +525,22 @@ impl Oidc {
         self.open_text(name, &cookie(req, name)?)
     }
 
+    /// The session sealed in session cookie `text`: remembered from an earlier request of this
+    /// VM, else opened (and remembered when it opens; see [`sessions`]).
+    fn open_session(&self, text: &str) -> Option<Session> {
+        let cache = self.config.sessions();
+        if let Some(hit) = cache.get(text) {
+            return Some(Session::clone(&hit));
+        }
+        let session: Session = self.open_text(&self.config.cookie.name, text)?;
+        cache.insert(
+            text,
+            Rc::new(session.clone()),
+            self.config.session_cache_size,
+        );
+        Some(session)
+    }
+
     fn open_text<T: for<'de> Deserialize<'de>>(&self, name: &str, text: &str) -> Option<T> {
         match seal::open(self.config.keys(), name, text) {
             Ok(plain) => serde_json::from_slice(&plain).ok(),
@@ -895,7 +912,7 @@ impl HttpFilter for Oidc {
         let name = self.config.cookie.name.as_str();
         let sealed = cookie_in(&headers, name);
         let had_cookie = sealed.is_some();
-        let session = sealed.and_then(|text| self.open_text::<Session>(name, &text));
+        let session = sealed.and_then(|text| self.open_session(&text));
         match session.map(|s| judge_session(&self.config, s, now)) {
             Some(SessionState::Valid(session)) => self.admit(req, &headers, &session),
             Some(SessionState::Refresh(session)) => {

@@ -557,6 +557,10 @@ fn tampered_truncated_and_retired_key_sessions_are_refused() {
         )
     };
     assert_eq!(admitted(&config, session.clone()), (true, None));
+    // Opened once, remembered: the same cookie again is a hit, and still admitted.
+    assert_eq!(config.sessions().len(), 1);
+    assert_eq!(admitted(&config, session.clone()), (true, None));
+    assert_eq!(config.sessions().len(), 1);
     let mut bytes = URL_SAFE_NO_PAD.decode(value).unwrap_or_default();
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
@@ -575,10 +579,21 @@ fn tampered_truncated_and_retired_key_sessions_are_refused() {
     let mut rotated = demo();
     rotated.session_keys = vec![new_key.clone(), rotated.session_keys[0].clone()];
     assert_eq!(admitted(&Rc::new(rotated), session.clone()), (true, None));
-    // The old key retired: refused.
+    // The old key retired: refused (a new configuration remembers nothing of the old one's).
     let mut retired = demo();
     retired.session_keys = vec![new_key];
-    assert_eq!(admitted(&Rc::new(retired), session), (false, Some(302)));
+    assert_eq!(
+        admitted(&Rc::new(retired), session.clone()),
+        (false, Some(302))
+    );
+    // Forged and truncated cookies were never remembered; without the cache, the same answers.
+    assert_eq!(config.sessions().len(), 1);
+    let mut uncached = demo();
+    uncached.session_cache_size = 0;
+    let uncached = Rc::new(uncached);
+    assert_eq!(admitted(&uncached, session.clone()), (true, None));
+    assert_eq!(admitted(&uncached, session), (true, None));
+    assert!(uncached.sessions().is_empty());
 }
 
 #[test]
@@ -626,6 +641,8 @@ fn sessions_refresh_before_expiry_and_end_at_session_max() {
     let mut headers = get("/app", std::slice::from_ref(&session));
     let mut req = Request::new(&mut headers);
     assert_eq!(filter.on_request_headers(&mut req, true), Action::Pause);
+    // Remembered from here on: the later requests of this test judge the remembered session.
+    assert_eq!(config.sessions().len(), 1);
     let call = one_call(&mut filter);
     let body = String::from_utf8_lossy(&call.request().body).to_string();
     assert_eq!(body, "grant_type=refresh_token&refresh_token=rt");
@@ -669,6 +686,11 @@ fn sessions_refresh_before_expiry_and_end_at_session_max() {
     let call = one_call(&mut filter);
     call.complete(&mut filter, &mut req, ok(discovery_doc()));
     assert_eq!(req.take_local_reply().map(|r| r.status), Some(302));
+    assert_eq!(
+        config.sessions().len(),
+        1,
+        "each request found the remembered session"
+    );
 }
 
 #[test]
