@@ -3,7 +3,8 @@
 # `probe.wat` with one configuration per host-call pattern, all in one `tollgate envoy --compare`
 # run. Usage: bench/envoy-probes/run.sh [ROUNDS] [REQUESTS_PER_ROUND]. Needs `wat2wasm` (Debian:
 # wabt), a built CLI (`cargo build --workspace`), the filters (`cargo xtask build`) and Envoy
-# (`cargo xtask envoy`, or ENVOY_BIN). BEFORE=<file.wasm> adds an earlier headers module.
+# (`cargo xtask envoy`, or ENVOY_BIN). BEFORE=<file.wasm> adds an earlier headers module;
+# arguments after the first two go to `tollgate envoy` (e.g. `--format json`: every round's figures).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -14,9 +15,10 @@ wat2wasm "$here/probe.wat" -o "$work/probe.wasm"
 # filters): the probes whose name ends in `+delete`.
 sed 's/^ *;;+delete //' "$here/probe.wat" > "$work/probe-delete.wat"
 wat2wasm "$work/probe-delete.wat" -o "$work/probe-delete.wasm"
-# The headers filter's calls on demo.har (`tollgate replay ... --trace`: 13.06 host calls and
-# 0.63 values returned per request; two thirds of the requests carry `authorization`).
-mirror="prrraDDRRRRGAF|prrraDDRRRRGAF|prraDDRRRGAG"
+# The headers filter's calls on demo.har in Envoy (`tollgate replay ... --trace`, with the
+# `x-request-id` Envoy gives every request: 13.4 host calls, 0.63 values returned per request;
+# two thirds of the requests carry `authorization`, 26 of 70 responses lack `x-request-id`).
+mirror="prrraDDRRRRGAF|prrraDDRRRRGAF|prraDDRRRGAGA"
 probes=(
   "floor="
   "floor+delete="
@@ -88,4 +90,4 @@ YAML
 fi
 "$root/target/debug/tollgate" envoy "$root/traffic/demo.har" \
   --filter "$root/target/filters/headers.wasm" --config "@$root/filters/headers/demo.json" \
-  --compare --rounds "${1:-20}" --requests-per-round "${2:-1000}" "${alternatives[@]}"
+  --compare --rounds "${1:-20}" --requests-per-round "${2:-1000}" "${alternatives[@]}" "${@:3}"
