@@ -115,6 +115,9 @@ impl tollgate_sdk::HeaderMap for CountingReads {
     }
 }
 
+/// Header pairs as a test writes them.
+type Pairs<'a> = &'a [(&'a str, &'a str)];
+
 /// `add_if_absent` and `overwrite_if_exists` render their value before asking the host whether
 /// the header is there: an entry skipped for an absent `%REQ(...)%` makes no host call.
 #[test]
@@ -123,9 +126,15 @@ fn conditional_entries_ask_for_the_header_only_with_a_value() -> Result<(), Conf
         "add_if_absent": [{"name": "x-request-id", "value": "%REQ(x-request-id)%"}],
         "overwrite_if_exists": [{"name": "x-user", "value": "%REQ(x-user)%"}]
     }}"#;
-    let cases: [(&[(&str, &str)], &[(&str, &str)], usize, &[(&str, &str)]); 3] = [
+    // (request, response, reads of the response map, response after)
+    let cases: [(Pairs, Pairs, usize, Pairs); 3] = [
         // Neither reference renders: no read.
-        (&[(":path", "/")], &[("x-user", "old")], 0, &[("x-user", "old")]),
+        (
+            &[(":path", "/")],
+            &[("x-user", "old")],
+            0,
+            &[("x-user", "old")],
+        ),
         // Both render: one read each.
         (
             &[("x-request-id", "r1"), ("x-user", "ada")],
