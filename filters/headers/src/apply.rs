@@ -121,8 +121,12 @@ pub fn apply_known<R: RequestHeaders>(
             log::debug!("headers: {side} header {}: appended {value:?}", entry.name);
         }
     }
+    // Whether the value renders first: that is the guest's own work, while asking whether the
+    // header is there is a host call (one that copies the value into the guest when it is).
+    // An entry whose reference is absent is skipped without asking.
     for entry in &mutations.add_if_absent {
-        if !headers.contains(entry.name.as_str())
+        if renders(entry, request, side)
+            && !headers.contains(entry.name.as_str())
             && let Some(value) = render(entry, request, side)
         {
             headers.add(entry.name.as_str(), &value);
@@ -130,7 +134,8 @@ pub fn apply_known<R: RequestHeaders>(
         }
     }
     for entry in &mutations.overwrite_if_exists {
-        if headers.contains(entry.name.as_str())
+        if renders(entry, request, side)
+            && headers.contains(entry.name.as_str())
             && let Some(value) = render(entry, request, side)
         {
             headers.set(entry.name.as_str(), &value);
@@ -140,6 +145,16 @@ pub fn apply_known<R: RequestHeaders>(
             );
         }
     }
+}
+
+/// Whether `entry`'s value renders (else the skip is logged, as [`render`] does).
+#[inline]
+fn renders<R: RequestHeaders>(entry: &HeaderEntry, request: &R, side: &str) -> bool {
+    let renders = entry.value.renders(request, entry.on_missing);
+    if !renders {
+        skipped(entry, side);
+    }
+    renders
 }
 
 #[inline]

@@ -266,6 +266,30 @@ impl Template {
         self.render_cow(request, on_missing).map(Cow::into_owned)
     }
 
+    /// Whether [`Template::render`] gives a value: with `on_missing` `empty`, or when every
+    /// request header the template references was present. Cheaper than rendering: nothing is
+    /// converted or copied.
+    ///
+    /// ```
+    /// use tollgate_headers::template::{OnMissing, Template};
+    /// use tollgate_sdk::HeaderSnapshot;
+    /// let template = Template::parse("%REQ(x-user)%/%REQ(x-team)%")?;
+    /// let request: HeaderSnapshot = [("x-user", "ada")].into_iter().collect();
+    /// assert!(!template.renders(&request, OnMissing::Skip));
+    /// assert!(template.renders(&request, OnMissing::Empty));
+    /// let request: HeaderSnapshot = [("x-user", "ada"), ("x-team", "core")].into_iter().collect();
+    /// assert!(template.renders(&request, OnMissing::Skip));
+    /// # Ok::<(), tollgate_headers::template::TemplateError>(())
+    /// ```
+    #[inline]
+    pub fn renders<R: RequestHeaders>(&self, request: &R, on_missing: OnMissing) -> bool {
+        on_missing == OnMissing::Empty
+            || self.parts.iter().all(|part| match part {
+                Part::Literal(_) => true,
+                Part::Request(name) => request.contains_name(name.as_str()),
+            })
+    }
+
     /// [`Template::render`], borrowing the text of a template without references instead of
     /// copying it for every request.
     ///

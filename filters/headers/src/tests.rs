@@ -85,6 +85,86 @@ fn overwrite_if_exists_only_changes_present_headers() -> Result<(), ConfigError>
     Ok(())
 }
 
+/// A map that counts the reads a filter makes of single headers (in the proxy each is a host
+/// call, and one that finds the header copies its value into the guest).
+struct CountingReads {
+    headers: HeaderList,
+    reads: std::cell::Cell<usize>,
+}
+
+impl tollgate_sdk::HeaderMap for CountingReads {
+    fn get(&self, name: &str) -> Option<String> {
+        self.reads.set(self.reads.get() + 1);
+        self.headers.get(name)
+    }
+    fn pairs(&self) -> Vec<(String, String)> {
+        self.headers.pairs()
+    }
+    fn set(&mut self, name: &str, value: &str) {
+        self.headers.set(name, value);
+    }
+    fn add(&mut self, name: &str, value: &str) {
+        self.headers.add(name, value);
+    }
+    fn remove(&mut self, name: &str) {
+        self.headers.remove(name);
+    }
+    fn contains(&self, name: &str) -> bool {
+        self.reads.set(self.reads.get() + 1);
+        self.headers.contains(name)
+    }
+}
+
+/// Header pairs as a test writes them.
+type Pairs<'a> = &'a [(&'a str, &'a str)];
+
+/// `add_if_absent` and `overwrite_if_exists` render their value before asking the host whether
+/// the header is there: an entry skipped for an absent `%REQ(...)%` makes no host call.
+#[test]
+fn conditional_entries_ask_for_the_header_only_with_a_value() -> Result<(), ConfigError> {
+    let json = r#"{"response": {
+        "add_if_absent": [{"name": "x-request-id", "value": "%REQ(x-request-id)%"}],
+        "overwrite_if_exists": [{"name": "x-user", "value": "%REQ(x-user)%"}]
+    }}"#;
+    // (request, response, reads of the response map, response after)
+    let cases: [(Pairs, Pairs, usize, Pairs); 3] = [
+        // Neither reference renders: no read.
+        (
+            &[(":path", "/")],
+            &[("x-user", "old")],
+            0,
+            &[("x-user", "old")],
+        ),
+        // Both render: one read each.
+        (
+            &[("x-request-id", "r1"), ("x-user", "ada")],
+            &[("x-user", "old")],
+            2,
+            &[("x-user", "ada"), ("x-request-id", "r1")],
+        ),
+        // The id renders but the response has one: kept; x-user absent from the response.
+        (
+            &[("x-request-id", "r1"), ("x-user", "ada")],
+            &[("x-request-id", "up")],
+            2,
+            &[("x-request-id", "up")],
+        ),
+    ];
+    for (request, response, reads, expected) in cases {
+        let mut filter = filter(json)?;
+        let mut req: HeaderList = request.iter().copied().collect();
+        filter.on_request_headers(&mut Request::new(&mut req), true);
+        let mut map = CountingReads {
+            headers: response.iter().copied().collect(),
+            reads: std::cell::Cell::new(0),
+        };
+        filter.on_response_headers(&mut Response::new(&mut map), true);
+        assert_eq!(map.reads.get(), reads, "{request:?} -> {response:?}");
+        assert_eq!(map.headers, list(expected), "{request:?} -> {response:?}");
+    }
+    Ok(())
+}
+
 #[test]
 fn remove_by_name_and_by_prefix_ignores_case() -> Result<(), ConfigError> {
     let json = r#"{"response": {"remove": ["Server"], "remove_prefix": ["X-Internal-", "x-b"]}}"#;

@@ -21,6 +21,8 @@
 //!   requests, compared call by call (every filter and a WAT guest).
 //! - `envoy_cli`: `tollgate envoy` (library `live`): recordings through a real Envoy diffed
 //!   with the harness, and `--compare` (worker CPU per request per configuration).
+//! - `envoy_probes`: `bench/envoy-probes/probe.wat` does what its letters say, in the harness
+//!   (whole-map writes, patterns per stream, the instructions `x` burns, the `+delete` build).
 //!
 //! - `callout_parity`: HTTP callout failure modes (slow, reset, closed, down) and header maps
 //!   absent in a phase, a WAT guest's view in a real Envoy and in the harness.
@@ -82,6 +84,7 @@ mod cors;
 mod custom_response;
 mod envoy_cli;
 mod envoy_headers;
+mod envoy_probes;
 mod ext_authz;
 mod failure_parity;
 mod global_rate_limit;
