@@ -244,6 +244,11 @@ impl<R: BufRead> Lines<R> {
             }
             let index = self.index;
             self.index += 1;
+            // The usual shape straight into an exchange; anything else (and
+            // every error) the general way.
+            if let Some(e) = fast::exchange(line, index) {
+                return Some(Ok(e));
+            }
             let value: Value = match serde_json::from_str(line) {
                 Ok(v) => v,
                 Err(e) => {
@@ -716,11 +721,15 @@ fn headers(cx: &Cx<'_>, v: Option<&mut Value>, field: Field<'_>) -> Result<Heade
 }
 
 /// The header name `k`, taken and lower-cased in place.
-fn name(cx: &Cx<'_>, k: &mut String, field: Field<'_>) -> Result<String, TrafficError> {
-    let ok = !k.is_empty()
+/// What a recording may give as a header name (before lower-casing).
+fn is_header_name(k: &str) -> bool {
+    !k.is_empty()
         && k.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:".contains(&b));
-    if ok {
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:".contains(&b))
+}
+
+fn name(cx: &Cx<'_>, k: &mut String, field: Field<'_>) -> Result<String, TrafficError> {
+    if is_header_name(k) {
         let mut k = std::mem::take(k);
         k.make_ascii_lowercase();
         Ok(k)
@@ -929,6 +938,8 @@ pub fn write_line(out: &mut impl Write, exchange: &Exchange) -> std::io::Result<
     serde_json::to_writer(&mut *out, &to_value(exchange))?;
     out.write_all(b"\n")
 }
+
+mod fast;
 
 #[cfg(test)]
 mod tests;
