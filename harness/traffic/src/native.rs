@@ -725,7 +725,7 @@ fn headers(cx: &Cx<'_>, v: Option<&mut Value>, field: Field<'_>) -> Result<Heade
 fn is_header_name(k: &str) -> bool {
     !k.is_empty()
         && k.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:".contains(&b))
+            .all(|b| b == b':' || crate::header_syntax::is_token_byte(b))
 }
 
 fn name(cx: &Cx<'_>, k: &mut String, field: Field<'_>) -> Result<String, TrafficError> {
