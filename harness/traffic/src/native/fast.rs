@@ -135,9 +135,7 @@ fn headers(list: Option<Vec<(String, String)>>) -> Option<Vec<(String, String)>>
 fn millis(ms: Option<f64>) -> Option<Option<Duration>> {
     match ms {
         None => Some(None),
-        Some(m) if m.is_finite() && m >= 0.0 && m < 1e12 => {
-            Some(Some(Duration::from_secs_f64(m / 1000.0)))
-        }
+        Some(m) if (0.0..1e12).contains(&m) => Some(Some(Duration::from_secs_f64(m / 1000.0))),
         Some(_) => None,
     }
 }

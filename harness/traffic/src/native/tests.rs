@@ -258,33 +258,50 @@ fn fast_and_general_agree() {
     let a = r#""request":{"authority":"a.example""#;
     let mut lines: Vec<(String, Option<bool>)> = [
         (format!(r#"{{{a}}}}}"#), true),
-        (format!(r#"{{{a},"headers":[["X-Up","1"]]}},"id":"u"}}"#), true),
+        (
+            format!(r#"{{{a},"headers":[["X-Up","1"]]}},"id":"u"}}"#),
+            true,
+        ),
         (format!(r#"{{{a},"headers":{{"x-map":"1"}}}}}}"#), false),
         (format!(r#"{{{a},"headers":[["bad name","1"]]}}}}"#), false),
-        (format!(r#"{{{a},"headers":[["x","a
-b"]]}}}}"#), false),
-        (format!(r#"{{{a},"headers":null,"body":null}},"response":null}}"#), true),
+        (format!(r#"{{{a},"headers":[["x","a\r\nb"]]}}}}"#), false),
+        (
+            format!(r#"{{{a},"headers":null,"body":null}},"response":null}}"#),
+            true,
+        ),
         (format!(r#"{{{a}}},"truncated":null}}"#), false),
         (format!(r#"{{{a}}},"truncated":true}}"#), true),
         (format!(r#"{{{a}}},"id":null}}"#), false),
         (format!(r#"{{{a},"method":null}}}}"#), false),
         (format!(r#"{{{a},"path":"x"}}}}"#), false),
-        (format!(r#"{{{a}}},"properties":{{"b":"2","a":"1"}}}}"#), true),
+        (
+            format!(r#"{{{a}}},"properties":{{"b":"2","a":"1"}}}}"#),
+            true,
+        ),
         (format!(r#"{{{a}}},"properties":{{"n":1}}}}"#), false),
         (format!(r#"{{{a}}},"http_version":2}}"#), false),
         (format!(r#"{{{a}}},"http_version":"h2"}}"#), true),
         (format!(r#"{{{a}}},"http_version":"9"}}"#), false),
         (format!(r#"{{{a}}},"response":{{"status":99}}}}"#), false),
         (format!(r#"{{{a}}},"response":{{"status":200.0}}}}"#), false),
-        (format!(r#"{{{a}}},"response":{{"status":204,"trailers":[["A","b"]]}}}}"#), true),
-        (format!(r#"{{{a}}},"timing":{{"total_ms":null,"response_after_ms":3}}}}"#), true),
+        (
+            format!(r#"{{{a}}},"response":{{"status":204,"trailers":[["A","b"]]}}}}"#),
+            true,
+        ),
+        (
+            format!(r#"{{{a}}},"timing":{{"total_ms":null,"response_after_ms":3}}}}"#),
+            true,
+        ),
         (format!(r#"{{{a}}},"timing":{{"total_ms":-1}}}}"#), false),
         (format!(r#"{{{a}}},"unknown":1}}"#), false),
         (format!(r#"{{{a},"body":["a","b"]}}}}"#), false),
         (format!(r#"{{{a},"body":{{"base64":"aGk="}}}}}}"#), true),
         (format!(r#"{{{a},"body":{{"base64":"!"}}}}}}"#), false),
         (format!(r#"{{{a},"body":{{"json":1}}}}}}"#), false),
-        (format!(r#"{{{a},"body":{{"base64":"aGk=","x":1}}}}}}"#), false),
+        (
+            format!(r#"{{{a},"body":{{"base64":"aGk=","x":1}}}}}}"#),
+            false,
+        ),
         (format!(r#"{{{a}}},"id":"a","id":"b"}}"#), false),
         (r#"{"request":{}}"#.to_owned(), false),
     ]
