@@ -184,6 +184,8 @@ pub struct Lines<R> {
     warnings: Vec<String>,
     buf: String,
     done: bool,
+    /// The input cap, read once (it is read from the environment).
+    max: u64,
 }
 
 impl<R: BufRead> Lines<R> {
@@ -198,6 +200,7 @@ impl<R: BufRead> Lines<R> {
             warnings: Vec::new(),
             buf: String::new(),
             done: false,
+            max: crate::input::max_input_bytes(),
         }
     }
 
@@ -211,7 +214,7 @@ impl<R: BufRead> Lines<R> {
             self.buf.clear();
             // A line is bounded by the input cap (a file without newlines
             // is not read into memory whole).
-            let max = crate::input::max_input_bytes();
+            let max = self.max;
             let read = std::io::Read::take(&mut self.reader, max.saturating_add(1))
                 .read_line(&mut self.buf);
             match read {
