@@ -1643,9 +1643,11 @@ pub fn run_owned(
     while d.stage != Stage::Done {
         advance(&mut d, &prepared);
     }
-    let out = end_streams(&mut d);
-    let recorded = prepared.into_recorded(&d, &out, spare);
-    (settle(&mut d, out, Some(spare)), recorded)
+    // The outcome is finished in place in the driver and moved out once.
+    end_streams(&mut d);
+    let recorded = prepared.into_recorded(&d, &d.out, spare);
+    settle(&mut d, Some(spare));
+    (take_outcome(&mut d), recorded)
 }
 
 /// Runs one exchange through a chain of filters for its verdict only: the
@@ -2290,27 +2292,86 @@ struct Parked {
 impl Parked {
     /// A new exchange: a context id in every filter, its stream state.
     fn new(lanes: &mut [Lane<'_>], p: &Prepared<'_>, detail: Detail) -> Self {
-        Self::with_streams(lanes, p, detail, false)
+        let (st, streams, callouts) = Self::lane_states(lanes, p, false);
+        Self {
+            st,
+            req: Self::request_flow(p),
+            resp: Flow::default(),
+            out: Some(StreamOutcome {
+                steps: Self::steps(lanes, detail),
+                ..empty_outcome()
+            }),
+            req_body_len: p.request.body.len(),
+            resp_body_len: 0,
+            more_after_headers_override: None,
+            detail,
+            stage: Stage::RequestHeaders,
+            streams,
+            callouts,
+        }
     }
 
     /// A new exchange driven at once: its stream state goes straight into
-    /// the filters' VMs.
+    /// the filters' VMs, and the driver is built in place (not parked
+    /// first and moved: the outcome and the flows are most of a kilobyte).
     fn start<'l, 'a>(
         lanes: &'l mut [Lane<'a>],
         p: &Prepared<'_>,
         detail: Detail,
     ) -> Driver<'l, 'a> {
-        Self::with_streams(lanes, p, detail, true).driver(lanes)
+        let (st, _, _) = Self::lane_states(lanes, p, true);
+        let steps = Self::steps(lanes, detail);
+        Driver {
+            st,
+            req: Self::request_flow(p),
+            resp: Flow::default(),
+            out: StreamOutcome {
+                steps,
+                ..empty_outcome()
+            },
+            req_body_len: p.request.body.len(),
+            resp_body_len: 0,
+            more_after_headers_override: None,
+            detail,
+            stage: Stage::RequestHeaders,
+            lanes,
+        }
     }
 
-    /// [`Self::new`]; with `attach`, each filter's stream state is handed
-    /// to its VM here instead of being parked.
-    fn with_streams(
+    /// The request as it enters the chain.
+    fn request_flow(p: &Prepared<'_>) -> Flow {
+        Flow {
+            headers: p.request_headers.clone(),
+            trailers: p.request_trailers.clone(),
+            started: true,
+            ..Flow::default()
+        }
+    }
+
+    /// The step log's entries, one per filter (none for a verdict).
+    fn steps(lanes: &[Lane<'_>], detail: Detail) -> Vec<FilterSteps> {
+        if detail == Detail::Full {
+            lanes
+                .iter()
+                .map(|l| FilterSteps {
+                    filter: l.name.clone(),
+                    // Room for an exchange with bodies (headers and two
+                    // body callbacks each way): one allocation.
+                    steps: Vec::with_capacity(8),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// A context id in every filter and the stream state for it: handed to
+    /// the VM with `attach`, else returned (parked) with the callout answers.
+    fn lane_states(
         lanes: &mut [Lane<'_>],
         p: &Prepared<'_>,
-        detail: Detail,
         attach: bool,
-    ) -> Self {
+    ) -> (Vec<LaneState>, Vec<Option<StreamState>>, ExchangeCallouts) {
         let req = &p.request;
         // One queue for the chain: the recording lists the exchange's
         // callouts in order, whichever filter makes them.
@@ -2355,40 +2416,7 @@ impl Parked {
                 resp: Port::default(),
             });
         }
-        let steps = if detail == Detail::Full {
-            lanes
-                .iter()
-                .map(|l| FilterSteps {
-                    filter: l.name.clone(),
-                    // Room for an exchange with bodies (headers and two
-                    // body callbacks each way): one allocation.
-                    steps: Vec::with_capacity(8),
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
-        Self {
-            st,
-            req: Flow {
-                headers: p.request_headers.clone(),
-                trailers: p.request_trailers.clone(),
-                started: true,
-                ..Flow::default()
-            },
-            resp: Flow::default(),
-            out: Some(StreamOutcome {
-                steps,
-                ..empty_outcome()
-            }),
-            req_body_len: req.body.len(),
-            resp_body_len: 0,
-            more_after_headers_override: None,
-            detail,
-            stage: Stage::RequestHeaders,
-            streams,
-            callouts,
-        }
+        (st, streams, callouts)
     }
 
     /// Puts the stream back into the filters' VMs and resumes driving it.
@@ -2470,13 +2498,19 @@ fn empty_outcome() -> StreamOutcome {
 /// The end of an exchange: the filters forget the stream, callouts are
 /// collected, a reset or stalled stream sent the client nothing.
 fn conclude(d: &mut Driver<'_, '_>) -> StreamOutcome {
-    let out = end_streams(d);
-    settle(d, out, None)
+    end_streams(d);
+    settle(d, None);
+    take_outcome(d)
+}
+
+/// The driver's finished outcome, moved out.
+fn take_outcome(d: &mut Driver<'_, '_>) -> StreamOutcome {
+    std::mem::replace(&mut d.out, empty_outcome())
 }
 
 /// The filters forget the stream; its callouts are collected.
-fn end_streams(d: &mut Driver<'_, '_>) -> StreamOutcome {
-    let mut out = std::mem::replace(&mut d.out, empty_outcome());
+fn end_streams(d: &mut Driver<'_, '_>) {
+    let out = &mut d.out;
     for lane in d.lanes.iter_mut() {
         if let Some(vm) = lane.vm.as_deref_mut() {
             let (descriptions, records) = vm.end_stream();
@@ -2498,16 +2532,12 @@ fn end_streams(d: &mut Driver<'_, '_>) -> StreamOutcome {
             }
         }
     }
-    out
 }
 
 /// What left the chain becomes the outcome's (moved out of maps no one
 /// else holds by now); a reset or stalled stream sent the client nothing.
-fn settle(
-    d: &mut Driver<'_, '_>,
-    mut out: StreamOutcome,
-    mut spare: Option<&mut Spare>,
-) -> StreamOutcome {
+fn settle(d: &mut Driver<'_, '_>, mut spare: Option<&mut Spare>) {
+    let out = &mut d.out;
     if std::mem::take(&mut d.req.to_outcome)
         && let Some(h) = d.req.out_headers.take()
     {
@@ -2535,7 +2565,6 @@ fn settle(
         };
         out.client_trailers.clear();
     }
-    out
 }
 
 /// Judges a verdict-only run, comparing what left the chain with the

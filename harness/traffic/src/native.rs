@@ -82,7 +82,7 @@ pub fn parse_document(
         field: "(document)".to_owned(),
         message: format!("not UTF-8 text: {e}"),
     })?;
-    let root: Value = if text.trim_start().starts_with('{') {
+    let mut root: Value = if text.trim_start().starts_with('{') {
         serde_json::from_str(text).map_err(|e| TrafficError::Json {
             file: file.to_owned(),
             entry: None,
@@ -130,8 +130,8 @@ pub fn parse_document(
             ));
         }
     }
-    let entries = match obj.get("exchanges") {
-        Some(Value::Array(a)) => a,
+    match obj.get("exchanges") {
+        Some(Value::Array(_)) => {}
         Some(other) => {
             return Err(doc_err(
                 "exchanges",
@@ -139,7 +139,7 @@ pub fn parse_document(
             ));
         }
         None => return Err(doc_err("exchanges", "missing required field".to_owned())),
-    };
+    }
     if let Some(key) = obj
         .keys()
         .find(|k| !matches!(k.as_str(), "tollgate_traffic" | "exchanges"))
@@ -149,13 +149,19 @@ pub fn parse_document(
             "unknown field (expected tollgate_traffic, exchanges)".to_owned(),
         ));
     }
+    // The entries are taken out of the document: their strings move into
+    // the exchanges.
+    let entries = match root.get_mut("exchanges") {
+        Some(Value::Array(a)) => std::mem::take(a),
+        _ => Vec::new(),
+    };
     let mut traffic = Traffic {
         source: Some(PathBuf::from(file)),
         exchanges: Vec::with_capacity(entries.len()),
         warnings: Vec::new(),
     };
-    for (index, entry) in entries.iter().enumerate() {
-        match exchange_from_value(file, index, &format!("exchanges[{index}]"), entry) {
+    for (index, entry) in entries.into_iter().enumerate() {
+        match exchange_from_owned(file, index, &format!("exchanges[{index}]"), entry) {
             Ok(e) => traffic.exchanges.push(e),
             Err(e) if leniency == Leniency::Lenient => {
                 traffic.warnings.push(format!("{e}; entry skipped"));
@@ -178,6 +184,8 @@ pub struct Lines<R> {
     warnings: Vec<String>,
     buf: String,
     done: bool,
+    /// The input cap, read once (it is read from the environment).
+    max: u64,
 }
 
 impl<R: BufRead> Lines<R> {
@@ -192,6 +200,7 @@ impl<R: BufRead> Lines<R> {
             warnings: Vec::new(),
             buf: String::new(),
             done: false,
+            max: crate::input::max_input_bytes(),
         }
     }
 
@@ -205,7 +214,7 @@ impl<R: BufRead> Lines<R> {
             self.buf.clear();
             // A line is bounded by the input cap (a file without newlines
             // is not read into memory whole).
-            let max = crate::input::max_input_bytes();
+            let max = self.max;
             let read = std::io::Read::take(&mut self.reader, max.saturating_add(1))
                 .read_line(&mut self.buf);
             match read {
@@ -238,6 +247,11 @@ impl<R: BufRead> Lines<R> {
             }
             let index = self.index;
             self.index += 1;
+            // The usual shape straight into an exchange; anything else (and
+            // every error) the general way.
+            if let Some(e) = fast::exchange(line, index) {
+                return Some(Ok(e));
+            }
             let value: Value = match serde_json::from_str(line) {
                 Ok(v) => v,
                 Err(e) => {
@@ -250,11 +264,11 @@ impl<R: BufRead> Lines<R> {
                     }));
                 }
             };
-            return Some(exchange_from_value(
+            return Some(exchange_from_owned(
                 &self.file,
                 index,
                 &format!("line {}", self.line_no),
-                &value,
+                value,
             ));
         }
     }
@@ -386,8 +400,21 @@ pub fn exchange_from_value(
     base: &str,
     v: &Value,
 ) -> Result<Exchange, TrafficError> {
+    exchange_from_owned(file, index, base, v.clone())
+}
+
+/// [`exchange_from_value`] taking the value: its strings move into the
+/// exchange instead of being copied (how [`Lines`] reads each line).
+pub fn exchange_from_owned(
+    file: &str,
+    index: usize,
+    base: &str,
+    mut v: Value,
+) -> Result<Exchange, TrafficError> {
     let cx = Cx { file, index, base };
-    let o = cx.object(v, "")?;
+    let Some(o) = v.as_object_mut() else {
+        return Err(cx.err("", format!("expected a mapping, found {}", kind(&v))));
+    };
     cx.known(
         o,
         "",
@@ -402,16 +429,16 @@ pub fn exchange_from_value(
             "http_version",
         ],
     )?;
-    let id = match o.get("id") {
+    let id = match o.get_mut("id") {
         None => format!("entry {index}"),
-        Some(v) => cx.string(v, "id")?.to_owned(),
+        Some(v) => take_string(&cx, v, &|| "id".to_owned())?,
     };
     let mut details = ExchangeDetails::default();
     let request = {
         let r = o
-            .get("request")
+            .get_mut("request")
             .ok_or_else(|| cx.err("request", "missing required field"))?;
-        let r = cx.object(r, "request")?;
+        let r = object_mut(&cx, r, "request")?;
         cx.known(
             r,
             "request",
@@ -425,36 +452,34 @@ pub fn exchange_from_value(
                 "trailers",
             ],
         )?;
-        let text = |k: &str, default: &str| -> Result<String, TrafficError> {
-            match r.get(k) {
-                None => Ok(default.to_owned()),
-                Some(v) => Ok(cx.string(v, &format!("request.{k}"))?.to_owned()),
-            }
-        };
-        let authority = match r.get("authority") {
+        let authority = match r.get_mut("authority") {
             None => return Err(cx.err("request.authority", "missing required field")),
-            Some(v) => cx.string(v, "request.authority")?.to_owned(),
+            Some(v) => take_string(&cx, v, &|| "request.authority".to_owned())?,
         };
-        let path = text("path", "/")?;
+        let path = text(&cx, r, "path", "/")?;
         if !path.starts_with('/') && path != "*" {
             return Err(cx.err(
                 "request.path",
                 format!("must start with `/`, found {path:?}"),
             ));
         }
-        let (body, chunks) = body(&cx, r.get("body"), "request.body")?;
+        let (body, chunks) = body(&cx, r.get_mut("body"), &|| "request.body".to_owned())?;
         details.request_chunks = chunks;
-        details.request_trailers = headers(&cx, r.get("trailers"), "request.trailers")?;
+        details.request_trailers = headers(&cx, r.get_mut("trailers"), &|| {
+            "request.trailers".to_owned()
+        })?;
+        let method = text(&cx, r, "method", "GET")?;
+        let scheme = text(&cx, r, "scheme", "http")?;
         HttpRequest {
-            method: text("method", "GET")?,
-            scheme: text("scheme", "http")?,
+            method,
+            scheme,
             authority,
             path,
-            headers: headers(&cx, r.get("headers"), "request.headers")?,
+            headers: headers(&cx, r.get_mut("headers"), &|| "request.headers".to_owned())?,
             body,
         }
     };
-    let response = match o.get("response") {
+    let response = match o.get_mut("response") {
         None | Some(Value::Null) => None,
         Some(v) => {
             let (resp, chunks, trailers) = read_response(&cx, v, "response")?;
@@ -475,16 +500,15 @@ pub fn exchange_from_value(
             total: millis(&cx, t.get("total_ms"), "timing.total_ms")?,
         };
     }
-    if let Some(p) = o.get("properties") {
-        for (k, v) in cx.object(p, "properties")? {
-            let field = format!("properties.{k}");
+    if let Some(p) = o.get_mut("properties") {
+        for (k, v) in object_mut(&cx, p, "properties")? {
             let value = match v {
-                Value::String(s) => s.clone(),
+                Value::String(s) => std::mem::take(s),
                 Value::Number(n) => n.to_string(),
                 Value::Bool(b) => b.to_string(),
                 other => {
                     return Err(cx.err(
-                        &field,
+                        &format!("properties.{k}"),
                         format!(
                             "expected a string, number or boolean, found {}",
                             kind(other)
@@ -495,20 +519,21 @@ pub fn exchange_from_value(
             details.properties.push((k.clone(), value));
         }
     }
-    if let Some(c) = o.get("callouts") {
+    if let Some(c) = o.get_mut("callouts") {
+        let kind_of = kind(c);
         let list = c
-            .as_array()
-            .ok_or_else(|| cx.err("callouts", format!("expected a list, found {}", kind(c))))?;
-        for (i, c) in list.iter().enumerate() {
+            .as_array_mut()
+            .ok_or_else(|| cx.err("callouts", format!("expected a list, found {kind_of}")))?;
+        for (i, c) in list.iter_mut().enumerate() {
             let field = format!("callouts[{i}]");
-            let co = cx.object(c, &field)?;
+            let co = object_mut(&cx, c, &field)?;
             cx.known(co, &field, &["cluster", "response"])?;
-            let cluster = match co.get("cluster") {
+            let cluster = match co.get_mut("cluster") {
                 None => String::new(),
-                Some(v) => cx.string(v, &format!("{field}.cluster"))?.to_owned(),
+                Some(v) => take_string(&cx, v, &|| format!("{field}.cluster"))?,
             };
             let r = co
-                .get("response")
+                .get_mut("response")
                 .ok_or_else(|| cx.err(&format!("{field}.response"), "missing required field"))?;
             let (response, _, _) = read_response(&cx, r, &format!("{field}.response"))?;
             details.callouts.push(Callout { cluster, response });
@@ -548,38 +573,76 @@ pub fn exchange_from_value(
     })
 }
 
+/// A field path, made only when an error names it (reading a recording
+/// builds none for the fields that are fine).
+type Field<'a> = &'a dyn Fn() -> String;
+
+/// `v` as a mapping to take strings from, or an error naming `field`.
+fn object_mut<'v>(
+    cx: &Cx<'_>,
+    v: &'v mut Value,
+    field: &str,
+) -> Result<&'v mut Map<String, Value>, TrafficError> {
+    let found = kind(v);
+    v.as_object_mut()
+        .ok_or_else(|| cx.err(field, format!("expected a mapping, found {found}")))
+}
+
+/// The string `v`, taken out of it, or an error naming `field`.
+fn take_string(cx: &Cx<'_>, v: &mut Value, field: Field<'_>) -> Result<String, TrafficError> {
+    match v {
+        Value::String(s) => Ok(std::mem::take(s)),
+        other => Err(cx.err(
+            &field(),
+            format!("expected a string, found {}", kind(other)),
+        )),
+    }
+}
+
+/// The request's text field `k` (taken), or `default` when absent.
+fn text(
+    cx: &Cx<'_>,
+    r: &mut Map<String, Value>,
+    k: &str,
+    default: &str,
+) -> Result<String, TrafficError> {
+    match r.get_mut(k) {
+        None => Ok(default.to_owned()),
+        Some(v) => take_string(cx, v, &|| format!("request.{k}")),
+    }
+}
+
 type Headers = Vec<(String, String)>;
 
 fn read_response(
     cx: &Cx<'_>,
-    v: &Value,
+    v: &mut Value,
     field: &str,
 ) -> Result<(HttpResponse, Vec<usize>, Headers), TrafficError> {
-    let r = cx.object(v, field)?;
+    let r = object_mut(cx, v, field)?;
     cx.known(r, field, &["status", "headers", "body", "trailers"])?;
-    let status_field = format!("{field}.status");
     let status = match r.get("status") {
-        None => return Err(cx.err(&status_field, "missing required field")),
+        None => return Err(cx.err(&format!("{field}.status"), "missing required field")),
         Some(v) => v
             .as_u64()
             .filter(|s| (100..=999).contains(s))
             .and_then(|s| u16::try_from(s).ok())
             .ok_or_else(|| {
                 cx.err(
-                    &status_field,
+                    &format!("{field}.status"),
                     format!("expected a status code 100-999, found {v}"),
                 )
             })?,
     };
-    let (body, chunks) = body(cx, r.get("body"), &format!("{field}.body"))?;
+    let (body, chunks) = body(cx, r.get_mut("body"), &|| format!("{field}.body"))?;
     Ok((
         HttpResponse {
             status,
-            headers: headers(cx, r.get("headers"), &format!("{field}.headers"))?,
+            headers: headers(cx, r.get_mut("headers"), &|| format!("{field}.headers"))?,
             body,
         },
         chunks,
-        headers(cx, r.get("trailers"), &format!("{field}.trailers"))?,
+        headers(cx, r.get_mut("trailers"), &|| format!("{field}.trailers"))?,
     ))
 }
 
@@ -601,20 +664,21 @@ fn millis(cx: &Cx<'_>, v: Option<&Value>, field: &str) -> Result<Option<Duration
     }
 }
 
-fn headers(cx: &Cx<'_>, v: Option<&Value>, field: &str) -> Result<Headers, TrafficError> {
+fn headers(cx: &Cx<'_>, v: Option<&mut Value>, field: Field<'_>) -> Result<Headers, TrafficError> {
     let mut out = Vec::new();
     match v {
         None | Some(Value::Null) => {}
         Some(Value::Array(list)) => {
-            for (i, pair) in list.iter().enumerate() {
-                let f = format!("{field}[{i}]");
-                match pair.as_array().map(Vec::as_slice) {
+            out.reserve_exact(list.len());
+            for (i, pair) in list.iter_mut().enumerate() {
+                let f = || format!("{}[{i}]", field());
+                match pair.as_array_mut().map(Vec::as_mut_slice) {
                     Some([Value::String(k), Value::String(v)]) => {
-                        out.push((name(cx, k, &f)?, v.clone()));
+                        out.push((name(cx, k, &f)?, std::mem::take(v)));
                     }
                     _ => {
                         return Err(cx.err(
-                            &f,
+                            &f(),
                             format!("expected a [name, value] pair of strings, found {pair}"),
                         ));
                     }
@@ -622,15 +686,17 @@ fn headers(cx: &Cx<'_>, v: Option<&Value>, field: &str) -> Result<Headers, Traff
             }
         }
         Some(Value::Object(map)) => {
-            for (k, v) in map {
+            let field = field();
+            for (k, v) in map.iter_mut() {
                 let f = format!("{field}.{k}");
-                let n = name(cx, k, &f)?;
+                let mut k = k.clone();
+                let n = name(cx, &mut k, &|| f.clone())?;
                 match v {
-                    Value::String(s) => out.push((n, s.clone())),
+                    Value::String(s) => out.push((n, std::mem::take(s))),
                     Value::Number(x) => out.push((n, x.to_string())),
                     Value::Array(vs) => {
-                        for (i, v) in vs.iter().enumerate() {
-                            out.push((n.clone(), cx.string(v, &format!("{f}[{i}]"))?.to_owned()));
+                        for (i, v) in vs.iter_mut().enumerate() {
+                            out.push((n.clone(), take_string(cx, v, &|| format!("{f}[{i}]"))?));
                         }
                     }
                     other => {
@@ -641,7 +707,7 @@ fn headers(cx: &Cx<'_>, v: Option<&Value>, field: &str) -> Result<Headers, Traff
         }
         Some(other) => {
             return Err(cx.err(
-                field,
+                &field(),
                 format!(
                     "expected a list of [name, value] pairs or a mapping, found {}",
                     kind(other)
@@ -652,35 +718,42 @@ fn headers(cx: &Cx<'_>, v: Option<&Value>, field: &str) -> Result<Headers, Traff
     // A CR or LF would inject headers into what the filter (or, for
     // callouts, the upstream stub) sends on.
     for (k, v) in &out {
-        crate::header_syntax::check(k, v).map_err(|e| cx.err(field, e))?;
+        crate::header_syntax::check(k, v).map_err(|e| cx.err(&field(), e))?;
     }
     Ok(out)
 }
 
-fn name(cx: &Cx<'_>, k: &str, field: &str) -> Result<String, TrafficError> {
-    let ok = !k.is_empty()
+/// The header name `k`, taken and lower-cased in place.
+/// What a recording may give as a header name (before lower-casing).
+fn is_header_name(k: &str) -> bool {
+    !k.is_empty()
         && k.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:".contains(&b));
-    if ok {
-        Ok(k.to_ascii_lowercase())
+            .all(|b| b == b':' || crate::header_syntax::is_token_byte(b))
+}
+
+fn name(cx: &Cx<'_>, k: &mut String, field: Field<'_>) -> Result<String, TrafficError> {
+    if is_header_name(k) {
+        let mut k = std::mem::take(k);
+        k.make_ascii_lowercase();
+        Ok(k)
     } else {
-        Err(cx.err(field, format!("{k:?} is not a valid header name")))
+        Err(cx.err(&field(), format!("{k:?} is not a valid header name")))
     }
 }
 
 /// A body value: the bytes and, when given as a list, the chunk sizes.
 fn body(
     cx: &Cx<'_>,
-    v: Option<&Value>,
-    field: &str,
+    v: Option<&mut Value>,
+    field: Field<'_>,
 ) -> Result<(Vec<u8>, Vec<usize>), TrafficError> {
     match v {
         None | Some(Value::Null) => Ok((Vec::new(), Vec::new())),
         Some(Value::Array(parts)) => {
             let mut body = Vec::new();
             let mut chunks = Vec::with_capacity(parts.len());
-            for (i, p) in parts.iter().enumerate() {
-                let bytes = chunk(cx, p, &format!("{field}[{i}]"))?;
+            for (i, p) in parts.iter_mut().enumerate() {
+                let bytes = chunk(cx, p, &|| format!("{}[{i}]", field()))?;
                 chunks.push(bytes.len());
                 body.extend_from_slice(&bytes);
             }
@@ -690,22 +763,23 @@ fn body(
     }
 }
 
-fn chunk(cx: &Cx<'_>, v: &Value, field: &str) -> Result<Vec<u8>, TrafficError> {
+fn chunk(cx: &Cx<'_>, v: &mut Value, field: Field<'_>) -> Result<Vec<u8>, TrafficError> {
     match v {
-        Value::String(s) => Ok(s.as_bytes().to_vec()),
+        Value::String(s) => Ok(std::mem::take(s).into_bytes()),
         Value::Object(o) if o.len() == 1 => {
             if let Some(b) = o.get("base64") {
+                let field = field();
                 let s = cx.string(b, &format!("{field}.base64"))?;
                 decode_base64(s)
                     .map_err(|e| cx.err(&format!("{field}.base64"), format!("bad base64: {e}")))
             } else if let Some(j) = o.get("json") {
                 Ok(j.to_string().into_bytes())
             } else {
-                Err(cx.err(field, "expected `base64` or `json`"))
+                Err(cx.err(&field(), "expected `base64` or `json`"))
             }
         }
         other => Err(cx.err(
-            field,
+            &field(),
             format!(
                 "expected a string, {{base64: ...}}, {{json: ...}} or a list of those, found {}",
                 kind(other)
@@ -867,6 +941,8 @@ pub fn write_line(out: &mut impl Write, exchange: &Exchange) -> std::io::Result<
     serde_json::to_writer(&mut *out, &to_value(exchange))?;
     out.write_all(b"\n")
 }
+
+mod fast;
 
 #[cfg(test)]
 mod tests;

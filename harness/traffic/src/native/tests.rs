@@ -250,3 +250,88 @@ fn every_truncation_of_a_recording_is_an_error_or_a_warning_never_a_panic() {
         }
     }
 }
+
+#[test]
+fn fast_and_general_agree() {
+    // Every line the fast reader takes, it reads as the general reader does;
+    // it takes the usual lines (demo.har's, converted) and leaves the rest.
+    let a = r#""request":{"authority":"a.example""#;
+    let mut lines: Vec<(String, Option<bool>)> = [
+        (format!(r#"{{{a}}}}}"#), true),
+        (
+            format!(r#"{{{a},"headers":[["X-Up","1"]]}},"id":"u"}}"#),
+            true,
+        ),
+        (format!(r#"{{{a},"headers":{{"x-map":"1"}}}}}}"#), false),
+        (format!(r#"{{{a},"headers":[["bad name","1"]]}}}}"#), false),
+        (format!(r#"{{{a},"headers":[["x","a\r\nb"]]}}}}"#), false),
+        (
+            format!(r#"{{{a},"headers":null,"body":null}},"response":null}}"#),
+            true,
+        ),
+        (format!(r#"{{{a}}},"truncated":null}}"#), false),
+        (format!(r#"{{{a}}},"truncated":true}}"#), true),
+        (format!(r#"{{{a}}},"id":null}}"#), false),
+        (format!(r#"{{{a},"method":null}}}}"#), false),
+        (format!(r#"{{{a},"path":"x"}}}}"#), false),
+        (
+            format!(r#"{{{a}}},"properties":{{"b":"2","a":"1"}}}}"#),
+            true,
+        ),
+        (format!(r#"{{{a}}},"properties":{{"n":1}}}}"#), false),
+        (format!(r#"{{{a}}},"http_version":2}}"#), false),
+        (format!(r#"{{{a}}},"http_version":"h2"}}"#), true),
+        (format!(r#"{{{a}}},"http_version":"9"}}"#), false),
+        (format!(r#"{{{a}}},"response":{{"status":99}}}}"#), false),
+        (format!(r#"{{{a}}},"response":{{"status":200.0}}}}"#), false),
+        (
+            format!(r#"{{{a}}},"response":{{"status":204,"trailers":[["A","b"]]}}}}"#),
+            true,
+        ),
+        (
+            format!(r#"{{{a}}},"timing":{{"total_ms":null,"response_after_ms":3}}}}"#),
+            true,
+        ),
+        (format!(r#"{{{a}}},"timing":{{"total_ms":-1}}}}"#), false),
+        (format!(r#"{{{a}}},"unknown":1}}"#), false),
+        (format!(r#"{{{a},"body":["a","b"]}}}}"#), false),
+        (format!(r#"{{{a},"body":{{"base64":"aGk="}}}}}}"#), true),
+        (format!(r#"{{{a},"body":{{"base64":"!"}}}}}}"#), false),
+        (format!(r#"{{{a},"body":{{"json":1}}}}}}"#), false),
+        (
+            format!(r#"{{{a},"body":{{"base64":"aGk=","x":1}}}}}}"#),
+            false,
+        ),
+        (format!(r#"{{{a}}},"id":"a","id":"b"}}"#), false),
+        (r#"{"request":{}}"#.to_owned(), false),
+    ]
+    .into_iter()
+    .map(|(l, f)| (l, Some(f)))
+    .collect();
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../traffic/demo.har");
+    let demo = load(&demo).expect("demo");
+    for e in &demo.exchanges {
+        let mut l = Vec::new();
+        write_line(&mut l, e).expect("writes");
+        // Every one of demo.har's exchanges is of the usual shape.
+        lines.push((String::from_utf8(l).expect("utf-8"), Some(true)));
+    }
+    for e in &load(&example()).expect("example").exchanges {
+        let mut l = Vec::new();
+        write_line(&mut l, e).expect("writes");
+        lines.push((String::from_utf8(l).expect("utf-8"), None));
+    }
+    for (i, (line, expected)) in lines.iter().enumerate() {
+        let line = line.trim();
+        let fast = super::fast::exchange(line, i);
+        let general = serde_json::from_str(line)
+            .map_err(|e| e.to_string())
+            .and_then(|v| super::exchange_from_owned("f", i, "x", v).map_err(|e| e.to_string()));
+        if let Some(f) = &fast {
+            assert_eq!(Ok(f), general.as_ref(), "line {i}: {line}");
+        }
+        if let Some(want) = expected {
+            assert_eq!(fast.is_some(), *want, "line {i}: {line}");
+        }
+    }
+}
