@@ -75,8 +75,8 @@ fn word(bytes: &[u8]) -> u64 {
 
 /// The table hash of `token`: a fixed multiply-rotate over its 8-byte words (see the module
 /// docs for why it need not be keyed).
-pub fn token_hash(token: &str) -> u64 {
-    let bytes = token.as_bytes();
+pub fn token_hash(token: impl AsRef<[u8]>) -> u64 {
+    let bytes = token.as_ref();
     let mut hash = bytes.len() as u64;
     let mut chunks = bytes.chunks_exact(8);
     for chunk in &mut chunks {
@@ -157,11 +157,12 @@ impl Default for TokenCache {
 impl TokenCache {
     /// What was verified of `token` when it is cached and valid at `now` (seconds); an entry
     /// past its `exp` is removed.
-    pub fn get(&mut self, token: &str, now: u64) -> Option<Rc<Verified>> {
+    pub fn get(&mut self, token: impl AsRef<[u8]>, now: u64) -> Option<Rc<Verified>> {
+        let token = token.as_ref();
         let hash = token_hash(token);
         let at = *self.index.get(&hash)?;
         let slot = self.slots.get(at)?;
-        if !same(slot.token.as_bytes(), token.as_bytes()) {
+        if !same(slot.token.as_bytes(), token) {
             return None;
         }
         let Validity { from, until } = slot.validity;
