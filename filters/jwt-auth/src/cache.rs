@@ -83,7 +83,9 @@ const HASHED_TAIL: usize = 24;
 /// instructions a byte); which slot a token takes never decides a hit, the comparison does.
 pub fn token_hash(token: impl AsRef<[u8]>) -> u64 {
     let bytes = token.as_ref();
-    let tail = bytes.get(bytes.len().saturating_sub(HASHED_TAIL)..).unwrap_or(bytes);
+    let tail = bytes
+        .get(bytes.len().saturating_sub(HASHED_TAIL)..)
+        .unwrap_or(bytes);
     let mut hash = bytes.len() as u64;
     let mut chunks = tail.chunks_exact(8);
     for chunk in &mut chunks {
@@ -352,7 +354,7 @@ mod tests {
         assert_eq!(cache.len(), 3);
         assert!(cache.slots.len() <= 3);
         for i in 997..1000 {
-            assert!(cache.get(&format!("t{i}"), 1).is_some(), "t{i}");
+            assert!(cache.get(format!("t{i}"), 1).is_some(), "t{i}");
         }
         assert!(cache.get("t996", 1).is_none());
     }
@@ -384,8 +386,14 @@ mod tests {
             ("abcdefgh", "abcdefgi"),
             ("a", "b"),
             ("a", "a\0"),
-            ("0123456789abcdefghijklmnopqrstuvwxyz", "0123456789abcdefghijklmnopqrstuvwxyZ"),
-            ("0123456789abcdefghijklmnopqrstuvwxyz", "0123456789abcdefghijklmnopqrstuvwxy"),
+            (
+                "0123456789abcdefghijklmnopqrstuvwxyz",
+                "0123456789abcdefghijklmnopqrstuvwxyZ",
+            ),
+            (
+                "0123456789abcdefghijklmnopqrstuvwxyz",
+                "0123456789abcdefghijklmnopqrstuvwxy",
+            ),
         ] {
             assert_ne!(token_hash(a), token_hash(b), "{a:?} {b:?}");
         }

@@ -646,7 +646,8 @@ impl JwtAuth {
                     return Action::Pause;
                 }
             };
-            if provider.remote_jwks.is_some() && !fetched.iter().any(|(p, _)| *p == token.provider) {
+            if provider.remote_jwks.is_some() && !fetched.iter().any(|(p, _)| *p == token.provider)
+            {
                 fetched.push((token.provider, keys));
             }
             if let Some(token) = todo.get_mut(index) {
@@ -858,8 +859,7 @@ impl HttpFilter for JwtAuth {
             let provider = config.providers.get(found.provider);
             // A cached token is taken as it was verified: no parse, no signature check, and
             // looked up with the bytes of the header map (no copy, no UTF-8 check).
-            if let Some(verified) =
-                now.and_then(|now| Self::cached(provider?, &*found.token, now))
+            if let Some(verified) = now.and_then(|now| Self::cached(provider?, &*found.token, now))
             {
                 todo.push(Token {
                     provider: found.provider,

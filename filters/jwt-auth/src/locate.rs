@@ -61,7 +61,11 @@ impl Plan {
         };
         for p in &config.providers {
             for h in &p.from_headers {
-                if !plan.token_names.iter().any(|n| n.matches(h.name.as_bytes())) {
+                if !plan
+                    .token_names
+                    .iter()
+                    .any(|n| n.matches(h.name.as_bytes()))
+                {
                     plan.token_names.push(Folded::new(&h.name));
                 }
             }
@@ -92,7 +96,11 @@ impl Plan {
                 .collect();
             plan.cookies.push(cookies);
             for c in &p.claim_to_headers {
-                if !plan.claim_names.iter().any(|n| n.matches(c.header.as_bytes())) {
+                if !plan
+                    .claim_names
+                    .iter()
+                    .any(|n| n.matches(c.header.as_bytes()))
+                {
                     plan.claim_names.push(Folded::new(&c.header));
                 }
             }
@@ -101,7 +109,10 @@ impl Plan {
             plan.caches |= p.jwt_cache.is_some_and(|c| c.size > 0);
         }
         let names = plan.claim_names.iter().chain(&plan.token_names);
-        for len in names.map(Folded::len).chain([plan.cookie.len(), b":path".len()]) {
+        for len in names
+            .map(Folded::len)
+            .chain([plan.cookie.len(), b":path".len()])
+        {
             plan.lengths |= length_bit(len);
         }
         plan
@@ -134,7 +145,6 @@ impl Candidate<'_> {
         String::from_utf8_lossy(&self.token).into_owned()
     }
 }
-
 
 /// Every token in the request (each place of each provider, every occurrence; a token read
 /// from the same place by several providers once), in provider then location order, and
@@ -495,10 +505,34 @@ mod tests {
     #[test]
     fn folded_matches_exactly_what_eq_ignore_ascii_case_does() {
         let texts = [
-            "", "a", "A", "@", "`", "[", "{", "authorization", "Authorization", "AUTHORIZATION",
-            "x-jwt-sub", "X-JWT-SUB", "x-jwt-sub!", "cookie", "COOKIE", "cookiE", "cooki\u{e9}",
-            "Bearer ", "bearer ", "BEARER\t", "@`[{^~_-", "`@{[~^-_", "\u{e9}t\u{e9}",
-            "\u{c9}t\u{c9}", "abcdefghijklmnopq", "ABCDEFGHIJKLMNOPQ", "abcdefgh", "ABCDEFGh",
+            "",
+            "a",
+            "A",
+            "@",
+            "`",
+            "[",
+            "{",
+            "authorization",
+            "Authorization",
+            "AUTHORIZATION",
+            "x-jwt-sub",
+            "X-JWT-SUB",
+            "x-jwt-sub!",
+            "cookie",
+            "COOKIE",
+            "cookiE",
+            "cooki\u{e9}",
+            "Bearer ",
+            "bearer ",
+            "BEARER\t",
+            "@`[{^~_-",
+            "`@{[~^-_",
+            "\u{e9}t\u{e9}",
+            "\u{c9}t\u{c9}",
+            "abcdefghijklmnopq",
+            "ABCDEFGHIJKLMNOPQ",
+            "abcdefgh",
+            "ABCDEFGh",
         ];
         for a in texts {
             let folded = Folded::new(a);
@@ -541,13 +575,19 @@ mod tests {
         }
         assert_eq!(find_byte(&[0x3f, 0x40, 0x3e, 0x3f], b'?'), Some(0));
         assert_eq!(find_byte(b"\x01\x00\x01\x00\x01\x01\x01\x00?", 1), Some(0));
-        assert_eq!(find_byte(b"\x00\x01\x00\x00\x00\x00\x00\x00\x01", 1), Some(1));
+        assert_eq!(
+            find_byte(b"\x00\x01\x00\x00\x00\x00\x00\x00\x01", 1),
+            Some(1)
+        );
     }
 
     #[test]
     fn query_params_decode_names_only_when_escaped() {
         assert_eq!(
-            query_params("/a?access_token=x&b=1&access%5Ftoken=y%2E&access_token=", "access_token"),
+            query_params(
+                "/a?access_token=x&b=1&access%5Ftoken=y%2E&access_token=",
+                "access_token"
+            ),
             ["x", "y."]
         );
         assert!(query_params("/a", "access_token").is_empty());
