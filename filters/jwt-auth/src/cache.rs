@@ -2,15 +2,18 @@
 //! verified, with what the request path needs from them (the claim header values), so a token
 //! seen again is neither parsed nor verified (Envoy's `jwt_cache_config`).
 //!
-//! - Looked up with the raw token before any parse: a hit costs a hash of the token, one table
-//!   probe and a comparison of the token's bytes (both 8 bytes at a time: the byte loops of
-//!   `memcmp` and `String::from_utf8_lossy` were most of a hit's instructions in wasm), then the
-//!   bounds check below.
+//! - Looked up with the raw token before any parse (the bytes of the request's header map, not a
+//!   copy): a hit costs a hash of the token's length and last bytes, one table probe and a
+//!   comparison of every byte of the token (16 at a time: the byte loops of `memcmp` and
+//!   `String::from_utf8_lossy` were most of a hit's instructions in wasm), then the bounds
+//!   check below.
 //! - Holds the token itself, as Envoy's cache does (`SimpleLRUCache<std::string, Jwt>`): an
 //!   entry matches only the exact bytes that were verified, so no forged token can take a cached
 //!   token's place whatever the hash. The table is indexed by a 64-bit multiply-rotate hash of
-//!   the token, not a keyed one: only verified tokens are ever inserted, so a client cannot
-//!   choose keys that collide (and the module needs no randomness). Two verified tokens with
+//!   the token's length and last 24 bytes (its signature), not a keyed one: only verified
+//!   tokens are ever inserted, so a client cannot choose keys that collide (and the module
+//!   needs no randomness); a request whose token merely shares a cached token's hash finds
+//!   other bytes in the slot and is verified as any other. Two verified tokens with
 //!   the same hash share a slot: the later one replaces the earlier.
 //! - Bounded: at most `size` tokens (memory at most `size` times `max_token_bytes` plus the
 //!   claim values); when full, the least recently used goes, in constant time (a doubly
