@@ -2,15 +2,18 @@
 //! verified, with what the request path needs from them (the claim header values), so a token
 //! seen again is neither parsed nor verified (Envoy's `jwt_cache_config`).
 //!
-//! - Looked up with the raw token before any parse: a hit costs a hash of the token, one table
-//!   probe and a comparison of the token's bytes (both 8 bytes at a time: the byte loops of
-//!   `memcmp` and `String::from_utf8_lossy` were most of a hit's instructions in wasm), then the
-//!   bounds check below.
+//! - Looked up with the raw token before any parse (the bytes of the request's header map, not a
+//!   copy): a hit costs a hash of the token's length and last bytes, one table probe and a
+//!   comparison of every byte of the token (16 at a time: the byte loops of `memcmp` and
+//!   `String::from_utf8_lossy` were most of a hit's instructions in wasm), then the bounds
+//!   check below.
 //! - Holds the token itself, as Envoy's cache does (`SimpleLRUCache<std::string, Jwt>`): an
 //!   entry matches only the exact bytes that were verified, so no forged token can take a cached
 //!   token's place whatever the hash. The table is indexed by a 64-bit multiply-rotate hash of
-//!   the token, not a keyed one: only verified tokens are ever inserted, so a client cannot
-//!   choose keys that collide (and the module needs no randomness). Two verified tokens with
+//!   the token's length and last 24 bytes (its signature), not a keyed one: only verified
+//!   tokens are ever inserted, so a client cannot choose keys that collide (and the module
+//!   needs no randomness); a request whose token merely shares a cached token's hash finds
+//!   other bytes in the slot and is verified as any other. Two verified tokens with
 //!   the same hash share a slot: the later one replaces the earlier.
 //! - Bounded: at most `size` tokens (memory at most `size` times `max_token_bytes` plus the
 //!   claim values); when full, the least recently used goes, in constant time (a doubly
@@ -65,7 +68,7 @@ pub struct Validity {
 const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
 
 /// The little-endian word of up to 8 bytes (zero-padded).
-fn word(bytes: &[u8]) -> u64 {
+pub(crate) fn word(bytes: &[u8]) -> u64 {
     let mut word = [0u8; 8];
     if let Some(head) = word.get_mut(..bytes.len()) {
         head.copy_from_slice(bytes);
@@ -73,12 +76,21 @@ fn word(bytes: &[u8]) -> u64 {
     u64::from_le_bytes(word)
 }
 
-/// The table hash of `token`: a fixed multiply-rotate over its 8-byte words (see the module
-/// docs for why it need not be keyed).
-pub fn token_hash(token: &str) -> u64 {
-    let bytes = token.as_bytes();
+/// How many bytes at the end of a token [`token_hash`] reads.
+const HASHED_TAIL: usize = 24;
+
+/// The table hash of `token`: a fixed multiply-rotate over its length and its last
+/// [`HASHED_TAIL`] bytes (see the module docs for why it need not be keyed). A token ends with
+/// its signature, which differs between any two tokens that verify: the tail spreads them as
+/// well as the whole would, at a constant cost (the whole token was about 1.6 wasm
+/// instructions a byte); which slot a token takes never decides a hit, the comparison does.
+pub fn token_hash(token: impl AsRef<[u8]>) -> u64 {
+    let bytes = token.as_ref();
+    let tail = bytes
+        .get(bytes.len().saturating_sub(HASHED_TAIL)..)
+        .unwrap_or(bytes);
     let mut hash = bytes.len() as u64;
-    let mut chunks = bytes.chunks_exact(8);
+    let mut chunks = tail.chunks_exact(8);
     for chunk in &mut chunks {
         hash = (hash.rotate_left(5) ^ word(chunk)).wrapping_mul(SEED);
     }
@@ -86,14 +98,22 @@ pub fn token_hash(token: &str) -> u64 {
     hash ^ (hash >> 29)
 }
 
-/// Whether `a` and `b` are the same bytes, compared 8 at a time.
+/// Whether `a` and `b` are the same bytes, compared 16 at a time (two words per step: the
+/// loop's own instructions are most of a short step's).
 fn same(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
-    let (mut wa, mut wb) = (a.chunks_exact(8), b.chunks_exact(8));
-    (&mut wa).zip(&mut wb).all(|(x, y)| word(x) == word(y))
-        && word(wa.remainder()) == word(wb.remainder())
+    let (mut wa, mut wb) = (a.chunks_exact(16), b.chunks_exact(16));
+    for (x, y) in (&mut wa).zip(&mut wb) {
+        let (x0, x1) = x.split_at(8);
+        let (y0, y1) = y.split_at(8);
+        if (word(x0) ^ word(y0)) | (word(x1) ^ word(y1)) != 0 {
+            return false;
+        }
+    }
+    let (mut ta, mut tb) = (wa.remainder().chunks(8), wb.remainder().chunks(8));
+    (&mut ta).zip(&mut tb).all(|(x, y)| word(x) == word(y))
 }
 
 /// Passes the already mixed [`token_hash`] through to the table.
@@ -157,11 +177,12 @@ impl Default for TokenCache {
 impl TokenCache {
     /// What was verified of `token` when it is cached and valid at `now` (seconds); an entry
     /// past its `exp` is removed.
-    pub fn get(&mut self, token: &str, now: u64) -> Option<Rc<Verified>> {
+    pub fn get(&mut self, token: impl AsRef<[u8]>, now: u64) -> Option<Rc<Verified>> {
+        let token = token.as_ref();
         let hash = token_hash(token);
         let at = *self.index.get(&hash)?;
         let slot = self.slots.get(at)?;
-        if !same(slot.token.as_bytes(), token.as_bytes()) {
+        if !same(slot.token.as_bytes(), token) {
             return None;
         }
         let Validity { from, until } = slot.validity;
@@ -336,7 +357,7 @@ mod tests {
         assert_eq!(cache.len(), 3);
         assert!(cache.slots.len() <= 3);
         for i in 997..1000 {
-            assert!(cache.get(&format!("t{i}"), 1).is_some(), "t{i}");
+            assert!(cache.get(format!("t{i}"), 1).is_some(), "t{i}");
         }
         assert!(cache.get("t996", 1).is_none());
     }
@@ -362,16 +383,37 @@ mod tests {
     }
 
     #[test]
-    fn hash_and_comparison_read_every_byte() {
+    fn hash_reads_the_tail_and_comparison_every_byte() {
         for (a, b) in [
             ("abcdefgh1", "abcdefgh2"),
             ("abcdefgh", "abcdefgi"),
             ("a", "b"),
             ("a", "a\0"),
+            (
+                "0123456789abcdefghijklmnopqrstuvwxyz",
+                "0123456789abcdefghijklmnopqrstuvwxyZ",
+            ),
+            (
+                "0123456789abcdefghijklmnopqrstuvwxyz",
+                "0123456789abcdefghijklmnopqrstuvwxy",
+            ),
         ] {
             assert_ne!(token_hash(a), token_hash(b), "{a:?} {b:?}");
-            assert!(!same(a.as_bytes(), b.as_bytes()), "{a:?} {b:?}");
-            assert!(same(a.as_bytes(), a.as_bytes()));
+        }
+        // Every length around the 8- and 16-byte steps, a change in every position.
+        let text: Vec<u8> = (0..70u8).map(|i| b'!' + i).collect();
+        for len in 0..text.len() {
+            let a = &text[..len];
+            assert!(same(a, a));
+            assert!(!same(a, &text[..len + 1]));
+            for at in 0..len {
+                let mut b = a.to_vec();
+                b[at] ^= 0x20;
+                assert!(!same(a, &b), "{len} {at}");
+                if at >= len.saturating_sub(HASHED_TAIL) {
+                    assert_ne!(token_hash(a), token_hash(&b), "{len} {at}");
+                }
+            }
         }
     }
 

@@ -11,6 +11,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod cache;
+mod locate;
 pub use tollgate_jose::{ec, keys, rsa_public, token};
 
 use std::cell::{OnceCell, RefCell};
@@ -20,7 +21,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tollgate_sdk::callout::{CalloutError, CalloutRequest, CalloutResponse, Callouts};
-use tollgate_sdk::http::percent_decode;
 use tollgate_sdk::shared::{self, HostShared, SharedStore};
 use tollgate_sdk::{Action, ConfigError, FilterConfig, HttpFilter, Request};
 
@@ -169,6 +169,21 @@ pub struct Config {
     /// Longest token accepted, bytes.
     #[serde(default = "default_max_token_bytes")]
     pub max_token_bytes: usize,
+    /// Where tokens are looked for, worked out on first use.
+    #[serde(skip)]
+    plan: OnceCell<locate::Plan>,
+}
+
+impl Config {
+    fn plan(&self) -> &locate::Plan {
+        self.plan.get_or_init(|| locate::Plan::of(self))
+    }
+
+    /// The place a token was found at (an index of the plan's).
+    fn location(&self, place: usize) -> &Location {
+        const NOWHERE: &Location = &Location::Header(String::new());
+        self.plan().places.get(place).unwrap_or(NOWHERE)
+    }
 }
 
 fn check_header_name(path: String, name: &str) -> Result<(), ConfigError> {
@@ -347,65 +362,8 @@ impl std::fmt::Display for Location {
     }
 }
 
-/// A token found in a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Found {
-    /// Index of the provider that verifies it: among the providers reading this location, the
-    /// first whose `issuer` is the token's `iss` (or that requires none), else the first.
-    pub provider: usize,
-    /// The token.
-    pub token: String,
-    /// Where it came from (removed before the request goes upstream unless `forward`).
-    pub location: Location,
-}
-
-/// The token in one header value, after `prefix` (case-insensitive); `None` when the value does
-/// not start with the prefix or nothing follows it.
-fn after_prefix<'a>(value: &'a str, prefix: &str) -> Option<&'a str> {
-    let token = if prefix.is_empty() {
-        value.trim()
-    } else {
-        let head = value.get(..prefix.len())?;
-        if !head.eq_ignore_ascii_case(prefix) {
-            return None;
-        }
-        value.get(prefix.len()..)?.trim()
-    };
-    (!token.is_empty()).then_some(token)
-}
-
-/// Every value of query parameter `name` in `path` (names and values percent-decoded; a value
-/// that does not decode is kept as it is, and then refused as a token). Empty values are no token.
-fn query_params(path: &str, name: &str) -> Vec<String> {
-    let Some((_, query)) = path.split_once('?') else {
-        return Vec::new();
-    };
-    let query = query.split('#').next().unwrap_or_default();
-    query
-        .split('&')
-        .filter_map(|pair| {
-            let (n, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(n).as_deref() == Some(name) && !v.is_empty())
-                .then(|| percent_decode(v).unwrap_or_else(|| v.to_string()))
-        })
-        .collect()
-}
-
-/// Every non-empty value of cookie `name` in one `cookie` header (surrounding quotes removed).
-fn cookies<'a>(header: &'a str, name: &'a str) -> impl Iterator<Item = &'a str> {
-    header.split(';').filter_map(move |pair| {
-        let (n, v) = pair.split_once('=')?;
-        let v = v.trim();
-        let v = v
-            .strip_prefix('"')
-            .and_then(|v| v.strip_suffix('"'))
-            .unwrap_or(v);
-        (n.trim() == name && !v.is_empty()).then_some(v)
-    })
-}
-
 /// The unverified `iss` of a token, to pick its provider (the signature decides later).
-fn unverified_issuer(token: &str) -> Option<String> {
+pub(crate) fn unverified_issuer(token: &str) -> Option<String> {
     use base64::Engine;
     let payload = token.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -468,121 +426,6 @@ impl JwtAuth {
         }
     }
 
-    /// Every token in the request: each configured location of each provider (headers, query
-    /// parameters, cookies), every occurrence. A token read from the same place by several
-    /// providers is listed once. All of them must verify for the request to pass.
-    pub fn find_tokens(config: &Config, req: &mut Request<'_>) -> Vec<Found> {
-        Self::scan(config, req).0
-    }
-
-    /// [`JwtAuth::find_tokens`], and whether the request carries a `claim_to_headers` header
-    /// (those are not read as token locations: the filter removes them first).
-    fn scan(config: &Config, req: &mut Request<'_>) -> (Vec<Found>, bool) {
-        // (location, token, providers reading that location), in provider then location order.
-        let mut seen: Vec<(Location, String, Vec<usize>)> = Vec::new();
-        let mut add = |location: Location, token: &str, provider: usize| match seen
-            .iter_mut()
-            .find(|(l, t, _)| *l == location && t == token)
-        {
-            Some((_, _, providers)) => {
-                if !providers.contains(&provider) {
-                    providers.push(provider);
-                }
-            }
-            None => seen.push((location, token.to_string(), vec![provider])),
-        };
-        // Only the headers a provider reads are copied (one walk of the map, no copy of the
-        // others): its `from_headers`, `cookie` when it reads cookies, `:path` for parameters.
-        let wants_path = config.providers.iter().any(|p| !p.from_params.is_empty());
-        let wants_cookie = config.providers.iter().any(|p| !p.from_cookies.is_empty());
-        // `from_utf8` first: `from_utf8_lossy` walks byte by byte (about 20 wasm instructions
-        // a byte of token), the validation word by word.
-        fn text(bytes: &[u8]) -> String {
-            match std::str::from_utf8(bytes) {
-                Ok(text) => text.to_string(),
-                Err(_) => String::from_utf8_lossy(bytes).into_owned(),
-            }
-        }
-        let mut all: Vec<(String, String)> = Vec::new();
-        let mut path = String::new();
-        let mut claim_headers = false;
-        req.header_map().for_each_pair(&mut |name, value| {
-            if config.providers.iter().any(|p| {
-                p.claim_to_headers
-                    .iter()
-                    .any(|c| name.eq_ignore_ascii_case(c.header.as_bytes()))
-            }) {
-                claim_headers = true;
-            } else if name == b":path" {
-                if wants_path && path.is_empty() {
-                    path = text(value);
-                }
-            } else if (wants_cookie && name.eq_ignore_ascii_case(b"cookie"))
-                || config.providers.iter().any(|p| {
-                    p.from_headers
-                        .iter()
-                        .any(|h| name.eq_ignore_ascii_case(h.name.as_bytes()))
-                })
-            {
-                all.push((text(name), text(value)));
-            }
-        });
-        for (i, p) in config.providers.iter().enumerate() {
-            for h in &p.from_headers {
-                for (name, value) in &all {
-                    if !name.eq_ignore_ascii_case(&h.name) {
-                        continue;
-                    }
-                    if let Some(token) = after_prefix(value, &h.value_prefix) {
-                        add(Location::Header(h.name.to_ascii_lowercase()), token, i);
-                    }
-                }
-            }
-            for param in &p.from_params {
-                for token in query_params(&path, param) {
-                    add(Location::Param(param.clone()), &token, i);
-                }
-            }
-            for name in &p.from_cookies {
-                for (h, value) in &all {
-                    if h.eq_ignore_ascii_case("cookie") {
-                        for token in cookies(value, name) {
-                            add(Location::Cookie(name.clone()), token, i);
-                        }
-                    }
-                }
-            }
-        }
-        let found = seen
-            .into_iter()
-            .map(|(location, token, providers)| {
-                let first = providers.first().copied().unwrap_or_default();
-                // Several providers read this place: the token's own (unverified) `iss` picks
-                // one, so a token of the second issuer is checked with the second's keys.
-                let provider = if providers.len() > 1 && token.len() <= config.max_token_bytes {
-                    let iss = unverified_issuer(&token);
-                    providers
-                        .iter()
-                        .copied()
-                        .find(|&p| {
-                            config.providers.get(p).is_some_and(|p| {
-                                p.issuer.is_none() || p.issuer.as_deref() == iss.as_deref()
-                            })
-                        })
-                        .unwrap_or(first)
-                } else {
-                    first
-                };
-                Found {
-                    provider,
-                    token,
-                    location,
-                }
-            })
-            .collect();
-        (found, claim_headers)
-    }
-
     fn now(&self) -> SystemTime {
         (self.clock)()
     }
@@ -590,7 +433,7 @@ impl JwtAuth {
     /// What `provider`'s verified-token cache holds for `token` at `now`, when it has a cache.
     pub fn cached(
         provider: &Provider,
-        token: &str,
+        token: impl AsRef<[u8]>,
         now: SystemTime,
     ) -> Option<Rc<cache::Verified>> {
         if provider.jwt_cache.is_none_or(|c| c.size == 0) {
@@ -760,28 +603,29 @@ impl JwtAuth {
         let config = Rc::clone(&self.config);
         for index in next..todo.len() {
             let Some(token) = todo.get(index) else { break };
-            let State::Parsed(parsed) = &token.state else {
+            let State::Parsed(pending) = &token.state else {
                 // Served by the verified-token cache.
                 continue;
             };
+            let parsed = &pending.parsed;
+            let location = config.location(token.place);
             // No provider or no keys cannot happen with a validated configuration; if it did,
             // the token would be unverifiable: refused, never let through.
             let no_key = || TokenError::NoKey {
                 kid: parsed.kid.clone(),
                 alg: parsed.alg.name(),
             };
-            let Some(provider) = config.providers.get(token.found.provider) else {
-                Self::reject(req, "?", &token.found.location, &no_key());
+            let Some(provider) = config.providers.get(token.provider) else {
+                Self::reject(req, "?", location, &no_key());
                 return Action::Pause;
             };
             let keys: Rc<Vec<Key>> = if let Some(keys) = provider.inline_keys.get() {
                 Rc::clone(keys)
-            } else if let Some((_, keys)) = fetched.iter().find(|(p, _)| *p == token.found.provider)
-            {
+            } else if let Some((_, keys)) = fetched.iter().find(|(p, _)| *p == token.provider) {
                 Rc::clone(keys)
             } else {
                 let Some(remote) = provider.remote_jwks.clone() else {
-                    Self::reject(req, &provider.name, &token.found.location, &no_key());
+                    Self::reject(req, &provider.name, location, &no_key());
                     return Action::Pause;
                 };
                 match self.usable_cache(provider, &remote, parsed) {
@@ -791,21 +635,20 @@ impl JwtAuth {
             };
             let verified = match Self::verify_and_remember(
                 provider,
-                &token.found.token,
+                &pending.token,
                 parsed,
                 &keys,
                 self.now(),
             ) {
                 Ok(verified) => verified,
                 Err(err) => {
-                    Self::reject(req, &provider.name, &token.found.location, &err);
+                    Self::reject(req, &provider.name, location, &err);
                     return Action::Pause;
                 }
             };
-            if provider.remote_jwks.is_some()
-                && !fetched.iter().any(|(p, _)| *p == token.found.provider)
+            if provider.remote_jwks.is_some() && !fetched.iter().any(|(p, _)| *p == token.provider)
             {
-                fetched.push((token.found.provider, keys));
+                fetched.push((token.provider, keys));
             }
             if let Some(token) = todo.get_mut(index) {
                 token.state = State::Verified(verified);
@@ -846,7 +689,7 @@ impl JwtAuth {
     fn accept(&self, req: &mut Request<'_>, verified: &[Token]) {
         let mut set: Vec<(&str, &str)> = Vec::new();
         for token in verified {
-            let Some(provider) = self.config.providers.get(token.found.provider) else {
+            let Some(provider) = self.config.providers.get(token.provider) else {
                 continue;
             };
             // Every token is verified here (`verify_from` returns early otherwise).
@@ -866,7 +709,7 @@ impl JwtAuth {
                 }
             }
             if !provider.forward {
-                match &token.found.location {
+                match self.config.location(token.place) {
                     Location::Header(name) => req.remove_header(name),
                     Location::Param(name) => {
                         req.remove_query_param(name);
@@ -897,7 +740,7 @@ impl JwtAuth {
                 let config = Rc::clone(&filter.config);
                 let Some(provider) = todo
                     .get(index)
-                    .and_then(|t| config.providers.get(t.found.provider))
+                    .and_then(|t| config.providers.get(t.provider))
                 else {
                     // Cannot happen: `index` points into `todo`, its provider exists.
                     req.send_response(
@@ -918,7 +761,7 @@ impl JwtAuth {
                     Ok(keys) => {
                         let mut fetched = fetched;
                         if let Some(t) = todo.get(index) {
-                            fetched.push((t.found.provider, keys));
+                            fetched.push((t.provider, keys));
                         }
                         filter.verify_from(req, todo, index, fetched)
                     }
@@ -944,7 +787,11 @@ impl JwtAuth {
 /// A token found in the request, and how far it got.
 #[derive(Debug, Clone)]
 struct Token {
-    found: Found,
+    /// The provider verifying it.
+    provider: usize,
+    /// Where it was found ([`Config::location`]); removed before the request goes upstream
+    /// unless its provider has `forward`.
+    place: usize,
     state: State,
 }
 
@@ -952,8 +799,15 @@ struct Token {
 /// before).
 #[derive(Debug, Clone)]
 enum State {
-    Parsed(Parsed),
+    Parsed(Box<Pending>),
     Verified(Rc<cache::Verified>),
+}
+
+/// A token parsed, not verified yet.
+#[derive(Debug, Clone)]
+struct Pending {
+    token: String,
+    parsed: Parsed,
 }
 
 impl HttpFilter for JwtAuth {
@@ -969,18 +823,23 @@ impl HttpFilter for JwtAuth {
     }
 
     fn on_request_headers(&mut self, req: &mut Request<'_>, _end_of_stream: bool) -> Action {
+        let config = Rc::clone(&self.config);
+        let plan = config.plan();
+        // One read of the whole map (tokens may be in headers, `:path` and `cookie`), walked
+        // in place: the tokens found are slices of it.
+        let wire = req.header_map().wire_pairs();
+        let (found, claim_headers) = locate::scan(&config, plan, &wire);
         // Claim headers only ever come from a verified token: removed when the client sent
         // any (the scan saw them; most requests carry none, and each removal is a host call).
-        let (found, claim_headers) = Self::scan(&self.config, req);
         if claim_headers {
-            for p in &self.config.providers {
+            for p in &config.providers {
                 for c in &p.claim_to_headers {
                     req.remove_header(&c.header);
                 }
             }
         }
         if found.is_empty() {
-            if self.config.allow_missing {
+            if config.allow_missing {
                 return Action::Continue;
             }
             req.send_response(
@@ -995,36 +854,30 @@ impl HttpFilter for JwtAuth {
         }
         let mut todo = Vec::with_capacity(found.len());
         // The clock is read once, and only when some provider caches verified tokens.
-        let now = self
-            .config
-            .providers
-            .iter()
-            .any(|p| p.jwt_cache.is_some_and(|c| c.size > 0))
-            .then(|| self.now());
+        let now = plan.caches.then(|| self.now());
         for found in found {
-            // A cached token is taken as it was verified: no parse, no signature check.
-            if let Some(verified) = now.and_then(|now| {
-                let provider = self.config.providers.get(found.provider)?;
-                Self::cached(provider, &found.token, now)
-            }) {
+            let provider = config.providers.get(found.provider);
+            // A cached token is taken as it was verified: no parse, no signature check, and
+            // looked up with the bytes of the header map (no copy, no UTF-8 check).
+            if let Some(verified) = now.and_then(|now| Self::cached(provider?, &*found.token, now))
+            {
                 todo.push(Token {
-                    found,
+                    provider: found.provider,
+                    place: found.place,
                     state: State::Verified(verified),
                 });
                 continue;
             }
-            match token::parse(&found.token, self.config.max_token_bytes) {
+            let token = found.text();
+            match token::parse(&token, config.max_token_bytes) {
                 Ok(parsed) => todo.push(Token {
-                    found,
-                    state: State::Parsed(parsed),
+                    provider: found.provider,
+                    place: found.place,
+                    state: State::Parsed(Box::new(Pending { token, parsed })),
                 }),
                 Err(err) => {
-                    let name = self
-                        .config
-                        .providers
-                        .get(found.provider)
-                        .map_or("", |p| p.name.as_str());
-                    Self::reject(req, name, &found.location, &err);
+                    let name = provider.map_or("", |p| p.name.as_str());
+                    Self::reject(req, name, config.location(found.place), &err);
                     return Action::Pause;
                 }
             }
