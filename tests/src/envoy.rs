@@ -778,8 +778,32 @@ fn tail(log: &str) -> String {
     lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
 }
 
-/// A port on 127.0.0.1 free at the time of the call (bound, read, released).
+/// A port on 127.0.0.1 free at the time of the call, for a configuration that must name its
+/// own address before Envoy binds it (an OAuth2 `redirect_uri`). Chosen at random below the
+/// kernel's ephemeral range (`net.ipv4.ip_local_port_range`), so the port-0 binds of the tests
+/// running alongside (every other Envoy listener, upstream and service here) cannot take it in
+/// the moment between this check and Envoy's bind: a port taken from the ephemeral range was
+/// once taken that way ("cannot bind: Address already in use"). Falls back to a port-0 bind
+/// when the range leaves no room below it.
 pub fn free_port() -> Result<u16> {
+    use std::hash::{BuildHasher, Hasher};
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    const LOWEST: u16 = 10_000;
+    if ephemeral_low > LOWEST + 1000 {
+        let span = u64::from(ephemeral_low - LOWEST);
+        let random = std::collections::hash_map::RandomState::new();
+        for attempt in 0..200u64 {
+            let mut hasher = random.build_hasher();
+            hasher.write_u64(attempt);
+            let port = LOWEST + u16::try_from(hasher.finish() % span).unwrap_or(0);
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
 }
