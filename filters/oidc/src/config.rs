@@ -238,7 +238,7 @@ impl Config {
                 .iter()
                 .filter_map(|k| decode_key(k))
                 .collect(),
-            callback_path: Url::parse(&self.redirect_uri).map_or_else(|| "/".into(), |u| u.path),
+            callback_path: self.parse_callback_path(),
             login_cookie: format!("{}_login", self.cookie.name),
         })
     }
@@ -251,6 +251,11 @@ impl Config {
     /// The issuer parsed (validated at start-up).
     pub fn issuer_url(&self) -> Option<Url> {
         Url::parse(&self.issuer)
+    }
+
+    /// The path of `redirect_uri` (`/` when it does not parse, which `validate` refuses).
+    fn parse_callback_path(&self) -> String {
+        Url::parse(&self.redirect_uri).map_or_else(|| "/".into(), |u| u.path)
     }
 
     /// The callback path (the path of `redirect_uri`).
@@ -347,8 +352,7 @@ impl FilterConfig for Config {
         for (i, prefix) in self.pass_through.iter().enumerate() {
             path_field(&format!("pass_through[{i}]"), prefix)?;
         }
-        let callback: String =
-            Url::parse(&self.redirect_uri).map_or_else(|| "/".into(), |u| u.path);
+        let callback = self.parse_callback_path();
         for (field, path) in [
             ("login_path", &self.login_path),
             ("logout_path", &self.logout_path),
